@@ -1,0 +1,161 @@
+import Foundation
+import Logging
+import LoupePKI
+import LoupeProto
+import LoupeWire
+import ServiceLifecycle
+import Synchronization
+
+/// Keeps an agent connected to its manager: connects over mutual TLS,
+/// completes the handshake, sends status reports, and reconnects with
+/// exponential backoff and jitter whenever the link drops. On graceful
+/// shutdown (SIGTERM) it says Goodbye and returns.
+public final class ManagerLink: Service, Sendable {
+    /// What the link is doing, for status pages and tests.
+    public enum LinkState: Sendable, Equatable {
+        case connecting(attempt: Int)
+        case connected(managerId: String)
+        case waiting(seconds: Double, lastError: String)
+        case stopped
+    }
+
+    public let config: AgentConfig
+    private let logger: Logger
+    private let started = ContinuousClock.now
+    private let stateBox = Mutex<(state: LinkState, connections: Int)>((.connecting(attempt: 1), 0))
+    private let statusProvider: @Sendable () -> Loupe_V1_AgentStatus
+
+    public init(config: AgentConfig, logger: Logger, status: @escaping @Sendable () -> Loupe_V1_AgentStatus = { Loupe_V1_AgentStatus() }) {
+        self.config = config
+        self.logger = logger
+        self.statusProvider = status
+    }
+
+    public var state: LinkState { stateBox.withLock { $0.state } }
+
+    /// How many times the handshake has succeeded since start.
+    public var successfulConnections: Int { stateBox.withLock { $0.connections } }
+
+    public func run() async throws {
+        guard let link = config.manager else {
+            logger.info("no manager configured; running standalone")
+            return
+        }
+        let (host, port) = try parseAddress(link.address)
+        let backoff = Backoff(
+            initial: link.reconnectInitialSeconds ?? 0.5,
+            maximum: link.reconnectMaxSeconds ?? 30
+        )
+        let statusInterval = Duration.seconds(fraction: link.statusIntervalSeconds ?? 5)
+        let client = WireClientConfiguration(
+            host: host, port: port, tls: config.tls,
+            connection: ConnectionSettings(
+                heartbeatInterval: .seconds(fraction: link.heartbeatSeconds ?? 5),
+                idleTimeout: .seconds(fraction: link.idleTimeoutSeconds ?? 15),
+                frameStallTimeout: .seconds(fraction: link.idleTimeoutSeconds ?? 15)
+            ),
+            capabilities: ["agent-status"]
+        )
+        var failures = 0
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            setState(.connecting(attempt: failures + 1))
+            let connectionsBefore = successfulConnections
+            do {
+                try await cancelWhenGracefulShutdown {
+                    try await WireClient.withConnection(client) { connection, welcome in
+                        try self.checkIdentity(welcome)
+                        self.stateBox.withLock { $0 = (.connected(managerId: welcome.managerID), $0.connections + 1) }
+                        self.logger.info("connected to manager", metadata: ["manager": "\(welcome.managerID)", "address": "\(link.address)"])
+                        try await self.report(over: connection, every: statusInterval)
+                    }
+                }
+                if Task.isShuttingDownGracefully || Task.isCancelled { break }
+                failures += 1
+                logger.warning("manager link closed", metadata: ["address": "\(link.address)"])
+            } catch {
+                if Task.isShuttingDownGracefully || Task.isCancelled { break }
+                failures += 1
+                logger.warning("manager link failed", metadata: ["address": "\(link.address)", "error": "\(error)"])
+                if let wire = error as? WireError, case .remote(let code, _) = wire,
+                   code == .certificateRevoked || code == .protocolVersionMismatch {
+                    logger.error("the manager refused this agent; fix the certificate or software before it can connect", metadata: ["error": "\(wire)"])
+                }
+                setState(.waiting(seconds: 0, lastError: "\(error)"))
+            }
+            // A link that got through resets the backoff to its first step.
+            if successfulConnections > connectionsBefore { failures = 1 }
+            let delay = backoff.delay(afterFailures: failures)
+            setState(.waiting(seconds: delay, lastError: lastError))
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(fraction: delay)) }
+        }
+        setState(.stopped)
+        logger.info("manager link stopped")
+    }
+
+    private var lastError: String {
+        if case .waiting(_, let error) = state { return error }
+        return "connection closed"
+    }
+
+    private func setState(_ state: LinkState) {
+        stateBox.withLock { $0.state = state }
+    }
+
+    private func checkIdentity(_ welcome: Loupe_V1_Welcome) throws {
+        guard welcome.peerRole == .agent else {
+            throw WireError.wrongPeerRole(expected: "agent", actual: "\(welcome.peerRole)")
+        }
+        guard welcome.peerIdentity == config.cameraId else {
+            throw WireError.refused(code: .permissionDenied, message: "certificate names camera \(welcome.peerIdentity) but this agent is configured as \(config.cameraId)")
+        }
+    }
+
+    /// Sends a status report now and then, until the connection ends.
+    private func report(over connection: WireConnection, every interval: Duration) async throws {
+        while !connection.isClosed {
+            var status = statusProvider()
+            status.softwareVersion = WireProtocol.softwareVersion
+            status.uptimeSeconds = UInt64((ContinuousClock.now - started).seconds)
+            status.diskFreeBytes = DiskSpace.freeBytes(at: config.dataDir)
+            try await connection.send(event: .agentStatus(status))
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await Task.sleep(for: interval) }
+                group.addTask { await connection.waitUntilClosed() }
+                try await group.next()
+                group.cancelAll()
+            }
+        }
+    }
+}
+
+/// Exponential reconnect delays with jitter: after n failures the delay is
+/// drawn uniformly from [d/2, d] where d = min(maximum, initial * 2^(n-1)),
+/// so a fleet that lost its manager does not reconnect in lock-step.
+public struct Backoff: Sendable {
+    public var initial: Double
+    public var maximum: Double
+
+    public init(initial: Double, maximum: Double) {
+        self.initial = initial
+        self.maximum = max(initial, maximum)
+    }
+
+    public func delay<Generator: RandomNumberGenerator>(afterFailures failures: Int, using generator: inout Generator) -> Double {
+        let ceiling = min(maximum, initial * pow(2, Double(max(0, failures - 1))))
+        return Double.random(in: (ceiling / 2)...ceiling, using: &generator)
+    }
+
+    public func delay(afterFailures failures: Int) -> Double {
+        var generator = SystemRandomNumberGenerator()
+        return delay(afterFailures: failures, using: &generator)
+    }
+}
+
+/// Free space on the filesystem holding a folder.
+enum DiskSpace {
+    static func freeBytes(at path: String) -> UInt64 {
+        var info = statvfs()
+        guard statvfs(path, &info) == 0 else { return 0 }
+        return UInt64(info.f_bavail) * UInt64(info.f_frsize)
+    }
+}

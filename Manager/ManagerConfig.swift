@@ -1,0 +1,74 @@
+import LoupeWire
+
+/// The manager's configuration file (JSON). Every key is documented in
+/// Deploy/README.md; Deploy/manager.json is an example.
+public struct ManagerConfig: Codable, Sendable, Equatable {
+    /// Name of this manager (plant or site), shown to agents and operators.
+    public var managerId: String
+    /// HOST:PORT to listen on for agents and operators.
+    public var listen: String
+    /// Fleet CA, the manager's own certificate and key.
+    public var tls: TLSFiles
+    /// JSON revocation list written by `loupe tls revoke`; reloaded on SIGHUP
+    /// and when the file changes. Optional.
+    public var revocationList: String?
+    /// Seconds between checks of the revocation list file for changes; 0
+    /// turns polling off (SIGHUP still reloads). Default 1.
+    public var revocationPollSeconds: Double?
+    /// Folder for the manager's state.
+    public var dataDir: String
+    /// Largest frame accepted, bytes. Default 16 MiB.
+    public var maxFrameBytes: Int?
+    /// Seconds between heartbeats on an otherwise quiet connection. Default 5.
+    public var heartbeatSeconds: Double?
+    /// Seconds of silence after which a connection is closed. Default 15.
+    public var idleTimeoutSeconds: Double?
+
+    public init(managerId: String, listen: String, tls: TLSFiles, revocationList: String?, dataDir: String,
+                maxFrameBytes: Int? = nil, heartbeatSeconds: Double? = nil, idleTimeoutSeconds: Double? = nil) {
+        self.managerId = managerId
+        self.listen = listen
+        self.tls = tls
+        self.revocationList = revocationList
+        self.dataDir = dataDir
+        self.maxFrameBytes = maxFrameBytes
+        self.heartbeatSeconds = heartbeatSeconds
+        self.idleTimeoutSeconds = idleTimeoutSeconds
+    }
+
+    /// Loads and checks a config file; relative paths are taken from its folder.
+    public static func load(path: String) throws -> ManagerConfig {
+        var config = try ConfigFile.load(ManagerConfig.self, path: path)
+        config.tls.ca = ConfigFile.resolve(config.tls.ca, relativeTo: path)
+        config.tls.cert = ConfigFile.resolve(config.tls.cert, relativeTo: path)
+        config.tls.key = ConfigFile.resolve(config.tls.key, relativeTo: path)
+        config.revocationList = config.revocationList.map { ConfigFile.resolve($0, relativeTo: path) }
+        config.dataDir = ConfigFile.resolve(config.dataDir, relativeTo: path)
+        do { _ = try parseAddress(config.listen) } catch {
+            throw ConfigError.invalid(path: path, key: "listen", reason: "expected HOST:PORT, got \"\(config.listen)\"")
+        }
+        if let bytes = config.maxFrameBytes, !(1024...(1 << 30)).contains(bytes) {
+            throw ConfigError.invalid(path: path, key: "maxFrameBytes", reason: "must be between 1024 and 1073741824")
+        }
+        for (key, value) in [("heartbeatSeconds", config.heartbeatSeconds), ("idleTimeoutSeconds", config.idleTimeoutSeconds)] {
+            if let value, !(value > 0 && value <= 3600) {
+                throw ConfigError.invalid(path: path, key: key, reason: "must be more than 0 and at most 3600")
+            }
+        }
+        return config
+    }
+
+    /// Connection timers and limits derived from the config.
+    public var connectionSettings: ConnectionSettings {
+        let heartbeat = Duration.seconds(fraction: heartbeatSeconds ?? 5)
+        let idle = Duration.seconds(fraction: idleTimeoutSeconds ?? 15)
+        return ConnectionSettings(
+            maxFrameBytes: maxFrameBytes ?? WireProtocol.defaultMaxFrameBytes,
+            heartbeatInterval: heartbeat,
+            idleTimeout: idle,
+            // A started frame must keep flowing; report it as truncated before
+            // the idle timeout would close the connection for silence.
+            frameStallTimeout: idle * 0.75
+        )
+    }
+}

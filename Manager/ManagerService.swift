@@ -1,0 +1,154 @@
+import Foundation
+import Logging
+import LoupePKI
+import LoupeProto
+import LoupeWire
+import NIOCore
+import ServiceLifecycle
+
+/// The plant's fleet manager: accepts agents and operators over mutual TLS,
+/// checks their certificates' roles and the revocation list, and serves the
+/// protocol. Runs under swift-service-lifecycle; on SIGTERM it stops
+/// accepting, says Goodbye to every peer and exits.
+public final class ManagerService: Service, Sendable {
+    public let config: ManagerConfig
+    public let registry = CameraRegistry()
+    private let logger: Logger
+    private let onListening: @Sendable (SocketAddress) -> Void
+
+    public init(config: ManagerConfig, logger: Logger, onListening: @escaping @Sendable (SocketAddress) -> Void = { _ in }) {
+        self.config = config
+        self.logger = logger
+        self.onListening = onListening
+    }
+
+    public func run() async throws {
+        try FileManager.default.createDirectory(atPath: config.dataDir, withIntermediateDirectories: true)
+        let (host, port) = try parseAddress(config.listen)
+        let server = try await WireServer.bind(
+            WireServerConfiguration(host: host, port: port, tls: config.tls, connection: config.connectionSettings),
+            logger: logger
+        )
+        let logger = self.logger
+        let revocations = try RevocationWatcher(path: config.revocationList, logger: logger) { list in
+            // Also drop live connections whose certificate was just revoked.
+            for connection in server.activeConnections {
+                if let peer = connection.peer, list.isRevoked(serial: peer.serial) {
+                    logger.warning("closing connection of revoked certificate", metadata: ["peer": "\(peer)"])
+                    connection.closeWithError(WireError.refused(code: .certificateRevoked, message: "certificate serial \(peer.serial) of \(peer.role.rawValue) \(peer.name) has been revoked"))
+                }
+            }
+        }
+        logger.info("manager listening", metadata: [
+            "address": "\(server.localAddress)", "manager": "\(config.managerId)",
+            "revocations": "\(revocations.list.entries.count)",
+        ])
+        onListening(server.localAddress)
+
+        try await withGracefulShutdownHandler {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                let poll = self.config.revocationPollSeconds ?? 1
+                group.addTask { await revocations.run(pollInterval: poll > 0 ? .seconds(fraction: poll) : nil) }
+                try await server.run(
+                    handshake: { connection, hello in try self.welcome(connection, hello, revocations: revocations) },
+                    handler: { connection, envelope in try await self.handle(connection, envelope) },
+                    closed: { connection in
+                        if let peer = connection.peer, peer.role == .agent, connection.wasWelcomed {
+                            self.registry.disconnected(cameraId: peer.name)
+                            logger.info("agent disconnected", metadata: ["camera": "\(peer.name)"])
+                        }
+                    }
+                )
+                group.cancelAll()
+            }
+        } onGracefulShutdown: {
+            logger.info("manager shutting down gracefully")
+            Task { await server.shutdown(reason: "manager shutting down") }
+        }
+        logger.info("manager stopped")
+    }
+
+    /// Checks a client's Hello: revocation, role, protocol version.
+    func welcome(_ connection: WireConnection, _ hello: Loupe_V1_Hello, revocations: RevocationWatcher) throws -> Loupe_V1_Welcome {
+        guard let peer = connection.peer else {
+            throw WireError.refused(code: .permissionDenied, message: "no client certificate identity")
+        }
+        if revocations.isRevoked(serial: peer.serial) {
+            logger.warning("refused revoked certificate", metadata: ["peer": "\(peer)", "address": "\(connection.remoteAddress)"])
+            throw WireError.refused(code: .certificateRevoked, message: "certificate serial \(peer.serial) of \(peer.role.rawValue) \(peer.name) has been revoked")
+        }
+        guard peer.role == .agent || peer.role == .operator else {
+            throw WireError.refused(code: .permissionDenied, message: "a \(peer.role.rawValue) certificate cannot connect to the manager; use an agent or operator certificate")
+        }
+        guard hello.protocolVersion == WireProtocol.version else {
+            throw WireError.refused(code: .protocolVersionMismatch, message: "client speaks protocol version \(hello.protocolVersion); this manager speaks version \(WireProtocol.version)")
+        }
+        if peer.role == .agent {
+            registry.connected(cameraId: peer.name, address: connection.remoteAddress, softwareVersion: hello.softwareVersion)
+        }
+        logger.info("\(peer.role.rawValue) connected", metadata: [
+            "peer": "\(peer.name)", "address": "\(connection.remoteAddress)", "software": "\(hello.softwareVersion)",
+        ])
+        var welcome = Loupe_V1_Welcome()
+        welcome.protocolVersion = WireProtocol.version
+        welcome.softwareVersion = WireProtocol.softwareVersion
+        welcome.capabilities = ["echo", "fleet-status", "agent-status"]
+        welcome.peerIdentity = peer.name
+        welcome.peerRole = peer.role.wire
+        welcome.heartbeatIntervalMs = UInt32(config.connectionSettings.heartbeatInterval.seconds * 1000)
+        welcome.idleTimeoutMs = UInt32(config.connectionSettings.idleTimeout.seconds * 1000)
+        welcome.maxFrameBytes = UInt32(config.connectionSettings.maxFrameBytes)
+        welcome.managerID = config.managerId
+        return welcome
+    }
+
+    /// Serves one request or event from a connected agent or operator.
+    func handle(_ connection: WireConnection, _ envelope: Envelope) async throws -> Envelope.OneOf_Body? {
+        guard let peer = connection.peer, let body = envelope.body else { return nil }
+        try Permissions.check(body, role: peer.role)
+        switch body {
+        case .echo(let echo):
+            return .echo(echo)
+        case .agentStatus(let status):
+            registry.report(cameraId: peer.name, status: status)
+            return nil
+        case .fleetStatusQuery:
+            var reply = Loupe_V1_FleetStatusReply()
+            reply.cameras = registry.snapshot()
+            return .fleetStatusReply(reply)
+        default:
+            throw WireError.refused(code: .unimplemented, message: "\(body.name) is not served by this manager version")
+        }
+    }
+}
+
+/// Which role may send which message to the manager.
+enum Permissions {
+    static func check(_ body: Envelope.OneOf_Body, role: FleetRole) throws {
+        let allowed: Bool
+        switch body {
+        case .echo, .trainingStart, .trainingCancel:
+            allowed = role == .agent || role == .operator
+        case .roiUpload, .agentStatus, .modelChunkRequest, .modelInstalled:
+            allowed = role == .agent
+        case .fleetStatusQuery:
+            allowed = role == .operator
+        default:
+            allowed = false
+        }
+        guard allowed else {
+            throw WireError.refused(code: .permissionDenied, message: "a \(role.rawValue) certificate may not send \(body.name)")
+        }
+    }
+}
+
+extension FleetRole {
+    /// The protocol's enum value for this role.
+    public var wire: Loupe_V1_Role {
+        switch self {
+        case .agent: return .agent
+        case .operator: return .operator
+        case .manager: return .manager
+        }
+    }
+}

@@ -1,0 +1,413 @@
+import Foundation
+import LoupePKI
+import LoupeProto
+import NIOCore
+import NIOSSL
+import Synchronization
+
+/// Timers and limits of one connection.
+public struct ConnectionSettings: Sendable, Equatable {
+    /// Largest frame accepted from the peer, in bytes.
+    public var maxFrameBytes: Int
+    /// Send a heartbeat after this long without sending anything.
+    public var heartbeatInterval: Duration
+    /// Close the connection after this long without receiving anything.
+    public var idleTimeout: Duration
+    /// A frame whose body stops arriving for this long is truncated.
+    public var frameStallTimeout: Duration
+    /// Default time a request waits for its reply.
+    public var requestTimeout: Duration
+
+    public init(
+        maxFrameBytes: Int = WireProtocol.defaultMaxFrameBytes,
+        heartbeatInterval: Duration = .seconds(5),
+        idleTimeout: Duration = .seconds(15),
+        frameStallTimeout: Duration = .seconds(15),
+        requestTimeout: Duration = .seconds(60)
+    ) {
+        self.maxFrameBytes = maxFrameBytes
+        self.heartbeatInterval = heartbeatInterval
+        self.idleTimeout = idleTimeout
+        self.frameStallTimeout = frameStallTimeout
+        self.requestTimeout = requestTimeout
+    }
+}
+
+/// Answers the requests and events a peer sends. Return a body to reply to a
+/// request; throw `WireError.refused` to reply with an Error. For events
+/// (request id 0) the return value is ignored.
+public typealias RequestHandler = @Sendable (WireConnection, Envelope) async throws -> Envelope.OneOf_Body?
+
+/// Checks a client's Hello on the server side and returns the Welcome, or
+/// throws `WireError.refused` to answer with an Error and close.
+public typealias HandshakeHandler = @Sendable (WireConnection, Loupe_V1_Hello) async throws -> Loupe_V1_Welcome
+
+/// One live connection to a peer: many requests in flight matched to replies
+/// by id, heartbeats, an idle timeout, and a graceful close.
+///
+/// Writes go through NIO's async writer, which suspends while the socket is
+/// not writable, so a slow reader makes writers wait instead of buffering
+/// without bound.
+public final class WireConnection: Sendable {
+    private enum Slot {
+        case registered(deadline: ContinuousClock.Instant)
+        case waiting(CheckedContinuation<Envelope, any Error>, deadline: ContinuousClock.Instant)
+        case answered(Result<Envelope, any Error>)
+    }
+
+    private struct State {
+        var nextRequestID: UInt64 = 1
+        var slots: [UInt64: Slot] = [:]
+        var lastReceived: ContinuousClock.Instant
+        var lastSent: ContinuousClock.Instant
+        var heartbeatSequence: UInt64 = 0
+        var closed = false
+        var welcomed = false
+        var peer: PeerIdentity?
+    }
+
+    public let settings: ConnectionSettings
+    /// The peer's address as "host:port".
+    public let remoteAddress: String
+    private let channel: any Channel
+    private let outbound: NIOAsyncChannelOutboundWriter<Envelope>
+    private let state: Mutex<State>
+    private let clock = ContinuousClock()
+
+    init(channel: any Channel, outbound: NIOAsyncChannelOutboundWriter<Envelope>, settings: ConnectionSettings) {
+        self.channel = channel
+        self.outbound = outbound
+        self.settings = settings
+        self.remoteAddress = channel.remoteAddress.map(Self.format) ?? "unknown"
+        let now = ContinuousClock.now
+        self.state = Mutex(State(lastReceived: now, lastSent: now))
+    }
+
+    /// Who the peer is, from its certificate; known once the TLS handshake is done.
+    public var peer: PeerIdentity? {
+        state.withLock { $0.peer }
+    }
+
+    func setPeer(_ identity: PeerIdentity) {
+        state.withLock { $0.peer = identity }
+    }
+
+    /// True once the server side has answered the Hello with a Welcome.
+    public var wasWelcomed: Bool {
+        state.withLock { $0.welcomed }
+    }
+
+    /// Returns once the underlying channel has closed.
+    public func waitUntilClosed() async {
+        try? await channel.closeFuture.get()
+    }
+
+    /// True once the connection has closed or started closing.
+    public var isClosed: Bool {
+        state.withLock { $0.closed }
+    }
+
+    /// Requests sent and still waiting for their reply.
+    public var outstandingRequests: Int {
+        state.withLock { $0.slots.count }
+    }
+
+    // MARK: Sending
+
+    /// Sends a request and waits for its reply. An Error reply throws
+    /// `WireError.remote`.
+    public func request(_ body: Envelope.OneOf_Body, timeout: Duration? = nil) async throws -> Envelope {
+        let deadline = clock.now + (timeout ?? settings.requestTimeout)
+        let id: UInt64 = try state.withLock { state in
+            guard !state.closed else { throw WireError.connectionClosed }
+            let id = state.nextRequestID
+            state.nextRequestID += 1
+            state.slots[id] = .registered(deadline: deadline)
+            return id
+        }
+        var envelope = Envelope()
+        envelope.requestID = id
+        envelope.body = body
+        do {
+            try await write(envelope)
+        } catch {
+            _ = state.withLock { $0.slots.removeValue(forKey: id) }
+            throw error
+        }
+        let reply = try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Envelope, any Error>) in
+                let early: Result<Envelope, any Error>? = state.withLock { state in
+                    switch state.slots[id] {
+                    case .registered(let deadline):
+                        state.slots[id] = .waiting(continuation, deadline: deadline)
+                        return nil
+                    case .answered(let result):
+                        state.slots[id] = nil
+                        return result
+                    case .waiting, .none:
+                        return .failure(WireError.connectionClosed)
+                    }
+                }
+                if let early { continuation.resume(with: early) }
+            }
+        } onCancel: {
+            complete(id, with: .failure(CancellationError()))
+        }
+        if case .error(let error) = reply.body {
+            throw WireError.remote(code: error.code, message: error.message)
+        }
+        return reply
+    }
+
+    /// Sends an envelope that expects no reply (an event, or a reply made by hand).
+    public func send(_ envelope: Envelope) async throws {
+        try await write(envelope)
+    }
+
+    /// Sends an event: a body with request id 0.
+    public func send(event body: Envelope.OneOf_Body) async throws {
+        var envelope = Envelope()
+        envelope.body = body
+        try await write(envelope)
+    }
+
+    private func write(_ envelope: Envelope) async throws {
+        guard !isClosed else { throw WireError.connectionClosed }
+        do {
+            try await outbound.write(envelope)
+        } catch let error as WireError {
+            throw error
+        } catch {
+            throw WireError.connectionClosed
+        }
+        state.withLock { $0.lastSent = clock.now }
+    }
+
+    // MARK: Closing
+
+    /// Says Goodbye and closes once the goodbye is written.
+    public func close(reason: String) async {
+        var goodbye = Loupe_V1_Goodbye()
+        goodbye.reason = reason
+        var envelope = Envelope()
+        envelope.body = .goodbye(goodbye)
+        try? await write(envelope)
+        shutDown()
+    }
+
+    /// Sends an Error naming `error` and closes the connection. Used for
+    /// protocol violations, which leave the stream in an unknown state.
+    public func closeWithError(_ error: any Error, replyTo requestID: UInt64 = 0) {
+        let (code, message) = Self.describe(error)
+        var envelope = Envelope()
+        envelope.replyTo = requestID
+        envelope.body = Envelope.error(code, message)
+        let channel = self.channel
+        markClosed()
+        // Write directly on the channel: the async writer may already be finished.
+        channel.writeAndFlush(envelope).whenComplete { _ in channel.close(promise: nil) }
+        // A peer that does not read must not keep the connection open.
+        channel.eventLoop.scheduleTask(in: .seconds(2)) { channel.close(promise: nil) }
+        failOutstanding(with: WireError.connectionClosed)
+    }
+
+    private func shutDown() {
+        markClosed()
+        failOutstanding(with: WireError.connectionClosed)
+        channel.close(promise: nil)
+    }
+
+    private func markClosed() {
+        state.withLock { $0.closed = true }
+    }
+
+    private func failOutstanding(with error: any Error) {
+        let slots = state.withLock { state -> [UInt64: Slot] in
+            let slots = state.slots
+            state.slots.removeAll()
+            return slots
+        }
+        for case .waiting(let continuation, _) in slots.values {
+            continuation.resume(throwing: error)
+        }
+    }
+
+    private func complete(_ id: UInt64, with result: Result<Envelope, any Error>) {
+        let continuation: CheckedContinuation<Envelope, any Error>? = state.withLock { state in
+            switch state.slots[id] {
+            case .registered:
+                state.slots[id] = .answered(result)
+                return nil
+            case .waiting(let continuation, _):
+                state.slots[id] = nil
+                return continuation
+            case .answered, .none:
+                return nil
+            }
+        }
+        continuation?.resume(with: result)
+    }
+
+    // MARK: Running
+
+    /// Reads from the peer until the connection ends: matches replies to
+    /// requests, answers requests through `handler` concurrently, sends
+    /// heartbeats and enforces the idle timeout. If `handshake` is given, the
+    /// first frame must be a Hello request, answered by it.
+    func run(
+        inbound: NIOAsyncChannelInboundStream<Envelope>,
+        handshake: HandshakeHandler?,
+        handler: @escaping RequestHandler
+    ) async {
+        await withDiscardingTaskGroup { group in
+            group.addTask { await self.upkeep() }
+            var awaitingHello = handshake != nil
+            do {
+                for try await envelope in inbound {
+                    state.withLock { $0.lastReceived = clock.now }
+                    if envelope.replyTo != 0 {
+                        complete(envelope.replyTo, with: .success(envelope))
+                        continue
+                    }
+                    if awaitingHello, let handshake {
+                        guard case .hello(let hello) = envelope.body, envelope.requestID != 0 else {
+                            throw WireError.refused(code: .handshakeRequired, message: "first message must be a Hello request, got \(envelope.bodyName)")
+                        }
+                        do {
+                            let welcome = try await handshake(self, hello)
+                            try await send(envelope.reply(.welcome(welcome)))
+                            state.withLock { $0.welcomed = true }
+                            awaitingHello = false
+                        } catch {
+                            closeWithError(error, replyTo: envelope.requestID)
+                            break
+                        }
+                        continue
+                    }
+                    switch envelope.body {
+                    case .heartbeat:
+                        continue
+                    case .goodbye:
+                        break
+                    case .error(let error):
+                        // An unsolicited Error precedes the peer closing the connection.
+                        failOutstanding(with: WireError.remote(code: error.code, message: error.message))
+                    case .hello:
+                        try await answer(envelope, with: .failure(WireError.refused(code: .invalidArgument, message: "Hello was already exchanged on this connection")))
+                        continue
+                    case .none:
+                        try await answer(envelope, with: .failure(WireError.refused(code: .unknownMessage, message: "envelope has no body (or one this peer does not know)")))
+                        continue
+                    default:
+                        group.addTask {
+                            do {
+                                let body = try await handler(self, envelope)
+                                try await self.answer(envelope, with: .success(body))
+                            } catch {
+                                try? await self.answer(envelope, with: .failure(error))
+                            }
+                        }
+                        continue
+                    }
+                    break
+                }
+            } catch {
+                let failure = Self.connectionFailure(error)
+                failOutstanding(with: failure)
+                if !isClosed {
+                    if case .tlsFailure = failure { shutDown() } else { closeWithError(failure) }
+                }
+            }
+            shutDown()
+            group.cancelAll()
+        }
+    }
+
+    /// Replies to a request (nothing for events) with a body or an Error.
+    private func answer(_ request: Envelope, with result: Result<Envelope.OneOf_Body?, any Error>) async throws {
+        guard request.requestID != 0 else { return }
+        switch result {
+        case .success(let body?):
+            try await send(request.reply(body))
+        case .success(nil):
+            try await send(request.reply(Envelope.error(.internal, "\(request.bodyName) produced no reply")))
+        case .failure(let error):
+            let (code, message) = Self.describe(error)
+            try await send(request.reply(Envelope.error(code, message)))
+        }
+    }
+
+    /// Heartbeats, the idle timeout, and request deadlines.
+    private func upkeep() async {
+        let tick = max(.milliseconds(20), min(settings.heartbeatInterval, settings.idleTimeout, .seconds(1)) / 4)
+        while !Task.isCancelled && !isClosed {
+            try? await Task.sleep(for: tick)
+            let now = clock.now
+            let (idle, heartbeatDue, sequence, expired) = state.withLock { state in
+                let idle = now - state.lastReceived >= settings.idleTimeout
+                let due = now - state.lastSent >= settings.heartbeatInterval
+                if due { state.heartbeatSequence += 1 }
+                var expired: [(UInt64, Duration)] = []
+                for (id, slot) in state.slots {
+                    switch slot {
+                    case .registered(let deadline), .waiting(_, let deadline):
+                        if deadline <= now { expired.append((id, settings.requestTimeout)) }
+                    case .answered:
+                        break
+                    }
+                }
+                return (idle, due, state.heartbeatSequence, expired)
+            }
+            for (id, limit) in expired {
+                complete(id, with: .failure(WireError.requestTimedOut(seconds: limit.seconds)))
+            }
+            if idle {
+                closeWithError(WireError.idleTimeout(seconds: settings.idleTimeout.seconds))
+                return
+            }
+            if heartbeatDue {
+                var heartbeat = Loupe_V1_Heartbeat()
+                heartbeat.sequence = sequence
+                heartbeat.sentAtUnixMs = UInt64(max(0, Date.nowMilliseconds))
+                try? await send(event: .heartbeat(heartbeat))
+            }
+        }
+    }
+
+    /// What an error that ended the read loop means for this connection.
+    static func connectionFailure(_ error: any Error) -> WireError {
+        if let error = error as? WireError { return error }
+        if let error = error as? NIOSSLError { return .tlsFailure("\(error)") }
+        if let error = error as? BoringSSLError { return .tlsFailure("\(error)") }
+        return .connectionClosed
+    }
+
+    static func describe(_ error: any Error) -> (Loupe_V1_Error.Code, String) {
+        if let error = error as? WireError {
+            if case .refused(let code, let message) = error { return (code, message) }
+            return (error.code, error.description)
+        }
+        if let error = error as? NIOSSLError {
+            return (.permissionDenied, "TLS: \(error)")
+        }
+        return (.internal, "\(error)")
+    }
+
+    private static func format(_ address: SocketAddress) -> String {
+        let host = address.ipAddress ?? "?"
+        let port = address.port.map(String.init) ?? "?"
+        return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    }
+}
+
+extension Duration {
+    /// The duration in seconds as a Double.
+    public var seconds: Double {
+        let (whole, attoseconds) = components
+        return Double(whole) + Double(attoseconds) / 1e18
+    }
+}
+
+extension Date {
+    static var nowMilliseconds: Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+}

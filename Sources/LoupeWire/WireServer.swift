@@ -1,0 +1,138 @@
+import LoupePKI
+import LoupeProto
+import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+import Synchronization
+
+/// Where and how a Loupe server listens.
+public struct WireServerConfiguration: Sendable {
+    public var host: String
+    /// 0 picks a free port; read it back from `WireServer.localAddress`.
+    public var port: Int
+    public var tls: TLSFiles
+    public var connection: ConnectionSettings
+
+    public init(host: String, port: Int, tls: TLSFiles, connection: ConnectionSettings = ConnectionSettings()) {
+        self.host = host
+        self.port = port
+        self.tls = tls
+        self.connection = connection
+    }
+}
+
+/// A mutual-TLS listener speaking framed protobuf. Each accepted connection
+/// must complete the Hello/Welcome handshake, then its requests go to the
+/// handler. A connection that breaks the protocol is answered with an Error
+/// and closed; every other connection keeps being served.
+public final class WireServer: Sendable {
+    public let configuration: WireServerConfiguration
+    /// The address actually bound (with the real port when 0 was asked for).
+    public let localAddress: SocketAddress
+    private let listener: NIOAsyncChannel<NIOAsyncChannel<Envelope, Envelope>, Never>
+    private let connections = Mutex<[ObjectIdentifier: WireConnection]>([:])
+    private let logger: Logger
+
+    /// Binds the listening socket. Fails with a clear error when the port is
+    /// taken or a certificate file is unreadable.
+    public static func bind(
+        _ configuration: WireServerConfiguration,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        logger: Logger = Logger(label: "loupe.wire.server")
+    ) async throws -> WireServer {
+        let tlsContext = try TLSSettings.serverContext(configuration.tls)
+        let settings = configuration.connection
+        let listener = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 512)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .bind(host: configuration.host, port: configuration.port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tlsContext))
+                    return try WireChannel.finish(channel, settings: settings)
+                }
+            }
+        return WireServer(configuration: configuration, listener: listener, logger: logger)
+    }
+
+    private init(
+        configuration: WireServerConfiguration,
+        listener: NIOAsyncChannel<NIOAsyncChannel<Envelope, Envelope>, Never>,
+        logger: Logger
+    ) {
+        self.configuration = configuration
+        self.listener = listener
+        self.localAddress = listener.channel.localAddress!
+        self.logger = logger
+    }
+
+    /// Live connections that completed the handshake or are completing it.
+    public var activeConnections: [WireConnection] {
+        connections.withLock { Array($0.values) }
+    }
+
+    /// Accepts connections until `shutdown()` is called or the task is cancelled.
+    /// `handshake` sees each client's Hello after its certificate identity is
+    /// known (`connection.peer`); `handler` answers everything after it.
+    /// `closed` runs after each connection has ended.
+    public func run(
+        handshake: @escaping HandshakeHandler,
+        handler: @escaping RequestHandler,
+        closed: @escaping @Sendable (WireConnection) async -> Void = { _ in }
+    ) async throws {
+        let logger = self.logger
+        let settings = configuration.connection
+        try await listener.executeThenClose { inbound in
+            try await withThrowingDiscardingTaskGroup { group in
+                for try await child in inbound {
+                    group.addTask {
+                        try? await child.executeThenClose { childInbound, childOutbound in
+                            let connection = WireConnection(channel: child.channel, outbound: childOutbound, settings: settings)
+                            let key = ObjectIdentifier(connection)
+                            self.connections.withLock { $0[key] = connection }
+                            defer { _ = self.connections.withLock { $0.removeValue(forKey: key) } }
+                            let identified: HandshakeHandler = { connection, hello in
+                                let peer: PeerIdentity
+                                do {
+                                    peer = try await TLSSettings.peerIdentity(of: child.channel)
+                                } catch {
+                                    throw WireError.refused(code: .permissionDenied, message: "client certificate unusable: \(error)")
+                                }
+                                connection.setPeer(peer)
+                                return try await handshake(connection, hello)
+                            }
+                            await connection.run(inbound: childInbound, handshake: identified, handler: handler)
+                            await closed(connection)
+                            logger.debug("connection ended", metadata: ["peer": "\(connection.peer.map(String.init(describing:)) ?? "unidentified")", "address": "\(connection.remoteAddress)"])
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops accepting, says Goodbye to every connection and lets them close.
+    public func shutdown(reason: String = "server shutting down") async {
+        listener.channel.close(promise: nil)
+        await withDiscardingTaskGroup { group in
+            for connection in activeConnections {
+                group.addTask { await connection.close(reason: reason) }
+            }
+        }
+    }
+}
+
+/// The pipeline shared by both ends, above TLS.
+enum WireChannel {
+    static func finish(_ channel: any Channel, settings: ConnectionSettings) throws -> NIOAsyncChannel<Envelope, Envelope> {
+        let stall = TimeAmount.nanoseconds(Int64(settings.frameStallTimeout.seconds * 1e9))
+        try channel.pipeline.syncOperations.addHandler(ALPNGate())
+        try channel.pipeline.syncOperations.addHandler(FrameDecoder(maxFrameBytes: settings.maxFrameBytes, stallTimeout: stall))
+        try channel.pipeline.syncOperations.addHandler(EnvelopeCodec(maxOutboundFrameBytes: settings.maxFrameBytes))
+        return try NIOAsyncChannel<Envelope, Envelope>(
+            wrappingChannelSynchronously: channel,
+            configuration: .init(backPressureStrategy: .init(lowWatermark: 16, highWatermark: 64))
+        )
+    }
+}

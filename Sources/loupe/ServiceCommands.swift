@@ -1,0 +1,76 @@
+import ArgumentParser
+import Foundation
+import Logging
+import LoupeAgent
+import LoupeManager
+import LoupePKI
+import NIOCore
+import ServiceLifecycle
+import UnixSignals
+
+/// `loupe manager`: runs the plant's fleet manager.
+struct ManagerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "manager",
+        abstract: "Run the fleet manager (one per plant).",
+        discussion: "Configuration keys are documented in Deploy/README.md. SIGTERM or Ctrl-C shuts down gracefully; SIGHUP reloads the revocation list."
+    )
+
+    @Option(help: "Path of the manager's JSON config file.")
+    var config: String
+
+    @Option(help: "After binding, write the listening HOST:PORT to this file (for scripts and tests).")
+    var readyFile: String?
+
+    @OptionGroup var logging: LoggingOptions
+
+    func run() async throws {
+        let logger = try logging.bootstrap(label: "loupe.manager")
+        let config = try ManagerConfig.load(path: self.config)
+        let readyFile = self.readyFile
+        let service = ManagerService(config: config, logger: logger) { address in
+            guard let readyFile, let port = address.port else { return }
+            let host = address.ipAddress ?? "127.0.0.1"
+            try? "\(host):\(port)\n".write(toFile: readyFile, atomically: true, encoding: .utf8)
+        }
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: service)],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger
+            )
+        )
+        try await group.run()
+    }
+}
+
+/// `loupe agent`: runs the per-camera agent.
+struct AgentCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "agent",
+        abstract: "Run a camera agent (one per camera).",
+        discussion: "Configuration keys are documented in Deploy/README.md. SIGTERM or Ctrl-C shuts down gracefully."
+    )
+
+    @Option(help: "Path of the agent's JSON config file.")
+    var config: String
+
+    @OptionGroup var logging: LoggingOptions
+
+    func run() async throws {
+        var logger = try logging.bootstrap(label: "loupe.agent")
+        let config = try AgentConfig.load(path: self.config)
+        try FleetName.validate(config.cameraId)
+        logger[metadataKey: "camera"] = "\(config.cameraId)"
+        try FileManager.default.createDirectory(atPath: config.dataDir, withIntermediateDirectories: true)
+        let link = ManagerLink(config: config, logger: logger)
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: link)],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger
+            )
+        )
+        try await group.run()
+    }
+}

@@ -1,0 +1,187 @@
+import Foundation
+import LoupePKI
+import LoupeProto
+import LoupeWire
+import NIOCore
+import Testing
+
+/// The manager's mutual-TLS front door, over real sockets on loopback with
+/// certificates made in the test.
+@Suite struct ManagerConnectionTests {
+    private static func echo(_ connection: WireConnection, bytes: Int = 64) async throws -> Bool {
+        var echo = Loupe_V1_Echo()
+        echo.payload = Data((0..<bytes).map { UInt8($0 & 0xFF) })
+        let reply = try await connection.request(.echo(echo))
+        guard case .echo(let back) = reply.body else { return false }
+        return back.payload == echo.payload
+    }
+
+    @Test func agentAndOperatorCompleteTheHandshake() async throws {
+        let manager = try await ManagerHarness.start()
+        defer { Task { await manager.stop() } }
+        let agent = try manager.pki.member(.agent, "cam-1")
+        let welcome = try await WireClient.withConnection(manager.client(agent)) { connection, welcome in
+            let echoed = try await Self.echo(connection)
+            #expect(echoed)
+            #expect(connection.peer?.role == .manager)
+            return welcome
+        }
+        #expect(welcome.peerIdentity == "cam-1")
+        #expect(welcome.peerRole == .agent)
+        #expect(welcome.managerID == "test-plant")
+        #expect(welcome.protocolVersion == WireProtocol.version)
+
+        let alice = try manager.pki.member(.operator, "alice")
+        let cameras = try await WireClient.withConnection(manager.client(alice)) { connection, welcome in
+            #expect(welcome.peerRole == .operator)
+            let reply = try await connection.request(.fleetStatusQuery(Loupe_V1_FleetStatusQuery()))
+            guard case .fleetStatusReply(let fleet) = reply.body else { return [Loupe_V1_CameraStatus]() }
+            return fleet.cameras
+        }
+        #expect(cameras.map(\.cameraID) == ["cam-1"])
+        #expect(cameras.first?.online == false, "cam-1 said goodbye before the query")
+    }
+
+    @Test(arguments: SampleMessages.all.filter {
+        switch $0 {
+        case .hello, .heartbeat, .goodbye, .error: return false
+        default: return true
+        }
+    })
+    func everyRequestMessageRoundTripsOverMutualTLS(body: Envelope.OneOf_Body) async throws {
+        let pki = try TestPKI()
+        let server = try await WireServer.bind(WireServerConfiguration(host: "127.0.0.1", port: 0, tls: try pki.manager()))
+        let serving = Task {
+            try await server.run(
+                handshake: { _, _ in Loupe_V1_Welcome() },
+                handler: { _, envelope in envelope.body }
+            )
+        }
+        let client = WireClientConfiguration(host: "localhost", port: server.localAddress.port!, tls: try pki.member(.agent, "cam-rt"))
+        let reply = try await WireClient.withConnection(client) { connection, _ in
+            try await connection.request(body)
+        }
+        await server.shutdown()
+        try await serving.value
+        #expect(reply.body == body)
+        #expect(reply.replyTo != 0)
+    }
+
+    enum BadFrame: String, CaseIterable, Sendable {
+        case oversized, garbage, truncated, empty
+
+        var bytes: ByteBuffer {
+            var buffer = ByteBuffer()
+            switch self {
+            case .oversized:
+                buffer.writeInteger(UInt32(64 << 20))
+                buffer.writeRepeatingByte(0, count: 100)
+            case .garbage:
+                buffer.writeInteger(UInt32(8))
+                buffer.writeBytes([0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF])
+            case .truncated:
+                buffer.writeInteger(UInt32(1000))
+                buffer.writeRepeatingByte(0x0A, count: 10)
+            case .empty:
+                buffer.writeInteger(UInt32(0))
+            }
+            return buffer
+        }
+
+        var expected: Loupe_V1_Error.Code {
+            switch self {
+            case .oversized: return .frameTooLarge
+            case .garbage, .empty: return .malformedEnvelope
+            case .truncated: return .truncatedFrame
+            }
+        }
+    }
+
+    @Test(arguments: BadFrame.allCases)
+    func badFramesAreRefusedByNameWhileAnotherClientIsServed(bad: BadFrame) async throws {
+        let manager = try await ManagerHarness.start(idleTimeoutSeconds: 2)
+        defer { Task { await manager.stop() } }
+        let agent = try manager.pki.member(.agent, "cam-good")
+        let bystander = try manager.pki.member(.agent, "cam-bad")
+        try await WireClient.withConnection(manager.client(agent)) { connection, _ in
+            let echoed = try await Self.echo(connection)
+            #expect(echoed)
+            let raw = try await RawTLSClient.connect(port: manager.port, caPath: manager.pki.caPath, identity: bystander)
+            let outcome = try await raw.executeThenClose { inbound, outbound in
+                try await outbound.write(RawTLSClient.hello())
+                try await outbound.write(bad.bytes)
+                return await RawTLSClient.collect(inbound)
+            }
+            #expect(outcome.closed, "the server must close the connection after a bad frame")
+            let error = try #require(outcome.errors.last, "no Error frame before close; got \(outcome.envelopes.map(\.bodyName))")
+            #expect(error.code == bad.expected, "\(error.message)")
+            #expect(!error.message.isEmpty)
+            // The well-behaved client is still served.
+            let echoedAfter = try await Self.echo(connection)
+            #expect(echoedAfter)
+        }
+    }
+
+    @Test func silentPeersAreClosedByTheIdleTimeout() async throws {
+        let manager = try await ManagerHarness.start(heartbeatSeconds: 0.3, idleTimeoutSeconds: 1)
+        defer { Task { await manager.stop() } }
+        let raw = try await RawTLSClient.connect(port: manager.port, caPath: manager.pki.caPath, identity: try manager.pki.member(.agent, "cam-quiet"))
+        let started = ContinuousClock.now
+        let outcome = try await raw.executeThenClose { inbound, outbound in
+            try await outbound.write(RawTLSClient.hello())
+            return await RawTLSClient.collect(inbound)
+        }
+        #expect(outcome.closed)
+        #expect(outcome.envelopes.contains { if case .welcome = $0.body { true } else { false } })
+        #expect(outcome.envelopes.contains { if case .heartbeat = $0.body { true } else { false } }, "the manager sends heartbeats while idle")
+        #expect(outcome.errors.last?.code == .idleTimeout)
+        #expect(ContinuousClock.now - started < .seconds(5))
+    }
+
+    @Test func aClientWithoutALoupeALPNIsRefused() async throws {
+        let manager = try await ManagerHarness.start()
+        defer { Task { await manager.stop() } }
+        let raw = try await RawTLSClient.connect(port: manager.port, caPath: manager.pki.caPath, identity: try manager.pki.member(.agent, "cam-h2"), alpn: ["h2"])
+        let outcome = try await raw.executeThenClose { inbound, outbound in
+            try? await outbound.write(RawTLSClient.hello())
+            return await RawTLSClient.collect(inbound)
+        }
+        #expect(outcome.closed)
+        #expect(!outcome.envelopes.contains { if case .welcome = $0.body { true } else { false } })
+    }
+
+    @Test func aThousandRequestsInFlightOnOneConnectionAreAllAnswered() async throws {
+        let manager = try await ManagerHarness.start()
+        defer { Task { await manager.stop() } }
+        let agent = try manager.pki.member(.agent, "cam-busy")
+        let answered = try await WireClient.withConnection(manager.client(agent)) { connection, _ in
+            try await withThrowingTaskGroup(of: Bool.self) { group in
+                for index in 0..<1000 {
+                    group.addTask {
+                        var echo = Loupe_V1_Echo()
+                        echo.payload = Data("request \(index)".utf8)
+                        let reply = try await connection.request(.echo(echo))
+                        guard case .echo(let back) = reply.body else { return false }
+                        return back.payload == echo.payload
+                    }
+                }
+                var matched = 0
+                for try await ok in group where ok { matched += 1 }
+                return matched
+            }
+        }
+        #expect(answered == 1000)
+    }
+
+    @Test func aProtocolVersionMismatchGetsAClearError() async throws {
+        let manager = try await ManagerHarness.start()
+        defer { Task { await manager.stop() } }
+        let agent = try manager.pki.member(.agent, "cam-future")
+        await #expect {
+            try await WireClient.withConnection(manager.client(agent, protocolVersion: 2)) { _, _ in }
+        } throws: { error in
+            guard case WireError.remote(let code, let message) = error else { return false }
+            return code == .protocolVersionMismatch && message.contains("version 2") && message.contains("version 1")
+        }
+    }
+}

@@ -1,0 +1,126 @@
+import Foundation
+import LoupeProto
+import LoupeWire
+
+/// One filled-in example of every message that can travel in an Envelope.
+enum SampleMessages {
+    static var all: [Envelope.OneOf_Body] {
+        var hello = Loupe_V1_Hello()
+        hello.protocolVersion = 1
+        hello.softwareVersion = "cam-fw 2.3"
+        hello.capabilities = ["roi-upload", "model-chunks"]
+        hello.maxFrameBytes = 1 << 20
+        var welcome = Loupe_V1_Welcome()
+        welcome.protocolVersion = 1
+        welcome.peerIdentity = "cam-7"
+        welcome.peerRole = .agent
+        welcome.heartbeatIntervalMs = 5000
+        welcome.idleTimeoutMs = 15000
+        welcome.maxFrameBytes = 16 << 20
+        welcome.managerID = "plant-7"
+        var error = Loupe_V1_Error()
+        error.code = .frameTooLarge
+        error.message = "frame of 99 bytes exceeds the limit of 10 bytes"
+        var heartbeat = Loupe_V1_Heartbeat()
+        heartbeat.sentAtUnixMs = 1_790_000_000_000
+        heartbeat.sequence = 42
+        var goodbye = Loupe_V1_Goodbye()
+        goodbye.reason = "shutting down"
+        var echo = Loupe_V1_Echo()
+        echo.payload = Data((0..<300).map { UInt8($0 % 251) })
+        var upload = Loupe_V1_RoiUpload()
+        upload.contentSha256 = Data(repeating: 0xAB, count: 32)
+        upload.inspectionType = "steel-strip"
+        upload.roiName = "left-edge"
+        upload.capturedAtUnixMs = 1_790_000_000_123
+        upload.recipeVersion = "r12"
+        upload.templateSha256 = Data(repeating: 0x01, count: 32)
+        upload.imagePng = Data([0x89, 0x50, 0x4E, 0x47, 1, 2, 3])
+        upload.maskPng = Data([0x89, 0x50, 0x4E, 0x47, 4, 5, 6])
+        upload.classNames = ["background", "scratch", "spot"]
+        var ack = Loupe_V1_RoiAck()
+        ack.contentSha256 = upload.contentSha256
+        ack.status = .duplicate
+        var status = Loupe_V1_AgentStatus()
+        status.framesPerSecond = 24.5
+        status.latencyP50Ms = 11.2
+        status.latencyP99Ms = 19.9
+        status.passCount = 1000
+        status.failCount = 7
+        status.diskFreeBytes = 12_345_678_901
+        status.outboxDepth = 3
+        status.modelVersion = "m5"
+        status.recipeVersion = "r12"
+        status.softwareVersion = "loupe 0.1.0"
+        status.uptimeSeconds = 3600
+        var offer = Loupe_V1_ModelOffer()
+        offer.modelVersion = "m6"
+        offer.inspectionType = "steel-strip"
+        offer.sizeBytes = 2_000_000
+        offer.sha256 = Data(repeating: 0x22, count: 32)
+        offer.signature = Data(repeating: 0x33, count: 64)
+        offer.chunkBytes = 262_144
+        var chunkRequest = Loupe_V1_ModelChunkRequest()
+        chunkRequest.modelVersion = "m6"
+        chunkRequest.offset = 262_144
+        chunkRequest.length = 262_144
+        var chunk = Loupe_V1_ModelChunk()
+        chunk.modelVersion = "m6"
+        chunk.offset = 262_144
+        chunk.data = Data(repeating: 7, count: 1000)
+        chunk.last = true
+        var installed = Loupe_V1_ModelInstalled()
+        installed.modelVersion = "m6"
+        installed.ok = false
+        installed.error = "signature does not verify"
+        var start = Loupe_V1_TrainingStart()
+        start.inspectionType = "steel-strip"
+        start.iterations = 30
+        start.timeBudgetSeconds = 600
+        start.augmentation.flipHorizontal = true
+        start.augmentation.rotationDegrees = 10
+        start.augmentation.brightness = 0.1
+        start.augmentation.contrast = 0.2
+        start.seed = 7
+        var progress = Loupe_V1_TrainingProgress()
+        progress.jobID = "job-1"
+        progress.state = .running
+        progress.pass = 3
+        progress.passesTotal = 30
+        progress.loss = 0.25
+        progress.imagesPerSecond = 12.5
+        progress.etaSeconds = 90
+        progress.validationMiou = 0.7
+        progress.validationClassIou = [0.98, 0.6, 0.5]
+        var cancel = Loupe_V1_TrainingCancel()
+        cancel.jobID = "job-1"
+        var query = Loupe_V1_FleetStatusQuery()
+        query.inspectionType = "steel-strip"
+        var camera = Loupe_V1_CameraStatus()
+        camera.cameraID = "cam-7"
+        camera.online = true
+        camera.firstSeenUnixMs = 1
+        camera.lastSeenUnixMs = 2
+        camera.address = "10.0.0.7:51000"
+        camera.softwareVersion = "loupe 0.1.0"
+        camera.status = status
+        var fleet = Loupe_V1_FleetStatusReply()
+        fleet.cameras = [camera]
+        return [
+            .hello(hello), .welcome(welcome), .error(error), .heartbeat(heartbeat), .goodbye(goodbye), .echo(echo),
+            .roiUpload(upload), .roiAck(ack), .agentStatus(status),
+            .modelOffer(offer), .modelChunkRequest(chunkRequest), .modelChunk(chunk), .modelInstalled(installed),
+            .trainingStart(start), .trainingProgress(progress), .trainingCancel(cancel),
+            .fleetStatusQuery(query), .fleetStatusReply(fleet),
+        ]
+    }
+}
+
+/// Where the repository is, from this file's path.
+enum Repository {
+    static var root: String {
+        var url = URL(fileURLWithPath: #filePath)
+        for _ in 0..<4 { url.deleteLastPathComponent() }
+        return url.path
+    }
+}
