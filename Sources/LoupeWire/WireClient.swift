@@ -54,14 +54,15 @@ public enum WireClient {
         let tlsContext = try TLSSettings.clientContext(configuration.tls)
         let settings = configuration.connection
         let serverHostname = isIPAddress(configuration.host) ? nil : configuration.host
+        let failures = FailureRecorder()
         let channel = try await connect(configuration, group: group) { channel in
             try channel.pipeline.syncOperations.addHandler(
                 NIOSSLClientHandler(context: tlsContext, serverHostname: serverHostname)
             )
-            return try WireChannel.finish(channel, settings: settings)
+            return try WireChannel.finish(channel, settings: settings, failures: failures)
         }
         return try await channel.executeThenClose { inbound, outbound in
-            let connection = WireConnection(channel: channel.channel, outbound: outbound, settings: settings)
+            let connection = await WireConnection.make(channel: channel.channel, outbound: outbound, settings: settings, failures: failures)
             return try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { await connection.run(inbound: inbound, handshake: nil, handler: handler) }
                 do {

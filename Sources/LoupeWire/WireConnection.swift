@@ -73,9 +73,25 @@ public final class WireConnection: Sendable {
     private let outbound: NIOAsyncChannelOutboundWriter<Envelope>
     private let state: Mutex<State>
     private let clock = ContinuousClock()
+    private let failures: FailureRecorder?
 
-    init(channel: any Channel, outbound: NIOAsyncChannelOutboundWriter<Envelope>, settings: ConnectionSettings) {
+    /// Wraps a channel built by `WireChannel.finish`.
+    static func make(
+        channel: any Channel,
+        outbound: NIOAsyncChannelOutboundWriter<Envelope>,
+        settings: ConnectionSettings,
+        failures known: FailureRecorder? = nil
+    ) async -> WireConnection {
+        var failures = known
+        if failures == nil {
+            failures = try? await channel.pipeline.handler(type: FailureRecorder.self).get()
+        }
+        return WireConnection(channel: channel, outbound: outbound, settings: settings, failures: failures)
+    }
+
+    private init(channel: any Channel, outbound: NIOAsyncChannelOutboundWriter<Envelope>, settings: ConnectionSettings, failures: FailureRecorder?) {
         self.channel = channel
+        self.failures = failures
         self.outbound = outbound
         self.settings = settings
         self.remoteAddress = channel.remoteAddress.map(Self.format) ?? "unknown"
@@ -107,6 +123,11 @@ public final class WireConnection: Sendable {
         state.withLock { $0.closed }
     }
 
+    /// Why the connection went down, as far as is known.
+    public var closeCause: WireError {
+        failures?.failure ?? .connectionClosed
+    }
+
     /// Requests sent and still waiting for their reply.
     public var outstandingRequests: Int {
         state.withLock { $0.slots.count }
@@ -132,7 +153,9 @@ public final class WireConnection: Sendable {
             try await write(envelope)
         } catch {
             _ = state.withLock { $0.slots.removeValue(forKey: id) }
-            throw error
+            // The cause (a TLS alert, say) is known once the channel has closed.
+            await waitUntilClosed()
+            throw closeCause
         }
         let reply = try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Envelope, any Error>) in
@@ -145,7 +168,7 @@ public final class WireConnection: Sendable {
                         state.slots[id] = nil
                         return result
                     case .waiting, .none:
-                        return .failure(WireError.connectionClosed)
+                        return .failure(self.closeCause)
                     }
                 }
                 if let early { continuation.resume(with: early) }
@@ -213,7 +236,7 @@ public final class WireConnection: Sendable {
 
     private func shutDown() {
         markClosed()
-        failOutstanding(with: WireError.connectionClosed)
+        failOutstanding(with: closeCause)
         channel.close(promise: nil)
     }
 
@@ -291,7 +314,9 @@ public final class WireConnection: Sendable {
                         break
                     case .error(let error):
                         // An unsolicited Error precedes the peer closing the connection.
-                        failOutstanding(with: WireError.remote(code: error.code, message: error.message))
+                        let cause = WireError.remote(code: error.code, message: error.message)
+                        failures?.record(cause)
+                        failOutstanding(with: cause)
                     case .hello:
                         try await answer(envelope, with: .failure(WireError.refused(code: .invalidArgument, message: "Hello was already exchanged on this connection")))
                         continue
@@ -379,6 +404,7 @@ public final class WireConnection: Sendable {
         if let error = error as? WireError { return error }
         if let error = error as? NIOSSLError { return .tlsFailure("\(error)") }
         if let error = error as? BoringSSLError { return .tlsFailure("\(error)") }
+        if let error = error as? NIOSSLExtraError { return .tlsFailure("\(error)") }
         return .connectionClosed
     }
 

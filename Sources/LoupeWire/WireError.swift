@@ -127,7 +127,15 @@ extension Envelope {
 extension Envelope.OneOf_Body {
     /// The protobuf field name of the message, e.g. "roi_upload".
     public var name: String {
-        let text = String(describing: self)
-        return String(text.prefix { $0 != "(" })
+        let caseName = String(describing: self).prefix { $0 != "(" }
+        var snake = ""
+        for character in caseName {
+            if character.isUppercase {
+                snake += "_" + character.lowercased()
+            } else {
+                snake.append(character)
+            }
+        }
+        return snake
     }
 }

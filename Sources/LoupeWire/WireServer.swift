@@ -88,7 +88,7 @@ public final class WireServer: Sendable {
                 for try await child in inbound {
                     group.addTask {
                         try? await child.executeThenClose { childInbound, childOutbound in
-                            let connection = WireConnection(channel: child.channel, outbound: childOutbound, settings: settings)
+                            let connection = await WireConnection.make(channel: child.channel, outbound: childOutbound, settings: settings)
                             let key = ObjectIdentifier(connection)
                             self.connections.withLock { $0[key] = connection }
                             defer { _ = self.connections.withLock { $0.removeValue(forKey: key) } }
@@ -125,14 +125,40 @@ public final class WireServer: Sendable {
 
 /// The pipeline shared by both ends, above TLS.
 enum WireChannel {
-    static func finish(_ channel: any Channel, settings: ConnectionSettings) throws -> NIOAsyncChannel<Envelope, Envelope> {
+    static func finish(
+        _ channel: any Channel,
+        settings: ConnectionSettings,
+        failures: FailureRecorder = FailureRecorder()
+    ) throws -> NIOAsyncChannel<Envelope, Envelope> {
         let stall = TimeAmount.nanoseconds(Int64(settings.frameStallTimeout.seconds * 1e9))
         try channel.pipeline.syncOperations.addHandler(ALPNGate())
         try channel.pipeline.syncOperations.addHandler(FrameDecoder(maxFrameBytes: settings.maxFrameBytes, stallTimeout: stall))
         try channel.pipeline.syncOperations.addHandler(EnvelopeCodec(maxOutboundFrameBytes: settings.maxFrameBytes))
+        try channel.pipeline.syncOperations.addHandler(failures)
         return try NIOAsyncChannel<Envelope, Envelope>(
             wrappingChannelSynchronously: channel,
             configuration: .init(backPressureStrategy: .init(lowWatermark: 16, highWatermark: 64))
         )
+    }
+}
+
+/// Remembers the first error that reached the end of the pipeline (a TLS
+/// alert, a frame error), so requests that fail because the connection went
+/// down can say why instead of only "closed".
+final class FailureRecorder: ChannelInboundHandler, RemovableChannelHandler, Sendable {
+    typealias InboundIn = Envelope
+    typealias InboundOut = Envelope
+
+    private let first = Mutex<WireError?>(nil)
+
+    var failure: WireError? { first.withLock { $0 } }
+
+    func record(_ error: WireError) {
+        first.withLock { if $0 == nil { $0 = error } }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        record(WireConnection.connectionFailure(error))
+        context.fireErrorCaught(error)
     }
 }

@@ -31,9 +31,9 @@ import Testing
             .compactMap { line -> String? in
                 let words = line.trimmingCharacters(in: .whitespaces).split(separator: " ")
                 guard words.count >= 4, words[2] == "=" else { return nil }
-                return words[1].replacingOccurrences(of: "_", with: "").lowercased()
+                return String(words[1])
             }
-        let sampled = SampleMessages.all.map { $0.name.lowercased() }
+        let sampled = SampleMessages.all.map(\.name)
         #expect(Set(declared) == Set(sampled))
         #expect(declared.count == 18)
     }

@@ -1,0 +1,168 @@
+import Foundation
+import LoupePKI
+import LoupeProto
+import LoupeWire
+import NIOCore
+import Testing
+
+/// Each kind of client the manager must turn away, and why.
+@Suite struct CertificateRefusalTests {
+    private static func expectTLSRefusal(_ manager: ManagerHarness, _ files: TLSFiles, mentioning words: [String]) async {
+        await #expect {
+            try await WireClient.withConnection(manager.client(files)) { _, _ in }
+        } throws: { error in
+            guard case WireError.tlsFailure(let reason) = error else {
+                Issue.record("expected a TLS refusal, got \(error)")
+                return false
+            }
+            let matched = words.contains { reason.uppercased().contains($0) }
+            if !matched { Issue.record("TLS refusal \"\(reason)\" names none of \(words)") }
+            return matched
+        }
+    }
+
+    @Test func aClientWithoutACertificateIsRefused() async throws {
+        let manager = try await ManagerHarness.start()
+        defer { Task { await manager.stop() } }
+        let raw = try await RawTLSClient.connect(port: manager.port, caPath: manager.pki.caPath, identity: nil)
+        let outcome = try await raw.executeThenClose { inbound, outbound in
+            try? await outbound.write(RawTLSClient.hello())
+            return await RawTLSClient.collect(inbound)
+        }
+        #expect(outcome.closed)
+        #expect(outcome.envelopes.isEmpty, "no Welcome without a certificate")
+        #expect(outcome.failure?.uppercased().contains("CERTIFICATE_REQUIRED") == true, "\(outcome.failure ?? "no failure")")
+    }
+
+    @Test func aCertificateFromAnotherCAIsRefused() async throws {
+        let manager = try await ManagerHarness.start()
+        defer { Task { await manager.stop() } }
+        let stranger = try FleetCA.create(organization: "Other Plant")
+        let files = try manager.pki.member(.agent, "cam-1", signer: stranger)
+        await Self.expectTLSRefusal(manager, files, mentioning: ["UNKNOWN_CA", "CERTIFICATE_VERIFY_FAILED", "BAD_CERTIFICATE"])
+    }
+
+    @Test func anExpiredCertificateIsRefused() async throws {
+        let manager = try await ManagerHarness.start()
+        defer { Task { await manager.stop() } }
+        let now = Date()
+        let files = try manager.pki.member(.agent, "cam-old", notBefore: now.addingTimeInterval(-30 * 86_400), notAfter: now.addingTimeInterval(-86_400))
+        await Self.expectTLSRefusal(manager, files, mentioning: ["CERTIFICATE_EXPIRED"])
+    }
+
+    @Test func aRevokedCertificateIsRefusedAfterTheListChanges() async throws {
+        let pki = try TestPKI()
+        let listPath = pki.dir + "/revoked.json"
+        let manager = try await ManagerHarness.start(pki: pki, revocationList: listPath, revocationPollSeconds: 0.1)
+        defer { Task { await manager.stop() } }
+        let agent = try pki.member(.agent, "cam-lost")
+        let before = try await WireClient.withConnection(manager.client(agent)) { _, welcome in welcome.peerIdentity }
+        #expect(before == "cam-lost")
+
+        let serial = try pki.serial(of: agent)
+        try RevocationList(entries: [.init(serial: serial, name: "cam-lost", role: .agent, revokedAt: Date(), reason: "stolen")]).save(path: listPath)
+
+        var refusal: WireError?
+        for _ in 0..<50 {
+            do {
+                _ = try await WireClient.withConnection(manager.client(agent)) { _, _ in }
+                try await Task.sleep(for: .milliseconds(100))
+            } catch let error as WireError {
+                refusal = error
+                break
+            }
+        }
+        guard case .remote(let code, let message) = try #require(refusal) else {
+            Issue.record("expected the manager's refusal, got \(String(describing: refusal))")
+            return
+        }
+        #expect(code == .certificateRevoked)
+        #expect(message.contains(serial))
+        // Other members are unaffected.
+        let other = try pki.member(.agent, "cam-ok")
+        let welcome = try await WireClient.withConnection(manager.client(other)) { _, welcome in welcome.peerIdentity }
+        #expect(welcome == "cam-ok")
+    }
+
+    @Test func anOperatorCannotSendWhatOnlyAgentsMay() async throws {
+        let manager = try await ManagerHarness.start()
+        defer { Task { await manager.stop() } }
+        let alice = try manager.pki.member(.operator, "alice")
+        let refusal = try await WireClient.withConnection(manager.client(alice)) { connection, _ in
+            do {
+                _ = try await connection.request(.roiUpload(Loupe_V1_RoiUpload()))
+                return nil as WireError?
+            } catch let error as WireError {
+                return error
+            }
+        }
+        guard case .remote(let code, let message) = try #require(refusal) else { return }
+        #expect(code == .permissionDenied)
+        #expect(message.contains("operator") && message.contains("roi_upload"))
+    }
+
+    @Test func anAgentCannotSendWhatOnlyOperatorsMay() async throws {
+        let manager = try await ManagerHarness.start()
+        defer { Task { await manager.stop() } }
+        let agent = try manager.pki.member(.agent, "cam-9")
+        let refusal = try await WireClient.withConnection(manager.client(agent)) { connection, _ in
+            do {
+                _ = try await connection.request(.fleetStatusQuery(Loupe_V1_FleetStatusQuery()))
+                return nil as WireError?
+            } catch let error as WireError {
+                return error
+            }
+        }
+        guard case .remote(let code, let message) = try #require(refusal) else { return }
+        #expect(code == .permissionDenied)
+        #expect(message.contains("agent") && message.contains("fleet_status_query"))
+    }
+
+    @Test func aManagerCertificateCannotConnectAsAClient() async throws {
+        let manager = try await ManagerHarness.start()
+        defer { Task { await manager.stop() } }
+        let impostor = try manager.pki.member(.manager, "rogue", hosts: ["rogue.example"])
+        await #expect {
+            try await WireClient.withConnection(manager.client(impostor)) { _, _ in }
+        } throws: { error in
+            guard case WireError.remote(let code, _) = error else { return false }
+            return code == .permissionDenied
+        }
+    }
+
+    @Test func agentsCheckTheManagersHostName() async throws {
+        let pki = try TestPKI()
+        let server = try await WireServer.bind(WireServerConfiguration(
+            host: "127.0.0.1", port: 0, tls: try pki.member(.manager, "manager", hosts: ["manager.plant.example"])
+        ))
+        let serving = Task { try await server.run(handshake: { _, _ in Loupe_V1_Welcome() }, handler: { _, _ in nil }) }
+        let client = WireClientConfiguration(host: "localhost", port: server.localAddress.port!, tls: try pki.member(.agent, "cam-1"))
+        await #expect {
+            try await WireClient.withConnection(client) { _, _ in }
+        } throws: { error in
+            guard case WireError.tlsFailure(let reason) = error else { return false }
+            return reason.lowercased().contains("hostname") || reason.uppercased().contains("CERTIFICATE")
+        }
+        await server.shutdown()
+        try await serving.value
+    }
+
+    @Test func agentsRefuseAServerWithoutAManagerCertificate() async throws {
+        let pki = try TestPKI()
+        // An operator certificate that names localhost: it lacks the serverAuth
+        // usage only manager certificates carry, so TLS itself refuses it.
+        let server = try await WireServer.bind(WireServerConfiguration(
+            host: "127.0.0.1", port: 0, tls: try pki.member(.operator, "mallory", hosts: ["localhost"])
+        ))
+        let serving = Task { try await server.run(handshake: { _, _ in Loupe_V1_Welcome() }, handler: { _, _ in nil }) }
+        let client = WireClientConfiguration(host: "localhost", port: server.localAddress.port!, tls: try pki.member(.agent, "cam-1"))
+        await #expect {
+            try await WireClient.withConnection(client) { _, _ in }
+        } throws: { error in
+            guard case WireError.tlsFailure(let reason) = error else { return false }
+            return reason.contains("CERTIFICATE_VERIFY_FAILED")
+        }
+        await server.shutdown()
+        try await serving.value
+    }
+}
