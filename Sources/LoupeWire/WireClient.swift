@@ -61,8 +61,8 @@ public enum WireClient {
             )
             return try WireChannel.finish(channel, settings: settings, failures: failures)
         }
-        return try await channel.executeThenClose { inbound, outbound in
-            let connection = await WireConnection.make(channel: channel.channel, outbound: outbound, settings: settings, failures: failures)
+        return try await channel.executeThenClose { inbound, _ in
+            let connection = await WireConnection.make(channel: channel.channel, settings: settings, failures: failures)
             return try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { await connection.run(inbound: inbound, handshake: nil, handler: handler) }
                 do {

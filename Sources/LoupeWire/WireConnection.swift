@@ -17,14 +17,19 @@ public struct ConnectionSettings: Sendable, Equatable {
     public var frameStallTimeout: Duration
     /// Default time a request waits for its reply.
     public var requestTimeout: Duration
+    /// Requests from the peer handled at once; past this the connection stops
+    /// reading until one finishes, so a peer cannot pile up work without bound.
+    public var maxConcurrentRequests: Int
 
     public init(
         maxFrameBytes: Int = WireProtocol.defaultMaxFrameBytes,
         heartbeatInterval: Duration = .seconds(5),
         idleTimeout: Duration = .seconds(15),
         frameStallTimeout: Duration = .seconds(15),
-        requestTimeout: Duration = .seconds(60)
+        requestTimeout: Duration = .seconds(60),
+        maxConcurrentRequests: Int = 1024
     ) {
+        self.maxConcurrentRequests = maxConcurrentRequests
         self.maxFrameBytes = maxFrameBytes
         self.heartbeatInterval = heartbeatInterval
         self.idleTimeout = idleTimeout
@@ -45,9 +50,9 @@ public typealias HandshakeHandler = @Sendable (WireConnection, Loupe_V1_Hello) a
 /// One live connection to a peer: many requests in flight matched to replies
 /// by id, heartbeats, an idle timeout, and a graceful close.
 ///
-/// Writes go through NIO's async writer, which suspends while the socket is
-/// not writable, so a slow reader makes writers wait instead of buffering
-/// without bound.
+/// Each write returns only once the kernel has taken its bytes, so a slow
+/// reader makes writers wait instead of buffering without bound; and at most
+/// `maxConcurrentRequests` of the peer's requests are handled at once.
 public final class WireConnection: Sendable {
     private enum Slot {
         case registered(deadline: ContinuousClock.Instant)
@@ -64,13 +69,14 @@ public final class WireConnection: Sendable {
         var closed = false
         var welcomed = false
         var peer: PeerIdentity?
+        var activeHandlers = 0
+        var handlerSlotWaiter: CheckedContinuation<Void, Never>?
     }
 
     public let settings: ConnectionSettings
     /// The peer's address as "host:port".
     public let remoteAddress: String
     private let channel: any Channel
-    private let outbound: NIOAsyncChannelOutboundWriter<Envelope>
     private let state: Mutex<State>
     private let clock = ContinuousClock()
     private let failures: FailureRecorder?
@@ -78,7 +84,6 @@ public final class WireConnection: Sendable {
     /// Wraps a channel built by `WireChannel.finish`.
     static func make(
         channel: any Channel,
-        outbound: NIOAsyncChannelOutboundWriter<Envelope>,
         settings: ConnectionSettings,
         failures known: FailureRecorder? = nil
     ) async -> WireConnection {
@@ -86,13 +91,12 @@ public final class WireConnection: Sendable {
         if failures == nil {
             failures = try? await channel.pipeline.handler(type: FailureRecorder.self).get()
         }
-        return WireConnection(channel: channel, outbound: outbound, settings: settings, failures: failures)
+        return WireConnection(channel: channel, settings: settings, failures: failures)
     }
 
-    private init(channel: any Channel, outbound: NIOAsyncChannelOutboundWriter<Envelope>, settings: ConnectionSettings, failures: FailureRecorder?) {
+    private init(channel: any Channel, settings: ConnectionSettings, failures: FailureRecorder?) {
         self.channel = channel
         self.failures = failures
-        self.outbound = outbound
         self.settings = settings
         self.remoteAddress = channel.remoteAddress.map(Self.format) ?? "unknown"
         let now = ContinuousClock.now
@@ -195,13 +199,15 @@ public final class WireConnection: Sendable {
     }
 
     private func write(_ envelope: Envelope) async throws {
-        guard !isClosed else { throw WireError.connectionClosed }
+        guard !isClosed else { throw closeCause }
         do {
-            try await outbound.write(envelope)
+            // Awaiting the write itself (not only writability) bounds what one
+            // writer can queue to a single message.
+            try await channel.writeAndFlush(envelope)
         } catch let error as WireError {
             throw error
         } catch {
-            throw WireError.connectionClosed
+            throw closeCause
         }
         state.withLock { $0.lastSent = clock.now }
     }
@@ -227,7 +233,6 @@ public final class WireConnection: Sendable {
         envelope.body = Envelope.error(code, message)
         let channel = self.channel
         markClosed()
-        // Write directly on the channel: the async writer may already be finished.
         channel.writeAndFlush(envelope).whenComplete { _ in channel.close(promise: nil) }
         // A peer that does not read must not keep the connection open.
         channel.eventLoop.scheduleTask(in: .seconds(2)) { channel.close(promise: nil) }
@@ -324,7 +329,9 @@ public final class WireConnection: Sendable {
                         try await answer(envelope, with: .failure(WireError.refused(code: .unknownMessage, message: "envelope has no body (or one this peer does not know)")))
                         continue
                     default:
+                        await acquireHandlerSlot()
                         group.addTask {
+                            defer { self.releaseHandlerSlot() }
                             do {
                                 let body = try await handler(self, envelope)
                                 try await self.answer(envelope, with: .success(body))
@@ -346,6 +353,33 @@ public final class WireConnection: Sendable {
             shutDown()
             group.cancelAll()
         }
+    }
+
+    private func acquireHandlerSlot() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let ready = state.withLock { state -> Bool in
+                if state.activeHandlers < settings.maxConcurrentRequests {
+                    state.activeHandlers += 1
+                    return true
+                }
+                state.handlerSlotWaiter = continuation
+                return false
+            }
+            if ready { continuation.resume() }
+        }
+    }
+
+    private func releaseHandlerSlot() {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            if let waiter = state.handlerSlotWaiter {
+                // Hand the slot straight to the waiting reader.
+                state.handlerSlotWaiter = nil
+                return waiter
+            }
+            state.activeHandlers -= 1
+            return nil
+        }
+        waiter?.resume()
     }
 
     /// Replies to a request (nothing for events) with a body or an Error.

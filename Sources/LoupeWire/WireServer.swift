@@ -87,8 +87,8 @@ public final class WireServer: Sendable {
             try await withThrowingDiscardingTaskGroup { group in
                 for try await child in inbound {
                     group.addTask {
-                        try? await child.executeThenClose { childInbound, childOutbound in
-                            let connection = await WireConnection.make(channel: child.channel, outbound: childOutbound, settings: settings)
+                        try? await child.executeThenClose { childInbound, _ in
+                            let connection = await WireConnection.make(channel: child.channel, settings: settings)
                             let key = ObjectIdentifier(connection)
                             self.connections.withLock { $0[key] = connection }
                             defer { _ = self.connections.withLock { $0.removeValue(forKey: key) } }

@@ -1,0 +1,66 @@
+import Foundation
+import LoupePKI
+import LoupeProto
+import LoupeWire
+import NIOCore
+import SwiftProtobuf
+import Testing
+
+/// A slow reader must make the writer wait, not buffer without bound.
+@Suite struct BackpressureTests {
+    @Test func aWriterWaitsForASlowReaderAndLosesNothing() async throws {
+        let pki = try TestPKI()
+        let messages = 200
+        let payload = Data(repeating: 0x5A, count: 1 << 20)
+        let sent = Counter()
+        let server = try await WireServer.bind(WireServerConfiguration(host: "127.0.0.1", port: 0, tls: try pki.manager()))
+        let serving = Task {
+            try await server.run(handshake: { _, _ in Loupe_V1_Welcome() }) { connection, _ in
+                // Answer, then push 200 MiB of events at a reader that is not reading.
+                Task {
+                    var echo = Loupe_V1_Echo()
+                    echo.payload = payload
+                    for _ in 0..<messages {
+                        try await connection.send(event: .echo(echo))
+                        sent.increment()
+                    }
+                }
+                return .echo(Loupe_V1_Echo())
+            }
+        }
+        let raw = try await RawTLSClient.connect(port: server.localAddress.port!, caPath: pki.caPath, identity: try pki.member(.agent, "cam-slow"))
+        let (stalled, received) = try await raw.executeThenClose { inbound, outbound in
+            try await outbound.write(RawTLSClient.hello(id: 1))
+            var flood = Envelope()
+            flood.requestID = 2
+            flood.body = .echo(Loupe_V1_Echo())
+            try await outbound.write(RawTLSClient.frame(flood))
+            // Read nothing for two seconds.
+            try await Task.sleep(for: .seconds(2))
+            let stalled = sent.current
+            // Now read everything.
+            var received = 0
+            var pending = ByteBuffer()
+            for try await var chunk in inbound {
+                pending.writeBuffer(&chunk)
+                while let length = pending.getInteger(at: pending.readerIndex, as: UInt32.self),
+                      pending.readableBytes >= 4 + Int(length) {
+                    pending.moveReaderIndex(forwardBy: 4)
+                    let envelope = try Envelope(serializedBytes: Array(pending.readSlice(length: Int(length))!.readableBytesView))
+                    if envelope.requestID == 0, case .echo(let echo) = envelope.body, echo.payload.count == payload.count {
+                        received += 1
+                    }
+                    pending.discardReadBytes()
+                }
+                if received == messages { break }
+            }
+            return (stalled, received)
+        }
+        // Kernel socket buffers hold a few MiB; the rest must wait in the writer.
+        #expect(stalled < 40, "the server wrote \(stalled) MiB while the client read nothing")
+        #expect(received == messages)
+        #expect(sent.current == messages)
+        await server.shutdown()
+        try await serving.value
+    }
+}
