@@ -1,0 +1,122 @@
+import Foundation
+import LoupePKI
+import LoupeProto
+import LoupeWire
+import Testing
+
+/// Real `loupe manager` and `loupe agent` processes on loopback.
+@Suite(.serialized) struct ProcessTests {
+    private func fleet(port: Int, operator files: TLSFiles) async throws -> [Loupe_V1_CameraStatus] {
+        let client = WireClientConfiguration(host: "localhost", port: port, tls: files, connectTimeout: .seconds(3))
+        return try await WireClient.withConnection(client) { connection, _ in
+            let reply = try await connection.request(.fleetStatusQuery(Loupe_V1_FleetStatusQuery()))
+            guard case .fleetStatusReply(let fleet) = reply.body else { return [] }
+            return fleet.cameras
+        }
+    }
+
+    private func agentConfig(pki: TestPKI, camera: String, port: Int) throws -> String {
+        let files = try pki.member(.agent, camera)
+        let path = pki.dir + "/agent-\(camera).json"
+        try writeJSON([
+            "cameraId": camera,
+            "manager": [
+                "address": "localhost:\(port)", "heartbeatSeconds": 0.5, "idleTimeoutSeconds": 3,
+                "statusIntervalSeconds": 0.5, "reconnectInitialSeconds": 0.2, "reconnectMaxSeconds": 1,
+            ],
+            "tls": ["ca": files.ca, "cert": files.cert, "key": files.key],
+            "dataDir": pki.dir + "/agent-\(camera)-data",
+        ], to: path)
+        return path
+    }
+
+    @Test func anAgentSurvivesAManagerRestartAndShutsDownGracefully() async throws {
+        let pki = try TestPKI()
+        let alice = try pki.member(.operator, "alice")
+        let first = try ManagerProcessSetup(pki: pki)
+        let (manager, port) = try await first.start()
+        let agent = try LoupeProcess(["agent", "--config", try agentConfig(pki: pki, camera: "cam-7", port: port)], log: pki.dir + "/agent.log")
+
+        let online = try await eventually { try await fleet(port: port, operator: alice).contains { $0.cameraID == "cam-7" && $0.online && $0.status.uptimeSeconds >= 0 } }
+        #expect(online, "agent never came online:\n\(agent.log)\n\(manager.log)")
+
+        // Kill the manager outright, then bring it back on the same port.
+        manager.signal(SIGKILL)
+        _ = await manager.waitForExit()
+        let again = try ManagerProcessSetup(pki: pki, port: port)
+        let (restarted, _) = try await again.start()
+        let back = try await eventually { try await fleet(port: port, operator: alice).contains { $0.cameraID == "cam-7" && $0.online } }
+        #expect(back, "agent did not reconnect after the restart:\n\(agent.log)")
+        #expect(agent.process.isRunning)
+
+        // SIGTERM: the agent says goodbye and exits cleanly; the manager sees it leave.
+        agent.signal(SIGTERM)
+        #expect(await agent.waitForExit(timeout: .seconds(10)) == 0, "agent log:\n\(agent.log)")
+        let gone = try await eventually(timeout: .seconds(5)) { try await fleet(port: port, operator: alice).contains { $0.cameraID == "cam-7" && !$0.online } }
+        #expect(gone)
+        #expect(agent.log.contains("manager link stopped"))
+
+        restarted.signal(SIGTERM)
+        #expect(await restarted.waitForExit(timeout: .seconds(10)) == 0, "manager log:\n\(restarted.log)")
+        #expect(restarted.log.contains("manager stopped"))
+    }
+
+    @Test func sighupReloadsTheRevocationList() async throws {
+        let pki = try TestPKI()
+        let listPath = pki.dir + "/revoked.json"
+        // Polling off: only SIGHUP may bring the change in.
+        let setup = try ManagerProcessSetup(pki: pki, revocationList: listPath, revocationPollSeconds: 0)
+        let (manager, port) = try await setup.start()
+        defer { manager.signal(SIGKILL) }
+        let agent = try pki.member(.agent, "cam-gone")
+        let client = WireClientConfiguration(host: "localhost", port: port, tls: agent, connectTimeout: .seconds(3))
+
+        try RevocationList(entries: [.init(serial: try pki.serial(of: agent), name: "cam-gone", role: .agent, revokedAt: Date(), reason: "decommissioned")]).save(path: listPath)
+        try await Task.sleep(for: .milliseconds(1500))
+        let stillIn = try await WireClient.withConnection(client) { _, welcome in welcome.peerIdentity }
+        #expect(stillIn == "cam-gone", "without SIGHUP or polling the old list stays in force")
+
+        manager.signal(SIGHUP)
+        let refused = try await eventually(timeout: .seconds(10)) {
+            do {
+                _ = try await WireClient.withConnection(client) { _, _ in }
+                return false
+            } catch WireError.remote(let code, _) {
+                return code == .certificateRevoked
+            }
+        }
+        #expect(refused, "manager log:\n\(manager.log)")
+        #expect(manager.log.contains("trigger=SIGHUP"))
+    }
+
+    @Test func theCClientTalksToARealManager() async throws {
+        let build = try TemporaryDirectory.make(prefix: "loupe-c-client")
+        let make = Process()
+        make.executableURL = URL(fileURLWithPath: "/usr/bin/make")
+        make.arguments = ["-s", "-C", Repository.root + "/Tests/CClient", "BUILD=\(build)"]
+        try make.run()
+        make.waitUntilExit()
+        try #require(make.terminationStatus == 0, "the C client did not build; see the make output above")
+
+        let pki = try TestPKI()
+        let setup = try ManagerProcessSetup(pki: pki, heartbeatSeconds: 0.3)
+        let (manager, port) = try await setup.start()
+        defer { manager.signal(SIGKILL) }
+        let camera = try pki.member(.agent, "cam-firmware")
+
+        let client = Process()
+        let output = Pipe()
+        client.executableURL = URL(fileURLWithPath: build + "/loupe-c-client")
+        client.arguments = ["localhost", "\(port)", camera.ca, camera.cert, camera.key, "5"]
+        client.standardOutput = output
+        client.standardError = output
+        try client.run()
+        client.waitUntilExit()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(client.terminationStatus == 0, "\(text)\n\(manager.log)")
+        #expect(text.contains("welcome identity=cam-firmware role=1 manager=process-plant"))
+        #expect(text.contains("echoes=5"))
+        #expect(text.contains("goodbye"))
+        #expect(manager.log.contains("software=loupe-c-client"))
+    }
+}

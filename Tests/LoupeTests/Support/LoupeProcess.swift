@@ -1,0 +1,114 @@
+import Foundation
+import LoupeWire
+
+/// A real `loupe` process started by a test, its output kept in a log file.
+final class LoupeProcess: @unchecked Sendable {
+    let process = Process()
+    let logPath: String
+
+    /// The `loupe` executable built next to the test bundle.
+    static var binary: String {
+        get throws {
+            if let override = ProcessInfo.processInfo.environment["LOUPE_BIN"] { return override }
+            let own = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
+            let path = ((own as NSString).deletingLastPathComponent as NSString).appendingPathComponent("loupe")
+            guard FileManager.default.isExecutableFile(atPath: path) else {
+                throw TestSetupError("no loupe executable at \(path); build with `swift build --build-tests` first")
+            }
+            return path
+        }
+    }
+
+    init(_ arguments: [String], log: String) throws {
+        logPath = log
+        FileManager.default.createFile(atPath: log, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        process.executableURL = URL(fileURLWithPath: try Self.binary)
+        process.arguments = arguments
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+    }
+
+    func signal(_ number: Int32) {
+        kill(process.processIdentifier, number)
+    }
+
+    /// The exit status, or nil if it is still running after `timeout`.
+    func waitForExit(timeout: Duration = .seconds(15)) async -> Int32? {
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning {
+            if ContinuousClock.now > deadline { return nil }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        return process.terminationStatus
+    }
+
+    var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    deinit {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    }
+}
+
+struct TestSetupError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Waits until `condition` holds, checking every 100 ms.
+func eventually(timeout: Duration = .seconds(20), _ condition: () async throws -> Bool) async throws -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if (try? await condition()) == true { return true }
+        try await Task.sleep(for: .milliseconds(100))
+    }
+    return false
+}
+
+/// Writes a JSON config file.
+func writeJSON(_ object: [String: Any], to path: String) throws {
+    let data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
+    try data.write(to: URL(fileURLWithPath: path))
+}
+
+/// A manager process with its config in a test PKI folder.
+struct ManagerProcessSetup {
+    let pki: TestPKI
+    let managerTLS: TLSFiles
+    let configPath: String
+    let readyPath: String
+
+    init(pki: TestPKI, port: Int = 0, revocationList: String? = nil, revocationPollSeconds: Double = 1, heartbeatSeconds: Double = 0.5) throws {
+        self.pki = pki
+        managerTLS = try pki.manager()
+        configPath = pki.dir + "/manager-\(UUID().uuidString.prefix(6)).json"
+        readyPath = configPath + ".ready"
+        var config: [String: Any] = [
+            "managerId": "process-plant",
+            "listen": "127.0.0.1:\(port)",
+            "tls": ["ca": managerTLS.ca, "cert": managerTLS.cert, "key": managerTLS.key],
+            "dataDir": pki.dir + "/manager-data",
+            "heartbeatSeconds": heartbeatSeconds,
+            "idleTimeoutSeconds": 3,
+            "revocationPollSeconds": revocationPollSeconds,
+        ]
+        if let revocationList { config["revocationList"] = revocationList }
+        try writeJSON(config, to: configPath)
+    }
+
+    /// Starts the manager and returns it with its port once it listens.
+    func start() async throws -> (LoupeProcess, Int) {
+        try? FileManager.default.removeItem(atPath: readyPath)
+        let process = try LoupeProcess(["manager", "--config", configPath, "--ready-file", readyPath], log: configPath + ".log")
+        var port = 0
+        _ = try await eventually(timeout: .seconds(20)) {
+            guard let text = try? String(contentsOfFile: readyPath, encoding: .utf8),
+                  let parsed = try? parseAddress(text.trimmingCharacters(in: .whitespacesAndNewlines)) else { return false }
+            port = parsed.port
+            return true
+        }
+        guard port > 0 else { throw TestSetupError("manager did not start:\n\(process.log)") }
+        return (process, port)
+    }
+}
