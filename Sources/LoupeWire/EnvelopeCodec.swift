@@ -23,9 +23,7 @@ public final class EnvelopeCodec: ChannelDuplexHandler, RemovableChannelHandler 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
         do {
-            let envelope = try frame.withUnsafeReadableBytes { bytes in
-                try Envelope(serializedBytes: Array(bytes))
-            }
+            let envelope = try Envelope(serializedBytes: FrameBytes(message: frame))
             context.fireChannelRead(wrapInboundOut(envelope))
         } catch {
             context.fireErrorCaught(WireError.malformedEnvelope(frameLength: frame.readableBytes, reason: "\(error)"))
@@ -35,14 +33,11 @@ public final class EnvelopeCodec: ChannelDuplexHandler, RemovableChannelHandler 
     public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let envelope = unwrapOutboundIn(data)
         do {
-            let bytes: [UInt8] = try envelope.serializedBytes()
-            guard bytes.count <= maxOutboundFrameBytes else {
-                throw WireError.frameTooLarge(length: bytes.count, limit: maxOutboundFrameBytes)
+            let frame: FrameBytes = try envelope.serializedBytes()
+            guard frame.count <= maxOutboundFrameBytes else {
+                throw WireError.frameTooLarge(length: frame.count, limit: maxOutboundFrameBytes)
             }
-            var frame = context.channel.allocator.buffer(capacity: 4 + bytes.count)
-            frame.writeInteger(UInt32(bytes.count))
-            frame.writeBytes(bytes)
-            context.write(wrapOutboundOut(frame), promise: promise)
+            context.write(wrapOutboundOut(frame.buffer), promise: promise)
         } catch {
             promise?.fail(error)
         }
