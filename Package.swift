@@ -91,7 +91,9 @@ let package = Package(
         .target(
             name: "LoupeBench",
             dependencies: [
-                "LoupeWire", "LoupeProto", "LoupePKI",
+                "LoupeWire", "LoupeProto", "LoupePKI", "LoupeManager",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

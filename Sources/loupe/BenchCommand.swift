@@ -1,10 +1,71 @@
 import ArgumentParser
+import Foundation
+import LoupeBench
 
 /// `loupe bench …`: measurements that are checked as benchmarks, not tests.
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Run a benchmark and print its figures.",
-        subcommands: []
+        subcommands: [Wire.self]
     )
+
+    struct Wire: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Loupe's protocol over mutual TLS on loopback against a plain NIOSSL echo (the ceiling).",
+            discussion: "Prints medians of --rounds rounds and the ratio Loupe / ceiling. Target: 1 MiB payloads at 0.80 of the ceiling or better; the exit status is 1 when that is missed."
+        )
+        @Option(help: "Rounds per figure; the median is reported.") var rounds = 5
+        @Option(help: "Seconds per round.") var seconds = 1.0
+        @Option(help: "Requests in flight for the pipelined small-message figure.") var window = 32
+        @Flag(help: "Print JSON instead of a table.") var json = false
+
+        func run() async throws {
+            var options = WireBenchmark.Options()
+            options.rounds = rounds
+            options.secondsPerRound = seconds
+            options.pipelinedWindow = window
+            let progress = ProgressLine()
+            let rows = try await WireBenchmark(options: options) { progress.update($0) }.run()
+            progress.finish()
+            let large = rows.last!
+            let passed = large.ratio >= 0.8
+            if json {
+                let objects = rows.map { ["figure": $0.name, "unit": $0.unit, "loupe": $0.loupe, "ceiling": $0.ceiling, "ratio": $0.ratio] as [String: Any] }
+                let data = try JSONSerialization.data(withJSONObject: ["rows": objects, "target_met": passed], options: [.prettyPrinted, .sortedKeys])
+                print(String(decoding: data, as: UTF8.self))
+            } else {
+                print("loupe bench wire: mutual TLS 1.3 on loopback, \(ProcessInfo.processInfo.activeProcessorCount) cores, median of \(rounds) rounds of \(seconds) s")
+                print("ceiling: plain NIOSSL echo with the same TLS settings, no framing or protobuf")
+                let header = ["figure", "unit", "loupe", "ceiling", "ratio"]
+                let body = rows.map { [$0.name, $0.unit, String(format: "%.0f", $0.loupe), String(format: "%.0f", $0.ceiling), String(format: "%.2f", $0.ratio)] }
+                let widths = header.indices.map { column in ([header] + body).map { $0[column].count }.max()! }
+                for row in [header] + body {
+                    print(row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: "  "))
+                }
+                print("target: \(large.name) at >= 0.80 of the ceiling: \(passed ? "met" : "MISSED") (\(String(format: "%.2f", large.ratio)))")
+            }
+            if !passed { throw ExitCode(1) }
+        }
+    }
+}
+
+/// One line of progress on a terminal (rewritten in place), plain lines otherwise.
+final class ProgressLine: @unchecked Sendable {
+    private let isTerminal = isatty(STDERR_FILENO) == 1
+    private let lock = NSLock()
+
+    func update(_ text: String) {
+        lock.lock()
+        defer { lock.unlock() }
+        if isTerminal {
+            FileHandle.standardError.write(Data("\r\u{1B}[K\(text)".utf8))
+        } else {
+            FileHandle.standardError.write(Data("\(text)\n".utf8))
+        }
+    }
+
+    func finish() {
+        if isTerminal { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+    }
 }

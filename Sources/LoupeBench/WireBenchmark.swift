@@ -1,0 +1,158 @@
+import Foundation
+import Logging
+import LoupeManager
+import LoupePKI
+import LoupeProto
+import LoupeWire
+import NIOCore
+import NIOPosix
+import NIOSSL
+import ServiceLifecycle
+
+/// `loupe bench wire`: Loupe's framed protobuf over mutual TLS against a
+/// plain NIOSSL echo server with the same TLS settings (the ceiling), both on
+/// loopback in this process. Each figure is the median of several rounds.
+public struct WireBenchmark: Sendable {
+    public struct Options: Sendable {
+        public var rounds = 5
+        public var secondsPerRound = 1.0
+        public var smallPayloadBytes = 64
+        public var pipelinedWindow = 32
+        public var largePayloadBytes = 1 << 20
+        public var largeWindow = 4
+        public init() {}
+    }
+
+    /// One measured figure for Loupe and for the ceiling.
+    public struct Row: Sendable {
+        public var name: String
+        public var unit: String
+        public var loupe: Double
+        public var ceiling: Double
+        public var ratio: Double { ceiling > 0 ? loupe / ceiling : 0 }
+    }
+
+    public let options: Options
+    private let progress: @Sendable (String) -> Void
+
+    public init(options: Options, progress: @escaping @Sendable (String) -> Void) {
+        self.options = options
+        self.progress = progress
+    }
+
+    public func run() async throws -> [Row] {
+        let folder = NSTemporaryDirectory() + "loupe-bench-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let pki = try BenchPKI(folder: folder)
+
+        var logger = Logger(label: "loupe.bench")
+        logger.logLevel = .error
+        let (ports, portSink) = AsyncStream<Int>.makeStream()
+        let manager = ManagerService(
+            config: ManagerConfig(managerId: "bench", listen: "127.0.0.1:0", tls: pki.manager, revocationList: nil, dataDir: folder + "/data"),
+            logger: logger
+        ) { address in
+            portSink.yield(address.port ?? 0)
+            portSink.finish()
+        }
+        let services = ServiceGroup(services: [manager], logger: logger)
+        let managerTask = Task { try await services.run() }
+        var portIterator = ports.makeAsyncIterator()
+        guard let managerPort = await portIterator.next() else { throw WireError.connectionClosed }
+
+        let echo = try await PlainTLSEcho.start(tls: pki.manager)
+        defer { echo.stop() }
+
+        let loupeClient = WireClientConfiguration(host: "localhost", port: managerPort, tls: pki.agent)
+        let small = Data(repeating: 0x42, count: options.smallPayloadBytes)
+        let large = Data(repeating: 0x42, count: options.largePayloadBytes)
+        let rows = try await WireClient.withConnection(loupeClient) { connection, _ in
+            try await PlainTLSEcho.withClient(port: echo.port, tls: pki.agent, secondsPerRound: options.secondsPerRound) { plain in
+                var rows: [Row] = []
+                rows.append(try await measure("small round trips, 1 in flight", unit: "round trips/s", perItem: 1,
+                    loupe: { try await loupeRoundTrips(connection, payload: small, window: 1) },
+                    ceiling: { try await plain.roundTrips(payloadBytes: small.count, window: 1) }))
+                rows.append(try await measure("small round trips, \(options.pipelinedWindow) in flight", unit: "round trips/s", perItem: 1,
+                    loupe: { try await loupeRoundTrips(connection, payload: small, window: options.pipelinedWindow) },
+                    ceiling: { try await plain.roundTrips(payloadBytes: small.count, window: options.pipelinedWindow) }))
+                let megabytes = Double(options.largePayloadBytes) / 1_000_000
+                rows.append(try await measure("\(options.largePayloadBytes >> 20) MiB payloads, \(options.largeWindow) in flight", unit: "MB/s each way", perItem: megabytes,
+                    loupe: { try await loupeRoundTrips(connection, payload: large, window: options.largeWindow) },
+                    ceiling: { try await plain.roundTrips(payloadBytes: large.count, window: options.largeWindow) }))
+                return rows
+            }
+        }
+        await services.triggerGracefulShutdown()
+        _ = await managerTask.result
+        return rows
+    }
+
+    /// Runs both sides in alternating rounds (so drift on a noisy machine hits
+    /// both alike) and keeps the medians. Each closure returns how many round
+    /// trips it completed in `secondsPerRound`.
+    private func measure(
+        _ name: String, unit: String, perItem: Double,
+        loupe: () async throws -> Int, ceiling: () async throws -> Int
+    ) async throws -> Row {
+        var loupeRates: [Double] = []
+        var ceilingRates: [Double] = []
+        _ = try await loupe()  // warm-up
+        _ = try await ceiling()
+        for round in 1...options.rounds {
+            progress("\(name): round \(round)/\(options.rounds)")
+            loupeRates.append(Double(try await loupe()) * perItem / options.secondsPerRound)
+            ceilingRates.append(Double(try await ceiling()) * perItem / options.secondsPerRound)
+        }
+        return Row(name: name, unit: unit, loupe: median(loupeRates), ceiling: median(ceilingRates))
+    }
+
+    /// Echo requests over a Loupe connection, `window` at a time, for one round.
+    private func loupeRoundTrips(_ connection: WireConnection, payload: Data, window: Int) async throws -> Int {
+        var echo = Loupe_V1_Echo()
+        echo.payload = payload
+        let request = Envelope.OneOf_Body.echo(echo)
+        let deadline = ContinuousClock.now + .seconds(fraction: options.secondsPerRound)
+        var completed = 0
+        while ContinuousClock.now < deadline {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<window {
+                    group.addTask {
+                        let reply = try await connection.request(request)
+                        guard case .echo(let back) = reply.body, back.payload.count == payload.count else {
+                            throw WireError.unexpectedReply(expected: "echo", received: reply.bodyName)
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            completed += window
+        }
+        return completed
+    }
+
+    private func median(_ values: [Double]) -> Double {
+        let sorted = values.sorted()
+        guard !sorted.isEmpty else { return 0 }
+        return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+    }
+}
+
+/// Certificates for the benchmark, made fresh in a temporary folder.
+private struct BenchPKI {
+    let manager: TLSFiles
+    let agent: TLSFiles
+
+    init(folder: String) throws {
+        let ca = try FleetCA.create(organization: "Bench")
+        let caPath = folder + "/ca.pem"
+        try PEMFiles.write(try ca.certificatePEM, to: caPath, mode: 0o644, overwrite: true)
+        func member(_ request: LeafRequest, _ name: String) throws -> TLSFiles {
+            let issued = try ca.issue(request)
+            try PEMFiles.write(issued.certificatePEM, to: "\(folder)/\(name).pem", mode: 0o644, overwrite: true)
+            try PEMFiles.write(issued.privateKeyPEM, to: "\(folder)/\(name)-key.pem", mode: 0o600, overwrite: true)
+            return TLSFiles(ca: caPath, cert: "\(folder)/\(name).pem", key: "\(folder)/\(name)-key.pem")
+        }
+        manager = try member(LeafRequest(role: .manager, name: "manager", hosts: ["localhost", "127.0.0.1"]), "manager")
+        agent = try member(LeafRequest(role: .agent, name: "bench-cam"), "agent")
+    }
+}
