@@ -49,9 +49,7 @@ public struct AgentConfig: Codable, Sendable, Equatable {
     /// Loads and checks a config file; relative paths are taken from its folder.
     public static func load(path: String) throws -> AgentConfig {
         var config = try ConfigFile.load(AgentConfig.self, path: path)
-        config.tls.ca = ConfigFile.resolve(config.tls.ca, relativeTo: path)
-        config.tls.cert = ConfigFile.resolve(config.tls.cert, relativeTo: path)
-        config.tls.key = ConfigFile.resolve(config.tls.key, relativeTo: path)
+        config.tls = config.tls.resolved(relativeTo: path)
         config.dataDir = ConfigFile.resolve(config.dataDir, relativeTo: path)
         if let link = config.manager {
             do { _ = try parseAddress(link.address) } catch {

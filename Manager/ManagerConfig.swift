@@ -39,9 +39,7 @@ public struct ManagerConfig: Codable, Sendable, Equatable {
     /// Loads and checks a config file; relative paths are taken from its folder.
     public static func load(path: String) throws -> ManagerConfig {
         var config = try ConfigFile.load(ManagerConfig.self, path: path)
-        config.tls.ca = ConfigFile.resolve(config.tls.ca, relativeTo: path)
-        config.tls.cert = ConfigFile.resolve(config.tls.cert, relativeTo: path)
-        config.tls.key = ConfigFile.resolve(config.tls.key, relativeTo: path)
+        config.tls = config.tls.resolved(relativeTo: path)
         config.revocationList = config.revocationList.map { ConfigFile.resolve($0, relativeTo: path) }
         config.dataDir = ConfigFile.resolve(config.dataDir, relativeTo: path)
         do { _ = try parseAddress(config.listen) } catch {

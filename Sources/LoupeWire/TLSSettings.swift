@@ -18,6 +18,15 @@ public struct TLSFiles: Sendable, Codable, Equatable {
         self.cert = cert
         self.key = key
     }
+
+    /// The same files with relative paths taken from a config file's folder.
+    public func resolved(relativeTo configPath: String) -> TLSFiles {
+        TLSFiles(
+            ca: ConfigFile.resolve(ca, relativeTo: configPath),
+            cert: ConfigFile.resolve(cert, relativeTo: configPath),
+            key: ConfigFile.resolve(key, relativeTo: configPath)
+        )
+    }
 }
 
 /// Builds the TLS contexts Loupe uses: TLS 1.3 only, ALPN "loupe/1", and a

@@ -33,14 +33,7 @@ struct ManagerCommand: AsyncParsableCommand {
             let host = address.ipAddress ?? "127.0.0.1"
             try? "\(host):\(port)\n".write(toFile: readyFile, atomically: true, encoding: .utf8)
         }
-        let group = ServiceGroup(
-            configuration: .init(
-                services: [.init(service: service)],
-                gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: logger
-            )
-        )
-        try await group.run()
+        try await runUntilSignalled(service, logger: logger)
     }
 }
 
@@ -64,13 +57,18 @@ struct AgentCommand: AsyncParsableCommand {
         logger[metadataKey: "camera"] = "\(config.cameraId)"
         try FileManager.default.createDirectory(atPath: config.dataDir, withIntermediateDirectories: true)
         let link = ManagerLink(config: config, logger: logger)
-        let group = ServiceGroup(
-            configuration: .init(
-                services: [.init(service: link)],
-                gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: logger
-            )
-        )
-        try await group.run()
+        try await runUntilSignalled(link, logger: logger)
     }
+}
+
+/// Runs a service until it ends, shutting it down gracefully on SIGTERM or SIGINT.
+private func runUntilSignalled(_ service: some Service, logger: Logger) async throws {
+    let group = ServiceGroup(
+        configuration: .init(
+            services: [.init(service: service)],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger
+        )
+    )
+    try await group.run()
 }

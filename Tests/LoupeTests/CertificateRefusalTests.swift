@@ -59,6 +59,15 @@ import Testing
         let before = try await WireClient.withConnection(manager.client(agent)) { _, welcome in welcome.peerIdentity }
         #expect(before == "cam-lost")
 
+        // A connection that is open when the certificate is revoked is closed too.
+        let live = Task {
+            try await WireClient.withConnection(manager.client(agent)) { connection, _ in
+                await connection.waitUntilClosed()
+                return connection.closeCause
+            }
+        }
+        try await Task.sleep(for: .milliseconds(300))
+
         let serial = try pki.serial(of: agent)
         try RevocationList(entries: [.init(serial: serial, name: "cam-lost", role: .agent, revokedAt: Date(), reason: "stolen")]).save(path: listPath)
 
@@ -78,25 +87,30 @@ import Testing
         }
         #expect(code == .certificateRevoked)
         #expect(message.contains(serial))
+        #expect(try await live.value == .remote(code: .certificateRevoked, message: "certificate serial \(serial) of agent cam-lost has been revoked"))
         // Other members are unaffected.
         let other = try pki.member(.agent, "cam-ok")
         let welcome = try await WireClient.withConnection(manager.client(other)) { _, welcome in welcome.peerIdentity }
         #expect(welcome == "cam-ok")
     }
 
+    /// Sends one request as `files` and returns the manager's refusal.
+    private static func refusal(of body: Envelope.OneOf_Body, from files: TLSFiles, manager: ManagerHarness) async throws -> (Loupe_V1_Error.Code, String)? {
+        try await WireClient.withConnection(manager.client(files)) { connection, _ in
+            do {
+                _ = try await connection.request(body)
+                return nil
+            } catch WireError.remote(let code, let message) {
+                return (code, message)
+            }
+        }
+    }
+
     @Test func anOperatorCannotSendWhatOnlyAgentsMay() async throws {
         let manager = try await ManagerHarness.start()
         defer { Task { await manager.stop() } }
         let alice = try manager.pki.member(.operator, "alice")
-        let refusal = try await WireClient.withConnection(manager.client(alice)) { connection, _ in
-            do {
-                _ = try await connection.request(.roiUpload(Loupe_V1_RoiUpload()))
-                return nil as WireError?
-            } catch let error as WireError {
-                return error
-            }
-        }
-        guard case .remote(let code, let message) = try #require(refusal) else { return }
+        let (code, message) = try #require(try await Self.refusal(of: .roiUpload(Loupe_V1_RoiUpload()), from: alice, manager: manager))
         #expect(code == .permissionDenied)
         #expect(message.contains("operator") && message.contains("roi_upload"))
     }
@@ -105,15 +119,7 @@ import Testing
         let manager = try await ManagerHarness.start()
         defer { Task { await manager.stop() } }
         let agent = try manager.pki.member(.agent, "cam-9")
-        let refusal = try await WireClient.withConnection(manager.client(agent)) { connection, _ in
-            do {
-                _ = try await connection.request(.fleetStatusQuery(Loupe_V1_FleetStatusQuery()))
-                return nil as WireError?
-            } catch let error as WireError {
-                return error
-            }
-        }
-        guard case .remote(let code, let message) = try #require(refusal) else { return }
+        let (code, message) = try #require(try await Self.refusal(of: .fleetStatusQuery(Loupe_V1_FleetStatusQuery()), from: agent, manager: manager))
         #expect(code == .permissionDenied)
         #expect(message.contains("agent") && message.contains("fleet_status_query"))
     }

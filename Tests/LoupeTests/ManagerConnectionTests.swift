@@ -148,6 +148,8 @@ import Testing
         }
         #expect(outcome.closed)
         #expect(!outcome.envelopes.contains { if case .welcome = $0.body { true } else { false } })
+        #expect(outcome.errors.last?.code == .protocolVersionMismatch, "\(outcome.errors)")
+        #expect(outcome.errors.last?.message.contains("loupe/1") == true)
     }
 
     @Test func aThousandRequestsInFlightOnOneConnectionAreAllAnswered() async throws {
