@@ -119,7 +119,7 @@ let package = Package(
         .testTarget(
             name: "LoupeTests",
             dependencies: [
-                "LoupeWire", "LoupePKI", "LoupeProto", "LoupeManager", "LoupeAgent",
+                "LoupeWire", "LoupePKI", "LoupeProto", "LoupeManager", "LoupeAgent", "LoupeBench",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

@@ -356,6 +356,12 @@ public final class WireConnection: Sendable {
     }
 
     private func acquireHandlerSlot() async {
+        let free = state.withLock { state -> Bool in
+            guard state.activeHandlers < settings.maxConcurrentRequests else { return false }
+            state.activeHandlers += 1
+            return true
+        }
+        if free { return }
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let ready = state.withLock { state -> Bool in
                 if state.activeHandlers < settings.maxConcurrentRequests {

@@ -3,6 +3,7 @@ import LoupePKI
 import LoupeProto
 import LoupeWire
 import NIOCore
+import NIOSSL
 import Testing
 
 /// Each kind of client the manager must turn away, and why.
@@ -32,6 +33,21 @@ import Testing
         #expect(outcome.closed)
         #expect(outcome.envelopes.isEmpty, "no Welcome without a certificate")
         #expect(outcome.failure?.uppercased().contains("CERTIFICATE_REQUIRED") == true, "\(outcome.failure ?? "no failure")")
+    }
+
+    @Test func aTLS12ClientIsRefused() async throws {
+        let manager = try await ManagerHarness.start()
+        defer { Task { await manager.stop() } }
+        let raw = try await RawTLSClient.connect(
+            port: manager.port, caPath: manager.pki.caPath, identity: try manager.pki.member(.agent, "cam-old-tls"), tlsVersion: .tlsv12
+        )
+        let outcome = try await raw.executeThenClose { inbound, outbound in
+            try? await outbound.write(RawTLSClient.hello())
+            return await RawTLSClient.collect(inbound)
+        }
+        #expect(outcome.closed)
+        #expect(outcome.envelopes.isEmpty)
+        #expect(outcome.failure?.uppercased().contains("PROTOCOL_VERSION") == true, "\(outcome.failure ?? "no failure")")
     }
 
     @Test func aCertificateFromAnotherCAIsRefused() async throws {

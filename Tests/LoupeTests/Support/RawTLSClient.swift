@@ -11,9 +11,12 @@ import SwiftProtobuf
 enum RawTLSClient {
     typealias Channel = NIOAsyncChannel<ByteBuffer, ByteBuffer>
 
-    static func connect(port: Int, caPath: String, identity: TLSFiles?, alpn: [String] = [WireProtocol.alpn]) async throws -> Channel {
+    static func connect(
+        port: Int, caPath: String, identity: TLSFiles?, alpn: [String] = [WireProtocol.alpn], tlsVersion: TLSVersion = .tlsv13
+    ) async throws -> Channel {
         var configuration = TLSConfiguration.makeClientConfiguration()
-        configuration.minimumTLSVersion = .tlsv13
+        configuration.minimumTLSVersion = tlsVersion
+        configuration.maximumTLSVersion = tlsVersion
         configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(caPath))
         configuration.applicationProtocols = alpn
         if let identity {
