@@ -66,8 +66,10 @@ public final class RevocationWatcher: Sendable {
     }
 
     private static func stamp(of path: String) -> String {
-        var info = stat()
-        guard stat(path, &info) == 0 else { return "absent" }
-        return "\(info.st_mtim.tv_sec).\(info.st_mtim.tv_nsec)/\(info.st_size)/\(info.st_ino)"
+        guard let attributes = try? FileManager.default.attributesOfItem(atPath: path) else { return "absent" }
+        let modified = (attributes[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
+        let size = (attributes[.size] as? NSNumber)?.int64Value ?? -1
+        let inode = (attributes[.systemFileNumber] as? NSNumber)?.int64Value ?? -1
+        return "\(modified)/\(size)/\(inode)"
     }
 }

@@ -29,6 +29,9 @@ public struct WireBenchmark: Sendable {
         public var unit: String
         public var loupe: Double
         public var ceiling: Double
+        /// Median share of the machine's cores busy during the rounds (1 = all).
+        public var loupeCPU: Double
+        public var ceilingCPU: Double
         public var ratio: Double { ceiling > 0 ? loupe / ceiling : 0 }
     }
 
@@ -94,16 +97,41 @@ public struct WireBenchmark: Sendable {
         _ name: String, unit: String, perItem: Double,
         loupe: () async throws -> Int, ceiling: () async throws -> Int
     ) async throws -> Row {
-        var loupeRates: [Double] = []
-        var ceilingRates: [Double] = []
+        var loupeRates: [Double] = [], ceilingRates: [Double] = []
+        var loupeCPU: [Double] = [], ceilingCPU: [Double] = []
         _ = try await loupe()  // warm-up
         _ = try await ceiling()
         for round in 1...options.rounds {
             progress("\(name): round \(round)/\(options.rounds)")
-            loupeRates.append(Double(try await loupe()) * perItem / options.secondsPerRound)
-            ceilingRates.append(Double(try await ceiling()) * perItem / options.secondsPerRound)
+            let (loupeCount, loupeBusy) = try await withCPUShare(loupe)
+            loupeRates.append(Double(loupeCount) * perItem / options.secondsPerRound)
+            loupeCPU.append(loupeBusy)
+            let (ceilingCount, ceilingBusy) = try await withCPUShare(ceiling)
+            ceilingRates.append(Double(ceilingCount) * perItem / options.secondsPerRound)
+            ceilingCPU.append(ceilingBusy)
         }
-        return Row(name: name, unit: unit, loupe: median(loupeRates), ceiling: median(ceilingRates))
+        return Row(
+            name: name, unit: unit, loupe: median(loupeRates), ceiling: median(ceilingRates),
+            loupeCPU: median(loupeCPU), ceilingCPU: median(ceilingCPU)
+        )
+    }
+
+    /// Runs `body` and returns its result with the share of all cores this
+    /// process kept busy meanwhile (both ends run in this process).
+    private func withCPUShare(_ body: () async throws -> Int) async throws -> (Int, Double) {
+        func cpuSeconds() -> Double {
+            var usage = rusage()
+            getrusage(RUSAGE_SELF.rawValue, &usage)
+            let user = Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6
+            let system = Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6
+            return user + system
+        }
+        let cpuBefore = cpuSeconds()
+        let start = ContinuousClock.now
+        let result = try await body()
+        let wall = (ContinuousClock.now - start).seconds
+        let cores = Double(ProcessInfo.processInfo.activeProcessorCount)
+        return (result, wall > 0 ? (cpuSeconds() - cpuBefore) / wall / cores : 0)
     }
 
     /// Echo requests over a Loupe connection, `window` at a time, for one round.

@@ -20,7 +20,12 @@ struct FrameBytes: SwiftProtobufContiguousBytes {
     init(repeating byte: UInt8, count: Int) {
         buffer = ByteBufferAllocator().buffer(capacity: 4 + count)
         buffer.writeInteger(UInt32(truncatingIfNeeded: count))
-        buffer.writeRepeatingByte(byte, count: count)
+        if byte == 0 {
+            // SwiftProtobuf asks for zeros only to overwrite every byte: skip the fill.
+            buffer.moveWriterIndex(forwardBy: count)
+        } else {
+            buffer.writeRepeatingByte(byte, count: count)
+        }
         prefix = 4
     }
 

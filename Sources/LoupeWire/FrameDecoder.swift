@@ -79,6 +79,9 @@ public final class FrameDecoder: ChannelInboundHandler, RemovableChannelHandler 
             guard length > 0 else { throw WireError.emptyFrame }
             guard length <= maxFrameBytes else { throw WireError.frameTooLarge(length: Int(length), limit: maxFrameBytes) }
             state = .waitingForFrame(length: Int(length))
+            // Grow once to the announced size (already checked against the
+            // limit) instead of doubling and copying as chunks arrive.
+            buffer!.reserveCapacity(minimumWritableBytes: Int(length) - buffer!.readableBytes)
         }
         guard case .waitingForFrame(let length) = state, let frame = buffer!.readSlice(length: length) else { return nil }
         state = .waitingForHeader

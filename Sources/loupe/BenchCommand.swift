@@ -18,6 +18,7 @@ struct BenchCommand: AsyncParsableCommand {
         @Option(help: "Rounds per figure; the median is reported.") var rounds = 5
         @Option(help: "Seconds per round.") var seconds = 1.0
         @Option(help: "Requests in flight for the pipelined small-message figure.") var window = 32
+        @Option(help: "Requests in flight for the 1 MiB figure.") var largeWindow = 4
         @Flag(help: "Print JSON instead of a table.") var json = false
 
         func run() async throws {
@@ -25,20 +26,27 @@ struct BenchCommand: AsyncParsableCommand {
             options.rounds = rounds
             options.secondsPerRound = seconds
             options.pipelinedWindow = window
+            options.largeWindow = largeWindow
             let progress = ProgressLine()
             let rows = try await WireBenchmark(options: options) { progress.update($0) }.run()
             progress.finish()
             let large = rows.last!
             let passed = large.ratio >= 0.8
             if json {
-                let objects = rows.map { ["figure": $0.name, "unit": $0.unit, "loupe": $0.loupe, "ceiling": $0.ceiling, "ratio": $0.ratio] as [String: Any] }
+                let objects = rows.map {
+                    ["figure": $0.name, "unit": $0.unit, "loupe": $0.loupe, "ceiling": $0.ceiling, "ratio": $0.ratio,
+                     "loupe_cpu_share": $0.loupeCPU, "ceiling_cpu_share": $0.ceilingCPU] as [String: Any]
+                }
                 let data = try JSONSerialization.data(withJSONObject: ["rows": objects, "target_met": passed], options: [.prettyPrinted, .sortedKeys])
                 print(String(decoding: data, as: UTF8.self))
             } else {
                 print("loupe bench wire: mutual TLS 1.3 on loopback, \(ProcessInfo.processInfo.activeProcessorCount) cores, median of \(rounds) rounds of \(seconds) s")
                 print("ceiling: plain NIOSSL echo with the same TLS settings, no framing or protobuf")
-                let header = ["figure", "unit", "loupe", "ceiling", "ratio"]
-                let body = rows.map { [$0.name, $0.unit, String(format: "%.0f", $0.loupe), String(format: "%.0f", $0.ceiling), String(format: "%.2f", $0.ratio)] }
+                let header = ["figure", "unit", "loupe", "ceiling", "ratio", "cpu loupe", "cpu ceiling"]
+                let body = rows.map {
+                    [$0.name, $0.unit, String(format: "%.0f", $0.loupe), String(format: "%.0f", $0.ceiling), String(format: "%.2f", $0.ratio),
+                     String(format: "%.0f%%", $0.loupeCPU * 100), String(format: "%.0f%%", $0.ceilingCPU * 100)]
+                }
                 let widths = header.indices.map { column in ([header] + body).map { $0[column].count }.max()! }
                 for row in [header] + body {
                     print(row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: "  "))
