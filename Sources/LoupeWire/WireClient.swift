@@ -54,15 +54,15 @@ public enum WireClient {
         let tlsContext = try TLSSettings.clientContext(configuration.tls)
         let settings = configuration.connection
         let serverHostname = isIPAddress(configuration.host) ? nil : configuration.host
-        let failures = FailureRecorder()
+        let ledger = ConnectionLedger()
         let channel = try await connect(configuration, group: group) { channel in
             try channel.pipeline.syncOperations.addHandler(
                 NIOSSLClientHandler(context: tlsContext, serverHostname: serverHostname)
             )
-            return try WireChannel.finish(channel, settings: settings, failures: failures)
+            return try WireChannel.finish(channel, settings: settings, ledger: ledger)
         }
         return try await channel.executeThenClose { inbound, _ in
-            let connection = await WireConnection.make(channel: channel.channel, settings: settings, failures: failures)
+            let connection = await WireConnection.make(channel: channel.channel, settings: settings, ledger: ledger)
             return try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { await connection.run(inbound: inbound, handshake: nil, handler: handler) }
                 do {
@@ -84,8 +84,8 @@ public enum WireClient {
     private static func connect(
         _ configuration: WireClientConfiguration,
         group: any EventLoopGroup,
-        pipeline: @escaping @Sendable (any Channel) throws -> NIOAsyncChannel<Envelope, Envelope>
-    ) async throws -> NIOAsyncChannel<Envelope, Envelope> {
+        pipeline: @escaping @Sendable (any Channel) throws -> NIOAsyncChannel<Envelope, Never>
+    ) async throws -> NIOAsyncChannel<Envelope, Never> {
         let target = "\(configuration.host):\(configuration.port)"
         let addresses = try await AddressResolver.resolve(host: configuration.host, port: configuration.port)
         var failures: [String] = []

@@ -50,21 +50,13 @@ public typealias HandshakeHandler = @Sendable (WireConnection, Loupe_V1_Hello) a
 /// One live connection to a peer: many requests in flight matched to replies
 /// by id, heartbeats, an idle timeout, and a graceful close.
 ///
-/// Each write returns only once the kernel has taken its bytes, so a slow
-/// reader makes writers wait instead of buffering without bound; and at most
-/// `maxConcurrentRequests` of the peer's requests are handled at once.
+/// Backpressure: each write returns only once the kernel has taken its
+/// bytes, so a slow reader makes writers wait instead of memory growing
+/// without bound; and at most `maxConcurrentRequests` of the peer's requests
+/// are handled at once.
 public final class WireConnection: Sendable {
-    private enum Slot {
-        case registered(deadline: ContinuousClock.Instant)
-        case waiting(CheckedContinuation<Envelope, any Error>, deadline: ContinuousClock.Instant)
-        case answered(Result<Envelope, any Error>)
-    }
-
     private struct State {
-        var nextRequestID: UInt64 = 1
-        var slots: [UInt64: Slot] = [:]
-        var lastReceived: ContinuousClock.Instant
-        var lastSent: ContinuousClock.Instant
+        var lastSent = ContinuousClock.now
         var heartbeatSequence: UInt64 = 0
         var closed = false
         var welcomed = false
@@ -77,30 +69,24 @@ public final class WireConnection: Sendable {
     /// The peer's address as "host:port".
     public let remoteAddress: String
     private let channel: any Channel
-    private let state: Mutex<State>
+    private let ledger: ConnectionLedger
+    private let state = Mutex(State())
     private let clock = ContinuousClock()
-    private let failures: FailureRecorder?
 
     /// Wraps a channel built by `WireChannel.finish`.
-    static func make(
-        channel: any Channel,
-        settings: ConnectionSettings,
-        failures known: FailureRecorder? = nil
-    ) async -> WireConnection {
-        var failures = known
-        if failures == nil {
-            failures = try? await channel.pipeline.handler(type: FailureRecorder.self).get()
+    static func make(channel: any Channel, settings: ConnectionSettings, ledger known: ConnectionLedger? = nil) async -> WireConnection {
+        var ledger = known
+        if ledger == nil {
+            ledger = try? await channel.pipeline.handler(type: ReplyRouter.self).get().ledger
         }
-        return WireConnection(channel: channel, settings: settings, failures: failures)
+        return WireConnection(channel: channel, settings: settings, ledger: ledger ?? ConnectionLedger())
     }
 
-    private init(channel: any Channel, settings: ConnectionSettings, failures: FailureRecorder?) {
+    private init(channel: any Channel, settings: ConnectionSettings, ledger: ConnectionLedger) {
         self.channel = channel
-        self.failures = failures
+        self.ledger = ledger
         self.settings = settings
         self.remoteAddress = channel.remoteAddress.map(Self.format) ?? "unknown"
-        let now = ContinuousClock.now
-        self.state = Mutex(State(lastReceived: now, lastSent: now))
     }
 
     /// Who the peer is, from its certificate; known once the TLS handshake is done.
@@ -129,12 +115,12 @@ public final class WireConnection: Sendable {
 
     /// Why the connection went down, as far as is known.
     public var closeCause: WireError {
-        failures?.failure ?? .connectionClosed
+        ledger.failure ?? .connectionClosed
     }
 
     /// Requests sent and still waiting for their reply.
     public var outstandingRequests: Int {
-        state.withLock { $0.slots.count }
+        ledger.outstanding
     }
 
     // MARK: Sending
@@ -142,43 +128,22 @@ public final class WireConnection: Sendable {
     /// Sends a request and waits for its reply. An Error reply throws
     /// `WireError.remote`.
     public func request(_ body: Envelope.OneOf_Body, timeout: Duration? = nil) async throws -> Envelope {
-        let deadline = clock.now + (timeout ?? settings.requestTimeout)
-        let id: UInt64 = try state.withLock { state in
-            guard !state.closed else { throw WireError.connectionClosed }
-            let id = state.nextRequestID
-            state.nextRequestID += 1
-            state.slots[id] = .registered(deadline: deadline)
-            return id
-        }
+        let id = try ledger.register(deadline: clock.now + (timeout ?? settings.requestTimeout))
         var envelope = Envelope()
         envelope.requestID = id
         envelope.body = body
         do {
             try await write(envelope)
         } catch {
-            _ = state.withLock { $0.slots.removeValue(forKey: id) }
+            ledger.forget(id)
             // The cause (a TLS alert, say) is known once the channel has closed.
             await waitUntilClosed()
             throw closeCause
         }
         let reply = try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Envelope, any Error>) in
-                let early: Result<Envelope, any Error>? = state.withLock { state in
-                    switch state.slots[id] {
-                    case .registered(let deadline):
-                        state.slots[id] = .waiting(continuation, deadline: deadline)
-                        return nil
-                    case .answered(let result):
-                        state.slots[id] = nil
-                        return result
-                    case .waiting, .none:
-                        return .failure(self.closeCause)
-                    }
-                }
-                if let early { continuation.resume(with: early) }
-            }
+            try await ledger.reply(to: id)
         } onCancel: {
-            complete(id, with: .failure(CancellationError()))
+            ledger.complete(id, with: .failure(CancellationError()))
         }
         if case .error(let error) = reply.body {
             throw WireError.remote(code: error.code, message: error.message)
@@ -198,11 +163,11 @@ public final class WireConnection: Sendable {
         try await write(envelope)
     }
 
+    /// Waits until the kernel has taken the frame (`EnvelopeFramer` encodes it
+    /// on the event loop), which bounds what one writer can queue to one message.
     private func write(_ envelope: Envelope) async throws {
         guard !isClosed else { throw closeCause }
         do {
-            // Awaiting the write itself (not only writability) bounds what one
-            // writer can queue to a single message.
             try await channel.writeAndFlush(envelope)
         } catch let error as WireError {
             throw error
@@ -236,12 +201,12 @@ public final class WireConnection: Sendable {
         channel.writeAndFlush(envelope).whenComplete { _ in channel.close(promise: nil) }
         // A peer that does not read must not keep the connection open.
         channel.eventLoop.scheduleTask(in: .seconds(2)) { channel.close(promise: nil) }
-        failOutstanding(with: WireError.connectionClosed)
+        ledger.close(failing: .connectionClosed)
     }
 
     private func shutDown() {
         markClosed()
-        failOutstanding(with: closeCause)
+        ledger.close(failing: closeCause)
         channel.close(promise: nil)
     }
 
@@ -249,37 +214,9 @@ public final class WireConnection: Sendable {
         state.withLock { $0.closed = true }
     }
 
-    private func failOutstanding(with error: any Error) {
-        let slots = state.withLock { state -> [UInt64: Slot] in
-            let slots = state.slots
-            state.slots.removeAll()
-            return slots
-        }
-        for case .waiting(let continuation, _) in slots.values {
-            continuation.resume(throwing: error)
-        }
-    }
-
-    private func complete(_ id: UInt64, with result: Result<Envelope, any Error>) {
-        let continuation: CheckedContinuation<Envelope, any Error>? = state.withLock { state in
-            switch state.slots[id] {
-            case .registered:
-                state.slots[id] = .answered(result)
-                return nil
-            case .waiting(let continuation, _):
-                state.slots[id] = nil
-                return continuation
-            case .answered, .none:
-                return nil
-            }
-        }
-        continuation?.resume(with: result)
-    }
-
     // MARK: Running
 
-    /// Reads from the peer until the connection ends: matches replies to
-    /// requests, answers requests through `handler` concurrently, sends
+    /// Reads from the peer until the connection ends: answers requests through `handler` concurrently, sends
     /// heartbeats and enforces the idle timeout. If `handshake` is given, the
     /// first frame must be a Hello request, answered by it.
     func run(
@@ -291,12 +228,8 @@ public final class WireConnection: Sendable {
             group.addTask { await self.upkeep() }
             var awaitingHello = handshake != nil
             do {
+                // Replies never get here: ReplyRouter settles them on the event loop.
                 for try await envelope in inbound {
-                    state.withLock { $0.lastReceived = clock.now }
-                    if envelope.replyTo != 0 {
-                        complete(envelope.replyTo, with: .success(envelope))
-                        continue
-                    }
                     if awaitingHello, let handshake {
                         guard case .hello(let hello) = envelope.body, envelope.requestID != 0 else {
                             throw WireError.refused(code: .handshakeRequired, message: "first message must be a Hello request, got \(envelope.bodyName)")
@@ -320,8 +253,8 @@ public final class WireConnection: Sendable {
                     case .error(let error):
                         // An unsolicited Error precedes the peer closing the connection.
                         let cause = WireError.remote(code: error.code, message: error.message)
-                        failures?.record(cause)
-                        failOutstanding(with: cause)
+                        ledger.record(cause)
+                        ledger.close(failing: cause)
                     case .hello:
                         try await answer(envelope, with: .failure(WireError.refused(code: .invalidArgument, message: "Hello was already exchanged on this connection")))
                         continue
@@ -345,7 +278,7 @@ public final class WireConnection: Sendable {
                 }
             } catch {
                 let failure = Self.connectionFailure(error)
-                failOutstanding(with: failure)
+                ledger.close(failing: failure)
                 if !isClosed {
                     if case .tlsFailure = failure { shutDown() } else { closeWithError(failure) }
                 }
@@ -408,23 +341,14 @@ public final class WireConnection: Sendable {
         while !Task.isCancelled && !isClosed {
             try? await Task.sleep(for: tick)
             let now = clock.now
-            let (idle, heartbeatDue, sequence, expired) = state.withLock { state in
-                let idle = now - state.lastReceived >= settings.idleTimeout
+            let idle = now - ledger.lastReceived >= settings.idleTimeout
+            let (heartbeatDue, sequence) = state.withLock { state in
                 let due = now - state.lastSent >= settings.heartbeatInterval
                 if due { state.heartbeatSequence += 1 }
-                var expired: [(UInt64, Duration)] = []
-                for (id, slot) in state.slots {
-                    switch slot {
-                    case .registered(let deadline), .waiting(_, let deadline):
-                        if deadline <= now { expired.append((id, settings.requestTimeout)) }
-                    case .answered:
-                        break
-                    }
-                }
-                return (idle, due, state.heartbeatSequence, expired)
+                return (due, state.heartbeatSequence)
             }
-            for (id, limit) in expired {
-                complete(id, with: .failure(WireError.requestTimedOut(seconds: limit.seconds)))
+            for id in ledger.expired(at: now) {
+                ledger.complete(id, with: .failure(WireError.requestTimedOut(seconds: settings.requestTimeout.seconds)))
             }
             if idle {
                 closeWithError(WireError.idleTimeout(seconds: settings.idleTimeout.seconds))

@@ -30,7 +30,7 @@ public final class WireServer: Sendable {
     public let configuration: WireServerConfiguration
     /// The address actually bound (with the real port when 0 was asked for).
     public let localAddress: SocketAddress
-    private let listener: NIOAsyncChannel<NIOAsyncChannel<Envelope, Envelope>, Never>
+    private let listener: NIOAsyncChannel<NIOAsyncChannel<Envelope, Never>, Never>
     private let connections = Mutex<[ObjectIdentifier: WireConnection]>([:])
     private let logger: Logger
 
@@ -58,7 +58,7 @@ public final class WireServer: Sendable {
 
     private init(
         configuration: WireServerConfiguration,
-        listener: NIOAsyncChannel<NIOAsyncChannel<Envelope, Envelope>, Never>,
+        listener: NIOAsyncChannel<NIOAsyncChannel<Envelope, Never>, Never>,
         logger: Logger
     ) {
         self.configuration = configuration
@@ -128,37 +128,17 @@ enum WireChannel {
     static func finish(
         _ channel: any Channel,
         settings: ConnectionSettings,
-        failures: FailureRecorder = FailureRecorder()
-    ) throws -> NIOAsyncChannel<Envelope, Envelope> {
+        ledger: ConnectionLedger = ConnectionLedger()
+    ) throws -> NIOAsyncChannel<Envelope, Never> {
         let stall = TimeAmount.nanoseconds(Int64(settings.frameStallTimeout.seconds * 1e9))
         try channel.pipeline.syncOperations.addHandler(ALPNGate())
         try channel.pipeline.syncOperations.addHandler(FrameDecoder(maxFrameBytes: settings.maxFrameBytes, stallTimeout: stall))
-        try channel.pipeline.syncOperations.addHandler(EnvelopeCodec(maxOutboundFrameBytes: settings.maxFrameBytes))
-        try channel.pipeline.syncOperations.addHandler(failures)
-        return try NIOAsyncChannel<Envelope, Envelope>(
+        try channel.pipeline.syncOperations.addHandler(EnvelopeDecoder())
+        try channel.pipeline.syncOperations.addHandler(EnvelopeFramer(limit: settings.maxFrameBytes))
+        try channel.pipeline.syncOperations.addHandler(ReplyRouter(ledger: ledger))
+        return try NIOAsyncChannel<Envelope, Never>(
             wrappingChannelSynchronously: channel,
             configuration: .init(backPressureStrategy: .init(lowWatermark: 16, highWatermark: 64))
         )
-    }
-}
-
-/// Remembers the first error that reached the end of the pipeline (a TLS
-/// alert, a frame error), so requests that fail because the connection went
-/// down can say why instead of only "closed".
-final class FailureRecorder: ChannelInboundHandler, RemovableChannelHandler, Sendable {
-    typealias InboundIn = Envelope
-    typealias InboundOut = Envelope
-
-    private let first = Mutex<WireError?>(nil)
-
-    var failure: WireError? { first.withLock { $0 } }
-
-    func record(_ error: WireError) {
-        first.withLock { if $0 == nil { $0 = error } }
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        record(WireConnection.connectionFailure(error))
-        context.fireErrorCaught(error)
     }
 }

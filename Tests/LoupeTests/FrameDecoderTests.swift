@@ -88,7 +88,7 @@ import Testing
     @Test func malformedBytesAreNamed() throws {
         let channel = EmbeddedChannel()
         try channel.pipeline.syncOperations.addHandler(FrameDecoder())
-        try channel.pipeline.syncOperations.addHandler(EnvelopeCodec())
+        try channel.pipeline.syncOperations.addHandler(EnvelopeDecoder())
         var frame = header(5)
         frame.writeBytes([0xFF, 0xFF, 0xFF, 0xFF, 0xFF])
         do {

@@ -42,13 +42,12 @@ import Testing
     func everyMessageRoundTripsThroughTheFrameCodec(body: Envelope.OneOf_Body) throws {
         let channel = EmbeddedChannel()
         try channel.pipeline.syncOperations.addHandler(FrameDecoder())
-        try channel.pipeline.syncOperations.addHandler(EnvelopeCodec())
+        try channel.pipeline.syncOperations.addHandler(EnvelopeDecoder())
         var envelope = Envelope()
         envelope.requestID = 77
         envelope.replyTo = 5
         envelope.body = body
-        try channel.writeOutbound(envelope)
-        let frame = try #require(try channel.readOutbound(as: ByteBuffer.self))
+        let frame = try EnvelopeEncoder.frame(envelope)
         #expect(frame.getInteger(at: frame.readerIndex, as: UInt32.self) == UInt32(frame.readableBytes - 4))
         // Deliver the frame one byte at a time: reassembly must not depend on chunking.
         for index in 0..<frame.readableBytes {
@@ -57,5 +56,15 @@ import Testing
         let decoded = try #require(try channel.readInbound(as: Envelope.self))
         #expect(decoded == envelope)
         _ = try channel.finish()
+    }
+
+    @Test func anEnvelopeOverThePeersLimitIsNeverFramed() throws {
+        var echo = Loupe_V1_Echo()
+        echo.payload = Data(count: 2000)
+        var envelope = Envelope()
+        envelope.body = .echo(echo)
+        #expect(throws: WireError.frameTooLarge(length: 2006, limit: 1024)) {
+            try EnvelopeEncoder.frame(envelope, limit: 1024)
+        }
     }
 }

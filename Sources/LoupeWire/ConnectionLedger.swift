@@ -1,0 +1,150 @@
+import LoupeProto
+import NIOCore
+import Synchronization
+
+/// What both a connection's event loop and its tasks need to know: the
+/// requests waiting for replies, when the peer was last heard from, and why
+/// the connection failed. Shared by `WireConnection` and `ReplyRouter`.
+final class ConnectionLedger: Sendable {
+    private enum Slot {
+        case registered(deadline: ContinuousClock.Instant)
+        case waiting(CheckedContinuation<Envelope, any Error>, deadline: ContinuousClock.Instant)
+        case answered(Result<Envelope, any Error>)
+    }
+
+    private struct State {
+        var nextRequestID: UInt64 = 1
+        var slots: [UInt64: Slot] = [:]
+        var lastReceived = ContinuousClock.now
+        var failure: WireError?
+        var closed = false
+    }
+
+    private let state = Mutex(State())
+
+    /// Why the connection failed, if it has.
+    var failure: WireError? { state.withLock { $0.failure } }
+
+    var lastReceived: ContinuousClock.Instant { state.withLock { $0.lastReceived } }
+
+    var outstanding: Int { state.withLock { $0.slots.count } }
+
+    /// Keeps the first cause of failure.
+    func record(_ error: WireError) {
+        state.withLock { if $0.failure == nil { $0.failure = error } }
+    }
+
+    func touch() {
+        state.withLock { $0.lastReceived = ContinuousClock.now }
+    }
+
+    /// Reserves an id for a request about to be sent.
+    func register(deadline: ContinuousClock.Instant) throws -> UInt64 {
+        try state.withLock { state in
+            guard !state.closed else { throw state.failure ?? WireError.connectionClosed }
+            let id = state.nextRequestID
+            state.nextRequestID += 1
+            state.slots[id] = .registered(deadline: deadline)
+            return id
+        }
+    }
+
+    func forget(_ id: UInt64) {
+        _ = state.withLock { $0.slots.removeValue(forKey: id) }
+    }
+
+    /// Waits for the reply to a registered request (it may already be here).
+    func reply(to id: UInt64) async throws -> Envelope {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Envelope, any Error>) in
+            let early: Result<Envelope, any Error>? = state.withLock { state in
+                switch state.slots[id] {
+                case .registered(let deadline):
+                    state.slots[id] = .waiting(continuation, deadline: deadline)
+                    return nil
+                case .answered(let result):
+                    state.slots[id] = nil
+                    return result
+                case .waiting, .none:
+                    return .failure(state.failure ?? WireError.connectionClosed)
+                }
+            }
+            if let early { continuation.resume(with: early) }
+        }
+    }
+
+    /// Settles a request; a reply for an unknown id is ignored.
+    func complete(_ id: UInt64, with result: Result<Envelope, any Error>) {
+        let continuation: CheckedContinuation<Envelope, any Error>? = state.withLock { state in
+            switch state.slots[id] {
+            case .registered:
+                state.slots[id] = .answered(result)
+                return nil
+            case .waiting(let continuation, _):
+                state.slots[id] = nil
+                return continuation
+            case .answered, .none:
+                return nil
+            }
+        }
+        continuation?.resume(with: result)
+    }
+
+    /// Ids of requests whose deadline has passed.
+    func expired(at now: ContinuousClock.Instant) -> [UInt64] {
+        state.withLock { state in
+            state.slots.compactMap { id, slot in
+                switch slot {
+                case .registered(let deadline), .waiting(_, let deadline):
+                    return deadline <= now ? id : nil
+                case .answered:
+                    return nil
+                }
+            }
+        }
+    }
+
+    /// Fails every outstanding request and refuses new ones.
+    func close(failing error: WireError) {
+        let slots = state.withLock { state -> [UInt64: Slot] in
+            state.closed = true
+            if state.failure == nil, error != .connectionClosed { state.failure = error }
+            let slots = state.slots
+            state.slots.removeAll()
+            return slots
+        }
+        for case .waiting(let continuation, _) in slots.values {
+            continuation.resume(throwing: error)
+        }
+    }
+}
+
+/// Sits at the end of the pipeline and settles outstanding requests on the
+/// event loop: a reply completes its request directly, without a hop through
+/// the connection's read loop, and the first error that reaches here (a TLS
+/// alert, a frame error) is kept as the cause of failure. Requests and events
+/// from the peer pass on to the read loop.
+final class ReplyRouter: ChannelInboundHandler, RemovableChannelHandler, Sendable {
+    typealias InboundIn = Envelope
+    typealias InboundOut = Envelope
+
+    let ledger: ConnectionLedger
+
+    init(ledger: ConnectionLedger) {
+        self.ledger = ledger
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let envelope = unwrapInboundIn(data)
+        ledger.touch()
+        if envelope.replyTo != 0 {
+            ledger.complete(envelope.replyTo, with: .success(envelope))
+        } else {
+            context.fireChannelRead(data)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        ledger.record(WireConnection.connectionFailure(error))
+        context.fireErrorCaught(error)
+    }
+}

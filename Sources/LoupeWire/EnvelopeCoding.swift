@@ -1,0 +1,57 @@
+import LoupeProto
+import NIOCore
+import SwiftProtobuf
+
+/// Turns the frames `FrameDecoder` splits off into `Envelope`s. Bytes that do
+/// not parse fail the channel with `WireError.malformedEnvelope`.
+public final class EnvelopeDecoder: ChannelInboundHandler, RemovableChannelHandler {
+    public typealias InboundIn = ByteBuffer
+    public typealias InboundOut = Envelope
+
+    public init() {}
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        do {
+            let envelope = try Envelope(serializedBytes: FrameBytes(message: frame))
+            context.fireChannelRead(wrapInboundOut(envelope))
+        } catch {
+            context.fireErrorCaught(WireError.malformedEnvelope(frameLength: frame.readableBytes, reason: "\(error)"))
+        }
+    }
+}
+
+/// Turns an `Envelope` into a frame: its 4-byte big-endian length, then its bytes.
+public enum EnvelopeEncoder {
+    /// The whole frame, serialized in one pass. An envelope larger than
+    /// `limit` (the peer's frame limit) throws `WireError.frameTooLarge`, so
+    /// it never reaches the wire.
+    public static func frame(_ envelope: Envelope, limit: Int = WireProtocol.defaultMaxFrameBytes) throws -> ByteBuffer {
+        let frame: FrameBytes = try envelope.serializedBytes()
+        guard frame.count <= limit else {
+            throw WireError.frameTooLarge(length: frame.count, limit: limit)
+        }
+        return frame.buffer
+    }
+}
+
+/// Frames outbound envelopes on the event loop, next to the TLS encryption
+/// that follows, so a large frame is written while it is still in cache.
+final class EnvelopeFramer: ChannelOutboundHandler, RemovableChannelHandler {
+    typealias OutboundIn = Envelope
+    typealias OutboundOut = ByteBuffer
+
+    private let limit: Int
+
+    init(limit: Int) {
+        self.limit = limit
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        do {
+            context.write(wrapOutboundOut(try EnvelopeEncoder.frame(unwrapOutboundIn(data), limit: limit)), promise: promise)
+        } catch {
+            promise?.fail(error)
+        }
+    }
+}
