@@ -19,7 +19,7 @@ public struct WireBenchmark: Sendable {
         public var smallPayloadBytes = 64
         public var pipelinedWindow = 32
         public var largePayloadBytes = 1 << 20
-        public var largeWindow = 4
+        public var largeWindow = 8
         public init() {}
     }
 

@@ -18,7 +18,7 @@ struct BenchCommand: AsyncParsableCommand {
         @Option(help: "Rounds per figure; the median is reported.") var rounds = 5
         @Option(help: "Seconds per round.") var seconds = 1.0
         @Option(help: "Requests in flight for the pipelined small-message figure.") var window = 32
-        @Option(help: "Requests in flight for the 1 MiB figure.") var largeWindow = 4
+        @Option(help: "Requests in flight for the 1 MiB figure.") var largeWindow = 8
         @Flag(help: "Print JSON instead of a table.") var json = false
 
         func run() async throws {
