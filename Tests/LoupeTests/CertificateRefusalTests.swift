@@ -122,22 +122,25 @@ import Testing
         }
     }
 
-    @Test func anOperatorCannotSendWhatOnlyAgentsMay() async throws {
-        let manager = try await ManagerHarness.start()
-        defer { Task { await manager.stop() } }
-        let alice = try manager.pki.member(.operator, "alice")
-        let (code, message) = try #require(try await Self.refusal(of: .roiUpload(Loupe_V1_RoiUpload()), from: alice, manager: manager))
-        #expect(code == .permissionDenied)
-        #expect(message.contains("operator") && message.contains("roi_upload"))
+    /// A message only the other role may send.
+    struct Trespass: Sendable, CustomTestStringConvertible {
+        var role: FleetRole
+        var body: Envelope.OneOf_Body
+        var testDescription: String { "\(role.rawValue) sends \(body.name)" }
     }
 
-    @Test func anAgentCannotSendWhatOnlyOperatorsMay() async throws {
+    @Test(arguments: [
+        Trespass(role: .operator, body: .roiUpload(Loupe_V1_RoiUpload())),
+        Trespass(role: .operator, body: .modelInstalled(Loupe_V1_ModelInstalled())),
+        Trespass(role: .agent, body: .fleetStatusQuery(Loupe_V1_FleetStatusQuery())),
+    ])
+    func eachRoleIsRefusedTheOthersMessages(trespass: Trespass) async throws {
         let manager = try await ManagerHarness.start()
         defer { Task { await manager.stop() } }
-        let agent = try manager.pki.member(.agent, "cam-9")
-        let (code, message) = try #require(try await Self.refusal(of: .fleetStatusQuery(Loupe_V1_FleetStatusQuery()), from: agent, manager: manager))
+        let member = try manager.pki.member(trespass.role, "member-1")
+        let (code, message) = try #require(try await Self.refusal(of: trespass.body, from: member, manager: manager))
         #expect(code == .permissionDenied)
-        #expect(message.contains("agent") && message.contains("fleet_status_query"))
+        #expect(message.contains(trespass.role.rawValue) && message.contains(trespass.body.name), "\(message)")
     }
 
     @Test func aManagerCertificateCannotConnectAsAClient() async throws {
@@ -152,39 +155,33 @@ import Testing
         }
     }
 
-    @Test func agentsCheckTheManagersHostName() async throws {
-        let pki = try TestPKI()
-        let server = try await WireServer.bind(WireServerConfiguration(
-            host: "127.0.0.1", port: 0, tls: try pki.member(.manager, "manager", hosts: ["manager.plant.example"])
-        ))
+    /// Connects an agent to a server holding `serverFiles` and returns the TLS refusal.
+    private static func clientRefusal(ofServer serverFiles: TLSFiles, pki: TestPKI) async throws -> String? {
+        let server = try await WireServer.bind(WireServerConfiguration(host: "127.0.0.1", port: 0, tls: serverFiles))
         let serving = Task { try await server.run(handshake: { _, _ in Loupe_V1_Welcome() }, handler: { _, _ in nil }) }
         let client = WireClientConfiguration(host: "localhost", port: server.localAddress.port!, tls: try pki.member(.agent, "cam-1"))
-        await #expect {
+        var reason: String?
+        do {
             try await WireClient.withConnection(client) { _, _ in }
-        } throws: { error in
-            guard case WireError.tlsFailure(let reason) = error else { return false }
-            return reason.lowercased().contains("hostname") || reason.uppercased().contains("CERTIFICATE")
+        } catch WireError.tlsFailure(let text) {
+            reason = text
         }
         await server.shutdown()
         try await serving.value
+        return reason
+    }
+
+    @Test func agentsCheckTheManagersHostName() async throws {
+        let pki = try TestPKI()
+        let reason = try await Self.clientRefusal(ofServer: try pki.member(.manager, "manager", hosts: ["manager.plant.example"]), pki: pki)
+        #expect(reason?.contains("localhost") == true, "\(reason ?? "not refused")")
     }
 
     @Test func agentsRefuseAServerWithoutAManagerCertificate() async throws {
         let pki = try TestPKI()
         // An operator certificate that names localhost: it lacks the serverAuth
         // usage only manager certificates carry, so TLS itself refuses it.
-        let server = try await WireServer.bind(WireServerConfiguration(
-            host: "127.0.0.1", port: 0, tls: try pki.member(.operator, "mallory", hosts: ["localhost"])
-        ))
-        let serving = Task { try await server.run(handshake: { _, _ in Loupe_V1_Welcome() }, handler: { _, _ in nil }) }
-        let client = WireClientConfiguration(host: "localhost", port: server.localAddress.port!, tls: try pki.member(.agent, "cam-1"))
-        await #expect {
-            try await WireClient.withConnection(client) { _, _ in }
-        } throws: { error in
-            guard case WireError.tlsFailure(let reason) = error else { return false }
-            return reason.contains("CERTIFICATE_VERIFY_FAILED")
-        }
-        await server.shutdown()
-        try await serving.value
+        let reason = try await Self.clientRefusal(ofServer: try pki.member(.operator, "mallory", hosts: ["localhost"]), pki: pki)
+        #expect(reason?.contains("CERTIFICATE_VERIFY_FAILED") == true, "\(reason ?? "not refused")")
     }
 }
