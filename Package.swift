@@ -32,6 +32,15 @@ let package = Package(
             dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")],
             swiftSettings: strictSettings
         ),
+        // C libraries, from Debian packages.
+        .systemLibrary(name: "CSPNG", path: "Sources/CSPNG", pkgConfig: "spng", providers: [.apt(["libspng-dev"])]),
+        .systemLibrary(name: "CTurboJPEG", path: "Sources/CTurboJPEG", pkgConfig: "libturbojpeg", providers: [.apt(["libturbojpeg0-dev"])]),
+        // Images: types, PNG/JPEG codecs, geometry.
+        .target(
+            name: "LoupeImaging",
+            dependencies: ["CSPNG", "CTurboJPEG"],
+            swiftSettings: strictSettings
+        ),
         // Fleet PKI: CA, certificates with roles, revocation list.
         .target(
             name: "LoupePKI",
@@ -119,7 +128,7 @@ let package = Package(
         .testTarget(
             name: "LoupeTests",
             dependencies: [
-                "LoupeWire", "LoupePKI", "LoupeProto", "LoupeManager", "LoupeAgent", "LoupeBench",
+                "LoupeWire", "LoupePKI", "LoupeProto", "LoupeManager", "LoupeAgent", "LoupeBench", "LoupeImaging",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

@@ -1,0 +1,2 @@
+// libspng (Debian: libspng-dev), the PNG codec behind LoupeImaging.
+#include <spng.h>

@@ -1,0 +1,88 @@
+/// A picture as rows of interleaved samples: 8-bit grey (1 channel), 8-bit
+/// RGB (3 channels) or 16-bit grey (`Raster<UInt16>`, 1 channel).
+public struct Raster<Sample: FixedWidthInteger & UnsignedInteger & Sendable>: Sendable, Equatable {
+    public let width: Int
+    public let height: Int
+    public let channels: Int
+    /// Row-major, channels interleaved: sample (x, y, c) is at (y * width + x) * channels + c.
+    public var samples: [Sample]
+
+    /// A raster filled with one value.
+    public init(width: Int, height: Int, channels: Int = 1, fill: Sample = 0) throws {
+        try Self.check(width: width, height: height, channels: channels)
+        self.width = width
+        self.height = height
+        self.channels = channels
+        self.samples = Array(repeating: fill, count: width * height * channels)
+    }
+
+    /// A raster over existing samples; their count must match the size.
+    public init(width: Int, height: Int, channels: Int = 1, samples: [Sample]) throws {
+        try Self.check(width: width, height: height, channels: channels)
+        guard samples.count == width * height * channels else {
+            throw ImageError.sizeMismatch(expected: width * height * channels, actual: samples.count)
+        }
+        self.width = width
+        self.height = height
+        self.channels = channels
+        self.samples = samples
+    }
+
+    public subscript(x: Int, y: Int, channel: Int = 0) -> Sample {
+        get { samples[(y * width + x) * channels + channel] }
+        set { samples[(y * width + x) * channels + channel] = newValue }
+    }
+
+    /// Number of pixels.
+    public var pixelCount: Int { width * height }
+
+    private static func check(width: Int, height: Int, channels: Int) throws {
+        guard width > 0, height > 0 else { throw ImageError.emptyImage(width: width, height: height) }
+        guard channels == 1 || channels == 3 else { throw ImageError.unsupportedChannels(channels) }
+    }
+}
+
+/// 8-bit grey (1 channel) or RGB (3 channels).
+public typealias Image8 = Raster<UInt8>
+/// 16-bit grey.
+public typealias Image16 = Raster<UInt16>
+
+/// A decoded file: which of the three kinds it is.
+public enum DecodedImage: Sendable, Equatable {
+    case gray8(Image8)
+    case rgb8(Image8)
+    case gray16(Image16)
+
+    public var width: Int {
+        switch self {
+        case .gray8(let image), .rgb8(let image): return image.width
+        case .gray16(let image): return image.width
+        }
+    }
+
+    public var height: Int {
+        switch self {
+        case .gray8(let image), .rgb8(let image): return image.height
+        case .gray16(let image): return image.height
+        }
+    }
+
+    /// The image as 8-bit grey: RGB by luma (BT.601), 16-bit by its top byte.
+    public var gray8: Image8 {
+        switch self {
+        case .gray8(let image):
+            return image
+        case .rgb8(let image):
+            var grey = [UInt8](repeating: 0, count: image.pixelCount)
+            image.samples.withUnsafeBufferPointer { rgb in
+                for index in 0..<grey.count {
+                    let r = UInt32(rgb[index * 3]), g = UInt32(rgb[index * 3 + 1]), b = UInt32(rgb[index * 3 + 2])
+                    grey[index] = UInt8((r * 299 + g * 587 + b * 114 + 500) / 1000)
+                }
+            }
+            return try! Image8(width: image.width, height: image.height, samples: grey)
+        case .gray16(let image):
+            return try! Image8(width: image.width, height: image.height, samples: image.samples.map { UInt8($0 >> 8) })
+        }
+    }
+}
