@@ -41,6 +41,18 @@ let package = Package(
             dependencies: ["CSPNG", "CTurboJPEG"],
             swiftSettings: strictSettings
         ),
+        // Frame sources: V4L2 cameras, file import, the synthetic camera.
+        .target(
+            name: "LoupeCapture",
+            dependencies: ["LoupeImaging"],
+            swiftSettings: strictSettings
+        ),
+        // What happens to pixels around the segmenter: aligner, ROIs, wand, mask tools.
+        .target(
+            name: "LoupeVision",
+            dependencies: ["LoupeImaging"],
+            swiftSettings: strictSettings
+        ),
         // Fleet PKI: CA, certificates with roles, revocation list.
         .target(
             name: "LoupePKI",
@@ -128,7 +140,7 @@ let package = Package(
         .testTarget(
             name: "LoupeTests",
             dependencies: [
-                "LoupeWire", "LoupePKI", "LoupeProto", "LoupeManager", "LoupeAgent", "LoupeBench", "LoupeImaging",
+                "LoupeWire", "LoupePKI", "LoupeProto", "LoupeManager", "LoupeAgent", "LoupeBench", "LoupeImaging", "LoupeCapture", "LoupeVision",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

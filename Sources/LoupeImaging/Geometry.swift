@@ -1,7 +1,7 @@
 import Foundation
 
 /// An axis-aligned rectangle in pixel coordinates.
-public struct PixelRect: Sendable, Equatable, Hashable {
+public struct PixelRect: Sendable, Equatable, Hashable, Codable {
     public var x: Int
     public var y: Int
     public var width: Int
@@ -150,6 +150,22 @@ extension Raster where Sample == UInt8 {
                     sx += c
                     sy += s
                 }
+            }
+        }
+        return out
+    }
+
+    /// Like `warped`, but each output pixel takes its nearest source pixel:
+    /// for label masks, whose values are classes, not intensities.
+    public func warpedNearest(by transform: SimilarityTransform, width outWidth: Int, height outHeight: Int, fill: UInt8 = 0) throws -> Raster {
+        let inverse = transform.inverse
+        var out = try Raster(width: outWidth, height: outHeight, channels: channels, fill: fill)
+        for y in 0..<outHeight {
+            for x in 0..<outWidth {
+                let (sx, sy) = inverse.apply(Double(x), Double(y))
+                let ix = Int(sx.rounded()), iy = Int(sy.rounded())
+                guard ix >= 0, iy >= 0, ix < width, iy < height else { continue }
+                for channel in 0..<channels { out[x, y, channel] = self[ix, iy, channel] }
             }
         }
         return out

@@ -1,4 +1,5 @@
 import Foundation
+import LoupeCapture
 import LoupeImaging
 import Testing
 
@@ -6,7 +7,7 @@ import Testing
     private func random<Sample: FixedWidthInteger & UnsignedInteger & Sendable>(
         _: Sample.Type, width: Int, height: Int, channels: Int, seed: UInt64
     ) throws -> Raster<Sample> {
-        var generator = SplitMix64(seed: seed)
+        var generator = SeededGenerator(seed: seed)
         let samples = (0..<(width * height * channels)).map { _ in Sample(truncatingIfNeeded: generator.next()) }
         return try Raster(width: width, height: height, channels: channels, samples: samples)
     }
@@ -117,19 +118,6 @@ func peakResidentBytes() -> Int {
     var usage = rusage()
     getrusage(RUSAGE_SELF.rawValue, &usage)
     return usage.ru_maxrss * 1024
-}
-
-/// A small deterministic generator for test data.
-struct SplitMix64: RandomNumberGenerator {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
 }
 
 /// Builds PNG files byte by byte (stored deflate blocks), independent of libspng.

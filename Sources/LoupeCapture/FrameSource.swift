@@ -1,0 +1,52 @@
+import Foundation
+import LoupeImaging
+
+/// One frame from a camera, a file, or the synthetic camera.
+public struct CapturedFrame: Sendable {
+    /// Counts frames from 1 per source.
+    public var sequence: Int
+    public var capturedAt: Date
+    public var image: Image8
+    /// Where it came from: a device path, a file path, or "synthetic".
+    public var origin: String
+    /// The true label mask, when the source knows it (the synthetic camera).
+    public var groundTruth: Image8?
+
+    public init(sequence: Int, capturedAt: Date = Date(), image: Image8, origin: String, groundTruth: Image8? = nil) {
+        self.sequence = sequence
+        self.capturedAt = capturedAt
+        self.image = image
+        self.origin = origin
+        self.groundTruth = groundTruth
+    }
+}
+
+/// Anything that produces frames: V4L2 cameras, file imports, the synthetic camera.
+public protocol FrameSource: AnyObject, Sendable {
+    /// The next frame, or nil when the source has no more (a finished import).
+    func nextFrame() async throws -> CapturedFrame?
+}
+
+/// Why a source could not produce frames.
+public enum CaptureError: Error, CustomStringConvertible, Equatable {
+    case noFiles(pattern: String)
+    case noDevice(path: String)
+    case deviceBusy(path: String)
+    case formatNotOffered(path: String, wanted: String, offered: [String])
+    case unplugged(path: String)
+    case timeout(path: String, milliseconds: Int)
+    case device(path: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case .noFiles(let pattern): return "no PNG or JPEG files match \(pattern)"
+        case .noDevice(let path): return "no camera at \(path)"
+        case .deviceBusy(let path): return "camera \(path) is busy (another program is using it)"
+        case .formatNotOffered(let path, let wanted, let offered):
+            return "camera \(path) does not offer \(wanted); it offers \(offered.joined(separator: ", "))"
+        case .unplugged(let path): return "camera \(path) was unplugged"
+        case .timeout(let path, let milliseconds): return "camera \(path) sent no frame within \(milliseconds) ms"
+        case .device(let path, let reason): return "camera \(path): \(reason)"
+        }
+    }
+}
