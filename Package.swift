@@ -112,7 +112,7 @@ let package = Package(
         .target(
             name: "LoupeBench",
             dependencies: [
-                "LoupeWire", "LoupeProto", "LoupePKI", "LoupeManager",
+                "LoupeWire", "LoupeProto", "LoupePKI", "LoupeManager", "LoupeImaging", "LoupeCapture", "LoupeVision",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -2,24 +2,6 @@ import Foundation
 import LoupeImaging
 import Synchronization
 
-/// A deterministic random generator (SplitMix64): the same seed gives the
-/// same frames, defects and poses on every machine.
-public struct SeededGenerator: RandomNumberGenerator, Sendable {
-    private var state: UInt64
-
-    public init(seed: UInt64) {
-        state = seed
-    }
-
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// A camera without hardware: it renders the same machined part in every
 /// frame, moved by a random shift and rotation, with freshly planted
 /// defects, and returns each frame with its true label mask and pose.

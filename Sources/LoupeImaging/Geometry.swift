@@ -187,6 +187,31 @@ extension Raster where Sample == UInt8 {
         return out
     }
 
+    /// Half the width and height, each pixel the mean of a 2x2 block (an odd
+    /// last row or column is dropped): one pyramid step, exact and fast.
+    public func halved() throws -> Raster {
+        let outWidth = max(1, width / 2), outHeight = max(1, height / 2)
+        var out = try Raster(width: outWidth, height: outHeight, channels: channels)
+        guard width >= 2, height >= 2 else { return try resizedArea(width: outWidth, height: outHeight) }
+        let channels = self.channels, width = self.width
+        samples.withUnsafeBufferPointer { source in
+            out.samples.withUnsafeMutableBufferPointer { target in
+                for y in 0..<outHeight {
+                    let top = 2 * y * width * channels, bottom = top + width * channels
+                    let row = y * outWidth * channels
+                    for x in 0..<outWidth {
+                        for c in 0..<channels {
+                            let left = 2 * x * channels + c, right = left + channels
+                            let sum = UInt32(source[top + left]) + UInt32(source[top + right]) + UInt32(source[bottom + left]) + UInt32(source[bottom + right])
+                            target[row + x * channels + c] = UInt8((sum + 2) / 4)
+                        }
+                    }
+                }
+            }
+        }
+        return out
+    }
+
     /// Resized by area averaging: each output pixel is the mean of the source
     /// area it covers (the right filter for shrinking).
     public func resizedArea(width outWidth: Int, height outHeight: Int) throws -> Raster {

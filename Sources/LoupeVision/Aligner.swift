@@ -41,19 +41,26 @@ public struct Alignment: Sendable, Equatable {
 public final class Aligner: Sendable {
     public let configuration: AlignerConfiguration
 
+    /// Sparse template points: offsets from the centre and zero-mean, unit-norm values.
+    private struct PointSet: Sendable {
+        var offsets: [(Double, Double)] = []
+        var values: [Double] = []
+    }
+
     /// The template as seen at one pyramid level.
     private struct Level: Sendable {
-        var scale: Double
         var center: (x: Double, y: Double)
         var radius: Double
-        /// Sparse template points: offsets from the centre and zero-mean, unit-norm values.
-        var offsets: [(Double, Double)]
-        var values: [Double]
+        /// About 1,500 points, to steer the search.
+        var points: PointSet
         /// Angle step that moves the template's rim by about one pixel here.
         var angleStep: Double
     }
 
     private let levels: [Level]
+    /// About 10,000 points at full resolution, for the final sub-pixel fit,
+    /// which needs their averaging against noise.
+    private let finePoints: PointSet
     /// Rotated, normalised full templates for the exhaustive coarse search.
     private let coarsePatches: [(angle: Double, offsets: [(Int, Int)], values: [Double])]
 
@@ -66,33 +73,24 @@ public final class Aligner: Sendable {
         self.configuration = configuration
         let radius = Double(min(rect.width, rect.height)) / 2 - 1
         let center = (x: Double(rect.x) + Double(rect.width) / 2 - 0.5, y: Double(rect.y) + Double(rect.height) / 2 - 0.5)
-        // Coarsest level: template radius of at least 8 pixels.
-        let depth = max(0, Int(floor(log2(radius / 8))))
+        // Coarsest level: a template radius of 6 to 12 pixels, enough to find
+        // the part among a few candidates, small enough to search exhaustively.
+        let depth = max(0, Int(floor(log2(radius / 6))))
         var pyramid = [reference]
         for _ in 0..<depth {
             let last = pyramid.last!
-            pyramid.append(try last.resizedArea(width: max(1, last.width / 2), height: max(1, last.height / 2)))
+            pyramid.append(try last.halved())
         }
         var levels: [Level] = []
         for (index, image) in pyramid.enumerated() {
             let scale = Double(1 << index)
             let levelCenter = (x: (center.x + 0.5) / scale - 0.5, y: (center.y + 0.5) / scale - 0.5)
             let levelRadius = radius / scale
-            // About 2,500 points, on a grid.
-            let stride = max(1, Int((Double.pi * levelRadius * levelRadius / 2500).squareRoot().rounded(.up)))
-            var offsets: [(Double, Double)] = []
-            var values: [Double] = []
-            let reach = Int(levelRadius)
-            for dy in Swift.stride(from: -reach, through: reach, by: stride) {
-                for dx in Swift.stride(from: -reach, through: reach, by: stride) where Double(dx * dx + dy * dy) <= levelRadius * levelRadius {
-                    offsets.append((Double(dx), Double(dy)))
-                    values.append(image.bilinear(levelCenter.x + Double(dx), levelCenter.y + Double(dy)))
-                }
-            }
-            guard Self.normalise(&values) else { throw VisionError.flatTemplate(rect) }
-            levels.append(Level(scale: scale, center: levelCenter, radius: levelRadius, offsets: offsets, values: values, angleStep: 1 / levelRadius))
+            let points = try Self.sample(image, center: levelCenter, radius: levelRadius, budget: 1_500, seed: UInt64(index + 1), rect: rect)
+            levels.append(Level(center: levelCenter, radius: levelRadius, points: points, angleStep: 1 / levelRadius))
         }
         self.levels = levels
+        finePoints = try Self.sample(reference, center: levels[0].center, radius: levels[0].radius, budget: 10_000, seed: 99, rect: rect)
 
         let coarse = levels.last!
         let coarseImage = pyramid.last!
@@ -123,47 +121,64 @@ public final class Aligner: Sendable {
         let image = frame.channels == 1 ? frame : DecodedImage.rgb8(frame).gray8
         var pyramid = [image]
         for _ in 1..<levels.count {
-            let last = pyramid.last!
-            pyramid.append(try last.resizedArea(width: max(1, last.width / 2), height: max(1, last.height / 2)))
+            pyramid.append(try pyramid.last!.halved())
         }
         // 1. Exhaustive search at the coarsest level.
         var candidates = coarseSearch(pyramid.last!, keep: 4)
-        // 2. Refine each candidate down the pyramid.
+        // 2. Refine each candidate down the pyramid by hill climbing: move to
+        //    the best of the 27 neighbours (+/-1 pixel, +/-1 angle step) until
+        //    the centre is best. After doubling, an estimate is good to about
+        //    a pixel, so the climb is short.
         for index in stride(from: levels.count - 1, through: 0, by: -1) {
             let level = levels[index]
             let image = pyramid[index]
+            let coarsest = index == levels.count - 1
             candidates = candidates.map { candidate in
                 var best = candidate
-                if index < levels.count - 1 {
+                if !coarsest {
                     best.x = (candidate.x + 0.5) * 2 - 0.5
                     best.y = (candidate.y + 0.5) * 2 - 0.5
                 }
-                best.score = -2
-                for da in -1...1 {
-                    let angle = candidate.angle + Double(da) * level.angleStep
-                    for dy in -2...2 {
-                        for dx in -2...2 {
-                            let x = (index < levels.count - 1 ? (candidate.x + 0.5) * 2 - 0.5 : candidate.x) + Double(dx)
-                            let y = (index < levels.count - 1 ? (candidate.y + 0.5) * 2 - 0.5 : candidate.y) + Double(dy)
-                            let score = correlation(image, level: level, x: x, y: y, angle: angle)
-                            if score > best.score { best = Candidate(x: x, y: y, angle: angle, score: score) }
+                best.score = correlation(image, level.points, x: best.x, y: best.y, angle: best.angle)
+                for _ in 0..<8 {
+                    let center = best
+                    for da in -1...1 {
+                        for dy in -1...1 {
+                            for dx in -1...1 where da != 0 || dy != 0 || dx != 0 {
+                                let x = center.x + Double(dx), y = center.y + Double(dy)
+                                let angle = center.angle + Double(da) * level.angleStep
+                                let score = correlation(image, level.points, x: x, y: y, angle: angle)
+                                if score > best.score { best = Candidate(x: x, y: y, angle: angle, score: score) }
+                            }
                         }
                     }
+                    if best.x == center.x && best.y == center.y && best.angle == center.angle { break }
                 }
                 return best
             }
             candidates.sort { $0.score > $1.score }
-            candidates = Array(candidates.prefix(index == 0 ? 1 : 2))
+            candidates = Array(candidates.prefix(index > 1 ? 2 : 1))
         }
-        // 3. Sub-pixel, sub-step: parabolas through the correlation around the peak.
+        // 3. Sub-pixel, sub-step: a parabola along each axis through the
+        //    correlation around the peak, all three from one centre value,
+        //    with the steps halving each round.
         var best = candidates[0]
         let finest = levels[0]
-        for (stepX, stepY, stepAngle) in [(1.0, 1.0, finest.angleStep), (0.5, 0.5, finest.angleStep / 2), (0.25, 0.25, finest.angleStep / 4)] {
-            best.x += parabolaPeak { correlation(image, level: finest, x: best.x + $0 * stepX, y: best.y, angle: best.angle) } * stepX
-            best.y += parabolaPeak { correlation(image, level: finest, x: best.x, y: best.y + $0 * stepY, angle: best.angle) } * stepY
-            best.angle += parabolaPeak { correlation(image, level: finest, x: best.x, y: best.y, angle: best.angle + $0 * stepAngle) } * stepAngle
+        var center = correlation(image, finePoints, x: best.x, y: best.y, angle: best.angle)
+        for step in [1.0, 0.5, 0.25] {
+            let angleStep = finest.angleStep * step
+            let shiftX = parabolaPeak(center: center) { correlation(image, finePoints, x: best.x + $0 * step, y: best.y, angle: best.angle) }
+            let shiftY = parabolaPeak(center: center) { correlation(image, finePoints, x: best.x, y: best.y + $0 * step, angle: best.angle) }
+            let turn = parabolaPeak(center: center) { correlation(image, finePoints, x: best.x, y: best.y, angle: best.angle + $0 * angleStep) }
+            let moved = Candidate(x: best.x + shiftX * step, y: best.y + shiftY * step, angle: best.angle + turn * angleStep, score: 0)
+            let score = correlation(image, finePoints, x: moved.x, y: moved.y, angle: moved.angle)
+            // Keep the move only if the joint step did not overshoot.
+            if score >= center {
+                best = moved
+                center = score
+            }
         }
-        best.score = correlation(image, level: finest, x: best.x, y: best.y, angle: best.angle)
+        best.score = center
         // T(p) = R(angle)(p - c) + (x, y)
         let c = cos(best.angle), s = sin(best.angle)
         let pose = SimilarityTransform(
@@ -215,6 +230,27 @@ public final class Aligner: Sendable {
         return found.isEmpty ? [Candidate(x: 0, y: 0, angle: 0, score: -1)] : found
     }
 
+    /// About `budget` template points in the disc: one per grid cell, at a
+    /// fixed pseudo-random spot inside it, so the sparse sampling does not
+    /// alias with the part's texture.
+    private static func sample(_ image: Image8, center: (x: Double, y: Double), radius: Double, budget: Double, seed: UInt64, rect: PixelRect) throws -> PointSet {
+        let stride = max(1, Int((Double.pi * radius * radius / budget).squareRoot().rounded(.up)))
+        var jitter = SeededGenerator(seed: seed)
+        var points = PointSet()
+        let reach = Int(radius)
+        for cellY in Swift.stride(from: -reach, through: reach, by: stride) {
+            for cellX in Swift.stride(from: -reach, through: reach, by: stride) {
+                let dx = Double(cellX + Int.random(in: 0..<stride, using: &jitter))
+                let dy = Double(cellY + Int.random(in: 0..<stride, using: &jitter))
+                guard dx * dx + dy * dy <= radius * radius else { continue }
+                points.offsets.append((dx, dy))
+                points.values.append(image.bilinear(center.x + dx, center.y + dy))
+            }
+        }
+        guard normalise(&points.values) else { throw VisionError.flatTemplate(rect) }
+        return points
+    }
+
     /// Keeps the best `keep` candidates that are at least `separation` apart.
     private static func offer(_ candidate: Candidate, to list: inout [Candidate], keep: Int, separation: Double) {
         if list.count == keep, let worst = list.last, candidate.score <= worst.score { return }
@@ -229,23 +265,39 @@ public final class Aligner: Sendable {
 
     /// Normalised cross-correlation of the level's sparse template points
     /// against the frame at a pose, sampling the frame bilinearly.
-    private func correlation(_ image: Image8, level: Level, x: Double, y: Double, angle: Double) -> Double {
+    private func correlation(_ image: Image8, _ points: PointSet, x: Double, y: Double, angle: Double) -> Double {
         let c = cos(angle), s = sin(angle)
+        let width = image.width, height = image.height
         var sum = 0.0, squares = 0.0, cross = 0.0
-        for index in level.offsets.indices {
-            let (dx, dy) = level.offsets[index]
-            let value = image.bilinear(x + c * dx - s * dy, y + s * dx + c * dy)
-            sum += value
-            squares += value * value
-            cross += value * level.values[index]
+        image.samples.withUnsafeBufferPointer { pixels in
+            points.offsets.withUnsafeBufferPointer { offsets in
+                points.values.withUnsafeBufferPointer { values in
+                    for index in 0..<offsets.count {
+                        let (dx, dy) = offsets[index]
+                        let px = x + c * dx - s * dy, py = y + s * dx + c * dy
+                        var value = 0.0
+                        if px >= 0, py >= 0, px < Double(width - 1), py < Double(height - 1) {
+                            let ix = Int(px), iy = Int(py)
+                            let fx = px - Double(ix), fy = py - Double(iy)
+                            let base = iy * width + ix
+                            let top = Double(pixels[base]) + (Double(pixels[base + 1]) - Double(pixels[base])) * fx
+                            let bottom = Double(pixels[base + width]) + (Double(pixels[base + width + 1]) - Double(pixels[base + width])) * fx
+                            value = top + (bottom - top) * fy
+                        }
+                        sum += value
+                        squares += value * value
+                        cross += value * values[index]
+                    }
+                }
+            }
         }
-        let variance = squares - sum * sum / Double(level.offsets.count)
+        let variance = squares - sum * sum / Double(points.offsets.count)
         return variance > 1e-6 ? cross / variance.squareRoot() : 0
     }
 
-    /// Offset in [-1, 1] of the vertex of the parabola through f(-1), f(0), f(1).
-    private func parabolaPeak(_ f: (Double) -> Double) -> Double {
-        let left = f(-1), middle = f(0), right = f(1)
+    /// Offset in [-1, 1] of the vertex of the parabola through f(-1), f(0) = center, f(1).
+    private func parabolaPeak(center middle: Double, _ f: (Double) -> Double) -> Double {
+        let left = f(-1), right = f(1)
         let curvature = left - 2 * middle + right
         guard curvature < -1e-12 else { return 0 }
         return max(-1, min(1, 0.5 * (left - right) / curvature))

@@ -7,7 +7,7 @@ struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Run a benchmark and print its figures.",
-        subcommands: [Wire.self]
+        subcommands: [Wire.self, Imaging.self]
     )
 
     struct Wire: AsyncParsableCommand {
@@ -54,6 +54,34 @@ struct BenchCommand: AsyncParsableCommand {
                 print("target: \(large.name) at >= 0.80 of the ceiling: \(passed ? "met" : "MISSED") (\(String(format: "%.2f", large.ratio)))")
             }
             if !passed { throw ExitCode(1) }
+        }
+    }
+}
+
+extension BenchCommand {
+    struct Imaging: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Per-frame pixel work on 1280x1024 synthetic frames: JPEG decode, alignment, ROI crops, overlays.",
+            discussion: "Prints the median of --repetitions runs of each step. Target: alignment with a +/-15 degree range in 15 ms or less; the exit status is 1 when missed."
+        )
+        @Option(help: "Runs per step; the median is reported.") var repetitions = 15
+
+        func run() async throws {
+            let progress = ProgressLine()
+            let rows = try ImagingBenchmark(repetitions: repetitions) { progress.update($0) }.run()
+            progress.finish()
+            print("loupe bench imaging: 1280x1024 frames from the synthetic camera, \(ProcessInfo.processInfo.activeProcessorCount) cores, median of \(repetitions)")
+            var missed = false
+            for row in rows {
+                var line = row.name.padding(toLength: 30, withPad: " ", startingAt: 0) + String(format: "%8.2f ms", row.medianMilliseconds)
+                if let target = row.targetMilliseconds {
+                    let met = row.medianMilliseconds <= target
+                    missed = missed || !met
+                    line += String(format: "   target <= %.0f ms: %@", target, met ? "met" : "MISSED")
+                }
+                print(line)
+            }
+            if missed { throw ExitCode(1) }
         }
     }
 }
