@@ -35,6 +35,7 @@ let package = Package(
         // C libraries, from Debian packages.
         .systemLibrary(name: "CSPNG", path: "Sources/CSPNG", pkgConfig: "spng", providers: [.apt(["libspng-dev"])]),
         .systemLibrary(name: "CTurboJPEG", path: "Sources/CTurboJPEG", pkgConfig: "libturbojpeg", providers: [.apt(["libturbojpeg0-dev"])]),
+        .systemLibrary(name: "CV4L2", path: "Sources/CV4L2", pkgConfig: "libv4l2", providers: [.apt(["libv4l-dev"])]),
         // Images: types, PNG/JPEG codecs, geometry.
         .target(
             name: "LoupeImaging",
@@ -44,7 +45,7 @@ let package = Package(
         // Frame sources: V4L2 cameras, file import, the synthetic camera.
         .target(
             name: "LoupeCapture",
-            dependencies: ["LoupeImaging"],
+            dependencies: ["LoupeImaging", "CV4L2"],
             swiftSettings: strictSettings
         ),
         // What happens to pixels around the segmenter: aligner, ROIs, wand, mask tools.
