@@ -46,6 +46,12 @@ public struct ImagingBenchmark: Sendable {
         rows.append(Row(name: "crop two 256x256 ROIs", medianMilliseconds: try time("ROI crop") { index in
             for roi in rois { _ = try roi.crop(frames[index].image, pose: poses[index]) }
         }, targetMilliseconds: nil))
+        let wand = Wand()
+        rows.append(Row(name: "wand, one click", medianMilliseconds: try time("wand") { index in
+            let frame = frames[index]
+            let click = frame.mask.samples.firstIndex { $0 != 0 } ?? (frame.mask.width * frame.mask.height / 2)
+            _ = wand.select(frame.image, x: click % frame.mask.width, y: click / frame.mask.width, tolerance: 0.5)
+        }, targetMilliseconds: 150))
         let colors = [RGB(0, 0, 0), RGB(255, 64, 64), RGB(64, 255, 64), RGB(64, 128, 255)]
         rows.append(Row(name: "overlay 1280x1024 at 0.5", medianMilliseconds: try time("overlay") { index in
             _ = try frames[index].image.overlay(mask: frames[index].mask, colors: colors, opacity: 0.5)

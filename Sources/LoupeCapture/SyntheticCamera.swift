@@ -41,12 +41,16 @@ public final class SyntheticCamera: FrameSource {
     public let configuration: Configuration
     /// The part at its reference pose, without defects: what recipes are set up on.
     public let reference: Image8
+    /// Where the part's own machined features are (holes, the engraved mark,
+    /// the slot) at the reference pose: 1 there, 0 on plain surface. They are
+    /// not defects, though some look like them.
+    public let featureMask: Image8
     private let state: Mutex<(generator: SeededGenerator, sequence: Int)>
 
     public init(configuration: Configuration = Configuration()) {
         self.configuration = configuration
         var generator = SeededGenerator(seed: configuration.seed)
-        reference = Self.renderPart(width: configuration.width, height: configuration.height, generator: &generator)
+        (reference, featureMask) = Self.renderPart(width: configuration.width, height: configuration.height, generator: &generator)
         state = Mutex((generator, 0))
     }
 
@@ -160,7 +164,7 @@ public final class SyntheticCamera: FrameSource {
 
     /// The part: a brushed plate with drilled holes and an asymmetric
     /// engraved mark, on a dark belt.
-    private static func renderPart(width: Int, height: Int, generator: inout SeededGenerator) -> Image8 {
+    private static func renderPart(width: Int, height: Int, generator: inout SeededGenerator) -> (Image8, features: Image8) {
         var image = try! Image8(width: width, height: height, fill: 24)
         let plate = PixelRect(x: width / 8, y: height / 8, width: width * 3 / 4, height: height * 3 / 4)
         // Brushed texture: each row has its own slowly varying brightness.
@@ -182,18 +186,18 @@ public final class SyntheticCamera: FrameSource {
                 image[x, y] = UInt8(max(0, min(255, 150 + rowShade[y] + noise)))
             }
         }
-        var ignored = try! Image8(width: width, height: height)
+        var features = try! Image8(width: width, height: height)
         // Holes near three corners (not the fourth), so the pose is unambiguous.
         let holes = [(0.12, 0.15, 0.035), (0.88, 0.18, 0.03), (0.15, 0.85, 0.045), (0.5, 0.5, 0.06), (0.7, 0.62, 0.025)]
         for (u, v, r) in holes {
             disc(center: (Double(plate.x) + u * Double(plate.width), Double(plate.y) + v * Double(plate.height)),
-                 radius: r * Double(plate.height), part: &image, mask: &ignored, label: 0, shade: -110)
+                 radius: r * Double(plate.height), part: &image, mask: &features, label: 1, shade: -110)
         }
         // An engraved "L" mark and a slot.
         let mx = Double(plate.x) + 0.3 * Double(plate.width), my = Double(plate.y) + 0.3 * Double(plate.height)
-        stroke(from: (mx, my), to: (mx, my + 90), radius: 5, part: &image, mask: &ignored, label: 0, shade: -60)
-        stroke(from: (mx, my + 90), to: (mx + 55, my + 90), radius: 5, part: &image, mask: &ignored, label: 0, shade: -60)
-        stroke(from: (mx + 200, my + 20), to: (mx + 330, my + 60), radius: 9, part: &image, mask: &ignored, label: 0, shade: 50)
-        return image
+        stroke(from: (mx, my), to: (mx, my + 90), radius: 5, part: &image, mask: &features, label: 1, shade: -60)
+        stroke(from: (mx, my + 90), to: (mx + 55, my + 90), radius: 5, part: &image, mask: &features, label: 1, shade: -60)
+        stroke(from: (mx + 200, my + 20), to: (mx + 330, my + 60), radius: 9, part: &image, mask: &features, label: 1, shade: 50)
+        return (image, features)
     }
 }
