@@ -13,19 +13,30 @@ public final class SyntheticCamera: FrameSource {
     }
 
     public struct Configuration: Sendable {
-        public var width = 1280
-        public var height = 1024
+        public var width: Int
+        public var height: Int
         /// Largest random shift in pixels, each axis.
-        public var maxShift = 40.0
+        public var maxShift: Double
         /// Largest random rotation in degrees, either way.
-        public var maxRotationDegrees = 10.0
+        public var maxRotationDegrees: Double
         /// Defects planted per frame (0 gives a good part).
-        public var defectsPerFrame = 0...4
+        public var defectsPerFrame: ClosedRange<Int>
         /// Standard deviation of sensor noise, grey levels.
-        public var noise = 3.0
-        public var seed: UInt64 = 1
+        public var noise: Double
+        public var seed: UInt64
 
-        public init() {}
+        public init(
+            width: Int = 1280, height: Int = 1024, maxShift: Double = 40, maxRotationDegrees: Double = 10,
+            defectsPerFrame: ClosedRange<Int> = 0...4, noise: Double = 3, seed: UInt64 = 1
+        ) {
+            self.width = width
+            self.height = height
+            self.maxShift = maxShift
+            self.maxRotationDegrees = maxRotationDegrees
+            self.defectsPerFrame = defectsPerFrame
+            self.noise = noise
+            self.seed = seed
+        }
     }
 
     /// A frame with what the camera knows about it.

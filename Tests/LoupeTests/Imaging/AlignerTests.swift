@@ -16,13 +16,7 @@ import Testing
     }
 
     private func smallCamera(seed: UInt64) -> SyntheticCamera {
-        var configuration = SyntheticCamera.Configuration()
-        configuration.width = 480
-        configuration.height = 384
-        configuration.maxShift = 20
-        configuration.maxRotationDegrees = 12
-        configuration.seed = seed
-        return SyntheticCamera(configuration: configuration)
+        SyntheticCamera(configuration: .init(width: 480, height: 384, maxShift: 20, maxRotationDegrees: 12, seed: seed))
     }
 
     @Test func theSyntheticCameraIsDeterministicAndLabelsWhatItPlants() throws {
@@ -98,12 +92,7 @@ import Testing
     }
 
     @Test func roiCropsFollowThePartAndMatchThePlantedDefects() throws {
-        var configuration = SyntheticCamera.Configuration()
-        configuration.width = 480
-        configuration.height = 384
-        configuration.defectsPerFrame = 3...4
-        configuration.seed = 12
-        let camera = SyntheticCamera(configuration: configuration)
+        let camera = SyntheticCamera(configuration: .init(width: 480, height: 384, defectsPerFrame: 3...4, seed: 12))
         let template = PixelRect(x: 120, y: 96, width: 240, height: 192)
         let aligner = try Aligner(reference: camera.reference, configuration: AlignerConfiguration(template: template))
         let roi = RegionOfInterest(name: "plate", rect: camera.partRect)

@@ -54,12 +54,8 @@ import Testing
     }
 
     @Test func oneClickSelectsSyntheticDefects() throws {
-        var configuration = SyntheticCamera.Configuration()
-        configuration.width = 640
-        configuration.height = 512
-        configuration.defectsPerFrame = 2...3
-        configuration.seed = 21
-        let (scores, onFeatures) = try clickEveryDefect(SyntheticCamera(configuration: configuration), frames: 6, tolerance: 0.5)
+        let camera = SyntheticCamera(configuration: .init(width: 640, height: 512, defectsPerFrame: 2...3, seed: 21))
+        let (scores, onFeatures) = try clickEveryDefect(camera, frames: 6, tolerance: 0.5)
         let all = scores.values.flatMap { $0 }
         let mean = all.reduce(0, +) / Double(max(1, all.count))
         for (label, values) in scores.sorted(by: { $0.key < $1.key }) {
