@@ -11,18 +11,10 @@ import Synchronization
 /// exponential backoff and jitter whenever the link drops. On graceful
 /// shutdown (SIGTERM) it says Goodbye and returns.
 public final class ManagerLink: Service, Sendable {
-    /// What the link is doing, for status pages and tests.
-    public enum LinkState: Sendable, Equatable {
-        case connecting(attempt: Int)
-        case connected(managerId: String)
-        case waiting(seconds: Double, lastError: String)
-        case stopped
-    }
-
     public let config: AgentConfig
     private let logger: Logger
     private let started = ContinuousClock.now
-    private let stateBox = Mutex<(state: LinkState, connections: Int)>((.connecting(attempt: 1), 0))
+    private let connections = Mutex(0)
     private let statusProvider: @Sendable () -> Loupe_V1_AgentStatus
 
     public init(config: AgentConfig, logger: Logger, status: @escaping @Sendable () -> Loupe_V1_AgentStatus = { Loupe_V1_AgentStatus() }) {
@@ -31,10 +23,8 @@ public final class ManagerLink: Service, Sendable {
         self.statusProvider = status
     }
 
-    public var state: LinkState { stateBox.withLock { $0.state } }
-
     /// How many times the handshake has succeeded since start.
-    public var successfulConnections: Int { stateBox.withLock { $0.connections } }
+    public var successfulConnections: Int { connections.withLock { $0 } }
 
     public func run() async throws {
         guard let link = config.manager else {
@@ -58,13 +48,12 @@ public final class ManagerLink: Service, Sendable {
         )
         var failures = 0
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
-            setState(.connecting(attempt: failures + 1))
             let connectionsBefore = successfulConnections
             do {
                 try await cancelWhenGracefulShutdown {
                     try await WireClient.withConnection(client) { connection, welcome in
                         try self.checkIdentity(welcome)
-                        self.stateBox.withLock { $0 = (.connected(managerId: welcome.managerID), $0.connections + 1) }
+                        self.connections.withLock { $0 += 1 }
                         self.logger.info("connected to manager", metadata: ["manager": "\(welcome.managerID)", "address": "\(link.address)"])
                         try await self.report(over: connection, every: statusInterval)
                     }
@@ -80,25 +69,13 @@ public final class ManagerLink: Service, Sendable {
                    code == .certificateRevoked || code == .protocolVersionMismatch {
                     logger.error("the manager refused this agent; fix the certificate or software before it can connect", metadata: ["error": "\(wire)"])
                 }
-                setState(.waiting(seconds: 0, lastError: "\(error)"))
             }
             // A link that got through resets the backoff to its first step.
             if successfulConnections > connectionsBefore { failures = 1 }
             let delay = backoff.delay(afterFailures: failures)
-            setState(.waiting(seconds: delay, lastError: lastError))
             try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(fraction: delay)) }
         }
-        setState(.stopped)
         logger.info("manager link stopped")
-    }
-
-    private var lastError: String {
-        if case .waiting(_, let error) = state { return error }
-        return "connection closed"
-    }
-
-    private func setState(_ state: LinkState) {
-        stateBox.withLock { $0.state = state }
     }
 
     private func checkIdentity(_ welcome: Loupe_V1_Welcome) throws {

@@ -6,9 +6,15 @@ import Synchronization
 /// requests waiting for replies, when the peer was last heard from, and why
 /// the connection failed. Shared by `WireConnection` and `ReplyRouter`.
 final class ConnectionLedger: Sendable {
+    /// When a request gives up, and after how long (for the error message).
+    struct Deadline {
+        var at: ContinuousClock.Instant
+        var limit: Duration
+    }
+
     private enum Slot {
-        case registered(deadline: ContinuousClock.Instant)
-        case waiting(CheckedContinuation<Envelope, any Error>, deadline: ContinuousClock.Instant)
+        case registered(Deadline)
+        case waiting(CheckedContinuation<Envelope, any Error>, Deadline)
         case answered(Result<Envelope, any Error>)
     }
 
@@ -27,8 +33,6 @@ final class ConnectionLedger: Sendable {
 
     var lastReceived: ContinuousClock.Instant { state.withLock { $0.lastReceived } }
 
-    var outstanding: Int { state.withLock { $0.slots.count } }
-
     /// Keeps the first cause of failure.
     func record(_ error: WireError) {
         state.withLock { if $0.failure == nil { $0.failure = error } }
@@ -38,13 +42,14 @@ final class ConnectionLedger: Sendable {
         state.withLock { $0.lastReceived = ContinuousClock.now }
     }
 
-    /// Reserves an id for a request about to be sent.
-    func register(deadline: ContinuousClock.Instant) throws -> UInt64 {
-        try state.withLock { state in
+    /// Reserves an id for a request about to be sent, which waits at most `timeout`.
+    func register(timeout: Duration) throws -> UInt64 {
+        let deadline = Deadline(at: .now + timeout, limit: timeout)
+        return try state.withLock { state in
             guard !state.closed else { throw state.failure ?? WireError.connectionClosed }
             let id = state.nextRequestID
             state.nextRequestID += 1
-            state.slots[id] = .registered(deadline: deadline)
+            state.slots[id] = .registered(deadline)
             return id
         }
     }
@@ -59,7 +64,7 @@ final class ConnectionLedger: Sendable {
             let early: Result<Envelope, any Error>? = state.withLock { state in
                 switch state.slots[id] {
                 case .registered(let deadline):
-                    state.slots[id] = .waiting(continuation, deadline: deadline)
+                    state.slots[id] = .waiting(continuation, deadline)
                     return nil
                 case .answered(let result):
                     state.slots[id] = nil
@@ -89,13 +94,13 @@ final class ConnectionLedger: Sendable {
         continuation?.resume(with: result)
     }
 
-    /// Ids of requests whose deadline has passed.
-    func expired(at now: ContinuousClock.Instant) -> [UInt64] {
+    /// Requests whose deadline has passed, with the time they were given.
+    func expired(at now: ContinuousClock.Instant) -> [(id: UInt64, limit: Duration)] {
         state.withLock { state in
             state.slots.compactMap { id, slot in
                 switch slot {
                 case .registered(let deadline), .waiting(_, let deadline):
-                    return deadline <= now ? id : nil
+                    return deadline.at <= now ? (id, deadline.limit) : nil
                 case .answered:
                     return nil
                 }

@@ -118,17 +118,12 @@ public final class WireConnection: Sendable {
         ledger.failure ?? .connectionClosed
     }
 
-    /// Requests sent and still waiting for their reply.
-    public var outstandingRequests: Int {
-        ledger.outstanding
-    }
-
     // MARK: Sending
 
     /// Sends a request and waits for its reply. An Error reply throws
     /// `WireError.remote`.
     public func request(_ body: Envelope.OneOf_Body, timeout: Duration? = nil) async throws -> Envelope {
-        let id = try ledger.register(deadline: clock.now + (timeout ?? settings.requestTimeout))
+        let id = try ledger.register(timeout: timeout ?? settings.requestTimeout)
         var envelope = Envelope()
         envelope.requestID = id
         envelope.body = body
@@ -347,8 +342,8 @@ public final class WireConnection: Sendable {
                 if due { state.heartbeatSequence += 1 }
                 return (due, state.heartbeatSequence)
             }
-            for id in ledger.expired(at: now) {
-                ledger.complete(id, with: .failure(WireError.requestTimedOut(seconds: settings.requestTimeout.seconds)))
+            for (id, limit) in ledger.expired(at: now) {
+                ledger.complete(id, with: .failure(WireError.requestTimedOut(seconds: limit.seconds)))
             }
             if idle {
                 closeWithError(WireError.idleTimeout(seconds: settings.idleTimeout.seconds))

@@ -175,6 +175,31 @@ import Testing
         #expect(answered == 1000)
     }
 
+    @Test func aRequestWithoutAReplyTimesOutAfterItsOwnLimit() async throws {
+        let pki = try TestPKI()
+        let server = try await WireServer.bind(WireServerConfiguration(host: "127.0.0.1", port: 0, tls: try pki.manager()))
+        let serving = Task {
+            try await server.run(handshake: { _, _ in Loupe_V1_Welcome() }) { _, _ in
+                try? await Task.sleep(for: .seconds(5))
+                return nil
+            }
+        }
+        let client = WireClientConfiguration(host: "localhost", port: server.localAddress.port!, tls: try pki.member(.agent, "cam-wait"))
+        let started = ContinuousClock.now
+        let outcome: WireError? = try await WireClient.withConnection(client) { connection, _ in
+            do {
+                _ = try await connection.request(.echo(Loupe_V1_Echo()), timeout: .milliseconds(400))
+                return nil
+            } catch let error as WireError {
+                return error
+            }
+        }
+        #expect(outcome == .requestTimedOut(seconds: 0.4))
+        #expect(ContinuousClock.now - started < .seconds(4))
+        await server.shutdown()
+        try await serving.value
+    }
+
     @Test func aProtocolVersionMismatchGetsAClearError() async throws {
         let manager = try await ManagerHarness.start()
         defer { Task { await manager.stop() } }
