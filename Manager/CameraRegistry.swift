@@ -1,5 +1,6 @@
 import Foundation
 import LoupeProto
+import LoupeWire
 import Synchronization
 
 /// What the manager knows about each camera, keyed by the camera id in its
@@ -17,7 +18,7 @@ public final class CameraRegistry: Sendable {
 
     /// A camera completed its handshake.
     public func connected(cameraId: String, address: String, softwareVersion: String) {
-        let now = Self.nowMilliseconds
+        let now = Date.unixMilliseconds
         entries.withLock { entries in
             var entry = entries[cameraId] ?? Entry()
             if entry.status.firstSeenUnixMs == 0 { entry.status.firstSeenUnixMs = now }
@@ -37,7 +38,7 @@ public final class CameraRegistry: Sendable {
             guard var entry = entries[cameraId] else { return }
             entry.connections = max(0, entry.connections - 1)
             entry.status.online = entry.connections > 0
-            entry.status.lastSeenUnixMs = Self.nowMilliseconds
+            entry.status.lastSeenUnixMs = Date.unixMilliseconds
             entries[cameraId] = entry
         }
     }
@@ -47,7 +48,7 @@ public final class CameraRegistry: Sendable {
         entries.withLock { entries in
             guard var entry = entries[cameraId] else { return }
             entry.status.status = status
-            entry.status.lastSeenUnixMs = Self.nowMilliseconds
+            entry.status.lastSeenUnixMs = Date.unixMilliseconds
             entries[cameraId] = entry
         }
     }
@@ -56,6 +57,4 @@ public final class CameraRegistry: Sendable {
     public func snapshot() -> [Loupe_V1_CameraStatus] {
         entries.withLock { $0.values.map(\.status) }.sorted { $0.cameraID < $1.cameraID }
     }
-
-    private static var nowMilliseconds: UInt64 { UInt64(Date().timeIntervalSince1970 * 1000) }
 }

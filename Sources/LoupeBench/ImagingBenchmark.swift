@@ -2,6 +2,7 @@ import Foundation
 import LoupeCapture
 import LoupeImaging
 import LoupeVision
+import LoupeWire
 
 /// `loupe bench imaging`: the per-frame pixel work of the live pipeline on
 /// 1280x1024 frames from the synthetic camera, as medians.
@@ -22,7 +23,7 @@ public struct ImagingBenchmark: Sendable {
     }
 
     public func run() throws -> [Row] {
-        let camera = SyntheticCamera()
+        let camera = try SyntheticCamera()
         var frames: [SyntheticCamera.Frame] = []
         for index in 0..<repetitions {
             progress("rendering frame \(index + 1)/\(repetitions)")
@@ -65,10 +66,8 @@ public struct ImagingBenchmark: Sendable {
             progress("\(name): \(index + 1)/\(repetitions)")
             let start = ContinuousClock.now
             try body(index)
-            let elapsed = ContinuousClock.now - start
-            samples.append(Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15)
+            samples.append((ContinuousClock.now - start).seconds * 1000)
         }
-        samples.sort()
-        return samples[samples.count / 2]
+        return median(samples)
     }
 }

@@ -157,12 +157,6 @@ public struct WireBenchmark: Sendable {
         }
         return completed
     }
-
-    private func median(_ values: [Double]) -> Double {
-        let sorted = values.sorted()
-        guard !sorted.isEmpty else { return 0 }
-        return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
-    }
 }
 
 /// Certificates for the benchmark, made fresh in a temporary folder.

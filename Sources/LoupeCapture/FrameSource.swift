@@ -36,6 +36,7 @@ public enum CaptureError: Error, CustomStringConvertible, Equatable {
     case unplugged(path: String)
     case timeout(path: String, milliseconds: Int)
     case device(path: String, reason: String)
+    case invalidConfiguration(String)
 
     public var description: String {
         switch self {
@@ -47,6 +48,7 @@ public enum CaptureError: Error, CustomStringConvertible, Equatable {
         case .unplugged(let path): return "camera \(path) was unplugged"
         case .timeout(let path, let milliseconds): return "camera \(path) sent no frame within \(milliseconds) ms"
         case .device(let path, let reason): return "camera \(path): \(reason)"
+        case .invalidConfiguration(let reason): return reason
         }
     }
 }

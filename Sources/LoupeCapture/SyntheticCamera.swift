@@ -58,7 +58,16 @@ public final class SyntheticCamera: FrameSource {
     public let featureMask: Image8
     private let state: Mutex<(generator: SeededGenerator, sequence: Int)>
 
-    public init(configuration: Configuration = Configuration()) {
+    /// Refuses sizes too small to hold the part and its defects (below
+    /// 320x256), negative ranges and negative noise.
+    public init(configuration: Configuration = Configuration()) throws {
+        let c = configuration
+        guard c.width >= 320, c.height >= 256, c.width <= 8192, c.height <= 8192 else {
+            throw CaptureError.invalidConfiguration("synthetic camera size \(c.width)x\(c.height) must be from 320x256 to 8192x8192")
+        }
+        guard c.maxShift >= 0, c.maxRotationDegrees >= 0, c.noise >= 0, c.defectsPerFrame.lowerBound >= 0 else {
+            throw CaptureError.invalidConfiguration("synthetic camera shift, rotation, noise and defect count must not be negative")
+        }
         self.configuration = configuration
         var generator = SeededGenerator(seed: configuration.seed)
         (reference, featureMask) = Self.renderPart(width: configuration.width, height: configuration.height, generator: &generator)

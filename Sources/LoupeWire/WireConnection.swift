@@ -352,7 +352,7 @@ public final class WireConnection: Sendable {
             if heartbeatDue {
                 var heartbeat = Loupe_V1_Heartbeat()
                 heartbeat.sequence = sequence
-                heartbeat.sentAtUnixMs = UInt64(max(0, Date.nowMilliseconds))
+                heartbeat.sentAtUnixMs = Date.unixMilliseconds
                 try? await send(event: .heartbeat(heartbeat))
             }
         }
@@ -394,5 +394,6 @@ extension Duration {
 }
 
 extension Date {
-    static var nowMilliseconds: Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+    /// Now, in milliseconds since the Unix epoch: the protocol's timestamps.
+    public static var unixMilliseconds: UInt64 { UInt64(max(0, Date().timeIntervalSince1970 * 1000)) }
 }

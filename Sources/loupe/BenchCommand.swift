@@ -47,10 +47,7 @@ struct BenchCommand: AsyncParsableCommand {
                     [$0.name, $0.unit, String(format: "%.0f", $0.loupe), String(format: "%.0f", $0.ceiling), String(format: "%.2f", $0.ratio),
                      String(format: "%.0f%%", $0.loupeCPU * 100), String(format: "%.0f%%", $0.ceilingCPU * 100)]
                 }
-                let widths = header.indices.map { column in ([header] + body).map { $0[column].count }.max()! }
-                for row in [header] + body {
-                    print(row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: "  "))
-                }
+                print(TextTable.render(header: header, rows: body))
                 print("target: \(large.name) at >= 0.80 of the ceiling: \(passed ? "met" : "MISSED") (\(String(format: "%.2f", large.ratio)))")
             }
             if !passed { throw ExitCode(1) }
@@ -71,16 +68,11 @@ extension BenchCommand {
             let rows = try ImagingBenchmark(repetitions: repetitions) { progress.update($0) }.run()
             progress.finish()
             print("loupe bench imaging: 1280x1024 frames from the synthetic camera, \(ProcessInfo.processInfo.activeProcessorCount) cores, median of \(repetitions)")
-            var missed = false
-            for row in rows {
-                var line = row.name.padding(toLength: 30, withPad: " ", startingAt: 0) + String(format: "%8.2f ms", row.medianMilliseconds)
-                if let target = row.targetMilliseconds {
-                    let met = row.medianMilliseconds <= target
-                    missed = missed || !met
-                    line += String(format: "   target <= %.0f ms: %@", target, met ? "met" : "MISSED")
-                }
-                print(line)
-            }
+            let missed = rows.contains { row in row.targetMilliseconds.map { row.medianMilliseconds > $0 } ?? false }
+            print(TextTable.render(header: ["step", "median", "target"], rows: rows.map { row in
+                let target = row.targetMilliseconds.map { String(format: "<= %.0f ms: %@", $0, row.medianMilliseconds <= $0 ? "met" : "MISSED") } ?? ""
+                return [row.name, String(format: "%.2f ms", row.medianMilliseconds), target]
+            }))
             if missed { throw ExitCode(1) }
         }
     }

@@ -40,17 +40,12 @@ import Testing
             let stalled = sent.current
             // Now read everything.
             var received = 0
-            var pending = ByteBuffer()
-            for try await var chunk in inbound {
-                pending.writeBuffer(&chunk)
-                while let length = pending.getInteger(at: pending.readerIndex, as: UInt32.self),
-                      pending.readableBytes >= 4 + Int(length) {
-                    pending.moveReaderIndex(forwardBy: 4)
-                    let envelope = try Envelope(serializedBytes: Array(pending.readSlice(length: Int(length))!.readableBytesView))
+            var reader = RawTLSClient.FrameReader()
+            for try await chunk in inbound {
+                for envelope in try reader.append(chunk) {
                     if envelope.requestID == 0, case .echo(let echo) = envelope.body, echo.payload.count == payload.count {
                         received += 1
                     }
-                    pending.discardReadBytes()
                 }
                 if received == messages { break }
             }

@@ -15,12 +15,17 @@ import Testing
         abs(a.angle - b.angle) * 180 / .pi
     }
 
-    private func smallCamera(seed: UInt64) -> SyntheticCamera {
-        SyntheticCamera(configuration: .init(width: 480, height: 384, maxShift: 20, maxRotationDegrees: 12, seed: seed))
+    private func smallCamera(seed: UInt64) throws -> SyntheticCamera {
+        try SyntheticCamera(configuration: .init(width: 480, height: 384, maxShift: 20, maxRotationDegrees: 12, seed: seed))
+    }
+
+    @Test func theSyntheticCameraRefusesSizesItCannotDrawAPartIn() {
+        #expect(throws: CaptureError.self) { try SyntheticCamera(configuration: .init(width: 100, height: 80)) }
+        #expect(throws: CaptureError.self) { try SyntheticCamera(configuration: .init(noise: -1)) }
     }
 
     @Test func theSyntheticCameraIsDeterministicAndLabelsWhatItPlants() throws {
-        let a = smallCamera(seed: 9), b = smallCamera(seed: 9)
+        let a = try smallCamera(seed: 9), b = try smallCamera(seed: 9)
         var labelled = 0
         for _ in 0..<4 {
             let (first, _) = a.render()
@@ -30,12 +35,12 @@ import Testing
             labelled += first.mask.samples.filter { $0 > 0 }.count
         }
         #expect(labelled > 0, "four frames planted no defect")
-        let (other, _) = smallCamera(seed: 10).render()
+        let (other, _) = try smallCamera(seed: 10).render()
         #expect(other.pose != a.render().0.pose)
     }
 
     @Test func recoversShiftAndRotationOnSyntheticFrames() throws {
-        let camera = smallCamera(seed: 3)
+        let camera = try smallCamera(seed: 3)
         let template = PixelRect(x: 120, y: 96, width: 240, height: 192)
         let aligner = try Aligner(reference: camera.reference, configuration: AlignerConfiguration(template: template, angleRangeDegrees: 15))
         let center = (Double(template.x + template.width / 2), Double(template.y + template.height / 2))
@@ -81,7 +86,7 @@ import Testing
     }
 
     @Test func aFrameWithoutThePartIsNotAligned() throws {
-        let camera = smallCamera(seed: 4)
+        let camera = try smallCamera(seed: 4)
         let aligner = try Aligner(reference: camera.reference, configuration: AlignerConfiguration(template: PixelRect(x: 120, y: 96, width: 240, height: 192), minScore: 0.5))
         var noise = try Image8(width: 480, height: 384)
         var generator = SeededGenerator(seed: 1)
@@ -92,7 +97,7 @@ import Testing
     }
 
     @Test func roiCropsFollowThePartAndMatchThePlantedDefects() throws {
-        let camera = SyntheticCamera(configuration: .init(width: 480, height: 384, defectsPerFrame: 3...4, seed: 12))
+        let camera = try SyntheticCamera(configuration: .init(width: 480, height: 384, defectsPerFrame: 3...4, seed: 12))
         let template = PixelRect(x: 120, y: 96, width: 240, height: 192)
         let aligner = try Aligner(reference: camera.reference, configuration: AlignerConfiguration(template: template))
         let roi = RegionOfInterest(name: "plate", rect: camera.partRect)

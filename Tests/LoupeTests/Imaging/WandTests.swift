@@ -54,7 +54,7 @@ import Testing
     }
 
     @Test func oneClickSelectsSyntheticDefects() throws {
-        let camera = SyntheticCamera(configuration: .init(width: 640, height: 512, defectsPerFrame: 2...3, seed: 21))
+        let camera = try SyntheticCamera(configuration: .init(width: 640, height: 512, defectsPerFrame: 2...3, seed: 21))
         let (scores, onFeatures) = try clickEveryDefect(camera, frames: 6, tolerance: 0.5)
         let all = scores.values.flatMap { $0 }
         let mean = all.reduce(0, +) / Double(max(1, all.count))

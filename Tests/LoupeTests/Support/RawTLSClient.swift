@@ -51,6 +51,23 @@ enum RawTLSClient {
         return try frame(envelope)
     }
 
+    /// Splits received bytes into envelopes, whatever the chunking.
+    struct FrameReader {
+        private var pending = ByteBuffer()
+
+        mutating func append(_ chunk: ByteBuffer) throws -> [Envelope] {
+            var chunk = chunk
+            pending.writeBuffer(&chunk)
+            var envelopes: [Envelope] = []
+            while let length = pending.getInteger(at: pending.readerIndex, as: UInt32.self), pending.readableBytes >= 4 + Int(length) {
+                pending.moveReaderIndex(forwardBy: 4)
+                envelopes.append(try Envelope(serializedBytes: Array(pending.readSlice(length: Int(length))!.readableBytesView)))
+            }
+            pending.discardReadBytes()
+            return envelopes
+        }
+    }
+
     /// What came back before the server closed the connection (or the time ran out).
     struct Outcome: Sendable {
         var envelopes: [Envelope] = []
@@ -67,16 +84,10 @@ enum RawTLSClient {
         await withTaskGroup(of: Outcome?.self) { group in
             group.addTask {
                 var outcome = Outcome()
-                var pending = ByteBuffer()
+                var reader = FrameReader()
                 do {
-                    for try await var chunk in inbound {
-                        pending.writeBuffer(&chunk)
-                        while let length = pending.getInteger(at: pending.readerIndex, as: UInt32.self),
-                              pending.readableBytes >= 4 + Int(length) {
-                            pending.moveReaderIndex(forwardBy: 4)
-                            let body = pending.readSlice(length: Int(length))!
-                            outcome.envelopes.append(try Envelope(serializedBytes: Array(body.readableBytesView)))
-                        }
+                    for try await chunk in inbound {
+                        outcome.envelopes += try reader.append(chunk)
                     }
                     outcome.closed = true
                 } catch {
