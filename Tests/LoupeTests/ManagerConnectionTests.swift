@@ -135,7 +135,7 @@ import Testing
         #expect(outcome.envelopes.contains { if case .welcome = $0.body { true } else { false } })
         #expect(outcome.envelopes.contains { if case .heartbeat = $0.body { true } else { false } }, "the manager sends heartbeats while idle")
         #expect(outcome.errors.last?.code == .idleTimeout)
-        #expect(ContinuousClock.now - started < .seconds(5))
+        #expect(ContinuousClock.now - started < .seconds(10), "a 1 s idle timeout must close the connection, not wait on the peer")
     }
 
     @Test func aClientWithoutALoupeALPNIsRefused() async throws {
@@ -185,17 +185,18 @@ import Testing
             }
         }
         let client = WireClientConfiguration(host: "localhost", port: server.localAddress.port!, tls: try pki.member(.agent, "cam-wait"))
-        let started = ContinuousClock.now
-        let outcome: WireError? = try await WireClient.withConnection(client) { connection, _ in
+        let (outcome, waited) = try await WireClient.withConnection(client) { connection, _ -> (WireError?, Duration) in
+            // Timed around the request alone: connecting and closing vary with the machine's load.
+            let started = ContinuousClock.now
             do {
                 _ = try await connection.request(.echo(Loupe_V1_Echo()), timeout: .milliseconds(400))
-                return nil
+                return (nil, ContinuousClock.now - started)
             } catch let error as WireError {
-                return error
+                return (error, ContinuousClock.now - started)
             }
         }
         #expect(outcome == .requestTimedOut(seconds: 0.4))
-        #expect(ContinuousClock.now - started < .seconds(4))
+        #expect(waited < .seconds(4), "the handler would have answered after 5 s")
         await server.shutdown()
         try await serving.value
     }
