@@ -24,6 +24,7 @@ final class ConnectionLedger: Sendable {
         var lastReceived = ContinuousClock.now
         var failure: WireError?
         var closed = false
+        var peerCertificate: [UInt8]?
     }
 
     private let state = Mutex(State())
@@ -32,6 +33,13 @@ final class ConnectionLedger: Sendable {
     var failure: WireError? { state.withLock { $0.failure } }
 
     var lastReceived: ContinuousClock.Instant { state.withLock { $0.lastReceived } }
+
+    /// The peer's certificate (DER), once the TLS handshake has completed.
+    var peerCertificate: [UInt8]? { state.withLock { $0.peerCertificate } }
+
+    func recordPeerCertificate(_ der: [UInt8]?) {
+        state.withLock { $0.peerCertificate = der }
+    }
 
     /// Keeps the first cause of failure.
     func record(_ error: WireError) {

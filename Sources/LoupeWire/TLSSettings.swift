@@ -84,23 +84,26 @@ public enum TLSSettings {
             throw PKIError.notPEM(path: path, expected: "private key")
         }
     }
-
-    /// The identity written in the peer's certificate on this channel.
-    public static func peerIdentity(of channel: any Channel) async throws -> PeerIdentity {
-        guard let certificate = try await channel.nioSSL_peerCertificate().get() else {
-            throw WireError.tlsFailure("peer presented no certificate")
-        }
-        return try PeerIdentity(derEncoded: try certificate.toDERBytes())
-    }
 }
 
-/// Records the ALPN protocol the TLS handshake settled on and fails the
-/// channel with `WireError.alpnMismatch` unless it is "loupe/1".
-final class ALPNGate: ChannelInboundHandler, RemovableChannelHandler {
+/// Watches the TLS handshake complete: keeps the peer's certificate in the
+/// connection's ledger (so who the peer is stays known even if the channel
+/// closes at once), and fails the channel with `WireError.alpnMismatch`
+/// unless ALPN settled on "loupe/1".
+final class HandshakeObserver: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = NIOAny
+
+    private let ledger: ConnectionLedger
+
+    init(ledger: ConnectionLedger) {
+        self.ledger = ledger
+    }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? TLSUserEvent, case .handshakeCompleted(let negotiated) = event {
+            if let certificate = try? context.pipeline.syncOperations.nioSSL_peerCertificate() {
+                ledger.recordPeerCertificate(try? certificate.toDERBytes())
+            }
             if negotiated != WireProtocol.alpn {
                 // The connection layer answers with an Error frame and closes.
                 context.fireErrorCaught(WireError.alpnMismatch(negotiated: negotiated))

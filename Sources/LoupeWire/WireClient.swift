@@ -66,7 +66,7 @@ public enum WireClient {
             return try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { await connection.run(inbound: inbound, handshake: nil, handler: handler) }
                 do {
-                    let welcome = try await hello(connection, configuration: configuration, channel: channel.channel)
+                    let welcome = try await hello(connection, configuration: configuration)
                     let result = try await body(connection, welcome)
                     await connection.close(reason: "client finished")
                     try await group.waitForAll()
@@ -111,8 +111,7 @@ public enum WireClient {
 
     private static func hello(
         _ connection: WireConnection,
-        configuration: WireClientConfiguration,
-        channel: any Channel
+        configuration: WireClientConfiguration
     ) async throws -> Loupe_V1_Welcome {
         var hello = Loupe_V1_Hello()
         hello.protocolVersion = configuration.protocolVersion
@@ -123,7 +122,7 @@ public enum WireClient {
         guard case .welcome(let welcome) = reply.body else {
             throw WireError.unexpectedReply(expected: "welcome", received: reply.bodyName)
         }
-        let server = try await TLSSettings.peerIdentity(of: channel)
+        let server = try connection.certifiedPeer()
         connection.setPeer(server)
         if let role = configuration.serverRole, server.role != role {
             throw WireError.wrongPeerRole(expected: role.rawValue, actual: server.role.rawValue)

@@ -98,6 +98,14 @@ public final class WireConnection: Sendable {
         state.withLock { $0.peer = identity }
     }
 
+    /// Who the peer's certificate says it is, read when TLS completed.
+    func certifiedPeer() throws -> PeerIdentity {
+        guard let der = ledger.peerCertificate else {
+            throw WireError.tlsFailure("peer presented no certificate")
+        }
+        return try PeerIdentity(derEncoded: der)
+    }
+
     /// True once the server side has answered the Hello with a Welcome.
     public var wasWelcomed: Bool {
         state.withLock { $0.welcomed }

@@ -95,7 +95,7 @@ public final class WireServer: Sendable {
                             let identified: HandshakeHandler = { connection, hello in
                                 let peer: PeerIdentity
                                 do {
-                                    peer = try await TLSSettings.peerIdentity(of: child.channel)
+                                    peer = try connection.certifiedPeer()
                                 } catch {
                                     throw WireError.refused(code: .permissionDenied, message: "client certificate unusable: \(error)")
                                 }
@@ -131,7 +131,7 @@ enum WireChannel {
         ledger: ConnectionLedger = ConnectionLedger()
     ) throws -> NIOAsyncChannel<Envelope, Never> {
         let stall = TimeAmount.nanoseconds(Int64(settings.frameStallTimeout.seconds * 1e9))
-        try channel.pipeline.syncOperations.addHandler(ALPNGate())
+        try channel.pipeline.syncOperations.addHandler(HandshakeObserver(ledger: ledger))
         try channel.pipeline.syncOperations.addHandler(FrameDecoder(maxFrameBytes: settings.maxFrameBytes, stallTimeout: stall))
         try channel.pipeline.syncOperations.addHandler(EnvelopeDecoder())
         try channel.pipeline.syncOperations.addHandler(EnvelopeFramer(limit: settings.maxFrameBytes))

@@ -76,13 +76,17 @@ import Testing
         #expect(before == "cam-lost")
 
         // A connection that is open when the certificate is revoked is closed too.
+        let (welcomed, signal) = AsyncStream<Void>.makeStream()
         let live = Task {
             try await WireClient.withConnection(manager.client(agent)) { connection, _ in
+                signal.yield()
                 await connection.waitUntilClosed()
                 return connection.closeCause
             }
         }
-        try await Task.sleep(for: .milliseconds(300))
+        // Revoke only once that connection is in.
+        var iterator = welcomed.makeAsyncIterator()
+        _ = await iterator.next()
 
         let serial = try pki.serial(of: agent)
         try RevocationList(entries: [.init(serial: serial, name: "cam-lost", role: .agent, revokedAt: Date(), reason: "stolen")]).save(path: listPath)
