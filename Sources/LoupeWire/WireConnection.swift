@@ -201,8 +201,14 @@ public final class WireConnection: Sendable {
         envelope.body = Envelope.error(code, message)
         let channel = self.channel
         markClosed()
-        channel.writeAndFlush(envelope).whenComplete { _ in channel.close(promise: nil) }
-        // A peer that does not read must not keep the connection open.
+        // Half-close (TLS close_notify, then FIN) and keep reading until the
+        // peer closes: closing outright while the peer's heartbeats sit unread
+        // would send a reset, and a reset can discard the Error frame before
+        // the peer reads it.
+        channel.writeAndFlush(envelope).whenComplete { _ in
+            channel.close(mode: .output).whenFailure { _ in channel.close(promise: nil) }
+        }
+        // A peer that does not read or close must not keep the connection open.
         channel.eventLoop.scheduleTask(in: .seconds(2)) { channel.close(promise: nil) }
         ledger.close(failing: .connectionClosed)
     }
