@@ -4,5 +4,7 @@ public enum ProtoSources {
     /// File name in Proto/ -> lowercase hex SHA-256 of its bytes.
     public static let sha256: [String: String] = [
         "loupe.proto": "f1fb244b55adca7a66e87d768125f7c000e7549f8c7c5848d1984355c8dbc534",
+        "model.proto": "285b845d9a142ead904bedc5b630137198f98f93d6086fefc81ddca6184ade50",
+        "onnx.proto": "de706d88db85744c07499260a6547e3be8f1e76fd6c14c80d94cf4b4835d0f4b",
     ]
 }

@@ -88,6 +88,11 @@ for name, b in model.named_buffers():
     if "num_batches" not in name:
         add("final/" + name, b)
 
+# Inference: batch norm on the running statistics (what the Segmenter folds in).
+model.eval()
+with torch.no_grad():
+    add("eval_logits", model(x))
+
 out = os.path.join(os.path.dirname(__file__), "unet-fixture.bin")
 with open(out, "wb") as f:
     f.write(b"LOUPEFX1")

@@ -421,3 +421,11 @@ extension Tensor {
         return Array(plain.floats)
     }
 }
+
+extension DNNLRuntime {
+    /// Whether this CPU runs bf16 convolutions natively (AVX512-BF16 or AMX).
+    public static var hasNativeBF16: Bool {
+        let isa = dnnl_get_effective_cpu_isa()
+        return isa == dnnl_cpu_isa_avx512_core_bf16 || isa == dnnl_cpu_isa_avx512_core_amx
+    }
+}
