@@ -57,24 +57,22 @@ struct AdamW {
     }
 }
 
-/// Cosine decay from the base rate to `floor` × base over `total` steps, after a short linear warm-up.
+/// Cosine decay from the base rate to `floor` × base as training goes from
+/// 0 to 1 (of its steps, or of its time budget), after a linear warm-up.
 public struct CosineSchedule: Sendable, Equatable {
     public var base: Float
-    public var total: Int
-    public var warmup: Int
+    public var warmupSteps: Int
     public var floor: Float
 
-    public init(base: Float, total: Int, warmup: Int = 0, floor: Float = 0.02) {
+    public init(base: Float, warmupSteps: Int = 0, floor: Float = 0.02) {
         self.base = base
-        self.total = max(1, total)
-        self.warmup = warmup
+        self.warmupSteps = warmupSteps
         self.floor = floor
     }
 
-    public func rate(at step: Int) -> Float {
-        if step < warmup { return base * Float(step + 1) / Float(warmup) }
-        let progress = min(1, Double(step - warmup) / Double(max(1, total - warmup)))
-        let cosine = 0.5 * (1 + cos(Double.pi * progress))
-        return base * (floor + (1 - floor) * Float(cosine))
+    public func rate(progress: Double, step: Int) -> Float {
+        let cosine = Float(0.5 * (1 + cos(Double.pi * min(1, max(0, progress)))))
+        let rate = base * (floor + (1 - floor) * cosine)
+        return step < warmupSteps ? rate * Float(step + 1) / Float(warmupSteps) : rate
     }
 }

@@ -1,0 +1,339 @@
+import Foundation
+import LoupeImaging
+import Synchronization
+
+/// The seed's advanced settings: random flips, rotation, brightness and contrast.
+public struct Augmentation: Codable, Sendable, Equatable {
+    public var flipHorizontal: Bool
+    public var flipVertical: Bool
+    /// Uniform rotation in ±degrees.
+    public var rotationDegrees: Double
+    /// Uniform brightness shift in ±(this × 255) grey levels.
+    public var brightness: Double
+    /// Uniform contrast factor in 1 ± this.
+    public var contrast: Double
+
+    public init(flipHorizontal: Bool = true, flipVertical: Bool = true, rotationDegrees: Double = 10, brightness: Double = 0.1, contrast: Double = 0.1) {
+        self.flipHorizontal = flipHorizontal
+        self.flipVertical = flipVertical
+        self.rotationDegrees = rotationDegrees
+        self.brightness = brightness
+        self.contrast = contrast
+    }
+
+    public static let none = Augmentation(flipHorizontal: false, flipVertical: false, rotationDegrees: 0, brightness: 0, contrast: 0)
+}
+
+/// How to train. "Number of Iterations" on the page is `passes`.
+public struct TrainingConfiguration: Codable, Sendable, Equatable {
+    public var network: UNetConfiguration
+    /// Passes over the labelled images ("Number of Iterations").
+    public var passes: Int
+    /// Stop after this many seconds instead (the schedule follows elapsed time).
+    public var timeBudgetSeconds: Double?
+    public var batchSize: Int
+    /// Side of the square random crops; a multiple of 2^depth.
+    public var cropSize: Int
+    public var optimizer: AdamWConfiguration
+    public var warmupSteps: Int
+    public var augmentation: Augmentation
+    public var diceWeight: Float
+    /// Share of the images held out for validation (by name hash).
+    public var validationFraction: Double
+    public var seed: UInt64
+    public var threads: Int
+
+    public init(
+        network: UNetConfiguration = .standard, passes: Int = 10, timeBudgetSeconds: Double? = nil, batchSize: Int = 8, cropSize: Int = 192,
+        optimizer: AdamWConfiguration = AdamWConfiguration(), warmupSteps: Int = 20, augmentation: Augmentation = Augmentation(),
+        diceWeight: Float = 1, validationFraction: Double = 0.1, seed: UInt64 = 1, threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    ) {
+        self.network = network
+        self.passes = passes
+        self.timeBudgetSeconds = timeBudgetSeconds
+        self.batchSize = batchSize
+        self.cropSize = cropSize
+        self.optimizer = optimizer
+        self.warmupSteps = warmupSteps
+        self.augmentation = augmentation
+        self.diceWeight = diceWeight
+        self.validationFraction = validationFraction
+        self.seed = seed
+        self.threads = threads
+    }
+
+    public func validate() throws(SegmentationError) {
+        try network.validate()
+        guard passes >= 1 || timeBudgetSeconds != nil else { throw .invalidConfiguration("passes must be at least 1") }
+        if let budget = timeBudgetSeconds, !(budget > 0) { throw .invalidConfiguration("the time budget must be positive") }
+        guard (1...256).contains(batchSize) else { throw .invalidConfiguration("batch size must be 1…256, not \(batchSize)") }
+        guard cropSize >= network.sizeMultiple, cropSize % network.sizeMultiple == 0 else {
+            throw .invalidConfiguration("crop size \(cropSize) must be a positive multiple of \(network.sizeMultiple) (2^depth)")
+        }
+        guard (0..<1).contains(validationFraction) else { throw .invalidConfiguration("validation fraction must be in [0, 1)") }
+        guard optimizer.learningRate > 0, optimizer.learningRate.isFinite else { throw .invalidConfiguration("learning rate must be positive") }
+    }
+}
+
+/// What the trainer reports as it goes.
+public struct TrainingProgress: Sendable {
+    public enum Phase: String, Sendable { case loading, training, validating, finished }
+    public var phase: Phase
+    /// 1-based pass ("iteration" on the page).
+    public var pass: Int
+    /// Passes planned; nil under a time budget.
+    public var passes: Int?
+    public var step: Int
+    /// Steps planned (estimated under a time budget).
+    public var totalSteps: Int
+    public var loss: Float
+    public var imagesPerSecond: Double
+    public var elapsedSeconds: Double
+    public var etaSeconds: Double
+    /// After a validation: per-class IoU and mean.
+    public var validationIoU: [Float]?
+    public var validationMIoU: Float?
+    /// Fraction done, 0…1.
+    public var fraction: Double
+}
+
+/// Cancels a training run from another thread.
+public final class TrainingControl: Sendable {
+    private let flag = Atomic<Bool>(false)
+    public init() {}
+    public func cancel() { flag.store(true, ordering: .relaxed) }
+    public var isCancelled: Bool { flag.load(ordering: .relaxed) }
+}
+
+public struct TrainingResult: Sendable {
+    /// The model that scored best on validation (or the last one without a validation split).
+    public var model: SegmentationModel
+    public var passes: Int
+    public var steps: Int
+    public var seconds: Double
+    public var imagesPerSecond: Double
+    public var history: [(pass: Int, loss: Float, validationMIoU: Float?)]
+}
+
+/// Trains a U-Net on labelled images: batches of augmented random crops,
+/// weighted cross-entropy plus Dice, AdamW on a cosine schedule, validation
+/// after each pass, best model kept. Deterministic for a given seed and thread count.
+public struct Trainer {
+    public let configuration: TrainingConfiguration
+    public var classes: [ClassInfo]?
+
+    public init(configuration: TrainingConfiguration, classes: [ClassInfo]? = nil) {
+        self.configuration = configuration
+        self.classes = classes
+    }
+
+    public func train(
+        _ dataset: SegmentationDataset, validation explicitValidation: SegmentationDataset? = nil, starting: Weights? = nil,
+        control: TrainingControl = TrainingControl(), progress: (TrainingProgress) -> Void = { _ in }
+    ) throws(SegmentationError) -> TrainingResult {
+        let config = configuration
+        try config.validate()
+        guard dataset.classes == config.network.classes else {
+            throw .invalidConfiguration("the dataset has \(dataset.classes) classes, the network \(config.network.classes)")
+        }
+        guard !dataset.items.isEmpty else { throw .emptyDataset("no labelled images") }
+        let (training, validation): (SegmentationDataset, SegmentationDataset)
+        if let explicitValidation {
+            (training, validation) = (dataset, explicitValidation)
+        } else {
+            (training, validation) = dataset.split(validationFraction: config.validationFraction)
+        }
+        guard !training.items.isEmpty else { throw .emptyDataset("every image fell in the validation split") }
+        for item in training.items + validation.items where item.image.channels != config.network.inputChannels {
+            throw .invalidInput("\(item.name) has \(item.image.channels) channels; the network takes \(config.network.inputChannels)")
+        }
+        let counts = training.pixelCounts
+        let total = counts.reduce(0, +)
+        guard counts.dropFirst().reduce(0, +) > 0 else { throw .noLabelledPixels("the training images") }
+
+        DNNLRuntime.setThreads(config.threads)
+        // Rarer classes weigh more: sqrt of the background-to-class ratio, at most 10.
+        let classWeights: [Float] = counts.map { count in
+            count == 0 ? 1 : Float(min(10, max(1, (Double(counts[0]) / Double(count)).squareRoot())))
+        }
+        let normalization = Self.normalization(of: training, channels: config.network.inputChannels)
+        let weights = starting ?? Weights(configuration: config.network, seed: config.seed)
+        guard weights.configuration == config.network else { throw .invalidConfiguration("the starting model is a \(weights.configuration), not a \(config.network)") }
+        let engine = try TrainingEngine(
+            weights: weights, loss: LossConfiguration(classWeights: classWeights, diceWeight: config.diceWeight), optimizer: config.optimizer)
+
+        var random = SplitMix(seed: config.seed ^ 0x5EED)
+        let schedule = CosineSchedule(base: config.optimizer.learningRate, warmupSteps: config.warmupSteps)
+        let stepsPerPass = max(1, (training.items.count + config.batchSize - 1) / config.batchSize)
+        let plannedPasses = config.timeBudgetSeconds == nil ? config.passes : Int.max
+        var totalSteps = config.timeBudgetSeconds == nil ? stepsPerPass * config.passes : stepsPerPass
+        let start = Date()
+        var step = 0
+        var pass = 0
+        var best: (weights: Weights, iou: [Float], miou: Float, loss: Float)?
+        var history: [(Int, Float, Float?)] = []
+        var lastLoss: Float = .nan
+        var trainingSeconds = 0.0
+        var imagesSeen = 0
+        var timeUp = false
+
+        func elapsed() -> Double { Date().timeIntervalSince(start) }
+        func fraction() -> Double {
+            if let budget = config.timeBudgetSeconds { return min(1, elapsed() / budget) }
+            return min(1, Double(step) / Double(totalSteps))
+        }
+
+        while pass < plannedPasses && !timeUp {
+            pass += 1
+            var order = Array(training.items.indices)
+            order.shuffle(using: &random)
+            var passLoss = 0.0
+            var passSteps = 0
+            for first in stride(from: 0, to: order.count, by: config.batchSize) {
+                if control.isCancelled { throw .cancelled }
+                let indices = (0..<config.batchSize).map { order[(first + $0) % order.count] }
+                let batch = makeBatch(indices.map { training.items[$0] }, normalization: normalization, random: &random)
+                let stepStart = Date()
+                let rate = schedule.rate(progress: fraction(), step: step)
+                let value = try engine.step(batch, learningRate: rate)
+                guard value.total.isFinite else { throw .nonFiniteLoss(iteration: step + 1) }
+                trainingSeconds += Date().timeIntervalSince(stepStart)
+                imagesSeen += batch.count
+                step += 1
+                passSteps += 1
+                passLoss += Double(value.total)
+                lastLoss = value.total
+                let rateNow = Double(imagesSeen) / max(trainingSeconds, 1e-9)
+                if let budget = config.timeBudgetSeconds {
+                    totalSteps = max(step, Int(Double(step) * budget / max(elapsed(), 1e-9)))
+                }
+                let eta = config.timeBudgetSeconds.map { max(0, $0 - elapsed()) } ?? Double(totalSteps - step) * Double(config.batchSize) / rateNow
+                progress(TrainingProgress(
+                    phase: .training, pass: pass, passes: config.timeBudgetSeconds == nil ? config.passes : nil, step: step, totalSteps: totalSteps,
+                    loss: value.total, imagesPerSecond: rateNow, elapsedSeconds: elapsed(), etaSeconds: eta,
+                    validationIoU: nil, validationMIoU: nil, fraction: fraction()))
+                if let budget = config.timeBudgetSeconds, elapsed() >= budget {
+                    timeUp = true
+                    break
+                }
+            }
+            let meanLoss = Float(passLoss / Double(max(1, passSteps)))
+            if validation.items.isEmpty {
+                best = (engine.weights, [], 0, meanLoss)
+                history.append((pass, meanLoss, nil))
+                continue
+            }
+            progress(TrainingProgress(
+                phase: .validating, pass: pass, passes: config.timeBudgetSeconds == nil ? config.passes : nil, step: step, totalSteps: totalSteps,
+                loss: meanLoss, imagesPerSecond: Double(imagesSeen) / max(trainingSeconds, 1e-9), elapsedSeconds: elapsed(), etaSeconds: 0,
+                validationIoU: nil, validationMIoU: nil, fraction: fraction()))
+            let candidate = SegmentationModel(weights: engine.weights, classes: classes, normalization: normalization)
+            let matrix = try Self.evaluate(candidate, on: validation, control: control)
+            history.append((pass, meanLoss, matrix.meanIoU))
+            if best == nil || matrix.meanIoU > best!.miou {
+                best = (engine.weights, matrix.iou, matrix.meanIoU, meanLoss)
+            }
+            progress(TrainingProgress(
+                phase: .validating, pass: pass, passes: config.timeBudgetSeconds == nil ? config.passes : nil, step: step, totalSteps: totalSteps,
+                loss: meanLoss, imagesPerSecond: Double(imagesSeen) / max(trainingSeconds, 1e-9), elapsedSeconds: elapsed(),
+                etaSeconds: config.timeBudgetSeconds.map { max(0, $0 - elapsed()) } ?? 0,
+                validationIoU: matrix.iou, validationMIoU: matrix.meanIoU, fraction: fraction()))
+        }
+        guard let best else { throw .emptyDataset("no training step ran") }
+        var metadata = ModelMetadata()
+        metadata.validationIoU = best.iou
+        metadata.validationMIoU = best.miou
+        metadata.finalLoss = lastLoss
+        metadata.passes = pass
+        metadata.iterations = step
+        metadata.trainingSeconds = elapsed()
+        metadata.trainingImages = training.items.count
+        metadata.validationImages = validation.items.count
+        metadata.datasetSHA256 = dataset.sha256
+        metadata.createdAt = Date()
+        if let json = try? JSONEncoder().encode(config) { metadata.trainingConfigJSON = String(decoding: json, as: UTF8.self) }
+        let model = SegmentationModel(weights: best.weights, classes: classes, normalization: normalization, metadata: metadata)
+        let throughput = Double(imagesSeen) / max(trainingSeconds, 1e-9)
+        progress(TrainingProgress(
+            phase: .finished, pass: pass, passes: config.timeBudgetSeconds == nil ? config.passes : nil, step: step, totalSteps: step,
+            loss: lastLoss, imagesPerSecond: throughput, elapsedSeconds: elapsed(), etaSeconds: 0,
+            validationIoU: best.iou.isEmpty ? nil : best.iou, validationMIoU: best.iou.isEmpty ? nil : best.miou, fraction: 1))
+        return TrainingResult(model: model, passes: pass, steps: step, seconds: elapsed(), imagesPerSecond: throughput, history: history)
+    }
+
+    /// Runs `model` over every image at full size and tallies the confusion matrix.
+    public static func evaluate(_ model: SegmentationModel, on dataset: SegmentationDataset, precision: InferencePrecision = .fp32, control: TrainingControl? = nil, progress: ((Int, Int) -> Void)? = nil) throws(SegmentationError) -> ConfusionMatrix {
+        let segmenter = try Segmenter(model: model, precision: precision)
+        var matrix = ConfusionMatrix(classes: model.configuration.classes)
+        for (index, item) in dataset.items.enumerated() {
+            if control?.isCancelled == true { throw .cancelled }
+            let result = try segmenter.segment(item.image)
+            matrix.add(truth: item.mask.samples, predicted: result.classes)
+            progress?(index + 1, dataset.items.count)
+        }
+        return matrix
+    }
+
+    /// Mean and deviation of the training pixels, per channel.
+    static func normalization(of dataset: SegmentationDataset, channels: Int) -> InputNormalization {
+        var sum = [Double](repeating: 0, count: channels), squares = sum
+        var count = 0.0
+        for item in dataset.items {
+            item.image.samples.withUnsafeBufferPointer { samples in
+                for i in 0..<samples.count {
+                    let v = Double(samples[i]) / 255
+                    sum[i % channels] += v
+                    squares[i % channels] += v * v
+                }
+            }
+            count += Double(item.image.pixelCount)
+        }
+        let mean = sum.map { $0 / count }
+        let std = zip(squares, mean).map { max(1e-3, ($0 / count - $1 * $1).squareRoot()) }
+        return InputNormalization(mean: mean.map(Float.init), std: std.map(Float.init))
+    }
+
+    /// Random crops, flips, rotation, brightness and contrast, then normalisation.
+    func makeBatch(_ items: [LabelledImage], normalization: InputNormalization, random: inout SplitMix) -> Batch {
+        let size = configuration.cropSize
+        let channels = configuration.network.inputChannels
+        let a = configuration.augmentation
+        var images = [Float](repeating: 0, count: items.count * channels * size * size)
+        var labels = [UInt8](repeating: 0, count: items.count * size * size)
+        for (n, item) in items.enumerated() {
+            var image = item.image, mask = item.mask
+            // Rotate about the centre first (bilinear image, nearest mask), then crop.
+            if a.rotationDegrees > 0 {
+                let angle = Double(random.uniform(Float(-a.rotationDegrees), Float(a.rotationDegrees))) * .pi / 180
+                let transform = SimilarityTransform.rotation(angle, about: (Double(image.width) / 2, Double(image.height) / 2))
+                image = (try? image.warped(by: transform, width: image.width, height: image.height, fill: Self.edgeFill(image))) ?? image
+                mask = (try? mask.warpedNearest(by: transform, width: mask.width, height: mask.height, fill: 0)) ?? mask
+            }
+            let x0 = image.width > size ? random.below(image.width - size + 1) : 0
+            let y0 = image.height > size ? random.below(image.height - size + 1) : 0
+            let flipX = a.flipHorizontal && random.below(2) == 1
+            let flipY = a.flipVertical && random.below(2) == 1
+            let contrast = a.contrast > 0 ? 1 + random.uniform(Float(-a.contrast), Float(a.contrast)) : 1
+            let brightness = a.brightness > 0 ? random.uniform(Float(-a.brightness), Float(a.brightness)) : 0
+            for y in 0..<size {
+                let sy = min(y0 + (flipY ? size - 1 - y : y), image.height - 1)
+                for x in 0..<size {
+                    let sx = min(x0 + (flipX ? size - 1 - x : x), image.width - 1)
+                    labels[(n * size + y) * size + x] = mask.samples[sy * mask.width + sx]
+                    for c in 0..<channels {
+                        var v = Float(image.samples[(sy * image.width + sx) * channels + c]) / 255
+                        v = min(1, max(0, (v - 0.5) * contrast + 0.5 + brightness))
+                        images[((n * channels + c) * size + y) * size + x] = (v - normalization.mean[c]) / normalization.std[c]
+                    }
+                }
+            }
+        }
+        return Batch(count: items.count, channels: channels, height: size, width: size, images: images, labels: labels)
+    }
+
+    /// Mean grey level, to fill the corners a rotation uncovers.
+    private static func edgeFill(_ image: Image8) -> UInt8 {
+        let total = image.samples.reduce(0) { $0 + Int($1) }
+        return UInt8(total / max(1, image.samples.count))
+    }
+}
