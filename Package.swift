@@ -120,7 +120,7 @@ let package = Package(
         .target(
             name: "LoupeBench",
             dependencies: [
-                "LoupeWire", "LoupeProto", "LoupePKI", "LoupeManager", "LoupeImaging", "LoupeCapture", "LoupeVision",
+                "LoupeWire", "LoupeProto", "LoupePKI", "LoupeManager", "LoupeImaging", "LoupeCapture", "LoupeVision", "LoupeSegmentation",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -133,7 +133,8 @@ let package = Package(
         .executableTarget(
             name: "loupe",
             dependencies: [
-                "LoupeWire", "LoupePKI", "LoupeManager", "LoupeAgent", "LoupeBench", "LoupeProto",
+                "LoupeWire", "LoupePKI", "LoupeManager", "LoupeAgent", "LoupeBench", "LoupeProto", "LoupeSegmentation", "LoupeImaging",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),

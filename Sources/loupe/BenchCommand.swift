@@ -7,7 +7,7 @@ struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Run a benchmark and print its figures.",
-        subcommands: [Wire.self, Imaging.self]
+        subcommands: [Wire.self, Imaging.self, Segmentation.self]
     )
 
     struct Wire: AsyncParsableCommand {

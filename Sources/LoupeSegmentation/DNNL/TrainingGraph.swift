@@ -20,6 +20,8 @@ final class TrainingUnit {
     let weightsPlain: Tensor
     private let weights: Tensor
     private let toWeights: Primitive?
+    private let backwardWeights: Tensor
+    private let toBackwardWeights: Primitive?
     let weightsGradientPlain: Tensor
     private let weightsGradient: Tensor
     private let fromWeightsGradient: Primitive?
@@ -90,8 +92,17 @@ final class TrainingUnit {
         }
 
         if let inputGradient {
-            let backward = try Kernels.convolutionBackwardData(diffSrc: srcDesc, weights: weightsDesc, diffDst: convOutput.desc, padding: padding, hint: convForward)
+            // Backward data wants its own weights layout (transposed blocks); let it choose.
+            let backward = try Kernels.convolutionBackwardData(diffSrc: srcDesc, weights: TensorDesc(weightDims, .any), diffDst: convOutput.desc, padding: padding, hint: convForward)
             convBackwardData = backward
+            let backwardDesc = backward.desc(.weights)
+            if backwardDesc == weightsDesc {
+                backwardWeights = weights
+                toBackwardWeights = nil
+            } else {
+                backwardWeights = try Tensor(backwardDesc)
+                toBackwardWeights = try Kernels.reorder(from: weightsPlain.desc, to: backwardDesc)
+            }
             if inputGradient.desc == srcDesc {
                 convInputGradient = nil
                 fromConvInputGradient = nil
@@ -103,6 +114,8 @@ final class TrainingUnit {
             convBackwardData = nil
             convInputGradient = nil
             fromConvInputGradient = nil
+            backwardWeights = weights
+            toBackwardWeights = nil
         }
 
         if normalised {
@@ -133,6 +146,7 @@ final class TrainingUnit {
     /// Brings the plain weights into the convolution's layout (after each update).
     func loadWeights(_ stream: DNNLStream) throws(DNNLError) {
         try toWeights?.run(stream, [(.from, weightsPlain), (.to, weights)])
+        try toBackwardWeights?.run(stream, [(.from, weightsPlain), (.to, backwardWeights)])
     }
 
     func forward(_ stream: DNNLStream) throws(DNNLError) {
@@ -163,7 +177,7 @@ final class TrainingUnit {
         try fromWeightsGradient?.run(stream, [(.from, weightsGradient), (.to, weightsGradientPlain)])
         if let convBackwardData, let inputGradient {
             let target = convInputGradient ?? inputGradient
-            try convBackwardData.run(stream, [(.diffDst, gradient), (.weights, weights), (.diffSrc, target)])
+            try convBackwardData.run(stream, [(.diffDst, gradient), (.weights, backwardWeights), (.diffSrc, target)])
             try fromConvInputGradient?.run(stream, [(.from, target), (.to, inputGradient)])
         }
     }

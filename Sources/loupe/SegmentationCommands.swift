@@ -1,0 +1,341 @@
+import ArgumentParser
+import Crypto
+import Foundation
+import LoupeBench
+import LoupeSegmentation
+
+/// Network and training options shared by `loupe train` and friends.
+struct NetworkOptions: ParsableArguments {
+    @Option(help: "Input channels: 1 (grey) or 3 (RGB).") var channels = 1
+    @Option(help: "Classes, background included.") var classes = 4
+    @Option(help: "Channels of the first U-Net block.") var baseWidth = UNetConfiguration.standard.baseWidth
+    @Option(help: "Number of 2x downsamplings.") var depth = UNetConfiguration.standard.depth
+
+    var configuration: UNetConfiguration {
+        UNetConfiguration(inputChannels: channels, classes: classes, baseWidth: baseWidth, depth: depth)
+    }
+}
+
+struct TrainCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train",
+        abstract: "Train a segmentation model on a labelled image folder.",
+        discussion: """
+        Reads DIR/images/SPLIT/NAME.{jpg,png} with masks at DIR/annotations/SPLIT/NAME.png (class index per pixel), \
+        as NEU-Seg is laid out. Holds out --validation of the images (by name hash), validates after each pass and \
+        keeps the best model. Give --iterations (passes over the images) or --minutes.
+        """
+    )
+    @Option(help: "Dataset directory.") var dataset: String
+    @Option(help: "Split folder under images/ and annotations/.") var split = "training"
+    @Option(help: "Where to write the model.") var output: String
+    @Option(help: "Passes over the labelled images (the page's \"Number of Iterations\").") var iterations: Int?
+    @Option(help: "Train for this many minutes instead.") var minutes: Double?
+    @OptionGroup var network: NetworkOptions
+    @Option(help: "Images per step.") var batch = 8
+    @Option(help: "Side of the random training crops (a multiple of 2^depth).") var crop = 192
+    @Option(help: "Peak learning rate (AdamW, cosine schedule).") var learningRate: Float = 3e-3
+    @Option(help: "Share of images held out for validation.") var validation = 0.1
+    @Option(help: "Rotation range, ± degrees.") var rotation = 10.0
+    @Option(help: "Brightness range, ± fraction of full scale.") var brightness = 0.1
+    @Option(help: "Contrast range, ± fraction.") var contrast = 0.1
+    @Flag(help: "Do not flip images.") var noFlip = false
+    @Option(help: "Random seed; the same seed and threads give the same model.") var seed: UInt64 = 1
+    @Option(help: "Threads for oneDNN.") var threads = ProcessInfo.processInfo.activeProcessorCount
+    @Option(help: "Read only the first N images (for a quick look).") var limit: Int?
+    @Option(help: "Class names, comma-separated, background first.") var classNames: String?
+
+    func run() async throws {
+        guard (iterations == nil) != (minutes == nil) else {
+            throw ValidationError("give exactly one of --iterations N or --minutes M")
+        }
+        var config = TrainingConfiguration(network: network.configuration)
+        config.passes = iterations ?? 1
+        config.timeBudgetSeconds = minutes.map { $0 * 60 }
+        config.batchSize = batch
+        config.cropSize = crop
+        config.optimizer.learningRate = learningRate
+        config.validationFraction = validation
+        config.augmentation = Augmentation(flipHorizontal: !noFlip, flipVertical: !noFlip, rotationDegrees: rotation, brightness: brightness, contrast: contrast)
+        config.seed = seed
+        config.threads = threads
+        try config.validate()
+        let bar = ProgressBar()
+        let data = try SegmentationDataset.load(directory: dataset, split: split, channels: network.channels, classes: network.classes, limit: limit) { done, total in
+            bar.update(fraction: Double(done) / Double(total), "loading \(done)/\(total)")
+        }
+        bar.finish()
+        let counts = data.pixelCounts
+        let total = Double(counts.reduce(0, +))
+        print("dataset: \(data.items.count) images from \(dataset)/images/\(split); class pixel shares " + counts.map { String(format: "%.1f%%", 100 * Double($0) / total) }.joined(separator: " "))
+        let names = classNames?.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } ?? []
+        let trainer = Trainer(configuration: config, classes: ClassInfo.defaults(count: network.classes, names: names))
+        let control = TrainingControl()
+        let interrupt = SignalCancellation(control)
+        defer { interrupt.stop() }
+        let result = try trainer.train(data, control: control) { progress in
+            bar.update(fraction: progress.fraction, Self.describe(progress))
+            if progress.phase == .validating, let miou = progress.validationMIoU {
+                bar.log("pass \(progress.pass): loss \(String(format: "%.4f", progress.loss)), validation mIoU \(String(format: "%.4f", miou)) [" + (progress.validationIoU ?? []).map { String(format: "%.3f", $0) }.joined(separator: " ") + "]")
+            }
+        }
+        bar.finish()
+        var model = result.model
+        model.metadata.description = "loupe train --dataset \(dataset) " + (minutes.map { "--minutes \($0)" } ?? "--iterations \(iterations!)")
+        try ModelFile.write(model, to: output)
+        print(String(format: "trained %d passes (%d steps) in %.0f s at %.1f images/s; best validation mIoU %.4f; wrote %@",
+                     result.passes, result.steps, result.seconds, result.imagesPerSecond, model.metadata.validationMIoU, output))
+    }
+
+    static func describe(_ p: TrainingProgress) -> String {
+        let pass = p.passes.map { "pass \(p.pass)/\($0)" } ?? "pass \(p.pass)"
+        switch p.phase {
+        case .validating: return "\(pass) validating"
+        default:
+            return String(format: "%@ step %d  loss %.4f  %.1f img/s  ETA %@", pass, p.step, p.loss, p.imagesPerSecond, formatDuration(p.etaSeconds))
+        }
+    }
+}
+
+struct EvalCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "eval",
+        abstract: "Score a model on a labelled split: per-class IoU, mIoU and the confusion matrix."
+    )
+    @Option(help: "Model file.") var model: String
+    @Option(help: "Dataset directory (images/SPLIT and annotations/SPLIT).") var dataset: String
+    @Option(help: "Split to score.") var split = "test"
+    @Option(help: "fp32 or bf16.") var precision: InferencePrecision = .fp32
+    @Option(help: "Threads for oneDNN.") var threads = ProcessInfo.processInfo.activeProcessorCount
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        DNNLRuntime.setThreads(threads)
+        let (loaded, _) = try ModelFile.read(path: model)
+        let bar = ProgressBar()
+        let data = try SegmentationDataset.load(directory: dataset, split: split, channels: loaded.configuration.inputChannels, classes: loaded.configuration.classes) { done, total in
+            bar.update(fraction: Double(done) / Double(total), "loading \(done)/\(total)")
+        }
+        let start = Date()
+        let matrix = try Trainer.evaluate(loaded, on: data, precision: precision) { done, total in
+            bar.update(fraction: Double(done) / Double(total), "evaluating \(done)/\(total)")
+        }
+        bar.finish()
+        let seconds = Date().timeIntervalSince(start)
+        if json {
+            let object: [String: Any] = [
+                "model": model, "split": split, "images": data.items.count, "precision": precision.rawValue,
+                "iou": matrix.iou, "miou": matrix.meanIoU, "pixel_accuracy": matrix.pixelAccuracy, "confusion": matrix.counts,
+                "classes": loaded.classes.map(\.name),
+            ]
+            print(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]), as: UTF8.self))
+            return
+        }
+        print("\(model) on \(dataset) split \(split): \(data.items.count) images, \(precision.rawValue), \(String(format: "%.1f", Double(data.items.count) / seconds)) images/s")
+        print(TextTable.render(header: ["class", "IoU"], rows: zip(loaded.classes, matrix.iou).map { [$0.name, String(format: "%.4f", $1)] }))
+        print(String(format: "mIoU %.4f over %d classes (background included); pixel accuracy %.4f", matrix.meanIoU, matrix.classes, matrix.pixelAccuracy))
+        print("confusion matrix (rows: truth, columns: predicted, pixels):")
+        let names = loaded.classes.map(\.name)
+        print(TextTable.render(header: ["truth \\ predicted"] + names, rows: (0..<matrix.classes).map { t in
+            [names[t]] + (0..<matrix.classes).map { String(matrix.count(truth: t, predicted: $0)) }
+        }))
+    }
+}
+
+extension InferencePrecision: ExpressibleByArgument {}
+
+struct ModelCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "model",
+        abstract: "Inspect, sign, verify and export model files.",
+        subcommands: [Show.self, ExportONNX.self, Sign.self, Verify.self]
+    )
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print a model file's architecture, classes, metrics and signature.")
+        @Argument(help: "Model file.") var file: String
+
+        func run() async throws {
+            let (model, status) = try ModelFile.read(path: file)
+            let m = model.metadata
+            print("\(file): \(model.configuration), \(model.weights.parameterCount) parameters")
+            print("classes: " + model.classes.map { String(format: "%@ #%06X", $0.name, $0.color) }.joined(separator: ", "))
+            print("normalisation: mean \(model.normalization.mean), std \(model.normalization.std)")
+            print("version \(m.version) (parent \(m.parentVersion)), created \(ISO8601DateFormatter().string(from: m.createdAt))")
+            print(String(format: "validation mIoU %.4f [%@]; %d passes, %d steps, %.0f s; %d training, %d validation images",
+                         m.validationMIoU, m.validationIoU.map { String(format: "%.3f", $0) }.joined(separator: " "), m.passes, m.iterations, m.trainingSeconds, m.trainingImages, m.validationImages))
+            print("dataset SHA-256: \(m.datasetSHA256.isEmpty ? "-" : m.datasetSHA256)")
+            switch status {
+            case .unsigned: print("signature: none")
+            case .signed(let key): print("signature: Ed25519, valid, key \(key.map { String(format: "%02x", $0) }.joined())")
+            }
+        }
+    }
+
+    struct ExportONNX: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "export-onnx", abstract: "Write the model as ONNX (opset 13), batch norm folded in.")
+        @Argument(help: "Model file.") var file: String
+        @Option(help: "Where to write the .onnx file.") var output: String
+
+        func run() async throws {
+            let (model, _) = try ModelFile.read(path: file)
+            try ONNXExport.data(model).write(to: URL(fileURLWithPath: output), options: .atomic)
+            print("wrote \(output): input \"input\" N×\(model.configuration.inputChannels)×H×W (H, W multiples of \(model.configuration.sizeMultiple)), output \"logits\" N×\(model.configuration.classes)×H×W")
+        }
+    }
+
+    struct Sign: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Sign a model file with an Ed25519 key (64 hex digits or raw 32 bytes).")
+        @Argument(help: "Model file (signed in place).") var file: String
+        @Option(help: "Ed25519 private key file.") var key: String
+
+        func run() async throws {
+            let signingKey = try SigningKeyFile.load(key)
+            let data = try Data(contentsOf: URL(fileURLWithPath: file))
+            try ModelFile.sign(data, with: signingKey, name: file).write(to: URL(fileURLWithPath: file), options: .atomic)
+            print("signed \(file) with key \(signingKey.publicKey.rawRepresentation.map { String(format: "%02x", $0) }.joined())")
+        }
+    }
+
+    struct Verify: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Check a model file's hash and signature against a trusted public key.")
+        @Argument(help: "Model file.") var file: String
+        @Option(help: "Trusted Ed25519 public key (64 hex digits or raw 32 bytes).") var publicKey: String
+
+        func run() async throws {
+            let key = try SigningKeyFile.loadPublic(publicKey)
+            _ = try ModelFile.read(path: file, trustedKeys: [key])
+            print("\(file): signature valid")
+        }
+    }
+}
+
+/// Ed25519 keys on disk: 64 hex digits, or the raw 32 bytes.
+enum SigningKeyFile {
+    static func load(_ path: String) throws -> Curve25519.Signing.PrivateKey {
+        let data = try Data(contentsOf: URL(fileURLWithPath: path))
+        if let raw = hex(data), raw.count == 32 { return try Curve25519.Signing.PrivateKey(rawRepresentation: raw) }
+        return try Curve25519.Signing.PrivateKey(rawRepresentation: data)
+    }
+
+    static func loadPublic(_ path: String) throws -> Curve25519.Signing.PublicKey {
+        let data = try Data(contentsOf: URL(fileURLWithPath: path))
+        if let raw = hex(data), raw.count == 32 { return try Curve25519.Signing.PublicKey(rawRepresentation: raw) }
+        return try Curve25519.Signing.PublicKey(rawRepresentation: data)
+    }
+
+    private static func hex(_ data: Data) -> Data? {
+        guard let text = String(data: data, encoding: .utf8)?.trimmingCharacters(in: .whitespacesAndNewlines), text.count == 64 else { return nil }
+        var bytes = Data()
+        var index = text.startIndex
+        while index < text.endIndex {
+            let next = text.index(index, offsetBy: 2)
+            guard let byte = UInt8(text[index..<next], radix: 16) else { return nil }
+            bytes.append(byte)
+            index = next
+        }
+        return bytes
+    }
+}
+
+extension BenchCommand {
+    struct Segmentation: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "U-Net inference latency (batch 1, fp32 and bf16) and training throughput (batch 8, 256x256) on oneDNN.",
+            discussion: "Prints medians. Tests/Reference/bench_peers.py runs this together with ONNX Runtime and PyTorch and prints the ratios."
+        )
+        @OptionGroup var network: NetworkOptions
+        @Option(help: "Runs per inference figure; the median is reported.") var repetitions = 15
+        @Option(help: "Timed training steps; the median is reported.") var steps = 8
+        @Option(help: "Threads for oneDNN.") var threads = ProcessInfo.processInfo.activeProcessorCount
+        @Option(help: "Also write the benchmarked (randomly initialised) model as ONNX here.") var exportONNX: String?
+        @Flag(help: "Print JSON.") var json = false
+
+        func run() async throws {
+            var options = SegmentationBenchmark.Options()
+            options.configuration = network.configuration
+            options.repetitions = repetitions
+            options.trainingSteps = steps
+            options.threads = threads
+            if let exportONNX {
+                let model = SegmentationModel(weights: Weights(configuration: network.configuration, seed: 1))
+                try ONNXExport.data(model).write(to: URL(fileURLWithPath: exportONNX))
+            }
+            let progress = ProgressLine()
+            let rows = try SegmentationBenchmark(options: options) { progress.update($0) }.run()
+            progress.finish()
+            if json {
+                let object = Dictionary(uniqueKeysWithValues: rows.map { ($0.name, $0.median) })
+                print(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]), as: UTF8.self))
+                return
+            }
+            print("loupe bench segmentation: \(network.configuration), \(threads) threads, bf16 native: \(DNNLRuntime.hasNativeBF16)")
+            print(TextTable.render(header: ["figure", "median"], rows: rows.map { [$0.name, String(format: "%.2f %@", $0.median, $0.unit)] }))
+        }
+    }
+}
+
+/// A progress bar on a terminal; on a pipe, a plain line at most every few seconds.
+final class ProgressBar: @unchecked Sendable {
+    private let isTerminal = isatty(STDERR_FILENO) == 1
+    private let lock = NSLock()
+    private var lastPlain = Date.distantPast
+    private var shown = false
+
+    func update(fraction: Double, _ text: String) {
+        lock.lock()
+        defer { lock.unlock() }
+        let clamped = min(1, max(0, fraction))
+        if isTerminal {
+            let width = 30
+            let filled = Int(clamped * Double(width))
+            let bar = String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled)
+            FileHandle.standardError.write(Data("\r\u{1B}[K\(bar) \(String(format: "%3.0f%%", clamped * 100)) \(text)".utf8))
+            shown = true
+        } else if Date().timeIntervalSince(lastPlain) >= 5 || clamped >= 1 {
+            lastPlain = Date()
+            FileHandle.standardError.write(Data("\(String(format: "%3.0f%%", clamped * 100)) \(text)\n".utf8))
+        }
+    }
+
+    /// A line that stays above the bar.
+    func log(_ text: String) {
+        lock.lock()
+        defer { lock.unlock() }
+        if isTerminal && shown { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+        FileHandle.standardError.write(Data("\(text)\n".utf8))
+    }
+
+    func finish() {
+        lock.lock()
+        defer { lock.unlock() }
+        if isTerminal && shown { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+        shown = false
+    }
+}
+
+func formatDuration(_ seconds: Double) -> String {
+    guard seconds.isFinite else { return "--:--" }
+    let s = Int(seconds.rounded())
+    return s >= 3600 ? String(format: "%d:%02d:%02d", s / 3600, (s / 60) % 60, s % 60) : String(format: "%d:%02d", s / 60, s % 60)
+}
+
+/// Ctrl-C (SIGINT) cancels training cleanly instead of killing the process.
+final class SignalCancellation: @unchecked Sendable {
+    private let source: any DispatchSourceSignal
+
+    init(_ control: TrainingControl) {
+        signal(SIGINT, SIG_IGN)
+        source = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
+        source.setEventHandler {
+            FileHandle.standardError.write(Data("\ncancelling…\n".utf8))
+            control.cancel()
+        }
+        source.resume()
+    }
+
+    func stop() {
+        source.cancel()
+        signal(SIGINT, SIG_DFL)
+    }
+}
