@@ -1,4 +1,5 @@
 import Foundation
+import LoupeImaging
 import LoupeSegmentation
 
 /// Inference latency (batch 1) and training throughput of the U-Net on oneDNN.
@@ -35,7 +36,7 @@ public struct SegmentationBenchmark {
         for precision in InferencePrecision.allCases {
             let segmenter = try Segmenter(model: model, precision: precision)
             for size in options.sizes {
-                var random = SplitMix(seed: UInt64(size))
+                var random = SeededGenerator(seed: UInt64(size))
                 let input = (0..<(size * size * options.configuration.inputChannels)).map { _ in random.normal() }
                 _ = try segmenter.logits(planar: input, width: size, height: size)
                 var times: [Double] = []
@@ -50,7 +51,7 @@ public struct SegmentationBenchmark {
         }
         let engine = try TrainingEngine(weights: model.weights, loss: LossConfiguration(classWeights: [Float](repeating: 1, count: options.configuration.classes)))
         let size = options.trainingSize, batch = options.trainingBatch
-        var random = SplitMix(seed: 9)
+        var random = SeededGenerator(seed: 9)
         let images = (0..<(batch * size * size * options.configuration.inputChannels)).map { _ in random.normal() }
         let labels = (0..<(batch * size * size)).map { _ in UInt8(random.below(options.configuration.classes)) }
         let data = Batch(count: batch, channels: options.configuration.inputChannels, height: size, width: size, images: images, labels: labels)

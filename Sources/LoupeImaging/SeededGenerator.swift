@@ -1,3 +1,5 @@
+import Foundation
+
 /// A deterministic random generator (SplitMix64): the same seed gives the
 /// same frames, defects and poses on every machine.
 public struct SeededGenerator: RandomNumberGenerator, Sendable {
@@ -14,4 +16,20 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
     }
+}
+
+extension SeededGenerator {
+    /// Uniform in [0, 1).
+    public mutating func unit() -> Float { Float(next() >> 40) / Float(1 << 24) }
+
+    public mutating func uniform(_ low: Float, _ high: Float) -> Float { low + (high - low) * unit() }
+
+    /// Standard normal (Box–Muller).
+    public mutating func normal() -> Float {
+        let u1 = max(unit(), 1e-7), u2 = unit()
+        return (-2 * log(u1)).squareRoot() * cos(2 * .pi * u2)
+    }
+
+    /// Uniform in 0..<bound.
+    public mutating func below(_ bound: Int) -> Int { Int(next() % UInt64(bound)) }
 }

@@ -148,7 +148,6 @@ public struct Trainer {
             throw .invalidInput("\(item.name) has \(item.image.channels) channels; the network takes \(config.network.inputChannels)")
         }
         let counts = training.pixelCounts
-        let total = counts.reduce(0, +)
         guard counts.dropFirst().reduce(0, +) > 0 else { throw .noLabelledPixels("the training images") }
 
         DNNLRuntime.setThreads(config.threads)
@@ -162,7 +161,7 @@ public struct Trainer {
         let engine = try TrainingEngine(
             weights: weights, loss: LossConfiguration(classWeights: classWeights, diceWeight: config.diceWeight), optimizer: config.optimizer)
 
-        var random = SplitMix(seed: config.seed ^ 0x5EED)
+        var random = SeededGenerator(seed: config.seed ^ 0x5EED)
         let schedule = CosineSchedule(base: config.optimizer.learningRate, warmupSteps: config.warmupSteps)
         let stepsPerPass = max(1, (training.items.count + config.batchSize - 1) / config.batchSize)
         let plannedPasses = config.timeBudgetSeconds == nil ? config.passes : Int.max
@@ -294,7 +293,7 @@ public struct Trainer {
     }
 
     /// Random crops, flips, rotation, brightness and contrast, then normalisation.
-    func makeBatch(_ items: [LabelledImage], normalization: InputNormalization, random: inout SplitMix) -> Batch {
+    func makeBatch(_ items: [LabelledImage], normalization: InputNormalization, random: inout SeededGenerator) -> Batch {
         let size = configuration.cropSize
         let channels = configuration.network.inputChannels
         let a = configuration.augmentation

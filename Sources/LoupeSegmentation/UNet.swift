@@ -1,4 +1,5 @@
 import Foundation
+import LoupeImaging
 
 /// The shape of a U-Net-style pixel classifier: blocks of two (3x3 conv +
 /// batch norm + ReLU), 2x2 max-pool down, bilinear 2x up with the skip
@@ -103,7 +104,7 @@ public struct Weights: Sendable, Equatable {
     /// He-initialised convolutions, unit batch norm, PyTorch's default head.
     public init(configuration: UNetConfiguration, seed: UInt64) {
         self.configuration = configuration
-        var random = SplitMix(seed: seed)
+        var random = SeededGenerator(seed: seed)
         parameters = configuration.parameterShapes.map { name, shape in
             let count = shape.reduce(1, *)
             var values = [Float](repeating: 0, count: count)
@@ -151,33 +152,4 @@ public struct Weights: Sendable, Equatable {
 
     /// Every value is finite.
     public var isFinite: Bool { (parameters + buffers).allSatisfy { $0.values.allSatisfy(\.isFinite) } }
-}
-
-/// A small, fast, seedable generator (SplitMix64) for initialisation,
-/// augmentation and crops: the same seed gives the same run.
-public struct SplitMix: RandomNumberGenerator, Sendable {
-    private var state: UInt64
-
-    public init(seed: UInt64) { state = seed }
-
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    public mutating func unit() -> Float { Float(next() >> 40) / Float(1 << 24) }
-
-    public mutating func uniform(_ low: Float, _ high: Float) -> Float { low + (high - low) * unit() }
-
-    /// Standard normal (Box–Muller).
-    public mutating func normal() -> Float {
-        let u1 = max(unit(), 1e-7), u2 = unit()
-        return (-2 * log(u1)).squareRoot() * cos(2 * .pi * u2)
-    }
-
-    public mutating func below(_ bound: Int) -> Int { Int(next() % UInt64(bound)) }
 }

@@ -213,15 +213,17 @@ struct ModelCommand: AsyncParsableCommand {
 /// Ed25519 keys on disk: 64 hex digits, or the raw 32 bytes.
 enum SigningKeyFile {
     static func load(_ path: String) throws -> Curve25519.Signing.PrivateKey {
-        let data = try Data(contentsOf: URL(fileURLWithPath: path))
-        if let raw = hex(data), raw.count == 32 { return try Curve25519.Signing.PrivateKey(rawRepresentation: raw) }
-        return try Curve25519.Signing.PrivateKey(rawRepresentation: data)
+        try Curve25519.Signing.PrivateKey(rawRepresentation: raw(path))
     }
 
     static func loadPublic(_ path: String) throws -> Curve25519.Signing.PublicKey {
+        try Curve25519.Signing.PublicKey(rawRepresentation: raw(path))
+    }
+
+    private static func raw(_ path: String) throws -> Data {
         let data = try Data(contentsOf: URL(fileURLWithPath: path))
-        if let raw = hex(data), raw.count == 32 { return try Curve25519.Signing.PublicKey(rawRepresentation: raw) }
-        return try Curve25519.Signing.PublicKey(rawRepresentation: data)
+        if let decoded = hex(data), decoded.count == 32 { return decoded }
+        return data
     }
 
     private static func hex(_ data: Data) -> Data? {

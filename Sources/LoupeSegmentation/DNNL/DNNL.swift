@@ -2,6 +2,7 @@
 // primitives, memory objects, the v2-style `*_desc_init` calls of oneDNN 2.6)
 // lives in this folder, so a port to oneDNN 3.x touches these files only.
 import CDNNL
+import Synchronization
 
 /// A oneDNN call that failed, with the call and oneDNN's status name.
 public struct DNNLError: Error, CustomStringConvertible {
@@ -26,12 +27,27 @@ func dnnlCheck(_ status: dnnl_status_t, _ call: @autoclosure () -> String) throw
 
 /// Process-wide oneDNN settings.
 public enum DNNLRuntime {
-    /// Sets how many threads oneDNN's kernels use (OpenMP underneath).
+    private static let threadSetting = Atomic<Int>(0)
+
+    /// Sets how many threads oneDNN's kernels use (OpenMP underneath), for
+    /// every network in the process. OpenMP keeps the count per calling
+    /// thread, so each run applies it on the thread it runs on.
     public static func setThreads(_ count: Int) {
-        omp_set_num_threads(Int32(max(1, count)))
+        threadSetting.store(max(1, count), ordering: .relaxed)
+        applyThreads()
     }
 
-    public static var threads: Int { Int(omp_get_max_threads()) }
+    /// The thread count kernels will use (OpenMP's default until set).
+    public static var threads: Int {
+        let setting = threadSetting.load(ordering: .relaxed)
+        return setting > 0 ? setting : Int(omp_get_max_threads())
+    }
+
+    /// Applies the setting on the calling thread; called before each run.
+    static func applyThreads() {
+        let setting = threadSetting.load(ordering: .relaxed)
+        if setting > 0 { omp_set_num_threads(Int32(setting)) }
+    }
 
     /// The CPU engine, made once.
     nonisolated(unsafe) static let engine: dnnl_engine_t = {
@@ -292,6 +308,20 @@ final class Primitive {
         dnnl_primitive_destroy(primitive)
         dnnl_primitive_desc_destroy(pd)
     }
+}
+
+/// `tensor` as a primitive wants it: itself when the layouts match, else a
+/// new tensor in `desc` and the reorder that fills it from `tensor`.
+func adapted(_ tensor: Tensor, to desc: TensorDesc) throws(DNNLError) -> (Tensor, Primitive?) {
+    if desc == tensor.desc { return (tensor, nil) }
+    return (try Tensor(desc), try Kernels.reorder(from: tensor.desc, to: desc))
+}
+
+/// Where a primitive writes in `desc` before the result lands in `tensor`:
+/// `tensor` itself when the layouts match, else a new tensor and the reorder into `tensor`.
+func staged(_ desc: TensorDesc, into tensor: Tensor) throws(DNNLError) -> (Tensor, Primitive?) {
+    if desc == tensor.desc { return (tensor, nil) }
+    return (try Tensor(desc), try Kernels.reorder(from: desc, to: tensor.desc))
 }
 
 // MARK: - Primitive builders (v2-style descriptors)

@@ -19,14 +19,7 @@ final class InferenceUnit {
         convolution = try Kernels.convolutionForward(
             src: TensorDesc(dims, .any, precision), weights: TensorDesc(weightDims, .any, precision), bias: TensorDesc([outputChannels], .x),
             dst: dst, padding: kernel / 2, training: false, attributes: Attributes(relu: relu))
-        let srcDesc = convolution.desc(.src)
-        if srcDesc == input.desc {
-            convInput = input
-            toConvInput = nil
-        } else {
-            convInput = try Tensor(srcDesc)
-            toConvInput = try Kernels.reorder(from: input.desc, to: srcDesc)
-        }
+        (convInput, toConvInput) = try adapted(input, to: convolution.desc(.src))
         let stream = try DNNLStream()
         let plainWeights = try Tensor(weightDims, .oihw)
         _ = values.withUnsafeBufferPointer { plainWeights.floats.update(fromContentsOf: $0) }
@@ -98,6 +91,7 @@ final class InferenceGraph {
     }
 
     func forward(_ stream: DNNLStream) throws(DNNLError) {
+        DNNLRuntime.applyThreads()
         for step in steps {
             switch step {
             case .unit(let unit):

@@ -60,56 +60,26 @@ final class TrainingUnit {
 
         convForward = try Kernels.convolutionForward(src: TensorDesc(dims, .any), weights: TensorDesc(weightDims, .any), bias: biasDesc, dst: dstDesc, padding: padding, training: true)
         let srcDesc = convForward.desc(.src)
-        if srcDesc == input.desc {
-            convInput = input
-            toConvInput = nil
-        } else {
-            convInput = try Tensor(srcDesc)
-            toConvInput = try Kernels.reorder(from: input.desc, to: srcDesc)
-        }
+        (convInput, toConvInput) = try adapted(input, to: srcDesc)
         weightsPlain = try Tensor(weightDims, .oihw)
         let weightsDesc = convForward.desc(.weights)
-        if weightsDesc == weightsPlain.desc {
-            weights = weightsPlain
-            toWeights = nil
-        } else {
-            weights = try Tensor(weightsDesc)
-            toWeights = try Kernels.reorder(from: weightsPlain.desc, to: weightsDesc)
-        }
+        (weights, toWeights) = try adapted(weightsPlain, to: weightsDesc)
         bias = try biasDesc.map { desc throws(DNNLError) in try Tensor(desc) }
         biasGradient = try biasDesc.map { desc throws(DNNLError) in try Tensor(desc) }
         convOutput = try Tensor(convForward.desc(.dst))
 
         convBackwardWeights = try Kernels.convolutionBackwardWeights(src: srcDesc, diffWeights: TensorDesc(weightDims, .any), diffBias: biasDesc, diffDst: convOutput.desc, padding: padding, hint: convForward)
         weightsGradientPlain = try Tensor(weightDims, .oihw)
-        let weightsGradientDesc = convBackwardWeights.desc(.diffWeights)
-        if weightsGradientDesc == weightsGradientPlain.desc {
-            weightsGradient = weightsGradientPlain
-            fromWeightsGradient = nil
-        } else {
-            weightsGradient = try Tensor(weightsGradientDesc)
-            fromWeightsGradient = try Kernels.reorder(from: weightsGradientDesc, to: weightsGradientPlain.desc)
-        }
+        (weightsGradient, fromWeightsGradient) = try staged(convBackwardWeights.desc(.diffWeights), into: weightsGradientPlain)
 
         if let inputGradient {
             // Backward data wants its own weights layout (transposed blocks); let it choose.
             let backward = try Kernels.convolutionBackwardData(diffSrc: srcDesc, weights: TensorDesc(weightDims, .any), diffDst: convOutput.desc, padding: padding, hint: convForward)
             convBackwardData = backward
-            let backwardDesc = backward.desc(.weights)
-            if backwardDesc == weightsDesc {
-                backwardWeights = weights
-                toBackwardWeights = nil
-            } else {
-                backwardWeights = try Tensor(backwardDesc)
-                toBackwardWeights = try Kernels.reorder(from: weightsPlain.desc, to: backwardDesc)
-            }
-            if inputGradient.desc == srcDesc {
-                convInputGradient = nil
-                fromConvInputGradient = nil
-            } else {
-                convInputGradient = try Tensor(srcDesc)
-                fromConvInputGradient = try Kernels.reorder(from: srcDesc, to: inputGradient.desc)
-            }
+            (backwardWeights, toBackwardWeights) = try adapted(weightsPlain, to: backward.desc(.weights))
+            let (target, reorder) = try staged(srcDesc, into: inputGradient)
+            convInputGradient = reorder == nil ? nil : target
+            fromConvInputGradient = reorder
         } else {
             convBackwardData = nil
             convInputGradient = nil
@@ -373,6 +343,7 @@ final class TrainingGraph {
     }
 
     func forward(_ stream: DNNLStream) throws(DNNLError) {
+        DNNLRuntime.applyThreads()
         for step in steps {
             switch step {
             case .unit(let unit): try unit.forward(stream)
@@ -385,6 +356,7 @@ final class TrainingGraph {
 
     /// Backpropagates `logitsGradient` into every parameter's gradient.
     func backward(_ stream: DNNLStream) throws(DNNLError) {
+        DNNLRuntime.applyThreads()
         for step in steps.reversed() {
             switch step {
             case .unit(let unit): try unit.backward(stream)

@@ -6,7 +6,7 @@ import Testing
 /// Small synthetic images: bright squares are class 1, dark discs class 2.
 enum ToyData {
     static func dataset(count: Int, size: Int = 32, seed: UInt64 = 5) throws -> SegmentationDataset {
-        var random = SplitMix(seed: seed)
+        var random = SeededGenerator(seed: seed)
         var items: [LabelledImage] = []
         for index in 0..<count {
             var pixels = (0..<(size * size)).map { _ in UInt8(110 + random.below(20)) }
@@ -27,132 +27,136 @@ enum ToyData {
         TrainingConfiguration(
             network: UNetConfiguration(inputChannels: 1, classes: 3, baseWidth: 4, depth: 2), passes: passes, batchSize: 4, cropSize: 32,
             optimizer: AdamWConfiguration(learningRate: 2e-2), warmupSteps: 2, augmentation: Augmentation(rotationDegrees: 0),
-            validationFraction: 0.25, seed: 11, threads: 2)
+            validationFraction: 0.25, seed: 11, threads: 1)
     }
 }
 
-@Suite struct TrainerTests {
-    @Test func trainingLearnsAToyTaskAndReportsProgress() throws {
-        let data = try ToyData.dataset(count: 32)
-        var events: [TrainingProgress] = []
-        let result = try Trainer(configuration: ToyData.configuration()).train(data) { events.append($0) }
-        let validations = events.filter { $0.phase == .validating && $0.validationMIoU != nil }
-        print("toy training: mIoU per pass \(validations.map { $0.validationMIoU! }), loss \(result.history.map(\.loss))")
-        #expect(validations.count == 8)
-        #expect(result.model.metadata.validationMIoU >= 0.6)
-        #expect(result.history.last!.loss < result.history.first!.loss)
-        let training = events.filter { $0.phase == .training }
-        #expect(training.map(\.step) == Array(1...training.count))
-        #expect(training.allSatisfy { $0.loss.isFinite && $0.imagesPerSecond > 0 && $0.etaSeconds >= 0 })
-        #expect(events.last?.phase == .finished)
-        // The kept model is the best validated one.
-        #expect(result.model.metadata.validationMIoU == validations.map { $0.validationMIoU! }.max())
-    }
+extension SegmentationTests {
+    @Suite struct TrainerTests {
+        init() { DNNLRuntime.setThreads(1) }
 
-    @Test func theSameSeedGivesTheSameModel() throws {
-        let data = try ToyData.dataset(count: 12)
-        let a = try Trainer(configuration: ToyData.configuration(passes: 2)).train(data)
-        let b = try Trainer(configuration: ToyData.configuration(passes: 2)).train(data)
-        #expect(a.model.weights == b.model.weights)
-        var other = ToyData.configuration(passes: 2)
-        other.seed = 12
-        let c = try Trainer(configuration: other).train(data)
-        #expect(c.model.weights != a.model.weights)
-    }
+        @Test func trainingLearnsAToyTaskAndReportsProgress() throws {
+            let data = try ToyData.dataset(count: 32)
+            var events: [TrainingProgress] = []
+            let result = try Trainer(configuration: ToyData.configuration()).train(data) { events.append($0) }
+            let validations = events.filter { $0.phase == .validating && $0.validationMIoU != nil }
+            print("toy training: mIoU per pass \(validations.map { $0.validationMIoU! }), loss \(result.history.map(\.loss))")
+            #expect(validations.count == 8)
+            #expect(result.model.metadata.validationMIoU >= 0.6)
+            #expect(result.history.last!.loss < result.history.first!.loss)
+            let training = events.filter { $0.phase == .training }
+            #expect(training.map(\.step) == Array(1...training.count))
+            #expect(training.allSatisfy { $0.loss.isFinite && $0.imagesPerSecond > 0 && $0.etaSeconds >= 0 })
+            #expect(events.last?.phase == .finished)
+            // The kept model is the best validated one.
+            #expect(result.model.metadata.validationMIoU == validations.map { $0.validationMIoU! }.max())
+        }
 
-    @Test func aTimeBudgetEndsTrainingAndCancellationStopsIt() throws {
-        let data = try ToyData.dataset(count: 12)
-        var configuration = ToyData.configuration()
-        configuration.timeBudgetSeconds = 1.5
-        let start = Date()
-        let result = try Trainer(configuration: configuration).train(data)
-        let seconds = Date().timeIntervalSince(start)
-        #expect(result.steps >= 1 && seconds < 15)
+        @Test func theSameSeedGivesTheSameModel() throws {
+            let data = try ToyData.dataset(count: 12)
+            let a = try Trainer(configuration: ToyData.configuration(passes: 2)).train(data)
+            let b = try Trainer(configuration: ToyData.configuration(passes: 2)).train(data)
+            #expect(a.model.weights == b.model.weights)
+            var other = ToyData.configuration(passes: 2)
+            other.seed = 12
+            let c = try Trainer(configuration: other).train(data)
+            #expect(c.model.weights != a.model.weights)
+        }
 
-        let control = TrainingControl()
-        #expect(throws: SegmentationError.cancelled) {
-            _ = try Trainer(configuration: ToyData.configuration()).train(data, control: control) { progress in
-                if progress.step == 3 { control.cancel() }
+        @Test func aTimeBudgetEndsTrainingAndCancellationStopsIt() throws {
+            let data = try ToyData.dataset(count: 12)
+            var configuration = ToyData.configuration()
+            configuration.timeBudgetSeconds = 1.5
+            let start = Date()
+            let result = try Trainer(configuration: configuration).train(data)
+            let seconds = Date().timeIntervalSince(start)
+            #expect(result.steps >= 1 && seconds < 15)
+
+            let control = TrainingControl()
+            #expect(throws: SegmentationError.cancelled) {
+                _ = try Trainer(configuration: ToyData.configuration()).train(data, control: control) { progress in
+                    if progress.step == 3 { control.cancel() }
+                }
             }
         }
-    }
 
-    @Test func aDivergingRunStopsOnTheNonFiniteLoss() throws {
-        let data = try ToyData.dataset(count: 8)
-        var configuration = ToyData.configuration()
-        configuration.optimizer.learningRate = 1e30
-        configuration.warmupSteps = 0
-        do {
-            _ = try Trainer(configuration: configuration).train(data)
-            Issue.record("training at a learning rate of 1e30 finished")
-        } catch {
-            guard case .nonFiniteLoss(let iteration) = error else { Issue.record("unexpected \(error)"); return }
-            #expect(iteration >= 2)
-            #expect(error.description.contains("last good model was kept"))
+        @Test func aDivergingRunStopsOnTheNonFiniteLoss() throws {
+            let data = try ToyData.dataset(count: 8)
+            var configuration = ToyData.configuration()
+            configuration.optimizer.learningRate = 1e30
+            configuration.warmupSteps = 0
+            do {
+                _ = try Trainer(configuration: configuration).train(data)
+                Issue.record("training at a learning rate of 1e30 finished")
+            } catch {
+                guard case .nonFiniteLoss(let iteration) = error else { Issue.record("unexpected \(error)"); return }
+                #expect(iteration >= 2)
+                #expect(error.description.contains("last good model was kept"))
+            }
         }
-    }
 
-    @Test func badLabelsAreRefusedByName() throws {
-        let image = try Image8(width: 8, height: 8, fill: 100)
-        #expect(throws: SegmentationError.maskSizeMismatch(file: "a.png", image: "8x8", mask: "4x8x1")) {
-            _ = try LabelledImage(name: "a.png", image: image, mask: Image8(width: 4, height: 8), classes: 3)
+        @Test func badLabelsAreRefusedByName() throws {
+            let image = try Image8(width: 8, height: 8, fill: 100)
+            #expect(throws: SegmentationError.maskSizeMismatch(file: "a.png", image: "8x8", mask: "4x8x1")) {
+                _ = try LabelledImage(name: "a.png", image: image, mask: Image8(width: 4, height: 8), classes: 3)
+            }
+            #expect(throws: SegmentationError.classOutOfRange(file: "b.png", value: 7, classes: 3)) {
+                _ = try LabelledImage(name: "b.png", image: image, mask: Image8(width: 8, height: 8, fill: 7), classes: 3)
+            }
+            let blank = SegmentationDataset(items: [try LabelledImage(name: "c.png", image: image, mask: Image8(width: 8, height: 8), classes: 3)], classes: 3)
+            var configuration = ToyData.configuration()
+            configuration.cropSize = 8
+            configuration.validationFraction = 0
+            #expect(throws: SegmentationError.noLabelledPixels("the training images")) {
+                _ = try Trainer(configuration: configuration).train(blank)
+            }
         }
-        #expect(throws: SegmentationError.classOutOfRange(file: "b.png", value: 7, classes: 3)) {
-            _ = try LabelledImage(name: "b.png", image: image, mask: Image8(width: 8, height: 8, fill: 7), classes: 3)
-        }
-        let blank = SegmentationDataset(items: [try LabelledImage(name: "c.png", image: image, mask: Image8(width: 8, height: 8), classes: 3)], classes: 3)
-        var configuration = ToyData.configuration()
-        configuration.cropSize = 8
-        configuration.validationFraction = 0
-        #expect(throws: SegmentationError.noLabelledPixels("the training images")) {
-            _ = try Trainer(configuration: configuration).train(blank)
-        }
-    }
 
-    @Test func datasetFoldersAreReadAndTheirFlawsNamed() throws {
-        let root = FileManager.default.temporaryDirectory.appendingPathComponent("loupe-dataset-\(UUID().uuidString)").path
-        defer { try? FileManager.default.removeItem(atPath: root) }
-        for folder in ["images/training", "annotations/training"] {
-            try FileManager.default.createDirectory(atPath: root + "/" + folder, withIntermediateDirectories: true)
-        }
-        let image = try Image8(width: 16, height: 16, fill: 90)
-        var mask = try Image8(width: 16, height: 16)
-        mask.samples[17] = 2
-        try PNGCodec.encode(image).write(to: URL(fileURLWithPath: root + "/images/training/one.png"))
-        try PNGCodec.encode(mask).write(to: URL(fileURLWithPath: root + "/annotations/training/one.png"))
-        let loaded = try SegmentationDataset.load(directory: root, split: "training", channels: 1, classes: 3)
-        #expect(loaded.items.count == 1 && loaded.pixelCounts == [255, 0, 1])
+        @Test func datasetFoldersAreReadAndTheirFlawsNamed() throws {
+            let root = FileManager.default.temporaryDirectory.appendingPathComponent("loupe-dataset-\(UUID().uuidString)").path
+            defer { try? FileManager.default.removeItem(atPath: root) }
+            for folder in ["images/training", "annotations/training"] {
+                try FileManager.default.createDirectory(atPath: root + "/" + folder, withIntermediateDirectories: true)
+            }
+            let image = try Image8(width: 16, height: 16, fill: 90)
+            var mask = try Image8(width: 16, height: 16)
+            mask.samples[17] = 2
+            try PNGCodec.encode(image).write(to: URL(fileURLWithPath: root + "/images/training/one.png"))
+            try PNGCodec.encode(mask).write(to: URL(fileURLWithPath: root + "/annotations/training/one.png"))
+            let loaded = try SegmentationDataset.load(directory: root, split: "training", channels: 1, classes: 3)
+            #expect(loaded.items.count == 1 && loaded.pixelCounts == [255, 0, 1])
 
-        #expect(throws: SegmentationError.classOutOfRange(file: root + "/images/training/one.png", value: 2, classes: 2)) {
-            _ = try SegmentationDataset.load(directory: root, split: "training", channels: 1, classes: 2)
+            #expect(throws: SegmentationError.classOutOfRange(file: root + "/images/training/one.png", value: 2, classes: 2)) {
+                _ = try SegmentationDataset.load(directory: root, split: "training", channels: 1, classes: 2)
+            }
+            try PNGCodec.encode(image).write(to: URL(fileURLWithPath: root + "/images/training/two.png"))
+            #expect(throws: SegmentationError.unreadableFile(file: root + "/annotations/training/two.png", reason: "the mask for \(root)/images/training/two.png is missing")) {
+                _ = try SegmentationDataset.load(directory: root, split: "training", channels: 1, classes: 3)
+            }
+            try Data("not a png".utf8).write(to: URL(fileURLWithPath: root + "/annotations/training/two.png"))
+            do {
+                _ = try SegmentationDataset.load(directory: root, split: "training", channels: 1, classes: 3)
+                Issue.record("a corrupt mask was accepted")
+            } catch {
+                #expect(error.description.contains("annotations/training/two.png: cannot read"))
+            }
+            #expect(throws: SegmentationError.self) {
+                _ = try SegmentationDataset.load(directory: root + "/nowhere", split: "training", channels: 1, classes: 3)
+            }
         }
-        try PNGCodec.encode(image).write(to: URL(fileURLWithPath: root + "/images/training/two.png"))
-        #expect(throws: SegmentationError.unreadableFile(file: root + "/annotations/training/two.png", reason: "the mask for \(root)/images/training/two.png is missing")) {
-            _ = try SegmentationDataset.load(directory: root, split: "training", channels: 1, classes: 3)
-        }
-        try Data("not a png".utf8).write(to: URL(fileURLWithPath: root + "/annotations/training/two.png"))
-        do {
-            _ = try SegmentationDataset.load(directory: root, split: "training", channels: 1, classes: 3)
-            Issue.record("a corrupt mask was accepted")
-        } catch {
-            #expect(error.description.contains("annotations/training/two.png: cannot read"))
-        }
-        #expect(throws: SegmentationError.self) {
-            _ = try SegmentationDataset.load(directory: root + "/nowhere", split: "training", channels: 1, classes: 3)
-        }
-    }
 
-    @Test func neuSegLoadsWithItsFourClasses() throws {
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../../../shared/datasets/neu-seg").standardizedFileURL.path
-        guard FileManager.default.fileExists(atPath: root) else {
-            print("SKIPPED neuSegLoadsWithItsFourClasses: NEU-Seg not found at \(root)")
-            return
+        @Test func neuSegLoadsWithItsFourClasses() throws {
+            let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../../../shared/datasets/neu-seg").standardizedFileURL.path
+            guard FileManager.default.fileExists(atPath: root) else {
+                print("SKIPPED neuSegLoadsWithItsFourClasses: NEU-Seg not found at \(root)")
+                return
+            }
+            let data = try SegmentationDataset.load(directory: root, split: "test", channels: 1, classes: 4, limit: 40)
+            #expect(data.items.count == 40)
+            #expect(data.items.allSatisfy { $0.image.width == 200 && $0.image.height == 200 })
+            let counts = data.pixelCounts
+            #expect(counts[0] > counts[1] + counts[2] + counts[3])
+            #expect(counts.dropFirst().reduce(0, +) > 0)
         }
-        let data = try SegmentationDataset.load(directory: root, split: "test", channels: 1, classes: 4, limit: 40)
-        #expect(data.items.count == 40)
-        #expect(data.items.allSatisfy { $0.image.width == 200 && $0.image.height == 200 })
-        let counts = data.pixelCounts
-        #expect(counts[0] > counts[1] + counts[2] + counts[3])
-        #expect(counts.dropFirst().reduce(0, +) > 0)
     }
 }

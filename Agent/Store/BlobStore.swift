@@ -1,0 +1,90 @@
+import Crypto
+import Foundation
+
+/// Content-addressed files: `blobs/ab/cd/<sha256 hex>`. A blob is written to a
+/// temporary file, flushed to disk, renamed into place and the directory
+/// flushed, before any database row refers to it; so a crash leaves either no
+/// file or a whole one, never a row pointing at half a file.
+public struct BlobStore: Sendable {
+    public let root: String
+
+    public init(root: String) throws {
+        self.root = root
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+    }
+
+    public static func hash(_ data: Data) -> String {
+        SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
+    }
+
+    public func path(for hash: String) -> String {
+        let a = hash.prefix(2), b = hash.dropFirst(2).prefix(2)
+        return "\(root)/\(a)/\(b)/\(hash)"
+    }
+
+    /// Stores `data` durably and returns its SHA-256 (hex).
+    @discardableResult
+    public func put(_ data: Data) throws(StoreError) -> String {
+        let hash = Self.hash(data)
+        let target = path(for: hash)
+        if FileManager.default.fileExists(atPath: target) { return hash }
+        let directory = (target as NSString).deletingLastPathComponent
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } catch {
+            throw .io(path: directory, reason: "\(error)")
+        }
+        let temporary = directory + "/.tmp-\(UUID().uuidString)"
+        try Self.writeSynced(data, to: temporary)
+        guard rename(temporary, target) == 0 else {
+            let reason = String(cString: strerror(errno))
+            unlink(temporary)
+            throw .io(path: target, reason: reason)
+        }
+        Self.syncDirectory(directory)
+        return hash
+    }
+
+    public func get(_ hash: String) throws(StoreError) -> Data {
+        guard hash.count == 64, hash.allSatisfy({ $0.isHexDigit }) else { throw .invalid("\"\(hash)\" is not a content hash") }
+        do {
+            return try Data(contentsOf: URL(fileURLWithPath: path(for: hash)))
+        } catch {
+            throw .missingBlob(hash)
+        }
+    }
+
+    static func writeSynced(_ data: Data, to path: String) throws(StoreError) {
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
+        guard fd >= 0 else { throw .io(path: path, reason: String(cString: strerror(errno))) }
+        defer { close(fd) }
+        let failure: Int32? = data.withUnsafeBytes { raw -> Int32? in
+            var offset = 0
+            while offset < raw.count {
+                let written = write(fd, raw.baseAddress! + offset, raw.count - offset)
+                if written < 0 {
+                    if errno == EINTR { continue }
+                    return errno
+                }
+                offset += written
+            }
+            return nil
+        }
+        if let failure {
+            unlink(path)
+            throw failure == ENOSPC ? .diskFull(path: path) : .io(path: path, reason: String(cString: strerror(failure)))
+        }
+        guard fsync(fd) == 0 else {
+            let code = errno
+            unlink(path)
+            throw code == ENOSPC ? .diskFull(path: path) : .io(path: path, reason: String(cString: strerror(code)))
+        }
+    }
+
+    static func syncDirectory(_ path: String) {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        fsync(fd)
+        close(fd)
+    }
+}

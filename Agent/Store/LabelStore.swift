@@ -1,0 +1,391 @@
+import Foundation
+import GRDB
+import LoupeImaging
+
+/// Why the label store refused or failed.
+public enum StoreError: Error, Equatable, CustomStringConvertible {
+    case invalid(String)
+    case notFound(String)
+    case missingBlob(String)
+    case io(path: String, reason: String)
+    case diskFull(path: String)
+    case database(String)
+
+    public var description: String {
+        switch self {
+        case .invalid(let why): "invalid: \(why)"
+        case .notFound(let what): "not found: \(what)"
+        case .missingBlob(let hash): "the stored file \(hash) is missing"
+        case .io(let path, let reason): "\(path): \(reason)"
+        case .diskFull(let path): "disk full while writing \(path); free space and retry (nothing was changed)"
+        case .database(let why): "label database: \(why)"
+        }
+    }
+}
+
+public struct CaptureRecord: Codable, Sendable, Equatable, FetchableRecord, MutablePersistableRecord {
+    public static let databaseTableName = "capture"
+    public var id: Int64?
+    /// 1, 2, 3… in capture order: what the page's "go to capture" box takes.
+    public var number: Int
+    public var imageHash: String
+    public var width: Int
+    public var height: Int
+    public var channels: Int
+    /// "camera", "import:<file name>", "synthetic", …
+    public var source: String
+    public var capturedAt: Date
+    public var inspectionType: String
+    public var recipeVersion: Int
+
+    public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+}
+
+public struct ClassRecord: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "defectClass"
+    /// 1… (0 is background and is not stored).
+    public var index: Int
+    public var name: String
+    public var color: UInt32
+
+    public init(index: Int, name: String, color: UInt32) {
+        self.index = index
+        self.name = name
+        self.color = color
+    }
+}
+
+/// A labelled ROI of one capture: its mask and whether it goes into training.
+public struct LabelRecord: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "label"
+    public var captureID: Int64
+    public var roiName: String
+    /// The ROI in template coordinates, as it was when labelled.
+    public var roiX: Int
+    public var roiY: Int
+    public var roiWidth: Int
+    public var roiHeight: Int
+    /// PNG of class indices, in the blob store.
+    public var maskHash: String
+    public var labelledPixels: Int
+    public var includeInTraining: Bool
+    public var updatedAt: Date
+    public var updatedBy: String
+}
+
+/// One change, for "who edited what and when".
+public struct EditRecord: Codable, Sendable, Equatable, FetchableRecord, MutablePersistableRecord {
+    public static let databaseTableName = "edit"
+    public var id: Int64?
+    public var at: Date
+    public var user: String
+    public var action: String
+    public var captureID: Int64?
+    public var roiName: String?
+    public var detail: String
+
+    public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+}
+
+/// A labelled ROI the manager has not acknowledged yet. The content hash
+/// names this exact version (image, ROI, mask, inspection type), so sending it
+/// twice is harmless.
+public struct OutboxRecord: Codable, Sendable, Equatable, FetchableRecord, MutablePersistableRecord {
+    public static let databaseTableName = "outbox"
+    public var id: Int64?
+    public var contentHash: String
+    public var captureID: Int64
+    public var roiName: String
+    public var enqueuedAt: Date
+    public var attempts: Int
+    public var lastError: String?
+
+    public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+}
+
+/// The agent's local store: SQLite through GRDB in WAL mode with
+/// `synchronous=FULL`, plus content-addressed files for images and masks.
+/// A call that returns has committed: a `kill -9` or power cut afterwards
+/// loses nothing it reported.
+public final class LabelStore: Sendable {
+    public let directory: String
+    public let blobs: BlobStore
+    private let pool: DatabasePool
+
+    public init(directory: String) throws(StoreError) {
+        self.directory = directory
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            blobs = try BlobStore(root: directory + "/blobs")
+            var configuration = Configuration()
+            configuration.prepareDatabase { db in
+                try db.execute(sql: "PRAGMA synchronous = FULL")
+            }
+            configuration.busyMode = .timeout(10)
+            pool = try DatabasePool(path: directory + "/labels.sqlite", configuration: configuration)
+            try Self.migrator.migrate(pool)
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw .database("\(error)")
+        }
+    }
+
+    /// Numbered migrations. Released ones are never edited; changes get a new one.
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("1 captures, classes, labels, edits, outbox") { db in
+            try db.create(table: "capture") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("number", .integer).notNull().unique()
+                t.column("imageHash", .text).notNull()
+                t.column("width", .integer).notNull()
+                t.column("height", .integer).notNull()
+                t.column("channels", .integer).notNull()
+                t.column("source", .text).notNull()
+                t.column("capturedAt", .datetime).notNull()
+                t.column("inspectionType", .text).notNull()
+                t.column("recipeVersion", .integer).notNull()
+            }
+            try db.create(table: "defectClass") { t in
+                t.primaryKey("index", .integer)
+                t.column("name", .text).notNull().unique()
+                t.column("color", .integer).notNull()
+            }
+            try db.create(table: "label") { t in
+                t.column("captureID", .integer).notNull().references("capture", onDelete: .cascade)
+                t.column("roiName", .text).notNull()
+                t.column("roiX", .integer).notNull()
+                t.column("roiY", .integer).notNull()
+                t.column("roiWidth", .integer).notNull()
+                t.column("roiHeight", .integer).notNull()
+                t.column("maskHash", .text).notNull()
+                t.column("labelledPixels", .integer).notNull()
+                t.column("includeInTraining", .boolean).notNull()
+                t.column("updatedAt", .datetime).notNull()
+                t.column("updatedBy", .text).notNull()
+                t.primaryKey(["captureID", "roiName"])
+            }
+            try db.create(table: "edit") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("at", .datetime).notNull()
+                t.column("user", .text).notNull()
+                t.column("action", .text).notNull()
+                t.column("captureID", .integer)
+                t.column("roiName", .text)
+                t.column("detail", .text).notNull()
+            }
+            try db.create(table: "outbox") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("contentHash", .text).notNull().unique()
+                t.column("captureID", .integer).notNull()
+                t.column("roiName", .text).notNull()
+                t.column("enqueuedAt", .datetime).notNull()
+                t.column("attempts", .integer).notNull().defaults(to: 0)
+                t.column("lastError", .text)
+            }
+            try db.create(table: "setting") { t in
+                t.primaryKey("key", .text)
+                t.column("value", .text).notNull()
+            }
+        }
+        return migrator
+    }
+
+    private func write<T>(_ body: (Database) throws -> T) throws(StoreError) -> T {
+        do {
+            return try pool.write(body)
+        } catch let error as StoreError {
+            throw error
+        } catch let error as DatabaseError where error.resultCode == .SQLITE_FULL {
+            throw .diskFull(path: directory + "/labels.sqlite")
+        } catch {
+            throw .database("\(error)")
+        }
+    }
+
+    private func read<T>(_ body: (Database) throws -> T) throws(StoreError) -> T {
+        do {
+            return try pool.read(body)
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw .database("\(error)")
+        }
+    }
+
+    // MARK: Captures
+
+    /// Stores an encoded image (PNG or JPEG bytes) as the next capture.
+    public func addCapture(encoded: Data, width: Int, height: Int, channels: Int, source: String, at date: Date = Date(), inspectionType: String, recipeVersion: Int, user: String) throws(StoreError) -> CaptureRecord {
+        guard width > 0, height > 0, [1, 3].contains(channels) else { throw .invalid("capture of \(width)x\(height)x\(channels)") }
+        let hash = try blobs.put(encoded)
+        return try write { db in
+            let next = (try Int.fetchOne(db, sql: "SELECT MAX(number) FROM capture") ?? 0) + 1
+            var record = CaptureRecord(id: nil, number: next, imageHash: hash, width: width, height: height, channels: channels, source: source, capturedAt: date, inspectionType: inspectionType, recipeVersion: recipeVersion)
+            try record.insert(db)
+            var edit = EditRecord(id: nil, at: date, user: user, action: "capture", captureID: record.id, roiName: nil, detail: source)
+            try edit.insert(db)
+            return record
+        }
+    }
+
+    public func capture(number: Int) throws(StoreError) -> CaptureRecord {
+        guard let record = try read({ db in try CaptureRecord.filter(Column("number") == number).fetchOne(db) }) else {
+            throw .notFound("capture \(number)")
+        }
+        return record
+    }
+
+    public func captures(offset: Int = 0, limit: Int = 100) throws(StoreError) -> [CaptureRecord] {
+        try read { db in try CaptureRecord.order(Column("number")).limit(limit, offset: offset).fetchAll(db) }
+    }
+
+    public func captureCount() throws(StoreError) -> Int {
+        try read { db in try CaptureRecord.fetchCount(db) }
+    }
+
+    public func image(of capture: CaptureRecord) throws(StoreError) -> Data {
+        try blobs.get(capture.imageHash)
+    }
+
+    // MARK: Classes
+
+    public func classes() throws(StoreError) -> [ClassRecord] {
+        try read { db in try ClassRecord.order(Column("index")).fetchAll(db) }
+    }
+
+    /// Replaces the defect classes (indices 1…N in order).
+    public func setClasses(_ classes: [ClassRecord], user: String) throws(StoreError) {
+        guard classes.enumerated().allSatisfy({ $0.offset + 1 == $0.element.index }) else {
+            throw .invalid("class indices must be 1…N in order")
+        }
+        guard Set(classes.map(\.name)).count == classes.count, classes.allSatisfy({ !$0.name.isEmpty && $0.name.count <= 64 }) else {
+            throw .invalid("class names must be unique, 1–64 characters")
+        }
+        try write { db in
+            try ClassRecord.deleteAll(db)
+            for record in classes { try record.insert(db) }
+            var edit = EditRecord(id: nil, at: Date(), user: user, action: "classes", captureID: nil, roiName: nil, detail: classes.map(\.name).joined(separator: ", "))
+            try edit.insert(db)
+        }
+    }
+
+    // MARK: Labels
+
+    /// Saves an ROI's mask (class index per pixel) for a capture, with who did
+    /// it. If the ROI is included in training, this version joins the outbox.
+    @discardableResult
+    public func saveMask(captureNumber: Int, roi: (name: String, rect: PixelRect), mask: Image8, classes: Int, inspectionType: String? = nil, user: String, action: String = "mask") throws(StoreError) -> LabelRecord {
+        guard mask.channels == 1, mask.width == roi.rect.width, mask.height == roi.rect.height else {
+            throw .invalid("mask is \(mask.width)x\(mask.height), ROI \(roi.name) is \(roi.rect.width)x\(roi.rect.height)")
+        }
+        if let worst = mask.samples.max(), Int(worst) >= classes { throw .invalid("mask value \(worst) is beyond the \(classes) classes") }
+        let png: Data
+        do { png = try PNGCodec.encode(mask) } catch { throw .invalid("mask does not encode: \(error)") }
+        let capture = try capture(number: captureNumber)
+        let hash = try blobs.put(png)
+        let labelled = mask.samples.reduce(0) { $0 + ($1 == 0 ? 0 : 1) }
+        return try write { db in
+            let existing = try LabelRecord.fetchOne(db, key: ["captureID": capture.id!, "roiName": roi.name])
+            let record = LabelRecord(
+                captureID: capture.id!, roiName: roi.name, roiX: roi.rect.x, roiY: roi.rect.y, roiWidth: roi.rect.width, roiHeight: roi.rect.height,
+                maskHash: hash, labelledPixels: labelled, includeInTraining: existing?.includeInTraining ?? false, updatedAt: Date(), updatedBy: user)
+            try record.save(db)
+            var edit = EditRecord(id: nil, at: record.updatedAt, user: user, action: action, captureID: capture.id, roiName: roi.name, detail: "\(labelled) labelled pixels")
+            try edit.insert(db)
+            if record.includeInTraining { try Self.enqueue(record, capture: capture, db: db) }
+            return record
+        }
+    }
+
+    public func label(captureNumber: Int, roiName: String) throws(StoreError) -> LabelRecord? {
+        let capture = try capture(number: captureNumber)
+        return try read { db in try LabelRecord.fetchOne(db, key: ["captureID": capture.id!, "roiName": roiName]) }
+    }
+
+    public func labels(captureNumber: Int? = nil, includedOnly: Bool = false) throws(StoreError) -> [LabelRecord] {
+        let captureID = try captureNumber.map { number throws(StoreError) in try capture(number: number).id! }
+        return try read { db in
+            var request = LabelRecord.all()
+            if let captureID { request = request.filter(Column("captureID") == captureID) }
+            if includedOnly { request = request.filter(Column("includeInTraining") == true) }
+            return try request.order(Column("captureID"), Column("roiName")).fetchAll(db)
+        }
+    }
+
+    public func mask(of label: LabelRecord) throws(StoreError) -> Image8 {
+        let data = try blobs.get(label.maskHash)
+        do { return try PNGCodec.decode(data).gray8 } catch { throw .io(path: blobs.path(for: label.maskHash), reason: "mask does not decode: \(error)") }
+    }
+
+    /// The ROI checkbox: only ticked ROIs go into training (and to the manager).
+    public func setIncluded(captureNumber: Int, roiName: String, included: Bool, user: String) throws(StoreError) {
+        let capture = try capture(number: captureNumber)
+        try write { db in
+            guard var record = try LabelRecord.fetchOne(db, key: ["captureID": capture.id!, "roiName": roiName]) else {
+                throw StoreError.notFound("label of ROI \(roiName) on capture \(captureNumber) (draw before ticking)")
+            }
+            record.includeInTraining = included
+            record.updatedAt = Date()
+            record.updatedBy = user
+            try record.update(db)
+            var edit = EditRecord(id: nil, at: record.updatedAt, user: user, action: included ? "include" : "exclude", captureID: capture.id, roiName: roiName, detail: "")
+            try edit.insert(db)
+            if included { try Self.enqueue(record, capture: capture, db: db) }
+        }
+    }
+
+    public func edits(limit: Int = 100) throws(StoreError) -> [EditRecord] {
+        try read { db in try EditRecord.order(Column("id").desc).limit(limit).fetchAll(db) }
+    }
+
+    // MARK: Outbox
+
+    /// The content hash naming one version of a labelled ROI.
+    public static func contentHash(_ label: LabelRecord, capture: CaptureRecord) -> String {
+        BlobStore.hash(Data("\(capture.imageHash)|\(capture.inspectionType)|\(label.roiName)|\(label.roiX),\(label.roiY),\(label.roiWidth),\(label.roiHeight)|\(label.maskHash)".utf8))
+    }
+
+    private static func enqueue(_ label: LabelRecord, capture: CaptureRecord, db: Database) throws {
+        let hash = contentHash(label, capture: capture)
+        // The same version twice is one item; a newer version replaces an unsent older one.
+        try db.execute(sql: "DELETE FROM outbox WHERE captureID = ? AND roiName = ? AND contentHash != ?", arguments: [capture.id, label.roiName, hash])
+        try db.execute(sql: "INSERT OR IGNORE INTO outbox (contentHash, captureID, roiName, enqueuedAt, attempts) VALUES (?, ?, ?, ?, 0)",
+                       arguments: [hash, capture.id, label.roiName, Date()])
+    }
+
+    public func outbox(limit: Int = 100) throws(StoreError) -> [OutboxRecord] {
+        try read { db in try OutboxRecord.order(Column("id")).limit(limit).fetchAll(db) }
+    }
+
+    public func outboxDepth() throws(StoreError) -> Int {
+        try read { db in try OutboxRecord.fetchCount(db) }
+    }
+
+    /// The manager stored this version durably: drop it from the outbox.
+    public func acknowledge(contentHash: String) throws(StoreError) {
+        try write { db in _ = try OutboxRecord.filter(Column("contentHash") == contentHash).deleteAll(db) }
+    }
+
+    public func recordAttempt(contentHash: String, error: String?) throws(StoreError) {
+        try write { db in
+            try db.execute(sql: "UPDATE outbox SET attempts = attempts + 1, lastError = ? WHERE contentHash = ?", arguments: [error, contentHash])
+        }
+    }
+
+    // MARK: Settings
+
+    public func setting(_ key: String) throws(StoreError) -> String? {
+        try read { db in try String.fetchOne(db, sql: "SELECT value FROM setting WHERE key = ?", arguments: [key]) }
+    }
+
+    public func setSetting(_ key: String, _ value: String) throws(StoreError) {
+        try write { db in try db.execute(sql: "INSERT INTO setting (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", arguments: [key, value]) }
+    }
+
+    /// Checks SQLite's own consistency (for tests and `loupe agent check`).
+    public func integrityCheck() throws(StoreError) -> String {
+        try read { db in try String.fetchOne(db, sql: "PRAGMA integrity_check") ?? "no answer" }
+    }
+}

@@ -1,0 +1,104 @@
+import Foundation
+import LoupeAgent
+import LoupeImaging
+import Testing
+
+@Suite struct LabelStoreTests {
+    static func temporaryDirectory() -> String {
+        FileManager.default.temporaryDirectory.appendingPathComponent("loupe-store-\(UUID().uuidString)").path
+    }
+
+    static func png(_ value: UInt8, size: Int = 16) throws -> Data {
+        try PNGCodec.encode(try Image8(width: size, height: size, fill: value))
+    }
+
+    @Test func capturesLabelsAndTheOutboxFollowTheOperator() throws {
+        let dir = Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let store = try LabelStore(directory: dir)
+        let first = try store.addCapture(encoded: try Self.png(10), width: 16, height: 16, channels: 1, source: "camera", inspectionType: "brake-disc", recipeVersion: 1, user: "ann")
+        let second = try store.addCapture(encoded: try Self.png(20), width: 16, height: 16, channels: 1, source: "import:b.png", inspectionType: "brake-disc", recipeVersion: 1, user: "ann")
+        #expect(first.number == 1 && second.number == 2)
+        #expect(try store.captureCount() == 2)
+        #expect(try store.image(of: try store.capture(number: 2)) == (try Self.png(20)))
+
+        let roi = (name: "hub", rect: PixelRect(x: 2, y: 2, width: 8, height: 8))
+        var mask = try Image8(width: 8, height: 8)
+        mask.samples[9] = 1
+        let label = try store.saveMask(captureNumber: 1, roi: roi, mask: mask, classes: 2, user: "ann")
+        #expect(label.labelledPixels == 1 && !label.includeInTraining)
+        // Drawing alone does not put the ROI into training or the outbox.
+        #expect(try store.outboxDepth() == 0)
+        try store.setIncluded(captureNumber: 1, roiName: "hub", included: true, user: "ann")
+        #expect(try store.outboxDepth() == 1)
+        // Ticking again, or saving the same mask, does not double it.
+        try store.setIncluded(captureNumber: 1, roiName: "hub", included: true, user: "ann")
+        try store.saveMask(captureNumber: 1, roi: roi, mask: mask, classes: 2, user: "ann")
+        #expect(try store.outboxDepth() == 1)
+        // A new version replaces the unsent one.
+        mask.samples[10] = 1
+        try store.saveMask(captureNumber: 1, roi: roi, mask: mask, classes: 2, user: "bob")
+        let pending = try store.outbox()
+        #expect(pending.count == 1)
+        #expect(try store.mask(of: try #require(try store.label(captureNumber: 1, roiName: "hub"))) == mask)
+        try store.acknowledge(contentHash: pending[0].contentHash)
+        #expect(try store.outboxDepth() == 0)
+        // Who did what, newest first.
+        let edits = try store.edits()
+        #expect(edits.first?.user == "bob" && edits.first?.action == "mask")
+        #expect(edits.contains { $0.action == "include" && $0.user == "ann" })
+        #expect(try store.integrityCheck() == "ok")
+    }
+
+    @Test func badRequestsChangeNothing() throws {
+        let dir = Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let store = try LabelStore(directory: dir)
+        _ = try store.addCapture(encoded: try Self.png(10), width: 16, height: 16, channels: 1, source: "camera", inspectionType: "t", recipeVersion: 1, user: "ann")
+        let roi = (name: "hub", rect: PixelRect(x: 0, y: 0, width: 8, height: 8))
+        #expect(throws: StoreError.self) { try store.saveMask(captureNumber: 1, roi: roi, mask: try Image8(width: 4, height: 8), classes: 2, user: "ann") }
+        #expect(throws: StoreError.self) { try store.saveMask(captureNumber: 1, roi: roi, mask: try Image8(width: 8, height: 8, fill: 5), classes: 2, user: "ann") }
+        #expect(throws: StoreError.notFound("capture 9")) { try store.saveMask(captureNumber: 9, roi: roi, mask: try Image8(width: 8, height: 8), classes: 2, user: "ann") }
+        #expect(throws: StoreError.self) { try store.setIncluded(captureNumber: 1, roiName: "hub", included: true, user: "ann") }
+        #expect(throws: StoreError.invalid("\"../../../etc/passwd\" is not a content hash")) { _ = try store.blobs.get("../../../etc/passwd") }
+        #expect(throws: StoreError.self) { try store.setClasses([ClassRecord(index: 2, name: "x", color: 0)], user: "ann") }
+        #expect(throws: StoreError.self) { try store.setClasses([ClassRecord(index: 1, name: "x", color: 0), ClassRecord(index: 2, name: "x", color: 0)], user: "ann") }
+        #expect(try store.labels().isEmpty && store.outboxDepth() == 0 && store.classes().isEmpty)
+    }
+
+    /// A writer process killed with SIGKILL at random moments: every label it
+    /// reported as saved is there after reopening, whole.
+    @Test func everyAcknowledgedLabelSurvivesKillNine() async throws {
+        let dir = Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var acknowledged: [Int: String] = [:]
+        for round in 0..<4 {
+            let log = dir + "-writer-\(round).log"
+            defer { try? FileManager.default.removeItem(atPath: log) }
+            let writer = try LoupeProcess(["store-writer", "--dir", dir, "--pause-ms", "3"], log: log)
+            let target = acknowledged.count + Int.random(in: 5...40)
+            func acks() -> [(Int, String)] {
+                writer.log.split(separator: "\n").compactMap { line in
+                    let parts = line.split(separator: " ")
+                    guard parts.count == 3, parts[0] == "ack", let number = Int(parts[1]) else { return nil }
+                    return (number, String(parts[2]))
+                }
+            }
+            #expect(try await eventually(timeout: .seconds(60)) { acknowledged.count + acks().count >= target }, "writer log: \(writer.log)")
+            writer.signal(SIGKILL)
+            _ = await writer.waitForExit()
+            for (number, hash) in acks() { acknowledged[number] = hash }
+
+            let store = try LabelStore(directory: dir)
+            #expect(try store.integrityCheck() == "ok")
+            for (number, hash) in acknowledged {
+                let label = try #require(try store.label(captureNumber: number, roiName: "roi-a"), "acknowledged label of capture \(number) is missing")
+                #expect(label.maskHash == hash && label.includeInTraining)
+                _ = try store.mask(of: label)
+                _ = try store.image(of: try store.capture(number: number))
+            }
+            #expect(try store.outboxDepth() >= acknowledged.count)
+        }
+        print("kill -9 rounds: \(acknowledged.count) acknowledged labels, all present after reopening")
+    }
+}
