@@ -146,7 +146,7 @@ extension SegmentationTests {
         }
 
         @Test func neuSegLoadsWithItsFourClasses() throws {
-            let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../../../shared/datasets/neu-seg").standardizedFileURL.path
+            let root = NEUSeg.root
             guard FileManager.default.fileExists(atPath: root) else {
                 print("SKIPPED neuSegLoadsWithItsFourClasses: NEU-Seg not found at \(root)")
                 return
