@@ -189,6 +189,14 @@ public final class LabelStore: Sendable {
                 t.column("value", .text).notNull()
             }
         }
+        migrator.registerMigration("2 recipes") { db in
+            try db.create(table: "recipe") { t in
+                t.primaryKey("version", .integer)
+                t.column("json", .text).notNull()
+                t.column("createdAt", .datetime).notNull()
+                t.column("createdBy", .text).notNull()
+            }
+        }
         return migrator
     }
 
@@ -372,6 +380,45 @@ public final class LabelStore: Sendable {
         try write { db in
             try db.execute(sql: "UPDATE outbox SET attempts = attempts + 1, lastError = ? WHERE contentHash = ?", arguments: [error, contentHash])
         }
+    }
+
+    // MARK: Recipe
+
+    /// The current recipe (version 0, empty, until one is saved).
+    public func recipe() throws(StoreError) -> Recipe {
+        let json = try read { db in try String.fetchOne(db, sql: "SELECT json FROM recipe ORDER BY version DESC LIMIT 1") }
+        guard let json else { return Recipe() }
+        do { return try JSONDecoder().decode(Recipe.self, from: Data(json.utf8)) } catch { throw .database("stored recipe does not decode: \(error)") }
+    }
+
+    /// Saves `recipe` as the next version and returns it with that version.
+    @discardableResult
+    public func saveRecipe(_ recipe: Recipe, user: String) throws(StoreError) -> Recipe {
+        try recipe.validate()
+        return try write { db in
+            let next = (try Int.fetchOne(db, sql: "SELECT MAX(version) FROM recipe") ?? 0) + 1
+            var saved = recipe
+            saved.version = next
+            let json = String(decoding: try JSONEncoder().encode(saved), as: UTF8.self)
+            try db.execute(sql: "INSERT INTO recipe (version, json, createdAt, createdBy) VALUES (?, ?, ?, ?)", arguments: [next, json, Date(), user])
+            var edit = EditRecord(id: nil, at: Date(), user: user, action: "recipe", captureID: nil, roiName: nil, detail: "version \(next): \(saved.rois.count) ROIs, threshold \(saved.confidenceThreshold)")
+            try edit.insert(db)
+            return saved
+        }
+    }
+
+    /// Applies brush and eraser strokes to an ROI's mask (empty if none yet) and saves it.
+    @discardableResult
+    public func applyStrokes(_ strokes: [Stroke], captureNumber: Int, roi: RecipeROI, classes: Int, user: String) throws(StoreError) -> LabelRecord {
+        let blank: Image8
+        do { blank = try Image8(width: roi.rect.width, height: roi.rect.height) } catch { throw .invalid("ROI \(roi.name): \(error)") }
+        var mask = try label(captureNumber: captureNumber, roiName: roi.name).map { record throws(StoreError) in try self.mask(of: record) } ?? blank
+        if mask.width != roi.rect.width || mask.height != roi.rect.height {
+            // The ROI was resized since: start from a fresh mask of its new size.
+            mask = blank
+        }
+        try MaskPainter.apply(strokes, to: &mask, classes: classes)
+        return try saveMask(captureNumber: captureNumber, roi: (roi.name, roi.rect), mask: mask, classes: classes, user: user, action: "strokes")
     }
 
     // MARK: Settings

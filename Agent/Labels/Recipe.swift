@@ -1,0 +1,83 @@
+import Foundation
+import LoupeImaging
+
+/// A named region of interest, in template coordinates.
+public struct RecipeROI: Codable, Sendable, Equatable {
+    public var name: String
+    public var rect: PixelRect
+
+    public init(name: String, rect: PixelRect) {
+        self.name = name
+        self.rect = rect
+    }
+}
+
+/// When an ROI fails inspection.
+public struct FailRule: Codable, Sendable, Equatable {
+    /// Fail when any one defect (a connected region of one class, at or above
+    /// the confidence threshold) covers this many pixels or more.
+    public var minimumDefectPixels: Int
+
+    public init(minimumDefectPixels: Int = 25) {
+        self.minimumDefectPixels = minimumDefectPixels
+    }
+}
+
+/// What the camera inspects and how: set through the API, persisted with a
+/// version number that every capture and model records.
+public struct Recipe: Codable, Sendable, Equatable {
+    public var version: Int
+    public var inspectionType: String
+    /// The capture whose image is the aligner's reference, and the template region in it.
+    public var referenceCapture: Int?
+    public var template: PixelRect?
+    public var rois: [RecipeROI]
+    /// A defect pixel counts only at or above this softmax confidence.
+    public var confidenceThreshold: Double
+    public var failRule: FailRule
+
+    public init(version: Int = 0, inspectionType: String = "default", referenceCapture: Int? = nil, template: PixelRect? = nil, rois: [RecipeROI] = [], confidenceThreshold: Double = 0.5, failRule: FailRule = FailRule()) {
+        self.version = version
+        self.inspectionType = inspectionType
+        self.referenceCapture = referenceCapture
+        self.template = template
+        self.rois = rois
+        self.confidenceThreshold = confidenceThreshold
+        self.failRule = failRule
+    }
+
+    public static let maximumROIs = 64
+
+    public func validate() throws(StoreError) {
+        guard FleetSafeName.isValid(inspectionType) else { throw .invalid("inspection type \"\(inspectionType)\" must be 1–64 letters, digits, '.', '_' or '-'") }
+        guard rois.count <= Self.maximumROIs else { throw .invalid("at most \(Self.maximumROIs) ROIs, not \(rois.count)") }
+        guard Set(rois.map(\.name)).count == rois.count else { throw .invalid("ROI names must be unique") }
+        for roi in rois {
+            guard FleetSafeName.isValid(roi.name) else { throw .invalid("ROI name \"\(roi.name)\" must be 1–64 letters, digits, '.', '_' or '-'") }
+            guard roi.rect.width >= 8, roi.rect.height >= 8, roi.rect.width <= 4096, roi.rect.height <= 4096 else {
+                throw .invalid("ROI \(roi.name) is \(roi.rect.width)x\(roi.rect.height); each side must be 8…4096 px")
+            }
+        }
+        if let template, template.width < 16 || template.height < 16 {
+            throw .invalid("the aligner template must be at least 16x16 px")
+        }
+        guard confidenceThreshold.isFinite, (0...1).contains(confidenceThreshold) else {
+            throw .invalid("confidence threshold must be between 0 and 1, not \(confidenceThreshold)")
+        }
+        guard failRule.minimumDefectPixels >= 1 else { throw .invalid("the fail rule needs at least 1 px") }
+    }
+
+    public func roi(named name: String) throws(StoreError) -> RecipeROI {
+        guard let roi = rois.first(where: { $0.name == name }) else { throw .notFound("ROI \"\(name)\" in recipe version \(version)") }
+        return roi
+    }
+}
+
+/// Names that are safe in URLs, file names and logs.
+enum FleetSafeName {
+    static func isValid(_ name: String) -> Bool {
+        !name.isEmpty && name.count <= 64 && name.unicodeScalars.allSatisfy {
+            ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || $0 == "." || $0 == "_" || $0 == "-"
+        } && name != "." && name != ".."
+    }
+}
