@@ -49,6 +49,7 @@ public struct SegmentationBenchmark {
                 rows.append(Row(name: "inference \(precision.rawValue) \(size)x\(size)", unit: "ms", median: median(times)))
             }
         }
+        guard options.trainingSteps > 0 else { return rows }
         let engine = try TrainingEngine(weights: model.weights, loss: LossConfiguration(classWeights: [Float](repeating: 1, count: options.configuration.classes)))
         let size = options.trainingSize, batch = options.trainingBatch
         var random = SeededGenerator(seed: 9)

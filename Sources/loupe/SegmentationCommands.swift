@@ -248,7 +248,7 @@ extension BenchCommand {
         )
         @OptionGroup var network: NetworkOptions
         @Option(help: "Runs per inference figure; the median is reported.") var repetitions = 15
-        @Option(help: "Timed training steps; the median is reported.") var steps = 8
+        @Option(help: "Timed training steps; the median is reported (0 skips training).") var steps = 8
         @Option(help: "Threads for oneDNN.") var threads = ProcessInfo.processInfo.activeProcessorCount
         @Option(help: "Also write the benchmarked (randomly initialised) model as ONNX here.") var exportONNX: String?
         @Flag(help: "Print JSON.") var json = false
