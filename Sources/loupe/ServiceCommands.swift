@@ -4,6 +4,7 @@ import Logging
 import LoupeAgent
 import LoupeManager
 import LoupePKI
+import LoupeProto
 import NIOCore
 import ServiceLifecycle
 import UnixSignals
@@ -56,7 +57,16 @@ struct AgentCommand: AsyncParsableCommand {
         try FleetName.validate(config.cameraId)
         logger[metadataKey: "camera"] = "\(config.cameraId)"
         try FileManager.default.createDirectory(atPath: config.dataDir, withIntermediateDirectories: true)
-        let link = ManagerLink(config: config, logger: logger)
+        // The label store: opened (and migrated) before anything else runs.
+        let store = try LabelStore(directory: config.dataDir + "/store")
+        let (captures, outbox) = (try store.captureCount(), try store.outboxDepth())
+        logger.info("label store open", metadata: ["captures": "\(captures)", "outbox": "\(outbox)"])
+        let link = ManagerLink(config: config, logger: logger) {
+            var status = Loupe_V1_AgentStatus()
+            status.outboxDepth = UInt64((try? store.outboxDepth()) ?? 0)
+            status.recipeVersion = ((try? store.recipe().version) ?? 0).description
+            return status
+        }
         try await runUntilSignalled(link, logger: logger)
     }
 }

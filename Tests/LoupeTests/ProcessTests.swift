@@ -39,6 +39,10 @@ import Testing
 
         let online = try await eventually { try await fleet(port: port, operator: alice).contains { $0.cameraID == "cam-7" && $0.online && $0.status.uptimeSeconds >= 0 } }
         #expect(online, "agent never came online:\n\(agent.log)\n\(manager.log)")
+        // Its label store is open, and its status reports the store's outbox and recipe.
+        #expect(FileManager.default.fileExists(atPath: pki.dir + "/agent-cam-7-data/store/labels.sqlite"))
+        let status = try #require(try await fleet(port: port, operator: alice).first { $0.cameraID == "cam-7" }?.status)
+        #expect(status.outboxDepth == 0 && status.recipeVersion == "0")
 
         // Kill the manager outright, then bring it back on the same port.
         manager.signal(SIGKILL)
