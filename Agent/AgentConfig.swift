@@ -30,6 +30,15 @@ public struct AgentConfig: Codable, Sendable, Equatable {
         }
     }
 
+    /// The Label & Train API (HTTP).
+    public struct HTTPSettings: Codable, Sendable, Equatable {
+        /// HOST:PORT to listen on; port 0 picks a free port (logged at start).
+        /// Keep it on 127.0.0.1 until logins exist.
+        public var address: String
+
+        public init(address: String) { self.address = address }
+    }
+
     /// The camera id; must equal the common name of the agent certificate.
     public var cameraId: String
     /// The manager to sync with; absent for a standalone camera.
@@ -38,12 +47,15 @@ public struct AgentConfig: Codable, Sendable, Equatable {
     public var tls: TLSFiles
     /// Folder for the agent's state.
     public var dataDir: String
+    /// Where to serve the HTTP API; absent: not served.
+    public var http: HTTPSettings?
 
-    public init(cameraId: String, manager: ManagerLink?, tls: TLSFiles, dataDir: String) {
+    public init(cameraId: String, manager: ManagerLink?, tls: TLSFiles, dataDir: String, http: HTTPSettings? = nil) {
         self.cameraId = cameraId
         self.manager = manager
         self.tls = tls
         self.dataDir = dataDir
+        self.http = http
     }
 
     /// Loads and checks a config file; relative paths are taken from its folder.
@@ -51,6 +63,11 @@ public struct AgentConfig: Codable, Sendable, Equatable {
         var config = try ConfigFile.load(AgentConfig.self, path: path)
         config.tls = config.tls.resolved(relativeTo: path)
         config.dataDir = ConfigFile.resolve(config.dataDir, relativeTo: path)
+        if let http = config.http {
+            do { _ = try parseAddress(http.address) } catch {
+                throw ConfigError.invalid(path: path, key: "http.address", reason: "expected HOST:PORT, got \"\(http.address)\"")
+            }
+        }
         if let link = config.manager {
             do { _ = try parseAddress(link.address) } catch {
                 throw ConfigError.invalid(path: path, key: "manager.address", reason: "expected HOST:PORT, got \"\(link.address)\"")

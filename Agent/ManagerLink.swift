@@ -29,6 +29,9 @@ public final class ManagerLink: Service, Sendable {
     public func run() async throws {
         guard let link = config.manager else {
             logger.info("no manager configured; running standalone")
+            // Stay up beside the agent's other services until shutdown.
+            try? await gracefulShutdown()
+            logger.info("manager link stopped")
             return
         }
         let (host, port) = try parseAddress(link.address)

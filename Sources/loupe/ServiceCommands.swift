@@ -1,5 +1,7 @@
 import ArgumentParser
 import Foundation
+import Hummingbird
+import LoupeWire
 import Logging
 import LoupeAgent
 import LoupeManager
@@ -34,7 +36,7 @@ struct ManagerCommand: AsyncParsableCommand {
             let host = address.ipAddress ?? "127.0.0.1"
             try? "\(host):\(port)\n".write(toFile: readyFile, atomically: true, encoding: .utf8)
         }
-        try await runUntilSignalled(service, logger: logger)
+        try await runUntilSignalled([service], logger: logger)
     }
 }
 
@@ -67,15 +69,28 @@ struct AgentCommand: AsyncParsableCommand {
             status.recipeVersion = ((try? store.recipe().version) ?? 0).description
             return status
         }
-        try await runUntilSignalled(link, logger: logger)
+        var services: [any Service] = [link]
+        if let http = config.http {
+            let (host, port) = try parseAddress(http.address)
+            let router = Router()
+            LabelAPI(store: store).register(on: router)
+            let httpLogger = logger
+            services.append(Application(
+                router: router, configuration: .init(address: .hostname(host, port: port), serverName: "loupe-agent"),
+                onServerRunning: { channel in
+                    httpLogger.info("http listening", metadata: ["address": "\(channel.localAddress?.ipAddress ?? host):\(channel.localAddress?.port ?? port)"])
+                },
+                logger: logger))
+        }
+        try await runUntilSignalled(services, logger: logger)
     }
 }
 
-/// Runs a service until it ends, shutting it down gracefully on SIGTERM or SIGINT.
-private func runUntilSignalled(_ service: some Service, logger: Logger) async throws {
+/// Runs services until they end, shutting them down gracefully on SIGTERM or SIGINT.
+private func runUntilSignalled(_ services: [any Service], logger: Logger) async throws {
     let group = ServiceGroup(
         configuration: .init(
-            services: [.init(service: service)],
+            services: services.map { .init(service: $0) },
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
         )

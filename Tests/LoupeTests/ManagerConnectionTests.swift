@@ -99,11 +99,16 @@ import Testing
 
     @Test(arguments: BadFrame.allCases)
     func badFramesAreRefusedByNameWhileAnotherClientIsServed(bad: BadFrame) async throws {
-        let manager = try await ManagerHarness.start(idleTimeoutSeconds: 2)
+        // The truncated frame is refused after the stall timeout (0.75 x idle = 2.25 s);
+        // the well-behaved client heartbeats every 0.3 s, far inside the idle timeout
+        // even when the machine is loaded.
+        let manager = try await ManagerHarness.start(idleTimeoutSeconds: 3)
         defer { Task { await manager.stop() } }
         let agent = try manager.pki.member(.agent, "cam-good")
         let bystander = try manager.pki.member(.agent, "cam-bad")
-        try await WireClient.withConnection(manager.client(agent)) { connection, _ in
+        var client = manager.client(agent)
+        client.connection.heartbeatInterval = .milliseconds(300)
+        try await WireClient.withConnection(client) { connection, _ in
             let echoed = try await Self.echo(connection)
             #expect(echoed)
             let raw = try await RawTLSClient.connect(port: manager.port, caPath: manager.pki.caPath, identity: bystander)

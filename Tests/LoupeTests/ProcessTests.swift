@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 import LoupePKI
 import LoupeProto
 import LoupeWire
@@ -63,6 +66,36 @@ import Testing
         restarted.signal(SIGTERM)
         #expect(await restarted.waitForExit(timeout: .seconds(10)) == 0, "manager log:\n\(restarted.log)")
         #expect(restarted.log.contains("manager stopped"))
+    }
+
+    /// A standalone camera (no manager) serving its label API on loopback.
+    @Test func aStandaloneAgentServesTheLabelAPI() async throws {
+        let pki = try TestPKI()
+        let files = try pki.member(.agent, "cam-solo")
+        let path = pki.dir + "/agent-solo.json"
+        try writeJSON([
+            "cameraId": "cam-solo",
+            "tls": ["ca": files.ca, "cert": files.cert, "key": files.key],
+            "dataDir": pki.dir + "/solo-data",
+            "http": ["address": "127.0.0.1:0"],
+        ], to: path)
+        let agent = try LoupeProcess(["agent", "--config", path], log: pki.dir + "/solo.log")
+        var address: String?
+        _ = try await eventually {
+            if let line = agent.log.split(separator: "\n").first(where: { $0.contains("http listening") }),
+               let range = line.range(of: "address=") {
+                address = String(line[range.upperBound...].prefix { !$0.isWhitespace })
+            }
+            return address != nil
+        }
+        let base = try #require(address, "agent never said where it listens:\n\(agent.log)")
+        let (data, response) = try await URLSession.shared.data(from: URL(string: "http://\(base)/api/v1/health")!)
+        #expect((response as? HTTPURLResponse)?.statusCode == 200)
+        #expect(String(decoding: data, as: UTF8.self).contains("ok"))
+        let (_, missing) = try await URLSession.shared.data(from: URL(string: "http://\(base)/api/v1/captures/7")!)
+        #expect((missing as? HTTPURLResponse)?.statusCode == 404)
+        agent.signal(SIGTERM)
+        #expect(await agent.waitForExit(timeout: .seconds(10)) == 0, "agent log:\n\(agent.log)")
     }
 
     @Test func sighupReloadsTheRevocationList() async throws {
