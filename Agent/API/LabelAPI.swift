@@ -82,8 +82,7 @@ public struct LabelAPI: Sendable {
             }
         }
         api.get("captures/:number/rois/:roi/mask") { _, context in
-            let number = try Self.number(context)
-            let roiName = try Self.roi(context)
+            let (number, roiName) = try Self.target(context)
             return try Self.mapped {
                 guard let label = try store.label(captureNumber: number, roiName: roiName) else {
                     throw StoreError.notFound("no mask for ROI \(roiName) on capture \(number)")
@@ -92,8 +91,7 @@ public struct LabelAPI: Sendable {
             }
         }
         api.put("captures/:number/rois/:roi/mask") { request, context in
-            let number = try Self.number(context)
-            let roiName = try Self.roi(context)
+            let (number, roiName) = try Self.target(context)
             let body = try await Self.body(request, limit: maximumBody)
             let mask: Image8
             do {
@@ -113,8 +111,7 @@ public struct LabelAPI: Sendable {
             }
         }
         api.post("captures/:number/rois/:roi/strokes") { request, context in
-            let number = try Self.number(context)
-            let roiName = try Self.roi(context)
+            let (number, roiName) = try Self.target(context)
             let strokes = try await Self.decode(StrokeBatch.self, request, limit: 4 << 20).strokes
             let user = self.user(request)
             return try Self.mapped {
@@ -124,8 +121,7 @@ public struct LabelAPI: Sendable {
             }
         }
         api.put("captures/:number/rois/:roi/include") { request, context in
-            let number = try Self.number(context)
-            let roiName = try Self.roi(context)
+            let (number, roiName) = try Self.target(context)
             let flag = try await Self.decode(IncludeFlag.self, request, limit: 1024)
             let user = self.user(request)
             return try Self.mapped {
@@ -226,6 +222,11 @@ public struct LabelAPI: Sendable {
             throw HTTPError(.badRequest, message: "capture number must be a positive integer, not \"\(context.parameters.get("number") ?? "")\"")
         }
         return number
+    }
+
+    /// The capture number and ROI name of a `captures/:number/rois/:roi/…` route.
+    static func target(_ context: some RequestContext) throws -> (number: Int, roi: String) {
+        (try number(context), try roi(context))
     }
 
     static func roi(_ context: some RequestContext) throws -> String {

@@ -376,12 +376,6 @@ public final class LabelStore: Sendable {
         try write { db in _ = try OutboxRecord.filter(Column("contentHash") == contentHash).deleteAll(db) }
     }
 
-    public func recordAttempt(contentHash: String, error: String?) throws(StoreError) {
-        try write { db in
-            try db.execute(sql: "UPDATE outbox SET attempts = attempts + 1, lastError = ? WHERE contentHash = ?", arguments: [error, contentHash])
-        }
-    }
-
     // MARK: Recipe
 
     /// The current recipe (version 0, empty, until one is saved).
@@ -419,16 +413,6 @@ public final class LabelStore: Sendable {
         }
         try MaskPainter.apply(strokes, to: &mask, classes: classes)
         return try saveMask(captureNumber: captureNumber, roi: (roi.name, roi.rect), mask: mask, classes: classes, user: user, action: "strokes")
-    }
-
-    // MARK: Settings
-
-    public func setting(_ key: String) throws(StoreError) -> String? {
-        try read { db in try String.fetchOne(db, sql: "SELECT value FROM setting WHERE key = ?", arguments: [key]) }
-    }
-
-    public func setSetting(_ key: String, _ value: String) throws(StoreError) {
-        try write { db in try db.execute(sql: "INSERT INTO setting (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", arguments: [key, value]) }
     }
 
     /// Checks SQLite's own consistency (for tests and `loupe agent check`).

@@ -7,4 +7,3 @@ static inline void *loupe_dnnl_memory_allocate(void) { return DNNL_MEMORY_ALLOCA
 
 // Debian builds oneDNN on OpenMP (libgomp): its thread count is OpenMP's.
 void omp_set_num_threads(int count);
-int omp_get_max_threads(void);

@@ -27,8 +27,8 @@ public enum ONNXExport {
             tensor.rawData = values.withUnsafeBufferPointer { Data(buffer: $0) }
             graph.initializer.append(tensor)
         }
-        func node(_ op: String, _ inputs: [String], attributes: [Onnx_AttributeProto] = []) -> String {
-            let output = name(op.lowercased())
+        func node(_ op: String, _ inputs: [String], attributes: [Onnx_AttributeProto] = [], output named: String? = nil) -> String {
+            let output = named ?? name(op.lowercased())
             var node = Onnx_NodeProto()
             node.opType = op
             node.name = output
@@ -53,7 +53,7 @@ public enum ONNXExport {
             return attribute
         }
         let units = configuration.units
-        func conv(_ input: String, kernel: Int, relu: Bool) -> String {
+        func conv(_ input: String, kernel: Int, relu: Bool, output: String? = nil) -> String {
             let (weights, bias) = folded[foldedIndex]
             let label = foldedIndex < units.count ? units[foldedIndex].name : "head"
             let outputs = bias.count
@@ -64,8 +64,8 @@ public enum ONNXExport {
             let pad = kernel / 2
             let out = node("Conv", [input, "\(label).weight", "\(label).bias"], attributes: [
                 ints("kernel_shape", [kernel, kernel]), ints("pads", [pad, pad, pad, pad]), ints("strides", [1, 1]),
-            ])
-            return relu ? node("Relu", [out]) : out
+            ], output: relu ? nil : output)
+            return relu ? node("Relu", [out], output: output) : out
         }
 
         initializer("upsample_scales", [4], [1, 1, 2, 2])
@@ -88,9 +88,7 @@ public enum ONNXExport {
             let merged = node("Concat", [up, skips[level]], attributes: [attribute])
             current = conv(conv(merged, kernel: 3, relu: true), kernel: 3, relu: true)
         }
-        let logits = conv(current, kernel: 1, relu: false)
-        graph.node[graph.node.count - 1].output = ["logits"]
-        _ = logits
+        _ = conv(current, kernel: 1, relu: false, output: "logits")
 
         func valueInfo(_ name: String, channels: Int) -> Onnx_ValueInfoProto {
             var info = Onnx_ValueInfoProto()

@@ -181,6 +181,13 @@ public struct Trainer {
             if let budget = config.timeBudgetSeconds { return min(1, elapsed() / budget) }
             return min(1, Double(step) / Double(totalSteps))
         }
+        func throughput() -> Double { Double(imagesSeen) / max(trainingSeconds, 1e-9) }
+        func report(_ phase: TrainingProgress.Phase, loss: Float, eta: Double, iou: [Float]? = nil, miou: Float? = nil, done: Double? = nil) {
+            progress(TrainingProgress(
+                phase: phase, pass: pass, passes: config.timeBudgetSeconds == nil ? config.passes : nil, step: step,
+                totalSteps: phase == .finished ? step : totalSteps, loss: loss, imagesPerSecond: throughput(), elapsedSeconds: elapsed(),
+                etaSeconds: eta, validationIoU: iou, validationMIoU: miou, fraction: done ?? fraction()))
+        }
 
         while pass < plannedPasses && !timeUp {
             pass += 1
@@ -202,15 +209,11 @@ public struct Trainer {
                 passSteps += 1
                 passLoss += Double(value.total)
                 lastLoss = value.total
-                let rateNow = Double(imagesSeen) / max(trainingSeconds, 1e-9)
                 if let budget = config.timeBudgetSeconds {
                     totalSteps = max(step, Int(Double(step) * budget / max(elapsed(), 1e-9)))
                 }
-                let eta = config.timeBudgetSeconds.map { max(0, $0 - elapsed()) } ?? Double(totalSteps - step) * Double(config.batchSize) / rateNow
-                progress(TrainingProgress(
-                    phase: .training, pass: pass, passes: config.timeBudgetSeconds == nil ? config.passes : nil, step: step, totalSteps: totalSteps,
-                    loss: value.total, imagesPerSecond: rateNow, elapsedSeconds: elapsed(), etaSeconds: eta,
-                    validationIoU: nil, validationMIoU: nil, fraction: fraction()))
+                let eta = config.timeBudgetSeconds.map { max(0, $0 - elapsed()) } ?? Double(totalSteps - step) * Double(config.batchSize) / throughput()
+                report(.training, loss: value.total, eta: eta)
                 if let budget = config.timeBudgetSeconds, elapsed() >= budget {
                     timeUp = true
                     break
@@ -222,21 +225,14 @@ public struct Trainer {
                 history.append((pass, meanLoss, nil))
                 continue
             }
-            progress(TrainingProgress(
-                phase: .validating, pass: pass, passes: config.timeBudgetSeconds == nil ? config.passes : nil, step: step, totalSteps: totalSteps,
-                loss: meanLoss, imagesPerSecond: Double(imagesSeen) / max(trainingSeconds, 1e-9), elapsedSeconds: elapsed(), etaSeconds: 0,
-                validationIoU: nil, validationMIoU: nil, fraction: fraction()))
+            report(.validating, loss: meanLoss, eta: 0)
             let candidate = SegmentationModel(weights: engine.weights, classes: classes, normalization: normalization)
             let matrix = try Self.evaluate(candidate, on: validation, control: control)
             history.append((pass, meanLoss, matrix.meanIoU))
             if best == nil || matrix.meanIoU > best!.miou {
                 best = (engine.weights, matrix.iou, matrix.meanIoU, meanLoss)
             }
-            progress(TrainingProgress(
-                phase: .validating, pass: pass, passes: config.timeBudgetSeconds == nil ? config.passes : nil, step: step, totalSteps: totalSteps,
-                loss: meanLoss, imagesPerSecond: Double(imagesSeen) / max(trainingSeconds, 1e-9), elapsedSeconds: elapsed(),
-                etaSeconds: config.timeBudgetSeconds.map { max(0, $0 - elapsed()) } ?? 0,
-                validationIoU: matrix.iou, validationMIoU: matrix.meanIoU, fraction: fraction()))
+            report(.validating, loss: meanLoss, eta: config.timeBudgetSeconds.map { max(0, $0 - elapsed()) } ?? 0, iou: matrix.iou, miou: matrix.meanIoU)
         }
         guard let best else { throw .emptyDataset("no training step ran") }
         var metadata = ModelMetadata()
@@ -252,12 +248,8 @@ public struct Trainer {
         metadata.createdAt = Date()
         if let json = try? JSONEncoder().encode(config) { metadata.trainingConfigJSON = String(decoding: json, as: UTF8.self) }
         let model = SegmentationModel(weights: best.weights, classes: classes, normalization: normalization, metadata: metadata)
-        let throughput = Double(imagesSeen) / max(trainingSeconds, 1e-9)
-        progress(TrainingProgress(
-            phase: .finished, pass: pass, passes: config.timeBudgetSeconds == nil ? config.passes : nil, step: step, totalSteps: step,
-            loss: lastLoss, imagesPerSecond: throughput, elapsedSeconds: elapsed(), etaSeconds: 0,
-            validationIoU: best.iou.isEmpty ? nil : best.iou, validationMIoU: best.iou.isEmpty ? nil : best.miou, fraction: 1))
-        return TrainingResult(model: model, passes: pass, steps: step, seconds: elapsed(), imagesPerSecond: throughput, history: history)
+        report(.finished, loss: lastLoss, eta: 0, iou: best.iou.isEmpty ? nil : best.iou, miou: best.iou.isEmpty ? nil : best.miou, done: 1)
+        return TrainingResult(model: model, passes: pass, steps: step, seconds: elapsed(), imagesPerSecond: throughput(), history: history)
     }
 
     /// Runs `model` over every image at full size and tallies the confusion matrix.

@@ -25,8 +25,8 @@ public struct Batch: Sendable {
 public final class TrainingEngine {
     public private(set) var weights: Weights
     public let loss: LossConfiguration
-    let stream: DNNLStream
-    var graphs: [[Int]: TrainingGraph] = [:]
+    private let stream: DNNLStream
+    private var graphs: [[Int]: TrainingGraph] = [:]
     private var optimizer: AdamW
     /// Batch-norm momentum for the running statistics (PyTorch's default).
     public var momentum: Float = 0.1

@@ -144,9 +144,6 @@ public struct Weights: Sendable, Equatable {
         self.buffers = buffers
     }
 
-    public func parameter(_ name: String) -> NamedTensor? { parameters.first { $0.name == name } }
-    public func buffer(_ name: String) -> NamedTensor? { buffers.first { $0.name == name } }
-
     /// Number of trainable values.
     public var parameterCount: Int { parameters.reduce(0) { $0 + $1.values.count } }
 

@@ -27,7 +27,7 @@ struct BenchCommand: AsyncParsableCommand {
             options.secondsPerRound = seconds
             options.pipelinedWindow = window
             options.largeWindow = largeWindow
-            let progress = ProgressLine()
+            let progress = ProgressBar()
             let rows = try await WireBenchmark(options: options) { progress.update($0) }.run()
             progress.finish()
             let large = rows.last!
@@ -64,7 +64,7 @@ extension BenchCommand {
         @Option(help: "Runs per step; the median is reported.") var repetitions = 15
 
         func run() async throws {
-            let progress = ProgressLine()
+            let progress = ProgressBar()
             let rows = try ImagingBenchmark(repetitions: repetitions) { progress.update($0) }.run()
             progress.finish()
             print("loupe bench imaging: 1280x1024 frames from the synthetic camera, \(ProcessInfo.processInfo.activeProcessorCount) cores, median of \(repetitions)")
@@ -75,25 +75,5 @@ extension BenchCommand {
             }))
             if missed { throw ExitCode(1) }
         }
-    }
-}
-
-/// One line of progress on a terminal (rewritten in place), plain lines otherwise.
-final class ProgressLine: @unchecked Sendable {
-    private let isTerminal = isatty(STDERR_FILENO) == 1
-    private let lock = NSLock()
-
-    func update(_ text: String) {
-        lock.lock()
-        defer { lock.unlock() }
-        if isTerminal {
-            FileHandle.standardError.write(Data("\r\u{1B}[K\(text)".utf8))
-        } else {
-            FileHandle.standardError.write(Data("\(text)\n".utf8))
-        }
-    }
-
-    func finish() {
-        if isTerminal { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
     }
 }

@@ -263,7 +263,7 @@ extension BenchCommand {
                 let model = SegmentationModel(weights: Weights(configuration: network.configuration, seed: 1))
                 try ONNXExport.data(model).write(to: URL(fileURLWithPath: exportONNX))
             }
-            let progress = ProgressLine()
+            let progress = ProgressBar()
             let rows = try SegmentationBenchmark(options: options) { progress.update($0) }.run()
             progress.finish()
             if json {
@@ -275,51 +275,6 @@ extension BenchCommand {
             print(TextTable.render(header: ["figure", "median"], rows: rows.map { [$0.name, String(format: "%.2f %@", $0.median, $0.unit)] }))
         }
     }
-}
-
-/// A progress bar on a terminal; on a pipe, a plain line at most every few seconds.
-final class ProgressBar: @unchecked Sendable {
-    private let isTerminal = isatty(STDERR_FILENO) == 1
-    private let lock = NSLock()
-    private var lastPlain = Date.distantPast
-    private var shown = false
-
-    func update(fraction: Double, _ text: String) {
-        lock.lock()
-        defer { lock.unlock() }
-        let clamped = min(1, max(0, fraction))
-        if isTerminal {
-            let width = 30
-            let filled = Int(clamped * Double(width))
-            let bar = String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled)
-            FileHandle.standardError.write(Data("\r\u{1B}[K\(bar) \(String(format: "%3.0f%%", clamped * 100)) \(text)".utf8))
-            shown = true
-        } else if Date().timeIntervalSince(lastPlain) >= 5 || clamped >= 1 {
-            lastPlain = Date()
-            FileHandle.standardError.write(Data("\(String(format: "%3.0f%%", clamped * 100)) \(text)\n".utf8))
-        }
-    }
-
-    /// A line that stays above the bar.
-    func log(_ text: String) {
-        lock.lock()
-        defer { lock.unlock() }
-        if isTerminal && shown { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
-        FileHandle.standardError.write(Data("\(text)\n".utf8))
-    }
-
-    func finish() {
-        lock.lock()
-        defer { lock.unlock() }
-        if isTerminal && shown { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
-        shown = false
-    }
-}
-
-func formatDuration(_ seconds: Double) -> String {
-    guard seconds.isFinite else { return "--:--" }
-    let s = Int(seconds.rounded())
-    return s >= 3600 ? String(format: "%d:%02d:%02d", s / 3600, (s / 60) % 60, s % 60) : String(format: "%d:%02d", s / 60, s % 60)
 }
 
 /// Ctrl-C (SIGINT) cancels training cleanly instead of killing the process.

@@ -37,12 +37,6 @@ public enum DNNLRuntime {
         applyThreads()
     }
 
-    /// The thread count kernels will use (OpenMP's default until set).
-    public static var threads: Int {
-        let setting = threadSetting.load(ordering: .relaxed)
-        return setting > 0 ? setting : Int(omp_get_max_threads())
-    }
-
     /// Applies the setting on the calling thread; called before each run.
     static func applyThreads() {
         let setting = threadSetting.load(ordering: .relaxed)
@@ -78,13 +72,12 @@ final class DNNLStream {
 
 /// Memory layouts Loupe names. `any` lets a primitive choose.
 enum Layout {
-    case any, nchw, nhwc, oihw, x
+    case any, nchw, oihw, x
 
     var tag: dnnl_format_tag_t {
         switch self {
         case .any: dnnl_format_tag_any
         case .nchw: dnnl_nchw
-        case .nhwc: dnnl_nhwc
         case .oihw: dnnl_oihw
         case .x: dnnl_x
         }
@@ -136,13 +129,6 @@ struct TensorDesc: Equatable {
     var byteCount: Int {
         var copy = md
         return dnnl_memory_desc_get_size(&copy)
-    }
-
-    var isPlainF32: Bool { md.data_type == dnnl_f32 }
-
-    /// Same shape, with another element type (layout chosen by the consumer).
-    func with(_ precision: Precision, _ layout: Layout) throws(DNNLError) -> TensorDesc {
-        try TensorDesc(dims, layout, precision)
     }
 
     static func == (lhs: TensorDesc, rhs: TensorDesc) -> Bool {
@@ -437,18 +423,6 @@ enum Kernels {
         var pd: dnnl_primitive_desc_t?
         try dnnlCheck(dnnl_reorder_primitive_desc_create(&pd, &s, DNNLRuntime.engine, &d, DNNLRuntime.engine, attr), "dnnl_reorder_primitive_desc_create")
         return try Primitive("reorder", pd: pd!)
-    }
-}
-
-extension Tensor {
-    /// The values in plain (NCHW / row-major) order, whatever the layout.
-    func plainValues(_ stream: DNNLStream) throws(DNNLError) -> [Float] {
-        let dims = desc.dims
-        let layout: Layout = dims.count == 4 ? .nchw : .x
-        let plain = try Tensor(TensorDesc(dims, layout))
-        try Kernels.reorder(from: desc, to: plain.desc).run(stream, [(.from, self), (.to, plain)])
-        try stream.wait()
-        return Array(plain.floats)
     }
 }
 

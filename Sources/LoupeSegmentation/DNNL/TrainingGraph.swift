@@ -28,7 +28,7 @@ final class TrainingUnit {
     let bias: Tensor?
     let biasGradient: Tensor?
 
-    let convOutput: Tensor
+    private let convOutput: Tensor
     private let normForward: Primitive?
     private let normBackward: Primitive?
     let mean: Tensor?
@@ -265,10 +265,9 @@ final class TrainingGraph {
     let height: Int
     let width: Int
     let input: Tensor
-    let units: [TrainingUnit]
+    private let units: [TrainingUnit]
     private let head: TrainingUnit
-    private var steps: [Step] = []
-    var debugStream: DNNLStream? = nil
+    private let steps: [Step]
 
     private enum Step {
         case unit(TrainingUnit)
