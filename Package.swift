@@ -94,7 +94,9 @@ let package = Package(
         .target(
             name: "LoupeManager",
             dependencies: [
-                "LoupeWire", "LoupeProto", "LoupePKI",
+                "LoupeWire", "LoupeProto", "LoupePKI", "LoupeImaging",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -109,7 +111,7 @@ let package = Package(
         .target(
             name: "LoupeAgent",
             dependencies: [
-                "LoupeWire", "LoupeProto", "LoupePKI", "LoupeImaging",
+                "LoupeWire", "LoupeProto", "LoupePKI", "LoupeImaging", "LoupeCapture", "LoupeVision", "LoupeSegmentation",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -127,7 +129,7 @@ let package = Package(
         .target(
             name: "LoupeBench",
             dependencies: [
-                "LoupeWire", "LoupeProto", "LoupePKI", "LoupeManager", "LoupeImaging", "LoupeCapture", "LoupeVision", "LoupeSegmentation",
+                "LoupeWire", "LoupeProto", "LoupePKI", "LoupeManager", "LoupeAgent", "LoupeImaging", "LoupeCapture", "LoupeVision", "LoupeSegmentation",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -18,6 +18,8 @@ public struct AgentConfig: Codable, Sendable, Equatable {
         public var reconnectInitialSeconds: Double?
         /// Longest reconnect delay in seconds. Default 30.
         public var reconnectMaxSeconds: Double?
+        /// Cap on labelled-ROI upload bandwidth, bytes per second. Default: none.
+        public var uploadBytesPerSecond: Double?
 
         public init(address: String, heartbeatSeconds: Double? = nil, idleTimeoutSeconds: Double? = nil,
                     statusIntervalSeconds: Double? = nil, reconnectInitialSeconds: Double? = nil, reconnectMaxSeconds: Double? = nil) {
@@ -39,6 +41,48 @@ public struct AgentConfig: Codable, Sendable, Equatable {
         public init(address: String) { self.address = address }
     }
 
+    /// Where frames come from and how the live pipeline runs.
+    public struct CameraSettings: Codable, Sendable, Equatable {
+        public enum Source: String, Codable, Sendable {
+            /// A V4L2 device (`device`, e.g. /dev/video0).
+            case v4l2
+            /// PNG/JPEG files (`files`: a file, a folder or a glob), replayed in a loop.
+            case files
+            /// The built-in synthetic part with planted defects (demos, benchmarks).
+            case synthetic
+        }
+        public var source: Source
+        public var device: String?
+        public var files: String?
+        /// Frame size asked of a V4L2 camera or rendered by the synthetic one. Default 1280x1024.
+        public var width: Int?
+        public var height: Int?
+        /// Camera rate. V4L2 asks the device for it; files and synthetic frames are paced to it. Default 25.
+        public var framesPerSecond: Double?
+        /// Synthetic camera seed. Default 1.
+        public var seed: UInt64?
+        /// Threads the segmenter uses. Default: every core.
+        public var inferenceThreads: Int?
+        /// "fp32" or "bf16". Default: bf16 where the CPU has native bf16, else fp32.
+        public var precision: String?
+        /// Start inspecting at start-up. Default true.
+        public var live: Bool?
+
+        public init(source: Source, device: String? = nil, files: String? = nil, width: Int? = nil, height: Int? = nil,
+                    framesPerSecond: Double? = nil, seed: UInt64? = nil, inferenceThreads: Int? = nil, precision: String? = nil, live: Bool? = nil) {
+            self.source = source
+            self.device = device
+            self.files = files
+            self.width = width
+            self.height = height
+            self.framesPerSecond = framesPerSecond
+            self.seed = seed
+            self.inferenceThreads = inferenceThreads
+            self.precision = precision
+            self.live = live
+        }
+    }
+
     /// The camera id; must equal the common name of the agent certificate.
     public var cameraId: String
     /// The manager to sync with; absent for a standalone camera.
@@ -49,13 +93,20 @@ public struct AgentConfig: Codable, Sendable, Equatable {
     public var dataDir: String
     /// Where to serve the HTTP API; absent: not served.
     public var http: HTTPSettings?
+    /// The camera; absent: an agent for labelling imported images only.
+    public var camera: CameraSettings?
+    /// Files with the manager's model-signing public keys (64 hex digits).
+    /// Models signed by other keys are refused. The agent also trusts its own
+    /// key (`DATADIR/models/local-signing.key`) for models it trains itself.
+    public var modelKeys: [String]?
 
-    public init(cameraId: String, manager: ManagerLink?, tls: TLSFiles, dataDir: String, http: HTTPSettings? = nil) {
+    public init(cameraId: String, manager: ManagerLink?, tls: TLSFiles, dataDir: String, http: HTTPSettings? = nil, camera: CameraSettings? = nil) {
         self.cameraId = cameraId
         self.manager = manager
         self.tls = tls
         self.dataDir = dataDir
         self.http = http
+        self.camera = camera
     }
 
     /// Loads and checks a config file; relative paths are taken from its folder.
@@ -68,6 +119,31 @@ public struct AgentConfig: Codable, Sendable, Equatable {
                 throw ConfigError.invalid(path: path, key: "http.address", reason: "expected HOST:PORT, got \"\(http.address)\"")
             }
         }
+        config.modelKeys = config.modelKeys?.map { ConfigFile.resolve($0, relativeTo: path) }
+        if let camera = config.camera {
+            switch camera.source {
+            case .v4l2 where camera.device == nil:
+                throw ConfigError.invalid(path: path, key: "camera.device", reason: "a v4l2 camera needs its device path, e.g. /dev/video0")
+            case .files where camera.files == nil:
+                throw ConfigError.invalid(path: path, key: "camera.files", reason: "a files source needs a file, folder or glob")
+            default: break
+            }
+            if case .files = camera.source, let files = camera.files {
+                config.camera?.files = ConfigFile.resolve(files, relativeTo: path)
+            }
+            if let fps = camera.framesPerSecond, !(fps > 0 && fps <= 1000) {
+                throw ConfigError.invalid(path: path, key: "camera.framesPerSecond", reason: "must be more than 0 and at most 1000")
+            }
+            if let threads = camera.inferenceThreads, !(1...256).contains(threads) {
+                throw ConfigError.invalid(path: path, key: "camera.inferenceThreads", reason: "must be 1…256")
+            }
+            if let precision = camera.precision, !["fp32", "bf16"].contains(precision) {
+                throw ConfigError.invalid(path: path, key: "camera.precision", reason: "must be \"fp32\" or \"bf16\", not \"\(precision)\"")
+            }
+            for (key, value) in [("camera.width", camera.width), ("camera.height", camera.height)] {
+                if let value, !(16...8192).contains(value) { throw ConfigError.invalid(path: path, key: key, reason: "must be 16…8192") }
+            }
+        }
         if let link = config.manager {
             do { _ = try parseAddress(link.address) } catch {
                 throw ConfigError.invalid(path: path, key: "manager.address", reason: "expected HOST:PORT, got \"\(link.address)\"")
@@ -77,6 +153,9 @@ public struct AgentConfig: Codable, Sendable, Equatable {
                 ("manager.statusIntervalSeconds", link.statusIntervalSeconds),
                 ("manager.reconnectInitialSeconds", link.reconnectInitialSeconds), ("manager.reconnectMaxSeconds", link.reconnectMaxSeconds),
             ]
+            if let cap = link.uploadBytesPerSecond, !(cap >= 1024) {
+                throw ConfigError.invalid(path: path, key: "manager.uploadBytesPerSecond", reason: "must be at least 1024 bytes per second")
+            }
             for (key, value) in timers {
                 if let value, !(value > 0 && value <= 3600) {
                     throw ConfigError.invalid(path: path, key: key, reason: "must be more than 0 and at most 3600")

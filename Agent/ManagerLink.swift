@@ -16,10 +16,12 @@ public final class ManagerLink: Service, Sendable {
     private let started = ContinuousClock.now
     private let connections = Mutex(0)
     private let statusProvider: @Sendable () -> Loupe_V1_AgentStatus
+    private let outbox: OutboxSender?
 
-    public init(config: AgentConfig, logger: Logger, status: @escaping @Sendable () -> Loupe_V1_AgentStatus = { Loupe_V1_AgentStatus() }) {
+    public init(config: AgentConfig, logger: Logger, outbox: OutboxSender? = nil, status: @escaping @Sendable () -> Loupe_V1_AgentStatus = { Loupe_V1_AgentStatus() }) {
         self.config = config
         self.logger = logger
+        self.outbox = outbox
         self.statusProvider = status
     }
 
@@ -47,7 +49,7 @@ public final class ManagerLink: Service, Sendable {
                 idleTimeout: .seconds(fraction: link.idleTimeoutSeconds ?? 15),
                 frameStallTimeout: .seconds(fraction: link.idleTimeoutSeconds ?? 15)
             ),
-            capabilities: ["agent-status"]
+            capabilities: ["agent-status", "roi-upload"]
         )
         var failures = 0
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
@@ -58,7 +60,14 @@ public final class ManagerLink: Service, Sendable {
                         try self.checkIdentity(welcome)
                         self.connections.withLock { $0 += 1 }
                         self.logger.info("connected to manager", metadata: ["manager": "\(welcome.managerID)", "address": "\(link.address)"])
-                        try await self.report(over: connection, every: statusInterval)
+                        try await withThrowingTaskGroup(of: Void.self) { group in
+                            group.addTask { try await self.report(over: connection, every: statusInterval) }
+                            if let outbox = self.outbox, welcome.capabilities.contains("roi-upload") {
+                                group.addTask { try await outbox.run(over: connection) }
+                            }
+                            try await group.next()
+                            group.cancelAll()
+                        }
                     }
                 }
                 if Task.isShuttingDownGracefully || Task.isCancelled { break }

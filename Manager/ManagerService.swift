@@ -5,6 +5,7 @@ import LoupeProto
 import LoupeWire
 import NIOCore
 import ServiceLifecycle
+import Synchronization
 
 /// The plant's fleet manager: accepts agents and operators over mutual TLS,
 /// checks their certificates' roles and the revocation list, and serves the
@@ -15,6 +16,7 @@ public final class ManagerService: Service, Sendable {
     public let registry = CameraRegistry()
     private let logger: Logger
     private let onListening: @Sendable (SocketAddress) -> Void
+    private let trainingData = Mutex<TrainingDataStore?>(nil)
 
     public init(config: ManagerConfig, logger: Logger, onListening: @escaping @Sendable (SocketAddress) -> Void = { _ in }) {
         self.config = config
@@ -24,6 +26,10 @@ public final class ManagerService: Service, Sendable {
 
     public func run() async throws {
         try FileManager.default.createDirectory(atPath: config.dataDir, withIntermediateDirectories: true)
+        let trainingData = try TrainingDataStore(path: config.dataDir + "/training-data.sqlite")
+        self.trainingData.withLock { $0 = trainingData }
+        let held = try trainingData.count()
+        logger.info("training data open", metadata: ["rois": "\(held)"])
         let (host, port) = try parseAddress(config.listen)
         let server = try await WireServer.bind(
             WireServerConfiguration(host: host, port: port, tls: config.tls, connection: config.connectionSettings),
@@ -92,7 +98,7 @@ public final class ManagerService: Service, Sendable {
         var welcome = Loupe_V1_Welcome()
         welcome.protocolVersion = WireProtocol.version
         welcome.softwareVersion = WireProtocol.softwareVersion
-        welcome.capabilities = ["echo", "fleet-status", "agent-status"]
+        welcome.capabilities = ["echo", "fleet-status", "agent-status", "roi-upload"]
         welcome.peerIdentity = peer.name
         welcome.peerRole = peer.role.wire
         welcome.heartbeatIntervalMs = UInt32(config.connectionSettings.heartbeatInterval.seconds * 1000)
@@ -112,6 +118,23 @@ public final class ManagerService: Service, Sendable {
         case .agentStatus(let status):
             registry.report(cameraId: peer.name, status: status)
             return nil
+        case .roiUpload(let upload):
+            guard let store = trainingData.withLock({ $0 }) else {
+                throw WireError.refused(code: .unavailable, message: "the manager's training data is not open yet")
+            }
+            let stored: Bool
+            do {
+                stored = try store.store(upload, from: peer.name)
+            } catch {
+                switch error {
+                case .invalid(let why): throw WireError.refused(code: .invalidArgument, message: why)
+                case .diskFull, .database: throw WireError.refused(code: .unavailable, message: error.description)
+                }
+            }
+            var ack = Loupe_V1_RoiAck()
+            ack.contentSha256 = upload.contentSha256
+            ack.status = stored ? .stored : .duplicate
+            return .roiAck(ack)
         case .fleetStatusQuery:
             var reply = Loupe_V1_FleetStatusReply()
             reply.cameras = registry.snapshot()

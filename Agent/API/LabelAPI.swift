@@ -14,6 +14,8 @@ public struct LabelAPI: Sendable {
     public var maximumBody = 32 << 20
     /// Who the edits are recorded as (the session's user, once logins exist).
     public var user: @Sendable (Request) -> String = { _ in "operator" }
+    /// Called after a new recipe version is saved (the live pipeline reloads).
+    public var recipeSaved: @Sendable () throws -> Void = {}
 
     public init(store: LabelStore) {
         self.store = store
@@ -70,7 +72,11 @@ public struct LabelAPI: Sendable {
         api.put("recipe") { request, _ in
             let recipe = try await Self.decode(Recipe.self, request, limit: 1 << 20)
             let user = self.user(request)
-            return try Self.mapped { try Self.json(try store.saveRecipe(recipe, user: user)) }
+            return try Self.mapped {
+                let saved = try store.saveRecipe(recipe, user: user)
+                try recipeSaved()
+                return try Self.json(saved)
+            }
         }
         api.get("classes") { _, _ in try Self.mapped { try Self.json(try store.classes()) } }
         api.put("classes") { request, _ in
@@ -201,12 +207,7 @@ public struct LabelAPI: Sendable {
 
     static let filenameHeader = HTTPField.Name("X-Loupe-Filename")!
 
-    static let encoder: JSONEncoder = {
-        let encoder = JSONEncoder()
-        encoder.dateEncodingStrategy = .iso8601
-        encoder.outputFormatting = [.sortedKeys]
-        return encoder
-    }()
+    static var encoder: JSONEncoder { JSONEncoder.iso }
 
     static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
         let data = try encoder.encode(value)
@@ -253,10 +254,8 @@ public struct LabelAPI: Sendable {
 
     static func decode<T: Decodable>(_ type: T.Type, _ request: Request, limit: Int) async throws -> T {
         let data = try await body(request, limit: limit)
-        let decoder = JSONDecoder()
-        decoder.dateDecodingStrategy = .iso8601
         do {
-            return try decoder.decode(T.self, from: data)
+            return try JSONDecoder.iso.decode(T.self, from: data)
         } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
             throw HTTPError(.badRequest, message: "wrong type at \(context.codingPath.map(\.stringValue).joined(separator: ".")): \(context.debugDescription)")
         } catch let DecodingError.keyNotFound(key, _) {
@@ -277,6 +276,18 @@ public struct LabelAPI: Sendable {
             case .diskFull: throw HTTPError(.init(code: 507, reasonPhrase: "Insufficient Storage"), message: error.description)
             default: throw HTTPError(.internalServerError, message: error.description)
             }
+        } catch let error as TrainingJobError {
+            throw HTTPError(.conflict, message: error.description)
+        } catch let error as ModelInstallError {
+            switch error {
+            case .noPreviousModel: throw HTTPError(.conflict, message: error.description)
+            case .io: throw HTTPError(.internalServerError, message: error.description)
+            default: throw HTTPError(.unprocessableContent, message: error.description)
+            }
+        } catch let error as HTTPError {
+            throw error
+        } catch {
+            throw HTTPError(.unprocessableContent, message: "\(error)")
         }
     }
 }

@@ -34,14 +34,7 @@ public struct BlobStore: Sendable {
         } catch {
             throw .io(path: directory, reason: "\(error)")
         }
-        let temporary = directory + "/.tmp-\(UUID().uuidString)"
-        try Self.writeSynced(data, to: temporary)
-        guard rename(temporary, target) == 0 else {
-            let reason = String(cString: strerror(errno))
-            unlink(temporary)
-            throw .io(path: target, reason: reason)
-        }
-        Self.syncDirectory(directory)
+        try Self.replaceDurably(target, with: data)
         return hash
     }
 
@@ -52,6 +45,20 @@ public struct BlobStore: Sendable {
         } catch {
             throw .missingBlob(hash)
         }
+    }
+
+    /// Replaces the file at `path` with `data` so that a crash leaves the old
+    /// file or the new one, whole: temporary file, fsync, rename, directory fsync.
+    static func replaceDurably(_ path: String, with data: Data) throws(StoreError) {
+        let directory = (path as NSString).deletingLastPathComponent
+        let temporary = directory + "/.tmp-\(UUID().uuidString)"
+        try writeSynced(data, to: temporary)
+        guard rename(temporary, path) == 0 else {
+            let reason = String(cString: strerror(errno))
+            unlink(temporary)
+            throw .io(path: path, reason: reason)
+        }
+        syncDirectory(directory)
     }
 
     static func writeSynced(_ data: Data, to path: String) throws(StoreError) {

@@ -245,6 +245,11 @@ public final class LabelStore: Sendable {
         return record
     }
 
+    public func capture(id: Int64) throws(StoreError) -> CaptureRecord {
+        guard let record = try read({ db in try CaptureRecord.fetchOne(db, key: id) }) else { throw .notFound("capture id \(id)") }
+        return record
+    }
+
     public func captures(offset: Int = 0, limit: Int = 100) throws(StoreError) -> [CaptureRecord] {
         try read { db in try CaptureRecord.order(Column("number")).limit(limit, offset: offset).fetchAll(db) }
     }
@@ -340,7 +345,12 @@ public final class LabelStore: Sendable {
             try record.update(db)
             var edit = EditRecord(id: nil, at: record.updatedAt, user: user, action: included ? "include" : "exclude", captureID: capture.id, roiName: roiName, detail: "")
             try edit.insert(db)
-            if included { try Self.enqueue(record, capture: capture, db: db) }
+            if included {
+                try Self.enqueue(record, capture: capture, db: db)
+            } else {
+                // Unticked before it was sent: it no longer goes to the manager.
+                try db.execute(sql: "DELETE FROM outbox WHERE captureID = ? AND roiName = ?", arguments: [capture.id, roiName])
+            }
         }
     }
 
@@ -369,6 +379,26 @@ public final class LabelStore: Sendable {
 
     public func outboxDepth() throws(StoreError) -> Int {
         try read { db in try OutboxRecord.fetchCount(db) }
+    }
+
+    /// The next outbox items with what an upload needs: the label and its capture.
+    public func pendingUploads(limit: Int, skipping: Set<Int64> = []) throws(StoreError) -> [(item: OutboxRecord, label: LabelRecord, capture: CaptureRecord)] {
+        try read { db in
+            var request = OutboxRecord.order(Column("id"))
+            if !skipping.isEmpty { request = request.filter(!skipping.contains(Column("id"))) }
+            return try request.limit(limit).fetchAll(db).compactMap { item in
+                guard let capture = try CaptureRecord.fetchOne(db, key: item.captureID),
+                      let label = try LabelRecord.fetchOne(db, key: ["captureID": item.captureID, "roiName": item.roiName]) else { return nil }
+                return (item, label, capture)
+            }
+        }
+    }
+
+    /// Notes a failed upload attempt on an outbox item.
+    public func recordAttempt(outboxID: Int64, error: String) throws(StoreError) {
+        try write { db in
+            try db.execute(sql: "UPDATE outbox SET attempts = attempts + 1, lastError = ? WHERE id = ?", arguments: [error, outboxID])
+        }
     }
 
     /// The manager stored this version durably: drop it from the outbox.

@@ -9,20 +9,23 @@ public final class FileImport: FrameSource {
     public let files: [String]
     private let position = Mutex(0)
     private let limits: ImageLimits
+    /// Start again from the first file after the last (a live replay).
+    public let loops: Bool
 
-    public init(_ pattern: String, limits: ImageLimits = .standard) throws {
+    public init(_ pattern: String, loops: Bool = false, limits: ImageLimits = .standard) throws {
         self.files = try Self.expand(pattern)
+        self.loops = loops
         self.limits = limits
     }
 
     public func nextFrame() async throws -> CapturedFrame? {
         let index: Int? = position.withLock { position in
-            guard position < files.count else { return nil }
+            guard loops || position < files.count else { return nil }
             position += 1
             return position
         }
         guard let index else { return nil }
-        let path = files[index - 1]
+        let path = files[(index - 1) % files.count]
         return CapturedFrame(sequence: index, image: try ImageFile.read(path, limits: limits).gray8, origin: path)
     }
 

@@ -405,6 +405,9 @@ extension Duration {
         let (whole, attoseconds) = components
         return Double(whole) + Double(attoseconds) / 1e18
     }
+
+    /// The duration in milliseconds as a Double.
+    public var milliseconds: Double { seconds * 1000 }
 }
 
 extension Date {

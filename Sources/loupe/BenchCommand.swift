@@ -1,13 +1,15 @@
 import ArgumentParser
 import Foundation
+import LoupeAgent
 import LoupeBench
+import LoupeSegmentation
 
 /// `loupe bench …`: measurements that are checked as benchmarks, not tests.
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Run a benchmark and print its figures.",
-        subcommands: [Wire.self, Imaging.self, Segmentation.self]
+        subcommands: [Wire.self, Imaging.self, Segmentation.self, Pipeline.self]
     )
 
     struct Wire: AsyncParsableCommand {
@@ -74,6 +76,46 @@ extension BenchCommand {
                 return [row.name, String(format: "%.2f ms", row.medianMilliseconds), target]
             }))
             if missed { throw ExitCode(1) }
+        }
+    }
+}
+
+extension BenchCommand {
+    struct Pipeline: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "The agent's live pipeline (align, crop two 256x256 ROIs, segment, judge) on 1280x1024 synthetic frames.",
+            discussion: "Prints frames per second and each stage's median and 99th-percentile latency. Target: 20 fps or more; the exit status is 1 when it is missed."
+        )
+        @Option(help: "Seconds to measure, after a short warm-up.") var seconds = 15.0
+        @Option(help: "fp32 or bf16 (default: bf16 where the CPU has it natively).") var precision: String?
+        @Option(help: "oneDNN threads for the segmenter (default: every core).") var threads: Int?
+        @Option(help: "The camera's rate: frames handed to the pipeline per second.") var cameraFps = 60.0
+        @Option(help: "A trained model file (default: an untrained network of the standard shape; same cost per frame).") var model: String?
+
+        func run() async throws {
+            var options = PipelineBenchmark.Options()
+            options.seconds = seconds
+            if let precision {
+                guard let chosen = InferencePrecision(rawValue: precision) else { throw ValidationError("--precision must be fp32 or bf16") }
+                options.precision = chosen
+            }
+            if let threads { options.threads = threads }
+            options.modelPath = model
+            options.cameraFramesPerSecond = cameraFps
+            let progress = ProgressBar()
+            let result = try await PipelineBenchmark(options: options) { progress.update($0) }.run()
+            progress.finish()
+            let s = result.statistics
+            print("loupe bench pipeline: \(options.width)x\(options.height) synthetic frames, two 256x256 ROIs, camera at \(String(format: "%.0f", options.cameraFramesPerSecond)) fps, \(options.precision.rawValue), \(options.threads) threads, \(ProcessInfo.processInfo.activeProcessorCount) cores")
+            print("model: \(result.modelDescription)")
+            print(TextTable.render(header: ["stage", "p50", "p99"], rows: ["capture", "align", "crop", "segment", "judge", "total", "age"].map { stage in
+                [stage, String(format: "%.2f ms", s.p50[stage] ?? 0), String(format: "%.2f ms", s.p99[stage] ?? 0)]
+            }))
+            print(String(format: "inspected %d frames in %.1f s: %.1f fps; %d frames handed over, %d dropped while busy; %d not aligned",
+                         s.framesInspected, result.seconds, result.framesPerSecond, s.framesCaptured, s.framesDropped, s.notAlignedCount))
+            let met = result.framesPerSecond >= 20
+            print("target: 20 fps or more: \(met ? "met" : "MISSED") (\(String(format: "%.1f", result.framesPerSecond)) fps)")
+            if !met { throw ExitCode(1) }
         }
     }
 }

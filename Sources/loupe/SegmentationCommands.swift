@@ -210,36 +210,6 @@ struct ModelCommand: AsyncParsableCommand {
     }
 }
 
-/// Ed25519 keys on disk: 64 hex digits, or the raw 32 bytes.
-enum SigningKeyFile {
-    static func load(_ path: String) throws -> Curve25519.Signing.PrivateKey {
-        try Curve25519.Signing.PrivateKey(rawRepresentation: raw(path))
-    }
-
-    static func loadPublic(_ path: String) throws -> Curve25519.Signing.PublicKey {
-        try Curve25519.Signing.PublicKey(rawRepresentation: raw(path))
-    }
-
-    private static func raw(_ path: String) throws -> Data {
-        let data = try Data(contentsOf: URL(fileURLWithPath: path))
-        if let decoded = hex(data), decoded.count == 32 { return decoded }
-        return data
-    }
-
-    private static func hex(_ data: Data) -> Data? {
-        guard let text = String(data: data, encoding: .utf8)?.trimmingCharacters(in: .whitespacesAndNewlines), text.count == 64 else { return nil }
-        var bytes = Data()
-        var index = text.startIndex
-        while index < text.endIndex {
-            let next = text.index(index, offsetBy: 2)
-            guard let byte = UInt8(text[index..<next], radix: 16) else { return nil }
-            bytes.append(byte)
-            index = next
-        }
-        return bytes
-    }
-}
-
 extension BenchCommand {
     struct Segmentation: AsyncParsableCommand {
         static let configuration = CommandConfiguration(

@@ -7,6 +7,7 @@ import LoupeAgent
 import LoupeManager
 import LoupePKI
 import LoupeProto
+import LoupeSegmentation
 import NIOCore
 import ServiceLifecycle
 import UnixSignals
@@ -59,21 +60,37 @@ struct AgentCommand: AsyncParsableCommand {
         try FleetName.validate(config.cameraId)
         logger[metadataKey: "camera"] = "\(config.cameraId)"
         try FileManager.default.createDirectory(atPath: config.dataDir, withIntermediateDirectories: true)
-        // The label store: opened (and migrated) before anything else runs.
-        let store = try LabelStore(directory: config.dataDir + "/store")
+        // The label store, models and live pipeline: opened (and migrated) before anything else runs.
+        let runtime = try AgentRuntime(config: config, logger: logger)
+        let store = runtime.store
         let (captures, outbox) = (try store.captureCount(), try store.outboxDepth())
-        logger.info("label store open", metadata: ["captures": "\(captures)", "outbox": "\(outbox)"])
-        let link = ManagerLink(config: config, logger: logger) {
+        logger.info("label store open", metadata: [
+            "captures": "\(captures)", "outbox": "\(outbox)", "model": "\(runtime.shelf.state.current?.version ?? "none")",
+            "precision": "\(runtime.precision.rawValue)", "camera": "\(config.camera?.source.rawValue ?? "none")",
+        ])
+        let pipeline = runtime.pipeline
+        let sender = OutboxSender(store: store, bytesPerSecond: config.manager?.uploadBytesPerSecond, logger: logger)
+        let link = ManagerLink(config: config, logger: logger, outbox: sender) {
+            let live = pipeline.statistics
             var status = Loupe_V1_AgentStatus()
+            status.framesPerSecond = live.framesPerSecond
+            status.latencyP50Ms = live.p50["total"] ?? 0
+            status.latencyP99Ms = live.p99["total"] ?? 0
+            status.passCount = UInt64(live.passCount)
+            status.failCount = UInt64(live.failCount)
+            status.modelVersion = live.modelVersion
             status.outboxDepth = UInt64((try? store.outboxDepth()) ?? 0)
-            status.recipeVersion = ((try? store.recipe().version) ?? 0).description
+            status.recipeVersion = live.recipeVersion.description
             return status
         }
-        var services: [any Service] = [link]
+        var services: [any Service] = [link, pipeline]
         if let http = config.http {
             let (host, port) = try parseAddress(http.address)
             let router = Router()
-            LabelAPI(store: store).register(on: router)
+            var labels = LabelAPI(store: store)
+            labels.recipeSaved = { try runtime.reload() }
+            labels.register(on: router)
+            LiveAPI(runtime: runtime, training: TrainingJobs(runtime: runtime, logger: logger)).register(on: router)
             let httpLogger = logger
             services.append(Application(
                 router: router, configuration: .init(address: .hostname(host, port: port), serverName: "loupe-agent"),

@@ -1,0 +1,198 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import LoupeImaging
+import LoupeVision
+import NIOCore
+
+/// The camera half of the agent's HTTP API (docs/agent-api.md): capture from
+/// the camera, ROI crops, the wand, live mode and its threshold, results and
+/// the overlay stream, training, and the installed model.
+public struct LiveAPI: Sendable {
+    public let runtime: AgentRuntime
+    public let training: TrainingJobs
+    public var user: @Sendable (Request) -> String = { _ in "operator" }
+
+    public init(runtime: AgentRuntime, training: TrainingJobs) {
+        self.runtime = runtime
+        self.training = training
+    }
+
+    public func register(on router: Router<some RequestContext>) {
+        let api = router.group("api/v1")
+        let store = runtime.store
+        let pipeline = runtime.pipeline
+
+        api.post("captures") { request, _ in
+            let user = self.user(request)
+            return try LabelAPI.mapped { try LabelAPI.json(LabelAPI.CaptureJSON(try runtime.captureFromCamera(user: user)), status: .created) }
+        }
+        api.get("captures/:number/rois/:roi/image") { _, context in
+            let (number, roiName) = try LabelAPI.target(context)
+            return try LabelAPI.mapped {
+                let crop = try roiCrop(number: number, roiName: roiName)
+                return LabelAPI.bytes(try PNGCodec.encode(crop), type: "image/png")
+            }
+        }
+        api.post("captures/:number/rois/:roi/wand") { request, context in
+            let (number, roiName) = try LabelAPI.target(context)
+            let click = try await LabelAPI.decode(WandClick.self, request, limit: 4096)
+            let user = self.user(request)
+            return try LabelAPI.mapped {
+                let crop = try roiCrop(number: number, roiName: roiName)
+                guard (0..<crop.width).contains(click.x), (0..<crop.height).contains(click.y) else {
+                    throw StoreError.invalid("click (\(click.x), \(click.y)) is outside the \(crop.width)x\(crop.height) ROI")
+                }
+                let tolerance = click.tolerance ?? 0.5
+                guard (0...1).contains(tolerance) else { throw StoreError.invalid("tolerance must be 0…1, not \(tolerance)") }
+                let classes = try store.classes().count + 1
+                guard (1..<classes).contains(click.classIndex) else { throw StoreError.invalid("class \(click.classIndex) is not one of 1…\(classes - 1)") }
+                let roi = try store.recipe().roi(named: roiName)
+                let selection = Wand().select(crop, x: click.x, y: click.y, tolerance: tolerance)
+                let existing = try store.label(captureNumber: number, roiName: roiName).map { label throws(StoreError) in try store.mask(of: label) }
+                let base = try existing.flatMap { $0.width == crop.width && $0.height == crop.height ? $0 : nil } ?? Image8(width: crop.width, height: crop.height)
+                let mask = try Wand.apply(selection, to: base, label: UInt8(click.classIndex), mode: click.mode == "remove" ? .remove : .add)
+                let label = try store.saveMask(captureNumber: number, roi: (roi.name, roi.rect), mask: mask, classes: classes, user: user, action: "wand")
+                return try LabelAPI.json(WandResult(selectedPixels: selection.samples.reduce(0) { $0 + ($1 == 0 ? 0 : 1) }, label: LabelAPI.LabelJSON(label)))
+            }
+        }
+
+        // Live mode.
+        api.get("live") { _, _ in try LabelAPI.json(pipeline.statistics) }
+        api.put("live") { request, _ in
+            let change = try await LabelAPI.decode(LiveChange.self, request, limit: 4096)
+            let user = self.user(request)
+            return try LabelAPI.mapped {
+                if let threshold = change.threshold {
+                    guard threshold.isFinite, (0...1).contains(threshold) else { throw StoreError.invalid("threshold must be 0…1, not \(threshold)") }
+                    var recipe = try store.recipe()
+                    if recipe.confidenceThreshold != threshold {
+                        recipe.confidenceThreshold = threshold
+                        try store.saveRecipe(recipe, user: user)
+                        try runtime.reload()
+                    }
+                }
+                if let live = change.live {
+                    guard !live || pipeline.hasSource else { throw StoreError.invalid("this agent has no camera configured") }
+                    pipeline.setLive(live)
+                }
+                return try LabelAPI.json(pipeline.statistics)
+            }
+        }
+        api.get("live/results") { request, _ in
+            let limit = min(LivePipeline.logCapacity, max(1, request.uri.queryParameters.get("limit", as: Int.self) ?? 50))
+            return try LabelAPI.json(pipeline.results(limit: limit))
+        }
+        api.get("live/frame.jpg") { request, _ in
+            let width = min(4096, max(64, request.uri.queryParameters.get("width", as: Int.self) ?? 1280))
+            guard let latest = pipeline.latest else { throw HTTPError(.notFound, message: "no frame has been inspected yet") }
+            return LabelAPI.bytes(try LiveOverlay.jpeg(latest, colors: try colors(), maxWidth: width), type: "image/jpeg")
+        }
+        api.get("live/stream.mjpeg") { request, _ in
+            let width = min(4096, max(64, request.uri.queryParameters.get("width", as: Int.self) ?? 960))
+            let fps = min(30, max(0.2, request.uri.queryParameters.get("fps", as: Double.self) ?? 10))
+            let colors = try colors()
+            let ticks = pipeline.frameTicks()
+            let boundary = "loupeframe"
+            return Response(status: .ok, headers: [.contentType: "multipart/x-mixed-replace; boundary=\(boundary)", .cacheControl: "no-store"],
+                            body: ResponseBody { writer in
+                var last = ContinuousClock.now - .seconds(10)
+                for await _ in ticks {
+                    // At most `fps` frames a second: the stream drops what it cannot send.
+                    let now = ContinuousClock.now
+                    if now - last < .seconds(1 / fps) { continue }
+                    last = now
+                    guard let latest = pipeline.latest, let jpeg = try? LiveOverlay.jpeg(latest, colors: colors, maxWidth: width) else { continue }
+                    var part = ByteBuffer(string: "--\(boundary)\r\nContent-Type: image/jpeg\r\nContent-Length: \(jpeg.count)\r\n\r\n")
+                    part.writeBytes(jpeg)
+                    part.writeString("\r\n")
+                    try await writer.write(part)
+                }
+                try await writer.finish(nil)
+            })
+        }
+        api.get("live/events") { _, _ in
+            let results = pipeline.subscribe()
+            return LiveAPI.eventStream(results, name: "result")
+        }
+
+        // Training.
+        api.post("training") { request, _ in
+            let start = try await LabelAPI.decode(TrainingRequest.self, request, limit: 4096)
+            let user = self.user(request)
+            return try LabelAPI.mapped { try LabelAPI.json(try training.start(start, user: user), status: .accepted) }
+        }
+        api.get("training") { _, _ in
+            guard let status = training.status else { throw HTTPError(.notFound, message: "no training job has run since the agent started") }
+            return try LabelAPI.json(status)
+        }
+        api.post("training/cancel") { _, _ in
+            try LabelAPI.mapped {
+                try training.cancel(jobId: nil)
+                return try LabelAPI.json(training.status)
+            }
+        }
+        api.get("training/events") { _, _ in LiveAPI.eventStream(training.subscribe(), name: "progress") }
+
+        // Models.
+        api.get("model") { _, _ in try LabelAPI.json(runtime.shelf.state) }
+        api.post("model/rollback") { _, _ in
+            try LabelAPI.mapped {
+                try runtime.rollback()
+                return try LabelAPI.json(runtime.shelf.state)
+            }
+        }
+    }
+
+    private func roiCrop(number: Int, roiName: String) throws -> Image8 {
+        let store = runtime.store
+        let roi = try store.recipe().roi(named: roiName)
+        let image = try ImageFile.decode(try store.image(of: try store.capture(number: number))).gray8
+        guard roi.rect.x >= 0, roi.rect.y >= 0, roi.rect.x + roi.rect.width <= image.width, roi.rect.y + roi.rect.height <= image.height else {
+            throw StoreError.invalid("ROI \(roiName) (\(roi.rect.x),\(roi.rect.y) \(roi.rect.width)x\(roi.rect.height)) lies outside capture \(number) (\(image.width)x\(image.height))")
+        }
+        return try image.cropped(to: roi.rect)
+    }
+
+    private func colors() throws -> [RGB] {
+        let classes = try runtime.store.classes().sorted { $0.index < $1.index }
+        var colors = [RGB(0, 0, 0)]
+        for record in classes {
+            let c = record.color
+            colors.append(RGB(UInt8((c >> 16) & 0xFF), UInt8((c >> 8) & 0xFF), UInt8(c & 0xFF)))
+        }
+        return colors
+    }
+
+    /// A stream of JSON events (text/event-stream), for EventSource on the page.
+    static func eventStream<Element: Encodable & Sendable>(_ events: AsyncStream<Element>, name: String) -> Response {
+        Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-store"], body: ResponseBody { writer in
+            try await writer.write(ByteBuffer(string: ": loupe \(name) events\n\n"))
+            for await event in events {
+                guard let data = try? LabelAPI.encoder.encode(event) else { continue }
+                try await writer.write(ByteBuffer(string: "event: \(name)\ndata: \(String(decoding: data, as: UTF8.self))\n\n"))
+            }
+            try await writer.finish(nil)
+        })
+    }
+
+    struct WandClick: Codable {
+        var x: Int
+        var y: Int
+        var classIndex: Int
+        /// 0…1; 0.5 by default.
+        var tolerance: Double?
+        /// "add" (default) or "remove".
+        var mode: String?
+    }
+
+    struct WandResult: Codable {
+        var selectedPixels: Int
+        var label: LabelAPI.LabelJSON
+    }
+
+    struct LiveChange: Codable {
+        var live: Bool?
+        var threshold: Double?
+    }
+}

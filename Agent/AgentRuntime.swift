@@ -1,0 +1,167 @@
+import Crypto
+import Foundation
+import Logging
+import LoupeCapture
+import LoupeImaging
+import LoupeSegmentation
+import LoupeVision
+import LoupeWire
+
+/// Everything a running agent holds: the label store, the model shelf, the
+/// live pipeline and the training jobs, and the glue that keeps them in step
+/// (a saved recipe or an installed model rebuilds the inspector, which the
+/// pipeline swaps in between frames).
+public final class AgentRuntime: Sendable {
+    public let config: AgentConfig
+    public let store: LabelStore
+    public let shelf: ModelShelf
+    public let pipeline: LivePipeline
+    public let precision: InferencePrecision
+    public let threads: Int
+    let logger: Logger
+    private let changes = NSLock()
+
+    public init(config: AgentConfig, logger: Logger) throws {
+        self.config = config
+        self.logger = logger
+        try FileManager.default.createDirectory(atPath: config.dataDir, withIntermediateDirectories: true)
+        store = try LabelStore(directory: config.dataDir + "/store")
+        shelf = try ModelShelf(directory: config.dataDir + "/models", managerKeys: try config.trustedModelKeys())
+        let camera = config.camera
+        threads = camera?.inferenceThreads ?? ProcessInfo.processInfo.activeProcessorCount
+        switch camera?.precision {
+        case "fp32": precision = .fp32
+        case "bf16": precision = .bf16
+        default: precision = DNNLRuntime.hasNativeBF16 ? .bf16 : .fp32
+        }
+        var source: (any FrameSource)?
+        var pacing: Duration?
+        if let camera {
+            let fps = camera.framesPerSecond ?? 25
+            switch camera.source {
+            case .v4l2:
+                var request = V4L2Camera.Request()
+                request.width = camera.width ?? 1280
+                request.height = camera.height ?? 1024
+                request.framesPerSecond = Int(fps.rounded())
+                source = try V4L2Camera(path: camera.device ?? "/dev/video0", request: request)
+            case .files:
+                source = try FileImport(camera.files ?? ".", loops: true)
+                pacing = .seconds(1 / fps)
+            case .synthetic:
+                source = try SyntheticCamera(configuration: .init(width: camera.width ?? 1280, height: camera.height ?? 1024, seed: camera.seed ?? 1))
+                pacing = .seconds(1 / fps)
+            }
+        }
+        let inspector = try Self.makeInspector(store: store, shelf: shelf, precision: precision, logger: logger)
+        pipeline = LivePipeline(source: source, pacing: pacing, threads: threads, inspector: inspector, live: camera?.live ?? true, logger: logger)
+    }
+
+    private static func makeInspector(store: LabelStore, shelf: ModelShelf, precision: InferencePrecision, logger: Logger,
+                                      model: (SegmentationModel, InstalledModel)? = nil) throws -> Inspector {
+        let recipe = try store.recipe()
+        var reference: Image8?
+        if let number = recipe.referenceCapture {
+            reference = try ImageFile.decode(try store.image(of: try store.capture(number: number))).gray8
+        }
+        var loaded = model
+        if loaded == nil {
+            do {
+                loaded = try shelf.loadCurrent()
+            } catch {
+                logger.error("the installed model does not load; inspecting without one", metadata: ["error": "\(error)"])
+            }
+        }
+        let segmenter = try loaded.map { try Segmenter(model: $0.0, precision: precision) }
+        return try Inspector(recipe: recipe, reference: reference, segmenter: segmenter, modelVersion: loaded?.1.version ?? "")
+    }
+
+    /// Rebuilds the inspector from the stored recipe and the installed model.
+    public func reload(model: (SegmentationModel, InstalledModel)? = nil) throws {
+        try changes.withLock {
+            let inspector = try Self.makeInspector(store: store, shelf: shelf, precision: precision, logger: logger,
+                                                   model: model ?? currentModel)
+            pipeline.swap(inspector)
+        }
+    }
+
+    private var currentModel: (SegmentationModel, InstalledModel)? {
+        let inspector = pipeline.currentInspector
+        guard let segmenter = inspector.segmenter, let installed = shelf.state.current, installed.version == inspector.modelVersion else { return nil }
+        return (segmenter.model, installed)
+    }
+
+    /// Verifies and installs a model file, then swaps it in between frames.
+    @discardableResult
+    public func install(_ data: Data, version: String, expectedSHA256: Data?, origin: String) throws -> InstalledModel {
+        let (model, installed) = try shelf.install(data, version: version, expectedSHA256: expectedSHA256, origin: origin)
+        try reload(model: (model, installed))
+        logger.info("model installed", metadata: ["version": "\(version)", "origin": "\(origin)", "sha256": "\(installed.sha256.prefix(16))"])
+        return installed
+    }
+
+    /// Goes back to the previous model.
+    @discardableResult
+    public func rollback() throws -> InstalledModel {
+        let (model, installed) = try shelf.rollback()
+        try reload(model: (model, installed))
+        logger.warning("model rolled back", metadata: ["version": "\(installed.version)"])
+        return installed
+    }
+
+    /// Stores the camera's newest frame as a capture. With an aligner in the
+    /// recipe the frame is stored aligned (in template coordinates), so ROI
+    /// rectangles cut the same part of the part as the live pipeline does.
+    public func captureFromCamera(user: String) throws -> CaptureRecord {
+        guard pipeline.hasSource else { throw StoreError.invalid("this agent has no camera configured; import images instead") }
+        guard let frame = pipeline.latestFrame else { throw StoreError.invalid("the camera has not delivered a frame yet") }
+        let inspector = pipeline.currentInspector
+        var image = frame.image
+        var source = "camera:\(frame.origin)#\(frame.sequence)"
+        if let aligner = inspector.aligner {
+            let alignment = try aligner.align(frame.image)
+            guard alignment.aligned else {
+                throw StoreError.invalid("the part was not found in the frame (alignment score \(String(format: "%.2f", alignment.score)))")
+            }
+            image = try frame.image.warped(by: alignment.pose.inverse, width: frame.image.width, height: frame.image.height)
+            source += " aligned"
+        }
+        let png = try PNGCodec.encode(image)
+        let recipe = inspector.recipe
+        return try store.addCapture(encoded: png, width: image.width, height: image.height, channels: image.channels, source: source,
+                                    at: frame.capturedAt, inspectionType: recipe.inspectionType, recipeVersion: recipe.version, user: user)
+    }
+
+    /// The included, labelled ROIs of an inspection type, as training images.
+    public func trainingSet(inspectionType: String, classes: Int) throws -> SegmentationDataset {
+        var items: [LabelledImage] = []
+        var images: [Int64: Image8] = [:]
+        for label in try store.labels(includedOnly: true) {
+            let capture = try store.capture(id: label.captureID)
+            guard capture.inspectionType == inspectionType else { continue }
+            let image: Image8
+            if let cached = images[capture.id!] {
+                image = cached
+            } else {
+                image = try ImageFile.decode(try store.image(of: capture)).gray8
+                images[capture.id!] = image
+            }
+            let crop = try image.cropped(to: PixelRect(x: label.roiX, y: label.roiY, width: label.roiWidth, height: label.roiHeight))
+            items.append(try LabelledImage(name: "capture-\(capture.number)-\(label.roiName)", image: crop, mask: try store.mask(of: label), classes: classes))
+        }
+        return SegmentationDataset(items: items, classes: classes)
+    }
+}
+
+extension AgentConfig {
+    /// The manager's model-signing public keys (the files named in `modelKeys`).
+    public func trustedModelKeys() throws -> [Curve25519.Signing.PublicKey] {
+        try (modelKeys ?? []).map { path in
+            do {
+                return try SigningKeyFile.loadPublic(path)
+            } catch {
+                throw ConfigError.invalid(path: path, key: "modelKeys", reason: "not an Ed25519 public key (64 hex digits or 32 raw bytes): \(error)")
+            }
+        }
+    }
+}

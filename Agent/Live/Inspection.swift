@@ -1,0 +1,203 @@
+import Foundation
+import LoupeImaging
+import LoupeSegmentation
+import LoupeVision
+import LoupeWire
+
+/// One defect class found in an ROI.
+public struct DefectSummary: Codable, Sendable, Equatable {
+    public var classIndex: Int
+    public var className: String
+    /// Pixels of this class at or above the confidence threshold.
+    public var area: Int
+    /// The largest connected region of this class, pixels.
+    public var largestRegion: Int
+    public var regions: Int
+    public var maxConfidence: Float
+}
+
+/// The verdict on one ROI of one frame.
+public struct ROIResult: Codable, Sendable, Equatable {
+    public var name: String
+    public var defects: [DefectSummary]
+    /// Highest confidence of any defect pixel (0 when none).
+    public var maxConfidence: Float
+    public var passed: Bool
+}
+
+/// Milliseconds spent in each stage for one frame.
+public struct StageTimings: Codable, Sendable, Equatable {
+    /// Waiting for the source to hand over the frame.
+    public var capture: Double = 0
+    public var align: Double = 0
+    public var crop: Double = 0
+    public var segment: Double = 0
+    /// Thresholding, regions and the pass/fail rule.
+    public var judge: Double = 0
+    /// Align through judge: the pipeline's own latency for the frame.
+    public var total: Double = 0
+    /// From the frame's capture to its result (includes time spent waiting).
+    public var age: Double = 0
+
+    public static let stages = ["capture", "align", "crop", "segment", "judge", "total", "age"]
+
+    public subscript(stage: String) -> Double {
+        switch stage {
+        case "capture": return capture
+        case "align": return align
+        case "crop": return crop
+        case "segment": return segment
+        case "judge": return judge
+        case "total": return total
+        default: return age
+        }
+    }
+}
+
+/// What the live pipeline concluded about one frame.
+public struct InspectionResult: Codable, Sendable, Equatable {
+    public enum Verdict: String, Codable, Sendable {
+        case pass
+        case fail
+        /// The part was not found (alignment score below the minimum): not judged.
+        case notAligned = "not-aligned"
+        /// No model is installed: ROIs are cut but not judged.
+        case noModel = "no-model"
+    }
+
+    public var sequence: Int
+    public var capturedAt: Date
+    public var verdict: Verdict
+    public var alignScore: Double?
+    public var rois: [ROIResult]
+    public var timings: StageTimings
+    public var modelVersion: String
+    public var recipeVersion: Int
+}
+
+/// The fixed part of inspecting frames: the recipe, its aligner and the model.
+/// Swapped as a whole between frames when any of them changes.
+public final class Inspector: Sendable {
+    public let recipe: Recipe
+    public let aligner: Aligner?
+    public let segmenter: Segmenter?
+    public let modelVersion: String
+    public let classNames: [String]
+    private let regions: [RegionOfInterest]
+
+    public init(recipe: Recipe, reference: Image8?, segmenter: Segmenter?, modelVersion: String) throws {
+        self.recipe = recipe
+        if let template = recipe.template, let reference {
+            aligner = try Aligner(reference: reference, configuration: AlignerConfiguration(template: template))
+        } else {
+            aligner = nil
+        }
+        self.segmenter = segmenter
+        self.modelVersion = segmenter == nil ? "" : modelVersion
+        classNames = segmenter?.model.classes.map(\.name) ?? []
+        regions = recipe.rois.map { RegionOfInterest(name: $0.name, rect: $0.rect) }
+    }
+
+    /// Everything one frame produced: the result, and what the stream draws.
+    public struct Outcome: Sendable {
+        public var result: InspectionResult
+        public var pose: SimilarityTransform
+        /// Per ROI: its class mask at the threshold (nil when not segmented).
+        public var masks: [Image8?]
+        public var regions: [RegionOfInterest]
+    }
+
+    /// Aligns, crops, segments and judges one frame.
+    public func inspect(_ frame: CapturedFrameInput, threshold: Double) throws -> Outcome {
+        let clock = ContinuousClock()
+        var timings = StageTimings()
+        timings.capture = frame.captureMilliseconds
+        let start = clock.now
+        var mark = start
+        func lap() -> Double {
+            let now = clock.now
+            defer { mark = now }
+            return (now - mark).milliseconds
+        }
+        var pose = SimilarityTransform.identity
+        var score: Double?
+        if let aligner {
+            let alignment = try aligner.align(frame.image)
+            timings.align = lap()
+            score = alignment.score
+            guard alignment.aligned else {
+                timings.total = (clock.now - start).milliseconds
+                timings.age = Date().timeIntervalSince(frame.capturedAt) * 1000
+                return Outcome(result: InspectionResult(sequence: frame.sequence, capturedAt: frame.capturedAt, verdict: .notAligned, alignScore: score, rois: [],
+                                                        timings: timings, modelVersion: modelVersion, recipeVersion: recipe.version),
+                               pose: alignment.pose, masks: [], regions: regions)
+            }
+            pose = alignment.pose
+        }
+        let crops = try regions.map { try $0.crop(frame.image, pose: pose) }
+        timings.crop = lap()
+        var results: [ROIResult] = []
+        var masks: [Image8?] = []
+        var verdict = InspectionResult.Verdict.pass
+        if let segmenter {
+            let segmentations = try crops.map { try segmenter.segment($0) }
+            timings.segment = lap()
+            for (region, segmentation) in zip(regions, segmentations) {
+                let mask = segmentation.mask(threshold: Float(threshold))
+                let result = judge(region.name, mask: mask, segmentation: segmentation)
+                if !result.passed { verdict = .fail }
+                results.append(result)
+                masks.append(mask)
+            }
+            timings.judge = lap()
+        } else {
+            verdict = .noModel
+            results = regions.map { ROIResult(name: $0.name, defects: [], maxConfidence: 0, passed: true) }
+            masks = regions.map { _ in nil }
+        }
+        timings.total = (clock.now - start).milliseconds
+        timings.age = Date().timeIntervalSince(frame.capturedAt) * 1000
+        let result = InspectionResult(sequence: frame.sequence, capturedAt: frame.capturedAt, verdict: verdict, alignScore: score, rois: results,
+                                      timings: timings, modelVersion: modelVersion, recipeVersion: recipe.version)
+        return Outcome(result: result, pose: pose, masks: masks, regions: regions)
+    }
+
+    /// Per-class areas, regions and confidence, and the fail rule.
+    private func judge(_ name: String, mask: Image8, segmentation: Segmentation) -> ROIResult {
+        var byClass: [Int: DefectSummary] = [:]
+        var passed = true
+        var peak: Float = 0
+        for index in mask.samples.indices where mask.samples[index] != 0 {
+            let label = Int(mask.samples[index])
+            let confidence = segmentation.confidence[index]
+            peak = max(peak, confidence)
+            let className = label < classNames.count ? classNames[label] : "class \(label)"
+            byClass[label, default: DefectSummary(classIndex: label, className: className, area: 0, largestRegion: 0, regions: 0, maxConfidence: 0)].area += 1
+            byClass[label]!.maxConfidence = max(byClass[label]!.maxConfidence, confidence)
+        }
+        if !byClass.isEmpty {
+            for blob in MaskTools.blobs(mask) {
+                let label = Int(blob.label)
+                byClass[label]!.regions += 1
+                byClass[label]!.largestRegion = max(byClass[label]!.largestRegion, blob.area)
+                if blob.area >= recipe.failRule.minimumDefectPixels { passed = false }
+            }
+        }
+        return ROIResult(name: name, defects: byClass.values.sorted { $0.classIndex < $1.classIndex }, maxConfidence: peak, passed: passed)
+    }
+}
+
+/// A frame as the inspector sees it, with how long the source took to give it.
+public struct CapturedFrameInput: Sendable {
+    public var sequence: Int
+    public var capturedAt: Date
+    public var image: Image8
+    public var captureMilliseconds: Double
+
+    public init(sequence: Int, capturedAt: Date, image: Image8, captureMilliseconds: Double) {
+        self.sequence = sequence
+        self.capturedAt = capturedAt
+        self.image = image
+        self.captureMilliseconds = captureMilliseconds
+    }
+}

@@ -1,0 +1,279 @@
+import Foundation
+import Logging
+import LoupeCapture
+import LoupeImaging
+import LoupeSegmentation
+import LoupeWire
+import ServiceLifecycle
+import Synchronization
+
+/// Figures over the rolling log, for the page, the status report and the benchmark.
+public struct LiveStatistics: Codable, Sendable, Equatable {
+    public var live: Bool
+    public var threshold: Double
+    /// Results per second over the last few seconds.
+    public var framesPerSecond: Double
+    /// Frames the source delivered, and those dropped because the pipeline was busy.
+    public var framesCaptured: Int
+    public var framesDropped: Int
+    public var framesInspected: Int
+    public var passCount: Int
+    public var failCount: Int
+    public var notAlignedCount: Int
+    /// Median and 99th percentile of each stage over the log, milliseconds.
+    public var p50: [String: Double]
+    public var p99: [String: Double]
+    public var modelVersion: String
+    public var recipeVersion: Int
+    public var sourceError: String?
+}
+
+/// The live inspection loop: a capture task takes frames from the source at
+/// its own rate into a one-frame slot; an inspection thread takes the newest
+/// frame from the slot, so when inspection falls behind, frames are dropped
+/// (and counted), never queued. Results go to a rolling log and to
+/// subscribers (the page's event stream); the newest frame and its outcome
+/// are kept for the MJPEG stream, which draws the overlay only when watched.
+public final class LivePipeline: Service, Sendable {
+    public struct Latest: Sendable {
+        public var image: Image8
+        public var outcome: Inspector.Outcome
+    }
+
+    private struct Slot {
+        var frame: CapturedFrameInput?
+        var stopped = false
+    }
+
+    private struct Log {
+        var results: [InspectionResult] = []
+        var next = 0
+        var captured = 0, dropped = 0, inspected = 0, passed = 0, failed = 0, notAligned = 0
+        var recentTimes: [ContinuousClock.Instant] = []
+        var sourceError: String?
+    }
+
+    public static let logCapacity = 1000
+
+    private let source: (any FrameSource)?
+    private let pacing: Duration?
+    private let threads: Int
+    private let logger: Logger
+    private let inspector: Mutex<Inspector>
+    private let settings: Mutex<(live: Bool, threshold: Double)>
+    private let slot = Mutex(Slot())
+    private let wakeup = DispatchSemaphore(value: 0)
+    private let log = Mutex(Log())
+    private let newest = Mutex<Latest?>(nil)
+    private let newestRaw = Mutex<CapturedFrame?>(nil)
+    private let subscribers = Mutex<[UUID: AsyncStream<InspectionResult>.Continuation]>([:])
+    private let frameSignal = Mutex<[UUID: AsyncStream<Int>.Continuation]>([:])
+
+    /// - Parameters:
+    ///   - source: the camera; nil for an agent without one (labels only).
+    ///   - pacing: least time between frames taken from the source (the camera
+    ///     rate for sources that have none of their own: files, synthetic).
+    ///   - threads: oneDNN threads for the segmenter.
+    public init(source: (any FrameSource)?, pacing: Duration?, threads: Int, inspector: Inspector, live: Bool, logger: Logger) {
+        self.source = source
+        self.pacing = pacing
+        self.threads = max(1, threads)
+        self.inspector = Mutex(inspector)
+        self.settings = Mutex((live, inspector.recipe.confidenceThreshold))
+        self.logger = logger
+    }
+
+    public var hasSource: Bool { source != nil }
+
+    /// Replaces recipe, aligner and model; the next frame uses the new ones.
+    public func swap(_ next: Inspector) {
+        inspector.withLock { $0 = next }
+        settings.withLock { $0.threshold = next.recipe.confidenceThreshold }
+    }
+
+    public var currentInspector: Inspector { inspector.withLock { $0 } }
+
+    public func setLive(_ live: Bool) { settings.withLock { $0.live = live } }
+
+    /// The newest frame the source delivered (for "capture" on the page).
+    public var latestFrame: CapturedFrame? { newestRaw.withLock { $0 } }
+
+    /// The newest inspected frame and what was found in it.
+    public var latest: Latest? { newest.withLock { $0 } }
+
+    public func run() async throws {
+        guard let source else {
+            logger.info("no camera configured; live inspection is off")
+            try? await gracefulShutdown()
+            return
+        }
+        let worker = Thread { [self] in inspectLoop() }
+        worker.name = "loupe-inspect"
+        worker.start()
+        defer {
+            slot.withLock { $0.stopped = true }
+            wakeup.signal()
+        }
+        await cancelWhenGracefulShutdownOrCancelled { await self.captureLoop(source) }
+        // A source that ran dry leaves the agent serving its page until shutdown.
+        if !Task.isShuttingDownGracefully && !Task.isCancelled { try? await gracefulShutdown() }
+        for continuation in subscribers.withLock({ Array($0.values) }) { continuation.finish() }
+        for continuation in frameSignal.withLock({ Array($0.values) }) { continuation.finish() }
+        logger.info("live pipeline stopped")
+    }
+
+    private func cancelWhenGracefulShutdownOrCancelled(_ body: @escaping @Sendable () async -> Void) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await body() }
+            group.addTask { try? await gracefulShutdown() }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    private func captureLoop(_ source: any FrameSource) async {
+        let clock = ContinuousClock()
+        var failures = 0
+        while !Task.isCancelled {
+            let asked = clock.now
+            do {
+                guard let frame = try await source.nextFrame() else {
+                    logger.info("the camera source has no more frames")
+                    return
+                }
+                failures = 0
+                let took = (clock.now - asked).milliseconds
+                newestRaw.withLock { $0 = frame }
+                let input = CapturedFrameInput(sequence: frame.sequence, capturedAt: frame.capturedAt, image: frame.image, captureMilliseconds: took)
+                let replaced = slot.withLock { slot -> Bool in
+                    defer { slot.frame = input }
+                    return slot.frame != nil
+                }
+                log.withLock {
+                    $0.captured += 1
+                    if replaced { $0.dropped += 1 }
+                    $0.sourceError = nil
+                }
+                if !replaced { wakeup.signal() }
+                if let pacing {
+                    try await Task.sleep(until: asked + pacing, clock: clock)
+                }
+            } catch is CancellationError {
+                return
+            } catch {
+                failures += 1
+                log.withLock { $0.sourceError = "\(error)" }
+                if failures == 1 || failures.isMultiple(of: 50) {
+                    logger.error("camera error", metadata: ["error": "\(error)", "failures": "\(failures)"])
+                }
+                // A camera that came unplugged is retried, slowly.
+                try? await Task.sleep(for: .milliseconds(min(2000, 100 * failures)))
+            }
+        }
+    }
+
+    private func inspectLoop() {
+        DNNLRuntime.setThreads(threads)
+        while true {
+            wakeup.wait()
+            let (frame, stopped) = slot.withLock { slot -> (CapturedFrameInput?, Bool) in
+                defer { slot.frame = nil }
+                return (slot.frame, slot.stopped)
+            }
+            if stopped { return }
+            guard let frame else { continue }
+            let (live, threshold) = settings.withLock { ($0.live, $0.threshold) }
+            guard live else { continue }
+            let inspector = self.inspector.withLock { $0 }
+            do {
+                let outcome = try inspector.inspect(frame, threshold: threshold)
+                record(outcome, image: frame.image)
+            } catch {
+                log.withLock { $0.sourceError = "inspection failed: \(error)" }
+                logger.error("inspection failed", metadata: ["frame": "\(frame.sequence)", "error": "\(error)"])
+            }
+        }
+    }
+
+    private func record(_ outcome: Inspector.Outcome, image: Image8) {
+        let result = outcome.result
+        let now = ContinuousClock.now
+        log.withLock { log in
+            if log.results.count < Self.logCapacity {
+                log.results.append(result)
+            } else {
+                log.results[log.next] = result
+            }
+            log.next = (log.next + 1) % Self.logCapacity
+            log.inspected += 1
+            switch result.verdict {
+            case .pass: log.passed += 1
+            case .fail: log.failed += 1
+            case .notAligned: log.notAligned += 1
+            case .noModel: break
+            }
+            log.recentTimes.append(now)
+            log.recentTimes.removeAll { now - $0 > .seconds(5) }
+        }
+        newest.withLock { $0 = Latest(image: image, outcome: outcome) }
+        for continuation in subscribers.withLock({ Array($0.values) }) { continuation.yield(result) }
+        for continuation in frameSignal.withLock({ Array($0.values) }) { continuation.yield(result.sequence) }
+    }
+
+    /// The newest results, newest first.
+    public func results(limit: Int) -> [InspectionResult] {
+        log.withLock { log in
+            let ordered = log.results.count < Self.logCapacity ? log.results : Array(log.results[log.next...] + log.results[..<log.next])
+            return Array(ordered.suffix(limit).reversed())
+        }
+    }
+
+    public var statistics: LiveStatistics {
+        let (live, threshold) = settings.withLock { ($0.live, $0.threshold) }
+        let inspector = currentInspector
+        return log.withLock { log in
+            let now = ContinuousClock.now
+            let recent = log.recentTimes.filter { now - $0 <= .seconds(5) }
+            var fps = 0.0
+            if recent.count >= 2, let first = recent.first, let last = recent.last, last > first {
+                fps = Double(recent.count - 1) / (last - first).seconds
+            }
+            var p50: [String: Double] = [:], p99: [String: Double] = [:]
+            let judged = log.results.filter { $0.verdict != .notAligned }
+            for stage in StageTimings.stages {
+                let values = judged.map { $0.timings[stage] }.sorted()
+                guard !values.isEmpty else { continue }
+                p50[stage] = Self.percentile(values, 0.5)
+                p99[stage] = Self.percentile(values, 0.99)
+            }
+            return LiveStatistics(live: live, threshold: threshold, framesPerSecond: fps, framesCaptured: log.captured, framesDropped: log.dropped,
+                                  framesInspected: log.inspected, passCount: log.passed, failCount: log.failed, notAlignedCount: log.notAligned,
+                                  p50: p50, p99: p99, modelVersion: inspector.modelVersion, recipeVersion: inspector.recipe.version,
+                                  sourceError: log.sourceError)
+        }
+    }
+
+    static func percentile(_ sorted: [Double], _ fraction: Double) -> Double {
+        guard !sorted.isEmpty else { return 0 }
+        let rank = min(sorted.count - 1, max(0, Int((Double(sorted.count - 1) * fraction).rounded())))
+        return sorted[rank]
+    }
+
+    /// Each new result as it is made; a slow reader misses results rather than holding them up.
+    public func subscribe() -> AsyncStream<InspectionResult> {
+        let id = UUID()
+        let (stream, continuation) = AsyncStream.makeStream(of: InspectionResult.self, bufferingPolicy: .bufferingNewest(16))
+        continuation.onTermination = { [weak self] _ in _ = self?.subscribers.withLock { $0.removeValue(forKey: id) } }
+        subscribers.withLock { $0[id] = continuation }
+        return stream
+    }
+
+    /// Ticks when a new frame has been inspected (only the newest counts).
+    public func frameTicks() -> AsyncStream<Int> {
+        let id = UUID()
+        let (stream, continuation) = AsyncStream.makeStream(of: Int.self, bufferingPolicy: .bufferingNewest(1))
+        continuation.onTermination = { [weak self] _ in _ = self?.frameSignal.withLock { $0.removeValue(forKey: id) } }
+        frameSignal.withLock { $0[id] = continuation }
+        return stream
+    }
+}

@@ -1,0 +1,236 @@
+import Crypto
+import Foundation
+import LoupeSegmentation
+import Synchronization
+
+/// Why a model was not installed.
+public enum ModelInstallError: Error, Equatable, CustomStringConvertible {
+    case hashMismatch(version: String, expected: String, actual: String)
+    case badSignature(version: String, reason: String)
+    case unreadable(version: String, reason: String)
+    case invalidVersion(String)
+    case noPreviousModel
+    case chunkOutOfOrder(version: String, expected: UInt64, received: UInt64)
+    case tooLarge(version: String, bytes: UInt64, limit: UInt64)
+    case io(String)
+
+    public var description: String {
+        switch self {
+        case .hashMismatch(let version, let expected, let actual):
+            "model \(version): SHA-256 is \(actual.prefix(16))…, the offer said \(expected.prefix(16))… (corrupt or tampered); not installed"
+        case .badSignature(let version, let reason): "model \(version): signature refused: \(reason); not installed"
+        case .unreadable(let version, let reason): "model \(version) cannot be read: \(reason)"
+        case .invalidVersion(let text): "model version \"\(text)\" must be 1–64 letters, digits, '.', '_' or '-'"
+        case .noPreviousModel: "there is no previous model to roll back to"
+        case .chunkOutOfOrder(let version, let expected, let received):
+            "model \(version): chunk at byte \(received) does not continue the download at byte \(expected)"
+        case .tooLarge(let version, let bytes, let limit): "model \(version) is \(bytes) bytes; at most \(limit) are accepted"
+        case .io(let reason): reason
+        }
+    }
+}
+
+/// An installed model and where it came from.
+public struct InstalledModel: Codable, Sendable, Equatable {
+    public var version: String
+    public var sha256: String
+    public var bytes: Int
+    public var installedAt: Date
+    /// "manager", "local-training" or "file".
+    public var origin: String
+}
+
+/// The agent's models on disk: `models/<version>.loupe`, and `installed.json`
+/// naming the current model and the one before it (for rollback). Every
+/// model is checked before it is installed: its SHA-256 against the offer,
+/// and its Ed25519 signature against the trusted keys (the manager's, and the
+/// agent's own key for models it trained itself). Installing and rolling back
+/// replace `installed.json` atomically, so a crash leaves the old choice or
+/// the new one. Downloads in progress live in `models/partial/` and resume
+/// from their last whole chunk.
+public final class ModelShelf: Sendable {
+    public struct State: Codable, Sendable, Equatable {
+        public var current: InstalledModel?
+        public var previous: InstalledModel?
+    }
+
+    public let directory: String
+    public let trustedKeys: [Curve25519.Signing.PublicKey]
+    /// Signs models this agent trains itself (`models/local-signing.key`, made at first start).
+    public let localKey: Curve25519.Signing.PrivateKey
+    public static let maximumModelBytes: UInt64 = 256 << 20
+    private let lock = Mutex(())
+
+    public init(directory: String, managerKeys: [Curve25519.Signing.PublicKey]) throws(StoreError) {
+        self.directory = directory
+        do {
+            try FileManager.default.createDirectory(atPath: directory + "/partial", withIntermediateDirectories: true)
+        } catch {
+            throw .io(path: directory, reason: "\(error)")
+        }
+        let keyPath = directory + "/local-signing.key"
+        if let raw = FileManager.default.contents(atPath: keyPath) {
+            guard let key = try? Curve25519.Signing.PrivateKey(rawRepresentation: raw) else {
+                throw .invalid("\(keyPath) is not a 32-byte Ed25519 private key")
+            }
+            localKey = key
+        } else {
+            localKey = Curve25519.Signing.PrivateKey()
+            try BlobStore.replaceDurably(keyPath, with: localKey.rawRepresentation)
+            chmod(keyPath, 0o600)
+        }
+        trustedKeys = managerKeys + [localKey.publicKey]
+    }
+
+    public var state: State {
+        lock.withLock { _ in readState() }
+    }
+
+    private func readState() -> State {
+        guard let data = FileManager.default.contents(atPath: directory + "/installed.json"),
+              let state = try? JSONDecoder.iso.decode(State.self, from: data) else { return State() }
+        return state
+    }
+
+    private func writeState(_ state: State) throws(ModelInstallError) {
+        do {
+            let encoded = try JSONEncoder.iso.encode(state)
+            try BlobStore.replaceDurably(directory + "/installed.json", with: encoded)
+        } catch {
+            throw .io("cannot record the installed model: \(error)")
+        }
+    }
+
+    private func path(of version: String) -> String { directory + "/\(version).loupe" }
+
+    /// The current model, read and verified again from disk.
+    public func loadCurrent() throws(ModelInstallError) -> (SegmentationModel, InstalledModel)? {
+        guard let current = state.current else { return nil }
+        return (try load(current), current)
+    }
+
+    private func load(_ installed: InstalledModel) throws(ModelInstallError) -> SegmentationModel {
+        guard let data = FileManager.default.contents(atPath: path(of: installed.version)) else {
+            throw .unreadable(version: installed.version, reason: "\(path(of: installed.version)) is missing")
+        }
+        return try verify(data, version: installed.version, expectedSHA256: nil)
+    }
+
+    /// Checks a model file: SHA-256 (when the offer gave one) and a trusted signature.
+    public func verify(_ data: Data, version: String, expectedSHA256: Data?) throws(ModelInstallError) -> SegmentationModel {
+        if let expectedSHA256 {
+            let actual = Data(SHA256.hash(data: data))
+            guard actual == expectedSHA256 else { throw .hashMismatch(version: version, expected: expectedSHA256.hexString, actual: actual.hexString) }
+        }
+        do {
+            return try ModelFile.decode(data, name: "model \(version)", trustedKeys: trustedKeys).0
+        } catch {
+            if case .modelFile(_, let reason) = error, reason.contains("sign") || reason.contains("trusted") {
+                throw .badSignature(version: version, reason: reason)
+            }
+            throw .unreadable(version: version, reason: "\(error)")
+        }
+    }
+
+    /// Verifies and installs a model; the one it replaces becomes the rollback target.
+    @discardableResult
+    public func install(_ data: Data, version: String, expectedSHA256: Data?, origin: String) throws(ModelInstallError) -> (SegmentationModel, InstalledModel) {
+        guard FleetSafeName.isValid(version) else { throw .invalidVersion(version) }
+        let model = try verify(data, version: version, expectedSHA256: expectedSHA256)
+        return try lock.withLock { _ throws(ModelInstallError) -> (SegmentationModel, InstalledModel) in
+            do {
+                try BlobStore.replaceDurably(path(of: version), with: data)
+            } catch {
+                throw .io("cannot write model \(version): \(error)")
+            }
+            var state = readState()
+            let installed = InstalledModel(version: version, sha256: Data(SHA256.hash(data: data)).hexString, bytes: data.count, installedAt: Date(), origin: origin)
+            if state.current?.version != version { state.previous = state.current }
+            state.current = installed
+            try writeState(state)
+            try? FileManager.default.removeItem(atPath: partialPath(version))
+            return (model, installed)
+        }
+    }
+
+    /// Goes back to the model before the current one (which becomes the new "previous").
+    public func rollback() throws(ModelInstallError) -> (SegmentationModel, InstalledModel) {
+        try lock.withLock { _ throws(ModelInstallError) -> (SegmentationModel, InstalledModel) in
+            var state = readState()
+            guard let previous = state.previous else { throw .noPreviousModel }
+            let model = try load(previous)
+            state.previous = state.current
+            state.current = previous
+            try writeState(state)
+            return (model, previous)
+        }
+    }
+
+    // MARK: Resumable downloads
+
+    private func partialPath(_ version: String) -> String { directory + "/partial/\(version).part" }
+
+    /// Bytes of `version` already downloaded: the offset to ask for next.
+    public func downloaded(_ version: String) -> UInt64 {
+        guard FleetSafeName.isValid(version),
+              let attributes = try? FileManager.default.attributesOfItem(atPath: partialPath(version)),
+              let size = attributes[.size] as? NSNumber else { return 0 }
+        return size.uint64Value
+    }
+
+    /// Appends a chunk (flushed to disk) to a download in progress.
+    public func append(_ data: Data, to version: String, at offset: UInt64) throws(ModelInstallError) {
+        guard FleetSafeName.isValid(version) else { throw .invalidVersion(version) }
+        let have = downloaded(version)
+        guard offset == have else { throw .chunkOutOfOrder(version: version, expected: have, received: offset) }
+        guard have + UInt64(data.count) <= Self.maximumModelBytes else {
+            throw .tooLarge(version: version, bytes: have + UInt64(data.count), limit: Self.maximumModelBytes)
+        }
+        let path = partialPath(version)
+        let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
+        guard fd >= 0 else { throw .io("\(path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        let ok = data.withUnsafeBytes { raw -> Bool in
+            var written = 0
+            while written < raw.count {
+                let n = write(fd, raw.baseAddress! + written, raw.count - written)
+                if n < 0 { if errno == EINTR { continue }; return false }
+                written += n
+            }
+            return fsync(fd) == 0
+        }
+        guard ok else {
+            // Cut back to the last whole chunk so the download resumes cleanly.
+            _ = ftruncate(fd, off_t(have))
+            throw .io("\(path): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    /// The whole download, once it is complete.
+    public func downloadedData(_ version: String) -> Data? {
+        FileManager.default.contents(atPath: partialPath(version))
+    }
+
+    /// Forgets a download (after it failed verification).
+    public func discardDownload(_ version: String) {
+        guard FleetSafeName.isValid(version) else { return }
+        try? FileManager.default.removeItem(atPath: partialPath(version))
+    }
+}
+
+extension JSONEncoder {
+    static let iso: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .iso8601
+        encoder.outputFormatting = [.sortedKeys]
+        return encoder
+    }()
+}
+
+extension JSONDecoder {
+    static let iso: JSONDecoder = {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return decoder
+    }()
+}

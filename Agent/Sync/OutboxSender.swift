@@ -1,0 +1,136 @@
+import Crypto
+import Foundation
+import Logging
+import LoupeImaging
+import LoupeProto
+import LoupeSegmentation
+import LoupeWire
+
+/// Drains the label outbox to the manager over a live connection: each
+/// labelled ROI goes as a RoiUpload request, and leaves the outbox only when
+/// the manager's RoiAck says it is durably stored (or already held). So an
+/// item is sent at least once, and the content hash makes a repeat harmless:
+/// nothing is lost or doubled across disconnects and restarts.
+public struct OutboxSender: Sendable {
+    public let store: LabelStore
+    /// Uploads in flight at once.
+    public var window = 4
+    /// Optional cap on upload bytes per second.
+    public var bytesPerSecond: Double?
+    let logger: Logger
+
+    public init(store: LabelStore, bytesPerSecond: Double?, logger: Logger) {
+        self.store = store
+        self.bytesPerSecond = bytesPerSecond
+        self.logger = logger
+    }
+
+    /// Runs until the connection closes.
+    public func run(over connection: WireConnection) async throws {
+        var refused: Set<Int64> = []
+        var limiter = RateLimiter(bytesPerSecond: bytesPerSecond)
+        while !connection.isClosed {
+            let batch = try store.pendingUploads(limit: window * 4, skipping: refused)
+            if batch.isEmpty {
+                try await Task.sleep(for: .seconds(1))
+                continue
+            }
+            var sent = 0
+            try await withThrowingTaskGroup(of: (Int64, String, Result<Loupe_V1_RoiAck, any Error>).self) { group in
+                var index = 0
+                func launch() async throws {
+                    let (item, label, capture) = batch[index]
+                    index += 1
+                    let upload = try makeUpload(label: label, capture: capture)
+                    group.addTask {
+                        do {
+                            let reply = try await connection.request(.roiUpload(upload))
+                            guard case .roiAck(let ack) = reply.body else {
+                                throw WireError.unexpectedReply(expected: "roi_ack", received: reply.bodyName)
+                            }
+                            guard ack.contentSha256 == upload.contentSha256 else {
+                                throw WireError.unexpectedReply(expected: "an ack for this upload", received: "an ack for another")
+                            }
+                            return (item.id!, item.contentHash, .success(ack))
+                        } catch {
+                            return (item.id!, item.contentHash, .failure(error))
+                        }
+                    }
+                    let size = upload.imagePng.count + upload.maskPng.count
+                    if let delay = limiter.delay(for: size) { try await Task.sleep(for: delay) }
+                }
+                while index < min(window, batch.count) { try await launch() }
+                while let (id, hash, result) = try await group.next() {
+                    switch result {
+                    case .success:
+                        try store.acknowledge(contentHash: hash)
+                        sent += 1
+                    case .failure(let error):
+                        if let wire = error as? WireError, case .remote(let code, let message) = wire, code == .invalidArgument {
+                            // The manager will never take this one: keep it, say why, and move on.
+                            refused.insert(id)
+                            try? store.recordAttempt(outboxID: id, error: message)
+                            logger.error("manager refused a labelled ROI", metadata: ["outbox": "\(id)", "reason": "\(message)"])
+                        } else {
+                            try? store.recordAttempt(outboxID: id, error: "\(error)")
+                            throw error
+                        }
+                    }
+                    if index < batch.count { try await launch() }
+                }
+            }
+            if sent > 0 { logger.debug("outbox uploads acknowledged", metadata: ["count": "\(sent)"]) }
+        }
+    }
+
+    /// The upload for one labelled ROI: its crop and mask as PNG, and what they belong to.
+    func makeUpload(label: LabelRecord, capture: CaptureRecord) throws -> Loupe_V1_RoiUpload {
+        let image = try ImageFile.decode(try store.image(of: capture))
+        let rect = PixelRect(x: label.roiX, y: label.roiY, width: label.roiWidth, height: label.roiHeight)
+        let crop: Image8
+        switch image {
+        case .rgb8(let rgb): crop = try rgb.cropped(to: rect)
+        default: crop = try image.gray8.cropped(to: rect)
+        }
+        var upload = Loupe_V1_RoiUpload()
+        upload.imagePng = try PNGCodec.encode(crop)
+        upload.maskPng = try store.blobs.get(label.maskHash)
+        var hasher = SHA256()
+        hasher.update(data: upload.imagePng)
+        hasher.update(data: upload.maskPng)
+        upload.contentSha256 = Data(hasher.finalize())
+        upload.inspectionType = capture.inspectionType
+        upload.roiName = label.roiName
+        upload.capturedAtUnixMs = UInt64(max(0, capture.capturedAt.timeIntervalSince1970 * 1000))
+        upload.recipeVersion = String(capture.recipeVersion)
+        let recipe = try store.recipe()
+        if let reference = recipe.referenceCapture, let template = try? store.capture(number: reference) {
+            upload.templateSha256 = Data(hexString: template.imageHash) ?? Data()
+        }
+        upload.classNames = ["background"] + (try store.classes().sorted { $0.index < $1.index }.map(\.name))
+        return upload
+    }
+}
+
+/// A token bucket: lets `bytesPerSecond` through on average, in bursts of up to one second's worth.
+struct RateLimiter {
+    let bytesPerSecond: Double?
+    private var allowance: Double
+    private var last = ContinuousClock.now
+
+    init(bytesPerSecond: Double?) {
+        self.bytesPerSecond = bytesPerSecond
+        allowance = bytesPerSecond ?? 0
+    }
+
+    /// How long to wait after sending `bytes`, if at all.
+    mutating func delay(for bytes: Int) -> Duration? {
+        guard let rate = bytesPerSecond, rate > 0 else { return nil }
+        let now = ContinuousClock.now
+        allowance = min(rate, allowance + (now - last).seconds * rate)
+        last = now
+        allowance -= Double(bytes)
+        guard allowance < 0 else { return nil }
+        return .seconds(-allowance / rate)
+    }
+}

@@ -1,0 +1,48 @@
+import Crypto
+import Foundation
+
+/// Ed25519 keys on disk: 64 hex digits (with or without a newline), or the raw 32 bytes.
+public enum SigningKeyFile {
+    public static func load(_ path: String) throws -> Curve25519.Signing.PrivateKey {
+        try Curve25519.Signing.PrivateKey(rawRepresentation: raw(path))
+    }
+
+    public static func loadPublic(_ path: String) throws -> Curve25519.Signing.PublicKey {
+        try Curve25519.Signing.PublicKey(rawRepresentation: raw(path))
+    }
+
+    /// Writes a key as 64 hex digits and a newline (mode 0600 for private keys).
+    public static func write(_ raw: Data, to path: String, secret: Bool) throws {
+        try Data((raw.hexString + "\n").utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
+        if secret { chmod(path, 0o600) }
+    }
+
+    private static func raw(_ path: String) throws -> Data {
+        let data = try Data(contentsOf: URL(fileURLWithPath: path))
+        if let text = String(data: data, encoding: .utf8)?.trimmingCharacters(in: .whitespacesAndNewlines), text.count == 64,
+           let decoded = Data(hexString: text) {
+            return decoded
+        }
+        return data
+    }
+}
+
+extension Data {
+    /// Lowercase hex, two digits per byte.
+    public var hexString: String { map { String(format: "%02x", $0) }.joined() }
+
+    /// Bytes from hex digits; nil when the text is not an even number of hex digits.
+    public init?(hexString text: String) {
+        guard text.count.isMultiple(of: 2) else { return nil }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(text.count / 2)
+        var index = text.startIndex
+        while index < text.endIndex {
+            let next = text.index(index, offsetBy: 2)
+            guard let byte = UInt8(text[index..<next], radix: 16) else { return nil }
+            bytes.append(byte)
+            index = next
+        }
+        self.init(bytes)
+    }
+}

@@ -1,0 +1,135 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import LoupeAgent
+import LoupeImaging
+import LoupeSegmentation
+import LoupeWire
+import NIOCore
+import Testing
+
+extension SegmentationTests {
+    /// The camera half of the agent API over real HTTP, with a real runtime:
+    /// the synthetic camera, the live pipeline, local training and the model shelf.
+    @Suite struct LiveAPITests {
+        init() { DNNLRuntime.setThreads(1) }
+
+        static func runtime(_ dir: String) throws -> AgentRuntime {
+            let config = AgentConfig(cameraId: "cam-live", manager: nil, tls: TLSFiles(ca: "", cert: "", key: ""), dataDir: dir,
+                                     camera: .init(source: .synthetic, width: 640, height: 512, framesPerSecond: 15, seed: 5, inferenceThreads: 1, precision: "fp32"))
+            return try AgentRuntime(config: config, logger: Logger(label: "test"))
+        }
+
+        static func application(_ runtime: AgentRuntime) -> some ApplicationProtocol {
+            let router = Router()
+            var labels = LabelAPI(store: runtime.store)
+            labels.recipeSaved = { try runtime.reload() }
+            labels.register(on: router)
+            LiveAPI(runtime: runtime, training: TrainingJobs(runtime: runtime, logger: Logger(label: "test"))).register(on: router)
+            return Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), services: [runtime.pipeline])
+        }
+
+        typealias Client = any TestClientProtocol
+
+        func expectStatus(_ client: Client, _ uri: String, _ method: HTTPRequest.Method, _ body: Any? = nil, _ status: HTTPResponse.Status,
+                          sourceLocation: SourceLocation = #_sourceLocation) async throws -> [String: Any] {
+            let buffer = try body.map { try LabelAPITests.json($0) }
+            return try await client.execute(uri: uri, method: method, body: buffer) { response async throws -> [String: Any] in
+                let text = String(buffer: response.body)
+                #expect(response.status == status, "\(method) \(uri): \(text)", sourceLocation: sourceLocation)
+                return (try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]) ?? [:]
+            }
+        }
+
+        @Test func anOperatorCapturesLabelsWithTheWandTrainsAndWatchesLive() async throws {
+            let dir = LabelStoreTests.temporaryDirectory()
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            let runtime = try Self.runtime(dir)
+            try await Self.application(runtime).test(.live) { client in
+                _ = try await expectStatus(client, "/api/v1/classes", .put, [["index": 1, "name": "scratch", "color": 0xFF0000]], .ok)
+                // No ROIs are ticked yet: training is refused with the reason.
+                _ = try await expectStatus(client, "/api/v1/training", .post, ["iterations": 2], .badRequest)
+                // Capture the reference from the camera, then set the template and ROIs on it.
+                let ready = try await eventually { runtime.pipeline.latestFrame != nil }
+                #expect(ready)
+                let reference = try await expectStatus(client, "/api/v1/captures", .post, nil, .created)
+                #expect(reference["number"] as? Int == 1 && (reference["source"] as? String ?? "").hasPrefix("camera:synthetic"))
+                _ = try await expectStatus(client, "/api/v1/recipe", .put, [
+                    "version": 0, "inspectionType": "part", "referenceCapture": 1,
+                    "template": ["x": 160, "y": 128, "width": 320, "height": 256],
+                    "rois": [["name": "left", "rect": ["x": 140, "y": 160, "width": 64, "height": 64]]],
+                    "confidenceThreshold": 0.5, "failRule": ["minimumDefectPixels": 25],
+                ], .ok)
+                // Later captures are stored aligned to the reference.
+                var labelled = 0
+                for _ in 0..<3 {
+                    let capture = try await expectStatus(client, "/api/v1/captures", .post, nil, .created)
+                    let number = try #require(capture["number"] as? Int)
+                    #expect((capture["source"] as? String ?? "").hasSuffix("aligned"))
+                    try await client.execute(uri: "/api/v1/captures/\(number)/rois/left/image", method: .get) { response in
+                        #expect(response.status == .ok && response.headers[.contentType] == "image/png")
+                        let crop = try PNGCodec.decode(Data(response.body.readableBytesView))
+                        #expect(crop.width == 64 && crop.height == 64)
+                    }
+                    // The wand from a click in the ROI, then the checkbox.
+                    let wand = try await expectStatus(client, "/api/v1/captures/\(number)/rois/left/wand", .post, ["x": 32, "y": 32, "classIndex": 1, "tolerance": 0.5], .ok)
+                    #expect((wand["selectedPixels"] as? Int ?? 0) > 0)
+                    let label = try #require(wand["label"] as? [String: Any])
+                    #expect((label["labelledPixels"] as? Int ?? 0) == wand["selectedPixels"] as? Int)
+                    _ = try await expectStatus(client, "/api/v1/captures/\(number)/rois/left/include", .put, ["include": true], .ok)
+                    labelled += 1
+                }
+                // Bad wand clicks and live settings change nothing.
+                _ = try await expectStatus(client, "/api/v1/captures/2/rois/left/wand", .post, ["x": 64, "y": 3, "classIndex": 1], .badRequest)
+                _ = try await expectStatus(client, "/api/v1/captures/2/rois/left/wand", .post, ["x": 3, "y": 3, "classIndex": 2], .badRequest)
+                _ = try await expectStatus(client, "/api/v1/captures/2/rois/left/wand", .post, ["x": "3", "y": 3, "classIndex": 1], .badRequest)
+                _ = try await expectStatus(client, "/api/v1/captures/99/rois/left/wand", .post, ["x": 3, "y": 3, "classIndex": 1], .notFound)
+                _ = try await expectStatus(client, "/api/v1/captures/2/rois/..%2Fetc/image", .get, nil, .badRequest)
+                _ = try await expectStatus(client, "/api/v1/live", .put, ["threshold": 2], .badRequest)
+                _ = try await expectStatus(client, "/api/v1/training", .post, ["iterations": 0], .badRequest)
+                _ = try await expectStatus(client, "/api/v1/model/rollback", .post, nil, .conflict)
+                #expect(try runtime.store.recipe().version == 1)
+
+                // Live before any model: ROIs are cut but not judged.
+                let unjudged = try await eventually { runtime.pipeline.results(limit: 1).first?.verdict == .noModel }
+                #expect(unjudged)
+
+                // Train on the camera; a second start while it runs is refused.
+                let job = try await expectStatus(client, "/api/v1/training", .post, ["iterations": 2, "seed": 7], .accepted)
+                #expect(job["state"] as? String == "running" && job["location"] as? String == "local" && job["trainingImages"] as? Int == labelled)
+                _ = try await expectStatus(client, "/api/v1/training", .post, ["iterations": 2], .conflict)
+                let finished = try await eventually(timeout: .seconds(120)) { runtime.pipeline.currentInspector.modelVersion.hasPrefix("local-") }
+                #expect(finished)
+                let status = try await expectStatus(client, "/api/v1/training", .get, nil, .ok)
+                #expect(status["state"] as? String == "succeeded", "\(status)")
+                let version = try #require(status["modelVersion"] as? String)
+                let model = try await expectStatus(client, "/api/v1/model", .get, nil, .ok)
+                #expect((model["current"] as? [String: Any])?["version"] as? String == version)
+                #expect((model["current"] as? [String: Any])?["origin"] as? String == "local-training")
+
+                // Live results now carry the model, and are judged.
+                let judged = try await eventually(timeout: .seconds(30)) {
+                    guard let newest = runtime.pipeline.results(limit: 1).first else { return false }
+                    return newest.modelVersion == version && (newest.verdict == .pass || newest.verdict == .fail || newest.verdict == .notAligned)
+                }
+                #expect(judged)
+                let live = try await expectStatus(client, "/api/v1/live", .get, nil, .ok)
+                #expect(live["modelVersion"] as? String == version && (live["framesInspected"] as? Int ?? 0) > 0)
+                // The threshold slider saves a new recipe version; the pipeline picks it up.
+                let changed = try await expectStatus(client, "/api/v1/live", .put, ["threshold": 0.9], .ok)
+                #expect(changed["threshold"] as? Double == 0.9 && changed["recipeVersion"] as? Int == 2)
+                try await client.execute(uri: "/api/v1/live/results?limit=3", method: .get) { response in
+                    let results = try #require(try JSONSerialization.jsonObject(with: Data(response.body.readableBytesView)) as? [[String: Any]])
+                    #expect(!results.isEmpty && results.count <= 3)
+                }
+                try await client.execute(uri: "/api/v1/live/frame.jpg?width=320", method: .get) { response in
+                    #expect(response.status == .ok && response.headers[.contentType] == "image/jpeg")
+                    let frame = try JPEGCodec.decode(Data(response.body.readableBytesView))
+                    #expect(frame.width == 320 && frame.height == 256)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,89 @@
+import Foundation
+import LoupeAgent
+import LoupeImaging
+import LoupeManager
+import LoupePKI
+import LoupeWire
+import Testing
+
+/// Outbox sync between real `loupe agent` and `loupe manager` processes.
+@Suite(.serialized) struct SyncProcessTests {
+    /// An agent data folder with `count` labelled, ticked ROIs waiting in its outbox.
+    static func seedAgentStore(_ dataDir: String, count: Int) throws -> LabelStore {
+        let store = try LabelStore(directory: dataDir + "/store")
+        try store.setClasses([ClassRecord(index: 1, name: "scratch", color: 0xFF0000)], user: "test")
+        let recipe = try store.saveRecipe(Recipe(inspectionType: "disc", rois: [RecipeROI(name: "hub", rect: PixelRect(x: 8, y: 8, width: 32, height: 32))]), user: "test")
+        var random = SeededGenerator(seed: 42)
+        for number in 1...count {
+            var image = try Image8(width: 48, height: 48)
+            for index in image.samples.indices { image.samples[index] = UInt8(random.below(256)) }
+            let capture = try store.addCapture(encoded: try PNGCodec.encode(image), width: 48, height: 48, channels: 1, source: "test",
+                                               inspectionType: recipe.inspectionType, recipeVersion: recipe.version, user: "test")
+            var mask = try Image8(width: 32, height: 32)
+            for index in 0..<(number % 30 + 3) { mask.samples[index * 7 % mask.samples.count] = 1 }
+            try store.saveMask(captureNumber: capture.number, roi: ("hub", PixelRect(x: 8, y: 8, width: 32, height: 32)), mask: mask, classes: 2, user: "test")
+            try store.setIncluded(captureNumber: capture.number, roiName: "hub", included: true, user: "test")
+        }
+        return store
+    }
+
+    private func agentConfig(pki: TestPKI, camera: String, port: Int, dataDir: String, uploadCap: Double) throws -> String {
+        let files = try pki.member(.agent, camera)
+        let path = pki.dir + "/agent-\(camera).json"
+        try writeJSON([
+            "cameraId": camera,
+            "manager": [
+                "address": "localhost:\(port)", "heartbeatSeconds": 0.5, "idleTimeoutSeconds": 3,
+                "statusIntervalSeconds": 0.5, "reconnectInitialSeconds": 0.2, "reconnectMaxSeconds": 1,
+                "uploadBytesPerSecond": uploadCap,
+            ],
+            "tls": ["ca": files.ca, "cert": files.cert, "key": files.key],
+            "dataDir": dataDir,
+        ], to: path)
+        return path
+    }
+
+    @Test func theOutboxArrivesExactlyOnceAcrossAManagerKillAndAnAgentKill() async throws {
+        let pki = try TestPKI()
+        let total = 40
+        let dataDir = pki.dir + "/agent-sync-data"
+        let store = try Self.seedAgentStore(dataDir, count: total)
+        #expect(try store.outboxDepth() == total)
+
+        let setup = try ManagerProcessSetup(pki: pki)
+        var (manager, port) = try await setup.start()
+        // About 1.3 KB per upload at 4 KB/s: the sync takes ~13 s, long enough to interrupt twice.
+        let config = try agentConfig(pki: pki, camera: "cam-sync", port: port, dataDir: dataDir, uploadCap: 4096)
+        var agent = try LoupeProcess(["agent", "--config", config], log: pki.dir + "/agent-sync.log")
+
+        // 1. Kill the manager outright part-way through, and bring it back.
+        let started = try await eventually(timeout: .seconds(30)) { try store.outboxDepth() <= total - 8 }
+        #expect(started, "the outbox did not start draining:\n\(agent.log)\n\(manager.log)")
+        manager.signal(SIGKILL)
+        _ = await manager.waitForExit()
+        let leftAtManagerKill = try store.outboxDepth()
+        #expect(leftAtManagerKill > 0, "the sync finished before the manager could be interrupted")
+        (manager, _) = try await ManagerProcessSetup(pki: pki, port: port).start()
+
+        // 2. Kill the agent outright part-way through the rest, and restart it.
+        let further = try await eventually(timeout: .seconds(30)) { try store.outboxDepth() <= leftAtManagerKill - 5 }
+        #expect(further, "the outbox did not drain after the manager came back:\n\(agent.log)")
+        agent.signal(SIGKILL)
+        _ = await agent.waitForExit()
+        #expect(try store.outboxDepth() > 0, "the sync finished before the agent could be interrupted")
+        agent = try LoupeProcess(["agent", "--config", config], log: pki.dir + "/agent-sync-2.log")
+
+        let drained = try await eventually(timeout: .seconds(60)) { try store.outboxDepth() == 0 }
+        #expect(drained, "the outbox never drained:\n\(agent.log)\n\(manager.log)")
+        agent.signal(SIGTERM)
+        #expect(await agent.waitForExit() == 0)
+        manager.signal(SIGTERM)
+        #expect(await manager.waitForExit() == 0)
+
+        // Exactly the 40 labelled ROIs: none lost, none doubled.
+        let held = try TrainingDataStore(path: pki.dir + "/manager-data/training-data.sqlite")
+        #expect(try held.count() == total)
+        #expect(try held.count(cameraId: "cam-sync") == total)
+        #expect(Set(try held.contentHashes()).count == total)
+    }
+}
