@@ -94,7 +94,7 @@ let package = Package(
         .target(
             name: "LoupeManager",
             dependencies: [
-                "LoupeWire", "LoupeProto", "LoupePKI", "LoupeImaging",
+                "LoupeWire", "LoupeProto", "LoupePKI", "LoupeImaging", "LoupeSegmentation",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),

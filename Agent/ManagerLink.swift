@@ -17,11 +17,14 @@ public final class ManagerLink: Service, Sendable {
     private let connections = Mutex(0)
     private let statusProvider: @Sendable () -> Loupe_V1_AgentStatus
     private let outbox: OutboxSender?
+    private let models: ModelReceiver?
 
-    public init(config: AgentConfig, logger: Logger, outbox: OutboxSender? = nil, status: @escaping @Sendable () -> Loupe_V1_AgentStatus = { Loupe_V1_AgentStatus() }) {
+    public init(config: AgentConfig, logger: Logger, outbox: OutboxSender? = nil, models: ModelReceiver? = nil,
+                status: @escaping @Sendable () -> Loupe_V1_AgentStatus = { Loupe_V1_AgentStatus() }) {
         self.config = config
         self.logger = logger
         self.outbox = outbox
+        self.models = models
         self.statusProvider = status
     }
 
@@ -49,14 +52,18 @@ public final class ManagerLink: Service, Sendable {
                 idleTimeout: .seconds(fraction: link.idleTimeoutSeconds ?? 15),
                 frameStallTimeout: .seconds(fraction: link.idleTimeoutSeconds ?? 15)
             ),
-            capabilities: ["agent-status", "roi-upload"]
+            capabilities: self.models == nil ? ["agent-status", "roi-upload"] : ["agent-status", "roi-upload", "model-chunks"]
         )
         var failures = 0
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             let connectionsBefore = successfulConnections
             do {
                 try await cancelWhenGracefulShutdown {
-                    try await WireClient.withConnection(client) { connection, welcome in
+                    let handler: RequestHandler = { [models = self.models] connection, envelope in
+                        guard let models else { return try await WireClient.refuseAll(connection, envelope) }
+                        return try await models.handle(connection, envelope)
+                    }
+                    try await WireClient.withConnection(client, handler: handler) { connection, welcome in
                         try self.checkIdentity(welcome)
                         self.connections.withLock { $0 += 1 }
                         self.logger.info("connected to manager", metadata: ["manager": "\(welcome.managerID)", "address": "\(link.address)"])

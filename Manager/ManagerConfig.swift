@@ -23,6 +23,13 @@ public struct ManagerConfig: Codable, Sendable, Equatable {
     public var heartbeatSeconds: Double?
     /// Seconds of silence after which a connection is closed. Default 15.
     public var idleTimeoutSeconds: Double?
+    /// The manager's Ed25519 model-signing key (64 hex digits). Default
+    /// DATADIR/model-signing.key, made at first start; its public half is
+    /// written beside it as model-signing.pub for the agents' `modelKeys`.
+    public var signingKey: String?
+
+    /// Where the signing key is.
+    public var signingKeyPath: String { signingKey ?? dataDir + "/model-signing.key" }
 
     public init(managerId: String, listen: String, tls: TLSFiles, revocationList: String?, dataDir: String,
                 maxFrameBytes: Int? = nil, heartbeatSeconds: Double? = nil, idleTimeoutSeconds: Double? = nil) {
@@ -42,6 +49,7 @@ public struct ManagerConfig: Codable, Sendable, Equatable {
         config.tls = config.tls.resolved(relativeTo: path)
         config.revocationList = config.revocationList.map { ConfigFile.resolve($0, relativeTo: path) }
         config.dataDir = ConfigFile.resolve(config.dataDir, relativeTo: path)
+        config.signingKey = config.signingKey.map { ConfigFile.resolve($0, relativeTo: path) }
         do { _ = try parseAddress(config.listen) } catch {
             throw ConfigError.invalid(path: path, key: "listen", reason: "expected HOST:PORT, got \"\(config.listen)\"")
         }

@@ -1,7 +1,9 @@
+import Crypto
 import Foundation
 import Logging
 import LoupePKI
 import LoupeProto
+import LoupeSegmentation
 import LoupeWire
 import NIOCore
 import ServiceLifecycle
@@ -17,6 +19,11 @@ public final class ManagerService: Service, Sendable {
     private let logger: Logger
     private let onListening: @Sendable (SocketAddress) -> Void
     private let trainingData = Mutex<TrainingDataStore?>(nil)
+    private let models = Mutex<ModelRegistry?>(nil)
+    /// Per live agent connection: the model version already offered on it.
+    private let offered = Mutex<[ObjectIdentifier: String]>([:])
+    /// Largest model chunk served, bytes.
+    public static let maximumChunkBytes: UInt32 = 4 << 20
 
     public init(config: ManagerConfig, logger: Logger, onListening: @escaping @Sendable (SocketAddress) -> Void = { _ in }) {
         self.config = config
@@ -29,7 +36,13 @@ public final class ManagerService: Service, Sendable {
         let trainingData = try TrainingDataStore(path: config.dataDir + "/training-data.sqlite")
         self.trainingData.withLock { $0 = trainingData }
         let held = try trainingData.count()
-        logger.info("training data open", metadata: ["rois": "\(held)"])
+        let registry = try ModelRegistry(directory: config.dataDir, signingKeyPath: config.signingKeyPath)
+        self.models.withLock { $0 = registry }
+        let versions = try registry.versions().count
+        logger.info("training data and model registry open", metadata: [
+            "rois": "\(held)", "models": "\(versions)",
+            "signing-key": "\(registry.signingKey.publicKey.rawRepresentation.hexString.prefix(16))…",
+        ])
         let (host, port) = try parseAddress(config.listen)
         let server = try await WireServer.bind(
             WireServerConfiguration(host: host, port: port, tls: config.tls, connection: config.connectionSettings),
@@ -55,10 +68,12 @@ public final class ManagerService: Service, Sendable {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 let poll = self.config.revocationPollSeconds ?? 1
                 group.addTask { await revocations.run(pollInterval: poll > 0 ? .seconds(fraction: poll) : nil) }
+                group.addTask { await self.offerModels(server: server, registry: registry) }
                 try await server.run(
                     handshake: { connection, hello in try self.welcome(connection, hello, revocations: revocations) },
                     handler: { connection, envelope in try await self.handle(connection, envelope) },
                     closed: { connection in
+                        _ = self.offered.withLock { $0.removeValue(forKey: ObjectIdentifier(connection)) }
                         if let peer = connection.peer, peer.role == .agent, connection.wasWelcomed {
                             self.registry.disconnected(cameraId: peer.name)
                             logger.info("agent disconnected", metadata: ["camera": "\(peer.name)"])
@@ -72,6 +87,33 @@ public final class ManagerService: Service, Sendable {
             Task { await server.shutdown(reason: "manager shutting down") }
         }
         logger.info("manager stopped")
+    }
+
+    /// Offers each connected camera the model it should run, once per
+    /// connection, until it reports that version installed. Pushes and
+    /// rollbacks are written to the registry (by `loupe model push` on this
+    /// host); this loop delivers them, also to cameras that were offline.
+    func offerModels(server: WireServer, registry: ModelRegistry) async {
+        while !Task.isCancelled {
+            for connection in server.activeConnections {
+                guard let peer = connection.peer, peer.role == .agent, connection.wasWelcomed, !connection.isClosed,
+                      let camera = try? registry.camera(peer.name), let desired = camera.desiredVersion,
+                      desired != camera.installedVersion,
+                      offered.withLock({ $0[ObjectIdentifier(connection)] }) != desired,
+                      let version = try? registry.version(desired) else { continue }
+                offered.withLock { $0[ObjectIdentifier(connection)] = desired }
+                var offer = Loupe_V1_ModelOffer()
+                offer.modelVersion = version.version
+                offer.inspectionType = version.inspectionType
+                offer.sizeBytes = UInt64(version.bytes)
+                offer.sha256 = Data(hexString: version.sha256) ?? Data()
+                offer.signature = Data(hexString: version.offerSignature) ?? Data()
+                offer.chunkBytes = 256 << 10
+                logger.info("offering model", metadata: ["camera": "\(peer.name)", "version": "\(version.version)"])
+                try? await connection.send(event: .modelOffer(offer))
+            }
+            try? await Task.sleep(for: .milliseconds(500))
+        }
     }
 
     /// Checks a client's Hello: revocation, role, protocol version.
@@ -98,7 +140,7 @@ public final class ManagerService: Service, Sendable {
         var welcome = Loupe_V1_Welcome()
         welcome.protocolVersion = WireProtocol.version
         welcome.softwareVersion = WireProtocol.softwareVersion
-        welcome.capabilities = ["echo", "fleet-status", "agent-status", "roi-upload"]
+        welcome.capabilities = ["echo", "fleet-status", "agent-status", "roi-upload", "model-chunks"]
         welcome.peerIdentity = peer.name
         welcome.peerRole = peer.role.wire
         welcome.heartbeatIntervalMs = UInt32(config.connectionSettings.heartbeatInterval.seconds * 1000)
@@ -135,6 +177,34 @@ public final class ManagerService: Service, Sendable {
             ack.contentSha256 = upload.contentSha256
             ack.status = stored ? .stored : .duplicate
             return .roiAck(ack)
+        case .modelChunkRequest(let request):
+            guard let registry = models.withLock({ $0 }) else { throw WireError.refused(code: .unavailable, message: "the model registry is not open yet") }
+            guard request.length > 0, request.length <= Self.maximumChunkBytes else {
+                throw WireError.refused(code: .invalidArgument, message: "chunk length \(request.length) must be 1…\(Self.maximumChunkBytes)")
+            }
+            do {
+                let (data, last) = try registry.chunk(request.modelVersion, offset: request.offset, length: Int(request.length))
+                var chunk = Loupe_V1_ModelChunk()
+                chunk.modelVersion = request.modelVersion
+                chunk.offset = request.offset
+                chunk.data = data
+                chunk.last = last
+                return .modelChunk(chunk)
+            } catch {
+                switch error {
+                case .notFound(let what): throw WireError.refused(code: .notFound, message: what)
+                case .invalid(let why): throw WireError.refused(code: .invalidArgument, message: why)
+                default: throw WireError.refused(code: .internal, message: error.description)
+                }
+            }
+        case .modelInstalled(let report):
+            try? models.withLock({ $0 })?.recordInstall(cameraId: peer.name, version: report.modelVersion, ok: report.ok, error: report.error)
+            if report.ok {
+                logger.info("camera installed model", metadata: ["camera": "\(peer.name)", "version": "\(report.modelVersion)"])
+            } else {
+                logger.error("camera refused model", metadata: ["camera": "\(peer.name)", "version": "\(report.modelVersion)", "error": "\(report.error)"])
+            }
+            return nil
         case .fleetStatusQuery:
             var reply = Loupe_V1_FleetStatusReply()
             reply.cameras = registry.snapshot()

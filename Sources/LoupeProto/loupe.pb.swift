@@ -656,12 +656,21 @@ public nonisolated struct Loupe_V1_AgentStatus: Sendable {
 
   public var uptimeSeconds: UInt64 = 0
 
+  /// The recipe's inspection type: which models this camera takes.
+  public var inspectionType: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 }
 
-/// Manager -> agent: a signed model version is available for this camera.
+/// Manager -> agent event (request_id 0): this camera should run this model
+/// version. The agent fetches it with ModelChunkRequest, resuming from the
+/// first byte it does not hold, checks sha256 and signature, installs it
+/// between frames, and reports the outcome with a ModelInstalled event. An
+/// offer for the version already installed is answered with ModelInstalled
+/// ok at once. The manager repeats its offer on every (re)connection until a
+/// ModelInstalled for that version arrives.
 public nonisolated struct Loupe_V1_ModelOffer: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -725,7 +734,9 @@ public nonisolated struct Loupe_V1_ModelChunk: Sendable {
   public init() {}
 }
 
-/// Agent -> manager: the outcome of installing an offered model.
+/// Agent -> manager event (request_id 0): the outcome of installing an
+/// offered model. The manager records it as the camera's installed version
+/// (ok) or as the camera's last install error.
 public nonisolated struct Loupe_V1_ModelInstalled: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -1694,7 +1705,7 @@ nonisolated extension Loupe_V1_RoiAck.Status: SwiftProtobuf._ProtoNameProviding 
 
 nonisolated extension Loupe_V1_AgentStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AgentStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}frames_per_second\0\u{3}latency_p50_ms\0\u{3}latency_p99_ms\0\u{3}pass_count\0\u{3}fail_count\0\u{3}disk_free_bytes\0\u{3}outbox_depth\0\u{3}model_version\0\u{3}recipe_version\0\u{3}software_version\0\u{3}uptime_seconds\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}frames_per_second\0\u{3}latency_p50_ms\0\u{3}latency_p99_ms\0\u{3}pass_count\0\u{3}fail_count\0\u{3}disk_free_bytes\0\u{3}outbox_depth\0\u{3}model_version\0\u{3}recipe_version\0\u{3}software_version\0\u{3}uptime_seconds\0\u{3}inspection_type\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1713,6 +1724,7 @@ nonisolated extension Loupe_V1_AgentStatus: SwiftProtobuf.Message, SwiftProtobuf
       case 9: try { try decoder.decodeSingularStringField(value: &self.recipeVersion) }()
       case 10: try { try decoder.decodeSingularStringField(value: &self.softwareVersion) }()
       case 11: try { try decoder.decodeSingularUInt64Field(value: &self.uptimeSeconds) }()
+      case 12: try { try decoder.decodeSingularStringField(value: &self.inspectionType) }()
       default: break
       }
     }
@@ -1752,6 +1764,9 @@ nonisolated extension Loupe_V1_AgentStatus: SwiftProtobuf.Message, SwiftProtobuf
     if self.uptimeSeconds != 0 {
       try visitor.visitSingularUInt64Field(value: self.uptimeSeconds, fieldNumber: 11)
     }
+    if !self.inspectionType.isEmpty {
+      try visitor.visitSingularStringField(value: self.inspectionType, fieldNumber: 12)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1767,6 +1782,7 @@ nonisolated extension Loupe_V1_AgentStatus: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.recipeVersion != rhs.recipeVersion {return false}
     if lhs.softwareVersion != rhs.softwareVersion {return false}
     if lhs.uptimeSeconds != rhs.uptimeSeconds {return false}
+    if lhs.inspectionType != rhs.inspectionType {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

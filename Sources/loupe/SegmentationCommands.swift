@@ -147,8 +147,8 @@ extension InferencePrecision: ExpressibleByArgument {}
 struct ModelCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "model",
-        abstract: "Inspect, sign, verify and export model files.",
-        subcommands: [Show.self, ExportONNX.self, Sign.self, Verify.self]
+        abstract: "Inspect, sign, verify and export model files; publish and push them through the manager's registry.",
+        subcommands: [Show.self, ExportONNX.self, Sign.self, Verify.self, Publish.self, Push.self, List.self]
     )
 
     struct Show: AsyncParsableCommand {

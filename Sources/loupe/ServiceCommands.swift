@@ -70,7 +70,7 @@ struct AgentCommand: AsyncParsableCommand {
         ])
         let pipeline = runtime.pipeline
         let sender = OutboxSender(store: store, bytesPerSecond: config.manager?.uploadBytesPerSecond, logger: logger)
-        let link = ManagerLink(config: config, logger: logger, outbox: sender) {
+        let link = ManagerLink(config: config, logger: logger, outbox: sender, models: ModelReceiver(runtime: runtime, logger: logger)) {
             let live = pipeline.statistics
             var status = Loupe_V1_AgentStatus()
             status.framesPerSecond = live.framesPerSecond
@@ -81,6 +81,7 @@ struct AgentCommand: AsyncParsableCommand {
             status.modelVersion = live.modelVersion
             status.outboxDepth = UInt64((try? store.outboxDepth()) ?? 0)
             status.recipeVersion = live.recipeVersion.description
+            status.inspectionType = pipeline.currentInspector.recipe.inspectionType
             return status
         }
         var services: [any Service] = [link, pipeline]

@@ -1,0 +1,108 @@
+import Crypto
+import Foundation
+import Logging
+import LoupeProto
+import LoupeSegmentation
+import LoupeWire
+import Synchronization
+
+/// Takes model offers from the manager: fetches the file in chunks (resuming
+/// from the first byte not yet held, across reconnections and restarts),
+/// checks the offer's signature, the SHA-256 and the file's own signature,
+/// installs it between frames with the old model kept for rollback, and
+/// reports the outcome with a ModelInstalled event.
+public final class ModelReceiver: Sendable {
+    let runtime: AgentRuntime
+    let logger: Logger
+    private let downloading = Mutex<String?>(nil)
+    public static let defaultChunkBytes: UInt32 = 256 << 10
+    public static let maximumChunkBytes: UInt32 = 4 << 20
+
+    public init(runtime: AgentRuntime, logger: Logger) {
+        self.runtime = runtime
+        self.logger = logger
+    }
+
+    /// The link's request handler: serves ModelOffer, refuses anything else.
+    public func handle(_ connection: WireConnection, _ envelope: Envelope) async throws -> Envelope.OneOf_Body? {
+        guard case .modelOffer(let offer) = envelope.body else {
+            throw WireError.refused(code: .unimplemented, message: "an agent does not serve \(envelope.bodyName)")
+        }
+        let claimed = downloading.withLock { current -> Bool in
+            guard current == nil else { return false }
+            current = offer.modelVersion
+            return true
+        }
+        guard claimed else {
+            logger.info("model offer ignored while another download runs", metadata: ["version": "\(offer.modelVersion)"])
+            return nil
+        }
+        defer { downloading.withLock { $0 = nil } }
+        var report = Loupe_V1_ModelInstalled()
+        report.modelVersion = offer.modelVersion
+        do {
+            try await receive(offer, over: connection)
+            report.ok = true
+        } catch let error as WireError {
+            // The link dropped mid-download: what arrived is kept, and the next offer resumes it.
+            logger.warning("model download interrupted", metadata: ["version": "\(offer.modelVersion)", "held": "\(runtime.shelf.downloaded(offer.modelVersion))", "error": "\(error)"])
+            throw error
+        } catch {
+            report.ok = false
+            report.error = "\(error)"
+            logger.error("model refused", metadata: ["version": "\(offer.modelVersion)", "error": "\(error)"])
+        }
+        try await connection.send(event: .modelInstalled(report))
+        return nil
+    }
+
+    private func receive(_ offer: Loupe_V1_ModelOffer, over connection: WireConnection) async throws {
+        let shelf = runtime.shelf
+        let version = offer.modelVersion
+        if shelf.state.current?.version == version {
+            return
+        }
+        guard offer.sha256.count == 32 else { throw ModelInstallError.badSignature(version: version, reason: "the offer's sha256 is \(offer.sha256.count) bytes, not 32") }
+        guard offer.sizeBytes > 0, offer.sizeBytes <= ModelShelf.maximumModelBytes else {
+            throw ModelInstallError.tooLarge(version: version, bytes: offer.sizeBytes, limit: ModelShelf.maximumModelBytes)
+        }
+        // The offer itself must be signed by a key this agent trusts, before a byte is fetched.
+        guard shelf.trustedKeys.contains(where: { $0.isValidSignature(offer.signature, for: offer.sha256) }) else {
+            throw ModelInstallError.badSignature(version: version, reason: "the offer is not signed by a trusted manager key")
+        }
+        var offset = shelf.downloaded(version)
+        if offset > offer.sizeBytes {
+            shelf.discardDownload(version)
+            offset = 0
+        }
+        if offset > 0 { logger.info("resuming model download", metadata: ["version": "\(version)", "from": "\(offset)", "size": "\(offer.sizeBytes)"]) }
+        let chunkBytes = min(Self.maximumChunkBytes, offer.chunkBytes == 0 ? Self.defaultChunkBytes : offer.chunkBytes)
+        while offset < offer.sizeBytes {
+            var request = Loupe_V1_ModelChunkRequest()
+            request.modelVersion = version
+            request.offset = offset
+            request.length = UInt32(min(UInt64(chunkBytes), offer.sizeBytes - offset))
+            let reply = try await connection.request(.modelChunkRequest(request))
+            guard case .modelChunk(let chunk) = reply.body else {
+                throw WireError.unexpectedReply(expected: "model_chunk", received: reply.bodyName)
+            }
+            guard chunk.modelVersion == version, chunk.offset == offset, !chunk.data.isEmpty || chunk.last else {
+                throw ModelInstallError.chunkOutOfOrder(version: version, expected: offset, received: chunk.offset)
+            }
+            try shelf.append(chunk.data, to: version, at: offset)
+            offset += UInt64(chunk.data.count)
+            if chunk.last { break }
+        }
+        guard let data = shelf.downloadedData(version), UInt64(data.count) == offer.sizeBytes else {
+            shelf.discardDownload(version)
+            throw ModelInstallError.unreadable(version: version, reason: "the download ended at \(offset) of \(offer.sizeBytes) bytes")
+        }
+        do {
+            try runtime.install(data, version: version, expectedSHA256: offer.sha256, origin: "manager")
+        } catch {
+            // A file that fails its checks is not kept: the next offer fetches it afresh.
+            shelf.discardDownload(version)
+            throw error
+        }
+    }
+}

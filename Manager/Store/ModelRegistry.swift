@@ -1,0 +1,227 @@
+import Crypto
+import Foundation
+import GRDB
+import LoupeSegmentation
+
+/// Why the registry refused or failed.
+public enum ModelRegistryError: Error, Equatable, CustomStringConvertible {
+    case invalid(String)
+    case notFound(String)
+    case database(String)
+    case io(String)
+
+    public var description: String {
+        switch self {
+        case .invalid(let why): "invalid: \(why)"
+        case .notFound(let what): "not found: \(what)"
+        case .database(let why): "model registry database: \(why)"
+        case .io(let why): why
+        }
+    }
+}
+
+/// A model version as the manager holds it.
+public struct ModelVersionRecord: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "modelVersion"
+    public var version: String
+    public var number: Int
+    public var inspectionType: String
+    /// SHA-256 of the whole model file, hex.
+    public var sha256: String
+    public var bytes: Int
+    /// Ed25519 signature by the manager's key over the raw SHA-256, hex.
+    public var offerSignature: String
+    public var parentVersion: String?
+    public var description: String
+    public var validationMIoU: Double
+    public var datasetSHA256: String
+    public var createdAt: Date
+}
+
+/// Which model each camera should run and which it reports running.
+public struct CameraModelRecord: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "cameraModel"
+    public var cameraId: String
+    public var desiredVersion: String?
+    public var installedVersion: String?
+    public var installedAt: Date?
+    public var lastError: String?
+    public var updatedAt: Date
+}
+
+/// The manager's signed model versions (`models/<version>.loupe` plus rows in
+/// `models.sqlite`, WAL) and the desired/installed version of each camera.
+/// Every version is signed with the manager's key as it is published: the
+/// file's own signature, and the offer's signature over the file's SHA-256.
+public final class ModelRegistry: Sendable {
+    public let directory: String
+    public let signingKey: Curve25519.Signing.PrivateKey
+    private let pool: DatabasePool
+
+    public init(directory: String, signingKeyPath: String) throws(ModelRegistryError) {
+        self.directory = directory
+        do {
+            try FileManager.default.createDirectory(atPath: directory + "/models", withIntermediateDirectories: true)
+            if FileManager.default.fileExists(atPath: signingKeyPath) {
+                signingKey = try SigningKeyFile.load(signingKeyPath)
+            } else {
+                signingKey = Curve25519.Signing.PrivateKey()
+                try SigningKeyFile.write(signingKey.rawRepresentation, to: signingKeyPath, secret: true)
+            }
+            let publicPath = (signingKeyPath as NSString).deletingPathExtension + ".pub"
+            try SigningKeyFile.write(signingKey.publicKey.rawRepresentation, to: publicPath, secret: false)
+        } catch {
+            throw .io("model-signing key \(signingKeyPath): \(error)")
+        }
+        do {
+            var configuration = Configuration()
+            configuration.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
+            configuration.busyMode = .timeout(10)
+            pool = try DatabasePool(path: directory + "/models.sqlite", configuration: configuration)
+            try Self.migrator.migrate(pool)
+        } catch {
+            throw .database("\(error)")
+        }
+    }
+
+    /// Numbered migrations. Released ones are never edited; changes get a new one.
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("1 model versions and camera models") { db in
+            try db.create(table: "modelVersion") { t in
+                t.primaryKey("version", .text)
+                t.column("number", .integer).notNull().unique()
+                t.column("inspectionType", .text).notNull().indexed()
+                t.column("sha256", .text).notNull()
+                t.column("bytes", .integer).notNull()
+                t.column("offerSignature", .text).notNull()
+                t.column("parentVersion", .text)
+                t.column("description", .text).notNull()
+                t.column("validationMIoU", .double).notNull()
+                t.column("datasetSHA256", .text).notNull()
+                t.column("createdAt", .datetime).notNull()
+            }
+            try db.create(table: "cameraModel") { t in
+                t.primaryKey("cameraId", .text)
+                t.column("desiredVersion", .text)
+                t.column("installedVersion", .text)
+                t.column("installedAt", .datetime)
+                t.column("lastError", .text)
+                t.column("updatedAt", .datetime).notNull()
+            }
+        }
+        return migrator
+    }
+
+    private func write<T>(_ body: (Database) throws -> T) throws(ModelRegistryError) -> T {
+        do { return try pool.write(body) } catch let error as ModelRegistryError { throw error } catch { throw .database("\(error)") }
+    }
+
+    private func read<T>(_ body: (Database) throws -> T) throws(ModelRegistryError) -> T {
+        do { return try pool.read(body) } catch let error as ModelRegistryError { throw error } catch { throw .database("\(error)") }
+    }
+
+    public func path(of version: String) -> String { directory + "/models/\(version).loupe" }
+
+    /// Signs a trained model with the manager's key and stores it as the next version of its inspection type.
+    public func publish(_ modelFile: Data, inspectionType: String) throws(ModelRegistryError) -> ModelVersionRecord {
+        let model: SegmentationModel
+        do { model = try ModelFile.decode(modelFile, name: "published model").0 } catch { throw .invalid("\(error)") }
+        guard !inspectionType.isEmpty, inspectionType.count <= 64,
+              inspectionType.unicodeScalars.allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "._-".unicodeScalars.contains($0)) }) else {
+            throw .invalid("inspection type \"\(inspectionType)\" must be 1–64 letters, digits, '.', '_' or '-'")
+        }
+        let signed: Data
+        do { signed = try ModelFile.sign(modelFile, with: signingKey) } catch { throw .invalid("\(error)") }
+        let digest = Data(SHA256.hash(data: signed))
+        let offerSignature: Data
+        do { offerSignature = try signingKey.signature(for: digest) } catch { throw .io("signing failed: \(error)") }
+        return try write { db in
+            let number = (try Int.fetchOne(db, sql: "SELECT MAX(number) FROM modelVersion") ?? 0) + 1
+            let parent = try String.fetchOne(db, sql: "SELECT version FROM modelVersion WHERE inspectionType = ? ORDER BY number DESC LIMIT 1", arguments: [inspectionType])
+            let record = ModelVersionRecord(
+                version: "\(inspectionType)-v\(number)", number: number, inspectionType: inspectionType, sha256: digest.hexString, bytes: signed.count,
+                offerSignature: offerSignature.hexString, parentVersion: parent, description: model.metadata.description,
+                validationMIoU: Double(model.metadata.validationMIoU), datasetSHA256: model.metadata.datasetSHA256, createdAt: Date())
+            // The file is durable before the row that names it commits.
+            let path = self.path(of: record.version)
+            let temporary = path + ".tmp"
+            guard FileManager.default.createFile(atPath: temporary, contents: nil), let handle = FileHandle(forWritingAtPath: temporary) else {
+                throw ModelRegistryError.io("cannot create \(temporary)")
+            }
+            try handle.write(contentsOf: signed)
+            try handle.synchronize()
+            try handle.close()
+            guard rename(temporary, path) == 0 else { throw ModelRegistryError.io("cannot write \(path): \(String(cString: strerror(errno)))") }
+            try record.insert(db)
+            return record
+        }
+    }
+
+    public func versions(inspectionType: String? = nil) throws(ModelRegistryError) -> [ModelVersionRecord] {
+        try read { db in
+            var request = ModelVersionRecord.order(Column("number").desc)
+            if let inspectionType { request = request.filter(Column("inspectionType") == inspectionType) }
+            return try request.fetchAll(db)
+        }
+    }
+
+    public func version(_ name: String) throws(ModelRegistryError) -> ModelVersionRecord {
+        guard let record = try read({ db in try ModelVersionRecord.fetchOne(db, key: name) }) else { throw .notFound("model version \(name)") }
+        return record
+    }
+
+    /// Sets the version these cameras should run (a push, or a rollback to an earlier version).
+    public func assign(_ version: String, to cameras: [String]) throws(ModelRegistryError) {
+        _ = try self.version(version)
+        guard !cameras.isEmpty else { throw .invalid("name at least one camera") }
+        try write { db in
+            for camera in cameras {
+                var record = try CameraModelRecord.fetchOne(db, key: camera) ?? CameraModelRecord(cameraId: camera, updatedAt: Date())
+                record.desiredVersion = version
+                record.lastError = nil
+                record.updatedAt = Date()
+                try record.save(db)
+            }
+        }
+    }
+
+    public func camera(_ cameraId: String) throws(ModelRegistryError) -> CameraModelRecord? {
+        try read { db in try CameraModelRecord.fetchOne(db, key: cameraId) }
+    }
+
+    public func cameras() throws(ModelRegistryError) -> [CameraModelRecord] {
+        try read { db in try CameraModelRecord.order(Column("cameraId")).fetchAll(db) }
+    }
+
+    /// Records what a camera reported after an offer.
+    public func recordInstall(cameraId: String, version: String, ok: Bool, error: String) throws(ModelRegistryError) {
+        try write { db in
+            var record = try CameraModelRecord.fetchOne(db, key: cameraId) ?? CameraModelRecord(cameraId: cameraId, updatedAt: Date())
+            if ok {
+                record.installedVersion = version
+                record.installedAt = Date()
+                record.lastError = nil
+            } else {
+                record.lastError = "\(version): \(error)"
+            }
+            record.updatedAt = Date()
+            try record.save(db)
+        }
+    }
+
+    /// Part of a version's file, for ModelChunkRequest.
+    public func chunk(_ version: String, offset: UInt64, length: Int) throws(ModelRegistryError) -> (Data, last: Bool) {
+        let record = try self.version(version)
+        guard offset <= UInt64(record.bytes) else { throw .invalid("offset \(offset) is past the end of model \(version) (\(record.bytes) bytes)") }
+        guard let handle = FileHandle(forReadingAtPath: path(of: version)) else { throw .io("model file of \(version) is missing") }
+        defer { try? handle.close() }
+        do {
+            try handle.seek(toOffset: offset)
+            let data = try handle.read(upToCount: length) ?? Data()
+            return (data, offset + UInt64(data.count) >= UInt64(record.bytes))
+        } catch {
+            throw .io("reading model \(version): \(error)")
+        }
+    }
+}

@@ -1,0 +1,89 @@
+import Crypto
+import Foundation
+import LoupeAgent
+import LoupeManager
+import LoupePKI
+import LoupeSegmentation
+import LoupeWire
+import Testing
+
+/// Model distribution between real `loupe manager` and `loupe agent` processes.
+@Suite(.serialized) struct ModelPushProcessTests {
+    func installed(_ dataDir: String) -> ModelShelf.State? {
+        guard let data = FileManager.default.contents(atPath: dataDir + "/models/installed.json") else { return nil }
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return try? decoder.decode(ModelShelf.State.self, from: data)
+    }
+
+    func loupe(_ arguments: [String], log: String) async throws -> String {
+        let process = try LoupeProcess(arguments, log: log)
+        let status = await process.waitForExit(timeout: .seconds(60))
+        #expect(status == 0, "loupe \(arguments.joined(separator: " ")) failed:\n\(process.log)")
+        return process.log
+    }
+
+    @Test func aPushedModelIsInstalledAndATamperedOneIsRefusedWhileTheOldOneRuns() async throws {
+        let pki = try TestPKI()
+        let setup = try ManagerProcessSetup(pki: pki)
+        let (manager, port) = try await setup.start()
+        let managerData = pki.dir + "/manager-data"
+        #expect(FileManager.default.fileExists(atPath: managerData + "/model-signing.pub"))
+
+        // The agent trusts the manager's public key, and nothing else from outside.
+        let files = try pki.member(.agent, "cam-m")
+        let agentData = pki.dir + "/agent-m-data"
+        let agentConfig = pki.dir + "/agent-m.json"
+        try writeJSON([
+            "cameraId": "cam-m",
+            "manager": ["address": "localhost:\(port)", "heartbeatSeconds": 0.5, "idleTimeoutSeconds": 3, "statusIntervalSeconds": 0.5,
+                        "reconnectInitialSeconds": 0.2, "reconnectMaxSeconds": 1],
+            "tls": ["ca": files.ca, "cert": files.cert, "key": files.key],
+            "dataDir": agentData,
+            "modelKeys": [managerData + "/model-signing.pub"],
+        ], to: agentConfig)
+        let agent = try LoupeProcess(["agent", "--config", agentConfig], log: pki.dir + "/agent-m.log")
+
+        // Publish and push a model: it reaches the camera, which reports it installed.
+        let modelPath = pki.dir + "/trained.loupe"
+        try ModelFile.write(SegmentationTests.LivePipelineTests.constantModel(), to: modelPath)
+        let published = try await loupe(["model", "publish", modelPath, "--inspection-type", "disc", "--manager-config", setup.configPath], log: pki.dir + "/publish-1.log")
+        #expect(published.contains("published disc-v1"), "\(published)")
+        _ = try await loupe(["model", "push", "disc-v1", "--cameras", "cam-m", "--manager-config", setup.configPath], log: pki.dir + "/push-1.log")
+        let first = try await eventually(timeout: .seconds(30)) { installed(agentData)?.current?.version == "disc-v1" }
+        #expect(first, "disc-v1 never installed:\n\(agent.log)\n\(manager.log)")
+        let registry = try ModelRegistry(directory: managerData, signingKeyPath: managerData + "/model-signing.key")
+        let recorded = try await eventually { try registry.camera("cam-m")?.installedVersion == "disc-v1" }
+        #expect(recorded, "the manager never heard of the install:\n\(manager.log)")
+        #expect(installed(agentData)?.current?.origin == "manager")
+
+        // A second version, altered on the manager's disk after signing: the agent refuses it and keeps disc-v1.
+        var second = SegmentationModel(weights: Weights(configuration: .standard, seed: 11))
+        second.metadata.description = "second"
+        try ModelFile.write(second, to: modelPath)
+        _ = try await loupe(["model", "publish", modelPath, "--inspection-type", "disc", "--manager-config", setup.configPath], log: pki.dir + "/publish-2.log")
+        let stored = managerData + "/models/disc-v2.loupe"
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: stored))
+        bytes[bytes.count / 2] ^= 0x01
+        try bytes.write(to: URL(fileURLWithPath: stored))
+        _ = try await loupe(["model", "push", "disc-v2", "--cameras", "cam-m", "--manager-config", setup.configPath], log: pki.dir + "/push-2.log")
+        let refused = try await eventually(timeout: .seconds(30)) { (try registry.camera("cam-m")?.lastError ?? "").contains("disc-v2") }
+        #expect(refused, "the refusal never reached the manager:\n\(agent.log)\n\(manager.log)")
+        let lastError = try registry.camera("cam-m")?.lastError ?? ""
+        #expect(lastError.contains("SHA-256"), "\(lastError)")
+        #expect(try registry.camera("cam-m")?.installedVersion == "disc-v1")
+        #expect(installed(agentData)?.current?.version == "disc-v1")
+        #expect(!FileManager.default.fileExists(atPath: agentData + "/models/disc-v2.loupe"))
+        #expect(agent.process.isRunning)
+
+        // Rolling the fleet back to disc-v1 is a push of the earlier version: nothing to fetch, reported at once.
+        _ = try await loupe(["model", "push", "disc-v1", "--cameras", "cam-m", "--manager-config", setup.configPath], log: pki.dir + "/push-3.log")
+        let clean = try await eventually { try registry.camera("cam-m")?.desiredVersion == "disc-v1" && registry.camera("cam-m")?.installedVersion == "disc-v1" }
+        #expect(clean)
+
+        agent.signal(SIGTERM)
+        #expect(await agent.waitForExit() == 0)
+        manager.signal(SIGTERM)
+        #expect(await manager.waitForExit() == 0)
+    }
+}
