@@ -35,10 +35,21 @@ public struct AgentConfig: Codable, Sendable, Equatable {
     /// The Label & Train API (HTTP).
     public struct HTTPSettings: Codable, Sendable, Equatable {
         /// HOST:PORT to listen on; port 0 picks a free port (logged at start).
-        /// Keep it on 127.0.0.1 until logins exist.
         public var address: String
+        /// Serve HTTPS with the agent's certificate (issue it with --host for the page's names). Default false.
+        public var tls: Bool?
+        /// Sessions end this many hours after sign-in. Default 12.
+        public var sessionHours: Double?
+        /// Password for the `admin` user made at first start; without it a
+        /// random one is written to DATADIR/initial-admin-password.
+        public var initialAdminPassword: String?
 
-        public init(address: String) { self.address = address }
+        public init(address: String, tls: Bool? = nil, sessionHours: Double? = nil, initialAdminPassword: String? = nil) {
+            self.address = address
+            self.tls = tls
+            self.sessionHours = sessionHours
+            self.initialAdminPassword = initialAdminPassword
+        }
     }
 
     /// Where frames come from and how the live pipeline runs.
@@ -117,6 +128,12 @@ public struct AgentConfig: Codable, Sendable, Equatable {
         if let http = config.http {
             do { _ = try parseAddress(http.address) } catch {
                 throw ConfigError.invalid(path: path, key: "http.address", reason: "expected HOST:PORT, got \"\(http.address)\"")
+            }
+            if let hours = http.sessionHours, !(hours > 0 && hours <= 24 * 30) {
+                throw ConfigError.invalid(path: path, key: "http.sessionHours", reason: "must be more than 0 and at most 720")
+            }
+            if let password = http.initialAdminPassword, password.count < 10 {
+                throw ConfigError.invalid(path: path, key: "http.initialAdminPassword", reason: "needs at least 10 characters")
             }
         }
         config.modelKeys = config.modelKeys?.map { ConfigFile.resolve($0, relativeTo: path) }

@@ -12,8 +12,8 @@ public struct LabelAPI: Sendable {
     public let store: LabelStore
     /// Largest request body: an imported image or a mask.
     public var maximumBody = 32 << 20
-    /// Who the edits are recorded as (the session's user, once logins exist).
-    public var user: @Sendable (Request) -> String = { _ in "operator" }
+    /// Who the edits are recorded as: the signed-in user the access middleware names.
+    public var user: @Sendable (Request) -> String = { $0.headers[.loupeUser] ?? "unknown" }
     /// Called after a new recipe version is saved (the live pipeline reloads).
     public var recipeSaved: @Sendable () throws -> Void = {}
 
@@ -263,6 +263,16 @@ public struct LabelAPI: Sendable {
         } catch {
             throw HTTPError(.badRequest, message: "the body is not the JSON this route takes: \(error)")
         }
+    }
+
+    /// Runs store work that returns a value, with the same error mapping.
+    static func mappedValue<T>(_ body: () throws -> T) throws -> T {
+        var value: T?
+        _ = try mapped {
+            value = try body()
+            return Response(status: .ok)
+        }
+        return value!
     }
 
     /// Runs store work and turns its errors into HTTP statuses.

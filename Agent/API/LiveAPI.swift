@@ -11,7 +11,8 @@ import NIOCore
 public struct LiveAPI: Sendable {
     public let runtime: AgentRuntime
     public let training: TrainingJobs
-    public var user: @Sendable (Request) -> String = { _ in "operator" }
+    /// Who actions are recorded as: the signed-in user the access middleware names.
+    public var user: @Sendable (Request) -> String = { $0.headers[.loupeUser] ?? "unknown" }
 
     public init(runtime: AgentRuntime, training: TrainingJobs) {
         self.runtime = runtime

@@ -197,10 +197,27 @@ public final class LabelStore: Sendable {
                 t.column("createdBy", .text).notNull()
             }
         }
+        migrator.registerMigration("3 users and sessions") { db in
+            try db.create(table: "user") { t in
+                t.primaryKey("name", .text)
+                t.column("role", .text).notNull()
+                t.column("salt", .blob).notNull()
+                t.column("hash", .blob).notNull()
+                t.column("costLog2", .integer).notNull()
+                t.column("createdAt", .datetime).notNull()
+                t.column("passwordChangedAt", .datetime).notNull()
+            }
+            try db.create(table: "session") { t in
+                t.primaryKey("tokenHash", .text)
+                t.column("user", .text).notNull().indexed().references("user", onDelete: .cascade)
+                t.column("createdAt", .datetime).notNull()
+                t.column("expiresAt", .datetime).notNull()
+            }
+        }
         return migrator
     }
 
-    private func write<T>(_ body: (Database) throws -> T) throws(StoreError) -> T {
+    func write<T>(_ body: (Database) throws -> T) throws(StoreError) -> T {
         do {
             return try pool.write(body)
         } catch let error as StoreError {
@@ -212,7 +229,7 @@ public final class LabelStore: Sendable {
         }
     }
 
-    private func read<T>(_ body: (Database) throws -> T) throws(StoreError) -> T {
+    func read<T>(_ body: (Database) throws -> T) throws(StoreError) -> T {
         do {
             return try pool.read(body)
         } catch let error as StoreError {

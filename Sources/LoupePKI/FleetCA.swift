@@ -98,7 +98,8 @@ public struct FleetCA: Sendable {
             OrganizationalUnitName(request.role.rawValue)
             CommonName(request.name)
         }
-        let usages: [ExtendedKeyUsage.Usage] = request.role == .manager ? [.serverAuth, .clientAuth] : [.clientAuth]
+        // Servers (the manager, and agents that serve their page over HTTPS) also authenticate as servers.
+        let usages: [ExtendedKeyUsage.Usage] = request.role == .manager || !request.hosts.isEmpty ? [.serverAuth, .clientAuth] : [.clientAuth]
         let alternativeNames = try request.hosts.map(Self.generalName(forHost:))
         let extensions = try Certificate.Extensions {
             Critical(BasicConstraints.notCertificateAuthority)

@@ -85,20 +85,12 @@ struct AgentCommand: AsyncParsableCommand {
             return status
         }
         var services: [any Service] = [link, pipeline]
-        if let http = config.http {
-            let (host, port) = try parseAddress(http.address)
-            let router = Router()
-            var labels = LabelAPI(store: store)
-            labels.recipeSaved = { try runtime.reload() }
-            labels.register(on: router)
-            LiveAPI(runtime: runtime, training: TrainingJobs(runtime: runtime, logger: logger)).register(on: router)
+        if config.http != nil {
+            try AgentHTTP.ensureAdmin(runtime: runtime, logger: logger)
             let httpLogger = logger
-            services.append(Application(
-                router: router, configuration: .init(address: .hostname(host, port: port), serverName: "loupe-agent"),
-                onServerRunning: { channel in
-                    httpLogger.info("http listening", metadata: ["address": "\(channel.localAddress?.ipAddress ?? host):\(channel.localAddress?.port ?? port)"])
-                },
-                logger: logger))
+            services.append(try AgentHTTP.application(runtime: runtime, training: TrainingJobs(runtime: runtime, logger: logger), logger: logger) { url in
+                httpLogger.info("http listening", metadata: ["address": "\(url.split(separator: "/").last ?? "")", "url": "\(url)"])
+            })
         }
         try await runUntilSignalled(services, logger: logger)
     }

@@ -48,7 +48,7 @@ struct TLSCommand: AsyncParsableCommand {
             @Flag(help: "A manager certificate; give every name and address it is reached by with --host.") var manager = false
             @Option(help: "A camera agent certificate for this camera id.") var agent: String?
             @Option(name: .customLong("operator"), help: "An operator certificate for this user name.") var operatorName: String?
-            @Option(help: "Host name or IP address of the manager (repeatable).") var host: [String] = []
+            @Option(help: "Host name or IP address the manager, or an agent's HTTPS page, is reached by (repeatable).") var host: [String] = []
             @Option(help: "Manager name written into its certificate.") var name = "manager"
             @Option(help: "Folder for the new files (default: the PKI folder).") var out: String?
             @Option(help: "Validity in days.") var days = 825
@@ -58,7 +58,7 @@ struct TLSCommand: AsyncParsableCommand {
                 let chosen = [manager, agent != nil, operatorName != nil].filter { $0 }.count
                 guard chosen == 1 else { throw ValidationError("give exactly one of --manager, --agent CAMERA_ID, --operator NAME") }
                 if manager && host.isEmpty { throw ValidationError("--manager needs at least one --host NAME") }
-                if !manager && !host.isEmpty { throw ValidationError("--host applies to --manager certificates only") }
+                if operatorName != nil && !host.isEmpty { throw ValidationError("--host applies to --manager and --agent certificates only") }
             }
 
             func run() throws {
@@ -66,7 +66,7 @@ struct TLSCommand: AsyncParsableCommand {
                 let request: LeafRequest
                 let fileName: String
                 if let agent {
-                    request = LeafRequest(role: .agent, name: agent, validForDays: days)
+                    request = LeafRequest(role: .agent, name: agent, hosts: host, validForDays: days)
                     fileName = "agent-\(agent)"
                 } else if let operatorName {
                     request = LeafRequest(role: .operator, name: operatorName, validForDays: days)

@@ -92,7 +92,22 @@ import Testing
         let (data, response) = try await URLSession.shared.data(from: URL(string: "http://\(base)/api/v1/health")!)
         #expect((response as? HTTPURLResponse)?.statusCode == 200)
         #expect(String(decoding: data, as: UTF8.self).contains("ok"))
-        let (_, missing) = try await URLSession.shared.data(from: URL(string: "http://\(base)/api/v1/captures/7")!)
+        // Everything else needs a session: first start made `admin` with a random password in a 0600 file.
+        let (_, refused) = try await URLSession.shared.data(from: URL(string: "http://\(base)/api/v1/captures/7")!)
+        #expect((refused as? HTTPURLResponse)?.statusCode == 401)
+        let passwordFile = pki.dir + "/solo-data/initial-admin-password"
+        let password = try String(contentsOfFile: passwordFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(password.count == 16)
+        #expect((try FileManager.default.attributesOfItem(atPath: passwordFile)[.posixPermissions] as? NSNumber)?.intValue == 0o600)
+        var login = URLRequest(url: URL(string: "http://\(base)/api/v1/login")!)
+        login.httpMethod = "POST"
+        login.httpBody = try JSONSerialization.data(withJSONObject: ["user": "admin", "password": password])
+        let (session, signedIn) = try await URLSession.shared.data(for: login)
+        #expect((signedIn as? HTTPURLResponse)?.statusCode == 200, "\(String(decoding: session, as: UTF8.self))")
+        let token = try #require((try JSONSerialization.jsonObject(with: session) as? [String: Any])?["token"] as? String)
+        var get = URLRequest(url: URL(string: "http://\(base)/api/v1/captures/7")!)
+        get.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization")
+        let (_, missing) = try await URLSession.shared.data(for: get)
         #expect((missing as? HTTPURLResponse)?.statusCode == 404)
         agent.signal(SIGTERM)
         #expect(await agent.waitForExit(timeout: .seconds(10)) == 0, "agent log:\n\(agent.log)")

@@ -1,0 +1,72 @@
+import Foundation
+import Hummingbird
+import HummingbirdCore
+import ServiceLifecycle
+import HummingbirdTLS
+import Logging
+import LoupeWire
+import NIOCore
+import NIOSSL
+
+/// The agent's whole HTTP side: access control in front of the label, live,
+/// training and model routes, over HTTP or HTTPS with the agent's certificate.
+public enum AgentHTTP {
+    public static func router(runtime: AgentRuntime, training: TrainingJobs, sessionLifetime: TimeInterval, secureCookies: Bool) -> Router<BasicRequestContext> {
+        let router = Router()
+        router.add(middleware: AccessMiddleware(store: runtime.store))
+        AccessAPI(store: runtime.store, sessionLifetime: sessionLifetime, secureCookies: secureCookies).register(on: router)
+        var labels = LabelAPI(store: runtime.store)
+        labels.recipeSaved = { try runtime.reload() }
+        labels.register(on: router)
+        LiveAPI(runtime: runtime, training: training).register(on: router)
+        return router
+    }
+
+    /// The server: HTTPS when `http.tls` is set (TLS 1.2+ for browsers, the
+    /// agent's fleet certificate, which must carry the page's host names).
+    public static func application(runtime: AgentRuntime, training: TrainingJobs, logger: Logger,
+                                   services: [any Service] = [], onRunning: @escaping @Sendable (String) -> Void = { _ in }) throws -> some ApplicationProtocol {
+        let config = runtime.config
+        let settings = config.http ?? AgentConfig.HTTPSettings(address: "127.0.0.1:0")
+        let (host, port) = try parseAddress(settings.address)
+        let secure = settings.tls ?? false
+        let router = Self.router(runtime: runtime, training: training, sessionLifetime: (settings.sessionHours ?? 12) * 3600, secureCookies: secure)
+        var server = HTTPServerBuilder.http1()
+        if secure {
+            var tls = TLSConfiguration.makeServerConfiguration(
+                certificateChain: try NIOSSLCertificate.fromPEMFile(config.tls.cert).map { .certificate($0) },
+                privateKey: .privateKey(try NIOSSLPrivateKey(file: config.tls.key, format: .pem)))
+            tls.minimumTLSVersion = .tlsv12
+            tls.applicationProtocols = ["http/1.1"]
+            server = try .tls(.http1(), tlsConfiguration: tls)
+        }
+        let scheme = secure ? "https" : "http"
+        return Application(
+            router: router, server: server, configuration: .init(address: .hostname(host, port: port), serverName: "loupe-agent"),
+            services: services,
+            onServerRunning: { channel in
+                onRunning("\(scheme)://\(channel.localAddress?.ipAddress ?? host):\(channel.localAddress?.port ?? port)")
+            },
+            logger: logger)
+    }
+
+    /// At first start (no users yet), creates `admin` with the configured
+    /// initial password, or with a random one written to
+    /// DATADIR/initial-admin-password (mode 0600) and named in the log.
+    public static func ensureAdmin(runtime: AgentRuntime, logger: Logger) throws {
+        let store = runtime.store
+        guard try store.users().isEmpty else { return }
+        if let password = runtime.config.http?.initialAdminPassword {
+            try store.setUser("admin", password: password, role: .admin)
+            logger.notice("first start: user admin created with the configured initial password; change it on the page")
+            return
+        }
+        let alphabet = Array("abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789")
+        let password = String((0..<16).map { _ in alphabet.randomElement()! })
+        let path = runtime.config.dataDir + "/initial-admin-password"
+        try BlobStore.replaceDurably(path, with: Data((password + "\n").utf8))
+        chmod(path, 0o600)
+        try store.setUser("admin", password: password, role: .admin)
+        logger.notice("first start: user admin created", metadata: ["password-file": "\(path)"])
+    }
+}
