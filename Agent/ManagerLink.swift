@@ -17,16 +17,21 @@ public final class ManagerLink: Service, Sendable {
     private let connections = Mutex(0)
     private let statusProvider: @Sendable () -> Loupe_V1_AgentStatus
     private let outbox: OutboxSender?
-    private let models: ModelReceiver?
+    private let inbound: RequestHandler?
+    private let live = Mutex<WireConnection?>(nil)
 
-    public init(config: AgentConfig, logger: Logger, outbox: OutboxSender? = nil, models: ModelReceiver? = nil,
+    /// - Parameter inbound: serves what the manager sends (model offers, training progress).
+    public init(config: AgentConfig, logger: Logger, outbox: OutboxSender? = nil, inbound: RequestHandler? = nil,
                 status: @escaping @Sendable () -> Loupe_V1_AgentStatus = { Loupe_V1_AgentStatus() }) {
         self.config = config
         self.logger = logger
         self.outbox = outbox
-        self.models = models
+        self.inbound = inbound
         self.statusProvider = status
     }
+
+    /// The connection to the manager while there is one.
+    public var connection: WireConnection? { live.withLock { $0 } }
 
     /// How many times the handshake has succeeded since start.
     public var successfulConnections: Int { connections.withLock { $0 } }
@@ -52,20 +57,18 @@ public final class ManagerLink: Service, Sendable {
                 idleTimeout: .seconds(fraction: link.idleTimeoutSeconds ?? 15),
                 frameStallTimeout: .seconds(fraction: link.idleTimeoutSeconds ?? 15)
             ),
-            capabilities: self.models == nil ? ["agent-status", "roi-upload"] : ["agent-status", "roi-upload", "model-chunks"]
+            capabilities: inbound == nil ? ["agent-status", "roi-upload"] : ["agent-status", "roi-upload", "model-chunks", "training"]
         )
         var failures = 0
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             let connectionsBefore = successfulConnections
             do {
                 try await cancelWhenGracefulShutdown {
-                    let handler: RequestHandler = { [models = self.models] connection, envelope in
-                        guard let models else { return try await WireClient.refuseAll(connection, envelope) }
-                        return try await models.handle(connection, envelope)
-                    }
-                    try await WireClient.withConnection(client, handler: handler) { connection, welcome in
+                    try await WireClient.withConnection(client, handler: self.inbound ?? WireClient.refuseAll) { connection, welcome in
                         try self.checkIdentity(welcome)
                         self.connections.withLock { $0 += 1 }
+                        self.live.withLock { $0 = connection }
+                        defer { self.live.withLock { $0 = nil } }
                         self.logger.info("connected to manager", metadata: ["manager": "\(welcome.managerID)", "address": "\(link.address)"])
                         try await withThrowingTaskGroup(of: Void.self) { group in
                             group.addTask { try await self.report(over: connection, every: statusInterval) }

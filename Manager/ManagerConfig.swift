@@ -27,6 +27,10 @@ public struct ManagerConfig: Codable, Sendable, Equatable {
     /// DATADIR/model-signing.key, made at first start; its public half is
     /// written beside it as model-signing.pub for the agents' `modelKeys`.
     public var signingKey: String?
+    /// Training jobs run at once. Default 1.
+    public var trainingConcurrency: Int?
+    /// Threads per training job. Default: every core.
+    public var trainingThreads: Int?
 
     /// Where the signing key is.
     public var signingKeyPath: String { signingKey ?? dataDir + "/model-signing.key" }
@@ -55,6 +59,9 @@ public struct ManagerConfig: Codable, Sendable, Equatable {
         }
         if let bytes = config.maxFrameBytes, !(1024...(1 << 30)).contains(bytes) {
             throw ConfigError.invalid(path: path, key: "maxFrameBytes", reason: "must be between 1024 and 1073741824")
+        }
+        for (key, value) in [("trainingConcurrency", config.trainingConcurrency), ("trainingThreads", config.trainingThreads)] {
+            if let value, !(1...256).contains(value) { throw ConfigError.invalid(path: path, key: key, reason: "must be 1…256") }
         }
         for (key, value) in [("heartbeatSeconds", config.heartbeatSeconds), ("idleTimeoutSeconds", config.idleTimeoutSeconds)] {
             if let value, !(value > 0 && value <= 3600) {

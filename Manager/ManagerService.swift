@@ -20,6 +20,7 @@ public final class ManagerService: Service, Sendable {
     private let onListening: @Sendable (SocketAddress) -> Void
     private let trainingData = Mutex<TrainingDataStore?>(nil)
     private let models = Mutex<ModelRegistry?>(nil)
+    private let training = Mutex<TrainingQueue?>(nil)
     /// Per live agent connection: the model version already offered on it.
     private let offered = Mutex<[ObjectIdentifier: String]>([:])
     /// Largest model chunk served, bytes.
@@ -38,6 +39,9 @@ public final class ManagerService: Service, Sendable {
         let held = try trainingData.count()
         let registry = try ModelRegistry(directory: config.dataDir, signingKeyPath: config.signingKeyPath)
         self.models.withLock { $0 = registry }
+        let queue = TrainingQueue(data: trainingData, registry: registry, concurrency: config.trainingConcurrency ?? 1,
+                                  threads: config.trainingThreads ?? ProcessInfo.processInfo.activeProcessorCount, logger: logger)
+        self.training.withLock { $0 = queue }
         let versions = try registry.versions().count
         logger.info("training data and model registry open", metadata: [
             "rois": "\(held)", "models": "\(versions)",
@@ -140,7 +144,7 @@ public final class ManagerService: Service, Sendable {
         var welcome = Loupe_V1_Welcome()
         welcome.protocolVersion = WireProtocol.version
         welcome.softwareVersion = WireProtocol.softwareVersion
-        welcome.capabilities = ["echo", "fleet-status", "agent-status", "roi-upload", "model-chunks"]
+        welcome.capabilities = ["echo", "fleet-status", "agent-status", "roi-upload", "model-chunks", "training"]
         welcome.peerIdentity = peer.name
         welcome.peerRole = peer.role.wire
         welcome.heartbeatIntervalMs = UInt32(config.connectionSettings.heartbeatInterval.seconds * 1000)
@@ -197,6 +201,16 @@ public final class ManagerService: Service, Sendable {
                 default: throw WireError.refused(code: .internal, message: error.description)
                 }
             }
+        case .trainingStart(let request):
+            guard let queue = training.withLock({ $0 }) else { throw WireError.refused(code: .unavailable, message: "training is not ready yet") }
+            return .trainingProgress(try queue.submit(request, requester: peer.name, isCamera: peer.role == .agent, connection: connection))
+        case .trainingCancel(let cancel):
+            guard let queue = training.withLock({ $0 }) else { throw WireError.refused(code: .unavailable, message: "training is not ready yet") }
+            try queue.cancel(jobId: cancel.jobID)
+            var progress = Loupe_V1_TrainingProgress()
+            progress.jobID = cancel.jobID
+            progress.state = .cancelled
+            return .trainingProgress(progress)
         case .modelInstalled(let report):
             try? models.withLock({ $0 })?.recordInstall(cameraId: peer.name, version: report.modelVersion, ok: report.ok, error: report.error)
             if report.ok {

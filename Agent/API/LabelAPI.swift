@@ -275,6 +275,15 @@ public struct LabelAPI: Sendable {
         return value!
     }
 
+    /// The same error mapping for async work.
+    static func mappedAsync(_ body: () async throws -> Response) async throws -> Response {
+        do {
+            return try await body()
+        } catch {
+            return try mapped { throw error }
+        }
+    }
+
     /// Runs store work and turns its errors into HTTP statuses.
     static func mapped(_ body: () throws -> Response) throws -> Response {
         do {
@@ -287,7 +296,7 @@ public struct LabelAPI: Sendable {
             default: throw HTTPError(.internalServerError, message: error.description)
             }
         } catch let error as TrainingJobError {
-            throw HTTPError(.conflict, message: error.description)
+            throw HTTPError(error == .managerUnreachable ? .serviceUnavailable : .conflict, message: error.description)
         } catch let error as ModelInstallError {
             switch error {
             case .noPreviousModel: throw HTTPError(.conflict, message: error.description)

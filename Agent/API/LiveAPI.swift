@@ -121,15 +121,15 @@ public struct LiveAPI: Sendable {
         api.post("training") { request, _ in
             let start = try await LabelAPI.decode(TrainingRequest.self, request, limit: 4096)
             let user = self.user(request)
-            return try LabelAPI.mapped { try LabelAPI.json(try training.start(start, user: user), status: .accepted) }
+            return try await LabelAPI.mappedAsync { try LabelAPI.json(try await training.start(start, user: user), status: .accepted) }
         }
         api.get("training") { _, _ in
             guard let status = training.status else { throw HTTPError(.notFound, message: "no training job has run since the agent started") }
             return try LabelAPI.json(status)
         }
         api.post("training/cancel") { _, _ in
-            try LabelAPI.mapped {
-                try training.cancel(jobId: nil)
+            try await LabelAPI.mappedAsync {
+                try await training.cancel(jobId: nil)
                 return try LabelAPI.json(training.status)
             }
         }

@@ -23,11 +23,8 @@ public final class ModelReceiver: Sendable {
         self.logger = logger
     }
 
-    /// The link's request handler: serves ModelOffer, refuses anything else.
-    public func handle(_ connection: WireConnection, _ envelope: Envelope) async throws -> Envelope.OneOf_Body? {
-        guard case .modelOffer(let offer) = envelope.body else {
-            throw WireError.refused(code: .unimplemented, message: "an agent does not serve \(envelope.bodyName)")
-        }
+    /// Serves one ModelOffer.
+    public func handle(_ connection: WireConnection, _ offer: Loupe_V1_ModelOffer) async throws -> Envelope.OneOf_Body? {
         let claimed = downloading.withLock { current -> Bool in
             guard current == nil else { return false }
             current = offer.modelVersion

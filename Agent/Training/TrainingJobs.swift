@@ -2,6 +2,8 @@ import Foundation
 import Logging
 import LoupeImaging
 import LoupeSegmentation
+import LoupeProto
+import LoupeWire
 import Synchronization
 
 /// What the page sends to start training.
@@ -68,34 +70,39 @@ public final class TrainingJobs: Sendable {
     private let logger: Logger
     private let current = Mutex<(status: TrainingStatus?, control: TrainingControl?)>((nil, nil))
     private let subscribers = Mutex<[UUID: AsyncStream<TrainingStatus>.Continuation]>([:])
+    /// With a manager configured: its live connection (nil while disconnected). Training then runs there.
+    private let manager: (@Sendable () -> WireConnection?)?
 
-    public init(runtime: AgentRuntime, logger: Logger) {
+    public init(runtime: AgentRuntime, logger: Logger, manager: (@Sendable () -> WireConnection?)? = nil) {
         self.runtime = runtime
         self.logger = logger
+        self.manager = manager
     }
 
     public var status: TrainingStatus? { current.withLock { $0.status } }
 
-    /// Starts a job on the included ROIs of the recipe's inspection type.
-    public func start(_ request: TrainingRequest, user: String) throws -> TrainingStatus {
+    /// Starts a job on the recipe's inspection type: on the manager, over
+    /// every camera's ROIs, when one is configured; otherwise here, on this
+    /// camera's ticked ROIs.
+    public func start(_ request: TrainingRequest, user: String) async throws -> TrainingStatus {
         try request.validate()
+        if let manager { return try await startOnManager(request, user: user, connection: manager) }
+        return try startLocally(request, user: user)
+    }
+
+    private func startLocally(_ request: TrainingRequest, user: String) throws -> TrainingStatus {
         let recipe = try runtime.store.recipe()
         let classes = try runtime.store.classes()
         guard !classes.isEmpty else { throw StoreError.invalid("define at least one defect class before training") }
         let dataset = try runtime.trainingSet(inspectionType: recipe.inspectionType, classes: classes.count + 1)
         guard !dataset.items.isEmpty else { throw StoreError.invalid("no ROIs of inspection type \(recipe.inspectionType) are ticked for training") }
-        guard dataset.pixelCounts.dropFirst().reduce(0, +) > 0 else { throw StoreError.invalid("the ticked ROIs have no defect pixels painted") }
-        let side = dataset.items.map { min($0.image.width, $0.image.height) }.min() ?? 0
-        let network = UNetConfiguration(classes: classes.count + 1)
-        let crop = min(192, side - side % network.sizeMultiple)
-        guard crop >= network.sizeMultiple else { throw StoreError.invalid("ROIs must be at least \(network.sizeMultiple) px on each side to train on") }
-        var configuration = TrainingConfiguration(network: network, passes: request.iterations ?? 30, timeBudgetSeconds: request.timeBudgetSeconds,
-                                                  batchSize: min(8, dataset.items.count), cropSize: crop,
-                                                  augmentation: request.augmentation ?? Augmentation(),
-                                                  validationFraction: dataset.items.count >= 10 ? 0.1 : 0, seed: request.seed ?? 1,
-                                                  threads: runtime.threads)
-        if request.timeBudgetSeconds != nil && request.iterations == nil { configuration.passes = 0 }
-        do { try configuration.validate() } catch { throw StoreError.invalid("\(error)") }
+        let configuration: TrainingConfiguration
+        do {
+            configuration = try TrainingConfiguration.fitted(to: dataset, passes: request.iterations, timeBudgetSeconds: request.timeBudgetSeconds,
+                                                             augmentation: request.augmentation, seed: request.seed, threads: runtime.threads)
+        } catch {
+            throw StoreError.invalid("\(error)")
+        }
         let control = TrainingControl()
         let status = TrainingStatus(jobId: "local-\(Int(Date().timeIntervalSince1970))", state: .running, location: "local", phase: "loading",
                                     pass: 0, passes: request.timeBudgetSeconds == nil ? configuration.passes : nil, step: 0, totalSteps: 0, fraction: 0,
@@ -122,13 +129,105 @@ public final class TrainingJobs: Sendable {
     }
 
     /// Asks the running job to stop; it ends as cancelled, and the model in use stays.
-    public func cancel(jobId: String?) throws {
-        try current.withLock { current in
+    public func cancel(jobId: String?) async throws {
+        let status = try current.withLock { current -> TrainingStatus in
             guard let status = current.status, status.state == .running, jobId == nil || jobId == status.jobId else {
                 throw StoreError.notFound("a running training job\(jobId.map { " \($0)" } ?? "")")
             }
             current.control?.cancel()
+            return status
         }
+        guard status.location == "manager" else { return }
+        guard let connection = manager?(), !connection.isClosed else { throw TrainingJobError.managerUnreachable }
+        var cancel = Loupe_V1_TrainingCancel()
+        cancel.jobID = status.jobId
+        _ = try await connection.request(.trainingCancel(cancel))
+    }
+
+    // MARK: Training on the manager
+
+    private func startOnManager(_ request: TrainingRequest, user: String, connection link: @Sendable () -> WireConnection?) async throws -> TrainingStatus {
+        let recipe = try runtime.store.recipe()
+        guard try !runtime.store.classes().isEmpty else { throw StoreError.invalid("define at least one defect class before training") }
+        guard let first = link(), !first.isClosed else { throw TrainingJobError.managerUnreachable }
+        var status = TrainingStatus(jobId: "pending", state: .running, location: "manager", phase: "syncing", pass: 0, passes: request.iterations,
+                                    step: 0, totalSteps: 0, fraction: 0, loss: 0, imagesPerSecond: 0, elapsedSeconds: 0, etaSeconds: 0,
+                                    trainingImages: 0, startedAt: Date(), startedBy: user)
+        try current.withLock { current in
+            if let running = current.status, running.state == .running { throw TrainingJobError.busy(jobId: running.jobId) }
+            current = (status, nil)
+        }
+        publish(status)
+        // This camera's newest labels go up first, so the job trains on them.
+        let deadline = ContinuousClock.now + .seconds(60)
+        while (try? runtime.store.outboxDepth()) ?? 0 > 0, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(200))
+        }
+        var start = Loupe_V1_TrainingStart()
+        start.inspectionType = recipe.inspectionType
+        start.iterations = UInt32(request.iterations ?? (request.timeBudgetSeconds == nil ? 30 : 0))
+        start.timeBudgetSeconds = UInt32(request.timeBudgetSeconds ?? 0)
+        start.seed = request.seed ?? 0
+        if let a = request.augmentation {
+            start.augmentation.flipHorizontal = a.flipHorizontal
+            start.augmentation.flipVertical = a.flipVertical
+            start.augmentation.rotationDegrees = Float(a.rotationDegrees)
+            start.augmentation.brightness = Float(a.brightness)
+            start.augmentation.contrast = Float(a.contrast)
+        }
+        do {
+            guard let connection = link(), !connection.isClosed else { throw TrainingJobError.managerUnreachable }
+            let reply = try await connection.request(.trainingStart(start))
+            guard case .trainingProgress(let progress) = reply.body else {
+                throw WireError.unexpectedReply(expected: "training_progress", received: reply.bodyName)
+            }
+            status.jobId = progress.jobID
+            status.phase = "queued"
+            publish(status)
+            logger.info("training started on the manager", metadata: ["job": "\(progress.jobID)", "type": "\(recipe.inspectionType)"])
+            return status
+        } catch {
+            status.state = .failed
+            status.message = "the manager did not take the job: \(error)"
+            publish(status)
+            throw error
+        }
+    }
+
+    /// A TrainingProgress event from the manager for the job this camera started.
+    public func managerProgress(_ progress: Loupe_V1_TrainingProgress) {
+        guard var status = self.status, status.location == "manager", status.jobId == progress.jobID else { return }
+        switch progress.state {
+        case .queued: status.phase = "queued"
+        case .running: status.phase = "training"
+        case .succeeded:
+            status.state = .succeeded
+            status.phase = "finished"
+            status.fraction = 1
+            status.modelVersion = progress.modelVersion
+            status.message = "the manager is installing \(progress.modelVersion) on this camera"
+        case .failed:
+            status.state = .failed
+            status.message = progress.message
+        case .cancelled:
+            status.state = .cancelled
+            status.message = progress.message.isEmpty ? "cancelled; the model in use was kept" : progress.message
+        default: break
+        }
+        status.pass = Int(progress.pass)
+        if progress.passesTotal > 0 {
+            status.passes = Int(progress.passesTotal)
+            if status.state == .running { status.fraction = min(1, Double(progress.pass) / Double(progress.passesTotal)) }
+        }
+        status.loss = progress.loss
+        status.imagesPerSecond = Double(progress.imagesPerSecond)
+        status.etaSeconds = Double(progress.etaSeconds)
+        status.elapsedSeconds = Date().timeIntervalSince(status.startedAt)
+        if !progress.validationClassIou.isEmpty {
+            status.validationClassIoU = progress.validationClassIou
+            status.validationMIoU = progress.validationMiou
+        }
+        publish(status)
     }
 
     public func subscribe() -> AsyncStream<TrainingStatus> {
@@ -209,10 +308,21 @@ public final class TrainingJobs: Sendable {
 
 public enum TrainingJobError: Error, CustomStringConvertible, Equatable {
     case busy(jobId: String)
+    case managerUnreachable
 
     public var description: String {
         switch self {
         case .busy(let jobId): "training job \(jobId) is still running; cancel it or wait"
+        case .managerUnreachable: "training runs on the manager, which this camera cannot reach right now; try again when it is connected"
         }
     }
+}
+
+/// A reference filled in after construction, for two parts that need each other
+/// (the manager link delivers training progress to the jobs, which send over the link).
+public final class LateBound<Value: Sendable>: Sendable {
+    private let slot = Mutex<Value?>(nil)
+    public init() {}
+    public var value: Value? { slot.withLock { $0 } }
+    public func set(_ value: Value) { slot.withLock { $0 = value } }
 }

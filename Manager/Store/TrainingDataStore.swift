@@ -3,6 +3,7 @@ import Foundation
 import GRDB
 import LoupeImaging
 import LoupeProto
+import LoupeSegmentation
 
 /// Why the manager refused or failed to store an upload.
 public enum TrainingDataError: Error, Equatable, CustomStringConvertible {
@@ -146,6 +147,38 @@ public final class TrainingDataStore: Sendable {
         } catch {
             throw .database("\(error)")
         }
+    }
+
+    /// Every ROI of an inspection type as training images, named by content
+    /// hash (so the train/validation split, made by name hash, stays put as
+    /// data grows), with the class names of the newest upload.
+    public func dataset(inspectionType: String) throws(TrainingDataError) -> (dataset: SegmentationDataset, classNames: [String], sha256: String) {
+        let rows: [StoredROI]
+        do {
+            rows = try pool.read { db in
+                try StoredROI.filter(Column("inspectionType") == inspectionType).order(Column("contentSHA256")).fetchAll(db)
+            }
+        } catch {
+            throw .database("\(error)")
+        }
+        guard let newest = rows.max(by: { $0.receivedAt < $1.receivedAt }) else {
+            throw .invalid("no labelled ROIs of inspection type \(inspectionType) have been uploaded")
+        }
+        let classNames = (try? JSONDecoder().decode([String].self, from: Data(newest.classNames.utf8))) ?? []
+        var items: [LabelledImage] = []
+        var hasher = SHA256()
+        for row in rows {
+            do {
+                let image = try PNGCodec.decode(row.imagePNG).gray8
+                let mask = try PNGCodec.decode(row.maskPNG).gray8
+                items.append(try LabelledImage(name: row.contentSHA256, image: image, mask: mask, classes: classNames.count))
+                hasher.update(data: Data(row.contentSHA256.utf8))
+            } catch {
+                throw .invalid("stored ROI \(row.contentSHA256.prefix(12)) from \(row.cameraId): \(error)")
+            }
+        }
+        let digest = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        return (SegmentationDataset(items: items, classes: classNames.count), classNames, digest)
     }
 
     /// Content hashes held (for tests and audits).

@@ -755,8 +755,10 @@ public nonisolated struct Loupe_V1_ModelInstalled: Sendable {
 }
 
 /// Request to train a model for an inspection type on every camera's ROIs.
-/// The reply is a TrainingProgress with the job id; further TrainingProgress
-/// events for the job follow with reply_to set to the same request id.
+/// The reply is a TrainingProgress with the job id (state QUEUED); further
+/// TrainingProgress events (request_id 0) carrying that job id follow on the
+/// same connection until the job ends (SUCCEEDED, FAILED or CANCELLED). A job
+/// an agent asked for is pushed to that agent when it succeeds.
 public nonisolated struct Loupe_V1_TrainingStart: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -897,6 +899,7 @@ public nonisolated struct Loupe_V1_TrainingProgress: Sendable {
   public init() {}
 }
 
+/// Cancels a queued or running job. Reply: TrainingProgress, state CANCELLED.
 public nonisolated struct Loupe_V1_TrainingCancel: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for

@@ -62,6 +62,28 @@ public struct TrainingConfiguration: Codable, Sendable, Equatable {
         self.threads = threads
     }
 
+    /// Settings for training on labelled ROIs, as the camera page and the
+    /// manager do: the standard network for these classes, crops no larger
+    /// than the smallest ROI, a validation split (fixed by name hash) once
+    /// there are ten or more ROIs, and either a number of passes or a time budget.
+    public static func fitted(to dataset: SegmentationDataset, passes: Int?, timeBudgetSeconds: Double?, augmentation: Augmentation?,
+                              seed: UInt64?, threads: Int) throws(SegmentationError) -> TrainingConfiguration {
+        guard !dataset.items.isEmpty else { throw .emptyDataset("no labelled ROIs to train on") }
+        guard dataset.pixelCounts.dropFirst().reduce(0, +) > 0 else { throw .noLabelledPixels("the labelled ROIs") }
+        let network = UNetConfiguration(inputChannels: dataset.items[0].image.channels, classes: dataset.classes)
+        let side = dataset.items.map { min($0.image.width, $0.image.height) }.min() ?? 0
+        let crop = min(192, side - side % network.sizeMultiple)
+        guard crop >= network.sizeMultiple else {
+            throw .invalidConfiguration("ROIs must be at least \(network.sizeMultiple) px on each side to train on")
+        }
+        let configuration = TrainingConfiguration(
+            network: network, passes: passes ?? (timeBudgetSeconds == nil ? 30 : 0), timeBudgetSeconds: timeBudgetSeconds,
+            batchSize: min(8, dataset.items.count), cropSize: crop, augmentation: augmentation ?? Augmentation(),
+            validationFraction: dataset.items.count >= 10 ? 0.1 : 0, seed: seed ?? 1, threads: threads)
+        try configuration.validate()
+        return configuration
+    }
+
     public func validate() throws(SegmentationError) {
         try network.validate()
         guard passes >= 1 || timeBudgetSeconds != nil else { throw .invalidConfiguration("passes must be at least 1") }

@@ -70,7 +70,18 @@ struct AgentCommand: AsyncParsableCommand {
         ])
         let pipeline = runtime.pipeline
         let sender = OutboxSender(store: store, bytesPerSecond: config.manager?.uploadBytesPerSecond, logger: logger)
-        let link = ManagerLink(config: config, logger: logger, outbox: sender, models: ModelReceiver(runtime: runtime, logger: logger)) {
+        let models = ModelReceiver(runtime: runtime, logger: logger)
+        let jobs = LateBound<TrainingJobs>()
+        let inbound: RequestHandler = { connection, envelope in
+            switch envelope.body {
+            case .modelOffer(let offer): return try await models.handle(connection, offer)
+            case .trainingProgress(let progress):
+                jobs.value?.managerProgress(progress)
+                return nil
+            default: throw WireError.refused(code: .unimplemented, message: "an agent does not serve \(envelope.bodyName)")
+            }
+        }
+        let link = ManagerLink(config: config, logger: logger, outbox: sender, inbound: inbound) {
             let live = pipeline.statistics
             var status = Loupe_V1_AgentStatus()
             status.framesPerSecond = live.framesPerSecond
@@ -88,7 +99,11 @@ struct AgentCommand: AsyncParsableCommand {
         if config.http != nil {
             try AgentHTTP.ensureAdmin(runtime: runtime, logger: logger)
             let httpLogger = logger
-            services.append(try AgentHTTP.application(runtime: runtime, training: TrainingJobs(runtime: runtime, logger: logger), logger: logger) { url in
+            var connection: (@Sendable () -> WireConnection?)?
+            if config.manager != nil { connection = { @Sendable in link.connection } }
+            let training = TrainingJobs(runtime: runtime, logger: logger, manager: connection)
+            jobs.set(training)
+            services.append(try AgentHTTP.application(runtime: runtime, training: training, logger: logger) { url in
                 httpLogger.info("http listening", metadata: ["address": "\(url.split(separator: "/").last ?? "")", "url": "\(url)"])
             })
         }

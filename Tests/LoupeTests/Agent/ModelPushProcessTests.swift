@@ -1,5 +1,8 @@
 import Crypto
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 import LoupeAgent
 import LoupeManager
 import LoupePKI
@@ -80,6 +83,75 @@ import Testing
         _ = try await loupe(["model", "push", "disc-v1", "--cameras", "cam-m", "--manager-config", setup.configPath], log: pki.dir + "/push-3.log")
         let clean = try await eventually { try registry.camera("cam-m")?.desiredVersion == "disc-v1" && registry.camera("cam-m")?.installedVersion == "disc-v1" }
         #expect(clean)
+
+        agent.signal(SIGTERM)
+        #expect(await agent.waitForExit() == 0)
+        manager.signal(SIGTERM)
+        #expect(await manager.waitForExit() == 0)
+    }
+
+    /// Calls the agent's API with a bearer token; returns status and JSON.
+    func call(_ base: String, _ method: String, _ path: String, token: String?, body: Any? = nil) async throws -> (Int, Any?) {
+        var request = URLRequest(url: URL(string: "http://\(base)\(path)")!)
+        request.httpMethod = method
+        if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
+        if let body { request.httpBody = try JSONSerialization.data(withJSONObject: body) }
+        let (data, response) = try await URLSession.shared.data(for: request)
+        return ((response as? HTTPURLResponse)?.statusCode ?? 0, try? JSONSerialization.jsonObject(with: data))
+    }
+
+    @Test func trainingAskedForOnACameraRunsOnTheManagerAndTheModelComesBack() async throws {
+        let pki = try TestPKI()
+        let setup = try ManagerProcessSetup(pki: pki)
+        let (manager, port) = try await setup.start()
+        let managerData = pki.dir + "/manager-data"
+        let files = try pki.member(.agent, "cam-t")
+        let agentData = pki.dir + "/agent-t-data"
+        _ = try SyncProcessTests.seedAgentStore(agentData, count: 12)
+        let agentConfig = pki.dir + "/agent-t.json"
+        try writeJSON([
+            "cameraId": "cam-t",
+            "manager": ["address": "localhost:\(port)", "heartbeatSeconds": 0.5, "idleTimeoutSeconds": 3, "statusIntervalSeconds": 0.5,
+                        "reconnectInitialSeconds": 0.2, "reconnectMaxSeconds": 1],
+            "tls": ["ca": files.ca, "cert": files.cert, "key": files.key],
+            "dataDir": agentData,
+            "modelKeys": [managerData + "/model-signing.pub"],
+            "http": ["address": "127.0.0.1:0", "initialAdminPassword": "camera-admin-pw"],
+        ], to: agentConfig)
+        let agent = try LoupeProcess(["agent", "--config", agentConfig], log: pki.dir + "/agent-t.log")
+        var base: String?
+        _ = try await eventually {
+            if let line = agent.log.split(separator: "\n").first(where: { $0.contains("http listening") }), let range = line.range(of: "address=") {
+                base = String(line[range.upperBound...].prefix { !$0.isWhitespace })
+            }
+            return base != nil
+        }
+        let address = try #require(base, "agent never said where it listens:\n\(agent.log)")
+        let (_, session) = try await call(address, "POST", "/api/v1/login", token: nil, body: ["user": "admin", "password": "camera-admin-pw"])
+        let token = try #require((session as? [String: Any])?["token"] as? String)
+        // Wait until the link is up, then ask for training from the camera's API.
+        let linked = try await eventually(timeout: .seconds(20)) { agent.log.contains("connected to manager") }
+        #expect(linked, "\(agent.log)")
+        let (started, job) = try await call(address, "POST", "/api/v1/training", token: token, body: ["iterations": 2, "seed": 3])
+        #expect(started == 202, "\(String(describing: job))")
+        #expect((job as? [String: Any])?["location"] as? String == "manager")
+        // The camera's labels were synced before the job ran; the job ran centrally and its model was pushed back here.
+        let done = try await eventually(timeout: .seconds(120)) {
+            let (_, status) = try await call(address, "GET", "/api/v1/training", token: token)
+            return (status as? [String: Any])?["state"] as? String == "succeeded"
+        }
+        #expect(done, "training never finished:\n\(agent.log)\n\(manager.log)")
+        let (_, status) = try await call(address, "GET", "/api/v1/training", token: token)
+        let version = try #require((status as? [String: Any])?["modelVersion"] as? String)
+        #expect(version == "disc-v1")
+        let installedHere = try await eventually(timeout: .seconds(30)) { installed(agentData)?.current?.version == version }
+        #expect(installedHere, "the trained model never reached the camera:\n\(agent.log)")
+        let registry = try ModelRegistry(directory: managerData, signingKeyPath: managerData + "/model-signing.key")
+        #expect(try registry.version(version).inspectionType == "disc")
+        #expect(try TrainingDataStore(path: managerData + "/training-data.sqlite").count() == 12)
+        // The camera's live pipeline now runs it.
+        let (_, live) = try await call(address, "GET", "/api/v1/live", token: token)
+        #expect((live as? [String: Any])?["modelVersion"] as? String == version)
 
         agent.signal(SIGTERM)
         #expect(await agent.waitForExit() == 0)

@@ -1,0 +1,175 @@
+import Foundation
+import Logging
+import LoupeProto
+import LoupeSegmentation
+import LoupeWire
+import Synchronization
+
+/// Central training: jobs run one at a time (or `concurrency` at a time) on
+/// the manager's training data for their inspection type. Progress goes to
+/// whoever asked, as TrainingProgress events carrying the job id. A job that
+/// succeeds becomes a signed version in the registry and, when a camera
+/// asked for it, is pushed to that camera; a failed or cancelled job changes
+/// no model anywhere.
+public final class TrainingQueue: Sendable {
+    struct Job: Sendable {
+        var id: String
+        var request: Loupe_V1_TrainingStart
+        var requester: String
+        var requesterIsCamera: Bool
+        var control = TrainingControl()
+        var listeners: [WireConnection]
+        var progress = Loupe_V1_TrainingProgress()
+    }
+
+    private let data: TrainingDataStore
+    private let registry: ModelRegistry
+    private let logger: Logger
+    private let concurrency: Int
+    private let threads: Int
+    private struct State {
+        var waiting: [Job] = []
+        var running: [String: Job] = [:]
+        var finished: [String: Loupe_V1_TrainingProgress] = [:]
+        var counter = 0
+    }
+    private let state = Mutex(State())
+
+    public init(data: TrainingDataStore, registry: ModelRegistry, concurrency: Int, threads: Int, logger: Logger) {
+        self.data = data
+        self.registry = registry
+        self.concurrency = max(1, concurrency)
+        self.threads = max(1, threads)
+        self.logger = logger
+    }
+
+    /// Queues a job and returns its first progress (QUEUED, with the job id).
+    public func submit(_ request: Loupe_V1_TrainingStart, requester: String, isCamera: Bool, connection: WireConnection) throws -> Loupe_V1_TrainingProgress {
+        guard !request.inspectionType.isEmpty else { throw WireError.refused(code: .invalidArgument, message: "inspection_type is required") }
+        guard request.iterations <= 10_000, request.timeBudgetSeconds <= 7 * 86_400 else {
+            throw WireError.refused(code: .invalidArgument, message: "iterations must be at most 10000 and time_budget_seconds at most a week")
+        }
+        let (job, started) = state.withLock { state -> (Job, Bool) in
+            state.counter += 1
+            var job = Job(id: "job-\(Int(Date().timeIntervalSince1970))-\(state.counter)", request: request, requester: requester,
+                          requesterIsCamera: isCamera, listeners: [connection])
+            job.progress.jobID = job.id
+            job.progress.state = .queued
+            job.progress.passesTotal = request.iterations
+            state.waiting.append(job)
+            return (job, state.running.count < concurrency)
+        }
+        logger.info("training job queued", metadata: ["job": "\(job.id)", "type": "\(request.inspectionType)", "by": "\(requester)"])
+        if started { startNext() }
+        return job.progress
+    }
+
+    /// Cancels a queued or running job.
+    public func cancel(jobId: String) throws {
+        let found = state.withLock { state -> Bool in
+            if let index = state.waiting.firstIndex(where: { $0.id == jobId }) {
+                var job = state.waiting.remove(at: index)
+                job.progress.state = .cancelled
+                job.progress.message = "cancelled before it started"
+                state.finished[jobId] = job.progress
+                let progress = job.progress, listeners = job.listeners
+                Task { await Self.send(progress, to: listeners) }
+                return true
+            }
+            guard let job = state.running[jobId] else { return false }
+            job.control.cancel()
+            return true
+        }
+        guard found else { throw WireError.refused(code: .notFound, message: "no queued or running training job \(jobId)") }
+    }
+
+    private func startNext() {
+        let next = state.withLock { state -> Job? in
+            guard state.running.count < concurrency, !state.waiting.isEmpty else { return nil }
+            let job = state.waiting.removeFirst()
+            state.running[job.id] = job
+            return job
+        }
+        guard let job = next else { return }
+        let thread = Thread { [self] in
+            run(job)
+            _ = state.withLock { $0.running.removeValue(forKey: job.id) }
+            startNext()
+        }
+        thread.name = "loupe-train-\(job.id)"
+        thread.start()
+    }
+
+    private static func send(_ progress: Loupe_V1_TrainingProgress, to listeners: [WireConnection]) async {
+        for connection in listeners where !connection.isClosed {
+            try? await connection.send(event: .trainingProgress(progress))
+        }
+    }
+
+    private func publish(_ progress: Loupe_V1_TrainingProgress, job: Job) {
+        state.withLock { state in
+            state.running[job.id]?.progress = progress
+            if [.succeeded, .failed, .cancelled].contains(progress.state) { state.finished[job.id] = progress }
+        }
+        let listeners = state.withLock { $0.running[job.id]?.listeners } ?? job.listeners
+        let semaphore = DispatchSemaphore(value: 0)
+        Task {
+            await Self.send(progress, to: listeners)
+            semaphore.signal()
+        }
+        semaphore.wait()
+    }
+
+    private func run(_ job: Job) {
+        var progress = job.progress
+        progress.state = .running
+        publish(progress, job: job)
+        let request = job.request
+        do {
+            let (dataset, classNames, datasetHash) = try data.dataset(inspectionType: request.inspectionType)
+            var augmentation: Augmentation?
+            if request.hasAugmentation {
+                let a = request.augmentation
+                augmentation = Augmentation(flipHorizontal: a.flipHorizontal, flipVertical: a.flipVertical, rotationDegrees: Double(a.rotationDegrees),
+                                            brightness: Double(a.brightness), contrast: Double(a.contrast))
+            }
+            let configuration = try TrainingConfiguration.fitted(
+                to: dataset, passes: request.iterations == 0 ? nil : Int(request.iterations),
+                timeBudgetSeconds: request.timeBudgetSeconds == 0 ? nil : Double(request.timeBudgetSeconds),
+                augmentation: augmentation, seed: request.seed == 0 ? nil : request.seed, threads: threads)
+            let classes = ClassInfo.defaults(count: classNames.count, names: classNames)
+            var lastSent = Date.distantPast
+            let result = try Trainer(configuration: configuration, classes: classes).train(dataset, control: job.control) { update in
+                progress.pass = UInt32(update.pass)
+                progress.passesTotal = UInt32(update.passes ?? 0)
+                progress.loss = update.loss
+                progress.imagesPerSecond = Float(update.imagesPerSecond)
+                progress.etaSeconds = Float(update.etaSeconds)
+                if let iou = update.validationIoU {
+                    progress.validationClassIou = iou
+                    progress.validationMiou = update.validationMIoU ?? 0
+                }
+                if update.validationIoU != nil || Date().timeIntervalSince(lastSent) > 0.5 {
+                    lastSent = Date()
+                    self.publish(progress, job: job)
+                }
+            }
+            var model = result.model
+            model.metadata.createdAt = Date()
+            model.metadata.datasetSHA256 = datasetHash
+            model.metadata.description = "trained centrally on \(dataset.items.count) ROIs of \(request.inspectionType) (job \(job.id), asked by \(job.requester))"
+            let record = try registry.publish(try ModelFile.encode(model), inspectionType: request.inspectionType)
+            if job.requesterIsCamera {
+                try registry.assign(record.version, to: [job.requester])
+            }
+            progress.state = .succeeded
+            progress.modelVersion = record.version
+            logger.info("training job succeeded", metadata: ["job": "\(job.id)", "version": "\(record.version)", "rois": "\(dataset.items.count)"])
+        } catch {
+            progress.state = job.control.isCancelled ? .cancelled : .failed
+            progress.message = job.control.isCancelled ? "cancelled; the models in use were kept" : "\(error)"
+            logger.error("training job ended without a model", metadata: ["job": "\(job.id)", "state": "\(progress.state)", "error": "\(error)"])
+        }
+        publish(progress, job: job)
+    }
+}
