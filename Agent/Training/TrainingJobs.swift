@@ -104,7 +104,7 @@ public final class TrainingJobs: Sendable {
             throw StoreError.invalid("\(error)")
         }
         let control = TrainingControl()
-        let status = TrainingStatus(jobId: "local-\(Int(Date().timeIntervalSince1970))", state: .running, location: "local", phase: "loading",
+        let status = TrainingStatus(jobId: "local-\(Self.stamp(Date()))-\(UUID().uuidString.prefix(4).lowercased())", state: .running, location: "local", phase: "loading",
                                     pass: 0, passes: request.timeBudgetSeconds == nil ? configuration.passes : nil, step: 0, totalSteps: 0, fraction: 0,
                                     loss: 0, imagesPerSecond: 0, elapsedSeconds: 0, etaSeconds: 0, trainingImages: dataset.items.count,
                                     startedAt: Date(), startedBy: user)
@@ -289,9 +289,14 @@ public final class TrainingJobs: Sendable {
                 status.message = parent.map { "replaces \($0) (kept for rollback)" }
             }
         } catch {
-            status.state = control.isCancelled ? .cancelled : .failed
-            status.message = "\(error)"
-            logger.error("local training failed", metadata: ["job": "\(status.jobId)", "error": "\(error)"])
+            if control.isCancelled {
+                status.state = .cancelled
+                status.message = "cancelled; the model in use was kept"
+            } else {
+                status.state = .failed
+                status.message = "\(error)"
+                logger.error("local training failed", metadata: ["job": "\(status.jobId)", "error": "\(error)"])
+            }
         }
         logger.info("local training ended", metadata: ["job": "\(status.jobId)", "state": "\(status.state.rawValue)", "model": "\(status.modelVersion ?? "-")"])
         publish(status)

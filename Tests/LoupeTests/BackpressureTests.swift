@@ -13,7 +13,11 @@ import Testing
         let messages = 200
         let payload = Data(repeating: 0x5A, count: 1 << 20)
         let sent = Counter()
-        let server = try await WireServer.bind(WireServerConfiguration(host: "127.0.0.1", port: 0, tls: try pki.manager()))
+        // The raw client only reads after its first two frames, so the server
+        // hears nothing from it: an idle timeout well past the transfer time,
+        // even on a loaded machine, keeps this about backpressure alone.
+        let server = try await WireServer.bind(WireServerConfiguration(host: "127.0.0.1", port: 0, tls: try pki.manager(),
+                                                                       connection: ConnectionSettings(idleTimeout: .seconds(120))))
         let serving = Task {
             try await server.run(handshake: { _, _ in Loupe_V1_Welcome() }) { connection, _ in
                 // Answer, then push 200 MiB of events at a reader that is not reading.

@@ -103,10 +103,11 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let runtime = try Self.runtime(dir, http: .init(address: "127.0.0.1:0", initialAdminPassword: "first-start-secret"))
         try AgentHTTP.ensureAdmin(runtime: runtime, logger: Logger(label: "test"))
-        try await Self.app(runtime, sessionLifetime: 1).test(.live) { client in
+        // Five seconds: long enough to use the session on a loaded machine, short enough to wait out.
+        try await Self.app(runtime, sessionLifetime: 5).test(.live) { client in
             let token = try #require(try await Self.signIn(client, "admin", "first-start-secret"))
             try await client.execute(uri: "/api/v1/captures", method: .get, headers: Self.bearer(token)) { #expect($0.status == .ok) }
-            try await Task.sleep(for: .milliseconds(1500))
+            try await Task.sleep(for: .milliseconds(5500))
             try await client.execute(uri: "/api/v1/captures", method: .get, headers: Self.bearer(token)) { #expect($0.status == .unauthorized) }
         }
     }

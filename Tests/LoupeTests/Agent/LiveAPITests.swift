@@ -18,7 +18,7 @@ extension SegmentationTests {
 
         static func runtime(_ dir: String) throws -> AgentRuntime {
             let config = AgentConfig(cameraId: "cam-live", manager: nil, tls: TLSFiles(ca: "", cert: "", key: ""), dataDir: dir,
-                                     camera: .init(source: .synthetic, width: 640, height: 512, framesPerSecond: 15, seed: 5, inferenceThreads: 1, precision: "fp32"))
+                                     camera: .init(source: .synthetic, width: 640, height: 512, framesPerSecond: 5, seed: 5, inferenceThreads: 1, precision: "fp32"))
             return try AgentRuntime(config: config, logger: Logger(label: "test"))
         }
 
@@ -62,22 +62,34 @@ extension SegmentationTests {
                     "rois": [["name": "left", "rect": ["x": 140, "y": 160, "width": 64, "height": 64]]],
                     "confidenceThreshold": 0.5, "failRule": ["minimumDefectPixels": 25],
                 ], .ok)
-                // Later captures are stored aligned to the reference.
+                // Later camera captures are stored aligned to the reference.
+                let aligned = try await expectStatus(client, "/api/v1/captures", .post, nil, .created)
+                #expect((aligned["source"] as? String ?? "").hasSuffix("aligned"))
+                try await client.execute(uri: "/api/v1/captures/2/rois/left/image", method: .get) { response in
+                    #expect(response.status == .ok && response.headers[.contentType] == "image/png")
+                    let crop = try PNGCodec.decode(Data(response.body.readableBytesView))
+                    #expect(crop.width == 64 && crop.height == 64)
+                }
+                // Imported images with a dark pit in the ROI: the wand from one click on it, then the checkbox.
                 var labelled = 0
-                for _ in 0..<3 {
-                    let capture = try await expectStatus(client, "/api/v1/captures", .post, nil, .created)
-                    let number = try #require(capture["number"] as? Int)
-                    #expect((capture["source"] as? String ?? "").hasSuffix("aligned"))
-                    try await client.execute(uri: "/api/v1/captures/\(number)/rois/left/image", method: .get) { response in
-                        #expect(response.status == .ok && response.headers[.contentType] == "image/png")
-                        let crop = try PNGCodec.decode(Data(response.body.readableBytesView))
-                        #expect(crop.width == 64 && crop.height == 64)
+                var random = SeededGenerator(seed: 8)
+                for index in 0..<3 {
+                    var image = try Image8(width: 640, height: 512)
+                    for i in image.samples.indices { image.samples[i] = UInt8(175 + random.below(10)) }
+                    let (cx, cy) = (172 + index * 3, 192 - index * 2)
+                    for y in (cy - 9)...(cy + 9) {
+                        for x in (cx - 9)...(cx + 9) where (x - cx) * (x - cx) + (y - cy) * (y - cy) <= 64 { image[x, y] = UInt8(60 + random.below(10)) }
                     }
-                    // The wand from a click in the ROI, then the checkbox.
-                    let wand = try await expectStatus(client, "/api/v1/captures/\(number)/rois/left/wand", .post, ["x": 32, "y": 32, "classIndex": 1, "tolerance": 0.5], .ok)
-                    #expect((wand["selectedPixels"] as? Int ?? 0) > 0)
+                    let number = try await client.execute(uri: "/api/v1/captures/import", method: .post, headers: [LabelAPITests.filename: "pit-\(index).png"],
+                                                          body: ByteBuffer(bytes: try PNGCodec.encode(image))) { response in
+                        #expect(response.status == .created)
+                        return try LabelAPITests.object(response.body)["number"] as? Int ?? 0
+                    }
+                    let wand = try await expectStatus(client, "/api/v1/captures/\(number)/rois/left/wand", .post, ["x": 32 + index * 3, "y": 32 - index * 2, "classIndex": 1, "tolerance": 0.5], .ok)
+                    let selected = wand["selectedPixels"] as? Int ?? 0
+                    #expect(selected > 150 && selected < 260, "the pit has about 200 px; the wand selected \(selected)")
                     let label = try #require(wand["label"] as? [String: Any])
-                    #expect((label["labelledPixels"] as? Int ?? 0) == wand["selectedPixels"] as? Int)
+                    #expect((label["labelledPixels"] as? Int ?? 0) == selected)
                     _ = try await expectStatus(client, "/api/v1/captures/\(number)/rois/left/include", .put, ["include": true], .ok)
                     labelled += 1
                 }
@@ -96,10 +108,18 @@ extension SegmentationTests {
                 let unjudged = try await eventually { runtime.pipeline.results(limit: 1).first?.verdict == .noModel }
                 #expect(unjudged)
 
-                // Train on the camera; a second start while it runs is refused.
-                let job = try await expectStatus(client, "/api/v1/training", .post, ["iterations": 2, "seed": 7], .accepted)
-                #expect(job["state"] as? String == "running" && job["location"] as? String == "local" && job["trainingImages"] as? Int == labelled)
+                // Train on the camera; a second start while it runs is refused; cancelling keeps the (absent) model.
+                let long = try await expectStatus(client, "/api/v1/training", .post, ["iterations": 5000, "seed": 7], .accepted)
+                #expect(long["state"] as? String == "running" && long["location"] as? String == "local" && long["trainingImages"] as? Int == labelled)
                 _ = try await expectStatus(client, "/api/v1/training", .post, ["iterations": 2], .conflict)
+                _ = try await expectStatus(client, "/api/v1/training/cancel", .post, nil, .ok)
+                let cancelled = try await eventually(timeout: .seconds(60)) {
+                    try await expectStatus(client, "/api/v1/training", .get, nil, .ok)["state"] as? String == "cancelled"
+                }
+                #expect(cancelled)
+                #expect(runtime.shelf.state.current == nil)
+                _ = try await expectStatus(client, "/api/v1/training/cancel", .post, nil, .notFound)
+                _ = try await expectStatus(client, "/api/v1/training", .post, ["iterations": 2, "seed": 7], .accepted)
                 let finished = try await eventually(timeout: .seconds(120)) { runtime.pipeline.currentInspector.modelVersion.hasPrefix("local-") }
                 #expect(finished)
                 let status = try await expectStatus(client, "/api/v1/training", .get, nil, .ok)

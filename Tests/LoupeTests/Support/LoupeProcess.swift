@@ -92,6 +92,8 @@ struct ManagerProcessSetup {
             "heartbeatSeconds": heartbeatSeconds,
             "idleTimeoutSeconds": 3,
             "revocationPollSeconds": revocationPollSeconds,
+            // One training thread: tests share the machine with timing-sensitive network tests.
+            "trainingThreads": 1,
         ]
         if let revocationList { config["revocationList"] = revocationList }
         try writeJSON(config, to: configPath)
