@@ -72,7 +72,7 @@ public struct AgentConfig: Codable, Sendable, Equatable {
         public var framesPerSecond: Double?
         /// Synthetic camera seed. Default 1.
         public var seed: UInt64?
-        /// Threads the segmenter uses. Default: every core.
+        /// Threads the live segment stage uses. Default: one less than the cores (the align stage has one).
         public var inferenceThreads: Int?
         /// "fp32" or "bf16". Default: bf16 where the CPU has native bf16, else fp32.
         public var precision: String?

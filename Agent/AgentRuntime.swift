@@ -17,7 +17,10 @@ public final class AgentRuntime: Sendable {
     public let shelf: ModelShelf
     public let pipeline: LivePipeline
     public let precision: InferencePrecision
+    /// oneDNN threads for the live segment stage.
     public let threads: Int
+    /// Threads for training on the camera.
+    public let trainingThreads: Int
     let logger: Logger
     private let changes = NSLock()
 
@@ -28,7 +31,10 @@ public final class AgentRuntime: Sendable {
         store = try LabelStore(directory: config.dataDir + "/store")
         shelf = try ModelShelf(directory: config.dataDir + "/models", managerKeys: try config.trustedModelKeys())
         let camera = config.camera
-        threads = camera?.inferenceThreads ?? ProcessInfo.processInfo.activeProcessorCount
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        // The align stage takes one core; segmentation gets the rest.
+        threads = camera?.inferenceThreads ?? max(1, cores - 1)
+        trainingThreads = cores
         switch camera?.precision {
         case "fp32": precision = .fp32
         case "bf16": precision = .bf16

@@ -86,6 +86,7 @@ public final class ManagerService: Service, Sendable {
                 )
                 group.cancelAll()
             }
+            await queue.shutdown()
         } onGracefulShutdown: {
             logger.info("manager shutting down gracefully")
             Task { await server.shutdown(reason: "manager shutting down") }

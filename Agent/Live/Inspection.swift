@@ -34,7 +34,7 @@ public struct StageTimings: Codable, Sendable, Equatable {
     public var segment: Double = 0
     /// Thresholding, regions and the pass/fail rule.
     public var judge: Double = 0
-    /// Align through judge: the pipeline's own latency for the frame.
+    /// Align + crop + segment + judge: the work the pipeline did on the frame.
     public var total: Double = 0
     /// From the frame's capture to its result (includes time spent waiting).
     public var age: Double = 0
@@ -107,41 +107,59 @@ public final class Inspector: Sendable {
         public var regions: [RegionOfInterest]
     }
 
+    /// A frame after the first stage: aligned and cut into ROIs.
+    public struct Prepared: Sendable {
+        public var frame: CapturedFrameInput
+        public var pose: SimilarityTransform
+        public var score: Double?
+        public var aligned: Bool
+        public var crops: [Image8]
+        public var timings: StageTimings
+    }
+
     /// Aligns, crops, segments and judges one frame.
     public func inspect(_ frame: CapturedFrameInput, threshold: Double) throws -> Outcome {
+        try finish(try prepare(frame), threshold: threshold)
+    }
+
+    /// First stage: find the part and cut the ROIs out through its pose.
+    public func prepare(_ frame: CapturedFrameInput) throws -> Prepared {
         let clock = ContinuousClock()
         var timings = StageTimings()
         timings.capture = frame.captureMilliseconds
-        let start = clock.now
-        var mark = start
-        func lap() -> Double {
-            let now = clock.now
-            defer { mark = now }
-            return (now - mark).milliseconds
-        }
+        var mark = clock.now
         var pose = SimilarityTransform.identity
         var score: Double?
         if let aligner {
             let alignment = try aligner.align(frame.image)
-            timings.align = lap()
+            timings.align = (clock.now - mark).milliseconds
+            mark = clock.now
             score = alignment.score
-            guard alignment.aligned else {
-                timings.total = (clock.now - start).milliseconds
-                timings.age = Date().timeIntervalSince(frame.capturedAt) * 1000
-                return Outcome(result: InspectionResult(sequence: frame.sequence, capturedAt: frame.capturedAt, verdict: .notAligned, alignScore: score, rois: [],
-                                                        timings: timings, modelVersion: modelVersion, recipeVersion: recipe.version),
-                               pose: alignment.pose, masks: [], regions: regions)
-            }
             pose = alignment.pose
+            guard alignment.aligned else {
+                return Prepared(frame: frame, pose: pose, score: score, aligned: false, crops: [], timings: timings)
+            }
         }
         let crops = try regions.map { try $0.crop(frame.image, pose: pose) }
-        timings.crop = lap()
+        timings.crop = (clock.now - mark).milliseconds
+        return Prepared(frame: frame, pose: pose, score: score, aligned: true, crops: crops, timings: timings)
+    }
+
+    /// Second stage: segment the ROIs, threshold, and apply the fail rule.
+    public func finish(_ prepared: Prepared, threshold: Double) throws -> Outcome {
+        let clock = ContinuousClock()
+        let frame = prepared.frame
+        var timings = prepared.timings
+        var mark = clock.now
         var results: [ROIResult] = []
         var masks: [Image8?] = []
         var verdict = InspectionResult.Verdict.pass
-        if let segmenter {
-            let segmentations = try crops.map { try segmenter.segment($0) }
-            timings.segment = lap()
+        if !prepared.aligned {
+            verdict = .notAligned
+        } else if let segmenter {
+            let segmentations = try prepared.crops.map { try segmenter.segment($0) }
+            timings.segment = (clock.now - mark).milliseconds
+            mark = clock.now
             for (region, segmentation) in zip(regions, segmentations) {
                 let mask = segmentation.mask(threshold: Float(threshold))
                 let result = judge(region.name, mask: mask, segmentation: segmentation)
@@ -149,17 +167,17 @@ public final class Inspector: Sendable {
                 results.append(result)
                 masks.append(mask)
             }
-            timings.judge = lap()
+            timings.judge = (clock.now - mark).milliseconds
         } else {
             verdict = .noModel
             results = regions.map { ROIResult(name: $0.name, defects: [], maxConfidence: 0, passed: true) }
             masks = regions.map { _ in nil }
         }
-        timings.total = (clock.now - start).milliseconds
+        timings.total = timings.align + timings.crop + timings.segment + timings.judge
         timings.age = Date().timeIntervalSince(frame.capturedAt) * 1000
-        let result = InspectionResult(sequence: frame.sequence, capturedAt: frame.capturedAt, verdict: verdict, alignScore: score, rois: results,
+        let result = InspectionResult(sequence: frame.sequence, capturedAt: frame.capturedAt, verdict: verdict, alignScore: prepared.score, rois: results,
                                       timings: timings, modelVersion: modelVersion, recipeVersion: recipe.version)
-        return Outcome(result: result, pose: pose, masks: masks, regions: regions)
+        return Outcome(result: result, pose: prepared.pose, masks: masks, regions: regions)
     }
 
     /// Per-class areas, regions and confidence, and the fail rule.

@@ -29,9 +29,11 @@ public struct LiveStatistics: Codable, Sendable, Equatable {
 }
 
 /// The live inspection loop: a capture task takes frames from the source at
-/// its own rate into a one-frame slot; an inspection thread takes the newest
-/// frame from the slot, so when inspection falls behind, frames are dropped
-/// (and counted), never queued. Results go to a rolling log and to
+/// its own rate into a one-frame slot; an align thread takes the newest frame
+/// from it, finds the part and cuts the ROIs, and hands them through a second
+/// one-frame slot to a segment thread (oneDNN), so the two stages overlap on
+/// two cores. When a stage falls behind, frames are dropped (and counted),
+/// never queued. Results go to a rolling log and to
 /// subscribers (the page's event stream); the newest frame and its outcome
 /// are kept for the MJPEG stream, which draws the overlay only when watched.
 public final class LivePipeline: Service, Sendable {
@@ -42,6 +44,11 @@ public final class LivePipeline: Service, Sendable {
 
     private struct Slot {
         var frame: CapturedFrameInput?
+        var stopped = false
+    }
+
+    private struct Handoff {
+        var prepared: (Inspector.Prepared, Inspector)?
         var stopped = false
     }
 
@@ -63,6 +70,10 @@ public final class LivePipeline: Service, Sendable {
     private let settings: Mutex<(live: Bool, threshold: Double)>
     private let slot = Mutex(Slot())
     private let wakeup = DispatchSemaphore(value: 0)
+    private let handoff = Mutex(Handoff())
+    private let segmentWakeup = DispatchSemaphore(value: 0)
+    /// Signalled when each stage thread has ended.
+    private let workerEnded = DispatchSemaphore(value: 0)
     private let log = Mutex(Log())
     private let newest = Mutex<Latest?>(nil)
     private let newestRaw = Mutex<CapturedFrame?>(nil)
@@ -73,7 +84,8 @@ public final class LivePipeline: Service, Sendable {
     ///   - source: the camera; nil for an agent without one (labels only).
     ///   - pacing: least time between frames taken from the source (the camera
     ///     rate for sources that have none of their own: files, synthetic).
-    ///   - threads: oneDNN threads for the segmenter.
+    ///   - threads: oneDNN threads for the segment stage (1 on two cores:
+    ///     the align stage has the other).
     public init(source: (any FrameSource)?, pacing: Duration?, threads: Int, inspector: Inspector, live: Bool, logger: Logger) {
         self.source = source
         self.pacing = pacing
@@ -107,19 +119,36 @@ public final class LivePipeline: Service, Sendable {
             try? await gracefulShutdown()
             return
         }
-        let worker = Thread { [self] in inspectLoop() }
-        worker.name = "loupe-inspect"
-        worker.start()
-        defer {
-            slot.withLock { $0.stopped = true }
-            wakeup.signal()
+        for (name, loop) in [("loupe-align", alignLoop), ("loupe-segment", segmentLoop)] as [(String, @Sendable () -> Void)] {
+            let worker = Thread { [self] in
+                loop()
+                workerEnded.signal()
+            }
+            worker.name = name
+            worker.start()
         }
         await cancelWhenGracefulShutdownOrCancelled { await self.captureLoop(source) }
         // A source that ran dry leaves the agent serving its page until shutdown.
         if !Task.isShuttingDownGracefully && !Task.isCancelled { try? await gracefulShutdown() }
+        // Stop the inspection thread and wait for it: the process must not
+        // exit (and unload oneDNN's kernels) under a frame in flight.
+        slot.withLock { $0.stopped = true }
+        wakeup.signal()
+        await Self.wait(for: workerEnded)
+        await Self.wait(for: workerEnded)
         for continuation in subscribers.withLock({ Array($0.values) }) { continuation.finish() }
         for continuation in frameSignal.withLock({ Array($0.values) }) { continuation.finish() }
         logger.info("live pipeline stopped")
+    }
+
+    /// Waits for a semaphore without blocking a concurrency thread.
+    static func wait(for semaphore: DispatchSemaphore) async {
+        await withCheckedContinuation { continuation in
+            DispatchQueue.global().async {
+                semaphore.wait()
+                continuation.resume()
+            }
+        }
     }
 
     private func cancelWhenGracefulShutdownOrCancelled(_ body: @escaping @Sendable () async -> Void) async {
@@ -172,8 +201,12 @@ public final class LivePipeline: Service, Sendable {
         }
     }
 
-    private func inspectLoop() {
-        DNNLRuntime.setThreads(threads)
+    /// Stage one: align and crop the newest frame, hand it to stage two.
+    private func alignLoop() {
+        defer {
+            handoff.withLock { $0.stopped = true }
+            segmentWakeup.signal()
+        }
         while true {
             wakeup.wait()
             let (frame, stopped) = slot.withLock { slot -> (CapturedFrameInput?, Bool) in
@@ -181,18 +214,48 @@ public final class LivePipeline: Service, Sendable {
                 return (slot.frame, slot.stopped)
             }
             if stopped { return }
-            guard let frame else { continue }
-            let (live, threshold) = settings.withLock { ($0.live, $0.threshold) }
-            guard live else { continue }
+            guard let frame, settings.withLock({ $0.live }) else { continue }
             let inspector = self.inspector.withLock { $0 }
             do {
-                let outcome = try inspector.inspect(frame, threshold: threshold)
-                record(outcome, image: frame.image)
+                let prepared = try inspector.prepare(frame)
+                let replaced = handoff.withLock { handoff -> Bool in
+                    defer { handoff.prepared = (prepared, inspector) }
+                    return handoff.prepared != nil
+                }
+                if replaced {
+                    log.withLock { $0.dropped += 1 }
+                } else {
+                    segmentWakeup.signal()
+                }
             } catch {
-                log.withLock { $0.sourceError = "inspection failed: \(error)" }
-                logger.error("inspection failed", metadata: ["frame": "\(frame.sequence)", "error": "\(error)"])
+                failed(frame, error)
             }
         }
+    }
+
+    /// Stage two: segment and judge, record the result.
+    private func segmentLoop() {
+        DNNLRuntime.setThreads(threads)
+        while true {
+            segmentWakeup.wait()
+            let (next, stopped) = handoff.withLock { handoff -> ((Inspector.Prepared, Inspector)?, Bool) in
+                defer { handoff.prepared = nil }
+                return (handoff.prepared, handoff.stopped)
+            }
+            if stopped { return }
+            guard let (prepared, inspector) = next else { continue }
+            let threshold = settings.withLock { $0.threshold }
+            do {
+                record(try inspector.finish(prepared, threshold: threshold), image: prepared.frame.image)
+            } catch {
+                failed(prepared.frame, error)
+            }
+        }
+    }
+
+    private func failed(_ frame: CapturedFrameInput, _ error: any Error) {
+        log.withLock { $0.sourceError = "inspection failed: \(error)" }
+        logger.error("inspection failed", metadata: ["frame": "\(frame.sequence)", "error": "\(error)"])
     }
 
     private func record(_ outcome: Inspector.Outcome, image: Image8) {

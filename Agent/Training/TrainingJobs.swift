@@ -70,6 +70,9 @@ public final class TrainingJobs: Sendable {
     private let logger: Logger
     private let current = Mutex<(status: TrainingStatus?, control: TrainingControl?)>((nil, nil))
     private let subscribers = Mutex<[UUID: AsyncStream<TrainingStatus>.Continuation]>([:])
+    /// Signalled by each local training thread as it ends.
+    private let threadEnded = DispatchSemaphore(value: 0)
+    private let threadRunning = Mutex(false)
     /// With a manager configured: its live connection (nil while disconnected). Training then runs there.
     private let manager: (@Sendable () -> WireConnection?)?
 
@@ -99,7 +102,7 @@ public final class TrainingJobs: Sendable {
         let configuration: TrainingConfiguration
         do {
             configuration = try TrainingConfiguration.fitted(to: dataset, passes: request.iterations, timeBudgetSeconds: request.timeBudgetSeconds,
-                                                             augmentation: request.augmentation, seed: request.seed, threads: runtime.threads)
+                                                             augmentation: request.augmentation, seed: request.seed, threads: runtime.trainingThreads)
         } catch {
             throw StoreError.invalid("\(error)")
         }
@@ -118,9 +121,12 @@ public final class TrainingJobs: Sendable {
         let classInfo = classes.sorted { $0.index < $1.index }.map { ClassInfo(name: $0.name, color: $0.color) }
         let parent = runtime.shelf.state.current?.version
         let settings = configuration
+        threadRunning.withLock { $0 = true }
         let thread = Thread { [self] in
             run(status, configuration: settings, dataset: dataset, classes: [ClassInfo(name: "background", color: 0)] + classInfo,
                 parent: parent, control: control)
+            threadRunning.withLock { $0 = false }
+            threadEnded.signal()
         }
         thread.name = "loupe-train"
         thread.start()
@@ -228,6 +234,16 @@ public final class TrainingJobs: Sendable {
             status.validationMIoU = progress.validationMiou
         }
         publish(status)
+    }
+
+    /// At shutdown: cancels a local job and waits for its thread, so the
+    /// process never exits (and unloads oneDNN) under a training step.
+    public func shutdown() async {
+        let running = current.withLock { current -> Bool in
+            current.control?.cancel()
+            return true
+        } && threadRunning.withLock { $0 }
+        if running { await LivePipeline.wait(for: threadEnded) }
     }
 
     public func subscribe() -> AsyncStream<TrainingStatus> {

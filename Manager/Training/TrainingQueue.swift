@@ -26,7 +26,7 @@ public final class TrainingQueue: Sendable {
     private let registry: ModelRegistry
     private let logger: Logger
     private let concurrency: Int
-    private let threads: Int
+    private let threadCount: Int
     private struct State {
         var waiting: [Job] = []
         var running: [String: Job] = [:]
@@ -34,12 +34,14 @@ public final class TrainingQueue: Sendable {
         var counter = 0
     }
     private let state = Mutex(State())
+    /// Every job thread is in this group while it runs.
+    private let threads = DispatchGroup()
 
     public init(data: TrainingDataStore, registry: ModelRegistry, concurrency: Int, threads: Int, logger: Logger) {
         self.data = data
         self.registry = registry
         self.concurrency = max(1, concurrency)
-        self.threads = max(1, threads)
+        self.threadCount = max(1, threads)
         self.logger = logger
     }
 
@@ -83,6 +85,18 @@ public final class TrainingQueue: Sendable {
         guard found else { throw WireError.refused(code: .notFound, message: "no queued or running training job \(jobId)") }
     }
 
+    /// At shutdown: drops queued jobs, cancels running ones and waits for
+    /// their threads, so the process never exits under a training step.
+    public func shutdown() async {
+        state.withLock { state in
+            state.waiting.removeAll()
+            for job in state.running.values { job.control.cancel() }
+        }
+        await withCheckedContinuation { continuation in
+            threads.notify(queue: .global()) { continuation.resume() }
+        }
+    }
+
     private func startNext() {
         let next = state.withLock { state -> Job? in
             guard state.running.count < concurrency, !state.waiting.isEmpty else { return nil }
@@ -91,10 +105,12 @@ public final class TrainingQueue: Sendable {
             return job
         }
         guard let job = next else { return }
+        threads.enter()
         let thread = Thread { [self] in
             run(job)
             _ = state.withLock { $0.running.removeValue(forKey: job.id) }
             startNext()
+            threads.leave()
         }
         thread.name = "loupe-train-\(job.id)"
         thread.start()
@@ -136,7 +152,7 @@ public final class TrainingQueue: Sendable {
             let configuration = try TrainingConfiguration.fitted(
                 to: dataset, passes: request.iterations == 0 ? nil : Int(request.iterations),
                 timeBudgetSeconds: request.timeBudgetSeconds == 0 ? nil : Double(request.timeBudgetSeconds),
-                augmentation: augmentation, seed: request.seed == 0 ? nil : request.seed, threads: threads)
+                augmentation: augmentation, seed: request.seed == 0 ? nil : request.seed, threads: threadCount)
             let classes = ClassInfo.defaults(count: classNames.count, names: classNames)
             var lastSent = Date.distantPast
             let result = try Trainer(configuration: configuration, classes: classes).train(dataset, control: job.control) { update in

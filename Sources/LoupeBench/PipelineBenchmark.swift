@@ -10,8 +10,8 @@ import ServiceLifecycle
 
 /// The agent's live pipeline on synthetic 1280x1024 frames with two 256x256
 /// ROIs: align (+/-15 degrees), crop, segment, judge. The real LivePipeline
-/// runs: a capture task feeding a one-frame slot, an inspection thread
-/// taking the newest frame. Frames are rendered before the run and handed
+/// runs: a capture task feeding a one-frame slot, an align thread taking the
+/// newest frame, a segment thread taking the newest aligned ROIs. Frames are rendered before the run and handed
 /// over as a camera driver would, at the camera's rate (60 fps by default,
 /// above the target, so the rate measured is the pipeline's own); frames it
 /// could not take are dropped, as in the field.
@@ -24,7 +24,8 @@ public struct PipelineBenchmark {
         /// The camera's rate: frames are handed over this often (a camera faster than the target).
         public var cameraFramesPerSecond = 60.0
         public var precision: InferencePrecision = DNNLRuntime.hasNativeBF16 ? .bf16 : .fp32
-        public var threads = ProcessInfo.processInfo.activeProcessorCount
+        /// oneDNN threads for the segment stage; the align stage has a core of its own.
+        public var threads = max(1, ProcessInfo.processInfo.activeProcessorCount - 1)
         /// A trained model file; nil runs an untrained network of the standard shape (same cost per frame).
         public var modelPath: String?
         public init() {}

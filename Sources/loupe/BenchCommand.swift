@@ -88,7 +88,7 @@ extension BenchCommand {
         )
         @Option(help: "Seconds to measure, after a short warm-up.") var seconds = 15.0
         @Option(help: "fp32 or bf16 (default: bf16 where the CPU has it natively).") var precision: String?
-        @Option(help: "oneDNN threads for the segmenter (default: every core).") var threads: Int?
+        @Option(help: "oneDNN threads for the segment stage (default: one less than the cores; the align stage has one).") var threads: Int?
         @Option(help: "The camera's rate: frames handed to the pipeline per second.") var cameraFps = 60.0
         @Option(help: "A trained model file (default: an untrained network of the standard shape; same cost per frame).") var model: String?
 

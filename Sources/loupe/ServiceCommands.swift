@@ -107,7 +107,13 @@ struct AgentCommand: AsyncParsableCommand {
                 httpLogger.info("http listening", metadata: ["address": "\(url.split(separator: "/").last ?? "")", "url": "\(url)"])
             })
         }
-        try await runUntilSignalled(services, logger: logger)
+        do {
+            try await runUntilSignalled(services, logger: logger)
+        } catch {
+            await jobs.value?.shutdown()
+            throw error
+        }
+        await jobs.value?.shutdown()
     }
 }
 
