@@ -7,6 +7,11 @@ let strictSettings: [SwiftSetting] = [
     .enableUpcomingFeature("MemberImportVisibility"),
 ]
 
+/// The pixel and tensor loops are optimised in debug builds too: unoptimised
+/// they run 10–50x slower, which makes the test run and `loupe demo` from a
+/// debug build crawl.
+let computeSettings: [SwiftSetting] = strictSettings + [.unsafeFlags(["-O"], .when(configuration: .debug))]
+
 let package = Package(
     name: "Loupe",
     platforms: [.macOS(.v15)],
@@ -44,25 +49,25 @@ let package = Package(
         .target(
             name: "LoupeSegmentation",
             dependencies: ["CDNNL", "LoupeImaging", "LoupeProto", .product(name: "Crypto", package: "swift-crypto"), .product(name: "SwiftProtobuf", package: "swift-protobuf")],
-            swiftSettings: strictSettings
+            swiftSettings: computeSettings
         ),
         // Images: types, PNG/JPEG codecs, geometry.
         .target(
             name: "LoupeImaging",
             dependencies: ["CSPNG", "CTurboJPEG"],
-            swiftSettings: strictSettings
+            swiftSettings: computeSettings
         ),
         // Frame sources: V4L2 cameras, file import, the synthetic camera.
         .target(
             name: "LoupeCapture",
             dependencies: ["LoupeImaging", "CV4L2"],
-            swiftSettings: strictSettings
+            swiftSettings: computeSettings
         ),
         // What happens to pixels around the segmenter: aligner, ROIs, wand, mask tools.
         .target(
             name: "LoupeVision",
             dependencies: ["LoupeImaging"],
-            swiftSettings: strictSettings
+            swiftSettings: computeSettings
         ),
         // Fleet PKI: CA, certificates with roles, revocation list.
         .target(

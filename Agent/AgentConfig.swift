@@ -70,8 +70,10 @@ public struct AgentConfig: Codable, Sendable, Equatable {
         public var height: Int?
         /// Camera rate. V4L2 asks the device for it; files and synthetic frames are paced to it. Default 25.
         public var framesPerSecond: Double?
-        /// Synthetic camera seed. Default 1.
+        /// Synthetic camera seed (frames). Default 1.
         public var seed: UInt64?
+        /// Synthetic part seed: cameras on one line share it. Default: `seed`.
+        public var partSeed: UInt64?
         /// Threads the live segment stage uses. Default: one less than the cores (the align stage has one).
         public var inferenceThreads: Int?
         /// "fp32" or "bf16". Default: bf16 where the CPU has native bf16, else fp32.

@@ -55,7 +55,9 @@ public final class AgentRuntime: Sendable {
                 source = try FileImport(camera.files ?? ".", loops: true)
                 pacing = .seconds(1 / fps)
             case .synthetic:
-                source = try SyntheticCamera(configuration: .init(width: camera.width ?? 1280, height: camera.height ?? 1024, seed: camera.seed ?? 1))
+                var synthetic = SyntheticCamera.Configuration(width: camera.width ?? 1280, height: camera.height ?? 1024, seed: camera.seed ?? 1)
+                synthetic.partSeed = camera.partSeed
+                source = try SyntheticCamera(configuration: synthetic)
                 pacing = .seconds(1 / fps)
             }
         }

@@ -211,11 +211,14 @@ public struct CapturedFrameInput: Sendable {
     public var capturedAt: Date
     public var image: Image8
     public var captureMilliseconds: Double
+    /// The true label mask in frame coordinates, when the source knows it (the synthetic camera).
+    public var groundTruth: Image8?
 
-    public init(sequence: Int, capturedAt: Date, image: Image8, captureMilliseconds: Double) {
+    public init(sequence: Int, capturedAt: Date, image: Image8, captureMilliseconds: Double, groundTruth: Image8? = nil) {
         self.sequence = sequence
         self.capturedAt = capturedAt
         self.image = image
         self.captureMilliseconds = captureMilliseconds
+        self.groundTruth = groundTruth
     }
 }

@@ -3,6 +3,7 @@ import Logging
 import LoupeCapture
 import LoupeImaging
 import LoupeSegmentation
+import LoupeVision
 import LoupeWire
 import ServiceLifecycle
 import Synchronization
@@ -40,6 +41,31 @@ public final class LivePipeline: Service, Sendable {
     public struct Latest: Sendable {
         public var image: Image8
         public var outcome: Inspector.Outcome
+        /// The frame's true labels, when the source knows them (the synthetic camera).
+        public var groundTruth: Image8?
+
+        /// Per defect class, the pixels where prediction and truth agree
+        /// (intersection) and where either marks it (union), over every
+        /// ROI of the frame: to be pooled over frames into each class's IoU.
+        /// Nil without ground truth or for a frame that was not judged.
+        public func overlap() throws -> [Int: (intersection: Int, union: Int)]? {
+            guard let truth = groundTruth, !outcome.masks.isEmpty, outcome.masks.count == outcome.regions.count else { return nil }
+            var counts: [Int: (intersection: Int, union: Int)] = [:]
+            for (region, mask) in zip(outcome.regions, outcome.masks) {
+                guard let mask else { return nil }
+                let expected = try region.cropMask(truth, pose: outcome.pose)
+                for index in mask.samples.indices {
+                    let p = Int(mask.samples[index]), t = Int(expected.samples[index])
+                    if p == t {
+                        if p != 0 { counts[p, default: (0, 0)].intersection += 1; counts[p, default: (0, 0)].union += 1 }
+                    } else {
+                        if p != 0 { counts[p, default: (0, 0)].union += 1 }
+                        if t != 0 { counts[t, default: (0, 0)].union += 1 }
+                    }
+                }
+            }
+            return counts
+        }
     }
 
     private struct Slot {
@@ -173,7 +199,8 @@ public final class LivePipeline: Service, Sendable {
                 failures = 0
                 let took = (clock.now - asked).milliseconds
                 newestRaw.withLock { $0 = frame }
-                let input = CapturedFrameInput(sequence: frame.sequence, capturedAt: frame.capturedAt, image: frame.image, captureMilliseconds: took)
+                let input = CapturedFrameInput(sequence: frame.sequence, capturedAt: frame.capturedAt, image: frame.image, captureMilliseconds: took,
+                                               groundTruth: frame.groundTruth)
                 let replaced = slot.withLock { slot -> Bool in
                     defer { slot.frame = input }
                     return slot.frame != nil
@@ -246,7 +273,7 @@ public final class LivePipeline: Service, Sendable {
             guard let (prepared, inspector) = next else { continue }
             let threshold = settings.withLock { $0.threshold }
             do {
-                record(try inspector.finish(prepared, threshold: threshold), image: prepared.frame.image)
+                record(try inspector.finish(prepared, threshold: threshold), frame: prepared.frame)
             } catch {
                 failed(prepared.frame, error)
             }
@@ -258,7 +285,7 @@ public final class LivePipeline: Service, Sendable {
         logger.error("inspection failed", metadata: ["frame": "\(frame.sequence)", "error": "\(error)"])
     }
 
-    private func record(_ outcome: Inspector.Outcome, image: Image8) {
+    private func record(_ outcome: Inspector.Outcome, frame: CapturedFrameInput) {
         let result = outcome.result
         let now = ContinuousClock.now
         log.withLock { log in
@@ -278,7 +305,7 @@ public final class LivePipeline: Service, Sendable {
             log.recentTimes.append(now)
             log.recentTimes.removeAll { now - $0 > .seconds(5) }
         }
-        newest.withLock { $0 = Latest(image: image, outcome: outcome) }
+        newest.withLock { $0 = Latest(image: frame.image, outcome: outcome, groundTruth: frame.groundTruth) }
         for continuation in subscribers.withLock({ Array($0.values) }) { continuation.yield(result) }
         for continuation in frameSignal.withLock({ Array($0.values) }) { continuation.yield(result.sequence) }
     }

@@ -23,7 +23,11 @@ public final class SyntheticCamera: FrameSource {
         public var defectsPerFrame: ClosedRange<Int>
         /// Standard deviation of sensor noise, grey levels.
         public var noise: Double
+        /// Seeds the frames (poses, defects, noise).
         public var seed: UInt64
+        /// Seeds the part itself; nil uses `seed`. Cameras on one line share a
+        /// part seed (the same product) and differ in `seed`.
+        public var partSeed: UInt64?
 
         public init(
             width: Int = 1280, height: Int = 1024, maxShift: Double = 40, maxRotationDegrees: Double = 10,
@@ -70,7 +74,12 @@ public final class SyntheticCamera: FrameSource {
         }
         self.configuration = configuration
         var generator = SeededGenerator(seed: configuration.seed)
-        (reference, featureMask) = Self.renderPart(width: configuration.width, height: configuration.height, generator: &generator)
+        if let partSeed = configuration.partSeed {
+            var partGenerator = SeededGenerator(seed: partSeed)
+            (reference, featureMask) = Self.renderPart(width: configuration.width, height: configuration.height, generator: &partGenerator)
+        } else {
+            (reference, featureMask) = Self.renderPart(width: configuration.width, height: configuration.height, generator: &generator)
+        }
         state = Mutex((generator, 0))
     }
 

@@ -144,6 +144,26 @@ extension SegmentationTests {
                     let results = try #require(try JSONSerialization.jsonObject(with: Data(response.body.readableBytesView)) as? [[String: Any]])
                     #expect(!results.isEmpty && results.count <= 3)
                 }
+                // The overlay as an MJPEG stream (for an <img>), and the results as server-sent events.
+                let port = try #require(client.port)
+                let mjpeg = try await RawHTTP.collect(port: port, request: "GET /api/v1/live/stream.mjpeg?fps=5&width=320 HTTP/1.1\r\nHost: localhost\r\n\r\n") { bytes in
+                    RawHTTP.find(Array("--loupeframe".utf8), in: bytes).map { RawHTTP.find(Array("--loupeframe".utf8), in: bytes, from: $0 + 1) != nil } ?? false
+                }
+                let head = String(decoding: mjpeg.prefix(400), as: UTF8.self)
+                #expect(head.hasPrefix("HTTP/1.1 200") && head.contains("multipart/x-mixed-replace; boundary=loupeframe"), "\(head)")
+                let start = try #require(RawHTTP.find([0xFF, 0xD8, 0xFF], in: mjpeg), "no JPEG in the stream")
+                let end = try #require(RawHTTP.find(Array("\r\n--loupeframe".utf8), in: mjpeg, from: start))
+                let part = try JPEGCodec.decode(Data(mjpeg[start..<end]))
+                #expect(part.width == 320 && part.height == 256)
+                let events = try await RawHTTP.collect(port: port, request: "GET /api/v1/live/events HTTP/1.1\r\nHost: localhost\r\n\r\n") { bytes in
+                    // One whole event (the body is chunked, so look for the event's own blank line).
+                    String(decoding: bytes, as: UTF8.self).components(separatedBy: "event: result\ndata: ").dropFirst().first?.contains("\n\n") ?? false
+                }
+                let text = String(decoding: events, as: UTF8.self)
+                #expect(text.contains("text/event-stream"), "\(text)")
+                let data = try #require(text.components(separatedBy: "event: result\ndata: ").dropFirst().first?.components(separatedBy: "\n").first)
+                let event = try #require(try JSONSerialization.jsonObject(with: Data(data.utf8)) as? [String: Any])
+                #expect(event["modelVersion"] as? String == version && event["verdict"] != nil)
                 try await client.execute(uri: "/api/v1/live/frame.jpg?width=320", method: .get) { response in
                     #expect(response.status == .ok && response.headers[.contentType] == "image/jpeg")
                     let frame = try JPEGCodec.decode(Data(response.body.readableBytesView))

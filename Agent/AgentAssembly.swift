@@ -1,0 +1,71 @@
+import Foundation
+import Logging
+import LoupePKI
+import LoupeProto
+import LoupeSegmentation
+import LoupeWire
+import ServiceLifecycle
+
+/// A whole agent, put together: the runtime (store, models, live pipeline),
+/// its link to the manager (status, outbox, model offers, training
+/// progress), training jobs, and the HTTP side. `loupe agent` runs one;
+/// `loupe demo` runs three in one process.
+public final class AgentAssembly: Sendable {
+    public let runtime: AgentRuntime
+    public let link: ManagerLink
+    public let training: TrainingJobs
+    public let services: [any Service]
+
+    /// - Parameter onHTTP: called with the page's base URL once it listens.
+    public init(config: AgentConfig, logger: Logger, onHTTP: @escaping @Sendable (String) -> Void = { _ in }) throws {
+        try FleetName.validate(config.cameraId)
+        let runtime = try AgentRuntime(config: config, logger: logger)
+        let store = runtime.store
+        let (captures, outbox) = (try store.captureCount(), try store.outboxDepth())
+        logger.info("label store open", metadata: [
+            "captures": "\(captures)", "outbox": "\(outbox)",
+            "model": "\(runtime.shelf.state.current?.version ?? "none")",
+            "precision": "\(runtime.precision.rawValue)", "camera": "\(config.camera?.source.rawValue ?? "none")",
+        ])
+        let pipeline = runtime.pipeline
+        let sender = OutboxSender(store: store, bytesPerSecond: config.manager?.uploadBytesPerSecond, logger: logger)
+        let models = ModelReceiver(runtime: runtime, logger: logger)
+        let jobs = LateBound<TrainingJobs>()
+        let inbound: RequestHandler = { connection, envelope in
+            switch envelope.body {
+            case .modelOffer(let offer): return try await models.handle(connection, offer)
+            case .trainingProgress(let progress):
+                jobs.value?.managerProgress(progress)
+                return nil
+            default: throw WireError.refused(code: .unimplemented, message: "an agent does not serve \(envelope.bodyName)")
+            }
+        }
+        let link = ManagerLink(config: config, logger: logger, outbox: sender, inbound: inbound) {
+            let live = pipeline.statistics
+            var status = Loupe_V1_AgentStatus()
+            status.framesPerSecond = live.framesPerSecond
+            status.latencyP50Ms = live.p50["total"] ?? 0
+            status.latencyP99Ms = live.p99["total"] ?? 0
+            status.passCount = UInt64(live.passCount)
+            status.failCount = UInt64(live.failCount)
+            status.modelVersion = live.modelVersion
+            status.outboxDepth = UInt64((try? store.outboxDepth()) ?? 0)
+            status.recipeVersion = live.recipeVersion.description
+            status.inspectionType = pipeline.currentInspector.recipe.inspectionType
+            return status
+        }
+        var connection: (@Sendable () -> WireConnection?)?
+        if config.manager != nil { connection = { @Sendable in link.connection } }
+        let training = TrainingJobs(runtime: runtime, logger: logger, manager: connection)
+        jobs.set(training)
+        var services: [any Service] = [link, pipeline]
+        if config.http != nil {
+            try AgentHTTP.ensureAdmin(runtime: runtime, logger: logger)
+            services.append(try AgentHTTP.application(runtime: runtime, training: training, logger: logger, onRunning: onHTTP))
+        }
+        self.runtime = runtime
+        self.link = link
+        self.training = training
+        self.services = services
+    }
+}

@@ -1,0 +1,358 @@
+import ArgumentParser
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import Logging
+import LoupeAgent
+import LoupeCapture
+import LoupeImaging
+import LoupeManager
+import LoupePKI
+import LoupeProto
+import LoupeWire
+import NIOCore
+import ServiceLifecycle
+import UnixSignals
+
+/// `loupe demo`: the whole loop on one machine. A fleet CA, a manager and
+/// three camera agents on the synthetic camera; ROIs labelled from the
+/// synthetic ground truth through each agent's own API; labels synced to the
+/// manager; central training with a progress bar; the model signed and
+/// pushed; live inspection measured against ground truth.
+struct DemoCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "demo",
+        abstract: "Run the whole loop on this machine: a manager, three cameras, labelling, central training, a signed push, live inspection.",
+        discussion: "Keeps running with the agents' Label & Train APIs up until Ctrl-C, unless --exit-when-done. Exits 1 if a step fails or the live IoU is below --min-iou."
+    )
+
+    @Option(help: "Folder for the demo's PKI and data (default: a new temporary folder, removed at the end).") var dataDir: String?
+    @Option(help: "Labelled frames per camera.") var frames = 16
+    @Option(help: "Seconds of central training.") var trainSeconds = 120.0
+    @Option(help: "Seconds of live inspection to measure.") var liveSeconds = 10.0
+    @Option(help: "Lowest acceptable defect mIoU on live frames (typically 0.36–0.43 with the defaults).") var minIou = 0.25
+    @Option(help: "Confidence threshold for live inspection (the page's slider).") var threshold = 0.85
+    @Flag(help: "Stop after the measurement instead of serving until Ctrl-C.") var exitWhenDone = false
+    @OptionGroup var logging: LoggingOptions
+
+    static let cameras = ["cam-1", "cam-2", "cam-3"]
+    static let password = "loupe-demo-admin"
+    static let inspectionType = "demo-part"
+    static let (width, height) = (640, 512)
+
+    func run() async throws {
+        var options = logging
+        if options.logLevel == nil && ProcessInfo.processInfo.environment["LOUPE_LOG_LEVEL"] == nil { options.logLevel = "warning" }
+        let logger = try options.bootstrap(label: "loupe.demo")
+        let started = ContinuousClock.now
+        let temporary = dataDir == nil
+        let root = try dataDir ?? Self.temporaryFolder()
+        defer { if temporary && exitWhenDone { try? FileManager.default.removeItem(atPath: root) } }
+        func step(_ text: String) {
+            say(String(format: "[%5.1f s] ", (ContinuousClock.now - started).seconds) + text)
+        }
+
+        // 1. The fleet PKI.
+        step("making a fleet CA and certificates in \(root)")
+        let pki = root + "/pki"
+        try FileManager.default.createDirectory(atPath: pki, withIntermediateDirectories: true)
+        let ca = try FleetCA.create(organization: "Loupe demo plant")
+        try PEMFiles.write(try ca.certificatePEM, to: pki + "/ca.pem", mode: 0o644, overwrite: true)
+        func issue(_ role: FleetRole, _ name: String, hosts: [String] = []) throws -> TLSFiles {
+            let issued = try ca.issue(LeafRequest(role: role, name: name, hosts: hosts))
+            let stem = pki + "/\(role.rawValue)-\(name)"
+            try PEMFiles.write(issued.certificatePEM, to: stem + ".pem", mode: 0o644, overwrite: true)
+            try PEMFiles.write(issued.privateKeyPEM, to: stem + "-key.pem", mode: 0o600, overwrite: true)
+            return TLSFiles(ca: pki + "/ca.pem", cert: stem + ".pem", key: stem + "-key.pem")
+        }
+
+        // 2. The manager, then three agents on synthetic cameras of one part.
+        var managerConfig = ManagerConfig(managerId: "demo-plant", listen: "127.0.0.1:0", tls: try issue(.manager, "manager", hosts: ["localhost", "127.0.0.1"]),
+                                          revocationList: nil, dataDir: root + "/manager", heartbeatSeconds: 2, idleTimeoutSeconds: 10)
+        managerConfig.trainingThreads = ProcessInfo.processInfo.activeProcessorCount
+        let portBox = LateBound<Int>()
+        let manager = ManagerService(config: managerConfig, logger: logger) { address in portBox.set(address.port ?? 0) }
+        let managerGroup = ServiceGroup(services: [manager], logger: logger)
+        let managerTask = Task { try await managerGroup.run() }
+        while portBox.value == nil {
+            try await Task.sleep(for: .milliseconds(20))
+            if managerTask.isCancelled { throw ValidationError("the manager did not start") }
+        }
+        let port = portBox.value!
+        step("manager listening on 127.0.0.1:\(port)")
+
+        let urls = LateBound<[String: String]>()
+        urls.set([:])
+        let lock = NSLock()
+        var agents: [AgentAssembly] = []
+        for (index, camera) in Self.cameras.enumerated() {
+            var config = AgentConfig(
+                cameraId: camera,
+                manager: .init(address: "localhost:\(port)", heartbeatSeconds: 2, idleTimeoutSeconds: 10, statusIntervalSeconds: 1,
+                               reconnectInitialSeconds: 0.2, reconnectMaxSeconds: 2),
+                tls: try issue(.agent, camera, hosts: ["localhost"]), dataDir: root + "/\(camera)",
+                http: .init(address: "127.0.0.1:0", initialAdminPassword: Self.password),
+                camera: .init(source: .synthetic, width: Self.width, height: Self.height, framesPerSecond: 8, seed: UInt64(100 + index),
+                              inferenceThreads: 1, live: false))
+            config.camera?.partSeed = 7
+            config.modelKeys = [managerConfig.dataDir + "/model-signing.pub"]
+            agents.append(try AgentAssembly(config: config, logger: logger) { url in
+                lock.withLock { urls.set((urls.value ?? [:]).merging([camera: url]) { $1 }) }
+            })
+        }
+        let agentGroup = ServiceGroup(configuration: .init(services: agents.flatMap(\.services).map { .init(service: $0) },
+                                                           gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        let agentTask = Task { try await agentGroup.run() }
+        func stopAll() async {
+            await agentGroup.triggerGracefulShutdown()
+            _ = try? await agentTask.value
+            for agent in agents { await agent.training.shutdown() }
+            await managerGroup.triggerGracefulShutdown()
+            _ = try? await managerTask.value
+        }
+        do {
+            try await waitFor("the agents to serve their pages and reach the manager", timeout: .seconds(60)) {
+                (urls.value?.count ?? 0) == Self.cameras.count && agents.allSatisfy { $0.link.connection != nil }
+            }
+            step("3 agents connected: \(Self.cameras.map { "\($0) \(urls.value?[$0] ?? "")" }.joined(separator: ", "))")
+
+            // 3. Label ROIs from the synthetic ground truth, through each agent's API.
+            let recipe = Self.recipe
+            var labelled = 0
+            for (index, camera) in Self.cameras.enumerated() {
+                let api = try await DemoAPI.signIn(base: urls.value![camera]!, user: "admin", password: Self.password)
+                var labelling = SyntheticCamera.Configuration(width: Self.width, height: Self.height, seed: UInt64(900 + index))
+                labelling.partSeed = 7
+                let partCamera = try SyntheticCamera(configuration: labelling)
+                try await api.send("PUT", "/api/v1/classes", json: [
+                    ["index": 1, "name": "scratch", "color": 0xE6194B], ["index": 2, "name": "spot", "color": 0x3CB44B], ["index": 3, "name": "crack", "color": 0x4363D8],
+                ])
+                let reference = try await api.importImage(try PNGCodec.encode(partCamera.reference), name: "reference.png")
+                var withReference = recipe
+                withReference["referenceCapture"] = reference
+                try await api.send("PUT", "/api/v1/recipe", json: withReference)
+                for frameIndex in 0..<frames {
+                    let (frame, _) = partCamera.render()
+                    // The frame as the agent stores a camera capture: aligned to the reference, with its true labels.
+                    let aligned = try frame.image.warped(by: frame.pose.inverse, width: Self.width, height: Self.height)
+                    let number = try await api.importImage(try PNGCodec.encode(aligned), name: "frame-\(frameIndex).png")
+                    for roi in Self.rois {
+                        let mask = try frame.referenceMask.cropped(to: roi.rect)
+                        try await api.send("PUT", "/api/v1/captures/\(number)/rois/\(roi.name)/mask", body: try PNGCodec.encode(mask), type: "image/png")
+                        try await api.send("PUT", "/api/v1/captures/\(number)/rois/\(roi.name)/include", json: ["include": true])
+                        labelled += 1
+                    }
+                }
+                step("\(camera): \(frames) frames, \(frames * Self.rois.count) ROIs labelled from ground truth and ticked")
+            }
+
+            // 4. Sync.
+            try await waitFor("the outboxes to drain", timeout: .seconds(120)) {
+                agents.allSatisfy { ((try? $0.runtime.store.outboxDepth()) ?? 1) == 0 }
+            }
+            step("\(labelled) labelled ROIs synced to the manager")
+
+            // 5. Train centrally, with a progress bar.
+            let operatorTLS = try issue(.operator, "demo")
+            let version = try await Self.train(port: port, tls: operatorTLS, seconds: trainSeconds)
+            step("trained and signed \(version)")
+
+            // 6. Push it to the three cameras.
+            let registry = try ModelRegistry(directory: managerConfig.dataDir, signingKeyPath: managerConfig.signingKeyPath)
+            try registry.assign(version, to: Self.cameras)
+            try await waitFor("the cameras to install \(version)", timeout: .seconds(60)) {
+                agents.allSatisfy { $0.runtime.shelf.state.current?.version == version }
+            }
+            step("\(version) pushed, verified and installed on \(Self.cameras.joined(separator: ", "))")
+
+            // 7. Live inspection, measured against ground truth.
+            for camera in Self.cameras {
+                let api = try await DemoAPI.signIn(base: urls.value![camera]!, user: "admin", password: Self.password)
+                try await api.send("PUT", "/api/v1/live", json: ["live": true, "threshold": threshold])
+            }
+            step("live inspection on; measuring for \(Int(liveSeconds)) s")
+            var pooled: [String: [Int: (intersection: Int, union: Int)]] = [:]
+            var seen: [String: Int] = [:]
+            let until = ContinuousClock.now + .seconds(liveSeconds)
+            while ContinuousClock.now < until {
+                for agent in agents {
+                    let camera = agent.runtime.config.cameraId
+                    guard let latest = agent.runtime.pipeline.latest, latest.outcome.result.sequence != seen[camera],
+                          latest.outcome.result.modelVersion == version, let overlap = try latest.overlap() else { continue }
+                    seen[camera] = latest.outcome.result.sequence
+                    for (label, counts) in overlap {
+                        pooled[camera, default: [:]][label, default: (0, 0)].intersection += counts.intersection
+                        pooled[camera, default: [:]][label, default: (0, 0)].union += counts.union
+                    }
+                }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            // Each defect class's IoU, pooled over every live frame (as mIoU is computed), then their mean.
+            func meanIoU(_ counts: [Int: (intersection: Int, union: Int)]) -> Double? {
+                let scores = counts.values.filter { $0.union > 0 }.map { Double($0.intersection) / Double($0.union) }
+                return scores.isEmpty ? nil : scores.reduce(0, +) / Double(scores.count)
+            }
+            var rows: [[String]] = []
+            var fleet: [Int: (intersection: Int, union: Int)] = [:]
+            for agent in agents {
+                let camera = agent.runtime.config.cameraId
+                let live = agent.runtime.pipeline.statistics
+                let counts = pooled[camera] ?? [:]
+                for (label, c) in counts {
+                    fleet[label, default: (0, 0)].intersection += c.intersection
+                    fleet[label, default: (0, 0)].union += c.union
+                }
+                rows.append([camera, live.modelVersion, String(format: "%.1f", live.framesPerSecond),
+                             String(format: "%.0f / %.0f ms", live.p50["total"] ?? 0, live.p99["total"] ?? 0),
+                             "\(live.framesInspected)", "\(live.passCount) / \(live.failCount)",
+                             meanIoU(counts).map { String(format: "%.3f", $0) } ?? "-"])
+            }
+            say(TextTable.render(header: ["camera", "model", "fps", "latency p50 / p99", "frames", "pass / fail", "defect mIoU"], rows: rows))
+            let names = [1: "scratch", 2: "spot", 3: "crack"]
+            let perClass = fleet.keys.sorted().map { label in
+                String(format: "%@ %.3f", names[label] ?? "class \(label)", Double(fleet[label]!.intersection) / Double(max(1, fleet[label]!.union)))
+            }.joined(separator: ", ")
+            let meanIoU = meanIoU(fleet) ?? 0
+            step(String(format: "defect mIoU on live frames against ground truth: %.3f (%@; threshold %.2f)", meanIoU, perClass, minIou))
+            say("Label & Train APIs (user admin, password \(Self.password)):")
+            for camera in Self.cameras { say("  \(camera): \(urls.value?[camera] ?? "")/api/v1/health") }
+            if meanIoU < minIou {
+                say("FAILED: the live IoU \(String(format: "%.3f", meanIoU)) is below \(minIou)")
+                await stopAll()
+                throw ExitCode(1)
+            }
+            if exitWhenDone {
+                step("done")
+                await stopAll()
+                return
+            }
+            say("Serving until Ctrl-C. Data in \(root).")
+            _ = try? await agentTask.value
+            await stopAll()
+        } catch {
+            await stopAll()
+            throw error
+        }
+    }
+
+    static let rois: [(name: String, rect: PixelRect)] = [
+        ("nw", PixelRect(x: 120, y: 80, width: 192, height: 160)), ("ne", PixelRect(x: 328, y: 80, width: 192, height: 160)),
+        ("sw", PixelRect(x: 120, y: 272, width: 192, height: 160)), ("se", PixelRect(x: 328, y: 272, width: 192, height: 160)),
+    ]
+
+    static var recipe: [String: Any] {
+        [
+            "version": 0, "inspectionType": inspectionType,
+            "template": ["x": 160, "y": 128, "width": 320, "height": 256],
+            "rois": rois.map { ["name": $0.name, "rect": ["x": $0.rect.x, "y": $0.rect.y, "width": $0.rect.width, "height": $0.rect.height]] },
+            "confidenceThreshold": 0.5, "failRule": ["minimumDefectPixels": 30],
+        ]
+    }
+
+    static func temporaryFolder() throws -> String {
+        var template = Array((NSTemporaryDirectory() + "/loupe-demo-XXXXXX").utf8CString)
+        guard let made = mkdtemp(&template) else { throw ValidationError("cannot make a temporary folder") }
+        return String(cString: made)
+    }
+
+    func waitFor(_ what: String, timeout: Duration, _ condition: () throws -> Bool) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while !(try condition()) {
+            guard ContinuousClock.now < deadline else { throw ValidationError("timed out waiting for \(what)") }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
+    /// Starts a central training job as an operator and follows it to the end.
+    static func train(port: Int, tls: TLSFiles, seconds: Double) async throws -> String {
+        let progress = ProgressBar()
+        let outcome = LateBound<Loupe_V1_TrainingProgress>()
+        let began = ContinuousClock.now
+        let handler: RequestHandler = { _, envelope in
+            if case .trainingProgress(let update) = envelope.body {
+                if update.state == .running {
+                    // Under a time budget: the share of the expected time already spent.
+                    let elapsed = (ContinuousClock.now - began).seconds
+                    let fraction = update.passesTotal > 0 ? Double(update.pass) / Double(update.passesTotal)
+                        : elapsed / max(1, elapsed + Double(update.etaSeconds))
+                    progress.update(fraction: min(1, fraction), String(format: "training: pass %d, loss %.3f, %.0f img/s, val mIoU %.3f, ETA %.0f s",
+                                                          update.pass, update.loss, update.imagesPerSecond, update.validationMiou, update.etaSeconds))
+                }
+                if [.succeeded, .failed, .cancelled].contains(update.state) { outcome.set(update) }
+            }
+            return nil
+        }
+        let client = WireClientConfiguration(host: "localhost", port: port, tls: tls)
+        return try await WireClient.withConnection(client, handler: handler) { connection, _ in
+            var start = Loupe_V1_TrainingStart()
+            start.inspectionType = inspectionType
+            start.timeBudgetSeconds = UInt32(seconds.rounded())
+            start.seed = 1
+            _ = try await connection.request(.trainingStart(start))
+            while outcome.value == nil {
+                try await Task.sleep(for: .milliseconds(200))
+                if connection.isClosed { throw ValidationError("the manager closed the connection during training") }
+            }
+            progress.finish()
+            let final = outcome.value!
+            guard final.state == .succeeded else { throw ValidationError("training ended \(final.state): \(final.message)") }
+            say(String(format: "validation mIoU %.3f (per class: %@)", final.validationMiou,
+                         final.validationClassIou.map { String(format: "%.3f", $0) }.joined(separator: " ")))
+            return final.modelVersion
+        }
+    }
+}
+
+/// The few calls the demo makes on an agent's API, as its page would.
+struct DemoAPI {
+    let base: String
+    let token: String
+
+    static func signIn(base: String, user: String, password: String) async throws -> DemoAPI {
+        let reply = try await call(base: base, "POST", "/api/v1/login", token: nil,
+                                   body: try JSONSerialization.data(withJSONObject: ["user": user, "password": password]), type: "application/json")
+        guard let token = (try JSONSerialization.jsonObject(with: reply) as? [String: Any])?["token"] as? String else {
+            throw ValidationError("sign-in at \(base) gave no token")
+        }
+        return DemoAPI(base: base, token: token)
+    }
+
+    @discardableResult
+    func send(_ method: String, _ path: String, json: Any) async throws -> Data {
+        try await Self.call(base: base, method, path, token: token, body: try JSONSerialization.data(withJSONObject: json), type: "application/json")
+    }
+
+    @discardableResult
+    func send(_ method: String, _ path: String, body: Data, type: String) async throws -> Data {
+        try await Self.call(base: base, method, path, token: token, body: body, type: type)
+    }
+
+    func importImage(_ png: Data, name: String) async throws -> Int {
+        let reply = try await Self.call(base: base, "POST", "/api/v1/captures/import", token: token, body: png, type: "image/png", filename: name)
+        guard let number = (try JSONSerialization.jsonObject(with: reply) as? [String: Any])?["number"] as? Int else {
+            throw ValidationError("import of \(name) gave no capture number")
+        }
+        return number
+    }
+
+    static func call(base: String, _ method: String, _ path: String, token: String?, body: Data?, type: String, filename: String? = nil) async throws -> Data {
+        var request = URLRequest(url: URL(string: base + path)!)
+        request.httpMethod = method
+        request.httpBody = body
+        request.setValue(type, forHTTPHeaderField: "Content-Type")
+        if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
+        if let filename { request.setValue(filename, forHTTPHeaderField: "X-Loupe-Filename") }
+        let (data, response) = try await URLSession.shared.data(for: request)
+        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+        guard (200..<300).contains(status) else {
+            throw ValidationError("\(method) \(path) at \(base): \(status) \(String(decoding: data, as: UTF8.self))")
+        }
+        return data
+    }
+}
+
+/// Unbuffered output, so the demo's lines and progress keep their order on a pipe.
+func say(_ text: String) {
+    FileHandle.standardOutput.write(Data((text + "\n").utf8))
+}
