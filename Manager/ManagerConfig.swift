@@ -27,6 +27,8 @@ public struct ManagerConfig: Codable, Sendable, Equatable {
     /// DATADIR/model-signing.key, made at first start; its public half is
     /// written beside it as model-signing.pub for the agents' `modelKeys`.
     public var signingKey: String?
+    /// HOST:PORT for Prometheus metrics (GET /metrics), on its own port. Default: not served.
+    public var metricsAddress: String?
     /// Training jobs run at once. Default 1.
     public var trainingConcurrency: Int?
     /// Threads per training job. Default: every core.
@@ -59,6 +61,11 @@ public struct ManagerConfig: Codable, Sendable, Equatable {
         }
         if let bytes = config.maxFrameBytes, !(1024...(1 << 30)).contains(bytes) {
             throw ConfigError.invalid(path: path, key: "maxFrameBytes", reason: "must be between 1024 and 1073741824")
+        }
+        if let metrics = config.metricsAddress {
+            do { _ = try parseAddress(metrics) } catch {
+                throw ConfigError.invalid(path: path, key: "metricsAddress", reason: "expected HOST:PORT, got \"\(metrics)\"")
+            }
         }
         for (key, value) in [("trainingConcurrency", config.trainingConcurrency), ("trainingThreads", config.trainingThreads)] {
             if let value, !(1...256).contains(value) { throw ConfigError.invalid(path: path, key: key, reason: "must be 1…256") }

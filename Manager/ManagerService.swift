@@ -1,5 +1,7 @@
 import Crypto
 import Foundation
+import Hummingbird
+import Prometheus
 import Logging
 import LoupePKI
 import LoupeProto
@@ -16,6 +18,8 @@ import Synchronization
 public final class ManagerService: Service, Sendable {
     public let config: ManagerConfig
     public let registry = CameraRegistry()
+    public let metrics = ManagerMetrics()
+    private let onMetricsListening: @Sendable (Int) -> Void
     private let logger: Logger
     private let onListening: @Sendable (SocketAddress) -> Void
     private let trainingData = Mutex<TrainingDataStore?>(nil)
@@ -26,10 +30,12 @@ public final class ManagerService: Service, Sendable {
     /// Largest model chunk served, bytes.
     public static let maximumChunkBytes: UInt32 = 4 << 20
 
-    public init(config: ManagerConfig, logger: Logger, onListening: @escaping @Sendable (SocketAddress) -> Void = { _ in }) {
+    public init(config: ManagerConfig, logger: Logger, onListening: @escaping @Sendable (SocketAddress) -> Void = { _ in },
+                onMetricsListening: @escaping @Sendable (Int) -> Void = { _ in }) {
         self.config = config
         self.logger = logger
         self.onListening = onListening
+        self.onMetricsListening = onMetricsListening
     }
 
     public func run() async throws {
@@ -40,7 +46,7 @@ public final class ManagerService: Service, Sendable {
         let registry = try ModelRegistry(directory: config.dataDir, signingKeyPath: config.signingKeyPath)
         self.models.withLock { $0 = registry }
         let queue = TrainingQueue(data: trainingData, registry: registry, concurrency: config.trainingConcurrency ?? 1,
-                                  threads: config.trainingThreads ?? ProcessInfo.processInfo.activeProcessorCount, logger: logger)
+                                  threads: config.trainingThreads ?? ProcessInfo.processInfo.activeProcessorCount, metrics: metrics, logger: logger)
         self.training.withLock { $0 = queue }
         let versions = try registry.versions().count
         logger.info("training data and model registry open", metadata: [
@@ -72,7 +78,11 @@ public final class ManagerService: Service, Sendable {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 let poll = self.config.revocationPollSeconds ?? 1
                 group.addTask { await revocations.run(pollInterval: poll > 0 ? .seconds(fraction: poll) : nil) }
-                group.addTask { await self.offerModels(server: server, registry: registry) }
+                group.addTask { await self.offerModels(server: server, registry: registry, queue: queue) }
+                if let address = self.config.metricsAddress {
+                    let app = try self.metricsServer(address)
+                    group.addTask { try await app.run() }
+                }
                 try await server.run(
                     handshake: { connection, hello in try self.welcome(connection, hello, revocations: revocations) },
                     handler: { connection, envelope in try await self.handle(connection, envelope) },
@@ -98,8 +108,18 @@ public final class ManagerService: Service, Sendable {
     /// connection, until it reports that version installed. Pushes and
     /// rollbacks are written to the registry (by `loupe model push` on this
     /// host); this loop delivers them, also to cameras that were offline.
-    func offerModels(server: WireServer, registry: ModelRegistry) async {
+    func offerModels(server: WireServer, registry: ModelRegistry, queue: TrainingQueue) async {
         while !Task.isCancelled {
+            // The gauges that describe the fleet as it is now.
+            let peers = server.activeConnections.filter { $0.wasWelcomed && !$0.isClosed }.compactMap(\.peer)
+            metrics.camerasConnected.set(to: Double(peers.filter { $0.role == .agent }.count))
+            metrics.operatorsConnected.set(to: Double(peers.filter { $0.role == .operator }.count))
+            if let cameras = try? registry.cameras() {
+                metrics.pushPending.set(to: Double(cameras.filter { $0.desiredVersion != nil && $0.desiredVersion != $0.installedVersion }.count))
+            }
+            let (queued, running) = queue.counts
+            metrics.trainingQueued.set(to: Double(queued))
+            metrics.trainingRunning.set(to: Double(running))
             for connection in server.activeConnections {
                 guard let peer = connection.peer, peer.role == .agent, connection.wasWelcomed, !connection.isClosed,
                       let camera = try? registry.camera(peer.name), let desired = camera.desiredVersion,
@@ -116,9 +136,27 @@ public final class ManagerService: Service, Sendable {
                 offer.chunkBytes = 256 << 10
                 logger.info("offering model", metadata: ["camera": "\(peer.name)", "version": "\(version.version)"])
                 try? await connection.send(event: .modelOffer(offer))
+                metrics.offers.increment()
             }
             try? await Task.sleep(for: .milliseconds(500))
         }
+    }
+
+    /// GET /metrics in Prometheus' text format, on its own port.
+    func metricsServer(_ address: String) throws -> some ApplicationProtocol {
+        let (host, port) = try parseAddress(address)
+        let router = Router()
+        let metrics = self.metrics
+        router.get("metrics") { _, _ in
+            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: ResponseBody(byteBuffer: ByteBuffer(string: metrics.text)))
+        }
+        let logger = self.logger, onMetricsListening = self.onMetricsListening
+        return Application(router: router, configuration: .init(address: .hostname(host, port: port), serverName: "loupe-manager-metrics"),
+                           onServerRunning: { channel in
+                               let bound = channel.localAddress?.port ?? port
+                               logger.info("metrics listening", metadata: ["address": "\(host):\(bound)"])
+                               onMetricsListening(bound)
+                           }, logger: logger)
     }
 
     /// Checks a client's Hello: revocation, role, protocol version.
@@ -172,7 +210,14 @@ public final class ManagerService: Service, Sendable {
             let stored: Bool
             do {
                 stored = try store.store(upload, from: peer.name)
+                if stored {
+                    metrics.uploadsStored.increment()
+                    metrics.uploadBytes.increment(by: Int64(upload.imagePng.count + upload.maskPng.count))
+                } else {
+                    metrics.uploadsDuplicate.increment()
+                }
             } catch {
+                metrics.uploadsRefused.increment()
                 switch error {
                 case .invalid(let why): throw WireError.refused(code: .invalidArgument, message: why)
                 case .diskFull, .database: throw WireError.refused(code: .unavailable, message: error.description)
@@ -193,6 +238,7 @@ public final class ManagerService: Service, Sendable {
                 chunk.modelVersion = request.modelVersion
                 chunk.offset = request.offset
                 chunk.data = data
+                metrics.chunkBytes.increment(by: Int64(data.count))
                 chunk.last = last
                 return .modelChunk(chunk)
             } catch {
@@ -214,6 +260,7 @@ public final class ManagerService: Service, Sendable {
             return .trainingProgress(progress)
         case .modelInstalled(let report):
             try? models.withLock({ $0 })?.recordInstall(cameraId: peer.name, version: report.modelVersion, ok: report.ok, error: report.error)
+            (report.ok ? metrics.installsOK : metrics.installsRefused).increment()
             if report.ok {
                 logger.info("camera installed model", metadata: ["camera": "\(peer.name)", "version": "\(report.modelVersion)"])
             } else {

@@ -1,4 +1,5 @@
 import Foundation
+import Prometheus
 import Logging
 import LoupeProto
 import LoupeSegmentation
@@ -37,13 +38,19 @@ public final class TrainingQueue: Sendable {
     /// Every job thread is in this group while it runs.
     private let threads = DispatchGroup()
 
-    public init(data: TrainingDataStore, registry: ModelRegistry, concurrency: Int, threads: Int, logger: Logger) {
+    private let metrics: ManagerMetrics?
+
+    public init(data: TrainingDataStore, registry: ModelRegistry, concurrency: Int, threads: Int, metrics: ManagerMetrics? = nil, logger: Logger) {
+        self.metrics = metrics
         self.data = data
         self.registry = registry
         self.concurrency = max(1, concurrency)
         self.threadCount = max(1, threads)
         self.logger = logger
     }
+
+    /// Jobs waiting and running now.
+    public var counts: (queued: Int, running: Int) { state.withLock { ($0.waiting.count, $0.running.count) } }
 
     /// Queues a job and returns its first progress (QUEUED, with the job id).
     public func submit(_ request: Loupe_V1_TrainingStart, requester: String, isCamera: Bool, connection: WireConnection) throws -> Loupe_V1_TrainingProgress {
@@ -185,6 +192,11 @@ public final class TrainingQueue: Sendable {
             progress.state = job.control.isCancelled ? .cancelled : .failed
             progress.message = job.control.isCancelled ? "cancelled; the models in use were kept" : "\(error)"
             logger.error("training job ended without a model", metadata: ["job": "\(job.id)", "state": "\(progress.state)", "error": "\(error)"])
+        }
+        switch progress.state {
+        case .succeeded: metrics?.trainingSucceeded.increment()
+        case .cancelled: metrics?.trainingCancelled.increment()
+        default: metrics?.trainingFailed.increment()
         }
         publish(progress, job: job)
     }

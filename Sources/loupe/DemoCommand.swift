@@ -31,7 +31,7 @@ struct DemoCommand: AsyncParsableCommand {
     @Option(help: "Labelled frames per camera.") var frames = 16
     @Option(help: "Seconds of central training.") var trainSeconds = 120.0
     @Option(help: "Seconds of live inspection to measure.") var liveSeconds = 10.0
-    @Option(help: "Lowest acceptable defect mIoU on live frames (typically 0.36–0.43 with the defaults).") var minIou = 0.25
+    @Option(help: "Lowest acceptable defect mIoU on live frames (0.43 in a release build with the defaults; training is time-bound, so slower builds reach less).") var minIou = 0.25
     @Option(help: "Confidence threshold for live inspection (the page's slider).") var threshold = 0.85
     @Flag(help: "Stop after the measurement instead of serving until Ctrl-C.") var exitWhenDone = false
     @OptionGroup var logging: LoggingOptions
@@ -93,7 +93,7 @@ struct DemoCommand: AsyncParsableCommand {
                                reconnectInitialSeconds: 0.2, reconnectMaxSeconds: 2),
                 tls: try issue(.agent, camera, hosts: ["localhost"]), dataDir: root + "/\(camera)",
                 http: .init(address: "127.0.0.1:0", initialAdminPassword: Self.password),
-                camera: .init(source: .synthetic, width: Self.width, height: Self.height, framesPerSecond: 8, seed: UInt64(100 + index),
+                camera: .init(source: .synthetic, width: Self.width, height: Self.height, framesPerSecond: 5, seed: UInt64(100 + index),
                               inferenceThreads: 1, live: false))
             config.camera?.partSeed = 7
             config.modelKeys = [managerConfig.dataDir + "/model-signing.pub"]

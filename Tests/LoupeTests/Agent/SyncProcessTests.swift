@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 import LoupeAgent
 import LoupeImaging
 import LoupeManager
@@ -27,7 +30,7 @@ import Testing
         return store
     }
 
-    private func agentConfig(pki: TestPKI, camera: String, port: Int, dataDir: String, uploadCap: Double) throws -> String {
+    func agentConfig(pki: TestPKI, camera: String, port: Int, dataDir: String, uploadCap: Double) throws -> String {
         let files = try pki.member(.agent, camera)
         let path = pki.dir + "/agent-\(camera).json"
         try writeJSON([
@@ -85,5 +88,44 @@ import Testing
         #expect(try held.count() == total)
         #expect(try held.count(cameraId: "cam-sync") == total)
         #expect(Set(try held.contentHashes()).count == total)
+    }
+}
+
+extension SyncProcessTests {
+    @Test func theManagersMetricsCountUploadsAndCameras() async throws {
+        let pki = try TestPKI()
+        let dataDir = pki.dir + "/agent-metrics-data"
+        let store = try Self.seedAgentStore(dataDir, count: 6)
+        let setup = try ManagerProcessSetup(pki: pki, extra: ["metricsAddress": "127.0.0.1:0"])
+        let (manager, port) = try await setup.start()
+        var metricsPort: String?
+        _ = try await eventually {
+            if let line = manager.log.split(separator: "\n").first(where: { $0.contains("metrics listening") }), let range = line.range(of: "address=") {
+                metricsPort = String(line[range.upperBound...].prefix { !$0.isWhitespace })
+            }
+            return metricsPort != nil
+        }
+        let address = try #require(metricsPort, "the manager never said where its metrics are:\n\(manager.log)")
+        func scrape() async throws -> String {
+            let (data, response) = try await URLSession.shared.data(from: URL(string: "http://\(address)/metrics")!)
+            #expect((response as? HTTPURLResponse)?.statusCode == 200)
+            return String(decoding: data, as: UTF8.self)
+        }
+        #expect(try await scrape().contains("loupe_cameras_connected 0"))
+        let config = try agentConfig(pki: pki, camera: "cam-metrics", port: port, dataDir: dataDir, uploadCap: 1_048_576)
+        let agent = try LoupeProcess(["agent", "--config", config], log: pki.dir + "/agent-metrics.log")
+        let drained = try await eventually(timeout: .seconds(30)) { try store.outboxDepth() == 0 }
+        #expect(drained, "\(agent.log)")
+        let counted = try await eventually(timeout: .seconds(10)) {
+            let text = try await scrape()
+            return text.contains("loupe_roi_uploads_total{result=\"stored\"} 6") && text.contains("loupe_cameras_connected 1")
+        }
+        let text = try await scrape()
+        #expect(counted, "\(text)")
+        #expect(text.contains("# TYPE loupe_roi_upload_bytes_total counter") && text.contains("loupe_training_jobs{state=\"running\"} 0"))
+        agent.signal(SIGTERM)
+        #expect(await agent.waitForExit() == 0)
+        manager.signal(SIGTERM)
+        #expect(await manager.waitForExit() == 0)
     }
 }

@@ -79,7 +79,8 @@ struct ManagerProcessSetup {
     let configPath: String
     let readyPath: String
 
-    init(pki: TestPKI, port: Int = 0, revocationList: String? = nil, revocationPollSeconds: Double = 1, heartbeatSeconds: Double = 0.5) throws {
+    init(pki: TestPKI, port: Int = 0, revocationList: String? = nil, revocationPollSeconds: Double = 1, heartbeatSeconds: Double = 0.5,
+         extra: [String: Any] = [:]) throws {
         self.pki = pki
         managerTLS = try pki.manager()
         configPath = pki.dir + "/manager-\(UUID().uuidString.prefix(6)).json"
@@ -96,6 +97,7 @@ struct ManagerProcessSetup {
             "trainingThreads": 1,
         ]
         if let revocationList { config["revocationList"] = revocationList }
+        config.merge(extra) { $1 }
         try writeJSON(config, to: configPath)
     }
 
