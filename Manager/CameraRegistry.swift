@@ -4,17 +4,42 @@ import LoupeWire
 import Synchronization
 
 /// What the manager knows about each camera, keyed by the camera id in its
-/// certificate. Kept in memory; the persistent fleet store comes with the
-/// aggregation work (issue "Fleet manager").
+/// certificate: in memory for the fleet query, and written through to the
+/// fleet store (on connect and disconnect, and a camera's status at most
+/// every `statusPersistInterval`), which seeds it after a restart.
 public final class CameraRegistry: Sendable {
     private struct Entry {
         var status = Loupe_V1_CameraStatus()
         var connections = 0
+        var persistedAt = ContinuousClock.Instant.now - .seconds(3600)
     }
 
     private let entries = Mutex<[String: Entry]>([:])
+    private let store = Mutex<FleetStore?>(nil)
+    public static let statusPersistInterval = Duration.seconds(10)
 
     public init() {}
+
+    /// Loads the cameras known before a restart (all offline) and writes through from now on.
+    public func attach(_ fleet: FleetStore) throws {
+        let known = try fleet.load()
+        entries.withLock { entries in
+            for camera in known where entries[camera.cameraID] == nil { entries[camera.cameraID] = Entry(status: camera) }
+        }
+        store.withLock { $0 = fleet }
+    }
+
+    private func persist(_ cameraId: String, force: Bool) {
+        guard let fleet = store.withLock({ $0 }) else { return }
+        let snapshot = entries.withLock { entries -> Loupe_V1_CameraStatus? in
+            guard var entry = entries[cameraId] else { return nil }
+            guard force || ContinuousClock.now - entry.persistedAt >= Self.statusPersistInterval else { return nil }
+            entry.persistedAt = .now
+            entries[cameraId] = entry
+            return entry.status
+        }
+        if let snapshot { try? fleet.save(snapshot) }
+    }
 
     /// A camera completed its handshake.
     public func connected(cameraId: String, address: String, softwareVersion: String) {
@@ -30,6 +55,7 @@ public final class CameraRegistry: Sendable {
             entry.status.online = true
             entries[cameraId] = entry
         }
+        persist(cameraId, force: true)
     }
 
     /// A camera's connection ended.
@@ -41,16 +67,23 @@ public final class CameraRegistry: Sendable {
             entry.status.lastSeenUnixMs = Date.unixMilliseconds
             entries[cameraId] = entry
         }
+        persist(cameraId, force: true)
     }
 
     /// A camera sent its periodic report.
     public func report(cameraId: String, status: Loupe_V1_AgentStatus) {
         entries.withLock { entries in
             guard var entry = entries[cameraId] else { return }
+            // A new inspection type, model or recipe is written at once; plain reports every few seconds.
+            let old = entry.status.status
+            if old.inspectionType != status.inspectionType || old.modelVersion != status.modelVersion || old.recipeVersion != status.recipeVersion {
+                entry.persistedAt = .now - .seconds(3600)
+            }
             entry.status.status = status
             entry.status.lastSeenUnixMs = Date.unixMilliseconds
             entries[cameraId] = entry
         }
+        persist(cameraId, force: false)
     }
 
     /// Every known camera, sorted by id.

@@ -42,6 +42,7 @@ public final class ManagerService: Service, Sendable {
         try FileManager.default.createDirectory(atPath: config.dataDir, withIntermediateDirectories: true)
         let trainingData = try TrainingDataStore(path: config.dataDir + "/training-data.sqlite")
         self.trainingData.withLock { $0 = trainingData }
+        try registry.attach(try FleetStore(path: config.dataDir + "/fleet.sqlite"))
         let held = try trainingData.count()
         let registry = try ModelRegistry(directory: config.dataDir, signingKeyPath: config.signingKeyPath)
         self.models.withLock { $0 = registry }

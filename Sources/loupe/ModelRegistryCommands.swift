@@ -33,12 +33,24 @@ extension ModelCommand {
             discussion: "Connected cameras are offered the version within a second; cameras that are offline get it when they reconnect."
         )
         @Argument(help: "Model version, e.g. disc-v3.") var version: String
-        @Option(help: "Comma-separated camera ids.") var cameras: String
+        @Option(help: "Comma-separated camera ids.") var cameras: String?
+        @Flag(help: "Every camera whose latest report names the version's inspection type.") var allOfType = false
         @OptionGroup var manager: ManagerOptions
 
+        func validate() throws {
+            guard (cameras != nil) != allOfType else { throw ValidationError("give exactly one of --cameras IDS or --all-of-type") }
+        }
+
         func run() async throws {
-            let ids = cameras.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-            try manager.registry().assign(version, to: ids)
+            let registry = try manager.registry()
+            var ids = (cameras ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            if allOfType {
+                let type = try registry.version(version).inspectionType
+                let config = try ManagerConfig.load(path: manager.managerConfig)
+                ids = try FleetStore(path: config.dataDir + "/fleet.sqlite").cameras(inspectionType: type)
+                guard !ids.isEmpty else { throw ValidationError("no camera has reported inspection type \(type) yet") }
+            }
+            try registry.assign(version, to: ids)
             print("\(version) assigned to \(ids.joined(separator: ", "))")
         }
     }

@@ -6,6 +6,7 @@ import FoundationNetworking
 import LoupeAgent
 import LoupeManager
 import LoupePKI
+import LoupeProto
 import LoupeSegmentation
 import LoupeWire
 import Testing
@@ -157,5 +158,54 @@ import Testing
         #expect(await agent.waitForExit() == 0)
         manager.signal(SIGTERM)
         #expect(await manager.waitForExit() == 0)
+    }
+}
+
+extension ModelPushProcessTests {
+    @Test func aRestartedManagerStillKnowsItsCamerasAndPushesByInspectionType() async throws {
+        let pki = try TestPKI()
+        let setup = try ManagerProcessSetup(pki: pki)
+        let (manager, port) = try await setup.start()
+        let alice = try pki.member(.operator, "alice")
+        func fleet() async throws -> [Loupe_V1_CameraStatus] {
+            try await WireClient.withConnection(WireClientConfiguration(host: "localhost", port: port, tls: alice, connectTimeout: .seconds(3))) { connection, _ in
+                let reply = try await connection.request(.fleetStatusQuery(Loupe_V1_FleetStatusQuery()))
+                guard case .fleetStatusReply(let fleet) = reply.body else { return [] }
+                return fleet.cameras
+            }
+        }
+        let files = try pki.member(.agent, "cam-r")
+        let config = pki.dir + "/agent-r.json"
+        try writeJSON([
+            "cameraId": "cam-r",
+            "manager": ["address": "localhost:\(port)", "heartbeatSeconds": 0.5, "idleTimeoutSeconds": 3, "statusIntervalSeconds": 0.5,
+                        "reconnectInitialSeconds": 0.2, "reconnectMaxSeconds": 1],
+            "tls": ["ca": files.ca, "cert": files.cert, "key": files.key],
+            "dataDir": pki.dir + "/agent-r-data",
+        ], to: config)
+        let agent = try LoupeProcess(["agent", "--config", config], log: pki.dir + "/agent-r.log")
+        let reported = try await eventually { try await fleet().contains { $0.cameraID == "cam-r" && $0.online && $0.status.inspectionType == "default" } }
+        #expect(reported, "\(agent.log)")
+        let firstSeen = try #require(try await fleet().first { $0.cameraID == "cam-r" }?.firstSeenUnixMs)
+        agent.signal(SIGTERM)
+        #expect(await agent.waitForExit() == 0)
+
+        // Kill the manager and start it again: the camera is still listed, offline, with its history.
+        manager.signal(SIGKILL)
+        _ = await manager.waitForExit()
+        let (restarted, _) = try await ManagerProcessSetup(pki: pki, port: port).start()
+        let known = try #require(try await fleet().first { $0.cameraID == "cam-r" }, "the restarted manager forgot cam-r:\n\(restarted.log)")
+        #expect(!known.online && known.firstSeenUnixMs == firstSeen && known.status.inspectionType == "default")
+
+        // A push to every camera of an inspection type reaches it, although it is offline now.
+        let modelPath = pki.dir + "/m.loupe"
+        try ModelFile.write(SegmentationTests.LivePipelineTests.constantModel(), to: modelPath)
+        _ = try await loupe(["model", "publish", modelPath, "--inspection-type", "default", "--manager-config", setup.configPath], log: pki.dir + "/publish-r.log")
+        let pushed = try await loupe(["model", "push", "default-v1", "--all-of-type", "--manager-config", setup.configPath], log: pki.dir + "/push-r.log")
+        #expect(pushed.contains("assigned to cam-r"), "\(pushed)")
+        let registry = try ModelRegistry(directory: pki.dir + "/manager-data", signingKeyPath: pki.dir + "/manager-data/model-signing.key")
+        #expect(try registry.camera("cam-r")?.desiredVersion == "default-v1")
+        restarted.signal(SIGTERM)
+        #expect(await restarted.waitForExit() == 0)
     }
 }

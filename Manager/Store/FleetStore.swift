@@ -1,0 +1,81 @@
+import Foundation
+import GRDB
+import LoupeProto
+import SwiftProtobuf
+
+/// The cameras the manager has seen, kept across restarts (`fleet.sqlite`,
+/// WAL): first and last seen, address, software, inspection type, model and
+/// recipe, and the latest status report. A restarted manager lists every
+/// camera it knew, offline until it reconnects.
+public final class FleetStore: Sendable {
+    struct Row: Codable, FetchableRecord, PersistableRecord {
+        static let databaseTableName = "camera"
+        var cameraId: String
+        var firstSeenUnixMs: Int64
+        var lastSeenUnixMs: Int64
+        var address: String
+        var softwareVersion: String
+        var inspectionType: String
+        var modelVersion: String
+        var recipeVersion: String
+        /// The latest AgentStatus, serialized.
+        var status: Data
+    }
+
+    private let pool: DatabasePool
+
+    public init(path: String) throws {
+        var configuration = Configuration()
+        // Status is rewritten every few seconds: NORMAL keeps WAL commits safe
+        // from a process crash, and may lose the last report on power loss.
+        configuration.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = NORMAL") }
+        configuration.busyMode = .timeout(10)
+        pool = try DatabasePool(path: path, configuration: configuration)
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("1 cameras") { db in
+            try db.create(table: "camera") { t in
+                t.primaryKey("cameraId", .text)
+                t.column("firstSeenUnixMs", .integer).notNull()
+                t.column("lastSeenUnixMs", .integer).notNull()
+                t.column("address", .text).notNull()
+                t.column("softwareVersion", .text).notNull()
+                t.column("inspectionType", .text).notNull().indexed()
+                t.column("modelVersion", .text).notNull()
+                t.column("recipeVersion", .text).notNull()
+                t.column("status", .blob).notNull()
+            }
+        }
+        try migrator.migrate(pool)
+    }
+
+    /// Writes one camera's record.
+    public func save(_ camera: Loupe_V1_CameraStatus) throws {
+        let row = Row(cameraId: camera.cameraID, firstSeenUnixMs: Int64(camera.firstSeenUnixMs), lastSeenUnixMs: Int64(camera.lastSeenUnixMs),
+                      address: camera.address, softwareVersion: camera.softwareVersion, inspectionType: camera.status.inspectionType,
+                      modelVersion: camera.status.modelVersion, recipeVersion: camera.status.recipeVersion,
+                      status: try camera.status.serializedData())
+        try pool.write { db in try row.save(db) }
+    }
+
+    /// Every camera known, offline, as a restarted manager first sees them.
+    public func load() throws -> [Loupe_V1_CameraStatus] {
+        try pool.read { db in try Row.fetchAll(db) }.map { row in
+            var camera = Loupe_V1_CameraStatus()
+            camera.cameraID = row.cameraId
+            camera.online = false
+            camera.firstSeenUnixMs = UInt64(row.firstSeenUnixMs)
+            camera.lastSeenUnixMs = UInt64(row.lastSeenUnixMs)
+            camera.address = row.address
+            camera.softwareVersion = row.softwareVersion
+            camera.status = (try? Loupe_V1_AgentStatus(serializedBytes: row.status)) ?? Loupe_V1_AgentStatus()
+            return camera
+        }
+    }
+
+    /// Cameras whose latest report names this inspection type.
+    public func cameras(inspectionType: String) throws -> [String] {
+        try pool.read { db in
+            try String.fetchAll(db, sql: "SELECT cameraId FROM camera WHERE inspectionType = ? ORDER BY cameraId", arguments: [inspectionType])
+        }
+    }
+}
