@@ -87,7 +87,7 @@ public final class AccessAPI: Sendable {
             guard recent < Self.maximumFailures else {
                 throw HTTPError(.tooManyRequests, message: "too many failed sign-ins for \(login.user); wait 5 minutes")
             }
-            let result = try LabelAPI.mappedValue { try store.signIn(user: login.user, password: login.password, lifetime: sessionLifetime) }
+            let result = try LabelAPI.mapped { try store.signIn(user: login.user, password: login.password, lifetime: sessionLifetime) }
             guard let (token, session) = result else {
                 failures.table.withLock { $0[login.user, default: []].append(now) }
                 throw HTTPError(.unauthorized, message: "wrong user name or password")
@@ -98,13 +98,13 @@ public final class AccessAPI: Sendable {
             return response
         }
         api.post("logout") { request, _ in
-            if let token = AccessMiddleware<BasicRequestContext>.token(request) { try LabelAPI.mappedValue { try store.signOut(token: token) } }
+            if let token = AccessMiddleware<BasicRequestContext>.token(request) { try LabelAPI.mapped { try store.signOut(token: token) } }
             var response = try LabelAPI.json(["signedOut": true])
             response.headers[.setCookie] = "\(Self.cookieName)=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"
             return response
         }
         api.get("session") { request, _ in
-            guard let token = AccessMiddleware<BasicRequestContext>.token(request), let session = try LabelAPI.mappedValue({ try store.session(token: token) }) else {
+            guard let token = AccessMiddleware<BasicRequestContext>.token(request), let session = try LabelAPI.mapped({ try store.session(token: token) }) else {
                 throw HTTPError(.unauthorized, message: "sign in first")
             }
             return try LabelAPI.json(SessionJSON(user: session.user, role: session.role, expiresAt: session.expiresAt, token: nil))

@@ -265,48 +265,38 @@ public struct LabelAPI: Sendable {
         }
     }
 
-    /// Runs store work that returns a value, with the same error mapping.
-    static func mappedValue<T>(_ body: () throws -> T) throws -> T {
-        var value: T?
-        _ = try mapped {
-            value = try body()
-            return Response(status: .ok)
-        }
-        return value!
-    }
-
-    /// The same error mapping for async work.
-    static func mappedAsync(_ body: () async throws -> Response) async throws -> Response {
-        do {
-            return try await body()
-        } catch {
-            return try mapped { throw error }
-        }
-    }
-
     /// Runs store work and turns its errors into HTTP statuses.
-    static func mapped(_ body: () throws -> Response) throws -> Response {
-        do {
-            return try body()
-        } catch let error as StoreError {
+    static func mapped<T>(_ body: () throws -> T) throws -> T {
+        do { return try body() } catch { throw httpError(error) }
+    }
+
+    /// The same for async work.
+    static func mappedAsync<T>(_ body: () async throws -> T) async throws -> T {
+        do { return try await body() } catch { throw httpError(error) }
+    }
+
+    /// The HTTP status for an error from the store, the trainer or the model shelf.
+    static func httpError(_ error: any Error) -> any Error {
+        switch error {
+        case let error as HTTPError:
+            return error
+        case let error as StoreError:
             switch error {
-            case .invalid(let why): throw HTTPError(.badRequest, message: why)
-            case .notFound(let what): throw HTTPError(.notFound, message: "not found: \(what)")
-            case .diskFull: throw HTTPError(.init(code: 507, reasonPhrase: "Insufficient Storage"), message: error.description)
-            default: throw HTTPError(.internalServerError, message: error.description)
+            case .invalid(let why): return HTTPError(.badRequest, message: why)
+            case .notFound(let what): return HTTPError(.notFound, message: "not found: \(what)")
+            case .diskFull: return HTTPError(.init(code: 507, reasonPhrase: "Insufficient Storage"), message: error.description)
+            default: return HTTPError(.internalServerError, message: error.description)
             }
-        } catch let error as TrainingJobError {
-            throw HTTPError(error == .managerUnreachable ? .serviceUnavailable : .conflict, message: error.description)
-        } catch let error as ModelInstallError {
+        case let error as TrainingJobError:
+            return HTTPError(error == .managerUnreachable ? .serviceUnavailable : .conflict, message: error.description)
+        case let error as ModelInstallError:
             switch error {
-            case .noPreviousModel: throw HTTPError(.conflict, message: error.description)
-            case .io: throw HTTPError(.internalServerError, message: error.description)
-            default: throw HTTPError(.unprocessableContent, message: error.description)
+            case .noPreviousModel: return HTTPError(.conflict, message: error.description)
+            case .io: return HTTPError(.internalServerError, message: error.description)
+            default: return HTTPError(.unprocessableContent, message: error.description)
             }
-        } catch let error as HTTPError {
-            throw error
-        } catch {
-            throw HTTPError(.unprocessableContent, message: "\(error)")
+        default:
+            return HTTPError(.unprocessableContent, message: "\(error)")
         }
     }
 }

@@ -93,7 +93,7 @@ public struct LiveAPI: Sendable {
             let width = min(4096, max(64, request.uri.queryParameters.get("width", as: Int.self) ?? 960))
             let fps = min(30, max(0.2, request.uri.queryParameters.get("fps", as: Double.self) ?? 10))
             let colors = try colors()
-            let ticks = pipeline.frameTicks()
+            let ticks = pipeline.subscribe(keepingNewest: 1)
             let boundary = "loupeframe"
             return Response(status: .ok, headers: [.contentType: "multipart/x-mixed-replace; boundary=\(boundary)", .cacheControl: "no-store"],
                             body: ResponseBody { writer in

@@ -103,8 +103,7 @@ public final class LivePipeline: Service, Sendable {
     private let log = Mutex(Log())
     private let newest = Mutex<Latest?>(nil)
     private let newestRaw = Mutex<CapturedFrame?>(nil)
-    private let subscribers = Mutex<[UUID: AsyncStream<InspectionResult>.Continuation]>([:])
-    private let frameSignal = Mutex<[UUID: AsyncStream<Int>.Continuation]>([:])
+    private let results = Broadcast<InspectionResult>()
 
     /// - Parameters:
     ///   - source: the camera; nil for an agent without one (labels only).
@@ -162,8 +161,7 @@ public final class LivePipeline: Service, Sendable {
         wakeup.signal()
         await Self.wait(for: workerEnded)
         await Self.wait(for: workerEnded)
-        for continuation in subscribers.withLock({ Array($0.values) }) { continuation.finish() }
-        for continuation in frameSignal.withLock({ Array($0.values) }) { continuation.finish() }
+        results.finish()
         logger.info("live pipeline stopped")
     }
 
@@ -306,8 +304,7 @@ public final class LivePipeline: Service, Sendable {
             log.recentTimes.removeAll { now - $0 > .seconds(5) }
         }
         newest.withLock { $0 = Latest(image: frame.image, outcome: outcome, groundTruth: frame.groundTruth) }
-        for continuation in subscribers.withLock({ Array($0.values) }) { continuation.yield(result) }
-        for continuation in frameSignal.withLock({ Array($0.values) }) { continuation.yield(result.sequence) }
+        results.send(result)
     }
 
     /// The newest results, newest first.
@@ -349,21 +346,9 @@ public final class LivePipeline: Service, Sendable {
         return sorted[rank]
     }
 
-    /// Each new result as it is made; a slow reader misses results rather than holding them up.
-    public func subscribe() -> AsyncStream<InspectionResult> {
-        let id = UUID()
-        let (stream, continuation) = AsyncStream.makeStream(of: InspectionResult.self, bufferingPolicy: .bufferingNewest(16))
-        continuation.onTermination = { [weak self] _ in _ = self?.subscribers.withLock { $0.removeValue(forKey: id) } }
-        subscribers.withLock { $0[id] = continuation }
-        return stream
-    }
-
-    /// Ticks when a new frame has been inspected (only the newest counts).
-    public func frameTicks() -> AsyncStream<Int> {
-        let id = UUID()
-        let (stream, continuation) = AsyncStream.makeStream(of: Int.self, bufferingPolicy: .bufferingNewest(1))
-        continuation.onTermination = { [weak self] _ in _ = self?.frameSignal.withLock { $0.removeValue(forKey: id) } }
-        frameSignal.withLock { $0[id] = continuation }
-        return stream
+    /// Each new result as it is made, keeping the newest `count` unread
+    /// (1 for a reader that only wants to know a new frame is there).
+    public func subscribe(keepingNewest count: Int = 16) -> AsyncStream<InspectionResult> {
+        results.subscribe(keepingNewest: count)
     }
 }

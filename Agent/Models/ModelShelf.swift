@@ -125,9 +125,7 @@ public final class ModelShelf: Sendable {
         do {
             return try ModelFile.decode(data, name: "model \(version)", trustedKeys: trustedKeys).0
         } catch {
-            if case .modelFile(_, let reason) = error, reason.contains("sign") || reason.contains("trusted") {
-                throw .badSignature(version: version, reason: reason)
-            }
+            if case .signatureRefused(_, let reason) = error { throw .badSignature(version: version, reason: reason) }
             throw .unreadable(version: version, reason: "\(error)")
         }
     }

@@ -36,12 +36,16 @@ public struct OutboxSender: Sendable {
                 continue
             }
             var sent = 0
+            // Read once per batch: the class names, the template's hash, and each capture's image.
+            let context = try UploadContext(store: store)
+            var images: [Int64: DecodedImage] = [:]
             try await withThrowingTaskGroup(of: (Int64, String, Result<Loupe_V1_RoiAck, any Error>).self) { group in
                 var index = 0
                 func launch() async throws {
                     let (item, label, capture) = batch[index]
                     index += 1
-                    let upload = try makeUpload(label: label, capture: capture)
+                    if images[capture.id!] == nil { images[capture.id!] = try ImageFile.decode(try store.image(of: capture)) }
+                    let upload = try makeUpload(label: label, capture: capture, image: images[capture.id!]!, context: context)
                     group.addTask {
                         do {
                             let reply = try await connection.request(.roiUpload(upload))
@@ -83,9 +87,22 @@ public struct OutboxSender: Sendable {
         }
     }
 
+    /// What every upload of a batch shares.
+    struct UploadContext {
+        var classNames: [String]
+        var templateSHA256: Data
+
+        init(store: LabelStore) throws {
+            classNames = ["background"] + (try store.classes().sorted { $0.index < $1.index }.map(\.name))
+            templateSHA256 = Data()
+            if let reference = try store.recipe().referenceCapture, let template = try? store.capture(number: reference) {
+                templateSHA256 = Data(hexString: template.imageHash) ?? Data()
+            }
+        }
+    }
+
     /// The upload for one labelled ROI: its crop and mask as PNG, and what they belong to.
-    func makeUpload(label: LabelRecord, capture: CaptureRecord) throws -> Loupe_V1_RoiUpload {
-        let image = try ImageFile.decode(try store.image(of: capture))
+    func makeUpload(label: LabelRecord, capture: CaptureRecord, image: DecodedImage, context: UploadContext) throws -> Loupe_V1_RoiUpload {
         let rect = PixelRect(x: label.roiX, y: label.roiY, width: label.roiWidth, height: label.roiHeight)
         let crop: Image8
         switch image {
@@ -103,11 +120,8 @@ public struct OutboxSender: Sendable {
         upload.roiName = label.roiName
         upload.capturedAtUnixMs = UInt64(max(0, capture.capturedAt.timeIntervalSince1970 * 1000))
         upload.recipeVersion = String(capture.recipeVersion)
-        let recipe = try store.recipe()
-        if let reference = recipe.referenceCapture, let template = try? store.capture(number: reference) {
-            upload.templateSha256 = Data(hexString: template.imageHash) ?? Data()
-        }
-        upload.classNames = ["background"] + (try store.classes().sorted { $0.index < $1.index }.map(\.name))
+        upload.templateSha256 = context.templateSHA256
+        upload.classNames = context.classNames
         return upload
     }
 }

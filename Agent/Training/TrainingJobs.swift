@@ -69,7 +69,7 @@ public final class TrainingJobs: Sendable {
     private let runtime: AgentRuntime
     private let logger: Logger
     private let current = Mutex<(status: TrainingStatus?, control: TrainingControl?)>((nil, nil))
-    private let subscribers = Mutex<[UUID: AsyncStream<TrainingStatus>.Continuation]>([:])
+    private let updates = Broadcast<TrainingStatus>()
     /// Signalled by each local training thread as it ends.
     private let threadEnded = DispatchSemaphore(value: 0)
     private let threadRunning = Mutex(false)
@@ -239,25 +239,18 @@ public final class TrainingJobs: Sendable {
     /// At shutdown: cancels a local job and waits for its thread, so the
     /// process never exits (and unloads oneDNN) under a training step.
     public func shutdown() async {
-        let running = current.withLock { current -> Bool in
-            current.control?.cancel()
-            return true
-        } && threadRunning.withLock { $0 }
-        if running { await LivePipeline.wait(for: threadEnded) }
+        current.withLock { $0.control?.cancel() }
+        if threadRunning.withLock({ $0 }) { await LivePipeline.wait(for: threadEnded) }
     }
 
+    /// The job's status now (if any), then every update.
     public func subscribe() -> AsyncStream<TrainingStatus> {
-        let id = UUID()
-        let (stream, continuation) = AsyncStream.makeStream(of: TrainingStatus.self, bufferingPolicy: .bufferingNewest(8))
-        continuation.onTermination = { [weak self] _ in _ = self?.subscribers.withLock { $0.removeValue(forKey: id) } }
-        subscribers.withLock { $0[id] = continuation }
-        if let status { continuation.yield(status) }
-        return stream
+        updates.subscribe(keepingNewest: 8, initial: status)
     }
 
     private func publish(_ status: TrainingStatus) {
         current.withLock { $0.status = status }
-        for continuation in subscribers.withLock({ Array($0.values) }) { continuation.yield(status) }
+        updates.send(status)
     }
 
     private func run(_ initial: TrainingStatus, configuration: TrainingConfiguration, dataset: SegmentationDataset, classes: [ClassInfo],

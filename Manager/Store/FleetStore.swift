@@ -25,12 +25,6 @@ public final class FleetStore: Sendable {
     private let pool: DatabasePool
 
     public init(path: String) throws {
-        var configuration = Configuration()
-        // Status is rewritten every few seconds: NORMAL keeps WAL commits safe
-        // from a process crash, and may lose the last report on power loss.
-        configuration.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = NORMAL") }
-        configuration.busyMode = .timeout(10)
-        pool = try DatabasePool(path: path, configuration: configuration)
         var migrator = DatabaseMigrator()
         migrator.registerMigration("1 cameras") { db in
             try db.create(table: "camera") { t in
@@ -45,7 +39,8 @@ public final class FleetStore: Sendable {
                 t.column("status", .blob).notNull()
             }
         }
-        try migrator.migrate(pool)
+        // Status is rewritten every few seconds: a lost last report on power loss is acceptable.
+        pool = try ManagerDatabase.open(path, durability: .normal, migrator: migrator)
     }
 
     /// Writes one camera's record.

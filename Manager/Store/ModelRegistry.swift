@@ -74,11 +74,7 @@ public final class ModelRegistry: Sendable {
             throw .io("model-signing key \(signingKeyPath): \(error)")
         }
         do {
-            var configuration = Configuration()
-            configuration.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
-            configuration.busyMode = .timeout(10)
-            pool = try DatabasePool(path: directory + "/models.sqlite", configuration: configuration)
-            try Self.migrator.migrate(pool)
+            pool = try ManagerDatabase.open(directory + "/models.sqlite", durability: .full, migrator: Self.migrator)
         } catch {
             throw .database("\(error)")
         }

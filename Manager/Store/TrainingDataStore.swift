@@ -50,11 +50,7 @@ public final class TrainingDataStore: Sendable {
     public init(path: String) throws(TrainingDataError) {
         self.path = path
         do {
-            var configuration = Configuration()
-            configuration.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
-            configuration.busyMode = .timeout(10)
-            pool = try DatabasePool(path: path, configuration: configuration)
-            try Self.migrator.migrate(pool)
+            pool = try ManagerDatabase.open(path, durability: .full, migrator: Self.migrator)
         } catch {
             throw .database("\(path): \(error)")
         }

@@ -16,6 +16,8 @@ public enum SegmentationError: Error, Equatable, CustomStringConvertible {
     case nonFiniteLoss(iteration: Int)
     case cancelled
     case modelFile(file: String, reason: String)
+    /// The file's signature is missing, invalid, or by a key the reader does not trust.
+    case signatureRefused(file: String, reason: String)
     case engine(String)
 
     public var description: String {
@@ -30,7 +32,7 @@ public enum SegmentationError: Error, Equatable, CustomStringConvertible {
         case .noLabelledPixels(let what): "\(what): no pixel is labelled as a defect, so there is nothing to learn"
         case .nonFiniteLoss(let iteration): "the loss became NaN or infinite at iteration \(iteration); training stopped and the last good model was kept"
         case .cancelled: "training was cancelled"
-        case .modelFile(let file, let reason): "model file \(file): \(reason)"
+        case .modelFile(let file, let reason), .signatureRefused(let file, let reason): "model file \(file): \(reason)"
         case .engine(let why): "segmentation engine: \(why)"
         }
     }

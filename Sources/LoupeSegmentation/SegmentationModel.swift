@@ -143,21 +143,21 @@ public enum ModelFile {
         let status: ModelSignatureStatus
         if file.hasSignature {
             let signature = file.signature
-            guard signature.algorithm == "ed25519" else { throw .modelFile(file: name, reason: "signature algorithm \"\(signature.algorithm)\" is not supported (only ed25519)") }
+            guard signature.algorithm == "ed25519" else { throw .signatureRefused(file: name, reason: "signature algorithm \"\(signature.algorithm)\" is not supported (only ed25519)") }
             guard let key = try? Curve25519.Signing.PublicKey(rawRepresentation: signature.publicKey) else {
-                throw .modelFile(file: name, reason: "the signature's public key is not a valid Ed25519 key")
+                throw .signatureRefused(file: name, reason: "the signature's public key is not a valid Ed25519 key")
             }
             guard key.isValidSignature(signature.signature, for: file.payload) else {
-                throw .modelFile(file: name, reason: "the signature does not match the payload (tampered, or signed by another key)")
+                throw .signatureRefused(file: name, reason: "the signature does not match the payload (tampered, or signed by another key)")
             }
             status = .signed(publicKey: signature.publicKey)
         } else {
             status = .unsigned
         }
         if let trustedKeys {
-            guard case .signed(let publicKey) = status else { throw .modelFile(file: name, reason: "the model is not signed, and this reader accepts only signed models") }
+            guard case .signed(let publicKey) = status else { throw .signatureRefused(file: name, reason: "the model is not signed, and this reader accepts only signed models") }
             guard trustedKeys.contains(where: { $0.rawRepresentation == publicKey }) else {
-                throw .modelFile(file: name, reason: "signed by key \(publicKey.prefix(8).map { String(format: "%02x", $0) }.joined())…, which is not a trusted key")
+                throw .signatureRefused(file: name, reason: "signed by key \(publicKey.prefix(8).map { String(format: "%02x", $0) }.joined())…, which is not a trusted key")
             }
         }
         let payload: Loupe_Model_V1_ModelPayload

@@ -19,18 +19,7 @@ import Testing
     }
 
     private func agentConfig(pki: TestPKI, camera: String, port: Int) throws -> String {
-        let files = try pki.member(.agent, camera)
-        let path = pki.dir + "/agent-\(camera).json"
-        try writeJSON([
-            "cameraId": camera,
-            "manager": [
-                "address": "localhost:\(port)", "heartbeatSeconds": 0.5, "idleTimeoutSeconds": 3,
-                "statusIntervalSeconds": 0.5, "reconnectInitialSeconds": 0.2, "reconnectMaxSeconds": 1,
-            ],
-            "tls": ["ca": files.ca, "cert": files.cert, "key": files.key],
-            "dataDir": pki.dir + "/agent-\(camera)-data",
-        ], to: path)
-        return path
+        try writeAgentConfig(pki: pki, camera: camera, port: port)
     }
 
     @Test func anAgentSurvivesAManagerRestartAndShutsDownGracefully() async throws {
@@ -71,23 +60,9 @@ import Testing
     /// A standalone camera (no manager) serving its label API on loopback.
     @Test func aStandaloneAgentServesTheLabelAPI() async throws {
         let pki = try TestPKI()
-        let files = try pki.member(.agent, "cam-solo")
-        let path = pki.dir + "/agent-solo.json"
-        try writeJSON([
-            "cameraId": "cam-solo",
-            "tls": ["ca": files.ca, "cert": files.cert, "key": files.key],
-            "dataDir": pki.dir + "/solo-data",
-            "http": ["address": "127.0.0.1:0"],
-        ], to: path)
+        let path = try writeAgentConfig(pki: pki, camera: "cam-solo", port: nil, dataDir: pki.dir + "/solo-data", extra: ["http": ["address": "127.0.0.1:0"]])
         let agent = try LoupeProcess(["agent", "--config", path], log: pki.dir + "/solo.log")
-        var address: String?
-        _ = try await eventually {
-            if let line = agent.log.split(separator: "\n").first(where: { $0.contains("http listening") }),
-               let range = line.range(of: "address=") {
-                address = String(line[range.upperBound...].prefix { !$0.isWhitespace })
-            }
-            return address != nil
-        }
+        let address = try await agent.loggedAddress(after: "http listening")
         let base = try #require(address, "agent never said where it listens:\n\(agent.log)")
         let (data, response) = try await URLSession.shared.data(from: URL(string: "http://\(base)/api/v1/health")!)
         #expect((response as? HTTPURLResponse)?.statusCode == 200)

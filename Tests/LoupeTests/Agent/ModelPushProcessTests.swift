@@ -35,17 +35,8 @@ import Testing
         #expect(FileManager.default.fileExists(atPath: managerData + "/model-signing.pub"))
 
         // The agent trusts the manager's public key, and nothing else from outside.
-        let files = try pki.member(.agent, "cam-m")
         let agentData = pki.dir + "/agent-m-data"
-        let agentConfig = pki.dir + "/agent-m.json"
-        try writeJSON([
-            "cameraId": "cam-m",
-            "manager": ["address": "localhost:\(port)", "heartbeatSeconds": 0.5, "idleTimeoutSeconds": 3, "statusIntervalSeconds": 0.5,
-                        "reconnectInitialSeconds": 0.2, "reconnectMaxSeconds": 1],
-            "tls": ["ca": files.ca, "cert": files.cert, "key": files.key],
-            "dataDir": agentData,
-            "modelKeys": [managerData + "/model-signing.pub"],
-        ], to: agentConfig)
+        let agentConfig = try writeAgentConfig(pki: pki, camera: "cam-m", port: port, dataDir: agentData, extra: ["modelKeys": [managerData + "/model-signing.pub"]])
         let agent = try LoupeProcess(["agent", "--config", agentConfig], log: pki.dir + "/agent-m.log")
 
         // Publish and push a model: it reaches the camera, which reports it installed.
@@ -106,27 +97,14 @@ import Testing
         let setup = try ManagerProcessSetup(pki: pki)
         let (manager, port) = try await setup.start()
         let managerData = pki.dir + "/manager-data"
-        let files = try pki.member(.agent, "cam-t")
         let agentData = pki.dir + "/agent-t-data"
         _ = try SyncProcessTests.seedAgentStore(agentData, count: 12)
-        let agentConfig = pki.dir + "/agent-t.json"
-        try writeJSON([
-            "cameraId": "cam-t",
-            "manager": ["address": "localhost:\(port)", "heartbeatSeconds": 0.5, "idleTimeoutSeconds": 3, "statusIntervalSeconds": 0.5,
-                        "reconnectInitialSeconds": 0.2, "reconnectMaxSeconds": 1],
-            "tls": ["ca": files.ca, "cert": files.cert, "key": files.key],
-            "dataDir": agentData,
+        let agentConfig = try writeAgentConfig(pki: pki, camera: "cam-t", port: port, dataDir: agentData, extra: [
             "modelKeys": [managerData + "/model-signing.pub"],
             "http": ["address": "127.0.0.1:0", "initialAdminPassword": "camera-admin-pw"],
-        ], to: agentConfig)
+        ])
         let agent = try LoupeProcess(["agent", "--config", agentConfig], log: pki.dir + "/agent-t.log")
-        var base: String?
-        _ = try await eventually {
-            if let line = agent.log.split(separator: "\n").first(where: { $0.contains("http listening") }), let range = line.range(of: "address=") {
-                base = String(line[range.upperBound...].prefix { !$0.isWhitespace })
-            }
-            return base != nil
-        }
+        let base = try await agent.loggedAddress(after: "http listening")
         let address = try #require(base, "agent never said where it listens:\n\(agent.log)")
         let (_, session) = try await call(address, "POST", "/api/v1/login", token: nil, body: ["user": "admin", "password": "camera-admin-pw"])
         let token = try #require((session as? [String: Any])?["token"] as? String)
@@ -174,15 +152,7 @@ extension ModelPushProcessTests {
                 return fleet.cameras
             }
         }
-        let files = try pki.member(.agent, "cam-r")
-        let config = pki.dir + "/agent-r.json"
-        try writeJSON([
-            "cameraId": "cam-r",
-            "manager": ["address": "localhost:\(port)", "heartbeatSeconds": 0.5, "idleTimeoutSeconds": 3, "statusIntervalSeconds": 0.5,
-                        "reconnectInitialSeconds": 0.2, "reconnectMaxSeconds": 1],
-            "tls": ["ca": files.ca, "cert": files.cert, "key": files.key],
-            "dataDir": pki.dir + "/agent-r-data",
-        ], to: config)
+        let config = try writeAgentConfig(pki: pki, camera: "cam-r", port: port)
         let agent = try LoupeProcess(["agent", "--config", config], log: pki.dir + "/agent-r.log")
         let reported = try await eventually { try await fleet().contains { $0.cameraID == "cam-r" && $0.online && $0.status.inspectionType == "default" } }
         #expect(reported, "\(agent.log)")

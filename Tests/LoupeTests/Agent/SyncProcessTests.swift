@@ -31,19 +31,7 @@ import Testing
     }
 
     func agentConfig(pki: TestPKI, camera: String, port: Int, dataDir: String, uploadCap: Double) throws -> String {
-        let files = try pki.member(.agent, camera)
-        let path = pki.dir + "/agent-\(camera).json"
-        try writeJSON([
-            "cameraId": camera,
-            "manager": [
-                "address": "localhost:\(port)", "heartbeatSeconds": 0.5, "idleTimeoutSeconds": 3,
-                "statusIntervalSeconds": 0.5, "reconnectInitialSeconds": 0.2, "reconnectMaxSeconds": 1,
-                "uploadBytesPerSecond": uploadCap,
-            ],
-            "tls": ["ca": files.ca, "cert": files.cert, "key": files.key],
-            "dataDir": dataDir,
-        ], to: path)
-        return path
+        try writeAgentConfig(pki: pki, camera: camera, port: port, dataDir: dataDir, manager: ["uploadBytesPerSecond": uploadCap])
     }
 
     @Test func theOutboxArrivesExactlyOnceAcrossAManagerKillAndAnAgentKill() async throws {
@@ -98,13 +86,7 @@ extension SyncProcessTests {
         let store = try Self.seedAgentStore(dataDir, count: 6)
         let setup = try ManagerProcessSetup(pki: pki, extra: ["metricsAddress": "127.0.0.1:0"])
         let (manager, port) = try await setup.start()
-        var metricsPort: String?
-        _ = try await eventually {
-            if let line = manager.log.split(separator: "\n").first(where: { $0.contains("metrics listening") }), let range = line.range(of: "address=") {
-                metricsPort = String(line[range.upperBound...].prefix { !$0.isWhitespace })
-            }
-            return metricsPort != nil
-        }
+        let metricsPort = try await manager.loggedAddress(after: "metrics listening")
         let address = try #require(metricsPort, "the manager never said where its metrics are:\n\(manager.log)")
         func scrape() async throws -> String {
             let (data, response) = try await URLSession.shared.data(from: URL(string: "http://\(address)/metrics")!)

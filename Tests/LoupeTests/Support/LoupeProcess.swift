@@ -1,4 +1,5 @@
 import Foundation
+import LoupePKI
 import LoupeWire
 
 /// A real `loupe` process started by a test, its output kept in a log file.
@@ -114,5 +115,42 @@ struct ManagerProcessSetup {
         }
         guard port > 0 else { throw TestSetupError("manager did not start:\n\(process.log)") }
         return (process, port)
+    }
+}
+
+/// Writes a `loupe agent` config for `camera` that reaches the manager on
+/// `port` with quick test timers (no manager when `port` is nil); `extra`
+/// adds or replaces top-level keys. Returns the file's path.
+func writeAgentConfig(pki: TestPKI, camera: String, port: Int?, dataDir: String? = nil, manager extraLink: [String: Any] = [:],
+                      extra: [String: Any] = [:]) throws -> String {
+    let files = try pki.member(.agent, camera)
+    let path = pki.dir + "/agent-\(camera).json"
+    var config: [String: Any] = [
+        "cameraId": camera,
+        "tls": ["ca": files.ca, "cert": files.cert, "key": files.key],
+        "dataDir": dataDir ?? pki.dir + "/agent-\(camera)-data",
+    ]
+    if let port {
+        let link: [String: Any] = [
+            "address": "localhost:\(port)", "heartbeatSeconds": 0.5, "idleTimeoutSeconds": 3,
+            "statusIntervalSeconds": 0.5, "reconnectInitialSeconds": 0.2, "reconnectMaxSeconds": 1,
+        ]
+        config["manager"] = link.merging(extraLink) { $1 }
+    }
+    try writeJSON(config.merging(extra) { $1 }, to: path)
+    return path
+}
+
+extension LoupeProcess {
+    /// The `address=` a log line containing `marker` names (e.g. "http listening"), once it appears.
+    func loggedAddress(after marker: String, timeout: Duration = .seconds(20)) async throws -> String? {
+        var address: String?
+        _ = try await eventually(timeout: timeout) {
+            if let line = log.split(separator: "\n").first(where: { $0.contains(marker) }), let range = line.range(of: "address=") {
+                address = String(line[range.upperBound...].prefix { !$0.isWhitespace })
+            }
+            return address != nil
+        }
+        return address
     }
 }
