@@ -48,6 +48,8 @@ public final class AgentAssembly: Sendable {
             status.latencyP99Ms = live.p99["total"] ?? 0
             status.passCount = UInt64(live.passCount)
             status.failCount = UInt64(live.failCount)
+            status.passCountLastHour = UInt64(live.passLastHour)
+            status.failCountLastHour = UInt64(live.failLastHour)
             status.modelVersion = live.modelVersion
             status.outboxDepth = UInt64((try? store.outboxDepth()) ?? 0)
             status.recipeVersion = live.recipeVersion.description

@@ -117,12 +117,9 @@ public final class ManagerLink: Service, Sendable {
             status.uptimeSeconds = UInt64((ContinuousClock.now - started).seconds)
             status.diskFreeBytes = DiskSpace.freeBytes(at: config.dataDir)
             try await connection.send(event: .agentStatus(status))
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { try await Task.sleep(for: interval) }
-                group.addTask { await connection.waitUntilClosed() }
-                try await group.next()
-                group.cancelAll()
-            }
+            // Not raced against waitUntilClosed(): a close future ignores
+            // cancellation, so the race would hold the loop until the close.
+            try await Task.sleep(for: interval)
         }
     }
 }

@@ -20,6 +20,9 @@ public final class ManagerMetrics: Sendable {
     let chunkBytes: Counter
     let installsOK: Counter
     let installsRefused: Counter
+    let rolloutsCanary: Gauge
+    let rolloutsPromoted: Counter
+    let rolloutsRolledBack: Counter
 
     public init() {
         camerasConnected = registry.makeGauge(name: "loupe_cameras_connected", help: "Camera agents connected now")
@@ -42,6 +45,10 @@ public final class ManagerMetrics: Sendable {
         let installs = "Model installs reported by cameras, by outcome"
         installsOK = registry.makeCounter(name: "loupe_model_installs_total", labels: [("result", "ok")], help: installs)
         installsRefused = registry.makeCounter(name: "loupe_model_installs_total", labels: [("result", "refused")], help: installs)
+        rolloutsCanary = registry.makeGauge(name: "loupe_rollouts_in_canary", help: "Canary rollouts waiting for their decision")
+        let decided = "Canary rollouts decided, by outcome"
+        rolloutsPromoted = registry.makeCounter(name: "loupe_rollouts_decided_total", labels: [("result", "promoted")], help: decided)
+        rolloutsRolledBack = registry.makeCounter(name: "loupe_rollouts_decided_total", labels: [("result", "rolled-back")], help: decided)
     }
 
     /// The exposition text.

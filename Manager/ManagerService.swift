@@ -20,11 +20,11 @@ public final class ManagerService: Service, Sendable {
     public let registry = CameraRegistry()
     public let metrics = ManagerMetrics()
     private let onMetricsListening: @Sendable (Int) -> Void
-    private let logger: Logger
+    let logger: Logger
     private let onListening: @Sendable (SocketAddress) -> Void
-    private let trainingData = Mutex<TrainingDataStore?>(nil)
-    private let models = Mutex<ModelRegistry?>(nil)
-    private let training = Mutex<TrainingQueue?>(nil)
+    let trainingData = Mutex<TrainingDataStore?>(nil)
+    let models = Mutex<ModelRegistry?>(nil)
+    let training = Mutex<TrainingQueue?>(nil)
     /// Per live agent connection: the model version already offered on it.
     private let offered = Mutex<[ObjectIdentifier: String]>([:])
     /// Largest model chunk served, bytes.
@@ -118,6 +118,9 @@ public final class ManagerService: Service, Sendable {
             if let cameras = try? registry.cameras() {
                 metrics.pushPending.set(to: Double(cameras.filter { $0.desiredVersion != nil && $0.desiredVersion != $0.installedVersion }.count))
             }
+            let supervisor = RolloutSupervisor(models: registry, cameras: self.registry, logger: logger, metrics: metrics)
+            supervisor.step()
+            metrics.rolloutsCanary.set(to: Double((try? registry.rollouts(state: .canary).count) ?? 0))
             let (queued, running) = queue.counts
             metrics.trainingQueued.set(to: Double(queued))
             metrics.trainingRunning.set(to: Double(running))
@@ -184,7 +187,7 @@ public final class ManagerService: Service, Sendable {
         var welcome = Loupe_V1_Welcome()
         welcome.protocolVersion = WireProtocol.version
         welcome.softwareVersion = WireProtocol.softwareVersion
-        welcome.capabilities = ["echo", "fleet-status", "agent-status", "roi-upload", "model-chunks", "training"]
+        welcome.capabilities = ["echo", "fleet-status", "agent-status", "roi-upload", "model-chunks", "training", "operator-commands", "rollouts"]
         welcome.peerIdentity = peer.name
         welcome.peerRole = peer.role.wire
         welcome.heartbeatIntervalMs = UInt32(config.connectionSettings.heartbeatInterval.seconds * 1000)
@@ -268,10 +271,12 @@ public final class ManagerService: Service, Sendable {
                 logger.error("camera refused model", metadata: ["camera": "\(peer.name)", "version": "\(report.modelVersion)", "error": "\(report.error)"])
             }
             return nil
-        case .fleetStatusQuery:
+        case .fleetStatusQuery(let query):
             var reply = Loupe_V1_FleetStatusReply()
-            reply.cameras = registry.snapshot()
+            reply.cameras = registry.snapshot().filter { query.inspectionType.isEmpty || $0.status.inspectionType == query.inspectionType }
             return .fleetStatusReply(reply)
+        case .modelListQuery, .modelPush, .modelRollback, .rolloutDecision, .trainingStatusQuery, .datasetStatsQuery, .cameraGroupSet, .cameraGroupList:
+            return try await handleOperator(body, connection: connection, peer: peer)
         default:
             throw WireError.refused(code: .unimplemented, message: "\(body.name) is not served by this manager version")
         }
@@ -285,9 +290,13 @@ enum Permissions {
         switch body {
         case .echo, .trainingStart, .trainingCancel:
             allowed = role == .agent || role == .operator
-        case .roiUpload, .agentStatus, .modelChunkRequest, .modelInstalled:
+        case .roiUpload, .agentStatus, .modelInstalled:
             allowed = role == .agent
-        case .fleetStatusQuery:
+        case .modelChunkRequest:
+            // Operators fetch a version's file too (`loupe model export-onnx VERSION`).
+            allowed = role == .agent || role == .operator
+        case .fleetStatusQuery, .modelListQuery, .modelPush, .modelRollback, .rolloutDecision, .trainingStatusQuery,
+             .datasetStatsQuery, .cameraGroupSet, .cameraGroupList:
             allowed = role == .operator
         default:
             allowed = false

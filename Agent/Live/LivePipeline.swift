@@ -20,6 +20,9 @@ public struct LiveStatistics: Codable, Sendable, Equatable {
     public var framesInspected: Int
     public var passCount: Int
     public var failCount: Int
+    /// Parts passed and failed over the last 60 minutes.
+    public var passLastHour: Int
+    public var failLastHour: Int
     public var notAlignedCount: Int
     /// Median and 99th percentile of each stage over the log, milliseconds.
     public var p50: [String: Double]
@@ -84,6 +87,19 @@ public final class LivePipeline: Service, Sendable {
         var captured = 0, dropped = 0, inspected = 0, passed = 0, failed = 0, notAligned = 0
         var recentTimes: [ContinuousClock.Instant] = []
         var sourceError: String?
+        /// Pass and fail counts per minute (keyed by minutes since the epoch), the last 60.
+        var minutes: [Int: (pass: Int, fail: Int)] = [:]
+
+        mutating func count(pass: Bool, at date: Date) {
+            let minute = Int(date.timeIntervalSince1970 / 60)
+            if pass { minutes[minute, default: (0, 0)].pass += 1 } else { minutes[minute, default: (0, 0)].fail += 1 }
+            if minutes.count > 61 { minutes = minutes.filter { $0.key > minute - 60 } }
+        }
+
+        func lastHour(at date: Date) -> (pass: Int, fail: Int) {
+            let minute = Int(date.timeIntervalSince1970 / 60)
+            return minutes.filter { $0.key > minute - 60 }.values.reduce((0, 0)) { ($0.0 + $1.pass, $0.1 + $1.fail) }
+        }
     }
 
     public static let logCapacity = 1000
@@ -295,8 +311,8 @@ public final class LivePipeline: Service, Sendable {
             log.next = (log.next + 1) % Self.logCapacity
             log.inspected += 1
             switch result.verdict {
-            case .pass: log.passed += 1
-            case .fail: log.failed += 1
+            case .pass: log.passed += 1; log.count(pass: true, at: Date())
+            case .fail: log.failed += 1; log.count(pass: false, at: Date())
             case .notAligned: log.notAligned += 1
             case .noModel: break
             }
@@ -333,8 +349,10 @@ public final class LivePipeline: Service, Sendable {
                 p50[stage] = Self.percentile(values, 0.5)
                 p99[stage] = Self.percentile(values, 0.99)
             }
+            let hour = log.lastHour(at: Date())
             return LiveStatistics(live: live, threshold: threshold, framesPerSecond: fps, framesCaptured: log.captured, framesDropped: log.dropped,
-                                  framesInspected: log.inspected, passCount: log.passed, failCount: log.failed, notAlignedCount: log.notAligned,
+                                  framesInspected: log.inspected, passCount: log.passed, failCount: log.failed,
+                                  passLastHour: hour.pass, failLastHour: hour.fail, notAlignedCount: log.notAligned,
                                   p50: p50, p99: p99, modelVersion: inspector.modelVersion, recipeVersion: inspector.recipe.version,
                                   sourceError: log.sourceError)
         }

@@ -47,6 +47,8 @@ public struct CameraModelRecord: Codable, Sendable, Equatable, FetchableRecord, 
     public var installedAt: Date?
     public var lastError: String?
     public var updatedAt: Date
+    /// The version desired before the current one: where a rollback goes.
+    public var previousVersion: String?
 }
 
 /// The manager's signed model versions (`models/<version>.loupe` plus rows in
@@ -106,14 +108,40 @@ public final class ModelRegistry: Sendable {
                 t.column("updatedAt", .datetime).notNull()
             }
         }
+        migrator.registerMigration("2 previous versions, groups and rollouts") { db in
+            try db.alter(table: "cameraModel") { t in t.add(column: "previousVersion", .text) }
+            try db.create(table: "cameraGroup") { t in
+                t.primaryKey("name", .text)
+                t.column("cameras", .text).notNull()
+            }
+            try db.create(table: "rollout") { t in
+                t.primaryKey("id", .text)
+                t.column("version", .text).notNull()
+                t.column("state", .text).notNull().indexed()
+                t.column("canaryCameras", .text).notNull()
+                t.column("remainingCameras", .text).notNull()
+                t.column("previousVersions", .text).notNull()
+                t.column("policy", .text).notNull()
+                t.column("startedAt", .datetime).notNull()
+                t.column("canariesInstalledAt", .datetime)
+                t.column("decidedAt", .datetime)
+                t.column("countsAtInstall", .text).notNull()
+                t.column("priorDefectRate", .double)
+                t.column("canaryParts", .integer).notNull()
+                t.column("canaryDefectRate", .double).notNull()
+                t.column("baselineParts", .integer).notNull()
+                t.column("baselineDefectRate", .double).notNull()
+                t.column("reason", .text).notNull()
+            }
+        }
         return migrator
     }
 
-    private func write<T>(_ body: (Database) throws -> T) throws(ModelRegistryError) -> T {
+    func write<T>(_ body: (Database) throws -> T) throws(ModelRegistryError) -> T {
         do { return try pool.write(body) } catch let error as ModelRegistryError { throw error } catch { throw .database("\(error)") }
     }
 
-    private func read<T>(_ body: (Database) throws -> T) throws(ModelRegistryError) -> T {
+    func read<T>(_ body: (Database) throws -> T) throws(ModelRegistryError) -> T {
         do { return try pool.read(body) } catch let error as ModelRegistryError { throw error } catch { throw .database("\(error)") }
     }
 
@@ -168,12 +196,20 @@ public final class ModelRegistry: Sendable {
     }
 
     /// Sets the version these cameras should run (a push, or a rollback to an earlier version).
-    public func assign(_ version: String, to cameras: [String]) throws(ModelRegistryError) {
+    /// With `remember` the version each camera was meant to run so far is
+    /// kept as its previous version; a rollback passes false (and the camera
+    /// then has no previous version until its next push).
+    public func assign(_ version: String, to cameras: [String], remember: Bool = true) throws(ModelRegistryError) {
         _ = try self.version(version)
         guard !cameras.isEmpty else { throw .invalid("name at least one camera") }
         try write { db in
             for camera in cameras {
                 var record = try CameraModelRecord.fetchOne(db, key: camera) ?? CameraModelRecord(cameraId: camera, updatedAt: Date())
+                if !remember {
+                    record.previousVersion = nil
+                } else if record.desiredVersion != version, let earlier = record.desiredVersion {
+                    record.previousVersion = earlier
+                }
                 record.desiredVersion = version
                 record.lastError = nil
                 record.updatedAt = Date()

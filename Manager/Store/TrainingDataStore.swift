@@ -38,6 +38,9 @@ public struct StoredROI: Codable, Sendable, Equatable, FetchableRecord, Persista
     public var imagePNG: Data
     public var maskPNG: Data
     public var receivedAt: Date
+    /// Labelled pixels per class index (JSON array); nil for rows stored
+    /// before migration 2, counted from the mask when asked.
+    public var classPixels: String?
 }
 
 /// The labelled ROIs every camera sent: SQLite (WAL, synchronous=FULL), one
@@ -76,6 +79,9 @@ public final class TrainingDataStore: Sendable {
                 t.column("maskPNG", .blob).notNull()
                 t.column("receivedAt", .datetime).notNull()
             }
+        }
+        migrator.registerMigration("2 class pixel counts") { db in
+            try db.alter(table: "roi") { t in t.add(column: "classPixels", .text) }
         }
         return migrator
     }
@@ -129,7 +135,14 @@ public final class TrainingDataStore: Sendable {
             roiName: upload.roiName, capturedAt: Date(timeIntervalSince1970: Double(upload.capturedAtUnixMs) / 1000),
             recipeVersion: upload.recipeVersion, templateSHA256: upload.templateSha256.map { String(format: "%02x", $0) }.joined(),
             width: image.width, height: image.height, labelledPixels: classes.samples.reduce(0) { $0 + ($1 == 0 ? 0 : 1) },
-            classNames: names, imagePNG: upload.imagePng, maskPNG: upload.maskPng, receivedAt: Date())
+            classNames: names, imagePNG: upload.imagePng, maskPNG: upload.maskPng, receivedAt: Date(),
+            classPixels: Self.classPixelsJSON(classes.samples, classes: upload.classNames.count))
+    }
+
+    static func classPixelsJSON(_ mask: [UInt8], classes: Int) -> String {
+        var counts = [Int](repeating: 0, count: max(classes, Int(mask.max() ?? 0) + 1))
+        for value in mask { counts[Int(value)] += 1 }
+        return String(decoding: (try? JSONEncoder().encode(counts)) ?? Data("[]".utf8), as: UTF8.self)
     }
 
     /// How many ROIs are held, in all or per camera.
@@ -175,6 +188,73 @@ public final class TrainingDataStore: Sendable {
         }
         let digest = hasher.finalize().map { String(format: "%02x", $0) }.joined()
         return (SegmentationDataset(items: items, classes: classNames.count), classNames, digest)
+    }
+
+    /// What is held per inspection type: ROIs, the split, per-class ROIs
+    /// and pixels, ROIs per camera. Reads no image bytes; masks only of rows
+    /// stored before per-class counts were kept.
+    public func statistics(inspectionType: String? = nil, validationFraction: Double = 0.1) throws(TrainingDataError) -> [Loupe_V1_DatasetStats] {
+        struct Row: Decodable, FetchableRecord {
+            var contentSHA256: String, cameraId: String, inspectionType: String, classNames: String, receivedAt: Date, classPixels: String?
+        }
+        let rows: [Row]
+        do {
+            rows = try pool.read { db in
+                var sql = "SELECT contentSHA256, cameraId, inspectionType, classNames, receivedAt, classPixels FROM roi"
+                var arguments: StatementArguments = []
+                if let inspectionType { sql += " WHERE inspectionType = ?"; arguments = [inspectionType] }
+                return try Row.fetchAll(db, sql: sql + " ORDER BY contentSHA256", arguments: arguments)
+            }
+        } catch {
+            throw .database("\(error)")
+        }
+        var byType: [String: Loupe_V1_DatasetStats] = [:]
+        var newestNames: [String: (Date, String)] = [:]
+        var hashers: [String: SHA256] = [:]
+        var perType: [String: Int] = [:]
+        for row in rows { perType[row.inspectionType, default: 0] += 1 }
+        for row in rows {
+            var stats = byType[row.inspectionType] ?? Loupe_V1_DatasetStats()
+            stats.inspectionType = row.inspectionType
+            stats.rois += 1
+            if SegmentationDataset.isValidation(name: row.contentSHA256, fraction: perType[row.inspectionType, default: 0] >= 10 ? validationFraction : 0) {
+                stats.validationRois += 1
+            } else {
+                stats.trainingRois += 1
+            }
+            stats.cameraRois[row.cameraId, default: 0] += 1
+            let json: String
+            if let counted = row.classPixels { json = counted } else { json = try maskClassPixels(row.contentSHA256) }
+            let pixels = (try? JSONDecoder().decode([Int].self, from: Data(json.utf8))) ?? []
+            if stats.classPixels.count < pixels.count {
+                stats.classPixels += [UInt64](repeating: 0, count: pixels.count - stats.classPixels.count)
+                stats.classRois += [UInt64](repeating: 0, count: pixels.count - stats.classRois.count)
+            }
+            for (index, count) in pixels.enumerated() where count > 0 {
+                stats.classPixels[index] += UInt64(count)
+                stats.classRois[index] += 1
+            }
+            let received = UInt64(max(0, row.receivedAt.timeIntervalSince1970 * 1000))
+            stats.newestUploadUnixMs = max(stats.newestUploadUnixMs, received)
+            if (newestNames[row.inspectionType]?.0 ?? .distantPast) <= row.receivedAt { newestNames[row.inspectionType] = (row.receivedAt, row.classNames) }
+            hashers[row.inspectionType, default: SHA256()].update(data: Data(row.contentSHA256.utf8))
+            byType[row.inspectionType] = stats
+        }
+        return byType.keys.sorted().map { type in
+            var stats = byType[type]!
+            stats.classNames = newestNames[type].flatMap { try? JSONDecoder().decode([String].self, from: Data($0.1.utf8)) } ?? []
+            if let hasher = hashers[type] { stats.datasetSha256 = Data(hasher.finalize()) }
+            return stats
+        }
+    }
+
+    private func maskClassPixels(_ contentSHA256: String) throws(TrainingDataError) -> String {
+        do {
+            guard let png = try pool.read({ db in try Data.fetchOne(db, sql: "SELECT maskPNG FROM roi WHERE contentSHA256 = ?", arguments: [contentSHA256]) }) else { return "[]" }
+            return Self.classPixelsJSON(try PNGCodec.decode(png).gray8.samples, classes: 0)
+        } catch {
+            throw .database("ROI \(contentSHA256.prefix(12)): \(error)")
+        }
     }
 
     /// Content hashes held (for tests and audits).

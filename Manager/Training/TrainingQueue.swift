@@ -33,7 +33,15 @@ public final class TrainingQueue: Sendable {
         var running: [String: Job] = [:]
         var finished: [String: Loupe_V1_TrainingProgress] = [:]
         var counter = 0
+        /// Every job of this run of the manager, for status and logs, oldest first.
+        var records: [Loupe_V1_TrainingJob] = []
+        /// Operators following a job (besides the one who started it).
+        var followers: [String: [WireConnection]] = [:]
     }
+    /// Progress updates kept per job for `loupe train logs`.
+    public static let historyLimit = 500
+    /// Finished jobs kept for status.
+    public static let finishedLimit = 100
     private let state = Mutex(State())
     /// Every job thread is in this group while it runs.
     private let threads = DispatchGroup()
@@ -66,6 +74,19 @@ public final class TrainingQueue: Sendable {
             job.progress.state = .queued
             job.progress.passesTotal = request.iterations
             state.waiting.append(job)
+            var record = Loupe_V1_TrainingJob()
+            record.jobID = job.id
+            record.inspectionType = request.inspectionType
+            record.requester = requester
+            record.queuedUnixMs = UInt64(Date().timeIntervalSince1970 * 1000)
+            record.progress = job.progress
+            record.history = [job.progress]
+            record.request = request
+            state.records.append(record)
+            let finished = state.records.filter { [.succeeded, .failed, .cancelled].contains($0.progress.state) }
+            if finished.count > Self.finishedLimit, let oldest = finished.first {
+                state.records.removeAll { $0.jobID == oldest.jobID }
+            }
             return (job, state.running.count < concurrency)
         }
         logger.info("training job queued", metadata: ["job": "\(job.id)", "type": "\(request.inspectionType)", "by": "\(requester)"])
@@ -81,7 +102,8 @@ public final class TrainingQueue: Sendable {
                 job.progress.state = .cancelled
                 job.progress.message = "cancelled before it started"
                 state.finished[jobId] = job.progress
-                let progress = job.progress, listeners = job.listeners
+                Self.note(job.progress, in: &state)
+                let progress = job.progress, listeners = job.listeners + state.followers[jobId, default: []]
                 Task { await Self.send(progress, to: listeners) }
                 return true
             }
@@ -129,12 +151,47 @@ public final class TrainingQueue: Sendable {
         }
     }
 
-    private func publish(_ progress: Loupe_V1_TrainingProgress, job: Job) {
-        state.withLock { state in
-            state.running[job.id]?.progress = progress
-            if [.succeeded, .failed, .cancelled].contains(progress.state) { state.finished[job.id] = progress }
+    /// Jobs newest first; one job with its progress history.
+    public func status(jobId: String?) throws -> [Loupe_V1_TrainingJob] {
+        let records = state.withLock { $0.records }
+        guard let jobId else {
+            return records.reversed().map { record in
+                var record = record
+                record.history = []
+                return record
+            }
         }
-        let listeners = state.withLock { $0.running[job.id]?.listeners } ?? job.listeners
+        guard let record = records.first(where: { $0.jobID == jobId }) else {
+            throw WireError.refused(code: .notFound, message: "no training job \(jobId) in this run of the manager (jobs are kept until it restarts)")
+        }
+        return [record]
+    }
+
+    /// Sends this job's further progress to `connection` too.
+    public func follow(jobId: String, connection: WireConnection) {
+        state.withLock { state in
+            state.followers[jobId, default: []].removeAll { $0.isClosed }
+            state.followers[jobId, default: []].append(connection)
+        }
+    }
+
+    private static func note(_ progress: Loupe_V1_TrainingProgress, in state: inout State) {
+        guard let index = state.records.firstIndex(where: { $0.jobID == progress.jobID }) else { return }
+        state.records[index].progress = progress
+        state.records[index].history.append(progress)
+        if state.records[index].history.count > historyLimit { state.records[index].history.removeFirst() }
+    }
+
+    private func publish(_ progress: Loupe_V1_TrainingProgress, job: Job) {
+        let listeners = state.withLock { state -> [WireConnection] in
+            state.running[job.id]?.progress = progress
+            Self.note(progress, in: &state)
+            let ended = [.succeeded, .failed, .cancelled].contains(progress.state)
+            if ended { state.finished[job.id] = progress }
+            let followers = state.followers[job.id, default: []]
+            if ended { state.followers[job.id] = nil }
+            return (state.running[job.id]?.listeners ?? job.listeners) + followers
+        }
         let semaphore = DispatchSemaphore(value: 0)
         Task {
             await Self.send(progress, to: listeners)

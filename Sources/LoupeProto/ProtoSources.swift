@@ -3,7 +3,7 @@
 public enum ProtoSources {
     /// File name in Proto/ -> lowercase hex SHA-256 of its bytes.
     public static let sha256: [String: String] = [
-        "loupe.proto": "f9fbf42ec11cd0ae2af3db40d97314ae37286db5a58b4c7efecbd0646282d923",
+        "loupe.proto": "c9b0667e08c07ceac16d536a51fc4bf9c935345757ac2696419bc31a21ce94b1",
         "model.proto": "285b845d9a142ead904bedc5b630137198f98f93d6086fefc81ddca6184ade50",
         "onnx.proto": "de706d88db85744c07499260a6547e3be8f1e76fd6c14c80d94cf4b4835d0f4b",
     ]

@@ -245,6 +245,103 @@ public nonisolated struct Loupe_V1_Envelope: Sendable {
     set {body = .fleetStatusReply(newValue)}
   }
 
+  /// Operator commands: models, rollouts, training jobs, datasets, groups.
+  public var modelListQuery: Loupe_V1_ModelListQuery {
+    get {
+      if case .modelListQuery(let v)? = body {return v}
+      return Loupe_V1_ModelListQuery()
+    }
+    set {body = .modelListQuery(newValue)}
+  }
+
+  public var modelListReply: Loupe_V1_ModelListReply {
+    get {
+      if case .modelListReply(let v)? = body {return v}
+      return Loupe_V1_ModelListReply()
+    }
+    set {body = .modelListReply(newValue)}
+  }
+
+  public var modelPush: Loupe_V1_ModelPush {
+    get {
+      if case .modelPush(let v)? = body {return v}
+      return Loupe_V1_ModelPush()
+    }
+    set {body = .modelPush(newValue)}
+  }
+
+  public var modelPushReply: Loupe_V1_ModelPushReply {
+    get {
+      if case .modelPushReply(let v)? = body {return v}
+      return Loupe_V1_ModelPushReply()
+    }
+    set {body = .modelPushReply(newValue)}
+  }
+
+  public var modelRollback: Loupe_V1_ModelRollback {
+    get {
+      if case .modelRollback(let v)? = body {return v}
+      return Loupe_V1_ModelRollback()
+    }
+    set {body = .modelRollback(newValue)}
+  }
+
+  public var rolloutDecision: Loupe_V1_RolloutDecision {
+    get {
+      if case .rolloutDecision(let v)? = body {return v}
+      return Loupe_V1_RolloutDecision()
+    }
+    set {body = .rolloutDecision(newValue)}
+  }
+
+  public var trainingStatusQuery: Loupe_V1_TrainingStatusQuery {
+    get {
+      if case .trainingStatusQuery(let v)? = body {return v}
+      return Loupe_V1_TrainingStatusQuery()
+    }
+    set {body = .trainingStatusQuery(newValue)}
+  }
+
+  public var trainingStatusReply: Loupe_V1_TrainingStatusReply {
+    get {
+      if case .trainingStatusReply(let v)? = body {return v}
+      return Loupe_V1_TrainingStatusReply()
+    }
+    set {body = .trainingStatusReply(newValue)}
+  }
+
+  public var datasetStatsQuery: Loupe_V1_DatasetStatsQuery {
+    get {
+      if case .datasetStatsQuery(let v)? = body {return v}
+      return Loupe_V1_DatasetStatsQuery()
+    }
+    set {body = .datasetStatsQuery(newValue)}
+  }
+
+  public var datasetStatsReply: Loupe_V1_DatasetStatsReply {
+    get {
+      if case .datasetStatsReply(let v)? = body {return v}
+      return Loupe_V1_DatasetStatsReply()
+    }
+    set {body = .datasetStatsReply(newValue)}
+  }
+
+  public var cameraGroupSet: Loupe_V1_CameraGroupSet {
+    get {
+      if case .cameraGroupSet(let v)? = body {return v}
+      return Loupe_V1_CameraGroupSet()
+    }
+    set {body = .cameraGroupSet(newValue)}
+  }
+
+  public var cameraGroupList: Loupe_V1_CameraGroupList {
+    get {
+      if case .cameraGroupList(let v)? = body {return v}
+      return Loupe_V1_CameraGroupList()
+    }
+    set {body = .cameraGroupList(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -271,6 +368,19 @@ public nonisolated struct Loupe_V1_Envelope: Sendable {
     /// Fleet overview for operators.
     case fleetStatusQuery(Loupe_V1_FleetStatusQuery)
     case fleetStatusReply(Loupe_V1_FleetStatusReply)
+    /// Operator commands: models, rollouts, training jobs, datasets, groups.
+    case modelListQuery(Loupe_V1_ModelListQuery)
+    case modelListReply(Loupe_V1_ModelListReply)
+    case modelPush(Loupe_V1_ModelPush)
+    case modelPushReply(Loupe_V1_ModelPushReply)
+    case modelRollback(Loupe_V1_ModelRollback)
+    case rolloutDecision(Loupe_V1_RolloutDecision)
+    case trainingStatusQuery(Loupe_V1_TrainingStatusQuery)
+    case trainingStatusReply(Loupe_V1_TrainingStatusReply)
+    case datasetStatsQuery(Loupe_V1_DatasetStatsQuery)
+    case datasetStatsReply(Loupe_V1_DatasetStatsReply)
+    case cameraGroupSet(Loupe_V1_CameraGroupSet)
+    case cameraGroupList(Loupe_V1_CameraGroupList)
 
   }
 
@@ -659,6 +769,12 @@ public nonisolated struct Loupe_V1_AgentStatus: Sendable {
   /// The recipe's inspection type: which models this camera takes.
   public var inspectionType: String = String()
 
+  /// Parts passed and failed in the last 60 minutes (pass_count and
+  /// fail_count count since the agent started).
+  public var passCountLastHour: UInt64 = 0
+
+  public var failCountLastHour: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -991,6 +1107,585 @@ public nonisolated struct Loupe_V1_CameraStatus: @unchecked Sendable {
   fileprivate var _storage = _StorageClass.defaultInstance
 }
 
+/// Which cameras a push or rollback is for: exactly one of the three.
+public nonisolated struct Loupe_V1_CameraTarget: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Named cameras.
+  public var cameras: [String] = []
+
+  /// Every camera whose latest report names this inspection type.
+  public var inspectionType: String = String()
+
+  /// A named group (CameraGroupSet).
+  public var group: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Lists model versions, what each camera runs, and the rollouts.
+/// Reply: ModelListReply.
+public nonisolated struct Loupe_V1_ModelListQuery: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Only versions of this inspection type; empty for all.
+  public var inspectionType: String = String()
+
+  /// Only this version (NOT_FOUND if it does not exist); empty for all.
+  public var version: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Loupe_V1_ModelVersionInfo: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var version: String = String()
+
+  public var inspectionType: String = String()
+
+  public var sizeBytes: UInt64 = 0
+
+  public var sha256: Data = Data()
+
+  /// The previous version of the same inspection type, if any.
+  public var parentVersion: String = String()
+
+  /// How it was made: dataset size, job, who asked.
+  public var description_p: String = String()
+
+  public var validationMiou: Float = 0
+
+  public var datasetSha256: Data = Data()
+
+  public var createdUnixMs: UInt64 = 0
+
+  /// Cameras that report this version installed.
+  public var installedOn: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Loupe_V1_CameraModelInfo: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var cameraID: String = String()
+
+  /// The version the manager wants this camera to run.
+  public var desiredVersion: String = String()
+
+  /// The version the camera last reported installed.
+  public var installedVersion: String = String()
+
+  /// The version it was meant to run before the current push (for rollback).
+  public var previousVersion: String = String()
+
+  /// The last refused install, e.g. "disc-v2: SHA-256 mismatch".
+  public var lastError: String = String()
+
+  public var updatedUnixMs: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Loupe_V1_ModelListReply: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var versions: [Loupe_V1_ModelVersionInfo] = []
+
+  public var cameras: [Loupe_V1_CameraModelInfo] = []
+
+  public var rollouts: [Loupe_V1_Rollout] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Sets the version the target cameras should run. Connected cameras are
+/// offered it within a second; offline ones when they reconnect. With
+/// canary_cameras the push is a rollout: the canaries get it first; the rest
+/// of the target only when the rollout is promoted (by the policy or by an
+/// operator's RolloutDecision). Reply: ModelPushReply.
+public nonisolated struct Loupe_V1_ModelPush: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var modelVersion: String = String()
+
+  public var target: Loupe_V1_CameraTarget {
+    get {_target ?? Loupe_V1_CameraTarget()}
+    set {_target = newValue}
+  }
+  /// Returns true if `target` has been explicitly set.
+  public var hasTarget: Bool {self._target != nil}
+  /// Clears the value of `target`. Subsequent reads from it will return its default value.
+  public mutating func clearTarget() {self._target = nil}
+
+  /// Cameras of the target that run the new version first.
+  public var canaryCameras: [String] = []
+
+  public var policy: Loupe_V1_CanaryPolicy {
+    get {_policy ?? Loupe_V1_CanaryPolicy()}
+    set {_policy = newValue}
+  }
+  /// Returns true if `policy` has been explicitly set.
+  public var hasPolicy: Bool {self._policy != nil}
+  /// Clears the value of `policy`. Subsequent reads from it will return its default value.
+  public mutating func clearPolicy() {self._policy = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _target: Loupe_V1_CameraTarget? = nil
+  fileprivate var _policy: Loupe_V1_CanaryPolicy? = nil
+}
+
+/// When a canary rollout is promoted or rolled back.
+public nonisolated struct Loupe_V1_CanaryPolicy: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Decide automatically; otherwise the rollout waits for a RolloutDecision.
+  public var automatic: Bool = false
+
+  /// How long every canary runs the new version before the decision.
+  public var observeSeconds: UInt32 = 0
+
+  /// Parts the canaries must judge in that window for a decision (the
+  /// window is extended until they have).
+  public var minParts: UInt32 = 0
+
+  /// Promote only if the canaries' defect rate (fail / judged) exceeds the
+  /// baseline by at most this much (a fraction, 0.05 = 5 points). Baseline:
+  /// the other target cameras, on the old version, over the same window; if
+  /// they judged nothing, the canaries' own last-hour rate before the push.
+  public var maxDefectRateIncrease: Float = 0
+
+  /// Promote only if the version's validation mIoU is at least this.
+  public var minValidationMiou: Float = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Loupe_V1_Rollout: @unchecked Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var rolloutID: String {
+    get {_storage._rolloutID}
+    set {_uniqueStorage()._rolloutID = newValue}
+  }
+
+  public var modelVersion: String {
+    get {_storage._modelVersion}
+    set {_uniqueStorage()._modelVersion = newValue}
+  }
+
+  public var state: Loupe_V1_Rollout.State {
+    get {_storage._state}
+    set {_uniqueStorage()._state = newValue}
+  }
+
+  public var canaryCameras: [String] {
+    get {_storage._canaryCameras}
+    set {_uniqueStorage()._canaryCameras = newValue}
+  }
+
+  /// Target cameras that get the version only on promotion.
+  public var remainingCameras: [String] {
+    get {_storage._remainingCameras}
+    set {_uniqueStorage()._remainingCameras = newValue}
+  }
+
+  public var policy: Loupe_V1_CanaryPolicy {
+    get {_storage._policy ?? Loupe_V1_CanaryPolicy()}
+    set {_uniqueStorage()._policy = newValue}
+  }
+  /// Returns true if `policy` has been explicitly set.
+  public var hasPolicy: Bool {_storage._policy != nil}
+  /// Clears the value of `policy`. Subsequent reads from it will return its default value.
+  public mutating func clearPolicy() {_uniqueStorage()._policy = nil}
+
+  public var startedUnixMs: UInt64 {
+    get {_storage._startedUnixMs}
+    set {_uniqueStorage()._startedUnixMs = newValue}
+  }
+
+  /// When the last canary reported the version installed (0: not yet).
+  public var canariesInstalledUnixMs: UInt64 {
+    get {_storage._canariesInstalledUnixMs}
+    set {_uniqueStorage()._canariesInstalledUnixMs = newValue}
+  }
+
+  public var decidedUnixMs: UInt64 {
+    get {_storage._decidedUnixMs}
+    set {_uniqueStorage()._decidedUnixMs = newValue}
+  }
+
+  /// Figures of the decision (or of the observation so far).
+  public var canaryParts: UInt64 {
+    get {_storage._canaryParts}
+    set {_uniqueStorage()._canaryParts = newValue}
+  }
+
+  public var canaryDefectRate: Float {
+    get {_storage._canaryDefectRate}
+    set {_uniqueStorage()._canaryDefectRate = newValue}
+  }
+
+  public var baselineParts: UInt64 {
+    get {_storage._baselineParts}
+    set {_uniqueStorage()._baselineParts = newValue}
+  }
+
+  public var baselineDefectRate: Float {
+    get {_storage._baselineDefectRate}
+    set {_uniqueStorage()._baselineDefectRate = newValue}
+  }
+
+  /// Why it was promoted or rolled back, in words.
+  public var reason: String {
+    get {_storage._reason}
+    set {_uniqueStorage()._reason = newValue}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum State: SwiftProtobuf.Enum, Swift.CaseIterable {
+    public typealias RawValue = Int
+    case unspecified // = 0
+
+    /// Canaries are installing or being observed.
+    case canary // = 1
+
+    /// Pushed to the whole target.
+    case promoted // = 2
+
+    /// Canaries were sent back to their previous versions.
+    case rolledBack // = 3
+    case UNRECOGNIZED(Int)
+
+    public init() {
+      self = .unspecified
+    }
+
+    public init?(rawValue: Int) {
+      switch rawValue {
+      case 0: self = .unspecified
+      case 1: self = .canary
+      case 2: self = .promoted
+      case 3: self = .rolledBack
+      default: self = .UNRECOGNIZED(rawValue)
+      }
+    }
+
+    public var rawValue: Int {
+      switch self {
+      case .unspecified: return 0
+      case .canary: return 1
+      case .promoted: return 2
+      case .rolledBack: return 3
+      case .UNRECOGNIZED(let i): return i
+      }
+    }
+
+    // The compiler won't synthesize support with the UNRECOGNIZED case.
+    public static let allCases: [Loupe_V1_Rollout.State] = [
+      .unspecified,
+      .canary,
+      .promoted,
+      .rolledBack,
+    ]
+
+  }
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+public nonisolated struct Loupe_V1_ModelPushReply: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The cameras assigned the version now.
+  public var cameras: [String] = []
+
+  /// Set for a canary push.
+  public var rollout: Loupe_V1_Rollout {
+    get {_rollout ?? Loupe_V1_Rollout()}
+    set {_rollout = newValue}
+  }
+  /// Returns true if `rollout` has been explicitly set.
+  public var hasRollout: Bool {self._rollout != nil}
+  /// Clears the value of `rollout`. Subsequent reads from it will return its default value.
+  public mutating func clearRollout() {self._rollout = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _rollout: Loupe_V1_Rollout? = nil
+}
+
+/// Sends the target cameras back: to to_version if set (any earlier version
+/// of their inspection type), otherwise each to the version it was meant to
+/// run before its current one. Reply: ModelPushReply (cameras changed).
+public nonisolated struct Loupe_V1_ModelRollback: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var target: Loupe_V1_CameraTarget {
+    get {_target ?? Loupe_V1_CameraTarget()}
+    set {_target = newValue}
+  }
+  /// Returns true if `target` has been explicitly set.
+  public var hasTarget: Bool {self._target != nil}
+  /// Clears the value of `target`. Subsequent reads from it will return its default value.
+  public mutating func clearTarget() {self._target = nil}
+
+  public var toVersion: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _target: Loupe_V1_CameraTarget? = nil
+}
+
+/// An operator promotes or rolls back a canary rollout by hand.
+/// Reply: ModelPushReply with the rollout as decided.
+public nonisolated struct Loupe_V1_RolloutDecision: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var rolloutID: String = String()
+
+  public var promote: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Training jobs on the manager, newest first. With job_id: that job only,
+/// and with follow the connection also receives that job's further
+/// TrainingProgress events, as the one who started it does.
+/// Reply: TrainingStatusReply.
+public nonisolated struct Loupe_V1_TrainingStatusQuery: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var jobID: String = String()
+
+  public var follow: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Loupe_V1_TrainingJob: @unchecked Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var jobID: String {
+    get {_storage._jobID}
+    set {_uniqueStorage()._jobID = newValue}
+  }
+
+  public var inspectionType: String {
+    get {_storage._inspectionType}
+    set {_uniqueStorage()._inspectionType = newValue}
+  }
+
+  /// Camera id or operator name that started it.
+  public var requester: String {
+    get {_storage._requester}
+    set {_uniqueStorage()._requester = newValue}
+  }
+
+  public var queuedUnixMs: UInt64 {
+    get {_storage._queuedUnixMs}
+    set {_uniqueStorage()._queuedUnixMs = newValue}
+  }
+
+  /// The latest progress (its state is the job's state).
+  public var progress: Loupe_V1_TrainingProgress {
+    get {_storage._progress ?? Loupe_V1_TrainingProgress()}
+    set {_uniqueStorage()._progress = newValue}
+  }
+  /// Returns true if `progress` has been explicitly set.
+  public var hasProgress: Bool {_storage._progress != nil}
+  /// Clears the value of `progress`. Subsequent reads from it will return its default value.
+  public mutating func clearProgress() {_uniqueStorage()._progress = nil}
+
+  /// Progress history, oldest first (at most the last 500 updates); only
+  /// when one job was asked for.
+  public var history: [Loupe_V1_TrainingProgress] {
+    get {_storage._history}
+    set {_uniqueStorage()._history = newValue}
+  }
+
+  public var request: Loupe_V1_TrainingStart {
+    get {_storage._request ?? Loupe_V1_TrainingStart()}
+    set {_uniqueStorage()._request = newValue}
+  }
+  /// Returns true if `request` has been explicitly set.
+  public var hasRequest: Bool {_storage._request != nil}
+  /// Clears the value of `request`. Subsequent reads from it will return its default value.
+  public mutating func clearRequest() {_uniqueStorage()._request = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+public nonisolated struct Loupe_V1_TrainingStatusReply: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var jobs: [Loupe_V1_TrainingJob] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// The labelled data the manager holds. Reply: DatasetStatsReply.
+public nonisolated struct Loupe_V1_DatasetStatsQuery: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Only this inspection type; empty for all.
+  public var inspectionType: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Loupe_V1_DatasetStats: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var inspectionType: String = String()
+
+  public var rois: UInt64 = 0
+
+  /// Fixed by ROI hash, as training splits them.
+  public var trainingRois: UInt64 = 0
+
+  public var validationRois: UInt64 = 0
+
+  /// Class names of the newest upload, index 0 = background.
+  public var classNames: [String] = []
+
+  /// Per class index: ROIs that contain the class, and labelled pixels.
+  public var classRois: [UInt64] = []
+
+  public var classPixels: [UInt64] = []
+
+  /// ROIs per camera.
+  public var cameraRois: Dictionary<String,UInt64> = [:]
+
+  public var datasetSha256: Data = Data()
+
+  public var newestUploadUnixMs: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Loupe_V1_DatasetStatsReply: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var datasets: [Loupe_V1_DatasetStats] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Defines (or, with no cameras, deletes) a named group of cameras for
+/// pushes and rollbacks. Reply: CameraGroupList with every group.
+public nonisolated struct Loupe_V1_CameraGroupSet: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var name: String = String()
+
+  public var cameras: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Request (empty) or reply: every named group.
+public nonisolated struct Loupe_V1_CameraGroupList: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var groups: Dictionary<String,Loupe_V1_CameraGroupMembers> = [:]
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Loupe_V1_CameraGroupMembers: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var cameras: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "loupe.v1"
@@ -1001,7 +1696,7 @@ nonisolated extension Loupe_V1_Role: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension Loupe_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Envelope"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}reply_to\0\u{2}\u{8}hello\0\u{1}welcome\0\u{1}error\0\u{1}heartbeat\0\u{1}goodbye\0\u{1}echo\0\u{4}\u{5}roi_upload\0\u{3}roi_ack\0\u{3}agent_status\0\u{4}\u{8}model_offer\0\u{3}model_chunk_request\0\u{3}model_chunk\0\u{3}model_installed\0\u{4}\u{7}training_start\0\u{3}training_progress\0\u{3}training_cancel\0\u{4}\u{8}fleet_status_query\0\u{3}fleet_status_reply\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}reply_to\0\u{2}\u{8}hello\0\u{1}welcome\0\u{1}error\0\u{1}heartbeat\0\u{1}goodbye\0\u{1}echo\0\u{4}\u{5}roi_upload\0\u{3}roi_ack\0\u{3}agent_status\0\u{4}\u{8}model_offer\0\u{3}model_chunk_request\0\u{3}model_chunk\0\u{3}model_installed\0\u{4}\u{7}training_start\0\u{3}training_progress\0\u{3}training_cancel\0\u{4}\u{8}fleet_status_query\0\u{3}fleet_status_reply\0\u{4}\u{9}model_list_query\0\u{3}model_list_reply\0\u{3}model_push\0\u{3}model_push_reply\0\u{3}model_rollback\0\u{3}rollout_decision\0\u{3}training_status_query\0\u{3}training_status_reply\0\u{3}dataset_stats_query\0\u{3}dataset_stats_reply\0\u{3}camera_group_set\0\u{3}camera_group_list\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1245,6 +1940,162 @@ nonisolated extension Loupe_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._M
           self.body = .fleetStatusReply(v)
         }
       }()
+      case 60: try {
+        var v: Loupe_V1_ModelListQuery?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .modelListQuery(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .modelListQuery(v)
+        }
+      }()
+      case 61: try {
+        var v: Loupe_V1_ModelListReply?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .modelListReply(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .modelListReply(v)
+        }
+      }()
+      case 62: try {
+        var v: Loupe_V1_ModelPush?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .modelPush(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .modelPush(v)
+        }
+      }()
+      case 63: try {
+        var v: Loupe_V1_ModelPushReply?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .modelPushReply(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .modelPushReply(v)
+        }
+      }()
+      case 64: try {
+        var v: Loupe_V1_ModelRollback?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .modelRollback(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .modelRollback(v)
+        }
+      }()
+      case 65: try {
+        var v: Loupe_V1_RolloutDecision?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .rolloutDecision(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .rolloutDecision(v)
+        }
+      }()
+      case 66: try {
+        var v: Loupe_V1_TrainingStatusQuery?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .trainingStatusQuery(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .trainingStatusQuery(v)
+        }
+      }()
+      case 67: try {
+        var v: Loupe_V1_TrainingStatusReply?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .trainingStatusReply(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .trainingStatusReply(v)
+        }
+      }()
+      case 68: try {
+        var v: Loupe_V1_DatasetStatsQuery?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .datasetStatsQuery(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .datasetStatsQuery(v)
+        }
+      }()
+      case 69: try {
+        var v: Loupe_V1_DatasetStatsReply?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .datasetStatsReply(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .datasetStatsReply(v)
+        }
+      }()
+      case 70: try {
+        var v: Loupe_V1_CameraGroupSet?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .cameraGroupSet(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .cameraGroupSet(v)
+        }
+      }()
+      case 71: try {
+        var v: Loupe_V1_CameraGroupList?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .cameraGroupList(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .cameraGroupList(v)
+        }
+      }()
       default: break
       }
     }
@@ -1333,6 +2184,54 @@ nonisolated extension Loupe_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._M
     case .fleetStatusReply?: try {
       guard case .fleetStatusReply(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 51)
+    }()
+    case .modelListQuery?: try {
+      guard case .modelListQuery(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 60)
+    }()
+    case .modelListReply?: try {
+      guard case .modelListReply(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 61)
+    }()
+    case .modelPush?: try {
+      guard case .modelPush(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 62)
+    }()
+    case .modelPushReply?: try {
+      guard case .modelPushReply(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 63)
+    }()
+    case .modelRollback?: try {
+      guard case .modelRollback(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 64)
+    }()
+    case .rolloutDecision?: try {
+      guard case .rolloutDecision(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 65)
+    }()
+    case .trainingStatusQuery?: try {
+      guard case .trainingStatusQuery(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 66)
+    }()
+    case .trainingStatusReply?: try {
+      guard case .trainingStatusReply(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 67)
+    }()
+    case .datasetStatsQuery?: try {
+      guard case .datasetStatsQuery(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 68)
+    }()
+    case .datasetStatsReply?: try {
+      guard case .datasetStatsReply(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 69)
+    }()
+    case .cameraGroupSet?: try {
+      guard case .cameraGroupSet(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 70)
+    }()
+    case .cameraGroupList?: try {
+      guard case .cameraGroupList(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 71)
     }()
     case nil: break
     }
@@ -1708,7 +2607,7 @@ nonisolated extension Loupe_V1_RoiAck.Status: SwiftProtobuf._ProtoNameProviding 
 
 nonisolated extension Loupe_V1_AgentStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AgentStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}frames_per_second\0\u{3}latency_p50_ms\0\u{3}latency_p99_ms\0\u{3}pass_count\0\u{3}fail_count\0\u{3}disk_free_bytes\0\u{3}outbox_depth\0\u{3}model_version\0\u{3}recipe_version\0\u{3}software_version\0\u{3}uptime_seconds\0\u{3}inspection_type\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}frames_per_second\0\u{3}latency_p50_ms\0\u{3}latency_p99_ms\0\u{3}pass_count\0\u{3}fail_count\0\u{3}disk_free_bytes\0\u{3}outbox_depth\0\u{3}model_version\0\u{3}recipe_version\0\u{3}software_version\0\u{3}uptime_seconds\0\u{3}inspection_type\0\u{3}pass_count_last_hour\0\u{3}fail_count_last_hour\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1728,6 +2627,8 @@ nonisolated extension Loupe_V1_AgentStatus: SwiftProtobuf.Message, SwiftProtobuf
       case 10: try { try decoder.decodeSingularStringField(value: &self.softwareVersion) }()
       case 11: try { try decoder.decodeSingularUInt64Field(value: &self.uptimeSeconds) }()
       case 12: try { try decoder.decodeSingularStringField(value: &self.inspectionType) }()
+      case 13: try { try decoder.decodeSingularUInt64Field(value: &self.passCountLastHour) }()
+      case 14: try { try decoder.decodeSingularUInt64Field(value: &self.failCountLastHour) }()
       default: break
       }
     }
@@ -1770,6 +2671,12 @@ nonisolated extension Loupe_V1_AgentStatus: SwiftProtobuf.Message, SwiftProtobuf
     if !self.inspectionType.isEmpty {
       try visitor.visitSingularStringField(value: self.inspectionType, fieldNumber: 12)
     }
+    if self.passCountLastHour != 0 {
+      try visitor.visitSingularUInt64Field(value: self.passCountLastHour, fieldNumber: 13)
+    }
+    if self.failCountLastHour != 0 {
+      try visitor.visitSingularUInt64Field(value: self.failCountLastHour, fieldNumber: 14)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1786,6 +2693,8 @@ nonisolated extension Loupe_V1_AgentStatus: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.softwareVersion != rhs.softwareVersion {return false}
     if lhs.uptimeSeconds != rhs.uptimeSeconds {return false}
     if lhs.inspectionType != rhs.inspectionType {return false}
+    if lhs.passCountLastHour != rhs.passCountLastHour {return false}
+    if lhs.failCountLastHour != rhs.failCountLastHour {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2356,6 +3265,1035 @@ nonisolated extension Loupe_V1_CameraStatus: SwiftProtobuf.Message, SwiftProtobu
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Loupe_V1_CameraTarget: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CameraTarget"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}cameras\0\u{3}inspection_type\0\u{1}group\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedStringField(value: &self.cameras) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.inspectionType) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.group) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.cameras.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.cameras, fieldNumber: 1)
+    }
+    if !self.inspectionType.isEmpty {
+      try visitor.visitSingularStringField(value: self.inspectionType, fieldNumber: 2)
+    }
+    if !self.group.isEmpty {
+      try visitor.visitSingularStringField(value: self.group, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Loupe_V1_CameraTarget, rhs: Loupe_V1_CameraTarget) -> Bool {
+    if lhs.cameras != rhs.cameras {return false}
+    if lhs.inspectionType != rhs.inspectionType {return false}
+    if lhs.group != rhs.group {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Loupe_V1_ModelListQuery: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ModelListQuery"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}inspection_type\0\u{1}version\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.inspectionType) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.version) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.inspectionType.isEmpty {
+      try visitor.visitSingularStringField(value: self.inspectionType, fieldNumber: 1)
+    }
+    if !self.version.isEmpty {
+      try visitor.visitSingularStringField(value: self.version, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Loupe_V1_ModelListQuery, rhs: Loupe_V1_ModelListQuery) -> Bool {
+    if lhs.inspectionType != rhs.inspectionType {return false}
+    if lhs.version != rhs.version {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Loupe_V1_ModelVersionInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ModelVersionInfo"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{3}inspection_type\0\u{3}size_bytes\0\u{1}sha256\0\u{3}parent_version\0\u{1}description\0\u{3}validation_miou\0\u{3}dataset_sha256\0\u{3}created_unix_ms\0\u{3}installed_on\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.version) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.inspectionType) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.sizeBytes) }()
+      case 4: try { try decoder.decodeSingularBytesField(value: &self.sha256) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.parentVersion) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.description_p) }()
+      case 7: try { try decoder.decodeSingularFloatField(value: &self.validationMiou) }()
+      case 8: try { try decoder.decodeSingularBytesField(value: &self.datasetSha256) }()
+      case 9: try { try decoder.decodeSingularUInt64Field(value: &self.createdUnixMs) }()
+      case 10: try { try decoder.decodeRepeatedStringField(value: &self.installedOn) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.version.isEmpty {
+      try visitor.visitSingularStringField(value: self.version, fieldNumber: 1)
+    }
+    if !self.inspectionType.isEmpty {
+      try visitor.visitSingularStringField(value: self.inspectionType, fieldNumber: 2)
+    }
+    if self.sizeBytes != 0 {
+      try visitor.visitSingularUInt64Field(value: self.sizeBytes, fieldNumber: 3)
+    }
+    if !self.sha256.isEmpty {
+      try visitor.visitSingularBytesField(value: self.sha256, fieldNumber: 4)
+    }
+    if !self.parentVersion.isEmpty {
+      try visitor.visitSingularStringField(value: self.parentVersion, fieldNumber: 5)
+    }
+    if !self.description_p.isEmpty {
+      try visitor.visitSingularStringField(value: self.description_p, fieldNumber: 6)
+    }
+    if self.validationMiou.bitPattern != 0 {
+      try visitor.visitSingularFloatField(value: self.validationMiou, fieldNumber: 7)
+    }
+    if !self.datasetSha256.isEmpty {
+      try visitor.visitSingularBytesField(value: self.datasetSha256, fieldNumber: 8)
+    }
+    if self.createdUnixMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.createdUnixMs, fieldNumber: 9)
+    }
+    if !self.installedOn.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.installedOn, fieldNumber: 10)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Loupe_V1_ModelVersionInfo, rhs: Loupe_V1_ModelVersionInfo) -> Bool {
+    if lhs.version != rhs.version {return false}
+    if lhs.inspectionType != rhs.inspectionType {return false}
+    if lhs.sizeBytes != rhs.sizeBytes {return false}
+    if lhs.sha256 != rhs.sha256 {return false}
+    if lhs.parentVersion != rhs.parentVersion {return false}
+    if lhs.description_p != rhs.description_p {return false}
+    if lhs.validationMiou != rhs.validationMiou {return false}
+    if lhs.datasetSha256 != rhs.datasetSha256 {return false}
+    if lhs.createdUnixMs != rhs.createdUnixMs {return false}
+    if lhs.installedOn != rhs.installedOn {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Loupe_V1_CameraModelInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CameraModelInfo"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}camera_id\0\u{3}desired_version\0\u{3}installed_version\0\u{3}previous_version\0\u{3}last_error\0\u{3}updated_unix_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.cameraID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.desiredVersion) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.installedVersion) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.previousVersion) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.lastError) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.updatedUnixMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.cameraID.isEmpty {
+      try visitor.visitSingularStringField(value: self.cameraID, fieldNumber: 1)
+    }
+    if !self.desiredVersion.isEmpty {
+      try visitor.visitSingularStringField(value: self.desiredVersion, fieldNumber: 2)
+    }
+    if !self.installedVersion.isEmpty {
+      try visitor.visitSingularStringField(value: self.installedVersion, fieldNumber: 3)
+    }
+    if !self.previousVersion.isEmpty {
+      try visitor.visitSingularStringField(value: self.previousVersion, fieldNumber: 4)
+    }
+    if !self.lastError.isEmpty {
+      try visitor.visitSingularStringField(value: self.lastError, fieldNumber: 5)
+    }
+    if self.updatedUnixMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.updatedUnixMs, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Loupe_V1_CameraModelInfo, rhs: Loupe_V1_CameraModelInfo) -> Bool {
+    if lhs.cameraID != rhs.cameraID {return false}
+    if lhs.desiredVersion != rhs.desiredVersion {return false}
+    if lhs.installedVersion != rhs.installedVersion {return false}
+    if lhs.previousVersion != rhs.previousVersion {return false}
+    if lhs.lastError != rhs.lastError {return false}
+    if lhs.updatedUnixMs != rhs.updatedUnixMs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Loupe_V1_ModelListReply: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ModelListReply"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}versions\0\u{1}cameras\0\u{1}rollouts\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.versions) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.cameras) }()
+      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.rollouts) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.versions.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.versions, fieldNumber: 1)
+    }
+    if !self.cameras.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.cameras, fieldNumber: 2)
+    }
+    if !self.rollouts.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.rollouts, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Loupe_V1_ModelListReply, rhs: Loupe_V1_ModelListReply) -> Bool {
+    if lhs.versions != rhs.versions {return false}
+    if lhs.cameras != rhs.cameras {return false}
+    if lhs.rollouts != rhs.rollouts {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Loupe_V1_ModelPush: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ModelPush"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}model_version\0\u{1}target\0\u{3}canary_cameras\0\u{1}policy\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.modelVersion) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._target) }()
+      case 3: try { try decoder.decodeRepeatedStringField(value: &self.canaryCameras) }()
+      case 4: try { try decoder.decodeSingularMessageField(value: &self._policy) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.modelVersion.isEmpty {
+      try visitor.visitSingularStringField(value: self.modelVersion, fieldNumber: 1)
+    }
+    try { if let v = self._target {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    if !self.canaryCameras.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.canaryCameras, fieldNumber: 3)
+    }
+    try { if let v = self._policy {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Loupe_V1_ModelPush, rhs: Loupe_V1_ModelPush) -> Bool {
+    if lhs.modelVersion != rhs.modelVersion {return false}
+    if lhs._target != rhs._target {return false}
+    if lhs.canaryCameras != rhs.canaryCameras {return false}
+    if lhs._policy != rhs._policy {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Loupe_V1_CanaryPolicy: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CanaryPolicy"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}automatic\0\u{3}observe_seconds\0\u{3}min_parts\0\u{3}max_defect_rate_increase\0\u{3}min_validation_miou\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularBoolField(value: &self.automatic) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.observeSeconds) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.minParts) }()
+      case 4: try { try decoder.decodeSingularFloatField(value: &self.maxDefectRateIncrease) }()
+      case 5: try { try decoder.decodeSingularFloatField(value: &self.minValidationMiou) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.automatic != false {
+      try visitor.visitSingularBoolField(value: self.automatic, fieldNumber: 1)
+    }
+    if self.observeSeconds != 0 {
+      try visitor.visitSingularUInt32Field(value: self.observeSeconds, fieldNumber: 2)
+    }
+    if self.minParts != 0 {
+      try visitor.visitSingularUInt32Field(value: self.minParts, fieldNumber: 3)
+    }
+    if self.maxDefectRateIncrease.bitPattern != 0 {
+      try visitor.visitSingularFloatField(value: self.maxDefectRateIncrease, fieldNumber: 4)
+    }
+    if self.minValidationMiou.bitPattern != 0 {
+      try visitor.visitSingularFloatField(value: self.minValidationMiou, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Loupe_V1_CanaryPolicy, rhs: Loupe_V1_CanaryPolicy) -> Bool {
+    if lhs.automatic != rhs.automatic {return false}
+    if lhs.observeSeconds != rhs.observeSeconds {return false}
+    if lhs.minParts != rhs.minParts {return false}
+    if lhs.maxDefectRateIncrease != rhs.maxDefectRateIncrease {return false}
+    if lhs.minValidationMiou != rhs.minValidationMiou {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Loupe_V1_Rollout: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Rollout"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}rollout_id\0\u{3}model_version\0\u{1}state\0\u{3}canary_cameras\0\u{3}remaining_cameras\0\u{1}policy\0\u{3}started_unix_ms\0\u{3}canaries_installed_unix_ms\0\u{3}decided_unix_ms\0\u{3}canary_parts\0\u{3}canary_defect_rate\0\u{3}baseline_parts\0\u{3}baseline_defect_rate\0\u{1}reason\0")
+
+  fileprivate class _StorageClass {
+    var _rolloutID: String = String()
+    var _modelVersion: String = String()
+    var _state: Loupe_V1_Rollout.State = .unspecified
+    var _canaryCameras: [String] = []
+    var _remainingCameras: [String] = []
+    var _policy: Loupe_V1_CanaryPolicy? = nil
+    var _startedUnixMs: UInt64 = 0
+    var _canariesInstalledUnixMs: UInt64 = 0
+    var _decidedUnixMs: UInt64 = 0
+    var _canaryParts: UInt64 = 0
+    var _canaryDefectRate: Float = 0
+    var _baselineParts: UInt64 = 0
+    var _baselineDefectRate: Float = 0
+    var _reason: String = String()
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _rolloutID = source._rolloutID
+      _modelVersion = source._modelVersion
+      _state = source._state
+      _canaryCameras = source._canaryCameras
+      _remainingCameras = source._remainingCameras
+      _policy = source._policy
+      _startedUnixMs = source._startedUnixMs
+      _canariesInstalledUnixMs = source._canariesInstalledUnixMs
+      _decidedUnixMs = source._decidedUnixMs
+      _canaryParts = source._canaryParts
+      _canaryDefectRate = source._canaryDefectRate
+      _baselineParts = source._baselineParts
+      _baselineDefectRate = source._baselineDefectRate
+      _reason = source._reason
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._rolloutID) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._modelVersion) }()
+        case 3: try { try decoder.decodeSingularEnumField(value: &_storage._state) }()
+        case 4: try { try decoder.decodeRepeatedStringField(value: &_storage._canaryCameras) }()
+        case 5: try { try decoder.decodeRepeatedStringField(value: &_storage._remainingCameras) }()
+        case 6: try { try decoder.decodeSingularMessageField(value: &_storage._policy) }()
+        case 7: try { try decoder.decodeSingularUInt64Field(value: &_storage._startedUnixMs) }()
+        case 8: try { try decoder.decodeSingularUInt64Field(value: &_storage._canariesInstalledUnixMs) }()
+        case 9: try { try decoder.decodeSingularUInt64Field(value: &_storage._decidedUnixMs) }()
+        case 10: try { try decoder.decodeSingularUInt64Field(value: &_storage._canaryParts) }()
+        case 11: try { try decoder.decodeSingularFloatField(value: &_storage._canaryDefectRate) }()
+        case 12: try { try decoder.decodeSingularUInt64Field(value: &_storage._baselineParts) }()
+        case 13: try { try decoder.decodeSingularFloatField(value: &_storage._baselineDefectRate) }()
+        case 14: try { try decoder.decodeSingularStringField(value: &_storage._reason) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._rolloutID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._rolloutID, fieldNumber: 1)
+      }
+      if !_storage._modelVersion.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._modelVersion, fieldNumber: 2)
+      }
+      if _storage._state != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._state, fieldNumber: 3)
+      }
+      if !_storage._canaryCameras.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._canaryCameras, fieldNumber: 4)
+      }
+      if !_storage._remainingCameras.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._remainingCameras, fieldNumber: 5)
+      }
+      try { if let v = _storage._policy {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+      } }()
+      if _storage._startedUnixMs != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._startedUnixMs, fieldNumber: 7)
+      }
+      if _storage._canariesInstalledUnixMs != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._canariesInstalledUnixMs, fieldNumber: 8)
+      }
+      if _storage._decidedUnixMs != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._decidedUnixMs, fieldNumber: 9)
+      }
+      if _storage._canaryParts != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._canaryParts, fieldNumber: 10)
+      }
+      if _storage._canaryDefectRate.bitPattern != 0 {
+        try visitor.visitSingularFloatField(value: _storage._canaryDefectRate, fieldNumber: 11)
+      }
+      if _storage._baselineParts != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._baselineParts, fieldNumber: 12)
+      }
+      if _storage._baselineDefectRate.bitPattern != 0 {
+        try visitor.visitSingularFloatField(value: _storage._baselineDefectRate, fieldNumber: 13)
+      }
+      if !_storage._reason.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._reason, fieldNumber: 14)
+      }
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Loupe_V1_Rollout, rhs: Loupe_V1_Rollout) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._rolloutID != rhs_storage._rolloutID {return false}
+        if _storage._modelVersion != rhs_storage._modelVersion {return false}
+        if _storage._state != rhs_storage._state {return false}
+        if _storage._canaryCameras != rhs_storage._canaryCameras {return false}
+        if _storage._remainingCameras != rhs_storage._remainingCameras {return false}
+        if _storage._policy != rhs_storage._policy {return false}
+        if _storage._startedUnixMs != rhs_storage._startedUnixMs {return false}
+        if _storage._canariesInstalledUnixMs != rhs_storage._canariesInstalledUnixMs {return false}
+        if _storage._decidedUnixMs != rhs_storage._decidedUnixMs {return false}
+        if _storage._canaryParts != rhs_storage._canaryParts {return false}
+        if _storage._canaryDefectRate != rhs_storage._canaryDefectRate {return false}
+        if _storage._baselineParts != rhs_storage._baselineParts {return false}
+        if _storage._baselineDefectRate != rhs_storage._baselineDefectRate {return false}
+        if _storage._reason != rhs_storage._reason {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Loupe_V1_Rollout.State: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0STATE_UNSPECIFIED\0\u{1}CANARY\0\u{1}PROMOTED\0\u{1}ROLLED_BACK\0")
+}
+
+nonisolated extension Loupe_V1_ModelPushReply: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ModelPushReply"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}cameras\0\u{1}rollout\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedStringField(value: &self.cameras) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._rollout) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.cameras.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.cameras, fieldNumber: 1)
+    }
+    try { if let v = self._rollout {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Loupe_V1_ModelPushReply, rhs: Loupe_V1_ModelPushReply) -> Bool {
+    if lhs.cameras != rhs.cameras {return false}
+    if lhs._rollout != rhs._rollout {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Loupe_V1_ModelRollback: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ModelRollback"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}target\0\u{3}to_version\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._target) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.toVersion) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._target {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if !self.toVersion.isEmpty {
+      try visitor.visitSingularStringField(value: self.toVersion, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Loupe_V1_ModelRollback, rhs: Loupe_V1_ModelRollback) -> Bool {
+    if lhs._target != rhs._target {return false}
+    if lhs.toVersion != rhs.toVersion {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Loupe_V1_RolloutDecision: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RolloutDecision"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}rollout_id\0\u{1}promote\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.rolloutID) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.promote) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.rolloutID.isEmpty {
+      try visitor.visitSingularStringField(value: self.rolloutID, fieldNumber: 1)
+    }
+    if self.promote != false {
+      try visitor.visitSingularBoolField(value: self.promote, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Loupe_V1_RolloutDecision, rhs: Loupe_V1_RolloutDecision) -> Bool {
+    if lhs.rolloutID != rhs.rolloutID {return false}
+    if lhs.promote != rhs.promote {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Loupe_V1_TrainingStatusQuery: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".TrainingStatusQuery"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{1}follow\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.jobID) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.follow) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.jobID.isEmpty {
+      try visitor.visitSingularStringField(value: self.jobID, fieldNumber: 1)
+    }
+    if self.follow != false {
+      try visitor.visitSingularBoolField(value: self.follow, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Loupe_V1_TrainingStatusQuery, rhs: Loupe_V1_TrainingStatusQuery) -> Bool {
+    if lhs.jobID != rhs.jobID {return false}
+    if lhs.follow != rhs.follow {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Loupe_V1_TrainingJob: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".TrainingJob"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{3}inspection_type\0\u{1}requester\0\u{3}queued_unix_ms\0\u{1}progress\0\u{1}history\0\u{1}request\0")
+
+  fileprivate class _StorageClass {
+    var _jobID: String = String()
+    var _inspectionType: String = String()
+    var _requester: String = String()
+    var _queuedUnixMs: UInt64 = 0
+    var _progress: Loupe_V1_TrainingProgress? = nil
+    var _history: [Loupe_V1_TrainingProgress] = []
+    var _request: Loupe_V1_TrainingStart? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _jobID = source._jobID
+      _inspectionType = source._inspectionType
+      _requester = source._requester
+      _queuedUnixMs = source._queuedUnixMs
+      _progress = source._progress
+      _history = source._history
+      _request = source._request
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._jobID) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._inspectionType) }()
+        case 3: try { try decoder.decodeSingularStringField(value: &_storage._requester) }()
+        case 4: try { try decoder.decodeSingularUInt64Field(value: &_storage._queuedUnixMs) }()
+        case 5: try { try decoder.decodeSingularMessageField(value: &_storage._progress) }()
+        case 6: try { try decoder.decodeRepeatedMessageField(value: &_storage._history) }()
+        case 7: try { try decoder.decodeSingularMessageField(value: &_storage._request) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._jobID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._jobID, fieldNumber: 1)
+      }
+      if !_storage._inspectionType.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._inspectionType, fieldNumber: 2)
+      }
+      if !_storage._requester.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._requester, fieldNumber: 3)
+      }
+      if _storage._queuedUnixMs != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._queuedUnixMs, fieldNumber: 4)
+      }
+      try { if let v = _storage._progress {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+      } }()
+      if !_storage._history.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._history, fieldNumber: 6)
+      }
+      try { if let v = _storage._request {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+      } }()
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Loupe_V1_TrainingJob, rhs: Loupe_V1_TrainingJob) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._jobID != rhs_storage._jobID {return false}
+        if _storage._inspectionType != rhs_storage._inspectionType {return false}
+        if _storage._requester != rhs_storage._requester {return false}
+        if _storage._queuedUnixMs != rhs_storage._queuedUnixMs {return false}
+        if _storage._progress != rhs_storage._progress {return false}
+        if _storage._history != rhs_storage._history {return false}
+        if _storage._request != rhs_storage._request {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Loupe_V1_TrainingStatusReply: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".TrainingStatusReply"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}jobs\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.jobs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.jobs.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.jobs, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Loupe_V1_TrainingStatusReply, rhs: Loupe_V1_TrainingStatusReply) -> Bool {
+    if lhs.jobs != rhs.jobs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Loupe_V1_DatasetStatsQuery: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DatasetStatsQuery"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}inspection_type\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.inspectionType) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.inspectionType.isEmpty {
+      try visitor.visitSingularStringField(value: self.inspectionType, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Loupe_V1_DatasetStatsQuery, rhs: Loupe_V1_DatasetStatsQuery) -> Bool {
+    if lhs.inspectionType != rhs.inspectionType {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Loupe_V1_DatasetStats: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DatasetStats"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}inspection_type\0\u{1}rois\0\u{3}training_rois\0\u{3}validation_rois\0\u{3}class_names\0\u{3}class_rois\0\u{3}class_pixels\0\u{3}camera_rois\0\u{3}dataset_sha256\0\u{3}newest_upload_unix_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.inspectionType) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.rois) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.trainingRois) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.validationRois) }()
+      case 5: try { try decoder.decodeRepeatedStringField(value: &self.classNames) }()
+      case 6: try { try decoder.decodeRepeatedUInt64Field(value: &self.classRois) }()
+      case 7: try { try decoder.decodeRepeatedUInt64Field(value: &self.classPixels) }()
+      case 8: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufUInt64>.self, value: &self.cameraRois) }()
+      case 9: try { try decoder.decodeSingularBytesField(value: &self.datasetSha256) }()
+      case 10: try { try decoder.decodeSingularUInt64Field(value: &self.newestUploadUnixMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.inspectionType.isEmpty {
+      try visitor.visitSingularStringField(value: self.inspectionType, fieldNumber: 1)
+    }
+    if self.rois != 0 {
+      try visitor.visitSingularUInt64Field(value: self.rois, fieldNumber: 2)
+    }
+    if self.trainingRois != 0 {
+      try visitor.visitSingularUInt64Field(value: self.trainingRois, fieldNumber: 3)
+    }
+    if self.validationRois != 0 {
+      try visitor.visitSingularUInt64Field(value: self.validationRois, fieldNumber: 4)
+    }
+    if !self.classNames.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.classNames, fieldNumber: 5)
+    }
+    if !self.classRois.isEmpty {
+      try visitor.visitPackedUInt64Field(value: self.classRois, fieldNumber: 6)
+    }
+    if !self.classPixels.isEmpty {
+      try visitor.visitPackedUInt64Field(value: self.classPixels, fieldNumber: 7)
+    }
+    if !self.cameraRois.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufUInt64>.self, value: self.cameraRois, fieldNumber: 8)
+    }
+    if !self.datasetSha256.isEmpty {
+      try visitor.visitSingularBytesField(value: self.datasetSha256, fieldNumber: 9)
+    }
+    if self.newestUploadUnixMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.newestUploadUnixMs, fieldNumber: 10)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Loupe_V1_DatasetStats, rhs: Loupe_V1_DatasetStats) -> Bool {
+    if lhs.inspectionType != rhs.inspectionType {return false}
+    if lhs.rois != rhs.rois {return false}
+    if lhs.trainingRois != rhs.trainingRois {return false}
+    if lhs.validationRois != rhs.validationRois {return false}
+    if lhs.classNames != rhs.classNames {return false}
+    if lhs.classRois != rhs.classRois {return false}
+    if lhs.classPixels != rhs.classPixels {return false}
+    if lhs.cameraRois != rhs.cameraRois {return false}
+    if lhs.datasetSha256 != rhs.datasetSha256 {return false}
+    if lhs.newestUploadUnixMs != rhs.newestUploadUnixMs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Loupe_V1_DatasetStatsReply: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DatasetStatsReply"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}datasets\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.datasets) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.datasets.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.datasets, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Loupe_V1_DatasetStatsReply, rhs: Loupe_V1_DatasetStatsReply) -> Bool {
+    if lhs.datasets != rhs.datasets {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Loupe_V1_CameraGroupSet: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CameraGroupSet"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}cameras\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeRepeatedStringField(value: &self.cameras) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if !self.cameras.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.cameras, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Loupe_V1_CameraGroupSet, rhs: Loupe_V1_CameraGroupSet) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.cameras != rhs.cameras {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Loupe_V1_CameraGroupList: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CameraGroupList"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}groups\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMessageMap<SwiftProtobuf.ProtobufString,Loupe_V1_CameraGroupMembers>.self, value: &self.groups) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.groups.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMessageMap<SwiftProtobuf.ProtobufString,Loupe_V1_CameraGroupMembers>.self, value: self.groups, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Loupe_V1_CameraGroupList, rhs: Loupe_V1_CameraGroupList) -> Bool {
+    if lhs.groups != rhs.groups {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Loupe_V1_CameraGroupMembers: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CameraGroupMembers"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}cameras\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedStringField(value: &self.cameras) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.cameras.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.cameras, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Loupe_V1_CameraGroupMembers, rhs: Loupe_V1_CameraGroupMembers) -> Bool {
+    if lhs.cameras != rhs.cameras {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

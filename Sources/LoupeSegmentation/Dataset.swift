@@ -97,11 +97,16 @@ public struct SegmentationDataset: Sendable {
     public func split(validationFraction: Double) -> (training: SegmentationDataset, validation: SegmentationDataset) {
         var training: [LabelledImage] = [], validation: [LabelledImage] = []
         for item in items {
-            let digest = SHA256.hash(data: Data((item.name as NSString).lastPathComponent.utf8))
-            let bucket = digest.withUnsafeBytes { Double($0.loadUnaligned(as: UInt32.self)) / Double(UInt32.max) }
-            if bucket < validationFraction { validation.append(item) } else { training.append(item) }
+            if Self.isValidation(name: item.name, fraction: validationFraction) { validation.append(item) } else { training.append(item) }
         }
         return (SegmentationDataset(items: training, classes: classes), SegmentationDataset(items: validation, classes: classes))
+    }
+
+    /// Which side of the split an image of this name falls on.
+    public static func isValidation(name: String, fraction: Double) -> Bool {
+        let digest = SHA256.hash(data: Data((name as NSString).lastPathComponent.utf8))
+        let bucket = digest.withUnsafeBytes { Double($0.loadUnaligned(as: UInt32.self)) / Double(UInt32.max) }
+        return bucket < fraction
     }
 }
 

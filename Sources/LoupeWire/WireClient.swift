@@ -124,6 +124,7 @@ public enum WireClient {
         }
         let server = try connection.certifiedPeer()
         connection.setPeer(server)
+        connection.adoptPeerTimers(heartbeatInterval: .milliseconds(Int64(welcome.heartbeatIntervalMs)), idleTimeout: .milliseconds(Int64(welcome.idleTimeoutMs)))
         if let role = configuration.serverRole, server.role != role {
             throw WireError.wrongPeerRole(expected: role.rawValue, actual: server.role.rawValue)
         }

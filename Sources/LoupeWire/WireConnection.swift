@@ -58,6 +58,8 @@ public final class WireConnection: Sendable {
     private struct State {
         var lastSent = ContinuousClock.now
         var heartbeatSequence: UInt64 = 0
+        /// The heartbeat interval in force: the settings', or shorter when the peer's idle timeout asks for it.
+        var heartbeatInterval: Duration?
         var closed = false
         var welcomed = false
         var peer: PeerIdentity?
@@ -344,6 +346,17 @@ public final class WireConnection: Sendable {
         }
     }
 
+    /// Sends heartbeats often enough for the peer: at most its own interval
+    /// and a third of its idle timeout (from its Welcome), so a client with
+    /// slower defaults is not closed as idle.
+    public func adoptPeerTimers(heartbeatInterval: Duration, idleTimeout: Duration) {
+        var interval = settings.heartbeatInterval
+        if heartbeatInterval > .zero { interval = min(interval, heartbeatInterval) }
+        if idleTimeout > .zero { interval = min(interval, idleTimeout / 3) }
+        let chosen = max(.milliseconds(20), interval)
+        state.withLock { $0.heartbeatInterval = chosen }
+    }
+
     /// Heartbeats, the idle timeout, and request deadlines.
     private func upkeep() async {
         let tick = max(.milliseconds(20), min(settings.heartbeatInterval, settings.idleTimeout, .seconds(1)) / 4)
@@ -352,7 +365,7 @@ public final class WireConnection: Sendable {
             let now = clock.now
             let idle = now - ledger.lastReceived >= settings.idleTimeout
             let (heartbeatDue, sequence) = state.withLock { state in
-                let due = now - state.lastSent >= settings.heartbeatInterval
+                let due = now - state.lastSent >= (state.heartbeatInterval ?? settings.heartbeatInterval)
                 if due { state.heartbeatSequence += 1 }
                 return (due, state.heartbeatSequence)
             }

@@ -266,36 +266,15 @@ struct DemoCommand: AsyncParsableCommand {
 
     /// Starts a central training job as an operator and follows it to the end.
     static func train(port: Int, tls: TLSFiles, seconds: Double) async throws -> String {
-        let progress = ProgressBar()
-        let outcome = LateBound<Loupe_V1_TrainingProgress>()
-        let began = ContinuousClock.now
-        let handler: RequestHandler = { _, envelope in
-            if case .trainingProgress(let update) = envelope.body {
-                if update.state == .running {
-                    // Under a time budget: the share of the expected time already spent.
-                    let elapsed = (ContinuousClock.now - began).seconds
-                    let fraction = update.passesTotal > 0 ? Double(update.pass) / Double(update.passesTotal)
-                        : elapsed / max(1, elapsed + Double(update.etaSeconds))
-                    progress.update(fraction: min(1, fraction), String(format: "training: pass %d, loss %.3f, %.0f img/s, val mIoU %.3f, ETA %.0f s",
-                                                          update.pass, update.loss, update.imagesPerSecond, update.validationMiou, update.etaSeconds))
-                }
-                if [.succeeded, .failed, .cancelled].contains(update.state) { outcome.set(update) }
-            }
-            return nil
-        }
+        let follower = TrainingFollower()
         let client = WireClientConfiguration(host: "localhost", port: port, tls: tls)
-        return try await WireClient.withConnection(client, handler: handler) { connection, _ in
+        return try await WireClient.withConnection(client, handler: follower.handler) { connection, _ in
             var start = Loupe_V1_TrainingStart()
             start.inspectionType = inspectionType
             start.timeBudgetSeconds = UInt32(seconds.rounded())
             start.seed = 1
             _ = try await connection.request(.trainingStart(start))
-            while outcome.value == nil {
-                try await Task.sleep(for: .milliseconds(200))
-                if connection.isClosed { throw ValidationError("the manager closed the connection during training") }
-            }
-            progress.finish()
-            let final = outcome.value!
+            let final = try await follower.wait(on: connection)
             guard final.state == .succeeded else { throw ValidationError("training ended \(final.state): \(final.message)") }
             say(String(format: "validation mIoU %.3f (per class: %@)", final.validationMiou,
                          final.validationClassIou.map { String(format: "%.3f", $0) }.joined(separator: " ")))

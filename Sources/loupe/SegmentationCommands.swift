@@ -2,6 +2,7 @@ import ArgumentParser
 import Crypto
 import Foundation
 import LoupeBench
+import LoupeProto
 import LoupeSegmentation
 
 /// Network and training options shared by `loupe train` and friends.
@@ -16,10 +17,10 @@ struct NetworkOptions: ParsableArguments {
     }
 }
 
-struct TrainCommand: AsyncParsableCommand {
+struct TrainLocalCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "train",
-        abstract: "Train a segmentation model on a labelled image folder.",
+        commandName: "local",
+        abstract: "Train a segmentation model on a labelled image folder, here (the default: `loupe train --dataset DIR …`).",
         discussion: """
         Reads DIR/images/SPLIT/NAME.{jpg,png} with masks at DIR/annotations/SPLIT/NAME.png (class index per pixel), \
         as NEU-Seg is laid out. Holds out --validation of the images (by name hash), validates after each pass and \
@@ -147,16 +148,30 @@ extension InferencePrecision: ExpressibleByArgument {}
 struct ModelCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "model",
-        abstract: "Inspect, sign, verify and export model files; publish and push them through the manager's registry.",
-        subcommands: [Show.self, ExportONNX.self, Sign.self, Verify.self, Publish.self, Push.self, List.self]
+        abstract: "Model files and the manager's model registry: list, show, push, roll back, export, sign, verify.",
+        subcommands: [List.self, Show.self, Push.self, Rollback.self, Rollout.self, ExportONNX.self, Publish.self, Sign.self, Verify.self]
     )
 
     struct Show: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Print a model file's architecture, classes, metrics and signature.")
-        @Argument(help: "Model file.") var file: String
+        static let configuration = CommandConfiguration(
+            abstract: "Print a model's architecture, classes, metrics and signature, from a file or a version on the manager.",
+            discussion: "A version name (not an existing file) is looked up on the manager: its registry record, the cameras that run it, and the model itself."
+        )
+        @Argument(help: "Model file or version name.") var file: String
+        @OptionGroup var connection: ManagerConnectionOptions
 
         func run() async throws {
-            let (model, status) = try ModelFile.read(path: file)
+            let model: SegmentationModel, status: ModelSignatureStatus
+            if FileManager.default.fileExists(atPath: file) {
+                (model, status) = try ModelFile.read(path: file)
+            } else {
+                let list = try await ModelCommand.list(version: file, connection: connection)
+                guard let info = list.versions.first else { throw FleetCommandError(message: "no model version \(file)", hint: "`loupe model list` shows them") }
+                print("\(info.version): inspection type \(info.inspectionType), \(info.sizeBytes) bytes, sha256 \(info.sha256.shortHex)…, parent \(info.parentVersion.isEmpty ? "-" : info.parentVersion), created \(info.createdUnixMs.unixDateText)")
+                print("made: \(info.description_p)")
+                print("installed on: \(info.installedOn.isEmpty ? "-" : info.installedOn.joined(separator: ", ")); meant for: \(list.cameras.filter { $0.desiredVersion == info.version }.map(\.cameraID).joined(separator: ", "))")
+                (model, status) = try ModelFile.decode(try await ModelCommand.download(file, connection: connection), name: file)
+            }
             let m = model.metadata
             print("\(file): \(model.configuration), \(model.weights.parameterCount) parameters")
             print("classes: " + model.classes.map { String(format: "%@ #%06X", $0.name, $0.color) }.joined(separator: ", "))
@@ -174,11 +189,17 @@ struct ModelCommand: AsyncParsableCommand {
 
     struct ExportONNX: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "export-onnx", abstract: "Write the model as ONNX (opset 13), batch norm folded in.")
-        @Argument(help: "Model file.") var file: String
+        @Argument(help: "Model file, or a version name fetched from the manager.") var file: String
         @Option(help: "Where to write the .onnx file.") var output: String
+        @OptionGroup var connection: ManagerConnectionOptions
 
         func run() async throws {
-            let (model, _) = try ModelFile.read(path: file)
+            let model: SegmentationModel
+            if FileManager.default.fileExists(atPath: file) {
+                model = try ModelFile.read(path: file).0
+            } else {
+                model = try ModelFile.decode(try await ModelCommand.download(file, connection: connection), name: file).0
+            }
             try ONNXExport.data(model).write(to: URL(fileURLWithPath: output), options: .atomic)
             print("wrote \(output): input \"input\" N×\(model.configuration.inputChannels)×H×W (H, W multiples of \(model.configuration.sizeMultiple)), output \"logits\" N×\(model.configuration.classes)×H×W")
         }

@@ -33,29 +33,52 @@ struct ManagerConnectionOptions: ParsableArguments {
 struct StatusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status",
-        abstract: "List the fleet's cameras. Exits 2 when any camera is offline."
+        abstract: "List the fleet's cameras. Exits 2 when any camera is offline.",
+        discussion: "Connects with an operator certificate. With --watch it redraws every few seconds until Ctrl-C."
     )
 
     @OptionGroup var connection: ManagerConnectionOptions
     @Flag(help: "Print JSON instead of a table.") var json = false
+    @Flag(help: "Redraw every --interval seconds until interrupted.") var watch = false
+    @Option(help: "Seconds between redraws with --watch.") var interval: Double = 2
+    @Option(help: "Only cameras of this inspection type.") var inspectionType: String?
+
+    func validate() throws {
+        guard interval >= 0.2 else { throw ValidationError("--interval must be at least 0.2 seconds") }
+    }
+
+    func fleet() async throws -> Loupe_V1_FleetStatusReply {
+        var query = Loupe_V1_FleetStatusQuery()
+        query.inspectionType = inspectionType ?? ""
+        let reply = try await connection.ask(.fleetStatusQuery(query))
+        guard case .fleetStatusReply(let fleet) = reply else { throw unexpected(reply, expected: "fleet_status_reply") }
+        return fleet
+    }
+
+    func render(_ fleet: Loupe_V1_FleetStatusReply) throws -> String {
+        json ? try jsonText(fleet) : StatusTable.render(fleet.cameras)
+    }
 
     func run() async throws {
-        let client = try connection.clientConfiguration()
-        let reply = try await WireClient.withConnection(client) { connection, _ in
-            try await connection.request(.fleetStatusQuery(Loupe_V1_FleetStatusQuery()))
+        guard watch else {
+            let fleet = try await fleet()
+            print(try render(fleet))
+            if fleet.cameras.contains(where: { !$0.online }) { throw ExitCode(2) }
+            return
         }
-        guard case .fleetStatusReply(let fleet) = reply.body else {
-            throw WireError.unexpectedReply(expected: "fleet_status_reply", received: reply.bodyName)
-        }
-        if json {
-            var options = JSONEncodingOptions()
-            options.alwaysPrintInt64sAsNumbers = true
-            print(try fleet.jsonString(options: options))
-        } else {
-            print(StatusTable.render(fleet.cameras))
-        }
-        if fleet.cameras.contains(where: { !$0.online }) {
-            throw ExitCode(2)
+        let terminal = isatty(STDOUT_FILENO) == 1
+        while true {
+            let text: String
+            do {
+                let fleet = try await fleet()
+                let offline = fleet.cameras.filter { !$0.online }.count
+                text = try render(fleet) + (json ? "" : "\n\n\(fleet.cameras.count) cameras, \(offline) offline — \(Date().formatted(date: .omitted, time: .standard)), every \(interval) s, Ctrl-C to stop")
+            } catch {
+                text = "\(error)\n(retrying every \(interval) s, Ctrl-C to stop)"
+            }
+            print(terminal ? "\u{1B}[H\u{1B}[2J" + text : text + "\n")
+            fflush(nil)
+            try await Task.sleep(for: .seconds(interval))
         }
     }
 }
@@ -63,25 +86,29 @@ struct StatusCommand: AsyncParsableCommand {
 /// Renders cameras as an aligned text table.
 enum StatusTable {
     static func render(_ cameras: [Loupe_V1_CameraStatus]) -> String {
-        let header = ["CAMERA", "STATE", "LAST SEEN", "ADDRESS", "MODEL", "RECIPE", "FPS", "P50 ms", "P99 ms", "PASS", "FAIL", "OUTBOX", "DISK FREE"]
+        let header = ["CAMERA", "STATE", "LAST SEEN", "MODEL", "RECIPE", "FPS", "P50 ms", "P99 ms", "PASS 1h", "FAIL 1h", "TO SYNC", "DISK FREE"]
         let now = Date().timeIntervalSince1970
         let rows = cameras.map { camera -> [String] in
             let status = camera.status
             let age = max(0, now - Double(camera.lastSeenUnixMs) / 1000)
             return [
-                camera.cameraID, camera.online ? "online" : "offline", camera.online ? "now" : "\(Int(age)) s ago",
-                camera.address, status.modelVersion.isEmpty ? "-" : status.modelVersion,
+                camera.cameraID, camera.online ? "online" : "offline", camera.online ? "now" : Self.age(age),
+                status.modelVersion.isEmpty ? "-" : status.modelVersion,
                 status.recipeVersion.isEmpty ? "-" : status.recipeVersion,
                 String(format: "%.1f", status.framesPerSecond), String(format: "%.1f", status.latencyP50Ms),
-                String(format: "%.1f", status.latencyP99Ms), "\(status.passCount)", "\(status.failCount)",
+                String(format: "%.1f", status.latencyP99Ms), "\(status.passCountLastHour)", "\(status.failCountLastHour)",
                 "\(status.outboxDepth)", ByteCountFormatter.string(fromByteCount: Int64(status.diskFreeBytes), countStyle: .file),
             ]
         }
-        let table = [header] + rows
-        let widths = header.indices.map { column in table.map { $0[column].count }.max() ?? 0 }
-        let lines = table.map { row in
-            row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: "  ")
+        return TextTable.render(header: header, rows: rows) + (cameras.isEmpty ? "\n(no cameras have connected yet)" : "")
+    }
+
+    static func age(_ seconds: Double) -> String {
+        switch seconds {
+        case ..<120: "\(Int(seconds)) s ago"
+        case ..<7200: "\(Int(seconds / 60)) min ago"
+        case ..<172_800: "\(Int(seconds / 3600)) h ago"
+        default: "\(Int(seconds / 86_400)) days ago"
         }
-        return (lines + (cameras.isEmpty ? ["(no cameras have connected yet)"] : [])).joined(separator: "\n")
     }
 }

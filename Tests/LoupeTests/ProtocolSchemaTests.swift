@@ -35,7 +35,7 @@ import Testing
             }
         let sampled = SampleMessages.all.map(\.name)
         #expect(Set(declared) == Set(sampled))
-        #expect(declared.count == 18)
+        #expect(declared.count == 30)
     }
 
     @Test(arguments: SampleMessages.all)

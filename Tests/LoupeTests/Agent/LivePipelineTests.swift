@@ -14,11 +14,14 @@ extension SegmentationTests {
         init() { DNNLRuntime.setThreads(1) }
 
         /// A network that calls every pixel class 1 with confidence e^2 / (e^2 + 3) ≈ 0.711.
-        static func constantModel() -> SegmentationModel {
+        /// A model that marks every pixel as `classIndex` (1, scratch: every ROI fails; 0: every ROI passes).
+        static func constantModel(classIndex: Int = 1) -> SegmentationModel {
             var weights = Weights(configuration: .standard, seed: 3)
             for index in weights.parameters.indices where weights.parameters[index].name.hasPrefix("head") {
                 let tensor = weights.parameters[index]
-                weights.parameters[index].values = tensor.name == "head.bias" ? [0, 2, 0, 0] : [Float](repeating: 0, count: tensor.values.count)
+                var bias: [Float] = [0, 0, 0, 0]
+                bias[classIndex] = 2
+                weights.parameters[index].values = tensor.name == "head.bias" ? bias : [Float](repeating: 0, count: tensor.values.count)
             }
             return SegmentationModel(weights: weights, classes: ClassInfo.defaults(count: 4, names: ["background", "scratch", "spot", "crack"]))
         }

@@ -20,11 +20,10 @@ import Testing
         return try? decoder.decode(ModelShelf.State.self, from: data)
     }
 
-    func loupe(_ arguments: [String], log: String) async throws -> String {
-        let process = try LoupeProcess(arguments, log: log)
-        let status = await process.waitForExit(timeout: .seconds(60))
-        #expect(status == 0, "loupe \(arguments.joined(separator: " ")) failed:\n\(process.log)")
-        return process.log
+    func loupe(_ arguments: [String], log: String, environment: [String: String] = [:]) async throws -> String {
+        let (status, output) = try await runLoupe(arguments, log: log, environment: environment, timeout: .seconds(60))
+        #expect(status == 0, "loupe \(arguments.joined(separator: " ")) failed:\n\(output)")
+        return output
     }
 
     @Test func aPushedModelIsInstalledAndATamperedOneIsRefusedWhileTheOldOneRuns() async throws {
@@ -38,13 +37,16 @@ import Testing
         let agentData = pki.dir + "/agent-m-data"
         let agentConfig = try writeAgentConfig(pki: pki, camera: "cam-m", port: port, dataDir: agentData, extra: ["modelKeys": [managerData + "/model-signing.pub"]])
         let agent = try LoupeProcess(["agent", "--config", agentConfig], log: pki.dir + "/agent-m.log")
+        let fleet = try fleetEnvironment(pki: pki, port: port)
+        let known = try await eventually { try await runLoupe(["camera", "list"], log: pki.dir + "/camera-list.log", environment: fleet).output.contains("cam-m") }
+        #expect(known, "\(agent.log)")
 
         // Publish and push a model: it reaches the camera, which reports it installed.
         let modelPath = pki.dir + "/trained.loupe"
         try ModelFile.write(SegmentationTests.LivePipelineTests.constantModel(), to: modelPath)
         let published = try await loupe(["model", "publish", modelPath, "--inspection-type", "disc", "--manager-config", setup.configPath], log: pki.dir + "/publish-1.log")
         #expect(published.contains("published disc-v1"), "\(published)")
-        _ = try await loupe(["model", "push", "disc-v1", "--cameras", "cam-m", "--manager-config", setup.configPath], log: pki.dir + "/push-1.log")
+        _ = try await loupe(["model", "push", "disc-v1", "--cameras", "cam-m"], log: pki.dir + "/push-1.log", environment: fleet)
         let first = try await eventually(timeout: .seconds(30)) { installed(agentData)?.current?.version == "disc-v1" }
         #expect(first, "disc-v1 never installed:\n\(agent.log)\n\(manager.log)")
         let registry = try ModelRegistry(directory: managerData, signingKeyPath: managerData + "/model-signing.key")
@@ -61,7 +63,7 @@ import Testing
         var bytes = try Data(contentsOf: URL(fileURLWithPath: stored))
         bytes[bytes.count / 2] ^= 0x01
         try bytes.write(to: URL(fileURLWithPath: stored))
-        _ = try await loupe(["model", "push", "disc-v2", "--cameras", "cam-m", "--manager-config", setup.configPath], log: pki.dir + "/push-2.log")
+        _ = try await loupe(["model", "push", "disc-v2", "--cameras", "cam-m"], log: pki.dir + "/push-2.log", environment: fleet)
         let refused = try await eventually(timeout: .seconds(30)) { (try registry.camera("cam-m")?.lastError ?? "").contains("disc-v2") }
         #expect(refused, "the refusal never reached the manager:\n\(agent.log)\n\(manager.log)")
         let lastError = try registry.camera("cam-m")?.lastError ?? ""
@@ -71,8 +73,9 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: agentData + "/models/disc-v2.loupe"))
         #expect(agent.process.isRunning)
 
-        // Rolling the fleet back to disc-v1 is a push of the earlier version: nothing to fetch, reported at once.
-        _ = try await loupe(["model", "push", "disc-v1", "--cameras", "cam-m", "--manager-config", setup.configPath], log: pki.dir + "/push-3.log")
+        // Rolling back to disc-v1 (the version before disc-v2): nothing to fetch, reported at once.
+        let back = try await loupe(["model", "rollback", "--cameras", "cam-m"], log: pki.dir + "/rollback.log", environment: fleet)
+        #expect(back.contains("cam-m: now meant to run disc-v1"), "\(back)")
         let clean = try await eventually { try registry.camera("cam-m")?.desiredVersion == "disc-v1" && registry.camera("cam-m")?.installedVersion == "disc-v1" }
         #expect(clean)
 
@@ -171,7 +174,7 @@ extension ModelPushProcessTests {
         let modelPath = pki.dir + "/m.loupe"
         try ModelFile.write(SegmentationTests.LivePipelineTests.constantModel(), to: modelPath)
         _ = try await loupe(["model", "publish", modelPath, "--inspection-type", "default", "--manager-config", setup.configPath], log: pki.dir + "/publish-r.log")
-        let pushed = try await loupe(["model", "push", "default-v1", "--all-of-type", "--manager-config", setup.configPath], log: pki.dir + "/push-r.log")
+        let pushed = try await loupe(["model", "push", "default-v1", "--all-of-type"], log: pki.dir + "/push-r.log", environment: try fleetEnvironment(pki: pki, port: port))
         #expect(pushed.contains("assigned to cam-r"), "\(pushed)")
         let registry = try ModelRegistry(directory: pki.dir + "/manager-data", signingKeyPath: pki.dir + "/manager-data/model-signing.key")
         #expect(try registry.camera("cam-r")?.desiredVersion == "default-v1")

@@ -20,12 +20,13 @@ final class LoupeProcess: @unchecked Sendable {
         }
     }
 
-    init(_ arguments: [String], log: String) throws {
+    init(_ arguments: [String], log: String, environment: [String: String] = [:]) throws {
         logPath = log
         FileManager.default.createFile(atPath: log, contents: nil)
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
         process.executableURL = URL(fileURLWithPath: try Self.binary)
         process.arguments = arguments
+        if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         process.standardOutput = handle
         process.standardError = handle
         try process.run()
@@ -139,6 +140,19 @@ func writeAgentConfig(pki: TestPKI, camera: String, port: Int?, dataDir: String?
     }
     try writeJSON(config.merging(extra) { $1 }, to: path)
     return path
+}
+
+/// LOUPE_ADDR, LOUPE_CACERT, LOUPE_CERT and LOUPE_KEY for fleet commands as `name` (an operator unless `role` says otherwise).
+func fleetEnvironment(pki: TestPKI, port: Int, name: String = "alice", role: FleetRole = .operator) throws -> [String: String] {
+    let files = try pki.member(role, name)
+    return ["LOUPE_ADDR": "localhost:\(port)", "LOUPE_CACERT": files.ca, "LOUPE_CERT": files.cert, "LOUPE_KEY": files.key]
+}
+
+/// Runs `loupe` with these arguments to its end; returns exit status and output.
+func runLoupe(_ arguments: [String], log: String, environment: [String: String] = [:], timeout: Duration = .seconds(120)) async throws -> (status: Int32?, output: String) {
+    let process = try LoupeProcess(arguments, log: log, environment: environment)
+    let status = await process.waitForExit(timeout: timeout)
+    return (status, process.log)
 }
 
 extension LoupeProcess {

@@ -106,7 +106,64 @@ enum SampleMessages {
         camera.status = status
         var fleet = Loupe_V1_FleetStatusReply()
         fleet.cameras = [camera]
+        var target = Loupe_V1_CameraTarget()
+        target.cameras = ["cam-1", "cam-2"]
+        var listQuery = Loupe_V1_ModelListQuery()
+        listQuery.inspectionType = "steel-strip"
+        var versionInfo = Loupe_V1_ModelVersionInfo()
+        versionInfo.version = "steel-strip-v3"
+        versionInfo.sha256 = Data(repeating: 3, count: 32)
+        versionInfo.installedOn = ["cam-7"]
+        var rollout = Loupe_V1_Rollout()
+        rollout.rolloutID = "rollout-1"
+        rollout.state = .canary
+        rollout.canaryCameras = ["cam-1"]
+        rollout.policy.automatic = true
+        rollout.policy.maxDefectRateIncrease = 0.05
+        var list = Loupe_V1_ModelListReply()
+        list.versions = [versionInfo]
+        list.rollouts = [rollout]
+        var push = Loupe_V1_ModelPush()
+        push.modelVersion = "steel-strip-v3"
+        push.target = target
+        push.canaryCameras = ["cam-1"]
+        var pushReply = Loupe_V1_ModelPushReply()
+        pushReply.cameras = ["cam-1"]
+        pushReply.rollout = rollout
+        var rollback = Loupe_V1_ModelRollback()
+        rollback.target = target
+        rollback.toVersion = "steel-strip-v2"
+        var decision = Loupe_V1_RolloutDecision()
+        decision.rolloutID = "rollout-1"
+        decision.promote = true
+        var jobsQuery = Loupe_V1_TrainingStatusQuery()
+        jobsQuery.jobID = "job-1"
+        var job = Loupe_V1_TrainingJob()
+        job.jobID = "job-1"
+        job.progress = progress
+        job.history = [progress]
+        var jobs = Loupe_V1_TrainingStatusReply()
+        jobs.jobs = [job]
+        var statsQuery = Loupe_V1_DatasetStatsQuery()
+        statsQuery.inspectionType = "steel-strip"
+        var dataset = Loupe_V1_DatasetStats()
+        dataset.inspectionType = "steel-strip"
+        dataset.rois = 12
+        dataset.classPixels = [100, 20]
+        dataset.cameraRois = ["cam-1": 12]
+        var stats = Loupe_V1_DatasetStatsReply()
+        stats.datasets = [dataset]
+        var groupSet = Loupe_V1_CameraGroupSet()
+        groupSet.name = "line-1"
+        groupSet.cameras = ["cam-1"]
+        var members = Loupe_V1_CameraGroupMembers()
+        members.cameras = ["cam-1"]
+        var groups = Loupe_V1_CameraGroupList()
+        groups.groups = ["line-1": members]
         return [
+            .modelListQuery(listQuery), .modelListReply(list), .modelPush(push), .modelPushReply(pushReply), .modelRollback(rollback),
+            .rolloutDecision(decision), .trainingStatusQuery(jobsQuery), .trainingStatusReply(jobs), .datasetStatsQuery(statsQuery),
+            .datasetStatsReply(stats), .cameraGroupSet(groupSet), .cameraGroupList(groups),
             .hello(hello), .welcome(welcome), .error(error), .heartbeat(heartbeat), .goodbye(goodbye), .echo(echo),
             .roiUpload(upload), .roiAck(ack), .agentStatus(status),
             .modelOffer(offer), .modelChunkRequest(chunkRequest), .modelChunk(chunk), .modelInstalled(installed),

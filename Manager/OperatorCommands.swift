@@ -1,0 +1,204 @@
+import Foundation
+import Logging
+import LoupePKI
+import LoupeProto
+import LoupeSegmentation
+import LoupeWire
+import Synchronization
+
+/// The operator's commands over the wire: models and rollouts, training
+/// jobs, datasets and camera groups. Every error names its cause as a typed
+/// protocol error (NOT_FOUND, INVALID_ARGUMENT, ...).
+extension ManagerService {
+    func handleOperator(_ body: Envelope.OneOf_Body, connection: WireConnection, peer: PeerIdentity) async throws -> Envelope.OneOf_Body? {
+        switch body {
+        case .modelListQuery(let query):
+            return .modelListReply(try mapped { try modelList(query) })
+        case .modelPush(let push):
+            return .modelPushReply(try mapped { try self.push(push, by: peer.name) })
+        case .modelRollback(let rollback):
+            return .modelPushReply(try mapped { try self.rollback(rollback, by: peer.name) })
+        case .rolloutDecision(let decision):
+            let registry = try openRegistry()
+            let rollout = try mapped {
+                try registry.decide(decision.rolloutID, promote: decision.promote,
+                                    reason: decision.promote ? "promoted by \(peer.name)" : "rolled back by \(peer.name)")
+            }
+            logger.notice("rollout decided by operator", metadata: ["rollout": "\(rollout.id)", "state": "\(rollout.state.rawValue)", "by": "\(peer.name)"])
+            var reply = Loupe_V1_ModelPushReply()
+            reply.cameras = decision.promote ? rollout.remainingCameras : rollout.canaryCameras
+            reply.rollout = rollout.wire
+            return .modelPushReply(reply)
+        case .trainingStatusQuery(let query):
+            guard let queue = training.withLock({ $0 }) else { throw WireError.refused(code: .unavailable, message: "training is not ready yet") }
+            var reply = Loupe_V1_TrainingStatusReply()
+            reply.jobs = try queue.status(jobId: query.jobID.isEmpty ? nil : query.jobID)
+            if query.follow, !query.jobID.isEmpty { queue.follow(jobId: query.jobID, connection: connection) }
+            return .trainingStatusReply(reply)
+        case .datasetStatsQuery(let query):
+            guard let store = trainingData.withLock({ $0 }) else { throw WireError.refused(code: .unavailable, message: "the manager's training data is not open yet") }
+            var reply = Loupe_V1_DatasetStatsReply()
+            do {
+                reply.datasets = try store.statistics(inspectionType: query.inspectionType.isEmpty ? nil : query.inspectionType)
+            } catch {
+                throw WireError.refused(code: .internal, message: error.description)
+            }
+            return .datasetStatsReply(reply)
+        case .cameraGroupSet(let set):
+            let registry = try openRegistry()
+            try mapped { try registry.setGroup(set.name, cameras: set.cameras) }
+            logger.notice("camera group set", metadata: ["group": "\(set.name)", "cameras": "\(set.cameras.joined(separator: ","))", "by": "\(peer.name)"])
+            return .cameraGroupList(try groupList(registry))
+        case .cameraGroupList:
+            return .cameraGroupList(try groupList(try openRegistry()))
+        default:
+            return nil
+        }
+    }
+
+    func openRegistry() throws -> ModelRegistry {
+        guard let registry = models.withLock({ $0 }) else { throw WireError.refused(code: .unavailable, message: "the model registry is not open yet") }
+        return registry
+    }
+
+    /// Runs registry work, turning its errors into protocol errors.
+    func mapped<T>(_ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch let error as ModelRegistryError {
+            switch error {
+            case .notFound(let what): throw WireError.refused(code: .notFound, message: "\(what) does not exist")
+            case .invalid(let why): throw WireError.refused(code: .invalidArgument, message: why)
+            case .database, .io: throw WireError.refused(code: .internal, message: error.description)
+            }
+        }
+    }
+
+    func groupList(_ registry: ModelRegistry) throws -> Loupe_V1_CameraGroupList {
+        var list = Loupe_V1_CameraGroupList()
+        for (name, cameras) in try mapped({ try registry.groups() }) as [String: [String]] {
+            var members = Loupe_V1_CameraGroupMembers()
+            members.cameras = cameras
+            list.groups[name] = members
+        }
+        return list
+    }
+
+    func modelList(_ query: Loupe_V1_ModelListQuery) throws(ModelRegistryError) -> Loupe_V1_ModelListReply {
+        let registry = try openRegistryTyped()
+        var versions = try registry.versions(inspectionType: query.inspectionType.isEmpty ? nil : query.inspectionType)
+        if !query.version.isEmpty { versions = [try registry.version(query.version)] }
+        let cameras = try registry.cameras()
+        var reply = Loupe_V1_ModelListReply()
+        reply.versions = versions.map { record in
+            var info = Loupe_V1_ModelVersionInfo()
+            info.version = record.version
+            info.inspectionType = record.inspectionType
+            info.sizeBytes = UInt64(record.bytes)
+            info.sha256 = Data(hexString: record.sha256) ?? Data()
+            info.parentVersion = record.parentVersion ?? ""
+            info.description_p = record.description
+            info.validationMiou = Float(record.validationMIoU)
+            info.datasetSha256 = Data(hexString: record.datasetSHA256) ?? Data()
+            info.createdUnixMs = record.createdAt.millisecondsSince1970
+            info.installedOn = cameras.filter { $0.installedVersion == record.version }.map(\.cameraId)
+            return info
+        }
+        let shown = Set(versions.map(\.version))
+        reply.cameras = cameras.filter { query.version.isEmpty || shown.contains($0.desiredVersion ?? "") || shown.contains($0.installedVersion ?? "") }.map { camera in
+            var info = Loupe_V1_CameraModelInfo()
+            info.cameraID = camera.cameraId
+            info.desiredVersion = camera.desiredVersion ?? ""
+            info.installedVersion = camera.installedVersion ?? ""
+            info.previousVersion = camera.previousVersion ?? ""
+            info.lastError = camera.lastError ?? ""
+            info.updatedUnixMs = camera.updatedAt.millisecondsSince1970
+            return info
+        }
+        reply.rollouts = try registry.rollouts().filter { query.version.isEmpty || shown.contains($0.version) }.prefix(20).map(\.wire)
+        return reply
+    }
+
+    func openRegistryTyped() throws(ModelRegistryError) -> ModelRegistry {
+        guard let registry = models.withLock({ $0 }) else { throw .io("the model registry is not open yet") }
+        return registry
+    }
+
+    /// The cameras a target names; each must have connected at least once.
+    func resolve(_ target: Loupe_V1_CameraTarget, inspectionType: String?) throws(ModelRegistryError) -> [String] {
+        let known = self.registry.snapshot()
+        let chosen = [!target.cameras.isEmpty, !target.inspectionType.isEmpty, !target.group.isEmpty].filter { $0 }.count
+        guard chosen == 1 else { throw .invalid("name the target cameras one way: a list of cameras, an inspection type or a group") }
+        var cameras: [String]
+        if !target.inspectionType.isEmpty {
+            if let inspectionType, inspectionType != target.inspectionType {
+                throw .invalid("the version is for inspection type \(inspectionType), not \(target.inspectionType)")
+            }
+            cameras = known.filter { $0.status.inspectionType == target.inspectionType }.map(\.cameraID)
+            guard !cameras.isEmpty else { throw .invalid("no camera has reported inspection type \(target.inspectionType) yet") }
+        } else if !target.group.isEmpty {
+            cameras = try openRegistryTyped().group(target.group)
+        } else {
+            cameras = target.cameras
+        }
+        cameras = Array(Set(cameras)).sorted()
+        for camera in cameras {
+            guard let status = known.first(where: { $0.cameraID == camera }) else {
+                throw .invalid("camera \(camera) has never connected to this manager (check the id; `loupe camera list` shows the known ones)")
+            }
+            // A camera without a recipe yet (version 0) takes a model of any type.
+            let hasRecipe = !["", "0"].contains(status.status.recipeVersion)
+            if let inspectionType, hasRecipe, status.status.inspectionType != inspectionType {
+                throw .invalid("camera \(camera) inspects \(status.status.inspectionType), but the version is for \(inspectionType)")
+            }
+        }
+        return cameras
+    }
+
+    func push(_ push: Loupe_V1_ModelPush, by operatorName: String) throws(ModelRegistryError) -> Loupe_V1_ModelPushReply {
+        let registry = try openRegistryTyped()
+        let version = try registry.version(push.modelVersion)
+        let target = try resolve(push.target, inspectionType: version.inspectionType)
+        var reply = Loupe_V1_ModelPushReply()
+        if push.canaryCameras.isEmpty {
+            try registry.assign(version.version, to: target)
+            reply.cameras = target
+            logger.notice("model pushed", metadata: ["version": "\(version.version)", "cameras": "\(target.joined(separator: ","))", "by": "\(operatorName)"])
+            return reply
+        }
+        let canaries = Array(Set(push.canaryCameras)).sorted()
+        if let outside = canaries.first(where: { !target.contains($0) }) { throw .invalid("canary \(outside) is not one of the target cameras") }
+        // The canaries' own defect rate over the last hour: the baseline if the rest of the target judges nothing.
+        let statuses = self.registry.snapshot().filter { canaries.contains($0.cameraID) }
+        let pass = statuses.reduce(0) { $0 + $1.status.passCountLastHour }, fail = statuses.reduce(0) { $0 + $1.status.failCountLastHour }
+        let prior = pass + fail > 0 ? Double(fail) / Double(pass + fail) : nil
+        let rollout = try registry.startRollout(version.version, canaries: canaries, remaining: target.filter { !canaries.contains($0) },
+                                                policy: CanaryPolicyRecord(push.policy), priorDefectRate: prior)
+        logger.notice("canary rollout started", metadata: ["rollout": "\(rollout.id)", "version": "\(version.version)", "canaries": "\(canaries.joined(separator: ","))", "by": "\(operatorName)"])
+        reply.cameras = canaries
+        reply.rollout = rollout.wire
+        return reply
+    }
+
+    func rollback(_ rollback: Loupe_V1_ModelRollback, by operatorName: String) throws(ModelRegistryError) -> Loupe_V1_ModelPushReply {
+        let registry = try openRegistryTyped()
+        var toType: String?
+        if !rollback.toVersion.isEmpty { toType = try registry.version(rollback.toVersion).inspectionType }
+        let cameras = try resolve(rollback.target, inspectionType: toType)
+        var moves: [(String, String)] = []
+        for camera in cameras {
+            if !rollback.toVersion.isEmpty {
+                moves.append((camera, rollback.toVersion))
+            } else if let previous = try registry.camera(camera)?.previousVersion {
+                moves.append((camera, previous))
+            } else {
+                throw .invalid("camera \(camera) has no earlier version recorded; name one with --to VERSION (`loupe model list` shows them)")
+            }
+        }
+        for (camera, version) in moves { try registry.assign(version, to: [camera], remember: false) }
+        logger.notice("model rollback", metadata: ["cameras": "\(moves.map { "\($0.0)->\($0.1)" }.joined(separator: ","))", "by": "\(operatorName)"])
+        var reply = Loupe_V1_ModelPushReply()
+        reply.cameras = moves.map(\.0)
+        return reply
+    }
+}

@@ -1,0 +1,93 @@
+import Foundation
+import Logging
+import LoupeProto
+import Prometheus
+
+/// Watches canary rollouts: notes when every canary has installed the new
+/// version, measures the canaries' defect rate against the baseline from the
+/// cameras' status reports, and (for automatic rollouts) promotes or rolls
+/// back once the observation window and part count are reached. A canary
+/// that refuses the version rolls the rollout back at once.
+struct RolloutSupervisor {
+    let models: ModelRegistry
+    let cameras: CameraRegistry
+    let logger: Logger
+    let metrics: ManagerMetrics?
+
+    func step(now: Date = Date()) {
+        guard let open = try? models.rollouts(state: .canary) else { return }
+        let counts = Dictionary(uniqueKeysWithValues: cameras.snapshot().map {
+            ($0.cameraID, PartCounts(pass: $0.status.passCount, fail: $0.status.failCount))
+        })
+        for rollout in open {
+            do {
+                try supervise(rollout, counts: counts, now: now)
+            } catch {
+                logger.error("rollout supervision failed", metadata: ["rollout": "\(rollout.id)", "error": "\(error)"])
+            }
+        }
+    }
+
+    private func supervise(_ original: RolloutRecord, counts: [String: PartCounts], now: Date) throws {
+        var rollout = original
+        for canary in rollout.canaryCameras {
+            if let error = try models.camera(canary)?.lastError, error.hasPrefix(rollout.version + ":") {
+                try decide(rollout, promote: false, reason: "canary \(canary) refused \(rollout.version): \(error.dropFirst(rollout.version.count + 1).trimmingCharacters(in: .whitespaces))")
+                return
+            }
+        }
+        guard let installedAt = rollout.canariesInstalledAt else {
+            let installed = try rollout.canaryCameras.allSatisfy { try models.camera($0)?.installedVersion == rollout.version }
+            if installed {
+                rollout.canariesInstalledAt = now
+                rollout.countsAtInstall = counts.filter { (rollout.canaryCameras + rollout.remainingCameras).contains($0.key) }
+                rollout.reason = "observing the canaries"
+                try models.update(rollout)
+                logger.info("canaries run the new version", metadata: ["rollout": "\(rollout.id)", "version": "\(rollout.version)"])
+            }
+            return
+        }
+        func judged(_ group: [String]) -> PartCounts {
+            group.reduce(PartCounts(pass: 0, fail: 0)) { sum, camera in
+                guard let current = counts[camera], let start = rollout.countsAtInstall[camera] else { return sum }
+                let delta = current.since(start)
+                return PartCounts(pass: sum.pass + delta.pass, fail: sum.fail + delta.fail)
+            }
+        }
+        let canary = judged(rollout.canaryCameras), baseline = judged(rollout.remainingCameras)
+        rollout.canaryParts = Int(canary.pass + canary.fail)
+        rollout.canaryDefectRate = rollout.canaryParts > 0 ? Double(canary.fail) / Double(rollout.canaryParts) : 0
+        rollout.baselineParts = Int(baseline.pass + baseline.fail)
+        if rollout.baselineParts > 0 {
+            rollout.baselineDefectRate = Double(baseline.fail) / Double(rollout.baselineParts)
+        } else {
+            rollout.baselineDefectRate = rollout.priorDefectRate ?? 0
+        }
+        let policy = rollout.policy
+        let observed = now.timeIntervalSince(installedAt)
+        guard policy.automatic, observed >= Double(policy.observeSeconds), rollout.canaryParts >= max(1, policy.minParts) else {
+            if rollout != original { try models.update(rollout) }
+            return
+        }
+        let version = try models.version(rollout.version)
+        let increase = rollout.canaryDefectRate - rollout.baselineDefectRate
+        let figures = String(format: "canary defect rate %.3f over %d parts, baseline %.3f over %d parts%@, validation mIoU %.3f",
+                             rollout.canaryDefectRate, rollout.canaryParts, rollout.baselineDefectRate, rollout.baselineParts,
+                             rollout.baselineParts == 0 ? " (the canaries' last hour before the push)" : "", version.validationMIoU)
+        if version.validationMIoU < policy.minValidationMIoU {
+            try decide(rollout, promote: false, reason: String(format: "validation mIoU %.3f is below the bound %.3f; ", version.validationMIoU, policy.minValidationMIoU) + figures)
+        } else if increase > policy.maxDefectRateIncrease {
+            try decide(rollout, promote: false, reason: String(format: "defect rate rose by %.3f (bound %.3f); ", increase, policy.maxDefectRateIncrease) + figures)
+        } else {
+            try decide(rollout, promote: true, reason: "within bounds; " + figures)
+        }
+    }
+
+    private func decide(_ rollout: RolloutRecord, promote: Bool, reason: String) throws {
+        let decided = try models.decide(rollout.id, promote: promote, reason: reason, figures: rollout)
+        (promote ? metrics?.rolloutsPromoted : metrics?.rolloutsRolledBack)?.increment()
+        logger.notice(promote ? "rollout promoted" : "rollout rolled back", metadata: [
+            "rollout": "\(decided.id)", "version": "\(decided.version)", "reason": "\(reason)",
+        ])
+    }
+}

@@ -1,0 +1,228 @@
+import Foundation
+import GRDB
+import LoupeProto
+
+/// When a canary rollout is promoted or rolled back (see CanaryPolicy in Proto/loupe.proto).
+public struct CanaryPolicyRecord: Codable, Sendable, Equatable {
+    public var automatic: Bool
+    public var observeSeconds: Int
+    public var minParts: Int
+    public var maxDefectRateIncrease: Double
+    public var minValidationMIoU: Double
+
+    public init(_ wire: Loupe_V1_CanaryPolicy) {
+        automatic = wire.automatic
+        observeSeconds = Int(wire.observeSeconds)
+        minParts = Int(wire.minParts)
+        maxDefectRateIncrease = Double(wire.maxDefectRateIncrease)
+        minValidationMIoU = Double(wire.minValidationMiou)
+    }
+
+    public var wire: Loupe_V1_CanaryPolicy {
+        var policy = Loupe_V1_CanaryPolicy()
+        policy.automatic = automatic
+        policy.observeSeconds = UInt32(observeSeconds)
+        policy.minParts = UInt32(minParts)
+        policy.maxDefectRateIncrease = Float(maxDefectRateIncrease)
+        policy.minValidationMiou = Float(minValidationMIoU)
+        return policy
+    }
+}
+
+/// Pass and fail counts of one camera at a moment (its cumulative report).
+public struct PartCounts: Codable, Sendable, Equatable {
+    public var pass: UInt64
+    public var fail: UInt64
+
+    public init(pass: UInt64, fail: UInt64) {
+        self.pass = pass
+        self.fail = fail
+    }
+
+    /// Parts judged since `earlier`; a camera restarted in between counts from zero.
+    public func since(_ earlier: PartCounts) -> PartCounts {
+        if pass < earlier.pass || fail < earlier.fail { return self }
+        return PartCounts(pass: pass - earlier.pass, fail: fail - earlier.fail)
+    }
+}
+
+/// A canary rollout: the canaries run the new version first; the rest of
+/// the target gets it on promotion; on rollback the canaries return to the
+/// versions they were meant to run before.
+public struct RolloutRecord: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "rollout"
+    public enum State: String, Codable, Sendable { case canary, promoted, rolledBack = "rolled-back" }
+    public var id: String
+    public var version: String
+    public var state: State
+    public var canaryCameras: [String]
+    public var remainingCameras: [String]
+    /// Camera -> the version it was meant to run before the rollout.
+    public var previousVersions: [String: String]
+    public var policy: CanaryPolicyRecord
+    public var startedAt: Date
+    public var canariesInstalledAt: Date?
+    public var decidedAt: Date?
+    /// Every target camera's cumulative counts when the last canary installed.
+    public var countsAtInstall: [String: PartCounts]
+    /// The canaries' own last-hour defect rate when the push was made.
+    public var priorDefectRate: Double?
+    public var canaryParts: Int
+    public var canaryDefectRate: Double
+    public var baselineParts: Int
+    public var baselineDefectRate: Double
+    public var reason: String
+
+    public var wire: Loupe_V1_Rollout {
+        var rollout = Loupe_V1_Rollout()
+        rollout.rolloutID = id
+        rollout.modelVersion = version
+        rollout.state = switch state { case .canary: .canary; case .promoted: .promoted; case .rolledBack: .rolledBack }
+        rollout.canaryCameras = canaryCameras
+        rollout.remainingCameras = remainingCameras
+        rollout.policy = policy.wire
+        rollout.startedUnixMs = startedAt.millisecondsSince1970
+        rollout.canariesInstalledUnixMs = canariesInstalledAt?.millisecondsSince1970 ?? 0
+        rollout.decidedUnixMs = decidedAt?.millisecondsSince1970 ?? 0
+        rollout.canaryParts = UInt64(canaryParts)
+        rollout.canaryDefectRate = Float(canaryDefectRate)
+        rollout.baselineParts = UInt64(baselineParts)
+        rollout.baselineDefectRate = Float(baselineDefectRate)
+        rollout.reason = reason
+        return rollout
+    }
+}
+
+extension Date {
+    var millisecondsSince1970: UInt64 { UInt64(max(0, timeIntervalSince1970 * 1000)) }
+}
+
+/// Named groups of cameras, stored with the registry.
+struct CameraGroupRecord: Codable, FetchableRecord, PersistableRecord {
+    static let databaseTableName = "cameraGroup"
+    var name: String
+    var cameras: [String]
+}
+
+extension ModelRegistry {
+    /// Defines a group, or deletes it when `cameras` is empty.
+    public func setGroup(_ name: String, cameras: [String]) throws(ModelRegistryError) {
+        guard !name.isEmpty, name.count <= 64, name.unicodeScalars.allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "._-".unicodeScalars.contains($0)) }) else {
+            throw .invalid("group name \"\(name.prefix(80))\" must be 1–64 letters, digits, '.', '_' or '-'")
+        }
+        try write { db in
+            if cameras.isEmpty {
+                _ = try CameraGroupRecord.deleteOne(db, key: name)
+            } else {
+                try CameraGroupRecord(name: name, cameras: Array(Set(cameras)).sorted()).save(db)
+            }
+        }
+    }
+
+    public func groups() throws(ModelRegistryError) -> [String: [String]] {
+        try read { db in
+            Dictionary(uniqueKeysWithValues: try CameraGroupRecord.fetchAll(db).map { ($0.name, $0.cameras) })
+        }
+    }
+
+    public func group(_ name: String) throws(ModelRegistryError) -> [String] {
+        guard let cameras = try groups()[name] else { throw .notFound("camera group \(name)") }
+        return cameras
+    }
+
+    /// Starts a canary rollout: assigns the version to the canaries now and
+    /// records the rest of the target for promotion.
+    public func startRollout(_ version: String, canaries: [String], remaining: [String], policy: CanaryPolicyRecord,
+                             priorDefectRate: Double?) throws(ModelRegistryError) -> RolloutRecord {
+        let record = try self.version(version)
+        guard !canaries.isEmpty else { throw .invalid("a canary rollout needs at least one canary camera") }
+        guard policy.observeSeconds >= 0, policy.observeSeconds <= 7 * 86_400 else { throw .invalid("observe_seconds must be at most a week") }
+        guard (0...1).contains(policy.maxDefectRateIncrease) else { throw .invalid("max_defect_rate_increase must be a fraction in [0, 1]") }
+        return try write { db in
+            if let open = try RolloutRecord.filter(Column("state") == RolloutRecord.State.canary.rawValue).fetchAll(db)
+                .first(where: { !Set($0.canaryCameras + $0.remainingCameras).isDisjoint(with: canaries + remaining) }) {
+                throw ModelRegistryError.invalid("rollout \(open.id) of \(open.version) is still in its canary phase for some of these cameras; promote or roll it back first")
+            }
+            var previous: [String: String] = [:]
+            for camera in canaries {
+                let current = try CameraModelRecord.fetchOne(db, key: camera)
+                guard let installed = current?.installedVersion ?? current?.desiredVersion else {
+                    throw ModelRegistryError.invalid("canary \(camera) runs no model yet, so a rollback would have nothing to return to; push a first version to it without canaries")
+                }
+                guard installed != version else { throw ModelRegistryError.invalid("canary \(camera) already runs \(version)") }
+                previous[camera] = current?.desiredVersion ?? installed
+            }
+            let count = try RolloutRecord.fetchCount(db) + 1
+            let rollout = RolloutRecord(
+                id: "rollout-\(count)", version: record.version, state: .canary, canaryCameras: canaries.sorted(), remainingCameras: remaining.sorted(),
+                previousVersions: previous, policy: policy, startedAt: Date(), countsAtInstall: [:], priorDefectRate: priorDefectRate,
+                canaryParts: 0, canaryDefectRate: 0, baselineParts: 0, baselineDefectRate: 0,
+                reason: policy.automatic ? "canaries installing" : "canaries installing; waiting for an operator's decision")
+            try rollout.insert(db)
+            for camera in canaries {
+                var row = try CameraModelRecord.fetchOne(db, key: camera) ?? CameraModelRecord(cameraId: camera, updatedAt: Date())
+                row.previousVersion = row.desiredVersion
+                row.desiredVersion = version
+                row.lastError = nil
+                row.updatedAt = Date()
+                try row.save(db)
+            }
+            return rollout
+        }
+    }
+
+    public func rollouts(state: RolloutRecord.State? = nil) throws(ModelRegistryError) -> [RolloutRecord] {
+        try read { db in
+            var request = RolloutRecord.order(Column("startedAt").desc)
+            if let state { request = request.filter(Column("state") == state.rawValue) }
+            return try request.fetchAll(db)
+        }
+    }
+
+    public func rollout(_ id: String) throws(ModelRegistryError) -> RolloutRecord {
+        guard let record = try read({ db in try RolloutRecord.fetchOne(db, key: id) }) else { throw .notFound("rollout \(id)") }
+        return record
+    }
+
+    /// Saves the observation figures of a rollout still in its canary phase.
+    public func update(_ rollout: RolloutRecord) throws(ModelRegistryError) {
+        try write { db in try rollout.update(db) }
+    }
+
+    /// Ends a canary phase: promotion assigns the version to the remaining
+    /// cameras; rollback returns each canary to its previous version.
+    public func decide(_ id: String, promote: Bool, reason: String, figures: RolloutRecord? = nil) throws(ModelRegistryError) -> RolloutRecord {
+        try write { db in
+            guard var rollout = try RolloutRecord.fetchOne(db, key: id) else { throw ModelRegistryError.notFound("rollout \(id)") }
+            guard rollout.state == .canary else { throw ModelRegistryError.invalid("rollout \(id) was already \(rollout.state.rawValue)") }
+            if let figures {
+                rollout.canariesInstalledAt = figures.canariesInstalledAt
+                rollout.countsAtInstall = figures.countsAtInstall
+                rollout.canaryParts = figures.canaryParts
+                rollout.canaryDefectRate = figures.canaryDefectRate
+                rollout.baselineParts = figures.baselineParts
+                rollout.baselineDefectRate = figures.baselineDefectRate
+            }
+            rollout.state = promote ? .promoted : .rolledBack
+            rollout.decidedAt = Date()
+            rollout.reason = reason
+            try rollout.update(db)
+            let moves: [(String, String)] = promote
+                ? rollout.remainingCameras.map { ($0, rollout.version) }
+                : rollout.canaryCameras.compactMap { camera in rollout.previousVersions[camera].map { (camera, $0) } }
+            for (camera, version) in moves {
+                var row = try CameraModelRecord.fetchOne(db, key: camera) ?? CameraModelRecord(cameraId: camera, updatedAt: Date())
+                if promote {
+                    if row.desiredVersion != version { row.previousVersion = row.desiredVersion }
+                } else {
+                    row.previousVersion = nil
+                }
+                row.desiredVersion = version
+                row.lastError = promote ? nil : row.lastError
+                row.updatedAt = Date()
+                try row.save(db)
+            }
+            return rollout
+        }
+    }
+}
