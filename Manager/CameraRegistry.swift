@@ -15,13 +15,13 @@ public final class CameraRegistry: Sendable {
     }
 
     private let entries = Mutex<[String: Entry]>([:])
-    private let store = Mutex<FleetStore?>(nil)
+    private let store = Mutex<(any FleetStoring)?>(nil)
     public static let statusPersistInterval = Duration.seconds(10)
 
     public init() {}
 
     /// Loads the cameras known before a restart (all offline) and writes through from now on.
-    public func attach(_ fleet: FleetStore) throws {
+    public func attach(_ fleet: any FleetStoring) throws {
         let known = try fleet.load()
         entries.withLock { entries in
             for camera in known where entries[camera.cameraID] == nil { entries[camera.cameraID] = Entry(status: camera) }

@@ -22,8 +22,8 @@ public final class ManagerService: Service, Sendable {
     private let onMetricsListening: @Sendable (Int) -> Void
     let logger: Logger
     private let onListening: @Sendable (SocketAddress) -> Void
-    let trainingData = Mutex<TrainingDataStore?>(nil)
-    let models = Mutex<ModelRegistry?>(nil)
+    let trainingData = Mutex<(any TrainingDataStoring)?>(nil)
+    let models = Mutex<(any ModelRegistryStoring)?>(nil)
     let training = Mutex<TrainingQueue?>(nil)
     /// Per live agent connection: the model version already offered on it.
     private let offered = Mutex<[ObjectIdentifier: String]>([:])
@@ -39,12 +39,12 @@ public final class ManagerService: Service, Sendable {
     }
 
     public func run() async throws {
-        try FileManager.default.createDirectory(atPath: config.dataDir, withIntermediateDirectories: true)
-        let trainingData = try TrainingDataStore(path: config.dataDir + "/training-data.sqlite")
+        let storage = try ManagerStorage.open(config)
+        let trainingData = storage.trainingData
         self.trainingData.withLock { $0 = trainingData }
-        try registry.attach(try FleetStore(path: config.dataDir + "/fleet.sqlite"))
+        try registry.attach(storage.fleet)
         let held = try trainingData.count()
-        let registry = try ModelRegistry(directory: config.dataDir, signingKeyPath: config.signingKeyPath)
+        let registry = storage.models
         self.models.withLock { $0 = registry }
         let queue = TrainingQueue(data: trainingData, registry: registry, concurrency: config.trainingConcurrency ?? 1,
                                   threads: config.trainingThreads ?? ProcessInfo.processInfo.activeProcessorCount, metrics: metrics, logger: logger)
@@ -109,7 +109,7 @@ public final class ManagerService: Service, Sendable {
     /// connection, until it reports that version installed. Pushes and
     /// rollbacks are written to the registry (by `loupe model push` on this
     /// host); this loop delivers them, also to cameras that were offline.
-    func offerModels(server: WireServer, registry: ModelRegistry, queue: TrainingQueue) async {
+    func offerModels(server: WireServer, registry: any ModelRegistryStoring, queue: TrainingQueue) async {
         while !Task.isCancelled {
             // The gauges that describe the fleet as it is now.
             let peers = server.activeConnections.filter { $0.wasWelcomed && !$0.isClosed }.compactMap(\.peer)
@@ -213,7 +213,7 @@ public final class ManagerService: Service, Sendable {
             }
             let stored: Bool
             do {
-                stored = try store.store(upload, from: peer.name)
+                stored = try await store.store(upload, from: peer.name)
                 if stored {
                     metrics.uploadsStored.increment()
                     metrics.uploadBytes.increment(by: Int64(upload.imagePng.count + upload.maskPng.count))

@@ -22,7 +22,7 @@ extension ManagerService {
             let registry = try openRegistry()
             let rollout = try mapped {
                 try registry.decide(decision.rolloutID, promote: decision.promote,
-                                    reason: decision.promote ? "promoted by \(peer.name)" : "rolled back by \(peer.name)")
+                                    reason: decision.promote ? "promoted by \(peer.name)" : "rolled back by \(peer.name)", figures: nil)
             }
             logger.notice("rollout decided by operator", metadata: ["rollout": "\(rollout.id)", "state": "\(rollout.state.rawValue)", "by": "\(peer.name)"])
             var reply = Loupe_V1_ModelPushReply()
@@ -39,7 +39,7 @@ extension ManagerService {
             guard let store = trainingData.withLock({ $0 }) else { throw WireError.refused(code: .unavailable, message: "the manager's training data is not open yet") }
             var reply = Loupe_V1_DatasetStatsReply()
             do {
-                reply.datasets = try store.statistics(inspectionType: query.inspectionType.isEmpty ? nil : query.inspectionType)
+                reply.datasets = try store.statistics(inspectionType: query.inspectionType.isEmpty ? nil : query.inspectionType, validationFraction: 0.1)
             } catch {
                 throw WireError.refused(code: .internal, message: error.description)
             }
@@ -56,7 +56,7 @@ extension ManagerService {
         }
     }
 
-    func openRegistry() throws -> ModelRegistry {
+    func openRegistry() throws -> any ModelRegistryStoring {
         guard let registry = models.withLock({ $0 }) else { throw WireError.refused(code: .unavailable, message: "the model registry is not open yet") }
         return registry
     }
@@ -74,7 +74,7 @@ extension ManagerService {
         }
     }
 
-    func groupList(_ registry: ModelRegistry) throws -> Loupe_V1_CameraGroupList {
+    func groupList(_ registry: any ModelRegistryStoring) throws -> Loupe_V1_CameraGroupList {
         var list = Loupe_V1_CameraGroupList()
         for (name, cameras) in try mapped({ try registry.groups() }) as [String: [String]] {
             var members = Loupe_V1_CameraGroupMembers()
@@ -119,7 +119,7 @@ extension ManagerService {
         return reply
     }
 
-    func openRegistryTyped() throws(ModelRegistryError) -> ModelRegistry {
+    func openRegistryTyped() throws(ModelRegistryError) -> any ModelRegistryStoring {
         guard let registry = models.withLock({ $0 }) else { throw .io("the model registry is not open yet") }
         return registry
     }

@@ -9,7 +9,7 @@ import Prometheus
 /// back once the observation window and part count are reached. A canary
 /// that refuses the version rolls the rollout back at once.
 struct RolloutSupervisor {
-    let models: ModelRegistry
+    let models: any ModelRegistryStoring
     let cameras: CameraRegistry
     let logger: Logger
     let metrics: ManagerMetrics?

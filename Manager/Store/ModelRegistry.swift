@@ -182,7 +182,7 @@ public final class ModelRegistry: Sendable {
         }
     }
 
-    public func versions(inspectionType: String? = nil) throws(ModelRegistryError) -> [ModelVersionRecord] {
+    public func versions(inspectionType: String?) throws(ModelRegistryError) -> [ModelVersionRecord] {
         try read { db in
             var request = ModelVersionRecord.order(Column("number").desc)
             if let inspectionType { request = request.filter(Column("inspectionType") == inspectionType) }
@@ -199,7 +199,7 @@ public final class ModelRegistry: Sendable {
     /// With `remember` the version each camera was meant to run so far is
     /// kept as its previous version; a rollback passes false (and the camera
     /// then has no previous version until its next push).
-    public func assign(_ version: String, to cameras: [String], remember: Bool = true) throws(ModelRegistryError) {
+    public func assign(_ version: String, to cameras: [String], remember: Bool) throws(ModelRegistryError) {
         _ = try self.version(version)
         guard !cameras.isEmpty else { throw .invalid("name at least one camera") }
         try write { db in

@@ -125,11 +125,6 @@ extension ModelRegistry {
         }
     }
 
-    public func group(_ name: String) throws(ModelRegistryError) -> [String] {
-        guard let cameras = try groups()[name] else { throw .notFound("camera group \(name)") }
-        return cameras
-    }
-
     /// Starts a canary rollout: assigns the version to the canaries now and
     /// records the rest of the target for promotion.
     public func startRollout(_ version: String, canaries: [String], remaining: [String], policy: CanaryPolicyRecord,
@@ -171,17 +166,12 @@ extension ModelRegistry {
         }
     }
 
-    public func rollouts(state: RolloutRecord.State? = nil) throws(ModelRegistryError) -> [RolloutRecord] {
+    public func rollouts(state: RolloutRecord.State?) throws(ModelRegistryError) -> [RolloutRecord] {
         try read { db in
             var request = RolloutRecord.order(Column("startedAt").desc)
             if let state { request = request.filter(Column("state") == state.rawValue) }
             return try request.fetchAll(db)
         }
-    }
-
-    public func rollout(_ id: String) throws(ModelRegistryError) -> RolloutRecord {
-        guard let record = try read({ db in try RolloutRecord.fetchOne(db, key: id) }) else { throw .notFound("rollout \(id)") }
-        return record
     }
 
     /// Saves the observation figures of a rollout still in its canary phase.
@@ -191,7 +181,7 @@ extension ModelRegistry {
 
     /// Ends a canary phase: promotion assigns the version to the remaining
     /// cameras; rollback returns each canary to its previous version.
-    public func decide(_ id: String, promote: Bool, reason: String, figures: RolloutRecord? = nil) throws(ModelRegistryError) -> RolloutRecord {
+    public func decide(_ id: String, promote: Bool, reason: String, figures: RolloutRecord?) throws(ModelRegistryError) -> RolloutRecord {
         try write { db in
             guard var rollout = try RolloutRecord.fetchOne(db, key: id) else { throw ModelRegistryError.notFound("rollout \(id)") }
             guard rollout.state == .canary else { throw ModelRegistryError.invalid("rollout \(id) was already \(rollout.state.rawValue)") }

@@ -4,6 +4,7 @@ import GRDB
 import LoupeImaging
 import LoupeProto
 import LoupeSegmentation
+import Synchronization
 
 /// Why the manager refused or failed to store an upload.
 public enum TrainingDataError: Error, Equatable, CustomStringConvertible {
@@ -86,19 +87,60 @@ public final class TrainingDataStore: Sendable {
         return migrator
     }
 
-    /// Checks and stores an upload. Returns false when it was already held.
-    public func store(_ upload: Loupe_V1_RoiUpload, from cameraId: String) throws(TrainingDataError) -> Bool {
+    /// Uploads waiting for the next commit, and whether a caller is writing.
+    private struct Committer {
+        var queue: [(row: StoredROI, done: CheckedContinuation<Result<Bool, TrainingDataError>, Never>)] = []
+        var writing = false
+    }
+    private let committer = Mutex(Committer())
+    private let writer = DispatchQueue(label: "loupe.training-data.commit")
+
+    /// Checks and stores an upload; returns false when it was already held.
+    /// It returns only after the transaction holding it has committed.
+    /// Uploads that arrive while a commit is under way are written together
+    /// in the next transaction (group commit: one fsync for many ROIs).
+    public func store(_ upload: Loupe_V1_RoiUpload, from cameraId: String) async throws(TrainingDataError) -> Bool {
         let row = try Self.validate(upload, from: cameraId)
-        do {
-            return try pool.write { db in
-                if try StoredROI.exists(db, key: row.contentSHA256) { return false }
-                try row.insert(db)
+        let result = await withCheckedContinuation { (done: CheckedContinuation<Result<Bool, TrainingDataError>, Never>) in
+            let leads = committer.withLock { state in
+                state.queue.append((row, done))
+                if state.writing { return false }
+                state.writing = true
                 return true
             }
-        } catch let error as DatabaseError where error.resultCode == .SQLITE_FULL {
-            throw .diskFull(path)
-        } catch {
-            throw .database("\(error)")
+            // The commit (and its fsync) runs on the store's own queue, not on a task's thread.
+            if leads { writer.async { self.commitQueued() } }
+        }
+        return try result.get()
+    }
+
+    /// Writes queued uploads, a transaction per batch, until none are left.
+    private func commitQueued() {
+        while true {
+            let batch = committer.withLock { state in
+                let batch = state.queue
+                state.queue = []
+                if batch.isEmpty { state.writing = false }
+                return batch
+            }
+            if batch.isEmpty { return }
+            let outcome: Result<[Bool], TrainingDataError>
+            do {
+                outcome = .success(try pool.write { db in
+                    try batch.map { entry in
+                        if try StoredROI.exists(db, key: entry.row.contentSHA256) { return false }
+                        try entry.row.insert(db)
+                        return true
+                    }
+                })
+            } catch let error as DatabaseError where error.resultCode == .SQLITE_FULL {
+                outcome = .failure(.diskFull(path))
+            } catch {
+                outcome = .failure(.database("\(error)"))
+            }
+            for (index, entry) in batch.enumerated() {
+                entry.done.resume(returning: outcome.map { $0[index] })
+            }
         }
     }
 
@@ -146,7 +188,7 @@ public final class TrainingDataStore: Sendable {
     }
 
     /// How many ROIs are held, in all or per camera.
-    public func count(cameraId: String? = nil) throws(TrainingDataError) -> Int {
+    public func count(cameraId: String?) throws(TrainingDataError) -> Int {
         do {
             return try pool.read { db in
                 var request = StoredROI.all()
@@ -193,7 +235,7 @@ public final class TrainingDataStore: Sendable {
     /// What is held per inspection type: ROIs, the split, per-class ROIs
     /// and pixels, ROIs per camera. Reads no image bytes; masks only of rows
     /// stored before per-class counts were kept.
-    public func statistics(inspectionType: String? = nil, validationFraction: Double = 0.1) throws(TrainingDataError) -> [Loupe_V1_DatasetStats] {
+    public func statistics(inspectionType: String?, validationFraction: Double) throws(TrainingDataError) -> [Loupe_V1_DatasetStats] {
         struct Row: Decodable, FetchableRecord {
             var contentSHA256: String, cameraId: String, inspectionType: String, classNames: String, receivedAt: Date, classPixels: String?
         }

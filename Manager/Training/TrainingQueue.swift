@@ -23,8 +23,8 @@ public final class TrainingQueue: Sendable {
         var progress = Loupe_V1_TrainingProgress()
     }
 
-    private let data: TrainingDataStore
-    private let registry: ModelRegistry
+    private let data: any TrainingDataStoring
+    private let registry: any ModelRegistryStoring
     private let logger: Logger
     private let concurrency: Int
     private let threadCount: Int
@@ -48,7 +48,7 @@ public final class TrainingQueue: Sendable {
 
     private let metrics: ManagerMetrics?
 
-    public init(data: TrainingDataStore, registry: ModelRegistry, concurrency: Int, threads: Int, metrics: ManagerMetrics? = nil, logger: Logger) {
+    public init(data: any TrainingDataStoring, registry: any ModelRegistryStoring, concurrency: Int, threads: Int, metrics: ManagerMetrics? = nil, logger: Logger) {
         self.metrics = metrics
         self.data = data
         self.registry = registry

@@ -9,7 +9,7 @@ struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Run a benchmark and print its figures.",
-        subcommands: [Wire.self, Imaging.self, Segmentation.self, Pipeline.self]
+        subcommands: [Wire.self, Fleet.self, Imaging.self, Segmentation.self, Pipeline.self]
     )
 
     struct Wire: AsyncParsableCommand {
@@ -116,6 +116,47 @@ extension BenchCommand {
             let met = result.framesPerSecond >= 20
             print("target: 20 fps or more: \(met ? "met" : "MISSED") (\(String(format: "%.1f", result.framesPerSecond)) fps)")
             if !met { throw ExitCode(1) }
+        }
+    }
+}
+
+extension BenchCommand {
+    struct Fleet: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "A manager on loopback and many simulated agents: ROI ingest (against the plain-TLS ceiling) and model fan-out.",
+            discussion: """
+            Each simulated agent is a light client in this process with its own agent certificate and connection, \
+            speaking the real protocol: ROI uploads four in flight (acknowledged after the manager's durable commit), \
+            and for a pushed model chunked fetches, SHA-256 and Ed25519 checks and a ModelInstalled report. \
+            Prints each round and the medians; the exit status is 1 if an ROI or an install went missing.
+            """
+        )
+        @Option(help: "Simulated agents.") var agents = 50
+        @Option(help: "ROIs each agent uploads per round.") var roisPerAgent = 20
+        @Option(help: "Side of each ROI, pixels.") var roiSide = 256
+        @Option(help: "Rounds; medians are reported.") var rounds = 3
+
+        func run() async throws {
+            var options = FleetBenchmark.Options()
+            options.agents = agents
+            options.roisPerAgent = roisPerAgent
+            options.roiSide = roiSide
+            options.rounds = rounds
+            let progress = ProgressBar()
+            let result = try await FleetBenchmark(options: options) { progress.update($0) }.run()
+            progress.finish()
+            print("loupe bench fleet: \(agents) simulated agents on loopback, mutual TLS 1.3, \(roisPerAgent) ROIs of \(roiSide)x\(roiSide) per agent per round, 4 in flight per agent, \(ProcessInfo.processInfo.activeProcessorCount) cores")
+            print(TextTable.render(header: ["round", "ROIs", "seconds", "ROIs/s", "MB/s", "plain TLS MB/s", "ratio", "fan-out s"], rows: result.rounds.enumerated().map { index, r in
+                ["\(index + 1)", "\(r.rois)", String(format: "%.2f", r.seconds), String(format: "%.0f", r.roisPerSecond), String(format: "%.1f", r.megabytesPerSecond),
+                 String(format: "%.0f", r.ceilingMegabytesPerSecond), String(format: "%.3f", r.megabytesPerSecond / r.ceilingMegabytesPerSecond), String(format: "%.2f", r.fanOutSeconds)]
+            }))
+            func median(_ values: [Double]) -> Double { let s = values.sorted(); return s.isEmpty ? 0 : s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2 }
+            let ingest = median(result.rounds.map(\.roisPerSecond)), megabytes = median(result.rounds.map(\.megabytesPerSecond))
+            let ceiling = median(result.rounds.map(\.ceilingMegabytesPerSecond)), fanOut = median(result.rounds.map(\.fanOutSeconds))
+            print(String(format: "median: ingest %.0f ROIs/s, %.1f MB/s = %.3f of the plain-TLS ceiling (%.0f MB/s); fan-out of a %.2f MB model to %d agents in %.2f s",
+                         ingest, megabytes, megabytes / ceiling, ceiling, Double(result.modelBytes) / 1e6, agents, fanOut))
+            print("ROIs stored: \(result.storedROIs) of \(result.expectedROIs); installs recorded: \(result.installsRecorded) of \(agents)")
+            if result.storedROIs != result.expectedROIs || result.installsRecorded != agents { throw ExitCode(1) }
         }
     }
 }

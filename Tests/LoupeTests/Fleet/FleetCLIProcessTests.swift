@@ -105,8 +105,13 @@ import Testing
         for camera in cameras { #expect(table.contains(camera.id) && table.contains("online"), "\(table)") }
         #expect(table.contains("PASS 1h") && table.contains("TO SYNC") && table.contains("DISK FREE"))
 
-        // The dataset view counts every camera's ROIs.
-        let statsOutput = try await loupe(["dataset", "stats", "--json"])
+        // The dataset view counts every camera's ROIs (once the last ticks have synced).
+        var statsOutput = ""
+        let synced = try await eventually(timeout: .seconds(30)) {
+            statsOutput = try await runLoupe(["dataset", "stats", "--json"], log: pki.dir + "/stats.log", environment: env).output
+            return statsOutput.contains("\"rois\":12")
+        }
+        #expect(synced, "\(statsOutput)")
         let stats = try #require(try JSONSerialization.jsonObject(with: Data(statsOutput.utf8)) as? [String: Any])
         let part = try #require((stats["datasets"] as? [[String: Any]])?.first)
         #expect(part["inspection_type"] as? String == "part" && part["rois"] as? Int == 12, "\(statsOutput)")
