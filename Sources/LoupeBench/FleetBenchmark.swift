@@ -67,33 +67,16 @@ public struct FleetBenchmark: Sendable {
         defer { try? FileManager.default.removeItem(atPath: folder) }
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         progress("making \(options.agents) agent certificates")
-        let ca = try FleetCA.create(organization: "Bench")
-        let caPath = folder + "/ca.pem"
-        try PEMFiles.write(try ca.certificatePEM, to: caPath, mode: 0o644, overwrite: true)
-        func member(_ request: LeafRequest, _ name: String) throws -> TLSFiles {
-            let issued = try ca.issue(request)
-            try PEMFiles.write(issued.certificatePEM, to: "\(folder)/\(name).pem", mode: 0o644, overwrite: true)
-            try PEMFiles.write(issued.privateKeyPEM, to: "\(folder)/\(name)-key.pem", mode: 0o600, overwrite: true)
-            return TLSFiles(ca: caPath, cert: "\(folder)/\(name).pem", key: "\(folder)/\(name)-key.pem")
-        }
-        let managerTLS = try member(LeafRequest(role: .manager, name: "manager", hosts: ["localhost", "127.0.0.1"]), "manager")
+        let pki = try BenchPKI(folder: folder)
+        let managerTLS = pki.manager
         let ids = (1...options.agents).map { String(format: "bench-cam-%03d", $0) }
-        let agentTLS = try ids.map { try member(LeafRequest(role: .agent, name: $0), $0) }
+        let agentTLS = try ids.map { try pki.member(LeafRequest(role: .agent, name: $0), $0) }
 
-        var logger = Logger(label: "loupe.bench")
-        logger.logLevel = .error
         let dataDir = folder + "/manager"
-        let (ports, portSink) = AsyncStream<Int>.makeStream()
         var config = ManagerConfig(managerId: "bench", listen: "127.0.0.1:0", tls: managerTLS, revocationList: nil, dataDir: dataDir)
         config.trainingThreads = 1
-        let manager = ManagerService(config: config, logger: logger) { address in
-            portSink.yield(address.port ?? 0)
-            portSink.finish()
-        }
-        let services = ServiceGroup(services: [manager], logger: logger)
-        let managerTask = Task { try await services.run() }
-        var portIterator = ports.makeAsyncIterator()
-        guard let port = await portIterator.next() else { throw WireError.connectionClosed }
+        let manager = try await BenchManager.start(config)
+        let port = manager.port
         let registry = try ModelRegistry(directory: dataDir, signingKeyPath: config.signingKeyPath)
         let trust = Trust(key: registry.signingKey.publicKey)
 
@@ -175,8 +158,7 @@ public struct FleetBenchmark: Sendable {
         let installs = try registry.cameras().filter { $0.installedVersion != nil }.count
         stop.withLock { $0 = true }
         for task in agentTasks { _ = await task.result }
-        await services.triggerGracefulShutdown()
-        _ = await managerTask.result
+        await manager.stop()
         return Result(rounds: rounds, modelBytes: modelBytes, storedROIs: stored, expectedROIs: options.agents * options.roisPerAgent * options.rounds,
                       installsRecorded: installs)
     }

@@ -48,20 +48,9 @@ public struct WireBenchmark: Sendable {
         defer { try? FileManager.default.removeItem(atPath: folder) }
         let pki = try BenchPKI(folder: folder)
 
-        var logger = Logger(label: "loupe.bench")
-        logger.logLevel = .error
-        let (ports, portSink) = AsyncStream<Int>.makeStream()
-        let manager = ManagerService(
-            config: ManagerConfig(managerId: "bench", listen: "127.0.0.1:0", tls: pki.manager, revocationList: nil, dataDir: folder + "/data"),
-            logger: logger
-        ) { address in
-            portSink.yield(address.port ?? 0)
-            portSink.finish()
-        }
-        let services = ServiceGroup(services: [manager], logger: logger)
-        let managerTask = Task { try await services.run() }
-        var portIterator = ports.makeAsyncIterator()
-        guard let managerPort = await portIterator.next() else { throw WireError.connectionClosed }
+        let manager = try await BenchManager.start(
+            ManagerConfig(managerId: "bench", listen: "127.0.0.1:0", tls: pki.manager, revocationList: nil, dataDir: folder + "/data"))
+        let managerPort = manager.port
 
         let echo = try await PlainTLSEcho.start(tls: pki.manager)
         defer { echo.stop() }
@@ -85,8 +74,7 @@ public struct WireBenchmark: Sendable {
                 return rows
             }
         }
-        await services.triggerGracefulShutdown()
-        _ = await managerTask.result
+        await manager.stop()
         return rows
     }
 
@@ -159,22 +147,59 @@ public struct WireBenchmark: Sendable {
     }
 }
 
-/// Certificates for the benchmark, made fresh in a temporary folder.
-private struct BenchPKI {
+/// Certificates for a benchmark, made fresh in a temporary folder.
+struct BenchPKI {
+    let ca: FleetCA
+    let folder: String
+    let caPath: String
     let manager: TLSFiles
     let agent: TLSFiles
 
     init(folder: String) throws {
-        let ca = try FleetCA.create(organization: "Bench")
-        let caPath = folder + "/ca.pem"
+        self.folder = folder
+        ca = try FleetCA.create(organization: "Bench")
+        caPath = folder + "/ca.pem"
         try PEMFiles.write(try ca.certificatePEM, to: caPath, mode: 0o644, overwrite: true)
-        func member(_ request: LeafRequest, _ name: String) throws -> TLSFiles {
-            let issued = try ca.issue(request)
-            try PEMFiles.write(issued.certificatePEM, to: "\(folder)/\(name).pem", mode: 0o644, overwrite: true)
-            try PEMFiles.write(issued.privateKeyPEM, to: "\(folder)/\(name)-key.pem", mode: 0o600, overwrite: true)
-            return TLSFiles(ca: caPath, cert: "\(folder)/\(name).pem", key: "\(folder)/\(name)-key.pem")
+        manager = try Self.member(ca, caPath: caPath, folder: folder, LeafRequest(role: .manager, name: "manager", hosts: ["localhost", "127.0.0.1"]), "manager")
+        agent = try Self.member(ca, caPath: caPath, folder: folder, LeafRequest(role: .agent, name: "bench-cam"), "agent")
+    }
+
+    /// One more certificate, `NAME.pem` and `NAME-key.pem`.
+    func member(_ request: LeafRequest, _ name: String) throws -> TLSFiles {
+        try Self.member(ca, caPath: caPath, folder: folder, request, name)
+    }
+
+    private static func member(_ ca: FleetCA, caPath: String, folder: String, _ request: LeafRequest, _ name: String) throws -> TLSFiles {
+        let issued = try ca.issue(request)
+        try PEMFiles.write(issued.certificatePEM, to: "\(folder)/\(name).pem", mode: 0o644, overwrite: true)
+        try PEMFiles.write(issued.privateKeyPEM, to: "\(folder)/\(name)-key.pem", mode: 0o600, overwrite: true)
+        return TLSFiles(ca: caPath, cert: "\(folder)/\(name).pem", key: "\(folder)/\(name)-key.pem")
+    }
+}
+
+/// A manager service running in this process for a benchmark.
+struct BenchManager {
+    let services: ServiceGroup
+    let task: Task<Void, any Error>
+    let port: Int
+
+    static func start(_ config: ManagerConfig) async throws -> BenchManager {
+        var logger = Logger(label: "loupe.bench")
+        logger.logLevel = .error
+        let (ports, portSink) = AsyncStream<Int>.makeStream()
+        let manager = ManagerService(config: config, logger: logger) { address in
+            portSink.yield(address.port ?? 0)
+            portSink.finish()
         }
-        manager = try member(LeafRequest(role: .manager, name: "manager", hosts: ["localhost", "127.0.0.1"]), "manager")
-        agent = try member(LeafRequest(role: .agent, name: "bench-cam"), "agent")
+        let services = ServiceGroup(services: [manager], logger: logger)
+        let task = Task { try await services.run() }
+        var iterator = ports.makeAsyncIterator()
+        guard let port = await iterator.next() else { throw WireError.connectionClosed }
+        return BenchManager(services: services, task: task, port: port)
+    }
+
+    func stop() async {
+        await services.triggerGracefulShutdown()
+        _ = await task.result
     }
 }
