@@ -58,6 +58,12 @@ let package = Package(
             dependencies: ["CSPNG", "CTurboJPEG"],
             swiftSettings: computeSettings
         ),
+        // Content-addressed blob files written durably, and the stores' error type (agent and manager).
+        .target(
+            name: "LoupeStorage",
+            dependencies: [.product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: strictSettings
+        ),
         // Frame sources: V4L2 cameras, file import, the synthetic camera.
         .target(
             name: "LoupeCapture",
@@ -100,7 +106,7 @@ let package = Package(
         .target(
             name: "LoupeManager",
             dependencies: [
-                "LoupeWire", "LoupeProto", "LoupePKI", "LoupeImaging", "LoupeSegmentation",
+                "LoupeWire", "LoupeProto", "LoupePKI", "LoupeImaging", "LoupeSegmentation", "LoupeStorage",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -119,7 +125,7 @@ let package = Package(
         .target(
             name: "LoupeAgent",
             dependencies: [
-                "LoupeWire", "LoupeProto", "LoupePKI", "LoupeImaging", "LoupeCapture", "LoupeVision", "LoupeSegmentation",
+                "LoupeWire", "LoupeProto", "LoupePKI", "LoupeImaging", "LoupeCapture", "LoupeVision", "LoupeSegmentation", "LoupeStorage",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -170,7 +176,7 @@ let package = Package(
         .testTarget(
             name: "LoupeTests",
             dependencies: [
-                "LoupeWire", "LoupePKI", "LoupeProto", "LoupeManager", "LoupeAgent", "LoupeBench", "LoupeImaging", "LoupeCapture", "LoupeVision", "LoupeSegmentation",
+                "LoupeWire", "LoupePKI", "LoupeProto", "LoupeManager", "LoupeAgent", "LoupeBench", "LoupeImaging", "LoupeCapture", "LoupeVision", "LoupeSegmentation", "LoupeStorage",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

@@ -4,6 +4,7 @@ import Logging
 import LoupeCapture
 import LoupeImaging
 import LoupeSegmentation
+import LoupeStorage
 import LoupeVision
 import LoupeWire
 

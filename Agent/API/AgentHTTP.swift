@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import HummingbirdCore
+import LoupeStorage
 import ServiceLifecycle
 import HummingbirdTLS
 import Logging

@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import LoupeImaging
+import LoupeStorage
 import NIOCore
 
 /// The label half of the agent's HTTP API (docs/agent-api.md): captures,

@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import LoupeImaging
+import LoupeStorage
 import LoupeVision
 import NIOCore
 

@@ -1,5 +1,6 @@
 import Foundation
 import LoupeImaging
+import LoupeStorage
 
 /// A named region of interest, in template coordinates.
 public struct RecipeROI: Codable, Sendable, Equatable {

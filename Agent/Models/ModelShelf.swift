@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import LoupeSegmentation
+import LoupeStorage
 import Synchronization
 
 /// Why a model was not installed.

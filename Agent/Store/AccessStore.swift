@@ -2,6 +2,7 @@ import Crypto
 import CryptoExtras
 import Foundation
 import GRDB
+import LoupeStorage
 
 /// What a signed-in user may do on the agent's page.
 public enum AccessRole: String, Codable, Sendable, CaseIterable, Comparable {

@@ -1,27 +1,7 @@
 import Foundation
 import GRDB
 import LoupeImaging
-
-/// Why the label store refused or failed.
-public enum StoreError: Error, Equatable, CustomStringConvertible {
-    case invalid(String)
-    case notFound(String)
-    case missingBlob(String)
-    case io(path: String, reason: String)
-    case diskFull(path: String)
-    case database(String)
-
-    public var description: String {
-        switch self {
-        case .invalid(let why): "invalid: \(why)"
-        case .notFound(let what): "not found: \(what)"
-        case .missingBlob(let hash): "the stored file \(hash) is missing"
-        case .io(let path, let reason): "\(path): \(reason)"
-        case .diskFull(let path): "disk full while writing \(path); free space and retry (nothing was changed)"
-        case .database(let why): "label database: \(why)"
-        }
-    }
-}
+import LoupeStorage
 
 public struct CaptureRecord: Codable, Sendable, Equatable, FetchableRecord, MutablePersistableRecord {
     public static let databaseTableName = "capture"

@@ -4,6 +4,7 @@ import Logging
 import LoupeImaging
 import LoupeProto
 import LoupeSegmentation
+import LoupeStorage
 import LoupeWire
 
 /// Drains the label outbox to the manager over a live connection: each

@@ -3,6 +3,7 @@ import Logging
 import LoupeImaging
 import LoupeSegmentation
 import LoupeProto
+import LoupeStorage
 import LoupeWire
 import Synchronization
 

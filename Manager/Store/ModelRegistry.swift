@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import GRDB
 import LoupeSegmentation
+import LoupeStorage
 
 /// Why the registry refused or failed.
 public enum ModelRegistryError: Error, Equatable, CustomStringConvertible {
@@ -167,16 +168,12 @@ public final class ModelRegistry: Sendable {
                 version: "\(inspectionType)-v\(number)", number: number, inspectionType: inspectionType, sha256: digest.hexString, bytes: signed.count,
                 offerSignature: offerSignature.hexString, parentVersion: parent, description: model.metadata.description,
                 validationMIoU: Double(model.metadata.validationMIoU), datasetSHA256: model.metadata.datasetSHA256, createdAt: Date())
-            // The file is durable before the row that names it commits.
-            let path = self.path(of: record.version)
-            let temporary = path + ".tmp"
-            guard FileManager.default.createFile(atPath: temporary, contents: nil), let handle = FileHandle(forWritingAtPath: temporary) else {
-                throw ModelRegistryError.io("cannot create \(temporary)")
+            // The file is durable (file and directory fsynced) before the row that names it commits.
+            do {
+                try BlobStore.replaceDurably(self.path(of: record.version), with: signed)
+            } catch {
+                throw ModelRegistryError.io("cannot write model \(record.version): \(error)")
             }
-            try handle.write(contentsOf: signed)
-            try handle.synchronize()
-            try handle.close()
-            guard rename(temporary, path) == 0 else { throw ModelRegistryError.io("cannot write \(path): \(String(cString: strerror(errno)))") }
             try record.insert(db)
             return record
         }

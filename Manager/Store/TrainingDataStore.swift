@@ -4,6 +4,7 @@ import GRDB
 import LoupeImaging
 import LoupeProto
 import LoupeSegmentation
+import LoupeStorage
 import Synchronization
 
 /// Why the manager refused or failed to store an upload.
@@ -36,32 +37,42 @@ public struct StoredROI: Codable, Sendable, Equatable, FetchableRecord, Persista
     public var labelledPixels: Int
     /// JSON array of class names, index = mask value.
     public var classNames: String
+    /// The PNG bytes while an upload is being stored; empty in rows written
+    /// since migration 3, whose image and mask are blob files named by
+    /// `imageSHA256` and `maskSHA256`.
     public var imagePNG: Data
     public var maskPNG: Data
     public var receivedAt: Date
     /// Labelled pixels per class index (JSON array); nil for rows stored
     /// before migration 2, counted from the mask when asked.
     public var classPixels: String?
+    /// SHA-256 (hex) of the image and mask blob files under `blobs/`.
+    public var imageSHA256: String?
+    public var maskSHA256: String?
 }
 
 /// The labelled ROIs every camera sent: SQLite (WAL, synchronous=FULL), one
-/// row per content hash, so a repeated upload is stored once. An upload is
+/// row per content hash, so a repeated upload is stored once, with the image
+/// and mask PNGs as content-addressed blob files (`blobs/`, beside the
+/// database) written durably before the row that names them. An upload is
 /// acknowledged only after its transaction commits.
 public final class TrainingDataStore: Sendable {
     public let path: String
     private let pool: DatabasePool
+    private let blobs: BlobStore
 
     public init(path: String) throws(TrainingDataError) {
         self.path = path
         do {
-            pool = try ManagerDatabase.open(path, durability: .full, migrator: Self.migrator)
+            blobs = try BlobStore(root: (path as NSString).deletingLastPathComponent + "/blobs")
+            pool = try ManagerDatabase.open(path, durability: .full, migrator: Self.migrator(blobs: blobs))
         } catch {
             throw .database("\(path): \(error)")
         }
     }
 
     /// Numbered migrations. Released ones are never edited; changes get a new one.
-    static var migrator: DatabaseMigrator {
+    static func migrator(blobs: BlobStore) -> DatabaseMigrator {
         var migrator = DatabaseMigrator()
         migrator.registerMigration("1 rois") { db in
             try db.create(table: "roi") { t in
@@ -83,6 +94,23 @@ public final class TrainingDataStore: Sendable {
         }
         migrator.registerMigration("2 class pixel counts") { db in
             try db.alter(table: "roi") { t in t.add(column: "classPixels", .text) }
+        }
+        migrator.registerMigration("3 blob files") { db in
+            try db.alter(table: "roi") { t in
+                t.add(column: "imageSHA256", .text)
+                t.add(column: "maskSHA256", .text)
+            }
+            // Earlier rows held the PNGs inline: write them out (durably, before this commits) and empty the columns.
+            let rows = try Row.fetchCursor(db, sql: "SELECT contentSHA256, imagePNG, maskPNG FROM roi")
+            var moved: [(String, String, String)] = []
+            while let row = try rows.next() {
+                let image: Data = row["imagePNG"], mask: Data = row["maskPNG"]
+                moved.append((row["contentSHA256"], try blobs.put(image), try blobs.put(mask)))
+            }
+            for (content, image, mask) in moved {
+                try db.execute(sql: "UPDATE roi SET imageSHA256 = ?, maskSHA256 = ?, imagePNG = X'', maskPNG = X'' WHERE contentSHA256 = ?",
+                               arguments: [image, mask, content])
+            }
         }
         return migrator
     }
@@ -124,12 +152,29 @@ public final class TrainingDataStore: Sendable {
                 return batch
             }
             if batch.isEmpty { return }
+            // Blob files first, each durable before the transaction that names it.
+            var rows: [StoredROI?] = []
+            var failures: [Int: TrainingDataError] = [:]
+            for (index, entry) in batch.enumerated() {
+                do {
+                    var row = entry.row
+                    row.imageSHA256 = try blobs.put(row.imagePNG)
+                    row.maskSHA256 = try blobs.put(row.maskPNG)
+                    row.imagePNG = Data()
+                    row.maskPNG = Data()
+                    rows.append(row)
+                } catch {
+                    failures[index] = if case .diskFull(let path) = error { .diskFull(path) } else { .database("\(error)") }
+                    rows.append(nil)
+                }
+            }
             let outcome: Result<[Bool], TrainingDataError>
             do {
                 outcome = .success(try pool.write { db in
-                    try batch.map { entry in
-                        if try StoredROI.exists(db, key: entry.row.contentSHA256) { return false }
-                        try entry.row.insert(db)
+                    try rows.map { row in
+                        guard let row else { return false }
+                        if try StoredROI.exists(db, key: row.contentSHA256) { return false }
+                        try row.insert(db)
                         return true
                     }
                 })
@@ -139,7 +184,11 @@ public final class TrainingDataStore: Sendable {
                 outcome = .failure(.database("\(error)"))
             }
             for (index, entry) in batch.enumerated() {
-                entry.done.resume(returning: outcome.map { $0[index] })
+                if let failure = failures[index] {
+                    entry.done.resume(returning: .failure(failure))
+                } else {
+                    entry.done.resume(returning: outcome.map { $0[index] })
+                }
             }
         }
     }
@@ -220,8 +269,8 @@ public final class TrainingDataStore: Sendable {
         var hasher = SHA256()
         for row in rows {
             do {
-                let image = try PNGCodec.decode(row.imagePNG).gray8
-                let mask = try PNGCodec.decode(row.maskPNG).gray8
+                let image = try PNGCodec.decode(try row.imageSHA256.map { try blobs.get($0) } ?? row.imagePNG).gray8
+                let mask = try PNGCodec.decode(try row.maskSHA256.map { try blobs.get($0) } ?? row.maskPNG).gray8
                 items.append(try LabelledImage(name: row.contentSHA256, image: image, mask: mask, classes: classNames.count))
                 hasher.update(data: Data(row.contentSHA256.utf8))
             } catch {
@@ -292,7 +341,9 @@ public final class TrainingDataStore: Sendable {
 
     private func maskClassPixels(_ contentSHA256: String) throws(TrainingDataError) -> String {
         do {
-            guard let png = try pool.read({ db in try Data.fetchOne(db, sql: "SELECT maskPNG FROM roi WHERE contentSHA256 = ?", arguments: [contentSHA256]) }) else { return "[]" }
+            guard let row = try pool.read({ db in try Row.fetchOne(db, sql: "SELECT maskSHA256, maskPNG FROM roi WHERE contentSHA256 = ?", arguments: [contentSHA256]) }) else { return "[]" }
+            let hash: String? = row["maskSHA256"]
+            let png: Data = try hash.map { try blobs.get($0) } ?? row["maskPNG"]
             return Self.classPixelsJSON(try PNGCodec.decode(png).gray8.samples, classes: 0)
         } catch {
             throw .database("ROI \(contentSHA256.prefix(12)): \(error)")

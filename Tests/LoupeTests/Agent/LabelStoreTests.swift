@@ -1,6 +1,7 @@
 import Foundation
 import LoupeAgent
 import LoupeImaging
+import LoupeStorage
 import Testing
 
 @Suite struct LabelStoreTests {

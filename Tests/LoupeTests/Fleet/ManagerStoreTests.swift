@@ -1,8 +1,12 @@
 import Crypto
 import Foundation
+import GRDB
+import LoupeImaging
 import LoupeBench
 import LoupeManager
 import LoupeProto
+import LoupeSegmentation
+import LoupeStorage
 import Testing
 
 /// The manager's SQLite stores, directly.
@@ -59,5 +63,43 @@ import Testing
         let stored = try await store.store(good, from: "cam-1")
         #expect(stored)
         #expect(try store.count() == 1)
+    }
+}
+
+extension ManagerStoreTests {
+    /// A training-data file from before blob files (PNGs inline in the rows)
+    /// is migrated on open: the PNGs become blob files, the rows name them,
+    /// and the dataset reads the same pixels.
+    @Test func inlinePNGsMoveToBlobFilesOnUpgrade() async throws {
+        let dir = try folder()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = dir + "/training-data.sqlite"
+        let upload = try FleetBenchmark.upload(side: 32, seed: 9)
+        // The schema and migration records as migrations 1 and 2 left them, with one inline row.
+        let queue = try DatabaseQueue(path: path)
+        try await queue.write { db in
+            try db.execute(sql: """
+                CREATE TABLE roi (contentSHA256 TEXT PRIMARY KEY, cameraId TEXT NOT NULL, inspectionType TEXT NOT NULL, roiName TEXT NOT NULL,
+                  capturedAt DATETIME NOT NULL, recipeVersion TEXT NOT NULL, templateSHA256 TEXT NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL,
+                  labelledPixels INTEGER NOT NULL, classNames TEXT NOT NULL, imagePNG BLOB NOT NULL, maskPNG BLOB NOT NULL, receivedAt DATETIME NOT NULL,
+                  classPixels TEXT);
+                CREATE TABLE grdb_migrations (identifier TEXT NOT NULL PRIMARY KEY);
+                INSERT INTO grdb_migrations VALUES ('1 rois'), ('2 class pixel counts');
+                """)
+            try db.execute(sql: """
+                INSERT INTO roi VALUES (?, 'cam-old', 'bench', 'roi', '2026-01-01 00:00:00.000', '1', '', 32, 32, 10, '["background","scratch"]', ?, ?, '2026-01-01 00:00:00.000', NULL)
+                """, arguments: [upload.contentSha256.map { String(format: "%02x", $0) }.joined(), upload.imagePng, upload.maskPng])
+        }
+        try queue.close()
+        let store = try TrainingDataStore(path: path)
+        let blobs = try BlobStore(root: dir + "/blobs")
+        #expect(FileManager.default.fileExists(atPath: blobs.path(for: BlobStore.hash(upload.imagePng))))
+        #expect(FileManager.default.fileExists(atPath: blobs.path(for: BlobStore.hash(upload.maskPng))))
+        let inline = try await DatabaseQueue(path: path).read { db in try Int.fetchOne(db, sql: "SELECT SUM(length(imagePNG) + length(maskPNG)) FROM roi") }
+        #expect(inline == 0)
+        let (dataset, classNames, _) = try store.dataset(inspectionType: "bench")
+        #expect(dataset.items.count == 1 && classNames == ["background", "scratch"])
+        #expect(dataset.items[0].image.samples == (try PNGCodec.decode(upload.imagePng).gray8.samples))
+        #expect(try store.statistics(inspectionType: nil, validationFraction: 0.1).first?.classRois == [1, 1])
     }
 }

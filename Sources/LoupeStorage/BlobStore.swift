@@ -49,7 +49,7 @@ public struct BlobStore: Sendable {
 
     /// Replaces the file at `path` with `data` so that a crash leaves the old
     /// file or the new one, whole: temporary file, fsync, rename, directory fsync.
-    static func replaceDurably(_ path: String, with data: Data) throws(StoreError) {
+    public static func replaceDurably(_ path: String, with data: Data) throws(StoreError) {
         let directory = (path as NSString).deletingLastPathComponent
         let temporary = directory + "/.tmp-\(UUID().uuidString)"
         try writeSynced(data, to: temporary)
@@ -61,7 +61,7 @@ public struct BlobStore: Sendable {
         syncDirectory(directory)
     }
 
-    static func writeSynced(_ data: Data, to path: String) throws(StoreError) {
+    public static func writeSynced(_ data: Data, to path: String) throws(StoreError) {
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
         guard fd >= 0 else { throw .io(path: path, reason: String(cString: strerror(errno))) }
         defer { close(fd) }
@@ -88,7 +88,7 @@ public struct BlobStore: Sendable {
         }
     }
 
-    static func syncDirectory(_ path: String) {
+    public static func syncDirectory(_ path: String) {
         let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { return }
         fsync(fd)
