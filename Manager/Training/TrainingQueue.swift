@@ -200,6 +200,18 @@ public final class TrainingQueue: Sendable {
         semaphore.wait()
     }
 
+    /// The training configuration in words, kept with the model version.
+    static func describe(_ c: TrainingConfiguration) -> String {
+        var parts: [String] = []
+        parts.append("up to \(c.passes) passes")
+        if let budget = c.timeBudgetSeconds { parts.append(String(format: "time budget %.0f s", budget)) }
+        parts.append("batch \(c.batchSize), crop \(c.cropSize) px, peak learning rate \(c.optimizer.learningRate)")
+        let a = c.augmentation
+        parts.append("augmentation: flip \(a.flipHorizontal ? "h" : "-")\(a.flipVertical ? "v" : "-"), rotation ±\(a.rotationDegrees)°, brightness ±\(a.brightness), contrast ±\(a.contrast)")
+        parts.append("validation share \(c.validationFraction), seed \(c.seed), \(c.threads) threads")
+        return parts.joined(separator: "; ")
+    }
+
     private func run(_ job: Job) {
         var progress = job.progress
         progress.state = .running
@@ -237,7 +249,8 @@ public final class TrainingQueue: Sendable {
             var model = result.model
             model.metadata.createdAt = Date()
             model.metadata.datasetSHA256 = datasetHash
-            model.metadata.description = "trained centrally on \(dataset.items.count) ROIs of \(request.inspectionType) (job \(job.id), asked by \(job.requester))"
+            model.metadata.description = "trained centrally on \(dataset.items.count) ROIs of \(request.inspectionType) (job \(job.id), asked by \(job.requester)); "
+                + Self.describe(configuration)
             let record = try registry.publish(try ModelFile.encode(model), inspectionType: request.inspectionType)
             if job.requesterIsCamera {
                 try registry.assign(record.version, to: [job.requester])
