@@ -21,7 +21,9 @@ import Testing
             let features = MaskTools.dilate(try camera.featureMask.warpedNearest(by: frame.pose, width: frame.mask.width, height: frame.mask.height), radius: 3)
             for blob in MaskTools.blobs(frame.mask) where blob.area >= 30 {
                 let inner = blob.pixels.filter { index in
-                    [-width - 1, -width, -width + 1, -1, 1, width - 1, width, width + 1].allSatisfy { frame.mask.samples[index + $0] == blob.label }
+                    [-width - 1, -width, -width + 1, -1, 1, width - 1, width, width + 1].allSatisfy {
+                        frame.mask.samples.indices.contains(index + $0) && frame.mask.samples[index + $0] == blob.label
+                    }
                 }
                 let cx = blob.pixels.map { Double($0 % width) }.reduce(0, +) / Double(blob.area)
                 let cy = blob.pixels.map { Double($0 / width) }.reduce(0, +) / Double(blob.area)
