@@ -232,26 +232,18 @@ public final class ManagerService: Service, Sendable {
             ack.status = stored ? .stored : .duplicate
             return .roiAck(ack)
         case .modelChunkRequest(let request):
-            guard let registry = models.withLock({ $0 }) else { throw WireError.refused(code: .unavailable, message: "the model registry is not open yet") }
+            let registry = try openRegistry()
             guard request.length > 0, request.length <= Self.maximumChunkBytes else {
                 throw WireError.refused(code: .invalidArgument, message: "chunk length \(request.length) must be 1…\(Self.maximumChunkBytes)")
             }
-            do {
-                let (data, last) = try registry.chunk(request.modelVersion, offset: request.offset, length: Int(request.length))
-                var chunk = Loupe_V1_ModelChunk()
-                chunk.modelVersion = request.modelVersion
-                chunk.offset = request.offset
-                chunk.data = data
-                metrics.chunkBytes.increment(by: Int64(data.count))
-                chunk.last = last
-                return .modelChunk(chunk)
-            } catch {
-                switch error {
-                case .notFound(let what): throw WireError.refused(code: .notFound, message: what)
-                case .invalid(let why): throw WireError.refused(code: .invalidArgument, message: why)
-                default: throw WireError.refused(code: .internal, message: error.description)
-                }
-            }
+            let (data, last) = try mapped { try registry.chunk(request.modelVersion, offset: request.offset, length: Int(request.length)) }
+            var chunk = Loupe_V1_ModelChunk()
+            chunk.modelVersion = request.modelVersion
+            chunk.offset = request.offset
+            chunk.data = data
+            chunk.last = last
+            metrics.chunkBytes.increment(by: Int64(data.count))
+            return .modelChunk(chunk)
         case .trainingStart(let request):
             guard let queue = training.withLock({ $0 }) else { throw WireError.refused(code: .unavailable, message: "training is not ready yet") }
             return .trainingProgress(try queue.submit(request, requester: peer.name, isCamera: peer.role == .agent, connection: connection))

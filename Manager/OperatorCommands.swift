@@ -84,8 +84,8 @@ extension ManagerService {
         return list
     }
 
-    func modelList(_ query: Loupe_V1_ModelListQuery) throws(ModelRegistryError) -> Loupe_V1_ModelListReply {
-        let registry = try openRegistryTyped()
+    func modelList(_ query: Loupe_V1_ModelListQuery) throws -> Loupe_V1_ModelListReply {
+        let registry = try openRegistry()
         var versions = try registry.versions(inspectionType: query.inspectionType.isEmpty ? nil : query.inspectionType)
         if !query.version.isEmpty { versions = [try registry.version(query.version)] }
         let cameras = try registry.cameras()
@@ -119,44 +119,39 @@ extension ManagerService {
         return reply
     }
 
-    func openRegistryTyped() throws(ModelRegistryError) -> any ModelRegistryStoring {
-        guard let registry = models.withLock({ $0 }) else { throw .io("the model registry is not open yet") }
-        return registry
-    }
-
     /// The cameras a target names; each must have connected at least once.
-    func resolve(_ target: Loupe_V1_CameraTarget, inspectionType: String?) throws(ModelRegistryError) -> [String] {
+    func resolve(_ target: Loupe_V1_CameraTarget, inspectionType: String?) throws -> [String] {
         let known = self.registry.snapshot()
         let chosen = [!target.cameras.isEmpty, !target.inspectionType.isEmpty, !target.group.isEmpty].filter { $0 }.count
-        guard chosen == 1 else { throw .invalid("name the target cameras one way: a list of cameras, an inspection type or a group") }
+        guard chosen == 1 else { throw ModelRegistryError.invalid("name the target cameras one way: a list of cameras, an inspection type or a group") }
         var cameras: [String]
         if !target.inspectionType.isEmpty {
             if let inspectionType, inspectionType != target.inspectionType {
-                throw .invalid("the version is for inspection type \(inspectionType), not \(target.inspectionType)")
+                throw ModelRegistryError.invalid("the version is for inspection type \(inspectionType), not \(target.inspectionType)")
             }
             cameras = known.filter { $0.status.inspectionType == target.inspectionType }.map(\.cameraID)
-            guard !cameras.isEmpty else { throw .invalid("no camera has reported inspection type \(target.inspectionType) yet") }
+            guard !cameras.isEmpty else { throw ModelRegistryError.invalid("no camera has reported inspection type \(target.inspectionType) yet") }
         } else if !target.group.isEmpty {
-            cameras = try openRegistryTyped().group(target.group)
+            cameras = try openRegistry().group(target.group)
         } else {
             cameras = target.cameras
         }
         cameras = Array(Set(cameras)).sorted()
         for camera in cameras {
             guard let status = known.first(where: { $0.cameraID == camera }) else {
-                throw .invalid("camera \(camera) has never connected to this manager (check the id; `loupe camera list` shows the known ones)")
+                throw ModelRegistryError.invalid("camera \(camera) has never connected to this manager (check the id; `loupe camera list` shows the known ones)")
             }
             // A camera without a recipe yet (version 0) takes a model of any type.
             let hasRecipe = !["", "0"].contains(status.status.recipeVersion)
             if let inspectionType, hasRecipe, status.status.inspectionType != inspectionType {
-                throw .invalid("camera \(camera) inspects \(status.status.inspectionType), but the version is for \(inspectionType)")
+                throw ModelRegistryError.invalid("camera \(camera) inspects \(status.status.inspectionType), but the version is for \(inspectionType)")
             }
         }
         return cameras
     }
 
-    func push(_ push: Loupe_V1_ModelPush, by operatorName: String) throws(ModelRegistryError) -> Loupe_V1_ModelPushReply {
-        let registry = try openRegistryTyped()
+    func push(_ push: Loupe_V1_ModelPush, by operatorName: String) throws -> Loupe_V1_ModelPushReply {
+        let registry = try openRegistry()
         let version = try registry.version(push.modelVersion)
         let target = try resolve(push.target, inspectionType: version.inspectionType)
         var reply = Loupe_V1_ModelPushReply()
@@ -167,7 +162,7 @@ extension ManagerService {
             return reply
         }
         let canaries = Array(Set(push.canaryCameras)).sorted()
-        if let outside = canaries.first(where: { !target.contains($0) }) { throw .invalid("canary \(outside) is not one of the target cameras") }
+        if let outside = canaries.first(where: { !target.contains($0) }) { throw ModelRegistryError.invalid("canary \(outside) is not one of the target cameras") }
         // The canaries' own defect rate over the last hour: the baseline if the rest of the target judges nothing.
         let statuses = self.registry.snapshot().filter { canaries.contains($0.cameraID) }
         let pass = statuses.reduce(0) { $0 + $1.status.passCountLastHour }, fail = statuses.reduce(0) { $0 + $1.status.failCountLastHour }
@@ -180,8 +175,8 @@ extension ManagerService {
         return reply
     }
 
-    func rollback(_ rollback: Loupe_V1_ModelRollback, by operatorName: String) throws(ModelRegistryError) -> Loupe_V1_ModelPushReply {
-        let registry = try openRegistryTyped()
+    func rollback(_ rollback: Loupe_V1_ModelRollback, by operatorName: String) throws -> Loupe_V1_ModelPushReply {
+        let registry = try openRegistry()
         var toType: String?
         if !rollback.toVersion.isEmpty { toType = try registry.version(rollback.toVersion).inspectionType }
         let cameras = try resolve(rollback.target, inspectionType: toType)
@@ -192,7 +187,7 @@ extension ManagerService {
             } else if let previous = try registry.camera(camera)?.previousVersion {
                 moves.append((camera, previous))
             } else {
-                throw .invalid("camera \(camera) has no earlier version recorded; name one with --to VERSION (`loupe model list` shows them)")
+                throw ModelRegistryError.invalid("camera \(camera) has no earlier version recorded; name one with --to VERSION (`loupe model list` shows them)")
             }
         }
         for (camera, version) in moves { try registry.assign(version, to: [camera], remember: false) }
