@@ -106,27 +106,29 @@ public final class ManagerService: Service, Sendable {
     }
 
     /// Offers each connected camera the model it should run, once per
-    /// connection, until it reports that version installed. Pushes and
-    /// rollbacks are written to the registry (by `loupe model push` on this
-    /// host); this loop delivers them, also to cameras that were offline.
+    /// connection, until it reports that version installed. Pushes,
+    /// rollbacks and rollout decisions are written to the registry; this
+    /// loop delivers them, also to cameras that were offline. It also steps
+    /// the canary rollouts and sets the fleet gauges.
     func offerModels(server: WireServer, registry: any ModelRegistryStoring, queue: TrainingQueue) async {
         while !Task.isCancelled {
             // The gauges that describe the fleet as it is now.
             let peers = server.activeConnections.filter { $0.wasWelcomed && !$0.isClosed }.compactMap(\.peer)
             metrics.camerasConnected.set(to: Double(peers.filter { $0.role == .agent }.count))
             metrics.operatorsConnected.set(to: Double(peers.filter { $0.role == .operator }.count))
-            if let cameras = try? registry.cameras() {
-                metrics.pushPending.set(to: Double(cameras.filter { $0.desiredVersion != nil && $0.desiredVersion != $0.installedVersion }.count))
-            }
-            let supervisor = RolloutSupervisor(models: registry, cameras: self.registry, logger: logger, metrics: metrics)
-            supervisor.step()
-            metrics.rolloutsCanary.set(to: Double((try? registry.rollouts(state: .canary).count) ?? 0))
+            // Rollout decisions first, so a promotion is offered in this same pass.
+            let inCanary = RolloutSupervisor(models: registry, cameras: self.registry, logger: logger, metrics: metrics).step()
+            metrics.rolloutsCanary.set(to: Double(inCanary))
+            // One read of every camera's desired and installed version serves the gauge and the offers.
+            let cameras = Dictionary(((try? registry.cameras()) ?? []).map { ($0.cameraId, $0) }) { $1 }
+            let pending = cameras.values.filter { $0.desiredVersion != nil && $0.desiredVersion != $0.installedVersion }
+            metrics.pushPending.set(to: Double(pending.count))
             let (queued, running) = queue.counts
             metrics.trainingQueued.set(to: Double(queued))
             metrics.trainingRunning.set(to: Double(running))
             for connection in server.activeConnections {
                 guard let peer = connection.peer, peer.role == .agent, connection.wasWelcomed, !connection.isClosed,
-                      let camera = try? registry.camera(peer.name), let desired = camera.desiredVersion,
+                      let camera = cameras[peer.name], let desired = camera.desiredVersion,
                       desired != camera.installedVersion,
                       offered.withLock({ $0[ObjectIdentifier(connection)] }) != desired,
                       let version = try? registry.version(desired) else { continue }

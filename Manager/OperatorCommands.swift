@@ -190,7 +190,7 @@ extension ManagerService {
                 throw ModelRegistryError.invalid("camera \(camera) has no earlier version recorded; name one with --to VERSION (`loupe model list` shows them)")
             }
         }
-        for (camera, version) in moves { try registry.assign(version, to: [camera], remember: false) }
+        for (version, group) in Dictionary(grouping: moves, by: \.1) { try registry.assign(version, to: group.map(\.0), remember: false) }
         logger.notice("model rollback", metadata: ["cameras": "\(moves.map { "\($0.0)->\($0.1)" }.joined(separator: ","))", "by": "\(operatorName)"])
         var reply = Loupe_V1_ModelPushReply()
         reply.cameras = moves.map(\.0)

@@ -14,38 +14,44 @@ struct RolloutSupervisor {
     let logger: Logger
     let metrics: ManagerMetrics?
 
-    func step(now: Date = Date()) {
-        guard let open = try? models.rollouts(state: .canary) else { return }
+    /// Returns how many rollouts are still in their canary phase.
+    @discardableResult
+    func step(now: Date = Date()) -> Int {
+        guard let open = try? models.rollouts(state: .canary) else { return 0 }
+        var stillOpen = 0
+        let installs = Dictionary(((try? models.cameras()) ?? []).map { ($0.cameraId, $0) }) { $1 }
         let counts = Dictionary(uniqueKeysWithValues: cameras.snapshot().map {
             ($0.cameraID, PartCounts(pass: $0.status.passCount, fail: $0.status.failCount))
         })
         for rollout in open {
             do {
-                try supervise(rollout, counts: counts, now: now)
+                if try !supervise(rollout, counts: counts, installs: installs, now: now) { stillOpen += 1 }
             } catch {
+                stillOpen += 1
                 logger.error("rollout supervision failed", metadata: ["rollout": "\(rollout.id)", "error": "\(error)"])
             }
         }
+        return stillOpen
     }
 
-    private func supervise(_ original: RolloutRecord, counts: [String: PartCounts], now: Date) throws {
+    /// One look at a rollout; true when it was decided.
+    private func supervise(_ original: RolloutRecord, counts: [String: PartCounts], installs: [String: CameraModelRecord], now: Date) throws -> Bool {
         var rollout = original
         for canary in rollout.canaryCameras {
-            if let error = try models.camera(canary)?.lastError, error.hasPrefix(rollout.version + ":") {
+            if let error = installs[canary]?.lastError, error.hasPrefix(rollout.version + ":") {
                 try decide(rollout, promote: false, reason: "canary \(canary) refused \(rollout.version): \(error.dropFirst(rollout.version.count + 1).trimmingCharacters(in: .whitespaces))")
-                return
+                return true
             }
         }
         guard let installedAt = rollout.canariesInstalledAt else {
-            let installed = try rollout.canaryCameras.allSatisfy { try models.camera($0)?.installedVersion == rollout.version }
-            if installed {
+            if rollout.canaryCameras.allSatisfy({ installs[$0]?.installedVersion == rollout.version }) {
                 rollout.canariesInstalledAt = now
                 rollout.countsAtInstall = counts.filter { (rollout.canaryCameras + rollout.remainingCameras).contains($0.key) }
                 rollout.reason = "observing the canaries"
                 try models.update(rollout)
                 logger.info("canaries run the new version", metadata: ["rollout": "\(rollout.id)", "version": "\(rollout.version)"])
             }
-            return
+            return false
         }
         func judged(_ group: [String]) -> PartCounts {
             group.reduce(PartCounts(pass: 0, fail: 0)) { sum, camera in
@@ -67,7 +73,7 @@ struct RolloutSupervisor {
         let observed = now.timeIntervalSince(installedAt)
         guard policy.automatic, observed >= Double(policy.observeSeconds), rollout.canaryParts >= max(1, policy.minParts) else {
             if rollout != original { try models.update(rollout) }
-            return
+            return false
         }
         let version = try models.version(rollout.version)
         let increase = rollout.canaryDefectRate - rollout.baselineDefectRate
@@ -81,6 +87,7 @@ struct RolloutSupervisor {
         } else {
             try decide(rollout, promote: true, reason: "within bounds; " + figures)
         }
+        return true
     }
 
     private func decide(_ rollout: RolloutRecord, promote: Bool, reason: String) throws {

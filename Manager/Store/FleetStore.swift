@@ -66,11 +66,4 @@ public final class FleetStore: Sendable {
             return camera
         }
     }
-
-    /// Cameras whose latest report names this inspection type.
-    public func cameras(inspectionType: String) throws -> [String] {
-        try pool.read { db in
-            try String.fetchAll(db, sql: "SELECT cameraId FROM camera WHERE inspectionType = ? ORDER BY cameraId", arguments: [inspectionType])
-        }
-    }
 }

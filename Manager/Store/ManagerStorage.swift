@@ -23,7 +23,6 @@ public protocol TrainingDataStoring: Sendable {
 public protocol FleetStoring: Sendable {
     func save(_ camera: Loupe_V1_CameraStatus) throws
     func load() throws -> [Loupe_V1_CameraStatus]
-    func cameras(inspectionType: String) throws -> [String]
 }
 
 /// Signed model versions, what each camera should run and runs, groups and rollouts.
@@ -54,11 +53,6 @@ extension ModelRegistryStoring {
     public func group(_ name: String) throws(ModelRegistryError) -> [String] {
         guard let cameras = try groups()[name] else { throw .notFound("camera group \(name)") }
         return cameras
-    }
-
-    public func rollout(_ id: String) throws(ModelRegistryError) -> RolloutRecord {
-        guard let record = try rollouts().first(where: { $0.id == id }) else { throw .notFound("rollout \(id)") }
-        return record
     }
 }
 

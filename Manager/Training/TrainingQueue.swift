@@ -31,7 +31,6 @@ public final class TrainingQueue: Sendable {
     private struct State {
         var waiting: [Job] = []
         var running: [String: Job] = [:]
-        var finished: [String: Loupe_V1_TrainingProgress] = [:]
         var counter = 0
         /// Every job of this run of the manager, for status and logs, oldest first.
         var records: [Loupe_V1_TrainingJob] = []
@@ -101,7 +100,6 @@ public final class TrainingQueue: Sendable {
                 var job = state.waiting.remove(at: index)
                 job.progress.state = .cancelled
                 job.progress.message = "cancelled before it started"
-                state.finished[jobId] = job.progress
                 Self.note(job.progress, in: &state)
                 let progress = job.progress, listeners = job.listeners + state.followers[jobId, default: []]
                 Task { await Self.send(progress, to: listeners) }
@@ -187,7 +185,6 @@ public final class TrainingQueue: Sendable {
             state.running[job.id]?.progress = progress
             Self.note(progress, in: &state)
             let ended = [.succeeded, .failed, .cancelled].contains(progress.state)
-            if ended { state.finished[job.id] = progress }
             let followers = state.followers[job.id, default: []]
             if ended { state.followers[job.id] = nil }
             return (state.running[job.id]?.listeners ?? job.listeners) + followers

@@ -1,6 +1,6 @@
 /// The middle value (the mean of the two middle ones for an even count); 0 for none.
 /// Benchmarks on these shared machines quote medians, not means.
-func median(_ values: [Double]) -> Double {
+public func median(_ values: [Double]) -> Double {
     let sorted = values.sorted()
     guard !sorted.isEmpty else { return 0 }
     let middle = sorted.count / 2

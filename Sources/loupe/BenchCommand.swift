@@ -150,7 +150,6 @@ extension BenchCommand {
                 ["\(index + 1)", "\(r.rois)", String(format: "%.2f", r.seconds), String(format: "%.0f", r.roisPerSecond), String(format: "%.1f", r.megabytesPerSecond),
                  String(format: "%.0f", r.ceilingMegabytesPerSecond), String(format: "%.3f", r.megabytesPerSecond / r.ceilingMegabytesPerSecond), String(format: "%.2f", r.fanOutSeconds)]
             }))
-            func median(_ values: [Double]) -> Double { let s = values.sorted(); return s.isEmpty ? 0 : s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2 }
             let ingest = median(result.rounds.map(\.roisPerSecond)), megabytes = median(result.rounds.map(\.megabytesPerSecond))
             let ceiling = median(result.rounds.map(\.ceilingMegabytesPerSecond)), fanOut = median(result.rounds.map(\.fanOutSeconds))
             print(String(format: "median: ingest %.0f ROIs/s, %.1f MB/s = %.3f of the plain-TLS ceiling (%.0f MB/s); fan-out of a %.2f MB model to %d agents in %.2f s",
