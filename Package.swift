@@ -140,6 +140,11 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             path: "Agent",
+            // The Label & Train page, compiled into the binary (PackageResources).
+            resources: [
+                .embedInCode("Web/index.html"), .embedInCode("Web/app.css"), .embedInCode("Web/app.js"),
+                .embedInCode("Web/editor.js"), .embedInCode("Web/recipe.js"),
+            ],
             swiftSettings: strictSettings
         ),
         // Benchmarks that `loupe bench` runs.

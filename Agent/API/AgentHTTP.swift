@@ -20,6 +20,7 @@ public enum AgentHTTP {
         labels.recipeSaved = { try runtime.reload() }
         labels.register(on: router)
         LiveAPI(runtime: runtime, training: training).register(on: router)
+        PageAPI(runtime: runtime).register(on: router)
         return router
     }
 

@@ -1,6 +1,7 @@
 import Foundation
 import LoupeImaging
 import LoupeStorage
+import LoupeVision
 
 /// A named region of interest, in template coordinates.
 public struct RecipeROI: Codable, Sendable, Equatable {
@@ -32,6 +33,10 @@ public struct Recipe: Codable, Sendable, Equatable {
     /// The capture whose image is the aligner's reference, and the template region in it.
     public var referenceCapture: Int?
     public var template: PixelRect?
+    /// Rotations the aligner searches, degrees either way (15 when unset).
+    public var angleRangeDegrees: Double?
+    /// Frames matching the template below this score (-1…1) are not inspected (0.5 when unset).
+    public var minAlignScore: Double?
     public var rois: [RecipeROI]
     /// A defect pixel counts only at or above this softmax confidence.
     public var confidenceThreshold: Double
@@ -62,10 +67,21 @@ public struct Recipe: Codable, Sendable, Equatable {
         if let template, template.width < 16 || template.height < 16 {
             throw .invalid("the aligner template must be at least 16x16 px")
         }
+        if let range = angleRangeDegrees, !(range.isFinite && (0...180).contains(range)) {
+            throw .invalid("the aligner's rotation range must be 0…180 degrees, not \(range)")
+        }
+        if let score = minAlignScore, !(score.isFinite && (-1...1).contains(score)) {
+            throw .invalid("the aligner's minimum score must be -1…1, not \(score)")
+        }
         guard confidenceThreshold.isFinite, (0...1).contains(confidenceThreshold) else {
             throw .invalid("confidence threshold must be between 0 and 1, not \(confidenceThreshold)")
         }
         guard failRule.minimumDefectPixels >= 1 else { throw .invalid("the fail rule needs at least 1 px") }
+    }
+
+    /// The aligner's settings for this recipe, when it has a template.
+    public var alignerConfiguration: AlignerConfiguration? {
+        template.map { AlignerConfiguration(template: $0, angleRangeDegrees: angleRangeDegrees ?? 15, minScore: minAlignScore ?? 0.5) }
     }
 
     public func roi(named name: String) throws(StoreError) -> RecipeROI {

@@ -87,8 +87,8 @@ public final class Inspector: Sendable {
 
     public init(recipe: Recipe, reference: Image8?, segmenter: Segmenter?, modelVersion: String) throws {
         self.recipe = recipe
-        if let template = recipe.template, let reference {
-            aligner = try Aligner(reference: reference, configuration: AlignerConfiguration(template: template))
+        if let configuration = recipe.alignerConfiguration, let reference {
+            aligner = try Aligner(reference: reference, configuration: configuration)
         } else {
             aligner = nil
         }

@@ -1,0 +1,478 @@
+// The labelling canvas: a capture with its ROIs, their masks as a coloured
+// overlay, and the tools (pan/zoom, brush, eraser, AI wand). Strokes draw
+// locally at the display's frame rate; each finished stroke goes to the agent
+// as one compact delta (the pointer path, in ROI pixels), with keepalive so
+// it is stored even when the tab closes right after. The agent's answer is
+// the truth: the ROI's mask is reloaded from it.
+
+import { api, rgbOf, notify } from "./app.js";
+
+export class LabelEditor {
+  constructor(elements) {
+    this.el = elements;
+    this.canvas = elements.canvas;
+    this.ctx = this.canvas.getContext("2d");
+    this.cursor = elements.cursor;
+    this.cursorCtx = this.cursor.getContext("2d");
+    this.overlay = document.createElement("canvas");
+    this.overlayCtx = this.overlay.getContext("2d", { willReadFrequently: false });
+    this.capture = null;       // {number, width, height, source}
+    this.image = null;         // ImageBitmap of the capture
+    this.rois = [];            // recipe ROIs [{name, rect}]
+    this.labels = new Map();   // roi name -> label JSON from the agent
+    this.thin = new Map();     // roi name -> thin regions flagged by the agent
+    this.classes = [];
+    this.tool = "brush";
+    this.brushClass = 1;
+    this.brushSize = 16;
+    this.wandTolerance = 0.5;
+    this.wandMode = "add";
+    this.showAnnotations = true;
+    this.opacity = 0.5;
+    this.view = { scale: 1, ox: 0, oy: 0 };
+    this.stroke = null;        // the stroke being drawn
+    this.pending = Promise.resolve(); // edits go to the agent in order
+    this.undoStack = [];
+    this.redoStack = [];
+    this.activeROI = null;
+    this.dirty = true;
+    this.onChange = () => {};
+    this.sent = [];
+    this.installEvents();
+    const tick = () => { if (this.dirty) this.render(); requestAnimationFrame(tick); };
+    requestAnimationFrame(tick);
+    new ResizeObserver(() => this.resize()).observe(elements.wrap);
+  }
+
+  // MARK: Loading
+
+  async load(number) {
+    const detail = await api("GET", `/api/v1/captures/${number}`);
+    const blob = await api("GET", `/api/v1/captures/${number}/image`, null, { raw: true });
+    const image = await createImageBitmap(blob);
+    const recipe = await api("GET", "/api/v1/recipe");
+    this.capture = detail.capture;
+    this.image = image;
+    this.rois = recipe.rois;
+    this.labels = new Map(detail.labels.map(l => [l.roi, l]));
+    this.thin = new Map();
+    this.undoStack = [];
+    this.redoStack = [];
+    this.overlay.width = image.width;
+    this.overlay.height = image.height;
+    this.overlayCtx.clearRect(0, 0, image.width, image.height);
+    await Promise.all(detail.labels.map(l => this.reloadMask(l.roi, l)));
+    if (!this.rois.some(r => r.name === this.activeROI)) this.activeROI = this.rois[0]?.name ?? null;
+    this.fit();
+    this.layoutBoxes();
+    this.onChange();
+    await Promise.all(detail.labels.filter(l => l.labelledPixels > 0).map(l => this.check(l.roi)));
+  }
+
+  setClasses(classes) {
+    this.classes = classes;
+    this.redrawAllMasks();
+  }
+
+  colorOf(index) {
+    const record = this.classes.find(c => c.index === index);
+    return rgbOf(record ? record.color : 0xff00ff);
+  }
+
+  /// Fetches an ROI's mask from the agent and paints it into the overlay.
+  async reloadMask(roiName, label) {
+    label = label ?? this.labels.get(roiName);
+    if (!label) return;
+    this.labels.set(roiName, label);
+    const blob = await api("GET", `/api/v1/captures/${this.capture.number}/rois/${roiName}/mask`, null, { raw: true });
+    const bitmap = await createImageBitmap(blob, { colorSpaceConversion: "none", premultiplyAlpha: "none" });
+    const scratch = document.createElement("canvas");
+    scratch.width = bitmap.width;
+    scratch.height = bitmap.height;
+    const sctx = scratch.getContext("2d", { willReadFrequently: true });
+    sctx.drawImage(bitmap, 0, 0);
+    const grey = sctx.getImageData(0, 0, bitmap.width, bitmap.height).data;
+    label.mask = new Uint8Array(bitmap.width * bitmap.height);
+    for (let i = 0; i < label.mask.length; i++) label.mask[i] = grey[i * 4];
+    this.paintMask(label);
+  }
+
+  paintMask(label) {
+    if (!label.mask) return;
+    const { x, y, width, height } = label.rect;
+    const pixels = this.overlayCtx.createImageData(width, height);
+    const data = pixels.data;
+    const colours = new Map();
+    for (let i = 0; i < label.mask.length; i++) {
+      const value = label.mask[i];
+      if (value === 0) continue;
+      let c = colours.get(value);
+      if (!c) { c = this.colorOf(value); colours.set(value, c); }
+      data[i * 4] = c[0]; data[i * 4 + 1] = c[1]; data[i * 4 + 2] = c[2]; data[i * 4 + 3] = 255;
+    }
+    this.overlayCtx.putImageData(pixels, x, y);
+    this.dirty = true;
+  }
+
+  redrawAllMasks() {
+    if (!this.image) return;
+    this.overlayCtx.clearRect(0, 0, this.overlay.width, this.overlay.height);
+    for (const label of this.labels.values()) this.paintMask(label);
+  }
+
+  labelledPixels(roiName, classIndex) {
+    const label = this.labels.get(roiName);
+    if (!label?.mask) return 0;
+    let n = 0;
+    for (const v of label.mask) if (classIndex === undefined ? v !== 0 : v === classIndex) n++;
+    return n;
+  }
+
+  // MARK: View
+
+  resize() {
+    const { clientWidth: w, clientHeight: h } = this.el.wrap;
+    if (w === 0 || h === 0) return;
+    this.canvas.width = w; this.canvas.height = h;
+    this.cursor.width = w; this.cursor.height = h;
+    if (this.image && !this.fitted) this.fit();
+    this.layoutBoxes();
+    this.dirty = true;
+  }
+
+  fit() {
+    if (!this.image) return;
+    const w = this.canvas.width || this.el.wrap.clientWidth, h = this.canvas.height || this.el.wrap.clientHeight;
+    const scale = Math.min(w / this.image.width, (h - 28) / this.image.height);
+    this.view = { scale, ox: (w - this.image.width * scale) / 2, oy: Math.max(28, (h - this.image.height * scale) / 2) };
+    this.fitted = w > 0;
+    this.layoutBoxes();
+    this.dirty = true;
+  }
+
+  toImage(clientX, clientY) {
+    const box = this.canvas.getBoundingClientRect();
+    return { x: (clientX - box.left - this.view.ox) / this.view.scale, y: (clientY - box.top - this.view.oy) / this.view.scale };
+  }
+
+  /// Screen position (relative to the canvas) of an image point: for tests and the ROI boxes.
+  toScreen(x, y) {
+    return { x: x * this.view.scale + this.view.ox, y: y * this.view.scale + this.view.oy };
+  }
+
+  zoom(factor, cx, cy) {
+    const scale = Math.min(32, Math.max(0.05, this.view.scale * factor));
+    const k = scale / this.view.scale;
+    this.view = { scale, ox: cx - (cx - this.view.ox) * k, oy: cy - (cy - this.view.oy) * k };
+    this.layoutBoxes();
+    this.dirty = true;
+  }
+
+  render() {
+    this.dirty = false;
+    const ctx = this.ctx;
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.clearRect(0, 0, this.canvas.width, this.canvas.height);
+    if (!this.image) return;
+    const { scale, ox, oy } = this.view;
+    ctx.setTransform(scale, 0, 0, scale, ox, oy);
+    ctx.imageSmoothingEnabled = scale < 1;
+    ctx.drawImage(this.image, 0, 0);
+    if (this.showAnnotations && this.opacity > 0) {
+      ctx.globalAlpha = this.opacity;
+      ctx.drawImage(this.overlay, 0, 0);
+      ctx.globalAlpha = 1;
+    }
+    // Regions thinner than the 6 px radius guidance.
+    ctx.lineWidth = 2 / scale;
+    ctx.setLineDash([4 / scale, 3 / scale]);
+    ctx.strokeStyle = "#f0b429";
+    for (const [name, regions] of this.thin) {
+      const roi = this.labels.get(name)?.rect;
+      if (!roi) continue;
+      for (const r of regions) ctx.strokeRect(roi.x + r.bounds.x - 2, roi.y + r.bounds.y - 2, r.bounds.width + 4, r.bounds.height + 4);
+    }
+    ctx.setLineDash([]);
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    this.el.zoomLabel.textContent = `${Math.round(scale * 100)} %`;
+  }
+
+  /// The ROI rectangles and their "include in training" checkboxes, as HTML over the canvas.
+  layoutBoxes() {
+    const host = this.el.boxes;
+    if (!this.image) { host.replaceChildren(); return; }
+    const existing = new Map([...host.children].map(div => [div.dataset.roi, div]));
+    for (const roi of this.rois) {
+      let div = existing.get(roi.name);
+      existing.delete(roi.name);
+      if (!div) {
+        div = document.createElement("div");
+        div.className = "roi-box";
+        div.dataset.roi = roi.name;
+        const tag = document.createElement("label");
+        tag.className = "roi-tag";
+        const box = document.createElement("input");
+        box.type = "checkbox";
+        box.className = "roi-include";
+        box.dataset.roi = roi.name;
+        box.title = "Add this ROI to the training set";
+        box.addEventListener("change", () => this.setIncluded(roi.name, box.checked));
+        tag.append(box, document.createTextNode(roi.name));
+        div.append(tag);
+        host.append(div);
+      }
+      const a = this.toScreen(roi.rect.x, roi.rect.y);
+      div.style.left = `${a.x}px`;
+      div.style.top = `${a.y}px`;
+      div.style.width = `${roi.rect.width * this.view.scale}px`;
+      div.style.height = `${roi.rect.height * this.view.scale}px`;
+      const included = this.labels.get(roi.name)?.includeInTraining ?? false;
+      div.classList.toggle("included", included);
+      div.querySelector("input").checked = included;
+    }
+    for (const div of existing.values()) div.remove();
+  }
+
+  roiAt(x, y) {
+    return this.rois.find(r => x >= r.rect.x && y >= r.rect.y && x < r.rect.x + r.rect.width && y < r.rect.y + r.rect.height);
+  }
+
+  // MARK: Tools
+
+  setTool(tool) {
+    this.tool = tool;
+    this.el.wrap.style.cursor = tool === "pan" ? "grab" : tool === "wand" ? "crosshair" : "none";
+    this.onChange();
+  }
+
+  installEvents() {
+    const wrap = this.el.wrap;
+    wrap.addEventListener("wheel", event => {
+      event.preventDefault();
+      const box = this.canvas.getBoundingClientRect();
+      this.zoom(event.deltaY < 0 ? 1.15 : 1 / 1.15, event.clientX - box.left, event.clientY - box.top);
+    }, { passive: false });
+    wrap.addEventListener("pointerdown", event => this.pointerDown(event));
+    wrap.addEventListener("pointermove", event => this.pointerMove(event));
+    wrap.addEventListener("pointerup", event => this.pointerUp(event));
+    wrap.addEventListener("pointercancel", event => this.pointerUp(event));
+    wrap.addEventListener("pointerleave", () => this.drawCursor(null));
+  }
+
+  pointerDown(event) {
+    if (!this.image || event.button !== 0) return;
+    if (event.target.closest?.(".roi-tag")) return;
+    const p = this.toImage(event.clientX, event.clientY);
+    if (this.tool === "pan" || event.shiftKey) {
+      this.panning = { x: event.clientX, y: event.clientY, ox: this.view.ox, oy: this.view.oy };
+      this.el.wrap.setPointerCapture(event.pointerId);
+      this.el.wrap.style.cursor = "grabbing";
+      return;
+    }
+    const roi = this.roiAt(p.x, p.y);
+    if (!roi) { notify("Paint inside an ROI rectangle (set them up on the Recipe setup tab).", "info"); return; }
+    this.activeROI = roi.name;
+    this.onChange();
+    if (this.tool === "wand") { this.wand(roi, p); return; }
+    if (this.tool !== "brush" && this.tool !== "eraser") return;
+    if (this.tool === "brush" && !this.classes.some(c => c.index === this.brushClass)) {
+      notify("Define a defect class first (Recipe setup).", "info");
+      return;
+    }
+    this.el.wrap.setPointerCapture(event.pointerId);
+    this.stroke = { roi, tool: this.tool, classIndex: this.brushClass, radius: this.brushSize / 2, points: [[p.x, p.y]] };
+    this.paintSegment(p, p);
+  }
+
+  pointerMove(event) {
+    const p = this.toImage(event.clientX, event.clientY);
+    if (this.panning) {
+      this.view.ox = this.panning.ox + event.clientX - this.panning.x;
+      this.view.oy = this.panning.oy + event.clientY - this.panning.y;
+      this.layoutBoxes();
+      this.dirty = true;
+      return;
+    }
+    this.drawCursor(event);
+    if (!this.stroke) return;
+    // Coalesced events keep fast strokes smooth on high-rate pointers.
+    const events = event.getCoalescedEvents ? event.getCoalescedEvents() : [event];
+    for (const e of events.length ? events : [event]) {
+      const q = this.toImage(e.clientX, e.clientY);
+      const last = this.stroke.points[this.stroke.points.length - 1];
+      if (Math.hypot(q.x - last[0], q.y - last[1]) < 0.5) continue;
+      this.paintSegment({ x: last[0], y: last[1] }, q);
+      this.stroke.points.push([q.x, q.y]);
+    }
+    void p;
+  }
+
+  pointerUp(event) {
+    if (this.panning) {
+      this.panning = null;
+      this.el.wrap.style.cursor = "grab";
+      return;
+    }
+    if (!this.stroke) return;
+    const stroke = this.stroke;
+    this.stroke = null;
+    try { this.el.wrap.releasePointerCapture(event.pointerId); } catch (_) { /* already released */ }
+    this.sendStroke(stroke);
+  }
+
+  /// Draws one piece of the stroke into the overlay, clipped to its ROI: what the agent will paint.
+  paintSegment(a, b) {
+    const ctx = this.overlayCtx;
+    const r = this.stroke.roi.rect;
+    ctx.save();
+    ctx.beginPath();
+    ctx.rect(r.x, r.y, r.width, r.height);
+    ctx.clip();
+    ctx.globalCompositeOperation = this.stroke.tool === "eraser" ? "destination-out" : "source-over";
+    const [cr, cg, cb] = this.colorOf(this.stroke.classIndex);
+    ctx.strokeStyle = ctx.fillStyle = `rgb(${cr},${cg},${cb})`;
+    ctx.lineCap = "round";
+    ctx.lineWidth = this.stroke.radius * 2;
+    ctx.beginPath();
+    ctx.moveTo(a.x, a.y);
+    ctx.lineTo(b.x + (a.x === b.x && a.y === b.y ? 0.01 : 0), b.y);
+    ctx.stroke();
+    ctx.restore();
+    this.dirty = true;
+  }
+
+  drawCursor(event) {
+    const ctx = this.cursorCtx;
+    ctx.clearRect(0, 0, this.cursor.width, this.cursor.height);
+    if (!event || !this.image || (this.tool !== "brush" && this.tool !== "eraser")) return;
+    const box = this.canvas.getBoundingClientRect();
+    const x = event.clientX - box.left, y = event.clientY - box.top;
+    const radius = Math.max(1, (this.brushSize / 2) * this.view.scale);
+    ctx.beginPath();
+    ctx.arc(x, y, radius, 0, Math.PI * 2);
+    ctx.lineWidth = 1.5;
+    ctx.strokeStyle = this.tool === "eraser" ? "#ffffff" : "#ffd400";
+    ctx.stroke();
+    ctx.beginPath();
+    ctx.arc(x, y, radius + 1.5, 0, Math.PI * 2);
+    ctx.strokeStyle = "rgba(0,0,0,0.6)";
+    ctx.lineWidth = 1;
+    ctx.stroke();
+  }
+
+  /// Queues an edit so edits reach the agent in the order they were made.
+  enqueue(work) {
+    this.pending = this.pending.then(work).catch(error => notify(error.message));
+    return this.pending;
+  }
+
+  sendStroke(stroke) {
+    const number = this.capture.number;
+    const r = stroke.roi.rect;
+    const body = {
+      strokes: [{
+        tool: stroke.tool, classIndex: stroke.classIndex, radius: stroke.radius,
+        points: stroke.points.map(([x, y]) => [Math.round((x - r.x) * 100) / 100, Math.round((y - r.y) * 100) / 100]),
+      }],
+    };
+    // Kept for checks (the browser test compares the stored mask with what was sent).
+    this.sent.push({ capture: number, roi: stroke.roi.name, stroke: body.strokes[0] });
+    return this.enqueue(async () => {
+      const before = this.labels.get(stroke.roi.name)?.maskSHA256 ?? null;
+      const label = await api("POST", `/api/v1/captures/${number}/rois/${stroke.roi.name}/strokes`, body, { keepalive: true });
+      await this.edited(number, stroke.roi.name, before, label);
+    });
+  }
+
+  wand(roi, p) {
+    const number = this.capture.number;
+    const click = {
+      x: Math.min(roi.rect.width - 1, Math.max(0, Math.floor(p.x - roi.rect.x))),
+      y: Math.min(roi.rect.height - 1, Math.max(0, Math.floor(p.y - roi.rect.y))),
+      classIndex: this.brushClass, tolerance: this.wandTolerance, mode: this.wandMode,
+    };
+    return this.enqueue(async () => {
+      const before = this.labels.get(roi.name)?.maskSHA256 ?? null;
+      const result = await api("POST", `/api/v1/captures/${number}/rois/${roi.name}/wand`, click);
+      await this.edited(number, roi.name, before, result.label);
+      notify(`AI wand: ${result.selectedPixels} similar pixels ${this.wandMode === "add" ? "labelled" : "unlabelled"} in ${roi.name}`, "info");
+    });
+  }
+
+  /// Mask tools (fill-holes, grow, shrink, remove-specks) on the active ROI.
+  maskTool(tool) {
+    if (!this.capture || !this.activeROI) { notify("Choose a capture and an ROI first.", "info"); return; }
+    const number = this.capture.number, name = this.activeROI;
+    return this.enqueue(async () => {
+      const before = this.labels.get(name)?.maskSHA256 ?? null;
+      const label = await api("POST", `/api/v1/captures/${number}/rois/${name}/mask/tool`, { tool, radius: 2, minimumArea: 30 });
+      await this.edited(number, name, before, label);
+    });
+  }
+
+  async edited(number, roiName, before, label) {
+    if (!this.capture || this.capture.number !== number) return;
+    if (before !== label.maskSHA256) {
+      this.undoStack.push({ number, roi: roiName, before, after: label.maskSHA256 });
+      if (this.undoStack.length > 200) this.undoStack.shift();
+      this.redoStack = [];
+    }
+    await this.reloadMask(roiName, label);
+    this.layoutBoxes();
+    this.onChange();
+    await this.check(roiName);
+  }
+
+  async check(roiName) {
+    const result = await api("GET", `/api/v1/captures/${this.capture.number}/rois/${roiName}/mask/check`);
+    if (result.thin.length) this.thin.set(roiName, result.thin); else this.thin.delete(roiName);
+    this.dirty = true;
+    const lines = [];
+    for (const [name, regions] of this.thin) {
+      const widest = Math.max(...regions.map(r => r.inscribedRadius));
+      lines.push(`ROI ${name}: ${regions.length} painted region${regions.length > 1 ? "s" : ""} under a ${result.minimumRadius} px radius (thickest ${widest.toFixed(1)} px). Overdraw them.`);
+    }
+    this.el.flags.textContent = lines.join(" ");
+  }
+
+  undo() { return this.step(this.undoStack, this.redoStack, "undo"); }
+  redo() { return this.step(this.redoStack, this.undoStack, "redo"); }
+
+  step(from, to, action) {
+    const entry = from.pop();
+    if (!entry) return Promise.resolve();
+    return this.enqueue(async () => {
+      const target = action === "undo" ? entry.before : entry.after;
+      const label = await api("PUT", `/api/v1/captures/${entry.number}/rois/${entry.roi}/mask/revert`, { maskSHA256: target, action });
+      to.push(entry);
+      if (this.capture?.number === entry.number) {
+        await this.reloadMask(entry.roi, label);
+        this.layoutBoxes();
+        await this.check(entry.roi);
+      }
+      this.onChange();
+    });
+  }
+
+  async setIncluded(roiName, include) {
+    const number = this.capture.number;
+    await this.enqueue(async () => {
+      const label = await api("PUT", `/api/v1/captures/${number}/rois/${roiName}/include`, { include });
+      if (this.capture?.number !== number) return;
+      const known = this.labels.get(roiName);
+      if (known && known.maskSHA256 === label.maskSHA256) Object.assign(known, label); else await this.reloadMask(roiName, label);
+      this.layoutBoxes();
+      this.onChange();
+    });
+  }
+
+  clear() {
+    this.capture = null;
+    this.image = null;
+    this.labels = new Map();
+    this.thin = new Map();
+    this.el.flags.textContent = "";
+    this.layoutBoxes();
+    this.dirty = true;
+  }
+}

@@ -1,0 +1,449 @@
+#!/usr/bin/env python3
+"""The Label & Train page in a real browser (Debian's chromium and
+chromium-driver, driven by Selenium) against a running `loupe agent` with a
+camera. BrowserTests.swift starts the agent and runs this; by hand:
+
+    python3 Tests/Browser/label_and_train.py --url http://127.0.0.1:8080 \
+        --password PASSWORD --artifacts /tmp/loupe-browser
+
+After each step it checks through the agent's API (with its own bearer token)
+that the store holds exactly what was done on the page: the recipe, the
+captures, the mask's pixels (recomputed here from the strokes the page sent),
+the include flags, the model version and the threshold. Screenshots before
+and after labelling (and at other steps) go to --artifacts.
+"""
+
+import argparse
+import io
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+from PIL import Image
+from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import WebDriverWait
+
+
+class CheckFailed(Exception):
+    pass
+
+
+def check(condition, message):
+    if not condition:
+        raise CheckFailed(message)
+
+
+class AgentAPI:
+    """The agent's HTTP API with a bearer token of its own."""
+
+    def __init__(self, url, user, password):
+        self.url = url.rstrip("/")
+        self.token = None
+        self.token = self.call("POST", "/api/v1/login", {"user": user, "password": password})["token"]
+
+    def call(self, method, path, body=None, raw=False):
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        if self.token:
+            request.add_header("Authorization", "Bearer " + self.token)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                payload = response.read()
+        except urllib.error.HTTPError as error:
+            raise CheckFailed(f"{method} {path} answered {error.code}: {error.read().decode(errors='replace')}")
+        return payload if raw else json.loads(payload)
+
+    def get(self, path):
+        return self.call("GET", path)
+
+    def mask(self, capture, roi):
+        png = self.call("GET", f"/api/v1/captures/{capture}/rois/{roi}/mask", raw=True)
+        image = Image.open(io.BytesIO(png))
+        check(image.mode == "L", f"the stored mask is {image.mode}, not 8-bit grey")
+        return np.array(image)
+
+    def label(self, capture, roi):
+        labels = {l["roi"]: l for l in self.get(f"/api/v1/captures/{capture}")["labels"]}
+        return labels.get(roi)
+
+
+def paint(mask, stroke, value):
+    """The agent's MaskPainter, in numpy: pixels whose centre lies within the
+    radius of the stroke's path (a chain of capsules) take `value`."""
+    points = [(float(x), float(y)) for x, y in stroke["points"]]
+    segments = [(points[0], points[0])] if len(points) == 1 else list(zip(points, points[1:]))
+    r = float(stroke["radius"])
+    h, w = mask.shape
+    for (ax, ay), (bx, by) in segments:
+        x0 = max(0, int(np.floor(min(ax, bx) - r))); x1 = min(w - 1, int(np.ceil(max(ax, bx) + r)))
+        y0 = max(0, int(np.floor(min(ay, by) - r))); y1 = min(h - 1, int(np.ceil(max(ay, by) + r)))
+        if x0 > x1 or y0 > y1:
+            continue
+        px, py = np.meshgrid(np.arange(x0, x1 + 1) + 0.5, np.arange(y0, y1 + 1) + 0.5)
+        dx, dy = bx - ax, by - ay
+        length2 = dx * dx + dy * dy
+        t = ((px - ax) * dx + (py - ay) * dy) / length2 if length2 > 0 else np.zeros_like(px)
+        t = np.clip(t, 0, 1)
+        ex = px - (ax + t * dx); ey = py - (ay + t * dy)
+        inside = ex * ex + ey * ey <= r * r
+        region = mask[y0:y1 + 1, x0:x1 + 1]
+        region[inside] = value
+
+
+class Page:
+    def __init__(self, driver, artifacts):
+        self.d = driver
+        self.artifacts = artifacts
+
+    def wait(self, condition, message, timeout=30):
+        try:
+            return WebDriverWait(self.d, timeout, poll_frequency=0.1, ignored_exceptions=[StaleElementReferenceException]).until(lambda _: condition())
+        except TimeoutException:
+            self.shot("failure")
+            raise CheckFailed(f"timed out after {timeout} s: {message}")
+
+    def el(self, id_):
+        return self.d.find_element(By.ID, id_)
+
+    def js(self, script, *args):
+        return self.d.execute_script(script, *args)
+
+    def click(self, id_):
+        element = self.el(id_)
+        self.d.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+        element.click()
+
+    def shot(self, name):
+        path = os.path.join(self.artifacts, f"{name}.png")
+        self.d.save_screenshot(path)
+        print(f"  screenshot {path}")
+
+    def keys(self, *keys):
+        ActionChains(self.d).send_keys(*keys).perform()
+
+    def chord(self, modifier, key):
+        ActionChains(self.d).key_down(modifier).send_keys(key).key_up(modifier).perform()
+
+    def drag(self, canvas_id, points, to_screen):
+        """Presses at the first image point, moves through the rest, releases."""
+        canvas = self.el(canvas_id)
+        w, h = canvas.size["width"], canvas.size["height"]
+        actions = ActionChains(self.d, duration=30)
+        first = True
+        for x, y in points:
+            sx, sy = to_screen(x, y)
+            actions.move_to_element_with_offset(canvas, int(round(sx - w / 2)), int(round(sy - h / 2)))
+            if first:
+                actions.click_and_hold()
+                first = False
+        actions.release().perform()
+
+    def editor_screen(self, x, y):
+        p = self.js("return window.loupe.editor.toScreen(arguments[0], arguments[1])", x, y)
+        return p["x"], p["y"]
+
+    def recipe_screen(self, x, y):
+        p = self.js("return window.loupe.recipeEditor.toScreen(arguments[0], arguments[1])", x, y)
+        return p["x"], p["y"]
+
+    def idle(self):
+        """Waits until every edit the page queued has had its answer."""
+        self.js("window.__idle = false; window.loupe.editor.pending.then(() => { window.__idle = true; })")
+        self.wait(lambda: self.js("return window.__idle === true"), "the page's edits to finish")
+
+
+def browser():
+    options = webdriver.ChromeOptions()
+    options.binary_location = os.environ.get("LOUPE_CHROMIUM", "/usr/bin/chromium")
+    for argument in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1600,1100", "--disable-gpu"]:
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    service = Service(os.environ.get("LOUPE_CHROMEDRIVER", "/usr/bin/chromedriver"))
+    return webdriver.Chrome(service=service, options=options)
+
+
+def run(args):
+    os.makedirs(args.artifacts, exist_ok=True)
+    api = AgentAPI(args.url, args.user, args.password)
+    driver = browser()
+    page = Page(driver, args.artifacts)
+    try:
+        steps(page, api, args)
+    finally:
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE" and "Failed to load resource" not in e["message"]]
+        for e in errors:
+            print(f"  browser console: {e['message']}")
+        driver.quit()
+    check(not errors, f"the page logged {len(errors)} script errors")
+
+
+def steps(page, api, args):
+    d = page.d
+
+    # 1. Sign in, set up a recipe (template and two ROIs), capture, import a file.
+    print("step 1: sign in, recipe, capture, import")
+    d.get(args.url + "/")
+    page.wait(lambda: page.el("login-view").is_displayed(), "the sign-in form")
+    page.el("login-password").send_keys("not-the-password")
+    page.click("login-submit")
+    page.wait(lambda: "Wrong" in page.el("login-error").text, "a wrong password to be refused")
+    page.el("login-password").clear()
+    page.el("login-user").clear()
+    page.el("login-user").send_keys(args.user)
+    page.el("login-password").send_keys(args.password)
+    page.click("login-submit")
+    page.wait(lambda: page.el("app-view").is_displayed(), "the page after signing in")
+    check(page.el("user-name").text == args.user, "the page names the signed-in user")
+    check(page.el("threshold").get_attribute("disabled") is not None, "the threshold slider is disabled while Live Preview Mode is off")
+
+    page.click("tab-recipe")
+    page.click("recipe-capture")
+    page.wait(lambda: page.js("return window.loupe.recipeEditor.image !== null"), "the recipe capture to show")
+    check(api.get("/api/v1/captures?limit=1")["total"] == 1, "the recipe capture is stored")
+    page.click("add-class")
+    name = d.find_element(By.CSS_SELECTOR, "#class-list .class-name")
+    name.clear()
+    name.send_keys("scratch", Keys.TAB)
+    template = (160, 128, 480, 384)
+    page.click("draw-template")
+    page.drag("recipe-canvas", [(template[0], template[1]), (template[2], template[3])], page.recipe_screen)
+    angle = page.el("angle-range")
+    angle.clear()
+    angle.send_keys("20", Keys.TAB)
+    rois = {"left": (100, 100, 300, 400), "right": (340, 100, 540, 400)}
+    for roi_name, (x0, y0, x1, y1) in rois.items():
+        page.click("add-roi")
+        page.drag("recipe-canvas", [(x0, y0), (x1, y1)], page.recipe_screen)
+        field = d.find_elements(By.CSS_SELECTOR, "#roi-list .roi-name")[-1]
+        field.clear()
+        field.send_keys(roi_name, Keys.TAB)
+    # A third ROI, deleted again.
+    page.click("add-roi")
+    page.drag("recipe-canvas", [(20, 20), (80, 80)], page.recipe_screen)
+    d.find_elements(By.CSS_SELECTOR, "#roi-list .roi-delete")[-1].click()
+    page.shot("recipe-setup")
+    page.click("save-recipe")
+    page.wait(lambda: "Saved" in page.el("recipe-status").text, "the recipe to save")
+    recipe = api.get("/api/v1/recipe")
+    check(recipe["version"] >= 1, "a recipe version was saved")
+    t = recipe.get("template")
+    check(t is not None and abs(t["x"] - template[0]) <= 2 and abs(t["y"] - template[1]) <= 2
+          and abs(t["width"] - (template[2] - template[0])) <= 3 and abs(t["height"] - (template[3] - template[1])) <= 3,
+          f"the stored template {t} is the rectangle drawn {template}")
+    check(recipe.get("angleRangeDegrees") == 20, f"rotation range stored as 20, not {recipe.get('angleRangeDegrees')}")
+    check(recipe.get("referenceCapture") == 1, "the template's capture is the aligner's reference")
+    stored = {r["name"]: r["rect"] for r in recipe["rois"]}
+    check(sorted(stored) == ["left", "right"], f"the recipe has ROIs left and right, not {sorted(stored)}")
+    for roi_name, (x0, y0, x1, y1) in rois.items():
+        r = stored[roi_name]
+        check(abs(r["x"] - x0) <= 2 and abs(r["y"] - y0) <= 2 and abs(r["width"] - (x1 - x0)) <= 3 and abs(r["height"] - (y1 - y0)) <= 3,
+              f"ROI {roi_name} stored as {r}, drawn as {(x0, y0, x1, y1)}")
+    classes = api.get("/api/v1/classes")
+    check([c["name"] for c in classes] == ["scratch"], f"classes stored as {classes}")
+    page.click("test-alignment")
+    page.wait(lambda: page.el("align-result").get_attribute("data-score") is not None, "the alignment test")
+    score = float(page.el("align-result").get_attribute("data-score"))
+    check(score > 0.5 and page.el("align-result").get_attribute("data-aligned") == "true",
+          f"the live frame aligns to the template (score {score}): {page.el('align-result').text}")
+    print(f"  recipe v{recipe['version']}: template {t}, ROIs {stored}; test alignment score {score:.3f}")
+
+    page.click("tab-label")
+    page.wait(lambda: page.el("preview").is_displayed(), "the live camera preview")
+    page.wait(lambda: page.js("return document.getElementById('preview').naturalWidth > 0"), "a live camera frame in the preview")
+    page.click("capture")
+    page.wait(lambda: page.js("return window.loupe.state.current === 2 && window.loupe.editor.image !== null"), "capture 2 on the stage")
+    captures = api.get("/api/v1/captures")
+    check(captures["total"] == 2 and "aligned" in captures["captures"][1]["source"], f"capture 2 is an aligned camera frame: {captures['captures'][-1]}")
+    frame = api.call("GET", "/api/v1/camera/frame.jpg?width=640", raw=True)
+    import_path = os.path.join(args.artifacts, "library-frame.jpg")
+    with open(import_path, "wb") as f:
+        f.write(frame)
+    page.el("import-file").send_keys(import_path)
+    page.wait(lambda: page.js("return window.loupe.state.current === 3 && window.loupe.editor.image !== null"), "the imported capture on the stage")
+    imported = api.get("/api/v1/captures/3")["capture"]
+    check(imported["source"] == "import:library-frame.jpg", f"capture 3 is the imported file: {imported['source']}")
+
+    # 2. Prev, Next, jump by number.
+    print("step 2: navigation")
+    page.click("prev")
+    page.wait(lambda: page.js("return window.loupe.state.current") == 2 and "Capture 2 of 3" in page.el("stage-caption").text, "Prev to capture 2")
+    check(api.get("/api/v1/captures/2")["capture"]["source"] in page.el("stage-caption").text, "the caption shows capture 2's source")
+    page.click("next")
+    page.wait(lambda: page.js("return window.loupe.state.current") == 3 and page.el("next").get_attribute("disabled") is not None,
+              "Next to capture 3, the last, where Next is disabled")
+    page.el("jump-number").clear()
+    page.el("jump-number").send_keys("1")
+    page.click("jump")
+    page.wait(lambda: page.js("return window.loupe.state.current") == 1 and "Capture 1 of 3" in page.el("stage-caption").text, "jump to capture 1")
+    page.keys(Keys.ARROW_RIGHT)
+    page.wait(lambda: page.js("return window.loupe.state.current") == 2, "the right arrow key to go to capture 2")
+    page.wait(lambda: page.js("return window.loupe.editor.image !== null && window.loupe.editor.rois.length === 2"), "capture 2 with its ROIs")
+    page.shot("before-labelling")
+
+    # 3. Brush in class 1, erase part of it, the wand; undo and redo.
+    print("step 3: brush, eraser, wand, undo/redo")
+    left, right = stored["left"], stored["right"]
+    page.keys("b")
+    check(page.js("return window.loupe.editor.tool") == "brush", "B picks the brush")
+    page.js("const s = document.getElementById('brush-class'); s.value = '1'; s.dispatchEvent(new Event('change'))")
+    page.keys("]", "]")
+    check(page.js("return window.loupe.editor.brushSize") == 20, "] twice grows the brush from 16 to 20 px")
+    y = left["y"] + left["height"] // 2
+    page.drag("view-canvas", [(left["x"] + 40, y), (left["x"] + 100, y + 10), (left["x"] + 150, y)], page.editor_screen)
+    page.idle()
+    page.keys("e")
+    check(page.js("return window.loupe.editor.tool") == "eraser", "E picks the eraser")
+    x = left["x"] + 95
+    page.drag("view-canvas", [(x, y - 40), (x, y + 40)], page.editor_screen)
+    page.idle()
+    # A dab thinner than the 6 px guidance, which the page flags.
+    page.keys("b")
+    for _ in range(8):
+        page.keys("[")
+    check(page.js("return window.loupe.editor.brushSize") == 4, "[ shrinks the brush to 4 px")
+    page.drag("view-canvas", [(left["x"] + 60, left["y"] + 30)], page.editor_screen)
+    page.idle()
+    page.wait(lambda: "under a 6 px radius" in page.el("flags").text, "the thin dab to be flagged")
+    sent = page.js("return window.loupe.editor.sent")
+    check(len(sent) == 3 and [s["stroke"]["tool"] for s in sent] == ["brush", "eraser", "brush"], f"three strokes went to the agent: {[s['stroke']['tool'] for s in sent]}")
+    check(all(len(s["stroke"]["points"]) <= 2000 for s in sent), "strokes are compact point paths")
+    expected = np.zeros((left["height"], left["width"]), dtype=np.uint8)
+    for s in sent:
+        check(s["capture"] == 2 and s["roi"] == "left", "strokes went to capture 2, ROI left")
+        paint(expected, s["stroke"], 1 if s["stroke"]["tool"] == "brush" else 0)
+    stored_mask = api.mask(2, "left")
+    check(stored_mask.shape == expected.shape, f"mask is {stored_mask.shape}, ROI is {expected.shape}")
+    differing = int((stored_mask != expected).sum())
+    check(differing == 0, f"the stored mask differs from the strokes drawn in {differing} pixels")
+    label = api.label(2, "left")
+    check(label["labelledPixels"] == int((expected != 0).sum()) > 0, f"labelledPixels {label['labelledPixels']} = {int((expected != 0).sum())}")
+    page_mask = np.array(page.js("return Array.from(window.loupe.editor.labels.get('left').mask)"), dtype=np.uint8).reshape(expected.shape)
+    check(bool((page_mask == stored_mask).all()), "the page shows the stored mask")
+    # The eraser cut the stroke in two.
+    from_left = (expected[:, : x - left["x"] - 12] != 0).sum()
+    from_right = (expected[:, x - left["x"] + 12:] != 0).sum()
+    check(from_left > 0 and from_right > 0 and (expected[:, x - left["x"] - 5: x - left["x"] + 5] != 0).sum() == 0,
+          "the eraser cleared a band through the brush stroke")
+    print(f"  ROI left: {label['labelledPixels']} labelled pixels, identical to the strokes sent (brush, eraser, dab)")
+
+    page.keys("a")
+    check(page.js("return window.loupe.editor.tool") == "wand", "A picks the AI wand")
+    cx, cy = right["x"] + right["width"] // 2, right["y"] + right["height"] // 2
+    page.drag("view-canvas", [(cx, cy)], page.editor_screen)
+    page.idle()
+    wand_label = api.label(2, "right")
+    check(wand_label is not None and wand_label["labelledPixels"] > 0, "the wand labelled similar pixels in ROI right")
+    wand_mask = api.mask(2, "right")
+    check(set(np.unique(wand_mask)) <= {0, 1} and int((wand_mask == 1).sum()) == wand_label["labelledPixels"], "the wand's pixels are class 1")
+    near = wand_mask[cy - right["y"] - 3: cy - right["y"] + 4, cx - right["x"] - 3: cx - right["x"] + 4]
+    check(int((near == 1).sum()) > 0, "the wand labelled pixels where it was clicked")
+    wand_hash = wand_label["maskSHA256"]
+    page.chord(Keys.CONTROL, "z")
+    page.idle()
+    page.wait(lambda: api.label(2, "right")["labelledPixels"] == 0, "undo to clear the wand's selection")
+    page.chord(Keys.CONTROL, "y")
+    page.idle()
+    page.wait(lambda: api.label(2, "right")["maskSHA256"] == wand_hash, "redo to put the wand's selection back")
+    print(f"  ROI right: the wand labelled {wand_label['labelledPixels']} pixels; undo cleared them, redo restored the same mask")
+
+    # 4. Tick an ROI, open View All ROIs.
+    print("step 4: include checkbox, View All ROIs")
+    box = d.find_element(By.CSS_SELECTOR, ".roi-include[data-roi='left']")
+    box.click()
+    page.idle()
+    page.wait(lambda: api.label(2, "left")["includeInTraining"] is True, "ROI left to be included")
+    check(api.label(2, "right")["includeInTraining"] is False, "drawing alone does not include ROI right")
+    check(d.find_element(By.CSS_SELECTOR, ".roi-include[data-roi='right']").is_selected() is False, "ROI right's box stays clear")
+    page.shot("after-labelling")
+    page.click("view-all")
+    page.wait(lambda: len(d.find_elements(By.CSS_SELECTOR, "#all-rois-grid .tile[data-ready='true']")) == len(api.get("/api/v1/labels")),
+              "every labelled ROI in View All ROIs")
+    tiles = d.find_elements(By.CSS_SELECTOR, "#all-rois-grid .tile")
+    check(sorted((t.get_attribute("data-capture"), t.get_attribute("data-roi")) for t in tiles) == [("2", "left"), ("2", "right")],
+          "View All ROIs shows the two labelled ROIs")
+    slider = page.el("all-opacity")
+    check(slider.get_attribute("max") == "0.5", "the opacity slider goes up to 0.5")
+    slider.click()
+    page.keys(Keys.END)
+    page.wait(lambda: page.el("all-opacity-value").text == "0.50", "the opacity slider at 0.5")
+    page.shot("view-all-rois")
+    page.click("all-rois-close")
+
+    # 5. Train for a few iterations.
+    print("step 5: training")
+    iterations = page.el("iterations")
+    iterations.clear()
+    iterations.send_keys("3")
+    page.click("advanced")
+    check(page.el("aug-rotation").is_displayed(), "Advanced Settings open")
+    page.click("train-start")
+    page.wait(lambda: page.el("train-state").get_attribute("data-state") in ("running", "succeeded"), "training to start")
+    started = time.monotonic()
+    page.wait(lambda: page.el("train-state").get_attribute("data-state") in ("succeeded", "failed", "cancelled"), "training to finish", timeout=args.train_timeout)
+    state = page.el("train-state").get_attribute("data-state")
+    check(state == "succeeded", f"training ended {state}: {page.el('train-state').text}")
+    check(float(page.el("train-progress").get_attribute("value")) == 1.0, "the progress bar is full")
+    status = api.get("/api/v1/training")
+    model = api.get("/api/v1/model")["current"]
+    check(model is not None and model["version"] == status["modelVersion"], f"the trained model {status['modelVersion']} is installed")
+    page.wait(lambda: page.el("model-version").text == model["version"], "the page to show the new model version")
+    check(status["trainingImages"] == 1 and status["passes"] == 3, f"trained on the one ticked ROI for 3 passes: {status['trainingImages']} ROIs, {status['passes']} passes")
+    print(f"  model {model['version']} in {time.monotonic() - started:.1f} s, final loss {status['loss']:.4f}")
+
+    # 6. Live Preview Mode and the threshold.
+    print("step 6: live preview mode")
+    check(page.el("threshold").get_attribute("disabled") is not None, "the threshold is disabled before Live Preview Mode")
+    page.click("live-mode")
+    page.wait(lambda: page.el("threshold").get_attribute("disabled") is None, "the threshold slider to enable")
+    check(api.get("/api/v1/live")["live"] is True, "live mode is on in the agent")
+    read_rows = lambda: page.js("return [...document.querySelectorAll('#live-results tbody tr')].map(tr => [...tr.cells].map(td => td.textContent))")
+    page.wait(lambda: len(read_rows()) >= 2, "live results per ROI", timeout=60)
+    rows = read_rows()
+    check(sorted(r[0] for r in rows[:2]) == ["left", "right"] and all(r[3] in ("PASS", "FAIL") for r in rows[:2]), f"results per ROI: {rows}")
+    before = api.get("/api/v1/live")["threshold"]
+    page.el("threshold").click()
+    page.keys(Keys.HOME, *([Keys.PAGE_UP] * 7))
+    page.wait(lambda: abs(api.get("/api/v1/live")["threshold"] - 0.70) < 1e-9, "the threshold to reach the agent")
+    check(abs(api.get("/api/v1/recipe")["confidenceThreshold"] - 0.70) < 1e-9, "the threshold is saved in the recipe")
+    check(page.el("threshold-value").text == "0.70", "the page shows 0.70")
+    page.wait(lambda: page.js("return document.getElementById('preview').naturalWidth > 0"), "the live overlay stream")
+    page.shot("live-preview")
+    page.click("live-mode")
+    page.wait(lambda: page.el("threshold").get_attribute("disabled") is not None, "the threshold slider to disable again")
+    check(api.get("/api/v1/live")["live"] is False, "live mode is off in the agent")
+    print(f"  live results {rows[:2]}; threshold {before} -> 0.70")
+
+    page.click("logout")
+    page.wait(lambda: page.el("login-view").is_displayed(), "the sign-in form after signing out")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--user", default="admin")
+    parser.add_argument("--password", required=True)
+    parser.add_argument("--artifacts", default="browser-artifacts")
+    parser.add_argument("--train-timeout", type=float, default=300)
+    args = parser.parse_args()
+    try:
+        run(args)
+    except CheckFailed as failure:
+        print(f"FAILED: {failure}")
+        return 1
+    print("browser test passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
