@@ -265,7 +265,7 @@ export class LabelEditor {
     const p = this.toImage(event.clientX, event.clientY);
     if (this.tool === "pan" || event.shiftKey) {
       this.panning = { x: event.clientX, y: event.clientY, ox: this.view.ox, oy: this.view.oy };
-      this.el.wrap.setPointerCapture(event.pointerId);
+      try { this.el.wrap.setPointerCapture(event.pointerId); } catch (_) { /* a synthetic pointer */ }
       this.el.wrap.style.cursor = "grabbing";
       return;
     }
@@ -279,7 +279,7 @@ export class LabelEditor {
       notify("Define a defect class first (Recipe setup).", "info");
       return;
     }
-    this.el.wrap.setPointerCapture(event.pointerId);
+    try { this.el.wrap.setPointerCapture(event.pointerId); } catch (_) { /* a synthetic pointer */ }
     this.stroke = { roi, tool: this.tool, classIndex: this.brushClass, radius: this.brushSize / 2, points: [[p.x, p.y]] };
     this.paintSegment(p, p);
   }
@@ -391,6 +391,7 @@ export class LabelEditor {
       y: Math.min(roi.rect.height - 1, Math.max(0, Math.floor(p.y - roi.rect.y))),
       classIndex: this.brushClass, tolerance: this.wandTolerance, mode: this.wandMode,
     };
+    this.lastWand = { capture: number, roi: roi.name, ...click };
     return this.enqueue(async () => {
       const before = this.labels.get(roi.name)?.maskSHA256 ?? null;
       const result = await api("POST", `/api/v1/captures/${number}/rois/${roi.name}/wand`, click);

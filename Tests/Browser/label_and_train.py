@@ -138,12 +138,17 @@ class Page:
     def drag(self, canvas_id, points, to_screen):
         """Presses at the first image point, moves through the rest, releases."""
         canvas = self.el(canvas_id)
-        w, h = canvas.size["width"], canvas.size["height"]
+        # WebDriver offsets count from the element's in-view centre: the
+        # middle of the part of it inside the viewport.
+        box = self.js("""const r = arguments[0].getBoundingClientRect();
+            const left = Math.max(0, r.left), top = Math.max(0, r.top);
+            const right = Math.min(window.innerWidth, r.right), bottom = Math.min(window.innerHeight, r.bottom);
+            return {left: r.left, top: r.top, cx: Math.floor((left + right) / 2), cy: Math.floor((top + bottom) / 2)};""", canvas)
         actions = ActionChains(self.d, duration=30)
         first = True
         for x, y in points:
             sx, sy = to_screen(x, y)
-            actions.move_to_element_with_offset(canvas, int(round(sx - w / 2)), int(round(sy - h / 2)))
+            actions.move_to_element_with_offset(canvas, int(round(box["left"] + sx - box["cx"])), int(round(box["top"] + sy - box["cy"])))
             if first:
                 actions.click_and_hold()
                 first = False
@@ -337,6 +342,18 @@ def steps(page, api, args):
           "the eraser cleared a band through the brush stroke")
     print(f"  ROI left: {label['labelledPixels']} labelled pixels, identical to the strokes sent (brush, eraser, dab)")
 
+    # Remove specks (regions under 30 px): the thin dab goes, the two stroke halves stay; the flag clears.
+    dab = sent[2]["stroke"]
+    dab_only = np.zeros_like(expected)
+    paint(dab_only, dab, 1)
+    page.el("active-roi").send_keys("left")
+    page.click("remove-specks")
+    page.idle()
+    page.wait(lambda: page.el("flags").text == "", "the flag to clear once the dab is removed")
+    expected[(dab_only == 1)] = 0
+    check(int((api.mask(2, "left") != expected).sum()) == 0, "Remove specks removed exactly the dab")
+    check(api.get("/api/v1/edits?limit=1")[0]["action"] == "remove-specks", "the edit log records the mask tool")
+
     page.keys("a")
     check(page.js("return window.loupe.editor.tool") == "wand", "A picks the AI wand")
     cx, cy = right["x"] + right["width"] // 2, right["y"] + right["height"] // 2
@@ -346,8 +363,10 @@ def steps(page, api, args):
     check(wand_label is not None and wand_label["labelledPixels"] > 0, "the wand labelled similar pixels in ROI right")
     wand_mask = api.mask(2, "right")
     check(set(np.unique(wand_mask)) <= {0, 1} and int((wand_mask == 1).sum()) == wand_label["labelledPixels"], "the wand's pixels are class 1")
-    near = wand_mask[cy - right["y"] - 3: cy - right["y"] + 4, cx - right["x"] - 3: cx - right["x"] + 4]
-    check(int((near == 1).sum()) > 0, "the wand labelled pixels where it was clicked")
+    click = page.js("return window.loupe.editor.lastWand")
+    check(click["roi"] == "right" and abs(click["x"] - (cx - right["x"])) <= 2 and abs(click["y"] - (cy - right["y"])) <= 2,
+          f"the wand click reached the agent where it was made: {click}")
+    check(wand_mask[click["y"], click["x"]] == 1, f"the clicked pixel is labelled: {click}")
     wand_hash = wand_label["maskSHA256"]
     page.chord(Keys.CONTROL, "z")
     page.idle()
@@ -356,6 +375,24 @@ def steps(page, api, args):
     page.idle()
     page.wait(lambda: api.label(2, "right")["maskSHA256"] == wand_hash, "redo to put the wand's selection back")
     print(f"  ROI right: the wand labelled {wand_label['labelledPixels']} pixels; undo cleared them, redo restored the same mask")
+
+    # The tab closes right after a stroke: the completed stroke is stored all the same.
+    page.keys("b")
+    page.keys(*(["]"] * 6))
+    ry = right["y"] + 40
+    page.drag("view-canvas", [(right["x"] + 30, ry), (right["x"] + 170, ry + 20)], page.editor_screen)
+    last = page.js("const s = window.loupe.editor.sent; return s[s.length - 1]")
+    d.get("about:blank")
+    after_close = wand_mask.copy()
+    paint(after_close, last["stroke"], 1)
+    page.wait(lambda: api.label(2, "right")["labelledPixels"] == int((after_close != 0).sum()), "the stroke made just before the tab closed to be stored")
+    check(int((api.mask(2, "right") != after_close).sum()) == 0, "the stored mask holds that last stroke exactly")
+    d.get(args.url + "/")
+    page.wait(lambda: page.el("app-view").is_displayed(), "the page again, still signed in")
+    page.el("jump-number").send_keys("2")
+    page.click("jump")
+    page.wait(lambda: page.js("return window.loupe.state.current === 2 && window.loupe.editor.image !== null"), "capture 2 again")
+    print("  a stroke finished just before the tab closed was stored")
 
     # 4. Tick an ROI, open View All ROIs.
     print("step 4: include checkbox, View All ROIs")
