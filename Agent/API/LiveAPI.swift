@@ -5,6 +5,7 @@ import LoupeImaging
 import LoupeStorage
 import LoupeVision
 import NIOCore
+import ServiceLifecycle
 
 /// The camera half of the agent's HTTP API (docs/agent-api.md): capture from
 /// the camera, ROI crops, the wand, live mode and its threshold, results and
@@ -94,7 +95,7 @@ public struct LiveAPI: Sendable {
             let width = min(4096, max(64, request.uri.queryParameters.get("width", as: Int.self) ?? 960))
             let fps = min(30, max(0.2, request.uri.queryParameters.get("fps", as: Double.self) ?? 10))
             let colors = try colors()
-            let ticks = pipeline.subscribe(keepingNewest: 1)
+            let ticks = LiveAPI.untilShutdown(pipeline.subscribe(keepingNewest: 1))
             let boundary = "loupeframe"
             return Response(status: .ok, headers: [.contentType: "multipart/x-mixed-replace; boundary=\(boundary)", .cacheControl: "no-store"],
                             body: ResponseBody { writer in
@@ -167,8 +168,9 @@ public struct LiveAPI: Sendable {
     }
 
     /// A stream of JSON events (text/event-stream), for EventSource on the page.
-    static func eventStream<Element: Encodable & Sendable>(_ events: AsyncStream<Element>, name: String) -> Response {
-        Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-store"], body: ResponseBody { writer in
+    static func eventStream<Element: Encodable & Sendable>(_ stream: AsyncStream<Element>, name: String) -> Response {
+        let events = untilShutdown(stream)
+        return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-store"], body: ResponseBody { writer in
             try await writer.write(ByteBuffer(string: ": loupe \(name) events\n\n"))
             for await event in events {
                 guard let data = try? LabelAPI.encoder.encode(event) else { continue }
@@ -176,6 +178,21 @@ public struct LiveAPI: Sendable {
             }
             try await writer.finish(nil)
         })
+    }
+
+    /// The same values, ending when the agent shuts down: an open stream
+    /// (the page's event source, the MJPEG view) must not hold up its shutdown.
+    static func untilShutdown<Element: Sendable>(_ stream: AsyncStream<Element>) -> AsyncStream<Element> {
+        let (out, continuation) = AsyncStream.makeStream(of: Element.self, bufferingPolicy: .bufferingNewest(4))
+        // Task {} inherits the request's task locals, among them the graceful-shutdown handler.
+        let forward = Task {
+            try? await cancelWhenGracefulShutdown {
+                for await value in stream { continuation.yield(value) }
+            }
+            continuation.finish()
+        }
+        continuation.onTermination = { _ in forward.cancel() }
+        return out
     }
 
     struct WandClick: Codable {

@@ -158,6 +158,7 @@ public final class LivePipeline: Service, Sendable {
         guard let source else {
             logger.info("no camera configured; live inspection is off")
             try? await gracefulShutdown()
+            results.finish()
             return
         }
         for (name, loop) in [("loupe-align", alignLoop), ("loupe-segment", segmentLoop)] as [(String, @Sendable () -> Void)] {

@@ -39,7 +39,8 @@ export class LabelEditor {
     this.onChange = () => {};
     this.sent = [];
     this.installEvents();
-    const tick = () => { if (this.dirty) this.render(); requestAnimationFrame(tick); };
+    this.damage = null;        // image area a stroke changed since the last frame
+    const tick = () => { this.frame(); requestAnimationFrame(tick); };
     requestAnimationFrame(tick);
     new ResizeObserver(() => this.resize()).observe(elements.wrap);
   }
@@ -168,19 +169,41 @@ export class LabelEditor {
     this.dirty = true;
   }
 
-  render() {
+  /// One display frame: a full redraw after a view change, else only the
+  /// area strokes touched since the last frame (what keeps strokes at the
+  /// display's rate on large captures).
+  frame() {
+    if (this.dirty) this.render();
+    else if (this.damage) this.render(this.damage);
+    this.damage = null;
+  }
+
+  render(area = null) {
     this.dirty = false;
     const ctx = this.ctx;
     ctx.setTransform(1, 0, 0, 1, 0, 0);
-    ctx.clearRect(0, 0, this.canvas.width, this.canvas.height);
+    if (!area) ctx.clearRect(0, 0, this.canvas.width, this.canvas.height);
     if (!this.image) return;
     const { scale, ox, oy } = this.view;
     ctx.setTransform(scale, 0, 0, scale, ox, oy);
     ctx.imageSmoothingEnabled = scale < 1;
-    ctx.drawImage(this.image, 0, 0);
+    ctx.save();
+    let src = [0, 0, this.image.width, this.image.height];
+    if (area) {
+      const x0 = Math.max(0, Math.floor(area.x0) - 1), y0 = Math.max(0, Math.floor(area.y0) - 1);
+      const x1 = Math.min(this.image.width, Math.ceil(area.x1) + 1), y1 = Math.min(this.image.height, Math.ceil(area.y1) + 1);
+      if (x1 <= x0 || y1 <= y0) { ctx.restore(); ctx.setTransform(1, 0, 0, 1, 0, 0); return; }
+      ctx.beginPath();
+      ctx.rect(x0, y0, x1 - x0, y1 - y0);
+      ctx.clip();
+      // A margin in the source, so smoothing at the clip's edge reads the same pixels as a full redraw.
+      const m0x = Math.max(0, x0 - 2), m0y = Math.max(0, y0 - 2);
+      src = [m0x, m0y, Math.min(this.image.width, x1 + 2) - m0x, Math.min(this.image.height, y1 + 2) - m0y];
+    }
+    ctx.drawImage(this.image, ...src, ...src);
     if (this.showAnnotations && this.opacity > 0) {
       ctx.globalAlpha = this.opacity;
-      ctx.drawImage(this.overlay, 0, 0);
+      ctx.drawImage(this.overlay, ...src, ...src);
       ctx.globalAlpha = 1;
     }
     // Regions thinner than the 6 px radius guidance.
@@ -193,7 +216,9 @@ export class LabelEditor {
       for (const r of regions) ctx.strokeRect(roi.x + r.bounds.x - 2, roi.y + r.bounds.y - 2, r.bounds.width + 4, r.bounds.height + 4);
     }
     ctx.setLineDash([]);
+    ctx.restore();
     ctx.setTransform(1, 0, 0, 1, 0, 0);
+    if (area) return;
     this.el.zoomLabel.textContent = `${Math.round(scale * 100)} %`;
   }
 
@@ -338,7 +363,12 @@ export class LabelEditor {
     ctx.lineTo(b.x + (a.x === b.x && a.y === b.y ? 0.01 : 0), b.y);
     ctx.stroke();
     ctx.restore();
-    this.dirty = true;
+    const pad = this.stroke.radius + 1;
+    const d = this.damage ?? { x0: Infinity, y0: Infinity, x1: -Infinity, y1: -Infinity };
+    this.damage = {
+      x0: Math.max(r.x, Math.min(d.x0, a.x - pad, b.x - pad)), y0: Math.max(r.y, Math.min(d.y0, a.y - pad, b.y - pad)),
+      x1: Math.min(r.x + r.width, Math.max(d.x1, a.x + pad, b.x + pad)), y1: Math.min(r.y + r.height, Math.max(d.y1, a.y + pad, b.y + pad)),
+    };
   }
 
   drawCursor(event) {
