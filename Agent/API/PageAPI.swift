@@ -175,7 +175,8 @@ public struct PageAPI: Sendable {
                 let mask: Image8
                 if let hash = revert.maskSHA256 {
                     guard hash.count == 64, hash.allSatisfy(\.isHexDigit) else { throw StoreError.invalid("maskSHA256 must be 64 hex digits") }
-                    let data = try store.blobs.get(hash.lowercased())
+                    let data: Data
+                    do { data = try store.blobs.get(hash.lowercased()) } catch StoreError.missingBlob { throw StoreError.notFound("mask version \(hash.prefix(12))…") }
                     do { mask = try PNGCodec.decode(data).gray8 } catch { throw StoreError.invalid("blob \(hash.prefix(12))… is not a mask") }
                 } else {
                     do { mask = try Image8(width: roi.rect.width, height: roi.rect.height) } catch { throw StoreError.invalid("ROI \(roiName): \(error)") }

@@ -124,7 +124,8 @@ import Testing
             ("/api/v1/captures/1/rois/hub/mask", .put, [:], ByteBuffer(string: "not a png"), .unsupportedMediaType),
             ("/api/v1/captures/1/rois/hub/mask", .get, [:], nil, .notFound),
             ("/api/v1/captures/1/rois/hub/include", .put, [:], try Self.json(["include": "yes"]), .badRequest),
-            ("/api/v1/captures/1/rois/hub/include", .put, [:], try Self.json(["include": true]), .notFound),
+            ("/api/v1/captures/99/rois/hub/include", .put, [:], try Self.json(["include": true]), .notFound),
+            ("/api/v1/captures/1/rois/nope/include", .put, [:], try Self.json(["include": true]), .notFound),
         ]
         try await Self.application(store, maximumBody: 4096).test(.live) { client in
             for (uri, method, headers, body, expected) in cases {
