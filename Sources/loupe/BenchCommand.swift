@@ -9,7 +9,7 @@ struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Run a benchmark and print its figures.",
-        subcommands: [Wire.self, Fleet.self, Imaging.self, Segmentation.self, Pipeline.self]
+        subcommands: [Wire.self, Fleet.self, Load.self, Imaging.self, Segmentation.self, Pipeline.self]
     )
 
     struct Wire: AsyncParsableCommand {
@@ -156,6 +156,59 @@ extension BenchCommand {
                          ingest, megabytes, megabytes / ceiling, ceiling, Double(result.modelBytes) / 1e6, agents, fanOut))
             print("ROIs stored: \(result.storedROIs) of \(result.expectedROIs); installs recorded: \(result.installsRecorded) of \(agents)")
             if result.storedROIs != result.expectedROIs || result.installsRecorded != agents { throw ExitCode(1) }
+        }
+    }
+
+    struct Load: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "A real manager process under load: many simulated agents, each reporting every second and uploading ROIs.",
+            discussion: """
+            The manager runs as its own `loupe manager` process; the agents are light clients in this process, each with its own \
+            agent certificate and mutual-TLS connection, speaking the real protocol. Reports the manager's memory per connection and \
+            CPU, ROIs/s and acknowledgement latency; checks that every upload was acknowledged, every acknowledged ROI is stored \
+            exactly once, and every agent's latest report reached the manager. The exit status is 1 if any check fails.
+            """
+        )
+        @Option(help: "Simulated agents.") var agents = 500
+        @Option(help: "Seconds of load.") var seconds = 30.0
+        @Option(help: "Seconds between one agent's ROI uploads.") var uploadInterval = 5.0
+        @Option(help: "Side of each ROI, pixels.") var roiSide = 64
+
+        func run() async throws {
+            // Each agent holds a connection (and the manager one per agent): lift the soft descriptor limit.
+            var limit = rlimit()
+            if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max {
+                limit.rlim_cur = limit.rlim_max
+                setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+            }
+            var options = LoadBenchmark.Options()
+            options.agents = agents
+            options.seconds = seconds
+            options.uploadInterval = uploadInterval
+            options.roiSide = roiSide
+            options.executable = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
+            let progress = ProgressBar()
+            let r = try await LoadBenchmark(options: options) { progress.update($0) }.run()
+            progress.finish()
+            print("loupe bench load: a loupe manager process, \(agents) simulated agents on loopback (mutual TLS 1.3), each a status report every second and an ROI of \(roiSide)x\(roiSide) every \(uploadInterval) s, for \(seconds) s; \(ProcessInfo.processInfo.activeProcessorCount) cores")
+            print(TextTable.render(header: ["figure", "value"], rows: [
+                ["agents connected", String(format: "%d in %.1f s", r.agents, r.connectSeconds)],
+                ["manager memory: before / all connected / end", "\(r.baselineKilobytes / 1024) / \(r.connectedKilobytes / 1024) / \(r.endKilobytes / 1024) MB"],
+                ["manager memory per connection", String(format: "%.0f kB", r.kilobytesPerConnection)],
+                ["manager CPU under load", String(format: "%.0f %% of one core", r.managerCPUPercent)],
+                ["status reports sent", "\(r.statusReportsSent) (\(String(format: "%.0f", Double(r.statusReportsSent) / r.loadSeconds))/s)"],
+                ["ROIs acknowledged / sent", "\(r.uploadsAcknowledged) / \(r.uploadsSent) (\(String(format: "%.1f", r.roisPerSecond)) ROIs/s)"],
+                ["acknowledgement p50 / p99 / slowest", String(format: "%.1f / %.1f / %.1f ms", r.ackMillisecondsP50, r.ackMillisecondsP99, r.slowestAgentAckMilliseconds)],
+                ["uploads per agent, fewest / most", "\(r.fewestUploadsPerAgent) / \(r.mostUploadsPerAgent)"],
+                ["ROIs stored by the manager", "\(r.storedROIs) (lost: \(r.lost))"],
+                ["agents whose latest report the manager holds", "\(r.agentsCurrent) of \(r.agents) (online: \(r.agentsOnline))"],
+            ]))
+            for error in r.uploadErrors.prefix(10) { print("error: \(error)") }
+            if !r.passed {
+                print("FAILED: an upload was refused or unanswered, an acknowledged ROI is missing, or an agent's report did not arrive")
+                throw ExitCode(1)
+            }
+            print("passed: nothing dropped, nothing lost, no agent starved")
         }
     }
 }

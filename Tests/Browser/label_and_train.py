@@ -356,7 +356,21 @@ def steps(page, api, args):
 
     page.keys("a")
     check(page.js("return window.loupe.editor.tool") == "wand", "A picks the AI wand")
-    cx, cy = right["x"] + right["width"] // 2, right["y"] + right["height"] // 2
+    # Click a distinct patch: the darkest 9x9 area of the ROI that is not the
+    # black border of an aligned capture (a hole or a dark defect on the part).
+    crop = np.array(Image.open(io.BytesIO(api.call("GET", "/api/v1/captures/2/rois/right/image", raw=True))).convert("L"), dtype=np.float64)
+    padded = np.cumsum(np.cumsum(np.pad(crop, ((1, 0), (1, 0))), axis=0), axis=1)
+    k = 9
+    means = (padded[k:, k:] - padded[:-k, k:] - padded[k:, :-k] + padded[:-k, :-k]) / (k * k)
+    mins = np.full_like(means, np.inf)
+    for dy in range(k):
+        for dx in range(k):
+            window = crop[dy: dy + means.shape[0], dx: dx + means.shape[1]]
+            mins = np.minimum(mins, window)
+    candidates = np.where((mins > 12) & (np.arange(means.shape[1])[None, :] > 20) & (np.arange(means.shape[1])[None, :] < means.shape[1] - 20)
+                          & (np.arange(means.shape[0])[:, None] > 20) & (np.arange(means.shape[0])[:, None] < means.shape[0] - 20), means, np.inf)
+    py, px = np.unravel_index(int(np.argmin(candidates)), candidates.shape)
+    cx, cy = right["x"] + int(px) + k // 2, right["y"] + int(py) + k // 2
     page.drag("view-canvas", [(cx, cy)], page.editor_screen)
     page.idle()
     wand_label = api.label(2, "right")

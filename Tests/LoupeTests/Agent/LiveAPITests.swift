@@ -22,12 +22,14 @@ extension SegmentationTests {
             return try AgentRuntime(config: config, logger: Logger(label: "test"))
         }
 
-        static func application(_ runtime: AgentRuntime) -> some ApplicationProtocol {
+        /// The label and live routes (and the page's, with `page`) on a real server.
+        static func application(_ runtime: AgentRuntime, page: Bool = false) -> some ApplicationProtocol {
             let router = Router()
             var labels = LabelAPI(store: runtime.store)
             labels.recipeSaved = { try runtime.reload() }
             labels.register(on: router)
             LiveAPI(runtime: runtime, training: TrainingJobs(runtime: runtime, logger: Logger(label: "test"))).register(on: router)
+            if page { PageAPI(runtime: runtime).register(on: router) }
             return Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), services: [runtime.pipeline])
         }
 

@@ -17,22 +17,12 @@ extension SegmentationTests {
     @Suite struct PageAPITests {
         init() { DNNLRuntime.setThreads(1) }
 
-        static func application(_ runtime: AgentRuntime) -> some ApplicationProtocol {
-            let router = Router()
-            var labels = LabelAPI(store: runtime.store)
-            labels.recipeSaved = { try runtime.reload() }
-            labels.register(on: router)
-            LiveAPI(runtime: runtime, training: TrainingJobs(runtime: runtime, logger: Logger(label: "test"))).register(on: router)
-            PageAPI(runtime: runtime).register(on: router)
-            return Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), services: [runtime.pipeline])
-        }
-
         @Test func thePageAndItsRoutesWork() async throws {
             let dir = LabelStoreTests.temporaryDirectory()
             defer { try? FileManager.default.removeItem(atPath: dir) }
             let runtime = try LiveAPITests.runtime(dir)
             let live = LiveAPITests()
-            try await Self.application(runtime).test(.live) { client in
+            try await LiveAPITests.application(runtime, page: true).test(.live) { client in
                 // The page's files, with a content security policy.
                 for (path, type) in [("/", "text/html"), ("/app.js", "text/javascript"), ("/editor.js", "text/javascript"), ("/recipe.js", "text/javascript"), ("/app.css", "text/css")] {
                     try await client.execute(uri: path, method: .get) { response in

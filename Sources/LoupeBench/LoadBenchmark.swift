@@ -1,0 +1,258 @@
+import Foundation
+import LoupeManager
+import LoupePKI
+import LoupeProto
+import LoupeWire
+import Synchronization
+
+/// `loupe bench load`: a real `loupe manager` process and many simulated
+/// agents (light clients in this process, each with its own agent
+/// certificate and TLS connection, speaking the real protocol). Each agent
+/// sends a status report every second and uploads small labelled ROIs at a
+/// steady rate for the whole run.
+///
+/// Measured on the manager's process (from /proc): resident memory before
+/// the agents connect, with all connected and idle (memory per connection),
+/// and at the end; CPU over the loaded phase. Checked: every upload got its
+/// acknowledgement (none dropped, none refused), every acknowledged ROI is in
+/// the manager's store exactly once (read after it stops), and no agent was
+/// starved (each one's latest report reached the manager, its slowest
+/// acknowledgement is reported).
+public struct LoadBenchmark: Sendable {
+    public struct Options: Sendable {
+        public var agents = 500
+        public var seconds = 30.0
+        /// Seconds between one agent's uploads.
+        public var uploadInterval = 5.0
+        public var roiSide = 64
+        /// The `loupe` executable that runs the manager.
+        public var executable = ""
+        public init() {}
+    }
+
+    public struct Result: Sendable {
+        public var agents: Int
+        public var connectSeconds: Double
+        public var baselineKilobytes: Int
+        public var connectedKilobytes: Int
+        public var endKilobytes: Int
+        public var managerCPUPercent: Double
+        public var loadSeconds: Double
+        public var uploadsSent: Int
+        public var uploadsAcknowledged: Int
+        public var uploadErrors: [String]
+        public var statusReportsSent: Int
+        public var storedROIs: Int
+        public var agentsCurrent: Int
+        public var agentsOnline: Int
+        public var ackMillisecondsP50: Double
+        public var ackMillisecondsP99: Double
+        public var slowestAgentAckMilliseconds: Double
+        public var fewestUploadsPerAgent: Int
+        public var mostUploadsPerAgent: Int
+        public var kilobytesPerConnection: Double { Double(connectedKilobytes - baselineKilobytes) / Double(max(1, agents)) }
+        public var roisPerSecond: Double { Double(uploadsAcknowledged) / loadSeconds }
+        public var lost: Int { uploadsAcknowledged - storedROIs }
+        public var passed: Bool {
+            uploadErrors.isEmpty && uploadsAcknowledged == uploadsSent && storedROIs == uploadsAcknowledged && agentsCurrent == agents && agentsOnline == agents
+        }
+    }
+
+    public let options: Options
+    private let progress: @Sendable (String) -> Void
+
+    public init(options: Options, progress: @escaping @Sendable (String) -> Void) {
+        self.options = options
+        self.progress = progress
+    }
+
+    /// Resident memory (kB) and CPU time (s) of a process, from /proc.
+    static func sample(_ pid: Int32) -> (kilobytes: Int, cpuSeconds: Double) {
+        var kilobytes = 0
+        if let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+           let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }) {
+            kilobytes = Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "") ?? 0
+        }
+        var cpu = 0.0
+        if let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let end = stat.lastIndex(of: ")") {
+            // Fields after the command name: state is field 3; utime and stime are 14 and 15.
+            let fields = stat[stat.index(after: end)...].split(separator: " ")
+            if fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) {
+                cpu = (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+            }
+        }
+        return (kilobytes, cpu)
+    }
+
+    struct AgentTally: Sendable {
+        var sent = 0
+        var acknowledged = 0
+        var statusSent = 0
+        var slowestAck = 0.0
+        var ackTimes: [Double] = []
+        var errors: [String] = []
+    }
+
+    public func run() async throws -> Result {
+        let folder = NSTemporaryDirectory() + "loupe-bench-load-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        progress("making \(options.agents) agent certificates")
+        let pki = try BenchPKI(folder: folder)
+        let ids = (1...options.agents).map { String(format: "load-cam-%04d", $0) }
+        let agentTLS = try ids.map { try pki.member(LeafRequest(role: .agent, name: $0), $0) }
+        let operatorTLS = try pki.member(LeafRequest(role: .operator, name: "bench-operator"), "operator")
+
+        // The manager: its own process, so its CPU and memory are its own.
+        let dataDir = folder + "/manager"
+        let configPath = folder + "/manager.json"
+        let readyPath = folder + "/manager.ready"
+        let config: [String: Any] = [
+            "managerId": "load-bench", "listen": "127.0.0.1:0", "dataDir": dataDir, "trainingThreads": 1,
+            "tls": ["ca": pki.manager.ca, "cert": pki.manager.cert, "key": pki.manager.key],
+            "heartbeatSeconds": 5, "idleTimeoutSeconds": 15,
+        ]
+        try JSONSerialization.data(withJSONObject: config).write(to: URL(fileURLWithPath: configPath))
+        let manager = Process()
+        manager.executableURL = URL(fileURLWithPath: options.executable)
+        manager.arguments = ["manager", "--config", configPath, "--ready-file", readyPath]
+        let log = FileHandle(forWritingAtPath: "/dev/null")
+        manager.standardOutput = log
+        manager.standardError = log
+        try manager.run()
+        defer { if manager.isRunning { kill(manager.processIdentifier, SIGKILL) } }
+        var port = 0
+        let started = ContinuousClock.now
+        while port == 0 {
+            if let text = try? String(contentsOfFile: readyPath, encoding: .utf8), let parsed = try? parseAddress(text.trimmingCharacters(in: .whitespacesAndNewlines)) {
+                port = parsed.port
+            } else {
+                guard manager.isRunning, ContinuousClock.now - started < .seconds(30) else { throw WireError.requestTimedOut(seconds: 30) }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+        }
+        let pid = manager.processIdentifier
+        try await Task.sleep(for: .seconds(1))
+        let baseline = Self.sample(pid)
+
+        // Small ROIs, made once; each upload differs in its seed so every one is stored.
+        let side = options.roiSide
+        let tallies = Locked([AgentTally](repeating: AgentTally(), count: options.agents))
+        let connected = Locked(0)
+        let phase = Locked(0) // 0 connecting, 1 loaded, 2 stopping
+        progress("connecting \(options.agents) agents")
+        let connectStart = ContinuousClock.now
+        let uploadInterval = options.uploadInterval
+        var tasks: [Task<Void, Never>] = []
+        for (index, tls) in agentTLS.enumerated() {
+            let client = WireClientConfiguration(host: "localhost", port: port, tls: tls, capabilities: ["agent-status", "roi-upload"])
+            tasks.append(Task {
+                do {
+                    try await WireClient.withConnection(client, handler: WireClient.refuseAll) { connection, _ in
+                        var status = Loupe_V1_AgentStatus()
+                        status.inspectionType = "load"
+                        status.recipeVersion = "1"
+                        try await connection.send(event: .agentStatus(status))
+                        connected.withLock { $0 += 1 }
+                        while phase.withLock({ $0 }) == 0 { try await Task.sleep(for: .milliseconds(50)) }
+                        // Spread the agents over the second and over the upload interval.
+                        let offset = Double(index % 1000) / 1000
+                        try await Task.sleep(for: .seconds(offset))
+                        var nextUpload = ContinuousClock.now + .seconds(offset * uploadInterval)
+                        var report: UInt64 = 0
+                        var upload = 0
+                        while phase.withLock({ $0 }) == 1 && !connection.isClosed {
+                            report += 1
+                            status.uptimeSeconds = report
+                            try await connection.send(event: .agentStatus(status))
+                            tallies.withLock { $0[index].statusSent += 1 }
+                            if ContinuousClock.now >= nextUpload {
+                                nextUpload = nextUpload + .seconds(uploadInterval)
+                                upload += 1
+                                let roi = try FleetBenchmark.upload(side: side, seed: UInt64(index) * 1_000_000 + UInt64(upload))
+                                tallies.withLock { $0[index].sent += 1 }
+                                let sent = ContinuousClock.now
+                                let reply = try await connection.request(.roiUpload(roi))
+                                let milliseconds = (ContinuousClock.now - sent).seconds * 1000
+                                tallies.withLock { tally in
+                                    if case .roiAck(let ack) = reply.body, ack.status == .stored {
+                                        tally[index].acknowledged += 1
+                                        tally[index].ackTimes.append(milliseconds)
+                                        tally[index].slowestAck = max(tally[index].slowestAck, milliseconds)
+                                    } else {
+                                        tally[index].errors.append("\(ids[index]): \(reply.bodyName)")
+                                    }
+                                }
+                            }
+                            try await Task.sleep(for: .seconds(1))
+                        }
+                        // Hold the connection until every agent has finished, so the final check sees them all online.
+                        while phase.withLock({ $0 }) < 3 && !connection.isClosed { try await Task.sleep(for: .milliseconds(100)) }
+                    }
+                } catch {
+                    tallies.withLock { $0[index].errors.append("\(ids[index]): \(error)") }
+                }
+            })
+        }
+        while connected.withLock({ $0 }) < options.agents {
+            guard ContinuousClock.now - connectStart < .seconds(120) else { throw WireError.requestTimedOut(seconds: 120) }
+            if tallies.withLock({ $0.contains { !$0.errors.isEmpty } }) { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let connectSeconds = (ContinuousClock.now - connectStart).seconds
+        try await Task.sleep(for: .seconds(2))
+        let connectedSample = Self.sample(pid)
+
+        progress("\(options.agents) agents: a report a second and an ROI every \(Int(options.uploadInterval)) s each, for \(Int(options.seconds)) s")
+        let loadStart = ContinuousClock.now
+        let cpuStart = Self.sample(pid).cpuSeconds
+        phase.withLock { $0 = 1 }
+        try await Task.sleep(for: .seconds(options.seconds))
+        phase.withLock { $0 = 2 }
+        // Let the uploads in flight finish (each agent ends its loop after its current step).
+        let drainStart = ContinuousClock.now
+        while tallies.withLock({ $0.reduce(0) { $0 + $1.sent - $1.acknowledged - $1.errors.count } }) > 0, ContinuousClock.now - drainStart < .seconds(60) {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let loadSeconds = (ContinuousClock.now - loadStart).seconds
+        let cpuSeconds = Self.sample(pid).cpuSeconds - cpuStart
+        try await Task.sleep(for: .seconds(2))
+        let end = Self.sample(pid)
+
+        // Every agent's latest report, as the manager holds it.
+        let operatorClient = WireClientConfiguration(host: "localhost", port: port, tls: operatorTLS, capabilities: [])
+        let fleet = try await WireClient.withConnection(operatorClient, handler: WireClient.refuseAll) { connection, _ -> Loupe_V1_FleetStatusReply in
+            let reply = try await connection.request(.fleetStatusQuery(Loupe_V1_FleetStatusQuery()))
+            guard case .fleetStatusReply(let fleet) = reply.body else { throw WireError.unexpectedReply(expected: "fleet_status_reply", received: reply.bodyName) }
+            return fleet
+        }
+        let finalTallies = tallies.withLock { $0 }
+        let sentReports = Dictionary(uniqueKeysWithValues: zip(ids, finalTallies.map(\.statusSent)))
+        let current = fleet.cameras.filter { camera in
+            guard let sent = sentReports[camera.cameraID] else { return false }
+            return camera.status.uptimeSeconds == UInt64(sent)
+        }.count
+        let online = fleet.cameras.filter { $0.online && sentReports[$0.cameraID] != nil }.count
+        phase.withLock { $0 = 3 }
+        for task in tasks { await task.value }
+
+        progress("stopping the manager and counting what it stored")
+        kill(pid, SIGTERM)
+        let stopStart = ContinuousClock.now
+        while manager.isRunning, ContinuousClock.now - stopStart < .seconds(30) { try await Task.sleep(for: .milliseconds(50)) }
+        let stored = try TrainingDataStore(path: dataDir + "/training-data.sqlite").count()
+
+        let times = finalTallies.flatMap(\.ackTimes).sorted()
+        func percentile(_ q: Double) -> Double { times.isEmpty ? 0 : times[min(times.count - 1, Int((q * Double(times.count - 1)).rounded()))] }
+        return Result(
+            agents: options.agents, connectSeconds: connectSeconds,
+            baselineKilobytes: baseline.kilobytes, connectedKilobytes: connectedSample.kilobytes, endKilobytes: end.kilobytes,
+            managerCPUPercent: cpuSeconds / loadSeconds * 100, loadSeconds: loadSeconds,
+            uploadsSent: finalTallies.reduce(0) { $0 + $1.sent }, uploadsAcknowledged: finalTallies.reduce(0) { $0 + $1.acknowledged },
+            uploadErrors: finalTallies.flatMap(\.errors), statusReportsSent: finalTallies.reduce(0) { $0 + $1.statusSent },
+            storedROIs: stored, agentsCurrent: current, agentsOnline: online,
+            ackMillisecondsP50: percentile(0.5), ackMillisecondsP99: percentile(0.99),
+            slowestAgentAckMilliseconds: finalTallies.map(\.slowestAck).max() ?? 0,
+            fewestUploadsPerAgent: finalTallies.map(\.acknowledged).min() ?? 0, mostUploadsPerAgent: finalTallies.map(\.acknowledged).max() ?? 0)
+    }
+}
