@@ -24,7 +24,7 @@ struct DemoCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "demo",
         abstract: "Run the whole loop on this machine: a manager, three cameras, labelling, central training, a signed push, live inspection.",
-        discussion: "Keeps running with the agents' Label & Train APIs up until Ctrl-C, unless --exit-when-done. Exits 1 if a step fails or the live IoU is below --min-iou."
+        discussion: "Keeps running with the agents' Label & Train pages up until Ctrl-C, unless --exit-when-done. Exits 1 if a step fails or the live IoU is below --min-iou."
     )
 
     @Option(help: "Folder for the demo's PKI and data (default: a new temporary folder, removed at the end).") var dataDir: String?
@@ -215,8 +215,8 @@ struct DemoCommand: AsyncParsableCommand {
             }.joined(separator: ", ")
             let meanIoU = meanIoU(fleet) ?? 0
             step(String(format: "defect mIoU on live frames against ground truth: %.3f (%@; threshold %.2f)", meanIoU, perClass, minIou))
-            say("Label & Train APIs (user admin, password \(Self.password)):")
-            for camera in Self.cameras { say("  \(camera): \(urls.value?[camera] ?? "")/api/v1/health") }
+            say("Label & Train pages (user admin, password \(Self.password)):")
+            for camera in Self.cameras { say("  \(camera): \(urls.value?[camera] ?? "")/") }
             if meanIoU < minIou {
                 say("FAILED: the live IoU \(String(format: "%.3f", meanIoU)) is below \(minIou)")
                 await stopAll()
