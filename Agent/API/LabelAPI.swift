@@ -135,9 +135,7 @@ public struct LabelAPI: Sendable {
                 if flag.include, try store.label(captureNumber: number, roiName: roiName) == nil {
                     // Ticking an ROI nobody painted adds it as a defect-free example.
                     let roi = try store.recipe().roi(named: roiName)
-                    let blank: Image8
-                    do { blank = try Image8(width: roi.rect.width, height: roi.rect.height) } catch { throw StoreError.invalid("ROI \(roiName): \(error)") }
-                    try store.saveMask(captureNumber: number, roi: (roi.name, roi.rect), mask: blank, classes: try store.classes().count + 1, user: user, action: "mask")
+                    try store.saveMask(captureNumber: number, roi: (roi.name, roi.rect), mask: try LabelStore.emptyMask(for: roi), classes: try store.classes().count + 1, user: user)
                 }
                 try store.setIncluded(captureNumber: number, roiName: roiName, included: flag.include, user: user)
                 return try Self.json(LabelJSON(try store.label(captureNumber: number, roiName: roiName)!))

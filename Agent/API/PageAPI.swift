@@ -179,7 +179,7 @@ public struct PageAPI: Sendable {
                     do { data = try store.blobs.get(hash.lowercased()) } catch StoreError.missingBlob { throw StoreError.notFound("mask version \(hash.prefix(12))…") }
                     do { mask = try PNGCodec.decode(data).gray8 } catch { throw StoreError.invalid("blob \(hash.prefix(12))… is not a mask") }
                 } else {
-                    do { mask = try Image8(width: roi.rect.width, height: roi.rect.height) } catch { throw StoreError.invalid("ROI \(roiName): \(error)") }
+                    mask = try LabelStore.emptyMask(for: roi)
                 }
                 let saved = try store.saveMask(captureNumber: number, roi: (roi.name, roi.rect), mask: mask, classes: try store.classes().count + 1,
                                                user: user, action: action)

@@ -33,9 +33,9 @@ public struct Recipe: Codable, Sendable, Equatable {
     /// The capture whose image is the aligner's reference, and the template region in it.
     public var referenceCapture: Int?
     public var template: PixelRect?
-    /// Rotations the aligner searches, degrees either way (15 when unset).
+    /// Rotations the aligner searches, degrees either way (AlignerConfiguration's default, 15, when unset).
     public var angleRangeDegrees: Double?
-    /// Frames matching the template below this score (-1…1) are not inspected (0.5 when unset).
+    /// Frames matching the template below this score (-1…1) are not inspected (the default, 0.5, when unset).
     public var minAlignScore: Double?
     public var rois: [RecipeROI]
     /// A defect pixel counts only at or above this softmax confidence.
@@ -81,7 +81,11 @@ public struct Recipe: Codable, Sendable, Equatable {
 
     /// The aligner's settings for this recipe, when it has a template.
     public var alignerConfiguration: AlignerConfiguration? {
-        template.map { AlignerConfiguration(template: $0, angleRangeDegrees: angleRangeDegrees ?? 15, minScore: minAlignScore ?? 0.5) }
+        guard let template else { return nil }
+        var configuration = AlignerConfiguration(template: template)
+        if let angleRangeDegrees { configuration.angleRangeDegrees = angleRangeDegrees }
+        if let minAlignScore { configuration.minScore = minAlignScore }
+        return configuration
     }
 
     public func roi(named name: String) throws(StoreError) -> RecipeROI {

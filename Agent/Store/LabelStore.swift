@@ -428,11 +428,15 @@ public final class LabelStore: Sendable {
         }
     }
 
+    /// An all-background mask the size of an ROI.
+    public static func emptyMask(for roi: RecipeROI) throws(StoreError) -> Image8 {
+        do { return try Image8(width: roi.rect.width, height: roi.rect.height) } catch { throw .invalid("ROI \(roi.name): \(error)") }
+    }
+
     /// Applies brush and eraser strokes to an ROI's mask (empty if none yet) and saves it.
     @discardableResult
     public func applyStrokes(_ strokes: [Stroke], captureNumber: Int, roi: RecipeROI, classes: Int, user: String) throws(StoreError) -> LabelRecord {
-        let blank: Image8
-        do { blank = try Image8(width: roi.rect.width, height: roi.rect.height) } catch { throw .invalid("ROI \(roi.name): \(error)") }
+        let blank = try Self.emptyMask(for: roi)
         var mask = try label(captureNumber: captureNumber, roiName: roi.name).map { record throws(StoreError) in try self.mask(of: record) } ?? blank
         if mask.width != roi.rect.width || mask.height != roi.rect.height {
             // The ROI was resized since: start from a fresh mask of its new size.

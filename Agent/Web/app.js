@@ -44,6 +44,22 @@ export async function api(method, path, body = null, options = {}) {
   return type.includes("json") ? response.json() : response.text();
 }
 
+/// An ROI's stored mask: its class index per pixel (`classes`), and the
+/// canvas it was decoded on. The PNG is 8-bit grey; no colour conversion.
+export async function fetchMask(captureNumber, roiName) {
+  const blob = await api("GET", `/api/v1/captures/${captureNumber}/rois/${roiName}/mask`, null, { raw: true });
+  const bitmap = await createImageBitmap(blob, { colorSpaceConversion: "none", premultiplyAlpha: "none" });
+  const canvas = document.createElement("canvas");
+  canvas.width = bitmap.width;
+  canvas.height = bitmap.height;
+  const ctx = canvas.getContext("2d", { willReadFrequently: true });
+  ctx.drawImage(bitmap, 0, 0);
+  const grey = ctx.getImageData(0, 0, bitmap.width, bitmap.height).data;
+  const classes = new Uint8Array(bitmap.width * bitmap.height);
+  for (let i = 0; i < classes.length; i++) classes[i] = grey[i * 4];
+  return { classes, canvas };
+}
+
 export function rgbOf(color) {
   return [(color >> 16) & 0xff, (color >> 8) & 0xff, color & 0xff];
 }
@@ -83,7 +99,8 @@ const state = {
   previewTimer: null,
   liveEvents: null,
   trainingEvents: null,
-  lastResult: null,
+  resultTimer: null,     // the live results table redraws at most 5 times a second
+  thresholdTimer: null,  // one threshold request once the slider settles
 };
 
 let editor = null;
@@ -161,7 +178,7 @@ async function refreshRecipe() {
     return option;
   }));
   if (state.classes.some(c => c.index === previous)) select.value = previous;
-  editor?.setClasses(state.classes);
+  editor.setRecipe(state.recipe, state.classes);
   editor.brushClass = Number(select.value) || 1;
   if (state.current !== null) await editor.load(state.current);
   recipeEditor?.setRecipe(state.recipe, state.classes);
@@ -425,7 +442,6 @@ async function setThreshold(value) {
 }
 
 function showResult(result) {
-  state.lastResult = result;
   const body = $("live-results").tBodies[0];
   const rows = result.rois.map(roi => {
     const tr = document.createElement("tr");
@@ -481,20 +497,18 @@ async function fillAllROIs() {
     tile.addEventListener("click", () => { $("all-rois-dialog").close(); show(capture); });
     grid.append(tile);
     if (!images.has(capture)) images.set(capture, api("GET", `/api/v1/captures/${capture}/image`, null, { raw: true }).then(b => createImageBitmap(b)));
-    Promise.all([images.get(capture), api("GET", `/api/v1/captures/${capture}/rois/${label.roi}/mask`, null, { raw: true })
-      .then(b => createImageBitmap(b, { colorSpaceConversion: "none", premultiplyAlpha: "none" }))])
-      .then(([image, maskBitmap]) => {
-        const scratch = document.createElement("canvas");
-        scratch.width = maskBitmap.width; scratch.height = maskBitmap.height;
+    Promise.all([images.get(capture), fetchMask(capture, label.roi)])
+      .then(([image, mask]) => {
+        // Recolour the decoded mask in place: class colours, background clear.
+        const scratch = mask.canvas;
         const sctx = scratch.getContext("2d", { willReadFrequently: true });
-        sctx.drawImage(maskBitmap, 0, 0);
-        const grey = sctx.getImageData(0, 0, scratch.width, scratch.height);
-        for (let i = 0; i < grey.data.length; i += 4) {
-          const c = colours.get(grey.data[i]);
-          if (grey.data[i] === 0 || !c) { grey.data[i + 3] = 0; continue; }
-          grey.data[i] = c[0]; grey.data[i + 1] = c[1]; grey.data[i + 2] = c[2]; grey.data[i + 3] = 255;
-        }
-        sctx.putImageData(grey, 0, 0);
+        const pixels = sctx.createImageData(scratch.width, scratch.height);
+        mask.classes.forEach((value, i) => {
+          const c = colours.get(value);
+          if (value === 0 || !c) return;
+          pixels.data[i * 4] = c[0]; pixels.data[i * 4 + 1] = c[1]; pixels.data[i * 4 + 2] = c[2]; pixels.data[i * 4 + 3] = 255;
+        });
+        sctx.putImageData(pixels, 0, 0);
         canvas.draw = () => {
           const ctx = canvas.getContext("2d");
           ctx.globalAlpha = 1;

@@ -5,7 +5,7 @@
 // it is stored even when the tab closes right after. The agent's answer is
 // the truth: the ROI's mask is reloaded from it.
 
-import { api, rgbOf, notify } from "./app.js";
+import { api, fetchMask, rgbOf, notify } from "./app.js";
 
 export class LabelEditor {
   constructor(elements) {
@@ -51,10 +51,8 @@ export class LabelEditor {
     const detail = await api("GET", `/api/v1/captures/${number}`);
     const blob = await api("GET", `/api/v1/captures/${number}/image`, null, { raw: true });
     const image = await createImageBitmap(blob);
-    const recipe = await api("GET", "/api/v1/recipe");
     this.capture = detail.capture;
     this.image = image;
-    this.rois = recipe.rois;
     this.labels = new Map(detail.labels.map(l => [l.roi, l]));
     this.thin = new Map();
     this.undoStack = [];
@@ -70,7 +68,9 @@ export class LabelEditor {
     await Promise.all(detail.labels.filter(l => l.labelledPixels > 0).map(l => this.check(l.roi)));
   }
 
-  setClasses(classes) {
+  /// The recipe's ROIs and the classes (the page loads them once and after each recipe save).
+  setRecipe(recipe, classes) {
+    this.rois = recipe.rois;
     this.classes = classes;
     this.redrawAllMasks();
   }
@@ -85,16 +85,7 @@ export class LabelEditor {
     label = label ?? this.labels.get(roiName);
     if (!label) return;
     this.labels.set(roiName, label);
-    const blob = await api("GET", `/api/v1/captures/${this.capture.number}/rois/${roiName}/mask`, null, { raw: true });
-    const bitmap = await createImageBitmap(blob, { colorSpaceConversion: "none", premultiplyAlpha: "none" });
-    const scratch = document.createElement("canvas");
-    scratch.width = bitmap.width;
-    scratch.height = bitmap.height;
-    const sctx = scratch.getContext("2d", { willReadFrequently: true });
-    sctx.drawImage(bitmap, 0, 0);
-    const grey = sctx.getImageData(0, 0, bitmap.width, bitmap.height).data;
-    label.mask = new Uint8Array(bitmap.width * bitmap.height);
-    for (let i = 0; i < label.mask.length; i++) label.mask[i] = grey[i * 4];
+    label.mask = (await fetchMask(this.capture.number, roiName)).classes;
     this.paintMask(label);
   }
 
@@ -119,14 +110,6 @@ export class LabelEditor {
     if (!this.image) return;
     this.overlayCtx.clearRect(0, 0, this.overlay.width, this.overlay.height);
     for (const label of this.labels.values()) this.paintMask(label);
-  }
-
-  labelledPixels(roiName, classIndex) {
-    const label = this.labels.get(roiName);
-    if (!label?.mask) return 0;
-    let n = 0;
-    for (const v of label.mask) if (classIndex === undefined ? v !== 0 : v === classIndex) n++;
-    return n;
   }
 
   // MARK: View
@@ -310,7 +293,6 @@ export class LabelEditor {
   }
 
   pointerMove(event) {
-    const p = this.toImage(event.clientX, event.clientY);
     if (this.panning) {
       this.view.ox = this.panning.ox + event.clientX - this.panning.x;
       this.view.oy = this.panning.oy + event.clientY - this.panning.y;
@@ -329,7 +311,6 @@ export class LabelEditor {
       this.paintSegment({ x: last[0], y: last[1] }, q);
       this.stroke.points.push([q.x, q.y]);
     }
-    void p;
   }
 
   pointerUp(event) {

@@ -116,9 +116,8 @@ public struct LoadBenchmark: Sendable {
         let manager = Process()
         manager.executableURL = URL(fileURLWithPath: options.executable)
         manager.arguments = ["manager", "--config", configPath, "--ready-file", readyPath]
-        let log = FileHandle(forWritingAtPath: "/dev/null")
-        manager.standardOutput = log
-        manager.standardError = log
+        manager.standardOutput = FileHandle.nullDevice
+        manager.standardError = FileHandle.nullDevice
         try manager.run()
         defer { if manager.isRunning { kill(manager.processIdentifier, SIGKILL) } }
         var port = 0
@@ -242,8 +241,7 @@ public struct LoadBenchmark: Sendable {
         while manager.isRunning, ContinuousClock.now - stopStart < .seconds(30) { try await Task.sleep(for: .milliseconds(50)) }
         let stored = try TrainingDataStore(path: dataDir + "/training-data.sqlite").count()
 
-        let times = finalTallies.flatMap(\.ackTimes).sorted()
-        func percentile(_ q: Double) -> Double { times.isEmpty ? 0 : times[min(times.count - 1, Int((q * Double(times.count - 1)).rounded()))] }
+        let times = finalTallies.flatMap(\.ackTimes)
         return Result(
             agents: options.agents, connectSeconds: connectSeconds,
             baselineKilobytes: baseline.kilobytes, connectedKilobytes: connectedSample.kilobytes, endKilobytes: end.kilobytes,
@@ -251,7 +249,7 @@ public struct LoadBenchmark: Sendable {
             uploadsSent: finalTallies.reduce(0) { $0 + $1.sent }, uploadsAcknowledged: finalTallies.reduce(0) { $0 + $1.acknowledged },
             uploadErrors: finalTallies.flatMap(\.errors), statusReportsSent: finalTallies.reduce(0) { $0 + $1.statusSent },
             storedROIs: stored, agentsCurrent: current, agentsOnline: online,
-            ackMillisecondsP50: percentile(0.5), ackMillisecondsP99: percentile(0.99),
+            ackMillisecondsP50: percentile(times, 0.5), ackMillisecondsP99: percentile(times, 0.99),
             slowestAgentAckMilliseconds: finalTallies.map(\.slowestAck).max() ?? 0,
             fewestUploadsPerAgent: finalTallies.map(\.acknowledged).min() ?? 0, mostUploadsPerAgent: finalTallies.map(\.acknowledged).max() ?? 0)
     }

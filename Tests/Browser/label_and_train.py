@@ -50,11 +50,14 @@ class AgentAPI:
         self.token = None
         self.token = self.call("POST", "/api/v1/login", {"user": user, "password": password})["token"]
 
-    def call(self, method, path, body=None, raw=False):
-        data = json.dumps(body).encode() if body is not None else None
+    def call(self, method, path, body=None, raw=False, content_type="application/json", headers=None):
+        """One request: a JSON body, or bytes as they are with `content_type`."""
+        data = body if isinstance(body, bytes) else json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.url + path, data=data, method=method)
         if data is not None:
-            request.add_header("Content-Type", "application/json")
+            request.add_header("Content-Type", content_type)
+        for key, value in (headers or {}).items():
+            request.add_header(key, value)
         if self.token:
             request.add_header("Authorization", "Bearer " + self.token)
         try:

@@ -28,7 +28,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 import numpy as np
 from PIL import Image
@@ -61,16 +60,6 @@ def start_agent(loupe, folder, password):
         time.sleep(0.1)
     process.kill()
     raise SystemExit("the agent did not start; see " + log.name)
-
-
-def upload(url, token, path, data, content_type, headers=None):
-    request = urllib.request.Request(url + path, data=data, method="POST" if path.endswith("import") else "PUT")
-    request.add_header("Authorization", "Bearer " + token)
-    request.add_header("Content-Type", content_type)
-    for key, value in (headers or {}).items():
-        request.add_header(key, value)
-    with urllib.request.urlopen(request) as response:
-        return json.loads(response.read())
 
 
 FRAME_SCRIPT = """
@@ -126,7 +115,6 @@ const at = (x, y) => { const p = editor.toScreen(x, y); return {clientX: box.lef
 const y = roi.y + 40 + (i * 47) % (roi.height - 80);
 editor.pointerDown(at(roi.x + 40, y));
 for (let k = 1; k <= 60; k++) editor.pointerMove(at(roi.x + 40 + k * 20, y + 10 * Math.sin(k / 5)));
-const before = editor.pending;
 const start = performance.now();
 editor.pointerUp({pointerId: 1});
 const sent = editor.sent[editor.sent.length - 1];
@@ -156,7 +144,7 @@ def main():
         pixels = (128 + 40 * np.sin(np.arange(1600)[None, :] / 23.0) + rng.normal(0, 12, (1200, 1600))).clip(0, 255).astype(np.uint8)
         png = io.BytesIO()
         Image.fromarray(pixels).save(png, format="PNG")
-        upload(url, api.token, "/api/v1/captures/import", png.getvalue(), "image/png", {"X-Loupe-Filename": "bench-1600x1200.png"})
+        api.call("POST", "/api/v1/captures/import", png.getvalue(), content_type="image/png", headers={"X-Loupe-Filename": "bench-1600x1200.png"})
         api.call("PUT", "/api/v1/classes", [{"index": 1, "name": "scratch", "color": 0xE6194B}])
         api.call("PUT", "/api/v1/recipe", {"version": 0, "inspectionType": "bench", "rois": [{"name": "whole", "rect": {"x": 0, "y": 0, "width": 1600, "height": 1200}}],
                                            "confidenceThreshold": 0.5, "failRule": {"minimumDefectPixels": 25}})

@@ -17,13 +17,6 @@ import Testing
 @Suite(.serialized) struct BrowserTests {
     static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../..").standardizedFileURL
 
-    static var python: String? {
-        let environment = ProcessInfo.processInfo.environment
-        let candidates = [environment["LOUPE_PYTHON"], environment["LOUPE_VENV"].map { $0 + "/bin/python" },
-                          NSHomeDirectory() + "/.cache/loupe/venv/bin/python"].compactMap { $0 }
-        return candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
-    }
-
     @Test func anOperatorDoesEverythingOnTheLabelAndTrainPageInChromium() async throws {
         let environment = ProcessInfo.processInfo.environment
         if environment["LOUPE_NO_BROWSER"] == "1" {
@@ -36,7 +29,7 @@ import Testing
             Issue.record("no \(path): run Deploy/install-deps (it installs Debian's \(package)), or set LOUPE_NO_BROWSER=1 to skip the browser test")
             return
         }
-        guard let python = Self.python else {
+        guard let python = venvPython() else {
             Issue.record("no Python virtualenv with Selenium: run Deploy/install-deps (it makes ~/.cache/loupe/venv) or set LOUPE_VENV")
             return
         }

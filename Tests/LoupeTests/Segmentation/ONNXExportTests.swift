@@ -8,15 +8,8 @@ extension SegmentationTests {
     @Suite struct ONNXExportTests {
         init() { DNNLRuntime.setThreads(1) }
 
-        static var python: String? {
-            let environment = ProcessInfo.processInfo.environment
-            let candidates = [environment["LOUPE_PYTHON"], environment["LOUPE_VENV"].map { $0 + "/bin/python" },
-                              NSHomeDirectory() + "/.cache/loupe/venv/bin/python"].compactMap { $0 }
-            return candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
-        }
-
         @Test func onnxRuntimeGivesLoupesLogits() throws {
-            guard let python = Self.python else {
+            guard let python = venvPython() else {
                 print("SKIPPED onnxRuntimeGivesLoupesLogits: no Python with onnxruntime; run Deploy/install-deps (it makes ~/.cache/loupe/venv) or set LOUPE_PYTHON")
                 return
             }

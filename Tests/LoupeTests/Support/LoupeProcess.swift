@@ -58,6 +58,15 @@ struct TestSetupError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
+/// The test peers' Python (the virtualenv Deploy/install-deps makes): LOUPE_PYTHON,
+/// LOUPE_VENV/bin/python or ~/.cache/loupe/venv/bin/python, whichever exists first.
+func venvPython() -> String? {
+    let environment = ProcessInfo.processInfo.environment
+    let candidates = [environment["LOUPE_PYTHON"], environment["LOUPE_VENV"].map { $0 + "/bin/python" },
+                      NSHomeDirectory() + "/.cache/loupe/venv/bin/python"].compactMap { $0 }
+    return candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
+}
+
 /// Waits until `condition` holds, checking every 100 ms.
 func eventually(timeout: Duration = .seconds(20), _ condition: () async throws -> Bool) async throws -> Bool {
     let deadline = ContinuousClock.now + timeout
