@@ -138,17 +138,34 @@ extension Raster where Sample == UInt8 {
         let inverse = transform.inverse
         var out = try Raster(width: outWidth, height: outHeight, channels: channels, fill: fill)
         let c = inverse.scale * cos(inverse.angle), s = inverse.scale * sin(inverse.angle)
-        out.samples.withUnsafeMutableBufferPointer { pixels in
-            for y in 0..<outHeight {
-                var sx = -s * Double(y) + inverse.tx
-                var sy = c * Double(y) + inverse.ty
-                for x in 0..<outWidth {
-                    for channel in 0..<channels {
-                        let value = bilinear(sx, sy, channel: channel, fill: Double(fill))
-                        pixels[(y * outWidth + x) * channels + channel] = UInt8(min(255, max(0, value.rounded())))
+        let width = self.width, height = self.height, channels = self.channels
+        samples.withUnsafeBufferPointer { source in
+            out.samples.withUnsafeMutableBufferPointer { pixels in
+                for y in 0..<outHeight {
+                    var sx = -s * Double(y) + inverse.tx
+                    var sy = c * Double(y) + inverse.ty
+                    for x in 0..<outWidth {
+                        // Truncation is the floor here (both are >= 0), and cheaper than libm's.
+                        let x0 = Int(sx), y0 = Int(sy)
+                        if sx >= 0, sy >= 0, x0 + 1 < width, y0 + 1 < height {
+                            // All four neighbours inside: the common case, without bounds checks.
+                            let fx = sx - Double(x0), fy = sy - Double(y0)
+                            let top = (y0 * width + x0) * channels, bottom = top + width * channels
+                            for channel in 0..<channels {
+                                let upper = Double(source[top + channel]) * (1 - fx) + Double(source[top + channels + channel]) * fx
+                                let lower = Double(source[bottom + channel]) * (1 - fx) + Double(source[bottom + channels + channel]) * fx
+                                // A blend of values in 0...255 stays in it; + 0.5 and truncation round it.
+                                pixels[(y * outWidth + x) * channels + channel] = UInt8(min(255, upper * (1 - fy) + lower * fy + 0.5))
+                            }
+                        } else {
+                            for channel in 0..<channels {
+                                let value = bilinear(sx, sy, channel: channel, fill: Double(fill))
+                                pixels[(y * outWidth + x) * channels + channel] = UInt8(min(255, max(0, value.rounded())))
+                            }
+                        }
+                        sx += c
+                        sy += s
                     }
-                    sx += c
-                    sy += s
                 }
             }
         }

@@ -7,7 +7,11 @@ public struct Raster<Sample: FixedWidthInteger & UnsignedInteger & Sendable>: Se
     /// Row-major, channels interleaved: sample (x, y, c) is at (y * width + x) * channels + c.
     public var samples: [Sample]
 
-    /// A raster filled with one value.
+    /// A raster filled with one value. (Specialised for the two sample
+    /// types: the generic version filled the array one value-witness call at
+    /// a time, most of the cost of cropping two ROIs.)
+    @_specialize(exported: true, where Sample == UInt8)
+    @_specialize(exported: true, where Sample == UInt16)
     public init(width: Int, height: Int, channels: Int = 1, fill: Sample = 0) throws {
         try Self.check(width: width, height: height, channels: channels)
         self.width = width
