@@ -12,6 +12,11 @@ let strictSettings: [SwiftSetting] = [
 /// debug build crawl.
 let computeSettings: [SwiftSetting] = strictSettings + [.unsafeFlags(["-O"], .when(configuration: .debug))]
 
+/// `LOUPE_FUZZ=1` (Tests/Fuzz/run, in its own scratch path) instruments the
+/// fuzzed modules for libFuzzer; normal builds are untouched.
+let fuzzing = Context.environment["LOUPE_FUZZ"] == "1"
+let fuzzSettings: [SwiftSetting] = fuzzing ? [.unsafeFlags(["-sanitize=fuzzer"])] : []
+
 let package = Package(
     name: "Loupe",
     platforms: [.macOS(.v15)],
@@ -39,7 +44,7 @@ let package = Package(
         .target(
             name: "LoupeProto",
             dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")],
-            swiftSettings: strictSettings
+            swiftSettings: strictSettings + fuzzSettings
         ),
         // C libraries, from Debian packages.
         .systemLibrary(name: "CSPNG", path: "Sources/CSPNG", pkgConfig: "spng", providers: [.apt(["libspng-dev"])]),
@@ -56,7 +61,7 @@ let package = Package(
         .target(
             name: "LoupeImaging",
             dependencies: ["CSPNG", "CTurboJPEG"],
-            swiftSettings: computeSettings
+            swiftSettings: computeSettings + fuzzSettings
         ),
         // Content-addressed blob files written durably, and the stores' error type (agent and manager).
         .target(
@@ -86,10 +91,22 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
-        // Framing, envelopes, mutual TLS and the request/reply connection.
+        // Length-prefixed frames, envelopes and the wire's errors: no TLS, so
+        // the fuzz targets (Fuzz/) build it with little else.
+        .target(
+            name: "LoupeFraming",
+            dependencies: [
+                "LoupeProto",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            swiftSettings: strictSettings + fuzzSettings
+        ),
+        // Mutual TLS and the request/reply connection, over LoupeFraming.
         .target(
             name: "LoupeWire",
             dependencies: [
+                "LoupeFraming",
                 "LoupeProto",
                 "LoupePKI",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -177,6 +194,15 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: strictSettings
+        ),
+        // libFuzzer targets (the frame and envelope decoders, PNG, JPEG); without
+        // LOUPE_FUZZ=1, a replay of the committed corpus (Tests/Fuzz/README.md).
+        .executableTarget(
+            name: "LoupeFuzz",
+            dependencies: ["LoupeFraming", "LoupeImaging", "LoupeProto", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            path: "Tests/Fuzz/LoupeFuzz",
+            swiftSettings: strictSettings + (fuzzing ? [.unsafeFlags(["-sanitize=fuzzer", "-parse-as-library"]), .define("LOUPE_FUZZ")] : []),
+            linkerSettings: fuzzing ? [.unsafeFlags(["-sanitize=fuzzer"])] : []
         ),
         .testTarget(
             name: "LoupeTests",

@@ -25,9 +25,12 @@ public final class EnvelopeDecoder: ChannelInboundHandler, RemovableChannelHandl
 public enum EnvelopeEncoder {
     /// The whole frame, serialized in one pass. An envelope larger than
     /// `limit` (the peer's frame limit) throws `WireError.frameTooLarge`, so
-    /// it never reaches the wire.
+    /// it never reaches the wire. An envelope with nothing set serializes to
+    /// no bytes, a frame `FrameDecoder` refuses, so it throws
+    /// `WireError.emptyFrame` here instead (found by the frames fuzz target).
     public static func frame(_ envelope: Envelope, limit: Int = WireProtocol.defaultMaxFrameBytes) throws -> ByteBuffer {
         let frame: FrameBytes = try envelope.serializedBytes()
+        guard frame.count > 0 else { throw WireError.emptyFrame }
         guard frame.count <= limit else {
             throw WireError.frameTooLarge(length: frame.count, limit: limit)
         }
@@ -37,17 +40,17 @@ public enum EnvelopeEncoder {
 
 /// Frames outbound envelopes on the event loop, next to the TLS encryption
 /// that follows, so a large frame is written while it is still in cache.
-final class EnvelopeFramer: ChannelOutboundHandler, RemovableChannelHandler {
-    typealias OutboundIn = Envelope
-    typealias OutboundOut = ByteBuffer
+public final class EnvelopeFramer: ChannelOutboundHandler, RemovableChannelHandler {
+    public typealias OutboundIn = Envelope
+    public typealias OutboundOut = ByteBuffer
 
     private let limit: Int
 
-    init(limit: Int) {
+    public init(limit: Int) {
         self.limit = limit
     }
 
-    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+    public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         do {
             context.write(wrapOutboundOut(try EnvelopeEncoder.frame(unwrapOutboundIn(data), limit: limit)), promise: promise)
         } catch {
