@@ -212,7 +212,9 @@ public final class WireConnection: Sendable {
         }
         // A peer that does not read or close must not keep the connection open.
         channel.eventLoop.scheduleTask(in: .seconds(2)) { channel.close(promise: nil) }
-        ledger.close(failing: .connectionClosed)
+        // Requests still waiting fail with the cause (a heartbeat timeout, a
+        // protocol violation), so whoever made them can log why.
+        ledger.close(failing: (error as? WireError) ?? .connectionClosed)
     }
 
     private func shutDown() {
