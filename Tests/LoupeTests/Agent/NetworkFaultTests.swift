@@ -58,14 +58,7 @@ import Testing
         #expect(drained, "the outbox never drained:\n\(agent.log)\n\(manager.log)")
         #expect(proxy.counters.resets >= 2)
 
-        agent.signal(SIGTERM)
-        #expect(await agent.waitForExit() == 0)
-        manager.signal(SIGTERM)
-        #expect(await manager.waitForExit() == 0)
-        // Exactly the 30 labelled ROIs: none lost, none doubled.
-        let held = try TrainingDataStore(path: pki.dir + "/manager-data/training-data.sqlite")
-        #expect(try held.count() == total)
-        #expect(Set(try held.contentHashes()).count == total)
+        try await SyncProcessTests.stopAndExpectStoredOnce(agent: agent, manager: manager, pki: pki, total: total, camera: "cam-net")
         print("network faults: \(proxy.counters.connections) connections through the proxy, \(proxy.counters.resets) reset, \(total)/\(total) ROIs stored once")
     }
 

@@ -66,15 +66,19 @@ import Testing
 
         let drained = try await eventually(timeout: .seconds(60)) { try store.outboxDepth() == 0 }
         #expect(drained, "the outbox never drained:\n\(agent.log)\n\(manager.log)")
+        try await Self.stopAndExpectStoredOnce(agent: agent, manager: manager, pki: pki, total: total, camera: "cam-sync")
+    }
+
+    /// Stops both processes gracefully, then checks the manager's store holds
+    /// exactly `total` labelled ROIs from `camera`: none lost, none doubled.
+    static func stopAndExpectStoredOnce(agent: LoupeProcess, manager: LoupeProcess, pki: TestPKI, total: Int, camera: String) async throws {
         agent.signal(SIGTERM)
         #expect(await agent.waitForExit() == 0)
         manager.signal(SIGTERM)
         #expect(await manager.waitForExit() == 0)
-
-        // Exactly the 40 labelled ROIs: none lost, none doubled.
         let held = try TrainingDataStore(path: pki.dir + "/manager-data/training-data.sqlite")
         #expect(try held.count() == total)
-        #expect(try held.count(cameraId: "cam-sync") == total)
+        #expect(try held.count(cameraId: camera) == total)
         #expect(Set(try held.contentHashes()).count == total)
     }
 }
