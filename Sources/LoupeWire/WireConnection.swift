@@ -362,10 +362,17 @@ public final class WireConnection: Sendable {
     /// Heartbeats, the idle timeout, and request deadlines.
     private func upkeep() async {
         let tick = max(.milliseconds(20), min(settings.heartbeatInterval, settings.idleTimeout, .seconds(1)) / 4)
+        var lastTick = clock.now
         while !Task.isCancelled && !isClosed {
             try? await Task.sleep(for: tick)
             let now = clock.now
-            let idle = now - ledger.lastReceived >= settings.idleTimeout
+            // A tick that comes far too late means this process was stalled
+            // (CPU starvation, a suspended VM): the peer's bytes may be
+            // sitting unread, so it is not judged idle on this tick; a
+            // heartbeat still goes out, and the next tick judges.
+            let stalledHere = now - lastTick > max(tick * 4, .milliseconds(500))
+            lastTick = now
+            let idle = !stalledHere && now - ledger.lastReceived >= settings.idleTimeout
             let (heartbeatDue, sequence) = state.withLock { state in
                 let due = now - state.lastSent >= (state.heartbeatInterval ?? settings.heartbeatInterval)
                 if due { state.heartbeatSequence += 1 }
