@@ -54,9 +54,6 @@ public struct Wand: Sendable {
         let patchDeparture = median(around.map { residual[$0.1 * width + $0.0] })
         let inside: Image8
         if abs(patchDeparture) >= Self.minimumDeparture {
-            // A band around the patch's departure reaching `tolerance` of the
-            // way back to the surface (0.5: half way, where the edge of a
-            // step lies) and as far beyond it.
             // Pixels departing the same way by at least (1 − tolerance) of
             // the patch's departure (0.5: half way, where the edge of a step
             // lies), and by at most (1 + 2 × tolerance) of it: a defect is
