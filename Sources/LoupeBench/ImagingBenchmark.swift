@@ -7,11 +7,15 @@ import LoupeWire
 /// `loupe bench imaging`: the per-frame pixel work of the live pipeline on
 /// 1280x1024 frames from the synthetic camera, as medians.
 public struct ImagingBenchmark: Sendable {
-    public struct Row: Sendable {
+    public struct Row: Sendable, Codable {
         public var name: String
         public var medianMilliseconds: Double
         /// The target from the imaging issue, if it sets one.
         public var targetMilliseconds: Double?
+
+        enum CodingKeys: String, CodingKey {
+            case name = "step", medianMilliseconds = "median_ms", targetMilliseconds = "target_ms"
+        }
     }
 
     /// One click of the wand on a planted defect, for a peer to repeat.
@@ -25,9 +29,17 @@ public struct ImagingBenchmark: Sendable {
         public var iou: Double
     }
 
-    public struct Result: Sendable {
+    /// What `loupe bench imaging --json` prints: the figures, and what a
+    /// peer needs to repeat the work on the saved frames.
+    public struct Result: Sendable, Codable {
         public var rows: [Row]
         public var clicks: [Click]
+        public var template = ImagingBenchmark.template
+        public var rois = ImagingBenchmark.regions
+        public var targetsMet: Bool {
+            !rows.contains { row in row.targetMilliseconds.map { row.medianMilliseconds > $0 } ?? false }
+        }
+        public var meanIoU: Double { clicks.map(\.iou).reduce(0, +) / Double(max(1, clicks.count)) }
     }
 
     public var repetitions: Int
@@ -44,10 +56,7 @@ public struct ImagingBenchmark: Sendable {
 
     /// The template and ROIs the benchmark uses, in reference coordinates.
     public static let template = PixelRect(x: 320, y: 256, width: 640, height: 512)
-    public static let regions = [
-        RegionOfInterest(name: "left", rect: PixelRect(x: 260, y: 300, width: 256, height: 256)),
-        RegionOfInterest(name: "right", rect: PixelRect(x: 760, y: 460, width: 256, height: 256)),
-    ]
+    public static let regions = [PixelRect(x: 260, y: 300, width: 256, height: 256), PixelRect(x: 760, y: 460, width: 256, height: 256)]
 
     public func run() throws -> Result {
         let camera = try SyntheticCamera()
@@ -58,22 +67,12 @@ public struct ImagingBenchmark: Sendable {
         }
         let jpegs = try frames.map { try JPEGCodec.encode($0.image, quality: 90) }
         let aligner = try Aligner(reference: camera.reference, configuration: AlignerConfiguration(template: Self.template, angleRangeDegrees: 15))
-        let rois = Self.regions
-        // One click near the middle of each planted defect (on a pixel whose
-        // eight neighbours are the same defect), as an operator would.
+        let rois = Self.regions.enumerated().map { RegionOfInterest(name: "roi-\($0.offset + 1)", rect: $0.element) }
+        // One click near the middle of each planted defect, as an operator would.
         let clicks: [[(x: Int, y: Int, label: Int)]] = frames.map { frame in
-            let width = frame.mask.width, samples = frame.mask.samples
-            return MaskTools.blobs(frame.mask).filter { $0.area >= 30 }.sorted { $0.area > $1.area }.compactMap { blob in
-                let cx = blob.pixels.map { Double($0 % width) }.reduce(0, +) / Double(blob.area)
-                let cy = blob.pixels.map { Double($0 / width) }.reduce(0, +) / Double(blob.area)
-                let inner = blob.pixels.filter { index in
-                    [-width - 1, -width, -width + 1, -1, 1, width - 1, width, width + 1].allSatisfy {
-                        samples.indices.contains(index + $0) && samples[index + $0] == blob.label
-                    }
-                }
-                guard let click = inner.min(by: { a, b in
-                    hypot(Double(a % width) - cx, Double(a / width) - cy) < hypot(Double(b % width) - cx, Double(b / width) - cy)
-                }) else { return nil }
+            let width = frame.mask.width
+            return MaskTools.blobs(frame.mask).filter { $0.area >= 30 }.sorted { $0.area > $1.area }.map { blob in
+                let click = MaskTools.centralPixel(of: blob, width: width, height: frame.mask.height)
                 return (click % width, click / width, Int(blob.label))
             }
         }

@@ -88,7 +88,6 @@ public struct LoadBenchmark: Sendable {
         var sent = 0
         var acknowledged = 0
         var statusSent = 0
-        var slowestAck = 0.0
         var ackTimes: [Double] = []
         var errors: [String] = []
     }
@@ -177,7 +176,6 @@ public struct LoadBenchmark: Sendable {
                                     if case .roiAck(let ack) = reply.body, ack.status == .stored {
                                         tally[index].acknowledged += 1
                                         tally[index].ackTimes.append(milliseconds)
-                                        tally[index].slowestAck = max(tally[index].slowestAck, milliseconds)
                                     } else {
                                         tally[index].errors.append("\(ids[index]): \(reply.bodyName)")
                                     }
@@ -250,7 +248,7 @@ public struct LoadBenchmark: Sendable {
             uploadErrors: finalTallies.flatMap(\.errors), statusReportsSent: finalTallies.reduce(0) { $0 + $1.statusSent },
             storedROIs: stored, agentsCurrent: current, agentsOnline: online,
             ackMillisecondsP50: percentile(times, 0.5), ackMillisecondsP99: percentile(times, 0.99),
-            slowestAgentAckMilliseconds: finalTallies.map(\.slowestAck).max() ?? 0,
+            slowestAgentAckMilliseconds: times.max() ?? 0,
             fewestUploadsPerAgent: finalTallies.map(\.acknowledged).min() ?? 0, mostUploadsPerAgent: finalTallies.map(\.acknowledged).max() ?? 0)
     }
 }

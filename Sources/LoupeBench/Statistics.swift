@@ -1,5 +1,3 @@
-/// The middle value (the mean of the two middle ones for an even count); 0 for none.
-/// Benchmarks on these shared machines quote medians, not means.
 /// The value at quantile `q` (0…1) of the values, nearest rank; 0 for none.
 public func percentile(_ values: [Double], _ q: Double) -> Double {
     let sorted = values.sorted()
@@ -7,6 +5,8 @@ public func percentile(_ values: [Double], _ q: Double) -> Double {
     return sorted[min(sorted.count - 1, Int((q * Double(sorted.count - 1)).rounded()))]
 }
 
+/// The middle value (the mean of the two middle ones for an even count); 0 for none.
+/// Benchmarks on these shared machines quote medians, not means.
 public func median(_ values: [Double]) -> Double {
     let sorted = values.sorted()
     guard !sorted.isEmpty else { return 0 }

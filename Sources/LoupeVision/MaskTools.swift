@@ -84,6 +84,25 @@ public enum MaskTools {
         public var pixels: [Int]
     }
 
+    /// Where an operator would click on a region: of its pixels whose eight
+    /// neighbours all belong to it (and that `allowed` accepts), the nearest
+    /// to its centroid; failing those, its pixel nearest the centroid.
+    public static func centralPixel(of blob: Blob, width: Int, height: Int, allowed: (Int) -> Bool = { _ in true }) -> Int {
+        let members = Set(blob.pixels)
+        let cx = blob.pixels.reduce(0.0) { $0 + Double($1 % width) } / Double(blob.area)
+        let cy = blob.pixels.reduce(0.0) { $0 + Double($1 / width) } / Double(blob.area)
+        func distance(_ index: Int) -> Double {
+            let dx = Double(index % width) - cx, dy = Double(index / width) - cy
+            return dx * dx + dy * dy
+        }
+        let inner = blob.pixels.filter { index in
+            let x = index % width, y = index / width
+            guard x > 0, y > 0, x < width - 1, y < height - 1, allowed(index) else { return false }
+            return [-width - 1, -width, -width + 1, -1, 1, width - 1, width, width + 1].allSatisfy { members.contains(index + $0) }
+        }
+        return (inner.isEmpty ? blob.pixels : inner).min { distance($0) < distance($1) }!
+    }
+
     /// Every connected region of each label.
     public static func blobs(_ mask: Image8) -> [Blob] {
         let width = mask.width, height = mask.height

@@ -83,29 +83,31 @@ public struct Wand: Sendable {
             inside = band
         }
         let blobs = MaskTools.blobs(inside)
-        guard let clicked = blobs.first(where: { $0.pixels.contains(y * width + x) }) else { return selection }
+        guard let clickedIndex = blobs.firstIndex(where: { $0.pixels.contains(y * width + x) }) else { return selection }
+        let clicked = blobs[clickedIndex]
         func meanDeparture(_ blob: MaskTools.Blob) -> Float {
             blob.pixels.reduce(Float(0)) { $0 + residual[$1] } / Float(blob.area)
         }
         let clickedDeparture = meanDeparture(clicked)
-        let clickedContrast = Self.borderContrast(clicked, grey: grey), clickedThickness = Self.thickness(clicked, width: width, height: height)
-        for blob in blobs {
+        let clickedContrast = Self.borderContrast(clicked, grey: grey)
+        for (index, blob) in blobs.enumerated() {
             // Like the clicked region: of a comparable size, departing from
             // the surface as much, standing out from its own border as much
             // (which a strip along the rim of a large dark area does not),
-            // and as thick (a spot is not a crack); and seen whole, not
+            // and as thick (its inscribed radius: a spot is not a crack);
+            // and seen whole, not
             // largely along the image's edge (a strip of the belt there),
             // where neither its shape nor its contrast can be judged.
-            let similar = blob.pixels == clicked.pixels || (
+            let similar = index == clickedIndex || (
                 abs(clickedDeparture) >= Self.minimumDeparture
                 && Self.shareNearImageEdge(blob, width: width, height: height) < 0.15
                 && blob.area * 10 >= clicked.area && blob.area <= clicked.area * 10
                 && abs(meanDeparture(blob) - clickedDeparture) <= abs(clickedDeparture) * 0.2
                 && abs(Self.borderContrast(blob, grey: grey) - clickedContrast) <= abs(clickedContrast) * 0.5
-                && (0.5...2).contains(Self.thickness(blob, width: width, height: height) / clickedThickness)
+                && (0.5...2).contains(blob.inscribedRadius / max(0.5, clicked.inscribedRadius))
             )
             guard similar else { continue }
-            for index in blob.pixels { selection.samples[index] = 255 }
+            for pixel in blob.pixels { selection.samples[pixel] = 255 }
         }
         return selection
     }
@@ -197,21 +199,6 @@ public struct Wand: Sendable {
             return x < margin || y < margin || x >= width - margin || y >= height - margin
         }
         return Double(near) / Double(blob.area)
-    }
-
-    /// Area over the number of pixels on the region's edge: about half the
-    /// width of a line, a third of the radius of a disc.
-    private static func thickness(_ blob: MaskTools.Blob, width: Int, height: Int) -> Double {
-        let members = Set(blob.pixels)
-        var edge = 0
-        for index in blob.pixels {
-            let x = index % width, y = index / width
-            if x == 0 || y == 0 || x == width - 1 || y == height - 1
-                || !members.contains(index - 1) || !members.contains(index + 1) || !members.contains(index - width) || !members.contains(index + width) {
-                edge += 1
-            }
-        }
-        return Double(blob.area) / Double(max(1, edge))
     }
 
     /// Mean level inside the region minus the mean level of the pixels just outside it.

@@ -1,7 +1,4 @@
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 import GRDB
 import LoupeAgent
 import LoupeImaging
@@ -56,36 +53,16 @@ import Testing
         return try queue.read { try String.fetchOne($0, sql: "PRAGMA integrity_check") } ?? "?"
     }
 
-    /// Noise does not compress: each ROI costs its full size on the manager's disk.
-    static func noisePNG(side: Int, seed: UInt64) throws -> Data {
-        var random = SeededGenerator(seed: seed)
-        var image = try Image8(width: side, height: side)
-        for index in image.samples.indices { image.samples[index] = UInt8(random.below(256)) }
-        return try PNGCodec.encode(image)
-    }
-
     @Test func theManagerRefusesUploadsByNameWhenItsDiskIsFullAndTakesThemWhenSpaceReturns() async throws {
         let pki = try TestPKI()
         let managerData = pki.dir + "/manager-data"
         guard try Self.mountTmpfs(managerData, megabytes: 3) else { return }
         defer { Self.unmount(managerData) }
 
-        // 40 ROIs of 160x160 noise (about 26 KB each as PNG, over 1 MB in all).
+        // 40 labelled ROIs of 144x144 noise (about 21 KB each as PNG, over 800 KB in all).
         let total = 40
         let agentData = pki.dir + "/agent-full-data"
-        let store = try LabelStore(directory: agentData + "/store")
-        try store.setClasses([ClassRecord(index: 1, name: "scratch", color: 0xFF0000)], user: "test")
-        let rect = PixelRect(x: 0, y: 0, width: 160, height: 160)
-        let recipe = try store.saveRecipe(Recipe(inspectionType: "disc", rois: [RecipeROI(name: "hub", rect: rect)]), user: "test")
-        for number in 1...total {
-            let capture = try store.addCapture(encoded: try Self.noisePNG(side: 160, seed: UInt64(number)), width: 160, height: 160, channels: 1, source: "test",
-                                               inspectionType: recipe.inspectionType, recipeVersion: recipe.version, user: "test")
-            var mask = try Image8(width: 160, height: 160)
-            mask.samples[number] = 1
-            try store.saveMask(captureNumber: capture.number, roi: ("hub", rect), mask: mask, classes: 2, user: "test")
-            try store.setIncluded(captureNumber: capture.number, roiName: "hub", included: true, user: "test")
-        }
-
+        let store = try SyncProcessTests.seedAgentStore(agentData, count: total, imageSide: 160)
         let (manager, port) = try await ManagerProcessSetup(pki: pki).start()
         // Fill the rest of the manager's disk but for about 600 KB, so it fills part-way through.
         let (_, df) = Self.shell("/bin/df", ["-k", "--output=avail", managerData])
@@ -130,24 +107,13 @@ import Testing
         ])
         let agent = try LoupeProcess(["agent", "--config", config], log: pki.dir + "/agent-small.log")
         let base = try #require(try await agent.loggedAddress(after: "http listening"), "agent never said where it listens:\n\(agent.log)")
-        func call(_ method: String, _ path: String, token: String?, body: Data?, headers: [String: String] = [:]) async throws -> (Int, Data) {
-            var request = URLRequest(url: URL(string: "http://\(base)\(path)")!)
-            request.httpMethod = method
-            if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
-            for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
-            request.httpBody = body
-            let (data, response) = try await URLSession.shared.data(for: request)
-            return ((response as? HTTPURLResponse)?.statusCode ?? 0, data)
-        }
-        let (_, session) = try await call("POST", "/api/v1/login", token: nil,
-                                          body: try JSONSerialization.data(withJSONObject: ["user": "admin", "password": "camera-admin-pw"]))
-        let token = try #require((try JSONSerialization.jsonObject(with: session) as? [String: Any])?["token"] as? String)
+        let token = try await agentToken(base, password: "camera-admin-pw")
 
         // Import 200x200 noise captures (40 KB each) until the disk is full.
         var created = 0
         var refusal: (Int, String)?
         for number in 1...120 {
-            let (status, body) = try await call("POST", "/api/v1/captures/import", token: token, body: try Self.noisePNG(side: 200, seed: UInt64(number)),
+            let (status, body) = try await agentHTTP(base, "POST", "/api/v1/captures/import", token: token, body: try SyncProcessTests.noisePNG(side: 200, seed: UInt64(number)),
                                                 headers: ["X-Loupe-Filename": "noise-\(number).png"])
             if status == 201 { created += 1; continue }
             refusal = (status, String(decoding: body, as: UTF8.self))
@@ -158,13 +124,13 @@ import Testing
         #expect(message.contains("disk full"), "\(message)")
         #expect(created > 5)
         // Still serving, and holding exactly the captures it said it created.
-        let (listed, list) = try await call("GET", "/api/v1/captures", token: token, body: nil)
+        let (listed, list) = try await agentHTTP(base, "GET", "/api/v1/captures", token: token)
         #expect(listed == 200)
         #expect((try JSONSerialization.jsonObject(with: list) as? [String: Any])?["total"] as? Int == created)
 
         // Space returns: the next import works.
         Self.remount(agentData, megabytes: 64)
-        let (after, _) = try await call("POST", "/api/v1/captures/import", token: token, body: try Self.noisePNG(side: 200, seed: 999),
+        let (after, _) = try await agentHTTP(base, "POST", "/api/v1/captures/import", token: token, body: try SyncProcessTests.noisePNG(side: 200, seed: 999),
                                         headers: ["X-Loupe-Filename": "after.png"])
         #expect(after == 201)
         agent.signal(SIGTERM)

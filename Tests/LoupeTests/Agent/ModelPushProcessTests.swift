@@ -87,12 +87,8 @@ import Testing
 
     /// Calls the agent's API with a bearer token; returns status and JSON.
     func call(_ base: String, _ method: String, _ path: String, token: String?, body: Any? = nil) async throws -> (Int, Any?) {
-        var request = URLRequest(url: URL(string: "http://\(base)\(path)")!)
-        request.httpMethod = method
-        if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
-        if let body { request.httpBody = try JSONSerialization.data(withJSONObject: body) }
-        let (data, response) = try await URLSession.shared.data(for: request)
-        return ((response as? HTTPURLResponse)?.statusCode ?? 0, try? JSONSerialization.jsonObject(with: data))
+        let (status, data) = try await agentHTTP(base, method, path, token: token, body: try body.map { try JSONSerialization.data(withJSONObject: $0) })
+        return (status, try? JSONSerialization.jsonObject(with: data))
     }
 
     @Test func trainingAskedForOnACameraRunsOnTheManagerAndTheModelComesBack() async throws {
@@ -109,8 +105,7 @@ import Testing
         let agent = try LoupeProcess(["agent", "--config", agentConfig], log: pki.dir + "/agent-t.log")
         let base = try await agent.loggedAddress(after: "http listening")
         let address = try #require(base, "agent never said where it listens:\n\(agent.log)")
-        let (_, session) = try await call(address, "POST", "/api/v1/login", token: nil, body: ["user": "admin", "password": "camera-admin-pw"])
-        let token = try #require((session as? [String: Any])?["token"] as? String)
+        let token = try await agentToken(address, password: "camera-admin-pw")
         // Wait until the link is up, then ask for training from the camera's API.
         let linked = try await eventually(timeout: .seconds(20)) { agent.log.contains("connected to manager") }
         #expect(linked, "\(agent.log)")

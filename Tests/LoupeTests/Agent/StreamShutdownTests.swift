@@ -1,7 +1,4 @@
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 import Testing
 
 /// An open page keeps two endless responses open (the result event stream
@@ -44,12 +41,7 @@ import Testing
         let address = try #require(try await agent.loggedAddress(after: "http listening"), "the agent never listened:\n\(agent.log)")
         let port = try #require(Int(address.split(separator: ":").last ?? ""))
 
-        var request = URLRequest(url: URL(string: "http://\(address)/api/v1/login")!)
-        request.httpMethod = "POST"
-        request.httpBody = try JSONSerialization.data(withJSONObject: ["user": "admin", "password": "stream-password-1"])
-        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
-        let (data, _) = try await URLSession.shared.data(for: request)
-        let token = try #require((try JSONSerialization.jsonObject(with: data) as? [String: Any])?["token"] as? String)
+        let token = try await agentToken(address, password: "stream-password-1")
 
         var sockets = [try Self.openStream(port: port, path: "/api/v1/live/events", token: token),
                        try Self.openStream(port: port, path: "/api/v1/training/events", token: token)]

@@ -11,20 +11,27 @@ import Testing
 
 /// Outbox sync between real `loupe agent` and `loupe manager` processes.
 @Suite(.serialized) struct SyncProcessTests {
-    /// An agent data folder with `count` labelled, ticked ROIs waiting in its outbox.
-    static func seedAgentStore(_ dataDir: String, count: Int) throws -> LabelStore {
+    /// A PNG of grey noise: it does not compress, so it costs its full size on disk.
+    static func noisePNG(side: Int, seed: UInt64) throws -> Data {
+        var random = SeededGenerator(seed: seed)
+        var image = try Image8(width: side, height: side)
+        for index in image.samples.indices { image.samples[index] = UInt8(random.below(256)) }
+        return try PNGCodec.encode(image)
+    }
+
+    /// An agent data folder with `count` labelled, ticked ROIs waiting in its
+    /// outbox: captures of `imageSide`² noise, the ROI all but an 8 px border.
+    static func seedAgentStore(_ dataDir: String, count: Int, imageSide: Int = 48) throws -> LabelStore {
         let store = try LabelStore(directory: dataDir + "/store")
         try store.setClasses([ClassRecord(index: 1, name: "scratch", color: 0xFF0000)], user: "test")
-        let recipe = try store.saveRecipe(Recipe(inspectionType: "disc", rois: [RecipeROI(name: "hub", rect: PixelRect(x: 8, y: 8, width: 32, height: 32))]), user: "test")
-        var random = SeededGenerator(seed: 42)
+        let rect = PixelRect(x: 8, y: 8, width: imageSide - 16, height: imageSide - 16)
+        let recipe = try store.saveRecipe(Recipe(inspectionType: "disc", rois: [RecipeROI(name: "hub", rect: rect)]), user: "test")
         for number in 1...count {
-            var image = try Image8(width: 48, height: 48)
-            for index in image.samples.indices { image.samples[index] = UInt8(random.below(256)) }
-            let capture = try store.addCapture(encoded: try PNGCodec.encode(image), width: 48, height: 48, channels: 1, source: "test",
-                                               inspectionType: recipe.inspectionType, recipeVersion: recipe.version, user: "test")
-            var mask = try Image8(width: 32, height: 32)
+            let capture = try store.addCapture(encoded: try noisePNG(side: imageSide, seed: 42_000 + UInt64(number)), width: imageSide, height: imageSide, channels: 1,
+                                               source: "test", inspectionType: recipe.inspectionType, recipeVersion: recipe.version, user: "test")
+            var mask = try Image8(width: rect.width, height: rect.height)
             for index in 0..<(number % 30 + 3) { mask.samples[index * 7 % mask.samples.count] = 1 }
-            try store.saveMask(captureNumber: capture.number, roi: ("hub", PixelRect(x: 8, y: 8, width: 32, height: 32)), mask: mask, classes: 2, user: "test")
+            try store.saveMask(captureNumber: capture.number, roi: ("hub", rect), mask: mask, classes: 2, user: "test")
             try store.setIncluded(captureNumber: capture.number, roiName: "hub", included: true, user: "test")
         }
         return store

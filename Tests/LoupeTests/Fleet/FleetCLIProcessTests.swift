@@ -26,15 +26,8 @@ import Testing
 
     /// One call on an agent's API.
     static func call(_ base: String, _ method: String, _ path: String, token: String?, body: Data? = nil, type: String = "application/json") async throws -> (Int, Any?) {
-        var request = URLRequest(url: URL(string: "http://\(base)\(path)")!)
-        request.httpMethod = method
-        if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
-        if let body {
-            request.httpBody = body
-            request.setValue(type, forHTTPHeaderField: "Content-Type")
-        }
-        let (data, response) = try await URLSession.shared.data(for: request)
-        return ((response as? HTTPURLResponse)?.statusCode ?? 0, try? JSONSerialization.jsonObject(with: data))
+        let (status, data) = try await agentHTTP(base, method, path, token: token, body: body, headers: body == nil ? [:] : ["Content-Type": type])
+        return (status, try? JSONSerialization.jsonObject(with: data))
     }
 
     static func json(_ object: Any) throws -> Data { try JSONSerialization.data(withJSONObject: object) }
@@ -50,8 +43,7 @@ import Testing
         ])
         let process = try LoupeProcess(["agent", "--config", config], log: pki.dir + "/\(id).log")
         let address = try #require(try await process.loggedAddress(after: "http listening"), "\(id) never listened:\n\(process.log)")
-        let (_, session) = try await call(address, "POST", "/api/v1/login", token: nil, body: json(["user": "admin", "password": "password-\(id)"]))
-        let token = try #require((session as? [String: Any])?["token"] as? String)
+        let token = try await agentToken(address, password: "password-\(id)")
         let camera = Camera(id: id, process: process, api: address, token: token, config: config, dataDir: dataDir)
         try await camera.setUp(labelled: labelled)
         return camera

@@ -24,19 +24,9 @@ import Testing
             let others = MaskTools.dilate(features, radius: 3)
             for blob in MaskTools.blobs(frame.mask) where blob.area >= 30 {
                 let crowded = MaskTools.dilate(try Image8(width: width, height: frame.mask.height, samples: frame.mask.samples.map { $0 != 0 && $0 != blob.label ? 1 : 0 }), radius: 4)
-                let inner = blob.pixels.filter { index in
-                    others.samples[index] == 0 && crowded.samples[index] == 0 &&
-                    [-width - 1, -width, -width + 1, -1, 1, width - 1, width, width + 1].allSatisfy {
-                        frame.mask.samples.indices.contains(index + $0) && frame.mask.samples[index + $0] == blob.label
-                    }
+                let click = MaskTools.centralPixel(of: blob, width: width, height: frame.mask.height) {
+                    others.samples[$0] == 0 && crowded.samples[$0] == 0
                 }
-                let cx = blob.pixels.map { Double($0 % width) }.reduce(0, +) / Double(blob.area)
-                let cy = blob.pixels.map { Double($0 / width) }.reduce(0, +) / Double(blob.area)
-                func distance(_ index: Int) -> Double {
-                    let dx = Double(index % width) - cx, dy = Double(index / width) - cy
-                    return dx * dx + dy * dy
-                }
-                let click = (inner.isEmpty ? blob.pixels : inner).min { distance($0) < distance($1) }!
                 let window = 160
                 let x0 = max(0, min(frame.image.width - window, click % width - window / 2))
                 let y0 = max(0, min(frame.image.height - window, click / width - window / 2))

@@ -86,8 +86,14 @@ final class FaultProxy: @unchecked Sendable {
         }
     }
 
+    /// Stops listening and cuts every connection; once only, so the
+    /// listener's descriptor is never closed twice (it may be reused).
     func stop() {
-        state.withLock { $0.stopped = true }
+        let first = state.withLock { state -> Bool in
+            defer { state.stopped = true }
+            return !state.stopped
+        }
+        guard first else { return }
         shutdown(listener, Int32(SHUT_RDWR))
         close(listener)
         resetAll()

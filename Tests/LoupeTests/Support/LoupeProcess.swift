@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 import LoupePKI
 import LoupeWire
 
@@ -176,4 +179,27 @@ extension LoupeProcess {
         }
         return address
     }
+}
+
+/// One request to a `loupe agent`'s HTTP API at `base` ("host:port"), with a
+/// bearer token if given: the status and the body.
+func agentHTTP(_ base: String, _ method: String, _ path: String, token: String? = nil, body: Data? = nil,
+               headers: [String: String] = [:]) async throws -> (status: Int, body: Data) {
+    var request = URLRequest(url: URL(string: "http://\(base)\(path)")!)
+    request.httpMethod = method
+    if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
+    for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
+    request.httpBody = body
+    let (data, response) = try await URLSession.shared.data(for: request)
+    return ((response as? HTTPURLResponse)?.statusCode ?? 0, data)
+}
+
+/// Signs in to a `loupe agent`'s HTTP API as `user`; the session's bearer token.
+func agentToken(_ base: String, user: String = "admin", password: String) async throws -> String {
+    let (status, body) = try await agentHTTP(base, "POST", "/api/v1/login", body: try JSONSerialization.data(withJSONObject: ["user": user, "password": password]),
+                                             headers: ["Content-Type": "application/json"])
+    guard status == 200, let token = (try? JSONSerialization.jsonObject(with: body) as? [String: Any])?["token"] as? String else {
+        throw TestSetupError("cannot sign in to the agent at \(base) as \(user): \(status) \(String(decoding: body, as: UTF8.self))")
+    }
+    return token
 }
