@@ -18,6 +18,7 @@ export class LabelEditor {
     this.overlayCtx = this.overlay.getContext("2d", { willReadFrequently: false });
     this.capture = null;       // {number, width, height, source}
     this.image = null;         // ImageBitmap of the capture
+    this.ready = null;         // number of the capture whose image, masks and ROI boxes are all on the stage
     this.rois = [];            // recipe ROIs [{name, rect}]
     this.labels = new Map();   // roi name -> label JSON from the agent
     this.thin = new Map();     // roi name -> thin regions flagged by the agent
@@ -48,6 +49,7 @@ export class LabelEditor {
   // MARK: Loading
 
   async load(number) {
+    this.ready = null;
     const detail = await api("GET", `/api/v1/captures/${number}`);
     const blob = await api("GET", `/api/v1/captures/${number}/image`, null, { raw: true });
     const image = await createImageBitmap(blob);
@@ -64,6 +66,7 @@ export class LabelEditor {
     if (!this.rois.some(r => r.name === this.activeROI)) this.activeROI = this.rois[0]?.name ?? null;
     this.fit();
     this.layoutBoxes();
+    this.ready = number;
     this.onChange();
     await Promise.all(detail.labels.filter(l => l.labelledPixels > 0).map(l => this.check(l.roi)));
   }
@@ -481,6 +484,7 @@ export class LabelEditor {
   clear() {
     this.capture = null;
     this.image = null;
+    this.ready = null;
     this.labels = new Map();
     this.thin = new Map();
     this.el.flags.textContent = "";

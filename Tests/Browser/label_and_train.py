@@ -270,7 +270,7 @@ def steps(page, api, args):
     page.wait(lambda: page.el("preview").is_displayed(), "the live camera preview")
     page.wait(lambda: page.js("return document.getElementById('preview').naturalWidth > 0"), "a live camera frame in the preview")
     page.click("capture")
-    page.wait(lambda: page.js("return window.loupe.state.current === 2 && window.loupe.editor.image !== null"), "capture 2 on the stage")
+    page.wait(lambda: page.js("return window.loupe.editor.ready === 2"), "capture 2 on the stage")
     captures = api.get("/api/v1/captures")
     check(captures["total"] == 2 and "aligned" in captures["captures"][1]["source"], f"capture 2 is an aligned camera frame: {captures['captures'][-1]}")
     frame = api.call("GET", "/api/v1/camera/frame.jpg?width=640", raw=True)
@@ -278,7 +278,7 @@ def steps(page, api, args):
     with open(import_path, "wb") as f:
         f.write(frame)
     page.el("import-file").send_keys(import_path)
-    page.wait(lambda: page.js("return window.loupe.state.current === 3 && window.loupe.editor.image !== null"), "the imported capture on the stage")
+    page.wait(lambda: page.js("return window.loupe.editor.ready === 3"), "the imported capture on the stage")
     imported = api.get("/api/v1/captures/3")["capture"]
     check(imported["source"] == "import:library-frame.jpg", f"capture 3 is the imported file: {imported['source']}")
 
@@ -296,7 +296,7 @@ def steps(page, api, args):
     page.wait(lambda: page.js("return window.loupe.state.current") == 1 and "Capture 1 of 3" in page.el("stage-caption").text, "jump to capture 1")
     page.keys(Keys.ARROW_RIGHT)
     page.wait(lambda: page.js("return window.loupe.state.current") == 2, "the right arrow key to go to capture 2")
-    page.wait(lambda: page.js("return window.loupe.editor.image !== null && window.loupe.editor.rois.length === 2"), "capture 2 with its ROIs")
+    page.wait(lambda: page.js("return window.loupe.editor.ready === 2 && window.loupe.editor.rois.length === 2"), "capture 2 with its ROIs")
     page.shot("before-labelling")
 
     # 3. Brush in class 1, erase part of it, the wand; undo and redo.
@@ -408,7 +408,7 @@ def steps(page, api, args):
     page.wait(lambda: page.el("app-view").is_displayed(), "the page again, still signed in")
     page.el("jump-number").send_keys("2")
     page.click("jump")
-    page.wait(lambda: page.js("return window.loupe.state.current === 2 && window.loupe.editor.image !== null"), "capture 2 again")
+    page.wait(lambda: page.js("return window.loupe.editor.ready === 2"), "capture 2 again")
     print("  a stroke finished just before the tab closed was stored")
 
     # 4. Tick an ROI, open View All ROIs.

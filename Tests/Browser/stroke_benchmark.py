@@ -160,7 +160,7 @@ def main():
             time.sleep(0.1)
         driver.find_element("id", "jump-number").send_keys("1")
         driver.find_element("id", "jump").click()
-        while not driver.execute_script("return window.loupe.editor.image !== null && window.loupe.editor.rois.length === 1"):
+        while not driver.execute_script("return window.loupe.editor.ready !== null && window.loupe.editor.rois.length === 1"):
             time.sleep(0.1)
         size = driver.execute_script("return [window.loupe.editor.image.width, window.loupe.editor.image.height, innerWidth, innerHeight]")
         print(f"capture {size[0]}x{size[1]} in a {size[2]}x{size[3]} window, chromium {driver.capabilities.get('browserVersion')} headless")
