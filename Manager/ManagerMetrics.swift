@@ -25,30 +25,35 @@ public final class ManagerMetrics: Sendable {
     let rolloutsRolledBack: Counter
 
     public init() {
-        camerasConnected = registry.makeGauge(name: "loupe_cameras_connected", help: "Camera agents connected now")
-        operatorsConnected = registry.makeGauge(name: "loupe_operators_connected", help: "Operator clients connected now")
+        camerasConnected = registry.makeGauge(descriptor: Self.metric("cameras_connected", unit: "", help: "Camera agents connected now"))
+        operatorsConnected = registry.makeGauge(descriptor: Self.metric("operators_connected", unit: "", help: "Operator clients connected now"))
         let uploads = "Labelled ROI uploads by outcome"
-        uploadsStored = registry.makeCounter(name: "loupe_roi_uploads_total", labels: [("result", "stored")], help: uploads)
-        uploadsDuplicate = registry.makeCounter(name: "loupe_roi_uploads_total", labels: [("result", "duplicate")], help: uploads)
-        uploadsRefused = registry.makeCounter(name: "loupe_roi_uploads_total", labels: [("result", "refused")], help: uploads)
-        uploadBytes = registry.makeCounter(name: "loupe_roi_upload_bytes_total", help: "Image and mask bytes of stored ROI uploads")
+        uploadsStored = registry.makeCounter(descriptor: Self.metric("roi_uploads", unit: "total", help: uploads), labels: [("result", "stored")])
+        uploadsDuplicate = registry.makeCounter(descriptor: Self.metric("roi_uploads", unit: "total", help: uploads), labels: [("result", "duplicate")])
+        uploadsRefused = registry.makeCounter(descriptor: Self.metric("roi_uploads", unit: "total", help: uploads), labels: [("result", "refused")])
+        uploadBytes = registry.makeCounter(descriptor: Self.metric("roi_upload_bytes", unit: "total", help: "Image and mask bytes of stored ROI uploads"))
         let jobs = "Training jobs by state"
-        trainingQueued = registry.makeGauge(name: "loupe_training_jobs", labels: [("state", "queued")], help: jobs)
-        trainingRunning = registry.makeGauge(name: "loupe_training_jobs", labels: [("state", "running")], help: jobs)
+        trainingQueued = registry.makeGauge(descriptor: Self.metric("training_jobs", unit: "", help: jobs), labels: [("state", "queued")])
+        trainingRunning = registry.makeGauge(descriptor: Self.metric("training_jobs", unit: "", help: jobs), labels: [("state", "running")])
         let finished = "Training jobs finished, by outcome"
-        trainingSucceeded = registry.makeCounter(name: "loupe_training_jobs_finished_total", labels: [("state", "succeeded")], help: finished)
-        trainingFailed = registry.makeCounter(name: "loupe_training_jobs_finished_total", labels: [("state", "failed")], help: finished)
-        trainingCancelled = registry.makeCounter(name: "loupe_training_jobs_finished_total", labels: [("state", "cancelled")], help: finished)
-        pushPending = registry.makeGauge(name: "loupe_model_push_pending_cameras", help: "Cameras whose assigned model version is not installed yet")
-        offers = registry.makeCounter(name: "loupe_model_offers_total", help: "Model offers sent to cameras")
-        chunkBytes = registry.makeCounter(name: "loupe_model_chunk_bytes_total", help: "Model bytes served in chunks")
+        trainingSucceeded = registry.makeCounter(descriptor: Self.metric("training_jobs_finished", unit: "total", help: finished), labels: [("state", "succeeded")])
+        trainingFailed = registry.makeCounter(descriptor: Self.metric("training_jobs_finished", unit: "total", help: finished), labels: [("state", "failed")])
+        trainingCancelled = registry.makeCounter(descriptor: Self.metric("training_jobs_finished", unit: "total", help: finished), labels: [("state", "cancelled")])
+        pushPending = registry.makeGauge(descriptor: Self.metric("model_push_pending_cameras", unit: "", help: "Cameras whose assigned model version is not installed yet"))
+        offers = registry.makeCounter(descriptor: Self.metric("model_offers", unit: "total", help: "Model offers sent to cameras"))
+        chunkBytes = registry.makeCounter(descriptor: Self.metric("model_chunk_bytes", unit: "total", help: "Model bytes served in chunks"))
         let installs = "Model installs reported by cameras, by outcome"
-        installsOK = registry.makeCounter(name: "loupe_model_installs_total", labels: [("result", "ok")], help: installs)
-        installsRefused = registry.makeCounter(name: "loupe_model_installs_total", labels: [("result", "refused")], help: installs)
-        rolloutsCanary = registry.makeGauge(name: "loupe_rollouts_in_canary", help: "Canary rollouts waiting for their decision")
+        installsOK = registry.makeCounter(descriptor: Self.metric("model_installs", unit: "total", help: installs), labels: [("result", "ok")])
+        installsRefused = registry.makeCounter(descriptor: Self.metric("model_installs", unit: "total", help: installs), labels: [("result", "refused")])
+        rolloutsCanary = registry.makeGauge(descriptor: Self.metric("rollouts_in_canary", unit: "", help: "Canary rollouts waiting for their decision"))
         let decided = "Canary rollouts decided, by outcome"
-        rolloutsPromoted = registry.makeCounter(name: "loupe_rollouts_decided_total", labels: [("result", "promoted")], help: decided)
-        rolloutsRolledBack = registry.makeCounter(name: "loupe_rollouts_decided_total", labels: [("result", "rolled-back")], help: decided)
+        rolloutsPromoted = registry.makeCounter(descriptor: Self.metric("rollouts_decided", unit: "total", help: decided), labels: [("result", "promoted")])
+        rolloutsRolledBack = registry.makeCounter(descriptor: Self.metric("rollouts_decided", unit: "total", help: decided), labels: [("result", "rolled-back")])
+    }
+
+    /// `loupe_<name>[_<unit>]`, with its HELP line.
+    private static func metric(_ name: String, unit: String, help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(namespace: "loupe", metricName: name, unitName: unit, helpText: help)
     }
 
     /// The exposition text.

@@ -186,7 +186,7 @@ public struct LiveAPI: Sendable {
         let (out, continuation) = AsyncStream.makeStream(of: Element.self, bufferingPolicy: .bufferingNewest(4))
         // Task {} inherits the request's task locals, among them the graceful-shutdown handler.
         let forward = Task {
-            try? await cancelWhenGracefulShutdown {
+            await cancelWhenGracefulShutdown {
                 for await value in stream { continuation.yield(value) }
             }
             continuation.finish()

@@ -208,7 +208,7 @@ async function show(number) {
   $("preview").hidden = true;
   $("canvas-wrap").hidden = false;
   editor.resize();
-  await editor.load(number);
+  if (!(await editor.load(number))) return;
   const c = editor.capture;
   $("stage-caption").textContent = `Capture ${number} of ${state.total} · ${c.width}×${c.height} · ${c.source} · ${new Date(c.capturedAt).toLocaleString()}`;
   $("jump-number").value = number;

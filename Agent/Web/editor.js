@@ -19,6 +19,7 @@ export class LabelEditor {
     this.capture = null;       // {number, width, height, source}
     this.image = null;         // ImageBitmap of the capture
     this.ready = null;         // number of the capture whose image, masks and ROI boxes are all on the stage
+    this.loadToken = 0;        // counts load() calls, so that a superseded one leaves the stage alone
     this.rois = [];            // recipe ROIs [{name, rect}]
     this.labels = new Map();   // roi name -> label JSON from the agent
     this.thin = new Map();     // roi name -> thin regions flagged by the agent
@@ -48,27 +49,37 @@ export class LabelEditor {
 
   // MARK: Loading
 
+  /// Puts capture `number` on the stage. Returns false when a later call took over
+  /// before this one finished (an operator holding an arrow key): only the newest
+  /// capture asked for ends up on the stage, never a mix of two.
   async load(number) {
+    const token = ++this.loadToken;
+    const current = () => token === this.loadToken;
     this.ready = null;
     const detail = await api("GET", `/api/v1/captures/${number}`);
     const blob = await api("GET", `/api/v1/captures/${number}/image`, null, { raw: true });
     const image = await createImageBitmap(blob);
+    if (!current()) return false;
+    const labels = new Map(detail.labels.map(l => [l.roi, l]));
+    await Promise.all(detail.labels.map(async l => { l.mask = (await fetchMask(number, l.roi)).classes; }));
+    if (!current()) return false;
     this.capture = detail.capture;
     this.image = image;
-    this.labels = new Map(detail.labels.map(l => [l.roi, l]));
+    this.labels = labels;
     this.thin = new Map();
     this.undoStack = [];
     this.redoStack = [];
     this.overlay.width = image.width;
     this.overlay.height = image.height;
     this.overlayCtx.clearRect(0, 0, image.width, image.height);
-    await Promise.all(detail.labels.map(l => this.reloadMask(l.roi, l)));
+    for (const label of labels.values()) this.paintMask(label);
     if (!this.rois.some(r => r.name === this.activeROI)) this.activeROI = this.rois[0]?.name ?? null;
     this.fit();
     this.layoutBoxes();
     this.ready = number;
     this.onChange();
     await Promise.all(detail.labels.filter(l => l.labelledPixels > 0).map(l => this.check(l.roi)));
+    return current();
   }
 
   /// The recipe's ROIs and the classes (the page loads them once and after each recipe save).
@@ -87,8 +98,11 @@ export class LabelEditor {
   async reloadMask(roiName, label) {
     label = label ?? this.labels.get(roiName);
     if (!label) return;
+    const number = this.capture.number;
+    const mask = (await fetchMask(number, roiName)).classes;
+    if (this.capture?.number !== number) return;
+    label.mask = mask;
     this.labels.set(roiName, label);
-    label.mask = (await fetchMask(this.capture.number, roiName)).classes;
     this.paintMask(label);
   }
 
@@ -439,7 +453,9 @@ export class LabelEditor {
   }
 
   async check(roiName) {
-    const result = await api("GET", `/api/v1/captures/${this.capture.number}/rois/${roiName}/mask/check`);
+    const number = this.capture.number;
+    const result = await api("GET", `/api/v1/captures/${number}/rois/${roiName}/mask/check`);
+    if (this.capture?.number !== number) return;
     if (result.thin.length) this.thin.set(roiName, result.thin); else this.thin.delete(roiName);
     this.dirty = true;
     const lines = [];
@@ -482,6 +498,7 @@ export class LabelEditor {
   }
 
   clear() {
+    this.loadToken++;
     this.capture = null;
     this.image = null;
     this.ready = null;

@@ -294,8 +294,27 @@ def steps(page, api, args):
     page.el("jump-number").send_keys("1")
     page.click("jump")
     page.wait(lambda: page.js("return window.loupe.state.current") == 1 and "Capture 1 of 3" in page.el("stage-caption").text, "jump to capture 1")
-    page.keys(Keys.ARROW_RIGHT)
-    page.wait(lambda: page.js("return window.loupe.state.current") == 2, "the right arrow key to go to capture 2")
+    # Arrow keys pressed faster than captures load: capture 2's image is held back
+    # 1.5 s in the page's fetch, so it arrives after capture 3's. Only the capture
+    # asked for last (3) may end up on the stage, not the one that arrived last.
+    page.js("""
+      const real = window.fetch;
+      window.loupeRealFetch = real;
+      window.fetch = (url, options) => {
+        const response = real(url, options);
+        if (!String(url).includes("/captures/2/image")) return response;
+        return response.then(r => new Promise(resolve => setTimeout(() => resolve(r), 1500)));
+      };""")
+    page.keys(Keys.ARROW_RIGHT, Keys.ARROW_RIGHT)
+    page.wait(lambda: page.js("return window.loupe.editor.ready") == 3, "the arrow keys to end on capture 3")
+    time.sleep(2.5)
+    page.js("window.fetch = window.loupeRealFetch")
+    three = api.get("/api/v1/captures/3")["capture"]
+    shown = page.js("const e = window.loupe.editor; return [window.loupe.state.current, e.ready, e.capture.number, e.image.width, e.image.height]")
+    check(shown == [3, 3, 3, three["width"], three["height"]] and "Capture 3 of 3" in page.el("stage-caption").text,
+          f"after fast arrow keys the stage holds capture 3 alone, though capture 2 arrived later: {shown}, caption {page.el('stage-caption').text!r}")
+    page.keys(Keys.ARROW_LEFT)
+    page.wait(lambda: page.js("return window.loupe.state.current") == 2, "the left arrow key to go to capture 2")
     page.wait(lambda: page.js("return window.loupe.editor.ready === 2 && window.loupe.editor.rois.length === 2"), "capture 2 with its ROIs")
     page.shot("before-labelling")
 

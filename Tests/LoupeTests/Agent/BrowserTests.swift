@@ -50,7 +50,7 @@ import Testing
         try FileManager.default.createDirectory(atPath: artifacts, withIntermediateDirectories: true)
         let script = Self.repository.appendingPathComponent("Tests/Browser/label_and_train.py").path
         let output = pki.dir + "/browser.log"
-        FileManager.default.createFile(atPath: output, contents: nil)
+        _ = FileManager.default.createFile(atPath: output, contents: nil)
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: output))
         let process = Process()
         process.executableURL = URL(fileURLWithPath: python)

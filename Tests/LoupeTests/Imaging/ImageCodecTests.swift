@@ -80,7 +80,7 @@ import Testing
         let folder = NSTemporaryDirectory() + "loupe-images-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         #expect(throws: ImageError.file(path: folder + "/missing.png", reason: "no such file")) { try ImageFile.read(folder + "/missing.png") }
-        FileManager.default.createFile(atPath: folder + "/empty.png", contents: Data())
+        _ = FileManager.default.createFile(atPath: folder + "/empty.png", contents: Data())
         #expect(throws: ImageError.inFile(path: folder + "/empty.png", .emptyData)) { try ImageFile.read(folder + "/empty.png") }
     }
 

@@ -25,7 +25,7 @@ final class LoupeProcess: @unchecked Sendable {
 
     init(_ arguments: [String], log: String, environment: [String: String] = [:]) throws {
         logPath = log
-        FileManager.default.createFile(atPath: log, contents: nil)
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
         process.executableURL = URL(fileURLWithPath: try Self.binary)
         process.arguments = arguments
