@@ -69,6 +69,18 @@ public final class LivePipeline: Service, Sendable {
             }
             return counts
         }
+
+        /// Whether the frame's true labels fail it by the recipe's rule (a
+        /// region of at least `minimumDefectPixels` in any ROI), to check the
+        /// verdict against. Nil without ground truth or for a frame not judged.
+        public func truthFails(minimumDefectPixels: Int) throws -> Bool? {
+            guard let truth = groundTruth, !outcome.masks.isEmpty, outcome.masks.allSatisfy({ $0 != nil }) else { return nil }
+            for region in outcome.regions {
+                let expected = try region.cropMask(truth, pose: outcome.pose)
+                if MaskTools.blobs(expected).contains(where: { $0.area >= minimumDefectPixels }) { return true }
+            }
+            return false
+        }
     }
 
     private struct Slot {

@@ -38,6 +38,12 @@ public struct TrainingConfiguration: Codable, Sendable, Equatable {
     public var warmupSteps: Int
     public var augmentation: Augmentation
     public var diceWeight: Float
+    /// Repeat factor sampling for rare defects (after Gupta et al., LVIS, 2019):
+    /// an image showing a class that appears in a share f of the training images,
+    /// below this threshold t, weighs sqrt(t / f) instead of 1 when a pass draws
+    /// its images, so a defect seen on a few ROIs is not drowned by the rest. A
+    /// pass still draws as many images as there are. 0 turns it off.
+    public var repeatThreshold: Double
     /// Share of the images held out for validation (by name hash).
     public var validationFraction: Double
     public var seed: UInt64
@@ -46,7 +52,7 @@ public struct TrainingConfiguration: Codable, Sendable, Equatable {
     public init(
         network: UNetConfiguration = .standard, passes: Int = 10, timeBudgetSeconds: Double? = nil, batchSize: Int = 8, cropSize: Int = 192,
         optimizer: AdamWConfiguration = AdamWConfiguration(), warmupSteps: Int = 20, augmentation: Augmentation = Augmentation(),
-        diceWeight: Float = 1, validationFraction: Double = 0.1, seed: UInt64 = 1, threads: Int = ProcessInfo.processInfo.activeProcessorCount
+        diceWeight: Float = 1, repeatThreshold: Double = 1, validationFraction: Double = 0.1, seed: UInt64 = 1, threads: Int = ProcessInfo.processInfo.activeProcessorCount
     ) {
         self.network = network
         self.passes = passes
@@ -57,6 +63,7 @@ public struct TrainingConfiguration: Codable, Sendable, Equatable {
         self.warmupSteps = warmupSteps
         self.augmentation = augmentation
         self.diceWeight = diceWeight
+        self.repeatThreshold = repeatThreshold
         self.validationFraction = validationFraction
         self.seed = seed
         self.threads = threads
@@ -93,6 +100,7 @@ public struct TrainingConfiguration: Codable, Sendable, Equatable {
         guard cropSize >= network.sizeMultiple, cropSize % network.sizeMultiple == 0 else {
             throw .invalidConfiguration("crop size \(cropSize) must be a positive multiple of \(network.sizeMultiple) (2^depth)")
         }
+        guard repeatThreshold.isFinite, (0...1).contains(repeatThreshold) else { throw .invalidConfiguration("repeat threshold must be in [0, 1], not \(repeatThreshold)") }
         guard (0..<1).contains(validationFraction) else { throw .invalidConfiguration("validation fraction must be in [0, 1)") }
         guard optimizer.learningRate > 0, optimizer.learningRate.isFinite else { throw .invalidConfiguration("learning rate must be positive") }
     }
@@ -186,6 +194,7 @@ public struct Trainer {
 
         var random = SeededGenerator(seed: config.seed ^ 0x5EED)
         let schedule = CosineSchedule(base: config.optimizer.learningRate, warmupSteps: config.warmupSteps)
+        let repeats = Self.repeatFactors(training, threshold: config.repeatThreshold)
         let stepsPerPass = max(1, (training.items.count + config.batchSize - 1) / config.batchSize)
         let plannedPasses = config.timeBudgetSeconds == nil ? config.passes : Int.max
         var totalSteps = config.timeBudgetSeconds == nil ? stepsPerPass * config.passes : stepsPerPass
@@ -214,7 +223,14 @@ public struct Trainer {
 
         while pass < plannedPasses && !timeUp {
             pass += 1
-            var order = Array(training.items.indices)
+            // Each image's expected draws rounded at random, so a pass keeps its length.
+            var order: [Int] = []
+            for (index, share) in repeats.enumerated() {
+                let whole = Int(share.rounded(.down))
+                let draws = whole + (share > Double(whole) && Double(random.uniform(0, 1)) < share - Double(whole) ? 1 : 0)
+                order += repeatElement(index, count: draws)
+            }
+            if order.isEmpty { order = Array(training.items.indices) }
             order.shuffle(using: &random)
             var passLoss = 0.0
             var passSteps = 0
@@ -235,7 +251,7 @@ public struct Trainer {
                 if let budget = config.timeBudgetSeconds {
                     totalSteps = max(step, Int(Double(step) * budget / max(elapsed(), 1e-9)))
                 }
-                let eta = config.timeBudgetSeconds.map { max(0, $0 - elapsed()) } ?? Double(totalSteps - step) * Double(config.batchSize) / throughput()
+                let eta = config.timeBudgetSeconds.map { max(0, $0 - elapsed()) } ?? Double(max(0, totalSteps - step)) * Double(config.batchSize) / throughput()
                 report(.training, loss: value.total, eta: eta)
                 if let budget = config.timeBudgetSeconds, elapsed() >= budget {
                     timeUp = true
@@ -305,6 +321,23 @@ public struct Trainer {
         let mean = sum.map { $0 / count }
         let std = zip(squares, mean).map { max(1e-3, ($0 / count - $1 * $1).squareRoot()) }
         return InputNormalization(mean: mean.map(Float.init), std: std.map(Float.init))
+    }
+
+    /// Each training image's expected draws per pass. Its repeat factor is the
+    /// largest max(1, sqrt(threshold / share)) over the defect classes it shows,
+    /// share being the fraction of training images that show the class; the
+    /// factors are scaled to sum to the number of images.
+    public static func repeatFactors(_ dataset: SegmentationDataset, threshold: Double) -> [Double] {
+        let present: [Set<UInt8>] = dataset.items.map { Set($0.mask.samples).subtracting([0]) }
+        guard threshold > 0, !present.isEmpty else { return [Double](repeating: 1, count: present.count) }
+        var images = [Int](repeating: 0, count: 256)
+        for classes in present { for c in classes { images[Int(c)] += 1 } }
+        let total = Double(present.count)
+        let factors = present.map { classes in
+            classes.map { max(1, (threshold / (Double(images[Int($0)]) / total)).squareRoot()) }.max() ?? 1
+        }
+        let scale = total / factors.reduce(0, +)
+        return factors.map { $0 * scale }
     }
 
     /// Random crops, flips, rotation, brightness and contrast, then normalisation.

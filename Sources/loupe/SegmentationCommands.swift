@@ -41,6 +41,7 @@ struct TrainLocalCommand: AsyncParsableCommand {
     @Option(help: "Brightness range, ± fraction of full scale.") var brightness = 0.1
     @Option(help: "Contrast range, ± fraction.") var contrast = 0.1
     @Flag(help: "Do not flip images.") var noFlip = false
+    @Option(help: "Draw images of defect classes seen in fewer than this share of images more often (repeat factor sampling; 0 turns it off).") var repeatThreshold = 1.0
     @Option(help: "Random seed; the same seed and threads give the same model.") var seed: UInt64 = 1
     @Option(help: "Threads for oneDNN.") var threads = ProcessInfo.processInfo.activeProcessorCount
     @Option(help: "Read only the first N images (for a quick look).") var limit: Int?
@@ -57,6 +58,7 @@ struct TrainLocalCommand: AsyncParsableCommand {
         config.cropSize = crop
         config.optimizer.learningRate = learningRate
         config.validationFraction = validation
+        config.repeatThreshold = repeatThreshold
         config.augmentation = Augmentation(flipHorizontal: !noFlip, flipVertical: !noFlip, rotationDegrees: rotation, brightness: brightness, contrast: contrast)
         config.seed = seed
         config.threads = threads

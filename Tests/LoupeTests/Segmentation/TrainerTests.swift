@@ -95,6 +95,31 @@ extension SegmentationTests {
             }
         }
 
+        /// Repeat factor sampling: images of a rare defect are drawn more often,
+        /// a pass keeps its length, and balanced data is drawn as before.
+        @Test func imagesOfRareDefectsAreDrawnMoreOften() throws {
+            let image = try Image8(width: 8, height: 8, fill: 100)
+            func item(_ index: Int, _ label: UInt8) throws -> LabelledImage {
+                var mask = try Image8(width: 8, height: 8)
+                if label != 0 { for i in 0..<6 { mask.samples[i] = label } }
+                return try LabelledImage(name: "i\(index)", image: image, mask: mask, classes: 3)
+            }
+            // 16 ROIs without a defect, 3 with class 1 (15 %), 1 with class 2 (5 %).
+            let labels: [UInt8] = [UInt8](repeating: 0, count: 16) + [1, 1, 1, 2]
+            let dataset = SegmentationDataset(items: try labels.enumerated().map { try item($0, $1) }, classes: 3)
+            let factors = Trainer.repeatFactors(dataset, threshold: 1)
+            #expect(abs(factors.reduce(0, +) - 20) < 1e-9, "a pass still draws 20 images: \(factors)")
+            #expect(abs(factors[16] / factors[0] - (1 / 0.15).squareRoot()) < 1e-9, "class 1 weighs sqrt(1 / 0.15): \(factors)")
+            #expect(abs(factors[19] / factors[0] - (1 / 0.05).squareRoot()) < 1e-9, "class 2 weighs sqrt(1 / 0.05): \(factors)")
+            #expect(Trainer.repeatFactors(dataset, threshold: 0) == [Double](repeating: 1, count: 20), "threshold 0 turns it off")
+            // As NEU-Seg: every image shows one defect, the classes equally often.
+            let balanced = SegmentationDataset(items: try (0..<12).map { try item($0, UInt8(1 + $0 % 2)) }, classes: 3)
+            #expect(Trainer.repeatFactors(balanced, threshold: 1).allSatisfy { abs($0 - 1) < 1e-9 }, "balanced classes: every image once")
+            var configuration = ToyData.configuration()
+            configuration.repeatThreshold = 2
+            #expect(throws: SegmentationError.invalidConfiguration("repeat threshold must be in [0, 1], not 2.0")) { try configuration.validate() }
+        }
+
         @Test func badLabelsAreRefusedByName() throws {
             let image = try Image8(width: 8, height: 8, fill: 100)
             #expect(throws: SegmentationError.maskSizeMismatch(file: "a.png", image: "8x8", mask: "4x8x1")) {
