@@ -50,10 +50,20 @@ import Testing
         proxy.mode = .pass
         let resumed = try await eventually(timeout: .seconds(30)) { try store.outboxDepth() < depthAtStall }
         #expect(resumed, "uploads did not resume after the link came back:\n\(agent.log)")
-        proxy.resetAll()
-        let afterFirstReset = try await eventually(timeout: .seconds(30)) { try store.outboxDepth() < depthAtStall - 3 || store.outboxDepth() == 0 }
-        #expect(afterFirstReset, "uploads did not resume after a reset:\n\(agent.log)")
-        proxy.resetAll()
+        // Each reset cuts a connection that is carrying the uploads (waiting for
+        // one first: right after a fault the agent may still be reconnecting),
+        // and the uploads must go on over a new one.
+        for round in 1...2 {
+            let live = try await eventually(timeout: .seconds(30)) { proxy.carried > 0 }
+            #expect(live, "no connection to reset (round \(round)):\n\(agent.log)")
+            let depth = try store.outboxDepth()
+            let connections = proxy.counters.connections
+            #expect(proxy.resetAll() >= 1, "reset \(round) cut no connection")
+            let back = try await eventually(timeout: .seconds(30)) {
+                try proxy.counters.connections > connections && (store.outboxDepth() < depth || store.outboxDepth() == 0)
+            }
+            #expect(back, "uploads did not go on over a new connection after reset \(round):\n\(agent.log)")
+        }
         let drained = try await eventually(timeout: .seconds(60)) { try store.outboxDepth() == 0 }
         #expect(drained, "the outbox never drained:\n\(agent.log)\n\(manager.log)")
         #expect(proxy.counters.resets >= 2)

@@ -68,9 +68,14 @@ final class FaultProxy: @unchecked Sendable {
 
     var counters: Counters { state.withLock { $0.counters } }
 
+    /// Connections carried now.
+    var carried: Int { state.withLock { $0.pairs.count } }
+
     /// Cuts every connection carried now: the sockets are shut down and
     /// closed with SO_LINGER 0, so both ends see the connection reset.
-    func resetAll() {
+    /// Returns how many were cut.
+    @discardableResult
+    func resetAll() -> Int {
         let pairs = state.withLock { state -> [Pair] in
             let pairs = Array(state.pairs.values)
             state.counters.resets += pairs.count
@@ -84,6 +89,7 @@ final class FaultProxy: @unchecked Sendable {
                 shutdown(fd, Int32(SHUT_RDWR))
             }
         }
+        return pairs.count
     }
 
     /// Stops listening and cuts every connection; once only, so the
