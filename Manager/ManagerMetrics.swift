@@ -25,37 +25,44 @@ public final class ManagerMetrics: Sendable {
     let rolloutsRolledBack: Counter
 
     public init() {
-        camerasConnected = registry.makeGauge(descriptor: Self.metric("cameras_connected", unit: "", help: "Camera agents connected now"))
-        operatorsConnected = registry.makeGauge(descriptor: Self.metric("operators_connected", unit: "", help: "Operator clients connected now"))
+        camerasConnected = registry.loupeGauge("cameras_connected", "Camera agents connected now")
+        operatorsConnected = registry.loupeGauge("operators_connected", "Operator clients connected now")
         let uploads = "Labelled ROI uploads by outcome"
-        uploadsStored = registry.makeCounter(descriptor: Self.metric("roi_uploads", unit: "total", help: uploads), labels: [("result", "stored")])
-        uploadsDuplicate = registry.makeCounter(descriptor: Self.metric("roi_uploads", unit: "total", help: uploads), labels: [("result", "duplicate")])
-        uploadsRefused = registry.makeCounter(descriptor: Self.metric("roi_uploads", unit: "total", help: uploads), labels: [("result", "refused")])
-        uploadBytes = registry.makeCounter(descriptor: Self.metric("roi_upload_bytes", unit: "total", help: "Image and mask bytes of stored ROI uploads"))
+        uploadsStored = registry.loupeCounter("roi_uploads", uploads, [("result", "stored")])
+        uploadsDuplicate = registry.loupeCounter("roi_uploads", uploads, [("result", "duplicate")])
+        uploadsRefused = registry.loupeCounter("roi_uploads", uploads, [("result", "refused")])
+        uploadBytes = registry.loupeCounter("roi_upload_bytes", "Image and mask bytes of stored ROI uploads")
         let jobs = "Training jobs by state"
-        trainingQueued = registry.makeGauge(descriptor: Self.metric("training_jobs", unit: "", help: jobs), labels: [("state", "queued")])
-        trainingRunning = registry.makeGauge(descriptor: Self.metric("training_jobs", unit: "", help: jobs), labels: [("state", "running")])
+        trainingQueued = registry.loupeGauge("training_jobs", jobs, [("state", "queued")])
+        trainingRunning = registry.loupeGauge("training_jobs", jobs, [("state", "running")])
         let finished = "Training jobs finished, by outcome"
-        trainingSucceeded = registry.makeCounter(descriptor: Self.metric("training_jobs_finished", unit: "total", help: finished), labels: [("state", "succeeded")])
-        trainingFailed = registry.makeCounter(descriptor: Self.metric("training_jobs_finished", unit: "total", help: finished), labels: [("state", "failed")])
-        trainingCancelled = registry.makeCounter(descriptor: Self.metric("training_jobs_finished", unit: "total", help: finished), labels: [("state", "cancelled")])
-        pushPending = registry.makeGauge(descriptor: Self.metric("model_push_pending_cameras", unit: "", help: "Cameras whose assigned model version is not installed yet"))
-        offers = registry.makeCounter(descriptor: Self.metric("model_offers", unit: "total", help: "Model offers sent to cameras"))
-        chunkBytes = registry.makeCounter(descriptor: Self.metric("model_chunk_bytes", unit: "total", help: "Model bytes served in chunks"))
+        trainingSucceeded = registry.loupeCounter("training_jobs_finished", finished, [("state", "succeeded")])
+        trainingFailed = registry.loupeCounter("training_jobs_finished", finished, [("state", "failed")])
+        trainingCancelled = registry.loupeCounter("training_jobs_finished", finished, [("state", "cancelled")])
+        pushPending = registry.loupeGauge("model_push_pending_cameras", "Cameras whose assigned model version is not installed yet")
+        offers = registry.loupeCounter("model_offers", "Model offers sent to cameras")
+        chunkBytes = registry.loupeCounter("model_chunk_bytes", "Model bytes served in chunks")
         let installs = "Model installs reported by cameras, by outcome"
-        installsOK = registry.makeCounter(descriptor: Self.metric("model_installs", unit: "total", help: installs), labels: [("result", "ok")])
-        installsRefused = registry.makeCounter(descriptor: Self.metric("model_installs", unit: "total", help: installs), labels: [("result", "refused")])
-        rolloutsCanary = registry.makeGauge(descriptor: Self.metric("rollouts_in_canary", unit: "", help: "Canary rollouts waiting for their decision"))
+        installsOK = registry.loupeCounter("model_installs", installs, [("result", "ok")])
+        installsRefused = registry.loupeCounter("model_installs", installs, [("result", "refused")])
+        rolloutsCanary = registry.loupeGauge("rollouts_in_canary", "Canary rollouts waiting for their decision")
         let decided = "Canary rollouts decided, by outcome"
-        rolloutsPromoted = registry.makeCounter(descriptor: Self.metric("rollouts_decided", unit: "total", help: decided), labels: [("result", "promoted")])
-        rolloutsRolledBack = registry.makeCounter(descriptor: Self.metric("rollouts_decided", unit: "total", help: decided), labels: [("result", "rolled-back")])
-    }
-
-    /// `loupe_<name>[_<unit>]`, with its HELP line.
-    private static func metric(_ name: String, unit: String, help: String) -> MetricNameDescriptor {
-        MetricNameDescriptor(namespace: "loupe", metricName: name, unitName: unit, helpText: help)
+        rolloutsPromoted = registry.loupeCounter("rollouts_decided", decided, [("result", "promoted")])
+        rolloutsRolledBack = registry.loupeCounter("rollouts_decided", decided, [("result", "rolled-back")])
     }
 
     /// The exposition text.
     public var text: String { registry.emitToString() }
+}
+
+extension PrometheusCollectorRegistry {
+    /// `loupe_<name>_total`, with its HELP line.
+    fileprivate func loupeCounter(_ name: String, _ help: String, _ labels: [(String, String)] = []) -> Counter {
+        makeCounter(descriptor: MetricNameDescriptor(namespace: "loupe", metricName: name, unitName: "total", helpText: help), labels: labels)
+    }
+
+    /// `loupe_<name>`, with its HELP line.
+    fileprivate func loupeGauge(_ name: String, _ help: String, _ labels: [(String, String)] = []) -> Gauge {
+        makeGauge(descriptor: MetricNameDescriptor(namespace: "loupe", metricName: name, unitName: "", helpText: help), labels: labels)
+    }
 }

@@ -47,39 +47,37 @@ public final class LivePipeline: Service, Sendable {
         /// The frame's true labels, when the source knows them (the synthetic camera).
         public var groundTruth: Image8?
 
-        /// Per defect class, the pixels where prediction and truth agree
-        /// (intersection) and where either marks it (union), over every
-        /// ROI of the frame: to be pooled over frames into each class's IoU.
+        /// A judged frame scored against its true labels.
+        public struct TruthCheck: Sendable {
+            /// Per defect class, the pixels where prediction and truth agree
+            /// (intersection) and where either marks it (union), over every
+            /// ROI: to be pooled over frames into each class's IoU.
+            public var overlap: [Int: (intersection: Int, union: Int)] = [:]
+            /// Whether the true labels fail the frame by the fail rule given (a
+            /// region of at least that many pixels in any ROI): the right verdict.
+            public var truthFails = false
+        }
+
+        /// The frame's masks against its true labels, each ROI's truth cut once.
         /// Nil without ground truth or for a frame that was not judged.
-        public func overlap() throws -> [Int: (intersection: Int, union: Int)]? {
+        public func checkAgainstTruth(minimumDefectPixels: Int) throws -> TruthCheck? {
             guard let truth = groundTruth, !outcome.masks.isEmpty, outcome.masks.count == outcome.regions.count else { return nil }
-            var counts: [Int: (intersection: Int, union: Int)] = [:]
+            var check = TruthCheck()
             for (region, mask) in zip(outcome.regions, outcome.masks) {
                 guard let mask else { return nil }
                 let expected = try region.cropMask(truth, pose: outcome.pose)
                 for index in mask.samples.indices {
                     let p = Int(mask.samples[index]), t = Int(expected.samples[index])
                     if p == t {
-                        if p != 0 { counts[p, default: (0, 0)].intersection += 1; counts[p, default: (0, 0)].union += 1 }
+                        if p != 0 { check.overlap[p, default: (0, 0)].intersection += 1; check.overlap[p, default: (0, 0)].union += 1 }
                     } else {
-                        if p != 0 { counts[p, default: (0, 0)].union += 1 }
-                        if t != 0 { counts[t, default: (0, 0)].union += 1 }
+                        if p != 0 { check.overlap[p, default: (0, 0)].union += 1 }
+                        if t != 0 { check.overlap[t, default: (0, 0)].union += 1 }
                     }
                 }
+                if !check.truthFails { check.truthFails = MaskTools.blobs(expected).contains { $0.area >= minimumDefectPixels } }
             }
-            return counts
-        }
-
-        /// Whether the frame's true labels fail it by the recipe's rule (a
-        /// region of at least `minimumDefectPixels` in any ROI), to check the
-        /// verdict against. Nil without ground truth or for a frame not judged.
-        public func truthFails(minimumDefectPixels: Int) throws -> Bool? {
-            guard let truth = groundTruth, !outcome.masks.isEmpty, outcome.masks.allSatisfy({ $0 != nil }) else { return nil }
-            for region in outcome.regions {
-                let expected = try region.cropMask(truth, pose: outcome.pose)
-                if MaskTools.blobs(expected).contains(where: { $0.area >= minimumDefectPixels }) { return true }
-            }
-            return false
+            return check
         }
     }
 

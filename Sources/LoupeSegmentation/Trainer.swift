@@ -224,13 +224,15 @@ public struct Trainer {
         while pass < plannedPasses && !timeUp {
             pass += 1
             // Each image's expected draws rounded at random, so a pass keeps its length.
+            // Whole factors (all 1 when sampling is off) draw no random number, so the
+            // order is then the plain shuffle it always was.
             var order: [Int] = []
             for (index, share) in repeats.enumerated() {
                 let whole = Int(share.rounded(.down))
                 let draws = whole + (share > Double(whole) && Double(random.uniform(0, 1)) < share - Double(whole) ? 1 : 0)
                 order += repeatElement(index, count: draws)
             }
-            if order.isEmpty { order = Array(training.items.indices) }
+            if order.isEmpty { order = Array(training.items.indices) }  // every fraction rounded down: a tiny set, by chance
             order.shuffle(using: &random)
             var passLoss = 0.0
             var passSteps = 0
@@ -330,7 +332,7 @@ public struct Trainer {
     public static func repeatFactors(_ dataset: SegmentationDataset, threshold: Double) -> [Double] {
         let present: [Set<UInt8>] = dataset.items.map { Set($0.mask.samples).subtracting([0]) }
         guard threshold > 0, !present.isEmpty else { return [Double](repeating: 1, count: present.count) }
-        var images = [Int](repeating: 0, count: 256)
+        var images = [Int](repeating: 0, count: 256)  // per UInt8 label
         for classes in present { for c in classes { images[Int(c)] += 1 } }
         let total = Double(present.count)
         let factors = present.map { classes in

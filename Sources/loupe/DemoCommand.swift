@@ -180,13 +180,11 @@ struct DemoCommand: AsyncParsableCommand {
                 for agent in agents {
                     let camera = agent.runtime.config.cameraId
                     guard let latest = agent.runtime.pipeline.latest, latest.outcome.result.sequence != seen[camera],
-                          latest.outcome.result.modelVersion == version, let overlap = try latest.overlap() else { continue }
+                          latest.outcome.result.modelVersion == version,
+                          let check = try latest.checkAgainstTruth(minimumDefectPixels: Self.minimumDefectPixels) else { continue }
                     seen[camera] = latest.outcome.result.sequence
-                    if let truthFails = try latest.truthFails(minimumDefectPixels: Self.minimumDefectPixels) {
-                        let fails = latest.outcome.result.verdict == .fail
-                        verdicts[camera, default: Verdicts()].add(truthFails: truthFails, fails: fails)
-                    }
-                    for (label, counts) in overlap {
+                    verdicts[camera, default: Verdicts()].add(truthFails: check.truthFails, fails: latest.outcome.result.verdict == .fail)
+                    for (label, counts) in check.overlap {
                         pooled[camera, default: [:]][label, default: (0, 0)].intersection += counts.intersection
                         pooled[camera, default: [:]][label, default: (0, 0)].union += counts.union
                     }
