@@ -58,6 +58,9 @@ public final class WireConnection: Sendable {
     private struct State {
         var lastSent = ContinuousClock.now
         var heartbeatSequence: UInt64 = 0
+        var heartbeatInFlight = false
+        /// When the upkeep last ran, to tell a stalled process from an idle peer.
+        var lastTick = ContinuousClock.now
         /// The heartbeat interval in force: the settings', or shorter when the peer's idle timeout asks for it.
         var heartbeatInterval: Duration?
         var closed = false
@@ -106,6 +109,11 @@ public final class WireConnection: Sendable {
             throw WireError.tlsFailure("peer presented no certificate")
         }
         return try PeerIdentity(derEncoded: der)
+    }
+
+    /// When the last frame (of any kind, heartbeats too) came from the peer.
+    public var lastHeard: ContinuousClock.Instant {
+        ledger.lastReceived
     }
 
     /// True once the server side has answered the Hello with a Welcome.
@@ -237,8 +245,9 @@ public final class WireConnection: Sendable {
         handshake: HandshakeHandler?,
         handler: @escaping RequestHandler
     ) async {
+        let upkeep = startUpkeep()
+        defer { upkeep.cancel() }
         await withDiscardingTaskGroup { group in
-            group.addTask { await self.upkeep() }
             var awaitingHello = handshake != nil
             do {
                 // Replies never get here: ReplyRouter settles them on the event loop.
@@ -359,37 +368,63 @@ public final class WireConnection: Sendable {
         state.withLock { $0.heartbeatInterval = chosen }
     }
 
-    /// Heartbeats, the idle timeout, and request deadlines.
-    private func upkeep() async {
+    /// Heartbeats, the idle timeout, and request deadlines, checked on the
+    /// channel's event loop. Not on the Swift task pool: a process whose
+    /// tasks are all busy (inference, training, a long synchronous step) must
+    /// still send its heartbeats, or its healthy peer closes it as idle.
+    private func startUpkeep() -> RepeatedTask {
         let tick = max(.milliseconds(20), min(settings.heartbeatInterval, settings.idleTimeout, .seconds(1)) / 4)
-        var lastTick = clock.now
-        while !Task.isCancelled && !isClosed {
-            try? await Task.sleep(for: tick)
-            let now = clock.now
+        let amount = TimeAmount.nanoseconds(Int64(tick.seconds * 1e9))
+        state.withLock { $0.lastTick = clock.now }
+        return channel.eventLoop.scheduleRepeatedTask(initialDelay: amount, delay: amount) { task in
+            if self.isClosed {
+                task.cancel()
+                return
+            }
+            let now = self.clock.now
             // A tick that comes far too late means this process was stalled
             // (CPU starvation, a suspended VM): the peer's bytes may be
             // sitting unread, so it is not judged idle on this tick; a
             // heartbeat still goes out, and the next tick judges.
-            let stalledHere = now - lastTick > max(tick * 4, .milliseconds(500))
-            lastTick = now
-            let idle = !stalledHere && now - ledger.lastReceived >= settings.idleTimeout
-            let (heartbeatDue, sequence) = state.withLock { state in
-                let due = now - state.lastSent >= (state.heartbeatInterval ?? settings.heartbeatInterval)
-                if due { state.heartbeatSequence += 1 }
-                return (due, state.heartbeatSequence)
+            let previous = self.state.withLock { state in
+                defer { state.lastTick = now }
+                return state.lastTick
             }
-            for (id, limit) in ledger.expired(at: now) {
-                ledger.complete(id, with: .failure(WireError.requestTimedOut(seconds: limit.seconds)))
+            let stalledHere = now - previous > max(tick * 4, .milliseconds(500))
+            let idle = !stalledHere && now - self.ledger.lastReceived >= self.settings.idleTimeout
+            for (id, limit) in self.ledger.expired(at: now) {
+                self.ledger.complete(id, with: .failure(WireError.requestTimedOut(seconds: limit.seconds)))
             }
             if idle {
-                closeWithError(WireError.idleTimeout(seconds: settings.idleTimeout.seconds))
+                task.cancel()
+                self.closeWithError(WireError.idleTimeout(seconds: self.settings.idleTimeout.seconds))
                 return
             }
-            if heartbeatDue {
-                var heartbeat = Loupe_V1_Heartbeat()
-                heartbeat.sequence = sequence
-                heartbeat.sentAtUnixMs = Date.unixMilliseconds
-                try? await send(event: .heartbeat(heartbeat))
+            self.sendHeartbeatIfDue(at: now)
+        }
+    }
+
+    /// Sends a heartbeat when nothing has gone out for the interval in force
+    /// and the last heartbeat has left (a peer that stops reading does not
+    /// get a pile of them queued).
+    private func sendHeartbeatIfDue(at now: ContinuousClock.Instant) {
+        let sequence: UInt64? = state.withLock { state in
+            let interval = state.heartbeatInterval ?? settings.heartbeatInterval
+            guard !state.heartbeatInFlight, now - state.lastSent >= interval else { return nil }
+            state.heartbeatSequence += 1
+            state.heartbeatInFlight = true
+            return state.heartbeatSequence
+        }
+        guard let sequence else { return }
+        var heartbeat = Loupe_V1_Heartbeat()
+        heartbeat.sequence = sequence
+        heartbeat.sentAtUnixMs = Date.unixMilliseconds
+        var envelope = Envelope()
+        envelope.body = .heartbeat(heartbeat)
+        channel.writeAndFlush(envelope).whenComplete { result in
+            self.state.withLock { state in
+                state.heartbeatInFlight = false
+                if case .success = result { state.lastSent = self.clock.now }
             }
         }
     }

@@ -3,6 +3,7 @@ import LoupePKI
 import LoupeProto
 import LoupeWire
 import NIOCore
+import Synchronization
 import Testing
 
 /// The manager's mutual-TLS front door, over real sockets on loopback with
@@ -144,6 +145,47 @@ import Testing
         #expect(ContinuousClock.now - started < .seconds(10), "a 2 s idle timeout must close the connection, not wait on the peer")
     }
 
+    /// The CI failure of stop 14: other tests held every thread of the Swift
+    /// task pool, the client's heartbeats waited behind them, and its healthy
+    /// connection was closed as idle. Heartbeats now go out from the event
+    /// loop. The client here runs its tasks on one thread of its own, which
+    /// the test then holds, so the rest of the suite keeps the shared pool.
+    @Test func heartbeatsGoOutWhileTheClientsTaskThreadIsBusy() async throws {
+        let pki = try TestPKI()
+        let server = try await WireServer.bind(WireServerConfiguration(
+            host: "127.0.0.1", port: 0, tls: try pki.manager(),
+            connection: ConnectionSettings(heartbeatInterval: .seconds(5), idleTimeout: .seconds(60))
+        ))
+        let accepted = Mutex<WireConnection?>(nil)
+        let serving = Task {
+            try await server.run(
+                handshake: { connection, _ in
+                    accepted.withLock { $0 = connection }
+                    return Loupe_V1_Welcome()
+                },
+                handler: { _, envelope in envelope.body }
+            )
+        }
+        var client = WireClientConfiguration(host: "localhost", port: server.localAddress.port!, tls: try pki.member(.agent, "cam-busy"))
+        client.connection.heartbeatInterval = .milliseconds(100)
+        let thread = OneThreadExecutor()
+        let worstSilence = try await withTaskExecutorPreference(thread) {
+            try await WireClient.withConnection(client) { connection, _ -> Duration in
+                #expect(try await Self.echo(connection))
+                let serverSide = try #require(accepted.withLock { $0 })
+                // Sampled from a plain thread between 0.5 s and 1.3 s into a 1.5 s hold.
+                let probe = SilenceProbe(of: serverSide)
+                thread.holdCurrentThread(seconds: 1.5)
+                return probe.worst()
+            }
+        }
+        await server.shutdown()
+        try await serving.value
+        // Heartbeats every 0.1 s: sent from the task thread, they stopped for
+        // the whole hold and the server heard nothing for 1.3 s and more.
+        #expect(worstSilence < .milliseconds(700), "the server heard nothing from the client for \(worstSilence) while its task thread was busy")
+    }
+
     @Test func aClientWithoutALoupeALPNIsRefused() async throws {
         let manager = try await ManagerHarness.start()
         defer { Task { await manager.stop() } }
@@ -217,5 +259,48 @@ import Testing
             guard case WireError.remote(let code, let message) = error else { return false }
             return code == .protocolVersionMismatch && message.contains("version 2") && message.contains("version 1")
         }
+    }
+}
+
+/// Runs the tasks that prefer it on one serial queue, so a test can hold
+/// that one thread without starving the shared task pool.
+final class OneThreadExecutor: TaskExecutor {
+    private let queue = DispatchQueue(label: "loupe.test.one-thread-executor")
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        let executor = asUnownedTaskExecutor()
+        queue.async { job.runSynchronously(on: executor) }
+    }
+
+    /// Blocks the calling thread, which must be this executor's.
+    func holdCurrentThread(seconds: Double) {
+        dispatchPrecondition(condition: .onQueue(queue))
+        Thread.sleep(forTimeInterval: seconds)
+    }
+}
+
+/// Watches, from a plain thread, how long a connection goes without hearing
+/// from its peer: sampled every 50 ms from 0.5 s to 1.3 s after it starts.
+final class SilenceProbe: Sendable {
+    private let longest = Mutex(Duration.zero)
+    private let done = DispatchSemaphore(value: 0)
+
+    init(of connection: WireConnection) {
+        Thread.detachNewThread { [self] in
+            Thread.sleep(forTimeInterval: 0.5)
+            for _ in 0..<16 {
+                let silence = ContinuousClock.now - connection.lastHeard
+                longest.withLock { $0 = max($0, silence) }
+                Thread.sleep(forTimeInterval: 0.05)
+            }
+            done.signal()
+        }
+    }
+
+    /// The longest silence seen; blocks until sampling is over.
+    func worst() -> Duration {
+        done.wait()
+        return longest.withLock { $0 }
     }
 }
