@@ -23,6 +23,11 @@ public struct FailRule: Codable, Sendable, Equatable {
     public init(minimumDefectPixels: Int = 25) {
         self.minimumDefectPixels = minimumDefectPixels
     }
+
+    /// Whether an ROI with these defect regions fails.
+    public func fails(_ regions: [MaskTools.Blob]) -> Bool {
+        regions.contains { $0.area >= minimumDefectPixels }
+    }
 }
 
 /// What the camera inspects and how: set through the API, persisted with a

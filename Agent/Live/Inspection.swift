@@ -183,7 +183,6 @@ public final class Inspector: Sendable {
     /// Per-class areas, regions and confidence, and the fail rule.
     private func judge(_ name: String, mask: Image8, segmentation: Segmentation) -> ROIResult {
         var byClass: [Int: DefectSummary] = [:]
-        var passed = true
         var peak: Float = 0
         for index in mask.samples.indices where mask.samples[index] != 0 {
             let label = Int(mask.samples[index])
@@ -193,14 +192,13 @@ public final class Inspector: Sendable {
             byClass[label, default: DefectSummary(classIndex: label, className: className, area: 0, largestRegion: 0, regions: 0, maxConfidence: 0)].area += 1
             byClass[label]!.maxConfidence = max(byClass[label]!.maxConfidence, confidence)
         }
-        if !byClass.isEmpty {
-            for blob in MaskTools.blobs(mask) {
-                let label = Int(blob.label)
-                byClass[label]!.regions += 1
-                byClass[label]!.largestRegion = max(byClass[label]!.largestRegion, blob.area)
-                if blob.area >= recipe.failRule.minimumDefectPixels { passed = false }
-            }
+        let regions = byClass.isEmpty ? [] : MaskTools.blobs(mask)
+        for blob in regions {
+            let label = Int(blob.label)
+            byClass[label]!.regions += 1
+            byClass[label]!.largestRegion = max(byClass[label]!.largestRegion, blob.area)
         }
+        let passed = !recipe.failRule.fails(regions)
         return ROIResult(name: name, defects: byClass.values.sorted { $0.classIndex < $1.classIndex }, maxConfidence: peak, passed: passed)
     }
 }

@@ -47,20 +47,25 @@ public final class LivePipeline: Service, Sendable {
         /// The frame's true labels, when the source knows them (the synthetic camera).
         public var groundTruth: Image8?
 
+        public init(image: Image8, outcome: Inspector.Outcome, groundTruth: Image8? = nil) {
+            self.image = image
+            self.outcome = outcome
+            self.groundTruth = groundTruth
+        }
+
         /// A judged frame scored against its true labels.
         public struct TruthCheck: Sendable {
             /// Per defect class, the pixels where prediction and truth agree
             /// (intersection) and where either marks it (union), over every
             /// ROI: to be pooled over frames into each class's IoU.
             public var overlap: [Int: (intersection: Int, union: Int)] = [:]
-            /// Whether the true labels fail the frame by the fail rule given (a
-            /// region of at least that many pixels in any ROI): the right verdict.
+            /// Whether the true labels fail the frame by the fail rule given: the right verdict.
             public var truthFails = false
         }
 
         /// The frame's masks against its true labels, each ROI's truth cut once.
         /// Nil without ground truth or for a frame that was not judged.
-        public func checkAgainstTruth(minimumDefectPixels: Int) throws -> TruthCheck? {
+        public func checkAgainstTruth(failRule: FailRule) throws -> TruthCheck? {
             guard let truth = groundTruth, !outcome.masks.isEmpty, outcome.masks.count == outcome.regions.count else { return nil }
             var check = TruthCheck()
             for (region, mask) in zip(outcome.regions, outcome.masks) {
@@ -75,7 +80,7 @@ public final class LivePipeline: Service, Sendable {
                         if t != 0 { check.overlap[t, default: (0, 0)].union += 1 }
                     }
                 }
-                if !check.truthFails { check.truthFails = MaskTools.blobs(expected).contains { $0.area >= minimumDefectPixels } }
+                if !check.truthFails { check.truthFails = failRule.fails(MaskTools.blobs(expected)) }
             }
             return check
         }

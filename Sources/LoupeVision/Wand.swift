@@ -94,10 +94,9 @@ public struct Wand: Sendable {
             // Like the clicked region: of a comparable size, departing from
             // the surface as much, standing out from its own border as much
             // (which a strip along the rim of a large dark area does not),
-            // and as thick (its inscribed radius: a spot is not a crack);
-            // and seen whole, not
-            // largely along the image's edge (a strip of the belt there),
-            // where neither its shape nor its contrast can be judged.
+            // and as thick (its inscribed radius: a spot is not a crack); and
+            // seen whole, not largely along the image's edge (a strip of the
+            // belt there), where neither its shape nor its contrast can be judged.
             let similar = index == clickedIndex || (
                 abs(clickedDeparture) >= Self.minimumDeparture
                 && Self.shareNearImageEdge(blob, width: width, height: height) < 0.15

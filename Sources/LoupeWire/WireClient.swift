@@ -92,7 +92,7 @@ public enum WireClient {
         for address in addresses {
             do {
                 return try await ClientBootstrap(group: group)
-                    .connectTimeout(.nanoseconds(Int64(configuration.connectTimeout.seconds * 1e9)))
+                    .connectTimeout(TimeAmount(configuration.connectTimeout))
                     .channelOption(.socketOption(.tcp_nodelay), value: 1)
                     .connect(to: address) { channel in
                         channel.eventLoop.makeCompletedFuture { try pipeline(channel) }

@@ -374,7 +374,7 @@ public final class WireConnection: Sendable {
     /// still send its heartbeats, or its healthy peer closes it as idle.
     private func startUpkeep() -> RepeatedTask {
         let tick = max(.milliseconds(20), min(settings.heartbeatInterval, settings.idleTimeout, .seconds(1)) / 4)
-        let amount = TimeAmount.nanoseconds(Int64(tick.seconds * 1e9))
+        let amount = TimeAmount(tick)
         state.withLock { $0.lastTick = clock.now }
         return channel.eventLoop.scheduleRepeatedTask(initialDelay: amount, delay: amount) { task in
             if self.isClosed {

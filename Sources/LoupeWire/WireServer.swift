@@ -130,7 +130,7 @@ enum WireChannel {
         settings: ConnectionSettings,
         ledger: ConnectionLedger = ConnectionLedger()
     ) throws -> NIOAsyncChannel<Envelope, Never> {
-        let stall = TimeAmount.nanoseconds(Int64(settings.frameStallTimeout.seconds * 1e9))
+        let stall = TimeAmount(settings.frameStallTimeout)
         try channel.pipeline.syncOperations.addHandler(HandshakeObserver(ledger: ledger))
         try channel.pipeline.syncOperations.addHandler(FrameDecoder(maxFrameBytes: settings.maxFrameBytes, stallTimeout: stall))
         try channel.pipeline.syncOperations.addHandler(EnvelopeDecoder())

@@ -181,7 +181,7 @@ struct DemoCommand: AsyncParsableCommand {
                     let camera = agent.runtime.config.cameraId
                     guard let latest = agent.runtime.pipeline.latest, latest.outcome.result.sequence != seen[camera],
                           latest.outcome.result.modelVersion == version,
-                          let check = try latest.checkAgainstTruth(minimumDefectPixels: Self.minimumDefectPixels) else { continue }
+                          let check = try latest.checkAgainstTruth(failRule: Self.failRule) else { continue }
                     seen[camera] = latest.outcome.result.sequence
                     verdicts[camera, default: Verdicts()].add(truthFails: check.truthFails, fails: latest.outcome.result.verdict == .fail)
                     for (label, counts) in check.overlap {
@@ -214,7 +214,7 @@ struct DemoCommand: AsyncParsableCommand {
             }
             say(TextTable.render(header: ["camera", "model", "fps", "latency p50 / p99", "frames", "pass / fail", "verdicts right (false fail, missed)", "defect mIoU"], rows: rows))
             let all = verdicts.values.reduce(Verdicts()) { $0.merged($1) }
-            step("verdicts against ground truth (a true region of \(Self.minimumDefectPixels)+ px fails a frame): \(all.right) of \(all.total) right, \(all.falseFail) false fails, \(all.missed) missed")
+            step("verdicts against ground truth (a true region of \(Self.failRule.minimumDefectPixels)+ px fails a frame): \(all.right) of \(all.total) right, \(all.falseFail) false fails, \(all.missed) missed")
             let names = [1: "scratch", 2: "spot", 3: "crack"]
             let perClass = fleet.keys.sorted().map { label in
                 String(format: "%@ %.3f", names[label] ?? "class \(label)", Double(fleet[label]!.intersection) / Double(max(1, fleet[label]!.union)))
@@ -247,8 +247,8 @@ struct DemoCommand: AsyncParsableCommand {
         ("sw", PixelRect(x: 120, y: 272, width: 192, height: 160)), ("se", PixelRect(x: 328, y: 272, width: 192, height: 160)),
     ]
 
-    /// The recipe's fail rule: a defect region of this many pixels fails a frame.
-    static let minimumDefectPixels = 30
+    /// The recipe's fail rule: a defect region of 30 px fails a frame.
+    static let failRule = FailRule(minimumDefectPixels: 30)
 
     /// Live verdicts against the ones the true labels give.
     struct Verdicts {
@@ -270,7 +270,7 @@ struct DemoCommand: AsyncParsableCommand {
             "version": 0, "inspectionType": inspectionType,
             "template": ["x": 160, "y": 128, "width": 320, "height": 256],
             "rois": rois.map { ["name": $0.name, "rect": ["x": $0.rect.x, "y": $0.rect.y, "width": $0.rect.width, "height": $0.rect.height]] },
-            "confidenceThreshold": 0.5, "failRule": ["minimumDefectPixels": minimumDefectPixels],
+            "confidenceThreshold": 0.5, "failRule": ["minimumDefectPixels": failRule.minimumDefectPixels],
         ]
     }
 

@@ -145,11 +145,11 @@ import Testing
         #expect(ContinuousClock.now - started < .seconds(10), "a 2 s idle timeout must close the connection, not wait on the peer")
     }
 
-    /// The CI failure of stop 14: other tests held every thread of the Swift
-    /// task pool, the client's heartbeats waited behind them, and its healthy
-    /// connection was closed as idle. Heartbeats now go out from the event
-    /// loop. The client here runs its tasks on one thread of its own, which
-    /// the test then holds, so the rest of the suite keeps the shared pool.
+    /// When other work holds every thread of the Swift task pool, heartbeats
+    /// sent from a task wait behind it and the peer closes a healthy
+    /// connection as idle; they go out from the event loop instead. The
+    /// client here runs its tasks on one thread of its own, which the test
+    /// then holds, so the rest of the suite keeps the shared pool.
     @Test func heartbeatsGoOutWhileTheClientsTaskThreadIsBusy() async throws {
         let pki = try TestPKI()
         let server = try await WireServer.bind(WireServerConfiguration(

@@ -63,6 +63,35 @@ extension SegmentationTests {
             #expect(try bare.inspect(frame, threshold: 0.5).result.verdict == .noModel)
         }
 
+        /// The demo's score: each ROI's masks against its cut of the frame's true
+        /// labels, and the verdict the fail rule gives the truth.
+        @Test func aJudgedFrameIsCheckedAgainstItsTrueLabels() throws {
+            // The same part held still, so the ROIs sit where the recipe puts them.
+            let still = try SyntheticCamera(configuration: .init(width: 640, height: 512, maxShift: 0, maxRotationDegrees: 0, seed: 5))
+            let image = still.render().0.image
+            let frame = CapturedFrameInput(sequence: 1, capturedAt: Date(), image: image, captureMilliseconds: 0)
+            let outcome = try Self.inspector(threshold: 0.5).inspect(frame, threshold: 0.5)  // every ROI pixel scratch
+            let rule = FailRule(minimumDefectPixels: 25)
+            let roiPixels = 2 * 64 * 64
+            // The truth says scratch everywhere: prediction and truth agree on every pixel.
+            let scratched = try LivePipeline.Latest(image: image, outcome: outcome, groundTruth: Image8(width: 640, height: 512, fill: 1)).checkAgainstTruth(failRule: rule)
+            #expect(scratched?.overlap[1]?.intersection == roiPixels && scratched?.overlap[1]?.union == roiPixels)
+            #expect(scratched?.truthFails == true)
+            // A clean part: no agreement, and the right verdict is a pass.
+            let clean = try LivePipeline.Latest(image: image, outcome: outcome, groundTruth: Image8(width: 640, height: 512)).checkAgainstTruth(failRule: rule)
+            #expect(clean?.overlap[1]?.intersection == 0 && clean?.overlap[1]?.union == roiPixels)
+            #expect(clean?.truthFails == false)
+            // One true crack of 24 px inside the left ROI is under the rule; all its pixels count in the crack's union.
+            var small = try Image8(width: 640, height: 512)
+            for dy in 0..<4 { for dx in 0..<6 { small.samples[(190 + dy) * 640 + 170 + dx] = 3 } }
+            let check = try #require(try LivePipeline.Latest(image: image, outcome: outcome, groundTruth: small).checkAgainstTruth(failRule: rule))
+            #expect(check.truthFails == false)
+            #expect(check.overlap[3]?.intersection == 0 && check.overlap[3]?.union == 24 && check.overlap[1]?.union == roiPixels)
+            #expect(try LivePipeline.Latest(image: image, outcome: outcome, groundTruth: small).checkAgainstTruth(failRule: FailRule(minimumDefectPixels: 24))?.truthFails == true)
+            // Without truth, nothing to check.
+            #expect(try LivePipeline.Latest(image: image, outcome: outcome).checkAgainstTruth(failRule: rule) == nil)
+        }
+
         @Test func aBusyPipelineDropsFramesKeepsALogAndSwapsBetweenFrames() async throws {
             let frames = (0..<4).map { _ in Self.camera.render().0.image }
             // A 500 fps camera: far faster than inspection, so frames must be dropped, not queued.
