@@ -54,7 +54,7 @@ let package = Package(
         // The segmentation engine: U-Net on oneDNN, training, inference, model files.
         .target(
             name: "LoupeSegmentation",
-            dependencies: ["CDNNL", "LoupeImaging", "LoupeProto", .product(name: "Crypto", package: "swift-crypto"), .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            dependencies: ["CDNNL", "LoupeImaging", "LoupeProto", "LoupeStorage", .product(name: "Crypto", package: "swift-crypto"), .product(name: "SwiftProtobuf", package: "swift-protobuf")],
             swiftSettings: computeSettings
         ),
         // Images: types, PNG/JPEG codecs, geometry.

@@ -27,12 +27,26 @@ public struct ManagerConfig: Codable, Sendable, Equatable {
     /// DATADIR/model-signing.key, made at first start; its public half is
     /// written beside it as model-signing.pub for the agents' `modelKeys`.
     public var signingKey: String?
+    /// Also write the model-signing public key here (a folder the agents may
+    /// read, apart from the data folder that holds the private key). Optional.
+    public var publishPublicKey: String?
     /// HOST:PORT for Prometheus metrics (GET /metrics), on its own port. Default: not served.
     public var metricsAddress: String?
     /// Training jobs run at once. Default 1.
     public var trainingConcurrency: Int?
     /// Threads per training job. Default: every core.
     public var trainingThreads: Int?
+    /// Inspection types each camera may upload into and train (camera id →
+    /// types). A camera not named here keeps to the first type it sends.
+    public var cameraInspectionTypes: [String: [String]]?
+    /// Training jobs one camera may have queued or running. Default 2.
+    public var cameraJobQuota: Int?
+    /// The longest training a camera may ask for, seconds. Default 3600.
+    public var cameraMaxTrainingSeconds: Double?
+    /// Connections open at once, in all. Default 10000.
+    public var maxConnections: Int?
+    /// Connections open at once under one certificate. Default 4.
+    public var maxConnectionsPerCertificate: Int?
 
     /// Where the signing key is.
     public var signingKeyPath: String { signingKey ?? dataDir + "/model-signing.key" }
@@ -56,6 +70,7 @@ public struct ManagerConfig: Codable, Sendable, Equatable {
         config.revocationList = config.revocationList.map { ConfigFile.resolve($0, relativeTo: path) }
         config.dataDir = ConfigFile.resolve(config.dataDir, relativeTo: path)
         config.signingKey = config.signingKey.map { ConfigFile.resolve($0, relativeTo: path) }
+        config.publishPublicKey = config.publishPublicKey.map { ConfigFile.resolve($0, relativeTo: path) }
         do { _ = try parseAddress(config.listen) } catch {
             throw ConfigError.invalid(path: path, key: "listen", reason: "expected HOST:PORT, got \"\(config.listen)\"")
         }
@@ -67,6 +82,15 @@ public struct ManagerConfig: Codable, Sendable, Equatable {
                 throw ConfigError.invalid(path: path, key: "metricsAddress", reason: "expected HOST:PORT, got \"\(metrics)\"")
             }
         }
+        for (key, value) in [("cameraJobQuota", config.cameraJobQuota), ("maxConnectionsPerCertificate", config.maxConnectionsPerCertificate)] {
+            if let value, !(1...1000).contains(value) { throw ConfigError.invalid(path: path, key: key, reason: "must be 1…1000") }
+        }
+        if let value = config.maxConnections, !(1...1_000_000).contains(value) {
+            throw ConfigError.invalid(path: path, key: "maxConnections", reason: "must be 1…1000000")
+        }
+        if let value = config.cameraMaxTrainingSeconds, !(value > 0 && value <= 7 * 86_400) {
+            throw ConfigError.invalid(path: path, key: "cameraMaxTrainingSeconds", reason: "must be more than 0 and at most a week")
+        }
         for (key, value) in [("trainingConcurrency", config.trainingConcurrency), ("trainingThreads", config.trainingThreads)] {
             if let value, !(1...256).contains(value) { throw ConfigError.invalid(path: path, key: key, reason: "must be 1…256") }
         }
@@ -76,6 +100,14 @@ public struct ManagerConfig: Codable, Sendable, Equatable {
             }
         }
         return config
+    }
+
+    /// What camera certificates may ask of the manager.
+    public var cameraLimits: CameraPermissions.Limits {
+        var limits = CameraPermissions.Limits()
+        if let quota = cameraJobQuota { limits.queuedJobs = quota }
+        if let seconds = cameraMaxTrainingSeconds { limits.maximumTrainingSeconds = seconds }
+        return limits
     }
 
     /// Connection timers and limits derived from the config.

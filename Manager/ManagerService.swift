@@ -25,8 +25,10 @@ public final class ManagerService: Service, Sendable {
     let trainingData = Mutex<(any TrainingDataStoring)?>(nil)
     let models = Mutex<(any ModelRegistryStoring)?>(nil)
     let training = Mutex<TrainingQueue?>(nil)
-    /// Per live agent connection: the model version already offered on it.
+    /// Per live agent connection: the decision (assignment) already offered on it.
     private let offered = Mutex<[ObjectIdentifier: String]>([:])
+    /// What camera certificates may upload, train and cancel.
+    let permissions: CameraPermissions
     /// Largest model chunk served, bytes.
     public static let maximumChunkBytes: UInt32 = 4 << 20
 
@@ -36,6 +38,7 @@ public final class ManagerService: Service, Sendable {
         self.logger = logger
         self.onListening = onListening
         self.onMetricsListening = onMetricsListening
+        permissions = CameraPermissions(assigned: config.cameraInspectionTypes ?? [:], limits: config.cameraLimits)
     }
 
     public func run() async throws {
@@ -46,6 +49,10 @@ public final class ManagerService: Service, Sendable {
         let held = try trainingData.count()
         let registry = storage.models
         self.models.withLock { $0 = registry }
+        if let published = config.publishPublicKey {
+            // Only the public half leaves the data folder.
+            try SigningKeyFile.write(registry.signingKey.publicKey.rawRepresentation, to: published, secret: false)
+        }
         let queue = TrainingQueue(data: trainingData, registry: registry, concurrency: config.trainingConcurrency ?? 1,
                                   threads: config.trainingThreads ?? ProcessInfo.processInfo.activeProcessorCount, metrics: metrics, logger: logger)
         self.training.withLock { $0 = queue }
@@ -56,7 +63,9 @@ public final class ManagerService: Service, Sendable {
         ])
         let (host, port) = try parseAddress(config.listen)
         let server = try await WireServer.bind(
-            WireServerConfiguration(host: host, port: port, tls: config.tls, connection: config.connectionSettings),
+            WireServerConfiguration(host: host, port: port, tls: config.tls, connection: config.connectionSettings,
+                                    maxConnections: config.maxConnections ?? WireServerConfiguration.defaultMaxConnections,
+                                    maxConnectionsPerPeer: config.maxConnectionsPerCertificate ?? WireServerConfiguration.defaultMaxConnectionsPerPeer),
             logger: logger
         )
         let logger = self.logger
@@ -128,11 +137,17 @@ public final class ManagerService: Service, Sendable {
             metrics.trainingRunning.set(to: Double(running))
             for connection in server.activeConnections {
                 guard let peer = connection.peer, peer.role == .agent, connection.wasWelcomed, !connection.isClosed,
-                      let camera = cameras[peer.name], let desired = camera.desiredVersion,
-                      desired != camera.installedVersion,
-                      offered.withLock({ $0[ObjectIdentifier(connection)] }) != desired,
-                      let version = try? registry.version(desired) else { continue }
-                offered.withLock { $0[ObjectIdentifier(connection)] = desired }
+                      let camera = cameras[peer.name], let desired = camera.desiredVersion else { continue }
+                let key = ObjectIdentifier(connection)
+                guard desired != camera.installedVersion else {
+                    // Settled: a later decision, even for a version offered before, is offered again.
+                    _ = offered.withLock { $0.removeValue(forKey: key) }
+                    continue
+                }
+                // One offer per decision: a new assignment (a push, a rollback) is offered even for the same version.
+                let decision = camera.assignment ?? desired
+                guard offered.withLock({ $0[key] }) != decision, let version = try? registry.version(desired) else { continue }
+                offered.withLock { $0[key] = decision }
                 var offer = Loupe_V1_ModelOffer()
                 offer.modelVersion = version.version
                 offer.inspectionType = version.inspectionType
@@ -140,6 +155,10 @@ public final class ManagerService: Service, Sendable {
                 offer.sha256 = Data(hexString: version.sha256) ?? Data()
                 offer.signature = Data(hexString: version.offerSignature) ?? Data()
                 offer.chunkBytes = 256 << 10
+                if let assignment = camera.assignment, let signature = camera.assignmentSignature {
+                    offer.assignment = Data(hexString: assignment) ?? Data()
+                    offer.assignmentSignature = Data(hexString: signature) ?? Data()
+                }
                 logger.info("offering model", metadata: ["camera": "\(peer.name)", "version": "\(version.version)"])
                 try? await connection.send(event: .modelOffer(offer))
                 metrics.offers.increment()
@@ -170,9 +189,11 @@ public final class ManagerService: Service, Sendable {
         guard let peer = connection.peer else {
             throw WireError.refused(code: .permissionDenied, message: "no client certificate identity")
         }
-        if revocations.isRevoked(serial: peer.serial) {
-            logger.warning("refused revoked certificate", metadata: ["peer": "\(peer)", "address": "\(connection.remoteAddress)"])
-            throw WireError.refused(code: .certificateRevoked, message: "certificate serial \(peer.serial) of \(peer.role.rawValue) \(peer.name) has been revoked")
+        do {
+            try revocations.admit(serial: peer.serial, name: peer.name, role: peer.role.rawValue)
+        } catch {
+            logger.warning("refused certificate", metadata: ["peer": "\(peer)", "address": "\(connection.remoteAddress)", "why": "\(error)"])
+            throw error
         }
         guard peer.role == .agent || peer.role == .operator else {
             throw WireError.refused(code: .permissionDenied, message: "a \(peer.role.rawValue) certificate cannot connect to the manager; use an agent or operator certificate")
@@ -213,6 +234,13 @@ public final class ManagerService: Service, Sendable {
             guard let store = trainingData.withLock({ $0 }) else {
                 throw WireError.refused(code: .unavailable, message: "the manager's training data is not open yet")
             }
+            do {
+                try permissions.checkInspectionType(upload.inspectionType, camera: peer.name) { try store.inspectionTypes(cameraId: peer.name) }
+            } catch {
+                metrics.uploadsRefused.increment()
+                logger.warning("upload refused", metadata: ["camera": "\(peer.name)", "type": "\(upload.inspectionType)", "why": "\(error)"])
+                throw error
+            }
             let stored: Bool
             do {
                 stored = try await store.store(upload, from: peer.name)
@@ -246,12 +274,21 @@ public final class ManagerService: Service, Sendable {
             chunk.last = last
             metrics.chunkBytes.increment(by: Int64(data.count))
             return .modelChunk(chunk)
-        case .trainingStart(let request):
+        case .trainingStart(var request):
             guard let queue = training.withLock({ $0 }) else { throw WireError.refused(code: .unavailable, message: "training is not ready yet") }
+            if peer.role == .agent {
+                // A camera trains only its own type, within its quota and budget.
+                var budget = CameraPermissions.TrainingBudget(inspectionType: request.inspectionType, timeBudgetSeconds: Double(request.timeBudgetSeconds),
+                                                              passes: Int(request.iterations))
+                let held = { () throws -> Set<String> in try self.trainingData.withLock { $0 }?.inspectionTypes(cameraId: peer.name) ?? [] }
+                try permissions.admitTraining(&budget, camera: peer.name, queuedByCamera: queue.activeJobs(requestedBy: peer.name), typesHeld: held)
+                request.timeBudgetSeconds = UInt32(budget.timeBudgetSeconds)
+            }
             return .trainingProgress(try queue.submit(request, requester: peer.name, isCamera: peer.role == .agent, connection: connection))
         case .trainingCancel(let cancel):
             guard let queue = training.withLock({ $0 }) else { throw WireError.refused(code: .unavailable, message: "training is not ready yet") }
-            try queue.cancel(jobId: cancel.jobID)
+            // A camera cancels only the jobs it asked for; an operator any.
+            try queue.cancel(jobId: cancel.jobID, onlyIfRequestedBy: peer.role == .agent ? peer.name : nil)
             var progress = Loupe_V1_TrainingProgress()
             progress.jobID = cancel.jobID
             progress.state = .cancelled

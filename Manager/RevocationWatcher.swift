@@ -1,15 +1,19 @@
 import Foundation
 import Logging
 import LoupePKI
+import LoupeProto
+import LoupeWire
 import Synchronization
 import UnixSignals
 
 /// Holds the manager's current revocation list and reloads it on SIGHUP and
-/// whenever the file's modification time or size changes. A file that fails
-/// to parse leaves the previous list in force and is logged.
+/// whenever the file's modification time or size changes. It fails closed:
+/// a list that is missing, unreadable or malformed at start stops the
+/// manager, and later refuses every new connection by name (live ones keep
+/// the last list) until a good list is back.
 public final class RevocationWatcher: Sendable {
     public let path: String?
-    private let current: Mutex<(list: RevocationList, stamp: String)>
+    private let current: Mutex<(list: RevocationList, stamp: String, failure: String?)>
     private let logger: Logger
     private let onReload: @Sendable (RevocationList) -> Void
 
@@ -18,28 +22,44 @@ public final class RevocationWatcher: Sendable {
         self.path = path
         self.logger = logger
         self.onReload = onReload
-        let list = try path.map(RevocationList.load(path:)) ?? RevocationList()
-        self.current = Mutex((list, path.map(Self.stamp(of:)) ?? ""))
+        let list = try path.map { try RevocationList.load(path: $0) } ?? RevocationList()
+        self.current = Mutex((list, path.map(Self.stamp(of:)) ?? "", nil))
     }
 
     public var list: RevocationList { current.withLock { $0.list } }
 
-    public func isRevoked(serial: String) -> Bool { list.isRevoked(serial: serial) }
+    /// Why the list cannot be trusted now, if it cannot.
+    public var failure: String? { current.withLock { $0.failure } }
 
-    /// Reloads now. Returns false (keeping the old list) when the file is malformed.
+    /// Admits a new connection's certificate, or refuses it: revoked, or the list cannot be read.
+    public func admit(serial: String, name: String, role: String) throws(WireError) {
+        let (list, failure) = current.withLock { ($0.list, $0.failure) }
+        if let failure {
+            throw .refused(code: .unavailable, message: "the manager's revocation list cannot be read (\(failure)); new connections are refused until it is fixed")
+        }
+        if list.isRevoked(serial: serial) {
+            throw .refused(code: .certificateRevoked, message: "certificate serial \(serial) of \(role) \(name) has been revoked")
+        }
+    }
+
+    /// Reloads now. Returns false when the file is missing, unreadable or
+    /// malformed: then new connections are refused until a reload succeeds.
     @discardableResult
     public func reload(reason: String) -> Bool {
         guard let path else { return true }
         let stamp = Self.stamp(of: path)
         do {
             let list = try RevocationList.load(path: path)
-            current.withLock { $0 = (list, stamp) }
+            current.withLock { $0 = (list, stamp, nil) }
             logger.info("revocation list reloaded", metadata: ["path": "\(path)", "entries": "\(list.entries.count)", "trigger": "\(reason)"])
             onReload(list)
             return true
         } catch {
-            current.withLock { $0.stamp = stamp }
-            logger.error("revocation list not reloaded; the previous one stays in force", metadata: ["error": "\(error)"])
+            current.withLock {
+                $0.stamp = stamp
+                $0.failure = "\(error)"
+            }
+            logger.error("revocation list unreadable: new connections are refused until it is fixed", metadata: ["error": "\(error)"])
             return false
         }
     }

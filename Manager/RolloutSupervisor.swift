@@ -84,6 +84,11 @@ struct RolloutSupervisor {
             try decide(rollout, promote: false, reason: String(format: "validation mIoU %.3f is below the bound %.3f; ", version.validationMIoU, policy.minValidationMIoU) + figures)
         } else if increase > policy.maxDefectRateIncrease {
             try decide(rollout, promote: false, reason: String(format: "defect rate rose by %.3f (bound %.3f); ", increase, policy.maxDefectRateIncrease) + figures)
+        } else if policy.defectRateRatio < 1, rollout.baselineDefectRate >= CanaryPolicyRecord.defectRateDropFloor,
+                  rollout.canaryDefectRate < rollout.baselineDefectRate * policy.defectRateRatio {
+            // A model that stops finding the defects the old one found is as suspect as one that floods.
+            try decide(rollout, promote: false, reason: String(format: "defect rate fell to %.3f, below %.2f of the baseline: the new model stops finding defects the old one found; ",
+                                                               rollout.canaryDefectRate, policy.defectRateRatio) + figures)
         } else {
             try decide(rollout, promote: true, reason: "within bounds; " + figures)
         }

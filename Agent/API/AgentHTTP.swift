@@ -12,17 +12,27 @@ import NIOSSL
 /// The agent's whole HTTP side: access control in front of the label, live,
 /// training and model routes, over HTTP or HTTPS with the agent's certificate.
 public enum AgentHTTP {
-    public static func router(runtime: AgentRuntime, training: TrainingJobs, sessionLifetime: TimeInterval, secureCookies: Bool) -> Router<BasicRequestContext> {
-        let router = Router()
-        router.add(middleware: AccessMiddleware(store: runtime.store))
-        AccessAPI(store: runtime.store, sessionLifetime: sessionLifetime, secureCookies: secureCookies).register(on: router)
+    /// The agent's router. Every route declares its access where it is
+    /// registered; `table` collects them (the security tests enumerate it).
+    /// The security headers wrap everything, errors included; the access
+    /// middleware then enforces the matched route's declared access.
+    public static func router(runtime: AgentRuntime, training: TrainingJobs, sessionLifetime: TimeInterval, secureCookies: Bool,
+                              signIns: SignInGuard = SignInGuard(), table: RouteTable = RouteTable()) -> AgentRouter {
+        let router = AgentRouter(context: AgentRequestContext.self)
+        router.add(middleware: SecurityHeadersMiddleware(secure: secureCookies))
+        router.add(middleware: AccessMiddleware(store: runtime.store, table: table))
+        let routes = AgentRoutes(router: router, table: table)
+        AccessAPI(store: runtime.store, sessionLifetime: sessionLifetime, secureCookies: secureCookies, signIns: signIns,
+                  initialPasswordFile: initialPasswordPath(runtime)).register(on: routes)
         var labels = LabelAPI(store: runtime.store)
         labels.recipeSaved = { try runtime.reload() }
-        labels.register(on: router)
-        LiveAPI(runtime: runtime, training: training).register(on: router)
-        PageAPI(runtime: runtime).register(on: router)
+        labels.register(on: routes)
+        LiveAPI(runtime: runtime, training: training).register(on: routes)
+        PageAPI(runtime: runtime).register(on: routes)
         return router
     }
+
+    static func initialPasswordPath(_ runtime: AgentRuntime) -> String { runtime.config.dataDir + "/initial-admin-password" }
 
     /// The server: HTTPS when `http.tls` is set (TLS 1.2+ for browsers, the
     /// agent's fleet certificate, which must carry the page's host names).
@@ -54,7 +64,9 @@ public enum AgentHTTP {
 
     /// At first start (no users yet), creates `admin` with the configured
     /// initial password, or with a random one written to
-    /// DATADIR/initial-admin-password (mode 0600) and named in the log.
+    /// DATADIR/initial-admin-password (mode 0600 from its first byte) and
+    /// named in the log. The file is removed when the admin changes the
+    /// password on the page.
     public static func ensureAdmin(runtime: AgentRuntime, logger: Logger) throws {
         let store = runtime.store
         guard try store.users().isEmpty else { return }
@@ -65,9 +77,8 @@ public enum AgentHTTP {
         }
         let alphabet = Array("abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789")
         let password = String((0..<16).map { _ in alphabet.randomElement()! })
-        let path = runtime.config.dataDir + "/initial-admin-password"
-        try BlobStore.replaceDurably(path, with: Data((password + "\n").utf8))
-        chmod(path, 0o600)
+        let path = initialPasswordPath(runtime)
+        try BlobStore.replaceDurably(path, with: Data((password + "\n").utf8), mode: 0o600)
         try store.setUser("admin", password: password, role: .admin)
         logger.notice("first start: user admin created", metadata: ["password-file": "\(path)"])
     }

@@ -22,10 +22,10 @@ public struct LabelAPI: Sendable {
         self.store = store
     }
 
-    public func register(on router: Router<some RequestContext>) {
-        let api = router.group("api/v1")
-        api.get("health") { _, _ in try Self.json(["status": "ok"]) }
-        api.get("captures") { request, _ in
+    public func register(on routes: AgentRoutes) {
+        let api = routes.group("api/v1")
+        api.get("health", .open) { _, _ in try Self.json(["status": "ok"]) }
+        api.get("captures", .viewer) { request, _ in
             let offset = max(0, request.uri.queryParameters.get("offset", as: Int.self) ?? 0)
             let limit = min(500, max(1, request.uri.queryParameters.get("limit", as: Int.self) ?? 100))
             return try Self.mapped {
@@ -33,14 +33,14 @@ public struct LabelAPI: Sendable {
                 return try Self.json(CaptureList(total: try store.captureCount(), captures: captures.map(CaptureJSON.init)))
             }
         }
-        api.get("captures/:number") { _, context in
+        api.get("captures/:number", .viewer) { _, context in
             let number = try Self.number(context)
             return try Self.mapped {
                 let capture = try store.capture(number: number)
                 return try Self.json(CaptureDetail(capture: CaptureJSON(capture), labels: try store.labels(captureNumber: number).map(LabelJSON.init)))
             }
         }
-        api.get("captures/:number/image") { _, context in
+        api.get("captures/:number/image", .viewer) { _, context in
             let number = try Self.number(context)
             return try Self.mapped {
                 let data = try store.image(of: try store.capture(number: number))
@@ -48,7 +48,7 @@ public struct LabelAPI: Sendable {
                 return Self.bytes(data, type: type)
             }
         }
-        api.post("captures/import") { request, _ in
+        api.post("captures/import", .operator) { request, _ in
             let body = try await Self.body(request, limit: maximumBody)
             let name = request.headers[Self.filenameHeader] ?? "upload"
             guard FleetSafeName.isValid(name.replacingOccurrences(of: " ", with: "_")) else {
@@ -69,8 +69,8 @@ public struct LabelAPI: Sendable {
                 return try Self.json(CaptureJSON(capture), status: .created)
             }
         }
-        api.get("recipe") { _, _ in try Self.mapped { try Self.json(try store.recipe()) } }
-        api.put("recipe") { request, _ in
+        api.get("recipe", .viewer) { _, _ in try Self.mapped { try Self.json(try store.recipe()) } }
+        api.put("recipe", .operator) { request, _ in
             let recipe = try await Self.decode(Recipe.self, request, limit: 1 << 20)
             let user = self.user(request)
             return try Self.mapped {
@@ -79,8 +79,8 @@ public struct LabelAPI: Sendable {
                 return try Self.json(saved)
             }
         }
-        api.get("classes") { _, _ in try Self.mapped { try Self.json(try store.classes()) } }
-        api.put("classes") { request, _ in
+        api.get("classes", .viewer) { _, _ in try Self.mapped { try Self.json(try store.classes()) } }
+        api.put("classes", .operator) { request, _ in
             let classes = try await Self.decode([ClassRecord].self, request, limit: 1 << 16)
             let user = self.user(request)
             return try Self.mapped {
@@ -88,7 +88,7 @@ public struct LabelAPI: Sendable {
                 return try Self.json(try store.classes())
             }
         }
-        api.get("captures/:number/rois/:roi/mask") { _, context in
+        api.get("captures/:number/rois/:roi/mask", .viewer) { _, context in
             let (number, roiName) = try Self.target(context)
             return try Self.mapped {
                 guard let label = try store.label(captureNumber: number, roiName: roiName) else {
@@ -97,12 +97,12 @@ public struct LabelAPI: Sendable {
                 return Self.bytes(try store.blobs.get(label.maskHash), type: "image/png")
             }
         }
-        api.put("captures/:number/rois/:roi/mask") { request, context in
+        api.put("captures/:number/rois/:roi/mask", .operator) { request, context in
             let (number, roiName) = try Self.target(context)
             let body = try await Self.body(request, limit: maximumBody)
             let mask: Image8
             do {
-                let decoded = try PNGCodec.decode(body)
+                let decoded = try PNGCodec.decode(body, limits: .roi)
                 guard case .gray8(let grey) = decoded else { throw HTTPError(.badRequest, message: "a mask must be an 8-bit single-channel PNG of class indices") }
                 mask = grey
             } catch let error as HTTPError {
@@ -117,7 +117,7 @@ public struct LabelAPI: Sendable {
                 return try Self.json(LabelJSON(label))
             }
         }
-        api.post("captures/:number/rois/:roi/strokes") { request, context in
+        api.post("captures/:number/rois/:roi/strokes", .operator) { request, context in
             let (number, roiName) = try Self.target(context)
             let strokes = try await Self.decode(StrokeBatch.self, request, limit: 4 << 20).strokes
             let user = self.user(request)
@@ -127,7 +127,7 @@ public struct LabelAPI: Sendable {
                 return try Self.json(LabelJSON(label))
             }
         }
-        api.put("captures/:number/rois/:roi/include") { request, context in
+        api.put("captures/:number/rois/:roi/include", .operator) { request, context in
             let (number, roiName) = try Self.target(context)
             let flag = try await Self.decode(IncludeFlag.self, request, limit: 1024)
             let user = self.user(request)
@@ -141,7 +141,7 @@ public struct LabelAPI: Sendable {
                 return try Self.json(LabelJSON(try store.label(captureNumber: number, roiName: roiName)!))
             }
         }
-        api.get("edits") { request, _ in
+        api.get("edits", .viewer) { request, _ in
             let limit = min(1000, max(1, request.uri.queryParameters.get("limit", as: Int.self) ?? 100))
             return try Self.mapped { try Self.json(try store.edits(limit: limit)) }
         }

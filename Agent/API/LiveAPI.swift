@@ -21,23 +21,23 @@ public struct LiveAPI: Sendable {
         self.training = training
     }
 
-    public func register(on router: Router<some RequestContext>) {
-        let api = router.group("api/v1")
+    public func register(on routes: AgentRoutes) {
+        let api = routes.group("api/v1")
         let store = runtime.store
         let pipeline = runtime.pipeline
 
-        api.post("captures") { request, _ in
+        api.post("captures", .operator) { request, _ in
             let user = self.user(request)
             return try LabelAPI.mapped { try LabelAPI.json(LabelAPI.CaptureJSON(try runtime.captureFromCamera(user: user)), status: .created) }
         }
-        api.get("captures/:number/rois/:roi/image") { _, context in
+        api.get("captures/:number/rois/:roi/image", .viewer) { _, context in
             let (number, roiName) = try LabelAPI.target(context)
             return try LabelAPI.mapped {
                 let crop = try roiCrop(number: number, roiName: roiName)
                 return LabelAPI.bytes(try PNGCodec.encode(crop), type: "image/png")
             }
         }
-        api.post("captures/:number/rois/:roi/wand") { request, context in
+        api.post("captures/:number/rois/:roi/wand", .operator) { request, context in
             let (number, roiName) = try LabelAPI.target(context)
             let click = try await LabelAPI.decode(WandClick.self, request, limit: 4096)
             let user = self.user(request)
@@ -61,8 +61,8 @@ public struct LiveAPI: Sendable {
         }
 
         // Live mode.
-        api.get("live") { _, _ in try LabelAPI.json(pipeline.statistics) }
-        api.put("live") { request, _ in
+        api.get("live", .viewer) { _, _ in try LabelAPI.json(pipeline.statistics) }
+        api.put("live", .operator) { request, _ in
             let change = try await LabelAPI.decode(LiveChange.self, request, limit: 4096)
             let user = self.user(request)
             return try LabelAPI.mapped {
@@ -82,20 +82,21 @@ public struct LiveAPI: Sendable {
                 return try LabelAPI.json(pipeline.statistics)
             }
         }
-        api.get("live/results") { request, _ in
+        api.get("live/results", .viewer) { request, _ in
             let limit = min(LivePipeline.logCapacity, max(1, request.uri.queryParameters.get("limit", as: Int.self) ?? 50))
             return try LabelAPI.json(pipeline.results(limit: limit))
         }
-        api.get("live/frame.jpg") { request, _ in
+        api.get("live/frame.jpg", .viewer) { request, _ in
             let width = min(4096, max(64, request.uri.queryParameters.get("width", as: Int.self) ?? 1280))
             guard let latest = pipeline.latest else { throw HTTPError(.notFound, message: "no frame has been inspected yet") }
             return LabelAPI.bytes(try LiveOverlay.jpeg(latest, colors: try colors(), maxWidth: width), type: "image/jpeg")
         }
-        api.get("live/stream.mjpeg") { request, _ in
+        let sessions = runtime.store.sessionEvents
+        api.get("live/stream.mjpeg", .viewer) { request, context in
             let width = min(4096, max(64, request.uri.queryParameters.get("width", as: Int.self) ?? 960))
             let fps = min(30, max(0.2, request.uri.queryParameters.get("fps", as: Double.self) ?? 10))
             let colors = try colors()
-            let ticks = LiveAPI.untilShutdown(pipeline.subscribe(keepingNewest: 1))
+            let ticks = LiveAPI.untilEnded(pipeline.subscribe(keepingNewest: 1), session: context, sessions)
             let boundary = "loupeframe"
             return Response(status: .ok, headers: [.contentType: "multipart/x-mixed-replace; boundary=\(boundary)", .cacheControl: "no-store"],
                             body: ResponseBody { writer in
@@ -114,32 +115,33 @@ public struct LiveAPI: Sendable {
                 try await writer.finish(nil)
             })
         }
-        api.get("live/events") { _, _ in
-            let results = pipeline.subscribe()
-            return LiveAPI.eventStream(results, name: "result")
+        api.get("live/events", .viewer) { _, context in
+            LiveAPI.eventStream(LiveAPI.untilEnded(pipeline.subscribe(), session: context, sessions), name: "result")
         }
 
         // Training.
-        api.post("training") { request, _ in
+        api.post("training", .operator) { request, _ in
             let start = try await LabelAPI.decode(TrainingRequest.self, request, limit: 4096)
             let user = self.user(request)
             return try await LabelAPI.mappedAsync { try LabelAPI.json(try await training.start(start, user: user), status: .accepted) }
         }
-        api.get("training") { _, _ in
+        api.get("training", .viewer) { _, _ in
             guard let status = training.status else { throw HTTPError(.notFound, message: "no training job has run since the agent started") }
             return try LabelAPI.json(status)
         }
-        api.post("training/cancel") { _, _ in
+        api.post("training/cancel", .operator) { _, _ in
             try await LabelAPI.mappedAsync {
                 try await training.cancel(jobId: nil)
                 return try LabelAPI.json(training.status)
             }
         }
-        api.get("training/events") { _, _ in LiveAPI.eventStream(training.subscribe(), name: "progress") }
+        api.get("training/events", .viewer) { _, context in
+            LiveAPI.eventStream(LiveAPI.untilEnded(training.subscribe(), session: context, sessions), name: "progress")
+        }
 
         // Models.
-        api.get("model") { _, _ in try LabelAPI.json(runtime.shelf.state) }
-        api.post("model/rollback") { _, _ in
+        api.get("model", .viewer) { _, _ in try LabelAPI.json(runtime.shelf.state) }
+        api.post("model/rollback", .operator) { _, _ in
             try LabelAPI.mapped {
                 try runtime.rollback()
                 return try LabelAPI.json(runtime.shelf.state)
@@ -168,9 +170,8 @@ public struct LiveAPI: Sendable {
     }
 
     /// A stream of JSON events (text/event-stream), for EventSource on the page.
-    static func eventStream<Element: Encodable & Sendable>(_ stream: AsyncStream<Element>, name: String) -> Response {
-        let events = untilShutdown(stream)
-        return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-store"], body: ResponseBody { writer in
+    static func eventStream<Element: Encodable & Sendable>(_ events: AsyncStream<Element>, name: String) -> Response {
+        Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-store"], body: ResponseBody { writer in
             try await writer.write(ByteBuffer(string: ": loupe \(name) events\n\n"))
             for await event in events {
                 guard let data = try? LabelAPI.encoder.encode(event) else { continue }
@@ -180,18 +181,33 @@ public struct LiveAPI: Sendable {
         })
     }
 
-    /// The same values, ending when the agent shuts down: an open stream
-    /// (the page's event source, the MJPEG view) must not hold up its shutdown.
-    static func untilShutdown<Element: Sendable>(_ stream: AsyncStream<Element>) -> AsyncStream<Element> {
+    /// The same values, ending when the agent shuts down (an open stream, the
+    /// page's event source or the MJPEG view, must not hold up its shutdown)
+    /// or when the request's session ends: signed out, its password changed,
+    /// its user removed, or expired.
+    static func untilEnded<Element: Sendable>(_ stream: AsyncStream<Element>, session context: AgentRequestContext,
+                                              _ sessions: SessionEvents) -> AsyncStream<Element> {
         let (out, continuation) = AsyncStream.makeStream(of: Element.self, bufferingPolicy: .bufferingNewest(4))
+        let expiry = context.session?.expiresAt
         // Task {} inherits the request's task locals, among them the graceful-shutdown handler.
         let forward = Task {
             await cancelWhenGracefulShutdown {
-                for await value in stream { continuation.yield(value) }
+                await withTaskGroup(of: Void.self) { group in
+                    group.addTask { for await value in stream { continuation.yield(value) } }
+                    if let expiry {
+                        group.addTask { try? await Task.sleep(for: .seconds(max(0, expiry.timeIntervalSinceNow))) }
+                    }
+                    await group.next()
+                    group.cancelAll()
+                }
             }
             continuation.finish()
         }
-        continuation.onTermination = { _ in forward.cancel() }
+        let watch = context.sessionKey.map { key in sessions.watch(key: key, user: context.session?.user ?? "") { forward.cancel() } }
+        continuation.onTermination = { _ in
+            forward.cancel()
+            if let watch { sessions.unwatch(watch) }
+        }
         return out
     }
 

@@ -30,22 +30,21 @@ public struct PageAPI: Sendable {
         "/recipe.js": ("text/javascript; charset=utf-8", PackageResources.recipe_js),
     ]
 
-    public func register(on router: Router<some RequestContext>) {
+    public func register(on routes: AgentRoutes) {
         for (path, asset) in Self.assets {
-            router.get(RouterPath(path)) { _, _ in
-                Response(status: .ok, headers: [.contentType: asset.type, .cacheControl: "no-cache",
-                                                 .init("Content-Security-Policy")!: "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'",
-                                                 .init("X-Content-Type-Options")!: "nosniff"],
+            // The security headers (CSP, nosniff, …) come from SecurityHeadersMiddleware, as on every response.
+            routes.get(RouterPath(path), .open) { _, _ in
+                Response(status: .ok, headers: [.contentType: asset.type, .cacheControl: "no-cache"],
                          body: ResponseBody(byteBuffer: ByteBuffer(bytes: asset.bytes)))
             }
         }
 
-        let api = router.group("api/v1")
+        let api = routes.group("api/v1")
         let store = runtime.store
         let pipeline = runtime.pipeline
 
         // The camera's newest frame as it comes, for the preview pane while live mode is off.
-        api.get("camera/frame.jpg") { request, _ in
+        api.get("camera/frame.jpg", .viewer) { request, _ in
             let width = min(4096, max(64, request.uri.queryParameters.get("width", as: Int.self) ?? 1280))
             guard pipeline.hasSource else { throw HTTPError(.notFound, message: "this agent has no camera configured") }
             guard let frame = pipeline.latestFrame else { throw HTTPError(.serviceUnavailable, message: "the camera has not delivered a frame yet") }
@@ -60,7 +59,7 @@ public struct PageAPI: Sendable {
         }
 
         // Recipe setup: find the template (saved or drafted) in the current live frame.
-        api.post("align/test") { request, _ in
+        api.post("align/test", .operator) { request, _ in
             let draft = try await LabelAPI.decode(AlignDraft.self, request, limit: 8192)
             return try LabelAPI.mapped {
                 let saved = try store.recipe()
@@ -96,7 +95,7 @@ public struct PageAPI: Sendable {
         }
 
         // Every labelled ROI with its capture number, for "View All ROIs".
-        api.get("labels") { request, _ in
+        api.get("labels", .viewer) { request, _ in
             let includedOnly = request.uri.queryParameters.get("included") == "true"
             return try LabelAPI.mapped {
                 var numbers: [Int64: Int] = [:]
@@ -115,7 +114,7 @@ public struct PageAPI: Sendable {
         }
 
         // The mask tools: fill holes, grow, shrink, remove specks.
-        api.post("captures/:number/rois/:roi/mask/tool") { request, context in
+        api.post("captures/:number/rois/:roi/mask/tool", .operator) { request, context in
             let (number, roiName) = try LabelAPI.target(context)
             let command = try await LabelAPI.decode(MaskToolCommand.self, request, limit: 4096)
             let user = self.user(request)
@@ -147,7 +146,7 @@ public struct PageAPI: Sendable {
         }
 
         // The seed's labelling check: regions thinner than a 6 px radius brush.
-        api.get("captures/:number/rois/:roi/mask/check") { request, context in
+        api.get("captures/:number/rois/:roi/mask/check", .viewer) { request, context in
             let (number, roiName) = try LabelAPI.target(context)
             let minimum = request.uri.queryParameters.get("radius", as: Double.self) ?? 6
             return try LabelAPI.mapped {
@@ -164,7 +163,7 @@ public struct PageAPI: Sendable {
         // Undo and redo: put back an earlier version of a mask by its hash
         // (every version stays in the content-addressed blob store), or an
         // empty mask for "before the first edit".
-        api.put("captures/:number/rois/:roi/mask/revert") { request, context in
+        api.put("captures/:number/rois/:roi/mask/revert", .operator) { request, context in
             let (number, roiName) = try LabelAPI.target(context)
             let revert = try await LabelAPI.decode(MaskRevert.self, request, limit: 4096)
             let user = self.user(request)

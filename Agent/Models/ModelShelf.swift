@@ -1,8 +1,10 @@
 import Crypto
 import Foundation
 import LoupeSegmentation
+import LoupeProto
 import LoupeStorage
 import Synchronization
+import SwiftProtobuf
 
 /// Why a model was not installed.
 public enum ModelInstallError: Error, Equatable, CustomStringConvertible {
@@ -14,6 +16,14 @@ public enum ModelInstallError: Error, Equatable, CustomStringConvertible {
     case chunkOutOfOrder(version: String, expected: UInt64, received: UInt64)
     case tooLarge(version: String, bytes: UInt64, limit: UInt64)
     case io(String)
+    /// Signed for another inspection type than this camera's recipe.
+    case wrongInspectionType(version: String, model: String, recipe: String)
+    /// Signed under another version name than the offer gave.
+    case mislabelled(version: String, signedAs: String)
+    /// Its assignment is no newer than one this camera already accepted: an old offer replayed.
+    case replayed(version: String, assignment: UInt64, newest: UInt64)
+    /// No signed assignment, or one that does not name this camera and this model.
+    case badAssignment(version: String, reason: String)
 
     public var description: String {
         switch self {
@@ -27,6 +37,14 @@ public enum ModelInstallError: Error, Equatable, CustomStringConvertible {
             "model \(version): chunk at byte \(received) does not continue the download at byte \(expected)"
         case .tooLarge(let version, let bytes, let limit): "model \(version) is \(bytes) bytes; at most \(limit) are accepted"
         case .io(let reason): reason
+        case .wrongInspectionType(let version, let model, let recipe):
+            "model \(version) is signed for inspection type \"\(model)\", this camera's recipe is \"\(recipe)\"; not installed"
+        case .mislabelled(let version, let signedAs):
+            "model \(version) is signed as version \"\(signedAs)\"; an offer cannot relabel a model; not installed"
+        case .replayed(let version, let assignment, let newest):
+            "model \(version): its assignment (sequence \(assignment)) is no newer than the last this camera accepted (sequence \(newest)): "
+                + "an old offer replayed; not installed"
+        case .badAssignment(let version, let reason): "model \(version): assignment refused: \(reason); not installed"
         }
     }
 }
@@ -53,13 +71,37 @@ public final class ModelShelf: Sendable {
     public struct State: Codable, Sendable, Equatable {
         public var current: InstalledModel?
         public var previous: InstalledModel?
+        /// The sequence of the newest manager assignment accepted.
+        public var newestAssignment: UInt64?
+    }
+
+    /// What a model offered by the manager must match beyond its signature.
+    public struct OfferCheck: Sendable {
+        /// This camera's id and its recipe's inspection type.
+        public var cameraId: String
+        public var inspectionType: String
+        /// The offer's serialised `ModelAssignment` and the manager's signature over it.
+        public var assignment: Data
+        public var assignmentSignature: Data
+
+        public init(cameraId: String, inspectionType: String, assignment: Data, assignmentSignature: Data) {
+            self.cameraId = cameraId
+            self.inspectionType = inspectionType
+            self.assignment = assignment
+            self.assignmentSignature = assignmentSignature
+        }
     }
 
     public let directory: String
+    /// Keys that sign models from the manager; the only ones an offer or a manager model may carry.
+    public let managerKeys: [Curve25519.Signing.PublicKey]
+    /// The manager's keys and this agent's own (for models it trained itself).
     public let trustedKeys: [Curve25519.Signing.PublicKey]
     /// Signs models this agent trains itself (`models/local-signing.key`, made at first start).
     public let localKey: Curve25519.Signing.PrivateKey
     public static let maximumModelBytes: UInt64 = 256 << 20
+    /// `InstalledModel.origin` of models offered by the manager.
+    public static let managerOrigin = "manager"
     private let lock = Mutex(())
 
     public init(directory: String, managerKeys: [Curve25519.Signing.PublicKey]) throws(StoreError) {
@@ -77,9 +119,9 @@ public final class ModelShelf: Sendable {
             localKey = key
         } else {
             localKey = Curve25519.Signing.PrivateKey()
-            try BlobStore.replaceDurably(keyPath, with: localKey.rawRepresentation)
-            chmod(keyPath, 0o600)
+            try BlobStore.replaceDurably(keyPath, with: localKey.rawRepresentation, mode: 0o600)
         }
+        self.managerKeys = managerKeys
         trustedKeys = managerKeys + [localKey.publicKey]
     }
 
@@ -117,32 +159,43 @@ public final class ModelShelf: Sendable {
         return try verify(data, version: installed.version, expectedSHA256: nil)
     }
 
-    /// Checks a model file: SHA-256 (when the offer gave one) and a trusted signature.
-    public func verify(_ data: Data, version: String, expectedSHA256: Data?) throws(ModelInstallError) -> SegmentationModel {
+    /// Checks a model file: SHA-256 (when the offer gave one) and a signature
+    /// by one of `keys` (all trusted keys unless told otherwise).
+    public func verify(_ data: Data, version: String, expectedSHA256: Data?,
+                       keys: [Curve25519.Signing.PublicKey]? = nil) throws(ModelInstallError) -> SegmentationModel {
         if let expectedSHA256 {
             let actual = Data(SHA256.hash(data: data))
             guard actual == expectedSHA256 else { throw .hashMismatch(version: version, expected: expectedSHA256.hexString, actual: actual.hexString) }
         }
         do {
-            return try ModelFile.decode(data, name: "model \(version)", trustedKeys: trustedKeys).0
+            return try ModelFile.decode(data, name: "model \(version)", trustedKeys: keys ?? trustedKeys).0
         } catch {
             if case .signatureRefused(_, let reason) = error { throw .badSignature(version: version, reason: reason) }
             throw .unreadable(version: version, reason: "\(error)")
         }
     }
 
-    /// Verifies and installs a model; the one it replaces becomes the rollback target.
+    /// Verifies and installs a model; the one it replaces becomes the rollback
+    /// target. A model from the manager (`offer` given) must be signed by a
+    /// manager key (never this agent's own), for the recipe's inspection type,
+    /// under the offered name, and come with the manager's signed assignment
+    /// of it to this camera, newer than any assignment accepted before.
     @discardableResult
-    public func install(_ data: Data, version: String, expectedSHA256: Data?, origin: String) throws(ModelInstallError) -> (SegmentationModel, InstalledModel) {
+    public func install(_ data: Data, version: String, expectedSHA256: Data?, origin: String,
+                        offer: OfferCheck? = nil) throws(ModelInstallError) -> (SegmentationModel, InstalledModel) {
         guard FleetSafeName.isValid(version) else { throw .invalidVersion(version) }
-        let model = try verify(data, version: version, expectedSHA256: expectedSHA256)
+        guard origin != Self.managerOrigin || offer != nil else {
+            throw .badSignature(version: version, reason: "a model from the manager is installed only with its offer's provenance checks")
+        }
+        let model = try verify(data, version: version, expectedSHA256: expectedSHA256, keys: offer == nil ? nil : managerKeys)
         return try lock.withLock { _ throws(ModelInstallError) -> (SegmentationModel, InstalledModel) in
+            var state = readState()
+            if let offer { state.newestAssignment = try checkProvenance(model.metadata.provenance, version: version, offer: offer, newest: state.newestAssignment ?? 0) }
             do {
                 try BlobStore.replaceDurably(path(of: version), with: data)
             } catch {
                 throw .io("cannot write model \(version): \(error)")
             }
-            var state = readState()
             let installed = InstalledModel(version: version, sha256: Data(SHA256.hash(data: data)).hexString, bytes: data.count, installedAt: Date(), origin: origin)
             if state.current?.version != version { state.previous = state.current }
             state.current = installed
@@ -150,6 +203,34 @@ public final class ModelShelf: Sendable {
             try? FileManager.default.removeItem(atPath: partialPath(version))
             return (model, installed)
         }
+    }
+
+    /// The provenance checks of a manager model; returns the assignment's sequence, the newest after accepting it.
+    private func checkProvenance(_ provenance: ModelProvenance, version: String, offer: OfferCheck,
+                                 newest: UInt64) throws(ModelInstallError) -> UInt64 {
+        guard provenance.versionName == version else { throw .mislabelled(version: version, signedAs: provenance.versionName) }
+        guard !provenance.inspectionType.isEmpty, provenance.inspectionType == offer.inspectionType else {
+            throw .wrongInspectionType(version: version, model: provenance.inspectionType, recipe: offer.inspectionType)
+        }
+        guard !offer.assignment.isEmpty else { throw .badAssignment(version: version, reason: "the offer carries no signed assignment") }
+        guard managerKeys.contains(where: { $0.isValidSignature(offer.assignmentSignature, for: offer.assignment) }) else {
+            throw .badAssignment(version: version, reason: "not signed by the manager's model-signing key")
+        }
+        let assignment: Loupe_Model_V1_ModelAssignment
+        do { assignment = try Loupe_Model_V1_ModelAssignment(serializedBytes: offer.assignment) } catch {
+            throw .badAssignment(version: version, reason: "does not parse: \(error)")
+        }
+        guard assignment.cameraID == offer.cameraId else {
+            throw .badAssignment(version: version, reason: "it assigns camera \(assignment.cameraID), not this camera (\(offer.cameraId))")
+        }
+        guard assignment.version == version, assignment.modelSequence == provenance.sequence, assignment.inspectionType == provenance.inspectionType else {
+            throw .badAssignment(version: version, reason: "it names \(assignment.version) (sequence \(assignment.modelSequence), type \(assignment.inspectionType)), "
+                                     + "not this model (sequence \(provenance.sequence), type \(provenance.inspectionType))")
+        }
+        guard assignment.sequence > newest else {
+            throw .replayed(version: version, assignment: assignment.sequence, newest: newest)
+        }
+        return assignment.sequence
     }
 
     /// Goes back to the model before the current one (which becomes the new "previous").

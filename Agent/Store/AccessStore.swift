@@ -3,6 +3,7 @@ import CryptoExtras
 import Foundation
 import GRDB
 import LoupeStorage
+import Synchronization
 
 /// What a signed-in user may do on the agent's page.
 public enum AccessRole: String, Codable, Sendable, CaseIterable, Comparable {
@@ -77,6 +78,7 @@ extension LabelStore {
             // A new password ends the user's other sessions.
             try db.execute(sql: "DELETE FROM session WHERE user = ?", arguments: [name])
         }
+        sessionEvents.ended(user: name)
     }
 
     public func users() throws(StoreError) -> [UserRecord] {
@@ -89,6 +91,7 @@ extension LabelStore {
             let admins = try UserRecord.filter(Column("role") == AccessRole.admin.rawValue).fetchCount(db)
             guard admins > 0 else { throw StoreError.invalid("the last admin cannot be removed") }
         }
+        sessionEvents.ended(user: name)
     }
 
     /// Checks a password and opens a session. Unknown users cost the same time as wrong passwords.
@@ -101,7 +104,7 @@ extension LabelStore {
         let token = Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
             .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
         let now = Date()
-        let session = SessionRecord(tokenHash: BlobStore.hash(Data(token.utf8)), user: name, createdAt: now, expiresAt: now.addingTimeInterval(lifetime))
+        let session = SessionRecord(tokenHash: Self.sessionKey(token: token), user: name, createdAt: now, expiresAt: now.addingTimeInterval(lifetime))
         try write { db in
             try db.execute(sql: "DELETE FROM session WHERE expiresAt < ?", arguments: [now])
             try session.insert(db)
@@ -112,7 +115,7 @@ extension LabelStore {
     /// The live session a token names, if any.
     public func session(token: String) throws(StoreError) -> Session? {
         guard !token.isEmpty, token.count <= 128 else { return nil }
-        let hash = BlobStore.hash(Data(token.utf8))
+        let hash = Self.sessionKey(token: token)
         return try read { db -> Session? in
             guard let session = try SessionRecord.fetchOne(db, key: hash), session.expiresAt > Date(),
                   let user = try UserRecord.fetchOne(db, key: session.user) else { return nil }
@@ -121,14 +124,60 @@ extension LabelStore {
     }
 
     public func signOut(token: String) throws(StoreError) {
-        let hash = BlobStore.hash(Data(token.utf8))
+        let hash = Self.sessionKey(token: token)
         try write { db in _ = try SessionRecord.deleteOne(db, key: hash) }
+        sessionEvents.ended(key: hash)
     }
+
+    /// What a session is stored and watched by: the SHA-256 of its token.
+    public static func sessionKey(token: String) -> String { BlobStore.hash(Data(token.utf8)) }
 
     static func constantTimeEqual(_ a: Data, _ b: Data) -> Bool {
         guard a.count == b.count else { return false }
         var difference: UInt8 = 0
         for (x, y) in zip(a, b) { difference |= x ^ y }
         return difference == 0
+    }
+}
+
+/// Open streams (MJPEG, events) watching their session: each ends as soon as
+/// its session does, by sign-out, a password change or the user's removal.
+public final class SessionEvents: Sendable {
+    private struct Watcher {
+        var key: String
+        var user: String
+        var end: @Sendable () -> Void
+    }
+
+    private let watchers = Mutex<(next: Int, all: [Int: Watcher])>((0, [:]))
+
+    public init() {}
+
+    /// Calls `end` once when the session `key` of `user` ends; returns the watch to remove.
+    public func watch(key: String, user: String, end: @escaping @Sendable () -> Void) -> Int {
+        watchers.withLock { state in
+            state.next += 1
+            state.all[state.next] = Watcher(key: key, user: user, end: end)
+            return state.next
+        }
+    }
+
+    public func unwatch(_ id: Int) {
+        _ = watchers.withLock { $0.all.removeValue(forKey: id) }
+    }
+
+    /// Streams being watched now.
+    public var count: Int { watchers.withLock { $0.all.count } }
+
+    func ended(key: String) { end { $0.key == key } }
+    func ended(user: String) { end { $0.user == user } }
+
+    private func end(where matches: (Watcher) -> Bool) {
+        let ended = watchers.withLock { state -> [Watcher] in
+            let hit = state.all.filter { matches($0.value) }
+            for id in hit.keys { state.all[id] = nil }
+            return Array(hit.values)
+        }
+        for watcher in ended { watcher.end() }
     }
 }

@@ -90,6 +90,8 @@ public struct OutboxRecord: Codable, Sendable, Equatable, FetchableRecord, Mutab
 public final class LabelStore: Sendable {
     public let directory: String
     public let blobs: BlobStore
+    /// Tells open streams that their session ended (sign-out, new password, user removed).
+    public let sessionEvents = SessionEvents()
     private let pool: DatabasePool
 
     public init(directory: String) throws(StoreError) {

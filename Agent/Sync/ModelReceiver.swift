@@ -63,9 +63,14 @@ public final class ModelReceiver: Sendable {
         guard offer.sizeBytes > 0, offer.sizeBytes <= ModelShelf.maximumModelBytes else {
             throw ModelInstallError.tooLarge(version: version, bytes: offer.sizeBytes, limit: ModelShelf.maximumModelBytes)
         }
-        // The offer itself must be signed by a key this agent trusts, before a byte is fetched.
-        guard shelf.trustedKeys.contains(where: { $0.isValidSignature(offer.signature, for: offer.sha256) }) else {
+        // The offer itself must be signed by the manager's key (never this agent's own), before a byte is fetched.
+        guard shelf.managerKeys.contains(where: { $0.isValidSignature(offer.signature, for: offer.sha256) }) else {
             throw ModelInstallError.badSignature(version: version, reason: "the offer is not signed by a trusted manager key")
+        }
+        // Another inspection type is refused before a byte is fetched too (the signed payload is checked again after).
+        let recipeType = try runtime.store.recipe().inspectionType
+        guard offer.inspectionType == recipeType else {
+            throw ModelInstallError.wrongInspectionType(version: version, model: offer.inspectionType, recipe: recipeType)
         }
         var offset = shelf.downloaded(version)
         if offset > offer.sizeBytes {
@@ -95,7 +100,9 @@ public final class ModelReceiver: Sendable {
             throw ModelInstallError.unreadable(version: version, reason: "the download ended at \(offset) of \(offer.sizeBytes) bytes")
         }
         do {
-            try runtime.install(data, version: version, expectedSHA256: offer.sha256, origin: "manager")
+            let check = ModelShelf.OfferCheck(cameraId: runtime.config.cameraId, inspectionType: recipeType,
+                                              assignment: offer.assignment, assignmentSignature: offer.assignmentSignature)
+            try runtime.install(data, version: version, expectedSHA256: offer.sha256, origin: ModelShelf.managerOrigin, offer: check)
         } catch {
             // A file that fails its checks is not kept: the next offer fetches it afresh.
             shelf.discardDownload(version)

@@ -14,6 +14,8 @@ public protocol TrainingDataStoring: Sendable {
     /// Stores an upload durably (returns after the commit); false when that content hash is already held.
     func store(_ upload: Loupe_V1_RoiUpload, from cameraId: String) async throws(TrainingDataError) -> Bool
     func count(cameraId: String?) throws(TrainingDataError) -> Int
+    /// The inspection types a camera has sent ROIs for.
+    func inspectionTypes(cameraId: String) throws(TrainingDataError) -> Set<String>
     /// Every ROI of an inspection type as training images named by content hash.
     func dataset(inspectionType: String) throws(TrainingDataError) -> (dataset: SegmentationDataset, classNames: [String], sha256: String)
     func statistics(inspectionType: String?, validationFraction: Double) throws(TrainingDataError) -> [Loupe_V1_DatasetStats]

@@ -1,8 +1,10 @@
 import Crypto
 import Foundation
 import GRDB
+import LoupeProto
 import LoupeSegmentation
 import LoupeStorage
+import SwiftProtobuf
 
 /// Why the registry refused or failed.
 public enum ModelRegistryError: Error, Equatable, CustomStringConvertible {
@@ -37,6 +39,8 @@ public struct ModelVersionRecord: Codable, Sendable, Equatable, FetchableRecord,
     public var validationMIoU: Double
     public var datasetSHA256: String
     public var createdAt: Date
+    /// The registry's monotonic sequence at publication, signed into the file (0 for versions published before provenance).
+    public var sequence: Int = 0
 }
 
 /// Which model each camera should run and which it reports running.
@@ -50,6 +54,10 @@ public struct CameraModelRecord: Codable, Sendable, Equatable, FetchableRecord, 
     public var updatedAt: Date
     /// The version desired before the current one: where a rollback goes.
     public var previousVersion: String?
+    /// The signed `ModelAssignment` of the desired version, sent with its
+    /// offer (hex of the bytes, and of the signature).
+    public var assignment: String?
+    public var assignmentSignature: String?
 }
 
 /// The manager's signed model versions (`models/<version>.loupe` plus rows in
@@ -81,6 +89,7 @@ public final class ModelRegistry: Sendable {
         } catch {
             throw .database("\(error)")
         }
+        try signMissingAssignments()
     }
 
     /// Numbered migrations. Released ones are never edited; changes get a new one.
@@ -135,7 +144,58 @@ public final class ModelRegistry: Sendable {
                 t.column("reason", .text).notNull()
             }
         }
+        migrator.registerMigration("3 provenance: a monotonic sequence and signed assignments") { db in
+            try db.create(table: "registrySequence") { t in
+                t.primaryKey("id", .integer)
+                t.column("value", .integer).notNull()
+            }
+            let highest = try Int.fetchOne(db, sql: "SELECT MAX(number) FROM modelVersion") ?? 0
+            try db.execute(sql: "INSERT INTO registrySequence (id, value) VALUES (1, ?)", arguments: [highest])
+            try db.alter(table: "modelVersion") { t in t.add(column: "sequence", .integer).notNull().defaults(to: 0) }
+            try db.alter(table: "cameraModel") { t in
+                t.add(column: "assignment", .text)
+                t.add(column: "assignmentSignature", .text)
+            }
+        }
         return migrator
+    }
+
+    /// The next value of the registry's one counter, shared by publications
+    /// and rollback grants, so each is newer than everything signed before it.
+    func nextSequence(_ db: Database) throws -> UInt64 {
+        try db.execute(sql: "UPDATE registrySequence SET value = value + 1 WHERE id = 1")
+        return UInt64(try Int.fetchOne(db, sql: "SELECT value FROM registrySequence WHERE id = 1") ?? 0)
+    }
+
+    /// Sets the version a camera should run, the one rule for every way a
+    /// desired version changes (push, rollback, canary start and decision):
+    /// each is a decision signed for that camera, with a sequence newer than
+    /// everything signed before it. Agents install nothing from the manager
+    /// without one, so an old offer replayed, or another camera's, is refused.
+    func desire(_ version: String, for row: inout CameraModelRecord, _ db: Database) throws {
+        guard let target = try ModelVersionRecord.fetchOne(db, key: version) else { throw ModelRegistryError.notFound("model version \(version)") }
+        row.desiredVersion = version
+        var assignment = Loupe_Model_V1_ModelAssignment()
+        assignment.cameraID = row.cameraId
+        assignment.inspectionType = target.inspectionType
+        assignment.version = target.version
+        assignment.modelSequence = UInt64(target.sequence)
+        assignment.sequence = try nextSequence(db)
+        assignment.issuedAtMs = Int64(Date().timeIntervalSince1970 * 1000)
+        let bytes = try assignment.serializedData()
+        row.assignment = bytes.hexString
+        row.assignmentSignature = try signingKey.signature(for: bytes).hexString
+    }
+
+    /// Cameras whose desired version was set before assignments existed get one now.
+    private func signMissingAssignments() throws(ModelRegistryError) {
+        try write { db in
+            for var row in try CameraModelRecord.filter(Column("desiredVersion") != nil && Column("assignment") == nil).fetchAll(db) {
+                guard let desired = row.desiredVersion else { continue }
+                try desire(desired, for: &row, db)
+                try row.save(db)
+            }
+        }
     }
 
     func write<T>(_ body: (Database) throws -> T) throws(ModelRegistryError) -> T {
@@ -156,18 +216,26 @@ public final class ModelRegistry: Sendable {
               inspectionType.unicodeScalars.allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "._-".unicodeScalars.contains($0)) }) else {
             throw .invalid("inspection type \"\(inspectionType)\" must be 1–64 letters, digits, '.', '_' or '-'")
         }
-        let signed: Data
-        do { signed = try ModelFile.sign(modelFile, with: signingKey) } catch { throw .invalid("\(error)") }
-        let digest = Data(SHA256.hash(data: signed))
-        let offerSignature: Data
-        do { offerSignature = try signingKey.signature(for: digest) } catch { throw .io("signing failed: \(error)") }
         return try write { db in
             let number = (try Int.fetchOne(db, sql: "SELECT MAX(number) FROM modelVersion") ?? 0) + 1
             let parent = try String.fetchOne(db, sql: "SELECT version FROM modelVersion WHERE inspectionType = ? ORDER BY number DESC LIMIT 1", arguments: [inspectionType])
+            let name = "\(inspectionType)-v\(number)"
+            let sequence = try nextSequence(db)
+            // The signature covers the version name, inspection type and sequence with the weights.
+            let signed: Data
+            do {
+                signed = try ModelFile.sign(modelFile, with: signingKey,
+                                            provenance: ModelProvenance(inspectionType: inspectionType, versionName: name, sequence: sequence),
+                                            version: UInt64(number))
+            } catch { throw ModelRegistryError.invalid("\(error)") }
+            let digest = Data(SHA256.hash(data: signed))
+            let offerSignature: Data
+            do { offerSignature = try signingKey.signature(for: digest) } catch { throw ModelRegistryError.io("signing failed: \(error)") }
             let record = ModelVersionRecord(
-                version: "\(inspectionType)-v\(number)", number: number, inspectionType: inspectionType, sha256: digest.hexString, bytes: signed.count,
+                version: name, number: number, inspectionType: inspectionType, sha256: digest.hexString, bytes: signed.count,
                 offerSignature: offerSignature.hexString, parentVersion: parent, description: model.metadata.description,
-                validationMIoU: Double(model.metadata.validationMIoU), datasetSHA256: model.metadata.datasetSHA256, createdAt: Date())
+                validationMIoU: Double(model.metadata.validationMIoU), datasetSHA256: model.metadata.datasetSHA256, createdAt: Date(),
+                sequence: Int(sequence))
             // The file is durable (file and directory fsynced) before the row that names it commits.
             do {
                 try BlobStore.replaceDurably(self.path(of: record.version), with: signed)
@@ -207,7 +275,7 @@ public final class ModelRegistry: Sendable {
                 } else if record.desiredVersion != version, let earlier = record.desiredVersion {
                     record.previousVersion = earlier
                 }
-                record.desiredVersion = version
+                try desire(version, for: &record, db)
                 record.lastError = nil
                 record.updatedAt = Date()
                 try record.save(db)

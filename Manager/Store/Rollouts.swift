@@ -9,6 +9,14 @@ public struct CanaryPolicyRecord: Codable, Sendable, Equatable {
     public var minParts: Int
     public var maxDefectRateIncrease: Double
     public var minValidationMIoU: Double
+    /// Roll back when the canaries' defect rate falls below this fraction of
+    /// the baseline's (nil in rollouts recorded before the check: the default).
+    public var minDefectRateRatio: Double?
+
+    /// The fraction in force: 0.2 unless the policy names another.
+    public var defectRateRatio: Double { minDefectRateRatio.flatMap { $0 > 0 ? $0 : nil } ?? 0.2 }
+    /// Below this baseline defect rate a drop says nothing (too few defects to miss).
+    public static let defectRateDropFloor = 0.02
 
     public init(_ wire: Loupe_V1_CanaryPolicy) {
         automatic = wire.automatic
@@ -16,6 +24,7 @@ public struct CanaryPolicyRecord: Codable, Sendable, Equatable {
         minParts = Int(wire.minParts)
         maxDefectRateIncrease = Double(wire.maxDefectRateIncrease)
         minValidationMIoU = Double(wire.minValidationMiou)
+        minDefectRateRatio = Double(wire.minDefectRateRatio)
     }
 
     public var wire: Loupe_V1_CanaryPolicy {
@@ -25,6 +34,7 @@ public struct CanaryPolicyRecord: Codable, Sendable, Equatable {
         policy.minParts = UInt32(minParts)
         policy.maxDefectRateIncrease = Float(maxDefectRateIncrease)
         policy.minValidationMiou = Float(minValidationMIoU)
+        policy.minDefectRateRatio = Float(minDefectRateRatio ?? 0)
         return policy
     }
 }
@@ -157,7 +167,7 @@ extension ModelRegistry {
             for camera in canaries {
                 var row = try CameraModelRecord.fetchOne(db, key: camera) ?? CameraModelRecord(cameraId: camera, updatedAt: Date())
                 row.previousVersion = row.desiredVersion
-                row.desiredVersion = version
+                try desire(version, for: &row, db)
                 row.lastError = nil
                 row.updatedAt = Date()
                 try row.save(db)
@@ -207,7 +217,7 @@ extension ModelRegistry {
                 } else {
                     row.previousVersion = nil
                 }
-                row.desiredVersion = version
+                try desire(version, for: &row, db)
                 row.lastError = promote ? nil : row.lastError
                 row.updatedAt = Date()
                 try row.save(db)

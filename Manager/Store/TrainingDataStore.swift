@@ -211,8 +211,9 @@ public final class TrainingDataStore: Sendable {
             throw .invalid("class_names must name background and at least one defect class (2…255 names), not \(upload.classNames.count)")
         }
         let image: DecodedImage, mask: DecodedImage
-        do { image = try PNGCodec.decode(upload.imagePng) } catch { throw .invalid("image_png: \(error)") }
-        do { mask = try PNGCodec.decode(upload.maskPng) } catch { throw .invalid("mask_png: \(error)") }
+        // An ROI and its mask: at most 4096 on a side, not a whole frame's 100 Mpx.
+        do { image = try PNGCodec.decode(upload.imagePng, limits: .roi) } catch { throw .invalid("image_png: \(error)") }
+        do { mask = try PNGCodec.decode(upload.maskPng, limits: .roi) } catch { throw .invalid("mask_png: \(error)") }
         guard case .gray8(let classes) = mask else { throw .invalid("mask_png must be 8-bit grey (one class index per pixel)") }
         guard classes.width == image.width, classes.height == image.height else {
             throw .invalid("mask is \(classes.width)x\(classes.height), image is \(image.width)x\(image.height)")
@@ -234,6 +235,17 @@ public final class TrainingDataStore: Sendable {
         var counts = [Int](repeating: 0, count: max(classes, Int(mask.max() ?? 0) + 1))
         for value in mask { counts[Int(value)] += 1 }
         return String(decoding: (try? JSONEncoder().encode(counts)) ?? Data("[]".utf8), as: UTF8.self)
+    }
+
+    /// The inspection types a camera has sent ROIs for.
+    public func inspectionTypes(cameraId: String) throws(TrainingDataError) -> Set<String> {
+        do {
+            return Set(try pool.read { db in
+                try String.fetchAll(db, sql: "SELECT DISTINCT inspectionType FROM roi WHERE cameraId = ?", arguments: [cameraId])
+            })
+        } catch {
+            throw .database("\(error)")
+        }
     }
 
     /// How many ROIs are held, in all or per camera.

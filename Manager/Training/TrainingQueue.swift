@@ -93,8 +93,23 @@ public final class TrainingQueue: Sendable {
         return job.progress
     }
 
-    /// Cancels a queued or running job.
-    public func cancel(jobId: String) throws {
+    /// Jobs one requester has queued or running.
+    public func activeJobs(requestedBy requester: String) -> Int {
+        state.withLock { state in
+            state.waiting.filter { $0.requester == requester }.count + state.running.values.filter { $0.requester == requester }.count
+        }
+    }
+
+    /// Cancels a queued or running job; with `requester`, only one that requester asked for.
+    public func cancel(jobId: String, onlyIfRequestedBy requester: String? = nil) throws {
+        if let requester {
+            let owner = state.withLock { state in
+                state.waiting.first { $0.id == jobId }?.requester ?? state.running[jobId]?.requester
+            }
+            if let owner, owner != requester {
+                throw WireError.refused(code: .permissionDenied, message: "training job \(jobId) was asked for by \(owner); camera \(requester) may cancel only its own jobs")
+            }
+        }
         let found = state.withLock { state -> Bool in
             if let index = state.waiting.firstIndex(where: { $0.id == jobId }) {
                 var job = state.waiting.remove(at: index)

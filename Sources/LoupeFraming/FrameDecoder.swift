@@ -68,6 +68,9 @@ public final class FrameDecoder: ChannelInboundHandler, RemovableChannelHandler 
         context.fireChannelInactive()
     }
 
+    /// Bytes of storage held for a partly received frame (for tests and metrics).
+    public var bufferedCapacity: Int { buffer?.capacity ?? 0 }
+
     public func handlerRemoved(context: ChannelHandlerContext) {
         stallCheck?.cancel()
     }
@@ -79,11 +82,19 @@ public final class FrameDecoder: ChannelInboundHandler, RemovableChannelHandler 
             guard length > 0 else { throw WireError.emptyFrame }
             guard length <= maxFrameBytes else { throw WireError.frameTooLarge(length: Int(length), limit: maxFrameBytes) }
             state = .waitingForFrame(length: Int(length))
-            // Grow once to the announced size (already checked against the
-            // limit) instead of doubling and copying as chunks arrive.
-            buffer!.reserveCapacity(minimumWritableBytes: Int(length) - buffer!.readableBytes)
         }
-        guard case .waitingForFrame(let length) = state, let frame = buffer!.readSlice(length: length) else { return nil }
+        guard case .waitingForFrame(let length) = state else { return nil }
+        guard let frame = buffer!.readSlice(length: length) else {
+            // The buffer grows with the bytes that arrive, never to an
+            // announced size a peer has not sent (a header alone must not
+            // cost 16 MiB). Once half the frame is in, it grows to the whole
+            // frame at once, so a large frame is copied at most once more.
+            let readable = buffer!.readableBytes
+            if readable * 2 >= length, buffer!.capacity - buffer!.readerIndex < length {
+                buffer!.reserveCapacity(minimumWritableBytes: length - readable)
+            }
+            return nil
+        }
         state = .waitingForHeader
         return frame
     }

@@ -10,6 +10,8 @@ public enum ImageError: Error, CustomStringConvertible, Equatable {
     case unknownFormat
     /// The header announces more pixels than allowed (a decompression bomb, or a mistake).
     case tooLarge(width: Int, height: Int, limit: ImageLimits)
+    /// A JPEG with more scans than allowed (a progressive file built to cost CPU).
+    case tooManyScans(count: Int, limit: Int)
     /// The codec refused the data: corrupt or truncated.
     case corrupt(format: String, reason: String)
     /// An encoder failed.
@@ -37,6 +39,8 @@ public enum ImageError: Error, CustomStringConvertible, Equatable {
             return "not a PNG or JPEG image"
         case .tooLarge(let width, let height, let limit):
             return "image of \(width)x\(height) pixels exceeds the limit of \(limit.maxWidth)x\(limit.maxHeight) and \(limit.maxPixels) pixels"
+        case .tooManyScans(let count, let limit):
+            return "JPEG has \(count) scans; at most \(limit) are decoded (a progressive file built to exhaust the decoder, or a mistake)"
         case .corrupt(let format, let reason):
             return "corrupt or truncated \(format): \(reason)"
         case .encodeFailed(let format, let reason):
@@ -59,15 +63,20 @@ public struct ImageLimits: Sendable, Equatable {
     public var maxWidth: Int
     public var maxHeight: Int
     public var maxPixels: Int
+    /// JPEG scans decoded at most (a baseline JPEG has 1, a progressive one about 10).
+    public var maxScans: Int
 
     /// 16384 x 16384 and 100 megapixels: far above industrial cameras, far
-    /// below what would exhaust memory.
+    /// below what would exhaust memory. For whole frames: captures and imports.
     public static let standard = ImageLimits(maxWidth: 16_384, maxHeight: 16_384, maxPixels: 100_000_000)
+    /// An ROI crop or its mask: at most 4096 on a side, as a recipe allows.
+    public static let roi = ImageLimits(maxWidth: 4096, maxHeight: 4096, maxPixels: 4096 * 4096)
 
-    public init(maxWidth: Int, maxHeight: Int, maxPixels: Int) {
+    public init(maxWidth: Int, maxHeight: Int, maxPixels: Int, maxScans: Int = 64) {
         self.maxWidth = maxWidth
         self.maxHeight = maxHeight
         self.maxPixels = maxPixels
+        self.maxScans = maxScans
     }
 
     func check(width: Int, height: Int) throws {

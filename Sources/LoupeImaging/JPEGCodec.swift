@@ -16,6 +16,8 @@ public enum JPEGCodec {
                 throw ImageError.corrupt(format: "JPEG", reason: message(handle))
             }
             try limits.check(width: Int(width), height: Int(height))
+            let scans = scanCount(bytes)
+            guard scans <= limits.maxScans else { throw ImageError.tooManyScans(count: scans, limit: limits.maxScans) }
             let grey = colorspace == Int32(TJCS_GRAY.rawValue)
             let channels = grey ? 1 : 3
             var samples = [UInt8](repeating: 0, count: Int(width) * Int(height) * channels)
@@ -46,6 +48,30 @@ public enum JPEGCodec {
         defer { if let output { tjFree(output) } }
         guard status == 0, let output else { throw ImageError.encodeFailed(format: "JPEG", reason: message(handle)) }
         return Data(bytes: output, count: Int(length))
+    }
+
+    /// The number of scans (SOS markers) in a JPEG, from a walk over its
+    /// marker segments and entropy-coded data. TurboJPEG 2.1 (Debian 12) has
+    /// no scan limit of its own, so the file is counted before it is decoded.
+    static func scanCount(_ bytes: UnsafeBufferPointer<UInt8>) -> Int {
+        let n = bytes.count
+        var index = 2  // after SOI
+        var scans = 0
+        while index + 1 < n {
+            guard bytes[index] == 0xFF else { index += 1; continue }
+            let marker = bytes[index + 1]
+            if marker == 0xFF { index += 1; continue }  // fill byte
+            if marker == 0xD9 { break }  // EOI
+            if marker == 0x00 || marker == 0x01 || (0xD0...0xD7).contains(marker) { index += 2; continue }
+            guard index + 3 < n else { break }
+            let length = Int(bytes[index + 2]) << 8 | Int(bytes[index + 3])
+            index += 2 + length
+            guard marker == 0xDA else { continue }
+            scans += 1
+            // Entropy-coded data runs to the next marker that is neither a stuffed 0xFF00 nor a restart.
+            while index + 1 < n, !(bytes[index] == 0xFF && bytes[index + 1] != 0 && !(0xD0...0xD7).contains(bytes[index + 1])) { index += 1 }
+        }
+        return scans
     }
 
     private static func message(_ handle: tjhandle) -> String {

@@ -11,6 +11,7 @@ public enum PKIError: Error, CustomStringConvertible, Equatable {
     case unknownRole(String)
     case missingIdentity(subject: String)
     case malformedRevocationList(path: String, reason: String)
+    case missingRevocationList(path: String)
 
     public var description: String {
         switch self {
@@ -32,6 +33,8 @@ public enum PKIError: Error, CustomStringConvertible, Equatable {
             return "certificate \(subject) has no common name to identify the peer"
         case .malformedRevocationList(let path, let reason):
             return "revocation list \(path) is malformed: \(reason)"
+        case .missingRevocationList(let path):
+            return "revocation list \(path) does not exist (`loupe tls ca create` writes an empty one; restore it, or remove revocationList from the config)"
         }
     }
 }

@@ -39,8 +39,14 @@ public struct RevocationList: Codable, Sendable, Equatable {
     }
 
     /// Loads the list; a missing file is an empty list.
-    public static func load(path: String) throws -> RevocationList {
-        guard FileManager.default.fileExists(atPath: path) else { return RevocationList() }
+    /// Reads the list. A missing file is an error unless `missingIsEmpty`
+    /// (only `loupe tls revoke`, which creates the list, says so): a manager
+    /// never reads a list it cannot find as "nobody is revoked".
+    public static func load(path: String, missingIsEmpty: Bool = false) throws -> RevocationList {
+        guard FileManager.default.fileExists(atPath: path) else {
+            if missingIsEmpty { return RevocationList() }
+            throw PKIError.missingRevocationList(path: path)
+        }
         guard let data = FileManager.default.contents(atPath: path) else { throw PKIError.cannotRead(path: path) }
         if data.allSatisfy({ $0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09 }) { return RevocationList() }
         do {

@@ -3,8 +3,8 @@
 public enum ProtoSources {
     /// File name in Proto/ -> lowercase hex SHA-256 of its bytes.
     public static let sha256: [String: String] = [
-        "loupe.proto": "c9b0667e08c07ceac16d536a51fc4bf9c935345757ac2696419bc31a21ce94b1",
-        "model.proto": "285b845d9a142ead904bedc5b630137198f98f93d6086fefc81ddca6184ade50",
+        "loupe.proto": "588036aa41c90fef539dc18e84f4fd82a9d2f6e9f35796d30397cf9d41fd700a",
+        "model.proto": "f408c5f969756e18052d70de554520f14c59c0d7cc17bb1d02f6285a92e7a44f",
         "onnx.proto": "de706d88db85744c07499260a6547e3be8f1e76fd6c14c80d94cf4b4835d0f4b",
     ]
 }

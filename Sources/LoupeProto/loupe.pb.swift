@@ -516,6 +516,10 @@ public nonisolated struct Loupe_V1_Error: Sendable {
 
     /// The request could not be served now; the same request may succeed later.
     case unavailable // = 16
+
+    /// A quota or limit of the peer's is used up (connections per certificate,
+    /// queued training jobs); the same request may succeed once some is freed.
+    case resourceExhausted // = 17
     case UNRECOGNIZED(Int)
 
     public init() {
@@ -541,6 +545,7 @@ public nonisolated struct Loupe_V1_Error: Sendable {
       case 14: self = .internal
       case 15: self = .unknownRequest
       case 16: self = .unavailable
+      case 17: self = .resourceExhausted
       default: self = .UNRECOGNIZED(rawValue)
       }
     }
@@ -564,6 +569,7 @@ public nonisolated struct Loupe_V1_Error: Sendable {
       case .internal: return 14
       case .unknownRequest: return 15
       case .unavailable: return 16
+      case .resourceExhausted: return 17
       case .UNRECOGNIZED(let i): return i
       }
     }
@@ -587,6 +593,7 @@ public nonisolated struct Loupe_V1_Error: Sendable {
       .internal,
       .unknownRequest,
       .unavailable,
+      .resourceExhausted,
     ]
 
   }
@@ -806,6 +813,14 @@ public nonisolated struct Loupe_V1_ModelOffer: Sendable {
 
   /// Suggested chunk size for ModelChunkRequest.
   public var chunkBytes: UInt32 = 0
+
+  /// A serialised loupe.model.v1.ModelAssignment naming this camera and this
+  /// version, and the manager's Ed25519 signature over those bytes. Agents
+  /// refuse an offer without one, or with one no newer than the last they
+  /// accepted (docs/security.md).
+  public var assignment: Data = Data()
+
+  public var assignmentSignature: Data = Data()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1285,6 +1300,12 @@ public nonisolated struct Loupe_V1_CanaryPolicy: Sendable {
 
   /// Promote only if the version's validation mIoU is at least this.
   public var minValidationMiou: Float = 0
+
+  /// Roll back when the canaries' defect rate falls below this fraction of
+  /// the baseline's (a model that stops finding the defects the old one
+  /// found is as suspect as one that floods), once the baseline rate is at
+  /// least 2 %. 0 means the default, 0.2; 1 or more turns the check off.
+  public var minDefectRateRatio: Float = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2398,7 +2419,7 @@ nonisolated extension Loupe_V1_Error: SwiftProtobuf.Message, SwiftProtobuf._Mess
 }
 
 nonisolated extension Loupe_V1_Error.Code: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CODE_UNSPECIFIED\0\u{1}FRAME_TOO_LARGE\0\u{1}MALFORMED_ENVELOPE\0\u{1}TRUNCATED_FRAME\0\u{1}PROTOCOL_VERSION_MISMATCH\0\u{1}HANDSHAKE_REQUIRED\0\u{1}PERMISSION_DENIED\0\u{1}CERTIFICATE_REVOKED\0\u{1}UNKNOWN_MESSAGE\0\u{1}UNIMPLEMENTED\0\u{1}INVALID_ARGUMENT\0\u{1}NOT_FOUND\0\u{1}IDLE_TIMEOUT\0\u{1}SHUTTING_DOWN\0\u{1}INTERNAL\0\u{1}UNKNOWN_REQUEST\0\u{1}UNAVAILABLE\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CODE_UNSPECIFIED\0\u{1}FRAME_TOO_LARGE\0\u{1}MALFORMED_ENVELOPE\0\u{1}TRUNCATED_FRAME\0\u{1}PROTOCOL_VERSION_MISMATCH\0\u{1}HANDSHAKE_REQUIRED\0\u{1}PERMISSION_DENIED\0\u{1}CERTIFICATE_REVOKED\0\u{1}UNKNOWN_MESSAGE\0\u{1}UNIMPLEMENTED\0\u{1}INVALID_ARGUMENT\0\u{1}NOT_FOUND\0\u{1}IDLE_TIMEOUT\0\u{1}SHUTTING_DOWN\0\u{1}INTERNAL\0\u{1}UNKNOWN_REQUEST\0\u{1}UNAVAILABLE\0\u{1}RESOURCE_EXHAUSTED\0")
 }
 
 nonisolated extension Loupe_V1_Heartbeat: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -2702,7 +2723,7 @@ nonisolated extension Loupe_V1_AgentStatus: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Loupe_V1_ModelOffer: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ModelOffer"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}model_version\0\u{3}inspection_type\0\u{3}size_bytes\0\u{1}sha256\0\u{1}signature\0\u{3}chunk_bytes\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}model_version\0\u{3}inspection_type\0\u{3}size_bytes\0\u{1}sha256\0\u{1}signature\0\u{3}chunk_bytes\0\u{1}assignment\0\u{3}assignment_signature\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2716,6 +2737,8 @@ nonisolated extension Loupe_V1_ModelOffer: SwiftProtobuf.Message, SwiftProtobuf.
       case 4: try { try decoder.decodeSingularBytesField(value: &self.sha256) }()
       case 5: try { try decoder.decodeSingularBytesField(value: &self.signature) }()
       case 6: try { try decoder.decodeSingularUInt32Field(value: &self.chunkBytes) }()
+      case 7: try { try decoder.decodeSingularBytesField(value: &self.assignment) }()
+      case 8: try { try decoder.decodeSingularBytesField(value: &self.assignmentSignature) }()
       default: break
       }
     }
@@ -2740,6 +2763,12 @@ nonisolated extension Loupe_V1_ModelOffer: SwiftProtobuf.Message, SwiftProtobuf.
     if self.chunkBytes != 0 {
       try visitor.visitSingularUInt32Field(value: self.chunkBytes, fieldNumber: 6)
     }
+    if !self.assignment.isEmpty {
+      try visitor.visitSingularBytesField(value: self.assignment, fieldNumber: 7)
+    }
+    if !self.assignmentSignature.isEmpty {
+      try visitor.visitSingularBytesField(value: self.assignmentSignature, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2750,6 +2779,8 @@ nonisolated extension Loupe_V1_ModelOffer: SwiftProtobuf.Message, SwiftProtobuf.
     if lhs.sha256 != rhs.sha256 {return false}
     if lhs.signature != rhs.signature {return false}
     if lhs.chunkBytes != rhs.chunkBytes {return false}
+    if lhs.assignment != rhs.assignment {return false}
+    if lhs.assignmentSignature != rhs.assignmentSignature {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3566,7 +3597,7 @@ nonisolated extension Loupe_V1_ModelPush: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Loupe_V1_CanaryPolicy: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CanaryPolicy"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}automatic\0\u{3}observe_seconds\0\u{3}min_parts\0\u{3}max_defect_rate_increase\0\u{3}min_validation_miou\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}automatic\0\u{3}observe_seconds\0\u{3}min_parts\0\u{3}max_defect_rate_increase\0\u{3}min_validation_miou\0\u{3}min_defect_rate_ratio\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3579,6 +3610,7 @@ nonisolated extension Loupe_V1_CanaryPolicy: SwiftProtobuf.Message, SwiftProtobu
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.minParts) }()
       case 4: try { try decoder.decodeSingularFloatField(value: &self.maxDefectRateIncrease) }()
       case 5: try { try decoder.decodeSingularFloatField(value: &self.minValidationMiou) }()
+      case 6: try { try decoder.decodeSingularFloatField(value: &self.minDefectRateRatio) }()
       default: break
       }
     }
@@ -3600,6 +3632,9 @@ nonisolated extension Loupe_V1_CanaryPolicy: SwiftProtobuf.Message, SwiftProtobu
     if self.minValidationMiou.bitPattern != 0 {
       try visitor.visitSingularFloatField(value: self.minValidationMiou, fieldNumber: 5)
     }
+    if self.minDefectRateRatio.bitPattern != 0 {
+      try visitor.visitSingularFloatField(value: self.minDefectRateRatio, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3609,6 +3644,7 @@ nonisolated extension Loupe_V1_CanaryPolicy: SwiftProtobuf.Message, SwiftProtobu
     if lhs.minParts != rhs.minParts {return false}
     if lhs.maxDefectRateIncrease != rhs.maxDefectRateIncrease {return false}
     if lhs.minValidationMiou != rhs.minValidationMiou {return false}
+    if lhs.minDefectRateRatio != rhs.minDefectRateRatio {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

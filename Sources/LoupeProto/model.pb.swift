@@ -164,11 +164,65 @@ public nonisolated struct Loupe_Model_V1_ModelPayload: @unchecked Sendable {
     set {_uniqueStorage()._description_p = newValue}
   }
 
+  /// Provenance, set by the manager's registry as it signs (so covered by the
+  /// signature): the inspection type the model is for, its version name as
+  /// offers name it, and the registry's monotonic sequence number. Agents
+  /// refuse a manager model for another inspection type than their recipe's,
+  /// one whose name differs from the offer's, and one no ModelAssignment names.
+  /// Empty/0 on local models.
+  public var inspectionType: String {
+    get {_storage._inspectionType}
+    set {_uniqueStorage()._inspectionType = newValue}
+  }
+
+  public var versionName: String {
+    get {_storage._versionName}
+    set {_uniqueStorage()._versionName = newValue}
+  }
+
+  public var sequence: UInt64 {
+    get {_storage._sequence}
+    set {_uniqueStorage()._sequence = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// The manager's signed decision that one camera runs one model version: made
+/// whenever a camera's desired version changes (a push, a rollback, a canary
+/// step), sent with the offer as `assignment` and signed by the same key as
+/// models (`assignment_signature`, Ed25519 over these serialised bytes).
+/// Agents install a manager model only with an assignment that names it,
+/// names the camera, and is newer than every assignment they accepted before:
+/// an old offer replayed, or another camera's, is refused.
+public nonisolated struct Loupe_Model_V1_ModelAssignment: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var cameraID: String = String()
+
+  public var inspectionType: String = String()
+
+  /// The version assigned and its sequence (ModelPayload.sequence), binding
+  /// the assignment to that one file.
+  public var version: String = String()
+
+  public var modelSequence: UInt64 = 0
+
+  /// This decision's own sequence, from the same counter as the models'.
+  public var sequence: UInt64 = 0
+
+  /// Milliseconds since the Unix epoch.
+  public var issuedAtMs: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct Loupe_Model_V1_Architecture: Sendable {
@@ -361,7 +415,7 @@ nonisolated extension Loupe_Model_V1_Signature: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Loupe_Model_V1_ModelPayload: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ModelPayload"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}architecture\0\u{1}tensors\0\u{1}classes\0\u{1}normalization\0\u{3}training_config_json\0\u{3}dataset_sha256\0\u{1}metrics\0\u{3}created_at_ms\0\u{1}version\0\u{3}parent_version\0\u{1}description\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}architecture\0\u{1}tensors\0\u{1}classes\0\u{1}normalization\0\u{3}training_config_json\0\u{3}dataset_sha256\0\u{1}metrics\0\u{3}created_at_ms\0\u{1}version\0\u{3}parent_version\0\u{1}description\0\u{3}inspection_type\0\u{3}version_name\0\u{1}sequence\0")
 
   fileprivate class _StorageClass {
     var _architecture: Loupe_Model_V1_Architecture? = nil
@@ -375,6 +429,9 @@ nonisolated extension Loupe_Model_V1_ModelPayload: SwiftProtobuf.Message, SwiftP
     var _version: UInt64 = 0
     var _parentVersion: UInt64 = 0
     var _description_p: String = String()
+    var _inspectionType: String = String()
+    var _versionName: String = String()
+    var _sequence: UInt64 = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -396,6 +453,9 @@ nonisolated extension Loupe_Model_V1_ModelPayload: SwiftProtobuf.Message, SwiftP
       _version = source._version
       _parentVersion = source._parentVersion
       _description_p = source._description_p
+      _inspectionType = source._inspectionType
+      _versionName = source._versionName
+      _sequence = source._sequence
     }
   }
 
@@ -425,6 +485,9 @@ nonisolated extension Loupe_Model_V1_ModelPayload: SwiftProtobuf.Message, SwiftP
         case 9: try { try decoder.decodeSingularUInt64Field(value: &_storage._version) }()
         case 10: try { try decoder.decodeSingularUInt64Field(value: &_storage._parentVersion) }()
         case 11: try { try decoder.decodeSingularStringField(value: &_storage._description_p) }()
+        case 12: try { try decoder.decodeSingularStringField(value: &_storage._inspectionType) }()
+        case 13: try { try decoder.decodeSingularStringField(value: &_storage._versionName) }()
+        case 14: try { try decoder.decodeSingularUInt64Field(value: &_storage._sequence) }()
         default: break
         }
       }
@@ -470,6 +533,15 @@ nonisolated extension Loupe_Model_V1_ModelPayload: SwiftProtobuf.Message, SwiftP
       if !_storage._description_p.isEmpty {
         try visitor.visitSingularStringField(value: _storage._description_p, fieldNumber: 11)
       }
+      if !_storage._inspectionType.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._inspectionType, fieldNumber: 12)
+      }
+      if !_storage._versionName.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._versionName, fieldNumber: 13)
+      }
+      if _storage._sequence != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._sequence, fieldNumber: 14)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -490,10 +562,68 @@ nonisolated extension Loupe_Model_V1_ModelPayload: SwiftProtobuf.Message, SwiftP
         if _storage._version != rhs_storage._version {return false}
         if _storage._parentVersion != rhs_storage._parentVersion {return false}
         if _storage._description_p != rhs_storage._description_p {return false}
+        if _storage._inspectionType != rhs_storage._inspectionType {return false}
+        if _storage._versionName != rhs_storage._versionName {return false}
+        if _storage._sequence != rhs_storage._sequence {return false}
         return true
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Loupe_Model_V1_ModelAssignment: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ModelAssignment"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}camera_id\0\u{3}inspection_type\0\u{1}version\0\u{3}model_sequence\0\u{1}sequence\0\u{3}issued_at_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.cameraID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.inspectionType) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.version) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.modelSequence) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.sequence) }()
+      case 6: try { try decoder.decodeSingularInt64Field(value: &self.issuedAtMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.cameraID.isEmpty {
+      try visitor.visitSingularStringField(value: self.cameraID, fieldNumber: 1)
+    }
+    if !self.inspectionType.isEmpty {
+      try visitor.visitSingularStringField(value: self.inspectionType, fieldNumber: 2)
+    }
+    if !self.version.isEmpty {
+      try visitor.visitSingularStringField(value: self.version, fieldNumber: 3)
+    }
+    if self.modelSequence != 0 {
+      try visitor.visitSingularUInt64Field(value: self.modelSequence, fieldNumber: 4)
+    }
+    if self.sequence != 0 {
+      try visitor.visitSingularUInt64Field(value: self.sequence, fieldNumber: 5)
+    }
+    if self.issuedAtMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.issuedAtMs, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Loupe_Model_V1_ModelAssignment, rhs: Loupe_Model_V1_ModelAssignment) -> Bool {
+    if lhs.cameraID != rhs.cameraID {return false}
+    if lhs.inspectionType != rhs.inspectionType {return false}
+    if lhs.version != rhs.version {return false}
+    if lhs.modelSequence != rhs.modelSequence {return false}
+    if lhs.sequence != rhs.sequence {return false}
+    if lhs.issuedAtMs != rhs.issuedAtMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -76,8 +76,25 @@ public struct ModelMetadata: Sendable, Equatable {
     public var version: UInt64 = 0
     public var parentVersion: UInt64 = 0
     public var description = ""
+    /// Provenance the manager's registry signs in (empty/0 on local models).
+    public var provenance = ModelProvenance()
 
     public init() {}
+}
+
+/// Who a manager-signed model is for and where it stands: signed with the
+/// rest of the payload, so an offer cannot relabel, retarget or replay it.
+public struct ModelProvenance: Sendable, Equatable {
+    public var inspectionType = ""
+    public var versionName = ""
+    /// The registry's monotonic counter at publication.
+    public var sequence: UInt64 = 0
+
+    public init(inspectionType: String = "", versionName: String = "", sequence: UInt64 = 0) {
+        self.inspectionType = inspectionType
+        self.versionName = versionName
+        self.sequence = sequence
+    }
 }
 
 /// A trained network with everything needed to run it and account for it.
@@ -135,6 +152,25 @@ public enum ModelFile {
         signature.signature = try key.signature(for: file.payload)
         file.signature = signature
         return magic + (try file.serializedData())
+    }
+
+    /// Writes the registry's provenance (and version number) into an encoded
+    /// model's payload and signs it: the signature covers them with the weights.
+    public static func sign(_ data: Data, with key: Curve25519.Signing.PrivateKey, provenance: ModelProvenance, version: UInt64,
+                            name: String = "model") throws -> Data {
+        var file = try container(data, name: name)
+        var payload: Loupe_Model_V1_ModelPayload
+        do { payload = try Loupe_Model_V1_ModelPayload(serializedBytes: file.payload) } catch {
+            throw SegmentationError.modelFile(file: name, reason: "payload does not parse: \(error)")
+        }
+        payload.inspectionType = provenance.inspectionType
+        payload.versionName = provenance.versionName
+        payload.sequence = provenance.sequence
+        payload.version = version
+        file.payload = try payload.serializedData()
+        file.payloadSha256 = Data(SHA256.hash(data: file.payload))
+        file.clearSignature()
+        return try sign(magic + (try file.serializedData()), with: key, name: name)
     }
 
     /// Parses and checks a model file. With `trustedKeys`, the file must be signed by one of them.
@@ -227,6 +263,9 @@ public enum ModelFile {
         payload.version = m.version
         payload.parentVersion = m.parentVersion
         payload.description_p = m.description
+        payload.inspectionType = m.provenance.inspectionType
+        payload.versionName = m.provenance.versionName
+        payload.sequence = m.provenance.sequence
         payload.metrics = .with {
             $0.validationIou = m.validationIoU
             $0.validationMiou = m.validationMIoU
@@ -284,6 +323,7 @@ public enum ModelFile {
         metadata.version = payload.version
         metadata.parentVersion = payload.parentVersion
         metadata.description = payload.description_p
+        metadata.provenance = ModelProvenance(inspectionType: payload.inspectionType, versionName: payload.versionName, sequence: payload.sequence)
         let normalization = payload.hasNormalization
             ? InputNormalization(mean: payload.normalization.mean, std: payload.normalization.std)
             : InputNormalization.identity(channels: configuration.inputChannels)

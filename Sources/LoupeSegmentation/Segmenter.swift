@@ -41,6 +41,9 @@ public final class Segmenter: Sendable {
 
     public init(model: SegmentationModel, precision: InferencePrecision = .fp32) throws(SegmentationError) {
         try model.weights.configuration.validate()
+        guard precision != .bf16 || DNNLRuntime.canRunBF16 else {
+            throw .invalidConfiguration("bf16 inference needs AVX-512 (oneDNN 2.6 has no bf16 kernel for this CPU's \(DNNLRuntime.cpuISA)); use fp32")
+        }
         self.model = model
         self.precision = precision
         folded = Self.fold(model.weights)

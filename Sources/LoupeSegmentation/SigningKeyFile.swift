@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import LoupeStorage
 
 /// Ed25519 keys on disk: 64 hex digits (with or without a newline), or the raw 32 bytes.
 public enum SigningKeyFile {
@@ -11,10 +12,10 @@ public enum SigningKeyFile {
         try Curve25519.Signing.PublicKey(rawRepresentation: raw(path))
     }
 
-    /// Writes a key as 64 hex digits and a newline (mode 0600 for private keys).
+    /// Writes a key as 64 hex digits and a newline, durably; a private key
+    /// is mode 0600 from its first byte.
     public static func write(_ raw: Data, to path: String, secret: Bool) throws {
-        try Data((raw.hexString + "\n").utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
-        if secret { chmod(path, 0o600) }
+        try BlobStore.replaceDurably(path, with: Data((raw.hexString + "\n").utf8), mode: secret ? 0o600 : 0o644)
     }
 
     private static func raw(_ path: String) throws -> Data {

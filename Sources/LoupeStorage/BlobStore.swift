@@ -49,10 +49,12 @@ public struct BlobStore: Sendable {
 
     /// Replaces the file at `path` with `data` so that a crash leaves the old
     /// file or the new one, whole: temporary file, fsync, rename, directory fsync.
-    public static func replaceDurably(_ path: String, with data: Data) throws(StoreError) {
+    /// `mode` applies from the first byte (0600 for a secret): the file is
+    /// created with it, never widened and narrowed afterwards.
+    public static func replaceDurably(_ path: String, with data: Data, mode: mode_t = 0o640) throws(StoreError) {
         let directory = (path as NSString).deletingLastPathComponent
         let temporary = directory + "/.tmp-\(UUID().uuidString)"
-        try writeSynced(data, to: temporary)
+        try writeSynced(data, to: temporary, mode: mode)
         guard rename(temporary, path) == 0 else {
             let reason = String(cString: strerror(errno))
             unlink(temporary)
@@ -61,10 +63,12 @@ public struct BlobStore: Sendable {
         syncDirectory(directory)
     }
 
-    public static func writeSynced(_ data: Data, to path: String) throws(StoreError) {
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
+    public static func writeSynced(_ data: Data, to path: String, mode: mode_t = 0o640) throws(StoreError) {
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
         guard fd >= 0 else { throw .io(path: path, reason: String(cString: strerror(errno))) }
         defer { close(fd) }
+        // open() applies the umask and keeps an existing file's mode: set it exactly before any byte is written.
+        guard fchmod(fd, mode) == 0 else { throw .io(path: path, reason: String(cString: strerror(errno))) }
         let failure: Int32? = data.withUnsafeBytes { raw -> Int32? in
             var offset = 0
             while offset < raw.count {

@@ -13,13 +13,42 @@ public struct WireServerConfiguration: Sendable {
     public var port: Int
     public var tls: TLSFiles
     public var connection: ConnectionSettings
+    /// Connections open at once, in all; one more is closed before its TLS handshake costs anything.
+    public var maxConnections: Int
+    /// Connections open at once under one certificate identity; one more is refused at its Hello.
+    public var maxConnectionsPerPeer: Int
 
-    public init(host: String, port: Int, tls: TLSFiles, connection: ConnectionSettings = ConnectionSettings()) {
+    public static let defaultMaxConnections = 10_000
+    public static let defaultMaxConnectionsPerPeer = 4
+
+    public init(host: String, port: Int, tls: TLSFiles, connection: ConnectionSettings = ConnectionSettings(),
+                maxConnections: Int = Self.defaultMaxConnections, maxConnectionsPerPeer: Int = Self.defaultMaxConnectionsPerPeer) {
         self.host = host
         self.port = port
         self.tls = tls
         self.connection = connection
+        self.maxConnections = maxConnections
+        self.maxConnectionsPerPeer = maxConnectionsPerPeer
     }
+}
+
+/// Accepted connections not yet closed, counted as the listener accepts them.
+final class ConnectionCount: Sendable {
+    private let count = Mutex<Int>(0)
+    private let refused = Mutex<Int>(0)
+
+    func claim(limit: Int) -> Bool {
+        let admitted = count.withLock { count -> Bool in
+            guard count < limit else { return false }
+            count += 1
+            return true
+        }
+        if !admitted { refused.withLock { $0 += 1 } }
+        return admitted
+    }
+
+    func release() { count.withLock { $0 -= 1 } }
+    var refusals: Int { refused.withLock { $0 } }
 }
 
 /// A mutual-TLS listener speaking framed protobuf. Each accepted connection
@@ -43,26 +72,42 @@ public final class WireServer: Sendable {
     ) async throws -> WireServer {
         let tlsContext = try TLSSettings.serverContext(configuration.tls)
         let settings = configuration.connection
+        let accepted = ConnectionCount()
+        let limit = configuration.maxConnections
         let listener = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 512)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .bind(host: configuration.host, port: configuration.port) { channel in
-                channel.eventLoop.makeCompletedFuture {
+                // Over the total: closed at once, before a TLS handshake is spent on it.
+                guard accepted.claim(limit: limit) else {
+                    return channel.close().flatMapThrowing { () throws -> NIOAsyncChannel<Envelope, Never> in
+                        throw WireError.refused(code: .resourceExhausted, message: "the manager has \(limit) connections open")
+                    }
+                }
+                channel.closeFuture.whenComplete { _ in accepted.release() }
+                return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tlsContext))
                     return try WireChannel.finish(channel, settings: settings)
                 }
             }
-        return WireServer(configuration: configuration, listener: listener, logger: logger)
+        return WireServer(configuration: configuration, listener: listener, accepted: accepted, logger: logger)
     }
+
+    private let accepted: ConnectionCount
+
+    /// Connections closed at accept because `maxConnections` were open.
+    public var refusedAtAccept: Int { accepted.refusals }
 
     private init(
         configuration: WireServerConfiguration,
         listener: NIOAsyncChannel<NIOAsyncChannel<Envelope, Never>, Never>,
+        accepted: ConnectionCount,
         logger: Logger
     ) {
         self.configuration = configuration
         self.listener = listener
+        self.accepted = accepted
         self.localAddress = listener.channel.localAddress!
         self.logger = logger
     }
@@ -83,6 +128,7 @@ public final class WireServer: Sendable {
     ) async throws {
         let logger = self.logger
         let settings = configuration.connection
+        let perPeer = configuration.maxConnectionsPerPeer
         try await listener.executeThenClose { inbound in
             try await withThrowingDiscardingTaskGroup { group in
                 for try await child in inbound {
@@ -98,6 +144,12 @@ public final class WireServer: Sendable {
                                     peer = try connection.certifiedPeer()
                                 } catch {
                                     throw WireError.refused(code: .permissionDenied, message: "client certificate unusable: \(error)")
+                                }
+                                let others = self.connections.withLock { all in
+                                    all.values.filter { $0 !== connection && $0.peer?.name == peer.name && $0.peer?.role == peer.role && !$0.isClosed }.count
+                                }
+                                guard others < perPeer else {
+                                    throw WireError.refused(code: .resourceExhausted, message: "\(peer.role.rawValue) \(peer.name) already has \(others) connections open (at most \(perPeer) per certificate)")
                                 }
                                 connection.setPeer(peer)
                                 return try await handshake(connection, hello)

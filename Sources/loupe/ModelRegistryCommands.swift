@@ -62,8 +62,8 @@ extension ModelCommand {
             Connected cameras are offered the version within a second; offline ones get it when they reconnect. \
             With --canary the listed cameras get it first and the rest of the target only on promotion: \
             automatically with --auto (after --observe seconds and --min-parts judged parts, if the canaries' \
-            defect rate rose by at most --max-defect-rate-increase and the version's validation mIoU is at least \
-            --min-validation-miou; otherwise the canaries roll back), or by `loupe model rollout ID --promote`.
+            defect rate rose by at most --max-defect-rate-increase, did not fall below --min-defect-rate-ratio of the \
+            baseline's, and the version's validation mIoU is at least --min-validation-miou; otherwise the canaries roll back), or by `loupe model rollout ID --promote`.
             """
         )
         @Argument(help: "Model version, e.g. disc-v3.") var version: String
@@ -75,6 +75,8 @@ extension ModelCommand {
         @Option(help: "Parts the canaries must judge before the decision.") var minParts: UInt32 = 100
         @Option(help: "Largest allowed rise of the canaries' defect rate (fraction).") var maxDefectRateIncrease: Float = 0.05
         @Option(help: "Smallest allowed validation mIoU of the version.") var minValidationMiou: Float = 0
+        @Option(help: "Roll back if the canaries' defect rate falls below this fraction of the baseline's (a model that stops finding defects); 1 turns it off.")
+        var minDefectRateRatio: Float = 0.2
         @Flag(help: "Wait until every camera assigned now reports the version installed.") var wait = false
         @Option(help: "Seconds to wait with --wait.") var timeout: Double = 600
         @OptionGroup var connection: ManagerConnectionOptions
@@ -94,6 +96,7 @@ extension ModelCommand {
             push.policy.minParts = minParts
             push.policy.maxDefectRateIncrease = maxDefectRateIncrease
             push.policy.minValidationMiou = minValidationMiou
+            push.policy.minDefectRateRatio = minDefectRateRatio
             let reply = try await connection.ask(.modelPush(push))
             guard case .modelPushReply(let pushed) = reply else { throw unexpected(reply, expected: "model_push_reply") }
             if pushed.hasRollout {

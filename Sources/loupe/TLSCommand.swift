@@ -27,6 +27,8 @@ struct TLSCommand: AsyncParsableCommand {
                 let ca = try FleetCA.create(organization: org, validForDays: days)
                 try PEMFiles.write(try ca.certificatePEM, to: pki.caCertificatePath, mode: 0o644, overwrite: force)
                 try PEMFiles.write(ca.privateKeyPEM, to: pki.caKeyPath, mode: 0o600, overwrite: force)
+                // The manager refuses to run on a missing list: start with an empty one.
+                if !FileManager.default.fileExists(atPath: pki.revocationListPath) { try RevocationList().save(path: pki.revocationListPath) }
                 print("created fleet CA \(pki.caCertificatePath) (key \(pki.caKeyPath), mode 0600), valid \(days) days")
             }
         }
@@ -103,7 +105,7 @@ struct TLSCommand: AsyncParsableCommand {
 
         func run() throws {
             let path = list ?? pki.revocationListPath
-            var revocations = try RevocationList.load(path: path)
+            var revocations = try RevocationList.load(path: path, missingIsEmpty: true)
             var entry = RevocationList.Entry(serial: serial ?? "", name: "", role: nil, revokedAt: Date(), reason: reason)
             if let cert {
                 let certificate = try Certificate.load(path: cert)

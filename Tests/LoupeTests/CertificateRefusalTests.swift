@@ -66,9 +66,53 @@ import Testing
         await Self.expectTLSRefusal(manager, files, mentioning: ["CERTIFICATE_EXPIRED"])
     }
 
+    /// A revocation list that goes missing or unreadable is not read as
+    /// "nobody is revoked": new connections are refused by name until a good
+    /// list is back, and a manager configured with a missing list does not start.
+    @Test func theRevocationListFailsClosed() async throws {
+        let pki = try TestPKI()
+        let listPath = pki.dir + "/revoked.json"
+        await #expect(throws: PKIError.missingRevocationList(path: listPath)) {
+            _ = try await ManagerHarness.start(pki: pki, revocationList: listPath, revocationPollSeconds: 0.1)
+        }
+        try RevocationList().save(path: listPath)
+        let manager = try await ManagerHarness.start(pki: pki, revocationList: listPath, revocationPollSeconds: 0.1)
+        defer { Task { await manager.stop() } }
+        let agent = try pki.member(.agent, "cam-ok")
+        func connect() async -> WireError? {
+            do {
+                _ = try await WireClient.withConnection(manager.client(agent)) { _, _ in }
+                return nil
+            } catch let error as WireError { return error } catch { return nil }
+        }
+        #expect(await connect() == nil)
+        for breakage in ["missing", "garbage", "unreadable"] {
+            switch breakage {
+            case "missing": try FileManager.default.removeItem(atPath: listPath)
+            case "garbage": try Data("{ not json".utf8).write(to: URL(fileURLWithPath: listPath))
+            default:
+                // A directory where the file should be: it cannot be read as a list.
+                try FileManager.default.removeItem(atPath: listPath)
+                try FileManager.default.createDirectory(atPath: listPath, withIntermediateDirectories: false)
+            }
+            let refused = try await eventually(timeout: .seconds(5)) {
+                guard case .remote(let code, let message) = await connect() else { return false }
+                return code == .unavailable && message.contains("revocation list") && message.contains(listPath)
+            }
+            let last = await connect()
+            #expect(refused, "\(breakage) list: \(String(describing: last))")
+            if breakage == "unreadable" { try FileManager.default.removeItem(atPath: listPath) }
+        }
+        // A good list again: connections are admitted.
+        try RevocationList().save(path: listPath)
+        let back = try await eventually(timeout: .seconds(5)) { await connect() == nil }
+        #expect(back)
+    }
+
     @Test func aRevokedCertificateIsRefusedAfterTheListChanges() async throws {
         let pki = try TestPKI()
         let listPath = pki.dir + "/revoked.json"
+        try RevocationList().save(path: listPath)
         let manager = try await ManagerHarness.start(pki: pki, revocationList: listPath, revocationPollSeconds: 0.1)
         defer { Task { await manager.stop() } }
         let agent = try pki.member(.agent, "cam-lost")

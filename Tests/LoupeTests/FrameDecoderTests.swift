@@ -45,6 +45,28 @@ import Testing
         _ = try? channel.finish()
     }
 
+    /// A header announcing 16 MiB costs no 16 MiB: storage grows with what
+    /// arrives (at most twice it), and the frame still comes out whole.
+    @Test func storageGrowsWithTheBytesThatArriveNotWithTheAnnouncedLength() throws {
+        let decoder = FrameDecoder(maxFrameBytes: 16 << 20, stallTimeout: nil)
+        let channel = EmbeddedChannel()
+        try channel.pipeline.syncOperations.addHandler(decoder)
+        var start = header(16 << 20)
+        start.writeBytes([UInt8](repeating: 7, count: 100))
+        try channel.writeInbound(start)
+        #expect(decoder.bufferedCapacity < 64 << 10, "\(decoder.bufferedCapacity) bytes held for 104 received")
+        var received = 100
+        while received < 16 << 20 {
+            let chunk = min(1 << 20, (16 << 20) - received)
+            try channel.writeInbound(ByteBuffer(repeating: 7, count: chunk))
+            received += chunk
+            if received < 16 << 20 { #expect(decoder.bufferedCapacity <= 2 * (received + 4) + 65536, "\(decoder.bufferedCapacity) held for \(received)") }
+        }
+        let frame = try #require(try channel.readInbound(as: ByteBuffer.self))
+        #expect(frame.readableBytes == 16 << 20)
+        _ = try channel.finish()
+    }
+
     @Test func refusesAZeroLengthFrame() throws {
         let channel = try channel()
         #expect(throws: WireError.emptyFrame) { try channel.writeInbound(header(0)) }

@@ -91,6 +91,7 @@ import Testing
     @Test func sighupReloadsTheRevocationList() async throws {
         let pki = try TestPKI()
         let listPath = pki.dir + "/revoked.json"
+        try RevocationList().save(path: listPath)
         // Polling off: only SIGHUP may bring the change in.
         let setup = try ManagerProcessSetup(pki: pki, revocationList: listPath, revocationPollSeconds: 0)
         let (manager, port) = try await setup.start()

@@ -432,4 +432,26 @@ extension DNNLRuntime {
         let isa = dnnl_get_effective_cpu_isa()
         return isa == dnnl_cpu_isa_avx512_core_bf16 || isa == dnnl_cpu_isa_avx512_core_amx
     }
+
+    /// Whether this CPU can run bf16 convolutions at all: oneDNN 2.6 needs
+    /// AVX-512 (natively with AVX512-BF16, emulated on plain AVX-512); an
+    /// AVX2-only CPU has no bf16 kernel.
+    public static var canRunBF16: Bool {
+        let avx512 = dnnl_cpu_isa_avx512_core.rawValue
+        return dnnl_get_effective_cpu_isa().rawValue & avx512 == avx512
+    }
+
+    /// The CPU instruction set oneDNN dispatches to, as oneDNN names it.
+    public static var cpuISA: String {
+        switch dnnl_get_effective_cpu_isa() {
+        case dnnl_cpu_isa_avx512_core_amx: "avx512_core_amx"
+        case dnnl_cpu_isa_avx512_core_bf16: "avx512_core_bf16"
+        case dnnl_cpu_isa_avx512_core_vnni: "avx512_core_vnni"
+        case dnnl_cpu_isa_avx512_core: "avx512_core"
+        case dnnl_cpu_isa_avx2_vnni: "avx2_vnni"
+        case dnnl_cpu_isa_avx2: "avx2"
+        case dnnl_cpu_isa_avx: "avx"
+        default: "sse41"
+        }
+    }
 }

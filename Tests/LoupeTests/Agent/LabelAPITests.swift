@@ -12,10 +12,12 @@ import Testing
     static let filename = HTTPField.Name("X-Loupe-Filename")!
 
     static func application(_ store: LabelStore, maximumBody: Int = 32 << 20) -> some ApplicationProtocol {
-        let router = Router()
+        // The label routes alone, without the access middleware (AccessTests and SecurityMatrixTests cover that).
+        let router = AgentRouter(context: AgentRequestContext.self)
+        router.add(middleware: SecurityHeadersMiddleware(secure: false))
         var api = LabelAPI(store: store)
         api.maximumBody = maximumBody
-        api.register(on: router)
+        api.register(on: AgentRoutes(router: router))
         return Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)))
     }
 

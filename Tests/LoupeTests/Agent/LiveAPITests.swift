@@ -24,12 +24,15 @@ extension SegmentationTests {
 
         /// The label and live routes (and the page's, with `page`) on a real server.
         static func application(_ runtime: AgentRuntime, page: Bool = false) -> some ApplicationProtocol {
-            let router = Router()
+            // Without the access middleware: AccessTests and SecurityMatrixTests cover access.
+            let router = AgentRouter(context: AgentRequestContext.self)
+            router.add(middleware: SecurityHeadersMiddleware(secure: false))
+            let routes = AgentRoutes(router: router)
             var labels = LabelAPI(store: runtime.store)
             labels.recipeSaved = { try runtime.reload() }
-            labels.register(on: router)
-            LiveAPI(runtime: runtime, training: TrainingJobs(runtime: runtime, logger: Logger(label: "test"))).register(on: router)
-            if page { PageAPI(runtime: runtime).register(on: router) }
+            labels.register(on: routes)
+            LiveAPI(runtime: runtime, training: TrainingJobs(runtime: runtime, logger: Logger(label: "test"))).register(on: routes)
+            if page { PageAPI(runtime: runtime).register(on: routes) }
             return Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), services: [runtime.pipeline])
         }
 

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import GRDB
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
@@ -35,7 +36,8 @@ import Testing
 
         // The agent trusts the manager's public key, and nothing else from outside.
         let agentData = pki.dir + "/agent-m-data"
-        let agentConfig = try writeAgentConfig(pki: pki, camera: "cam-m", port: port, dataDir: agentData, extra: ["modelKeys": [managerData + "/model-signing.pub"]])
+        let agentConfig = try writeAgentConfig(pki: pki, camera: "cam-m", port: port, dataDir: agentData, extra: ["modelKeys": [managerData + "/model-signing.pub"]],
+                                               inspectionType: "disc")
         let agent = try LoupeProcess(["agent", "--config", agentConfig], log: pki.dir + "/agent-m.log")
         let fleet = try fleetEnvironment(pki: pki, port: port)
         let known = try await eventually { try await runLoupe(["camera", "list"], log: pki.dir + "/camera-list.log", environment: fleet).output.contains("cam-m") }
@@ -176,4 +178,85 @@ extension ModelPushProcessTests {
         restarted.signal(SIGTERM)
         #expect(await restarted.waitForExit() == 0)
     }
+
+    /// Someone who can write the manager's database but does not hold its
+    /// signing key sends a camera back to an older signed version, or to a
+    /// version of another inspection type: the real agent refuses both and
+    /// keeps its model; the operator's own rollback, signed as one, installs.
+    @Test func aReplayedOrCrossTypeModelIsRefusedByTheAgentAndTheRunningModelStays() async throws {
+        let pki = try TestPKI()
+        let setup = try ManagerProcessSetup(pki: pki)
+        let (manager, port) = try await setup.start()
+        let managerData = pki.dir + "/manager-data"
+        let agentData = pki.dir + "/agent-p-data"
+        let agentConfig = try writeAgentConfig(pki: pki, camera: "cam-p", port: port, dataDir: agentData,
+                                               extra: ["modelKeys": [managerData + "/model-signing.pub"]], inspectionType: "disc")
+        let agent = try LoupeProcess(["agent", "--config", agentConfig], log: pki.dir + "/agent-p.log")
+        let fleet = try fleetEnvironment(pki: pki, port: port)
+        let known = try await eventually { try await runLoupe(["camera", "list"], log: pki.dir + "/camera-list.log", environment: fleet).output.contains("cam-p") }
+        #expect(known, "\(agent.log)")
+        let modelPath = pki.dir + "/trained.loupe"
+        for (index, type) in ["disc", "disc", "gear"].enumerated() {
+            var model = SegmentationModel(weights: Weights(configuration: .standard, seed: UInt64(20 + index)))
+            model.metadata.description = "model \(index + 1)"
+            try ModelFile.write(model, to: modelPath)
+            _ = try await loupe(["model", "publish", modelPath, "--inspection-type", type, "--manager-config", setup.configPath], log: pki.dir + "/publish-\(index).log")
+        }
+        let registry = try ModelRegistry(directory: managerData, signingKeyPath: managerData + "/model-signing.key")
+        var assignments: [String: (String?, String?)] = [:]
+        for version in ["disc-v1", "disc-v2"] {
+            _ = try await loupe(["model", "push", version, "--cameras", "cam-p"], log: pki.dir + "/push-\(version).log", environment: fleet)
+            let done = try await eventually(timeout: .seconds(30)) {
+                let recorded = try registry.camera("cam-p")?.installedVersion
+                return installed(agentData)?.current?.version == version && recorded == version
+            }
+            #expect(done, "\(version) never installed:\n\(agent.log)\n\(manager.log)")
+            let row = try registry.camera("cam-p")
+            assignments[version] = (row?.assignment, row?.assignmentSignature)
+        }
+        let accepted = installed(agentData)?.newestAssignment ?? 0
+        #expect(accepted > 0)
+
+        /// Points the camera's desired version at `version` behind the manager's back, and waits for the agent's refusal.
+        func tamper(_ version: String, assignment: (String?, String?)) async throws -> String {
+            try await database(managerData).write { db in
+                try db.execute(sql: "UPDATE cameraModel SET desiredVersion = ?, assignment = ?, assignmentSignature = ?, lastError = NULL WHERE cameraId = 'cam-p'",
+                               arguments: [version, assignment.0, assignment.1])
+            }
+            let refused = try await eventually(timeout: .seconds(30)) { (try registry.camera("cam-p")?.lastError ?? "").contains(version) }
+            #expect(refused, "\(version) was never refused:\n\(agent.log)")
+            let error = try registry.camera("cam-p")?.lastError ?? ""
+            // Back to what the camera runs, so the next tamper is a change the manager offers.
+            try await database(managerData).write { db in
+                try db.execute(sql: "UPDATE cameraModel SET desiredVersion = 'disc-v2', lastError = NULL WHERE cameraId = 'cam-p'")
+            }
+            return error
+        }
+        // A replay: disc-v1 with the genuine, signed assignment it was first pushed with.
+        let replay = try await tamper("disc-v1", assignment: try #require(assignments["disc-v1"]))
+        #expect(replay.contains("an old offer replayed"), "\(replay)")
+        // The same without any assignment, and another type's model.
+        let stripped = try await tamper("disc-v1", assignment: (nil, nil))
+        #expect(stripped.contains("no signed assignment"), "\(stripped)")
+        let crossType = try await tamper("gear-v3", assignment: (nil, nil))
+        #expect(crossType.contains("inspection type"), "\(crossType)")
+        #expect(installed(agentData)?.current?.version == "disc-v2")
+        #expect(!FileManager.default.fileExists(atPath: agentData + "/models/gear-v3.loupe"))
+        #expect(agent.process.isRunning)
+
+        // The operator's rollback to disc-v1 is a new signed assignment, and the agent takes it; then the roll forward.
+        _ = try await loupe(["model", "rollback", "--cameras", "cam-p", "--to", "disc-v1"], log: pki.dir + "/rollback.log", environment: fleet)
+        let back = try await eventually(timeout: .seconds(30)) { installed(agentData)?.current?.version == "disc-v1" }
+        #expect(back, "the signed rollback never installed:\n\(agent.log)\n\(manager.log)")
+        _ = try await loupe(["model", "push", "disc-v2", "--cameras", "cam-p"], log: pki.dir + "/push-again.log", environment: fleet)
+        let forward = try await eventually(timeout: .seconds(30)) { installed(agentData)?.current?.version == "disc-v2" }
+        #expect(forward, "the push after the rollback never installed:\n\(agent.log)")
+        #expect((installed(agentData)?.newestAssignment ?? 0) > accepted)
+        manager.signal(SIGTERM)
+        agent.signal(SIGTERM)
+        _ = await manager.waitForExit()
+        _ = await agent.waitForExit()
+    }
+
+    func database(_ managerData: String) throws -> DatabaseQueue { try DatabaseQueue(path: managerData + "/models.sqlite") }
 }

@@ -81,7 +81,7 @@ import Testing
         defer { proxy.stop() }
         let agentData = pki.dir + "/agent-push-data"
         let agentConfig = try writeAgentConfig(pki: pki, camera: "cam-push", port: proxy.port, dataDir: agentData,
-                                               extra: ["modelKeys": [managerData + "/model-signing.pub"]])
+                                               extra: ["modelKeys": [managerData + "/model-signing.pub"]], inspectionType: "disc")
         let agent = try LoupeProcess(["agent", "--config", agentConfig], log: pki.dir + "/agent-push.log")
         let fleet = try fleetEnvironment(pki: pki, port: managerPort)
         let known = try await eventually { try await runLoupe(["camera", "list"], log: pki.dir + "/camera-list.log", environment: fleet).output.contains("cam-push") }

@@ -1,4 +1,5 @@
 import Foundation
+import LoupeAgent
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
@@ -134,15 +135,21 @@ struct ManagerProcessSetup {
 /// Writes a `loupe agent` config for `camera` that reaches the manager on
 /// `port` with quick test timers (no manager when `port` is nil); `extra`
 /// adds or replaces top-level keys. Returns the file's path.
+/// With `inspectionType`, the agent's store starts with a recipe of that
+/// type (agents install only models signed for their recipe's type).
 func writeAgentConfig(pki: TestPKI, camera: String, port: Int?, dataDir: String? = nil, manager extraLink: [String: Any] = [:],
-                      extra: [String: Any] = [:]) throws -> String {
+                      extra: [String: Any] = [:], inspectionType: String? = nil) throws -> String {
     let files = try pki.member(.agent, camera)
     let path = pki.dir + "/agent-\(camera).json"
+    let dataDir = dataDir ?? pki.dir + "/agent-\(camera)-data"
     var config: [String: Any] = [
         "cameraId": camera,
         "tls": ["ca": files.ca, "cert": files.cert, "key": files.key],
-        "dataDir": dataDir ?? pki.dir + "/agent-\(camera)-data",
+        "dataDir": dataDir,
     ]
+    if let inspectionType {
+        try LabelStore(directory: dataDir + "/store").saveRecipe(Recipe(inspectionType: inspectionType), user: "test")
+    }
     if let port {
         let link: [String: Any] = [
             "address": "localhost:\(port)", "heartbeatSeconds": 0.5, "idleTimeoutSeconds": 3,

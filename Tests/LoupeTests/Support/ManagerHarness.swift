@@ -38,10 +38,15 @@ final class ManagerHarness: @unchecked Sendable {
             continuation.finish()
         }
         let group = ServiceGroup(services: [service], logger: logger)
-        let task = Task { try await group.run() }
+        let task = Task {
+            // A manager that fails before it listens ends the wait below with its own error.
+            defer { continuation.finish() }
+            try await group.run()
+        }
         var iterator = stream.makeAsyncIterator()
         guard let port = await iterator.next(), port > 0 else {
             await group.triggerGracefulShutdown()
+            try await task.value
             throw WireError.connectionClosed
         }
         return ManagerHarness(pki: pki, config: config, service: service, group: group, port: port, task: task)
