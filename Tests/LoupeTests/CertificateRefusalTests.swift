@@ -191,6 +191,60 @@ import Testing
         #expect(message.contains(trespass.role.rawValue) && message.contains(trespass.body.name), "\(message)")
     }
 
+    /// Who may send what, as docs/protocol.md §6 states it (not as the code
+    /// does): every other message, the manager's own replies and offers
+    /// among them, is refused to both.
+    static let allowed: [FleetRole: Set<String>] = [
+        .agent: ["echo", "roi_upload", "agent_status", "model_installed", "model_chunk_request", "training_start", "training_cancel"],
+        .operator: ["echo", "model_chunk_request", "training_start", "training_cancel", "fleet_status_query", "model_list_query", "model_push",
+                    "model_rollback", "rollout_decision", "training_status_query", "dataset_stats_query", "camera_group_set", "camera_group_list"],
+    ]
+
+    /// Every message type of the schema (SampleMessages covers them all; ProtocolSchemaTests checks that) × agent and
+    /// operator certificates, each on its own connection: a message the role may not send is refused with
+    /// PERMISSION_DENIED naming both; one it may send is never refused for its role.
+    @Test func everyMessageTypeIsDecidedForEveryRoleWhereItIsDispatched() async throws {
+        let manager = try await ManagerHarness.start()
+        defer { Task { await manager.stop() } }
+        let bodies = SampleMessages.all.filter {
+            switch $0 {
+            // The connection's own messages, handled below dispatch (docs/protocol.md §3-4): an Error is a peer's refusal.
+            case .hello, .heartbeat, .goodbye, .error: return false
+            default: return true
+            }
+        }
+        #expect(bodies.count >= 25)
+        for role in [FleetRole.agent, .operator] {
+            let member = try manager.pki.member(role, "member-\(role.rawValue)")
+            var config = manager.client(member)
+            config.connection.requestTimeout = .seconds(2)
+            for body in bodies {
+                let outcome: (Loupe_V1_Error.Code, String)?
+                do {
+                    outcome = try await WireClient.withConnection(config) { connection, _ in
+                        do {
+                            _ = try await connection.request(body)
+                            return nil
+                        } catch WireError.remote(let code, let message) {
+                            return (code, message)
+                        } catch {
+                            return nil  // an event the manager takes without a reply: not refused
+                        }
+                    }
+                } catch {
+                    Issue.record("\(role.rawValue) \(body.name): \(error)")
+                    continue
+                }
+                if Self.allowed[role, default: []].contains(body.name) {
+                    #expect(outcome?.0 != .permissionDenied, "\(role.rawValue) may send \(body.name): \(String(describing: outcome))")
+                } else {
+                    #expect(outcome?.0 == .permissionDenied, "\(role.rawValue) may not send \(body.name): \(String(describing: outcome))")
+                    #expect(outcome?.1.contains(body.name) == true && outcome?.1.contains(role.rawValue) == true, "\(String(describing: outcome))")
+                }
+            }
+        }
+    }
+
     @Test func aManagerCertificateCannotConnectAsAClient() async throws {
         let manager = try await ManagerHarness.start()
         defer { Task { await manager.stop() } }
