@@ -8,15 +8,22 @@ import Prometheus
 /// cameras' status reports, and (for automatic rollouts) promotes or rolls
 /// back once the observation window and part count are reached. A canary
 /// that refuses the version rolls the rollout back at once.
-struct RolloutSupervisor {
+public struct RolloutSupervisor {
     let models: any ModelRegistryStoring
     let cameras: CameraRegistry
     let logger: Logger
     let metrics: ManagerMetrics?
 
+    public init(models: any ModelRegistryStoring, cameras: CameraRegistry, logger: Logger, metrics: ManagerMetrics?) {
+        self.models = models
+        self.cameras = cameras
+        self.logger = logger
+        self.metrics = metrics
+    }
+
     /// Returns how many rollouts are still in their canary phase.
     @discardableResult
-    func step(now: Date = Date()) -> Int {
+    public func step(now: Date = Date()) -> Int {
         guard let open = try? models.rollouts(state: .canary) else { return 0 }
         var stillOpen = 0
         let installs = Dictionary(((try? models.cameras()) ?? []).map { ($0.cameraId, $0) }) { $1 }

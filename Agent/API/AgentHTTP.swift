@@ -36,13 +36,15 @@ public enum AgentHTTP {
 
     /// The server: HTTPS when `http.tls` is set (TLS 1.2+ for browsers, the
     /// agent's fleet certificate, which must carry the page's host names).
-    public static func application(runtime: AgentRuntime, training: TrainingJobs, logger: Logger,
-                                   services: [any Service] = [], onRunning: @escaping @Sendable (String) -> Void = { _ in }) throws -> some ApplicationProtocol {
+    public static func application(runtime: AgentRuntime, training: TrainingJobs, logger: Logger, services: [any Service] = [],
+                                   signIns: SignInGuard = SignInGuard(),
+                                   onRunning: @escaping @Sendable (String) -> Void = { _ in }) throws -> some ApplicationProtocol {
         let config = runtime.config
         let settings = config.http ?? AgentConfig.HTTPSettings(address: "127.0.0.1:0")
         let (host, port) = try parseAddress(settings.address)
         let secure = settings.tls ?? false
-        let router = Self.router(runtime: runtime, training: training, sessionLifetime: (settings.sessionHours ?? 12) * 3600, secureCookies: secure)
+        let router = Self.router(runtime: runtime, training: training, sessionLifetime: (settings.sessionHours ?? 12) * 3600, secureCookies: secure,
+                                 signIns: signIns)
         var server = HTTPServerBuilder.http1()
         if secure {
             var tls = TLSConfiguration.makeServerConfiguration(

@@ -9,7 +9,7 @@ struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Run a benchmark and print its figures.",
-        subcommands: [Wire.self, Fleet.self, Load.self, Imaging.self, Segmentation.self, Pipeline.self]
+        subcommands: [Wire.self, Fleet.self, Load.self, Imaging.self, Segmentation.self, Pipeline.self, LoginFlood.self]
     )
 
     struct Wire: AsyncParsableCommand {
@@ -219,6 +219,54 @@ extension BenchCommand {
                 throw ExitCode(1)
             }
             print("passed: nothing dropped, nothing lost, no agent starved")
+        }
+    }
+}
+
+extension BenchCommand {
+    struct LoginFlood: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "login-flood",
+            abstract: "The live pipeline's frame rate while the agent's sign-in is flooded (docs/security.md).",
+            discussion: """
+            The agent's real HTTP stack and live pipeline in one process; clients send wrong passwords from ever new \
+            loopback addresses. Alternating rounds: no flood, the flood against the sign-in guard as shipped, and the \
+            flood with the guard opened to every core. Prints median fps per condition and the ratios to the quiet one; \
+            the exit status is 1 when the shipped guard keeps less than 0.8 of the quiet rate.
+            """
+        )
+        @Option(help: "Rounds of each condition; medians are reported.") var rounds = 3
+        @Option(help: "Seconds of each round.") var seconds = 10.0
+        @Option(help: "Flooding clients, each a connection at a time.") var clients = 32
+        @Flag(help: "Print the report as JSON.") var json = false
+
+        func run() async throws {
+            var options = LoginFloodBenchmark.Options()
+            options.rounds = rounds
+            options.secondsPerRound = seconds
+            options.clients = clients
+            let progress = ProgressBar()
+            let report = try await LoginFloodBenchmark(options: options) { progress.update($0) }.run()
+            progress.finish()
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                print(String(decoding: try encoder.encode(report), as: UTF8.self))
+            } else {
+                print("loupe bench login-flood: \(options.pipeline.width)x\(options.pipeline.height), two ROIs, \(options.pipeline.precision.rawValue), "
+                      + "\(clients) flooding clients, \(rounds) rounds of \(Int(seconds)) s, \(ProcessInfo.processInfo.activeProcessorCount) cores")
+                print(TextTable.render(header: ["round", "condition", "fps", "sign-in answers/s"], rows: report.rounds.enumerated().map { index, round in
+                    [String(index / LoginFloodBenchmark.Condition.allCases.count + 1), round.condition, String(format: "%.1f", round.framesPerSecond),
+                     round.answersPerSecond.sorted { $0.key < $1.key }.map { String(format: "%@: %.0f", $0.key, $0.value) }.joined(separator: ", ")]
+                }))
+                for condition in LoginFloodBenchmark.Condition.allCases {
+                    print(String(format: "median %@: %.1f fps", condition.rawValue, report.medianFPS[condition.rawValue] ?? 0))
+                }
+                print(String(format: "ratio to no flood: guard as shipped %.2f, guard opened %.2f", report.gatedRatio, report.openRatio))
+            }
+            let met = report.gatedRatio >= 0.8
+            print("target: the shipped guard keeps 0.8 of the quiet frame rate or more: \(met ? "met" : "MISSED")")
+            if !met { throw ExitCode(1) }
         }
     }
 }

@@ -116,10 +116,21 @@ import Testing
         let pki = try TestPKI()
         let files = try pki.member(.agent, "cam-a", hosts: ["localhost"])
         let dir = pki.dir + "/agent-data"
-        let runtime = try Self.runtime(dir, http: .init(address: "127.0.0.1:0", tls: true), tls: files)
+        let runtime = try Self.runtime(dir, http: .init(address: "127.0.0.1:0", tls: true, initialAdminPassword: "first-start-secret"), tls: files)
+        try AgentHTTP.ensureAdmin(runtime: runtime, logger: Logger(label: "test"))
         let app = try AgentHTTP.application(runtime: runtime, training: TrainingJobs(runtime: runtime, logger: Logger(label: "test")), logger: Logger(label: "test"))
         try await app.test(.ahc(.https)) { client in
-            try await client.execute(uri: "/api/v1/health", method: .get) { #expect($0.status == .ok) }
+            try await client.execute(uri: "/api/v1/health", method: .get) { response in
+                #expect(response.status == .ok)
+                #expect(response.headers[.strictTransportSecurity]?.hasPrefix("max-age=") == true)
+            }
+            // Over HTTPS the session cookie is Secure (and HttpOnly, SameSite=Strict).
+            try await client.execute(uri: "/api/v1/login", method: .post,
+                                     body: try LabelAPITests.json(["user": "admin", "password": "first-start-secret"])) { response in
+                #expect(response.status == .ok)
+                let cookie = response.headers[.setCookie] ?? ""
+                #expect(cookie.contains("; Secure") && cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "\(cookie)")
+            }
             // A client that trusts only the fleet CA and checks the host name accepts the agent's certificate.
             let port = try #require(client.port)
             let channel = try await RawTLSClient.connect(port: port, caPath: files.ca, identity: nil, alpn: ["http/1.1"], tlsVersion: .tlsv13)
