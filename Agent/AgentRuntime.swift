@@ -102,11 +102,10 @@ public final class AgentRuntime: Sendable {
 
     /// Verifies and installs a model file, then swaps it in between frames.
     @discardableResult
-    public func install(_ data: Data, version: String, expectedSHA256: Data?, origin: String,
-                        offer: ModelShelf.OfferCheck? = nil) throws -> InstalledModel {
-        let (model, installed) = try shelf.install(data, version: version, expectedSHA256: expectedSHA256, origin: origin, offer: offer)
+    public func install(_ data: Data, version: String, expectedSHA256: Data?, from source: ModelShelf.Source) throws -> InstalledModel {
+        let (model, installed) = try shelf.install(data, version: version, expectedSHA256: expectedSHA256, from: source)
         try reload(model: (model, installed))
-        logger.info("model installed", metadata: ["version": "\(version)", "origin": "\(origin)", "sha256": "\(installed.sha256.prefix(16))"])
+        logger.info("model installed", metadata: ["version": "\(version)", "origin": "\(source.origin)", "sha256": "\(installed.sha256.prefix(16))"])
         return installed
     }
 

@@ -46,8 +46,8 @@ public final class CameraPermissions: Sendable {
         do { held = try typesHeld() } catch { throw .refused(code: .unavailable, message: "cannot read camera \(camera)'s training data: \(error)") }
         let own = pinned.withLock { pins -> String in
             if let pin = pins[camera] { return pin }
-            // The type it already has data in, or this one, from now on.
-            let pin = held.count == 1 ? held.first! : held.sorted().first ?? type
+            // The type it already has data in (the first by name, if several), or this one, from now on.
+            let pin = held.min() ?? type
             pins[camera] = pin
             return pin
         }

@@ -42,7 +42,9 @@ public struct AccessMiddleware: RouterMiddleware {
         let changing = input.method != .get && input.method != .head
         if changing { try Self.checkSameOrigin(head) }
         guard case .role(let needed) = access else { return try await next(Request(head: head, body: input.body), context) }
-        guard let (token, viaCookie) = Self.token(input), let session = try? store.session(token: token) else {
+        // The token is hashed once: the key finds the session and watches its streams.
+        guard let (token, viaCookie) = Self.token(input), let key = LabelStore.sessionKey(checking: token),
+              let session = try? store.session(key: key) else {
             throw HTTPError(.unauthorized, headers: [.wwwAuthenticate: "Bearer realm=\"loupe\""], message: "sign in first (POST /api/v1/login)")
         }
         if changing && viaCookie && head.headerFields[.origin] == nil {
@@ -54,7 +56,7 @@ public struct AccessMiddleware: RouterMiddleware {
         head.headerFields[.loupeUser] = session.user
         var context = context
         context.session = session
-        context.sessionKey = LabelStore.sessionKey(token: token)
+        context.sessionKey = key
         return try await next(Request(head: head, body: input.body), context)
     }
 
@@ -66,8 +68,7 @@ public struct AccessMiddleware: RouterMiddleware {
         guard let origin = head.headerFields[.origin] else { return }
         let host = head.authority ?? ""
         guard let parsed = URLComponents(string: origin), let originHost = parsed.host, !host.isEmpty,
-              Self.authority(host: originHost, port: parsed.port) == host.lowercased()
-                || (parsed.port == nil && originHost.lowercased() == host.lowercased()) else {
+              Self.authority(host: originHost, port: parsed.port) == host.lowercased() else {
             throw HTTPError(.forbidden, message: "cross-origin request refused (Origin \(origin) is not this agent, \(host))")
         }
     }
@@ -143,7 +144,7 @@ public final class SignInGuard: Sendable {
         /// Failed guesses from one address, whatever the names, before the address waits out the window.
         public var perAddress = 20
         public var window: TimeInterval = 300
-        /// Entries kept at most; the stalest go first.
+        /// Entries kept at most; past it, the stalest quarter goes.
         public var capacity = 4096
         /// scrypt checks at once (each about 32 MiB and a tenth of a second of one core).
         public var concurrentHashes = 1
@@ -183,8 +184,10 @@ public final class SignInGuard: Sendable {
         failures.withLock { table in
             for key in [Self.pairKey(user, address), Self.addressKey(address)] { table[key, default: []].append(now) }
             if table.count > limits.capacity {
-                // Drop the entries whose last failure is oldest.
-                let stale = table.sorted { ($0.value.last ?? .distantPast) < ($1.value.last ?? .distantPast) }.prefix(table.count - limits.capacity)
+                // Drop the stalest quarter at once, so a flood that keeps the table full sorts it once per
+                // capacity/4 failures, not on every one.
+                let keep = limits.capacity * 3 / 4
+                let stale = table.sorted { ($0.value.last ?? .distantPast) < ($1.value.last ?? .distantPast) }.prefix(table.count - keep)
                 for (key, _) in stale { table[key] = nil }
             }
         }

@@ -100,8 +100,22 @@ public final class ModelShelf: Sendable {
     /// Signs models this agent trains itself (`models/local-signing.key`, made at first start).
     public let localKey: Curve25519.Signing.PrivateKey
     public static let maximumModelBytes: UInt64 = 256 << 20
-    /// `InstalledModel.origin` of models offered by the manager.
-    public static let managerOrigin = "manager"
+    /// Where a model comes from, which decides what it must pass: a model
+    /// offered by the manager cannot be installed without its offer's checks.
+    public enum Source: Sendable {
+        /// Offered by the manager: signed by a manager key, with its provenance and assignment checked against `OfferCheck`.
+        case manager(OfferCheck)
+        /// Trained on this camera, or installed from a file here: signed by any trusted key, this agent's own included.
+        case local(String)
+
+        /// `InstalledModel.origin`.
+        public var origin: String {
+            switch self {
+            case .manager: "manager"
+            case .local(let origin): origin
+            }
+        }
+    }
     private let lock = Mutex(())
 
     public init(directory: String, managerKeys: [Curve25519.Signing.PublicKey]) throws(StoreError) {
@@ -176,17 +190,16 @@ public final class ModelShelf: Sendable {
     }
 
     /// Verifies and installs a model; the one it replaces becomes the rollback
-    /// target. A model from the manager (`offer` given) must be signed by a
-    /// manager key (never this agent's own), for the recipe's inspection type,
-    /// under the offered name, and come with the manager's signed assignment
-    /// of it to this camera, newer than any assignment accepted before.
+    /// target. A model from the manager must be signed by a manager key (never
+    /// this agent's own), for the recipe's inspection type, under the offered
+    /// name, and come with the manager's signed assignment of it to this
+    /// camera, newer than any assignment accepted before.
     @discardableResult
-    public func install(_ data: Data, version: String, expectedSHA256: Data?, origin: String,
-                        offer: OfferCheck? = nil) throws(ModelInstallError) -> (SegmentationModel, InstalledModel) {
+    public func install(_ data: Data, version: String, expectedSHA256: Data?,
+                        from source: Source) throws(ModelInstallError) -> (SegmentationModel, InstalledModel) {
         guard FleetSafeName.isValid(version) else { throw .invalidVersion(version) }
-        guard origin != Self.managerOrigin || offer != nil else {
-            throw .badSignature(version: version, reason: "a model from the manager is installed only with its offer's provenance checks")
-        }
+        var offer: OfferCheck?
+        if case .manager(let check) = source { offer = check }
         let model = try verify(data, version: version, expectedSHA256: expectedSHA256, keys: offer == nil ? nil : managerKeys)
         return try lock.withLock { _ throws(ModelInstallError) -> (SegmentationModel, InstalledModel) in
             var state = readState()
@@ -196,7 +209,7 @@ public final class ModelShelf: Sendable {
             } catch {
                 throw .io("cannot write model \(version): \(error)")
             }
-            let installed = InstalledModel(version: version, sha256: Data(SHA256.hash(data: data)).hexString, bytes: data.count, installedAt: Date(), origin: origin)
+            let installed = InstalledModel(version: version, sha256: Data(SHA256.hash(data: data)).hexString, bytes: data.count, installedAt: Date(), origin: source.origin)
             if state.current?.version != version { state.previous = state.current }
             state.current = installed
             try writeState(state)

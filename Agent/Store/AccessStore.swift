@@ -114,10 +114,14 @@ extension LabelStore {
 
     /// The live session a token names, if any.
     public func session(token: String) throws(StoreError) -> Session? {
-        guard !token.isEmpty, token.count <= 128 else { return nil }
-        let hash = Self.sessionKey(token: token)
-        return try read { db -> Session? in
-            guard let session = try SessionRecord.fetchOne(db, key: hash), session.expiresAt > Date(),
+        guard let key = Self.sessionKey(checking: token) else { return nil }
+        return try session(key: key)
+    }
+
+    /// The live session stored under `key` (`sessionKey(token:)`), if any.
+    public func session(key: String) throws(StoreError) -> Session? {
+        try read { db -> Session? in
+            guard let session = try SessionRecord.fetchOne(db, key: key), session.expiresAt > Date(),
                   let user = try UserRecord.fetchOne(db, key: session.user) else { return nil }
             return Session(user: user.name, role: user.role, expiresAt: session.expiresAt)
         }
@@ -131,6 +135,12 @@ extension LabelStore {
 
     /// What a session is stored and watched by: the SHA-256 of its token.
     public static func sessionKey(token: String) -> String { BlobStore.hash(Data(token.utf8)) }
+
+    /// The key of a token a client sent, or nil when it cannot be one (empty, or over 128 characters).
+    public static func sessionKey(checking token: String) -> String? {
+        guard !token.isEmpty, token.count <= 128 else { return nil }
+        return sessionKey(token: token)
+    }
 
     static func constantTimeEqual(_ a: Data, _ b: Data) -> Bool {
         guard a.count == b.count else { return false }

@@ -68,7 +68,8 @@ public final class ModelReceiver: Sendable {
             throw ModelInstallError.badSignature(version: version, reason: "the offer is not signed by a trusted manager key")
         }
         // Another inspection type is refused before a byte is fetched too (the signed payload is checked again after).
-        let recipeType = try runtime.store.recipe().inspectionType
+        // The recipe the pipeline runs (what the status report names), not a second read of the store.
+        let recipeType = runtime.pipeline.currentInspector.recipe.inspectionType
         guard offer.inspectionType == recipeType else {
             throw ModelInstallError.wrongInspectionType(version: version, model: offer.inspectionType, recipe: recipeType)
         }
@@ -102,7 +103,7 @@ public final class ModelReceiver: Sendable {
         do {
             let check = ModelShelf.OfferCheck(cameraId: runtime.config.cameraId, inspectionType: recipeType,
                                               assignment: offer.assignment, assignmentSignature: offer.assignmentSignature)
-            try runtime.install(data, version: version, expectedSHA256: offer.sha256, origin: ModelShelf.managerOrigin, offer: check)
+            try runtime.install(data, version: version, expectedSHA256: offer.sha256, from: .manager(check))
         } catch {
             // A file that fails its checks is not kept: the next offer fetches it afresh.
             shelf.discardDownload(version)

@@ -291,7 +291,7 @@ public final class TrainingJobs: Sendable {
                 model.metadata.description = "trained on camera \(runtime.config.cameraId) from \(dataset.items.count) ROIs"
                 let version = "local-\(Self.stamp(created))"
                 let data = try ModelFile.encode(model, signingKey: runtime.shelf.localKey)
-                _ = try runtime.install(data, version: version, expectedSHA256: nil, origin: "local-training")
+                _ = try runtime.install(data, version: version, expectedSHA256: nil, from: .local("local-training"))
                 status.state = .succeeded
                 status.phase = "finished"
                 status.fraction = 1

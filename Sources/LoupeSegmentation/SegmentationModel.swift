@@ -133,25 +133,24 @@ public enum ModelFile {
         file.formatVersion = formatVersion
         file.payload = payload
         file.payloadSha256 = Data(SHA256.hash(data: payload))
-        if let signingKey {
-            var signature = Loupe_Model_V1_Signature()
-            signature.algorithm = "ed25519"
-            signature.publicKey = signingKey.publicKey.rawRepresentation
-            signature.signature = try signingKey.signature(for: payload)
-            file.signature = signature
-        }
+        if let signingKey { file.signature = try signature(over: payload, with: signingKey) }
         return magic + (try file.serializedData())
     }
 
     /// Adds (or replaces) the signature of an encoded model without touching its payload.
     public static func sign(_ data: Data, with key: Curve25519.Signing.PrivateKey, name: String = "model") throws -> Data {
         var file = try container(data, name: name)
+        file.signature = try signature(over: file.payload, with: key)
+        return magic + (try file.serializedData())
+    }
+
+    /// The one way a payload is signed: Ed25519, with the signer's public key.
+    static func signature(over payload: Data, with key: Curve25519.Signing.PrivateKey) throws -> Loupe_Model_V1_Signature {
         var signature = Loupe_Model_V1_Signature()
         signature.algorithm = "ed25519"
         signature.publicKey = key.publicKey.rawRepresentation
-        signature.signature = try key.signature(for: file.payload)
-        file.signature = signature
-        return magic + (try file.serializedData())
+        signature.signature = try key.signature(for: payload)
+        return signature
     }
 
     /// Writes the registry's provenance (and version number) into an encoded
@@ -169,8 +168,8 @@ public enum ModelFile {
         payload.version = version
         file.payload = try payload.serializedData()
         file.payloadSha256 = Data(SHA256.hash(data: file.payload))
-        file.clearSignature()
-        return try sign(magic + (try file.serializedData()), with: key, name: name)
+        file.signature = try signature(over: file.payload, with: key)
+        return magic + (try file.serializedData())
     }
 
     /// Parses and checks a model file. With `trustedKeys`, the file must be signed by one of them.

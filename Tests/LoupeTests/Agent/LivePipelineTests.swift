@@ -133,7 +133,7 @@ extension SegmentationTests {
             let shelf = try ModelShelf(directory: dir, managerKeys: [managerKey.publicKey])
             let first = try ProvenanceTests.signed(Self.constantModel(), managerKey, "v1", sequence: 1)
             let offer1 = ProvenanceTests.offer(try ProvenanceTests.assignment(managerKey, version: "v1", modelSequence: 1, sequence: 2))
-            try shelf.install(first, version: "v1", expectedSHA256: Data(SHA256.hash(data: first)), origin: "manager", offer: offer1)
+            try shelf.install(first, version: "v1", expectedSHA256: Data(SHA256.hash(data: first)), from: .manager(offer1))
             let offer = ProvenanceTests.offer(try ProvenanceTests.assignment(managerKey, version: "v2", modelSequence: 3, sequence: 4))
             #expect(shelf.state.current?.version == "v1" && shelf.state.previous == nil)
             #expect(throws: ModelInstallError.noPreviousModel) { try shelf.rollback() }
@@ -144,25 +144,25 @@ extension SegmentationTests {
             // One flipped byte: the offer's SHA-256 no longer matches.
             var flipped = good
             flipped[flipped.count / 2] ^= 0x40
-            #expect { try shelf.install(flipped, version: "v2", expectedSHA256: Data(SHA256.hash(data: good)), origin: "manager", offer: offer) } throws: { error in
+            #expect { try shelf.install(flipped, version: "v2", expectedSHA256: Data(SHA256.hash(data: good)), from: .manager(offer)) } throws: { error in
                 guard case ModelInstallError.hashMismatch = error else { return false }
                 return true
             }
             // Signed by a key the agent does not trust.
             let foreign = try ProvenanceTests.signed(second, Curve25519.Signing.PrivateKey(), "v2", sequence: 3)
-            #expect { try shelf.install(foreign, version: "v2", expectedSHA256: Data(SHA256.hash(data: foreign)), origin: "manager", offer: offer) } throws: { error in
+            #expect { try shelf.install(foreign, version: "v2", expectedSHA256: Data(SHA256.hash(data: foreign)), from: .manager(offer)) } throws: { error in
                 guard case ModelInstallError.badSignature = error else { return false }
                 return true
             }
             // Unsigned.
             let unsigned = try ModelFile.encode(second)
-            #expect(throws: ModelInstallError.self) { try shelf.install(unsigned, version: "v2", expectedSHA256: nil, origin: "file") }
+            #expect(throws: ModelInstallError.self) { try shelf.install(unsigned, version: "v2", expectedSHA256: nil, from: .local("file")) }
             #expect(shelf.state.current?.version == "v1")
             #expect(try shelf.loadCurrent()?.0.weights == Self.constantModel().weights)
             #expect(!FileManager.default.fileExists(atPath: dir + "/v2.loupe"))
 
             // The good one installs; v1 becomes the rollback target, and rolling back returns to it.
-            try shelf.install(good, version: "v2", expectedSHA256: Data(SHA256.hash(data: good)), origin: "manager", offer: offer)
+            try shelf.install(good, version: "v2", expectedSHA256: Data(SHA256.hash(data: good)), from: .manager(offer))
             #expect(shelf.state.current?.version == "v2" && shelf.state.previous?.version == "v1")
             let (restored, info) = try shelf.rollback()
             #expect(info.version == "v1" && restored.weights == Self.constantModel().weights)

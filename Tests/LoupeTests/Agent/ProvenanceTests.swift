@@ -44,8 +44,7 @@ import Testing
     }
 
     func install(_ shelf: ModelShelf, _ data: Data, _ version: String, type: String = "disc", assignment: (Data, Data)?) throws {
-        try shelf.install(data, version: version, expectedSHA256: Data(SHA256.hash(data: data)), origin: ModelShelf.managerOrigin,
-                          offer: Self.offer(assignment, type: type))
+        try shelf.install(data, version: version, expectedSHA256: Data(SHA256.hash(data: data)), from: .manager(Self.offer(assignment, type: type)))
     }
 
     @Test func replayedMislabelledCrossTypeAndForeignModelsAreRefused() throws {
@@ -92,8 +91,14 @@ import Testing
         refused({ try install(shelf, local, "disc-v3", assignment: fresh) }) { if case .badSignature = $0 { true } else { false } }
         let foreign = try Self.signed(Self.model(5), Curve25519.Signing.PrivateKey(), "disc-v3", sequence: 5)
         refused({ try install(shelf, foreign, "disc-v3", assignment: fresh) }) { if case .badSignature = $0 { true } else { false } }
-        // A manager model without its offer's checks is refused outright.
-        refused({ try shelf.install(v3, version: "disc-v3", expectedSHA256: nil, origin: ModelShelf.managerOrigin) }) { if case .badSignature = $0 { true } else { false } }
+        // A manager model cannot skip its offer's checks: `.manager` carries them by type. The agent's own key
+        // is good for a local install on this camera, never as the manager's.
+        let ownDir = LabelStoreTests.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: ownDir) }
+        let own = try ModelShelf(directory: ownDir, managerKeys: [manager.publicKey])
+        let ownModel = try Self.signed(Self.model(6), own.localKey, "disc-v3", sequence: 5)
+        #expect(throws: ModelInstallError.self) { try own.install(ownModel, version: "disc-v3", expectedSHA256: nil, from: .manager(Self.offer(fresh))) }
+        #expect(try own.install(ownModel, version: "local-1", expectedSHA256: nil, from: .local("local-training")).1.origin == "local-training")
         #expect(!FileManager.default.fileExists(atPath: dir + "/disc-v3.loupe") && !FileManager.default.fileExists(atPath: dir + "/disc-v4.loupe"))
 
         // The manager's own rollback to disc-v1 (a new assignment) installs; so does the roll forward after it.
