@@ -63,10 +63,11 @@ let package = Package(
             dependencies: ["CSPNG", "CTurboJPEG"],
             swiftSettings: computeSettings + fuzzSettings
         ),
-        // Content-addressed blob files written durably, and the stores' error type (agent and manager).
+        // The rules every store shares (agent and manager): content-addressed blob files written durably, SQLite
+        // opening and its errors, the error type, fleet names, hex.
         .target(
             name: "LoupeStorage",
-            dependencies: [.product(name: "Crypto", package: "swift-crypto")],
+            dependencies: [.product(name: "Crypto", package: "swift-crypto"), .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strictSettings
         ),
         // Frame sources: V4L2 cameras, file import, the synthetic camera.
@@ -85,6 +86,7 @@ let package = Package(
         .target(
             name: "LoupePKI",
             dependencies: [
+                "LoupeStorage",
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),

@@ -5,6 +5,7 @@ import LoupeProto
 import LoupeSegmentation
 import LoupeWire
 import ServiceLifecycle
+import LoupeStorage
 
 /// A whole agent, put together: the runtime (store, models, live pipeline),
 /// its link to the manager (status, outbox, model offers, training
@@ -63,7 +64,7 @@ public final class AgentAssembly: Sendable {
         var services: [any Service] = [link, pipeline]
         if config.http != nil {
             try AgentHTTP.ensureAdmin(runtime: runtime, logger: logger)
-            services.append(try AgentHTTP.application(runtime: runtime, training: training, logger: logger, onRunning: onHTTP))
+            services.append(try AgentHTTP.service(runtime: runtime, training: training, logger: logger, onRunning: onHTTP))
         }
         self.runtime = runtime
         self.link = link

@@ -149,11 +149,11 @@ public final class AgentRuntime: Sendable {
             let capture = try store.capture(id: label.captureID)
             guard capture.inspectionType == inspectionType else { continue }
             let image: Image8
-            if let cached = images[capture.id!] {
+            if let cached = images[label.captureID] {
                 image = cached
             } else {
                 image = try ImageFile.decode(try store.image(of: capture)).gray8
-                images[capture.id!] = image
+                images[label.captureID] = image
             }
             let crop = try image.cropped(to: PixelRect(x: label.roiX, y: label.roiY, width: label.roiWidth, height: label.roiHeight))
             items.append(try LabelledImage(name: "capture-\(capture.number)-\(label.roiName)", image: crop, mask: try store.mask(of: label), classes: classes))

@@ -10,6 +10,7 @@ import LoupeWire
 import NIOCore
 import ServiceLifecycle
 import Synchronization
+import LoupeStorage
 
 /// The plant's fleet manager: accepts agents and operators over mutual TLS,
 /// checks their certificates' roles and the revocation list, and serves the

@@ -5,6 +5,7 @@ import LoupeProto
 import LoupeSegmentation
 import LoupeWire
 import Synchronization
+import LoupeStorage
 
 /// The operator's commands over the wire: models and rollouts, training
 /// jobs, datasets and camera groups. Every error names its cause as a typed
@@ -70,6 +71,7 @@ extension ManagerService {
             case .notFound(let what): throw WireError.refused(code: .notFound, message: "\(what) does not exist")
             case .invalid(let why): throw WireError.refused(code: .invalidArgument, message: why)
             case .database, .io: throw WireError.refused(code: .internal, message: error.description)
+            case .diskFull: throw WireError.refused(code: .unavailable, message: error.description)
             }
         }
     }

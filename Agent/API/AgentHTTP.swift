@@ -37,7 +37,7 @@ public enum AgentHTTP {
     /// The server: HTTPS when `http.tls` is set (TLS 1.2+ for browsers, the
     /// agent's fleet certificate, which must carry the page's host names).
     public static func application(runtime: AgentRuntime, training: TrainingJobs, logger: Logger, services: [any Service] = [],
-                                   signIns: SignInGuard = SignInGuard(),
+                                   signIns: SignInGuard = SignInGuard(), yieldToInspection: Bool = true,
                                    onRunning: @escaping @Sendable (String) -> Void = { _ in }) throws -> some ApplicationProtocol {
         let config = runtime.config
         let settings = config.http ?? AgentConfig.HTTPSettings(address: "127.0.0.1:0")
@@ -61,7 +61,18 @@ public enum AgentHTTP {
             onServerRunning: { channel in
                 onRunning("\(scheme)://\(channel.localAddress?.ipAddress ?? host):\(channel.localAddress?.port ?? port)")
             },
+            eventLoopGroupProvider: yieldToInspection ? .shared(PagePriority.eventLoops) : .singleton,
             logger: logger)
+    }
+
+    /// The page's server as the agent runs it: `application`, its handlers on the page's lowered-priority
+    /// threads (`PagePriority`), so that the page yields to live inspection. `yieldToInspection` false
+    /// runs it all at the process's priority (for comparison in `loupe bench login-flood`).
+    public static func service(runtime: AgentRuntime, training: TrainingJobs, logger: Logger, signIns: SignInGuard = SignInGuard(),
+                               yieldToInspection: Bool = true, onRunning: @escaping @Sendable (String) -> Void = { _ in }) throws -> any Service {
+        let app = try application(runtime: runtime, training: training, logger: logger, signIns: signIns, yieldToInspection: yieldToInspection,
+                                  onRunning: onRunning)
+        return yieldToInspection ? PagePriority.Yielding(app) : app
     }
 
     /// At first start (no users yet), creates `admin` with the configured

@@ -51,8 +51,8 @@ public struct LabelAPI: Sendable {
         api.post("captures/import", .operator) { request, _ in
             let body = try await Self.body(request, limit: maximumBody)
             let name = request.headers[Self.filenameHeader] ?? "upload"
-            guard FleetSafeName.isValid(name.replacingOccurrences(of: " ", with: "_")) else {
-                throw HTTPError(.badRequest, message: "file name \"\(name)\" must be 1–64 letters, digits, '.', '_' or '-' (no paths)")
+            guard FleetName.isValid(name.replacingOccurrences(of: " ", with: "_")) else {
+                throw HTTPError(.badRequest, message: FleetName.refusal("file name", name) + " (spaces allowed, no paths)")
             }
             let decoded: DecodedImage
             do { decoded = try ImageFile.decode(body) } catch { throw HTTPError(.unsupportedMediaType, message: "not a PNG or JPEG image we can read: \(error)") }
@@ -123,8 +123,7 @@ public struct LabelAPI: Sendable {
             let user = self.user(request)
             return try Self.mapped {
                 let roi = try store.recipe().roi(named: roiName)
-                let label = try store.applyStrokes(strokes, captureNumber: number, roi: roi, classes: try store.classes().count + 1, user: user)
-                return try Self.json(LabelJSON(label))
+                return try Self.json(LabelJSON(try store.applyStrokes(strokes, captureNumber: number, roi: roi, classes: try store.classes().count + 1, user: user)))
             }
         }
         api.put("captures/:number/rois/:roi/include", .operator) { request, context in
@@ -184,6 +183,16 @@ public struct LabelAPI: Sendable {
         var updatedAt: Date
         var updatedBy: String
         var maskSHA256: String
+        /// After an edit, what the page shows next, so that an edit costs one request: the edited mask
+        /// (its PNG, base64 in JSON) and its labelling check.
+        var maskPNG: Data?
+        var check: PageAPI.MaskCheck?
+
+        init(_ edit: LabelStore.MaskEdit) {
+            self.init(edit.label)
+            maskPNG = edit.png
+            check = PageAPI.MaskCheck(edit.mask)
+        }
 
         init(_ record: LabelRecord) {
             roi = record.roiName
@@ -238,8 +247,8 @@ public struct LabelAPI: Sendable {
 
     static func roi(_ context: some RequestContext) throws -> String {
         let name = context.parameters.get("roi") ?? ""
-        guard FleetSafeName.isValid(name) else {
-            throw HTTPError(.badRequest, message: "ROI name \"\(name)\" must be 1–64 letters, digits, '.', '_' or '-'")
+        guard FleetName.isValid(name) else {
+            throw HTTPError(.badRequest, message: FleetName.refusal("ROI name", name))
         }
         return name
     }

@@ -52,11 +52,14 @@ public struct LiveAPI: Sendable {
                 guard (1..<classes).contains(click.classIndex) else { throw StoreError.invalid("class \(click.classIndex) is not one of 1…\(classes - 1)") }
                 let roi = try store.recipe().roi(named: roiName)
                 let selection = Wand().select(crop, x: click.x, y: click.y, tolerance: tolerance)
-                let existing = try store.label(captureNumber: number, roiName: roiName).map { label throws(StoreError) in try store.mask(of: label) }
-                let base = try existing.flatMap { $0.width == crop.width && $0.height == crop.height ? $0 : nil } ?? Image8(width: crop.width, height: crop.height)
-                let mask = try Wand.apply(selection, to: base, label: UInt8(click.classIndex), mode: click.mode == "remove" ? .remove : .add)
-                let label = try store.saveMask(captureNumber: number, roi: (roi.name, roi.rect), mask: mask, classes: classes, user: user, action: "wand")
-                return try LabelAPI.json(WandResult(selectedPixels: selection.samples.reduce(0) { $0 + ($1 == 0 ? 0 : 1) }, label: LabelAPI.LabelJSON(label)))
+                let edit = try store.editMask(captureNumber: number, roi: roi, classes: classes, user: user, action: "wand") { mask throws(StoreError) in
+                    do {
+                        mask = try Wand.apply(selection, to: mask, label: UInt8(click.classIndex), mode: click.mode == "remove" ? .remove : .add)
+                    } catch {
+                        throw .invalid("ROI \(roiName): \(error)")
+                    }
+                }
+                return try LabelAPI.json(WandResult(selectedPixels: selection.samples.reduce(0) { $0 + ($1 == 0 ? 0 : 1) }, label: LabelAPI.LabelJSON(edit)))
             }
         }
 

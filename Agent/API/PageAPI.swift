@@ -119,44 +119,35 @@ public struct PageAPI: Sendable {
             let command = try await LabelAPI.decode(MaskToolCommand.self, request, limit: 4096)
             let user = self.user(request)
             return try LabelAPI.mapped {
-                guard let label = try store.label(captureNumber: number, roiName: roiName) else {
-                    throw StoreError.notFound("no mask for ROI \(roiName) on capture \(number) (draw first)")
-                }
                 let roi = try store.recipe().roi(named: roiName)
-                let mask = try store.mask(of: label)
-                guard mask.width == roi.rect.width, mask.height == roi.rect.height else {
-                    throw StoreError.invalid("ROI \(roiName) was resized since this mask was drawn; redraw it")
-                }
                 let radius = command.radius ?? 2
                 guard radius.isFinite, (0.5...64).contains(radius) else { throw StoreError.invalid("radius must be 0.5…64 px, not \(radius)") }
                 let area = command.minimumArea ?? 30
                 guard (1...1_000_000).contains(area) else { throw StoreError.invalid("minimumArea must be 1…1000000 px, not \(area)") }
-                let edited: Image8
+                let tool: (Image8) -> Image8
                 switch command.tool {
-                case "fill-holes": edited = MaskTools.fillHoles(mask)
-                case "grow": edited = MaskTools.dilate(mask, radius: radius)
-                case "shrink": edited = MaskTools.erode(mask, radius: radius)
-                case "remove-specks": edited = MaskTools.removeBlobs(mask, smallerThan: area)
+                case "fill-holes": tool = MaskTools.fillHoles
+                case "grow": tool = { MaskTools.dilate($0, radius: radius) }
+                case "shrink": tool = { MaskTools.erode($0, radius: radius) }
+                case "remove-specks": tool = { MaskTools.removeBlobs($0, smallerThan: area) }
                 default: throw StoreError.invalid("tool must be fill-holes, grow, shrink or remove-specks, not \"\(command.tool)\"")
                 }
-                let saved = try store.saveMask(captureNumber: number, roi: (roi.name, roi.rect), mask: edited, classes: try store.classes().count + 1,
-                                               user: user, action: command.tool)
-                return try LabelAPI.json(LabelAPI.LabelJSON(saved))
+                let edit = try store.editMask(captureNumber: number, roi: roi, classes: try store.classes().count + 1, user: user, action: command.tool) { mask in
+                    mask = tool(mask)
+                }
+                return try LabelAPI.json(LabelAPI.LabelJSON(edit))
             }
         }
 
         // The seed's labelling check: regions thinner than a 6 px radius brush.
         api.get("captures/:number/rois/:roi/mask/check", .viewer) { request, context in
             let (number, roiName) = try LabelAPI.target(context)
-            let minimum = request.uri.queryParameters.get("radius", as: Double.self) ?? 6
+            let minimum = request.uri.queryParameters.get("radius", as: Double.self) ?? MaskCheck.defaultRadius
             return try LabelAPI.mapped {
                 guard let label = try store.label(captureNumber: number, roiName: roiName) else {
                     return try LabelAPI.json(MaskCheck(minimumRadius: minimum, thin: []))
                 }
-                let thin = MaskTools.tooThin(try store.mask(of: label), minimumRadius: minimum).map {
-                    ThinRegion(classIndex: Int($0.label), area: $0.area, inscribedRadius: $0.inscribedRadius, bounds: $0.bounds)
-                }
-                return try LabelAPI.json(MaskCheck(minimumRadius: minimum, thin: thin))
+                return try LabelAPI.json(MaskCheck(try store.mask(of: label), minimumRadius: minimum))
             }
         }
 
@@ -180,9 +171,10 @@ public struct PageAPI: Sendable {
                 } else {
                     mask = try LabelStore.emptyMask(for: roi)
                 }
-                let saved = try store.saveMask(captureNumber: number, roi: (roi.name, roi.rect), mask: mask, classes: try store.classes().count + 1,
-                                               user: user, action: action)
-                return try LabelAPI.json(LabelAPI.LabelJSON(saved))
+                let edit = try store.editMask(captureNumber: number, roi: roi, classes: try store.classes().count + 1, user: user, action: action) { current in
+                    current = mask
+                }
+                return try LabelAPI.json(LabelAPI.LabelJSON(edit))
             }
         }
     }
@@ -230,9 +222,23 @@ public struct PageAPI: Sendable {
         var bounds: PixelRect
     }
 
+    /// The labelling check: painted regions thinner than a `minimumRadius` brush.
     struct MaskCheck: Codable {
+        /// The seed's brush radius, what every edit's answer is checked against.
+        static let defaultRadius = 6.0
         var minimumRadius: Double
         var thin: [ThinRegion]
+
+        init(minimumRadius: Double, thin: [ThinRegion]) {
+            self.minimumRadius = minimumRadius
+            self.thin = thin
+        }
+
+        init(_ mask: Image8, minimumRadius: Double = defaultRadius) {
+            self.init(minimumRadius: minimumRadius, thin: MaskTools.tooThin(mask, minimumRadius: minimumRadius).map {
+                ThinRegion(classIndex: Int($0.label), area: $0.area, inscribedRadius: $0.inscribedRadius, bounds: $0.bounds)
+            })
+        }
     }
 
     struct MaskRevert: Codable {

@@ -60,11 +60,11 @@ public struct Recipe: Codable, Sendable, Equatable {
     public static let maximumROIs = 64
 
     public func validate() throws(StoreError) {
-        guard FleetSafeName.isValid(inspectionType) else { throw .invalid("inspection type \"\(inspectionType)\" must be 1–64 letters, digits, '.', '_' or '-'") }
+        guard FleetName.isValid(inspectionType) else { throw .invalid(FleetName.refusal("inspection type", inspectionType)) }
         guard rois.count <= Self.maximumROIs else { throw .invalid("at most \(Self.maximumROIs) ROIs, not \(rois.count)") }
         guard Set(rois.map(\.name)).count == rois.count else { throw .invalid("ROI names must be unique") }
         for roi in rois {
-            guard FleetSafeName.isValid(roi.name) else { throw .invalid("ROI name \"\(roi.name)\" must be 1–64 letters, digits, '.', '_' or '-'") }
+            guard FleetName.isValid(roi.name) else { throw .invalid(FleetName.refusal("ROI name", roi.name)) }
             guard roi.rect.width >= 8, roi.rect.height >= 8, roi.rect.width <= 4096, roi.rect.height <= 4096 else {
                 throw .invalid("ROI \(roi.name) is \(roi.rect.width)x\(roi.rect.height); each side must be 8…4096 px")
             }
@@ -96,14 +96,5 @@ public struct Recipe: Codable, Sendable, Equatable {
     public func roi(named name: String) throws(StoreError) -> RecipeROI {
         guard let roi = rois.first(where: { $0.name == name }) else { throw .notFound("ROI \"\(name)\" in recipe version \(version)") }
         return roi
-    }
-}
-
-/// Names that are safe in URLs, file names and logs.
-enum FleetSafeName {
-    static func isValid(_ name: String) -> Bool {
-        !name.isEmpty && name.count <= 64 && name.unicodeScalars.allSatisfy {
-            ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || $0 == "." || $0 == "_" || $0 == "-"
-        } && name != "." && name != ".."
     }
 }

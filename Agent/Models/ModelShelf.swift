@@ -31,7 +31,7 @@ public enum ModelInstallError: Error, Equatable, CustomStringConvertible {
             "model \(version): SHA-256 is \(actual.prefix(16))…, the offer said \(expected.prefix(16))… (corrupt or tampered); not installed"
         case .badSignature(let version, let reason): "model \(version): signature refused: \(reason); not installed"
         case .unreadable(let version, let reason): "model \(version) cannot be read: \(reason)"
-        case .invalidVersion(let text): "model version \"\(text)\" must be 1–64 letters, digits, '.', '_' or '-'"
+        case .invalidVersion(let text): FleetName.refusal("model version", text)
         case .noPreviousModel: "there is no previous model to roll back to"
         case .chunkOutOfOrder(let version, let expected, let received):
             "model \(version): chunk at byte \(received) does not continue the download at byte \(expected)"
@@ -197,7 +197,7 @@ public final class ModelShelf: Sendable {
     @discardableResult
     public func install(_ data: Data, version: String, expectedSHA256: Data?,
                         from source: Source) throws(ModelInstallError) -> (SegmentationModel, InstalledModel) {
-        guard FleetSafeName.isValid(version) else { throw .invalidVersion(version) }
+        guard FleetName.isValid(version) else { throw .invalidVersion(version) }
         var offer: OfferCheck?
         if case .manager(let check) = source { offer = check }
         let model = try verify(data, version: version, expectedSHA256: expectedSHA256, keys: offer == nil ? nil : managerKeys)
@@ -265,7 +265,7 @@ public final class ModelShelf: Sendable {
 
     /// Bytes of `version` already downloaded: the offset to ask for next.
     public func downloaded(_ version: String) -> UInt64 {
-        guard FleetSafeName.isValid(version),
+        guard FleetName.isValid(version),
               let attributes = try? FileManager.default.attributesOfItem(atPath: partialPath(version)),
               let size = attributes[.size] as? NSNumber else { return 0 }
         return size.uint64Value
@@ -273,7 +273,7 @@ public final class ModelShelf: Sendable {
 
     /// Appends a chunk (flushed to disk) to a download in progress.
     public func append(_ data: Data, to version: String, at offset: UInt64) throws(ModelInstallError) {
-        guard FleetSafeName.isValid(version) else { throw .invalidVersion(version) }
+        guard FleetName.isValid(version) else { throw .invalidVersion(version) }
         let have = downloaded(version)
         guard offset == have else { throw .chunkOutOfOrder(version: version, expected: have, received: offset) }
         guard have + UInt64(data.count) <= Self.maximumModelBytes else {
@@ -306,7 +306,7 @@ public final class ModelShelf: Sendable {
 
     /// Forgets a download (after it failed verification).
     public func discardDownload(_ version: String) {
-        guard FleetSafeName.isValid(version) else { return }
+        guard FleetName.isValid(version) else { return }
         try? FileManager.default.removeItem(atPath: partialPath(version))
     }
 }

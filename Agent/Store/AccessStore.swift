@@ -66,7 +66,7 @@ extension LabelStore {
 
     /// Adds a user (or replaces their password and role).
     public func setUser(_ name: String, password: String, role: AccessRole) throws(StoreError) {
-        guard FleetSafeName.isValid(name) else { throw .invalid("user name \"\(name)\" must be 1–64 letters, digits, '.', '_' or '-'") }
+        guard FleetName.isValid(name) else { throw .invalid(FleetName.refusal("user name", name)) }
         try Self.checkPassword(password)
         let salt = Data((0..<16).map { _ in UInt8.random(in: 0...255) })
         let hash: Data

@@ -3,7 +3,21 @@ import GRDB
 import LoupeImaging
 import LoupeStorage
 
-public struct CaptureRecord: Codable, Sendable, Equatable, FetchableRecord, MutablePersistableRecord {
+/// A record whose row id SQLite assigns at insertion: nil only before it is stored.
+public protocol StoredRecord {
+    static var databaseTableName: String { get }
+    var id: Int64? { get }
+}
+
+extension StoredRecord {
+    /// The row id of a record read from (or inserted into) the store.
+    public func rowID() throws(StoreError) -> Int64 {
+        guard let id else { throw .invalid("a \(Self.databaseTableName) record that was never stored") }
+        return id
+    }
+}
+
+public struct CaptureRecord: Codable, Sendable, Equatable, FetchableRecord, MutablePersistableRecord, StoredRecord {
     public static let databaseTableName = "capture"
     public var id: Int64?
     /// 1, 2, 3… in capture order: what the page's "go to capture" box takes.
@@ -70,7 +84,7 @@ public struct EditRecord: Codable, Sendable, Equatable, FetchableRecord, Mutable
 /// A labelled ROI the manager has not acknowledged yet. The content hash
 /// names this exact version (image, ROI, mask, inspection type), so sending it
 /// twice is harmless.
-public struct OutboxRecord: Codable, Sendable, Equatable, FetchableRecord, MutablePersistableRecord {
+public struct OutboxRecord: Codable, Sendable, Equatable, FetchableRecord, MutablePersistableRecord, StoredRecord {
     public static let databaseTableName = "outbox"
     public var id: Int64?
     public var contentHash: String
@@ -99,13 +113,7 @@ public final class LabelStore: Sendable {
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             blobs = try BlobStore(root: directory + "/blobs")
-            var configuration = Configuration()
-            configuration.prepareDatabase { db in
-                try db.execute(sql: "PRAGMA synchronous = FULL")
-            }
-            configuration.busyMode = .timeout(10)
-            pool = try DatabasePool(path: directory + "/labels.sqlite", configuration: configuration)
-            try Self.migrator.migrate(pool)
+            pool = try SQLiteDatabase.open(directory + "/labels.sqlite", durability: .full, migrator: Self.migrator)
         } catch let error as StoreError {
             throw error
         } catch {
@@ -200,25 +208,11 @@ public final class LabelStore: Sendable {
     }
 
     func write<T>(_ body: (Database) throws -> T) throws(StoreError) -> T {
-        do {
-            return try pool.write(body)
-        } catch let error as StoreError {
-            throw error
-        } catch let error as DatabaseError where error.resultCode == .SQLITE_FULL {
-            throw .diskFull(path: directory + "/labels.sqlite")
-        } catch {
-            throw .database("\(error)")
-        }
+        do { return try pool.write(body) } catch { throw SQLiteDatabase.failure(error, path: directory + "/labels.sqlite") }
     }
 
     func read<T>(_ body: (Database) throws -> T) throws(StoreError) -> T {
-        do {
-            return try pool.read(body)
-        } catch let error as StoreError {
-            throw error
-        } catch {
-            throw .database("\(error)")
-        }
+        do { return try pool.read(body) } catch { throw SQLiteDatabase.failure(error, path: directory + "/labels.sqlite") }
     }
 
     // MARK: Captures
@@ -289,35 +283,82 @@ public final class LabelStore: Sendable {
     /// it. If the ROI is included in training, this version joins the outbox.
     @discardableResult
     public func saveMask(captureNumber: Int, roi: (name: String, rect: PixelRect), mask: Image8, classes: Int, inspectionType: String? = nil, user: String, action: String = "mask") throws(StoreError) -> LabelRecord {
+        let (png, labelled) = try Self.encoded(mask, roi: roi, classes: classes)
+        let capture = try capture(number: captureNumber)
+        let hash = try blobs.put(png)
+        return try write { db in
+            try Self.record(maskHash: hash, labelled: labelled, capture: capture, roi: roi, user: user, action: action, db: db)
+        }
+    }
+
+    /// An ROI's mask after an edit, and its label.
+    public struct MaskEdit: Sendable {
+        public var label: LabelRecord
+        public var mask: Image8
+        /// The mask as stored (PNG).
+        public var png: Data
+    }
+
+    /// The one way an ROI's mask is edited (strokes, the wand, the mask
+    /// tools): its current mask is read, changed by `edit` and saved with the
+    /// edit's record inside one SQLite write, so two editors of one ROI never
+    /// lose an edit. An ROI with no mask yet, or resized since its mask was
+    /// drawn (the old mask belongs to another rectangle), starts from an
+    /// empty one.
+    @discardableResult
+    public func editMask(captureNumber: Int, roi: RecipeROI, classes: Int, user: String, action: String,
+                         _ edit: (inout Image8) throws(StoreError) -> Void) throws(StoreError) -> MaskEdit {
+        let capture = try capture(number: captureNumber)
+        let blank = try Self.emptyMask(for: roi)
+        return try write { db in
+            var mask = blank
+            if let existing = try LabelRecord.fetchOne(db, key: ["captureID": try capture.rowID(), "roiName": roi.name]),
+               existing.roiWidth == roi.rect.width, existing.roiHeight == roi.rect.height {
+                mask = try self.mask(of: existing)
+            }
+            try edit(&mask)
+            let (png, labelled) = try Self.encoded(mask, roi: (roi.name, roi.rect), classes: classes)
+            // The blob before the row that names it, as everywhere.
+            let hash = try blobs.put(png)
+            let label = try Self.record(maskHash: hash, labelled: labelled, capture: capture, roi: (roi.name, roi.rect), user: user, action: action, db: db)
+            return MaskEdit(label: label, mask: mask, png: png)
+        }
+    }
+
+    /// A mask checked against its ROI and classes, as PNG, with its labelled pixel count.
+    private static func encoded(_ mask: Image8, roi: (name: String, rect: PixelRect), classes: Int) throws(StoreError) -> (png: Data, labelled: Int) {
         guard mask.channels == 1, mask.width == roi.rect.width, mask.height == roi.rect.height else {
             throw .invalid("mask is \(mask.width)x\(mask.height), ROI \(roi.name) is \(roi.rect.width)x\(roi.rect.height)")
         }
         if let worst = mask.samples.max(), Int(worst) >= classes { throw .invalid("mask value \(worst) is beyond the \(classes) classes") }
-        let png: Data
-        do { png = try PNGCodec.encode(mask) } catch { throw .invalid("mask does not encode: \(error)") }
-        let capture = try capture(number: captureNumber)
-        let hash = try blobs.put(png)
-        let labelled = mask.samples.reduce(0) { $0 + ($1 == 0 ? 0 : 1) }
-        return try write { db in
-            let existing = try LabelRecord.fetchOne(db, key: ["captureID": capture.id!, "roiName": roi.name])
-            let record = LabelRecord(
-                captureID: capture.id!, roiName: roi.name, roiX: roi.rect.x, roiY: roi.rect.y, roiWidth: roi.rect.width, roiHeight: roi.rect.height,
-                maskHash: hash, labelledPixels: labelled, includeInTraining: existing?.includeInTraining ?? false, updatedAt: Date(), updatedBy: user)
-            try record.save(db)
-            var edit = EditRecord(id: nil, at: record.updatedAt, user: user, action: action, captureID: capture.id, roiName: roi.name, detail: "\(labelled) labelled pixels")
-            try edit.insert(db)
-            if record.includeInTraining { try Self.enqueue(record, capture: capture, db: db) }
-            return record
+        do {
+            return (try PNGCodec.encode(mask), mask.samples.reduce(0) { $0 + ($1 == 0 ? 0 : 1) })
+        } catch {
+            throw .invalid("mask does not encode: \(error)")
         }
+    }
+
+    /// Saves an ROI's label row naming a stored mask, with its edit record (and its outbox entry when ticked).
+    private static func record(maskHash: String, labelled: Int, capture: CaptureRecord, roi: (name: String, rect: PixelRect),
+                               user: String, action: String, db: Database) throws -> LabelRecord {
+        let existing = try LabelRecord.fetchOne(db, key: ["captureID": try capture.rowID(), "roiName": roi.name])
+        let record = LabelRecord(
+            captureID: try capture.rowID(), roiName: roi.name, roiX: roi.rect.x, roiY: roi.rect.y, roiWidth: roi.rect.width, roiHeight: roi.rect.height,
+            maskHash: maskHash, labelledPixels: labelled, includeInTraining: existing?.includeInTraining ?? false, updatedAt: Date(), updatedBy: user)
+        try record.save(db)
+        var edit = EditRecord(id: nil, at: record.updatedAt, user: user, action: action, captureID: capture.id, roiName: roi.name, detail: "\(labelled) labelled pixels")
+        try edit.insert(db)
+        if record.includeInTraining { try enqueue(record, capture: capture, db: db) }
+        return record
     }
 
     public func label(captureNumber: Int, roiName: String) throws(StoreError) -> LabelRecord? {
         let capture = try capture(number: captureNumber)
-        return try read { db in try LabelRecord.fetchOne(db, key: ["captureID": capture.id!, "roiName": roiName]) }
+        return try read { db in try LabelRecord.fetchOne(db, key: ["captureID": try capture.rowID(), "roiName": roiName]) }
     }
 
     public func labels(captureNumber: Int? = nil, includedOnly: Bool = false) throws(StoreError) -> [LabelRecord] {
-        let captureID = try captureNumber.map { number throws(StoreError) in try capture(number: number).id! }
+        let captureID = try captureNumber.map { number throws(StoreError) in try capture(number: number).rowID() }
         return try read { db in
             var request = LabelRecord.all()
             if let captureID { request = request.filter(Column("captureID") == captureID) }
@@ -335,7 +376,7 @@ public final class LabelStore: Sendable {
     public func setIncluded(captureNumber: Int, roiName: String, included: Bool, user: String) throws(StoreError) {
         let capture = try capture(number: captureNumber)
         try write { db in
-            guard var record = try LabelRecord.fetchOne(db, key: ["captureID": capture.id!, "roiName": roiName]) else {
+            guard var record = try LabelRecord.fetchOne(db, key: ["captureID": try capture.rowID(), "roiName": roiName]) else {
                 throw StoreError.notFound("label of ROI \(roiName) on capture \(captureNumber) (draw before ticking)")
             }
             record.includeInTraining = included
@@ -435,17 +476,12 @@ public final class LabelStore: Sendable {
         do { return try Image8(width: roi.rect.width, height: roi.rect.height) } catch { throw .invalid("ROI \(roi.name): \(error)") }
     }
 
-    /// Applies brush and eraser strokes to an ROI's mask (empty if none yet) and saves it.
+    /// Applies brush and eraser strokes to an ROI's mask and saves it (`editMask`).
     @discardableResult
-    public func applyStrokes(_ strokes: [Stroke], captureNumber: Int, roi: RecipeROI, classes: Int, user: String) throws(StoreError) -> LabelRecord {
-        let blank = try Self.emptyMask(for: roi)
-        var mask = try label(captureNumber: captureNumber, roiName: roi.name).map { record throws(StoreError) in try self.mask(of: record) } ?? blank
-        if mask.width != roi.rect.width || mask.height != roi.rect.height {
-            // The ROI was resized since: start from a fresh mask of its new size.
-            mask = blank
+    public func applyStrokes(_ strokes: [Stroke], captureNumber: Int, roi: RecipeROI, classes: Int, user: String) throws(StoreError) -> MaskEdit {
+        try editMask(captureNumber: captureNumber, roi: roi, classes: classes, user: user, action: "strokes") { mask throws(StoreError) in
+            try MaskPainter.apply(strokes, to: &mask, classes: classes)
         }
-        try MaskPainter.apply(strokes, to: &mask, classes: classes)
-        return try saveMask(captureNumber: captureNumber, roi: (roi.name, roi.rect), mask: mask, classes: classes, user: user, action: "strokes")
     }
 
     /// Checks SQLite's own consistency (for tests and `loupe agent check`).

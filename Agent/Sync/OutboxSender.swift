@@ -45,8 +45,10 @@ public struct OutboxSender: Sendable {
                 func launch() async throws {
                     let (item, label, capture) = batch[index]
                     index += 1
-                    if images[capture.id!] == nil { images[capture.id!] = try ImageFile.decode(try store.image(of: capture)) }
-                    let upload = try makeUpload(label: label, capture: capture, image: images[capture.id!]!, context: context)
+                    let image = try images[label.captureID] ?? ImageFile.decode(try store.image(of: capture))
+                    images[label.captureID] = image
+                    let upload = try makeUpload(label: label, capture: capture, image: image, context: context)
+                    let itemID = try item.rowID()
                     group.addTask {
                         do {
                             let reply = try await connection.request(.roiUpload(upload))
@@ -56,9 +58,9 @@ public struct OutboxSender: Sendable {
                             guard ack.contentSha256 == upload.contentSha256 else {
                                 throw WireError.unexpectedReply(expected: "an ack for this upload", received: "an ack for another")
                             }
-                            return (item.id!, item.contentHash, .success(ack))
+                            return (itemID, item.contentHash, .success(ack))
                         } catch {
-                            return (item.id!, item.contentHash, .failure(error))
+                            return (itemID, item.contentHash, .failure(error))
                         }
                     }
                     let size = upload.imagePng.count + upload.maskPng.count

@@ -47,7 +47,17 @@ export async function api(method, path, body = null, options = {}) {
 /// An ROI's stored mask: its class index per pixel (`classes`), and the
 /// canvas it was decoded on. The PNG is 8-bit grey; no colour conversion.
 export async function fetchMask(captureNumber, roiName) {
-  const blob = await api("GET", `/api/v1/captures/${captureNumber}/rois/${roiName}/mask`, null, { raw: true });
+  return decodeMask(await api("GET", `/api/v1/captures/${captureNumber}/rois/${roiName}/mask`, null, { raw: true }));
+}
+
+/// A mask PNG that came base64 in an edit's answer.
+export function maskFromBase64(png) {
+  const bytes = Uint8Array.from(atob(png), c => c.charCodeAt(0));
+  return decodeMask(new Blob([bytes], { type: "image/png" }));
+}
+
+/// A mask PNG (8-bit grey class indices) as { classes, canvas }.
+async function decodeMask(blob) {
   const bitmap = await createImageBitmap(blob, { colorSpaceConversion: "none", premultiplyAlpha: "none" });
   const canvas = document.createElement("canvas");
   canvas.width = bitmap.width;

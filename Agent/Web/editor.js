@@ -5,7 +5,7 @@
 // it is stored even when the tab closes right after. The agent's answer is
 // the truth: the ROI's mask is reloaded from it.
 
-import { api, fetchMask, rgbOf, notify } from "./app.js";
+import { api, fetchMask, maskFromBase64, rgbOf, notify } from "./app.js";
 
 export class LabelEditor {
   constructor(elements) {
@@ -99,7 +99,9 @@ export class LabelEditor {
     label = label ?? this.labels.get(roiName);
     if (!label) return;
     const number = this.capture.number;
-    const mask = (await fetchMask(number, roiName)).classes;
+    // An edit's answer carries the edited mask; otherwise fetch it.
+    const mask = (await (label.maskPNG ? maskFromBase64(label.maskPNG) : fetchMask(number, roiName))).classes;
+    delete label.maskPNG;
     if (this.capture?.number !== number) return;
     label.mask = mask;
     this.labels.set(roiName, label);
@@ -449,13 +451,18 @@ export class LabelEditor {
     await this.reloadMask(roiName, label);
     this.layoutBoxes();
     this.onChange();
-    await this.check(roiName);
+    // Every edit's answer carries its labelling check.
+    this.showCheck(roiName, label.check);
   }
 
   async check(roiName) {
     const number = this.capture.number;
     const result = await api("GET", `/api/v1/captures/${number}/rois/${roiName}/mask/check`);
     if (this.capture?.number !== number) return;
+    this.showCheck(roiName, result);
+  }
+
+  showCheck(roiName, result) {
     if (result.thin.length) this.thin.set(roiName, result.thin); else this.thin.delete(roiName);
     this.dirty = true;
     const lines = [];
@@ -479,7 +486,7 @@ export class LabelEditor {
       if (this.capture?.number === entry.number) {
         await this.reloadMask(entry.roi, label);
         this.layoutBoxes();
-        await this.check(entry.roi);
+        this.showCheck(entry.roi, label.check);
       }
       this.onChange();
     });

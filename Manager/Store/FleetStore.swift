@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import LoupeProto
 import SwiftProtobuf
+import LoupeStorage
 
 /// The cameras the manager has seen, kept across restarts (`fleet.sqlite`,
 /// WAL): first and last seen, address, software, inspection type, model and
@@ -40,7 +41,7 @@ public final class FleetStore: Sendable {
             }
         }
         // Status is rewritten every few seconds: a lost last report on power loss is acceptable.
-        pool = try ManagerDatabase.open(path, durability: .normal, migrator: migrator)
+        pool = try SQLiteDatabase.open(path, durability: .normal, migrator: migrator)
     }
 
     /// Writes one camera's record.

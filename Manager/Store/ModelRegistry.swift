@@ -12,11 +12,13 @@ public enum ModelRegistryError: Error, Equatable, CustomStringConvertible {
     case notFound(String)
     case database(String)
     case io(String)
+    case diskFull(String)
 
     public var description: String {
         switch self {
         case .invalid(let why): "invalid: \(why)"
         case .notFound(let what): "not found: \(what)"
+        case .diskFull(let path): "disk full while writing \(path); free space and retry (nothing was changed)"
         case .database(let why): "model registry database: \(why)"
         case .io(let why): why
         }
@@ -85,7 +87,7 @@ public final class ModelRegistry: Sendable {
             throw .io("model-signing key \(signingKeyPath): \(error)")
         }
         do {
-            pool = try ManagerDatabase.open(directory + "/models.sqlite", durability: .full, migrator: Self.migrator)
+            pool = try SQLiteDatabase.open(directory + "/models.sqlite", durability: .full, migrator: Self.migrator)
         } catch {
             throw .database("\(error)")
         }
@@ -199,11 +201,19 @@ public final class ModelRegistry: Sendable {
     }
 
     func write<T>(_ body: (Database) throws -> T) throws(ModelRegistryError) -> T {
-        do { return try pool.write(body) } catch let error as ModelRegistryError { throw error } catch { throw .database("\(error)") }
+        do { return try pool.write(body) } catch let error as ModelRegistryError { throw error } catch { throw Self.failure(error, path: directory + "/models.sqlite") }
     }
 
     func read<T>(_ body: (Database) throws -> T) throws(ModelRegistryError) -> T {
-        do { return try pool.read(body) } catch let error as ModelRegistryError { throw error } catch { throw .database("\(error)") }
+        do { return try pool.read(body) } catch let error as ModelRegistryError { throw error } catch { throw Self.failure(error, path: directory + "/models.sqlite") }
+    }
+
+    /// A database error in the registry's terms (`SQLiteDatabase.failure`: a full disk is named as such).
+    static func failure(_ error: any Error, path: String) -> ModelRegistryError {
+        switch SQLiteDatabase.failure(error, path: path) {
+        case .diskFull(let path): .diskFull(path)
+        case let other: .database("\(other)")
+        }
     }
 
     public func path(of version: String) -> String { directory + "/models/\(version).loupe" }
@@ -212,9 +222,8 @@ public final class ModelRegistry: Sendable {
     public func publish(_ modelFile: Data, inspectionType: String) throws(ModelRegistryError) -> ModelVersionRecord {
         let model: SegmentationModel
         do { model = try ModelFile.decode(modelFile, name: "published model").0 } catch { throw .invalid("\(error)") }
-        guard !inspectionType.isEmpty, inspectionType.count <= 64,
-              inspectionType.unicodeScalars.allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "._-".unicodeScalars.contains($0)) }) else {
-            throw .invalid("inspection type \"\(inspectionType)\" must be 1–64 letters, digits, '.', '_' or '-'")
+        guard FleetName.isValid(inspectionType) else {
+            throw .invalid(FleetName.refusal("inspection type", inspectionType))
         }
         return try write { db in
             let number = (try Int.fetchOne(db, sql: "SELECT MAX(number) FROM modelVersion") ?? 0) + 1

@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import LoupeProto
+import LoupeStorage
 
 /// When a canary rollout is promoted or rolled back (see CanaryPolicy in Proto/loupe.proto).
 public struct CanaryPolicyRecord: Codable, Sendable, Equatable {
@@ -117,8 +118,8 @@ struct CameraGroupRecord: Codable, FetchableRecord, PersistableRecord {
 extension ModelRegistry {
     /// Defines a group, or deletes it when `cameras` is empty.
     public func setGroup(_ name: String, cameras: [String]) throws(ModelRegistryError) {
-        guard !name.isEmpty, name.count <= 64, name.unicodeScalars.allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "._-".unicodeScalars.contains($0)) }) else {
-            throw .invalid("group name \"\(name.prefix(80))\" must be 1–64 letters, digits, '.', '_' or '-'")
+        guard FleetName.isValid(name) else {
+            throw .invalid(FleetName.refusal("group name", name))
         }
         try write { db in
             if cameras.isEmpty {

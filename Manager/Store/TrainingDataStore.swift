@@ -65,7 +65,7 @@ public final class TrainingDataStore: Sendable {
         self.path = path
         do {
             blobs = try BlobStore(root: (path as NSString).deletingLastPathComponent + "/blobs")
-            pool = try ManagerDatabase.open(path, durability: .full, migrator: Self.migrator(blobs: blobs))
+            pool = try SQLiteDatabase.open(path, durability: .full, migrator: Self.migrator(blobs: blobs))
         } catch {
             throw .database("\(path): \(error)")
         }
@@ -178,10 +178,9 @@ public final class TrainingDataStore: Sendable {
                         return true
                     }
                 })
-            } catch let error as DatabaseError where error.resultCode == .SQLITE_FULL {
-                outcome = .failure(.diskFull(path))
             } catch {
-                outcome = .failure(.database("\(error)"))
+                let failure: TrainingDataError = if case .diskFull = SQLiteDatabase.failure(error, path: path) { .diskFull(path) } else { .database("\(error)") }
+                outcome = .failure(failure)
             }
             for (index, entry) in batch.enumerated() {
                 if let failure = failures[index] {
@@ -203,8 +202,8 @@ public final class TrainingDataStore: Sendable {
             throw .invalid("content_sha256 does not match the image and mask bytes (corrupted in transit?)")
         }
         for (field, value) in [("inspection_type", upload.inspectionType), ("roi_name", upload.roiName)] {
-            guard !value.isEmpty, value.count <= 64, value.unicodeScalars.allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "._-".unicodeScalars.contains($0)) }) else {
-                throw .invalid("\(field) \"\(value.prefix(80))\" must be 1–64 letters, digits, '.', '_' or '-'")
+            guard FleetName.isValid(value) else {
+                throw .invalid(FleetName.refusal(field, value))
             }
         }
         guard upload.classNames.count >= 2, upload.classNames.count <= 255 else {
@@ -223,9 +222,9 @@ public final class TrainingDataStore: Sendable {
         }
         let names = String(decoding: (try? JSONEncoder().encode(upload.classNames)) ?? Data("[]".utf8), as: UTF8.self)
         return StoredROI(
-            contentSHA256: actual.map { String(format: "%02x", $0) }.joined(), cameraId: cameraId, inspectionType: upload.inspectionType,
+            contentSHA256: actual.hexString, cameraId: cameraId, inspectionType: upload.inspectionType,
             roiName: upload.roiName, capturedAt: Date(timeIntervalSince1970: Double(upload.capturedAtUnixMs) / 1000),
-            recipeVersion: upload.recipeVersion, templateSHA256: upload.templateSha256.map { String(format: "%02x", $0) }.joined(),
+            recipeVersion: upload.recipeVersion, templateSHA256: upload.templateSha256.hexString,
             width: image.width, height: image.height, labelledPixels: classes.samples.reduce(0) { $0 + ($1 == 0 ? 0 : 1) },
             classNames: names, imagePNG: upload.imagePng, maskPNG: upload.maskPng, receivedAt: Date(),
             classPixels: Self.classPixelsJSON(classes.samples, classes: upload.classNames.count))
@@ -289,7 +288,7 @@ public final class TrainingDataStore: Sendable {
                 throw .invalid("stored ROI \(row.contentSHA256.prefix(12)) from \(row.cameraId): \(error)")
             }
         }
-        let digest = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        let digest = hasher.finalize().hexString
         return (SegmentationDataset(items: items, classes: classNames.count), classNames, digest)
     }
 

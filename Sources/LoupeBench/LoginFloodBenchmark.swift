@@ -10,26 +10,36 @@ import Synchronization
 /// What a flood of sign-ins costs live inspection. The agent's real HTTP
 /// stack (`AgentHTTP.application`: access middleware, sign-in guard, scrypt)
 /// serves on loopback while the real live pipeline (`PipelineBenchmark`)
-/// runs in the same process; clients send wrong passwords as fast as they
-/// are answered, each from another loopback address (127.0.0.2 …), as a
-/// botnet would, so address throttling does not stop them and every attempt
-/// reaches the password check. Three conditions in alternating rounds: no
-/// flood (the peer), the flood with the sign-in guard as shipped (one scrypt
-/// at a time, a bounded queue), and the flood with the guard opened to every
-/// core and a deep queue (what an unbounded server does).
+/// runs in the same process. The attacker is another process (`attacker`,
+/// every thread of it at nice 19 so that it stands in for a machine
+/// elsewhere on the plant network: the agent pays for accepting, parsing,
+/// checking and answering every attempt, not for making them). Its clients send
+/// wrong passwords at `rate` attempts a second, each from another loopback
+/// address (127.0.0.2 …), as a botnet would, so address throttling does not
+/// stop them and every attempt reaches the password check. Three conditions
+/// in alternating rounds: no flood (the peer), the flood against the page
+/// as shipped (one scrypt at a time, a bounded queue, the page's threads at
+/// nice 10: `PagePriority`), and the flood with the guard opened to every
+/// core and a deep queue, everything at full priority (what an unbounded
+/// server does).
 public struct LoginFloodBenchmark {
     public struct Options: Sendable {
         public var rounds = 3
         public var secondsPerRound = 10.0
         public var clients = 32
+        /// Attempts a second the attacker offers, all clients together; 0 sends as fast as answers come.
+        public var rate = 200.0
+        /// The attacker process's command line (`loupe bench login-flood-attacker`), its threads at nice 19;
+        /// nil floods from this process instead (its cost then counts against the pipeline too).
+        public var attacker: [String]?
         public var pipeline = PipelineBenchmark.Options()
         public init() {}
     }
 
     public enum Condition: String, Sendable, CaseIterable {
         case quiet = "no flood"
-        case gated = "flood, guard as shipped"
-        case open = "flood, guard opened to every core"
+        case gated = "flood, page as shipped"
+        case open = "flood, unbounded at full priority"
     }
 
     public struct Round: Sendable, Codable {
@@ -85,10 +95,11 @@ public struct LoginFloodBenchmark {
         if condition == .open {
             limits.concurrentHashes = ProcessInfo.processInfo.activeProcessorCount
             limits.waitingHashes = 10_000
+            limits.hashNice = 0
         }
         let (ports, portFound) = AsyncStream<Int>.makeStream()
-        let app = try AgentHTTP.application(runtime: runtime, training: TrainingJobs(runtime: runtime, logger: quietLogger), logger: quietLogger,
-                                            signIns: SignInGuard(limits: limits)) { address in
+        let app = try AgentHTTP.service(runtime: runtime, training: TrainingJobs(runtime: runtime, logger: quietLogger), logger: quietLogger,
+                                            signIns: SignInGuard(limits: limits), yieldToInspection: condition != .open) { address in
             portFound.yield(Int(address.split(separator: ":").last ?? "") ?? 0)
             portFound.finish()
         }
@@ -97,47 +108,116 @@ public struct LoginFloodBenchmark {
         var iterator = ports.makeAsyncIterator()
         guard let port = await iterator.next(), port > 0 else { throw LoginFloodError(message: "the agent's HTTP server did not start") }
 
-        let answers = AnswerCounts()
-        var flood: Task<Void, Never>?
+        var flood: Flood?
         if condition != .quiet {
-            flood = Task.detached { [clients = options.clients] in
-                await withTaskGroup(of: Void.self) { group in
-                    for client in 0..<clients {
-                        group.addTask {
-                            var attempt = 0
-                            while !answers.stopped && !Task.isCancelled {
-                                attempt += 1
-                                // Another source address for every attempt: 127.0.0.2 … 127.0.250.254.
-                                let index = client * 100_000 + attempt
-                                let source = "127.0.\(index / 253 % 250).\(2 + index % 253)"
-                                let status = await Self.signIn(port: port, from: source)
-                                answers.add(status)
-                            }
+            flood = try Flood(port: port, options: options)
+        }
+        var pipelineOptions = options.pipeline
+        pipelineOptions.seconds = options.secondsPerRound
+        let result = try await PipelineBenchmark(options: pipelineOptions).run()
+        let answers = try await flood?.stop() ?? [:]
+        await server.triggerGracefulShutdown()
+        _ = await serving.result
+        return Round(condition: condition.rawValue, framesPerSecond: result.framesPerSecond, answersPerSecond: answers)
+    }
+
+    /// A running flood: the attacker process, or tasks in this one.
+    final class Flood {
+        let started = ContinuousClock.now
+        var process: Process?
+        var output: Pipe?
+        var input: Pipe?
+        var local: (task: Task<[String: Int], Never>, counts: AnswerCounts)?
+
+        init(port: Int, options: Options) throws {
+            guard let attacker = options.attacker else {
+                let counts = AnswerCounts()
+                let (clients, rate) = (options.clients, options.rate)
+                local = (Task.detached { await LoginFloodBenchmark.attack(port: port, clients: clients, rate: rate, answers: counts) }, counts)
+                return
+            }
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: attacker[0])
+            process.arguments = Array(attacker.dropFirst()) + ["--nice", "19", "--port", String(port), "--clients", String(options.clients), "--rate", String(options.rate)]
+            let (input, output) = (Pipe(), Pipe())
+            process.standardInput = input
+            process.standardOutput = output
+            try process.run()
+            (self.process, self.input, self.output) = (process, input, output)
+        }
+
+        /// Stops the flood; its answers a second, by status.
+        func stop() async throws -> [String: Double] {
+            let counts: [String: Int]
+            if let local {
+                local.counts.stop()
+                counts = await local.task.value
+            } else if let process, let input, let output {
+                // The attacker stops when its standard input closes, then prints its counts as JSON.
+                try input.fileHandleForWriting.close()
+                let data = output.fileHandleForReading.readDataToEndOfFile()
+                process.waitUntilExit()
+                guard process.terminationStatus == 0, let decoded = try? JSONDecoder().decode([String: Int].self, from: data) else {
+                    throw LoginFloodError(message: "the attacker process failed (status \(process.terminationStatus)): \(String(decoding: data, as: UTF8.self))")
+                }
+                counts = decoded
+            } else {
+                counts = [:]
+            }
+            let elapsed = (ContinuousClock.now - started).seconds
+            return counts.mapValues { Double($0) / elapsed }
+        }
+    }
+
+    /// The attacker: `clients` connections at a time send wrong passwords for `admin`, together at most
+    /// `rate` a second (0: as fast as answered), each attempt from another loopback address, until
+    /// `answers` is stopped. Returns the answers by status. With `nice` above 0 every thread it uses
+    /// (its event loops and its tasks' executor) runs at that nice value: the attacker process then
+    /// stands in for a machine elsewhere (`nice -n` alone would not do: libdispatch's workers reset
+    /// their priority by QoS, and NIO's threads start from them).
+    public static func attack(port: Int, clients: Int, rate: Double, nice: Int32 = 0, answers: AnswerCounts) async -> [String: Int] {
+        guard nice > 0 else { return await attack(port: port, clients: clients, rate: rate, loops: MultiThreadedEventLoopGroup.singleton, answers: answers) }
+        let loops = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+        for loop in loops.makeIterator() { loop.execute { PagePriority.lowerCurrentThread(to: nice) } }
+        let executor = NicedTaskExecutor(threads: System.coreCount, nice: nice, name: "loupe.attacker")
+        let counts = await withTaskExecutorPreference(executor) {
+            await attack(port: port, clients: clients, rate: rate, loops: loops, answers: answers)
+        }
+        try? await loops.shutdownGracefully()
+        return counts
+    }
+
+    static func attack(port: Int, clients: Int, rate: Double, loops: any EventLoopGroup, answers: AnswerCounts) async -> [String: Int] {
+        await withTaskGroup(of: Void.self) { group in
+            for client in 0..<clients {
+                group.addTask {
+                    let start = ContinuousClock.now
+                    var attempt = 0
+                    while !answers.stopped && !Task.isCancelled {
+                        attempt += 1
+                        if rate > 0 {
+                            // Client c's n-th attempt is due at n * clients / rate seconds.
+                            let due = start + .seconds(Double(attempt) * Double(clients) / rate)
+                            if due > ContinuousClock.now { try? await Task.sleep(until: due, clock: .continuous) }
+                            if answers.stopped { break }
                         }
+                        // Another source address for every attempt: 127.0.0.2 … 127.0.250.254.
+                        let index = client * 100_000 + attempt
+                        let source = "127.0.\(index / 253 % 250).\(2 + index % 253)"
+                        answers.add(await signIn(port: port, from: source, loops: loops))
                     }
                 }
             }
         }
-        var pipelineOptions = options.pipeline
-        pipelineOptions.seconds = options.secondsPerRound
-        let started = ContinuousClock.now
-        let result = try await PipelineBenchmark(options: pipelineOptions).run()
-        let elapsed = (ContinuousClock.now - started).seconds
-        answers.stop()
-        flood?.cancel()
-        await flood?.value
-        await server.triggerGracefulShutdown()
-        _ = await serving.result
-        return Round(condition: condition.rawValue, framesPerSecond: result.framesPerSecond,
-                     answersPerSecond: answers.snapshot.mapValues { Double($0) / elapsed })
+        return answers.snapshot
     }
 
     /// One wrong-password sign-in over a fresh connection from `source`; the status, or 0 on a transport error.
-    static func signIn(port: Int, from source: String) async -> Int {
+    static func signIn(port: Int, from source: String, loops: any EventLoopGroup) async -> Int {
         let body = #"{"user":"admin","password":"a-wrong-guess-123"}"#
         let request = "POST /api/v1/login HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
         do {
-            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            let channel = try await ClientBootstrap(group: loops)
                 .bind(to: try SocketAddress(ipAddress: source, port: 0))
                 .connect(host: "127.0.0.1", port: port) { channel in
                     channel.eventLoop.makeCompletedFuture { try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel) }
@@ -158,12 +238,13 @@ public struct LoginFloodBenchmark {
     }
 
     /// The flood's answers by status, and its stop switch.
-    final class AnswerCounts: Sendable {
+    public final class AnswerCounts: Sendable {
         private let counts = Mutex<[String: Int]>([:])
         private let done = Mutex<Bool>(false)
+        public init() {}
         func add(_ status: Int) { counts.withLock { $0[status == 0 ? "transport error" : "\(status)", default: 0] += 1 } }
-        var snapshot: [String: Int] { counts.withLock { $0 } }
-        func stop() { done.withLock { $0 = true } }
+        public var snapshot: [String: Int] { counts.withLock { $0 } }
+        public func stop() { done.withLock { $0 = true } }
         var stopped: Bool { done.withLock { $0 } }
     }
 }

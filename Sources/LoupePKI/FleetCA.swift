@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import SwiftASN1
 import X509
+import LoupeStorage
 
 /// A certificate and its private key, as PEM text.
 public struct IssuedCertificate: Sendable {
@@ -192,7 +193,7 @@ extension PeerIdentity {
 extension Certificate.SerialNumber {
     /// Lowercase hex without separators or leading zeros.
     public var hexString: String {
-        let hex = bytes.map { String(format: "%02x", $0) }.joined()
+        let hex = bytes.hexString
         let trimmed = hex.drop(while: { $0 == "0" })
         return trimmed.isEmpty ? "0" : String(trimmed)
     }

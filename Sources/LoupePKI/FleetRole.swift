@@ -1,3 +1,5 @@
+import LoupeStorage
+
 /// What a certificate's holder is allowed to be in the fleet.
 ///
 /// The role is written into the certificate subject's organizational unit (OU),
@@ -28,21 +30,9 @@ public struct PeerIdentity: Sendable, Equatable, CustomStringConvertible {
     public var description: String { "\(role.rawValue) \(name) (serial \(serial))" }
 }
 
-/// Names used for camera ids, operator names and host names in certificates.
-public enum FleetName {
-    /// Checks a camera id or operator name: 1-64 of `A-Z a-z 0-9 . _ -`,
-    /// starting with a letter or digit. Such names are safe in file names,
-    /// URLs and log lines.
+extension FleetName {
+    /// Checks a camera id or operator name against the fleet's one name rule (`FleetName`).
     public static func validate(_ name: String) throws {
-        guard !name.isEmpty, name.count <= 64 else {
-            throw PKIError.invalidName(name, reason: "must be 1 to 64 characters")
-        }
-        let allowed = Set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
-        guard name.allSatisfy(allowed.contains) else {
-            throw PKIError.invalidName(name, reason: "only letters, digits, '.', '_' and '-' are allowed")
-        }
-        guard let first = name.first, first.isLetter || first.isNumber else {
-            throw PKIError.invalidName(name, reason: "must start with a letter or digit")
-        }
+        if let problem = problem(with: name) { throw PKIError.invalidName(name, reason: problem) }
     }
 }

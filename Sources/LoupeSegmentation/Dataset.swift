@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import LoupeImaging
+import LoupeStorage
 
 /// An image with its class mask (one class index per pixel, 0 = background).
 public struct LabelledImage: Sendable {
@@ -90,7 +91,7 @@ public struct SegmentationDataset: Sendable {
             hash.update(data: Data(item.image.samples))
             hash.update(data: Data(item.mask.samples))
         }
-        return hash.finalize().map { String(format: "%02x", $0) }.joined()
+        return hash.finalize().hexString
     }
 
     /// Splits by a hash of each name, so an image stays on its side as data grows.

@@ -3,6 +3,7 @@ import Foundation
 import LoupeImaging
 import LoupeProto
 import SwiftProtobuf
+import LoupeStorage
 
 /// A class the model predicts: index 0 is background.
 public struct ClassInfo: Codable, Sendable, Equatable {
@@ -192,7 +193,7 @@ public enum ModelFile {
         if let trustedKeys {
             guard case .signed(let publicKey) = status else { throw .signatureRefused(file: name, reason: "the model is not signed, and this reader accepts only signed models") }
             guard trustedKeys.contains(where: { $0.rawRepresentation == publicKey }) else {
-                throw .signatureRefused(file: name, reason: "signed by key \(publicKey.prefix(8).map { String(format: "%02x", $0) }.joined())…, which is not a trusted key")
+                throw .signatureRefused(file: name, reason: "signed by key \(publicKey.prefix(8).hexString)…, which is not a trusted key")
             }
         }
         let payload: Loupe_Model_V1_ModelPayload

@@ -27,23 +27,3 @@ public enum SigningKeyFile {
         return data
     }
 }
-
-extension Data {
-    /// Lowercase hex, two digits per byte.
-    public var hexString: String { map { String(format: "%02x", $0) }.joined() }
-
-    /// Bytes from hex digits; nil when the text is not an even number of hex digits.
-    public init?(hexString text: String) {
-        guard text.count.isMultiple(of: 2) else { return nil }
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(text.count / 2)
-        var index = text.startIndex
-        while index < text.endIndex {
-            let next = text.index(index, offsetBy: 2)
-            guard let byte = UInt8(text[index..<next], radix: 16) else { return nil }
-            bytes.append(byte)
-            index = next
-        }
-        self.init(bytes)
-    }
-}

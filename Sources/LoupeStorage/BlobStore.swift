@@ -14,7 +14,7 @@ public struct BlobStore: Sendable {
     }
 
     public static func hash(_ data: Data) -> String {
-        SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
+        SHA256.hash(data: data).hexString
     }
 
     public func path(for hash: String) -> String {

@@ -5,6 +5,7 @@ import LoupeProto
 import LoupeWire
 import SwiftProtobuf
 import Synchronization
+import LoupeStorage
 
 /// A fleet command that failed, with what to do about it.
 struct FleetCommandError: Error, CustomStringConvertible {
@@ -87,7 +88,7 @@ extension UInt64 {
 }
 
 extension Data {
-    var shortHex: String { prefix(8).map { String(format: "%02x", $0) }.joined() }
+    var shortHex: String { prefix(8).hexString }
 }
 
 /// Follows a training job's progress events to its end with a progress bar.

@@ -4,6 +4,7 @@ import Foundation
 import LoupeBench
 import LoupeProto
 import LoupeSegmentation
+import LoupeStorage
 
 /// Network and training options shared by `loupe train` and friends.
 struct NetworkOptions: ParsableArguments {
@@ -184,7 +185,7 @@ struct ModelCommand: AsyncParsableCommand {
             print("dataset SHA-256: \(m.datasetSHA256.isEmpty ? "-" : m.datasetSHA256)")
             switch status {
             case .unsigned: print("signature: none")
-            case .signed(let key): print("signature: Ed25519, valid, key \(key.map { String(format: "%02x", $0) }.joined())")
+            case .signed(let key): print("signature: Ed25519, valid, key \(key.hexString)")
             }
         }
     }
@@ -216,7 +217,7 @@ struct ModelCommand: AsyncParsableCommand {
             let signingKey = try SigningKeyFile.load(key)
             let data = try Data(contentsOf: URL(fileURLWithPath: file))
             try ModelFile.sign(data, with: signingKey, name: file).write(to: URL(fileURLWithPath: file), options: .atomic)
-            print("signed \(file) with key \(signingKey.publicKey.rawRepresentation.map { String(format: "%02x", $0) }.joined())")
+            print("signed \(file) with key \(signingKey.publicKey.rawRepresentation.hexString)")
         }
     }
 

@@ -5,6 +5,7 @@ import LoupeWire
 import NIOCore
 import NIOEmbedded
 import Testing
+import LoupeStorage
 
 @Suite struct ProtocolSchemaTests {
     @Test func generatedCodeMatchesEveryProtoFile() throws {
@@ -13,7 +14,7 @@ import Testing
         #expect(!protos.isEmpty)
         for name in protos {
             let data = try #require(FileManager.default.contents(atPath: folder + "/" + name))
-            let digest = SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
+            let digest = SHA256.hash(data: data).hexString
             #expect(
                 ProtoSources.sha256[name] == digest,
                 "Proto/\(name) changed since its Swift was generated: run Proto/generate and commit the result"

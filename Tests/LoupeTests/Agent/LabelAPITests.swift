@@ -95,6 +95,52 @@ import Testing
         #expect(try store.outboxDepth() == 1)
     }
 
+    /// Two editors paint one ROI at once, each over its own connections: every stroke of both is in the
+    /// stored mask (each edit reads, paints and writes inside one SQLite write), and each answer carries
+    /// the mask it stored and its labelling check, so the page needs no second request.
+    @Test func twoEditorsOfOneROIAtOnceLoseNothing() async throws {
+        let dir = LabelStoreTests.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let store = try LabelStore(directory: dir)
+        try await Self.application(store).test(.live) { client in
+            try await client.execute(uri: "/api/v1/classes", method: .put, body: try Self.json([["index": 1, "name": "scratch", "color": 0xFF0000]])) {
+                #expect($0.status == .ok)
+            }
+            try await client.execute(uri: "/api/v1/recipe", method: .put, body: try Self.json([
+                "version": 0, "inspectionType": "disc", "rois": [["name": "hub", "rect": ["x": 0, "y": 0, "width": 64, "height": 64]]],
+                "confidenceThreshold": 0.5, "failRule": ["minimumDefectPixels": 1],
+            ])) { #expect($0.status == .ok) }
+            try await client.execute(uri: "/api/v1/captures/import", method: .post, headers: [Self.filename: "part.png"],
+                                     body: ByteBuffer(bytes: try LabelStoreTests.png(90, size: 64))) { #expect($0.status == .created) }
+            let port = try #require(client.port)
+            // Editor 0 dabs down column 8, editor 1 down column 40: 2 x 24 dabs, all at once.
+            let dabs = (0..<2).flatMap { editor in (0..<24).map { (editor, 8 + 32 * editor, 2 + 2 * $0) } }
+            let answers = try await withThrowingTaskGroup(of: PlainHTTP.Response.self) { group in
+                for (_, x, y) in dabs {
+                    group.addTask {
+                        let stroke = try Self.json(["strokes": [["tool": "brush", "classIndex": 1, "radius": 1, "points": [[x, y]]]]])
+                        return try await PlainHTTP.send(port: port, method: "POST", target: "/api/v1/captures/1/rois/hub/strokes",
+                                                        headers: ["Content-Type": "application/json"], body: Data(stroke.readableBytesView))
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(answers.allSatisfy { $0.status == 200 }, "\(answers.filter { $0.status != 200 })")
+            let label = try #require(try store.label(captureNumber: 1, roiName: "hub"))
+            let mask = try store.mask(of: label)
+            let lost = dabs.filter { mask[$0.1, $0.2] != 1 }
+            #expect(lost.isEmpty, "strokes lost: \(lost.count) of \(dabs.count)")
+            #expect(try store.edits(limit: 100).filter { $0.action == "strokes" }.count == dabs.count)
+            // The last answer to arrive names the stored mask, carries its PNG and its check.
+            let last = try #require(try answers.map { try JSONSerialization.jsonObject(with: $0.body) as? [String: Any] ?? [:] }
+                .first { $0["maskSHA256"] as? String == label.maskHash })
+            let png = try #require((last["maskPNG"] as? String).flatMap { Data(base64Encoded: $0) })
+            #expect(try PNGCodec.decode(png).gray8 == mask)
+            let check = try #require(last["check"] as? [String: Any])
+            #expect(check["minimumRadius"] as? Double == 6 && (check["thin"] as? [Any])?.isEmpty == false, "radius-1 dabs are thin: \(check)")
+        }
+    }
+
     @Test func badRequestsGetANamed4xxAndChangeNothing() async throws {
         let dir = LabelStoreTests.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }

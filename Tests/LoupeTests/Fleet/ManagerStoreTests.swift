@@ -88,7 +88,7 @@ extension ManagerStoreTests {
                 """)
             try db.execute(sql: """
                 INSERT INTO roi VALUES (?, 'cam-old', 'bench', 'roi', '2026-01-01 00:00:00.000', '1', '', 32, 32, 10, '["background","scratch"]', ?, ?, '2026-01-01 00:00:00.000', NULL)
-                """, arguments: [upload.contentSha256.map { String(format: "%02x", $0) }.joined(), upload.imagePng, upload.maskPng])
+                """, arguments: [upload.contentSha256.hexString, upload.imagePng, upload.maskPng])
         }
         try queue.close()
         let store = try TrainingDataStore(path: path)
