@@ -52,11 +52,7 @@ public final class ManagerLink: Service, Sendable {
         let statusInterval = Duration.seconds(fraction: link.statusIntervalSeconds ?? 5)
         let client = WireClientConfiguration(
             host: host, port: port, tls: config.tls,
-            connection: ConnectionSettings(
-                heartbeatInterval: .seconds(fraction: link.heartbeatSeconds ?? 5),
-                idleTimeout: .seconds(fraction: link.idleTimeoutSeconds ?? 15),
-                frameStallTimeout: .seconds(fraction: link.idleTimeoutSeconds ?? 15)
-            ),
+            connection: ConnectionSettings(heartbeatSeconds: link.heartbeatSeconds, idleTimeoutSeconds: link.idleTimeoutSeconds),
             capabilities: inbound == nil ? ["agent-status", "roi-upload"] : ["agent-status", "roi-upload", "model-chunks", "training"]
         )
         var failures = 0

@@ -112,15 +112,6 @@ public struct ManagerConfig: Codable, Sendable, Equatable {
 
     /// Connection timers and limits derived from the config.
     public var connectionSettings: ConnectionSettings {
-        let heartbeat = Duration.seconds(fraction: heartbeatSeconds ?? 5)
-        let idle = Duration.seconds(fraction: idleTimeoutSeconds ?? 15)
-        return ConnectionSettings(
-            maxFrameBytes: maxFrameBytes ?? WireProtocol.defaultMaxFrameBytes,
-            heartbeatInterval: heartbeat,
-            idleTimeout: idle,
-            // A started frame must keep flowing; report it as truncated before
-            // the idle timeout would close the connection for silence.
-            frameStallTimeout: idle * 0.75
-        )
+        ConnectionSettings(heartbeatSeconds: heartbeatSeconds, idleTimeoutSeconds: idleTimeoutSeconds, maxFrameBytes: maxFrameBytes)
     }
 }

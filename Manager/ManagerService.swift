@@ -30,9 +30,6 @@ public final class ManagerService: Service, Sendable {
     private let offered = Mutex<[ObjectIdentifier: String]>([:])
     /// What camera certificates may upload, train and cancel.
     let permissions: CameraPermissions
-    /// Largest model chunk served, bytes.
-    public static let maximumChunkBytes: UInt32 = 4 << 20
-
     public init(config: ManagerConfig, logger: Logger, onListening: @escaping @Sendable (SocketAddress) -> Void = { _ in },
                 onMetricsListening: @escaping @Sendable (Int) -> Void = { _ in }) {
         self.config = config
@@ -155,7 +152,7 @@ public final class ManagerService: Service, Sendable {
                 offer.sizeBytes = UInt64(version.bytes)
                 offer.sha256 = Data(hexString: version.sha256) ?? Data()
                 offer.signature = Data(hexString: version.offerSignature) ?? Data()
-                offer.chunkBytes = 256 << 10
+                offer.chunkBytes = ModelChunks.suggestedBytes
                 if let assignment = camera.assignment, let signature = camera.assignmentSignature {
                     offer.assignment = Data(hexString: assignment) ?? Data()
                     offer.assignmentSignature = Data(hexString: signature) ?? Data()
@@ -264,8 +261,8 @@ public final class ManagerService: Service, Sendable {
             return .roiAck(ack)
         case .modelChunkRequest(let request):
             let registry = try openRegistry()
-            guard request.length > 0, request.length <= Self.maximumChunkBytes else {
-                throw WireError.refused(code: .invalidArgument, message: "chunk length \(request.length) must be 1…\(Self.maximumChunkBytes)")
+            guard request.length > 0, request.length <= ModelChunks.maximumBytes else {
+                throw WireError.refused(code: .invalidArgument, message: "chunk length \(request.length) must be 1…\(ModelChunks.maximumBytes)")
             }
             let (data, last) = try mapped { try registry.chunk(request.modelVersion, offset: request.offset, length: Int(request.length)) }
             var chunk = Loupe_V1_ModelChunk()

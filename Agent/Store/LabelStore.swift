@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import GRDB
 import LoupeImaging
@@ -81,18 +82,33 @@ public struct EditRecord: Codable, Sendable, Equatable, FetchableRecord, Mutable
     public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
 }
 
-/// A labelled ROI the manager has not acknowledged yet. The content hash
-/// names this exact version (image, ROI, mask, inspection type), so sending it
-/// twice is harmless.
+/// A labelled ROI the manager has not acknowledged yet, frozen when it was
+/// queued: its crop and mask (PNG blobs), the class names, recipe and
+/// template it was labelled under. Later edits of the recipe or the classes
+/// do not change what is sent. Its content hash is the wire's
+/// `content_sha256` (SHA-256 of the crop PNG then the mask PNG), the one
+/// identity of a labelled ROI on both sides, so sending it twice is harmless.
 public struct OutboxRecord: Codable, Sendable, Equatable, FetchableRecord, MutablePersistableRecord, StoredRecord {
     public static let databaseTableName = "outbox"
     public var id: Int64?
+    /// Hex SHA-256 of `cropHash`'s bytes then `maskHash`'s bytes.
     public var contentHash: String
     public var captureID: Int64
     public var roiName: String
     public var enqueuedAt: Date
     public var attempts: Int
     public var lastError: String?
+    /// Blob of the ROI's crop of the capture, PNG.
+    public var cropHash: String
+    /// Blob of the mask, PNG.
+    public var maskHash: String
+    public var inspectionType: String
+    public var recipeVersion: Int
+    public var capturedAt: Date
+    /// "background" then the defect classes, as labelled.
+    public var classNames: [String]
+    /// Hex SHA-256 of the recipe's alignment template image; empty when it has none.
+    public var templateSHA256: String
 
     public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
 }
@@ -114,6 +130,7 @@ public final class LabelStore: Sendable {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             blobs = try BlobStore(root: directory + "/blobs")
             pool = try SQLiteDatabase.open(directory + "/labels.sqlite", durability: .full, migrator: Self.migrator)
+            try freezeOutbox()
         } catch let error as StoreError {
             throw error
         } catch {
@@ -204,6 +221,18 @@ public final class LabelStore: Sendable {
                 t.column("expiresAt", .datetime).notNull()
             }
         }
+        migrator.registerMigration("4 frozen outbox") { db in
+            // Items queued before this are frozen from their labels at open (`freezeOutbox`).
+            try db.alter(table: "outbox") { t in
+                t.add(column: "cropHash", .text).notNull().defaults(to: "")
+                t.add(column: "maskHash", .text).notNull().defaults(to: "")
+                t.add(column: "inspectionType", .text).notNull().defaults(to: "")
+                t.add(column: "recipeVersion", .integer).notNull().defaults(to: 0)
+                t.add(column: "capturedAt", .datetime).notNull().defaults(to: Date(timeIntervalSince1970: 0))
+                t.add(column: "classNames", .text).notNull().defaults(to: "[]")
+                t.add(column: "templateSHA256", .text).notNull().defaults(to: "")
+            }
+        }
         return migrator
     }
 
@@ -287,7 +316,7 @@ public final class LabelStore: Sendable {
         let capture = try capture(number: captureNumber)
         let hash = try blobs.put(png)
         return try write { db in
-            try Self.record(maskHash: hash, labelled: labelled, capture: capture, roi: roi, user: user, action: action, db: db)
+            try self.record(maskHash: hash, labelled: labelled, capture: capture, roi: roi, user: user, action: action, db: db)
         }
     }
 
@@ -320,7 +349,7 @@ public final class LabelStore: Sendable {
             let (png, labelled) = try Self.encoded(mask, roi: (roi.name, roi.rect), classes: classes)
             // The blob before the row that names it, as everywhere.
             let hash = try blobs.put(png)
-            let label = try Self.record(maskHash: hash, labelled: labelled, capture: capture, roi: (roi.name, roi.rect), user: user, action: action, db: db)
+            let label = try self.record(maskHash: hash, labelled: labelled, capture: capture, roi: (roi.name, roi.rect), user: user, action: action, db: db)
             return MaskEdit(label: label, mask: mask, png: png)
         }
     }
@@ -339,7 +368,7 @@ public final class LabelStore: Sendable {
     }
 
     /// Saves an ROI's label row naming a stored mask, with its edit record (and its outbox entry when ticked).
-    private static func record(maskHash: String, labelled: Int, capture: CaptureRecord, roi: (name: String, rect: PixelRect),
+    private func record(maskHash: String, labelled: Int, capture: CaptureRecord, roi: (name: String, rect: PixelRect),
                                user: String, action: String, db: Database) throws -> LabelRecord {
         let existing = try LabelRecord.fetchOne(db, key: ["captureID": try capture.rowID(), "roiName": roi.name])
         let record = LabelRecord(
@@ -348,7 +377,7 @@ public final class LabelStore: Sendable {
         try record.save(db)
         var edit = EditRecord(id: nil, at: record.updatedAt, user: user, action: action, captureID: capture.id, roiName: roi.name, detail: "\(labelled) labelled pixels")
         try edit.insert(db)
-        if record.includeInTraining { try enqueue(record, capture: capture, db: db) }
+        if record.includeInTraining { try Self.enqueue(record, capture: capture, blobs: blobs, db: db) }
         return record
     }
 
@@ -386,7 +415,7 @@ public final class LabelStore: Sendable {
             var edit = EditRecord(id: nil, at: record.updatedAt, user: user, action: included ? "include" : "exclude", captureID: capture.id, roiName: roiName, detail: "")
             try edit.insert(db)
             if included {
-                try Self.enqueue(record, capture: capture, db: db)
+                try Self.enqueue(record, capture: capture, blobs: blobs, db: db)
             } else {
                 // Unticked before it was sent: it no longer goes to the manager.
                 try db.execute(sql: "DELETE FROM outbox WHERE captureID = ? AND roiName = ?", arguments: [capture.id, roiName])
@@ -401,16 +430,71 @@ public final class LabelStore: Sendable {
     // MARK: Outbox
 
     /// The content hash naming one version of a labelled ROI.
-    public static func contentHash(_ label: LabelRecord, capture: CaptureRecord) -> String {
-        BlobStore.hash(Data("\(capture.imageHash)|\(capture.inspectionType)|\(label.roiName)|\(label.roiX),\(label.roiY),\(label.roiWidth),\(label.roiHeight)|\(label.maskHash)".utf8))
+    /// The content hash of a labelled ROI: the wire's `content_sha256`, in hex.
+    public static func contentHash(cropPNG: Data, maskPNG: Data) -> String {
+        var hasher = SHA256()
+        hasher.update(data: cropPNG)
+        hasher.update(data: maskPNG)
+        return hasher.finalize().hexString
     }
 
-    private static func enqueue(_ label: LabelRecord, capture: CaptureRecord, db: Database) throws {
-        let hash = contentHash(label, capture: capture)
+    /// Queues a ticked label, frozen as it is now (`OutboxRecord`), inside the caller's write.
+    private static func enqueue(_ label: LabelRecord, capture: CaptureRecord, blobs: BlobStore, db: Database) throws {
+        let item = try frozen(label, capture: capture, blobs: blobs, db: db)
         // The same version twice is one item; a newer version replaces an unsent older one.
-        try db.execute(sql: "DELETE FROM outbox WHERE captureID = ? AND roiName = ? AND contentHash != ?", arguments: [capture.id, label.roiName, hash])
-        try db.execute(sql: "INSERT OR IGNORE INTO outbox (contentHash, captureID, roiName, enqueuedAt, attempts) VALUES (?, ?, ?, ?, 0)",
-                       arguments: [hash, capture.id, label.roiName, Date()])
+        try db.execute(sql: "DELETE FROM outbox WHERE captureID = ? AND roiName = ? AND contentHash != ?",
+                       arguments: [capture.id, label.roiName, item.contentHash])
+        guard try OutboxRecord.filter(Column("contentHash") == item.contentHash).fetchCount(db) == 0 else { return }
+        var row = item
+        try row.insert(db)
+    }
+
+    /// A label as the outbox holds it: the crop cut and stored now (blob before row), the mask's blob,
+    /// the classes and the recipe's template as they are in this transaction.
+    private static func frozen(_ label: LabelRecord, capture: CaptureRecord, blobs: BlobStore, db: Database) throws -> OutboxRecord {
+        let rect = PixelRect(x: label.roiX, y: label.roiY, width: label.roiWidth, height: label.roiHeight)
+        let image: DecodedImage
+        do { image = try ImageFile.decode(try blobs.get(capture.imageHash)) } catch let error as StoreError { throw error } catch {
+            throw StoreError.io(path: blobs.path(for: capture.imageHash), reason: "capture \(capture.number) does not decode: \(error)")
+        }
+        let cropPNG: Data
+        do {
+            let crop: Image8 = if case .rgb8(let rgb) = image { try rgb.cropped(to: rect) } else { try image.gray8.cropped(to: rect) }
+            cropPNG = try PNGCodec.encode(crop)
+        } catch {
+            throw StoreError.invalid("ROI \(label.roiName) of capture \(capture.number): \(error)")
+        }
+        let maskPNG = try blobs.get(label.maskHash)
+        let classes = try ClassRecord.order(Column("index")).fetchAll(db)
+        var template = ""
+        if let json = try String.fetchOne(db, sql: "SELECT json FROM recipe ORDER BY version DESC LIMIT 1"),
+           let reference = try? JSONDecoder().decode(Recipe.self, from: Data(json.utf8)).referenceCapture,
+           let hash = try String.fetchOne(db, sql: "SELECT imageHash FROM capture WHERE number = ?", arguments: [reference]) {
+            template = hash
+        }
+        return OutboxRecord(
+            id: nil, contentHash: contentHash(cropPNG: cropPNG, maskPNG: maskPNG), captureID: try capture.rowID(), roiName: label.roiName,
+            enqueuedAt: Date(), attempts: 0, lastError: nil, cropHash: try blobs.put(cropPNG), maskHash: label.maskHash,
+            inspectionType: capture.inspectionType, recipeVersion: capture.recipeVersion, capturedAt: capture.capturedAt,
+            classNames: ["background"] + classes.map(\.name), templateSHA256: template)
+    }
+
+    /// Freezes items queued by a version before the outbox held them frozen (migration 4), from their
+    /// labels as they are now; an item whose label is gone goes (nothing to send).
+    private func freezeOutbox() throws {
+        try pool.write { db in
+            for var item in try OutboxRecord.filter(Column("cropHash") == "").fetchAll(db) {
+                guard let capture = try CaptureRecord.fetchOne(db, key: item.captureID),
+                      let label = try LabelRecord.fetchOne(db, key: ["captureID": item.captureID, "roiName": item.roiName]) else {
+                    try item.delete(db)
+                    continue
+                }
+                var frozen = try Self.frozen(label, capture: capture, blobs: blobs, db: db)
+                (frozen.id, frozen.enqueuedAt, frozen.attempts, frozen.lastError) = (item.id, item.enqueuedAt, item.attempts, item.lastError)
+                item = frozen
+                try item.update(db)
+            }
+        }
     }
 
     public func outbox(limit: Int = 100) throws(StoreError) -> [OutboxRecord] {
@@ -421,16 +505,12 @@ public final class LabelStore: Sendable {
         try read { db in try OutboxRecord.fetchCount(db) }
     }
 
-    /// The next outbox items with what an upload needs: the label and its capture.
-    public func pendingUploads(limit: Int, skipping: Set<Int64> = []) throws(StoreError) -> [(item: OutboxRecord, label: LabelRecord, capture: CaptureRecord)] {
+    /// The next outbox items, oldest first.
+    public func pendingUploads(limit: Int, skipping: Set<Int64> = []) throws(StoreError) -> [OutboxRecord] {
         try read { db in
             var request = OutboxRecord.order(Column("id"))
             if !skipping.isEmpty { request = request.filter(!skipping.contains(Column("id"))) }
-            return try request.limit(limit).fetchAll(db).compactMap { item in
-                guard let capture = try CaptureRecord.fetchOne(db, key: item.captureID),
-                      let label = try LabelRecord.fetchOne(db, key: ["captureID": item.captureID, "roiName": item.roiName]) else { return nil }
-                return (item, label, capture)
-            }
+            return try request.limit(limit).fetchAll(db)
         }
     }
 

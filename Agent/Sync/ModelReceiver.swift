@@ -15,8 +15,6 @@ public final class ModelReceiver: Sendable {
     let runtime: AgentRuntime
     let logger: Logger
     private let downloading = Mutex<String?>(nil)
-    public static let defaultChunkBytes: UInt32 = 256 << 10
-    public static let maximumChunkBytes: UInt32 = 4 << 20
 
     public init(runtime: AgentRuntime, logger: Logger) {
         self.runtime = runtime
@@ -79,7 +77,7 @@ public final class ModelReceiver: Sendable {
             offset = 0
         }
         if offset > 0 { logger.info("resuming model download", metadata: ["version": "\(version)", "from": "\(offset)", "size": "\(offer.sizeBytes)"]) }
-        let chunkBytes = min(Self.maximumChunkBytes, offer.chunkBytes == 0 ? Self.defaultChunkBytes : offer.chunkBytes)
+        let chunkBytes = min(ModelChunks.maximumBytes, offer.chunkBytes == 0 ? ModelChunks.suggestedBytes : offer.chunkBytes)
         while offset < offer.sizeBytes {
             var request = Loupe_V1_ModelChunkRequest()
             request.modelVersion = version

@@ -1,9 +1,6 @@
-import Crypto
 import Foundation
 import Logging
-import LoupeImaging
 import LoupeProto
-import LoupeSegmentation
 import LoupeStorage
 import LoupeWire
 
@@ -37,17 +34,12 @@ public struct OutboxSender: Sendable {
                 continue
             }
             var sent = 0
-            // Read once per batch: the class names, the template's hash, and each capture's image.
-            let context = try UploadContext(store: store)
-            var images: [Int64: DecodedImage] = [:]
             try await withThrowingTaskGroup(of: (Int64, String, Result<Loupe_V1_RoiAck, any Error>).self) { group in
                 var index = 0
                 func launch() async throws {
-                    let (item, label, capture) = batch[index]
+                    let item = batch[index]
                     index += 1
-                    let image = try images[label.captureID] ?? ImageFile.decode(try store.image(of: capture))
-                    images[label.captureID] = image
-                    let upload = try makeUpload(label: label, capture: capture, image: image, context: context)
+                    let upload = try makeUpload(item)
                     let itemID = try item.rowID()
                     group.addTask {
                         do {
@@ -90,41 +82,18 @@ public struct OutboxSender: Sendable {
         }
     }
 
-    /// What every upload of a batch shares.
-    struct UploadContext {
-        var classNames: [String]
-        var templateSHA256: Data
-
-        init(store: LabelStore) throws {
-            classNames = ["background"] + (try store.classes().sorted { $0.index < $1.index }.map(\.name))
-            templateSHA256 = Data()
-            if let reference = try store.recipe().referenceCapture, let template = try? store.capture(number: reference) {
-                templateSHA256 = Data(hexString: template.imageHash) ?? Data()
-            }
-        }
-    }
-
-    /// The upload for one labelled ROI: its crop and mask as PNG, and what they belong to.
-    func makeUpload(label: LabelRecord, capture: CaptureRecord, image: DecodedImage, context: UploadContext) throws -> Loupe_V1_RoiUpload {
-        let rect = PixelRect(x: label.roiX, y: label.roiY, width: label.roiWidth, height: label.roiHeight)
-        let crop: Image8
-        switch image {
-        case .rgb8(let rgb): crop = try rgb.cropped(to: rect)
-        default: crop = try image.gray8.cropped(to: rect)
-        }
+    /// The upload for one queued labelled ROI, as it was frozen when it was queued.
+    func makeUpload(_ item: OutboxRecord) throws -> Loupe_V1_RoiUpload {
         var upload = Loupe_V1_RoiUpload()
-        upload.imagePng = try PNGCodec.encode(crop)
-        upload.maskPng = try store.blobs.get(label.maskHash)
-        var hasher = SHA256()
-        hasher.update(data: upload.imagePng)
-        hasher.update(data: upload.maskPng)
-        upload.contentSha256 = Data(hasher.finalize())
-        upload.inspectionType = capture.inspectionType
-        upload.roiName = label.roiName
-        upload.capturedAtUnixMs = UInt64(max(0, capture.capturedAt.timeIntervalSince1970 * 1000))
-        upload.recipeVersion = String(capture.recipeVersion)
-        upload.templateSha256 = context.templateSHA256
-        upload.classNames = context.classNames
+        upload.imagePng = try store.blobs.get(item.cropHash)
+        upload.maskPng = try store.blobs.get(item.maskHash)
+        upload.contentSha256 = Data(hexString: item.contentHash) ?? Data()
+        upload.inspectionType = item.inspectionType
+        upload.roiName = item.roiName
+        upload.capturedAtUnixMs = UInt64(max(0, item.capturedAt.timeIntervalSince1970 * 1000))
+        upload.recipeVersion = String(item.recipeVersion)
+        upload.templateSha256 = Data(hexString: item.templateSHA256) ?? Data()
+        upload.classNames = item.classNames
         return upload
     }
 }

@@ -36,6 +36,24 @@ public struct ConnectionSettings: Sendable, Equatable {
         self.frameStallTimeout = frameStallTimeout
         self.requestTimeout = requestTimeout
     }
+
+    /// The settings a config file's `heartbeatSeconds` and `idleTimeoutSeconds` (nil: 5 s and 15 s) give,
+    /// for the agent and the manager alike. A started frame must keep flowing: it is reported truncated
+    /// at three quarters of the idle timeout, before the idle timeout would close the connection for
+    /// silence.
+    public init(heartbeatSeconds: Double?, idleTimeoutSeconds: Double?, maxFrameBytes: Int? = nil) {
+        let idle = Duration.seconds(fraction: idleTimeoutSeconds ?? 15)
+        self.init(maxFrameBytes: maxFrameBytes ?? WireProtocol.defaultMaxFrameBytes, heartbeatInterval: .seconds(fraction: heartbeatSeconds ?? 5),
+                  idleTimeout: idle, frameStallTimeout: idle * 0.75)
+    }
+}
+
+/// Model downloads move in chunks (`ModelChunkRequest`): the one place their sizes are set.
+public enum ModelChunks {
+    /// What the manager suggests in each offer, and what an agent asks for when an offer suggests nothing.
+    public static let suggestedBytes: UInt32 = 256 << 10
+    /// The largest chunk an agent asks for and the manager serves.
+    public static let maximumBytes: UInt32 = 4 << 20
 }
 
 /// Answers the requests and events a peer sends. Return a body to reply to a

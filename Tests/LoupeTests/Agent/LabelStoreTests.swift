@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import LoupeAgent
 import LoupeImaging
 import LoupeStorage
@@ -49,6 +50,44 @@ import Testing
         #expect(edits.first?.user == "bob" && edits.first?.action == "mask")
         #expect(edits.contains { $0.action == "include" && $0.user == "ann" })
         #expect(try store.integrityCheck() == "ok")
+    }
+
+    /// A ticked ROI is frozen when it is queued: its crop and mask, the class names and the recipe's
+    /// template as they were; renaming a class afterwards changes nothing queued. Its content hash is
+    /// the wire's (SHA-256 of the crop PNG, then the mask PNG). Items queued by an older version (no
+    /// frozen crop) are frozen when the store opens.
+    @Test func aQueuedROIIsFrozenWhenQueued() throws {
+        let dir = Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var picture = try Image8(width: 16, height: 16)
+        for index in picture.samples.indices { picture.samples[index] = UInt8(index % 251) }
+        do {
+            let store = try LabelStore(directory: dir)
+            try store.setClasses([ClassRecord(index: 1, name: "scratch", color: 0xFF0000)], user: "ann")
+            _ = try store.addCapture(encoded: try PNGCodec.encode(picture), width: 16, height: 16, channels: 1, source: "camera",
+                                     inspectionType: "disc", recipeVersion: 3, user: "ann")
+            var mask = try Image8(width: 8, height: 8)
+            mask.samples[9] = 1
+            try store.saveMask(captureNumber: 1, roi: ("hub", PixelRect(x: 4, y: 2, width: 8, height: 8)), mask: mask, classes: 2, user: "ann")
+            try store.setIncluded(captureNumber: 1, roiName: "hub", included: true, user: "ann")
+            let item = try #require(try store.outbox().first)
+            #expect(item.classNames == ["background", "scratch"] && item.inspectionType == "disc" && item.recipeVersion == 3)
+            let crop = try store.blobs.get(item.cropHash), maskPNG = try store.blobs.get(item.maskHash)
+            #expect(try PNGCodec.decode(crop).gray8 == picture.cropped(to: PixelRect(x: 4, y: 2, width: 8, height: 8)))
+            #expect(try PNGCodec.decode(maskPNG).gray8 == mask)
+            #expect(item.contentHash == LabelStore.contentHash(cropPNG: crop, maskPNG: maskPNG))
+            // Renaming the class later leaves what was queued as it was labelled.
+            try store.setClasses([ClassRecord(index: 1, name: "dent", color: 0x00FF00)], user: "bob")
+            #expect(try store.outbox() == [item])
+        }
+        // An item as an older version queued it: no frozen crop.
+        let queue = try DatabaseQueue(path: dir + "/labels.sqlite")
+        try queue.write { db in try db.execute(sql: "UPDATE outbox SET cropHash = '', maskHash = '', classNames = '[]', inspectionType = ''") }
+        try queue.close()
+        let reopened = try LabelStore(directory: dir)
+        let item = try #require(try reopened.outbox().first)
+        #expect(item.cropHash != "" && item.inspectionType == "disc" && item.classNames == ["background", "dent"])
+        #expect(item.contentHash == LabelStore.contentHash(cropPNG: try reopened.blobs.get(item.cropHash), maskPNG: try reopened.blobs.get(item.maskHash)))
     }
 
     @Test func badRequestsChangeNothing() throws {

@@ -1,4 +1,7 @@
 import Foundation
+import Hummingbird
+import Logging
+import ServiceLifecycle
 import LoupeAgent
 import NIOCore
 import NIOPosix
@@ -37,5 +40,26 @@ import Testing
         #expect(try await SignInGuard().hashing { Self.currentNice() } == PagePriority.nice)
         // …while the caller's thread is where it was.
         #expect(Self.currentNice() == base)
+    }
+
+    /// A real server run the way the agent runs its page (`PagePriority.Yielding`, the page's event
+    /// loops): a request's handler runs at the page's nice value.
+    @Test func aRequestsHandlerRunsAtThePagesPriority() async throws {
+        let router = Router()
+        router.get("nice") { _, _ in "\(Self.currentNice())" }
+        let (ports, found) = AsyncStream<Int>.makeStream()
+        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+                              onServerRunning: { found.yield($0.localAddress?.port ?? 0) },
+                              eventLoopGroupProvider: .shared(PagePriority.eventLoops))
+        let group = ServiceGroup(services: [PagePriority.Yielding(app)], logger: Logger(label: "test"))
+        let serving = Task { try await group.run() }
+        var iterator = ports.makeAsyncIterator()
+        let port = try #require(await iterator.next())
+        for _ in 0..<4 {
+            let response = try await PlainHTTP.send(port: port, method: "GET", target: "/nice")
+            #expect(response.status == 200 && response.text == "\(PagePriority.nice)", "\(response)")
+        }
+        await group.triggerGracefulShutdown()
+        _ = await serving.result
     }
 }
