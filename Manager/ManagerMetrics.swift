@@ -1,5 +1,10 @@
 import Foundation
+import Hummingbird
+import Logging
+import LoupeWire
+import NIOCore
 import Prometheus
+import ServiceLifecycle
 
 /// The manager's Prometheus metrics (served on `metricsAddress` at /metrics).
 public final class ManagerMetrics: Sendable {
@@ -64,5 +69,30 @@ extension PrometheusCollectorRegistry {
     /// `loupe_<name>`, with its HELP line.
     fileprivate func loupeGauge(_ name: String, _ help: String, _ labels: [(String, String)] = []) -> Gauge {
         makeGauge(descriptor: MetricNameDescriptor(namespace: "loupe", metricName: name, unitName: "", helpText: help), labels: labels)
+    }
+}
+
+/// GET /metrics in Prometheus' text format, on its own port (`metricsAddress`).
+struct MetricsService: Service {
+    let metrics: ManagerMetrics
+    let address: String
+    let logger: Logger
+    let onListening: @Sendable (Int) -> Void
+
+    func run() async throws {
+        let (host, port) = try parseAddress(address)
+        let router = Router()
+        let metrics = self.metrics
+        router.get("metrics") { _, _ in
+            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: ResponseBody(byteBuffer: ByteBuffer(string: metrics.text)))
+        }
+        let (logger, onListening) = (self.logger, self.onListening)
+        let app = Application(router: router, configuration: .init(address: .hostname(host, port: port), serverName: "loupe-manager-metrics"),
+                              onServerRunning: { channel in
+                                  let bound = channel.localAddress?.port ?? port
+                                  logger.info("metrics listening", metadata: ["address": "\(host):\(bound)"])
+                                  onListening(bound)
+                              }, logger: logger)
+        try await app.run()
     }
 }

@@ -9,18 +9,29 @@ import LoupeStorage
 
 /// The operator's commands over the wire: models and rollouts, training
 /// jobs, datasets and camera groups. Every error names its cause as a typed
-/// protocol error (NOT_FOUND, INVALID_ARGUMENT, ...).
-extension ManagerService {
-    func handleOperator(_ body: Envelope.OneOf_Body, connection: WireConnection, peer: PeerIdentity) async throws -> Envelope.OneOf_Body? {
+/// protocol error (NOT_FOUND, INVALID_ARGUMENT, ...). A command that changes
+/// what a camera should run wakes the offers.
+struct OperatorCommands: Sendable {
+    let models: any ModelRegistryStoring
+    let trainingData: any TrainingDataStoring
+    let training: TrainingQueue
+    let cameras: CameraRegistry
+    let offers: ModelOffers
+    let logger: Logger
+
+    func handle(_ body: Envelope.OneOf_Body, connection: WireConnection, peer: PeerIdentity) async throws -> Envelope.OneOf_Body? {
         switch body {
         case .modelListQuery(let query):
             return .modelListReply(try mapped { try modelList(query) })
         case .modelPush(let push):
+            defer { offers.wake() }
             return .modelPushReply(try mapped { try self.push(push, by: peer.name) })
         case .modelRollback(let rollback):
+            defer { offers.wake() }
             return .modelPushReply(try mapped { try self.rollback(rollback, by: peer.name) })
         case .rolloutDecision(let decision):
-            let registry = try openRegistry()
+            defer { offers.wake() }
+            let registry = models
             let rollout = try mapped {
                 try registry.decide(decision.rolloutID, promote: decision.promote,
                                     reason: decision.promote ? "promoted by \(peer.name)" : "rolled back by \(peer.name)", figures: nil)
@@ -31,13 +42,13 @@ extension ManagerService {
             reply.rollout = rollout.wire
             return .modelPushReply(reply)
         case .trainingStatusQuery(let query):
-            guard let queue = training.withLock({ $0 }) else { throw WireError.refused(code: .unavailable, message: "training is not ready yet") }
+            let queue = training
             var reply = Loupe_V1_TrainingStatusReply()
             reply.jobs = try queue.status(jobId: query.jobID.isEmpty ? nil : query.jobID)
             if query.follow, !query.jobID.isEmpty { queue.follow(jobId: query.jobID, connection: connection) }
             return .trainingStatusReply(reply)
         case .datasetStatsQuery(let query):
-            guard let store = trainingData.withLock({ $0 }) else { throw WireError.refused(code: .unavailable, message: "the manager's training data is not open yet") }
+            let store = trainingData
             var reply = Loupe_V1_DatasetStatsReply()
             do {
                 reply.datasets = try store.statistics(inspectionType: query.inspectionType.isEmpty ? nil : query.inspectionType, validationFraction: 0.1)
@@ -46,24 +57,19 @@ extension ManagerService {
             }
             return .datasetStatsReply(reply)
         case .cameraGroupSet(let set):
-            let registry = try openRegistry()
+            let registry = models
             try mapped { try registry.setGroup(set.name, cameras: set.cameras) }
             logger.notice("camera group set", metadata: ["group": "\(set.name)", "cameras": "\(set.cameras.joined(separator: ","))", "by": "\(peer.name)"])
             return .cameraGroupList(try groupList(registry))
         case .cameraGroupList:
-            return .cameraGroupList(try groupList(try openRegistry()))
+            return .cameraGroupList(try groupList(models))
         default:
             return nil
         }
     }
 
-    func openRegistry() throws -> any ModelRegistryStoring {
-        guard let registry = models.withLock({ $0 }) else { throw WireError.refused(code: .unavailable, message: "the model registry is not open yet") }
-        return registry
-    }
-
     /// Runs registry work, turning its errors into protocol errors.
-    func mapped<T>(_ body: () throws -> T) throws -> T {
+    static func mapped<T>(_ body: () throws -> T) throws -> T {
         do {
             return try body()
         } catch let error as ModelRegistryError {
@@ -76,6 +82,8 @@ extension ManagerService {
         }
     }
 
+    func mapped<T>(_ body: () throws -> T) throws -> T { try Self.mapped(body) }
+
     func groupList(_ registry: any ModelRegistryStoring) throws -> Loupe_V1_CameraGroupList {
         var list = Loupe_V1_CameraGroupList()
         for (name, cameras) in try mapped({ try registry.groups() }) as [String: [String]] {
@@ -87,7 +95,7 @@ extension ManagerService {
     }
 
     func modelList(_ query: Loupe_V1_ModelListQuery) throws -> Loupe_V1_ModelListReply {
-        let registry = try openRegistry()
+        let registry = models
         var versions = try registry.versions(inspectionType: query.inspectionType.isEmpty ? nil : query.inspectionType)
         if !query.version.isEmpty { versions = [try registry.version(query.version)] }
         let cameras = try registry.cameras()
@@ -123,7 +131,7 @@ extension ManagerService {
 
     /// The cameras a target names; each must have connected at least once.
     func resolve(_ target: Loupe_V1_CameraTarget, inspectionType: String?) throws -> [String] {
-        let known = self.registry.snapshot()
+        let known = self.cameras.snapshot()
         let chosen = [!target.cameras.isEmpty, !target.inspectionType.isEmpty, !target.group.isEmpty].filter { $0 }.count
         guard chosen == 1 else { throw ModelRegistryError.invalid("name the target cameras one way: a list of cameras, an inspection type or a group") }
         var cameras: [String]
@@ -134,7 +142,7 @@ extension ManagerService {
             cameras = known.filter { $0.status.inspectionType == target.inspectionType }.map(\.cameraID)
             guard !cameras.isEmpty else { throw ModelRegistryError.invalid("no camera has reported inspection type \(target.inspectionType) yet") }
         } else if !target.group.isEmpty {
-            cameras = try openRegistry().group(target.group)
+            cameras = try models.group(target.group)
         } else {
             cameras = target.cameras
         }
@@ -153,7 +161,7 @@ extension ManagerService {
     }
 
     func push(_ push: Loupe_V1_ModelPush, by operatorName: String) throws -> Loupe_V1_ModelPushReply {
-        let registry = try openRegistry()
+        let registry = models
         let version = try registry.version(push.modelVersion)
         let target = try resolve(push.target, inspectionType: version.inspectionType)
         var reply = Loupe_V1_ModelPushReply()
@@ -166,7 +174,7 @@ extension ManagerService {
         let canaries = Array(Set(push.canaryCameras)).sorted()
         if let outside = canaries.first(where: { !target.contains($0) }) { throw ModelRegistryError.invalid("canary \(outside) is not one of the target cameras") }
         // The canaries' own defect rate over the last hour: the baseline if the rest of the target judges nothing.
-        let statuses = self.registry.snapshot().filter { canaries.contains($0.cameraID) }
+        let statuses = self.cameras.snapshot().filter { canaries.contains($0.cameraID) }
         let pass = statuses.reduce(0) { $0 + $1.status.passCountLastHour }, fail = statuses.reduce(0) { $0 + $1.status.failCountLastHour }
         let prior = pass + fail > 0 ? Double(fail) / Double(pass + fail) : nil
         let rollout = try registry.startRollout(version.version, canaries: canaries, remaining: target.filter { !canaries.contains($0) },
@@ -178,7 +186,7 @@ extension ManagerService {
     }
 
     func rollback(_ rollback: Loupe_V1_ModelRollback, by operatorName: String) throws -> Loupe_V1_ModelPushReply {
-        let registry = try openRegistry()
+        let registry = models
         var toType: String?
         if !rollback.toVersion.isEmpty { toType = try registry.version(rollback.toVersion).inspectionType }
         let cameras = try resolve(rollback.target, inspectionType: toType)

@@ -46,9 +46,13 @@ public final class TrainingQueue: Sendable {
     private let threads = DispatchGroup()
 
     private let metrics: ManagerMetrics?
+    /// Called after a finished job assigned its model to the camera that asked (the offers wake on it).
+    private let onAssigned: @Sendable () -> Void
 
-    public init(data: any TrainingDataStoring, registry: any ModelRegistryStoring, concurrency: Int, threads: Int, metrics: ManagerMetrics? = nil, logger: Logger) {
+    public init(data: any TrainingDataStoring, registry: any ModelRegistryStoring, concurrency: Int, threads: Int, metrics: ManagerMetrics? = nil,
+                logger: Logger, onAssigned: @escaping @Sendable () -> Void = {}) {
         self.metrics = metrics
+        self.onAssigned = onAssigned
         self.data = data
         self.registry = registry
         self.concurrency = max(1, concurrency)
@@ -266,6 +270,7 @@ public final class TrainingQueue: Sendable {
             let record = try registry.publish(try ModelFile.encode(model), inspectionType: request.inspectionType)
             if job.requesterIsCamera {
                 try registry.assign(record.version, to: [job.requester])
+                onAssigned()
             }
             progress.state = .succeeded
             progress.modelVersion = record.version

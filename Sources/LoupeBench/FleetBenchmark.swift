@@ -71,6 +71,7 @@ public struct FleetBenchmark: Sendable {
         let managerTLS = pki.manager
         let ids = (1...options.agents).map { String(format: "bench-cam-%03d", $0) }
         let agentTLS = try ids.map { try pki.member(LeafRequest(role: .agent, name: $0), $0) }
+        let operatorTLS = try pki.member(LeafRequest(role: .operator, name: "bench-operator"), "bench-operator")
 
         let dataDir = folder + "/manager"
         var config = ManagerConfig(managerId: "bench", listen: "127.0.0.1:0", tls: managerTLS, revocationList: nil, dataDir: dataDir)
@@ -146,7 +147,14 @@ public struct FleetBenchmark: Sendable {
             let record = try registry.publish(try ModelFile.encode(model), inspectionType: "bench")
             modelBytes = record.bytes
             let pushed = ContinuousClock.now
-            try registry.assign(record.version, to: ids)
+            // Pushed as an operator does (`loupe model push`): the manager offers at once.
+            var push = Loupe_V1_ModelPush()
+            push.modelVersion = record.version
+            push.target.cameras = ids
+            try await WireClient.withConnection(WireClientConfiguration(host: "localhost", port: port, tls: operatorTLS)) { [push] connection, _ in
+                let reply = try await connection.request(.modelPush(push))
+                guard case .modelPushReply = reply.body else { throw WireError.unexpectedReply(expected: "model_push_reply", received: reply.bodyName) }
+            }
             while try registry.cameras().filter({ $0.installedVersion == record.version }).count < options.agents {
                 guard ContinuousClock.now - pushed < .seconds(300) else { throw WireError.requestTimedOut(seconds: 300) }
                 try await Task.sleep(for: .milliseconds(10))

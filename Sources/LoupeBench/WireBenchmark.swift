@@ -187,7 +187,7 @@ struct BenchManager {
         var logger = Logger(label: "loupe.bench")
         logger.logLevel = .error
         let (ports, portSink) = AsyncStream<Int>.makeStream()
-        let manager = ManagerService(config: config, logger: logger) { address in
+        let manager = try ManagerService(config: config, logger: logger) { address in
             portSink.yield(address.port ?? 0)
             portSink.finish()
         }

@@ -257,11 +257,12 @@ public final class WireConnection: Sendable {
 
     /// Reads from the peer until the connection ends: answers requests through `handler` concurrently, sends
     /// heartbeats and enforces the idle timeout. If `handshake` is given, the
-    /// first frame must be a Hello request, answered by it.
+    /// first frame must be a Hello request, answered by it; `welcomed` runs once the Welcome is sent.
     func run(
         inbound: NIOAsyncChannelInboundStream<Envelope>,
         handshake: HandshakeHandler?,
-        handler: @escaping RequestHandler
+        handler: @escaping RequestHandler,
+        welcomed: @escaping @Sendable (WireConnection) -> Void = { _ in }
     ) async {
         let upkeep = startUpkeep()
         defer { upkeep.cancel() }
@@ -279,6 +280,7 @@ public final class WireConnection: Sendable {
                             try await send(envelope.reply(.welcome(welcome)))
                             state.withLock { $0.welcomed = true }
                             awaitingHello = false
+                            welcomed(self)
                         } catch {
                             closeWithError(error, replyTo: envelope.requestID)
                             break

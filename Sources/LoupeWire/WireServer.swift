@@ -120,10 +120,11 @@ public final class WireServer: Sendable {
     /// Accepts connections until `shutdown()` is called or the task is cancelled.
     /// `handshake` sees each client's Hello after its certificate identity is
     /// known (`connection.peer`); `handler` answers everything after it.
-    /// `closed` runs after each connection has ended.
+    /// `welcomed` runs once a client's Welcome is sent; `closed` after each connection has ended.
     public func run(
         handshake: @escaping HandshakeHandler,
         handler: @escaping RequestHandler,
+        welcomed: @escaping @Sendable (WireConnection) -> Void = { _ in },
         closed: @escaping @Sendable (WireConnection) async -> Void = { _ in }
     ) async throws {
         let logger = self.logger
@@ -154,7 +155,7 @@ public final class WireServer: Sendable {
                                 connection.setPeer(peer)
                                 return try await handshake(connection, hello)
                             }
-                            await connection.run(inbound: childInbound, handshake: identified, handler: handler)
+                            await connection.run(inbound: childInbound, handshake: identified, handler: handler, welcomed: welcomed)
                             await closed(connection)
                             logger.debug("connection ended", metadata: ["peer": "\(connection.peer.map(String.init(describing:)) ?? "unidentified")", "address": "\(connection.remoteAddress)"])
                         }

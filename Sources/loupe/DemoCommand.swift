@@ -74,7 +74,7 @@ struct DemoCommand: AsyncParsableCommand {
                                           revocationList: nil, dataDir: root + "/manager", heartbeatSeconds: 2, idleTimeoutSeconds: 10)
         managerConfig.trainingThreads = ProcessInfo.processInfo.activeProcessorCount
         let portBox = LateBound<Int>()
-        let manager = ManagerService(config: managerConfig, logger: logger) { address in portBox.set(address.port ?? 0) }
+        let manager = try ManagerService(config: managerConfig, logger: logger) { address in portBox.set(address.port ?? 0) }
         let managerGroup = ServiceGroup(services: [manager], logger: logger)
         let managerTask = Task { try await managerGroup.run() }
         while portBox.value == nil {

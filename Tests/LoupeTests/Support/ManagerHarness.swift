@@ -33,7 +33,7 @@ final class ManagerHarness: @unchecked Sendable {
         var logger = Logger(label: "test.manager")
         logger.logLevel = .warning
         let (stream, continuation) = AsyncStream<Int>.makeStream()
-        let service = ManagerService(config: config, logger: logger) { address in
+        let service = try ManagerService(config: config, logger: logger) { address in
             continuation.yield(address.port ?? 0)
             continuation.finish()
         }
