@@ -99,7 +99,7 @@ public final class ModelOffers: Sendable {
             guard offered.withLock({ $0[key] }) != decision else { continue }
             let offer: Loupe_V1_ModelOffer
             do {
-                offer = try Self.offer(try models.version(desired), camera: camera)
+                offer = Self.offer(try models.version(desired), camera: camera)
             } catch {
                 logger.error("cannot offer a model", metadata: ["camera": "\(peer.name)", "version": "\(desired)", "error": "\(error)"])
                 continue

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import LoupeProto
 import LoupeSegmentation
+import LoupeStorage
 import LoupeWire
 import Synchronization
 
@@ -90,18 +91,20 @@ public final class ModelReceiver: Sendable {
             guard chunk.modelVersion == version, chunk.offset == offset, !chunk.data.isEmpty || chunk.last else {
                 throw ModelInstallError.chunkOutOfOrder(version: version, expected: offset, received: chunk.offset)
             }
-            try shelf.append(chunk.data, to: version, at: offset)
+            let at = offset
+            try await BlockingIO.run { () throws(ModelInstallError) in try shelf.append(chunk.data, to: version, at: at) }
             offset += UInt64(chunk.data.count)
             if chunk.last { break }
         }
-        guard let data = shelf.downloadedData(version), UInt64(data.count) == offer.sizeBytes else {
+        guard let data = await BlockingIO.run({ shelf.downloadedData(version) }), UInt64(data.count) == offer.sizeBytes else {
             shelf.discardDownload(version)
             throw ModelInstallError.unreadable(version: version, reason: "the download ended at \(offset) of \(offer.sizeBytes) bytes")
         }
         do {
             let check = ModelShelf.OfferCheck(cameraId: runtime.config.cameraId, inspectionType: recipeType,
                                               assignment: offer.assignment, assignmentSignature: offer.assignmentSignature)
-            try runtime.install(data, version: version, expectedSHA256: offer.sha256, from: .manager(check))
+            let (runtime, expected) = (self.runtime, offer.sha256)
+            _ = try await BlockingIO.run { try runtime.install(data, version: version, expectedSHA256: expected, from: .manager(check)) }
         } catch {
             // A file that fails its checks is not kept: the next offer fetches it afresh.
             shelf.discardDownload(version)

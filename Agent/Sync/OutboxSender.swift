@@ -28,7 +28,8 @@ public struct OutboxSender: Sendable {
         var refused: Set<Int64> = []
         var limiter = RateLimiter(bytesPerSecond: bytesPerSecond)
         while !connection.isClosed {
-            let batch = try store.pendingUploads(limit: window * 4, skipping: refused)
+            let (store, limit, skipping) = (self.store, window * 4, refused)
+            let batch = try await BlockingIO.run { () throws(StoreError) in try store.pendingUploads(limit: limit, skipping: skipping) }
             if batch.isEmpty {
                 try await Task.sleep(for: .seconds(1))
                 continue
@@ -39,7 +40,7 @@ public struct OutboxSender: Sendable {
                 func launch() async throws {
                     let item = batch[index]
                     index += 1
-                    let upload = try makeUpload(item)
+                    let upload = try await BlockingIO.run { try makeUpload(item) }
                     let itemID = try item.rowID()
                     group.addTask {
                         do {
@@ -62,16 +63,17 @@ public struct OutboxSender: Sendable {
                 while let (id, hash, result) = try await group.next() {
                     switch result {
                     case .success:
-                        try store.acknowledge(contentHash: hash)
+                        try await BlockingIO.run { () throws(StoreError) in try store.acknowledge(contentHash: hash) }
                         sent += 1
                     case .failure(let error):
                         if let wire = error as? WireError, case .remote(let code, let message) = wire, code == .invalidArgument {
                             // The manager will never take this one: keep it, say why, and move on.
                             refused.insert(id)
-                            try? store.recordAttempt(outboxID: id, error: message)
+                            try? await BlockingIO.run { () throws(StoreError) in try store.recordAttempt(outboxID: id, error: message) }
                             logger.error("manager refused a labelled ROI", metadata: ["outbox": "\(id)", "reason": "\(message)"])
                         } else {
-                            try? store.recordAttempt(outboxID: id, error: "\(error)")
+                            let reason = "\(error)"
+                            try? await BlockingIO.run { () throws(StoreError) in try store.recordAttempt(outboxID: id, error: reason) }
                             throw error
                         }
                     }

@@ -48,11 +48,19 @@ public final class TrainingQueue: Sendable {
     private let metrics: ManagerMetrics?
     /// Called after a finished job assigned its model to the camera that asked (the offers wake on it).
     private let onAssigned: @Sendable () -> Void
+    /// Progress to send, in the order it was made; one task sends it, so a job's thread never waits on a peer.
+    private let outgoing: AsyncStream<(Loupe_V1_TrainingProgress, [WireConnection])>.Continuation
+    private let sender: Task<Void, Never>
 
     public init(data: any TrainingDataStoring, registry: any ModelRegistryStoring, concurrency: Int, threads: Int, metrics: ManagerMetrics? = nil,
                 logger: Logger, onAssigned: @escaping @Sendable () -> Void = {}) {
         self.metrics = metrics
         self.onAssigned = onAssigned
+        let (updates, outgoing) = AsyncStream<(Loupe_V1_TrainingProgress, [WireConnection])>.makeStream()
+        self.outgoing = outgoing
+        sender = Task {
+            for await (progress, listeners) in updates { await Self.send(progress, to: listeners) }
+        }
         self.data = data
         self.registry = registry
         self.concurrency = max(1, concurrency)
@@ -141,6 +149,9 @@ public final class TrainingQueue: Sendable {
         await withCheckedContinuation { continuation in
             threads.notify(queue: .global()) { continuation.resume() }
         }
+        // The jobs' last words go out before the queue is done.
+        outgoing.finish()
+        await sender.value
     }
 
     private func startNext() {
@@ -208,12 +219,7 @@ public final class TrainingQueue: Sendable {
             if ended { state.followers[job.id] = nil }
             return (state.running[job.id]?.listeners ?? job.listeners) + followers
         }
-        let semaphore = DispatchSemaphore(value: 0)
-        Task {
-            await Self.send(progress, to: listeners)
-            semaphore.signal()
-        }
-        semaphore.wait()
+        outgoing.yield((progress, listeners))
     }
 
     /// The training configuration in words, kept with the model version.
