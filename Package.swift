@@ -165,10 +165,21 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         // Benchmarks that `loupe bench` runs.
+        // The one harness: a local fleet PKI and an in-process manager, for the tests, `loupe bench` and `loupe demo`.
+        .target(
+            name: "LoupeTesting",
+            dependencies: [
+                "LoupePKI", "LoupeWire", "LoupeManager",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSettings
+        ),
         .target(
             name: "LoupeBench",
             dependencies: [
-                "LoupeWire", "LoupeProto", "LoupePKI", "LoupeManager", "LoupeAgent", "LoupeImaging", "LoupeCapture", "LoupeVision", "LoupeSegmentation",
+                "LoupeTesting", "LoupeWire", "LoupeProto", "LoupePKI", "LoupeManager", "LoupeAgent", "LoupeImaging", "LoupeCapture", "LoupeVision", "LoupeSegmentation",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -181,7 +192,7 @@ let package = Package(
         .executableTarget(
             name: "loupe",
             dependencies: [
-                "LoupeWire", "LoupePKI", "LoupeManager", "LoupeAgent", "LoupeBench", "LoupeProto", "LoupeSegmentation", "LoupeImaging",
+                "LoupeWire", "LoupePKI", "LoupeManager", "LoupeAgent", "LoupeBench", "LoupeTesting", "LoupeProto", "LoupeSegmentation", "LoupeImaging",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -208,6 +219,7 @@ let package = Package(
             name: "LoupeTests",
             dependencies: [
                 "LoupeWire", "LoupePKI", "LoupeProto", "LoupeManager", "LoupeAgent", "LoupeBench", "LoupeImaging", "LoupeCapture", "LoupeVision", "LoupeSegmentation", "LoupeStorage",
+                "LoupeTesting",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

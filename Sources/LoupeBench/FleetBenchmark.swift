@@ -10,6 +10,7 @@ import LoupeWire
 import NIOCore
 import ServiceLifecycle
 import Synchronization
+import LoupeTesting
 
 /// `loupe bench fleet`: one manager on loopback and many simulated agents
 /// (light clients in this process, each with its own agent certificate and
@@ -67,16 +68,16 @@ public struct FleetBenchmark: Sendable {
         defer { try? FileManager.default.removeItem(atPath: folder) }
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         progress("making \(options.agents) agent certificates")
-        let pki = try BenchPKI(folder: folder)
-        let managerTLS = pki.manager
+        let pki = try LocalFleetPKI(folder: folder, organization: "Bench")
+        let managerTLS = try pki.manager()
         let ids = (1...options.agents).map { String(format: "bench-cam-%03d", $0) }
-        let agentTLS = try ids.map { try pki.member(LeafRequest(role: .agent, name: $0), $0) }
-        let operatorTLS = try pki.member(LeafRequest(role: .operator, name: "bench-operator"), "bench-operator")
+        let agentTLS = try ids.map { try pki.member(.agent, $0) }
+        let operatorTLS = try pki.member(.operator, "bench-operator")
 
         let dataDir = folder + "/manager"
         var config = ManagerConfig(managerId: "bench", listen: "127.0.0.1:0", tls: managerTLS, revocationList: nil, dataDir: dataDir)
         config.trainingThreads = 1
-        let manager = try await BenchManager.start(config)
+        let manager = try await InProcessManager.start(config, logger: WireBenchmark.quietLogger)
         let port = manager.port
         let registry = try ModelRegistry(directory: dataDir, signingKeyPath: config.signingKeyPath)
         let trust = Trust(key: registry.signingKey.publicKey)

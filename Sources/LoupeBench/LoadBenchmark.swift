@@ -4,6 +4,7 @@ import LoupePKI
 import LoupeProto
 import LoupeWire
 import Synchronization
+import LoupeTesting
 
 /// `loupe bench load`: a real `loupe manager` process and many simulated
 /// agents (light clients in this process, each with its own agent
@@ -97,10 +98,11 @@ public struct LoadBenchmark: Sendable {
         defer { try? FileManager.default.removeItem(atPath: folder) }
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         progress("making \(options.agents) agent certificates")
-        let pki = try BenchPKI(folder: folder)
+        let pki = try LocalFleetPKI(folder: folder, organization: "Bench")
         let ids = (1...options.agents).map { String(format: "load-cam-%04d", $0) }
-        let agentTLS = try ids.map { try pki.member(LeafRequest(role: .agent, name: $0), $0) }
-        let operatorTLS = try pki.member(LeafRequest(role: .operator, name: "bench-operator"), "operator")
+        let managerTLS = try pki.manager()
+        let agentTLS = try ids.map { try pki.member(.agent, $0) }
+        let operatorTLS = try pki.member(.operator, "bench-operator")
 
         // The manager: its own process, so its CPU and memory are its own.
         let dataDir = folder + "/manager"
@@ -108,7 +110,7 @@ public struct LoadBenchmark: Sendable {
         let readyPath = folder + "/manager.ready"
         let config: [String: Any] = [
             "managerId": "load-bench", "listen": "127.0.0.1:0", "dataDir": dataDir, "trainingThreads": 1,
-            "tls": ["ca": pki.manager.ca, "cert": pki.manager.cert, "key": pki.manager.key],
+            "tls": ["ca": managerTLS.ca, "cert": managerTLS.cert, "key": managerTLS.key],
             "heartbeatSeconds": 5, "idleTimeoutSeconds": 15,
         ]
         try JSONSerialization.data(withJSONObject: config).write(to: URL(fileURLWithPath: configPath))

@@ -3,6 +3,7 @@ import Logging
 import LoupeManager
 import LoupePKI
 import LoupeProto
+import LoupeTesting
 import LoupeWire
 import NIOCore
 import NIOPosix
@@ -13,6 +14,13 @@ import ServiceLifecycle
 /// plain NIOSSL echo server with the same TLS settings (the ceiling), both on
 /// loopback in this process. Each figure is the median of several rounds.
 public struct WireBenchmark: Sendable {
+    /// The benchmarks' in-process managers log errors only.
+    static var quietLogger: Logger {
+        var logger = Logger(label: "loupe.bench")
+        logger.logLevel = .error
+        return logger
+    }
+
     public struct Options: Sendable {
         public var rounds = 5
         public var secondsPerRound = 1.0
@@ -46,20 +54,21 @@ public struct WireBenchmark: Sendable {
     public func run() async throws -> [Row] {
         let folder = NSTemporaryDirectory() + "loupe-bench-\(UUID().uuidString.prefix(8))"
         defer { try? FileManager.default.removeItem(atPath: folder) }
-        let pki = try BenchPKI(folder: folder)
+        let pki = try LocalFleetPKI(folder: folder, organization: "Bench")
+        let (managerTLS, agentTLS) = (try pki.manager(), try pki.member(.agent, "bench-cam"))
 
-        let manager = try await BenchManager.start(
-            ManagerConfig(managerId: "bench", listen: "127.0.0.1:0", tls: pki.manager, revocationList: nil, dataDir: folder + "/data"))
+        let manager = try await InProcessManager.start(
+            ManagerConfig(managerId: "bench", listen: "127.0.0.1:0", tls: managerTLS, revocationList: nil, dataDir: folder + "/data"), logger: Self.quietLogger)
         let managerPort = manager.port
 
-        let echo = try await PlainTLSEcho.start(tls: pki.manager)
+        let echo = try await PlainTLSEcho.start(tls: managerTLS)
         defer { echo.stop() }
 
-        let loupeClient = WireClientConfiguration(host: "localhost", port: managerPort, tls: pki.agent)
+        let loupeClient = WireClientConfiguration(host: "localhost", port: managerPort, tls: agentTLS)
         let small = Data(repeating: 0x42, count: options.smallPayloadBytes)
         let large = Data(repeating: 0x42, count: options.largePayloadBytes)
         let rows = try await WireClient.withConnection(loupeClient) { connection, _ in
-            try await PlainTLSEcho.withClient(port: echo.port, tls: pki.agent, secondsPerRound: options.secondsPerRound) { plain in
+            try await PlainTLSEcho.withClient(port: echo.port, tls: agentTLS, secondsPerRound: options.secondsPerRound) { plain in
                 var rows: [Row] = []
                 rows.append(try await measure("small round trips, 1 in flight", unit: "round trips/s", perItem: 1,
                     loupe: { try await loupeRoundTrips(connection, payload: small, window: 1) },
@@ -144,62 +153,5 @@ public struct WireBenchmark: Sendable {
             completed += window
         }
         return completed
-    }
-}
-
-/// Certificates for a benchmark, made fresh in a temporary folder.
-struct BenchPKI {
-    let ca: FleetCA
-    let folder: String
-    let caPath: String
-    let manager: TLSFiles
-    let agent: TLSFiles
-
-    init(folder: String) throws {
-        self.folder = folder
-        ca = try FleetCA.create(organization: "Bench")
-        caPath = folder + "/ca.pem"
-        try PEMFiles.write(try ca.certificatePEM, to: caPath, mode: 0o644, overwrite: true)
-        manager = try Self.member(ca, caPath: caPath, folder: folder, LeafRequest(role: .manager, name: "manager", hosts: ["localhost", "127.0.0.1"]), "manager")
-        agent = try Self.member(ca, caPath: caPath, folder: folder, LeafRequest(role: .agent, name: "bench-cam"), "agent")
-    }
-
-    /// One more certificate, `NAME.pem` and `NAME-key.pem`.
-    func member(_ request: LeafRequest, _ name: String) throws -> TLSFiles {
-        try Self.member(ca, caPath: caPath, folder: folder, request, name)
-    }
-
-    private static func member(_ ca: FleetCA, caPath: String, folder: String, _ request: LeafRequest, _ name: String) throws -> TLSFiles {
-        let issued = try ca.issue(request)
-        try PEMFiles.write(issued.certificatePEM, to: "\(folder)/\(name).pem", mode: 0o644, overwrite: true)
-        try PEMFiles.write(issued.privateKeyPEM, to: "\(folder)/\(name)-key.pem", mode: 0o600, overwrite: true)
-        return TLSFiles(ca: caPath, cert: "\(folder)/\(name).pem", key: "\(folder)/\(name)-key.pem")
-    }
-}
-
-/// A manager service running in this process for a benchmark.
-struct BenchManager {
-    let services: ServiceGroup
-    let task: Task<Void, any Error>
-    let port: Int
-
-    static func start(_ config: ManagerConfig) async throws -> BenchManager {
-        var logger = Logger(label: "loupe.bench")
-        logger.logLevel = .error
-        let (ports, portSink) = AsyncStream<Int>.makeStream()
-        let manager = try ManagerService(config: config, logger: logger) { address in
-            portSink.yield(address.port ?? 0)
-            portSink.finish()
-        }
-        let services = ServiceGroup(services: [manager], logger: logger)
-        let task = Task { try await services.run() }
-        var iterator = ports.makeAsyncIterator()
-        guard let port = await iterator.next() else { throw WireError.connectionClosed }
-        return BenchManager(services: services, task: task, port: port)
-    }
-
-    func stop() async {
-        await services.triggerGracefulShutdown()
-        _ = await task.result
     }
 }

@@ -14,6 +14,7 @@ import LoupeWire
 import NIOCore
 import ServiceLifecycle
 import UnixSignals
+import LoupeTesting
 
 /// `loupe demo`: the whole loop on one machine. A fleet CA, a manager and
 /// three camera agents on the synthetic camera; ROIs labelled from the
@@ -57,31 +58,17 @@ struct DemoCommand: AsyncParsableCommand {
 
         // 1. The fleet PKI.
         step("making a fleet CA and certificates in \(root)")
-        let pki = root + "/pki"
-        try FileManager.default.createDirectory(atPath: pki, withIntermediateDirectories: true)
-        let ca = try FleetCA.create(organization: "Loupe demo plant")
-        try PEMFiles.write(try ca.certificatePEM, to: pki + "/ca.pem", mode: 0o644, overwrite: true)
+        let pki = try LocalFleetPKI(folder: root + "/pki", organization: "Loupe demo plant")
         func issue(_ role: FleetRole, _ name: String, hosts: [String] = []) throws -> TLSFiles {
-            let issued = try ca.issue(LeafRequest(role: role, name: name, hosts: hosts))
-            let stem = pki + "/\(role.rawValue)-\(name)"
-            try PEMFiles.write(issued.certificatePEM, to: stem + ".pem", mode: 0o644, overwrite: true)
-            try PEMFiles.write(issued.privateKeyPEM, to: stem + "-key.pem", mode: 0o600, overwrite: true)
-            return TLSFiles(ca: pki + "/ca.pem", cert: stem + ".pem", key: stem + "-key.pem")
+            try pki.member(role, name, hosts: hosts)
         }
 
         // 2. The manager, then three agents on synthetic cameras of one part.
         var managerConfig = ManagerConfig(managerId: "demo-plant", listen: "127.0.0.1:0", tls: try issue(.manager, "manager", hosts: ["localhost", "127.0.0.1"]),
                                           revocationList: nil, dataDir: root + "/manager", heartbeatSeconds: 2, idleTimeoutSeconds: 10)
         managerConfig.trainingThreads = ProcessInfo.processInfo.activeProcessorCount
-        let portBox = LateBound<Int>()
-        let manager = try ManagerService(config: managerConfig, logger: logger) { address in portBox.set(address.port ?? 0) }
-        let managerGroup = ServiceGroup(services: [manager], logger: logger)
-        let managerTask = Task { try await managerGroup.run() }
-        while portBox.value == nil {
-            try await Task.sleep(for: .milliseconds(20))
-            if managerTask.isCancelled { throw ValidationError("the manager did not start") }
-        }
-        let port = portBox.value!
+        let manager = try await InProcessManager.start(managerConfig, logger: logger)
+        let port = manager.port
         step("manager listening on 127.0.0.1:\(port)")
 
         let urls = LateBound<[String: String]>()
@@ -110,8 +97,7 @@ struct DemoCommand: AsyncParsableCommand {
             await agentGroup.triggerGracefulShutdown()
             _ = try? await agentTask.value
             for agent in agents { await agent.training.shutdown() }
-            await managerGroup.triggerGracefulShutdown()
-            _ = try? await managerTask.value
+            await manager.stop()
         }
         do {
             try await waitFor("the agents to serve their pages and reach the manager", timeout: .seconds(60)) {

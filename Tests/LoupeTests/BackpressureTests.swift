@@ -5,6 +5,7 @@ import LoupeWire
 import NIOCore
 import SwiftProtobuf
 import Testing
+import LoupeTesting
 
 /// A slow reader must make the writer wait, not buffer without bound.
 @Suite struct BackpressureTests {

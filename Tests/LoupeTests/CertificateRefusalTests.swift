@@ -5,6 +5,7 @@ import LoupeWire
 import NIOCore
 import NIOSSL
 import Testing
+import LoupeTesting
 
 /// Each kind of client the manager must turn away, and why.
 @Suite struct CertificateRefusalTests {

@@ -5,6 +5,7 @@ import LoupePKI
 import LoupeWire
 import Testing
 import X509
+import LoupeTesting
 
 /// `loupe tls …` as an operator runs it, and the files it leaves behind.
 @Suite struct FleetPKITests {

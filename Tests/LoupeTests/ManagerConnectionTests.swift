@@ -5,6 +5,7 @@ import LoupeWire
 import NIOCore
 import Synchronization
 import Testing
+import LoupeTesting
 
 /// The manager's mutual-TLS front door, over real sockets on loopback with
 /// certificates made in the test.

@@ -6,6 +6,7 @@ import LoupePKI
 import LoupeProto
 import LoupeWire
 import Testing
+import LoupeTesting
 
 /// Real `loupe manager` and `loupe agent` processes on loopback.
 @Suite(.serialized) struct ProcessTests {

@@ -9,6 +9,7 @@ import LoupeWire
 import NIOCore
 import NIOSSL
 import Testing
+import LoupeTesting
 
 /// Logins, sessions, roles and HTTPS on the agent's API, through the same
 /// assembly `loupe agent` serves.

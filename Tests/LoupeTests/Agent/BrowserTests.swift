@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import LoupeTesting
 
 /// The Label & Train page in a real browser: Debian's chromium and
 /// chromium-driver, driven by Selenium (Tests/Browser/label_and_train.py,

@@ -4,6 +4,7 @@ import LoupeAgent
 import LoupeImaging
 import LoupeManager
 import Testing
+import LoupeTesting
 
 /// A real, small tmpfs mounted in the test under a real `loupe manager` and
 /// a real `loupe agent`: the disk fills, each says so by name, loses and

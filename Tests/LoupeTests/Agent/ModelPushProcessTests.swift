@@ -11,6 +11,7 @@ import LoupeProto
 import LoupeSegmentation
 import LoupeWire
 import Testing
+import LoupeTesting
 
 /// Model distribution between real `loupe manager` and `loupe agent` processes.
 @Suite(.serialized) struct ModelPushProcessTests {

@@ -4,6 +4,7 @@ import LoupeManager
 import LoupePKI
 import LoupeSegmentation
 import Testing
+import LoupeTesting
 
 /// Real `loupe agent` and `loupe manager` processes with a TCP fault proxy
 /// (Support/FaultProxy.swift) between them: sliced writes, a silent

@@ -9,6 +9,7 @@ import LoupeWire
 import NIOCore
 import Synchronization
 import Testing
+import LoupeTesting
 
 /// Access control attacked as an outsider would, over real HTTP on loopback:
 /// every registered route (enumerated from the route table the router was

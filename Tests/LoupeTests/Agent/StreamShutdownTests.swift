@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import LoupeTesting
 
 /// An open page keeps two endless responses open (the result event stream
 /// and the MJPEG view). A `loupe agent` must still stop promptly on SIGTERM

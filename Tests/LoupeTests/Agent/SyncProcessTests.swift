@@ -8,6 +8,7 @@ import LoupeManager
 import LoupePKI
 import LoupeWire
 import Testing
+import LoupeTesting
 
 /// Outbox sync between real `loupe agent` and `loupe manager` processes.
 @Suite(.serialized) struct SyncProcessTests {

@@ -5,6 +5,7 @@ import Glibc
 import LoupeAgent
 import LoupeManager
 import Testing
+import LoupeTesting
 
 /// The deployment files are what plants copy: the example configs must load
 /// with the real loaders, every key in them must be documented, and the

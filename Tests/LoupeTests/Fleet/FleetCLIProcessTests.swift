@@ -8,6 +8,7 @@ import LoupeProto
 import LoupeSegmentation
 import LoupeWire
 import Testing
+import LoupeTesting
 
 /// The fleet CLI against a real `loupe manager` and three real `loupe agent`
 /// processes on synthetic cameras, on loopback: labels synced from all three,

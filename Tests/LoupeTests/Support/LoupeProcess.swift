@@ -5,6 +5,7 @@ import FoundationNetworking
 #endif
 import LoupePKI
 import LoupeWire
+import LoupeTesting
 
 /// A real `loupe` process started by a test, its output kept in a log file.
 final class LoupeProcess: @unchecked Sendable {

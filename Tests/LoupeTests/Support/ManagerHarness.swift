@@ -2,18 +2,19 @@ import Foundation
 import Logging
 import LoupeManager
 import LoupePKI
+import LoupeTesting
 import LoupeWire
 import NIOCore
 import ServiceLifecycle
 
-/// A real ManagerService running in this process on a loopback port.
+/// A real ManagerService running in this process on a loopback port
+/// (`InProcessManager`), with the test PKI it trusts.
 final class ManagerHarness: @unchecked Sendable {
     let pki: TestPKI
-    let config: ManagerConfig
-    let service: ManagerService
-    let port: Int
-    private let group: ServiceGroup
-    private let task: Task<Void, any Error>
+    let manager: InProcessManager
+    var config: ManagerConfig { manager.config }
+    var service: ManagerService { manager.service }
+    var port: Int { manager.port }
 
     static func start(
         pki: TestPKI? = nil,
@@ -32,33 +33,12 @@ final class ManagerHarness: @unchecked Sendable {
         config.revocationPollSeconds = revocationPollSeconds
         var logger = Logger(label: "test.manager")
         logger.logLevel = .warning
-        let (stream, continuation) = AsyncStream<Int>.makeStream()
-        let service = try ManagerService(config: config, logger: logger) { address in
-            continuation.yield(address.port ?? 0)
-            continuation.finish()
-        }
-        let group = ServiceGroup(services: [service], logger: logger)
-        let task = Task {
-            // A manager that fails before it listens ends the wait below with its own error.
-            defer { continuation.finish() }
-            try await group.run()
-        }
-        var iterator = stream.makeAsyncIterator()
-        guard let port = await iterator.next(), port > 0 else {
-            await group.triggerGracefulShutdown()
-            try await task.value
-            throw WireError.connectionClosed
-        }
-        return ManagerHarness(pki: pki, config: config, service: service, group: group, port: port, task: task)
+        return ManagerHarness(pki: pki, manager: try await InProcessManager.start(config, logger: logger))
     }
 
-    private init(pki: TestPKI, config: ManagerConfig, service: ManagerService, group: ServiceGroup, port: Int, task: Task<Void, any Error>) {
-        self.group = group
+    private init(pki: TestPKI, manager: InProcessManager) {
         self.pki = pki
-        self.config = config
-        self.service = service
-        self.port = port
-        self.task = task
+        self.manager = manager
     }
 
     func client(_ files: TLSFiles, host: String = "localhost", protocolVersion: UInt32 = WireProtocol.version) -> WireClientConfiguration {
@@ -69,10 +49,5 @@ final class ManagerHarness: @unchecked Sendable {
         )
     }
 
-    /// Shuts the manager down gracefully (cancelling it could strand accepted
-    /// connections, see apple/swift-nio#3481) and waits until it has stopped.
-    func stop() async {
-        await group.triggerGracefulShutdown()
-        _ = await task.result
-    }
+    func stop() async { await manager.stop() }
 }
