@@ -64,6 +64,7 @@ public final class AgentAssembly: Sendable {
         var services: [any Service] = [link, pipeline]
         if config.http != nil {
             try AgentHTTP.ensureAdmin(runtime: runtime, logger: logger)
+            PagePriority.configure(nice: config.http?.pageNice ?? PagePriority.defaultNice)
             services.append(try AgentHTTP.service(runtime: runtime, training: training, logger: logger, onRunning: onHTTP))
         }
         self.runtime = runtime

@@ -43,6 +43,9 @@ public struct AgentConfig: Codable, Sendable, Equatable {
         /// Password for the `admin` user made at first start; without it a
         /// random one is written to DATADIR/initial-admin-password.
         public var initialAdminPassword: String?
+        /// The nice value of the page's threads (0…19): below live inspection, so that the page yields to it
+        /// (`PagePriority`). Default 10; 0 puts the page level with inspection.
+        public var pageNice: Int32?
 
         public init(address: String, tls: Bool? = nil, sessionHours: Double? = nil, initialAdminPassword: String? = nil) {
             self.address = address
@@ -130,6 +133,9 @@ public struct AgentConfig: Codable, Sendable, Equatable {
         if let http = config.http {
             do { _ = try parseAddress(http.address) } catch {
                 throw ConfigError.invalid(path: path, key: "http.address", reason: "expected HOST:PORT, got \"\(http.address)\"")
+            }
+            if let nice = http.pageNice, !(0...19).contains(nice) {
+                throw ConfigError.invalid(path: path, key: "http.pageNice", reason: "must be 0 to 19")
             }
             if let hours = http.sessionHours, !(hours > 0 && hours <= 24 * 30) {
                 throw ConfigError.invalid(path: path, key: "http.sessionHours", reason: "must be more than 0 and at most 720")

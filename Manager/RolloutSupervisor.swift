@@ -92,6 +92,7 @@ public struct RolloutSupervisor {
         } else if increase > policy.maxDefectRateIncrease {
             try decide(rollout, promote: false, reason: String(format: "defect rate rose by %.3f (bound %.3f); ", increase, policy.maxDefectRateIncrease) + figures)
         } else if policy.defectRateRatio < 1, rollout.baselineDefectRate >= CanaryPolicyRecord.defectRateDropFloor,
+                  rollout.baselineDefectRate * Double(rollout.canaryParts) >= CanaryPolicyRecord.defectRateDropMinimumExpected,
                   rollout.canaryDefectRate < rollout.baselineDefectRate * policy.defectRateRatio {
             // A model that stops finding the defects the old one found is as suspect as one that floods.
             try decide(rollout, promote: false, reason: String(format: "defect rate fell to %.3f, below %.2f of the baseline: the new model stops finding defects the old one found; ",

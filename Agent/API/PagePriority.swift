@@ -13,13 +13,23 @@ import Synchronization
 /// about a tenth of a nice-0 one (`loupe bench login-flood`,
 /// docs/security.md). With an idle core the page runs at full speed.
 public enum PagePriority {
+    public static let defaultNice: Int32 = 10
+    /// Local training on the camera runs below the page: inspection, then the page, then training.
+    public static let trainingNice: Int32 = 15
+    private static let configured = Mutex(defaultNice)
+
     /// The nice value of the page's threads (0 to 19; 0 puts them level with inspection).
-    public static let nice: Int32 = 10
+    public static var nice: Int32 { configured.withLock { $0 } }
+
+    /// Sets `nice` (the agent config's `http.pageNice`); before the page's server first starts, which
+    /// is when its threads take their priority.
+    public static func configure(nice: Int32) { configured.withLock { $0 = max(0, min(19, nice)) } }
 
     /// The page server's event loops, one per core, their threads at `nice`.
     public static let eventLoops: MultiThreadedEventLoopGroup = {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         // Each loop runs this before any channel work queued after it.
+        let nice = PagePriority.nice
         for loop in group.makeIterator() { loop.execute { lowerCurrentThread(to: nice) } }
         return group
     }()

@@ -124,6 +124,7 @@ public final class TrainingJobs: Sendable {
         let settings = configuration
         threadRunning.withLock { $0 = true }
         let thread = Thread { [self] in
+            PagePriority.lowerCurrentThread(to: PagePriority.trainingNice)
             run(status, configuration: settings, dataset: dataset, classes: [ClassInfo(name: "background", color: 0)] + classInfo,
                 parent: parent, control: control)
             threadRunning.withLock { $0 = false }

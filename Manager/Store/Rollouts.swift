@@ -18,6 +18,10 @@ public struct CanaryPolicyRecord: Codable, Sendable, Equatable {
     public var defectRateRatio: Double { minDefectRateRatio.flatMap { $0 > 0 ? $0 : nil } ?? 0.2 }
     /// Below this baseline defect rate a drop says nothing (too few defects to miss).
     public static let defectRateDropFloor = 0.02
+    /// A drop is judged only when the baseline's rate predicts at least this many defects among the
+    /// canaries' parts: with 3 expected, seeing none by chance is about 5 % likely (Poisson, e^-3);
+    /// with one baseline failure in 31 parts and 14 canary parts (0.45 expected) it is 64 %.
+    public static let defectRateDropMinimumExpected = 3.0
 
     public init(_ wire: Loupe_V1_CanaryPolicy) {
         automatic = wire.automatic

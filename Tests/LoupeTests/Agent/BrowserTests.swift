@@ -38,7 +38,10 @@ import LoupeTesting
         let pki = try TestPKI()
         let password = "browser-\(UUID().uuidString.prefix(8))"
         let config = try writeAgentConfig(pki: pki, camera: "browser-cam", port: nil, extra: [
-            "http": ["address": "127.0.0.1:0", "initialAdminPassword": password],
+            // The page level with inspection here: the test runner's other suites load every core at nice 0
+            // from another process, which on a camera nothing does (PagePriorityTests and
+            // `loupe bench login-flood` check the page's priority).
+            "http": ["address": "127.0.0.1:0", "initialAdminPassword": password, "pageNice": 0],
             "camera": ["source": "synthetic", "width": 640, "height": 512, "framesPerSecond": 6, "seed": 3, "partSeed": 5,
                        "inferenceThreads": 1, "precision": "fp32", "live": false],
         ])

@@ -12,7 +12,7 @@ import Testing
 @Suite struct CanaryGateTests {
     /// Runs one automatic rollout of a second version on cam-a (canary) with cam-b
     /// on the old one as the baseline, after the given parts, and returns it decided.
-    static func decide(canary: PartCounts, baseline: PartCounts) throws -> RolloutRecord {
+    static func decide(canary: PartCounts, baseline: PartCounts, minParts: UInt32 = 100) throws -> RolloutRecord {
         let dir = LabelStoreTests.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let registry = try ModelRegistry(directory: dir, signingKeyPath: dir + "/model-signing.key")
@@ -34,7 +34,7 @@ import Testing
         report("cam-b", PartCounts(pass: 1000, fail: 50))
         var policy = Loupe_V1_CanaryPolicy()
         policy.automatic = true
-        policy.minParts = 100
+        policy.minParts = minParts
         policy.maxDefectRateIncrease = 0.05
         _ = try registry.startRollout(new.version, canaries: ["cam-a"], remaining: ["cam-b"], policy: CanaryPolicyRecord(policy), priorDefectRate: nil)
         try registry.recordInstall(cameraId: "cam-a", version: new.version, ok: true, error: "")
@@ -59,6 +59,9 @@ import Testing
         #expect(flood.state == .rolledBack && flood.reason.contains("defect rate rose"), "\(flood.reason)")
         let steady = try Self.decide(canary: PartCounts(pass: 182, fail: 18), baseline: PartCounts(pass: 180, fail: 20))
         #expect(steady.state == .promoted, "\(steady.reason)")
+        // One baseline failure in 31 parts predicts 0.45 among 14 canary parts: none is no evidence of a drop.
+        let thin = try Self.decide(canary: PartCounts(pass: 14, fail: 0), baseline: PartCounts(pass: 30, fail: 1), minParts: 4)
+        #expect(thin.state == .promoted, "\(thin.reason)")
         // On a clean line (no defects to miss) a canary that finds none is fine.
         let clean = try Self.decide(canary: PartCounts(pass: 200, fail: 0), baseline: PartCounts(pass: 200, fail: 0))
         #expect(clean.state == .promoted, "\(clean.reason)")
