@@ -3,6 +3,7 @@ import Foundation
 import GRDB
 import LoupeImaging
 import LoupeStorage
+import Synchronization
 
 /// A record whose row id SQLite assigns at insertion: nil only before it is stored.
 public protocol StoredRecord {
@@ -123,6 +124,9 @@ public final class LabelStore: Sendable {
     /// Tells open streams that their session ended (sign-out, new password, user removed).
     public let sessionEvents = SessionEvents()
     private let pool: DatabasePool
+    /// Crop blobs already cut, by capture image and rectangle. A stroke on a ticked ROI queues it again
+    /// with the same crop; blobs are never deleted, so a hash here stays good. Bounded: cleared when full.
+    private let crops = Mutex<[String: String]>([:])
 
     public init(directory: String) throws(StoreError) {
         self.directory = directory
@@ -316,7 +320,8 @@ public final class LabelStore: Sendable {
         let capture = try capture(number: captureNumber)
         let hash = try blobs.put(png)
         return try write { db in
-            try self.record(maskHash: hash, labelled: labelled, capture: capture, roi: roi, user: user, action: action, db: db)
+            try self.record(maskHash: hash, labelled: labelled, capture: capture, roi: roi, user: user, action: action,
+                            existing: try LabelRecord.fetchOne(db, key: ["captureID": try capture.rowID(), "roiName": roi.name]), db: db)
         }
     }
 
@@ -341,15 +346,16 @@ public final class LabelStore: Sendable {
         let blank = try Self.emptyMask(for: roi)
         return try write { db in
             var mask = blank
-            if let existing = try LabelRecord.fetchOne(db, key: ["captureID": try capture.rowID(), "roiName": roi.name]),
-               existing.roiWidth == roi.rect.width, existing.roiHeight == roi.rect.height {
+            let existing = try LabelRecord.fetchOne(db, key: ["captureID": try capture.rowID(), "roiName": roi.name])
+            if let existing, existing.roiWidth == roi.rect.width, existing.roiHeight == roi.rect.height {
                 mask = try self.mask(of: existing)
             }
             try edit(&mask)
             let (png, labelled) = try Self.encoded(mask, roi: (roi.name, roi.rect), classes: classes)
             // The blob before the row that names it, as everywhere.
             let hash = try blobs.put(png)
-            let label = try self.record(maskHash: hash, labelled: labelled, capture: capture, roi: (roi.name, roi.rect), user: user, action: action, db: db)
+            let label = try self.record(maskHash: hash, labelled: labelled, capture: capture, roi: (roi.name, roi.rect), user: user, action: action,
+                                        existing: existing, db: db)
             return MaskEdit(label: label, mask: mask, png: png)
         }
     }
@@ -367,17 +373,17 @@ public final class LabelStore: Sendable {
         }
     }
 
-    /// Saves an ROI's label row naming a stored mask, with its edit record (and its outbox entry when ticked).
+    /// Saves an ROI's label row naming a stored mask (replacing `existing`, the row read in this
+    /// transaction), with its edit record and, when ticked, its outbox entry.
     private func record(maskHash: String, labelled: Int, capture: CaptureRecord, roi: (name: String, rect: PixelRect),
-                               user: String, action: String, db: Database) throws -> LabelRecord {
-        let existing = try LabelRecord.fetchOne(db, key: ["captureID": try capture.rowID(), "roiName": roi.name])
+                        user: String, action: String, existing: LabelRecord?, db: Database) throws -> LabelRecord {
         let record = LabelRecord(
             captureID: try capture.rowID(), roiName: roi.name, roiX: roi.rect.x, roiY: roi.rect.y, roiWidth: roi.rect.width, roiHeight: roi.rect.height,
             maskHash: maskHash, labelledPixels: labelled, includeInTraining: existing?.includeInTraining ?? false, updatedAt: Date(), updatedBy: user)
         try record.save(db)
         var edit = EditRecord(id: nil, at: record.updatedAt, user: user, action: action, captureID: capture.id, roiName: roi.name, detail: "\(labelled) labelled pixels")
         try edit.insert(db)
-        if record.includeInTraining { try Self.enqueue(record, capture: capture, blobs: blobs, db: db) }
+        if record.includeInTraining { try enqueue(record, capture: capture, db: db) }
         return record
     }
 
@@ -415,7 +421,7 @@ public final class LabelStore: Sendable {
             var edit = EditRecord(id: nil, at: record.updatedAt, user: user, action: included ? "include" : "exclude", captureID: capture.id, roiName: roiName, detail: "")
             try edit.insert(db)
             if included {
-                try Self.enqueue(record, capture: capture, blobs: blobs, db: db)
+                try enqueue(record, capture: capture, db: db)
             } else {
                 // Unticked before it was sent: it no longer goes to the manager.
                 try db.execute(sql: "DELETE FROM outbox WHERE captureID = ? AND roiName = ?", arguments: [capture.id, roiName])
@@ -439,8 +445,8 @@ public final class LabelStore: Sendable {
     }
 
     /// Queues a ticked label, frozen as it is now (`OutboxRecord`), inside the caller's write.
-    private static func enqueue(_ label: LabelRecord, capture: CaptureRecord, blobs: BlobStore, db: Database) throws {
-        let item = try frozen(label, capture: capture, blobs: blobs, db: db)
+    private func enqueue(_ label: LabelRecord, capture: CaptureRecord, db: Database) throws {
+        let item = try frozen(label, capture: capture, db: db)
         // The same version twice is one item; a newer version replaces an unsent older one.
         try db.execute(sql: "DELETE FROM outbox WHERE captureID = ? AND roiName = ? AND contentHash != ?",
                        arguments: [capture.id, label.roiName, item.contentHash])
@@ -451,32 +457,43 @@ public final class LabelStore: Sendable {
 
     /// A label as the outbox holds it: the crop cut and stored now (blob before row), the mask's blob,
     /// the classes and the recipe's template as they are in this transaction.
-    private static func frozen(_ label: LabelRecord, capture: CaptureRecord, blobs: BlobStore, db: Database) throws -> OutboxRecord {
-        let rect = PixelRect(x: label.roiX, y: label.roiY, width: label.roiWidth, height: label.roiHeight)
-        let image: DecodedImage
-        do { image = try ImageFile.decode(try blobs.get(capture.imageHash)) } catch let error as StoreError { throw error } catch {
-            throw StoreError.io(path: blobs.path(for: capture.imageHash), reason: "capture \(capture.number) does not decode: \(error)")
-        }
-        let cropPNG: Data
-        do {
-            let crop: Image8 = if case .rgb8(let rgb) = image { try rgb.cropped(to: rect) } else { try image.gray8.cropped(to: rect) }
-            cropPNG = try PNGCodec.encode(crop)
-        } catch {
-            throw StoreError.invalid("ROI \(label.roiName) of capture \(capture.number): \(error)")
-        }
-        let maskPNG = try blobs.get(label.maskHash)
+    private func frozen(_ label: LabelRecord, capture: CaptureRecord, db: Database) throws -> OutboxRecord {
+        let cropHash = try crop(of: capture, PixelRect(x: label.roiX, y: label.roiY, width: label.roiWidth, height: label.roiHeight), roiName: label.roiName)
+        let cropPNG = try blobs.get(cropHash), maskPNG = try blobs.get(label.maskHash)
         let classes = try ClassRecord.order(Column("index")).fetchAll(db)
         var template = ""
-        if let json = try String.fetchOne(db, sql: "SELECT json FROM recipe ORDER BY version DESC LIMIT 1"),
-           let reference = try? JSONDecoder().decode(Recipe.self, from: Data(json.utf8)).referenceCapture,
+        if let reference = try Self.recipe(db).referenceCapture,
            let hash = try String.fetchOne(db, sql: "SELECT imageHash FROM capture WHERE number = ?", arguments: [reference]) {
             template = hash
         }
         return OutboxRecord(
-            id: nil, contentHash: contentHash(cropPNG: cropPNG, maskPNG: maskPNG), captureID: try capture.rowID(), roiName: label.roiName,
-            enqueuedAt: Date(), attempts: 0, lastError: nil, cropHash: try blobs.put(cropPNG), maskHash: label.maskHash,
+            id: nil, contentHash: Self.contentHash(cropPNG: cropPNG, maskPNG: maskPNG), captureID: try capture.rowID(), roiName: label.roiName,
+            enqueuedAt: Date(), attempts: 0, lastError: nil, cropHash: cropHash, maskHash: label.maskHash,
             inspectionType: capture.inspectionType, recipeVersion: capture.recipeVersion, capturedAt: capture.capturedAt,
             classNames: ["background"] + classes.map(\.name), templateSHA256: template)
+    }
+
+    /// The blob of a capture's crop to `rect` (grey or RGB as the capture is), PNG; cut once per capture and rectangle.
+    private func crop(of capture: CaptureRecord, _ rect: PixelRect, roiName: String) throws -> String {
+        let key = "\(capture.imageHash) \(rect.x),\(rect.y),\(rect.width)x\(rect.height)"
+        if let hash = crops.withLock({ $0[key] }) { return hash }
+        let image: DecodedImage
+        do { image = try ImageFile.decode(try blobs.get(capture.imageHash)) } catch let error as StoreError { throw error } catch {
+            throw StoreError.io(path: blobs.path(for: capture.imageHash), reason: "capture \(capture.number) does not decode: \(error)")
+        }
+        let png: Data
+        do {
+            let crop: Image8 = if case .rgb8(let rgb) = image { try rgb.cropped(to: rect) } else { try image.gray8.cropped(to: rect) }
+            png = try PNGCodec.encode(crop)
+        } catch {
+            throw StoreError.invalid("ROI \(roiName) of capture \(capture.number): \(error)")
+        }
+        let hash = try blobs.put(png)
+        crops.withLock { table in
+            if table.count >= 256 { table.removeAll() }
+            table[key] = hash
+        }
+        return hash
     }
 
     /// Freezes items queued by a version before the outbox held them frozen (migration 4), from their
@@ -489,7 +506,7 @@ public final class LabelStore: Sendable {
                     try item.delete(db)
                     continue
                 }
-                var frozen = try Self.frozen(label, capture: capture, blobs: blobs, db: db)
+                var frozen = try self.frozen(label, capture: capture, db: db)
                 (frozen.id, frozen.enqueuedAt, frozen.attempts, frozen.lastError) = (item.id, item.enqueuedAt, item.attempts, item.lastError)
                 item = frozen
                 try item.update(db)
@@ -530,9 +547,13 @@ public final class LabelStore: Sendable {
 
     /// The current recipe (version 0, empty, until one is saved).
     public func recipe() throws(StoreError) -> Recipe {
-        let json = try read { db in try String.fetchOne(db, sql: "SELECT json FROM recipe ORDER BY version DESC LIMIT 1") }
-        guard let json else { return Recipe() }
-        do { return try JSONDecoder().decode(Recipe.self, from: Data(json.utf8)) } catch { throw .database("stored recipe does not decode: \(error)") }
+        try read { db in try Self.recipe(db) }
+    }
+
+    /// The current recipe, read inside a transaction.
+    static func recipe(_ db: Database) throws -> Recipe {
+        guard let json = try String.fetchOne(db, sql: "SELECT json FROM recipe ORDER BY version DESC LIMIT 1") else { return Recipe() }
+        do { return try JSONDecoder().decode(Recipe.self, from: Data(json.utf8)) } catch { throw StoreError.database("stored recipe does not decode: \(error)") }
     }
 
     /// Saves `recipe` as the next version and returns it with that version.

@@ -212,7 +212,8 @@ public final class ModelRegistry: Sendable {
     static func failure(_ error: any Error, path: String) -> ModelRegistryError {
         switch SQLiteDatabase.failure(error, path: path) {
         case .diskFull(let path): .diskFull(path)
-        case let other: .database("\(other)")
+        case .database(let why): .database(why)
+        case let other: .database(other.description)
         }
     }
 

@@ -122,37 +122,39 @@ public struct LoginFloodBenchmark {
     }
 
     /// A running flood: the attacker process, or tasks in this one.
-    final class Flood {
+    struct Flood {
+        enum Attacker {
+            case process(Process, input: Pipe, output: Pipe)
+            case local(Task<[String: Int], Never>, AnswerCounts)
+        }
         let started = ContinuousClock.now
-        var process: Process?
-        var output: Pipe?
-        var input: Pipe?
-        var local: (task: Task<[String: Int], Never>, counts: AnswerCounts)?
+        let attacker: Attacker
 
         init(port: Int, options: Options) throws {
-            guard let attacker = options.attacker else {
+            guard let command = options.attacker else {
                 let counts = AnswerCounts()
                 let (clients, rate) = (options.clients, options.rate)
-                local = (Task.detached { await LoginFloodBenchmark.attack(port: port, clients: clients, rate: rate, answers: counts) }, counts)
+                attacker = .local(Task.detached { await LoginFloodBenchmark.attack(port: port, clients: clients, rate: rate, answers: counts) }, counts)
                 return
             }
             let process = Process()
-            process.executableURL = URL(fileURLWithPath: attacker[0])
-            process.arguments = Array(attacker.dropFirst()) + ["--nice", "19", "--port", String(port), "--clients", String(options.clients), "--rate", String(options.rate)]
+            process.executableURL = URL(fileURLWithPath: command[0])
+            process.arguments = Array(command.dropFirst()) + ["--nice", "19", "--port", String(port), "--clients", String(options.clients), "--rate", String(options.rate)]
             let (input, output) = (Pipe(), Pipe())
             process.standardInput = input
             process.standardOutput = output
             try process.run()
-            (self.process, self.input, self.output) = (process, input, output)
+            attacker = .process(process, input: input, output: output)
         }
 
         /// Stops the flood; its answers a second, by status.
         func stop() async throws -> [String: Double] {
             let counts: [String: Int]
-            if let local {
-                local.counts.stop()
-                counts = await local.task.value
-            } else if let process, let input, let output {
+            switch attacker {
+            case .local(let task, let answers):
+                answers.stop()
+                counts = await task.value
+            case .process(let process, let input, let output):
                 // The attacker stops when its standard input closes, then prints its counts as JSON.
                 try input.fileHandleForWriting.close()
                 let data = output.fileHandleForReading.readDataToEndOfFile()
@@ -161,8 +163,6 @@ public struct LoginFloodBenchmark {
                     throw LoginFloodError(message: "the attacker process failed (status \(process.terminationStatus)): \(String(decoding: data, as: UTF8.self))")
                 }
                 counts = decoded
-            } else {
-                counts = [:]
             }
             let elapsed = (ContinuousClock.now - started).seconds
             return counts.mapValues { Double($0) / elapsed }

@@ -4,17 +4,18 @@ import Foundation
 /// separators (content hashes, key fingerprints, signatures in rows).
 extension Sequence<UInt8> {
     public var hexString: String {
-        var text = ""
+        var text: [UInt8] = []
         text.reserveCapacity(underestimatedCount * 2)
         for byte in self {
-            text.append(Self.digits[Int(byte >> 4)])
-            text.append(Self.digits[Int(byte & 0x0F)])
+            text.append(hexDigits[Int(byte >> 4)])
+            text.append(hexDigits[Int(byte & 0x0F)])
         }
-        return text
+        return String(decoding: text, as: UTF8.self)
     }
-
-    private static var digits: [Character] { ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "a", "b", "c", "d", "e", "f"] }
 }
+
+/// ASCII `0`…`9`, `a`…`f` (a generic extension cannot hold a stored table).
+private let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
 
 extension Data {
     /// Bytes from hex digits (either case); nil when the text is not an even number of hex digits.

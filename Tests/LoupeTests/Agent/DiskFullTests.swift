@@ -76,10 +76,16 @@ import LoupeTesting
         // The disk fills: uploads are refused by name, and stay in the agent's outbox.
         let refused = try await eventually(timeout: .seconds(40)) { agent.log.contains("disk full while writing") }
         #expect(refused, "no disk-full refusal reached the agent:\n\(agent.log)\n\(manager.log)")
-        let stuck = try store.outboxDepth()
+        // An upload the manager has stored but whose acknowledgement has not yet reached the outbox counts
+        // on both sides for a moment; a lost one would stay missing. So the pair is read until it settles.
+        var (stuck, storedWhileFull) = (0, 0)
+        _ = try await eventually(timeout: .seconds(10)) {
+            stuck = try store.outboxDepth()
+            storedWhileFull = try TrainingDataStore(path: managerData + "/training-data.sqlite").count(cameraId: nil)
+            return storedWhileFull + stuck == total
+        }
         #expect(stuck > 0 && stuck < total, "expected the disk to fill part-way through, outbox \(stuck) of \(total)")
         #expect(manager.process.isRunning, "the manager died of a full disk:\n\(manager.log)")
-        let storedWhileFull = try TrainingDataStore(path: managerData + "/training-data.sqlite").count(cameraId: nil)
         #expect(storedWhileFull + stuck == total, "acknowledged \(total - stuck), stored \(storedWhileFull)")
         #expect(try Self.integrity(managerData + "/training-data.sqlite") == "ok")
 
