@@ -17,6 +17,8 @@ public final class AgentRuntime: Sendable {
     public let store: LabelStore
     public let shelf: ModelShelf
     public let pipeline: LivePipeline
+    /// The learned wand's feature stacks, click sessions and memory.
+    public let wand = WandSessions()
     public let precision: InferencePrecision
     /// oneDNN threads for the live segment stage.
     public let threads: Int

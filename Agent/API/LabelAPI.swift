@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import LoupeImaging
 import LoupeStorage
+import LoupeVision
 import NIOCore
 
 /// The label half of the agent's HTTP API (docs/agent-api.md): captures,
@@ -302,6 +303,8 @@ public struct LabelAPI: Sendable {
             case .diskFull: return HTTPError(.init(code: 507, reasonPhrase: "Insufficient Storage"), message: error.description)
             default: return HTTPError(.internalServerError, message: error.description)
             }
+        case let error as WandError:
+            return HTTPError(.badRequest, message: error.description)
         case let error as TrainingJobError:
             return HTTPError(error == .managerUnreachable ? .serviceUnavailable : .conflict, message: error.description)
         case let error as ModelInstallError:

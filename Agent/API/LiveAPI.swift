@@ -37,29 +37,56 @@ public struct LiveAPI: Sendable {
                 return LabelAPI.bytes(try PNGCodec.encode(crop), type: "image/png")
             }
         }
+        // The learned wand: features prepared when the page opens a capture, then clicks.
+        api.post("captures/:number/rois/:roi/wand/prepare", .operator) { _, context in
+            let (number, roiName) = try LabelAPI.target(context)
+            return try LabelAPI.mapped {
+                let (key, crop, mask) = try wandTarget(number: number, roiName: roiName)
+                runtime.wand.prepare(key, crop: crop, mask: mask, on: PagePriority.handlers)
+                return try LabelAPI.json(WandPrepared(ready: runtime.wand.isPrepared(key)), status: .accepted)
+            }
+        }
         api.post("captures/:number/rois/:roi/wand", .operator) { request, context in
             let (number, roiName) = try LabelAPI.target(context)
             let click = try await LabelAPI.decode(WandClick.self, request, limit: 4096)
             let user = self.user(request)
-            return try LabelAPI.mapped {
-                let crop = try roiCrop(number: number, roiName: roiName)
-                guard (0..<crop.width).contains(click.x), (0..<crop.height).contains(click.y) else {
-                    throw StoreError.invalid("click (\(click.x), \(click.y)) is outside the \(crop.width)x\(crop.height) ROI")
+            return try await LabelAPI.mappedAsync {
+                _ = try store.capture(number: number)
+                let roi = try store.recipe().roi(named: roiName)
+                let key = WandSessions.Key(capture: number, roi: roiName, rect: roi.rect)
+                guard (0..<roi.rect.width).contains(click.x), (0..<roi.rect.height).contains(click.y) else {
+                    throw StoreError.invalid("click (\(click.x), \(click.y)) is outside the \(roi.rect.width)x\(roi.rect.height) ROI")
                 }
                 let tolerance = click.tolerance ?? 0.5
-                guard (0...1).contains(tolerance) else { throw StoreError.invalid("tolerance must be 0…1, not \(tolerance)") }
+                guard tolerance.isFinite, (0...1).contains(tolerance) else { throw StoreError.invalid("tolerance must be 0…1, not \(tolerance)") }
                 let classes = try store.classes().count + 1
-                guard (1..<classes).contains(click.classIndex) else { throw StoreError.invalid("class \(click.classIndex) is not one of 1…\(classes - 1)") }
-                let roi = try store.recipe().roi(named: roiName)
-                let selection = Wand().select(crop, x: click.x, y: click.y, tolerance: tolerance)
+                guard (1..<classes).contains(click.classIndex) else {
+                    throw StoreError.invalid("class \(click.classIndex) is not one of 1…\(classes - 1)")
+                }
+                let positive: Bool
+                switch click.mode ?? "add" {
+                case "add": positive = true
+                case "remove": positive = false
+                case let other: throw StoreError.invalid("mode must be \"add\" or \"remove\", not \"\(other)\"")
+                }
+                // Normally ready: the page asked for them when it opened the capture.
+                let preparing = try runtime.wand.cached(key) ?? {
+                    let (key, crop, mask) = try wandTarget(number: number, roiName: roiName)
+                    return runtime.wand.prepare(key, crop: crop, mask: mask, on: PagePriority.handlers)
+                }()
+                let features = await preparing.value
+                var selected = 0
                 let edit = try store.editMask(captureNumber: number, roi: roi, classes: classes, user: user, action: "wand") { mask throws(StoreError) in
                     do {
-                        mask = try Wand.apply(selection, to: mask, label: UInt8(click.classIndex), mode: click.mode == "remove" ? .remove : .add)
+                        let outcome = try runtime.wand.click(key, features: features, at: LearnedWand.Click(x: click.x, y: click.y, positive: positive),
+                                                             classIndex: UInt8(click.classIndex), tolerance: tolerance, current: mask)
+                        mask = outcome.mask
+                        selected = outcome.selectedPixels
                     } catch {
                         throw .invalid("ROI \(roiName): \(error)")
                     }
                 }
-                return try LabelAPI.json(WandResult(selectedPixels: selection.samples.reduce(0) { $0 + ($1 == 0 ? 0 : 1) }, label: LabelAPI.LabelJSON(edit)))
+                return try LabelAPI.json(WandResult(selectedPixels: selected, label: LabelAPI.LabelJSON(edit)))
             }
         }
 
@@ -162,6 +189,18 @@ public struct LiveAPI: Sendable {
         return try image.cropped(to: roi.rect)
     }
 
+    /// The wand's key for an ROI of a capture, its crop, and its stored mask when that fits the ROI.
+    private func wandTarget(number: Int, roiName: String) throws -> (WandSessions.Key, Image8, Image8?) {
+        let store = runtime.store
+        let roi = try store.recipe().roi(named: roiName)
+        let crop = try roiCrop(number: number, roiName: roiName)
+        var mask: Image8?
+        if let label = try store.label(captureNumber: number, roiName: roiName), label.roiWidth == crop.width, label.roiHeight == crop.height {
+            mask = try store.mask(of: label)
+        }
+        return (WandSessions.Key(capture: number, roi: roiName, rect: roi.rect), crop, mask)
+    }
+
     private func colors() throws -> [RGB] {
         let classes = try runtime.store.classes().sorted { $0.index < $1.index }
         var colors = [RGB(0, 0, 0)]
@@ -222,6 +261,11 @@ public struct LiveAPI: Sendable {
         var tolerance: Double?
         /// "add" (default) or "remove".
         var mode: String?
+    }
+
+    struct WandPrepared: Codable {
+        /// False while the features are being computed.
+        var ready: Bool
     }
 
     struct WandResult: Codable {

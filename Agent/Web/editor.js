@@ -77,6 +77,7 @@ export class LabelEditor {
     this.fit();
     this.layoutBoxes();
     this.ready = number;
+    if (this.tool === "wand") this.prepareWand();
     this.onChange();
     await Promise.all(detail.labels.filter(l => l.labelledPixels > 0).map(l => this.check(l.roi)));
     return current();
@@ -268,6 +269,7 @@ export class LabelEditor {
 
   setTool(tool) {
     this.tool = tool;
+    if (tool === "wand") this.prepareWand();
     this.el.wrap.style.cursor = tool === "pan" ? "grab" : tool === "wand" ? "crosshair" : "none";
     this.onChange();
   }
@@ -414,6 +416,16 @@ export class LabelEditor {
     });
   }
 
+  /// Asks the agent to compute the wand's features for every ROI of the
+  /// capture on the stage, so the first click does not wait for them.
+  prepareWand() {
+    if (!this.capture) return;
+    const number = this.capture.number;
+    for (const roi of this.rois) {
+      api("POST", `/api/v1/captures/${number}/rois/${roi.name}/wand/prepare`, {}).catch(() => {});
+    }
+  }
+
   wand(roi, p) {
     const number = this.capture.number;
     const click = {
@@ -424,7 +436,10 @@ export class LabelEditor {
     this.lastWand = { capture: number, roi: roi.name, ...click };
     return this.enqueue(async () => {
       const before = this.labels.get(roi.name)?.maskSHA256 ?? null;
-      const result = await api("POST", `/api/v1/captures/${number}/rois/${roi.name}/wand`, click);
+      // The first click on an ROI may wait for its features: say so.
+      const slow = setTimeout(() => notify(`AI wand: preparing ${roi.name}…`, "info"), 250);
+      let result;
+      try { result = await api("POST", `/api/v1/captures/${number}/rois/${roi.name}/wand`, click); } finally { clearTimeout(slow); }
       await this.edited(number, roi.name, before, result.label);
       notify(`AI wand: ${result.selectedPixels} similar pixels ${this.wandMode === "add" ? "labelled" : "unlabelled"} in ${roi.name}`, "info");
     });

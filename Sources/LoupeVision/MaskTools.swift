@@ -103,6 +103,20 @@ public enum MaskTools {
         return (inner.isEmpty ? blob.pixels : inner).min { distance($0) < distance($1) }!
     }
 
+    /// The pixel of the set farthest from everything outside it (the
+    /// image's border counts as outside): the click of an operator who aims
+    /// at the middle of a region, as interactive segmentation's benchmarks
+    /// place it. Nil for an empty set.
+    public static func mostInteriorPixel(of set: Image8) -> Int? {
+        let field = DistanceField(set, paddedOutside: true) { $0 == 0 }
+        var best: Int?, farthest = -1.0
+        for index in set.samples.indices where set.samples[index] != 0 && field.squaredDistance[index] > farthest {
+            best = index
+            farthest = field.squaredDistance[index]
+        }
+        return best
+    }
+
     /// Every connected region of each label.
     public static func blobs(_ mask: Image8) -> [Blob] {
         let width = mask.width, height = mask.height

@@ -9,7 +9,7 @@ struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Run a benchmark and print its figures.",
-        subcommands: [Wire.self, Fleet.self, Load.self, Imaging.self, Segmentation.self, Pipeline.self, LoginFlood.self, LoginFloodAttacker.self]
+        subcommands: [Wire.self, Fleet.self, Load.self, Imaging.self, Segmentation.self, Pipeline.self, LoginFlood.self, LoginFloodAttacker.self, WandBench.self]
     )
 
     struct Wire: AsyncParsableCommand {
@@ -302,6 +302,72 @@ extension BenchCommand {
             stdinClosed.start()
             let counts = await LoginFloodBenchmark.attack(port: port, clients: clients, rate: rate, nice: nice, answers: answers)
             print(String(decoding: try JSONEncoder().encode(counts), as: UTF8.self))
+        }
+    }
+}
+
+extension BenchCommand {
+    struct WandBench: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "wand",
+            abstract: "A scripted operator labels NEU-Seg's test split and the synthetic camera's defects with the learned wand, today's rule-based wand and OpenCV's floodFill.",
+            discussion: """
+                Per image and defect class: click 1 at the most interior pixel of the class's largest region, then up to 9 corrections, \
+                each at the most interior pixel of the largest error (a label click on a miss, an unlabel click on a false area). \
+                Prints mean IoU after 1, 3 and 5 clicks, NoC@85 (clicks to reach 0.85 IoU, the limit when never), the share never reaching it, \
+                click latency, and the click latency at 1280x1024 (target: p99 <= 150 ms; the exit status is 1 when it is missed).
+                """
+        )
+        @Option(help: "NEU-Seg's folder; skipped with a message when absent.") var dataset = "../shared/datasets/neu-seg"
+        @Option(help: "Every n-th test image (1: the whole official test split).") var every = 1
+        @Option(help: "Clicks per target.") var clicks = 10
+        @Option(help: "Synthetic frames (640x512).") var syntheticFrames = 20
+        @Option(help: "A Python with opencv-python-headless and numpy, to run OpenCV's floodFill (Tests/Reference/wand_peers.py) on the same targets.")
+        var opencvPython: String?
+        @Option(help: "The peer script.") var peerScript = "Tests/Reference/wand_peers.py"
+        @Flag(help: "Print JSON instead of a table.") var json = false
+
+        func run() async throws {
+            var options = WandBenchmark.Options()
+            options.neuSeg = dataset
+            options.every = every
+            options.clicks = clicks
+            options.syntheticFrames = syntheticFrames
+            let targets = opencvPython.map { _ in FileManager.default.temporaryDirectory.appendingPathComponent("loupe-wand-\(getpid())").path }
+            options.saveTargets = targets
+            defer { if let targets { try? FileManager.default.removeItem(atPath: targets) } }
+            let progress = ProgressBar()
+            var result = try WandBenchmark(options: options) { progress.update($0) }.run()
+            progress.finish()
+            if let opencvPython, let targets {
+                result.rows += try WandBenchmark.peerRows(python: opencvPython, script: peerScript, directory: targets, options: options)
+            }
+            let met = (result.latency?.clickP99Milliseconds ?? 0) <= 150
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                print(String(decoding: try encoder.encode(result), as: UTF8.self))
+                if !met { throw ExitCode(1) }
+                return
+            }
+            print("loupe bench wand: scripted operator, \(clicks) clicks per target, tolerance \(options.tolerance), \(ProcessInfo.processInfo.activeProcessorCount) cores")
+            if let skipped = result.neuSegSkipped { print("skipped: \(skipped)") }
+            if opencvPython == nil { print("OpenCV floodFill: not run (give --opencv-python)") }
+            func figure(_ value: Double) -> String { String(format: "%.3f", value) }
+            print(TextTable.render(
+                header: ["method", "data", "targets", "IoU@1", "IoU@3", "IoU@5", "NoC@85", "never 0.85", "0-click", "click p50", "click p99"],
+                rows: result.rows.map { row in
+                    [row.method, row.data, "\(row.targets)", figure(row.iouAfter.first ?? 0), figure(row.iouAfter.dropFirst(2).first ?? 0),
+                     figure(row.iouAfter.dropFirst(4).first ?? 0), String(format: "%.2f", row.nocAt85), String(format: "%.0f%%", row.neverAt85 * 100),
+                     row.zeroClickIoU.map(figure) ?? "-", String(format: "%.1f ms", row.clickP50Milliseconds), String(format: "%.1f ms", row.clickP99Milliseconds)]
+                }))
+            if let latency = result.latency {
+                print(String(format: "learned wand at %dx%d: features (\"preparing\") p50 %.0f ms, max %.0f ms; click p50 %.0f ms, p99 %.0f ms over %d clicks",
+                             latency.width, latency.height, latency.featuresP50Milliseconds, latency.featuresMaxMilliseconds,
+                             latency.clickP50Milliseconds, latency.clickP99Milliseconds, latency.clicks))
+                print("target: click p99 <= 150 ms at 1280x1024: \(met ? "met" : "MISSED")")
+            }
+            if !met { throw ExitCode(1) }
         }
     }
 }

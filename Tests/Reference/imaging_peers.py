@@ -29,6 +29,8 @@ import time
 import cv2
 import numpy as np
 
+from floodfill_wand import magic_wand
+
 parser = argparse.ArgumentParser()
 parser.add_argument("--loupe", default=".build-release/release/loupe")
 parser.add_argument("--repetitions", type=int, default=15)
@@ -116,22 +118,6 @@ class PyramidAligner:
         m[0, 2] += center[0] - self.center[0]
         m[1, 2] += center[1] - self.center[1]
         return m
-
-
-def magic_wand(grey, x, y, tolerance=0.5, ring_radius=20):
-    h, w = grey.shape
-    patch = float(np.median(grey[max(0, y - 1):y + 2, max(0, x - 1):x + 2]))
-    ring = []
-    for step in range(72):
-        a = step * math.pi / 36
-        px, py = x + round(ring_radius * math.cos(a)), y + round(ring_radius * math.sin(a))
-        if 0 <= px < w and 0 <= py < h:
-            ring.append(float(grey[py, px]))
-    reach = abs(float(np.median(ring)) - patch) * tolerance if ring else 0
-    mask = np.zeros((h + 2, w + 2), np.uint8)
-    flags = 8 | cv2.FLOODFILL_FIXED_RANGE | cv2.FLOODFILL_MASK_ONLY | (255 << 8)
-    cv2.floodFill(grey, mask, (x, y), 0, (reach,), (reach,), flags)
-    return mask[1:-1, 1:-1]
 
 
 def iou(selection, truth, label, x, y, side=160):
