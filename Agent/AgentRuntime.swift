@@ -19,6 +19,8 @@ public final class AgentRuntime: Sendable {
     public let pipeline: LivePipeline
     /// The learned wand's feature stacks, click sessions and memory.
     public let wand = WandSessions()
+    /// The installed model's suggested labels, waiting for the operator.
+    public let suggestions = Suggestions()
     public let precision: InferencePrecision
     /// oneDNN threads for the live segment stage.
     public let threads: Int

@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import LoupeImaging
+import LoupeSegmentation
 import LoupeStorage
 import LoupeVision
 import NIOCore
@@ -87,6 +88,52 @@ public struct LiveAPI: Sendable {
                     }
                 }
                 return try LabelAPI.json(WandResult(selectedPixels: selected, label: LabelAPI.LabelJSON(edit)))
+            }
+        }
+
+        // Suggested labels: the installed model's mask for an ROI, a proposal until accepted.
+        api.post("captures/:number/rois/:roi/suggestion", .operator) { _, context in
+            let (number, roiName) = try LabelAPI.target(context)
+            return try LabelAPI.mapped {
+                let (key, crop, _) = try wandTarget(number: number, roiName: roiName)
+                let inspector = pipeline.currentInspector
+                guard let segmenter = inspector.segmenter else {
+                    throw HTTPError(.conflict, message: "no model is installed on this camera: train or install one before asking for suggestions")
+                }
+                let threshold = try store.recipe().confidenceThreshold
+                let mask = try segmenter.segment(crop).mask(threshold: Float(threshold))
+                runtime.suggestions.offer(.init(mask: mask, modelVersion: inspector.modelVersion, threshold: threshold), for: key)
+                return try LabelAPI.json(SuggestionJSON(roi: roiName, modelVersion: inspector.modelVersion, threshold: threshold,
+                                                        labelledPixels: mask.samples.reduce(0) { $0 + ($1 == 0 ? 0 : 1) },
+                                                        maskPNG: try PNGCodec.encode(mask)))
+            }
+        }
+        api.post("captures/:number/rois/:roi/suggestion/accept", .operator) { request, context in
+            let (number, roiName) = try LabelAPI.target(context)
+            let user = self.user(request)
+            return try LabelAPI.mapped {
+                let roi = try store.recipe().roi(named: roiName)
+                let key = CaptureROI(capture: number, roi: roiName, rect: roi.rect)
+                guard let suggestion = runtime.suggestions.waiting(for: key) else {
+                    throw HTTPError(.conflict, message: "no suggestion is waiting for ROI \(roiName) of capture \(number): ask for one first")
+                }
+                let classes = try store.classes().count + 1
+                let edit = try store.editMask(captureNumber: number, roi: roi, classes: classes, user: user, action: "suggestion",
+                                              note: "model \(suggestion.modelVersion) at threshold \(suggestion.threshold)") { mask throws(StoreError) in
+                    mask = suggestion.mask
+                }
+                runtime.suggestions.take(key)
+                return try LabelAPI.json(LabelAPI.LabelJSON(edit))
+            }
+        }
+        api.delete("captures/:number/rois/:roi/suggestion", .operator) { _, context in
+            let (number, roiName) = try LabelAPI.target(context)
+            return try LabelAPI.mapped {
+                let roi = try store.recipe().roi(named: roiName)
+                guard runtime.suggestions.take(CaptureROI(capture: number, roi: roiName, rect: roi.rect)) != nil else {
+                    throw HTTPError(.notFound, message: "no suggestion is waiting for ROI \(roiName) of capture \(number)")
+                }
+                return Response(status: .noContent)
             }
         }
 
@@ -261,6 +308,15 @@ public struct LiveAPI: Sendable {
         var tolerance: Double?
         /// "add" (default) or "remove".
         var mode: String?
+    }
+
+    struct SuggestionJSON: Codable {
+        var roi: String
+        var modelVersion: String
+        var threshold: Double
+        var labelledPixels: Int
+        /// The proposal: an 8-bit PNG of class indices, base64 in JSON.
+        var maskPNG: Data
     }
 
     struct WandPrepared: Codable {

@@ -3,6 +3,22 @@ import LoupeImaging
 import LoupeVision
 import Synchronization
 
+/// One ROI of one capture, at one rectangle (a moved ROI is another image):
+/// what the wand's features and sessions and the model's suggestions are kept by.
+public struct CaptureROI: Hashable, Sendable, CustomStringConvertible {
+    public var capture: Int
+    public var roi: String
+    public var rect: PixelRect
+
+    public init(capture: Int, roi: String, rect: PixelRect) {
+        self.capture = capture
+        self.roi = roi
+        self.rect = rect
+    }
+
+    public var description: String { "\(capture)/\(roi)@\(rect.x),\(rect.y),\(rect.width)x\(rect.height)" }
+}
+
 /// The agent's side of the learned wand (`LearnedWand`): each ROI's feature
 /// stack, computed once in the background when the page opens a capture and
 /// kept for the few ROIs in use; the clicks so far on each ROI, so that every
@@ -11,20 +27,7 @@ import Synchronization
 /// ROIs the operator opened and finished teach, so that the next image's wand
 /// starts from them.
 public final class WandSessions: Sendable {
-    /// One ROI of one capture, at one rectangle (a moved ROI is another image).
-    public struct Key: Hashable, Sendable, CustomStringConvertible {
-        public var capture: Int
-        public var roi: String
-        public var rect: PixelRect
-
-        public init(capture: Int, roi: String, rect: PixelRect) {
-            self.capture = capture
-            self.roi = roi
-            self.rect = rect
-        }
-
-        public var description: String { "\(capture)/\(roi)@\(rect.x),\(rect.y),\(rect.width)x\(rect.height)" }
-    }
+    public typealias Key = CaptureROI
 
     /// What one click did.
     public struct Outcome: Sendable {

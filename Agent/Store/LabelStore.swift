@@ -340,7 +340,8 @@ public final class LabelStore: Sendable {
     /// drawn (the old mask belongs to another rectangle), starts from an
     /// empty one.
     @discardableResult
-    public func editMask(captureNumber: Int, roi: RecipeROI, classes: Int, user: String, action: String,
+    /// `note` goes before the labelled pixel count in the edit log (where a mask came from).
+    public func editMask(captureNumber: Int, roi: RecipeROI, classes: Int, user: String, action: String, note: String? = nil,
                          _ edit: (inout Image8) throws(StoreError) -> Void) throws(StoreError) -> MaskEdit {
         let capture = try capture(number: captureNumber)
         let blank = try Self.emptyMask(for: roi)
@@ -354,7 +355,7 @@ public final class LabelStore: Sendable {
             let (png, labelled) = try Self.encoded(mask, roi: (roi.name, roi.rect), classes: classes)
             // The blob before the row that names it, as everywhere.
             let hash = try blobs.put(png)
-            let label = try self.record(maskHash: hash, labelled: labelled, capture: capture, roi: (roi.name, roi.rect), user: user, action: action,
+            let label = try self.record(maskHash: hash, labelled: labelled, capture: capture, roi: (roi.name, roi.rect), user: user, action: action, note: note,
                                         existing: existing, db: db)
             return MaskEdit(label: label, mask: mask, png: png)
         }
@@ -376,12 +377,12 @@ public final class LabelStore: Sendable {
     /// Saves an ROI's label row naming a stored mask (replacing `existing`, the row read in this
     /// transaction), with its edit record and, when ticked, its outbox entry.
     private func record(maskHash: String, labelled: Int, capture: CaptureRecord, roi: (name: String, rect: PixelRect),
-                        user: String, action: String, existing: LabelRecord?, db: Database) throws -> LabelRecord {
+                        user: String, action: String, note: String? = nil, existing: LabelRecord?, db: Database) throws -> LabelRecord {
         let record = LabelRecord(
             captureID: try capture.rowID(), roiName: roi.name, roiX: roi.rect.x, roiY: roi.rect.y, roiWidth: roi.rect.width, roiHeight: roi.rect.height,
             maskHash: maskHash, labelledPixels: labelled, includeInTraining: existing?.includeInTraining ?? false, updatedAt: Date(), updatedBy: user)
         try record.save(db)
-        var edit = EditRecord(id: nil, at: record.updatedAt, user: user, action: action, captureID: capture.id, roiName: roi.name, detail: "\(labelled) labelled pixels")
+        var edit = EditRecord(id: nil, at: record.updatedAt, user: user, action: action, captureID: capture.id, roiName: roi.name, detail: (note.map { $0 + ", " } ?? "") + "\(labelled) labelled pixels")
         try edit.insert(db)
         if record.includeInTraining { try enqueue(record, capture: capture, db: db) }
         return record

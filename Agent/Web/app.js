@@ -312,7 +312,10 @@ function updateEditorControls() {
   }
   if (editor.activeROI) select.value = editor.activeROI;
   const hasCapture = editor.capture !== null;
-  for (const id of ["fill-holes", "grow", "shrink", "remove-specks"]) $(id).disabled = !hasCapture;
+  for (const id of ["fill-holes", "grow", "shrink", "remove-specks", "suggest"]) $(id).disabled = !hasCapture;
+  const proposed = hasCapture && editor.proposals.has(editor.activeROI);
+  $("suggest-accept").disabled = !proposed;
+  $("suggest-reject").disabled = !proposed;
 }
 
 function setBrushSize(size) {
@@ -592,11 +595,14 @@ function wire() {
   });
   $("undo").addEventListener("click", () => editor.undo());
   $("redo").addEventListener("click", () => editor.redo());
-  $("active-roi").addEventListener("change", event => { editor.activeROI = event.target.value; });
+  $("active-roi").addEventListener("change", event => { editor.activeROI = event.target.value; editor.onChange(); });
   $("fill-holes").addEventListener("click", () => editor.maskTool("fill-holes"));
   $("grow").addEventListener("click", () => editor.maskTool("grow"));
   $("shrink").addEventListener("click", () => editor.maskTool("shrink"));
   $("remove-specks").addEventListener("click", () => editor.maskTool("remove-specks"));
+  $("suggest").addEventListener("click", () => editor.suggest());
+  $("suggest-accept").addEventListener("click", () => editor.acceptSuggestion());
+  $("suggest-reject").addEventListener("click", () => editor.rejectSuggestion());
 
   $("train-start").addEventListener("click", startTraining);
   $("train-cancel").addEventListener("click", cancelTraining);

@@ -16,6 +16,9 @@ export class LabelEditor {
     this.cursorCtx = this.cursor.getContext("2d");
     this.overlay = document.createElement("canvas");
     this.overlayCtx = this.overlay.getContext("2d", { willReadFrequently: false });
+    this.proposalCanvas = document.createElement("canvas"); // the model's suggestions, not stored yet
+    this.proposalCtx = this.proposalCanvas.getContext("2d");
+    this.proposals = new Map(); // roi name -> {mask, rect, modelVersion}
     this.capture = null;       // {number, width, height, source}
     this.image = null;         // ImageBitmap of the capture
     this.ready = null;         // number of the capture whose image, masks and ROI boxes are all on the stage
@@ -73,6 +76,9 @@ export class LabelEditor {
     this.overlay.height = image.height;
     this.overlayCtx.clearRect(0, 0, image.width, image.height);
     for (const label of labels.values()) this.paintMask(label);
+    this.proposals = new Map();
+    this.proposalCanvas.width = image.width;
+    this.proposalCanvas.height = image.height;
     if (!this.rois.some(r => r.name === this.activeROI)) this.activeROI = this.rois[0]?.name ?? null;
     this.fit();
     this.layoutBoxes();
@@ -208,6 +214,17 @@ export class LabelEditor {
       ctx.globalAlpha = this.opacity;
       ctx.drawImage(this.overlay, ...src, ...src);
       ctx.globalAlpha = 1;
+    }
+    // The model's suggestions: paler than stored masks, in a dashed cyan frame, until accepted.
+    if (this.proposals.size > 0 && this.showAnnotations) {
+      ctx.globalAlpha = Math.max(0.3, this.opacity * 0.7);
+      ctx.drawImage(this.proposalCanvas, ...src, ...src);
+      ctx.globalAlpha = 1;
+      ctx.lineWidth = 2 / scale;
+      ctx.setLineDash([8 / scale, 4 / scale]);
+      ctx.strokeStyle = "#22d3ee";
+      for (const p of this.proposals.values()) ctx.strokeRect(p.rect.x - 1, p.rect.y - 1, p.rect.width + 2, p.rect.height + 2);
+      ctx.setLineDash([]);
     }
     // Regions thinner than the 6 px radius guidance.
     ctx.lineWidth = 2 / scale;
@@ -398,8 +415,71 @@ export class LabelEditor {
     return this.pending;
   }
 
+  // MARK: Suggested labels
+
+  /// Asks the agent for the installed model's labels of the active ROI and
+  /// shows them as a proposal: nothing is stored until it is accepted.
+  suggest() {
+    if (!this.capture || !this.activeROI) { notify("Choose a capture and an ROI first.", "info"); return; }
+    const number = this.capture.number, name = this.activeROI;
+    const roi = this.rois.find(r => r.name === name);
+    return this.enqueue(async () => {
+      const result = await api("POST", `/api/v1/captures/${number}/rois/${name}/suggestion`, {});
+      const mask = (await maskFromBase64(result.maskPNG)).classes;
+      if (this.capture?.number !== number) return;
+      this.proposals.set(name, { mask, rect: roi.rect, modelVersion: result.modelVersion });
+      this.paintProposals();
+      this.onChange();
+      notify(`Suggestion from model ${result.modelVersion}: ${result.labelledPixels} pixels in ${name}. Accept, edit (any tool accepts it first) or reject.`, "info");
+    });
+  }
+
+  /// Stores the proposal for ROI `name` as its mask (logged as a suggestion).
+  acceptSuggestion(name = this.activeROI) {
+    if (!this.proposals.has(name)) return Promise.resolve();
+    const number = this.capture.number;
+    this.proposals.delete(name);
+    this.paintProposals();
+    return this.enqueue(async () => {
+      const before = this.labels.get(name)?.maskSHA256 ?? null;
+      const label = await api("POST", `/api/v1/captures/${number}/rois/${name}/suggestion/accept`, {});
+      await this.edited(number, name, before, label);
+      notify(`Suggestion accepted in ${name}: ${label.labelledPixels} labelled pixels`, "info");
+    });
+  }
+
+  /// Drops the proposal for ROI `name`; the stored mask stays as it was.
+  rejectSuggestion(name = this.activeROI) {
+    if (!this.proposals.has(name)) return Promise.resolve();
+    const number = this.capture.number;
+    this.proposals.delete(name);
+    this.paintProposals();
+    this.onChange();
+    return this.enqueue(async () => {
+      await api("DELETE", `/api/v1/captures/${number}/rois/${name}/suggestion`);
+    });
+  }
+
+  paintProposals() {
+    const ctx = this.proposalCtx;
+    ctx.clearRect(0, 0, this.proposalCanvas.width, this.proposalCanvas.height);
+    for (const p of this.proposals.values()) {
+      const { x, y, width, height } = p.rect;
+      const pixels = ctx.createImageData(width, height);
+      for (let i = 0; i < p.mask.length; i++) {
+        if (p.mask[i] === 0) continue;
+        const c = this.colorOf(p.mask[i]);
+        pixels.data[i * 4] = c[0]; pixels.data[i * 4 + 1] = c[1]; pixels.data[i * 4 + 2] = c[2]; pixels.data[i * 4 + 3] = 255;
+      }
+      ctx.putImageData(pixels, x, y);
+    }
+    this.dirty = true;
+  }
+
   sendStroke(stroke) {
     const number = this.capture.number;
+    // Editing a proposal accepts it first.
+    if (this.proposals.has(stroke.roi.name)) this.acceptSuggestion(stroke.roi.name);
     const r = stroke.roi.rect;
     const body = {
       strokes: [{
@@ -434,6 +514,7 @@ export class LabelEditor {
       classIndex: this.brushClass, tolerance: this.wandTolerance, mode: this.wandMode,
     };
     this.lastWand = { capture: number, roi: roi.name, ...click };
+    if (this.proposals.has(roi.name)) this.acceptSuggestion(roi.name);
     return this.enqueue(async () => {
       const before = this.labels.get(roi.name)?.maskSHA256 ?? null;
       // The first click on an ROI may wait for its features: say so.
@@ -449,6 +530,7 @@ export class LabelEditor {
   maskTool(tool) {
     if (!this.capture || !this.activeROI) { notify("Choose a capture and an ROI first.", "info"); return; }
     const number = this.capture.number, name = this.activeROI;
+    if (this.proposals.has(name)) this.acceptSuggestion(name);
     return this.enqueue(async () => {
       const before = this.labels.get(name)?.maskSHA256 ?? null;
       const label = await api("POST", `/api/v1/captures/${number}/rois/${name}/mask/tool`, { tool, radius: 2, minimumArea: 30 });

@@ -474,6 +474,51 @@ def steps(page, api, args):
     check(status["trainingImages"] == 1 and status["passes"] == 3, f"trained on the one ticked ROI for 3 passes: {status['trainingImages']} ROIs, {status['passes']} passes")
     print(f"  model {model['version']} in {time.monotonic() - started:.1f} s, final loss {status['loss']:.4f}")
 
+    # 5b. Suggested labels from the model just trained: one accepted, one edited, one rejected.
+    print("step 5b: suggested labels")
+    page.el("jump-number").clear()
+    page.el("jump-number").send_keys("3")
+    page.click("jump")
+    page.wait(lambda: page.js("return window.loupe.editor.ready === 3"), "capture 3 on the stage")
+    check(api.label(3, "left") is None and api.label(3, "right") is None, "capture 3 has no labels yet")
+    choose_roi = lambda name: page.js("const s = document.getElementById('active-roi'); s.value = arguments[0]; s.dispatchEvent(new Event('change'))", name)
+    proposed = lambda name: page.js("return window.loupe.editor.proposals.has(arguments[0])", name)
+    choose_roi("left")
+    page.click("suggest")
+    page.wait(lambda: proposed("left"), "the suggestion for ROI left on the stage")
+    check(page.el("suggest-accept").get_attribute("disabled") is None, "Accept is enabled while a proposal is shown")
+    check(api.label(3, "left") is None, "a suggestion is not stored before it is accepted")
+    page.shot("suggestion")
+    suggested = page.js("return window.loupe.editor.proposals.get('left').mask.reduce((n, v) => n + (v ? 1 : 0), 0)")
+    page.click("suggest-accept")
+    page.idle()
+    accepted = api.label(3, "left")
+    check(accepted is not None and accepted["labelledPixels"] == suggested, f"the accepted suggestion is stored: {accepted}, {suggested} suggested")
+    newest = api.get("/api/v1/edits?limit=1")[0]
+    check(newest["action"] == "suggestion" and f"model {model['version']}" in newest["detail"], f"the edit log says the mask came from a suggestion: {newest}")
+    check(not proposed("left"), "the proposal is gone once accepted")
+    # Edited: a brush stroke on a proposal accepts it, then paints.
+    choose_roi("right")
+    page.click("suggest")
+    page.wait(lambda: proposed("right"), "the suggestion for ROI right on the stage")
+    page.keys("b")
+    ry = right["y"] + right["height"] // 3
+    page.drag("view-canvas", [(right["x"] + 30, ry), (right["x"] + 80, ry)], page.editor_screen)
+    page.idle()
+    actions = [e["action"] for e in api.get("/api/v1/edits?limit=2")]
+    check(actions == ["strokes", "suggestion"], f"editing a suggestion stores it, then the edit: {actions}")
+    edited = api.mask(3, "right")
+    check(edited[ry - right["y"], 55] == 1, "the stroke is in the stored mask")
+    # Rejected: the stored mask stays as it was.
+    choose_roi("left")
+    page.click("suggest")
+    page.wait(lambda: proposed("left"), "a second suggestion for ROI left")
+    page.click("suggest-reject")
+    page.idle()
+    check(not proposed("left") and api.label(3, "left")["maskSHA256"] == accepted["maskSHA256"], "a rejected suggestion changes nothing")
+    check(api.get("/api/v1/edits?limit=1")[0]["action"] == "strokes", "a rejection is not an edit")
+    print(f"  ROI left: accepted {suggested} suggested pixels; ROI right: suggestion edited with a stroke; a second suggestion rejected")
+
     # 6. Live Preview Mode and the threshold.
     print("step 6: live preview mode")
     check(page.el("threshold").get_attribute("disabled") is not None, "the threshold is disabled before Live Preview Mode")

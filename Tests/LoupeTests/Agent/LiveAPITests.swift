@@ -125,6 +125,8 @@ extension SegmentationTests {
                 // Live before any model: ROIs are cut but not judged.
                 let unjudged = try await eventually { runtime.pipeline.results(limit: 1).first?.verdict == .noModel }
                 #expect(unjudged)
+                // No model, nothing to suggest.
+                _ = try await expectStatus(client, "/api/v1/captures/2/rois/left/suggestion", .post, nil, .conflict)
 
                 // Train on the camera; a second start while it runs is refused; cancelling keeps the (absent) model.
                 let long = try await expectStatus(client, "/api/v1/training", .post, ["iterations": 5000, "seed": 7], .accepted)
@@ -162,6 +164,27 @@ extension SegmentationTests {
                     let results = try #require(try JSONSerialization.jsonObject(with: Data(response.body.readableBytesView)) as? [[String: Any]])
                     #expect(!results.isEmpty && results.count <= 3)
                 }
+                // Suggested labels: a proposal, stored only when accepted, and logged as a suggestion.
+                #expect(try runtime.store.label(captureNumber: 2, roiName: "left") == nil)
+                let suggestion = try await expectStatus(client, "/api/v1/captures/2/rois/left/suggestion", .post, nil, .ok)
+                #expect(suggestion["modelVersion"] as? String == version && suggestion["threshold"] as? Double == 0.9)
+                let proposal = try PNGCodec.decode(try #require(Data(base64Encoded: suggestion["maskPNG"] as? String ?? "")))
+                #expect(proposal.width == 64 && proposal.height == 64)
+                #expect(try runtime.store.label(captureNumber: 2, roiName: "left") == nil, "a suggestion is not stored until accepted")
+                let accepted = try await expectStatus(client, "/api/v1/captures/2/rois/left/suggestion/accept", .post, nil, .ok)
+                #expect(accepted["labelledPixels"] as? Int == suggestion["labelledPixels"] as? Int)
+                let stored = try #require(try runtime.store.label(captureNumber: 2, roiName: "left"))
+                #expect(try runtime.store.mask(of: stored).samples == proposal.gray8.samples)
+                let logged = try #require(try runtime.store.edits(limit: 1).first)
+                #expect(logged.action == "suggestion" && logged.detail.contains("model \(version)"), "\(logged)")
+                _ = try await expectStatus(client, "/api/v1/captures/2/rois/left/suggestion/accept", .post, nil, .conflict)
+                // Rejected: nothing changes.
+                _ = try await expectStatus(client, "/api/v1/captures/2/rois/left/suggestion", .post, nil, .ok)
+                try await client.execute(uri: "/api/v1/captures/2/rois/left/suggestion", method: .delete) { #expect($0.status == .noContent) }
+                try await client.execute(uri: "/api/v1/captures/2/rois/left/suggestion", method: .delete) { #expect($0.status == .notFound) }
+                _ = try await expectStatus(client, "/api/v1/captures/2/rois/left/suggestion/accept", .post, nil, .conflict)
+                #expect(try runtime.store.label(captureNumber: 2, roiName: "left")?.maskHash == stored.maskHash)
+                _ = try await expectStatus(client, "/api/v1/captures/99/rois/left/suggestion", .post, nil, .notFound)
                 // The overlay as an MJPEG stream (for an <img>), and the results as server-sent events.
                 let port = try #require(client.port)
                 let mjpeg = try await RawHTTP.collect(port: port, request: "GET /api/v1/live/stream.mjpeg?fps=5&width=320 HTTP/1.1\r\nHost: localhost\r\n\r\n") { bytes in
