@@ -55,6 +55,10 @@ public final class AgentAssembly: Sendable {
             status.outboxDepth = UInt64((try? store.outboxDepth()) ?? 0)
             status.recipeVersion = live.recipeVersion.description
             status.inspectionType = pipeline.currentInspector.recipe.inspectionType
+            if let usage = try? runtime.library.usage() {
+                status.libraryFrames = UInt64(usage.frames)
+                status.libraryUnsureFrames = UInt64(usage.unsure)
+            }
             return status
         }
         var connection: (@Sendable () -> WireConnection?)?

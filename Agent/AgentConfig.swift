@@ -111,6 +111,8 @@ public struct AgentConfig: Codable, Sendable, Equatable {
     public var http: HTTPSettings?
     /// The camera; absent: an agent for labelling imported images only.
     public var camera: CameraSettings?
+    /// The camera's Library of inspected frames (docs/agent-api.md); defaults when left out.
+    public var library: LibraryPolicy?
     /// Files with the manager's model-signing public keys (64 hex digits).
     /// Models signed by other keys are refused. The agent also trusts its own
     /// key (`DATADIR/models/local-signing.key`) for models it trains itself.

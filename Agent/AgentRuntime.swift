@@ -21,6 +21,8 @@ public final class AgentRuntime: Sendable {
     public let wand = WandSessions()
     /// The installed model's suggested labels, waiting for the operator.
     public let suggestions = Suggestions()
+    /// Inspected frames worth a look: failed, unsure, a sample of passes.
+    public let library: FrameLibrary
     public let precision: InferencePrecision
     /// oneDNN threads for the live segment stage.
     public let threads: Int
@@ -68,6 +70,8 @@ public final class AgentRuntime: Sendable {
         }
         let inspector = try Self.makeInspector(store: store, shelf: shelf, precision: precision, logger: logger)
         pipeline = LivePipeline(source: source, pacing: pacing, threads: threads, inspector: inspector, live: camera?.live ?? true, logger: logger)
+        library = try FrameLibrary(directory: config.dataDir + "/library", policy: config.library ?? LibraryPolicy(), nice: PagePriority.nice)
+        pipeline.observe { [library] frame, result, threshold in library.offer(frame, result: result, threshold: threshold) }
     }
 
     private static func makeInspector(store: LabelStore, shelf: ModelShelf, precision: InferencePrecision, logger: Logger,
@@ -128,21 +132,37 @@ public final class AgentRuntime: Sendable {
     public func captureFromCamera(user: String) throws -> CaptureRecord {
         guard pipeline.hasSource else { throw StoreError.invalid("this agent has no camera configured; import images instead") }
         guard let frame = pipeline.latestFrame else { throw StoreError.invalid("the camera has not delivered a frame yet") }
+        return try addCapture(frame.image, capturedAt: frame.capturedAt, source: "camera:\(frame.origin)#\(frame.sequence)", user: user)
+    }
+
+    /// Frame `id` of the camera's Library as the next capture, for labelling ("Import From Library").
+    public func captureFromLibrary(id: Int64, user: String) throws -> CaptureRecord {
+        let kept = try library.frame(id: id)
+        let decoded = try ImageFile.decode(try library.image(of: kept))
+        let image: Image8
+        if case .rgb8(let rgb) = decoded { image = rgb } else { image = decoded.gray8 }
+        let capture = try addCapture(image, capturedAt: kept.capturedAt, source: "library:\(id)#\(kept.sequence)", user: user)
+        try library.markImported(id: id, as: capture.number)
+        return capture
+    }
+
+    /// A camera frame as the next capture: aligned to the reference as the recipe's ROIs expect.
+    private func addCapture(_ frame: Image8, capturedAt: Date, source: String, user: String) throws -> CaptureRecord {
         let inspector = pipeline.currentInspector
-        var image = frame.image
-        var source = "camera:\(frame.origin)#\(frame.sequence)"
+        var image = frame
+        var source = source
         if let aligner = inspector.aligner {
-            let alignment = try aligner.align(frame.image)
+            let alignment = try aligner.align(frame)
             guard alignment.aligned else {
                 throw StoreError.invalid("the part was not found in the frame (alignment score \(String(format: "%.2f", alignment.score)))")
             }
-            image = try frame.image.warped(by: alignment.pose.inverse, width: frame.image.width, height: frame.image.height)
+            image = try frame.warped(by: alignment.pose.inverse, width: frame.width, height: frame.height)
             source += " aligned"
         }
         let png = try PNGCodec.encode(image)
         let recipe = inspector.recipe
         return try store.addCapture(encoded: png, width: image.width, height: image.height, channels: image.channels, source: source,
-                                    at: frame.capturedAt, inspectionType: recipe.inspectionType, recipeVersion: recipe.version, user: user)
+                                    at: capturedAt, inspectionType: recipe.inspectionType, recipeVersion: recipe.version, user: user)
     }
 
     /// The included, labelled ROIs of an inspection type, as training images.

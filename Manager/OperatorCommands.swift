@@ -55,6 +55,13 @@ struct OperatorCommands: Sendable {
             } catch {
                 throw WireError.refused(code: .internal, message: error.description)
             }
+            // Where labels are needed: each camera's unsure Library frames, from its last status.
+            let statuses = cameras.snapshot()
+            for index in reply.datasets.indices {
+                for camera in statuses where camera.status.inspectionType == reply.datasets[index].inspectionType {
+                    reply.datasets[index].cameraUnsureFrames[camera.cameraID] = camera.status.libraryUnsureFrames
+                }
+            }
             return .datasetStatsReply(reply)
         case .cameraGroupSet(let set):
             let registry = models

@@ -29,6 +29,7 @@ public enum AgentHTTP {
         labels.register(on: routes)
         LiveAPI(runtime: runtime, training: training).register(on: routes)
         PageAPI(runtime: runtime).register(on: routes)
+        LibraryAPI(runtime: runtime).register(on: routes)
         return router
     }
 

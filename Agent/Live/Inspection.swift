@@ -14,6 +14,15 @@ public struct DefectSummary: Codable, Sendable, Equatable {
     public var largestRegion: Int
     public var regions: Int
     public var maxConfidence: Float
+
+    public init(classIndex: Int, className: String, area: Int, largestRegion: Int, regions: Int, maxConfidence: Float) {
+        self.classIndex = classIndex
+        self.className = className
+        self.area = area
+        self.largestRegion = largestRegion
+        self.regions = regions
+        self.maxConfidence = maxConfidence
+    }
 }
 
 /// The verdict on one ROI of one frame.
@@ -23,10 +32,19 @@ public struct ROIResult: Codable, Sendable, Equatable {
     /// Highest confidence of any defect pixel (0 when none).
     public var maxConfidence: Float
     public var passed: Bool
+
+    public init(name: String, defects: [DefectSummary], maxConfidence: Float, passed: Bool) {
+        self.name = name
+        self.defects = defects
+        self.maxConfidence = maxConfidence
+        self.passed = passed
+    }
 }
 
 /// Milliseconds spent in each stage for one frame.
 public struct StageTimings: Codable, Sendable, Equatable {
+    public init() {}
+
     /// Waiting for the source to hand over the frame.
     public var capture: Double = 0
     public var align: Double = 0
@@ -73,6 +91,18 @@ public struct InspectionResult: Codable, Sendable, Equatable {
     public var timings: StageTimings
     public var modelVersion: String
     public var recipeVersion: Int
+
+    public init(sequence: Int, capturedAt: Date, verdict: Verdict, alignScore: Double?, rois: [ROIResult], timings: StageTimings = StageTimings(),
+                modelVersion: String, recipeVersion: Int) {
+        self.sequence = sequence
+        self.capturedAt = capturedAt
+        self.verdict = verdict
+        self.alignScore = alignScore
+        self.rois = rois
+        self.timings = timings
+        self.modelVersion = modelVersion
+        self.recipeVersion = recipeVersion
+    }
 }
 
 /// The fixed part of inspecting frames: the recipe, its aligner and the model.

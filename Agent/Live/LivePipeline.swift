@@ -303,7 +303,7 @@ public final class LivePipeline: Service, Sendable {
             guard let (prepared, inspector) = next else { continue }
             let threshold = settings.withLock { $0.threshold }
             do {
-                record(try inspector.finish(prepared, threshold: threshold), frame: prepared.frame)
+                record(try inspector.finish(prepared, threshold: threshold), frame: prepared.frame, threshold: threshold)
             } catch {
                 failed(prepared.frame, error)
             }
@@ -315,7 +315,16 @@ public final class LivePipeline: Service, Sendable {
         logger.error("inspection failed", metadata: ["frame": "\(frame.sequence)", "error": "\(error)"])
     }
 
-    private func record(_ outcome: Inspector.Outcome, frame: CapturedFrameInput) {
+    /// Called on the segment thread after each inspected frame, with the
+    /// threshold it was judged at; must return at once (the Library queues).
+    public typealias Observer = @Sendable (CapturedFrameInput, InspectionResult, Double) -> Void
+    private let observers = Mutex<[Observer]>([])
+
+    public func observe(_ observer: @escaping Observer) {
+        observers.withLock { $0.append(observer) }
+    }
+
+    private func record(_ outcome: Inspector.Outcome, frame: CapturedFrameInput, threshold: Double) {
         let result = outcome.result
         let now = ContinuousClock.now
         log.withLock { log in
@@ -337,6 +346,7 @@ public final class LivePipeline: Service, Sendable {
         }
         newest.withLock { $0 = Latest(image: frame.image, outcome: outcome, groundTruth: frame.groundTruth) }
         results.send(result)
+        for observer in observers.withLock({ $0 }) { observer(frame, result, threshold) }
     }
 
     /// The newest results, newest first.

@@ -479,6 +479,63 @@ function showResult(result) {
   body.replaceChildren(...rows);
 }
 
+// MARK: The camera's Library
+
+async function openLibrary() {
+  $("library-dialog").showModal();
+  await fillLibrary();
+}
+
+/// The kept frames, the ones worth labelling first ("Review": the model was
+/// unsure) unless another filter is chosen; a tile's Import brings the frame
+/// into labelling as the next capture.
+async function fillLibrary() {
+  const grid = $("library-grid");
+  const filter = $("library-filter").value;
+  const query = new URLSearchParams({ limit: "200" });
+  if (filter === "review") query.set("review", "true");
+  if (filter === "fail" || filter === "pass") query.set("verdict", filter);
+  const className = $("library-class").value.trim();
+  if (className) query.set("class", className);
+  let listing;
+  try { listing = await api("GET", `/api/v1/library?${query}`); } catch (error) { grid.textContent = error.message; return; }
+  $("library-usage").textContent = `${listing.kept} frames kept (${listing.unsure} unsure), ${(listing.bytes / 1048576).toFixed(1)} of ${(listing.quotaBytes / 1048576).toFixed(0)} MB`;
+  grid.replaceChildren();
+  if (listing.frames.length === 0) {
+    grid.textContent = filter === "review" ? "No frame the model was unsure about." : "No frames kept yet.";
+    return;
+  }
+  for (const frame of listing.frames) {
+    const tile = document.createElement("figure");
+    tile.className = "tile";
+    tile.dataset.frame = frame.id;
+    const image = document.createElement("img");
+    image.loading = "lazy";
+    image.alt = `Library frame ${frame.id}`;
+    image.src = `/api/v1/library/${frame.id}/image`;
+    const caption = document.createElement("figcaption");
+    const when = new Date(frame.capturedAt).toLocaleString();
+    const unsure = frame.unsure > 0 ? ` · unsure ${Math.round(frame.unsure * 100)} %` : "";
+    const classes = frame.classes.length ? ` · ${frame.classes.join(", ")}` : "";
+    caption.textContent = `${when} · ${frame.verdict.toUpperCase()} (${frame.reason})${unsure}${classes}`;
+    const button = document.createElement("button");
+    button.textContent = frame.importedAs ? `Capture ${frame.importedAs}` : "Import";
+    button.className = "library-import";
+    button.addEventListener("click", async () => {
+      if (frame.importedAs) { $("library-dialog").close(); await show(frame.importedAs); return; }
+      try {
+        const record = await api("POST", `/api/v1/library/${frame.id}/import`);
+        $("library-dialog").close();
+        await refreshCaptures();
+        await show(record.number);
+        notify(`Library frame ${frame.id} imported as capture ${record.number}.`, "info");
+      } catch (error) { notify(`Import from the Library failed: ${error.message}`); }
+    });
+    tile.append(image, caption, button);
+    grid.append(tile);
+  }
+}
+
 // MARK: View All ROIs
 
 async function openAllROIs() {
@@ -575,6 +632,10 @@ function wire() {
   $("jump-number").addEventListener("keydown", event => { if (event.key === "Enter") show(Number(event.target.value)); });
   $("show-live").addEventListener("click", showLive);
   $("view-all").addEventListener("click", openAllROIs);
+  $("open-library").addEventListener("click", openLibrary);
+  $("library-close").addEventListener("click", () => $("library-dialog").close());
+  $("library-filter").addEventListener("change", fillLibrary);
+  $("library-class").addEventListener("change", fillLibrary);
   $("all-rois-close").addEventListener("click", () => $("all-rois-dialog").close());
   $("all-opacity").addEventListener("input", redrawAllROIs);
   $("all-included-only").addEventListener("change", fillAllROIs);

@@ -80,266 +80,275 @@ public nonisolated enum Loupe_V1_Role: SwiftProtobuf.Enum, Swift.CaseIterable {
 }
 
 /// The one message type that travels in a frame.
-public nonisolated struct Loupe_V1_Envelope: Sendable {
+public nonisolated struct Loupe_V1_Envelope: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Chosen by the sender, unique among its requests still awaiting a reply on
   /// this connection. 0 means "no reply expected" (heartbeats, goodbye, events).
-  public var requestID: UInt64 = 0
+  public var requestID: UInt64 {
+    get {_storage._requestID}
+    set {_uniqueStorage()._requestID = newValue}
+  }
 
   /// For a reply: the request_id of the request it answers. 0 otherwise.
   /// A reply to a request is exactly one envelope with reply_to set, whose
   /// body is either the documented answer or an `Error`.
-  public var replyTo: UInt64 = 0
+  public var replyTo: UInt64 {
+    get {_storage._replyTo}
+    set {_uniqueStorage()._replyTo = newValue}
+  }
 
-  public var body: Loupe_V1_Envelope.OneOf_Body? = nil
+  public var body: OneOf_Body? {
+    get {return _storage._body}
+    set {_uniqueStorage()._body = newValue}
+  }
 
   /// Connection set-up and upkeep (1.x).
   public var hello: Loupe_V1_Hello {
     get {
-      if case .hello(let v)? = body {return v}
+      if case .hello(let v)? = _storage._body {return v}
       return Loupe_V1_Hello()
     }
-    set {body = .hello(newValue)}
+    set {_uniqueStorage()._body = .hello(newValue)}
   }
 
   public var welcome: Loupe_V1_Welcome {
     get {
-      if case .welcome(let v)? = body {return v}
+      if case .welcome(let v)? = _storage._body {return v}
       return Loupe_V1_Welcome()
     }
-    set {body = .welcome(newValue)}
+    set {_uniqueStorage()._body = .welcome(newValue)}
   }
 
   public var error: Loupe_V1_Error {
     get {
-      if case .error(let v)? = body {return v}
+      if case .error(let v)? = _storage._body {return v}
       return Loupe_V1_Error()
     }
-    set {body = .error(newValue)}
+    set {_uniqueStorage()._body = .error(newValue)}
   }
 
   public var heartbeat: Loupe_V1_Heartbeat {
     get {
-      if case .heartbeat(let v)? = body {return v}
+      if case .heartbeat(let v)? = _storage._body {return v}
       return Loupe_V1_Heartbeat()
     }
-    set {body = .heartbeat(newValue)}
+    set {_uniqueStorage()._body = .heartbeat(newValue)}
   }
 
   public var goodbye: Loupe_V1_Goodbye {
     get {
-      if case .goodbye(let v)? = body {return v}
+      if case .goodbye(let v)? = _storage._body {return v}
       return Loupe_V1_Goodbye()
     }
-    set {body = .goodbye(newValue)}
+    set {_uniqueStorage()._body = .goodbye(newValue)}
   }
 
   public var echo: Loupe_V1_Echo {
     get {
-      if case .echo(let v)? = body {return v}
+      if case .echo(let v)? = _storage._body {return v}
       return Loupe_V1_Echo()
     }
-    set {body = .echo(newValue)}
+    set {_uniqueStorage()._body = .echo(newValue)}
   }
 
   /// Labelled data from cameras.
   public var roiUpload: Loupe_V1_RoiUpload {
     get {
-      if case .roiUpload(let v)? = body {return v}
+      if case .roiUpload(let v)? = _storage._body {return v}
       return Loupe_V1_RoiUpload()
     }
-    set {body = .roiUpload(newValue)}
+    set {_uniqueStorage()._body = .roiUpload(newValue)}
   }
 
   public var roiAck: Loupe_V1_RoiAck {
     get {
-      if case .roiAck(let v)? = body {return v}
+      if case .roiAck(let v)? = _storage._body {return v}
       return Loupe_V1_RoiAck()
     }
-    set {body = .roiAck(newValue)}
+    set {_uniqueStorage()._body = .roiAck(newValue)}
   }
 
   public var agentStatus: Loupe_V1_AgentStatus {
     get {
-      if case .agentStatus(let v)? = body {return v}
+      if case .agentStatus(let v)? = _storage._body {return v}
       return Loupe_V1_AgentStatus()
     }
-    set {body = .agentStatus(newValue)}
+    set {_uniqueStorage()._body = .agentStatus(newValue)}
   }
 
   /// Model distribution.
   public var modelOffer: Loupe_V1_ModelOffer {
     get {
-      if case .modelOffer(let v)? = body {return v}
+      if case .modelOffer(let v)? = _storage._body {return v}
       return Loupe_V1_ModelOffer()
     }
-    set {body = .modelOffer(newValue)}
+    set {_uniqueStorage()._body = .modelOffer(newValue)}
   }
 
   public var modelChunkRequest: Loupe_V1_ModelChunkRequest {
     get {
-      if case .modelChunkRequest(let v)? = body {return v}
+      if case .modelChunkRequest(let v)? = _storage._body {return v}
       return Loupe_V1_ModelChunkRequest()
     }
-    set {body = .modelChunkRequest(newValue)}
+    set {_uniqueStorage()._body = .modelChunkRequest(newValue)}
   }
 
   public var modelChunk: Loupe_V1_ModelChunk {
     get {
-      if case .modelChunk(let v)? = body {return v}
+      if case .modelChunk(let v)? = _storage._body {return v}
       return Loupe_V1_ModelChunk()
     }
-    set {body = .modelChunk(newValue)}
+    set {_uniqueStorage()._body = .modelChunk(newValue)}
   }
 
   public var modelInstalled: Loupe_V1_ModelInstalled {
     get {
-      if case .modelInstalled(let v)? = body {return v}
+      if case .modelInstalled(let v)? = _storage._body {return v}
       return Loupe_V1_ModelInstalled()
     }
-    set {body = .modelInstalled(newValue)}
+    set {_uniqueStorage()._body = .modelInstalled(newValue)}
   }
 
   /// Central training.
   public var trainingStart: Loupe_V1_TrainingStart {
     get {
-      if case .trainingStart(let v)? = body {return v}
+      if case .trainingStart(let v)? = _storage._body {return v}
       return Loupe_V1_TrainingStart()
     }
-    set {body = .trainingStart(newValue)}
+    set {_uniqueStorage()._body = .trainingStart(newValue)}
   }
 
   public var trainingProgress: Loupe_V1_TrainingProgress {
     get {
-      if case .trainingProgress(let v)? = body {return v}
+      if case .trainingProgress(let v)? = _storage._body {return v}
       return Loupe_V1_TrainingProgress()
     }
-    set {body = .trainingProgress(newValue)}
+    set {_uniqueStorage()._body = .trainingProgress(newValue)}
   }
 
   public var trainingCancel: Loupe_V1_TrainingCancel {
     get {
-      if case .trainingCancel(let v)? = body {return v}
+      if case .trainingCancel(let v)? = _storage._body {return v}
       return Loupe_V1_TrainingCancel()
     }
-    set {body = .trainingCancel(newValue)}
+    set {_uniqueStorage()._body = .trainingCancel(newValue)}
   }
 
   /// Fleet overview for operators.
   public var fleetStatusQuery: Loupe_V1_FleetStatusQuery {
     get {
-      if case .fleetStatusQuery(let v)? = body {return v}
+      if case .fleetStatusQuery(let v)? = _storage._body {return v}
       return Loupe_V1_FleetStatusQuery()
     }
-    set {body = .fleetStatusQuery(newValue)}
+    set {_uniqueStorage()._body = .fleetStatusQuery(newValue)}
   }
 
   public var fleetStatusReply: Loupe_V1_FleetStatusReply {
     get {
-      if case .fleetStatusReply(let v)? = body {return v}
+      if case .fleetStatusReply(let v)? = _storage._body {return v}
       return Loupe_V1_FleetStatusReply()
     }
-    set {body = .fleetStatusReply(newValue)}
+    set {_uniqueStorage()._body = .fleetStatusReply(newValue)}
   }
 
   /// Operator commands: models, rollouts, training jobs, datasets, groups.
   public var modelListQuery: Loupe_V1_ModelListQuery {
     get {
-      if case .modelListQuery(let v)? = body {return v}
+      if case .modelListQuery(let v)? = _storage._body {return v}
       return Loupe_V1_ModelListQuery()
     }
-    set {body = .modelListQuery(newValue)}
+    set {_uniqueStorage()._body = .modelListQuery(newValue)}
   }
 
   public var modelListReply: Loupe_V1_ModelListReply {
     get {
-      if case .modelListReply(let v)? = body {return v}
+      if case .modelListReply(let v)? = _storage._body {return v}
       return Loupe_V1_ModelListReply()
     }
-    set {body = .modelListReply(newValue)}
+    set {_uniqueStorage()._body = .modelListReply(newValue)}
   }
 
   public var modelPush: Loupe_V1_ModelPush {
     get {
-      if case .modelPush(let v)? = body {return v}
+      if case .modelPush(let v)? = _storage._body {return v}
       return Loupe_V1_ModelPush()
     }
-    set {body = .modelPush(newValue)}
+    set {_uniqueStorage()._body = .modelPush(newValue)}
   }
 
   public var modelPushReply: Loupe_V1_ModelPushReply {
     get {
-      if case .modelPushReply(let v)? = body {return v}
+      if case .modelPushReply(let v)? = _storage._body {return v}
       return Loupe_V1_ModelPushReply()
     }
-    set {body = .modelPushReply(newValue)}
+    set {_uniqueStorage()._body = .modelPushReply(newValue)}
   }
 
   public var modelRollback: Loupe_V1_ModelRollback {
     get {
-      if case .modelRollback(let v)? = body {return v}
+      if case .modelRollback(let v)? = _storage._body {return v}
       return Loupe_V1_ModelRollback()
     }
-    set {body = .modelRollback(newValue)}
+    set {_uniqueStorage()._body = .modelRollback(newValue)}
   }
 
   public var rolloutDecision: Loupe_V1_RolloutDecision {
     get {
-      if case .rolloutDecision(let v)? = body {return v}
+      if case .rolloutDecision(let v)? = _storage._body {return v}
       return Loupe_V1_RolloutDecision()
     }
-    set {body = .rolloutDecision(newValue)}
+    set {_uniqueStorage()._body = .rolloutDecision(newValue)}
   }
 
   public var trainingStatusQuery: Loupe_V1_TrainingStatusQuery {
     get {
-      if case .trainingStatusQuery(let v)? = body {return v}
+      if case .trainingStatusQuery(let v)? = _storage._body {return v}
       return Loupe_V1_TrainingStatusQuery()
     }
-    set {body = .trainingStatusQuery(newValue)}
+    set {_uniqueStorage()._body = .trainingStatusQuery(newValue)}
   }
 
   public var trainingStatusReply: Loupe_V1_TrainingStatusReply {
     get {
-      if case .trainingStatusReply(let v)? = body {return v}
+      if case .trainingStatusReply(let v)? = _storage._body {return v}
       return Loupe_V1_TrainingStatusReply()
     }
-    set {body = .trainingStatusReply(newValue)}
+    set {_uniqueStorage()._body = .trainingStatusReply(newValue)}
   }
 
   public var datasetStatsQuery: Loupe_V1_DatasetStatsQuery {
     get {
-      if case .datasetStatsQuery(let v)? = body {return v}
+      if case .datasetStatsQuery(let v)? = _storage._body {return v}
       return Loupe_V1_DatasetStatsQuery()
     }
-    set {body = .datasetStatsQuery(newValue)}
+    set {_uniqueStorage()._body = .datasetStatsQuery(newValue)}
   }
 
   public var datasetStatsReply: Loupe_V1_DatasetStatsReply {
     get {
-      if case .datasetStatsReply(let v)? = body {return v}
+      if case .datasetStatsReply(let v)? = _storage._body {return v}
       return Loupe_V1_DatasetStatsReply()
     }
-    set {body = .datasetStatsReply(newValue)}
+    set {_uniqueStorage()._body = .datasetStatsReply(newValue)}
   }
 
   public var cameraGroupSet: Loupe_V1_CameraGroupSet {
     get {
-      if case .cameraGroupSet(let v)? = body {return v}
+      if case .cameraGroupSet(let v)? = _storage._body {return v}
       return Loupe_V1_CameraGroupSet()
     }
-    set {body = .cameraGroupSet(newValue)}
+    set {_uniqueStorage()._body = .cameraGroupSet(newValue)}
   }
 
   public var cameraGroupList: Loupe_V1_CameraGroupList {
     get {
-      if case .cameraGroupList(let v)? = body {return v}
+      if case .cameraGroupList(let v)? = _storage._body {return v}
       return Loupe_V1_CameraGroupList()
     }
-    set {body = .cameraGroupList(newValue)}
+    set {_uniqueStorage()._body = .cameraGroupList(newValue)}
   }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -385,6 +394,8 @@ public nonisolated struct Loupe_V1_Envelope: Sendable {
   }
 
   public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 /// First frame a client sends, as a request (request_id != 0). The manager
@@ -781,6 +792,12 @@ public nonisolated struct Loupe_V1_AgentStatus: Sendable {
   public var passCountLastHour: UInt64 = 0
 
   public var failCountLastHour: UInt64 = 0
+
+  /// Frames the camera's Library holds, and those among them the model was
+  /// unsure about (the frames worth labelling first).
+  public var libraryFrames: UInt64 = 0
+
+  public var libraryUnsureFrames: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1649,6 +1666,10 @@ public nonisolated struct Loupe_V1_DatasetStats: Sendable {
 
   public var newestUploadUnixMs: UInt64 = 0
 
+  /// Per camera of this inspection type (from its last status): frames its
+  /// Library holds that the model was unsure about, where labels are needed.
+  public var cameraUnsureFrames: Dictionary<String,UInt64> = [:]
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1719,550 +1740,590 @@ nonisolated extension Loupe_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._M
   public static let protoMessageName: String = _protobuf_package + ".Envelope"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}reply_to\0\u{2}\u{8}hello\0\u{1}welcome\0\u{1}error\0\u{1}heartbeat\0\u{1}goodbye\0\u{1}echo\0\u{4}\u{5}roi_upload\0\u{3}roi_ack\0\u{3}agent_status\0\u{4}\u{8}model_offer\0\u{3}model_chunk_request\0\u{3}model_chunk\0\u{3}model_installed\0\u{4}\u{7}training_start\0\u{3}training_progress\0\u{3}training_cancel\0\u{4}\u{8}fleet_status_query\0\u{3}fleet_status_reply\0\u{4}\u{9}model_list_query\0\u{3}model_list_reply\0\u{3}model_push\0\u{3}model_push_reply\0\u{3}model_rollback\0\u{3}rollout_decision\0\u{3}training_status_query\0\u{3}training_status_reply\0\u{3}dataset_stats_query\0\u{3}dataset_stats_reply\0\u{3}camera_group_set\0\u{3}camera_group_list\0")
 
+  fileprivate class _StorageClass {
+    var _requestID: UInt64 = 0
+    var _replyTo: UInt64 = 0
+    var _body: Loupe_V1_Envelope.OneOf_Body?
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _requestID = source._requestID
+      _replyTo = source._replyTo
+      _body = source._body
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.requestID) }()
-      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.replyTo) }()
-      case 10: try {
-        var v: Loupe_V1_Hello?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .hello(let m) = current {v = m}
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularUInt64Field(value: &_storage._requestID) }()
+        case 2: try { try decoder.decodeSingularUInt64Field(value: &_storage._replyTo) }()
+        case 10: try {
+          var v: Loupe_V1_Hello?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .hello(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .hello(v)
+          }
+        }()
+        case 11: try {
+          var v: Loupe_V1_Welcome?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .welcome(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .welcome(v)
+          }
+        }()
+        case 12: try {
+          var v: Loupe_V1_Error?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .error(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .error(v)
+          }
+        }()
+        case 13: try {
+          var v: Loupe_V1_Heartbeat?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .heartbeat(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .heartbeat(v)
+          }
+        }()
+        case 14: try {
+          var v: Loupe_V1_Goodbye?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .goodbye(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .goodbye(v)
+          }
+        }()
+        case 15: try {
+          var v: Loupe_V1_Echo?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .echo(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .echo(v)
+          }
+        }()
+        case 20: try {
+          var v: Loupe_V1_RoiUpload?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .roiUpload(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .roiUpload(v)
+          }
+        }()
+        case 21: try {
+          var v: Loupe_V1_RoiAck?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .roiAck(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .roiAck(v)
+          }
+        }()
+        case 22: try {
+          var v: Loupe_V1_AgentStatus?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .agentStatus(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .agentStatus(v)
+          }
+        }()
+        case 30: try {
+          var v: Loupe_V1_ModelOffer?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .modelOffer(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .modelOffer(v)
+          }
+        }()
+        case 31: try {
+          var v: Loupe_V1_ModelChunkRequest?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .modelChunkRequest(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .modelChunkRequest(v)
+          }
+        }()
+        case 32: try {
+          var v: Loupe_V1_ModelChunk?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .modelChunk(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .modelChunk(v)
+          }
+        }()
+        case 33: try {
+          var v: Loupe_V1_ModelInstalled?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .modelInstalled(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .modelInstalled(v)
+          }
+        }()
+        case 40: try {
+          var v: Loupe_V1_TrainingStart?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .trainingStart(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .trainingStart(v)
+          }
+        }()
+        case 41: try {
+          var v: Loupe_V1_TrainingProgress?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .trainingProgress(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .trainingProgress(v)
+          }
+        }()
+        case 42: try {
+          var v: Loupe_V1_TrainingCancel?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .trainingCancel(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .trainingCancel(v)
+          }
+        }()
+        case 50: try {
+          var v: Loupe_V1_FleetStatusQuery?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .fleetStatusQuery(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .fleetStatusQuery(v)
+          }
+        }()
+        case 51: try {
+          var v: Loupe_V1_FleetStatusReply?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .fleetStatusReply(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .fleetStatusReply(v)
+          }
+        }()
+        case 60: try {
+          var v: Loupe_V1_ModelListQuery?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .modelListQuery(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .modelListQuery(v)
+          }
+        }()
+        case 61: try {
+          var v: Loupe_V1_ModelListReply?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .modelListReply(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .modelListReply(v)
+          }
+        }()
+        case 62: try {
+          var v: Loupe_V1_ModelPush?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .modelPush(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .modelPush(v)
+          }
+        }()
+        case 63: try {
+          var v: Loupe_V1_ModelPushReply?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .modelPushReply(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .modelPushReply(v)
+          }
+        }()
+        case 64: try {
+          var v: Loupe_V1_ModelRollback?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .modelRollback(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .modelRollback(v)
+          }
+        }()
+        case 65: try {
+          var v: Loupe_V1_RolloutDecision?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .rolloutDecision(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .rolloutDecision(v)
+          }
+        }()
+        case 66: try {
+          var v: Loupe_V1_TrainingStatusQuery?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .trainingStatusQuery(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .trainingStatusQuery(v)
+          }
+        }()
+        case 67: try {
+          var v: Loupe_V1_TrainingStatusReply?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .trainingStatusReply(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .trainingStatusReply(v)
+          }
+        }()
+        case 68: try {
+          var v: Loupe_V1_DatasetStatsQuery?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .datasetStatsQuery(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .datasetStatsQuery(v)
+          }
+        }()
+        case 69: try {
+          var v: Loupe_V1_DatasetStatsReply?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .datasetStatsReply(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .datasetStatsReply(v)
+          }
+        }()
+        case 70: try {
+          var v: Loupe_V1_CameraGroupSet?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .cameraGroupSet(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .cameraGroupSet(v)
+          }
+        }()
+        case 71: try {
+          var v: Loupe_V1_CameraGroupList?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .cameraGroupList(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .cameraGroupList(v)
+          }
+        }()
+        default: break
         }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .hello(v)
-        }
-      }()
-      case 11: try {
-        var v: Loupe_V1_Welcome?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .welcome(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .welcome(v)
-        }
-      }()
-      case 12: try {
-        var v: Loupe_V1_Error?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .error(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .error(v)
-        }
-      }()
-      case 13: try {
-        var v: Loupe_V1_Heartbeat?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .heartbeat(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .heartbeat(v)
-        }
-      }()
-      case 14: try {
-        var v: Loupe_V1_Goodbye?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .goodbye(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .goodbye(v)
-        }
-      }()
-      case 15: try {
-        var v: Loupe_V1_Echo?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .echo(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .echo(v)
-        }
-      }()
-      case 20: try {
-        var v: Loupe_V1_RoiUpload?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .roiUpload(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .roiUpload(v)
-        }
-      }()
-      case 21: try {
-        var v: Loupe_V1_RoiAck?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .roiAck(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .roiAck(v)
-        }
-      }()
-      case 22: try {
-        var v: Loupe_V1_AgentStatus?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .agentStatus(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .agentStatus(v)
-        }
-      }()
-      case 30: try {
-        var v: Loupe_V1_ModelOffer?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .modelOffer(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .modelOffer(v)
-        }
-      }()
-      case 31: try {
-        var v: Loupe_V1_ModelChunkRequest?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .modelChunkRequest(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .modelChunkRequest(v)
-        }
-      }()
-      case 32: try {
-        var v: Loupe_V1_ModelChunk?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .modelChunk(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .modelChunk(v)
-        }
-      }()
-      case 33: try {
-        var v: Loupe_V1_ModelInstalled?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .modelInstalled(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .modelInstalled(v)
-        }
-      }()
-      case 40: try {
-        var v: Loupe_V1_TrainingStart?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .trainingStart(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .trainingStart(v)
-        }
-      }()
-      case 41: try {
-        var v: Loupe_V1_TrainingProgress?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .trainingProgress(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .trainingProgress(v)
-        }
-      }()
-      case 42: try {
-        var v: Loupe_V1_TrainingCancel?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .trainingCancel(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .trainingCancel(v)
-        }
-      }()
-      case 50: try {
-        var v: Loupe_V1_FleetStatusQuery?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .fleetStatusQuery(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .fleetStatusQuery(v)
-        }
-      }()
-      case 51: try {
-        var v: Loupe_V1_FleetStatusReply?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .fleetStatusReply(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .fleetStatusReply(v)
-        }
-      }()
-      case 60: try {
-        var v: Loupe_V1_ModelListQuery?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .modelListQuery(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .modelListQuery(v)
-        }
-      }()
-      case 61: try {
-        var v: Loupe_V1_ModelListReply?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .modelListReply(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .modelListReply(v)
-        }
-      }()
-      case 62: try {
-        var v: Loupe_V1_ModelPush?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .modelPush(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .modelPush(v)
-        }
-      }()
-      case 63: try {
-        var v: Loupe_V1_ModelPushReply?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .modelPushReply(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .modelPushReply(v)
-        }
-      }()
-      case 64: try {
-        var v: Loupe_V1_ModelRollback?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .modelRollback(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .modelRollback(v)
-        }
-      }()
-      case 65: try {
-        var v: Loupe_V1_RolloutDecision?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .rolloutDecision(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .rolloutDecision(v)
-        }
-      }()
-      case 66: try {
-        var v: Loupe_V1_TrainingStatusQuery?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .trainingStatusQuery(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .trainingStatusQuery(v)
-        }
-      }()
-      case 67: try {
-        var v: Loupe_V1_TrainingStatusReply?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .trainingStatusReply(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .trainingStatusReply(v)
-        }
-      }()
-      case 68: try {
-        var v: Loupe_V1_DatasetStatsQuery?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .datasetStatsQuery(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .datasetStatsQuery(v)
-        }
-      }()
-      case 69: try {
-        var v: Loupe_V1_DatasetStatsReply?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .datasetStatsReply(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .datasetStatsReply(v)
-        }
-      }()
-      case 70: try {
-        var v: Loupe_V1_CameraGroupSet?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .cameraGroupSet(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .cameraGroupSet(v)
-        }
-      }()
-      case 71: try {
-        var v: Loupe_V1_CameraGroupList?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .cameraGroupList(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .cameraGroupList(v)
-        }
-      }()
-      default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if self.requestID != 0 {
-      try visitor.visitSingularUInt64Field(value: self.requestID, fieldNumber: 1)
-    }
-    if self.replyTo != 0 {
-      try visitor.visitSingularUInt64Field(value: self.replyTo, fieldNumber: 2)
-    }
-    switch self.body {
-    case .hello?: try {
-      guard case .hello(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
-    }()
-    case .welcome?: try {
-      guard case .welcome(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
-    }()
-    case .error?: try {
-      guard case .error(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 12)
-    }()
-    case .heartbeat?: try {
-      guard case .heartbeat(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 13)
-    }()
-    case .goodbye?: try {
-      guard case .goodbye(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 14)
-    }()
-    case .echo?: try {
-      guard case .echo(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 15)
-    }()
-    case .roiUpload?: try {
-      guard case .roiUpload(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 20)
-    }()
-    case .roiAck?: try {
-      guard case .roiAck(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 21)
-    }()
-    case .agentStatus?: try {
-      guard case .agentStatus(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 22)
-    }()
-    case .modelOffer?: try {
-      guard case .modelOffer(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 30)
-    }()
-    case .modelChunkRequest?: try {
-      guard case .modelChunkRequest(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 31)
-    }()
-    case .modelChunk?: try {
-      guard case .modelChunk(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 32)
-    }()
-    case .modelInstalled?: try {
-      guard case .modelInstalled(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 33)
-    }()
-    case .trainingStart?: try {
-      guard case .trainingStart(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 40)
-    }()
-    case .trainingProgress?: try {
-      guard case .trainingProgress(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 41)
-    }()
-    case .trainingCancel?: try {
-      guard case .trainingCancel(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 42)
-    }()
-    case .fleetStatusQuery?: try {
-      guard case .fleetStatusQuery(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 50)
-    }()
-    case .fleetStatusReply?: try {
-      guard case .fleetStatusReply(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 51)
-    }()
-    case .modelListQuery?: try {
-      guard case .modelListQuery(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 60)
-    }()
-    case .modelListReply?: try {
-      guard case .modelListReply(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 61)
-    }()
-    case .modelPush?: try {
-      guard case .modelPush(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 62)
-    }()
-    case .modelPushReply?: try {
-      guard case .modelPushReply(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 63)
-    }()
-    case .modelRollback?: try {
-      guard case .modelRollback(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 64)
-    }()
-    case .rolloutDecision?: try {
-      guard case .rolloutDecision(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 65)
-    }()
-    case .trainingStatusQuery?: try {
-      guard case .trainingStatusQuery(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 66)
-    }()
-    case .trainingStatusReply?: try {
-      guard case .trainingStatusReply(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 67)
-    }()
-    case .datasetStatsQuery?: try {
-      guard case .datasetStatsQuery(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 68)
-    }()
-    case .datasetStatsReply?: try {
-      guard case .datasetStatsReply(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 69)
-    }()
-    case .cameraGroupSet?: try {
-      guard case .cameraGroupSet(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 70)
-    }()
-    case .cameraGroupList?: try {
-      guard case .cameraGroupList(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 71)
-    }()
-    case nil: break
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if _storage._requestID != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._requestID, fieldNumber: 1)
+      }
+      if _storage._replyTo != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._replyTo, fieldNumber: 2)
+      }
+      switch _storage._body {
+      case .hello?: try {
+        guard case .hello(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
+      }()
+      case .welcome?: try {
+        guard case .welcome(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
+      }()
+      case .error?: try {
+        guard case .error(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 12)
+      }()
+      case .heartbeat?: try {
+        guard case .heartbeat(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 13)
+      }()
+      case .goodbye?: try {
+        guard case .goodbye(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 14)
+      }()
+      case .echo?: try {
+        guard case .echo(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 15)
+      }()
+      case .roiUpload?: try {
+        guard case .roiUpload(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 20)
+      }()
+      case .roiAck?: try {
+        guard case .roiAck(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 21)
+      }()
+      case .agentStatus?: try {
+        guard case .agentStatus(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 22)
+      }()
+      case .modelOffer?: try {
+        guard case .modelOffer(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 30)
+      }()
+      case .modelChunkRequest?: try {
+        guard case .modelChunkRequest(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 31)
+      }()
+      case .modelChunk?: try {
+        guard case .modelChunk(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 32)
+      }()
+      case .modelInstalled?: try {
+        guard case .modelInstalled(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 33)
+      }()
+      case .trainingStart?: try {
+        guard case .trainingStart(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 40)
+      }()
+      case .trainingProgress?: try {
+        guard case .trainingProgress(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 41)
+      }()
+      case .trainingCancel?: try {
+        guard case .trainingCancel(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 42)
+      }()
+      case .fleetStatusQuery?: try {
+        guard case .fleetStatusQuery(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 50)
+      }()
+      case .fleetStatusReply?: try {
+        guard case .fleetStatusReply(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 51)
+      }()
+      case .modelListQuery?: try {
+        guard case .modelListQuery(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 60)
+      }()
+      case .modelListReply?: try {
+        guard case .modelListReply(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 61)
+      }()
+      case .modelPush?: try {
+        guard case .modelPush(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 62)
+      }()
+      case .modelPushReply?: try {
+        guard case .modelPushReply(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 63)
+      }()
+      case .modelRollback?: try {
+        guard case .modelRollback(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 64)
+      }()
+      case .rolloutDecision?: try {
+        guard case .rolloutDecision(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 65)
+      }()
+      case .trainingStatusQuery?: try {
+        guard case .trainingStatusQuery(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 66)
+      }()
+      case .trainingStatusReply?: try {
+        guard case .trainingStatusReply(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 67)
+      }()
+      case .datasetStatsQuery?: try {
+        guard case .datasetStatsQuery(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 68)
+      }()
+      case .datasetStatsReply?: try {
+        guard case .datasetStatsReply(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 69)
+      }()
+      case .cameraGroupSet?: try {
+        guard case .cameraGroupSet(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 70)
+      }()
+      case .cameraGroupList?: try {
+        guard case .cameraGroupList(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 71)
+      }()
+      case nil: break
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Loupe_V1_Envelope, rhs: Loupe_V1_Envelope) -> Bool {
-    if lhs.requestID != rhs.requestID {return false}
-    if lhs.replyTo != rhs.replyTo {return false}
-    if lhs.body != rhs.body {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._requestID != rhs_storage._requestID {return false}
+        if _storage._replyTo != rhs_storage._replyTo {return false}
+        if _storage._body != rhs_storage._body {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2628,7 +2689,7 @@ nonisolated extension Loupe_V1_RoiAck.Status: SwiftProtobuf._ProtoNameProviding 
 
 nonisolated extension Loupe_V1_AgentStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AgentStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}frames_per_second\0\u{3}latency_p50_ms\0\u{3}latency_p99_ms\0\u{3}pass_count\0\u{3}fail_count\0\u{3}disk_free_bytes\0\u{3}outbox_depth\0\u{3}model_version\0\u{3}recipe_version\0\u{3}software_version\0\u{3}uptime_seconds\0\u{3}inspection_type\0\u{3}pass_count_last_hour\0\u{3}fail_count_last_hour\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}frames_per_second\0\u{3}latency_p50_ms\0\u{3}latency_p99_ms\0\u{3}pass_count\0\u{3}fail_count\0\u{3}disk_free_bytes\0\u{3}outbox_depth\0\u{3}model_version\0\u{3}recipe_version\0\u{3}software_version\0\u{3}uptime_seconds\0\u{3}inspection_type\0\u{3}pass_count_last_hour\0\u{3}fail_count_last_hour\0\u{3}library_frames\0\u{3}library_unsure_frames\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2650,6 +2711,8 @@ nonisolated extension Loupe_V1_AgentStatus: SwiftProtobuf.Message, SwiftProtobuf
       case 12: try { try decoder.decodeSingularStringField(value: &self.inspectionType) }()
       case 13: try { try decoder.decodeSingularUInt64Field(value: &self.passCountLastHour) }()
       case 14: try { try decoder.decodeSingularUInt64Field(value: &self.failCountLastHour) }()
+      case 15: try { try decoder.decodeSingularUInt64Field(value: &self.libraryFrames) }()
+      case 16: try { try decoder.decodeSingularUInt64Field(value: &self.libraryUnsureFrames) }()
       default: break
       }
     }
@@ -2698,6 +2761,12 @@ nonisolated extension Loupe_V1_AgentStatus: SwiftProtobuf.Message, SwiftProtobuf
     if self.failCountLastHour != 0 {
       try visitor.visitSingularUInt64Field(value: self.failCountLastHour, fieldNumber: 14)
     }
+    if self.libraryFrames != 0 {
+      try visitor.visitSingularUInt64Field(value: self.libraryFrames, fieldNumber: 15)
+    }
+    if self.libraryUnsureFrames != 0 {
+      try visitor.visitSingularUInt64Field(value: self.libraryUnsureFrames, fieldNumber: 16)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2716,6 +2785,8 @@ nonisolated extension Loupe_V1_AgentStatus: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.inspectionType != rhs.inspectionType {return false}
     if lhs.passCountLastHour != rhs.passCountLastHour {return false}
     if lhs.failCountLastHour != rhs.failCountLastHour {return false}
+    if lhs.libraryFrames != rhs.libraryFrames {return false}
+    if lhs.libraryUnsureFrames != rhs.libraryUnsureFrames {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -4137,7 +4208,7 @@ nonisolated extension Loupe_V1_DatasetStatsQuery: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Loupe_V1_DatasetStats: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".DatasetStats"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}inspection_type\0\u{1}rois\0\u{3}training_rois\0\u{3}validation_rois\0\u{3}class_names\0\u{3}class_rois\0\u{3}class_pixels\0\u{3}camera_rois\0\u{3}dataset_sha256\0\u{3}newest_upload_unix_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}inspection_type\0\u{1}rois\0\u{3}training_rois\0\u{3}validation_rois\0\u{3}class_names\0\u{3}class_rois\0\u{3}class_pixels\0\u{3}camera_rois\0\u{3}dataset_sha256\0\u{3}newest_upload_unix_ms\0\u{3}camera_unsure_frames\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4155,6 +4226,7 @@ nonisolated extension Loupe_V1_DatasetStats: SwiftProtobuf.Message, SwiftProtobu
       case 8: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufUInt64>.self, value: &self.cameraRois) }()
       case 9: try { try decoder.decodeSingularBytesField(value: &self.datasetSha256) }()
       case 10: try { try decoder.decodeSingularUInt64Field(value: &self.newestUploadUnixMs) }()
+      case 11: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufUInt64>.self, value: &self.cameraUnsureFrames) }()
       default: break
       }
     }
@@ -4191,6 +4263,9 @@ nonisolated extension Loupe_V1_DatasetStats: SwiftProtobuf.Message, SwiftProtobu
     if self.newestUploadUnixMs != 0 {
       try visitor.visitSingularUInt64Field(value: self.newestUploadUnixMs, fieldNumber: 10)
     }
+    if !self.cameraUnsureFrames.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufUInt64>.self, value: self.cameraUnsureFrames, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -4205,6 +4280,7 @@ nonisolated extension Loupe_V1_DatasetStats: SwiftProtobuf.Message, SwiftProtobu
     if lhs.cameraRois != rhs.cameraRois {return false}
     if lhs.datasetSha256 != rhs.datasetSha256 {return false}
     if lhs.newestUploadUnixMs != rhs.newestUploadUnixMs {return false}
+    if lhs.cameraUnsureFrames != rhs.cameraUnsureFrames {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

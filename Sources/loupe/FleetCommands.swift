@@ -132,7 +132,7 @@ struct DatasetCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "dataset", abstract: "The labelled ROIs the manager holds.", subcommands: [Stats.self])
 
     struct Stats: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Per inspection type: ROIs, the train/validation split, ROIs and pixels per class, ROIs per camera.")
+        static let configuration = CommandConfiguration(abstract: "Per inspection type: ROIs, the train/validation split, ROIs and pixels per class, ROIs and unsure Library frames per camera.")
         @Option(help: "Only this inspection type.") var inspectionType: String?
         @Flag(help: "Print JSON.") var json = false
         @OptionGroup var connection: ManagerConnectionOptions
@@ -151,7 +151,10 @@ struct DatasetCommand: AsyncParsableCommand {
                     ["  \(index)", index < d.classNames.count ? d.classNames[index] : "?",
                      index < d.classRois.count ? "\(d.classRois[index])" : "0", index < d.classPixels.count ? "\(d.classPixels[index])" : "0"]
                 }))
-                print(TextTable.render(header: ["  CAMERA", "ROIS"], rows: d.cameraRois.keys.sorted().map { ["  \($0)", "\(d.cameraRois[$0]!)"] }))
+                let cameras = Set(d.cameraRois.keys).union(d.cameraUnsureFrames.keys).sorted()
+                print(TextTable.render(header: ["  CAMERA", "ROIS", "UNSURE FRAMES TO REVIEW"], rows: cameras.map { camera in
+                    ["  \(camera)", "\(d.cameraRois[camera] ?? 0)", d.cameraUnsureFrames[camera].map { "\($0)" } ?? "-"]
+                }))
             }
         }
     }

@@ -542,6 +542,23 @@ def steps(page, api, args):
     check(api.get("/api/v1/live")["live"] is False, "live mode is off in the agent")
     print(f"  live results {rows[:2]}; threshold {before} -> 0.70")
 
+    # 7. The camera's Library: the frames live mode kept, Review first; one imported for labelling.
+    print("step 7: the Library")
+    page.wait(lambda: api.get("/api/v1/library?limit=1")["kept"] > 0, "the Library to keep a frame", timeout=60)
+    page.click("open-library")
+    check(page.el("library-dialog").is_displayed() and page.el("library-filter").get_attribute("value") == "review", "the Library opens on Review")
+    page.js("const s = document.getElementById('library-filter'); s.value = 'all'; s.dispatchEvent(new Event('change'))")
+    page.wait(lambda: page.js("return document.querySelectorAll('#library-grid .tile').length") > 0, "the kept frames as tiles")
+    first = int(page.js("return document.querySelector('#library-grid .tile').dataset.frame"))
+    page.js("document.querySelector('#library-grid .tile .library-import').click()")
+    page.wait(lambda: not page.el("library-dialog").is_displayed(), "the Library to close after the import")
+    frame = [f for f in api.get("/api/v1/library?limit=1000")["frames"] if f["id"] == first][0]
+    check(frame["importedAs"] is not None, f"Library frame {first} is marked imported: {frame}")
+    page.wait(lambda: page.js("return window.loupe.editor.ready") == frame["importedAs"], "the imported frame on the stage")
+    source = api.get(f"/api/v1/captures/{frame['importedAs']}")["capture"]["source"]
+    check(source.startswith(f"library:{first}#"), f"the capture came from the Library: {source}")
+    print(f"  Library frame {first} ({frame['verdict']}, {frame['reason']}) became capture {frame['importedAs']}")
+
     page.click("logout")
     page.wait(lambda: page.el("login-view").is_displayed(), "the sign-in form after signing out")
 

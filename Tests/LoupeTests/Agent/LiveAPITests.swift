@@ -17,8 +17,12 @@ extension SegmentationTests {
         init() { DNNLRuntime.setThreads(1) }
 
         static func runtime(_ dir: String) throws -> AgentRuntime {
-            let config = AgentConfig(cameraId: "cam-live", manager: nil, tls: TLSFiles(ca: "", cert: "", key: ""), dataDir: dir,
+            var config = AgentConfig(cameraId: "cam-live", manager: nil, tls: TLSFiles(ca: "", cert: "", key: ""), dataDir: dir,
                                      camera: .init(source: .synthetic, width: 640, height: 512, framesPerSecond: 5, seed: 5, inferenceThreads: 1, precision: "fp32"))
+            // Every other pass kept as a sample, so the Library fills within the test whatever the model says.
+            var library = LibraryPolicy()
+            library.passSampleEvery = 2
+            config.library = library
             return try AgentRuntime(config: config, logger: Logger(label: "test"))
         }
 
@@ -32,6 +36,7 @@ extension SegmentationTests {
             labels.recipeSaved = { try runtime.reload() }
             labels.register(on: routes)
             LiveAPI(runtime: runtime, training: TrainingJobs(runtime: runtime, logger: Logger(label: "test"))).register(on: routes)
+            LibraryAPI(runtime: runtime).register(on: routes)
             if page { PageAPI(runtime: runtime).register(on: routes) }
             return Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), services: [runtime.pipeline])
         }
@@ -142,7 +147,12 @@ extension SegmentationTests {
                 _ = try await expectStatus(client, "/api/v1/training", .post, ["iterations": 2, "seed": 7], .accepted)
                 let finished = try await eventually(timeout: .seconds(120)) { runtime.pipeline.currentInspector.modelVersion.hasPrefix("local-") }
                 #expect(finished)
-                let status = try await expectStatus(client, "/api/v1/training", .get, nil, .ok)
+                // The job's state follows the model's install by a moment.
+                var status: [String: Any] = [:]
+                _ = try await eventually(timeout: .seconds(10)) {
+                    status = try await expectStatus(client, "/api/v1/training", .get, nil, .ok)
+                    return status["state"] as? String == "succeeded"
+                }
                 #expect(status["state"] as? String == "succeeded", "\(status)")
                 let version = try #require(status["modelVersion"] as? String)
                 let model = try await expectStatus(client, "/api/v1/model", .get, nil, .ok)
@@ -164,6 +174,34 @@ extension SegmentationTests {
                     let results = try #require(try JSONSerialization.jsonObject(with: Data(response.body.readableBytesView)) as? [[String: Any]])
                     #expect(!results.isEmpty && results.count <= 3)
                 }
+                // The camera's Library keeps inspected frames worth a look; one comes into labelling.
+                var listed: [String: Any] = [:]
+                let kept = try await eventually(timeout: .seconds(30)) {
+                    listed = try await expectStatus(client, "/api/v1/library?limit=5", .get, nil, .ok)
+                    return !((listed["frames"] as? [[String: Any]]) ?? []).isEmpty
+                }
+                #expect(kept, "the Library kept no frame: \(listed)")
+                let first = try #require((listed["frames"] as? [[String: Any]])?.first)
+                let frameID = try #require(first["id"] as? Int)
+                #expect(["fail", "unsure", "sample"].contains(first["reason"] as? String ?? "") && first["modelVersion"] as? String == version)
+                let libraryImage = try await client.execute(uri: "/api/v1/library/\(frameID)/image", method: .get) { response in
+                    #expect(response.status == .ok && response.headers[.contentType] == "image/jpeg")
+                    return Data(response.body.readableBytesView)
+                }
+                #expect(try JPEGCodec.decode(libraryImage).width == 640)
+                let fromLibrary = try await expectStatus(client, "/api/v1/library/\(frameID)/import", .post, nil, .created)
+                #expect((fromLibrary["source"] as? String ?? "").hasPrefix("library:\(frameID)#"), "\(fromLibrary)")
+                let imported = try await expectStatus(client, "/api/v1/library?limit=1000", .get, nil, .ok)
+                let marked = (imported["frames"] as? [[String: Any]] ?? []).first { $0["id"] as? Int == frameID }
+                #expect(marked?["importedAs"] as? Int == fromLibrary["number"] as? Int)
+                _ = try await expectStatus(client, "/api/v1/library?verdict=maybe", .get, nil, .badRequest)
+                _ = try await expectStatus(client, "/api/v1/library?since=yesterday", .get, nil, .badRequest)
+                _ = try await expectStatus(client, "/api/v1/library?class=..%2Fx", .get, nil, .badRequest)
+                _ = try await expectStatus(client, "/api/v1/library?limit=0", .get, nil, .badRequest)
+                _ = try await expectStatus(client, "/api/v1/library/abc/image", .get, nil, .badRequest)
+                _ = try await expectStatus(client, "/api/v1/library/999999/import", .post, nil, .notFound)
+                _ = try await expectStatus(client, "/api/v1/library?review=true&reason=unsure", .get, nil, .ok)
+
                 // Suggested labels: a proposal, stored only when accepted, and logged as a suggestion.
                 #expect(try runtime.store.label(captureNumber: 2, roiName: "left") == nil)
                 let suggestion = try await expectStatus(client, "/api/v1/captures/2/rois/left/suggestion", .post, nil, .ok)

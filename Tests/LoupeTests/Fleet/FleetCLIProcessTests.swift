@@ -110,6 +110,9 @@ import LoupeTesting
         #expect(part["inspection_type"] as? String == "part" && part["rois"] as? Int == 12, "\(statsOutput)")
         #expect(part["camera_rois"] as? [String: Int] == ["cam-a": 4, "cam-b": 4, "cam-c": 4], "\(statsOutput)")
         #expect((part["class_rois"] as? [Int])?.last == 12, "\(statsOutput)")
+        // Each camera's unsure Library frames (from its status) sit beside its ROIs: where labels are needed.
+        #expect(Set((part["camera_unsure_frames"] as? [String: Int] ?? [:]).keys) == ["cam-a", "cam-b", "cam-c"], "\(statsOutput)")
+        #expect(try await loupe(["dataset", "stats"]).contains("UNSURE FRAMES TO REVIEW"))
 
         // Central training on all twelve, followed to the end, then pushed to every camera of the type.
         let trained = try await loupe(["train", "start", "--inspection-type", "part", "--iterations", "2"], timeout: .seconds(300))
