@@ -15,7 +15,9 @@ public struct LabelAPI: Sendable {
     /// Largest request body: an imported image or a mask.
     public var maximumBody = 32 << 20
     /// Who the edits are recorded as: the signed-in user the access middleware names.
-    public var user: @Sendable (Request) -> String = { $0.headers[.loupeUser] ?? "unknown" }
+    /// Who an action is recorded as: the user the access middleware names on the request.
+    public static let signedInUser: @Sendable (Request) -> String = { $0.headers[.loupeUser] ?? "unknown" }
+    public var user: @Sendable (Request) -> String = LabelAPI.signedInUser
     /// Called after a new recipe version is saved (the live pipeline reloads).
     public var recipeSaved: @Sendable () throws -> Void = {}
 

@@ -7,7 +7,7 @@ import LoupeStorage
 /// image, and Import From Library into labelling.
 public struct LibraryAPI: Sendable {
     public let runtime: AgentRuntime
-    public var user: @Sendable (Request) -> String = { $0.headers[.loupeUser] ?? "unknown" }
+    public var user: @Sendable (Request) -> String = LabelAPI.signedInUser
 
     public init(runtime: AgentRuntime) {
         self.runtime = runtime

@@ -15,7 +15,7 @@ public struct LiveAPI: Sendable {
     public let runtime: AgentRuntime
     public let training: TrainingJobs
     /// Who actions are recorded as: the signed-in user the access middleware names.
-    public var user: @Sendable (Request) -> String = { $0.headers[.loupeUser] ?? "unknown" }
+    public var user: @Sendable (Request) -> String = LabelAPI.signedInUser
 
     public init(runtime: AgentRuntime, training: TrainingJobs) {
         self.runtime = runtime
@@ -42,8 +42,11 @@ public struct LiveAPI: Sendable {
         api.post("captures/:number/rois/:roi/wand/prepare", .operator) { _, context in
             let (number, roiName) = try LabelAPI.target(context)
             return try LabelAPI.mapped {
-                let (key, crop, mask) = try wandTarget(number: number, roiName: roiName)
-                runtime.wand.prepare(key, crop: crop, mask: mask, on: PagePriority.handlers)
+                let key = try wandKey(number: number, roiName: roiName)
+                if runtime.wand.cached(key) == nil {
+                    let (crop, mask) = try wandImage(number: number, roiName: roiName)
+                    runtime.wand.prepare(key, crop: crop, mask: mask, on: PagePriority.handlers)
+                }
                 return try LabelAPI.json(WandPrepared(ready: runtime.wand.isPrepared(key)), status: .accepted)
             }
         }
@@ -52,9 +55,8 @@ public struct LiveAPI: Sendable {
             let click = try await LabelAPI.decode(WandClick.self, request, limit: 4096)
             let user = self.user(request)
             return try await LabelAPI.mappedAsync {
-                _ = try store.capture(number: number)
                 let roi = try store.recipe().roi(named: roiName)
-                let key = WandSessions.Key(capture: number, roi: roiName, rect: roi.rect)
+                let key = try wandKey(number: number, roiName: roiName, roi: roi)
                 guard (0..<roi.rect.width).contains(click.x), (0..<roi.rect.height).contains(click.y) else {
                     throw StoreError.invalid("click (\(click.x), \(click.y)) is outside the \(roi.rect.width)x\(roi.rect.height) ROI")
                 }
@@ -72,7 +74,7 @@ public struct LiveAPI: Sendable {
                 }
                 // Normally ready: the page asked for them when it opened the capture.
                 let preparing = try runtime.wand.cached(key) ?? {
-                    let (key, crop, mask) = try wandTarget(number: number, roiName: roiName)
+                    let (crop, mask) = try wandImage(number: number, roiName: roiName)
                     return runtime.wand.prepare(key, crop: crop, mask: mask, on: PagePriority.handlers)
                 }()
                 let features = await preparing.value
@@ -95,7 +97,8 @@ public struct LiveAPI: Sendable {
         api.post("captures/:number/rois/:roi/suggestion", .operator) { _, context in
             let (number, roiName) = try LabelAPI.target(context)
             return try LabelAPI.mapped {
-                let (key, crop, _) = try wandTarget(number: number, roiName: roiName)
+                let key = try wandKey(number: number, roiName: roiName)
+                let crop = try roiCrop(number: number, roiName: roiName)
                 let inspector = pipeline.currentInspector
                 guard let segmenter = inspector.segmenter else {
                     throw HTTPError(.conflict, message: "no model is installed on this camera: train or install one before asking for suggestions")
@@ -113,7 +116,7 @@ public struct LiveAPI: Sendable {
             let user = self.user(request)
             return try LabelAPI.mapped {
                 let roi = try store.recipe().roi(named: roiName)
-                let key = CaptureROI(capture: number, roi: roiName, rect: roi.rect)
+                let key = try wandKey(number: number, roiName: roiName, roi: roi)
                 guard let suggestion = runtime.suggestions.waiting(for: key) else {
                     throw HTTPError(.conflict, message: "no suggestion is waiting for ROI \(roiName) of capture \(number): ask for one first")
                 }
@@ -129,8 +132,7 @@ public struct LiveAPI: Sendable {
         api.delete("captures/:number/rois/:roi/suggestion", .operator) { _, context in
             let (number, roiName) = try LabelAPI.target(context)
             return try LabelAPI.mapped {
-                let roi = try store.recipe().roi(named: roiName)
-                guard runtime.suggestions.take(CaptureROI(capture: number, roi: roiName, rect: roi.rect)) != nil else {
+                guard runtime.suggestions.take(try wandKey(number: number, roiName: roiName)) != nil else {
                     throw HTTPError(.notFound, message: "no suggestion is waiting for ROI \(roiName) of capture \(number)")
                 }
                 return Response(status: .noContent)
@@ -236,16 +238,23 @@ public struct LiveAPI: Sendable {
         return try image.cropped(to: roi.rect)
     }
 
-    /// The wand's key for an ROI of a capture, its crop, and its stored mask when that fits the ROI.
-    private func wandTarget(number: Int, roiName: String) throws -> (WandSessions.Key, Image8, Image8?) {
+    /// What the wand's features and sessions and the suggestions are kept by: an ROI of a stored
+    /// capture at the recipe's rectangle (a capture that does not exist is 404 here).
+    private func wandKey(number: Int, roiName: String, roi: RecipeROI? = nil) throws -> CaptureROI {
+        _ = try runtime.store.capture(number: number)
+        let roi = try roi ?? runtime.store.recipe().roi(named: roiName)
+        return CaptureROI(capture: number, roi: roiName, rect: roi.rect)
+    }
+
+    /// The ROI's crop and its stored mask when that fits the ROI: what the wand's features are computed from.
+    private func wandImage(number: Int, roiName: String) throws -> (Image8, Image8?) {
         let store = runtime.store
-        let roi = try store.recipe().roi(named: roiName)
         let crop = try roiCrop(number: number, roiName: roiName)
         var mask: Image8?
         if let label = try store.label(captureNumber: number, roiName: roiName), label.roiWidth == crop.width, label.roiHeight == crop.height {
             mask = try store.mask(of: label)
         }
-        return (WandSessions.Key(capture: number, roi: roiName, rect: roi.rect), crop, mask)
+        return (crop, mask)
     }
 
     private func colors() throws -> [RGB] {

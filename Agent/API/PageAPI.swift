@@ -14,7 +14,7 @@ import NIOCore
 /// "View All ROIs", the mask tools, the labelling check and undo/redo.
 public struct PageAPI: Sendable {
     public let runtime: AgentRuntime
-    public var user: @Sendable (Request) -> String = { $0.headers[.loupeUser] ?? "unknown" }
+    public var user: @Sendable (Request) -> String = LabelAPI.signedInUser
 
     public init(runtime: AgentRuntime) {
         self.runtime = runtime

@@ -3,22 +3,6 @@ import LoupeImaging
 import LoupeVision
 import Synchronization
 
-/// One ROI of one capture, at one rectangle (a moved ROI is another image):
-/// what the wand's features and sessions and the model's suggestions are kept by.
-public struct CaptureROI: Hashable, Sendable, CustomStringConvertible {
-    public var capture: Int
-    public var roi: String
-    public var rect: PixelRect
-
-    public init(capture: Int, roi: String, rect: PixelRect) {
-        self.capture = capture
-        self.roi = roi
-        self.rect = rect
-    }
-
-    public var description: String { "\(capture)/\(roi)@\(rect.x),\(rect.y),\(rect.width)x\(rect.height)" }
-}
-
 /// The agent's side of the learned wand (`LearnedWand`): each ROI's feature
 /// stack, computed once in the background when the page opens a capture and
 /// kept for the few ROIs in use; the clicks so far on each ROI, so that every
@@ -27,8 +11,6 @@ public struct CaptureROI: Hashable, Sendable, CustomStringConvertible {
 /// ROIs the operator opened and finished teach, so that the next image's wand
 /// starts from them.
 public final class WandSessions: Sendable {
-    public typealias Key = CaptureROI
-
     /// What one click did.
     public struct Outcome: Sendable {
         public var mask: Image8
@@ -47,7 +29,7 @@ public final class WandSessions: Sendable {
     }
 
     private struct Entry {
-        var key: Key
+        var key: CaptureROI
         var task: Task<WandFeatures, Never>
         /// Set once the task is done.
         var value: WandFeatures?
@@ -56,10 +38,10 @@ public final class WandSessions: Sendable {
     private struct State {
         /// Most recently used last.
         var features: [Entry] = []
-        var sessions: [Key: Session] = [:]
+        var sessions: [CaptureROI: Session] = [:]
         var memory = WandMemory()
         /// The ROI the last click was on.
-        var active: Key?
+        var active: CaptureROI?
     }
 
     /// Feature stacks kept (a 256x256 ROI's is 8 MB, a 1280x1024 one 160 MB).
@@ -75,7 +57,7 @@ public final class WandSessions: Sendable {
     /// unless they are cached or under way; `mask` is the ROI's stored label,
     /// remembered once the features exist. Returns the computation.
     @discardableResult
-    public func prepare(_ key: Key, crop: Image8, mask: Image8?, on executor: (any TaskExecutor)?) -> Task<WandFeatures, Never> {
+    public func prepare(_ key: CaptureROI, crop: Image8, mask: Image8?, on executor: (any TaskExecutor)?) -> Task<WandFeatures, Never> {
         state.withLock { state in
             if let index = state.features.firstIndex(where: { $0.key == key }) {
                 let entry = state.features.remove(at: index)
@@ -102,12 +84,12 @@ public final class WandSessions: Sendable {
     }
 
     /// `key`'s computation, when cached or under way.
-    public func cached(_ key: Key) -> Task<WandFeatures, Never>? {
+    public func cached(_ key: CaptureROI) -> Task<WandFeatures, Never>? {
         state.withLock { $0.features.first { $0.key == key }?.task }
     }
 
     /// Whether `key`'s features are ready (cached and computed).
-    public func isPrepared(_ key: Key) -> Bool {
+    public func isPrepared(_ key: CaptureROI) -> Bool {
         state.withLock { $0.features.first { $0.key == key }?.value != nil }
     }
 
@@ -121,7 +103,7 @@ public final class WandSessions: Sendable {
     /// clears the region of `classIndex` under it, which alone is what it does
     /// when the session has no label click yet. A mask changed by anything
     /// else since the session's last click starts a new session.
-    public func click(_ key: Key, features: WandFeatures, at click: LearnedWand.Click, classIndex: UInt8,
+    public func click(_ key: CaptureROI, features: WandFeatures, at click: LearnedWand.Click, classIndex: UInt8,
                       tolerance: Double = 0.5, current: Image8) throws(WandError) -> Outcome {
         let (previous, memory) = state.withLock { state -> (Session?, WandMemory) in
             // The operator moved on: what they left on the last ROI teaches the next.

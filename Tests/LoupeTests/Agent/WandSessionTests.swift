@@ -11,7 +11,7 @@ import Testing
     @Test func clicksBuildOneSelectionAndOtherEditsStartAnew() async throws {
         let (image, truth) = try LearnedWandTests.surface(seed: 2, streaks: [(20, 30, 60), (40, 110, 90)])
         let sessions = WandSessions()
-        let key = WandSessions.Key(capture: 1, roi: "left", rect: PixelRect(x: 0, y: 0, width: 160, height: 160))
+        let key = CaptureROI(capture: 1, roi: "left", rect: PixelRect(x: 0, y: 0, width: 160, height: 160))
         #expect(!sessions.isPrepared(key))
         let features = await sessions.prepare(key, crop: image, mask: nil, on: nil).value
         #expect(sessions.isPrepared(key))
@@ -51,16 +51,16 @@ import Testing
         let rect = PixelRect(x: 0, y: 0, width: 160, height: 160)
         let blank = try Image8(width: 160, height: 160)
         // An ROI opened with a stored mask is remembered once its features exist.
-        let a = WandSessions.Key(capture: 1, roi: "left", rect: rect)
+        let a = CaptureROI(capture: 1, roi: "left", rect: rect)
         _ = await sessions.prepare(a, crop: labelled, mask: truth, on: nil).value
         #expect(sessions.rememberedImages == 1)
         // Clicks on a second ROI, then a third: the second is remembered when the operator moves on.
         let (second, _) = try LearnedWandTests.surface(seed: 5, streaks: [(70, 50, 70)])
-        let b = WandSessions.Key(capture: 2, roi: "left", rect: rect)
+        let b = CaptureROI(capture: 2, roi: "left", rect: rect)
         let features = await sessions.prepare(b, crop: second, mask: nil, on: nil).value
         _ = try sessions.click(b, features: features, at: .init(x: 100, y: 51, positive: true), classIndex: 1, current: blank)
         #expect(sessions.rememberedImages == 1)
-        let c = WandSessions.Key(capture: 3, roi: "left", rect: rect)
+        let c = CaptureROI(capture: 3, roi: "left", rect: rect)
         let third = await sessions.prepare(c, crop: second, mask: nil, on: nil).value
         _ = try sessions.click(c, features: third, at: .init(x: 100, y: 51, positive: true), classIndex: 1, current: blank)
         #expect(sessions.rememberedImages == 2)
