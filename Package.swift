@@ -48,6 +48,7 @@ let package = Package(
         // C libraries, from Debian packages.
         .systemLibrary(name: "CSPNG", path: "Sources/CSPNG", pkgConfig: "spng", providers: [.apt(["libspng-dev"])]),
         .systemLibrary(name: "CTurboJPEG", path: "Sources/CTurboJPEG", pkgConfig: "libturbojpeg", providers: [.apt(["libturbojpeg0-dev"])]),
+        .systemLibrary(name: "CAravis", path: "Sources/CAravis", pkgConfig: "aravis-0.8", providers: [.apt(["libaravis-dev", "libusb-1.0-0-dev"])]),
         .systemLibrary(name: "CV4L2", path: "Sources/CV4L2", pkgConfig: "libv4l2", providers: [.apt(["libv4l-dev"])]),
         .systemLibrary(name: "CDNNL", path: "Sources/CDNNL", providers: [.apt(["libdnnl-dev"])]),
         // The segmentation engine: U-Net on oneDNN, training, inference, model files.
@@ -69,10 +70,10 @@ let package = Package(
             dependencies: [.product(name: "Crypto", package: "swift-crypto"), .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strictSettings
         ),
-        // Frame sources: V4L2 cameras, file import, the synthetic camera.
+        // Frame sources: GenICam cameras (Aravis), V4L2 cameras, file import, the synthetic camera.
         .target(
             name: "LoupeCapture",
-            dependencies: ["LoupeImaging", "CV4L2"],
+            dependencies: ["LoupeImaging", "CV4L2", "CAravis"],
             swiftSettings: computeSettings
         ),
         // What happens to pixels around the segmenter: aligner, ROIs, wand, mask tools.

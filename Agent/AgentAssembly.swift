@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import LoupeCapture
 import LoupePKI
 import LoupeProto
 import LoupeSegmentation
@@ -55,6 +56,13 @@ public final class AgentAssembly: Sendable {
             status.outboxDepth = UInt64((try? store.outboxDepth()) ?? 0)
             status.recipeVersion = live.recipeVersion.description
             status.inspectionType = pipeline.currentInspector.recipe.inspectionType
+            status.cameraError = live.sourceError ?? ""
+            if let camera = live.camera {
+                status.cameraIncompleteFrames = UInt64(camera.incompleteFrames)
+                status.cameraMissingPackets = UInt64(camera.missingPackets)
+                status.cameraResentPackets = UInt64(camera.resentPackets)
+                status.cameraReconnects = UInt64(camera.reconnects)
+            }
             if let usage = try? runtime.library.usage() {
                 status.libraryFrames = UInt64(usage.frames)
                 status.libraryUnsureFrames = UInt64(usage.unsure)

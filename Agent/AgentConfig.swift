@@ -1,4 +1,5 @@
 import LoupeWire
+import LoupeCapture
 
 /// The agent's configuration file (JSON). Every key is documented in
 /// Deploy/README.md; Deploy/agent.json is an example.
@@ -60,6 +61,9 @@ public struct AgentConfig: Codable, Sendable, Equatable {
         public enum Source: String, Codable, Sendable {
             /// A V4L2 device (`device`, e.g. /dev/video0).
             case v4l2
+            /// A GigE Vision or USB3 Vision camera through Aravis (`device`: its
+            /// serial number, IP address or Aravis id; absent: the first found).
+            case genicam
             /// PNG/JPEG files (`files`: a file, a folder or a glob), replayed in a loop.
             case files
             /// The built-in synthetic part with planted defects (demos, benchmarks).
@@ -83,6 +87,18 @@ public struct AgentConfig: Codable, Sendable, Equatable {
         public var precision: String?
         /// Start inspecting at start-up. Default true.
         public var live: Bool?
+        /// GenICam cameras: exposure (µs) and gain (dB), left as the camera has them when absent.
+        public var exposureMicroseconds: Double?
+        public var gainDecibels: Double?
+        /// GenICam cameras: GigE Vision packet size (bytes; default negotiated) and packet resend (default true).
+        public var packetSize: Int?
+        public var packetResend: Bool?
+        /// GenICam cameras: the pixel format ("Mono8", "Mono12", "BayerRG8", "RGB8", …); default the first
+        /// the camera offers of Mono8, Mono16, Mono14, Mono12, Mono10, Bayer 8-bit, RGB8.
+        public var pixelFormat: String?
+        /// GenICam cameras: "free-run" (default), "software" (one frame per POST /api/v1/live/trigger), or the
+        /// camera input that fires it ("Line0", "Line1", …: GenICam TriggerSource).
+        public var trigger: String?
 
         public init(source: Source, device: String? = nil, files: String? = nil, width: Int? = nil, height: Int? = nil,
                     framesPerSecond: Double? = nil, seed: UInt64? = nil, inferenceThreads: Int? = nil, precision: String? = nil, live: Bool? = nil) {
@@ -155,6 +171,21 @@ public struct AgentConfig: Codable, Sendable, Equatable {
                 throw ConfigError.invalid(path: path, key: "camera.files", reason: "a files source needs a file, folder or glob")
             default: break
             }
+            if let format = camera.pixelFormat, GenICamPixelFormat(rawValue: format) == nil {
+                throw ConfigError.invalid(path: path, key: "camera.pixelFormat",
+                                          reason: "\"\(format)\" is not one Loupe reads; use one of \(GenICamPixelFormat.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            if let packetSize = camera.packetSize, !(576...16_384).contains(packetSize) {
+                throw ConfigError.invalid(path: path, key: "camera.packetSize", reason: "must be 576…16384 bytes")
+            }
+            if let trigger = camera.trigger, trigger.isEmpty || trigger.contains(where: { !($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }) {
+                throw ConfigError.invalid(path: path, key: "camera.trigger", reason: "\"free-run\", \"software\" or an input line name such as \"Line0\"")
+            }
+            if camera.source != .genicam, let key = [("camera.exposureMicroseconds", camera.exposureMicroseconds != nil), ("camera.gainDecibels", camera.gainDecibels != nil),
+                                                      ("camera.packetSize", camera.packetSize != nil), ("camera.packetResend", camera.packetResend != nil),
+                                                      ("camera.pixelFormat", camera.pixelFormat != nil), ("camera.trigger", camera.trigger != nil)].first(where: \.1)?.0 {
+                throw ConfigError.invalid(path: path, key: key, reason: "applies to a genicam camera only")
+            }
             if case .files = camera.source, let files = camera.files {
                 config.camera?.files = ConfigFile.resolve(files, relativeTo: path)
             }
@@ -190,5 +221,26 @@ public struct AgentConfig: Codable, Sendable, Equatable {
             }
         }
         return config
+    }
+}
+
+extension AgentConfig.CameraSettings {
+    /// The Aravis camera's settings from a checked config.
+    public var genicamSettings: AravisCamera.Settings {
+        var settings = AravisCamera.Settings(camera: device)
+        settings.width = width
+        settings.height = height
+        settings.framesPerSecond = framesPerSecond
+        settings.exposureMicroseconds = exposureMicroseconds
+        settings.gainDecibels = gainDecibels
+        settings.packetSize = packetSize
+        settings.packetResend = packetResend ?? true
+        if let format = pixelFormat.flatMap(GenICamPixelFormat.init(rawValue:)) { settings.pixelFormats = [format] }
+        switch trigger {
+        case nil, "free-run": settings.trigger = .freeRun
+        case "software": settings.trigger = .software
+        case let line?: settings.trigger = .line(line)
+        }
+        return settings
     }
 }

@@ -58,6 +58,8 @@ public final class AgentRuntime: Sendable {
                 request.height = camera.height ?? 1024
                 request.framesPerSecond = Int(fps.rounded())
                 source = try V4L2Camera(path: camera.device ?? "/dev/video0", request: request)
+            case .genicam:
+                source = try AravisCamera(settings: camera.genicamSettings)
             case .files:
                 source = try FileImport(camera.files ?? ".", loops: true)
                 pacing = .seconds(1 / fps)

@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import Logging
+import LoupeProto
 import LoupeWire
 import NIOCore
 import Prometheus
@@ -58,6 +59,21 @@ public final class ManagerMetrics: Sendable {
 
     /// The exposition text.
     public var text: String { registry.emitToString() }
+
+    /// A camera's stream figures from its status report, as gauges labelled
+    /// with the camera (GenICam cameras; zero for other sources). The
+    /// registry hands back the same gauge for the same name and labels.
+    public func report(cameraId: String, status: Loupe_V1_AgentStatus) {
+        let labels = [("camera", cameraId)]
+        let figures: [(String, String, UInt64)] = [
+            ("camera_incomplete_frames", "Frames the camera sent incomplete (packets lost; not inspected), since its agent started", status.cameraIncompleteFrames),
+            ("camera_missing_packets", "GigE Vision packets missing, since the camera's agent started", status.cameraMissingPackets),
+            ("camera_resent_packets", "GigE Vision packets resent, since the camera's agent started", status.cameraResentPackets),
+            ("camera_reconnects", "Times the camera was lost and found again, since its agent started", status.cameraReconnects),
+        ]
+        for (name, help, value) in figures { registry.loupeGauge(name, help, labels).set(to: Double(value)) }
+        registry.loupeGauge("camera_lost", "1 while the camera gives no frames (the agent's status names why)", labels).set(to: status.cameraError.isEmpty ? 0.0 : 1.0)
+    }
 }
 
 extension PrometheusCollectorRegistry {

@@ -165,6 +165,7 @@ public final class ManagerService: Service, Sendable {
             return .echo(echo)
         case .agentStatus(let status):
             registry.report(cameraId: peer.name, status: status)
+            metrics.report(cameraId: peer.name, status: status)
             return nil
         case .roiUpload(let upload):
             let store = trainingData

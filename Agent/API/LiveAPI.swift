@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import LoupeCapture
 import LoupeImaging
 import LoupeSegmentation
 import LoupeStorage
@@ -160,6 +161,18 @@ public struct LiveAPI: Sendable {
                 }
                 return try LabelAPI.json(pipeline.statistics)
             }
+        }
+        // One frame from a camera in software trigger mode (camera.trigger "software").
+        api.post("live/trigger", .operator) { _, _ in
+            guard let camera = pipeline.softwareTrigger else {
+                throw HTTPError(.conflict, message: pipeline.hasSource
+                    ? "this camera is not in software trigger mode (set camera.trigger to \"software\" in the agent's config)"
+                    : "this agent has no camera configured")
+            }
+            do { try camera.trigger() } catch let error as CaptureError {
+                throw HTTPError(.serviceUnavailable, message: "\(error)")
+            }
+            return Response(status: .accepted)
         }
         api.get("live/results", .viewer) { request, _ in
             let limit = min(LivePipeline.logCapacity, max(1, request.uri.queryParameters.get("limit", as: Int.self) ?? 50))

@@ -30,6 +30,8 @@ public struct LiveStatistics: Codable, Sendable, Equatable {
     public var modelVersion: String
     public var recipeVersion: Int
     public var sourceError: String?
+    /// A GenICam camera's stream: frames completed, incomplete and failed, packets missing and resent, reconnections.
+    public var camera: CameraStreamStatistics?
 }
 
 /// The live inspection loop: a capture task takes frames from the source at
@@ -152,6 +154,11 @@ public final class LivePipeline: Service, Sendable {
     }
 
     public var hasSource: Bool { source != nil }
+
+    /// The camera, when it takes software triggers (`camera.trigger` "software").
+    public var softwareTrigger: (any SoftwareTriggered)? {
+        (source as? any SoftwareTriggered).flatMap { $0.takesSoftwareTriggers ? $0 : nil }
+    }
 
     /// Replaces recipe, aligner and model; the next frame uses the new ones.
     public func swap(_ next: Inspector) {
@@ -380,7 +387,7 @@ public final class LivePipeline: Service, Sendable {
                                   framesInspected: log.inspected, passCount: log.passed, failCount: log.failed,
                                   passLastHour: hour.pass, failLastHour: hour.fail, notAlignedCount: log.notAligned,
                                   p50: p50, p99: p99, modelVersion: inspector.modelVersion, recipeVersion: inspector.recipe.version,
-                                  sourceError: log.sourceError)
+                                  sourceError: log.sourceError, camera: (source as? any StreamStatisticsReporting)?.streamStatistics)
         }
     }
 

@@ -168,6 +168,8 @@ async function start() {
   await refreshRecipe();
   await refreshCaptures();
   await refreshLive();
+  // The camera's state (lost, back, its stream counters) without waiting for results.
+  state.liveTimer ??= setInterval(() => { if (state.session) refreshLive().catch(() => {}); }, 3000);
   await refreshModel();
   await resumeTraining();
   showLive();
@@ -421,7 +423,16 @@ function applyLive(live) {
     slider.value = live.threshold;
     $("threshold-value").textContent = Number(live.threshold).toFixed(2);
   }
-  $("live-summary").textContent = `${live.framesPerSecond.toFixed(1)} fps · pass ${live.passCount} · fail ${live.failCount} · model ${live.modelVersion || "none"}`;
+  let summary = `${live.framesPerSecond.toFixed(1)} fps · pass ${live.passCount} · fail ${live.failCount} · model ${live.modelVersion || "none"}`;
+  const camera = live.camera;
+  if (camera) {
+    summary += ` · ${camera.pixelFormat}, ${camera.incompleteFrames} incomplete frames, ${camera.missingPackets} packets missing, ${camera.reconnects} reconnections`;
+  }
+  $("live-summary").textContent = summary;
+  // Why the camera gives no frames ("camera lost: …"), until it streams again.
+  const problem = $("camera-problem");
+  problem.hidden = !live.sourceError;
+  problem.textContent = live.sourceError || "";
   if (live.live && !state.liveEvents) {
     const events = new EventSource("/api/v1/live/events");
     state.liveEvents = events;

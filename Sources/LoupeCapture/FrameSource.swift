@@ -27,6 +27,13 @@ public protocol FrameSource: AnyObject, Sendable {
     func nextFrame() async throws -> CapturedFrame?
 }
 
+/// A source that takes a frame when told to (a GenICam camera in software trigger mode).
+public protocol SoftwareTriggered: Sendable {
+    /// Whether `trigger()` takes a frame now (the camera is set to software triggering).
+    var takesSoftwareTriggers: Bool { get }
+    func trigger() throws
+}
+
 /// Why a source could not produce frames.
 public enum CaptureError: Error, CustomStringConvertible, Equatable {
     case noFiles(pattern: String)
@@ -37,6 +44,9 @@ public enum CaptureError: Error, CustomStringConvertible, Equatable {
     case timeout(path: String, milliseconds: Int)
     case device(path: String, reason: String)
     case invalidConfiguration(String)
+    /// A GenICam camera that stopped answering; the source looks for it again on every call.
+    case cameraLost(camera: String, reason: String)
+    case cameraNotFound(camera: String, found: [String])
 
     public var description: String {
         switch self {
@@ -49,6 +59,10 @@ public enum CaptureError: Error, CustomStringConvertible, Equatable {
         case .timeout(let path, let milliseconds): return "camera \(path) sent no frame within \(milliseconds) ms"
         case .device(let path, let reason): return "camera \(path): \(reason)"
         case .invalidConfiguration(let reason): return reason
+        case .cameraLost(let camera, let reason): return "camera lost: \(camera): \(reason)"
+        case .cameraNotFound(let camera, let found):
+            return "no GigE Vision or USB3 Vision camera \(camera) found; "
+                + (found.isEmpty ? "none answered (is it powered, on this subnet, not opened by another program?)" : "found \(found.joined(separator: ", "))")
         }
     }
 }

@@ -80,275 +80,266 @@ public nonisolated enum Loupe_V1_Role: SwiftProtobuf.Enum, Swift.CaseIterable {
 }
 
 /// The one message type that travels in a frame.
-public nonisolated struct Loupe_V1_Envelope: @unchecked Sendable {
+public nonisolated struct Loupe_V1_Envelope: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Chosen by the sender, unique among its requests still awaiting a reply on
   /// this connection. 0 means "no reply expected" (heartbeats, goodbye, events).
-  public var requestID: UInt64 {
-    get {_storage._requestID}
-    set {_uniqueStorage()._requestID = newValue}
-  }
+  public var requestID: UInt64 = 0
 
   /// For a reply: the request_id of the request it answers. 0 otherwise.
   /// A reply to a request is exactly one envelope with reply_to set, whose
   /// body is either the documented answer or an `Error`.
-  public var replyTo: UInt64 {
-    get {_storage._replyTo}
-    set {_uniqueStorage()._replyTo = newValue}
-  }
+  public var replyTo: UInt64 = 0
 
-  public var body: OneOf_Body? {
-    get {return _storage._body}
-    set {_uniqueStorage()._body = newValue}
-  }
+  public var body: Loupe_V1_Envelope.OneOf_Body? = nil
 
   /// Connection set-up and upkeep (1.x).
   public var hello: Loupe_V1_Hello {
     get {
-      if case .hello(let v)? = _storage._body {return v}
+      if case .hello(let v)? = body {return v}
       return Loupe_V1_Hello()
     }
-    set {_uniqueStorage()._body = .hello(newValue)}
+    set {body = .hello(newValue)}
   }
 
   public var welcome: Loupe_V1_Welcome {
     get {
-      if case .welcome(let v)? = _storage._body {return v}
+      if case .welcome(let v)? = body {return v}
       return Loupe_V1_Welcome()
     }
-    set {_uniqueStorage()._body = .welcome(newValue)}
+    set {body = .welcome(newValue)}
   }
 
   public var error: Loupe_V1_Error {
     get {
-      if case .error(let v)? = _storage._body {return v}
+      if case .error(let v)? = body {return v}
       return Loupe_V1_Error()
     }
-    set {_uniqueStorage()._body = .error(newValue)}
+    set {body = .error(newValue)}
   }
 
   public var heartbeat: Loupe_V1_Heartbeat {
     get {
-      if case .heartbeat(let v)? = _storage._body {return v}
+      if case .heartbeat(let v)? = body {return v}
       return Loupe_V1_Heartbeat()
     }
-    set {_uniqueStorage()._body = .heartbeat(newValue)}
+    set {body = .heartbeat(newValue)}
   }
 
   public var goodbye: Loupe_V1_Goodbye {
     get {
-      if case .goodbye(let v)? = _storage._body {return v}
+      if case .goodbye(let v)? = body {return v}
       return Loupe_V1_Goodbye()
     }
-    set {_uniqueStorage()._body = .goodbye(newValue)}
+    set {body = .goodbye(newValue)}
   }
 
   public var echo: Loupe_V1_Echo {
     get {
-      if case .echo(let v)? = _storage._body {return v}
+      if case .echo(let v)? = body {return v}
       return Loupe_V1_Echo()
     }
-    set {_uniqueStorage()._body = .echo(newValue)}
+    set {body = .echo(newValue)}
   }
 
   /// Labelled data from cameras.
   public var roiUpload: Loupe_V1_RoiUpload {
     get {
-      if case .roiUpload(let v)? = _storage._body {return v}
+      if case .roiUpload(let v)? = body {return v}
       return Loupe_V1_RoiUpload()
     }
-    set {_uniqueStorage()._body = .roiUpload(newValue)}
+    set {body = .roiUpload(newValue)}
   }
 
   public var roiAck: Loupe_V1_RoiAck {
     get {
-      if case .roiAck(let v)? = _storage._body {return v}
+      if case .roiAck(let v)? = body {return v}
       return Loupe_V1_RoiAck()
     }
-    set {_uniqueStorage()._body = .roiAck(newValue)}
+    set {body = .roiAck(newValue)}
   }
 
   public var agentStatus: Loupe_V1_AgentStatus {
     get {
-      if case .agentStatus(let v)? = _storage._body {return v}
+      if case .agentStatus(let v)? = body {return v}
       return Loupe_V1_AgentStatus()
     }
-    set {_uniqueStorage()._body = .agentStatus(newValue)}
+    set {body = .agentStatus(newValue)}
   }
 
   /// Model distribution.
   public var modelOffer: Loupe_V1_ModelOffer {
     get {
-      if case .modelOffer(let v)? = _storage._body {return v}
+      if case .modelOffer(let v)? = body {return v}
       return Loupe_V1_ModelOffer()
     }
-    set {_uniqueStorage()._body = .modelOffer(newValue)}
+    set {body = .modelOffer(newValue)}
   }
 
   public var modelChunkRequest: Loupe_V1_ModelChunkRequest {
     get {
-      if case .modelChunkRequest(let v)? = _storage._body {return v}
+      if case .modelChunkRequest(let v)? = body {return v}
       return Loupe_V1_ModelChunkRequest()
     }
-    set {_uniqueStorage()._body = .modelChunkRequest(newValue)}
+    set {body = .modelChunkRequest(newValue)}
   }
 
   public var modelChunk: Loupe_V1_ModelChunk {
     get {
-      if case .modelChunk(let v)? = _storage._body {return v}
+      if case .modelChunk(let v)? = body {return v}
       return Loupe_V1_ModelChunk()
     }
-    set {_uniqueStorage()._body = .modelChunk(newValue)}
+    set {body = .modelChunk(newValue)}
   }
 
   public var modelInstalled: Loupe_V1_ModelInstalled {
     get {
-      if case .modelInstalled(let v)? = _storage._body {return v}
+      if case .modelInstalled(let v)? = body {return v}
       return Loupe_V1_ModelInstalled()
     }
-    set {_uniqueStorage()._body = .modelInstalled(newValue)}
+    set {body = .modelInstalled(newValue)}
   }
 
   /// Central training.
   public var trainingStart: Loupe_V1_TrainingStart {
     get {
-      if case .trainingStart(let v)? = _storage._body {return v}
+      if case .trainingStart(let v)? = body {return v}
       return Loupe_V1_TrainingStart()
     }
-    set {_uniqueStorage()._body = .trainingStart(newValue)}
+    set {body = .trainingStart(newValue)}
   }
 
   public var trainingProgress: Loupe_V1_TrainingProgress {
     get {
-      if case .trainingProgress(let v)? = _storage._body {return v}
+      if case .trainingProgress(let v)? = body {return v}
       return Loupe_V1_TrainingProgress()
     }
-    set {_uniqueStorage()._body = .trainingProgress(newValue)}
+    set {body = .trainingProgress(newValue)}
   }
 
   public var trainingCancel: Loupe_V1_TrainingCancel {
     get {
-      if case .trainingCancel(let v)? = _storage._body {return v}
+      if case .trainingCancel(let v)? = body {return v}
       return Loupe_V1_TrainingCancel()
     }
-    set {_uniqueStorage()._body = .trainingCancel(newValue)}
+    set {body = .trainingCancel(newValue)}
   }
 
   /// Fleet overview for operators.
   public var fleetStatusQuery: Loupe_V1_FleetStatusQuery {
     get {
-      if case .fleetStatusQuery(let v)? = _storage._body {return v}
+      if case .fleetStatusQuery(let v)? = body {return v}
       return Loupe_V1_FleetStatusQuery()
     }
-    set {_uniqueStorage()._body = .fleetStatusQuery(newValue)}
+    set {body = .fleetStatusQuery(newValue)}
   }
 
   public var fleetStatusReply: Loupe_V1_FleetStatusReply {
     get {
-      if case .fleetStatusReply(let v)? = _storage._body {return v}
+      if case .fleetStatusReply(let v)? = body {return v}
       return Loupe_V1_FleetStatusReply()
     }
-    set {_uniqueStorage()._body = .fleetStatusReply(newValue)}
+    set {body = .fleetStatusReply(newValue)}
   }
 
   /// Operator commands: models, rollouts, training jobs, datasets, groups.
   public var modelListQuery: Loupe_V1_ModelListQuery {
     get {
-      if case .modelListQuery(let v)? = _storage._body {return v}
+      if case .modelListQuery(let v)? = body {return v}
       return Loupe_V1_ModelListQuery()
     }
-    set {_uniqueStorage()._body = .modelListQuery(newValue)}
+    set {body = .modelListQuery(newValue)}
   }
 
   public var modelListReply: Loupe_V1_ModelListReply {
     get {
-      if case .modelListReply(let v)? = _storage._body {return v}
+      if case .modelListReply(let v)? = body {return v}
       return Loupe_V1_ModelListReply()
     }
-    set {_uniqueStorage()._body = .modelListReply(newValue)}
+    set {body = .modelListReply(newValue)}
   }
 
   public var modelPush: Loupe_V1_ModelPush {
     get {
-      if case .modelPush(let v)? = _storage._body {return v}
+      if case .modelPush(let v)? = body {return v}
       return Loupe_V1_ModelPush()
     }
-    set {_uniqueStorage()._body = .modelPush(newValue)}
+    set {body = .modelPush(newValue)}
   }
 
   public var modelPushReply: Loupe_V1_ModelPushReply {
     get {
-      if case .modelPushReply(let v)? = _storage._body {return v}
+      if case .modelPushReply(let v)? = body {return v}
       return Loupe_V1_ModelPushReply()
     }
-    set {_uniqueStorage()._body = .modelPushReply(newValue)}
+    set {body = .modelPushReply(newValue)}
   }
 
   public var modelRollback: Loupe_V1_ModelRollback {
     get {
-      if case .modelRollback(let v)? = _storage._body {return v}
+      if case .modelRollback(let v)? = body {return v}
       return Loupe_V1_ModelRollback()
     }
-    set {_uniqueStorage()._body = .modelRollback(newValue)}
+    set {body = .modelRollback(newValue)}
   }
 
   public var rolloutDecision: Loupe_V1_RolloutDecision {
     get {
-      if case .rolloutDecision(let v)? = _storage._body {return v}
+      if case .rolloutDecision(let v)? = body {return v}
       return Loupe_V1_RolloutDecision()
     }
-    set {_uniqueStorage()._body = .rolloutDecision(newValue)}
+    set {body = .rolloutDecision(newValue)}
   }
 
   public var trainingStatusQuery: Loupe_V1_TrainingStatusQuery {
     get {
-      if case .trainingStatusQuery(let v)? = _storage._body {return v}
+      if case .trainingStatusQuery(let v)? = body {return v}
       return Loupe_V1_TrainingStatusQuery()
     }
-    set {_uniqueStorage()._body = .trainingStatusQuery(newValue)}
+    set {body = .trainingStatusQuery(newValue)}
   }
 
   public var trainingStatusReply: Loupe_V1_TrainingStatusReply {
     get {
-      if case .trainingStatusReply(let v)? = _storage._body {return v}
+      if case .trainingStatusReply(let v)? = body {return v}
       return Loupe_V1_TrainingStatusReply()
     }
-    set {_uniqueStorage()._body = .trainingStatusReply(newValue)}
+    set {body = .trainingStatusReply(newValue)}
   }
 
   public var datasetStatsQuery: Loupe_V1_DatasetStatsQuery {
     get {
-      if case .datasetStatsQuery(let v)? = _storage._body {return v}
+      if case .datasetStatsQuery(let v)? = body {return v}
       return Loupe_V1_DatasetStatsQuery()
     }
-    set {_uniqueStorage()._body = .datasetStatsQuery(newValue)}
+    set {body = .datasetStatsQuery(newValue)}
   }
 
   public var datasetStatsReply: Loupe_V1_DatasetStatsReply {
     get {
-      if case .datasetStatsReply(let v)? = _storage._body {return v}
+      if case .datasetStatsReply(let v)? = body {return v}
       return Loupe_V1_DatasetStatsReply()
     }
-    set {_uniqueStorage()._body = .datasetStatsReply(newValue)}
+    set {body = .datasetStatsReply(newValue)}
   }
 
   public var cameraGroupSet: Loupe_V1_CameraGroupSet {
     get {
-      if case .cameraGroupSet(let v)? = _storage._body {return v}
+      if case .cameraGroupSet(let v)? = body {return v}
       return Loupe_V1_CameraGroupSet()
     }
-    set {_uniqueStorage()._body = .cameraGroupSet(newValue)}
+    set {body = .cameraGroupSet(newValue)}
   }
 
   public var cameraGroupList: Loupe_V1_CameraGroupList {
     get {
-      if case .cameraGroupList(let v)? = _storage._body {return v}
+      if case .cameraGroupList(let v)? = body {return v}
       return Loupe_V1_CameraGroupList()
     }
-    set {_uniqueStorage()._body = .cameraGroupList(newValue)}
+    set {body = .cameraGroupList(newValue)}
   }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -394,8 +385,6 @@ public nonisolated struct Loupe_V1_Envelope: @unchecked Sendable {
   }
 
   public init() {}
-
-  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 /// First frame a client sends, as a request (request_id != 0). The manager
@@ -756,52 +745,132 @@ public nonisolated struct Loupe_V1_RoiAck: Sendable {
 }
 
 /// Periodic report from an agent (request_id 0, every few seconds).
-public nonisolated struct Loupe_V1_AgentStatus: Sendable {
+public nonisolated struct Loupe_V1_AgentStatus: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var framesPerSecond: Double = 0
+  public var framesPerSecond: Double {
+    get {_storage._framesPerSecond}
+    set {_uniqueStorage()._framesPerSecond = newValue}
+  }
 
-  public var latencyP50Ms: Double = 0
+  public var latencyP50Ms: Double {
+    get {_storage._latencyP50Ms}
+    set {_uniqueStorage()._latencyP50Ms = newValue}
+  }
 
-  public var latencyP99Ms: Double = 0
+  public var latencyP99Ms: Double {
+    get {_storage._latencyP99Ms}
+    set {_uniqueStorage()._latencyP99Ms = newValue}
+  }
 
-  public var passCount: UInt64 = 0
+  public var passCount: UInt64 {
+    get {_storage._passCount}
+    set {_uniqueStorage()._passCount = newValue}
+  }
 
-  public var failCount: UInt64 = 0
+  public var failCount: UInt64 {
+    get {_storage._failCount}
+    set {_uniqueStorage()._failCount = newValue}
+  }
 
-  public var diskFreeBytes: UInt64 = 0
+  public var diskFreeBytes: UInt64 {
+    get {_storage._diskFreeBytes}
+    set {_uniqueStorage()._diskFreeBytes = newValue}
+  }
 
   /// Labelled ROIs waiting in the agent's outbox.
-  public var outboxDepth: UInt64 = 0
+  public var outboxDepth: UInt64 {
+    get {_storage._outboxDepth}
+    set {_uniqueStorage()._outboxDepth = newValue}
+  }
 
-  public var modelVersion: String = String()
+  public var modelVersion: String {
+    get {_storage._modelVersion}
+    set {_uniqueStorage()._modelVersion = newValue}
+  }
 
-  public var recipeVersion: String = String()
+  public var recipeVersion: String {
+    get {_storage._recipeVersion}
+    set {_uniqueStorage()._recipeVersion = newValue}
+  }
 
-  public var softwareVersion: String = String()
+  public var softwareVersion: String {
+    get {_storage._softwareVersion}
+    set {_uniqueStorage()._softwareVersion = newValue}
+  }
 
-  public var uptimeSeconds: UInt64 = 0
+  public var uptimeSeconds: UInt64 {
+    get {_storage._uptimeSeconds}
+    set {_uniqueStorage()._uptimeSeconds = newValue}
+  }
 
   /// The recipe's inspection type: which models this camera takes.
-  public var inspectionType: String = String()
+  public var inspectionType: String {
+    get {_storage._inspectionType}
+    set {_uniqueStorage()._inspectionType = newValue}
+  }
 
   /// Parts passed and failed in the last 60 minutes (pass_count and
   /// fail_count count since the agent started).
-  public var passCountLastHour: UInt64 = 0
+  public var passCountLastHour: UInt64 {
+    get {_storage._passCountLastHour}
+    set {_uniqueStorage()._passCountLastHour = newValue}
+  }
 
-  public var failCountLastHour: UInt64 = 0
+  public var failCountLastHour: UInt64 {
+    get {_storage._failCountLastHour}
+    set {_uniqueStorage()._failCountLastHour = newValue}
+  }
 
   /// Frames the camera's Library holds, and those among them the model was
   /// unsure about (the frames worth labelling first).
-  public var libraryFrames: UInt64 = 0
+  public var libraryFrames: UInt64 {
+    get {_storage._libraryFrames}
+    set {_uniqueStorage()._libraryFrames = newValue}
+  }
 
-  public var libraryUnsureFrames: UInt64 = 0
+  public var libraryUnsureFrames: UInt64 {
+    get {_storage._libraryUnsureFrames}
+    set {_uniqueStorage()._libraryUnsureFrames = newValue}
+  }
+
+  /// Why the camera gives no frames, while it does not ("camera lost: ..."
+  /// for a GenICam camera that stopped answering); empty when it streams.
+  public var cameraError: String {
+    get {_storage._cameraError}
+    set {_uniqueStorage()._cameraError = newValue}
+  }
+
+  /// A GenICam camera's stream since the agent started (zero for other
+  /// sources): frames that arrived incomplete (packets lost; never
+  /// inspected), packets missing and resent, times it was lost and found.
+  public var cameraIncompleteFrames: UInt64 {
+    get {_storage._cameraIncompleteFrames}
+    set {_uniqueStorage()._cameraIncompleteFrames = newValue}
+  }
+
+  public var cameraMissingPackets: UInt64 {
+    get {_storage._cameraMissingPackets}
+    set {_uniqueStorage()._cameraMissingPackets = newValue}
+  }
+
+  public var cameraResentPackets: UInt64 {
+    get {_storage._cameraResentPackets}
+    set {_uniqueStorage()._cameraResentPackets = newValue}
+  }
+
+  public var cameraReconnects: UInt64 {
+    get {_storage._cameraReconnects}
+    set {_uniqueStorage()._cameraReconnects = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 /// Manager -> agent event (request_id 0): this camera should run this model
@@ -1086,57 +1155,39 @@ public nonisolated struct Loupe_V1_FleetStatusReply: Sendable {
   public init() {}
 }
 
-public nonisolated struct Loupe_V1_CameraStatus: @unchecked Sendable {
+public nonisolated struct Loupe_V1_CameraStatus: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var cameraID: String {
-    get {_storage._cameraID}
-    set {_uniqueStorage()._cameraID = newValue}
-  }
+  public var cameraID: String = String()
 
-  public var online: Bool {
-    get {_storage._online}
-    set {_uniqueStorage()._online = newValue}
-  }
+  public var online: Bool = false
 
-  public var firstSeenUnixMs: UInt64 {
-    get {_storage._firstSeenUnixMs}
-    set {_uniqueStorage()._firstSeenUnixMs = newValue}
-  }
+  public var firstSeenUnixMs: UInt64 = 0
 
-  public var lastSeenUnixMs: UInt64 {
-    get {_storage._lastSeenUnixMs}
-    set {_uniqueStorage()._lastSeenUnixMs = newValue}
-  }
+  public var lastSeenUnixMs: UInt64 = 0
 
   /// Remote address of the current or last connection.
-  public var address: String {
-    get {_storage._address}
-    set {_uniqueStorage()._address = newValue}
-  }
+  public var address: String = String()
 
-  public var softwareVersion: String {
-    get {_storage._softwareVersion}
-    set {_uniqueStorage()._softwareVersion = newValue}
-  }
+  public var softwareVersion: String = String()
 
   /// Latest periodic report, if any arrived.
   public var status: Loupe_V1_AgentStatus {
-    get {_storage._status ?? Loupe_V1_AgentStatus()}
-    set {_uniqueStorage()._status = newValue}
+    get {_status ?? Loupe_V1_AgentStatus()}
+    set {_status = newValue}
   }
   /// Returns true if `status` has been explicitly set.
-  public var hasStatus: Bool {_storage._status != nil}
+  public var hasStatus: Bool {self._status != nil}
   /// Clears the value of `status`. Subsequent reads from it will return its default value.
-  public mutating func clearStatus() {_uniqueStorage()._status = nil}
+  public mutating func clearStatus() {self._status = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _storage = _StorageClass.defaultInstance
+  fileprivate var _status: Loupe_V1_AgentStatus? = nil
 }
 
 /// Which cameras a push or rollback is for: exactly one of the three.
@@ -1740,590 +1791,550 @@ nonisolated extension Loupe_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._M
   public static let protoMessageName: String = _protobuf_package + ".Envelope"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}reply_to\0\u{2}\u{8}hello\0\u{1}welcome\0\u{1}error\0\u{1}heartbeat\0\u{1}goodbye\0\u{1}echo\0\u{4}\u{5}roi_upload\0\u{3}roi_ack\0\u{3}agent_status\0\u{4}\u{8}model_offer\0\u{3}model_chunk_request\0\u{3}model_chunk\0\u{3}model_installed\0\u{4}\u{7}training_start\0\u{3}training_progress\0\u{3}training_cancel\0\u{4}\u{8}fleet_status_query\0\u{3}fleet_status_reply\0\u{4}\u{9}model_list_query\0\u{3}model_list_reply\0\u{3}model_push\0\u{3}model_push_reply\0\u{3}model_rollback\0\u{3}rollout_decision\0\u{3}training_status_query\0\u{3}training_status_reply\0\u{3}dataset_stats_query\0\u{3}dataset_stats_reply\0\u{3}camera_group_set\0\u{3}camera_group_list\0")
 
-  fileprivate class _StorageClass {
-    var _requestID: UInt64 = 0
-    var _replyTo: UInt64 = 0
-    var _body: Loupe_V1_Envelope.OneOf_Body?
-
-      // This property is used as the initial default value for new instances of the type.
-      // The type itself is protecting the reference to its storage via CoW semantics.
-      // This will force a copy to be made of this reference when the first mutation occurs;
-      // hence, it is safe to mark this as `nonisolated(unsafe)`.
-      static nonisolated(unsafe) let defaultInstance = _StorageClass()
-
-    private init() {}
-
-    init(copying source: _StorageClass) {
-      _requestID = source._requestID
-      _replyTo = source._replyTo
-      _body = source._body
-    }
-  }
-
-  fileprivate mutating func _uniqueStorage() -> _StorageClass {
-    if !isKnownUniquelyReferenced(&_storage) {
-      _storage = _StorageClass(copying: _storage)
-    }
-    return _storage
-  }
-
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    _ = _uniqueStorage()
-    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
-      while let fieldNumber = try decoder.nextFieldNumber() {
-        // The use of inline closures is to circumvent an issue where the compiler
-        // allocates stack space for every case branch when no optimizations are
-        // enabled. https://github.com/apple/swift-protobuf/issues/1034
-        switch fieldNumber {
-        case 1: try { try decoder.decodeSingularUInt64Field(value: &_storage._requestID) }()
-        case 2: try { try decoder.decodeSingularUInt64Field(value: &_storage._replyTo) }()
-        case 10: try {
-          var v: Loupe_V1_Hello?
-          var hadOneofValue = false
-          if let current = _storage._body {
-            hadOneofValue = true
-            if case .hello(let m) = current {v = m}
-          }
-          try decoder.decodeSingularMessageField(value: &v)
-          if let v = v {
-            if hadOneofValue {try decoder.handleConflictingOneOf()}
-            _storage._body = .hello(v)
-          }
-        }()
-        case 11: try {
-          var v: Loupe_V1_Welcome?
-          var hadOneofValue = false
-          if let current = _storage._body {
-            hadOneofValue = true
-            if case .welcome(let m) = current {v = m}
-          }
-          try decoder.decodeSingularMessageField(value: &v)
-          if let v = v {
-            if hadOneofValue {try decoder.handleConflictingOneOf()}
-            _storage._body = .welcome(v)
-          }
-        }()
-        case 12: try {
-          var v: Loupe_V1_Error?
-          var hadOneofValue = false
-          if let current = _storage._body {
-            hadOneofValue = true
-            if case .error(let m) = current {v = m}
-          }
-          try decoder.decodeSingularMessageField(value: &v)
-          if let v = v {
-            if hadOneofValue {try decoder.handleConflictingOneOf()}
-            _storage._body = .error(v)
-          }
-        }()
-        case 13: try {
-          var v: Loupe_V1_Heartbeat?
-          var hadOneofValue = false
-          if let current = _storage._body {
-            hadOneofValue = true
-            if case .heartbeat(let m) = current {v = m}
-          }
-          try decoder.decodeSingularMessageField(value: &v)
-          if let v = v {
-            if hadOneofValue {try decoder.handleConflictingOneOf()}
-            _storage._body = .heartbeat(v)
-          }
-        }()
-        case 14: try {
-          var v: Loupe_V1_Goodbye?
-          var hadOneofValue = false
-          if let current = _storage._body {
-            hadOneofValue = true
-            if case .goodbye(let m) = current {v = m}
-          }
-          try decoder.decodeSingularMessageField(value: &v)
-          if let v = v {
-            if hadOneofValue {try decoder.handleConflictingOneOf()}
-            _storage._body = .goodbye(v)
-          }
-        }()
-        case 15: try {
-          var v: Loupe_V1_Echo?
-          var hadOneofValue = false
-          if let current = _storage._body {
-            hadOneofValue = true
-            if case .echo(let m) = current {v = m}
-          }
-          try decoder.decodeSingularMessageField(value: &v)
-          if let v = v {
-            if hadOneofValue {try decoder.handleConflictingOneOf()}
-            _storage._body = .echo(v)
-          }
-        }()
-        case 20: try {
-          var v: Loupe_V1_RoiUpload?
-          var hadOneofValue = false
-          if let current = _storage._body {
-            hadOneofValue = true
-            if case .roiUpload(let m) = current {v = m}
-          }
-          try decoder.decodeSingularMessageField(value: &v)
-          if let v = v {
-            if hadOneofValue {try decoder.handleConflictingOneOf()}
-            _storage._body = .roiUpload(v)
-          }
-        }()
-        case 21: try {
-          var v: Loupe_V1_RoiAck?
-          var hadOneofValue = false
-          if let current = _storage._body {
-            hadOneofValue = true
-            if case .roiAck(let m) = current {v = m}
-          }
-          try decoder.decodeSingularMessageField(value: &v)
-          if let v = v {
-            if hadOneofValue {try decoder.handleConflictingOneOf()}
-            _storage._body = .roiAck(v)
-          }
-        }()
-        case 22: try {
-          var v: Loupe_V1_AgentStatus?
-          var hadOneofValue = false
-          if let current = _storage._body {
-            hadOneofValue = true
-            if case .agentStatus(let m) = current {v = m}
-          }
-          try decoder.decodeSingularMessageField(value: &v)
-          if let v = v {
-            if hadOneofValue {try decoder.handleConflictingOneOf()}
-            _storage._body = .agentStatus(v)
-          }
-        }()
-        case 30: try {
-          var v: Loupe_V1_ModelOffer?
-          var hadOneofValue = false
-          if let current = _storage._body {
-            hadOneofValue = true
-            if case .modelOffer(let m) = current {v = m}
-          }
-          try decoder.decodeSingularMessageField(value: &v)
-          if let v = v {
-            if hadOneofValue {try decoder.handleConflictingOneOf()}
-            _storage._body = .modelOffer(v)
-          }
-        }()
-        case 31: try {
-          var v: Loupe_V1_ModelChunkRequest?
-          var hadOneofValue = false
-          if let current = _storage._body {
-            hadOneofValue = true
-            if case .modelChunkRequest(let m) = current {v = m}
-          }
-          try decoder.decodeSingularMessageField(value: &v)
-          if let v = v {
-            if hadOneofValue {try decoder.handleConflictingOneOf()}
-            _storage._body = .modelChunkRequest(v)
-          }
-        }()
-        case 32: try {
-          var v: Loupe_V1_ModelChunk?
-          var hadOneofValue = false
-          if let current = _storage._body {
-            hadOneofValue = true
-            if case .modelChunk(let m) = current {v = m}
-          }
-          try decoder.decodeSingularMessageField(value: &v)
-          if let v = v {
-            if hadOneofValue {try decoder.handleConflictingOneOf()}
-            _storage._body = .modelChunk(v)
-          }
-        }()
-        case 33: try {
-          var v: Loupe_V1_ModelInstalled?
-          var hadOneofValue = false
-          if let current = _storage._body {
-            hadOneofValue = true
-            if case .modelInstalled(let m) = current {v = m}
-          }
-          try decoder.decodeSingularMessageField(value: &v)
-          if let v = v {
-            if hadOneofValue {try decoder.handleConflictingOneOf()}
-            _storage._body = .modelInstalled(v)
-          }
-        }()
-        case 40: try {
-          var v: Loupe_V1_TrainingStart?
-          var hadOneofValue = false
-          if let current = _storage._body {
-            hadOneofValue = true
-            if case .trainingStart(let m) = current {v = m}
-          }
-          try decoder.decodeSingularMessageField(value: &v)
-          if let v = v {
-            if hadOneofValue {try decoder.handleConflictingOneOf()}
-            _storage._body = .trainingStart(v)
-          }
-        }()
-        case 41: try {
-          var v: Loupe_V1_TrainingProgress?
-          var hadOneofValue = false
-          if let current = _storage._body {
-            hadOneofValue = true
-            if case .trainingProgress(let m) = current {v = m}
-          }
-          try decoder.decodeSingularMessageField(value: &v)
-          if let v = v {
-            if hadOneofValue {try decoder.handleConflictingOneOf()}
-            _storage._body = .trainingProgress(v)
-          }
-        }()
-        case 42: try {
-          var v: Loupe_V1_TrainingCancel?
-          var hadOneofValue = false
-          if let current = _storage._body {
-            hadOneofValue = true
-            if case .trainingCancel(let m) = current {v = m}
-          }
-          try decoder.decodeSingularMessageField(value: &v)
-          if let v = v {
-            if hadOneofValue {try decoder.handleConflictingOneOf()}
-            _storage._body = .trainingCancel(v)
-          }
-        }()
-        case 50: try {
-          var v: Loupe_V1_FleetStatusQuery?
-          var hadOneofValue = false
-          if let current = _storage._body {
-            hadOneofValue = true
-            if case .fleetStatusQuery(let m) = current {v = m}
-          }
-          try decoder.decodeSingularMessageField(value: &v)
-          if let v = v {
-            if hadOneofValue {try decoder.handleConflictingOneOf()}
-            _storage._body = .fleetStatusQuery(v)
-          }
-        }()
-        case 51: try {
-          var v: Loupe_V1_FleetStatusReply?
-          var hadOneofValue = false
-          if let current = _storage._body {
-            hadOneofValue = true
-            if case .fleetStatusReply(let m) = current {v = m}
-          }
-          try decoder.decodeSingularMessageField(value: &v)
-          if let v = v {
-            if hadOneofValue {try decoder.handleConflictingOneOf()}
-            _storage._body = .fleetStatusReply(v)
-          }
-        }()
-        case 60: try {
-          var v: Loupe_V1_ModelListQuery?
-          var hadOneofValue = false
-          if let current = _storage._body {
-            hadOneofValue = true
-            if case .modelListQuery(let m) = current {v = m}
-          }
-          try decoder.decodeSingularMessageField(value: &v)
-          if let v = v {
-            if hadOneofValue {try decoder.handleConflictingOneOf()}
-            _storage._body = .modelListQuery(v)
-          }
-        }()
-        case 61: try {
-          var v: Loupe_V1_ModelListReply?
-          var hadOneofValue = false
-          if let current = _storage._body {
-            hadOneofValue = true
-            if case .modelListReply(let m) = current {v = m}
-          }
-          try decoder.decodeSingularMessageField(value: &v)
-          if let v = v {
-            if hadOneofValue {try decoder.handleConflictingOneOf()}
-            _storage._body = .modelListReply(v)
-          }
-        }()
-        case 62: try {
-          var v: Loupe_V1_ModelPush?
-          var hadOneofValue = false
-          if let current = _storage._body {
-            hadOneofValue = true
-            if case .modelPush(let m) = current {v = m}
-          }
-          try decoder.decodeSingularMessageField(value: &v)
-          if let v = v {
-            if hadOneofValue {try decoder.handleConflictingOneOf()}
-            _storage._body = .modelPush(v)
-          }
-        }()
-        case 63: try {
-          var v: Loupe_V1_ModelPushReply?
-          var hadOneofValue = false
-          if let current = _storage._body {
-            hadOneofValue = true
-            if case .modelPushReply(let m) = current {v = m}
-          }
-          try decoder.decodeSingularMessageField(value: &v)
-          if let v = v {
-            if hadOneofValue {try decoder.handleConflictingOneOf()}
-            _storage._body = .modelPushReply(v)
-          }
-        }()
-        case 64: try {
-          var v: Loupe_V1_ModelRollback?
-          var hadOneofValue = false
-          if let current = _storage._body {
-            hadOneofValue = true
-            if case .modelRollback(let m) = current {v = m}
-          }
-          try decoder.decodeSingularMessageField(value: &v)
-          if let v = v {
-            if hadOneofValue {try decoder.handleConflictingOneOf()}
-            _storage._body = .modelRollback(v)
-          }
-        }()
-        case 65: try {
-          var v: Loupe_V1_RolloutDecision?
-          var hadOneofValue = false
-          if let current = _storage._body {
-            hadOneofValue = true
-            if case .rolloutDecision(let m) = current {v = m}
-          }
-          try decoder.decodeSingularMessageField(value: &v)
-          if let v = v {
-            if hadOneofValue {try decoder.handleConflictingOneOf()}
-            _storage._body = .rolloutDecision(v)
-          }
-        }()
-        case 66: try {
-          var v: Loupe_V1_TrainingStatusQuery?
-          var hadOneofValue = false
-          if let current = _storage._body {
-            hadOneofValue = true
-            if case .trainingStatusQuery(let m) = current {v = m}
-          }
-          try decoder.decodeSingularMessageField(value: &v)
-          if let v = v {
-            if hadOneofValue {try decoder.handleConflictingOneOf()}
-            _storage._body = .trainingStatusQuery(v)
-          }
-        }()
-        case 67: try {
-          var v: Loupe_V1_TrainingStatusReply?
-          var hadOneofValue = false
-          if let current = _storage._body {
-            hadOneofValue = true
-            if case .trainingStatusReply(let m) = current {v = m}
-          }
-          try decoder.decodeSingularMessageField(value: &v)
-          if let v = v {
-            if hadOneofValue {try decoder.handleConflictingOneOf()}
-            _storage._body = .trainingStatusReply(v)
-          }
-        }()
-        case 68: try {
-          var v: Loupe_V1_DatasetStatsQuery?
-          var hadOneofValue = false
-          if let current = _storage._body {
-            hadOneofValue = true
-            if case .datasetStatsQuery(let m) = current {v = m}
-          }
-          try decoder.decodeSingularMessageField(value: &v)
-          if let v = v {
-            if hadOneofValue {try decoder.handleConflictingOneOf()}
-            _storage._body = .datasetStatsQuery(v)
-          }
-        }()
-        case 69: try {
-          var v: Loupe_V1_DatasetStatsReply?
-          var hadOneofValue = false
-          if let current = _storage._body {
-            hadOneofValue = true
-            if case .datasetStatsReply(let m) = current {v = m}
-          }
-          try decoder.decodeSingularMessageField(value: &v)
-          if let v = v {
-            if hadOneofValue {try decoder.handleConflictingOneOf()}
-            _storage._body = .datasetStatsReply(v)
-          }
-        }()
-        case 70: try {
-          var v: Loupe_V1_CameraGroupSet?
-          var hadOneofValue = false
-          if let current = _storage._body {
-            hadOneofValue = true
-            if case .cameraGroupSet(let m) = current {v = m}
-          }
-          try decoder.decodeSingularMessageField(value: &v)
-          if let v = v {
-            if hadOneofValue {try decoder.handleConflictingOneOf()}
-            _storage._body = .cameraGroupSet(v)
-          }
-        }()
-        case 71: try {
-          var v: Loupe_V1_CameraGroupList?
-          var hadOneofValue = false
-          if let current = _storage._body {
-            hadOneofValue = true
-            if case .cameraGroupList(let m) = current {v = m}
-          }
-          try decoder.decodeSingularMessageField(value: &v)
-          if let v = v {
-            if hadOneofValue {try decoder.handleConflictingOneOf()}
-            _storage._body = .cameraGroupList(v)
-          }
-        }()
-        default: break
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.requestID) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.replyTo) }()
+      case 10: try {
+        var v: Loupe_V1_Hello?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .hello(let m) = current {v = m}
         }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .hello(v)
+        }
+      }()
+      case 11: try {
+        var v: Loupe_V1_Welcome?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .welcome(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .welcome(v)
+        }
+      }()
+      case 12: try {
+        var v: Loupe_V1_Error?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .error(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .error(v)
+        }
+      }()
+      case 13: try {
+        var v: Loupe_V1_Heartbeat?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .heartbeat(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .heartbeat(v)
+        }
+      }()
+      case 14: try {
+        var v: Loupe_V1_Goodbye?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .goodbye(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .goodbye(v)
+        }
+      }()
+      case 15: try {
+        var v: Loupe_V1_Echo?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .echo(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .echo(v)
+        }
+      }()
+      case 20: try {
+        var v: Loupe_V1_RoiUpload?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .roiUpload(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .roiUpload(v)
+        }
+      }()
+      case 21: try {
+        var v: Loupe_V1_RoiAck?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .roiAck(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .roiAck(v)
+        }
+      }()
+      case 22: try {
+        var v: Loupe_V1_AgentStatus?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .agentStatus(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .agentStatus(v)
+        }
+      }()
+      case 30: try {
+        var v: Loupe_V1_ModelOffer?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .modelOffer(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .modelOffer(v)
+        }
+      }()
+      case 31: try {
+        var v: Loupe_V1_ModelChunkRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .modelChunkRequest(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .modelChunkRequest(v)
+        }
+      }()
+      case 32: try {
+        var v: Loupe_V1_ModelChunk?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .modelChunk(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .modelChunk(v)
+        }
+      }()
+      case 33: try {
+        var v: Loupe_V1_ModelInstalled?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .modelInstalled(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .modelInstalled(v)
+        }
+      }()
+      case 40: try {
+        var v: Loupe_V1_TrainingStart?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .trainingStart(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .trainingStart(v)
+        }
+      }()
+      case 41: try {
+        var v: Loupe_V1_TrainingProgress?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .trainingProgress(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .trainingProgress(v)
+        }
+      }()
+      case 42: try {
+        var v: Loupe_V1_TrainingCancel?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .trainingCancel(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .trainingCancel(v)
+        }
+      }()
+      case 50: try {
+        var v: Loupe_V1_FleetStatusQuery?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .fleetStatusQuery(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .fleetStatusQuery(v)
+        }
+      }()
+      case 51: try {
+        var v: Loupe_V1_FleetStatusReply?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .fleetStatusReply(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .fleetStatusReply(v)
+        }
+      }()
+      case 60: try {
+        var v: Loupe_V1_ModelListQuery?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .modelListQuery(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .modelListQuery(v)
+        }
+      }()
+      case 61: try {
+        var v: Loupe_V1_ModelListReply?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .modelListReply(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .modelListReply(v)
+        }
+      }()
+      case 62: try {
+        var v: Loupe_V1_ModelPush?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .modelPush(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .modelPush(v)
+        }
+      }()
+      case 63: try {
+        var v: Loupe_V1_ModelPushReply?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .modelPushReply(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .modelPushReply(v)
+        }
+      }()
+      case 64: try {
+        var v: Loupe_V1_ModelRollback?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .modelRollback(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .modelRollback(v)
+        }
+      }()
+      case 65: try {
+        var v: Loupe_V1_RolloutDecision?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .rolloutDecision(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .rolloutDecision(v)
+        }
+      }()
+      case 66: try {
+        var v: Loupe_V1_TrainingStatusQuery?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .trainingStatusQuery(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .trainingStatusQuery(v)
+        }
+      }()
+      case 67: try {
+        var v: Loupe_V1_TrainingStatusReply?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .trainingStatusReply(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .trainingStatusReply(v)
+        }
+      }()
+      case 68: try {
+        var v: Loupe_V1_DatasetStatsQuery?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .datasetStatsQuery(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .datasetStatsQuery(v)
+        }
+      }()
+      case 69: try {
+        var v: Loupe_V1_DatasetStatsReply?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .datasetStatsReply(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .datasetStatsReply(v)
+        }
+      }()
+      case 70: try {
+        var v: Loupe_V1_CameraGroupSet?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .cameraGroupSet(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .cameraGroupSet(v)
+        }
+      }()
+      case 71: try {
+        var v: Loupe_V1_CameraGroupList?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .cameraGroupList(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .cameraGroupList(v)
+        }
+      }()
+      default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every if/case branch local when no optimizations
-      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-      // https://github.com/apple/swift-protobuf/issues/1182
-      if _storage._requestID != 0 {
-        try visitor.visitSingularUInt64Field(value: _storage._requestID, fieldNumber: 1)
-      }
-      if _storage._replyTo != 0 {
-        try visitor.visitSingularUInt64Field(value: _storage._replyTo, fieldNumber: 2)
-      }
-      switch _storage._body {
-      case .hello?: try {
-        guard case .hello(let v)? = _storage._body else { preconditionFailure() }
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
-      }()
-      case .welcome?: try {
-        guard case .welcome(let v)? = _storage._body else { preconditionFailure() }
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
-      }()
-      case .error?: try {
-        guard case .error(let v)? = _storage._body else { preconditionFailure() }
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 12)
-      }()
-      case .heartbeat?: try {
-        guard case .heartbeat(let v)? = _storage._body else { preconditionFailure() }
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 13)
-      }()
-      case .goodbye?: try {
-        guard case .goodbye(let v)? = _storage._body else { preconditionFailure() }
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 14)
-      }()
-      case .echo?: try {
-        guard case .echo(let v)? = _storage._body else { preconditionFailure() }
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 15)
-      }()
-      case .roiUpload?: try {
-        guard case .roiUpload(let v)? = _storage._body else { preconditionFailure() }
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 20)
-      }()
-      case .roiAck?: try {
-        guard case .roiAck(let v)? = _storage._body else { preconditionFailure() }
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 21)
-      }()
-      case .agentStatus?: try {
-        guard case .agentStatus(let v)? = _storage._body else { preconditionFailure() }
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 22)
-      }()
-      case .modelOffer?: try {
-        guard case .modelOffer(let v)? = _storage._body else { preconditionFailure() }
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 30)
-      }()
-      case .modelChunkRequest?: try {
-        guard case .modelChunkRequest(let v)? = _storage._body else { preconditionFailure() }
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 31)
-      }()
-      case .modelChunk?: try {
-        guard case .modelChunk(let v)? = _storage._body else { preconditionFailure() }
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 32)
-      }()
-      case .modelInstalled?: try {
-        guard case .modelInstalled(let v)? = _storage._body else { preconditionFailure() }
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 33)
-      }()
-      case .trainingStart?: try {
-        guard case .trainingStart(let v)? = _storage._body else { preconditionFailure() }
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 40)
-      }()
-      case .trainingProgress?: try {
-        guard case .trainingProgress(let v)? = _storage._body else { preconditionFailure() }
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 41)
-      }()
-      case .trainingCancel?: try {
-        guard case .trainingCancel(let v)? = _storage._body else { preconditionFailure() }
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 42)
-      }()
-      case .fleetStatusQuery?: try {
-        guard case .fleetStatusQuery(let v)? = _storage._body else { preconditionFailure() }
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 50)
-      }()
-      case .fleetStatusReply?: try {
-        guard case .fleetStatusReply(let v)? = _storage._body else { preconditionFailure() }
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 51)
-      }()
-      case .modelListQuery?: try {
-        guard case .modelListQuery(let v)? = _storage._body else { preconditionFailure() }
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 60)
-      }()
-      case .modelListReply?: try {
-        guard case .modelListReply(let v)? = _storage._body else { preconditionFailure() }
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 61)
-      }()
-      case .modelPush?: try {
-        guard case .modelPush(let v)? = _storage._body else { preconditionFailure() }
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 62)
-      }()
-      case .modelPushReply?: try {
-        guard case .modelPushReply(let v)? = _storage._body else { preconditionFailure() }
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 63)
-      }()
-      case .modelRollback?: try {
-        guard case .modelRollback(let v)? = _storage._body else { preconditionFailure() }
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 64)
-      }()
-      case .rolloutDecision?: try {
-        guard case .rolloutDecision(let v)? = _storage._body else { preconditionFailure() }
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 65)
-      }()
-      case .trainingStatusQuery?: try {
-        guard case .trainingStatusQuery(let v)? = _storage._body else { preconditionFailure() }
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 66)
-      }()
-      case .trainingStatusReply?: try {
-        guard case .trainingStatusReply(let v)? = _storage._body else { preconditionFailure() }
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 67)
-      }()
-      case .datasetStatsQuery?: try {
-        guard case .datasetStatsQuery(let v)? = _storage._body else { preconditionFailure() }
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 68)
-      }()
-      case .datasetStatsReply?: try {
-        guard case .datasetStatsReply(let v)? = _storage._body else { preconditionFailure() }
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 69)
-      }()
-      case .cameraGroupSet?: try {
-        guard case .cameraGroupSet(let v)? = _storage._body else { preconditionFailure() }
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 70)
-      }()
-      case .cameraGroupList?: try {
-        guard case .cameraGroupList(let v)? = _storage._body else { preconditionFailure() }
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 71)
-      }()
-      case nil: break
-      }
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.requestID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.requestID, fieldNumber: 1)
+    }
+    if self.replyTo != 0 {
+      try visitor.visitSingularUInt64Field(value: self.replyTo, fieldNumber: 2)
+    }
+    switch self.body {
+    case .hello?: try {
+      guard case .hello(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
+    }()
+    case .welcome?: try {
+      guard case .welcome(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
+    }()
+    case .error?: try {
+      guard case .error(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 12)
+    }()
+    case .heartbeat?: try {
+      guard case .heartbeat(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 13)
+    }()
+    case .goodbye?: try {
+      guard case .goodbye(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 14)
+    }()
+    case .echo?: try {
+      guard case .echo(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 15)
+    }()
+    case .roiUpload?: try {
+      guard case .roiUpload(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 20)
+    }()
+    case .roiAck?: try {
+      guard case .roiAck(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 21)
+    }()
+    case .agentStatus?: try {
+      guard case .agentStatus(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 22)
+    }()
+    case .modelOffer?: try {
+      guard case .modelOffer(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 30)
+    }()
+    case .modelChunkRequest?: try {
+      guard case .modelChunkRequest(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 31)
+    }()
+    case .modelChunk?: try {
+      guard case .modelChunk(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 32)
+    }()
+    case .modelInstalled?: try {
+      guard case .modelInstalled(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 33)
+    }()
+    case .trainingStart?: try {
+      guard case .trainingStart(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 40)
+    }()
+    case .trainingProgress?: try {
+      guard case .trainingProgress(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 41)
+    }()
+    case .trainingCancel?: try {
+      guard case .trainingCancel(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 42)
+    }()
+    case .fleetStatusQuery?: try {
+      guard case .fleetStatusQuery(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 50)
+    }()
+    case .fleetStatusReply?: try {
+      guard case .fleetStatusReply(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 51)
+    }()
+    case .modelListQuery?: try {
+      guard case .modelListQuery(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 60)
+    }()
+    case .modelListReply?: try {
+      guard case .modelListReply(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 61)
+    }()
+    case .modelPush?: try {
+      guard case .modelPush(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 62)
+    }()
+    case .modelPushReply?: try {
+      guard case .modelPushReply(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 63)
+    }()
+    case .modelRollback?: try {
+      guard case .modelRollback(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 64)
+    }()
+    case .rolloutDecision?: try {
+      guard case .rolloutDecision(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 65)
+    }()
+    case .trainingStatusQuery?: try {
+      guard case .trainingStatusQuery(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 66)
+    }()
+    case .trainingStatusReply?: try {
+      guard case .trainingStatusReply(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 67)
+    }()
+    case .datasetStatsQuery?: try {
+      guard case .datasetStatsQuery(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 68)
+    }()
+    case .datasetStatsReply?: try {
+      guard case .datasetStatsReply(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 69)
+    }()
+    case .cameraGroupSet?: try {
+      guard case .cameraGroupSet(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 70)
+    }()
+    case .cameraGroupList?: try {
+      guard case .cameraGroupList(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 71)
+    }()
+    case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Loupe_V1_Envelope, rhs: Loupe_V1_Envelope) -> Bool {
-    if lhs._storage !== rhs._storage {
-      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
-        let _storage = _args.0
-        let rhs_storage = _args.1
-        if _storage._requestID != rhs_storage._requestID {return false}
-        if _storage._replyTo != rhs_storage._replyTo {return false}
-        if _storage._body != rhs_storage._body {return false}
-        return true
-      }
-      if !storagesAreEqual {return false}
-    }
+    if lhs.requestID != rhs.requestID {return false}
+    if lhs.replyTo != rhs.replyTo {return false}
+    if lhs.body != rhs.body {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2689,104 +2700,205 @@ nonisolated extension Loupe_V1_RoiAck.Status: SwiftProtobuf._ProtoNameProviding 
 
 nonisolated extension Loupe_V1_AgentStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AgentStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}frames_per_second\0\u{3}latency_p50_ms\0\u{3}latency_p99_ms\0\u{3}pass_count\0\u{3}fail_count\0\u{3}disk_free_bytes\0\u{3}outbox_depth\0\u{3}model_version\0\u{3}recipe_version\0\u{3}software_version\0\u{3}uptime_seconds\0\u{3}inspection_type\0\u{3}pass_count_last_hour\0\u{3}fail_count_last_hour\0\u{3}library_frames\0\u{3}library_unsure_frames\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}frames_per_second\0\u{3}latency_p50_ms\0\u{3}latency_p99_ms\0\u{3}pass_count\0\u{3}fail_count\0\u{3}disk_free_bytes\0\u{3}outbox_depth\0\u{3}model_version\0\u{3}recipe_version\0\u{3}software_version\0\u{3}uptime_seconds\0\u{3}inspection_type\0\u{3}pass_count_last_hour\0\u{3}fail_count_last_hour\0\u{3}library_frames\0\u{3}library_unsure_frames\0\u{3}camera_error\0\u{3}camera_incomplete_frames\0\u{3}camera_missing_packets\0\u{3}camera_resent_packets\0\u{3}camera_reconnects\0")
+
+  fileprivate class _StorageClass {
+    var _framesPerSecond: Double = 0
+    var _latencyP50Ms: Double = 0
+    var _latencyP99Ms: Double = 0
+    var _passCount: UInt64 = 0
+    var _failCount: UInt64 = 0
+    var _diskFreeBytes: UInt64 = 0
+    var _outboxDepth: UInt64 = 0
+    var _modelVersion: String = String()
+    var _recipeVersion: String = String()
+    var _softwareVersion: String = String()
+    var _uptimeSeconds: UInt64 = 0
+    var _inspectionType: String = String()
+    var _passCountLastHour: UInt64 = 0
+    var _failCountLastHour: UInt64 = 0
+    var _libraryFrames: UInt64 = 0
+    var _libraryUnsureFrames: UInt64 = 0
+    var _cameraError: String = String()
+    var _cameraIncompleteFrames: UInt64 = 0
+    var _cameraMissingPackets: UInt64 = 0
+    var _cameraResentPackets: UInt64 = 0
+    var _cameraReconnects: UInt64 = 0
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _framesPerSecond = source._framesPerSecond
+      _latencyP50Ms = source._latencyP50Ms
+      _latencyP99Ms = source._latencyP99Ms
+      _passCount = source._passCount
+      _failCount = source._failCount
+      _diskFreeBytes = source._diskFreeBytes
+      _outboxDepth = source._outboxDepth
+      _modelVersion = source._modelVersion
+      _recipeVersion = source._recipeVersion
+      _softwareVersion = source._softwareVersion
+      _uptimeSeconds = source._uptimeSeconds
+      _inspectionType = source._inspectionType
+      _passCountLastHour = source._passCountLastHour
+      _failCountLastHour = source._failCountLastHour
+      _libraryFrames = source._libraryFrames
+      _libraryUnsureFrames = source._libraryUnsureFrames
+      _cameraError = source._cameraError
+      _cameraIncompleteFrames = source._cameraIncompleteFrames
+      _cameraMissingPackets = source._cameraMissingPackets
+      _cameraResentPackets = source._cameraResentPackets
+      _cameraReconnects = source._cameraReconnects
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularDoubleField(value: &self.framesPerSecond) }()
-      case 2: try { try decoder.decodeSingularDoubleField(value: &self.latencyP50Ms) }()
-      case 3: try { try decoder.decodeSingularDoubleField(value: &self.latencyP99Ms) }()
-      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.passCount) }()
-      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.failCount) }()
-      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.diskFreeBytes) }()
-      case 7: try { try decoder.decodeSingularUInt64Field(value: &self.outboxDepth) }()
-      case 8: try { try decoder.decodeSingularStringField(value: &self.modelVersion) }()
-      case 9: try { try decoder.decodeSingularStringField(value: &self.recipeVersion) }()
-      case 10: try { try decoder.decodeSingularStringField(value: &self.softwareVersion) }()
-      case 11: try { try decoder.decodeSingularUInt64Field(value: &self.uptimeSeconds) }()
-      case 12: try { try decoder.decodeSingularStringField(value: &self.inspectionType) }()
-      case 13: try { try decoder.decodeSingularUInt64Field(value: &self.passCountLastHour) }()
-      case 14: try { try decoder.decodeSingularUInt64Field(value: &self.failCountLastHour) }()
-      case 15: try { try decoder.decodeSingularUInt64Field(value: &self.libraryFrames) }()
-      case 16: try { try decoder.decodeSingularUInt64Field(value: &self.libraryUnsureFrames) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularDoubleField(value: &_storage._framesPerSecond) }()
+        case 2: try { try decoder.decodeSingularDoubleField(value: &_storage._latencyP50Ms) }()
+        case 3: try { try decoder.decodeSingularDoubleField(value: &_storage._latencyP99Ms) }()
+        case 4: try { try decoder.decodeSingularUInt64Field(value: &_storage._passCount) }()
+        case 5: try { try decoder.decodeSingularUInt64Field(value: &_storage._failCount) }()
+        case 6: try { try decoder.decodeSingularUInt64Field(value: &_storage._diskFreeBytes) }()
+        case 7: try { try decoder.decodeSingularUInt64Field(value: &_storage._outboxDepth) }()
+        case 8: try { try decoder.decodeSingularStringField(value: &_storage._modelVersion) }()
+        case 9: try { try decoder.decodeSingularStringField(value: &_storage._recipeVersion) }()
+        case 10: try { try decoder.decodeSingularStringField(value: &_storage._softwareVersion) }()
+        case 11: try { try decoder.decodeSingularUInt64Field(value: &_storage._uptimeSeconds) }()
+        case 12: try { try decoder.decodeSingularStringField(value: &_storage._inspectionType) }()
+        case 13: try { try decoder.decodeSingularUInt64Field(value: &_storage._passCountLastHour) }()
+        case 14: try { try decoder.decodeSingularUInt64Field(value: &_storage._failCountLastHour) }()
+        case 15: try { try decoder.decodeSingularUInt64Field(value: &_storage._libraryFrames) }()
+        case 16: try { try decoder.decodeSingularUInt64Field(value: &_storage._libraryUnsureFrames) }()
+        case 17: try { try decoder.decodeSingularStringField(value: &_storage._cameraError) }()
+        case 18: try { try decoder.decodeSingularUInt64Field(value: &_storage._cameraIncompleteFrames) }()
+        case 19: try { try decoder.decodeSingularUInt64Field(value: &_storage._cameraMissingPackets) }()
+        case 20: try { try decoder.decodeSingularUInt64Field(value: &_storage._cameraResentPackets) }()
+        case 21: try { try decoder.decodeSingularUInt64Field(value: &_storage._cameraReconnects) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if self.framesPerSecond.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.framesPerSecond, fieldNumber: 1)
-    }
-    if self.latencyP50Ms.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.latencyP50Ms, fieldNumber: 2)
-    }
-    if self.latencyP99Ms.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.latencyP99Ms, fieldNumber: 3)
-    }
-    if self.passCount != 0 {
-      try visitor.visitSingularUInt64Field(value: self.passCount, fieldNumber: 4)
-    }
-    if self.failCount != 0 {
-      try visitor.visitSingularUInt64Field(value: self.failCount, fieldNumber: 5)
-    }
-    if self.diskFreeBytes != 0 {
-      try visitor.visitSingularUInt64Field(value: self.diskFreeBytes, fieldNumber: 6)
-    }
-    if self.outboxDepth != 0 {
-      try visitor.visitSingularUInt64Field(value: self.outboxDepth, fieldNumber: 7)
-    }
-    if !self.modelVersion.isEmpty {
-      try visitor.visitSingularStringField(value: self.modelVersion, fieldNumber: 8)
-    }
-    if !self.recipeVersion.isEmpty {
-      try visitor.visitSingularStringField(value: self.recipeVersion, fieldNumber: 9)
-    }
-    if !self.softwareVersion.isEmpty {
-      try visitor.visitSingularStringField(value: self.softwareVersion, fieldNumber: 10)
-    }
-    if self.uptimeSeconds != 0 {
-      try visitor.visitSingularUInt64Field(value: self.uptimeSeconds, fieldNumber: 11)
-    }
-    if !self.inspectionType.isEmpty {
-      try visitor.visitSingularStringField(value: self.inspectionType, fieldNumber: 12)
-    }
-    if self.passCountLastHour != 0 {
-      try visitor.visitSingularUInt64Field(value: self.passCountLastHour, fieldNumber: 13)
-    }
-    if self.failCountLastHour != 0 {
-      try visitor.visitSingularUInt64Field(value: self.failCountLastHour, fieldNumber: 14)
-    }
-    if self.libraryFrames != 0 {
-      try visitor.visitSingularUInt64Field(value: self.libraryFrames, fieldNumber: 15)
-    }
-    if self.libraryUnsureFrames != 0 {
-      try visitor.visitSingularUInt64Field(value: self.libraryUnsureFrames, fieldNumber: 16)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      if _storage._framesPerSecond.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._framesPerSecond, fieldNumber: 1)
+      }
+      if _storage._latencyP50Ms.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._latencyP50Ms, fieldNumber: 2)
+      }
+      if _storage._latencyP99Ms.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._latencyP99Ms, fieldNumber: 3)
+      }
+      if _storage._passCount != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._passCount, fieldNumber: 4)
+      }
+      if _storage._failCount != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._failCount, fieldNumber: 5)
+      }
+      if _storage._diskFreeBytes != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._diskFreeBytes, fieldNumber: 6)
+      }
+      if _storage._outboxDepth != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._outboxDepth, fieldNumber: 7)
+      }
+      if !_storage._modelVersion.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._modelVersion, fieldNumber: 8)
+      }
+      if !_storage._recipeVersion.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._recipeVersion, fieldNumber: 9)
+      }
+      if !_storage._softwareVersion.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._softwareVersion, fieldNumber: 10)
+      }
+      if _storage._uptimeSeconds != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._uptimeSeconds, fieldNumber: 11)
+      }
+      if !_storage._inspectionType.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._inspectionType, fieldNumber: 12)
+      }
+      if _storage._passCountLastHour != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._passCountLastHour, fieldNumber: 13)
+      }
+      if _storage._failCountLastHour != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._failCountLastHour, fieldNumber: 14)
+      }
+      if _storage._libraryFrames != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._libraryFrames, fieldNumber: 15)
+      }
+      if _storage._libraryUnsureFrames != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._libraryUnsureFrames, fieldNumber: 16)
+      }
+      if !_storage._cameraError.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._cameraError, fieldNumber: 17)
+      }
+      if _storage._cameraIncompleteFrames != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._cameraIncompleteFrames, fieldNumber: 18)
+      }
+      if _storage._cameraMissingPackets != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._cameraMissingPackets, fieldNumber: 19)
+      }
+      if _storage._cameraResentPackets != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._cameraResentPackets, fieldNumber: 20)
+      }
+      if _storage._cameraReconnects != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._cameraReconnects, fieldNumber: 21)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Loupe_V1_AgentStatus, rhs: Loupe_V1_AgentStatus) -> Bool {
-    if lhs.framesPerSecond != rhs.framesPerSecond {return false}
-    if lhs.latencyP50Ms != rhs.latencyP50Ms {return false}
-    if lhs.latencyP99Ms != rhs.latencyP99Ms {return false}
-    if lhs.passCount != rhs.passCount {return false}
-    if lhs.failCount != rhs.failCount {return false}
-    if lhs.diskFreeBytes != rhs.diskFreeBytes {return false}
-    if lhs.outboxDepth != rhs.outboxDepth {return false}
-    if lhs.modelVersion != rhs.modelVersion {return false}
-    if lhs.recipeVersion != rhs.recipeVersion {return false}
-    if lhs.softwareVersion != rhs.softwareVersion {return false}
-    if lhs.uptimeSeconds != rhs.uptimeSeconds {return false}
-    if lhs.inspectionType != rhs.inspectionType {return false}
-    if lhs.passCountLastHour != rhs.passCountLastHour {return false}
-    if lhs.failCountLastHour != rhs.failCountLastHour {return false}
-    if lhs.libraryFrames != rhs.libraryFrames {return false}
-    if lhs.libraryUnsureFrames != rhs.libraryUnsureFrames {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._framesPerSecond != rhs_storage._framesPerSecond {return false}
+        if _storage._latencyP50Ms != rhs_storage._latencyP50Ms {return false}
+        if _storage._latencyP99Ms != rhs_storage._latencyP99Ms {return false}
+        if _storage._passCount != rhs_storage._passCount {return false}
+        if _storage._failCount != rhs_storage._failCount {return false}
+        if _storage._diskFreeBytes != rhs_storage._diskFreeBytes {return false}
+        if _storage._outboxDepth != rhs_storage._outboxDepth {return false}
+        if _storage._modelVersion != rhs_storage._modelVersion {return false}
+        if _storage._recipeVersion != rhs_storage._recipeVersion {return false}
+        if _storage._softwareVersion != rhs_storage._softwareVersion {return false}
+        if _storage._uptimeSeconds != rhs_storage._uptimeSeconds {return false}
+        if _storage._inspectionType != rhs_storage._inspectionType {return false}
+        if _storage._passCountLastHour != rhs_storage._passCountLastHour {return false}
+        if _storage._failCountLastHour != rhs_storage._failCountLastHour {return false}
+        if _storage._libraryFrames != rhs_storage._libraryFrames {return false}
+        if _storage._libraryUnsureFrames != rhs_storage._libraryUnsureFrames {return false}
+        if _storage._cameraError != rhs_storage._cameraError {return false}
+        if _storage._cameraIncompleteFrames != rhs_storage._cameraIncompleteFrames {return false}
+        if _storage._cameraMissingPackets != rhs_storage._cameraMissingPackets {return false}
+        if _storage._cameraResentPackets != rhs_storage._cameraResentPackets {return false}
+        if _storage._cameraReconnects != rhs_storage._cameraReconnects {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3264,109 +3376,61 @@ nonisolated extension Loupe_V1_CameraStatus: SwiftProtobuf.Message, SwiftProtobu
   public static let protoMessageName: String = _protobuf_package + ".CameraStatus"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}camera_id\0\u{1}online\0\u{3}first_seen_unix_ms\0\u{3}last_seen_unix_ms\0\u{1}address\0\u{3}software_version\0\u{1}status\0")
 
-  fileprivate class _StorageClass {
-    var _cameraID: String = String()
-    var _online: Bool = false
-    var _firstSeenUnixMs: UInt64 = 0
-    var _lastSeenUnixMs: UInt64 = 0
-    var _address: String = String()
-    var _softwareVersion: String = String()
-    var _status: Loupe_V1_AgentStatus? = nil
-
-      // This property is used as the initial default value for new instances of the type.
-      // The type itself is protecting the reference to its storage via CoW semantics.
-      // This will force a copy to be made of this reference when the first mutation occurs;
-      // hence, it is safe to mark this as `nonisolated(unsafe)`.
-      static nonisolated(unsafe) let defaultInstance = _StorageClass()
-
-    private init() {}
-
-    init(copying source: _StorageClass) {
-      _cameraID = source._cameraID
-      _online = source._online
-      _firstSeenUnixMs = source._firstSeenUnixMs
-      _lastSeenUnixMs = source._lastSeenUnixMs
-      _address = source._address
-      _softwareVersion = source._softwareVersion
-      _status = source._status
-    }
-  }
-
-  fileprivate mutating func _uniqueStorage() -> _StorageClass {
-    if !isKnownUniquelyReferenced(&_storage) {
-      _storage = _StorageClass(copying: _storage)
-    }
-    return _storage
-  }
-
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    _ = _uniqueStorage()
-    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
-      while let fieldNumber = try decoder.nextFieldNumber() {
-        // The use of inline closures is to circumvent an issue where the compiler
-        // allocates stack space for every case branch when no optimizations are
-        // enabled. https://github.com/apple/swift-protobuf/issues/1034
-        switch fieldNumber {
-        case 1: try { try decoder.decodeSingularStringField(value: &_storage._cameraID) }()
-        case 2: try { try decoder.decodeSingularBoolField(value: &_storage._online) }()
-        case 3: try { try decoder.decodeSingularUInt64Field(value: &_storage._firstSeenUnixMs) }()
-        case 4: try { try decoder.decodeSingularUInt64Field(value: &_storage._lastSeenUnixMs) }()
-        case 5: try { try decoder.decodeSingularStringField(value: &_storage._address) }()
-        case 6: try { try decoder.decodeSingularStringField(value: &_storage._softwareVersion) }()
-        case 7: try { try decoder.decodeSingularMessageField(value: &_storage._status) }()
-        default: break
-        }
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.cameraID) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.online) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.firstSeenUnixMs) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.lastSeenUnixMs) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.address) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.softwareVersion) }()
+      case 7: try { try decoder.decodeSingularMessageField(value: &self._status) }()
+      default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every if/case branch local when no optimizations
-      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-      // https://github.com/apple/swift-protobuf/issues/1182
-      if !_storage._cameraID.isEmpty {
-        try visitor.visitSingularStringField(value: _storage._cameraID, fieldNumber: 1)
-      }
-      if _storage._online != false {
-        try visitor.visitSingularBoolField(value: _storage._online, fieldNumber: 2)
-      }
-      if _storage._firstSeenUnixMs != 0 {
-        try visitor.visitSingularUInt64Field(value: _storage._firstSeenUnixMs, fieldNumber: 3)
-      }
-      if _storage._lastSeenUnixMs != 0 {
-        try visitor.visitSingularUInt64Field(value: _storage._lastSeenUnixMs, fieldNumber: 4)
-      }
-      if !_storage._address.isEmpty {
-        try visitor.visitSingularStringField(value: _storage._address, fieldNumber: 5)
-      }
-      if !_storage._softwareVersion.isEmpty {
-        try visitor.visitSingularStringField(value: _storage._softwareVersion, fieldNumber: 6)
-      }
-      try { if let v = _storage._status {
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
-      } }()
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.cameraID.isEmpty {
+      try visitor.visitSingularStringField(value: self.cameraID, fieldNumber: 1)
     }
+    if self.online != false {
+      try visitor.visitSingularBoolField(value: self.online, fieldNumber: 2)
+    }
+    if self.firstSeenUnixMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.firstSeenUnixMs, fieldNumber: 3)
+    }
+    if self.lastSeenUnixMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.lastSeenUnixMs, fieldNumber: 4)
+    }
+    if !self.address.isEmpty {
+      try visitor.visitSingularStringField(value: self.address, fieldNumber: 5)
+    }
+    if !self.softwareVersion.isEmpty {
+      try visitor.visitSingularStringField(value: self.softwareVersion, fieldNumber: 6)
+    }
+    try { if let v = self._status {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Loupe_V1_CameraStatus, rhs: Loupe_V1_CameraStatus) -> Bool {
-    if lhs._storage !== rhs._storage {
-      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
-        let _storage = _args.0
-        let rhs_storage = _args.1
-        if _storage._cameraID != rhs_storage._cameraID {return false}
-        if _storage._online != rhs_storage._online {return false}
-        if _storage._firstSeenUnixMs != rhs_storage._firstSeenUnixMs {return false}
-        if _storage._lastSeenUnixMs != rhs_storage._lastSeenUnixMs {return false}
-        if _storage._address != rhs_storage._address {return false}
-        if _storage._softwareVersion != rhs_storage._softwareVersion {return false}
-        if _storage._status != rhs_storage._status {return false}
-        return true
-      }
-      if !storagesAreEqual {return false}
-    }
+    if lhs.cameraID != rhs.cameraID {return false}
+    if lhs.online != rhs.online {return false}
+    if lhs.firstSeenUnixMs != rhs.firstSeenUnixMs {return false}
+    if lhs.lastSeenUnixMs != rhs.lastSeenUnixMs {return false}
+    if lhs.address != rhs.address {return false}
+    if lhs.softwareVersion != rhs.softwareVersion {return false}
+    if lhs._status != rhs._status {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import LoupeCapture
 import LoupeProto
 import LoupeWire
 
@@ -163,7 +164,27 @@ struct DatasetCommand: AsyncParsableCommand {
 /// `loupe camera list | show | group`: the cameras the manager knows.
 struct CameraCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "camera", abstract: "The cameras the manager knows, and named groups of them.",
-                                                    subcommands: [List.self, Show.self, Group.self, Groups.self])
+                                                    subcommands: [List.self, Show.self, Group.self, Groups.self, Discover.self])
+
+    struct Discover: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "The GigE Vision and USB3 Vision cameras this machine can reach (Aravis discovery), to name in an agent's config.",
+            discussion: "An agent opens one with camera.source \"genicam\" and camera.device set to its serial number, address or id.")
+        @Flag(help: "Print JSON.") var json = false
+
+        func run() async throws {
+            let devices = AravisCamera.discover()
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                print(String(decoding: try encoder.encode(devices), as: UTF8.self))
+                return
+            }
+            print(TextTable.render(header: ["ID", "VENDOR", "MODEL", "SERIAL", "ADDRESS", "TRANSPORT"],
+                                   rows: devices.map { [$0.id, $0.vendor, $0.model, $0.serial, $0.address, $0.transport] })
+                  + (devices.isEmpty ? "\n(no camera answered: check power, cabling, the subnet of this machine's interfaces, and that no other program holds it)" : ""))
+        }
+    }
 
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Every known camera: state, address, software, inspection type, models.")
@@ -204,6 +225,8 @@ struct CameraCommand: AsyncParsableCommand {
                 ("pass / fail, last hour", "\(s.passCountLastHour) / \(s.failCountLastHour)"), ("pass / fail, since start", "\(s.passCount) / \(s.failCount)"),
                 ("labelled ROIs to sync", "\(s.outboxDepth)"), ("disk free", ByteCountFormatter.string(fromByteCount: Int64(s.diskFreeBytes), countStyle: .file)),
                 ("uptime", formatDuration(Double(s.uptimeSeconds))), ("groups", groups.isEmpty ? "-" : groups.joined(separator: ", ")),
+                ("camera", s.cameraError.isEmpty ? "streaming" : s.cameraError),
+                ("camera stream", "\(s.cameraIncompleteFrames) incomplete frames, \(s.cameraMissingPackets) packets missing, \(s.cameraResentPackets) resent, \(s.cameraReconnects) reconnections"),
             ]
             let width = lines.map(\.0.count).max() ?? 0
             for (key, value) in lines { print(key.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + value) }

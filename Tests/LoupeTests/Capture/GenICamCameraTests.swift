@@ -1,0 +1,317 @@
+import Foundation
+import LoupeAgent
+import LoupeManager
+import LoupeProto
+import LoupeCapture
+import LoupeImaging
+import LoupeTesting
+import LoupeWire
+import Testing
+
+/// Everything that talks to the fake GigE Vision camera, one test at a time
+/// (it listens on 127.0.0.1:3956, and a GigE Vision device has one controller).
+@Suite(.serialized) struct FakeGigESuite {}
+
+/// A picture with detail at every scale, in 2x2 blocks where `blocks` (so the
+/// Bayer conversion, a 2x2 mean, gives it back unchanged on even sites).
+func gigePicture(width: Int = 320, height: Int = 240) throws -> Image8 {
+    var samples = [UInt8](repeating: 0, count: width * height)
+    for y in 0..<height {
+        for x in 0..<width { samples[y * width + x] = UInt8((x * 7 + y * 3 + (x * y) / 64) % 256) }
+    }
+    return try Image8(width: width, height: height, samples: samples)
+}
+
+/// The picture tiled over a frame, as the fake camera sends it.
+func tiled(_ picture: Image8, width: Int, height: Int) -> [UInt8] {
+    var out = [UInt8](repeating: 0, count: width * height)
+    for y in 0..<height {
+        for x in 0..<width { out[y * width + x] = picture.samples[(y % picture.height) * picture.width + (x % picture.width)] }
+    }
+    return out
+}
+
+extension FakeGigESuite {
+    @Suite struct GenICamCameraTests {
+        @Test func discoversTheFakeCameraOnLoopback() async throws {
+            let camera = try await FakeGigECamera(serial: "LPD1", picture: try gigePicture())
+            let found = AravisCamera.discover().first { $0.serial == camera.serial }
+            let device = try #require(found, "discovered: \(AravisCamera.discover())")
+            #expect(device.address == "127.0.0.1")
+            #expect(device.transport == "GigEVision")
+            #expect(device.vendor == "Aravis")
+            #expect(device.answers(to: "LPD1") && device.answers(to: "127.0.0.1") && device.answers(to: device.id))
+        }
+
+        /// Every pixel format the device offers reaches the pipeline's grey by the documented mapping.
+        @Test(arguments: [GenICamPixelFormat.mono8, .mono16, .rgb8, .bayerRG8])
+        func streamsThePicturePixelForPixel(format: GenICamPixelFormat) async throws {
+            let fake = try await FakeGigECamera(serial: "LPX1", picture: try gigePicture())
+            var settings = AravisCamera.Settings(camera: "LPX1")
+            settings.width = 640
+            settings.height = 480
+            settings.pixelFormats = [format]
+            let camera = try AravisCamera(settings: settings)
+            #expect(camera.format?.pixelFormat == format)
+            for _ in 0..<3 {
+                let frame = try #require(try await camera.nextFrame())
+                #expect(frame.image.width == 640 && frame.image.height == 480)
+                #expect(frame.origin == "genicam:LPX1")
+                let sent = tiled(fake.picture, width: 640, height: 480)
+                if format == .bayerRG8 {
+                    // Each pixel the mean of the 2x2 block from it: the sent picture's own 2x2 means.
+                    let expected = try GenICamPixelFormat.bayerRG8.grey(from: UnsafeRawBufferPointer(start: sent, count: sent.count), width: 640, height: 480)
+                    #expect(frame.image.samples == expected.samples)
+                    #expect(frame.image.samples != sent, "a 2x2 mean differs from the mosaic's sites")
+                } else {
+                    #expect(frame.image.samples == sent)
+                }
+            }
+            let statistics = camera.streamStatistics
+            #expect(statistics.completedFrames >= 3 && statistics.connected && statistics.pixelFormat == format.rawValue)
+            #expect(statistics.device.contains("LPX1") && statistics.device.contains("127.0.0.1"))
+        }
+
+        @Test func aSoftwareTriggerGivesExactlyOneFrame() async throws {
+            let fake = try await FakeGigECamera(serial: "LPT1", picture: try gigePicture())
+            defer { withExtendedLifetime(fake) {} }
+            var settings = AravisCamera.Settings(camera: "LPT1")
+            settings.trigger = .software
+            let camera = try AravisCamera(settings: settings)
+            try await Task.sleep(for: .milliseconds(500))
+            #expect(camera.streamStatistics.completedFrames == 0, "no frame without a trigger")
+            for n in 1...3 {
+                try camera.trigger()
+                let frame = try #require(try await camera.nextFrame())
+                #expect(frame.sequence == n)
+            }
+            try await Task.sleep(for: .milliseconds(500))
+            #expect(camera.streamStatistics.completedFrames == 3, "one frame per trigger, none between")
+        }
+
+        @Test func framesWithLostPacketsAreCountedAndNeverDelivered() async throws {
+            let fake = try await FakeGigECamera(serial: "LPL1", picture: try gigePicture(), lostPerThousand: 2)
+            var settings = AravisCamera.Settings(camera: "LPL1")
+            settings.packetResend = false
+            settings.framesPerSecond = 50
+            let camera = try AravisCamera(settings: settings)
+            for _ in 0..<4 {
+                let frame = try #require(try await camera.nextFrame())
+                #expect(frame.image.samples == tiled(fake.picture, width: frame.image.width, height: frame.image.height), "a delivered frame is whole")
+            }
+            let statistics = camera.streamStatistics
+            #expect(statistics.missingPackets > 0, "\(statistics)")
+            #expect(statistics.incompleteFrames > 0, "\(statistics)")
+        }
+
+        @Test func aCutCableIsNamedAndTheCameraIsFoundAgain() async throws {
+            let fake = try await FakeGigECamera(serial: "LPC1", picture: try gigePicture())
+            let camera = try AravisCamera(settings: AravisCamera.Settings(camera: "LPC1"))
+            _ = try #require(try await camera.nextFrame())
+            fake.cut()
+            var lost: CaptureError?
+            for _ in 0..<60 where lost == nil {
+                do { _ = try await camera.nextFrame() } catch let error as CaptureError { lost = error }
+            }
+            guard case .cameraLost(let name, _)? = lost else { Issue.record("expected cameraLost, got \(String(describing: lost))"); return }
+            #expect(name == "LPC1")
+            #expect("\(lost!)".hasPrefix("camera lost: LPC1"))
+            #expect(!camera.streamStatistics.connected && camera.streamStatistics.lostReason != nil)
+            // Still gone: named again, not hung.
+            await #expect(throws: CaptureError.self) { _ = try await camera.nextFrame() }
+
+            try await fake.start()
+            var frame: CapturedFrame?
+            for _ in 0..<40 where frame == nil {
+                frame = try? await camera.nextFrame()
+                if frame == nil { try await Task.sleep(for: .milliseconds(250)) }
+            }
+            let back = try #require(frame, "the camera came back but no frame arrived")
+            #expect(back.image.samples == tiled(fake.picture, width: back.image.width, height: back.image.height))
+            #expect(camera.streamStatistics.reconnects >= 1 && camera.streamStatistics.connected && camera.streamStatistics.lostReason == nil)
+        }
+
+        @Test func badSettingsAreNamed() async throws {
+            let fake = try await FakeGigECamera(serial: "LPB1", picture: try gigePicture())
+            defer { withExtendedLifetime(fake) {} }
+            #expect {
+                _ = try AravisCamera(settings: AravisCamera.Settings(camera: "NO-SUCH-CAMERA"))
+            } throws: { error in
+                guard case .cameraNotFound(let name, let found) = error as? CaptureError else { return false }
+                return name == "NO-SUCH-CAMERA" && found.contains { $0.contains("LPB1") }
+            }
+            var settings = AravisCamera.Settings(camera: "LPB1")
+            settings.exposureMicroseconds = 1e9
+            #expect { _ = try AravisCamera(settings: settings) } throws: { "\($0)".contains("exposure time 1000000000.0 is outside") }
+            settings = AravisCamera.Settings(camera: "LPB1")
+            settings.width = 99_999
+            #expect { _ = try AravisCamera(settings: settings) } throws: { "\($0)".contains("width 99999 is outside") }
+            settings = AravisCamera.Settings(camera: "LPB1")
+            settings.pixelFormats = [.mono12]
+            #expect { _ = try AravisCamera(settings: settings) } throws: { "\($0)".contains("does not offer Mono12") }
+            // Still usable after refused opens.
+            let camera = try AravisCamera(settings: AravisCamera.Settings(camera: "LPB1"))
+            _ = try #require(try await camera.nextFrame())
+        }
+    }
+}
+
+/// The documented conversions, without a camera.
+@Suite struct GenICamPixelTests {
+    @Test func deepGreyKeepsItsTopEightBits() throws {
+        // Mono12 4095 -> 255, 2048 -> 128, 15 -> 0; a value past 12 bits saturates.
+        let values: [UInt16] = [4095, 2048, 15, 65535]
+        let bytes = values.flatMap { [UInt8($0 & 0xFF), UInt8($0 >> 8)] }
+        let grey = try bytes.withUnsafeBytes { try GenICamPixelFormat.mono12.grey(from: $0, width: 4, height: 1) }
+        #expect(grey.samples == [255, 128, 0, 255])
+        let ten = try bytes.withUnsafeBytes { try GenICamPixelFormat.mono10.grey(from: $0, width: 4, height: 1) }
+        #expect(ten.samples == [255, 255, 3, 255])
+    }
+
+    @Test func colourBecomesLuma() throws {
+        let rgb: [UInt8] = [255, 0, 0, 0, 255, 0, 0, 0, 255, 200, 200, 200]
+        let grey = try rgb.withUnsafeBytes { try GenICamPixelFormat.rgb8.grey(from: $0, width: 4, height: 1) }
+        #expect(grey.samples == [77, 149, 29, 200])
+        // A Bayer mosaic of a flat colour is flat grey whatever the order.
+        let mosaic: [UInt8] = [10, 50, 10, 50, 50, 90, 50, 90, 10, 50, 10, 50, 50, 90, 50, 90]
+        for format in [GenICamPixelFormat.bayerRG8, .bayerGR8, .bayerGB8, .bayerBG8] {
+            let flat = try mosaic.withUnsafeBytes { try format.grey(from: $0, width: 4, height: 4) }
+            #expect(flat.samples == [UInt8](repeating: 50, count: 16))
+        }
+    }
+
+    @Test func aShortBufferIsRefused() {
+        let bytes = [UInt8](repeating: 0, count: 10)
+        #expect(throws: ImageError.self) { _ = try bytes.withUnsafeBytes { try GenICamPixelFormat.mono16.grey(from: $0, width: 4, height: 2) } }
+    }
+}
+
+extension FakeGigESuite {
+    /// A `loupe agent` process on the fake camera, through the same path a real GigE Vision camera takes.
+    @Suite struct GenICamAgentTests {
+        struct Agent {
+            let process: LoupeProcess
+            let address: String
+            let token: String
+
+            func live() async throws -> LiveStatistics {
+                let (status, body) = try await agentHTTP(address, "GET", "/api/v1/live", token: token)
+                guard status == 200 else { throw TestSetupError("GET /api/v1/live: \(status)") }
+                return try JSONDecoder().decode(LiveStatistics.self, from: body)
+            }
+        }
+
+        static func startAgent(serial: String, trigger: String? = nil) async throws -> (Agent, TestPKI) {
+            let pki = try TestPKI()
+            var camera: [String: Any] = ["source": "genicam", "device": serial, "width": 640, "height": 480, "framesPerSecond": 10,
+                                         "inferenceThreads": 1, "precision": "fp32", "packetResend": true]
+            if let trigger { camera["trigger"] = trigger }
+            let config = try writeAgentConfig(pki: pki, camera: "gige-cam", port: nil, extra: [
+                "http": ["address": "127.0.0.1:0", "initialAdminPassword": "gige-password-1"], "camera": camera,
+            ])
+            let process = try LoupeProcess(["agent", "--config", config], log: pki.dir + "/agent.log")
+            let address = try #require(try await process.loggedAddress(after: "http listening"), "the agent never listened:\n\(process.log)")
+            return (Agent(process: process, address: address, token: try await agentToken(address, password: "gige-password-1")), pki)
+        }
+
+        @Test func anAgentInspectsFromTheCameraAndSurvivesACutStream() async throws {
+            let fake = try await FakeGigECamera(serial: "LPA1", picture: try gigePicture())
+            let (agent, pki) = try await Self.startAgent(serial: "LPA1")
+            defer { withExtendedLifetime(pki) {} }
+            var live = try await agent.live()
+            #expect(try await eventually { live = try await agent.live(); return live.framesInspected >= 3 }, "\(live)\n\(agent.process.log.suffix(2000))")
+            #expect(live.camera?.connected == true && live.camera?.pixelFormat == "Mono8" && live.sourceError == nil)
+            #expect(live.camera?.device.contains("LPA1") == true)
+
+            fake.cut()
+            #expect(try await eventually { live = try await agent.live(); return live.sourceError?.hasPrefix("camera lost: LPA1") == true },
+                    "the page is told the camera is lost: \(live)")
+            #expect(live.camera?.connected == false)
+            let before = live.framesInspected
+
+            try await fake.start()
+            #expect(try await eventually(timeout: .seconds(30)) {
+                live = try await agent.live()
+                return (live.camera?.reconnects ?? 0) >= 1 && live.framesInspected > before + 2 && live.sourceError == nil
+            }, "the agent streams again once the camera answers: \(live)")
+            #expect(agent.process.process.isRunning)
+        }
+
+        @Test func aSoftwareTriggerFromTheAPIGivesOneInspection() async throws {
+            let fake = try await FakeGigECamera(serial: "LPS1", picture: try gigePicture())
+            defer { withExtendedLifetime(fake) {} }
+            let (agent, pki) = try await Self.startAgent(serial: "LPS1", trigger: "software")
+            defer { withExtendedLifetime(pki) {} }
+            try await Task.sleep(for: .milliseconds(700))
+            #expect(try await agent.live().framesCaptured == 0, "no frame without a trigger")
+            for n in 1...3 {
+                let (status, _) = try await agent.http("POST", "/api/v1/live/trigger")
+                #expect(status == 202)
+                #expect(try await eventually(timeout: .seconds(10)) { try await agent.live().framesInspected == n })
+            }
+            try await Task.sleep(for: .milliseconds(500))
+            let live = try await agent.live()
+            #expect(live.framesCaptured == 3 && live.camera?.completedFrames == 3)
+            // Without signing in, no trigger.
+            let (anonymous, _) = try await agentHTTP(agent.address, "POST", "/api/v1/live/trigger")
+            #expect([401, 403].contains(anonymous))
+            try await Task.sleep(for: .milliseconds(500))
+            #expect(try await agent.live().framesCaptured == 3, "a refused trigger takes no frame")
+        }
+    }
+}
+
+extension FakeGigESuite.GenICamAgentTests.Agent {
+    func http(_ method: String, _ path: String) async throws -> (Int, Data) {
+        let (status, body) = try await agentHTTP(address, method, path, token: token)
+        return (status, body)
+    }
+}
+
+@Suite struct GenICamConfigTests {
+    @Test func cameraSettingsAreCheckedWhereTheyAreRead() throws {
+        let folder = try TemporaryDirectory.make(prefix: "loupe-genicam-config")
+        let path = folder + "/agent.json"
+        func load(_ camera: [String: Any]) throws -> AgentConfig {
+            try writeJSON(["cameraId": "cam-1", "tls": ["ca": "a", "cert": "b", "key": "c"], "dataDir": "d", "camera": camera], to: path)
+            return try AgentConfig.load(path: path)
+        }
+        #expect { _ = try load(["source": "genicam", "pixelFormat": "Mono12p"]) } throws: {
+            ($0 as? ConfigError) == .invalid(path: path, key: "camera.pixelFormat",
+                                             reason: "\"Mono12p\" is not one Loupe reads; use one of \(GenICamPixelFormat.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        #expect(throws: ConfigError.invalid(path: path, key: "camera.packetSize", reason: "must be 576…16384 bytes")) {
+            _ = try load(["source": "genicam", "packetSize": 100])
+        }
+        #expect(throws: ConfigError.invalid(path: path, key: "camera.trigger", reason: "\"free-run\", \"software\" or an input line name such as \"Line0\"")) {
+            _ = try load(["source": "genicam", "trigger": "Line0; rm -rf /"])
+        }
+        #expect(throws: ConfigError.invalid(path: path, key: "camera.exposureMicroseconds", reason: "applies to a genicam camera only")) {
+            _ = try load(["source": "synthetic", "exposureMicroseconds": 500])
+        }
+        let config = try load(["source": "genicam", "device": "GV01", "pixelFormat": "Mono12", "trigger": "Line1", "exposureMicroseconds": 800, "packetResend": false])
+        let settings = try #require(config.camera).genicamSettings
+        #expect(settings.camera == "GV01" && settings.pixelFormats == [.mono12] && settings.trigger == .line("Line1"))
+        #expect(settings.exposureMicroseconds == 800 && settings.packetResend == false)
+    }
+}
+
+@Suite struct CameraStreamMetricsTests {
+    /// The manager turns each camera's status report into gauges labelled with the camera.
+    @Test func aCameraStreamReachesTheManagersMetrics() {
+        let metrics = ManagerMetrics()
+        var status = Loupe_V1_AgentStatus()
+        status.cameraMissingPackets = 7
+        status.cameraIncompleteFrames = 2
+        status.cameraReconnects = 1
+        status.cameraError = "camera lost: GV01: it stopped answering"
+        metrics.report(cameraId: "cam-1", status: status)
+        status.cameraError = ""
+        metrics.report(cameraId: "cam-2", status: status)
+        let text = metrics.text
+        #expect(text.contains(#"loupe_camera_missing_packets{camera="cam-1"} 7"#), "\(text)")
+        #expect(text.contains(#"loupe_camera_incomplete_frames{camera="cam-1"} 2"#))
+        #expect(text.contains(#"loupe_camera_reconnects{camera="cam-2"} 1"#))
+        #expect(text.contains(#"loupe_camera_lost{camera="cam-1"} 1"#) && text.contains(#"loupe_camera_lost{camera="cam-2"} 0"#))
+    }
+}
