@@ -71,7 +71,9 @@ public final class AgentRuntime: Sendable {
             }
         }
         let inspector = try Self.makeInspector(store: store, shelf: shelf, precision: precision, logger: logger)
-        pipeline = LivePipeline(source: source, pacing: pacing, threads: threads, inspector: inspector, live: camera?.live ?? true, logger: logger)
+        let trigger = camera?.source == .genicam ? camera?.genicamSettings.trigger ?? .freeRun : .freeRun
+        pipeline = LivePipeline(source: source, pacing: pacing, threads: threads, inspector: inspector, live: camera?.live ?? true, logger: logger,
+                                trigger: trigger)
         library = try FrameLibrary(directory: config.dataDir + "/library", policy: config.library ?? LibraryPolicy(), nice: PagePriority.nice)
         pipeline.observe { [library] frame, result, threshold in library.offer(frame, result: result, threshold: threshold) }
     }

@@ -162,17 +162,20 @@ public struct LiveAPI: Sendable {
                 return try LabelAPI.json(pipeline.statistics)
             }
         }
-        // One frame from a camera in software trigger mode (camera.trigger "software").
-        api.post("live/trigger", .operator) { _, _ in
-            guard let camera = pipeline.softwareTrigger else {
-                throw HTTPError(.conflict, message: pipeline.hasSource
-                    ? "this camera is not in software trigger mode (set camera.trigger to \"software\" in the agent's config)"
-                    : "this agent has no camera configured")
-            }
-            do { try camera.trigger() } catch let error as CaptureError {
+        // One frame, one inspection, one result from a camera in software trigger mode (camera.trigger "software").
+        api.post("live/trigger", .operator) { request, _ in
+            let wait = request.uri.queryParameters.get("wait", as: Bool.self) ?? false
+            let stamp: TriggerStamp
+            do { stamp = try pipeline.trigger() } catch let error as TriggerError {
+                throw HTTPError(.conflict, message: "\(error)")
+            } catch let error as CaptureError {
                 throw HTTPError(.serviceUnavailable, message: "\(error)")
             }
-            return Response(status: .accepted)
+            guard wait else { return try LabelAPI.json(stamp, status: .accepted) }
+            guard let result = await pipeline.result(of: stamp, timeout: .seconds(10)) else {
+                throw HTTPError(.gatewayTimeout, message: "trigger \(stamp.sequence) gave no result within 10 s (see sourceError in GET /api/v1/live)")
+            }
+            return try LabelAPI.json(result)
         }
         api.get("live/results", .viewer) { request, _ in
             let limit = min(LivePipeline.logCapacity, max(1, request.uri.queryParameters.get("limit", as: Int.self) ?? 50))

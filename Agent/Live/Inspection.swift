@@ -91,9 +91,11 @@ public struct InspectionResult: Codable, Sendable, Equatable {
     public var timings: StageTimings
     public var modelVersion: String
     public var recipeVersion: Int
+    /// The trigger this result answers (triggered cameras); nil when free-running.
+    public var trigger: TriggerStamp?
 
     public init(sequence: Int, capturedAt: Date, verdict: Verdict, alignScore: Double?, rois: [ROIResult], timings: StageTimings = StageTimings(),
-                modelVersion: String, recipeVersion: Int) {
+                modelVersion: String, recipeVersion: Int, trigger: TriggerStamp? = nil) {
         self.sequence = sequence
         self.capturedAt = capturedAt
         self.verdict = verdict
@@ -102,6 +104,7 @@ public struct InspectionResult: Codable, Sendable, Equatable {
         self.timings = timings
         self.modelVersion = modelVersion
         self.recipeVersion = recipeVersion
+        self.trigger = trigger
     }
 }
 
@@ -241,12 +244,15 @@ public struct CapturedFrameInput: Sendable {
     public var captureMilliseconds: Double
     /// The true label mask in frame coordinates, when the source knows it (the synthetic camera).
     public var groundTruth: Image8?
+    /// The trigger the frame answers (triggered cameras).
+    public var trigger: TriggerStamp?
 
-    public init(sequence: Int, capturedAt: Date, image: Image8, captureMilliseconds: Double, groundTruth: Image8? = nil) {
+    public init(sequence: Int, capturedAt: Date, image: Image8, captureMilliseconds: Double, groundTruth: Image8? = nil, trigger: TriggerStamp? = nil) {
         self.sequence = sequence
         self.capturedAt = capturedAt
         self.image = image
         self.captureMilliseconds = captureMilliseconds
         self.groundTruth = groundTruth
+        self.trigger = trigger
     }
 }

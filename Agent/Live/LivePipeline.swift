@@ -32,6 +32,8 @@ public struct LiveStatistics: Codable, Sendable, Equatable {
     public var sourceError: String?
     /// A GenICam camera's stream: frames completed, incomplete and failed, packets missing and resent, reconnections.
     public var camera: CameraStreamStatistics?
+    /// A triggered camera's triggers: accepted, missed, abandoned, the one in flight.
+    public var trigger: TriggerStatistics?
 }
 
 /// The live inspection loop: a capture task takes frames from the source at
@@ -137,6 +139,7 @@ public final class LivePipeline: Service, Sendable {
     private let newest = Mutex<Latest?>(nil)
     private let newestRaw = Mutex<CapturedFrame?>(nil)
     private let results = Broadcast<InspectionResult>()
+    private let triggers: TriggerGate
 
     /// - Parameters:
     ///   - source: the camera; nil for an agent without one (labels only).
@@ -144,8 +147,11 @@ public final class LivePipeline: Service, Sendable {
     ///     rate for sources that have none of their own: files, synthetic).
     ///   - threads: oneDNN threads for the segment stage (1 on two cores:
     ///     the align stage has the other).
-    public init(source: (any FrameSource)?, pacing: Duration?, threads: Int, inspector: Inspector, live: Bool, logger: Logger) {
+    ///   - trigger: what makes the camera take a frame; triggered, one frame is inspected at a time.
+    public init(source: (any FrameSource)?, pacing: Duration?, threads: Int, inspector: Inspector, live: Bool, logger: Logger,
+                trigger: CameraTrigger = .freeRun) {
         self.source = source
+        self.triggers = TriggerGate(mode: trigger)
         self.pacing = pacing
         self.threads = max(1, threads)
         self.inspector = Mutex(inspector)
@@ -155,9 +161,25 @@ public final class LivePipeline: Service, Sendable {
 
     public var hasSource: Bool { source != nil }
 
-    /// The camera, when it takes software triggers (`camera.trigger` "software").
-    public var softwareTrigger: (any SoftwareTriggered)? {
-        (source as? any SoftwareTriggered).flatMap { $0.takesSoftwareTriggers ? $0 : nil }
+    /// Fires the camera's software trigger (`camera.trigger` "software"): the
+    /// trigger's stamp once the camera took it. Throws `TriggerError.missed`
+    /// while an earlier trigger is still being inspected (counted, not queued).
+    public func trigger(source name: String = "api") throws -> TriggerStamp {
+        guard triggers.mode == .software, let camera = (source as? any SoftwareTriggered), camera.takesSoftwareTriggers else {
+            throw TriggerError.notTriggered(mode: source == nil ? "no camera" : triggers.mode.name)
+        }
+        guard settings.withLock({ $0.live }) else { throw TriggerError.liveOff }
+        let stamp = try triggers.accept(source: name)
+        do { try camera.trigger() } catch {
+            triggers.withdraw(stamp)
+            throw error
+        }
+        return stamp
+    }
+
+    /// The result of an accepted trigger, waiting up to `timeout` (nil: its frame failed or did not come in time).
+    public func result(of stamp: TriggerStamp, timeout: Duration) async -> InspectionResult? {
+        await triggers.result(of: stamp, timeout: timeout)
     }
 
     /// Replaces recipe, aligner and model; the next frame uses the new ones.
@@ -236,8 +258,17 @@ public final class LivePipeline: Service, Sendable {
                 failures = 0
                 let took = (clock.now - asked).milliseconds
                 newestRaw.withLock { $0 = frame }
+                var stamp: TriggerStamp?
+                if triggers.isTriggered {
+                    // One trigger at a time: a frame no accepted trigger asked for is not inspected.
+                    guard let accepted = triggers.frameArrived() else {
+                        log.withLock { $0.captured += 1; $0.dropped += 1; $0.sourceError = nil }
+                        continue
+                    }
+                    stamp = accepted
+                }
                 let input = CapturedFrameInput(sequence: frame.sequence, capturedAt: frame.capturedAt, image: frame.image, captureMilliseconds: took,
-                                               groundTruth: frame.groundTruth)
+                                               groundTruth: frame.groundTruth, trigger: stamp)
                 let replaced = slot.withLock { slot -> Bool in
                     defer { slot.frame = input }
                     return slot.frame != nil
@@ -278,7 +309,11 @@ public final class LivePipeline: Service, Sendable {
                 return (slot.frame, slot.stopped)
             }
             if stopped { return }
-            guard let frame, settings.withLock({ $0.live }) else { continue }
+            guard let frame else { continue }
+            guard settings.withLock({ $0.live }) else {
+                if let stamp = frame.trigger { triggers.finish(stamp, result: nil) }
+                continue
+            }
             let inspector = self.inspector.withLock { $0 }
             do {
                 let prepared = try inspector.prepare(frame)
@@ -318,6 +353,7 @@ public final class LivePipeline: Service, Sendable {
     }
 
     private func failed(_ frame: CapturedFrameInput, _ error: any Error) {
+        if let stamp = frame.trigger { triggers.finish(stamp, result: nil) }
         log.withLock { $0.sourceError = "inspection failed: \(error)" }
         logger.error("inspection failed", metadata: ["frame": "\(frame.sequence)", "error": "\(error)"])
     }
@@ -332,7 +368,8 @@ public final class LivePipeline: Service, Sendable {
     }
 
     private func record(_ outcome: Inspector.Outcome, frame: CapturedFrameInput, threshold: Double) {
-        let result = outcome.result
+        var result = outcome.result
+        result.trigger = frame.trigger
         let now = ContinuousClock.now
         log.withLock { log in
             if log.results.count < Self.logCapacity {
@@ -354,6 +391,7 @@ public final class LivePipeline: Service, Sendable {
         newest.withLock { $0 = Latest(image: frame.image, outcome: outcome, groundTruth: frame.groundTruth) }
         results.send(result)
         for observer in observers.withLock({ $0 }) { observer(frame, result, threshold) }
+        if let stamp = frame.trigger { triggers.finish(stamp, result: result) }
     }
 
     /// The newest results, newest first.
@@ -387,7 +425,8 @@ public final class LivePipeline: Service, Sendable {
                                   framesInspected: log.inspected, passCount: log.passed, failCount: log.failed,
                                   passLastHour: hour.pass, failLastHour: hour.fail, notAlignedCount: log.notAligned,
                                   p50: p50, p99: p99, modelVersion: inspector.modelVersion, recipeVersion: inspector.recipe.version,
-                                  sourceError: log.sourceError, camera: (source as? any StreamStatisticsReporting)?.streamStatistics)
+                                  sourceError: log.sourceError, camera: (source as? any StreamStatisticsReporting)?.streamStatistics,
+                                  trigger: triggers.isTriggered ? triggers.statistics : nil)
         }
     }
 

@@ -321,7 +321,7 @@ extension JSONEncoder {
 }
 
 extension JSONDecoder {
-    static let iso: JSONDecoder = {
+    public static let iso: JSONDecoder = {
         let decoder = JSONDecoder()
         decoder.dateDecodingStrategy = .iso8601
         return decoder

@@ -32,6 +32,9 @@ public struct LibraryFrame: Codable, Sendable, Equatable, FetchableRecord, Mutab
     public var bytes: Int
     /// The capture it became when imported for labelling.
     public var importedAs: Int?
+    /// The trigger the frame answered (triggered cameras): its source and sequence number.
+    public var triggerSource: String?
+    public var triggerSequence: Int?
 
     public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
 }
@@ -140,6 +143,12 @@ public final class FrameLibrary: Sendable {
                 t.column("importedAs", .integer)
             }
         }
+        migrator.registerMigration("2 trigger") { db in
+            try db.alter(table: "frame") { t in
+                t.add(column: "triggerSource", .text)
+                t.add(column: "triggerSequence", .integer)
+            }
+        }
         return migrator
     }
 
@@ -227,7 +236,8 @@ public final class FrameLibrary: Sendable {
         var record = LibraryFrame(id: nil, sequence: result.sequence, capturedAt: frame.capturedAt, verdict: result.verdict.rawValue, reason: reason ?? "sample",
                                   unsure: unsure, classes: classes, modelVersion: result.modelVersion, recipeVersion: result.recipeVersion,
                                   threshold: threshold, alignScore: result.alignScore, rois: rois, width: frame.image.width, height: frame.image.height,
-                                  imageHash: hash, bytes: jpeg.count, importedAs: nil)
+                                  imageHash: hash, bytes: jpeg.count, importedAs: nil,
+                                  triggerSource: result.trigger?.source, triggerSequence: result.trigger?.sequence)
         let removed = try write { db -> [String] in
             // Make room: by age, then oldest first until the new image fits the quota.
             var gone = try LibraryFrame.filter(Column("capturedAt") < frame.capturedAt.addingTimeInterval(-policy.maxAgeSeconds)).fetchAll(db)

@@ -64,15 +64,6 @@ public protocol StreamStatisticsReporting: Sendable {
 /// Blocking Aravis calls run on this camera's own dispatch queue, never on
 /// the Swift task pool.
 public final class AravisCamera: FrameSource, StreamStatisticsReporting, SoftwareTriggered {
-    public enum Trigger: Sendable, Equatable, Codable {
-        /// The camera streams at its frame rate.
-        case freeRun
-        /// One frame per `trigger()` call (GenICam TriggerSoftware).
-        case software
-        /// One frame per edge on a hardware input (GenICam TriggerSource, e.g. "Line0").
-        case line(String)
-    }
-
     public struct Settings: Sendable, Equatable {
         /// Serial number, address or Aravis id; nil: the first camera found.
         public var camera: String?
@@ -88,7 +79,7 @@ public final class AravisCamera: FrameSource, StreamStatisticsReporting, Softwar
         public var packetResend = true
         /// Formats to ask for, in order; the first the camera offers is used.
         public var pixelFormats = GenICamPixelFormat.preference
-        public var trigger = Trigger.freeRun
+        public var trigger = CameraTrigger.freeRun
         /// Free-run: how long `nextFrame` waits for a frame before it says so.
         public var timeoutMilliseconds = 2000
         /// Buffers Aravis fills ahead.

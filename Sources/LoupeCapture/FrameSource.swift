@@ -27,6 +27,25 @@ public protocol FrameSource: AnyObject, Sendable {
     func nextFrame() async throws -> CapturedFrame?
 }
 
+/// What makes a camera take a frame.
+public enum CameraTrigger: Sendable, Equatable, Codable {
+    /// The camera streams at its frame rate.
+    case freeRun
+    /// One frame per software trigger (`SoftwareTriggered.trigger()`, GenICam TriggerSoftware).
+    case software
+    /// One frame per edge on a hardware input (GenICam TriggerSource, e.g. "Line0").
+    case line(String)
+
+    /// How results, statistics and the config name it.
+    public var name: String {
+        switch self {
+        case .freeRun: return "free-run"
+        case .software: return "software"
+        case .line(let line): return line
+        }
+    }
+}
+
 /// A source that takes a frame when told to (a GenICam camera in software trigger mode).
 public protocol SoftwareTriggered: Sendable {
     /// Whether `trigger()` takes a frame now (the camera is set to software triggering).

@@ -9,7 +9,7 @@ struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Run a benchmark and print its figures.",
-        subcommands: [Wire.self, Fleet.self, Load.self, Imaging.self, Segmentation.self, Pipeline.self, LoginFlood.self, LoginFloodAttacker.self, WandBench.self]
+        subcommands: [Wire.self, Fleet.self, Load.self, Imaging.self, Segmentation.self, Pipeline.self, Trigger.self, LoginFlood.self, LoginFloodAttacker.self, WandBench.self]
     )
 
     struct Wire: AsyncParsableCommand {
@@ -131,6 +131,49 @@ extension BenchCommand {
 }
 
 extension BenchCommand {
+    struct Trigger: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Triggered inspection through a GenICam camera: software trigger to result at 1280x1024 with two 256x256 ROIs, and the highest trigger rate held with no miss.",
+            discussion: """
+            The camera is a real one (--camera) or Aravis' GigE Vision simulator on loopback streaming a synthetic part \
+            (--fake-gige, after `make -C Tests/FakeGigE`). The camera alone (trigger to frame, no inspection) is measured \
+            in the same run: the floor under the pipeline's latency.
+            """
+        )
+        @Option(help: "A GenICam camera: serial number, address or id.") var camera: String?
+        @Option(help: "The fake GigE camera helper, e.g. Tests/FakeGigE/build/loupe-fake-gige.") var fakeGige: String?
+        @Option(help: "Triggers one at a time, for the latency.") var triggers = 60
+        @Option(help: "Seconds at each trigger rate.") var secondsPerRate = 4.0
+        @Option(help: "fp32 or bf16 (default: bf16 where the CPU has it natively).") var precision: String?
+        @Option(help: "A trained model file (default: an untrained network of the standard shape; same cost per frame).") var model: String?
+
+        func run() async throws {
+            var options = TriggerBenchmark.Options()
+            options.camera = camera
+            options.fakeCamera = fakeGige
+            options.triggers = triggers
+            options.secondsPerRate = secondsPerRate
+            options.modelPath = model
+            if let precision {
+                guard let chosen = InferencePrecision(rawValue: precision) else { throw ValidationError("--precision must be fp32 or bf16") }
+                options.precision = chosen
+            }
+            let progress = ProgressBar()
+            let result = try await TriggerBenchmark(options: options) { progress.update($0) }.run()
+            progress.finish()
+            print("loupe bench trigger: \(options.width)x\(options.height), two 256x256 ROIs, \(options.precision.rawValue), \(options.threads) threads, \(ProcessInfo.processInfo.activeProcessorCount) cores")
+            print("camera: \(result.device); model: \(result.modelDescription)")
+            print(TextTable.render(header: ["path", "p50", "p99", "n"], rows: [
+                ["camera alone (trigger to frame)", String(format: "%.1f ms", result.cameraOnly.p50), String(format: "%.1f ms", result.cameraOnly.p99), "\(result.cameraOnly.count)"],
+                ["trigger to result", String(format: "%.1f ms", result.triggerToResult.p50), String(format: "%.1f ms", result.triggerToResult.p99), "\(result.triggerToResult.count)"],
+            ]))
+            print(String(format: "inspection's share over the camera: %.1f ms at p50 (ratio %.2f)", result.triggerToResult.p50 - result.cameraOnly.p50,
+                         result.cameraOnly.p50 > 0 ? result.triggerToResult.p50 / result.cameraOnly.p50 : 0))
+            print(TextTable.render(header: ["triggers/s", "fired", "missed"], rows: result.steps.map { [String(format: "%.0f", $0.rate), "\($0.fired)", "\($0.missed)"] }))
+            print(String(format: "highest rate held with no miss: %.0f triggers/s", result.highestRateHeld))
+        }
+    }
+
     struct Fleet: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "A manager on loopback and many simulated agents: ROI ingest (against the plain-TLS ceiling) and model fan-out.",

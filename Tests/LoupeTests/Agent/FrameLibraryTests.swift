@@ -61,6 +61,18 @@ import Testing
         #expect(image.width == 160 && image.height == 128)
     }
 
+    @Test func aTriggeredFramesRecordNamesItsTrigger() throws {
+        let library = try FrameLibrary(directory: Self.folder(), policy: LibraryPolicy())
+        defer { library.close() }
+        var (frame, result) = try Self.frame(7, at: Date(), verdict: .fail, peak: 0.9)
+        result.trigger = TriggerStamp(source: "api", sequence: 42)
+        frame.trigger = result.trigger
+        library.offer(frame, result: result, threshold: 0.5)
+        try Self.drain(library)
+        let kept = try #require(try library.frames().first)
+        #expect(kept.triggerSource == "api" && kept.triggerSequence == 42 && kept.sequence == 7)
+    }
+
     static func drain(_ library: FrameLibrary) throws {
         let deadline = Date().addingTimeInterval(10)
         while library.backlog.queued > 0 && Date() < deadline { Thread.sleep(forTimeInterval: 0.005) }

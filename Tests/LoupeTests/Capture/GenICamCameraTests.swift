@@ -237,26 +237,51 @@ extension FakeGigESuite {
             #expect(agent.process.process.isRunning)
         }
 
-        @Test func aSoftwareTriggerFromTheAPIGivesOneInspection() async throws {
+        @Test func eachSoftwareTriggerGivesOneResultInOrderAndABusyOneIsMissed() async throws {
             let fake = try await FakeGigECamera(serial: "LPS1", picture: try gigePicture())
             defer { withExtendedLifetime(fake) {} }
             let (agent, pki) = try await Self.startAgent(serial: "LPS1", trigger: "software")
             defer { withExtendedLifetime(pki) {} }
             try await Task.sleep(for: .milliseconds(700))
             #expect(try await agent.live().framesCaptured == 0, "no frame without a trigger")
+            // One at a time, waiting for each result: each carries its trigger's number.
             for n in 1...3 {
-                let (status, _) = try await agent.http("POST", "/api/v1/live/trigger")
-                #expect(status == 202)
-                #expect(try await eventually(timeout: .seconds(10)) { try await agent.live().framesInspected == n })
+                let (status, body) = try await agent.http("POST", "/api/v1/live/trigger?wait=true")
+                #expect(status == 200, "\(String(decoding: body, as: UTF8.self))")
+                let result = try JSONDecoder.iso.decode(InspectionResult.self, from: body)
+                #expect(result.trigger == TriggerStamp(source: "api", sequence: n))
             }
-            try await Task.sleep(for: .milliseconds(500))
-            let live = try await agent.live()
-            #expect(live.framesCaptured == 3 && live.camera?.completedFrames == 3)
+            // Five at once: the ones that come while one is in flight are answered as missed, never queued.
+            let answers = try await withThrowingTaskGroup(of: (Int, Data).self) { group in
+                for _ in 0..<5 { group.addTask { try await agent.http("POST", "/api/v1/live/trigger") } }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            let accepted = answers.filter { $0.0 == 202 }.count, missed = answers.filter { $0.0 == 409 }
+            #expect(accepted + missed.count == 5 && accepted >= 1 && !missed.isEmpty, "\(answers.map(\.0))")
+            #expect(missed.allSatisfy { String(decoding: $0.1, as: UTF8.self).contains("trigger missed: trigger") })
+            var live = try await agent.live()
+            #expect(try await eventually(timeout: .seconds(10)) { live = try await agent.live(); return live.trigger?.inFlight == nil && live.framesInspected == 3 + accepted })
+            #expect(live.trigger?.accepted == 3 + accepted && live.trigger?.missed == missed.count && live.trigger?.mode == "software")
+            #expect(live.framesCaptured == 3 + accepted && live.camera?.completedFrames == 3 + accepted, "one frame per accepted trigger: \(live)")
+            // The results, in order, numbered 1... with no gap.
+            let (_, body) = try await agent.http("GET", "/api/v1/live/results?limit=50")
+            let results = try JSONDecoder.iso.decode([InspectionResult].self, from: body)
+            #expect(results.reversed().map { $0.trigger?.sequence } == Array(1...(3 + accepted)).map { Optional($0) })
             // Without signing in, no trigger.
             let (anonymous, _) = try await agentHTTP(agent.address, "POST", "/api/v1/live/trigger")
             #expect([401, 403].contains(anonymous))
             try await Task.sleep(for: .milliseconds(500))
-            #expect(try await agent.live().framesCaptured == 3, "a refused trigger takes no frame")
+            #expect(try await agent.live().framesCaptured == 3 + accepted, "a refused trigger takes no frame")
+        }
+
+        @Test func aFreeRunningCameraRefusesATrigger() async throws {
+            let fake = try await FakeGigECamera(serial: "LPF1", picture: try gigePicture())
+            defer { withExtendedLifetime(fake) {} }
+            let (agent, pki) = try await Self.startAgent(serial: "LPF1")
+            defer { withExtendedLifetime(pki) {} }
+            let (status, body) = try await agent.http("POST", "/api/v1/live/trigger")
+            #expect(status == 409 && String(decoding: body, as: UTF8.self).contains("not in software trigger mode (it is free-run"))
+            #expect(try await agent.live().trigger == nil)
         }
     }
 }
@@ -313,5 +338,43 @@ extension FakeGigESuite.GenICamAgentTests.Agent {
         #expect(text.contains(#"loupe_camera_incomplete_frames{camera="cam-1"} 2"#))
         #expect(text.contains(#"loupe_camera_reconnects{camera="cam-2"} 1"#))
         #expect(text.contains(#"loupe_camera_lost{camera="cam-1"} 1"#) && text.contains(#"loupe_camera_lost{camera="cam-2"} 0"#))
+    }
+}
+
+@Suite struct TriggerGateTests {
+    static let result = InspectionResult(sequence: 1, capturedAt: Date(), verdict: .pass, alignScore: 1, rois: [], modelVersion: "m", recipeVersion: 1)
+
+    @Test func aLineTriggerWhileBusyIsMissedAndNotInspected() {
+        let gate = TriggerGate(mode: .line("Line0"))
+        let first = gate.frameArrived()
+        #expect(first == TriggerStamp(source: "Line0", sequence: 1))
+        #expect(gate.frameArrived() == nil, "a frame while trigger 1 is in flight is missed")
+        gate.finish(first!, result: Self.result)
+        #expect(gate.frameArrived() == TriggerStamp(source: "Line0", sequence: 2))
+        let statistics = gate.statistics
+        #expect(statistics.accepted == 2 && statistics.missed == 1 && statistics.inFlight == 2 && statistics.mode == "Line0")
+    }
+
+    @Test func aSoftwareTriggerIsOneFrameAndTheNextWaitsForItsResult() async throws {
+        let gate = TriggerGate(mode: .software)
+        #expect(gate.frameArrived() == nil, "a frame nobody triggered is not inspected")
+        let stamp = try gate.accept(source: "api")
+        #expect(throws: TriggerError.missed(busyWith: 1)) { _ = try gate.accept(source: "api") }
+        #expect(gate.frameArrived() == stamp)
+        #expect(gate.frameArrived() == nil, "one frame per trigger")
+        gate.finish(stamp, result: Self.result)
+        // Asked after the result went out: still answered.
+        #expect(await gate.result(of: stamp, timeout: .seconds(1)) == Self.result)
+        #expect(try gate.accept(source: "api").sequence == 2)
+    }
+
+    @Test func aTriggerWhoseFrameNeverCameIsGivenUp() async throws {
+        let gate = TriggerGate(mode: .software, frameTimeout: .milliseconds(100))
+        let lost = try gate.accept(source: "api")
+        async let waited = gate.result(of: lost, timeout: .seconds(5))
+        try await Task.sleep(for: .milliseconds(200))
+        let next = try gate.accept(source: "api")
+        #expect(next.sequence == 2 && gate.statistics.abandoned == 1)
+        #expect(await waited == nil)
     }
 }

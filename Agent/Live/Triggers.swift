@@ -1,0 +1,174 @@
+import Foundation
+import LoupeCapture
+import Synchronization
+
+/// The trigger a result answers: where it came from and its number (from 1, per agent run).
+public struct TriggerStamp: Codable, Sendable, Equatable {
+    public var source: String
+    public var sequence: Int
+
+    public init(source: String, sequence: Int) {
+        self.source = source
+        self.sequence = sequence
+    }
+}
+
+/// A trigger's fate, for the page, the status and the API.
+public struct TriggerStatistics: Codable, Sendable, Equatable {
+    public var mode: String
+    /// Triggers that took a frame (each gives exactly one result).
+    public var accepted: Int
+    /// Triggers that came while an earlier one was still being inspected: answered as missed, never queued.
+    public var missed: Int
+    /// Triggers whose frame never came (the camera was lost after the trigger) within the frame timeout.
+    public var abandoned: Int
+    /// The trigger being inspected now, if any.
+    public var inFlight: Int?
+    public var lastSequence: Int
+}
+
+public enum TriggerError: Error, CustomStringConvertible, Equatable {
+    /// The pipeline was still inspecting trigger `busyWith`.
+    case missed(busyWith: Int)
+    case notTriggered(mode: String)
+    case liveOff
+
+    public var description: String {
+        switch self {
+        case .missed(let busy): return "trigger missed: trigger \(busy) is still being inspected"
+        case .notTriggered(let mode): return "this camera is not in software trigger mode (it is \(mode); set camera.trigger to \"software\")"
+        case .liveOff: return "live inspection is off; turn it on before triggering"
+        }
+    }
+}
+
+/// One trigger at a time: a trigger is accepted only when the one before it
+/// has its result, so every accepted trigger gives exactly one capture, one
+/// inspection and one result, in order, carrying its sequence number. A
+/// trigger that comes while one is in flight is counted and answered as
+/// missed. A line trigger is a frame the camera sends on its own: one that
+/// arrives while busy is missed the same way (and not inspected).
+public final class TriggerGate: Sendable {
+    public let mode: CameraTrigger
+    /// How long a trigger may wait for its frame before it is given up.
+    let frameTimeout: Duration
+
+    private struct State {
+        var sequence = 0
+        var inFlight: (stamp: TriggerStamp, since: ContinuousClock.Instant, framed: Bool)?
+        var accepted = 0, missed = 0, abandoned = 0
+        var waiters: [Int: [CheckedContinuation<InspectionResult?, Never>]] = [:]
+        /// The last results by trigger, for a caller that asks after the result went out.
+        var recent: [Int: InspectionResult] = [:]
+    }
+
+    private let state = Mutex(State())
+
+    public init(mode: CameraTrigger, frameTimeout: Duration = .seconds(5)) {
+        self.mode = mode
+        self.frameTimeout = frameTimeout
+    }
+
+    var isTriggered: Bool { mode != .freeRun }
+
+    /// A software trigger: its sequence number once accepted (the caller then
+    /// fires the camera), or `TriggerError.missed`.
+    public func accept(source: String) throws -> TriggerStamp {
+        let (stamp, abandoned) = try state.withLock { state -> (TriggerStamp, [CheckedContinuation<InspectionResult?, Never>]) in
+            let abandoned = abandonStale(&state)
+            if let busy = state.inFlight {
+                state.missed += 1
+                throw TriggerError.missed(busyWith: busy.stamp.sequence)
+            }
+            state.sequence += 1
+            state.accepted += 1
+            let stamp = TriggerStamp(source: source, sequence: state.sequence)
+            state.inFlight = (stamp, .now, false)
+            return (stamp, abandoned)
+        }
+        for waiter in abandoned { waiter.resume(returning: nil) }
+        return stamp
+    }
+
+    /// The camera did not take the accepted trigger (it failed to fire).
+    func withdraw(_ stamp: TriggerStamp) {
+        finish(stamp, result: nil)
+    }
+
+    /// A frame arrived: the trigger it answers, or nil when it is not to be
+    /// inspected (a line trigger while busy: counted as missed; a frame
+    /// nobody triggered).
+    public func frameArrived() -> TriggerStamp? {
+        state.withLock { state in
+            switch mode {
+            case .freeRun:
+                return nil
+            case .software:
+                guard let flight = state.inFlight, !flight.framed else { return nil }
+                state.inFlight?.framed = true
+                return flight.stamp
+            case .line(let line):
+                _ = abandonStale(&state)
+                if state.inFlight != nil {
+                    state.missed += 1
+                    return nil
+                }
+                state.sequence += 1
+                state.accepted += 1
+                let stamp = TriggerStamp(source: line, sequence: state.sequence)
+                state.inFlight = (stamp, .now, true)
+                return stamp
+            }
+        }
+    }
+
+    /// The trigger's result (nil: its frame failed inspection); the next trigger may come.
+    public func finish(_ stamp: TriggerStamp, result: InspectionResult?) {
+        let waiters = state.withLock { state -> [CheckedContinuation<InspectionResult?, Never>] in
+            if state.inFlight?.stamp == stamp { state.inFlight = nil }
+            if let result {
+                state.recent[stamp.sequence] = result
+                state.recent.removeValue(forKey: stamp.sequence - 16)
+            }
+            return state.waiters.removeValue(forKey: stamp.sequence) ?? []
+        }
+        for waiter in waiters { waiter.resume(returning: result) }
+    }
+
+    /// Waits for the result of an accepted trigger (nil if its frame failed or never came).
+    public func result(of stamp: TriggerStamp, timeout: Duration) async -> InspectionResult? {
+        await withCheckedContinuation { continuation in
+            let finished = state.withLock { state -> InspectionResult?? in
+                guard state.inFlight?.stamp == stamp else { return .some(state.recent[stamp.sequence]) }
+                state.waiters[stamp.sequence, default: []].append(continuation)
+                return .none
+            }
+            // Already finished before anyone waited.
+            if let finished { continuation.resume(returning: finished); return }
+            Task { [self] in
+                try? await Task.sleep(for: timeout)
+                let expired = state.withLock { state -> [CheckedContinuation<InspectionResult?, Never>] in
+                    state.waiters.removeValue(forKey: stamp.sequence) ?? []
+                }
+                for waiter in expired { waiter.resume(returning: nil) }
+            }
+        }
+    }
+
+    public var statistics: TriggerStatistics {
+        state.withLock { state in
+            TriggerStatistics(mode: mode.name, accepted: state.accepted, missed: state.missed, abandoned: state.abandoned,
+                              inFlight: state.inFlight?.stamp.sequence, lastSequence: state.sequence)
+        }
+    }
+
+    /// Gives up a trigger whose frame did not come within the timeout (the
+    /// camera was lost after it fired); returns its waiters to answer.
+    private func abandonStale(_ state: inout State) -> [CheckedContinuation<InspectionResult?, Never>] {
+        // A framed trigger is given up only far later (its inspection is under way).
+        guard let flight = state.inFlight, ContinuousClock.now - flight.since > (flight.framed ? frameTimeout * 6 : frameTimeout) else { return [] }
+        state.inFlight = nil
+        state.abandoned += 1
+        return state.waiters.removeValue(forKey: flight.stamp.sequence) ?? []
+    }
+}

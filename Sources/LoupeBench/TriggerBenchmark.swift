@@ -1,0 +1,185 @@
+import Foundation
+import Logging
+import LoupeAgent
+import LoupeCapture
+import LoupeImaging
+import LoupeSegmentation
+import LoupeVision
+import LoupeWire
+import ServiceLifecycle
+
+/// Triggered inspection through a GenICam camera: software trigger to result,
+/// at 1280x1024 with two 256x256 ROIs, through the real path (Aravis, GVSP,
+/// the live pipeline, the segmenter). The camera is a real one (`camera`) or
+/// Aravis' GigE Vision simulator on loopback streaming a synthetic part
+/// (`fakeCamera`: the Tests/FakeGigE helper).
+///
+/// Measured in the same run: the camera alone (trigger to whole frame in
+/// memory, no inspection), the floor the pipeline's latency sits on; then
+/// trigger to result one trigger at a time; then rising trigger rates fired
+/// on a fixed clock without waiting, each for a few seconds, to find the
+/// highest rate held with no trigger missed.
+public struct TriggerBenchmark {
+    public struct Options: Sendable {
+        public var width = 1280
+        public var height = 1024
+        /// A camera to open (serial, address or id); nil starts `fakeCamera`.
+        public var camera: String?
+        /// The fake GigE camera helper (Tests/FakeGigE/build/loupe-fake-gige).
+        public var fakeCamera: String?
+        public var triggers = 60
+        public var rates: [Double] = [5, 8, 10, 12, 15, 18, 20, 25, 30]
+        public var secondsPerRate = 4.0
+        public var precision: InferencePrecision = DNNLRuntime.hasNativeBF16 ? .bf16 : .fp32
+        public var threads = max(1, ProcessInfo.processInfo.activeProcessorCount - 1)
+        public var modelPath: String?
+        public init() {}
+    }
+
+    public struct RateStep: Sendable {
+        public var rate: Double
+        public var fired: Int
+        public var missed: Int
+    }
+
+    public struct Report: Sendable {
+        public var cameraOnly: LatencySummary
+        public var triggerToResult: LatencySummary
+        public var steps: [RateStep]
+        /// The highest rate of `steps` with no miss (0 if none held).
+        public var highestRateHeld: Double
+        public var device: String
+        public var modelDescription: String
+    }
+
+    public struct LatencySummary: Sendable {
+        public var p50: Double
+        public var p99: Double
+        public var count: Int
+
+        init(_ milliseconds: [Double]) {
+            let sorted = milliseconds.sorted()
+            p50 = percentile(sorted, 0.5)
+            p99 = percentile(sorted, 0.99)
+            count = sorted.count
+        }
+    }
+
+    public let options: Options
+    let report: (String) -> Void
+
+    public init(options: Options, report: @escaping (String) -> Void = { _ in }) {
+        self.options = options
+        self.report = report
+    }
+
+    public func run() async throws -> Report {
+        let part = try SyntheticCamera(configuration: .init(width: options.width, height: options.height, maxShift: 40, maxRotationDegrees: 10))
+        var helper: (process: Process, input: Pipe)?
+        defer { if let helper, helper.process.isRunning { kill(helper.process.processIdentifier, SIGKILL); helper.process.waitUntilExit() } }
+        var name = options.camera
+        if name == nil {
+            guard let binary = options.fakeCamera else {
+                throw CaptureError.invalidConfiguration("give --camera (a GenICam camera) or --fake-gige (the helper: make -C Tests/FakeGigE)")
+            }
+            report("starting the fake GigE camera")
+            helper = try Self.startFakeCamera(binary, serial: "BENCH1", picture: part.render().0.image)
+            name = "BENCH1"
+        }
+        var settings = AravisCamera.Settings(camera: name)
+        settings.width = options.width
+        settings.height = options.height
+        settings.trigger = .software
+
+        // The camera alone: trigger to whole frame.
+        var cameraOnly: [Double] = []
+        do {
+            let camera = try AravisCamera(settings: settings)
+            for index in 0..<(options.triggers / 2 + 3) {
+                report("camera alone: trigger \(index + 1)")
+                let started = ContinuousClock.now
+                try camera.trigger()
+                _ = try await camera.nextFrame()
+                if index >= 3 { cameraOnly.append((ContinuousClock.now - started).milliseconds) }
+            }
+        }
+        try await Task.sleep(for: .milliseconds(500))  // the device lets the next controller in
+
+        let model: SegmentationModel
+        let modelDescription: String
+        if let path = options.modelPath {
+            model = try ModelFile.read(path: path).0
+            modelDescription = path
+        } else {
+            model = SegmentationModel(weights: Weights(configuration: .standard, seed: 1))
+            modelDescription = "untrained U-Net, standard shape (same cost per frame as a trained one)"
+        }
+        let w = options.width, h = options.height
+        let recipe = Recipe(version: 1, inspectionType: "bench", template: PixelRect(x: w / 4, y: h / 4, width: w / 2, height: h / 2),
+                            rois: [RecipeROI(name: "left", rect: PixelRect(x: w * 260 / 1280, y: h * 300 / 1024, width: 256, height: 256)),
+                                   RecipeROI(name: "right", rect: PixelRect(x: w * 760 / 1280, y: h * 460 / 1024, width: 256, height: 256))],
+                            confidenceThreshold: 0.5)
+        let inspector = try Inspector(recipe: recipe, reference: part.reference, segmenter: try Segmenter(model: model, precision: options.precision),
+                                      modelVersion: "bench")
+        let camera = try AravisCamera(settings: settings)
+        let device = camera.streamStatistics.device
+        let quiet = Logger(label: "loupe.bench.trigger", factory: { _ in SwiftLogNoOpLogHandler() })
+        let pipeline = LivePipeline(source: camera, pacing: nil, threads: options.threads, inspector: inspector, live: true, logger: quiet, trigger: .software)
+        let group = ServiceGroup(services: [pipeline], logger: quiet)
+        var latencies: [Double] = []
+        var steps: [RateStep] = []
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            defer { tasks.cancelAll() }
+            // One at a time: trigger to result.
+            for index in 0..<(options.triggers + 3) {
+                report("trigger to result: \(index + 1)/\(options.triggers + 3)")
+                let started = ContinuousClock.now
+                let stamp = try pipeline.trigger(source: "bench")
+                guard await pipeline.result(of: stamp, timeout: .seconds(10)) != nil else {
+                    throw CaptureError.device(path: device, reason: "trigger \(stamp.sequence) gave no result")
+                }
+                if index >= 3 { latencies.append((ContinuousClock.now - started).milliseconds) }
+            }
+            // Rising rates on a fixed clock, without waiting for results.
+            for rate in options.rates {
+                let count = max(1, Int(rate * options.secondsPerRate))
+                var missed = 0
+                let start = ContinuousClock.now
+                for index in 0..<count {
+                    try await Task.sleep(until: start + .seconds(Double(index) / rate), clock: .continuous)
+                    do { _ = try pipeline.trigger(source: "bench") } catch TriggerError.missed { missed += 1 }
+                }
+                steps.append(RateStep(rate: rate, fired: count, missed: missed))
+                report(String(format: "%.0f triggers/s: %d fired, %d missed", rate, count, missed))
+                while pipeline.statistics.trigger?.inFlight != nil { try await Task.sleep(for: .milliseconds(20)) }
+                if missed > count / 2 { break }  // far past the pipeline's rate
+            }
+            await group.triggerGracefulShutdown()
+        }
+        let held = steps.filter { $0.missed == 0 }.map(\.rate).max() ?? 0
+        return Report(cameraOnly: LatencySummary(cameraOnly), triggerToResult: LatencySummary(latencies), steps: steps, highestRateHeld: held,
+                      device: device, modelDescription: modelDescription)
+    }
+
+    /// Starts the Tests/FakeGigE helper with `picture` and waits until it answers.
+    /// The process and its stdin (the helper runs until its stdin closes).
+    static func startFakeCamera(_ binary: String, serial: String, picture: Image8) throws -> (Process, Pipe) {
+        let pgm = FileManager.default.temporaryDirectory.appendingPathComponent("loupe-bench-trigger-\(getpid()).pgm")
+        var bytes = Data("P5 \(picture.width) \(picture.height) 255\n".utf8)
+        bytes.append(contentsOf: picture.samples)
+        try bytes.write(to: pgm)
+        let process = Process(), input = Pipe(), output = Pipe()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = [serial, "--image", pgm.path]
+        process.standardInput = input
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let line = String(decoding: output.fileHandleForReading.availableData, as: UTF8.self)
+        guard line.hasPrefix("ready") else {
+            throw CaptureError.invalidConfiguration("the fake GigE camera \(binary) did not start: \(line.isEmpty ? "no output" : line)")
+        }
+        return (process, input)
+    }
+}
