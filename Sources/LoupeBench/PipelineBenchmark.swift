@@ -53,22 +53,8 @@ public struct PipelineBenchmark {
             report("rendering frames \(index + 1)/\(options.frames)")
             images.append(camera.render().0.image)
         }
-        let model: SegmentationModel
-        let modelDescription: String
-        if let path = options.modelPath {
-            model = try ModelFile.read(path: path).0
-            modelDescription = path
-        } else {
-            model = SegmentationModel(weights: Weights(configuration: .standard, seed: 1))
-            modelDescription = "untrained U-Net, standard shape (\(UNetConfiguration.standard.baseWidth) wide, depth \(UNetConfiguration.standard.depth))"
-        }
-        let w = options.width, h = options.height
-        let recipe = Recipe(version: 1, inspectionType: "bench", template: PixelRect(x: w / 4, y: h / 4, width: w / 2, height: h / 2),
-                            rois: [RecipeROI(name: "left", rect: PixelRect(x: w * 260 / 1280, y: h * 300 / 1024, width: 256, height: 256)),
-                                   RecipeROI(name: "right", rect: PixelRect(x: w * 760 / 1280, y: h * 460 / 1024, width: 256, height: 256))],
-                            confidenceThreshold: 0.5)
-        let inspector = try Inspector(recipe: recipe, reference: camera.reference, segmenter: try Segmenter(model: model, precision: options.precision),
-                                      modelVersion: "bench")
+        let (inspector, modelDescription) = try BenchStation.inspector(width: options.width, height: options.height, reference: camera.reference,
+                                                                       modelPath: options.modelPath, precision: options.precision)
         let pipeline = LivePipeline(source: try FrameReplay(images: images, origin: "synthetic"), pacing: .seconds(1 / options.cameraFramesPerSecond), threads: options.threads,
                                     inspector: inspector, live: true, logger: Logger(label: "loupe.bench.pipeline", factory: { _ in SwiftLogNoOpLogHandler() }))
         let group = ServiceGroup(services: [pipeline], logger: Logger(label: "loupe.bench", factory: { _ in SwiftLogNoOpLogHandler() }))
@@ -94,5 +80,28 @@ public struct PipelineBenchmark {
         let measured = (ContinuousClock.now - warmupEnd).seconds
         return Report(statistics: statistics, seconds: measured, framesPerSecond: Double(statistics.framesInspected - inspectedAtWarmup) / measured,
                       modelDescription: modelDescription)
+    }
+}
+
+/// The station the pipeline benchmarks inspect: the synthetic part's recipe
+/// with two 256x256 ROIs, and a model (a trained file, or an untrained
+/// network of the standard shape: the same cost per frame).
+enum BenchStation {
+    static func inspector(width w: Int, height h: Int, reference: Image8, modelPath: String?, precision: InferencePrecision) throws -> (Inspector, String) {
+        let model: SegmentationModel
+        let description: String
+        if let path = modelPath {
+            model = try ModelFile.read(path: path).0
+            description = path
+        } else {
+            model = SegmentationModel(weights: Weights(configuration: .standard, seed: 1))
+            description = "untrained U-Net, standard shape (\(UNetConfiguration.standard.baseWidth) wide, depth \(UNetConfiguration.standard.depth))"
+        }
+        let recipe = Recipe(version: 1, inspectionType: "bench", template: PixelRect(x: w / 4, y: h / 4, width: w / 2, height: h / 2),
+                            rois: [RecipeROI(name: "left", rect: PixelRect(x: w * 260 / 1280, y: h * 300 / 1024, width: 256, height: 256)),
+                                   RecipeROI(name: "right", rect: PixelRect(x: w * 760 / 1280, y: h * 460 / 1024, width: 256, height: 256))],
+                            confidenceThreshold: 0.5)
+        let inspector = try Inspector(recipe: recipe, reference: reference, segmenter: try Segmenter(model: model, precision: precision), modelVersion: "bench")
+        return (inspector, description)
     }
 }

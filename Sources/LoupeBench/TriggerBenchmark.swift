@@ -105,22 +105,8 @@ public struct TriggerBenchmark {
         }
         try await Task.sleep(for: .milliseconds(500))  // the device lets the next controller in
 
-        let model: SegmentationModel
-        let modelDescription: String
-        if let path = options.modelPath {
-            model = try ModelFile.read(path: path).0
-            modelDescription = path
-        } else {
-            model = SegmentationModel(weights: Weights(configuration: .standard, seed: 1))
-            modelDescription = "untrained U-Net, standard shape (same cost per frame as a trained one)"
-        }
-        let w = options.width, h = options.height
-        let recipe = Recipe(version: 1, inspectionType: "bench", template: PixelRect(x: w / 4, y: h / 4, width: w / 2, height: h / 2),
-                            rois: [RecipeROI(name: "left", rect: PixelRect(x: w * 260 / 1280, y: h * 300 / 1024, width: 256, height: 256)),
-                                   RecipeROI(name: "right", rect: PixelRect(x: w * 760 / 1280, y: h * 460 / 1024, width: 256, height: 256))],
-                            confidenceThreshold: 0.5)
-        let inspector = try Inspector(recipe: recipe, reference: part.reference, segmenter: try Segmenter(model: model, precision: options.precision),
-                                      modelVersion: "bench")
+        let (inspector, modelDescription) = try BenchStation.inspector(width: options.width, height: options.height, reference: part.reference,
+                                                                       modelPath: options.modelPath, precision: options.precision)
         let camera = try AravisCamera(settings: settings)
         let device = camera.streamStatistics.device
         let quiet = Logger(label: "loupe.bench.trigger", factory: { _ in SwiftLogNoOpLogHandler() })
