@@ -74,6 +74,9 @@ public final class AgentAssembly: Sendable {
         let training = TrainingJobs(runtime: runtime, logger: logger, manager: connection)
         jobs.set(training)
         var services: [any Service] = [link, pipeline]
+        if let modbus = config.line?.modbus {
+            services.append(ModbusServer(address: modbus.address, pipeline: pipeline, logger: logger))
+        }
         if config.http != nil {
             try AgentHTTP.ensureAdmin(runtime: runtime, logger: logger)
             PagePriority.configure(nice: config.http?.pageNice ?? PagePriority.defaultNice)

@@ -129,6 +129,18 @@ public struct AgentConfig: Codable, Sendable, Equatable {
     public var camera: CameraSettings?
     /// The camera's Library of inspected frames (docs/agent-api.md); defaults when left out.
     public var library: LibraryPolicy?
+    /// The line: results and triggers for the PLC (docs/line-integration.md); absent: none.
+    public var line: LineSettings?
+
+    public struct LineSettings: Codable, Sendable, Equatable {
+        /// A Modbus TCP server for the PLC.
+        public var modbus: ModbusSettings?
+
+        public struct ModbusSettings: Codable, Sendable, Equatable {
+            /// HOST:PORT to listen on (502 is Modbus' own port; it needs root or CAP_NET_BIND_SERVICE).
+            public var address: String
+        }
+    }
     /// Files with the manager's model-signing public keys (64 hex digits).
     /// Models signed by other keys are refused. The agent also trusts its own
     /// key (`DATADIR/models/local-signing.key`) for models it trains itself.
@@ -163,6 +175,11 @@ public struct AgentConfig: Codable, Sendable, Equatable {
             }
         }
         config.modelKeys = config.modelKeys?.map { ConfigFile.resolve($0, relativeTo: path) }
+        if let modbus = config.line?.modbus {
+            do { _ = try parseAddress(modbus.address) } catch {
+                throw ConfigError.invalid(path: path, key: "line.modbus.address", reason: "expected HOST:PORT, got \"\(modbus.address)\"")
+            }
+        }
         if let camera = config.camera {
             switch camera.source {
             case .v4l2 where camera.device == nil:

@@ -177,6 +177,14 @@ public final class LivePipeline: Service, Sendable {
         return stamp
     }
 
+    /// The triggers' counts (cheap: no percentiles), nil when free-running.
+    public var triggerStatistics: TriggerStatistics? { triggers.isTriggered ? triggers.statistics : nil }
+
+    /// Why the camera gives no frames, while it does not (cheap).
+    public var sourceError: String? { log.withLock { $0.sourceError } }
+
+    public var isLive: Bool { settings.withLock { $0.live } }
+
     /// The result of an accepted trigger, waiting up to `timeout` (nil: its frame failed or did not come in time).
     public func result(of stamp: TriggerStamp, timeout: Duration) async -> InspectionResult? {
         await triggers.result(of: stamp, timeout: timeout)

@@ -1,3 +1,4 @@
+import CModbus
 import Foundation
 import LoupeAgent
 import LoupeManager
@@ -201,14 +202,14 @@ extension FakeGigESuite {
             }
         }
 
-        static func startAgent(serial: String, trigger: String? = nil) async throws -> (Agent, TestPKI) {
+        static func startAgent(serial: String, trigger: String? = nil, modbus: Bool = false) async throws -> (Agent, TestPKI) {
             let pki = try TestPKI()
             var camera: [String: Any] = ["source": "genicam", "device": serial, "width": 640, "height": 480, "framesPerSecond": 10,
                                          "inferenceThreads": 1, "precision": "fp32", "packetResend": true]
             if let trigger { camera["trigger"] = trigger }
-            let config = try writeAgentConfig(pki: pki, camera: "gige-cam", port: nil, extra: [
-                "http": ["address": "127.0.0.1:0", "initialAdminPassword": "gige-password-1"], "camera": camera,
-            ])
+            var extra: [String: Any] = ["http": ["address": "127.0.0.1:0", "initialAdminPassword": "gige-password-1"], "camera": camera]
+            if modbus { extra["line"] = ["modbus": ["address": "127.0.0.1:0"]] }
+            let config = try writeAgentConfig(pki: pki, camera: "gige-cam", port: nil, extra: extra)
             let process = try LoupeProcess(["agent", "--config", config], log: pki.dir + "/agent.log")
             let address = try #require(try await process.loggedAddress(after: "http listening"), "the agent never listened:\n\(process.log)")
             return (Agent(process: process, address: address, token: try await agentToken(address, password: "gige-password-1")), pki)
@@ -377,4 +378,102 @@ extension FakeGigESuite.GenICamAgentTests.Agent {
         #expect(next.sequence == 2 && gate.statistics.abandoned == 1)
         #expect(await waited == nil)
     }
+}
+
+extension FakeGigESuite {
+    /// The PLC's side: libmodbus itself as the client, polling as a PLC does.
+    @Suite struct ModbusLineTests {
+        final class PLC {
+            let context: OpaquePointer
+            init(port: Int) throws {
+                guard let context = modbus_new_tcp("127.0.0.1", Int32(port)) else { throw TestSetupError("modbus_new_tcp") }
+                self.context = context
+                modbus_set_response_timeout(context, 2, 0)
+                guard modbus_connect(context) == 0 else { throw TestSetupError("modbus_connect: \(String(cString: modbus_strerror(loupe_modbus_errno())))") }
+            }
+            deinit { modbus_close(context); modbus_free(context) }
+
+            func coil(_ address: Int) throws -> Bool {
+                var bit: UInt8 = 0
+                guard modbus_read_bits(context, Int32(address), 1, &bit) == 1 else { throw TestSetupError("read coil: \(errno)") }
+                return bit == 1
+            }
+            func registers(_ address: Int, _ count: Int) throws -> [UInt16] {
+                var values = [UInt16](repeating: 0, count: count)
+                guard modbus_read_input_registers(context, Int32(address), Int32(count), &values) == Int32(count) else {
+                    throw TestSetupError("read input registers: \(String(cString: modbus_strerror(loupe_modbus_errno())))")
+                }
+                return values
+            }
+            /// -1 and the exception's errno, or the count.
+            func failing(_ body: (OpaquePointer) -> Int32) -> (Int32, Int32) {
+                let rc = body(context)
+                return (rc, loupe_modbus_errno())
+            }
+        }
+
+        @Test func aPLCTriggersByCoilAndReadsEveryVerdictOnceInOrder() async throws {
+            let fake = try await FakeGigECamera(serial: "LPM1", picture: try gigePicture())
+            defer { withExtendedLifetime(fake) {} }
+            let (agent, pki) = try await Self.startAgentWithModbus()
+            defer { withExtendedLifetime(pki) {} }
+            let logged = try await agent.process.loggedAddress(after: "modbus listening")
+            let address = try #require(logged, "no modbus listening line:\n\(agent.process.log.suffix(2000))")
+            let port = try #require(Int(address.split(separator: ":").last ?? ""))
+            let plc = try PLC(port: port)
+            #expect(try plc.registers(ModbusMap.Register.inspections, 2) == [0, 0])
+            var seen: [Int] = []
+            for n in 1...5 {
+                guard modbus_write_bit(plc.context, Int32(ModbusMap.Coil.trigger), 1) == 1 else {
+                    Issue.record("trigger \(n): \(String(cString: modbus_strerror(loupe_modbus_errno())))"); return
+                }
+                // The PLC's handshake: the coil reads 1 until the result is in the registers.
+                #expect(try await eventually(timeout: .seconds(10)) { try !plc.coil(ModbusMap.Coil.trigger) })
+                let registers = try plc.registers(0, ModbusMap.Register.firstROI + 4)
+                #expect(Int(registers[ModbusMap.Register.inspections]) == n)
+                #expect(registers[ModbusMap.Register.lastVerdict] == 4, "no model installed: verdict 4")
+                seen.append(Int(registers[ModbusMap.Register.lastTrigger]))
+                #expect(registers[ModbusMap.Register.errorCode] == 0)
+            }
+            #expect(seen == [1, 2, 3, 4, 5], "every verdict once, in order")
+            // The same triggers in the agent's own log.
+            let (_, body) = try await agent.http("GET", "/api/v1/live/results?limit=10")
+            let results = try JSONDecoder.iso.decode([InspectionResult].self, from: body)
+            #expect(results.reversed().map { $0.trigger } == (1...5).map { TriggerStamp(source: "modbus", sequence: $0) })
+
+            // Outside the map: the protocol's exception, and the server keeps serving.
+            var holding: UInt16 = 0
+            #expect(plc.failing { modbus_read_registers($0, 0, 1, &holding) } == (-1, loupe_modbus_illegal_address()))
+            var far = [UInt16](repeating: 0, count: 4)
+            #expect(plc.failing { modbus_read_input_registers($0, 500, 4, &far) } == (-1, loupe_modbus_illegal_address()))
+            #expect(plc.failing { modbus_write_bit($0, 7, 1) } == (-1, loupe_modbus_illegal_address()))
+            // A client that sends garbage loses its connection; the others do not.
+            let garbage = try RawSocket(port: port)
+            garbage.send([0xDE, 0xAD, 0xBE, 0xEF, 0x00, 0x00, 0x00, 0x01, 0xFF])
+            #expect(try plc.registers(ModbusMap.Register.inspections, 2)[0] == 5)
+            let second = try PLC(port: port)
+            #expect(try second.registers(ModbusMap.Register.inspections, 2)[0] == 5)
+            #expect(try await agent.live().framesCaptured == 5, "out-of-map writes fired nothing")
+        }
+
+        static func startAgentWithModbus() async throws -> (GenICamAgentTests.Agent, TestPKI) {
+            try await GenICamAgentTests.startAgent(serial: "LPM1", trigger: "software", modbus: true)
+        }
+    }
+}
+
+/// A plain TCP connection on loopback, for bytes no client library would send.
+final class RawSocket {
+    let fd: Int32
+    init(port: Int) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard connected == 0 else { throw TestSetupError("connect: \(errno)") }
+    }
+    func send(_ bytes: [UInt8]) { _ = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, 0) } }
+    deinit { close(fd) }
 }
