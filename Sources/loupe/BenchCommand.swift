@@ -169,6 +169,7 @@ extension BenchCommand {
             ]))
             print(String(format: "inspection's share over the camera: %.1f ms at p50 (ratio %.2f)", result.triggerToResult.p50 - result.cameraOnly.p50,
                          result.cameraOnly.p50 > 0 ? result.triggerToResult.p50 / result.cameraOnly.p50 : 0))
+            print("pipeline stage medians: " + ["capture", "align", "crop", "segment", "judge", "total"].map { "\($0) " + String(format: "%.1f ms", result.stages[$0] ?? 0) }.joined(separator: ", "))
             print(TextTable.render(header: ["triggers/s", "fired", "missed"], rows: result.steps.map { [String(format: "%.0f", $0.rate), "\($0.fired)", "\($0.missed)"] }))
             print(String(format: "highest rate held with no miss: %.0f triggers/s", result.highestRateHeld))
         }
