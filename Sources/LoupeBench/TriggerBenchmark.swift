@@ -4,6 +4,7 @@ import LoupeAgent
 import LoupeCapture
 import LoupeImaging
 import LoupeSegmentation
+import LoupeTesting
 import LoupeVision
 import LoupeWire
 import ServiceLifecycle
@@ -60,10 +61,9 @@ public struct TriggerBenchmark {
         public var count: Int
 
         init(_ milliseconds: [Double]) {
-            let sorted = milliseconds.sorted()
-            p50 = percentile(sorted, 0.5)
-            p99 = percentile(sorted, 0.99)
-            count = sorted.count
+            p50 = percentile(milliseconds, 0.5)
+            p99 = percentile(milliseconds, 0.99)
+            count = milliseconds.count
         }
     }
 
@@ -77,7 +77,7 @@ public struct TriggerBenchmark {
 
     public func run() async throws -> Report {
         let part = try SyntheticCamera(configuration: .init(width: options.width, height: options.height, maxShift: 40, maxRotationDegrees: 10))
-        var helper: (process: Process, input: Pipe)?
+        var helper: FakeGigELauncher.Running?
         defer { if let helper, helper.process.isRunning { kill(helper.process.processIdentifier, SIGKILL); helper.process.waitUntilExit() } }
         var name = options.camera
         if name == nil {
@@ -85,7 +85,10 @@ public struct TriggerBenchmark {
                 throw CaptureError.invalidConfiguration("give --camera (a GenICam camera) or --fake-gige (the helper: make -C Tests/FakeGigE)")
             }
             report("starting the fake GigE camera")
-            helper = try Self.startFakeCamera(binary, serial: "BENCH1", picture: part.render().0.image)
+            let picture = part.render().0.image
+            helper = try FakeGigELauncher.launch(binary, serial: "BENCH1", width: picture.width, height: picture.height, grey: picture.samples,
+                                                 folder: TemporaryDirectory.make(prefix: "loupe-bench-trigger"))
+            guard helper != nil else { throw CaptureError.invalidConfiguration("the fake GigE camera \(binary) did not start") }
             name = "BENCH1"
         }
         var settings = AravisCamera.Settings(camera: name)
@@ -151,26 +154,5 @@ public struct TriggerBenchmark {
         let held = steps.prefix { $0.missed == 0 }.last?.rate ?? 0
         return Report(cameraOnly: LatencySummary(cameraOnly), triggerToResult: LatencySummary(latencies), steps: steps, highestRateHeld: held,
                       stages: stages, device: device, modelDescription: modelDescription)
-    }
-
-    /// Starts the Tests/FakeGigE helper with `picture` and waits until it answers.
-    /// The process and its stdin (the helper runs until its stdin closes).
-    static func startFakeCamera(_ binary: String, serial: String, picture: Image8) throws -> (Process, Pipe) {
-        let pgm = FileManager.default.temporaryDirectory.appendingPathComponent("loupe-bench-trigger-\(getpid()).pgm")
-        var bytes = Data("P5 \(picture.width) \(picture.height) 255\n".utf8)
-        bytes.append(contentsOf: picture.samples)
-        try bytes.write(to: pgm)
-        let process = Process(), input = Pipe(), output = Pipe()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = [serial, "--image", pgm.path]
-        process.standardInput = input
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let line = String(decoding: output.fileHandleForReading.availableData, as: UTF8.self)
-        guard line.hasPrefix("ready") else {
-            throw CaptureError.invalidConfiguration("the fake GigE camera \(binary) did not start: \(line.isEmpty ? "no output" : line)")
-        }
-        return (process, input)
     }
 }
