@@ -50,6 +50,7 @@ let package = Package(
         .systemLibrary(name: "CTurboJPEG", path: "Sources/CTurboJPEG", pkgConfig: "libturbojpeg", providers: [.apt(["libturbojpeg0-dev"])]),
         .systemLibrary(name: "CAravis", path: "Sources/CAravis", pkgConfig: "aravis-0.8", providers: [.apt(["libaravis-dev", "libusb-1.0-0-dev"])]),
         .systemLibrary(name: "CModbus", path: "Sources/CModbus", pkgConfig: "libmodbus", providers: [.apt(["libmodbus-dev"])]),
+        .systemLibrary(name: "CMosquitto", path: "Sources/CMosquitto", pkgConfig: "libmosquitto", providers: [.apt(["libmosquitto-dev"])]),
         .systemLibrary(name: "CV4L2", path: "Sources/CV4L2", pkgConfig: "libv4l2", providers: [.apt(["libv4l-dev"])]),
         .systemLibrary(name: "CDNNL", path: "Sources/CDNNL", providers: [.apt(["libdnnl-dev"])]),
         // The segmentation engine: U-Net on oneDNN, training, inference, model files.
@@ -145,6 +146,7 @@ let package = Package(
             name: "LoupeAgent",
             dependencies: [
                 "LoupeWire", "LoupeProto", "LoupePKI", "LoupeImaging", "LoupeCapture", "LoupeVision", "LoupeSegmentation", "LoupeStorage", "CModbus",
+                "CMosquitto",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -221,7 +223,7 @@ let package = Package(
             name: "LoupeTests",
             dependencies: [
                 "LoupeWire", "LoupePKI", "LoupeProto", "LoupeManager", "LoupeAgent", "LoupeBench", "LoupeImaging", "LoupeCapture", "LoupeVision", "LoupeSegmentation", "LoupeStorage", "CModbus",
-                "LoupeTesting",
+                "CMosquitto", "LoupeTesting",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

@@ -77,6 +77,9 @@ public final class AgentAssembly: Sendable {
         if let modbus = config.line?.modbus {
             services.append(ModbusServer(address: modbus.address, pipeline: pipeline, logger: logger))
         }
+        if let mqtt = config.line?.mqtt {
+            services.append(MQTTLink(settings: try MQTTLink.Settings(mqtt, camera: config.cameraId), camera: config.cameraId, pipeline: pipeline, logger: logger))
+        }
         if config.http != nil {
             try AgentHTTP.ensureAdmin(runtime: runtime, logger: logger)
             PagePriority.configure(nice: config.http?.pageNice ?? PagePriority.defaultNice)

@@ -140,6 +140,32 @@ public struct AgentConfig: Codable, Sendable, Equatable {
             /// HOST:PORT to listen on (502 is Modbus' own port; it needs root or CAP_NET_BIND_SERVICE).
             public var address: String
         }
+
+        /// Records to an MQTT broker, and triggers from it.
+        public var mqtt: MQTTSettings?
+
+        public struct MQTTSettings: Codable, Sendable, Equatable {
+            /// The broker, HOST:PORT (1883 is MQTT's own port).
+            public var broker: String
+            /// Topics are PREFIX/CAMERA/record, /status and /trigger; default "loupe".
+            public var topicPrefix: String?
+            /// The MQTT client id; default "loupe-CAMERA".
+            public var clientId: String?
+            /// Seconds between keepalive pings; default 10.
+            public var keepaliveSeconds: Int?
+            /// Records kept while the broker is away or slow; default 10 000. When full, the oldest go (and are counted).
+            public var outboxCapacity: Int?
+            /// Records published and not yet acknowledged at once; default 32.
+            public var maxInflight: Int?
+            /// Take triggers from PREFIX/CAMERA/trigger (the camera in software trigger mode); default false.
+            public var acceptTriggers: Bool?
+
+            public init(broker: String, topicPrefix: String? = nil, acceptTriggers: Bool? = nil) {
+                self.broker = broker
+                self.topicPrefix = topicPrefix
+                self.acceptTriggers = acceptTriggers
+            }
+        }
     }
     /// Files with the manager's model-signing public keys (64 hex digits).
     /// Models signed by other keys are refused. The agent also trusts its own
@@ -179,6 +205,9 @@ public struct AgentConfig: Codable, Sendable, Equatable {
             do { _ = try parseAddress(modbus.address) } catch {
                 throw ConfigError.invalid(path: path, key: "line.modbus.address", reason: "expected HOST:PORT, got \"\(modbus.address)\"")
             }
+        }
+        if let mqtt = config.line?.mqtt {
+            try MQTTLink.Settings.check(mqtt, camera: config.cameraId, path: path)
         }
         if let camera = config.camera {
             switch camera.source {

@@ -86,6 +86,11 @@ public struct LibraryAPI: Sendable {
         var height: Int
         var bytes: Int
         var importedAs: Int?
+        var triggerSource: String?
+        var triggerSequence: Int?
+        var shiftX: Double?
+        var shiftY: Double?
+        var angleDegrees: Double?
 
         init(_ frame: LibraryFrame) {
             id = frame.id ?? 0
@@ -103,6 +108,11 @@ public struct LibraryAPI: Sendable {
             height = frame.height
             bytes = frame.bytes
             importedAs = frame.importedAs
+            triggerSource = frame.triggerSource
+            triggerSequence = frame.triggerSequence
+            shiftX = frame.shiftX
+            shiftY = frame.shiftY
+            angleDegrees = frame.angleDegrees
         }
     }
 

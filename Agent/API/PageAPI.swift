@@ -83,13 +83,11 @@ public struct PageAPI: Sendable {
                 } catch {
                     throw StoreError.invalid("the aligner cannot use this template: \(error)")
                 }
-                let center = (x: Double(configuration.template.x) + Double(configuration.template.width) / 2,
-                              y: Double(configuration.template.y) + Double(configuration.template.height) / 2)
-                let found = alignment.pose.apply(center.x, center.y)
+                let placement = configuration.placement(of: alignment.pose)
                 return try LabelAPI.json(AlignTestResult(
                     score: alignment.score, aligned: alignment.aligned, minScore: configuration.minScore,
-                    x: found.x, y: found.y, angleDegrees: alignment.pose.angle * 180 / .pi,
-                    shiftX: found.x - center.x, shiftY: found.y - center.y,
+                    x: placement.x, y: placement.y, angleDegrees: placement.angleDegrees,
+                    shiftX: placement.shiftX, shiftY: placement.shiftY,
                     milliseconds: (clock.now - start).milliseconds, frameSequence: frame.sequence))
             }
         }

@@ -16,6 +16,7 @@ public final class ModbusServer: Service, Sendable {
     private let pipeline: LivePipeline
     private let logger: Logger
     private let state = Mutex(ModbusMap.State())
+    private let counters = Mutex(ModbusStatistics())
     private let stopping = Atomic<Bool>(false)
     private let boundPort = Mutex<Int?>(nil)
     private let onListening: @Sendable (Int) -> Void
@@ -26,6 +27,10 @@ public final class ModbusServer: Service, Sendable {
         self.logger = logger
         self.onListening = onListening
         pipeline.observe { [weak self] _, result, _ in self?.state.withLock { $0.record(result) } }
+        pipeline.reportLine { [weak self] status in
+            guard let self else { return }
+            status.modbus = self.counters.withLock { $0 }
+        }
     }
 
     /// The port it listens on, once it does.
@@ -47,6 +52,7 @@ public final class ModbusServer: Service, Sendable {
         _ = withUnsafeMutablePointer(to: &bound) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &length) } }
         let actual = Int(UInt16(bigEndian: bound.sin_port))
         boundPort.withLock { $0 = actual }
+        counters.withLock { $0.address = "\(host):\(actual)" }
         logger.info("modbus listening", metadata: ["address": "\(host):\(actual)"])
         onListening(actual)
         let handle = ContextHandle(context: context, listener: listener)
@@ -94,6 +100,7 @@ public final class ModbusServer: Service, Sendable {
                 let count = modbus_receive(context, &query)
                 if count > 0 {
                     answer(context, mapping, query: query, count: Int(count))
+                    counters.withLock { $0.requests += 1 }
                 } else if count < 0 {
                     // Closed by the client, or a frame libmodbus could not read: that client goes, the rest stay.
                     gone.insert(entry.fd)
@@ -101,6 +108,7 @@ public final class ModbusServer: Service, Sendable {
             }
             for fd in gone { close(fd) }
             clients.removeAll { gone.contains($0) }
+            counters.withLock { $0.clients = clients.count }
         }
         for fd in clients { close(fd) }
     }
@@ -139,12 +147,14 @@ public final class ModbusServer: Service, Sendable {
     }
 }
 
-public enum LineError: Error, CustomStringConvertible {
+public enum LineError: Error, CustomStringConvertible, Equatable {
     case modbus(String)
+    /// A broker or a message the MQTT link cannot use, named.
+    case mqtt(String)
 
     public var description: String {
         switch self {
-        case .modbus(let reason): return reason
+        case .modbus(let reason), .mqtt(let reason): return reason
         }
     }
 }

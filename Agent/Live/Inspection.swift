@@ -87,6 +87,8 @@ public struct InspectionResult: Codable, Sendable, Equatable {
     public var capturedAt: Date
     public var verdict: Verdict
     public var alignScore: Double?
+    /// Where the part was found and how far it moved (recipes with an aligner).
+    public var placement: PartPlacement?
     public var rois: [ROIResult]
     public var timings: StageTimings
     public var modelVersion: String
@@ -94,12 +96,13 @@ public struct InspectionResult: Codable, Sendable, Equatable {
     /// The trigger this result answers (triggered cameras); nil when free-running.
     public var trigger: TriggerStamp?
 
-    public init(sequence: Int, capturedAt: Date, verdict: Verdict, alignScore: Double?, rois: [ROIResult], timings: StageTimings = StageTimings(),
-                modelVersion: String, recipeVersion: Int, trigger: TriggerStamp? = nil) {
+    public init(sequence: Int, capturedAt: Date, verdict: Verdict, alignScore: Double?, placement: PartPlacement? = nil, rois: [ROIResult],
+                timings: StageTimings = StageTimings(), modelVersion: String, recipeVersion: Int, trigger: TriggerStamp? = nil) {
         self.sequence = sequence
         self.capturedAt = capturedAt
         self.verdict = verdict
         self.alignScore = alignScore
+        self.placement = placement
         self.rois = rois
         self.timings = timings
         self.modelVersion = modelVersion
@@ -208,7 +211,8 @@ public final class Inspector: Sendable {
         }
         timings.total = timings.align + timings.crop + timings.segment + timings.judge
         timings.age = Date().timeIntervalSince(frame.capturedAt) * 1000
-        let result = InspectionResult(sequence: frame.sequence, capturedAt: frame.capturedAt, verdict: verdict, alignScore: prepared.score, rois: results,
+        let result = InspectionResult(sequence: frame.sequence, capturedAt: frame.capturedAt, verdict: verdict, alignScore: prepared.score,
+                                      placement: aligner?.configuration.placement(of: prepared.pose), rois: results,
                                       timings: timings, modelVersion: modelVersion, recipeVersion: recipe.version)
         return Outcome(result: result, pose: prepared.pose, masks: masks, regions: regions)
     }

@@ -34,6 +34,8 @@ public struct LiveStatistics: Codable, Sendable, Equatable {
     public var camera: CameraStreamStatistics?
     /// A triggered camera's triggers: accepted, missed, abandoned, the one in flight.
     public var trigger: TriggerStatistics?
+    /// The line links (Modbus, MQTT), when configured.
+    public var line: LineStatus?
 }
 
 /// The live inspection loop: a capture task takes frames from the source at
@@ -375,6 +377,14 @@ public final class LivePipeline: Service, Sendable {
         observers.withLock { $0.append(observer) }
     }
 
+    /// A line link's part of `statistics.line`, asked for each time the statistics are read.
+    public typealias LineReporter = @Sendable (inout LineStatus) -> Void
+    private let lineReporters = Mutex<[LineReporter]>([])
+
+    public func reportLine(_ reporter: @escaping LineReporter) {
+        lineReporters.withLock { $0.append(reporter) }
+    }
+
     private func record(_ outcome: Inspector.Outcome, frame: CapturedFrameInput, threshold: Double) {
         var result = outcome.result
         result.trigger = frame.trigger
@@ -413,6 +423,13 @@ public final class LivePipeline: Service, Sendable {
     public var statistics: LiveStatistics {
         let (live, threshold) = settings.withLock { ($0.live, $0.threshold) }
         let inspector = currentInspector
+        let reporters = lineReporters.withLock { $0 }
+        var line: LineStatus?
+        if !reporters.isEmpty {
+            var status = LineStatus()
+            for reporter in reporters { reporter(&status) }
+            line = status
+        }
         return log.withLock { log in
             let now = ContinuousClock.now
             let recent = log.recentTimes.filter { now - $0 <= .seconds(5) }
@@ -434,7 +451,7 @@ public final class LivePipeline: Service, Sendable {
                                   passLastHour: hour.pass, failLastHour: hour.fail, notAlignedCount: log.notAligned,
                                   p50: p50, p99: p99, modelVersion: inspector.modelVersion, recipeVersion: inspector.recipe.version,
                                   sourceError: log.sourceError, camera: (source as? any StreamStatisticsReporting)?.streamStatistics,
-                                  trigger: triggers.isTriggered ? triggers.statistics : nil)
+                                  trigger: triggers.isTriggered ? triggers.statistics : nil, line: line)
         }
     }
 

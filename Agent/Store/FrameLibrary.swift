@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import LoupeImaging
 import LoupeStorage
+import LoupeVision
 import Synchronization
 
 /// One kept frame: the inspection record and where its image is.
@@ -35,6 +36,10 @@ public struct LibraryFrame: Codable, Sendable, Equatable, FetchableRecord, Mutab
     /// The trigger the frame answered (triggered cameras): its source and sequence number.
     public var triggerSource: String?
     public var triggerSequence: Int?
+    /// How far the part moved and turned from the reference (recipes with an aligner).
+    public var shiftX: Double?
+    public var shiftY: Double?
+    public var angleDegrees: Double?
 
     public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
 }
@@ -149,6 +154,13 @@ public final class FrameLibrary: Sendable {
                 t.add(column: "triggerSequence", .integer)
             }
         }
+        migrator.registerMigration("3 placement") { db in
+            try db.alter(table: "frame") { t in
+                t.add(column: "shiftX", .double)
+                t.add(column: "shiftY", .double)
+                t.add(column: "angleDegrees", .double)
+            }
+        }
         return migrator
     }
 
@@ -237,7 +249,8 @@ public final class FrameLibrary: Sendable {
                                   unsure: unsure, classes: classes, modelVersion: result.modelVersion, recipeVersion: result.recipeVersion,
                                   threshold: threshold, alignScore: result.alignScore, rois: rois, width: frame.image.width, height: frame.image.height,
                                   imageHash: hash, bytes: jpeg.count, importedAs: nil,
-                                  triggerSource: result.trigger?.source, triggerSequence: result.trigger?.sequence)
+                                  triggerSource: result.trigger?.source, triggerSequence: result.trigger?.sequence,
+                                  shiftX: result.placement?.shiftX, shiftY: result.placement?.shiftY, angleDegrees: result.placement?.angleDegrees)
         let removed = try write { db -> [String] in
             // Make room: by age, then oldest first until the new image fits the quota.
             var gone = try LibraryFrame.filter(Column("capturedAt") < frame.capturedAt.addingTimeInterval(-policy.maxAgeSeconds)).fetchAll(db)

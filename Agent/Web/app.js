@@ -433,6 +433,7 @@ function applyLive(live) {
   const problem = $("camera-problem");
   problem.hidden = !live.sourceError;
   problem.textContent = live.sourceError || "";
+  showLine(live.line);
   if (live.live && !state.liveEvents) {
     const events = new EventSource("/api/v1/live/events");
     state.liveEvents = events;
@@ -488,6 +489,29 @@ function showResult(result) {
     rows.push(tr);
   }
   body.replaceChildren(...rows);
+}
+
+// The line links (docs/line-integration.md), when the agent's config has them.
+function showLine(line) {
+  const element = $("line-status");
+  const parts = [];
+  if (line && line.modbus) {
+    const modbus = line.modbus;
+    parts.push(`Modbus ${modbus.address || "starting"} · ${modbus.clients} connected · ${modbus.requests} requests`);
+  }
+  if (line && line.mqtt) {
+    const mqtt = line.mqtt;
+    let text = `MQTT ${mqtt.broker} ${mqtt.connected ? "connected" : "not connected"} · ${mqtt.published} published · ${mqtt.pending} waiting`;
+    if (mqtt.dropped) text += ` · ${mqtt.dropped} dropped (outbox full)`;
+    if (mqtt.triggersTaken || mqtt.triggersMissed || mqtt.triggersMalformed) {
+      text += ` · triggers ${mqtt.triggersTaken} taken, ${mqtt.triggersMissed} missed, ${mqtt.triggersMalformed} malformed`;
+    }
+    if (!mqtt.connected && mqtt.lastError) text += ` (${mqtt.lastError})`;
+    parts.push(text);
+  }
+  element.hidden = parts.length === 0;
+  element.textContent = parts.length ? "Line: " + parts.join(" | ") : "";
+  element.classList.toggle("error", Boolean(line && line.mqtt && !line.mqtt.connected));
 }
 
 // MARK: The camera's Library

@@ -17,6 +17,34 @@ public struct AlignerConfiguration: Sendable, Equatable, Codable {
         self.angleRangeDegrees = angleRangeDegrees
         self.minScore = minScore
     }
+
+    /// Where the template's centre lands in a frame under `pose`, and how far
+    /// the part moved and turned from the reference: the one rule the align
+    /// test and every inspection record report.
+    public func placement(of pose: SimilarityTransform) -> PartPlacement {
+        let center = (x: Double(template.x) + Double(template.width) / 2, y: Double(template.y) + Double(template.height) / 2)
+        let found = pose.apply(center.x, center.y)
+        return PartPlacement(x: found.x, y: found.y, shiftX: found.x - center.x, shiftY: found.y - center.y, angleDegrees: pose.angle * 180 / .pi)
+    }
+}
+
+/// The part's place in one frame, in frame pixels and degrees.
+public struct PartPlacement: Codable, Sendable, Equatable {
+    /// Where the template's centre was found.
+    public var x: Double
+    public var y: Double
+    /// How far the part moved from the reference.
+    public var shiftX: Double
+    public var shiftY: Double
+    public var angleDegrees: Double
+
+    public init(x: Double, y: Double, shiftX: Double, shiftY: Double, angleDegrees: Double) {
+        self.x = x
+        self.y = y
+        self.shiftX = shiftX
+        self.shiftY = shiftY
+        self.angleDegrees = angleDegrees
+    }
 }
 
 

@@ -2,6 +2,7 @@ import Foundation
 import LoupeAgent
 import LoupeImaging
 import LoupeStorage
+import LoupeVision
 import Testing
 
 /// The camera's Library on its own SQLite file and image folder: what it
@@ -23,6 +24,7 @@ import Testing
         for i in image.samples.indices { image.samples[i] = UInt8(random.below(256)) }
         let defects = verdict == .fail ? [DefectSummary(classIndex: 1, className: className, area: 40, largestRegion: 40, regions: 1, maxConfidence: peak)] : []
         let result = InspectionResult(sequence: sequence, capturedAt: date, verdict: verdict, alignScore: 0.97,
+                                      placement: PartPlacement(x: 330, y: 250, shiftX: 10, shiftY: -6, angleDegrees: 1.5),
                                       rois: [ROIResult(name: "left", defects: defects, maxConfidence: peak, passed: verdict == .pass)],
                                       modelVersion: "m1", recipeVersion: 3)
         return (CapturedFrameInput(sequence: sequence, capturedAt: date, image: image, captureMilliseconds: 1), result)
@@ -57,6 +59,7 @@ import Testing
         #expect(kept.map(\.reason).sorted() == ["fail", "sample", "sample", "sample", "unsure"], "\(kept.map(\.reason))")
         let failed = try #require(kept.first { $0.reason == "fail" })
         #expect(failed.classes == "scratch" && failed.modelVersion == "m1" && failed.recipeVersion == 3 && failed.alignScore == 0.97)
+        #expect(failed.shiftX == 10 && failed.shiftY == -6 && failed.angleDegrees == 1.5, "the alignment result is in the record")
         let image = try JPEGCodec.decode(try library.image(of: failed))
         #expect(image.width == 160 && image.height == 128)
     }
@@ -159,7 +162,7 @@ import Testing
         // An image written with no row (the process killed between the two) and a half-written temporary.
         let images = try BlobStore(root: directory + "/frames")
         let stray = try images.put(Data("not a frame".utf8))
-        FileManager.default.createFile(atPath: directory + "/frames/.tmp-half", contents: Data([1, 2, 3]))
+        _ = FileManager.default.createFile(atPath: directory + "/frames/.tmp-half", contents: Data([1, 2, 3]))
         let reopened = try FrameLibrary(directory: directory)
         defer { reopened.close() }
         let kept = try reopened.frames()

@@ -5,6 +5,7 @@ import LoupeAgent
 import LoupeCapture
 import LoupeImaging
 import LoupeSegmentation
+import LoupeVision
 import ServiceLifecycle
 import Testing
 
@@ -40,8 +41,14 @@ extension SegmentationTests {
         }
 
         @Test func theThresholdAndTheFailRuleDecideEachROI() throws {
-            let frame = CapturedFrameInput(sequence: 1, capturedAt: Date(), image: Self.camera.render().0.image, captureMilliseconds: 0)
+            let rendered = Self.camera.render().0
+            let frame = CapturedFrameInput(sequence: 1, capturedAt: Date(), image: rendered.image, captureMilliseconds: 0)
             let failing = try Self.inspector(threshold: 0.5).inspect(frame, threshold: 0.5)
+            // The record says where the part was: the camera's own pose, to a pixel and half a degree.
+            let placement = try #require(failing.result.placement)
+            let truth = rendered.pose.apply(320, 256)
+            #expect(abs(placement.shiftX - (truth.x - 320)) < 1 && abs(placement.shiftY - (truth.y - 256)) < 1, "\(placement) vs \(truth)")
+            #expect(abs(placement.angleDegrees - rendered.pose.angle * 180 / .pi) < 0.5, "\(placement) vs \(rendered.pose.angle * 180 / .pi)°")
             #expect(failing.result.verdict == .fail)
             #expect(failing.result.rois.map(\.name) == ["left", "right"])
             for roi in failing.result.rois {

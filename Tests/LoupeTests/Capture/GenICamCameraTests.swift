@@ -61,7 +61,7 @@ extension FakeGigESuite {
                 let sent = tiled(fake.picture, width: 640, height: 480)
                 if format == .bayerRG8 {
                     // Each pixel the mean of the 2x2 block from it: the sent picture's own 2x2 means.
-                    let expected = try GenICamPixelFormat.bayerRG8.grey(from: UnsafeRawBufferPointer(start: sent, count: sent.count), width: 640, height: 480)
+                    let expected = try sent.withUnsafeBytes { try GenICamPixelFormat.bayerRG8.grey(from: $0, width: 640, height: 480) }
                     #expect(frame.image.samples == expected.samples)
                     #expect(frame.image.samples != sent, "a 2x2 mean differs from the mosaic's sites")
                 } else {
@@ -205,13 +205,13 @@ extension FakeGigESuite {
             }
         }
 
-        static func startAgent(serial: String, trigger: String? = nil, modbus: Bool = false, width: Int = 640, height: Int = 480) async throws -> (Agent, TestPKI) {
+        static func startAgent(serial: String, trigger: String? = nil, line: [String: Any]? = nil, width: Int = 640, height: Int = 480) async throws -> (Agent, TestPKI) {
             let pki = try TestPKI()
             var camera: [String: Any] = ["source": "genicam", "device": serial, "width": width, "height": height, "framesPerSecond": 10,
                                          "inferenceThreads": 1, "precision": "fp32", "packetResend": true]
             if let trigger { camera["trigger"] = trigger }
             var extra: [String: Any] = ["http": ["address": "127.0.0.1:0", "initialAdminPassword": "gige-password-1"], "camera": camera]
-            if modbus { extra["line"] = ["modbus": ["address": "127.0.0.1:0"]] }
+            if let line { extra["line"] = line }
             let config = try writeAgentConfig(pki: pki, camera: "gige-cam", port: nil, extra: extra)
             let process = try LoupeProcess(["agent", "--config", config], log: pki.dir + "/agent.log")
             let address = try #require(try await process.loggedAddress(after: "http listening"), "the agent never listened:\n\(process.log)")
@@ -458,10 +458,12 @@ extension FakeGigESuite {
             let second = try PLC(port: port)
             #expect(try second.registers(ModbusMap.Register.inspections, 2)[0] == 5)
             #expect(try await agent.live().framesCaptured == 5, "out-of-map writes fired nothing")
+            let modbus = try #require(try await agent.live().line?.modbus, "the Modbus server in the live statistics")
+            #expect(modbus.address == address && modbus.clients >= 2 && modbus.requests >= 15, "\(modbus)")
         }
 
         static func startAgentWithModbus() async throws -> (GenICamAgentTests.Agent, TestPKI) {
-            try await GenICamAgentTests.startAgent(serial: "LPM1", trigger: "software", modbus: true)
+            try await GenICamAgentTests.startAgent(serial: "LPM1", trigger: "software", line: ["modbus": ["address": "127.0.0.1:0"]])
         }
     }
 }
