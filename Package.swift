@@ -197,6 +197,7 @@ let package = Package(
             name: "loupe",
             dependencies: [
                 "LoupeWire", "LoupePKI", "LoupeManager", "LoupeAgent", "LoupeBench", "LoupeTesting", "LoupeProto", "LoupeSegmentation", "LoupeImaging",
+                "CModbus",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

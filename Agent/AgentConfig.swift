@@ -136,9 +136,16 @@ public struct AgentConfig: Codable, Sendable, Equatable {
         /// A Modbus TCP server for the PLC.
         public var modbus: ModbusSettings?
 
+        public init(modbus: ModbusSettings? = nil, mqtt: MQTTSettings? = nil) {
+            self.modbus = modbus
+            self.mqtt = mqtt
+        }
+
         public struct ModbusSettings: Codable, Sendable, Equatable {
             /// HOST:PORT to listen on (502 is Modbus' own port; it needs root or CAP_NET_BIND_SERVICE).
             public var address: String
+
+            public init(address: String) { self.address = address }
         }
 
         /// Records to an MQTT broker, and triggers from it.

@@ -10,6 +10,20 @@ public enum FakeGigELauncher {
         public let input: Pipe
     }
 
+    /// Builds the helper from its sources (`Tests/FakeGigE`, its Makefile) into
+    /// `folder` and gives the binary's path; the tests and `loupe demo` build it so.
+    public static func build(sources: String, into folder: String) throws -> String {
+        let make = Process()
+        make.executableURL = URL(fileURLWithPath: "/usr/bin/make")
+        make.arguments = ["-s", "-C", sources, "BUILD=\(folder)"]
+        do { try make.run() } catch { throw LaunchError("cannot run make: \(error)") }
+        make.waitUntilExit()
+        guard make.terminationStatus == 0 else {
+            throw LaunchError("\(sources) did not build (it needs libaravis-dev, libusb-1.0-0-dev and pkg-config: Deploy/install-deps)")
+        }
+        return folder + "/loupe-fake-gige"
+    }
+
     /// Writes the picture as a binary PGM under `folder`, starts the helper and
     /// waits up to `timeout` for its "ready" line; nil when it did not start
     /// (the port still taken by a camera that just died, for instance).
@@ -50,4 +64,10 @@ public enum FakeGigELauncher {
         }
         return collected.isEmpty ? nil : String(decoding: collected, as: UTF8.self)
     }
+}
+
+/// A helper process of the harness (the fake camera, the broker) that could not be built or started, and why.
+public struct LaunchError: Error, CustomStringConvertible {
+    public let description: String
+    init(_ description: String) { self.description = description }
 }

@@ -14,7 +14,7 @@ public final class MosquittoBroker: @unchecked Sendable {
 
     public init(folder: String) throws {
         guard FileManager.default.isExecutableFile(atPath: Self.binary) else {
-            throw BrokerError("no mosquitto broker at \(Self.binary): install Debian's mosquitto (Deploy/install-deps does) or set MOSQUITTO")
+            throw LaunchError("no mosquitto broker at \(Self.binary): install Debian's mosquitto (Deploy/install-deps does) or set MOSQUITTO")
         }
         self.folder = folder
         port = try Self.freeLoopbackPort()
@@ -51,11 +51,11 @@ public final class MosquittoBroker: @unchecked Sendable {
         self.process = process
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
-            guard process.isRunning else { throw BrokerError("mosquitto exited at once (\(process.terminationStatus)); see \(folder)/mosquitto.log") }
+            guard process.isRunning else { throw LaunchError("mosquitto exited at once (\(process.terminationStatus)); see \(folder)/mosquitto.log") }
             if Self.accepts(port) { return }
             Thread.sleep(forTimeInterval: 0.05)
         }
-        throw BrokerError("mosquitto did not listen on 127.0.0.1:\(port) within \(timeout)")
+        throw LaunchError("mosquitto did not listen on 127.0.0.1:\(port) within \(timeout)")
     }
 
     /// Kills it (SIGKILL: a crash or a power cut, no goodbye to any client), and waits.
@@ -84,7 +84,7 @@ public final class MosquittoBroker: @unchecked Sendable {
         defer { close(fd) }
         var address = loopback(0)
         let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        guard bound == 0 else { throw BrokerError("cannot bind a loopback port: \(String(cString: strerror(errno)))") }
+        guard bound == 0 else { throw LaunchError("cannot bind a loopback port: \(String(cString: strerror(errno)))") }
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
         return Int(UInt16(bigEndian: address.sin_port))
@@ -97,9 +97,4 @@ public final class MosquittoBroker: @unchecked Sendable {
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         return address
     }
-}
-
-public struct BrokerError: Error, CustomStringConvertible {
-    public let description: String
-    init(_ description: String) { self.description = description }
 }

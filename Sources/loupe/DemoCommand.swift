@@ -37,12 +37,18 @@ struct DemoCommand: AsyncParsableCommand {
     @Option(help: "Lowest acceptable defect mIoU on live frames (0.42–0.66 in release builds with two minutes of training; the defaults train a fixed 18 passes).") var minIou = 0.25
     @Option(help: "Confidence threshold for live inspection (the page's slider). A pixel counts as a defect when its class's probability reaches it; 0.85 keeps false fails out.") var threshold = 0.85
     @Flag(help: "Stop after the measurement instead of serving until Ctrl-C.") var exitWhenDone = false
+    @Option(help: "The GigE Vision simulator for the triggered station (default: built from Tests/FakeGigE when run from the repository; without either the station is left out).")
+    var fakeGige: String?
+    @Option(help: "Triggers the triggered station's PLC fires over Modbus (0: no station).") var stationTriggers = 20
     @OptionGroup var logging: LoggingOptions
 
     static let cameras = ["cam-1", "cam-2", "cam-3"]
     static let password = "loupe-demo-admin"
     static let inspectionType = "demo-part"
     static let (width, height) = (640, 512)
+    static var classes: [[String: Any]] {
+        [["index": 1, "name": "scratch", "color": 0xE6194B], ["index": 2, "name": "spot", "color": 0x3CB44B], ["index": 3, "name": "crack", "color": 0x4363D8]]
+    }
 
     func run() async throws {
         var options = logging
@@ -113,9 +119,7 @@ struct DemoCommand: AsyncParsableCommand {
                 var labelling = SyntheticCamera.Configuration(width: Self.width, height: Self.height, seed: UInt64(900 + index))
                 labelling.partSeed = 7
                 let partCamera = try SyntheticCamera(configuration: labelling)
-                try await api.send("PUT", "/api/v1/classes", json: [
-                    ["index": 1, "name": "scratch", "color": 0xE6194B], ["index": 2, "name": "spot", "color": 0x3CB44B], ["index": 3, "name": "crack", "color": 0x4363D8],
-                ])
+                try await api.send("PUT", "/api/v1/classes", json: Self.classes)
                 let reference = try await api.importImage(try PNGCodec.encode(partCamera.reference), name: "reference.png")
                 var withReference = recipe
                 withReference["referenceCapture"] = reference
@@ -209,6 +213,18 @@ struct DemoCommand: AsyncParsableCommand {
             }.joined(separator: ", ")
             let meanIoU = meanIoU(fleet) ?? 0
             step(String(format: "defect mIoU on live frames against ground truth: %.3f (%@; threshold %.2f)", meanIoU, perClass, minIou))
+            // 8. The triggered station: a GigE Vision camera, triggers and verdicts over Modbus.
+            if stationTriggers > 0 {
+                if let helper = try DemoStation.helper(fakeGige, root: root) {
+                    let station = DemoStation(root: root, helper: helper, tls: try issue(.agent, DemoStation.camera, hosts: ["localhost"]), managerPort: port,
+                                              modelKey: managerConfig.dataDir + "/model-signing.pub", version: version, registry: registry,
+                                              threshold: threshold, logger: logger)
+                    let outcome = try await station.run(triggers: stationTriggers, step: step)
+                    try Self.report(outcome, step: step)
+                } else {
+                    step("triggered station left out: no GigE Vision simulator (run from the repository, or give --fake-gige PATH)")
+                }
+            }
             say("Label & Train pages (user admin, password \(Self.password)):")
             for camera in Self.cameras { say("  \(camera): \(urls.value?[camera] ?? "")/") }
             if meanIoU < minIou {
@@ -228,6 +244,29 @@ struct DemoCommand: AsyncParsableCommand {
             await stopAll()
             throw error
         }
+    }
+
+    /// What the station's PLC saw; throws when a verdict was lost, repeated, out of order or not the agent's own.
+    static func report(_ outcome: DemoStation.Outcome, step: (String) -> Void) throws {
+        let names: [UInt16: String] = [1: "pass", 2: "fail", 3: "not aligned", 4: "no model"]
+        let sequences = outcome.read.map(\.trigger)
+        let verdicts = outcome.read.map { names[$0.verdict] ?? "\($0.verdict)" }
+        let agent = outcome.agentVerdicts.map { verdict -> String in
+            switch verdict {
+            case .pass: return "pass"
+            case .fail: return "fail"
+            case .notAligned: return "not aligned"
+            case .noModel: return "no model"
+            }
+        }
+        let cycles = outcome.cycles.sorted()
+        let counts = Dictionary(grouping: verdicts, by: { $0 }).map { "\($0.value.count) \($0.key)" }.sorted().joined(separator: ", ")
+        step(String(format: "station PLC: %d triggers over Modbus, %d verdicts read (%@), %d missed; cycle p50 %.0f ms, max %.0f ms",
+                    outcome.triggers, outcome.read.count, counts, outcome.missed, cycles[cycles.count / 2], cycles.last ?? 0))
+        step("station part's ground truth: \(outcome.truthFails ? "fail" : "pass"); the model said \(verdicts.last ?? "-")")
+        guard sequences == Array(1...outcome.triggers) else { throw ValidationError("the PLC read trigger numbers \(sequences), not 1…\(outcome.triggers) once each in order") }
+        guard verdicts == agent else { throw ValidationError("the PLC's verdicts \(verdicts) are not the agent's own \(agent)") }
+        guard outcome.missed == 0 else { throw ValidationError("\(outcome.missed) triggers were missed with the PLC waiting for each result") }
     }
 
     static let rois: [(name: String, rect: PixelRect)] = [

@@ -18,15 +18,9 @@ final class FakeGigECamera: @unchecked Sendable {
     static let helper: Result<String, TestSetupError> = {
         let build: String
         do { build = try TemporaryDirectory.make(prefix: "loupe-fake-gige") } catch { return .failure(TestSetupError("\(error)")) }
-        let make = Process()
-        make.executableURL = URL(fileURLWithPath: "/usr/bin/make")
-        make.arguments = ["-s", "-C", Repository.root + "/Tests/FakeGigE", "BUILD=\(build)"]
-        do { try make.run() } catch { return .failure(TestSetupError("cannot run make: \(error)")) }
-        make.waitUntilExit()
-        guard make.terminationStatus == 0 else {
-            return .failure(TestSetupError("Tests/FakeGigE did not build (needs libaravis-dev and libusb-1.0-0-dev: Deploy/install-deps)"))
+        do { return .success(try FakeGigELauncher.build(sources: Repository.root + "/Tests/FakeGigE", into: build)) } catch {
+            return .failure(TestSetupError("\(error)"))
         }
-        return .success(build + "/loupe-fake-gige")
     }()
 
     /// Starts the camera; `picture` is tiled over its frames.

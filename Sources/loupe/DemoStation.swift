@@ -1,0 +1,209 @@
+import ArgumentParser
+import CModbus
+import Foundation
+import Logging
+import LoupeAgent
+import LoupeCapture
+import LoupeImaging
+import LoupeManager
+import LoupePKI
+import LoupeTesting
+import LoupeVision
+import LoupeWire
+import ServiceLifecycle
+
+/// The demo's triggered station: one more camera agent, this one streaming
+/// from a GigE Vision camera (Aravis' simulator on loopback, showing one part
+/// with defects) in software trigger mode, with its Modbus TCP server on; the
+/// demo's PLC side (libmodbus, as a PLC talks) fires each trigger by the coil,
+/// waits for the coil to fall, and reads the verdict back from the registers.
+struct DemoStation {
+    static let camera = "station-1"
+    static let serial = "LOUPE-DEMO-ST1"
+
+    struct Outcome {
+        var triggers: Int
+        /// The verdicts the PLC read, with the trigger number beside each.
+        var read: [(trigger: Int, verdict: UInt16)]
+        /// The agent's own results for the same triggers, in order.
+        var agentVerdicts: [InspectionResult.Verdict]
+        /// What the part's ground truth says under the recipe's fail rule.
+        var truthFails: Bool
+        /// PLC cycle times (coil written to result read), ms.
+        var cycles: [Double]
+        var missed: Int
+    }
+
+    let root: String
+    let helper: String
+    let tls: TLSFiles
+    let managerPort: Int
+    let modelKey: String
+    let version: String
+    let registry: ModelRegistry
+    let threshold: Double
+    let logger: Logger
+
+    /// Where the simulator comes from: `--fake-gige`, or built from Tests/FakeGigE when run from the repository; nil: neither.
+    static func helper(_ given: String?, root: String) throws -> String? {
+        if let given { return given }
+        let sources = FileManager.default.currentDirectoryPath + "/Tests/FakeGigE"
+        guard FileManager.default.fileExists(atPath: sources + "/Makefile") else { return nil }
+        return try FakeGigELauncher.build(sources: sources, into: root + "/fake-gige")
+    }
+
+    func run(triggers: Int, step: (String) -> Void) async throws -> Outcome {
+        // The part the camera sees: aligned as the reference is, with defects its ground truth fails.
+        var configuration = SyntheticCamera.Configuration(width: DemoCommand.width, height: DemoCommand.height, seed: 4242)
+        configuration.partSeed = 7
+        let partCamera = try SyntheticCamera(configuration: configuration)
+        var picture: (image: Image8, truth: Image8)?
+        for _ in 0..<100 {
+            let (frame, _) = partCamera.render()
+            let truth = frame.referenceMask
+            let fails = try DemoCommand.rois.contains { DemoCommand.failRule.fails(MaskTools.blobs(try truth.cropped(to: $0.rect))) }
+            if fails {
+                picture = (try frame.image.warped(by: frame.pose.inverse, width: DemoCommand.width, height: DemoCommand.height), truth)
+                break
+            }
+        }
+        guard let picture else { throw ValidationError("no synthetic part with a failing defect in 100 renders") }
+        try FileManager.default.createDirectory(atPath: root + "/station-camera", withIntermediateDirectories: true)
+        var fake: FakeGigELauncher.Running?
+        for _ in 0..<20 where fake == nil {
+            fake = try FakeGigELauncher.launch(helper, serial: Self.serial, width: DemoCommand.width, height: DemoCommand.height,
+                                               grey: picture.image.samples, folder: root + "/station-camera")
+            if fake == nil { try await Task.sleep(for: .milliseconds(250)) }
+        }
+        guard let fake else { throw ValidationError("the GigE Vision simulator did not start (is UDP 127.0.0.1:3956 taken?)") }
+        defer {
+            kill(fake.process.processIdentifier, SIGKILL)
+            fake.process.waitUntilExit()
+        }
+        step("GigE Vision camera \(Self.serial) on 127.0.0.1 (Aravis' simulator), showing a part with defects")
+
+        var config = AgentConfig(
+            cameraId: Self.camera,
+            manager: .init(address: "localhost:\(managerPort)", heartbeatSeconds: 2, idleTimeoutSeconds: 10, statusIntervalSeconds: 1,
+                           reconnectInitialSeconds: 0.2, reconnectMaxSeconds: 2),
+            tls: tls, dataDir: root + "/\(Self.camera)",
+            http: .init(address: "127.0.0.1:0", initialAdminPassword: DemoCommand.password),
+            camera: .init(source: .genicam, device: Self.serial, width: DemoCommand.width, height: DemoCommand.height, framesPerSecond: 10,
+                          inferenceThreads: 1, live: false))
+        config.camera?.trigger = "software"
+        config.line = .init(modbus: .init(address: "127.0.0.1:0"))
+        config.modelKeys = [modelKey]
+        let url = LateBound<String>()
+        let agent = try AgentAssembly(config: config, logger: logger) { url.set($0) }
+        let group = ServiceGroup(configuration: .init(services: agent.services.map { .init(service: $0) }, logger: logger))
+        let task = Task { try await group.run() }
+        defer { task.cancel() }
+        do {
+            let outcome = try await drive(agent, url: url, picture: picture, triggers: triggers, step: step)
+            await group.triggerGracefulShutdown()
+            _ = try? await task.value
+            await agent.training.shutdown()
+            return outcome
+        } catch {
+            await group.triggerGracefulShutdown()
+            _ = try? await task.value
+            await agent.training.shutdown()
+            throw error
+        }
+    }
+
+    private func drive(_ agent: AgentAssembly, url: LateBound<String>, picture: (image: Image8, truth: Image8), triggers: Int,
+                       step: (String) -> Void) async throws -> Outcome {
+        try await wait("the station to serve its page and reach the manager", .seconds(60)) { url.value != nil && agent.link.connection != nil }
+        let api = try await DemoAPI.signIn(base: url.value!, user: "admin", password: DemoCommand.password)
+        try await api.send("PUT", "/api/v1/classes", json: DemoCommand.classes)
+        let reference = try await api.importImage(try PNGCodec.encode(picture.image), name: "reference.png")
+        var recipe = DemoCommand.recipe
+        recipe["referenceCapture"] = reference
+        try await api.send("PUT", "/api/v1/recipe", json: recipe)
+        try registry.assign(version, to: [Self.camera])
+        try await wait("the station to install \(version)", .seconds(60)) { agent.runtime.shelf.state.current?.version == version }
+        try await api.send("PUT", "/api/v1/live", json: ["live": true, "threshold": threshold])
+        guard let modbus = agent.services.compactMap({ $0 as? ModbusServer }).first else { throw ValidationError("the station has no Modbus server") }
+        try await wait("the station's Modbus server", .seconds(10)) { modbus.port != nil }
+        let port = modbus.port!
+        step("\(Self.camera): software trigger mode, \(version) installed, Modbus TCP on 127.0.0.1:\(port)")
+
+        // The PLC side.
+        let plc = try DemoPLC(port: port)
+        var read: [(trigger: Int, verdict: UInt16)] = []
+        var cycles: [Double] = []
+        let clock = ContinuousClock()
+        let progress = ProgressBar()
+        for n in 1...triggers {
+            try await wait("the station to be ready", .seconds(10)) { try plc.input(ModbusMap.Input.ready) }
+            let start = clock.now
+            try plc.writeCoil(ModbusMap.Coil.trigger)
+            try await wait("the result of trigger \(n)", .seconds(10)) { try !plc.coil(ModbusMap.Coil.trigger) }
+            let registers = try plc.registers(0, ModbusMap.Register.firstROI)
+            cycles.append((clock.now - start).milliseconds)
+            read.append((Int(registers[ModbusMap.Register.lastTrigger]) | Int(registers[ModbusMap.Register.lastTrigger + 1]) << 16,
+                         registers[ModbusMap.Register.lastVerdict]))
+            progress.update(fraction: Double(n) / Double(triggers), "PLC: trigger \(n) of \(triggers)")
+        }
+        progress.finish()
+        let results = agent.runtime.pipeline.results(limit: triggers).reversed().map(\.verdict)
+        let truthFails = try DemoCommand.rois.contains { DemoCommand.failRule.fails(MaskTools.blobs(try picture.truth.cropped(to: $0.rect))) }
+        return Outcome(triggers: triggers, read: read, agentVerdicts: results, truthFails: truthFails, cycles: cycles,
+                       missed: agent.runtime.pipeline.triggerStatistics?.missed ?? 0)
+    }
+
+    private func wait(_ what: String, _ timeout: Duration, _ condition: () throws -> Bool) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while !((try? condition()) ?? false) {
+            guard ContinuousClock.now < deadline else { throw ValidationError("timed out waiting for \(what)") }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
+}
+
+/// A PLC's side of Modbus TCP, through libmodbus.
+final class DemoPLC {
+    private let context: OpaquePointer
+
+    init(port: Int) throws {
+        guard let context = modbus_new_tcp("127.0.0.1", Int32(port)) else { throw ValidationError("modbus_new_tcp failed") }
+        self.context = context
+        modbus_set_response_timeout(context, 2, 0)
+        guard modbus_connect(context) == 0 else {
+            modbus_free(context)
+            throw ValidationError("the PLC cannot connect to 127.0.0.1:\(port): \(Self.reason())")
+        }
+    }
+
+    deinit {
+        modbus_close(context)
+        modbus_free(context)
+    }
+
+    static func reason() -> String { String(cString: modbus_strerror(loupe_modbus_errno())) }
+
+    func writeCoil(_ address: Int) throws {
+        guard modbus_write_bit(context, Int32(address), 1) == 1 else { throw ValidationError("write coil \(address): \(Self.reason())") }
+    }
+
+    func coil(_ address: Int) throws -> Bool {
+        var bit: UInt8 = 0
+        guard modbus_read_bits(context, Int32(address), 1, &bit) == 1 else { throw ValidationError("read coil \(address): \(Self.reason())") }
+        return bit == 1
+    }
+
+    func input(_ address: Int) throws -> Bool {
+        var bit: UInt8 = 0
+        guard modbus_read_input_bits(context, Int32(address), 1, &bit) == 1 else { throw ValidationError("read input \(address): \(Self.reason())") }
+        return bit == 1
+    }
+
+    func registers(_ address: Int, _ count: Int) throws -> [UInt16] {
+        var values = [UInt16](repeating: 0, count: count)
+        guard modbus_read_input_registers(context, Int32(address), Int32(count), &values) == Int32(count) else {
+            throw ValidationError("read input registers \(address)+\(count): \(Self.reason())")
+        }
+        return values
+    }
+}
