@@ -458,6 +458,15 @@ extension FakeGigESuite {
             let second = try PLC(port: port)
             #expect(try second.registers(ModbusMap.Register.inspections, 2)[0] == 5)
             #expect(try await agent.live().framesCaptured == 5, "out-of-map writes fired nothing")
+
+            // A trigger while one is in flight: exception 06 (SERVER DEVICE BUSY), counted as missed, nothing queued.
+            #expect(try await eventually { try !plc.coil(ModbusMap.Coil.trigger) })
+            #expect(modbus_write_bit(plc.context, Int32(ModbusMap.Coil.trigger), 1) == 1)
+            #expect(plc.failing { modbus_write_bit($0, Int32(ModbusMap.Coil.trigger), 1) } == (-1, loupe_modbus_busy()), "the second trigger lands in the first one's flight")
+            #expect(try await eventually(timeout: .seconds(10)) { try !plc.coil(ModbusMap.Coil.trigger) })
+            let afterBusy = try plc.registers(0, ModbusMap.Register.firstROI)
+            #expect(afterBusy[ModbusMap.Register.inspections] == 6 && afterBusy[ModbusMap.Register.lastTrigger] == 6 && afterBusy[ModbusMap.Register.missedTriggers] == 1,
+                    "one result for the accepted trigger, the busy one counted: \(afterBusy)")
             let modbus = try #require(try await agent.live().line?.modbus, "the Modbus server in the live statistics")
             #expect(modbus.address == address && modbus.clients >= 2 && modbus.requests >= 15, "\(modbus)")
         }
