@@ -73,7 +73,8 @@ public final class AgentAssembly: Sendable {
         if config.manager != nil { connection = { @Sendable in link.connection } }
         let training = TrainingJobs(runtime: runtime, logger: logger, manager: connection)
         jobs.set(training)
-        var services: [any Service] = [link, pipeline]
+        // Training first: a group shuts down in reverse order, so the page (which can start a job) goes before it.
+        var services: [any Service] = [training, link, pipeline]
         if let modbus = config.line?.modbus {
             services.append(ModbusServer(address: modbus.address, pipeline: pipeline, logger: logger))
         }

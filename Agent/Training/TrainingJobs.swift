@@ -5,6 +5,7 @@ import LoupeSegmentation
 import LoupeProto
 import LoupeStorage
 import LoupeWire
+import ServiceLifecycle
 import Synchronization
 
 /// What the page sends to start training.
@@ -65,8 +66,10 @@ public struct TrainingStatus: Codable, Sendable, Equatable {
 /// Local training on the camera, one job at a time, with the same engine the
 /// manager uses. The job runs on its own thread; progress goes to every
 /// subscriber; a finished model is signed with the agent's own key,
-/// installed, and swapped into the live pipeline.
-public final class TrainingJobs: Sendable {
+/// installed, and swapped into the live pipeline. As a `Service` in the
+/// agent's group it ends a local job at graceful shutdown, so no caller has
+/// to remember to.
+public final class TrainingJobs: Service, Sendable {
     private let runtime: AgentRuntime
     private let logger: Logger
     private let current = Mutex<(status: TrainingStatus?, control: TrainingControl?)>((nil, nil))
@@ -236,6 +239,12 @@ public final class TrainingJobs: Sendable {
             status.validationMIoU = progress.validationMiou
         }
         publish(status)
+    }
+
+    /// Serves until the group shuts down, then ends any local job.
+    public func run() async throws {
+        try? await gracefulShutdown()
+        await shutdown()
     }
 
     /// At shutdown: cancels a local job and waits for its thread, so the

@@ -102,7 +102,6 @@ struct DemoCommand: AsyncParsableCommand {
         func stopAll() async {
             await agentGroup.triggerGracefulShutdown()
             _ = try? await agentTask.value
-            for agent in agents { await agent.training.shutdown() }
             await manager.stop()
         }
         do {

@@ -97,19 +97,12 @@ struct DemoStation {
         let agent = try AgentAssembly(config: config, logger: logger) { url.set($0) }
         let group = ServiceGroup(configuration: .init(services: agent.services.map { .init(service: $0) }, logger: logger))
         let task = Task { try await group.run() }
-        defer { task.cancel() }
-        do {
-            let outcome = try await drive(agent, url: url, picture: picture, triggers: triggers, step: step)
-            await group.triggerGracefulShutdown()
-            _ = try? await task.value
-            await agent.training.shutdown()
-            return outcome
-        } catch {
-            await group.triggerGracefulShutdown()
-            _ = try? await task.value
-            await agent.training.shutdown()
-            throw error
-        }
+        let outcome: Result<Outcome, any Error>
+        do { outcome = .success(try await drive(agent, url: url, picture: picture, triggers: triggers, step: step)) } catch { outcome = .failure(error) }
+        // The group's shutdown ends the station's training jobs too.
+        await group.triggerGracefulShutdown()
+        _ = try? await task.value
+        return try outcome.get()
     }
 
     private func drive(_ agent: AgentAssembly, url: LateBound<String>, picture: (image: Image8, truth: Image8), triggers: Int,

@@ -63,15 +63,8 @@ struct AgentCommand: AsyncParsableCommand {
         let agent = try AgentAssembly(config: config, logger: logger) { url in
             httpLogger.info("http listening", metadata: ["address": "\(url.split(separator: "/").last ?? "")", "url": "\(url)"])
         }
-        let services = agent.services
-        let jobs = agent.training
-        do {
-            try await runUntilSignalled(services, logger: logger)
-        } catch {
-            await jobs.shutdown()
-            throw error
-        }
-        await jobs.shutdown()
+        // The services include the training jobs, which end a local job at shutdown.
+        try await runUntilSignalled(agent.services, logger: logger)
     }
 }
 
