@@ -5,6 +5,7 @@ import LoupeManager
 import LoupeProto
 import LoupeCapture
 import LoupeImaging
+import LoupeSegmentation
 import LoupeTesting
 import LoupeWire
 import Testing
@@ -205,13 +206,23 @@ extension FakeGigESuite {
             }
         }
 
-        static func startAgent(serial: String, trigger: String? = nil, line: [String: Any]? = nil, width: Int = 640, height: Int = 480) async throws -> (Agent, TestPKI) {
+        /// An agent process on the fake camera; `model`, when given, is installed before it starts (signed with the agent's own key, as a
+        /// model it trained itself), and `more` adds config sections.
+        static func startAgent(serial: String, trigger: String? = nil, line: [String: Any]? = nil, width: Int = 640, height: Int = 480,
+                               model: SegmentationModel? = nil, more: [String: Any] = [:]) async throws -> (Agent, TestPKI) {
             let pki = try TestPKI()
+            if let model {
+                let shelf = try ModelShelf(directory: pki.dir + "/agent-gige-cam-data/models", managerKeys: [])
+                let file = try ModelFile.sign(ModelFile.encode(model), with: shelf.localKey,
+                                              provenance: ModelProvenance(inspectionType: "part", versionName: "part-v1", sequence: 1), version: 1)
+                try shelf.install(file, version: "part-v1", expectedSHA256: nil, from: .local("test"))
+            }
             var camera: [String: Any] = ["source": "genicam", "device": serial, "width": width, "height": height, "framesPerSecond": 10,
                                          "inferenceThreads": 1, "precision": "fp32", "packetResend": true]
             if let trigger { camera["trigger"] = trigger }
             var extra: [String: Any] = ["http": ["address": "127.0.0.1:0", "initialAdminPassword": "gige-password-1"], "camera": camera]
             if let line { extra["line"] = line }
+            extra.merge(more) { $1 }
             let config = try writeAgentConfig(pki: pki, camera: "gige-cam", port: nil, extra: extra)
             let process = try LoupeProcess(["agent", "--config", config], log: pki.dir + "/agent.log")
             let address = try #require(try await process.loggedAddress(after: "http listening"), "the agent never listened:\n\(process.log)")

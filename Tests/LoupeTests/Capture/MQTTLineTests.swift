@@ -90,10 +90,17 @@ extension FakeGigESuite {
             #expect(try await eventually(timeout: .seconds(5)) { subscriber.subscribed }, "the subscriber's SUBACK")
             // A stale trigger left retained on the broker: it must not fire when the agent subscribes.
             try subscriber.publish(Self.topics.trigger, Array("{}".utf8), retain: true)
+            // A model that fails every ROI, so every frame is a fail the Library keeps.
             let (agent, pki) = try await GenICamAgentTests.startAgent(
                 serial: "LPQ1", trigger: "software",
-                line: ["mqtt": ["broker": "127.0.0.1:\(broker.port)", "acceptTriggers": true, "keepaliveSeconds": 5]])
+                line: ["mqtt": ["broker": "127.0.0.1:\(broker.port)", "acceptTriggers": true, "keepaliveSeconds": 5]],
+                model: SegmentationTests.LivePipelineTests.constantModel(), more: ["library": ["maxPerMinute": 600]])
             defer { withExtendedLifetime(pki) {} }
+            let recipe: [String: Any] = ["version": 0, "inspectionType": "part", "confidenceThreshold": 0.5, "failRule": ["minimumDefectPixels": 25],
+                                         "rois": [["name": "left", "rect": ["x": 100, "y": 100, "width": 64, "height": 64]]]]
+            let (saved, savedBody) = try await agentHTTP(agent.address, "PUT", "/api/v1/recipe", token: agent.token,
+                                                         body: try JSONSerialization.data(withJSONObject: recipe))
+            #expect(saved == 200, "\(String(decoding: savedBody, as: UTF8.self))")
             #expect(try await eventually { subscriber.messages(on: Self.topics.status).last?.payload == Data("online".utf8) },
                     "the agent says it is online:\n\(agent.process.log.suffix(2000))")
 
@@ -110,7 +117,8 @@ extension FakeGigESuite {
             #expect(answers.map(\.sequence) == Array(1...6))
             var seen = try records(subscriber)
             #expect(seen.map { $0.trigger } == (1...6).map { TriggerStamp(source: "mqtt", sequence: $0) }, "once each, in order")
-            #expect(seen.allSatisfy { $0.camera == "gige-cam" && $0.verdict == .noModel })
+            #expect(seen.allSatisfy { $0.camera == "gige-cam" && $0.verdict == .fail && $0.modelVersion == "part-v1" && $0.rois.map(\.name) == ["left"] },
+                    "\(seen.map { "\($0.verdict) \($0.modelVersion)" })")
 
             // Malformed, oversized and retained triggers are counted, not acted on.
             try subscriber.publish(Self.topics.trigger, Array("not json{".utf8))
@@ -163,6 +171,21 @@ extension FakeGigESuite {
                         && abs(record.capturedAt.timeIntervalSince(result.capturedAt)) < 1)
             }
             #expect(subscriber.connections >= 2, "the subscriber reconnected to the restarted broker")
+
+            // And the Library's: every failed frame kept, each with the record's trigger, sequence, verdict and classes.
+            var library: [[String: Any]] = []
+            #expect(try await eventually {
+                let (_, body) = try await agent.http("GET", "/api/v1/library?limit=100")
+                library = (try JSONSerialization.jsonObject(with: body) as? [String: Any])?["frames"] as? [[String: Any]] ?? []
+                return library.count == 10
+            }, "\(library.count) frames in the Library")
+            let kept = Dictionary(library.compactMap { frame in (frame["triggerSequence"] as? Int).map { ($0, frame) } }, uniquingKeysWith: { first, _ in first })
+            for (trigger, record) in byTrigger {
+                let frame = try #require(kept[trigger], "trigger \(trigger) is not in the Library")
+                #expect(frame["sequence"] as? Int == record.sequence && frame["verdict"] as? String == record.verdict.rawValue
+                        && frame["triggerSource"] as? String == record.trigger?.source && frame["classes"] as? [String] == ["scratch"]
+                        && frame["modelVersion"] as? String == record.modelVersion, "\(frame) vs \(record)")
+            }
         }
 
         @Test func theOutboxKeepsOrderDropsTheOldestAndResendsWhatWasNotAcknowledged() throws {
