@@ -199,6 +199,26 @@ extension FakeGigESuite {
             let address: String
             let token: String
 
+            /// One ROI and a fail rule the constant model (every pixel a scratch) always fails.
+            func saveFailingRecipe() async throws {
+                let recipe: [String: Any] = ["version": 0, "inspectionType": "part", "confidenceThreshold": 0.5, "failRule": ["minimumDefectPixels": 25],
+                                             "rois": [["name": "left", "rect": ["x": 100, "y": 100, "width": 64, "height": 64]]]]
+                let (status, body) = try await agentHTTP(address, "PUT", "/api/v1/recipe", token: token, body: try JSONSerialization.data(withJSONObject: recipe))
+                guard status == 200 else { throw TestSetupError("PUT /api/v1/recipe: \(status) \(String(decoding: body, as: UTF8.self))") }
+            }
+
+            /// The Library's frames by trigger number, once it holds `count`.
+            func libraryByTrigger(count: Int) async throws -> [Int: [String: Any]] {
+                var frames: [[String: Any]] = []
+                let filled = try await eventually {
+                    let (_, body) = try await agentHTTP(address, "GET", "/api/v1/library?limit=100", token: token)
+                    frames = (try JSONSerialization.jsonObject(with: body) as? [String: Any])?["frames"] as? [[String: Any]] ?? []
+                    return frames.count == count
+                }
+                guard filled else { throw TestSetupError("the Library holds \(frames.count) frames, not \(count)") }
+                return Dictionary(frames.compactMap { frame in (frame["triggerSequence"] as? Int).map { ($0, frame) } }, uniquingKeysWith: { first, _ in first })
+            }
+
             func live() async throws -> LiveStatistics {
                 let (status, body) = try await agentHTTP(address, "GET", "/api/v1/live", token: token)
                 guard status == 200 else { throw TestSetupError("GET /api/v1/live: \(status)") }
@@ -446,7 +466,9 @@ extension FakeGigESuite {
                 #expect(try await eventually(timeout: .seconds(10)) { try !plc.coil(ModbusMap.Coil.trigger) })
                 let registers = try plc.registers(0, ModbusMap.Register.firstROI + 4)
                 #expect(Int(registers[ModbusMap.Register.inspections]) == n)
-                #expect(registers[ModbusMap.Register.lastVerdict] == 4, "no model installed: verdict 4")
+                #expect(registers[ModbusMap.Register.lastVerdict] == 2, "the model fails every part: verdict 2")
+                #expect(registers[ModbusMap.Register.firstROI] == 64 * 64 && registers[ModbusMap.Register.firstROI + 2] == 1,
+                        "the ROI's defect area and class: \(registers.suffix(4))")
                 seen.append(Int(registers[ModbusMap.Register.lastTrigger]))
                 #expect(registers[ModbusMap.Register.errorCode] == 0)
             }
@@ -455,6 +477,12 @@ extension FakeGigESuite {
             let (_, body) = try await agent.http("GET", "/api/v1/live/results?limit=10")
             let results = try JSONDecoder.iso.decode([InspectionResult].self, from: body)
             #expect(results.reversed().map { $0.trigger } == (1...5).map { TriggerStamp(source: "modbus", sequence: $0) })
+            // And the Library's: each failed frame kept with its trigger.
+            let kept = try await agent.libraryByTrigger(count: 5)
+            for result in results {
+                let frame = try #require(kept[result.trigger?.sequence ?? -1], "\(String(describing: result.trigger)) is not in the Library")
+                #expect(frame["sequence"] as? Int == result.sequence && frame["verdict"] as? String == "fail" && frame["triggerSource"] as? String == "modbus")
+            }
 
             // Outside the map: the protocol's exception, and the server keeps serving.
             var holding: UInt16 = 0
@@ -483,7 +511,10 @@ extension FakeGigESuite {
         }
 
         static func startAgentWithModbus() async throws -> (GenICamAgentTests.Agent, TestPKI) {
-            try await GenICamAgentTests.startAgent(serial: "LPM1", trigger: "software", line: ["modbus": ["address": "127.0.0.1:0"]])
+            let (agent, pki) = try await GenICamAgentTests.startAgent(serial: "LPM1", trigger: "software", line: ["modbus": ["address": "127.0.0.1:0"]],
+                                                                      model: SegmentationTests.LivePipelineTests.constantModel())
+            try await agent.saveFailingRecipe()
+            return (agent, pki)
         }
     }
 }

@@ -96,11 +96,7 @@ extension FakeGigESuite {
                 line: ["mqtt": ["broker": "127.0.0.1:\(broker.port)", "acceptTriggers": true, "keepaliveSeconds": 5]],
                 model: SegmentationTests.LivePipelineTests.constantModel(), more: ["library": ["maxPerMinute": 600]])
             defer { withExtendedLifetime(pki) {} }
-            let recipe: [String: Any] = ["version": 0, "inspectionType": "part", "confidenceThreshold": 0.5, "failRule": ["minimumDefectPixels": 25],
-                                         "rois": [["name": "left", "rect": ["x": 100, "y": 100, "width": 64, "height": 64]]]]
-            let (saved, savedBody) = try await agentHTTP(agent.address, "PUT", "/api/v1/recipe", token: agent.token,
-                                                         body: try JSONSerialization.data(withJSONObject: recipe))
-            #expect(saved == 200, "\(String(decoding: savedBody, as: UTF8.self))")
+            try await agent.saveFailingRecipe()
             #expect(try await eventually { subscriber.messages(on: Self.topics.status).last?.payload == Data("online".utf8) },
                     "the agent says it is online:\n\(agent.process.log.suffix(2000))")
 
@@ -173,13 +169,7 @@ extension FakeGigESuite {
             #expect(subscriber.connections >= 2, "the subscriber reconnected to the restarted broker")
 
             // And the Library's: every failed frame kept, each with the record's trigger, sequence, verdict and classes.
-            var library: [[String: Any]] = []
-            #expect(try await eventually {
-                let (_, body) = try await agent.http("GET", "/api/v1/library?limit=100")
-                library = (try JSONSerialization.jsonObject(with: body) as? [String: Any])?["frames"] as? [[String: Any]] ?? []
-                return library.count == 10
-            }, "\(library.count) frames in the Library")
-            let kept = Dictionary(library.compactMap { frame in (frame["triggerSequence"] as? Int).map { ($0, frame) } }, uniquingKeysWith: { first, _ in first })
+            let kept = try await agent.libraryByTrigger(count: 10)
             for (trigger, record) in byTrigger {
                 let frame = try #require(kept[trigger], "trigger \(trigger) is not in the Library")
                 #expect(frame["sequence"] as? Int == record.sequence && frame["verdict"] as? String == record.verdict.rawValue
