@@ -231,8 +231,8 @@ public struct AgentConfig: Codable, Sendable, Equatable {
             if let packetSize = camera.packetSize, !(576...16_384).contains(packetSize) {
                 throw ConfigError.invalid(path: path, key: "camera.packetSize", reason: "must be 576…16384 bytes")
             }
-            if let trigger = camera.trigger, trigger.isEmpty || trigger.contains(where: { !($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }) {
-                throw ConfigError.invalid(path: path, key: "camera.trigger", reason: "\"free-run\", \"software\" or an input line name such as \"Line0\"")
+            if let trigger = camera.trigger, CameraTrigger(name: trigger) == nil {
+                throw ConfigError.invalid(path: path, key: "camera.trigger", reason: CameraTrigger.expected)
             }
             if camera.source != .genicam, let key = [("camera.exposureMicroseconds", camera.exposureMicroseconds != nil), ("camera.gainDecibels", camera.gainDecibels != nil),
                                                       ("camera.packetSize", camera.packetSize != nil), ("camera.packetResend", camera.packetResend != nil),
@@ -289,11 +289,7 @@ extension AgentConfig.CameraSettings {
         settings.packetSize = packetSize
         settings.packetResend = packetResend ?? true
         if let format = pixelFormat.flatMap(GenICamPixelFormat.init(rawValue:)) { settings.pixelFormats = [format] }
-        switch trigger {
-        case nil, "free-run": settings.trigger = .freeRun
-        case "software": settings.trigger = .software
-        case let line?: settings.trigger = .line(line)
-        }
+        settings.trigger = trigger.flatMap(CameraTrigger.init(name:)) ?? .freeRun
         return settings
     }
 }

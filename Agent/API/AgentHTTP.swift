@@ -24,9 +24,7 @@ public enum AgentHTTP {
         let routes = AgentRoutes(router: router, table: table)
         AccessAPI(store: runtime.store, sessionLifetime: sessionLifetime, secureCookies: secureCookies, signIns: signIns,
                   initialPasswordFile: initialPasswordPath(runtime)).register(on: routes)
-        var labels = LabelAPI(store: runtime.store)
-        labels.recipeSaved = { try runtime.reload() }
-        labels.register(on: routes)
+        LabelAPI(runtime: runtime).register(on: routes)
         LiveAPI(runtime: runtime, training: training).register(on: routes)
         PageAPI(runtime: runtime).register(on: routes)
         LibraryAPI(runtime: runtime).register(on: routes)

@@ -20,9 +20,18 @@ public struct LabelAPI: Sendable {
     public var user: @Sendable (Request) -> String = LabelAPI.signedInUser
     /// Called after a new recipe version is saved (the live pipeline reloads).
     public var recipeSaved: @Sendable () throws -> Void = {}
+    /// Why the agent cannot run a recipe (its camera takes no triggers); nil when it can.
+    public var recipeRefusal: @Sendable (Recipe) -> String? = { _ in nil }
 
     public init(store: LabelStore) {
         self.store = store
+    }
+
+    /// The agent's wiring: a saved recipe reloads the live pipeline, and one its camera cannot run is refused.
+    public init(runtime: AgentRuntime) {
+        self.init(store: runtime.store)
+        recipeSaved = { try runtime.reload() }
+        recipeRefusal = { runtime.pipeline.refusal(of: $0) }
     }
 
     public func register(on routes: AgentRoutes) {
@@ -75,6 +84,7 @@ public struct LabelAPI: Sendable {
         api.get("recipe", .viewer) { _, _ in try Self.mapped { try Self.json(try store.recipe()) } }
         api.put("recipe", .operator) { request, _ in
             let recipe = try await Self.decode(Recipe.self, request, limit: 1 << 20)
+            if let refusal = self.recipeRefusal(recipe) { throw HTTPError(.badRequest, message: refusal) }
             let user = self.user(request)
             return try Self.mapped {
                 let saved = try store.saveRecipe(recipe, user: user)

@@ -1,4 +1,5 @@
 import Foundation
+import LoupeCapture
 import LoupeImaging
 import LoupeStorage
 import LoupeVision
@@ -46,6 +47,9 @@ public struct Recipe: Codable, Sendable, Equatable {
     /// A defect pixel counts only at or above this softmax confidence.
     public var confidenceThreshold: Double
     public var failRule: FailRule
+    /// What makes the camera take a frame for this recipe: "free-run", "software" or an input line ("Line0");
+    /// nil: the camera config's `trigger`. GenICam cameras only.
+    public var trigger: String?
 
     public init(version: Int = 0, inspectionType: String = "default", referenceCapture: Int? = nil, template: PixelRect? = nil, rois: [RecipeROI] = [], confidenceThreshold: Double = 0.5, failRule: FailRule = FailRule()) {
         self.version = version
@@ -82,6 +86,7 @@ public struct Recipe: Codable, Sendable, Equatable {
             throw .invalid("confidence threshold must be between 0 and 1, not \(confidenceThreshold)")
         }
         guard failRule.minimumDefectPixels >= 1 else { throw .invalid("the fail rule needs at least 1 px") }
+        if let trigger, CameraTrigger(name: trigger) == nil { throw .invalid("trigger must be \(CameraTrigger.expected), not \"\(trigger.prefix(64))\"") }
     }
 
     /// The aligner's settings for this recipe, when it has a template.

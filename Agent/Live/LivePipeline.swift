@@ -153,15 +153,36 @@ public final class LivePipeline: Service, Sendable {
     public init(source: (any FrameSource)?, pacing: Duration?, threads: Int, inspector: Inspector, live: Bool, logger: Logger,
                 trigger: CameraTrigger = .freeRun) {
         self.source = source
+        self.configuredTrigger = trigger
         self.triggers = TriggerGate(mode: trigger)
         self.pacing = pacing
         self.threads = max(1, threads)
         self.inspector = Mutex(inspector)
         self.settings = Mutex((live, inspector.recipe.confidenceThreshold))
         self.logger = logger
+        applyTrigger(of: inspector.recipe)
     }
 
     public var hasSource: Bool { source != nil }
+
+    /// The camera config's trigger mode; a recipe's `trigger` overrides it while that recipe is in use.
+    private let configuredTrigger: CameraTrigger
+
+    /// Why this camera cannot run `recipe` (a trigger mode on a camera that has none); nil when it can.
+    public func refusal(of recipe: Recipe) -> String? {
+        guard let name = recipe.trigger, let trigger = CameraTrigger(name: name), trigger != .freeRun, !(source is any TriggerConfigurable) else { return nil }
+        return "the recipe's trigger \"\(name)\" needs a GenICam camera (camera.source \"genicam\"); this agent's camera \(source == nil ? "is not configured" : "takes no triggers")"
+    }
+
+    /// Puts the camera and the trigger gate in the recipe's mode (or the config's, when the recipe names none).
+    private func applyTrigger(of recipe: Recipe) {
+        guard let camera = source as? any TriggerConfigurable else { return }
+        let wanted = recipe.trigger.flatMap(CameraTrigger.init(name:)) ?? configuredTrigger
+        guard wanted != triggers.mode else { return }
+        camera.setTriggerMode(wanted)
+        triggers.setMode(wanted)
+        logger.info("trigger mode changed", metadata: ["mode": "\(wanted.name)", "recipe": "\(recipe.version)"])
+    }
 
     /// Fires the camera's software trigger (`camera.trigger` "software"): the
     /// trigger's stamp once the camera took it. Throws `TriggerError.missed`
@@ -196,6 +217,7 @@ public final class LivePipeline: Service, Sendable {
     public func swap(_ next: Inspector) {
         inspector.withLock { $0 = next }
         settings.withLock { $0.threshold = next.recipe.confidenceThreshold }
+        applyTrigger(of: next.recipe)
     }
 
     public var currentInspector: Inspector { inspector.withLock { $0 } }

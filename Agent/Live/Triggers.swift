@@ -36,7 +36,7 @@ public enum TriggerError: Error, CustomStringConvertible, Equatable {
     public var description: String {
         switch self {
         case .missed(let busy): return "trigger missed: trigger \(busy) is still being inspected"
-        case .notTriggered(let mode): return "this camera is not in software trigger mode (it is \(mode); set camera.trigger to \"software\")"
+        case .notTriggered(let mode): return "this camera is not in software trigger mode (it is \(mode); set camera.trigger, or the recipe's trigger, to \"software\")"
         case .liveOff: return "live inspection is off; turn it on before triggering"
         }
     }
@@ -49,11 +49,13 @@ public enum TriggerError: Error, CustomStringConvertible, Equatable {
 /// missed. A line trigger is a frame the camera sends on its own: one that
 /// arrives while busy is missed the same way (and not inspected).
 public final class TriggerGate: Sendable {
-    public let mode: CameraTrigger
+    /// The mode now: the camera config's, or the recipe's when it names one.
+    public var mode: CameraTrigger { state.withLock { $0.mode } }
     /// How long a trigger may wait for its frame before it is given up.
     let frameTimeout: Duration
 
     private struct State {
+        var mode: CameraTrigger
         var sequence = 0
         var inFlight: (stamp: TriggerStamp, since: ContinuousClock.Instant, framed: Bool)?
         var accepted = 0, missed = 0, abandoned = 0
@@ -62,11 +64,25 @@ public final class TriggerGate: Sendable {
         var recent: [Int: InspectionResult] = [:]
     }
 
-    private let state = Mutex(State())
+    private let state: Mutex<State>
 
     public init(mode: CameraTrigger, frameTimeout: Duration = .seconds(5)) {
-        self.mode = mode
+        state = Mutex(State(mode: mode))
         self.frameTimeout = frameTimeout
+    }
+
+    /// A new mode (the recipe changed it): a trigger in flight is given up
+    /// (its waiters get no result) and counted as abandoned; numbering goes on.
+    public func setMode(_ mode: CameraTrigger) {
+        let waiters = state.withLock { state -> [CheckedContinuation<InspectionResult?, Never>] in
+            guard state.mode != mode else { return [] }
+            state.mode = mode
+            guard let flight = state.inFlight else { return [] }
+            state.inFlight = nil
+            state.abandoned += 1
+            return state.waiters.removeValue(forKey: flight.stamp.sequence) ?? []
+        }
+        for waiter in waiters { waiter.resume(returning: nil) }
     }
 
     var isTriggered: Bool { mode != .freeRun }
@@ -100,7 +116,7 @@ public final class TriggerGate: Sendable {
     /// nobody triggered).
     public func frameArrived() -> TriggerStamp? {
         state.withLock { state in
-            switch mode {
+            switch state.mode {
             case .freeRun:
                 return nil
             case .software:
@@ -157,7 +173,7 @@ public final class TriggerGate: Sendable {
 
     public var statistics: TriggerStatistics {
         state.withLock { state in
-            TriggerStatistics(mode: mode.name, accepted: state.accepted, missed: state.missed, abandoned: state.abandoned,
+            TriggerStatistics(mode: state.mode.name, accepted: state.accepted, missed: state.missed, abandoned: state.abandoned,
                               inFlight: state.inFlight?.stamp.sequence, lastSequence: state.sequence)
         }
     }

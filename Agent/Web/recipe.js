@@ -40,12 +40,18 @@ export class RecipeEditor {
       rois: recipe.rois.map(r => ({ name: r.name, rect: { ...r.rect } })),
       confidenceThreshold: recipe.confidenceThreshold,
       failRule: { ...recipe.failRule },
+      trigger: recipe.trigger ?? "",
     };
     this.classes = classes.map(c => ({ ...c }));
     $("recipe-type").value = this.draft.inspectionType;
     $("angle-range").value = this.draft.angleRangeDegrees;
     $("min-score").value = this.draft.minAlignScore;
     $("fail-pixels").value = this.draft.failRule.minimumDefectPixels;
+    const trigger = $("recipe-trigger");
+    if (this.draft.trigger && ![...trigger.options].some(o => o.value === this.draft.trigger)) {
+      trigger.add(new Option(`input line ${this.draft.trigger}`, this.draft.trigger));
+    }
+    trigger.value = this.draft.trigger;
     this.renderLists();
     this.draw();
   }
@@ -289,6 +295,7 @@ export class RecipeEditor {
     $("min-score").addEventListener("change", e => { this.draft.minAlignScore = Number(e.target.value); });
     $("recipe-type").addEventListener("change", e => { this.draft.inspectionType = e.target.value.trim(); });
     $("fail-pixels").addEventListener("change", e => { this.draft.failRule.minimumDefectPixels = Number(e.target.value); });
+    $("recipe-trigger").addEventListener("change", e => { this.draft.trigger = e.target.value; });
     $("add-class").addEventListener("click", () => {
       const palette = [0xe6194b, 0x3cb44b, 0xffe119, 0x4363d8, 0xf58231, 0x911eb4, 0x46f0f0, 0xf032e6];
       this.classes.push({ index: this.classes.length + 1, name: `class-${this.classes.length + 1}`, color: palette[this.classes.length % palette.length] });
@@ -348,6 +355,7 @@ export class RecipeEditor {
         minAlignScore: this.draft.minAlignScore,
       };
       if (this.draft.template) { recipe.template = this.draft.template; recipe.referenceCapture = this.draft.referenceCapture; }
+      if (this.draft.trigger) recipe.trigger = this.draft.trigger;
       const saved = await api("PUT", "/api/v1/recipe", recipe);
       status.textContent = `Saved as recipe version ${saved.version}.`;
       await this.callbacks.reloaded();

@@ -63,7 +63,7 @@ public protocol StreamStatisticsReporting: Sendable {
 ///
 /// Blocking Aravis calls run on this camera's own dispatch queue, never on
 /// the Swift task pool.
-public final class AravisCamera: FrameSource, StreamStatisticsReporting, SoftwareTriggered {
+public final class AravisCamera: FrameSource, StreamStatisticsReporting, SoftwareTriggered, TriggerConfigurable {
     public struct Settings: Sendable, Equatable {
         /// Serial number, address or Aravis id; nil: the first camera found.
         public var camera: String?
@@ -113,6 +113,10 @@ public final class AravisCamera: FrameSource, StreamStatisticsReporting, Softwar
         /// Totals of the streams before the current one.
         var earlier = Counts()
         var cancelled = false
+        /// The trigger mode now (`settings.trigger` until a recipe asks for another).
+        var trigger: CameraTrigger
+        /// The connection was opened in another mode: set it up again before the next frame.
+        var retrigger = false
     }
 
     /// Opens the camera now: a camera that is not there is a configuration error at start-up.
@@ -122,7 +126,8 @@ public final class AravisCamera: FrameSource, StreamStatisticsReporting, Softwar
         let connection = try Connection(settings: settings, name: name)
         state = Mutex(State(connection: connection, statistics: CameraStreamStatistics(
             device: connection.label, pixelFormat: connection.format.rawValue, connected: true, completedFrames: 0, failedFrames: 0,
-            incompleteFrames: 0, underruns: 0, missingPackets: 0, resendRequests: 0, resentPackets: 0, reconnects: 0, lostReason: nil)))
+            incompleteFrames: 0, underruns: 0, missingPackets: 0, resendRequests: 0, resentPackets: 0, reconnects: 0, lostReason: nil),
+            trigger: settings.trigger))
     }
 
     /// The negotiated format and size of the current connection.
@@ -145,7 +150,26 @@ public final class AravisCamera: FrameSource, StreamStatisticsReporting, Softwar
         }
     }
 
-    public var takesSoftwareTriggers: Bool { settings.trigger == .software }
+    public var takesSoftwareTriggers: Bool { triggerMode == .software }
+
+    public var triggerMode: CameraTrigger { state.withLock { $0.trigger } }
+
+    /// The next frame is taken in `trigger` mode: the camera's acquisition is
+    /// stopped and set up again (GenICam allows trigger changes only then).
+    public func setTriggerMode(_ trigger: CameraTrigger) {
+        state.withLock { state in
+            guard state.trigger != trigger else { return }
+            state.trigger = trigger
+            state.retrigger = true
+        }
+    }
+
+    /// The settings as the camera is to be opened now.
+    private var current: Settings {
+        var current = settings
+        current.trigger = triggerMode
+        return current
+    }
 
     /// Fires the camera's software trigger: one frame in `.software` mode.
     public func trigger() throws {
@@ -168,11 +192,21 @@ public final class AravisCamera: FrameSource, StreamStatisticsReporting, Softwar
     /// On the camera's queue: the next whole frame, waiting in short slices so
     /// that a lost camera and a cancelled task are noticed.
     private func takeFrame() throws -> CapturedFrame {
-        let connection = try connected()
+        while true {
+            try reopenInNewMode()
+            if let frame = try takeFrame(from: try connected()) { return frame }
+        }
+    }
+
+    /// The next frame from this connection; nil when a new trigger mode was
+    /// asked for meanwhile (a triggered camera may wait for ever), so the
+    /// caller lets go of the connection and opens one in the new mode.
+    private func takeFrame(from connection: Connection) throws -> CapturedFrame? {
         let started = DispatchTime.now().uptimeNanoseconds
         let limit = UInt64(settings.timeoutMilliseconds) * 1_000_000
         while true {
             if state.withLock({ $0.cancelled }) { throw CancellationError() }
+            if state.withLock({ $0.retrigger }) { return nil }
             if connection.lost {
                 throw lose(connection, reason: "it stopped answering (no reply to the heartbeat)")
             }
@@ -185,7 +219,7 @@ public final class AravisCamera: FrameSource, StreamStatisticsReporting, Softwar
             case .incomplete:
                 continue
             case .nothing:
-                if settings.trigger == .freeRun, DispatchTime.now().uptimeNanoseconds - started > limit {
+                if triggerMode == .freeRun, DispatchTime.now().uptimeNanoseconds - started > limit {
                     // Silent before the heartbeat noticed: ask the camera itself.
                     if let silence = connection.unanswered() {
                         throw lose(connection, reason: "it stopped answering (\(silence))")
@@ -202,7 +236,7 @@ public final class AravisCamera: FrameSource, StreamStatisticsReporting, Softwar
         let reason = state.withLock { $0.statistics.lostReason } ?? "not connected"
         let connection: Connection
         do {
-            connection = try Connection(settings: settings, name: name)
+            connection = try Connection(settings: current, name: name)
         } catch {
             throw CaptureError.cameraLost(camera: name, reason: "\(reason); not back yet (\(error))")
         }
@@ -215,6 +249,27 @@ public final class AravisCamera: FrameSource, StreamStatisticsReporting, Softwar
             $0.statistics.pixelFormat = connection.format.rawValue
         }
         return connection
+    }
+
+    /// Closes a connection opened in another trigger mode and opens one in the new mode (not a reconnection: the camera was never lost).
+    private func reopenInNewMode() throws {
+        // The old connection goes first: a GigE Vision camera takes one controller at a time.
+        let asked = state.withLock { state -> Bool in
+            guard state.retrigger else { return false }
+            state.retrigger = false
+            if let old = state.connection {
+                state.earlier = state.earlier + old.counts()
+                state.connection = nil
+            }
+            return true
+        }
+        guard asked else { return }
+        let connection: Connection
+        do { connection = try Connection(settings: current, name: name) } catch {
+            state.withLock { $0.statistics.connected = false; $0.statistics.lostReason = "cannot set it up in \(triggerMode.name) trigger mode: \(error)" }
+            throw CaptureError.cameraLost(camera: name, reason: "cannot set it up in \(triggerMode.name) trigger mode: \(error)")
+        }
+        state.withLock { $0.connection = connection }
     }
 
     private func lose(_ connection: Connection, reason: String) -> CaptureError {

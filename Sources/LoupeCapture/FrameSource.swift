@@ -44,6 +44,28 @@ public enum CameraTrigger: Sendable, Equatable, Codable {
         case .line(let line): return line
         }
     }
+
+    /// The config's and the recipe's spelling: "free-run", "software", or an
+    /// input line name of letters, digits, "-" and "_" ("Line0"); nil for anything else.
+    public init?(name: String) {
+        switch name {
+        case "free-run": self = .freeRun
+        case "software": self = .software
+        default:
+            guard !name.isEmpty, name.utf8.count <= 64, name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }) else { return nil }
+            self = .line(name)
+        }
+    }
+
+    /// What a refusal of a bad name says.
+    public static let expected = "\"free-run\", \"software\" or an input line name such as \"Line0\""
+}
+
+/// A camera whose trigger mode can change while it runs (a recipe that asks for another).
+public protocol TriggerConfigurable: Sendable {
+    var triggerMode: CameraTrigger { get }
+    /// Takes effect before the next frame: the camera is set up again in the new mode.
+    func setTriggerMode(_ trigger: CameraTrigger)
 }
 
 /// A source that takes a frame when told to (a GenICam camera in software trigger mode).

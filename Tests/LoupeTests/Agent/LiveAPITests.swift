@@ -32,9 +32,7 @@ extension SegmentationTests {
             let router = AgentRouter(context: AgentRequestContext.self)
             router.add(middleware: SecurityHeadersMiddleware(secure: false))
             let routes = AgentRoutes(router: router)
-            var labels = LabelAPI(store: runtime.store)
-            labels.recipeSaved = { try runtime.reload() }
-            labels.register(on: routes)
+            LabelAPI(runtime: runtime).register(on: routes)
             LiveAPI(runtime: runtime, training: TrainingJobs(runtime: runtime, logger: Logger(label: "test"))).register(on: routes)
             LibraryAPI(runtime: runtime).register(on: routes)
             if page { PageAPI(runtime: runtime).register(on: routes) }
@@ -72,6 +70,11 @@ extension SegmentationTests {
                     "rois": [["name": "left", "rect": ["x": 140, "y": 160, "width": 64, "height": 64]]],
                     "confidenceThreshold": 0.5, "failRule": ["minimumDefectPixels": 25],
                 ], .ok)
+                // A trigger mode needs a GenICam camera: this synthetic one is refused, naming why.
+                _ = try await expectStatus(client, "/api/v1/recipe", .put, [
+                    "version": 0, "inspectionType": "part", "rois": [], "confidenceThreshold": 0.5, "failRule": ["minimumDefectPixels": 25], "trigger": "software",
+                ], .badRequest)
+                #expect(try runtime.store.recipe().trigger == nil)
                 // Later camera captures are stored aligned to the reference.
                 let aligned = try await expectStatus(client, "/api/v1/captures", .post, nil, .created)
                 #expect((aligned["source"] as? String ?? "").hasSuffix("aligned"))

@@ -310,7 +310,7 @@ extension FakeGigESuite {
             #expect(try await agent.live().framesCaptured == 3 + accepted, "a refused trigger takes no frame")
         }
 
-        @Test func aFreeRunningCameraRefusesATrigger() async throws {
+        @Test func aFreeRunningCameraRefusesATriggerUntilTheRecipeAsksForTriggers() async throws {
             let fake = try await FakeGigECamera(serial: "LPF1", picture: try gigePicture())
             defer { withExtendedLifetime(fake) {} }
             let (agent, pki) = try await Self.startAgent(serial: "LPF1")
@@ -318,6 +318,33 @@ extension FakeGigESuite {
             let (status, body) = try await agent.http("POST", "/api/v1/live/trigger")
             #expect(status == 409 && String(decoding: body, as: UTF8.self).contains("not in software trigger mode (it is free-run"))
             #expect(try await agent.live().trigger == nil)
+
+            // The recipe asks for software triggers: the camera is set up again, and streams only when told.
+            func save(trigger: String?) async throws -> Int {
+                var recipe: [String: Any] = ["version": 0, "inspectionType": "part", "confidenceThreshold": 0.5, "failRule": ["minimumDefectPixels": 25],
+                                             "rois": [["name": "left", "rect": ["x": 100, "y": 100, "width": 64, "height": 64]]]]
+                if let trigger { recipe["trigger"] = trigger }
+                return try await agentHTTP(agent.address, "PUT", "/api/v1/recipe", token: agent.token, body: try JSONSerialization.data(withJSONObject: recipe)).status
+            }
+            #expect(try await save(trigger: "Line0; rm -rf /") == 400)
+            #expect(try await save(trigger: "software") == 200)
+            var live = try await agent.live()
+            #expect(try await eventually { live = try await agent.live(); return live.trigger?.mode == "software" }, "\(live)")
+            try await Task.sleep(for: .milliseconds(600))
+            let still = try await agent.live().framesCaptured
+            try await Task.sleep(for: .milliseconds(600))
+            #expect(try await agent.live().framesCaptured == still, "no frame without a trigger")
+            for n in 1...3 {
+                let (status, body) = try await agent.http("POST", "/api/v1/live/trigger?wait=true")
+                let result = try? JSONDecoder.iso.decode(InspectionResult.self, from: body)
+                #expect(status == 200 && result?.trigger == TriggerStamp(source: "api", sequence: n), "\(status) \(String(decoding: body, as: UTF8.self))")
+            }
+            #expect(try await agent.live().framesCaptured == still + 3)
+            // Back to free-run: streaming again, triggers refused.
+            #expect(try await save(trigger: "free-run") == 200)
+            #expect(try await eventually { live = try await agent.live(); return live.trigger == nil && live.framesCaptured > still + 6 }, "\(live)")
+            #expect(try await agent.http("POST", "/api/v1/live/trigger").0 == 409)
+            #expect(live.camera?.reconnects == 0, "a mode change is not a lost camera: \(String(describing: live.camera))")
         }
     }
 }
