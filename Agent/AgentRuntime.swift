@@ -134,7 +134,7 @@ public final class AgentRuntime: Sendable {
     /// recipe the frame is stored aligned (in template coordinates), so ROI
     /// rectangles cut the same part of the part as the live pipeline does.
     public func captureFromCamera(user: String) throws -> CaptureRecord {
-        guard pipeline.hasSource else { throw StoreError.invalid("this agent has no camera configured; import images instead") }
+        try pipeline.requireCamera()
         guard let frame = pipeline.latestFrame else { throw StoreError.invalid("the camera has not delivered a frame yet") }
         return try addCapture(frame.image, capturedAt: frame.capturedAt, source: "camera:\(frame.origin)#\(frame.sequence)", user: user)
     }

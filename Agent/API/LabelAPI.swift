@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import LoupeCapture
 import LoupeImaging
 import LoupeStorage
 import LoupeVision
@@ -315,6 +316,9 @@ public struct LabelAPI: Sendable {
             case .diskFull: return HTTPError(.init(code: 507, reasonPhrase: "Insufficient Storage"), message: error.description)
             default: return HTTPError(.internalServerError, message: error.description)
             }
+        case let error as CaptureError:
+            // No camera configured is the request's conflict with the agent's config; any other camera fault is the camera being unavailable.
+            return HTTPError(error == .notConfigured ? .conflict : .serviceUnavailable, message: error.description)
         case let error as WandError:
             return HTTPError(.badRequest, message: error.description)
         case let error as TrainingJobError:

@@ -156,7 +156,7 @@ public struct LiveAPI: Sendable {
                     }
                 }
                 if let live = change.live {
-                    guard !live || pipeline.hasSource else { throw StoreError.invalid("this agent has no camera configured") }
+                    if live { try pipeline.requireCamera() }
                     pipeline.setLive(live)
                 }
                 return try LabelAPI.json(pipeline.statistics)

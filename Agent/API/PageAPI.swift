@@ -46,7 +46,7 @@ public struct PageAPI: Sendable {
         // The camera's newest frame as it comes, for the preview pane while live mode is off.
         api.get("camera/frame.jpg", .viewer) { request, _ in
             let width = min(4096, max(64, request.uri.queryParameters.get("width", as: Int.self) ?? 1280))
-            guard pipeline.hasSource else { throw HTTPError(.notFound, message: "this agent has no camera configured") }
+            try LabelAPI.mapped { try pipeline.requireCamera() }
             guard let frame = pipeline.latestFrame else { throw HTTPError(.serviceUnavailable, message: "the camera has not delivered a frame yet") }
             return try LabelAPI.mapped {
                 var image = frame.image
@@ -72,7 +72,7 @@ public struct PageAPI: Sendable {
                 guard let configuration = recipe.alignerConfiguration, let referenceNumber = recipe.referenceCapture else {
                     throw StoreError.invalid("draw the aligner's template on a capture first")
                 }
-                guard pipeline.hasSource else { throw StoreError.invalid("this agent has no camera configured") }
+                try pipeline.requireCamera()
                 guard let frame = pipeline.latestFrame else { throw StoreError.invalid("the camera has not delivered a frame yet") }
                 let reference = try ImageFile.decode(try store.image(of: try store.capture(number: referenceNumber))).gray8
                 let clock = ContinuousClock()

@@ -165,6 +165,11 @@ public final class LivePipeline: Service, Sendable {
 
     public var hasSource: Bool { source != nil }
 
+    /// For what needs a camera: `CaptureError.notConfigured` on an agent without one.
+    public func requireCamera() throws(CaptureError) {
+        guard source != nil else { throw .notConfigured }
+    }
+
     /// The camera config's trigger mode; a recipe's `trigger` overrides it while that recipe is in use.
     private let configuredTrigger: CameraTrigger
 

@@ -88,6 +88,8 @@ public enum CaptureError: Error, CustomStringConvertible, Equatable {
     /// A GenICam camera that stopped answering; the source looks for it again on every call.
     case cameraLost(camera: String, reason: String)
     case cameraNotFound(camera: String, found: [String])
+    /// The agent's config has no camera: what needs one is refused (409 over HTTP), the same way everywhere.
+    case notConfigured
 
     public var description: String {
         switch self {
@@ -101,6 +103,7 @@ public enum CaptureError: Error, CustomStringConvertible, Equatable {
         case .device(let path, let reason): return "camera \(path): \(reason)"
         case .invalidConfiguration(let reason): return reason
         case .cameraLost(let camera, let reason): return "camera lost: \(camera): \(reason)"
+        case .notConfigured: return "this agent has no camera configured (its config has no camera section); import images instead"
         case .cameraNotFound(let camera, let found):
             return "no GigE Vision or USB3 Vision camera \(camera) found; "
                 + (found.isEmpty ? "none answered (is it powered, on this subnet, not opened by another program?)" : "found \(found.joined(separator: ", "))")

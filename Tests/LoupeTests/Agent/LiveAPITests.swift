@@ -51,6 +51,25 @@ extension SegmentationTests {
             }
         }
 
+        @Test func everyRouteThatNeedsACameraSaysSoTheSameWayOnAnAgentWithout() async throws {
+            let dir = LabelStoreTests.temporaryDirectory()
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            let config = AgentConfig(cameraId: "cam-none", manager: nil, tls: TLSFiles(ca: "", cert: "", key: ""), dataDir: dir)
+            let runtime = try AgentRuntime(config: config, logger: Logger(label: "test"))
+            try await Self.application(runtime, page: true).test(.live) { client in
+                for (uri, method, body) in [("/api/v1/live", HTTPRequest.Method.put, ["live": true] as Any?), ("/api/v1/captures", .post, nil),
+                                            ("/api/v1/camera/frame.jpg", .get, nil)] {
+                    let answer = try await client.execute(uri: uri, method: method, body: try body.map { try LabelAPITests.json($0) }) { response in
+                        (response.status, String(buffer: response.body))
+                    }
+                    #expect(answer.0 == .conflict && answer.1.contains("no camera configured"), "\(method) \(uri): \(answer)")
+                }
+                // Turning live off needs no camera; the label routes work as ever.
+                _ = try await expectStatus(client, "/api/v1/live", .put, ["live": false], .ok)
+                _ = try await expectStatus(client, "/api/v1/captures", .get, nil, .ok)
+            }
+        }
+
         @Test func anOperatorCapturesLabelsWithTheWandTrainsAndWatchesLive() async throws {
             let dir = LabelStoreTests.temporaryDirectory()
             defer { try? FileManager.default.removeItem(atPath: dir) }
