@@ -242,8 +242,9 @@ public final class MQTTLink: Service, Sendable {
     private func lost(_ session: Session, reason: String) {
         guard !session.lost else { return }
         session.lost = true
+        // A connection that was up is logged each time it goes; a broker that refuses us, once per reason.
         if session.connected { logger.warning("mqtt connection lost", metadata: ["reason": "\(reason)"]) }
-        failed(reason, log: false)
+        failed(reason, log: !session.connected)
     }
 
     private func failed(_ reason: String, log: Bool = true) {
