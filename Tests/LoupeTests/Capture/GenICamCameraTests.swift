@@ -310,27 +310,6 @@ extension FakeGigESuite {
             #expect(try await agent.live().framesCaptured == 3 + accepted, "a refused trigger takes no frame")
         }
 
-        @Test func aHardwareLineTriggerGivesOneResultPerEdgeInOrder() async throws {
-            // The simulator's Line0 fires at 4 Hz: each edge is one frame, one inspection, one numbered result.
-            let fake = try await FakeGigECamera(serial: "LPL1", picture: try gigePicture(), lineHz: 4)
-            defer { withExtendedLifetime(fake) {} }
-            let (agent, pki) = try await Self.startAgent(serial: "LPL1", trigger: "Line0")
-            defer { withExtendedLifetime(pki) {} }
-            var live = try await agent.live()
-            #expect(try await eventually { live = try await agent.live(); return (live.trigger?.accepted ?? 0) >= 3 }, "\(live)")
-            let first = (live.trigger?.accepted ?? 0, ContinuousClock.now)
-            try await Task.sleep(for: .seconds(2))
-            live = try await agent.live()
-            let rate = Double((live.trigger?.accepted ?? 0) - first.0) / (ContinuousClock.now - first.1).seconds
-            #expect(live.trigger?.mode == "Line0" && (2...6).contains(rate), "about 4 edges a second, not free-run: \(rate)/s, \(live)")
-            #expect(abs(live.framesCaptured - (live.trigger?.accepted ?? 0) - (live.trigger?.missed ?? 0)) <= 1, "every frame is an edge, taken or missed: \(live)")
-            let (_, body) = try await agent.http("GET", "/api/v1/live/results?limit=50")
-            let sequences = try JSONDecoder.iso.decode([InspectionResult].self, from: body).reversed().map { $0.trigger }
-            #expect(sequences.allSatisfy { $0?.source == "Line0" } && sequences.compactMap { $0?.sequence } == Array(1...sequences.count), "\(sequences)")
-            // A line-triggered camera takes no software trigger.
-            #expect(try await agent.http("POST", "/api/v1/live/trigger").0 == 409)
-        }
-
         @Test func aFreeRunningCameraRefusesATriggerUntilTheRecipeAsksForTriggers() async throws {
             let fake = try await FakeGigECamera(serial: "LPF1", picture: try gigePicture())
             defer { withExtendedLifetime(fake) {} }
