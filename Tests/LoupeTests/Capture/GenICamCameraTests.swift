@@ -53,6 +53,8 @@ extension FakeGigESuite {
             settings.width = 640
             settings.height = 480
             settings.pixelFormats = [format]
+            // This test is about pixels, not timing: the whole suite runs in parallel on two cores, where loopback UDP can stall for seconds.
+            settings.timeoutMilliseconds = 15_000
             let camera = try AravisCamera(settings: settings)
             #expect(camera.format?.pixelFormat == format)
             for _ in 0..<3 {
