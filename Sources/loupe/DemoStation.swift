@@ -27,8 +27,6 @@ struct DemoStation {
         var read: [(trigger: Int, verdict: UInt16)]
         /// The agent's own results for the same triggers, in order.
         var agentVerdicts: [InspectionResult.Verdict]
-        /// What the part's ground truth says under the recipe's fail rule.
-        var truthFails: Bool
         /// PLC cycle times (coil written to result read), ms.
         var cycles: [Double]
         var missed: Int
@@ -57,13 +55,12 @@ struct DemoStation {
         var configuration = SyntheticCamera.Configuration(width: DemoCommand.width, height: DemoCommand.height, seed: 4242)
         configuration.partSeed = 7
         let partCamera = try SyntheticCamera(configuration: configuration)
-        var picture: (image: Image8, truth: Image8)?
+        var picture: Image8?
         for _ in 0..<100 {
             let (frame, _) = partCamera.render()
-            let truth = frame.referenceMask
-            let fails = try DemoCommand.rois.contains { DemoCommand.failRule.fails(MaskTools.blobs(try truth.cropped(to: $0.rect))) }
-            if fails {
-                picture = (try frame.image.warped(by: frame.pose.inverse, width: DemoCommand.width, height: DemoCommand.height), truth)
+            // The station's part is one its ground truth fails (a true defect region of the fail rule's size in some ROI).
+            if try DemoCommand.rois.contains(where: { DemoCommand.failRule.fails(MaskTools.blobs(try frame.referenceMask.cropped(to: $0.rect))) }) {
+                picture = try frame.image.warped(by: frame.pose.inverse, width: DemoCommand.width, height: DemoCommand.height)
                 break
             }
         }
@@ -72,7 +69,7 @@ struct DemoStation {
         var fake: FakeGigELauncher.Running?
         for _ in 0..<20 where fake == nil {
             fake = try FakeGigELauncher.launch(helper, serial: Self.serial, width: DemoCommand.width, height: DemoCommand.height,
-                                               grey: picture.image.samples, folder: root + "/station-camera")
+                                               grey: picture.samples, folder: root + "/station-camera")
             if fake == nil { try await Task.sleep(for: .milliseconds(250)) }
         }
         guard let fake else { throw ValidationError("the GigE Vision simulator did not start (is UDP 127.0.0.1:3956 taken?)") }
@@ -105,20 +102,20 @@ struct DemoStation {
         return try outcome.get()
     }
 
-    private func drive(_ agent: AgentAssembly, url: LateBound<String>, picture: (image: Image8, truth: Image8), triggers: Int,
+    private func drive(_ agent: AgentAssembly, url: LateBound<String>, picture: Image8, triggers: Int,
                        step: (String) -> Void) async throws -> Outcome {
-        try await wait("the station to serve its page and reach the manager", .seconds(60)) { url.value != nil && agent.link.connection != nil }
+        try await DemoCommand.waitFor("the station to serve its page and reach the manager", timeout: .seconds(60), every: .milliseconds(20)) { url.value != nil && agent.link.connection != nil }
         let api = try await DemoAPI.signIn(base: url.value!, user: "admin", password: DemoCommand.password)
         try await api.send("PUT", "/api/v1/classes", json: DemoCommand.classes)
-        let reference = try await api.importImage(try PNGCodec.encode(picture.image), name: "reference.png")
+        let reference = try await api.importImage(try PNGCodec.encode(picture), name: "reference.png")
         var recipe = DemoCommand.recipe
         recipe["referenceCapture"] = reference
         try await api.send("PUT", "/api/v1/recipe", json: recipe)
         try registry.assign(version, to: [Self.camera])
-        try await wait("the station to install \(version)", .seconds(60)) { agent.runtime.shelf.state.current?.version == version }
+        try await DemoCommand.waitFor("the station to install \(version)", timeout: .seconds(60), every: .milliseconds(20)) { agent.runtime.shelf.state.current?.version == version }
         try await api.send("PUT", "/api/v1/live", json: ["live": true, "threshold": threshold])
         guard let modbus = agent.services.compactMap({ $0 as? ModbusServer }).first else { throw ValidationError("the station has no Modbus server") }
-        try await wait("the station's Modbus server", .seconds(10)) { modbus.port != nil }
+        try await DemoCommand.waitFor("the station's Modbus server", timeout: .seconds(10), every: .milliseconds(20)) { modbus.port != nil }
         let port = modbus.port!
         step("\(Self.camera): software trigger mode, \(version) installed, Modbus TCP on 127.0.0.1:\(port)")
 
@@ -129,10 +126,10 @@ struct DemoStation {
         let clock = ContinuousClock()
         let progress = ProgressBar()
         for n in 1...triggers {
-            try await wait("the station to be ready", .seconds(10)) { try plc.input(ModbusMap.Input.ready) }
+            try await DemoCommand.waitFor("the station to be ready", timeout: .seconds(10), every: .milliseconds(20)) { try plc.input(ModbusMap.Input.ready) }
             let start = clock.now
             try plc.writeCoil(ModbusMap.Coil.trigger)
-            try await wait("the result of trigger \(n)", .seconds(10)) { try !plc.coil(ModbusMap.Coil.trigger) }
+            try await DemoCommand.waitFor("the result of trigger \(n)", timeout: .seconds(10), every: .milliseconds(20)) { try !plc.coil(ModbusMap.Coil.trigger) }
             let registers = try plc.registers(0, ModbusMap.Register.firstROI)
             cycles.append((clock.now - start).milliseconds)
             read.append((Int(registers[ModbusMap.Register.lastTrigger]) | Int(registers[ModbusMap.Register.lastTrigger + 1]) << 16,
@@ -141,18 +138,10 @@ struct DemoStation {
         }
         progress.finish()
         let results = agent.runtime.pipeline.results(limit: triggers).reversed().map(\.verdict)
-        let truthFails = try DemoCommand.rois.contains { DemoCommand.failRule.fails(MaskTools.blobs(try picture.truth.cropped(to: $0.rect))) }
-        return Outcome(triggers: triggers, read: read, agentVerdicts: results, truthFails: truthFails, cycles: cycles,
+        return Outcome(triggers: triggers, read: read, agentVerdicts: results, cycles: cycles,
                        missed: agent.runtime.pipeline.triggerStatistics?.missed ?? 0)
     }
 
-    private func wait(_ what: String, _ timeout: Duration, _ condition: () throws -> Bool) async throws {
-        let deadline = ContinuousClock.now + timeout
-        while !((try? condition()) ?? false) {
-            guard ContinuousClock.now < deadline else { throw ValidationError("timed out waiting for \(what)") }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-    }
 }
 
 /// A PLC's side of Modbus TCP, through libmodbus.
