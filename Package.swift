@@ -173,7 +173,7 @@ let package = Package(
         .target(
             name: "LoupeTesting",
             dependencies: [
-                "LoupePKI", "LoupeWire", "LoupeManager",
+                "LoupePKI", "LoupeWire", "LoupeManager", "CModbus",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -197,7 +197,6 @@ let package = Package(
             name: "loupe",
             dependencies: [
                 "LoupeWire", "LoupePKI", "LoupeManager", "LoupeAgent", "LoupeBench", "LoupeTesting", "LoupeProto", "LoupeSegmentation", "LoupeImaging",
-                "CModbus",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -1,5 +1,4 @@
 import ArgumentParser
-import CModbus
 import Foundation
 import Logging
 import LoupeAgent
@@ -120,7 +119,7 @@ struct DemoStation {
         step("\(Self.camera): software trigger mode, \(version) installed, Modbus TCP on 127.0.0.1:\(port)")
 
         // The PLC side.
-        let plc = try DemoPLC(port: port)
+        let plc = try ModbusPLC(port: port)
         var read: [(trigger: Int, verdict: UInt16)] = []
         var cycles: [Double] = []
         let clock = ContinuousClock()
@@ -142,50 +141,4 @@ struct DemoStation {
                        missed: agent.runtime.pipeline.triggerStatistics?.missed ?? 0)
     }
 
-}
-
-/// A PLC's side of Modbus TCP, through libmodbus.
-final class DemoPLC {
-    private let context: OpaquePointer
-
-    init(port: Int) throws {
-        guard let context = modbus_new_tcp("127.0.0.1", Int32(port)) else { throw ValidationError("modbus_new_tcp failed") }
-        self.context = context
-        modbus_set_response_timeout(context, 2, 0)
-        guard modbus_connect(context) == 0 else {
-            modbus_free(context)
-            throw ValidationError("the PLC cannot connect to 127.0.0.1:\(port): \(Self.reason())")
-        }
-    }
-
-    deinit {
-        modbus_close(context)
-        modbus_free(context)
-    }
-
-    static func reason() -> String { String(cString: modbus_strerror(loupe_modbus_errno())) }
-
-    func writeCoil(_ address: Int) throws {
-        guard modbus_write_bit(context, Int32(address), 1) == 1 else { throw ValidationError("write coil \(address): \(Self.reason())") }
-    }
-
-    func coil(_ address: Int) throws -> Bool {
-        var bit: UInt8 = 0
-        guard modbus_read_bits(context, Int32(address), 1, &bit) == 1 else { throw ValidationError("read coil \(address): \(Self.reason())") }
-        return bit == 1
-    }
-
-    func input(_ address: Int) throws -> Bool {
-        var bit: UInt8 = 0
-        guard modbus_read_input_bits(context, Int32(address), 1, &bit) == 1 else { throw ValidationError("read input \(address): \(Self.reason())") }
-        return bit == 1
-    }
-
-    func registers(_ address: Int, _ count: Int) throws -> [UInt16] {
-        var values = [UInt16](repeating: 0, count: count)
-        guard modbus_read_input_registers(context, Int32(address), Int32(count), &values) == Int32(count) else {
-            throw ValidationError("read input registers \(address)+\(count): \(Self.reason())")
-        }
-        return values
-    }
 }

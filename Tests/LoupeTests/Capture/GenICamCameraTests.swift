@@ -447,35 +447,6 @@ extension FakeGigESuite.GenICamAgentTests.Agent {
 extension FakeGigESuite {
     /// The PLC's side: libmodbus itself as the client, polling as a PLC does.
     @Suite struct ModbusLineTests {
-        final class PLC {
-            let context: OpaquePointer
-            init(port: Int) throws {
-                guard let context = modbus_new_tcp("127.0.0.1", Int32(port)) else { throw TestSetupError("modbus_new_tcp") }
-                self.context = context
-                modbus_set_response_timeout(context, 2, 0)
-                guard modbus_connect(context) == 0 else { throw TestSetupError("modbus_connect: \(String(cString: modbus_strerror(loupe_modbus_errno())))") }
-            }
-            deinit { modbus_close(context); modbus_free(context) }
-
-            func coil(_ address: Int) throws -> Bool {
-                var bit: UInt8 = 0
-                guard modbus_read_bits(context, Int32(address), 1, &bit) == 1 else { throw TestSetupError("read coil: \(errno)") }
-                return bit == 1
-            }
-            func registers(_ address: Int, _ count: Int) throws -> [UInt16] {
-                var values = [UInt16](repeating: 0, count: count)
-                guard modbus_read_input_registers(context, Int32(address), Int32(count), &values) == Int32(count) else {
-                    throw TestSetupError("read input registers: \(String(cString: modbus_strerror(loupe_modbus_errno())))")
-                }
-                return values
-            }
-            /// -1 and the exception's errno, or the count.
-            func failing(_ body: (OpaquePointer) -> Int32) -> (Int32, Int32) {
-                let rc = body(context)
-                return (rc, loupe_modbus_errno())
-            }
-        }
-
         @Test func aPLCTriggersByCoilAndReadsEveryVerdictOnceInOrder() async throws {
             let fake = try await FakeGigECamera(serial: "LPM1", picture: try gigePicture())
             defer { withExtendedLifetime(fake) {} }
@@ -484,7 +455,7 @@ extension FakeGigESuite {
             let logged = try await agent.process.loggedAddress(after: "modbus listening")
             let address = try #require(logged, "no modbus listening line:\n\(agent.process.log.suffix(2000))")
             let port = try #require(Int(address.split(separator: ":").last ?? ""))
-            let plc = try PLC(port: port)
+            let plc = try ModbusPLC(port: port)
             #expect(try plc.registers(ModbusMap.Register.inspections, 2) == [0, 0])
             var seen: [Int] = []
             for n in 1...5 {
@@ -523,7 +494,7 @@ extension FakeGigESuite {
             let garbage = try RawSocket(port: port)
             garbage.send([0xDE, 0xAD, 0xBE, 0xEF, 0x00, 0x00, 0x00, 0x01, 0xFF])
             #expect(try plc.registers(ModbusMap.Register.inspections, 2)[0] == 5)
-            let second = try PLC(port: port)
+            let second = try ModbusPLC(port: port)
             #expect(try second.registers(ModbusMap.Register.inspections, 2)[0] == 5)
             #expect(try await agent.live().framesCaptured == 5, "out-of-map writes fired nothing")
 
