@@ -74,8 +74,8 @@ public struct ManagerConfig: Codable, Sendable, Equatable {
         do { _ = try parseAddress(config.listen) } catch {
             throw ConfigError.invalid(path: path, key: "listen", reason: "expected HOST:PORT, got \"\(config.listen)\"")
         }
-        if let bytes = config.maxFrameBytes, !(1024...(1 << 30)).contains(bytes) {
-            throw ConfigError.invalid(path: path, key: "maxFrameBytes", reason: "must be between 1024 and 1073741824")
+        if let bytes = config.maxFrameBytes, !(Int(WireProtocol.minimumMaxFrameBytes)...(1 << 30)).contains(bytes) {
+            throw ConfigError.invalid(path: path, key: "maxFrameBytes", reason: "must be between \(WireProtocol.minimumMaxFrameBytes) (the protocol's minimum) and 1073741824")
         }
         if let metrics = config.metricsAddress {
             do { _ = try parseAddress(metrics) } catch {

@@ -132,7 +132,7 @@ public final class ManagerService: Service, Sendable {
             throw error
         }
         guard peer.role == .agent || peer.role == .operator else {
-            throw WireError.refused(code: .permissionDenied, message: "a \(peer.role.rawValue) certificate cannot connect to the manager; use an agent or operator certificate")
+            throw WireError.refused(code: .permissionDenied, message: "\(peer.role.rawValue.withIndefiniteArticle) certificate cannot connect to the manager; use an agent or operator certificate")
         }
         guard hello.protocolVersion == WireProtocol.version else {
             throw WireError.refused(code: .protocolVersionMismatch, message: "client speaks protocol version \(hello.protocolVersion); this manager speaks version \(WireProtocol.version)")
@@ -274,7 +274,7 @@ enum Permissions {
             allowed = false
         }
         guard allowed else {
-            throw WireError.refused(code: .permissionDenied, message: "a \(role.rawValue) certificate may not send \(body.name)")
+            throw WireError.refused(code: .permissionDenied, message: "\(role.rawValue.withIndefiniteArticle) certificate may not send \(body.name)")
         }
     }
 }

@@ -51,7 +51,7 @@ public struct AccessMiddleware: RouterMiddleware {
             throw HTTPError(.forbidden, message: "a changing request signed in by cookie must carry Origin (browsers send it); scripts use Authorization: Bearer")
         }
         guard session.role >= needed else {
-            throw HTTPError(.forbidden, message: "user \(session.user) is a \(session.role.rawValue); this needs an \(needed.rawValue)")
+            throw HTTPError(.forbidden, message: "user \(session.user) is \(session.role.rawValue.withIndefiniteArticle); this needs \(needed.rawValue.withIndefiniteArticle)")
         }
         head.headerFields[.loupeUser] = session.user
         var context = context

@@ -299,9 +299,7 @@ public final class LabelStore: Sendable {
         guard classes.enumerated().allSatisfy({ $0.offset + 1 == $0.element.index }) else {
             throw .invalid("class indices must be 1…N in order")
         }
-        guard Set(classes.map(\.name)).count == classes.count, classes.allSatisfy({ !$0.name.isEmpty && $0.name.count <= 64 }) else {
-            throw .invalid("class names must be unique, 1–64 characters")
-        }
+        if let problem = ClassNames.problem(with: classes.map(\.name)) { throw .invalid(problem) }
         try write { db in
             try ClassRecord.deleteAll(db)
             for record in classes { try record.insert(db) }

@@ -66,7 +66,7 @@ public struct OutboxSender: Sendable {
                         try await BlockingIO.run { () throws(StoreError) in try store.acknowledge(contentHash: hash) }
                         sent += 1
                     case .failure(let error):
-                        if let wire = error as? WireError, case .remote(let code, let message) = wire, code == .invalidArgument {
+                        if let message = Self.permanentRefusal(error) {
                             // The manager will never take this one: keep it, say why, and move on.
                             refused.insert(id)
                             try? await BlockingIO.run { () throws(StoreError) in try store.recordAttempt(outboxID: id, error: message) }
@@ -81,6 +81,17 @@ public struct OutboxSender: Sendable {
                 }
             }
             if sent > 0 { logger.debug("outbox uploads acknowledged", metadata: ["count": "\(sent)"]) }
+        }
+    }
+
+    /// Why the manager will never take an upload (it was refused as invalid, or its frame is over the manager's
+    /// announced limit), or nil when sending it again may succeed.
+    static func permanentRefusal(_ error: any Error) -> String? {
+        guard let wire = error as? WireError else { return nil }
+        switch wire {
+        case .remote(let code, let message) where code == .invalidArgument || code == .frameTooLarge: return message
+        case .frameTooLarge: return "\(wire) (the manager's frame limit)"
+        default: return nil
         }
     }
 

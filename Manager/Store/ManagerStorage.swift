@@ -13,7 +13,8 @@ import LoupeSegmentation
 public protocol TrainingDataStoring: Sendable {
     /// Stores an upload durably (returns after the commit); false when that content hash is already held.
     func store(_ upload: Loupe_V1_RoiUpload, from cameraId: String) async throws(TrainingDataError) -> Bool
-    func count(cameraId: String?) throws(TrainingDataError) -> Int
+    /// How many ROIs are held: in all, from one camera, of one inspection type, or both.
+    func count(cameraId: String?, inspectionType: String?) throws(TrainingDataError) -> Int
     /// The inspection types a camera has sent ROIs for.
     func inspectionTypes(cameraId: String) throws(TrainingDataError) -> Set<String>
     /// Every ROI of an inspection type as training images named by content hash.
@@ -59,7 +60,8 @@ extension ModelRegistryStoring {
 }
 
 extension TrainingDataStoring {
-    public func count() throws(TrainingDataError) -> Int { try count(cameraId: nil) }
+    public func count() throws(TrainingDataError) -> Int { try count(cameraId: nil, inspectionType: nil) }
+    public func count(cameraId: String?) throws(TrainingDataError) -> Int { try count(cameraId: cameraId, inspectionType: nil) }
 }
 
 extension TrainingDataStore: TrainingDataStoring {}

@@ -209,6 +209,7 @@ public final class TrainingDataStore: Sendable {
         guard upload.classNames.count >= 2, upload.classNames.count <= 255 else {
             throw .invalid("class_names must name background and at least one defect class (2…255 names), not \(upload.classNames.count)")
         }
+        if let problem = ClassNames.problem(with: upload.classNames) { throw .invalid("class_names: \(problem)") }
         let image: DecodedImage, mask: DecodedImage
         // An ROI and its mask: at most 4096 on a side, not a whole frame's 100 Mpx.
         do { image = try PNGCodec.decode(upload.imagePng, limits: .roi) } catch { throw .invalid("image_png: \(error)") }
@@ -247,12 +248,13 @@ public final class TrainingDataStore: Sendable {
         }
     }
 
-    /// How many ROIs are held, in all or per camera.
-    public func count(cameraId: String?) throws(TrainingDataError) -> Int {
+    /// How many ROIs are held: in all, per camera, per inspection type.
+    public func count(cameraId: String?, inspectionType: String?) throws(TrainingDataError) -> Int {
         do {
             return try pool.read { db in
                 var request = StoredROI.all()
                 if let cameraId { request = request.filter(Column("cameraId") == cameraId) }
+                if let inspectionType { request = request.filter(Column("inspectionType") == inspectionType) }
                 return try request.fetchCount(db)
             }
         } catch {

@@ -77,6 +77,14 @@ public final class TrainingQueue: Sendable {
         guard request.iterations <= 10_000, request.timeBudgetSeconds <= 7 * 86_400 else {
             throw WireError.refused(code: .invalidArgument, message: "iterations must be at most 10000 and time_budget_seconds at most a week")
         }
+        // Refused now, by name, rather than queued to fail when the job starts.
+        let held: Int
+        do { held = try data.count(cameraId: nil, inspectionType: request.inspectionType) } catch {
+            throw WireError.refused(code: .unavailable, message: "cannot read the training data: \(error)")
+        }
+        guard held > 0 else {
+            throw WireError.refused(code: .notFound, message: "no labelled ROIs of inspection type \(request.inspectionType) are held; upload some before training")
+        }
         let (job, started) = state.withLock { state -> (Job, Bool) in
             state.counter += 1
             var job = Job(id: "job-\(Int(Date().timeIntervalSince1970))-\(state.counter)", request: request, requester: requester,

@@ -1,6 +1,7 @@
 import LoupeProto
 import NIOCore
 import SwiftProtobuf
+import Synchronization
 
 /// Turns the frames `FrameDecoder` splits off into `Envelope`s. Bytes that do
 /// not parse fail the channel with `WireError.malformedEnvelope`.
@@ -38,21 +39,44 @@ public enum EnvelopeEncoder {
     }
 }
 
+/// The largest frame the peer accepts: the protocol's default until the peer
+/// announces its own (`Hello.max_frame_bytes`, `Welcome.max_frame_bytes`).
+/// Read by `EnvelopeFramer` on the event loop, set by the connection's task.
+public final class PeerFrameLimit: Sendable {
+    private let value: Atomic<Int>
+
+    public init(bytes: Int = WireProtocol.defaultMaxFrameBytes) {
+        value = Atomic(bytes)
+    }
+
+    public var bytes: Int { value.load(ordering: .relaxed) }
+
+    /// Takes what the peer announced (0 means the default), refusing a limit too small for the protocol's own frames.
+    public func adopt(announced: UInt32, field: String) throws(WireError) {
+        guard announced == 0 || announced >= WireProtocol.minimumMaxFrameBytes else {
+            throw .refused(code: .invalidArgument, message: "\(field) \(announced) is below the protocol's minimum of \(WireProtocol.minimumMaxFrameBytes) bytes")
+        }
+        value.store(announced == 0 ? WireProtocol.defaultMaxFrameBytes : Int(announced), ordering: .relaxed)
+    }
+}
+
 /// Frames outbound envelopes on the event loop, next to the TLS encryption
-/// that follows, so a large frame is written while it is still in cache.
+/// that follows, so a large frame is written while it is still in cache. A
+/// frame over the peer's announced limit never leaves: its write fails with
+/// `WireError.frameTooLarge`.
 public final class EnvelopeFramer: ChannelOutboundHandler, RemovableChannelHandler {
     public typealias OutboundIn = Envelope
     public typealias OutboundOut = ByteBuffer
 
-    private let limit: Int
+    private let limit: PeerFrameLimit
 
-    public init(limit: Int) {
+    public init(limit: PeerFrameLimit) {
         self.limit = limit
     }
 
     public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         do {
-            context.write(wrapOutboundOut(try EnvelopeEncoder.frame(unwrapOutboundIn(data), limit: limit)), promise: promise)
+            context.write(wrapOutboundOut(try EnvelopeEncoder.frame(unwrapOutboundIn(data), limit: limit.bytes)), promise: promise)
         } catch {
             promise?.fail(error)
         }

@@ -37,6 +37,8 @@ public enum WireError: Error, CustomStringConvertible, Equatable {
     case invalidAddress(String)
     /// The TCP connection could not be made.
     case unreachable(address: String, reason: String)
+    /// The peer sent a reply whose reply_to names no request this side ever sent: a protocol violation.
+    case unknownRequest(replyTo: UInt64)
 
     public var description: String {
         switch self {
@@ -70,6 +72,16 @@ public enum WireError: Error, CustomStringConvertible, Equatable {
             return "invalid address \"\(text)\": expected HOST:PORT"
         case .unreachable(let address, let reason):
             return "cannot connect to \(address): \(reason)"
+        case .unknownRequest(let replyTo):
+            return "reply_to \(replyTo) names no request sent on this connection"
+        }
+    }
+
+    /// True for the failures found while encoding, before a byte reached the wire (the connection is still good).
+    public var refusedBeforeSending: Bool {
+        switch self {
+        case .frameTooLarge, .emptyFrame: true
+        default: false
         }
     }
 
@@ -83,6 +95,7 @@ public enum WireError: Error, CustomStringConvertible, Equatable {
         case .alpnMismatch: return .protocolVersionMismatch
         case .remote(let code, _), .refused(let code, _): return code
         case .wrongPeerRole: return .permissionDenied
+        case .unknownRequest: return .unknownRequest
         case .connectionClosed, .requestTimedOut, .unexpectedReply, .tlsFailure, .invalidAddress, .unreachable: return .internal
         }
     }
@@ -96,6 +109,8 @@ public enum WireProtocol {
     public static let alpn = "loupe/1"
     /// Default largest frame, 16 MiB.
     public static let defaultMaxFrameBytes = 16 << 20
+    /// The smallest frame limit a peer may announce: room for a Welcome, an Error and every small request.
+    public static let minimumMaxFrameBytes: UInt32 = 1024
     /// Software version reported in Hello and Welcome.
     public static let softwareVersion = "loupe 0.1.0"
 }
@@ -125,6 +140,16 @@ extension Envelope {
 }
 
 extension Envelope.OneOf_Body {
+    /// True for the messages that travel as events (request id 0, no reply): heartbeats, goodbye, an
+    /// unsolicited Error, camera status and install reports, model offers and training progress. Every
+    /// other message is a request or a reply.
+    public var isEvent: Bool {
+        switch self {
+        case .heartbeat, .goodbye, .error, .agentStatus, .modelInstalled, .modelOffer, .trainingProgress: true
+        default: false
+        }
+    }
+
     /// The protobuf field name of the message, e.g. "roi_upload".
     public var name: String {
         let caseName = String(describing: self).prefix { $0 != "(" }

@@ -26,3 +26,17 @@ public enum FleetName {
         ("a"..."z").contains(scalar) || ("A"..."Z").contains(scalar) || ("0"..."9").contains(scalar)
     }
 }
+
+/// The rule for defect class names, which are free text shown on the page and in reports (unlike fleet names):
+/// 1–64 characters each, no two alike. The agent holds its recipe's classes to it, the manager every upload's.
+public enum ClassNames {
+    public static let rule = "unique, 1–64 characters each"
+
+    /// What is wrong with `names`, or nil when they follow the rule.
+    public static func problem(with names: [String]) -> String? {
+        guard names.allSatisfy({ !$0.isEmpty && $0.count <= 64 }), Set(names).count == names.count else {
+            return "class names must be \(rule)"
+        }
+        return nil
+    }
+}

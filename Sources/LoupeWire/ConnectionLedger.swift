@@ -28,6 +28,8 @@ final class ConnectionLedger: Sendable {
     }
 
     private let state = Mutex(State())
+    /// The largest frame the peer accepts, which `EnvelopeFramer` holds every outbound frame to.
+    let peerFrameLimit = PeerFrameLimit()
 
     /// Why the connection failed, if it has.
     var failure: WireError? { state.withLock { $0.failure } }
@@ -85,21 +87,33 @@ final class ConnectionLedger: Sendable {
         }
     }
 
-    /// Settles a request; a reply for an unknown id is ignored.
-    func complete(_ id: UInt64, with result: Result<Envelope, any Error>) {
-        let continuation: CheckedContinuation<Envelope, any Error>? = state.withLock { state in
+    /// What became of a reply.
+    enum Settlement: Equatable {
+        /// It answered a request that was waiting.
+        case settled
+        /// Its request was sent but has already ended (timed out, cancelled, answered): dropped.
+        case late
+        /// No request with that id was ever sent on this connection.
+        case neverRequested
+    }
+
+    /// Settles a request.
+    @discardableResult
+    func complete(_ id: UInt64, with result: Result<Envelope, any Error>) -> Settlement {
+        let (continuation, settlement): (CheckedContinuation<Envelope, any Error>?, Settlement) = state.withLock { state in
             switch state.slots[id] {
             case .registered:
                 state.slots[id] = .answered(result)
-                return nil
+                return (nil, .settled)
             case .waiting(let continuation, _):
                 state.slots[id] = nil
-                return continuation
+                return (continuation, .settled)
             case .answered, .none:
-                return nil
+                return (nil, id < state.nextRequestID ? .late : .neverRequested)
             }
         }
         continuation?.resume(with: result)
+        return settlement
     }
 
     /// Requests whose deadline has passed, with the time they were given.
@@ -150,7 +164,13 @@ final class ReplyRouter: ChannelInboundHandler, RemovableChannelHandler, Sendabl
         let envelope = unwrapInboundIn(data)
         ledger.touch()
         if envelope.replyTo != 0 {
-            ledger.complete(envelope.replyTo, with: .success(envelope))
+            // A reply to a request never sent means the peer has lost track of the conversation: a protocol
+            // violation, which closes the connection. A late reply (its request timed out) is dropped.
+            if ledger.complete(envelope.replyTo, with: .success(envelope)) == .neverRequested {
+                let violation = WireError.unknownRequest(replyTo: envelope.replyTo)
+                ledger.record(violation)
+                context.fireErrorCaught(violation)
+            }
         } else {
             context.fireChannelRead(data)
         }

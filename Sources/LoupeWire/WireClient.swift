@@ -122,6 +122,7 @@ public enum WireClient {
         guard case .welcome(let welcome) = reply.body else {
             throw WireError.unexpectedReply(expected: "welcome", received: reply.bodyName)
         }
+        try connection.adoptPeerFrameLimit(welcome.maxFrameBytes, field: "Welcome.max_frame_bytes")
         let server = try connection.certifiedPeer()
         connection.setPeer(server)
         connection.adoptPeerTimers(heartbeatInterval: .milliseconds(Int64(welcome.heartbeatIntervalMs)), idleTimeout: .milliseconds(Int64(welcome.idleTimeoutMs)))

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import LoupePKI
 import LoupeProto
 import NIOCore
@@ -95,20 +96,23 @@ public final class WireConnection: Sendable {
     private let ledger: ConnectionLedger
     private let state = Mutex(State())
     private let clock = ContinuousClock()
+    /// Where a server's connection says what it refused and why it closed (nil: a client's, which says it by throwing).
+    private let logger: Logger?
 
     /// Wraps a channel built by `WireChannel.finish`.
-    static func make(channel: any Channel, settings: ConnectionSettings, ledger known: ConnectionLedger? = nil) async -> WireConnection {
+    static func make(channel: any Channel, settings: ConnectionSettings, ledger known: ConnectionLedger? = nil, logger: Logger? = nil) async -> WireConnection {
         var ledger = known
         if ledger == nil {
             ledger = try? await channel.pipeline.handler(type: ReplyRouter.self).get().ledger
         }
-        return WireConnection(channel: channel, settings: settings, ledger: ledger ?? ConnectionLedger())
+        return WireConnection(channel: channel, settings: settings, ledger: ledger ?? ConnectionLedger(), logger: logger)
     }
 
-    private init(channel: any Channel, settings: ConnectionSettings, ledger: ConnectionLedger) {
+    private init(channel: any Channel, settings: ConnectionSettings, ledger: ConnectionLedger, logger: Logger?) {
         self.channel = channel
         self.ledger = ledger
         self.settings = settings
+        self.logger = logger
         self.remoteAddress = channel.remoteAddress.map(Self.format) ?? "unknown"
     }
 
@@ -132,6 +136,14 @@ public final class WireConnection: Sendable {
     /// When the last frame (of any kind, heartbeats too) came from the peer.
     public var lastHeard: ContinuousClock.Instant {
         ledger.lastReceived
+    }
+
+    /// The largest frame the peer said it accepts; nothing larger is sent to it.
+    public var peerMaxFrameBytes: Int { ledger.peerFrameLimit.bytes }
+
+    /// Holds every frame sent from now on to the limit the peer announced (0: the protocol's default).
+    func adoptPeerFrameLimit(_ announced: UInt32, field: String) throws(WireError) {
+        try ledger.peerFrameLimit.adopt(announced: announced, field: field)
     }
 
     /// True once the server side has answered the Hello with a Welcome.
@@ -165,6 +177,10 @@ public final class WireConnection: Sendable {
         envelope.body = body
         do {
             try await write(envelope)
+        } catch let error as WireError where error.refusedBeforeSending {
+            // Never on the wire (over the peer's frame limit, say): the connection is fine.
+            ledger.forget(id)
+            throw error
         } catch {
             ledger.forget(id)
             // The cause (a TLS alert, say) is known once the channel has closed.
@@ -224,6 +240,7 @@ public final class WireConnection: Sendable {
     /// protocol violations, which leave the stream in an unknown state.
     public func closeWithError(_ error: any Error, replyTo requestID: UInt64 = 0) {
         let (code, message) = Self.describe(error)
+        logger?.warning("closing connection", metadata: metadata(["code": "\(code)", "why": "\(message)"]))
         var envelope = Envelope()
         envelope.replyTo = requestID
         envelope.body = Envelope.error(code, message)
@@ -268,6 +285,7 @@ public final class WireConnection: Sendable {
         defer { upkeep.cancel() }
         await withDiscardingTaskGroup { group in
             var awaitingHello = handshake != nil
+            var saidGoodbye = false
             do {
                 // Replies never get here: ReplyRouter settles them on the event loop.
                 for try await envelope in inbound {
@@ -276,6 +294,7 @@ public final class WireConnection: Sendable {
                             throw WireError.refused(code: .handshakeRequired, message: "first message must be a Hello request, got \(envelope.bodyName)")
                         }
                         do {
+                            try adoptPeerFrameLimit(hello.maxFrameBytes, field: "Hello.max_frame_bytes")
                             let welcome = try await handshake(self, hello)
                             try await send(envelope.reply(.welcome(welcome)))
                             state.withLock { $0.welcomed = true }
@@ -291,7 +310,8 @@ public final class WireConnection: Sendable {
                     case .heartbeat:
                         continue
                     case .goodbye:
-                        break
+                        // Requests that came before it (in the same TLS record, even) are answered before the close.
+                        saidGoodbye = true
                     case .error(let error):
                         // An unsolicited Error precedes the peer closing the connection.
                         let cause = WireError.remote(code: error.code, message: error.message)
@@ -304,13 +324,25 @@ public final class WireConnection: Sendable {
                         try await answer(envelope, with: .failure(WireError.refused(code: .unknownMessage, message: "envelope has no body (or one this peer does not know)")))
                         continue
                     default:
+                        if envelope.requestID == 0, let body = envelope.body, !body.isEvent {
+                            // Nobody would hear its answer, so it is not acted on (a push or an upload nobody acknowledges).
+                            logger?.warning("request without a request_id dropped", metadata: metadata(["message": "\(body.name)"]))
+                            continue
+                        }
                         await acquireHandlerSlot()
                         group.addTask {
                             defer { self.releaseHandlerSlot() }
                             do {
                                 let body = try await handler(self, envelope)
                                 try await self.answer(envelope, with: .success(body))
+                            } catch WireError.frameTooLarge(let length, let limit) {
+                                try? await self.answer(envelope, with: .failure(WireError.refused(
+                                    code: .frameTooLarge,
+                                    message: "the reply to \(envelope.bodyName) would be a \(length)-byte frame, over the \(limit)-byte limit this peer announced (max_frame_bytes)")))
                             } catch {
+                                if envelope.requestID == 0 {
+                                    self.logger?.warning("event not taken", metadata: self.metadata(["message": "\(envelope.bodyName)", "why": "\(error)"]))
+                                }
                                 try? await self.answer(envelope, with: .failure(error))
                             }
                         }
@@ -325,9 +357,26 @@ public final class WireConnection: Sendable {
                     if case .tlsFailure = failure { shutDown() } else { closeWithError(failure) }
                 }
             }
+            if saidGoodbye { await drainHandlers(within: settings.idleTimeout) }
             shutDown()
             group.cancelAll()
         }
+    }
+
+    /// Waits (a bounded time) for the peer's requests still being handled, so their replies go out before the close.
+    private func drainHandlers(within limit: Duration) async {
+        let deadline = clock.now + limit
+        while state.withLock({ $0.activeHandlers > 0 }), clock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+    }
+
+    /// Log metadata naming this connection's peer, plus `extra`.
+    private func metadata(_ extra: Logger.Metadata) -> Logger.Metadata {
+        var metadata = extra
+        metadata["peer"] = "\(peer.map(String.init(describing:)) ?? "unidentified")"
+        metadata["address"] = "\(remoteAddress)"
+        return metadata
     }
 
     private func acquireHandlerSlot() async {
@@ -369,10 +418,14 @@ public final class WireConnection: Sendable {
         switch result {
         case .success(let body?):
             try await send(request.reply(body))
+        case .success(nil) where request.body?.isEvent == true:
+            // Taken (its role may send it), but an event has no answer to give.
+            try await send(request.reply(Envelope.error(.invalidArgument, "\(request.bodyName) is an event: it was taken, and events get no reply; send it with request_id 0")))
         case .success(nil):
             try await send(request.reply(Envelope.error(.internal, "\(request.bodyName) produced no reply")))
         case .failure(let error):
             let (code, message) = Self.describe(error)
+            logger?.warning("request refused", metadata: metadata(["request": "\(request.bodyName)", "code": "\(code)", "why": "\(message)"]))
             try await send(request.reply(Envelope.error(code, message)))
         }
     }

@@ -135,7 +135,7 @@ public final class WireServer: Sendable {
                 for try await child in inbound {
                     group.addTask {
                         try? await child.executeThenClose { childInbound, _ in
-                            let connection = await WireConnection.make(channel: child.channel, settings: settings)
+                            let connection = await WireConnection.make(channel: child.channel, settings: settings, logger: logger)
                             let key = ObjectIdentifier(connection)
                             self.connections.withLock { $0[key] = connection }
                             defer { _ = self.connections.withLock { $0.removeValue(forKey: key) } }
@@ -187,7 +187,7 @@ enum WireChannel {
         try channel.pipeline.syncOperations.addHandler(HandshakeObserver(ledger: ledger))
         try channel.pipeline.syncOperations.addHandler(FrameDecoder(maxFrameBytes: settings.maxFrameBytes, stallTimeout: stall))
         try channel.pipeline.syncOperations.addHandler(EnvelopeDecoder())
-        try channel.pipeline.syncOperations.addHandler(EnvelopeFramer(limit: settings.maxFrameBytes))
+        try channel.pipeline.syncOperations.addHandler(EnvelopeFramer(limit: ledger.peerFrameLimit))
         try channel.pipeline.syncOperations.addHandler(ReplyRouter(ledger: ledger))
         return try NIOAsyncChannel<Envelope, Never>(
             wrappingChannelSynchronously: channel,

@@ -22,7 +22,8 @@ final class ManagerHarness: @unchecked Sendable {
         heartbeatSeconds: Double = 1,
         idleTimeoutSeconds: Double = 5,
         maxFrameBytes: Int? = nil,
-        revocationPollSeconds: Double = 0.2
+        revocationPollSeconds: Double = 0.2,
+        logger given: Logger? = nil
     ) async throws -> ManagerHarness {
         let pki = try pki ?? TestPKI()
         var config = ManagerConfig(
@@ -31,8 +32,8 @@ final class ManagerHarness: @unchecked Sendable {
             maxFrameBytes: maxFrameBytes, heartbeatSeconds: heartbeatSeconds, idleTimeoutSeconds: idleTimeoutSeconds
         )
         config.revocationPollSeconds = revocationPollSeconds
-        var logger = Logger(label: "test.manager")
-        logger.logLevel = .warning
+        var logger = given ?? Logger(label: "test.manager")
+        if given == nil { logger.logLevel = .warning }
         return ManagerHarness(pki: pki, manager: try await InProcessManager.start(config, logger: logger))
     }
 

@@ -41,14 +41,34 @@ enum RawTLSClient {
         return buffer
     }
 
-    static func hello(id: UInt64 = 1) throws -> ByteBuffer {
+    static func hello(id: UInt64 = 1, maxFrameBytes: UInt32 = 0) throws -> ByteBuffer {
         var hello = Loupe_V1_Hello()
         hello.protocolVersion = WireProtocol.version
         hello.softwareVersion = "raw test client"
+        hello.maxFrameBytes = maxFrameBytes
         var envelope = Envelope()
         envelope.requestID = id
         envelope.body = .hello(hello)
         return try frame(envelope)
+    }
+
+    /// Frames of several envelopes in one buffer: one write, so one TLS record when small.
+    static func frames(_ envelopes: [Envelope]) throws -> ByteBuffer {
+        var buffer = ByteBuffer()
+        for envelope in envelopes {
+            var frame = try frame(envelope)
+            buffer.writeBuffer(&frame)
+        }
+        return buffer
+    }
+
+    /// An envelope with this request id (0: an event) and body.
+    static func envelope(_ requestID: UInt64, _ body: Envelope.OneOf_Body, replyTo: UInt64 = 0) -> Envelope {
+        var envelope = Envelope()
+        envelope.requestID = requestID
+        envelope.replyTo = replyTo
+        envelope.body = body
+        return envelope
     }
 
     /// Splits received bytes into envelopes, whatever the chunking.
