@@ -35,7 +35,7 @@ public final class CameraPermissions: Sendable {
 
     /// Refuses, by name, a camera's upload or training request for a type
     /// that is not its own. `typesHeld`: the types it already has training data in.
-    public func checkInspectionType(_ type: String, camera: String, typesHeld: () throws -> Set<String>) throws(WireError) {
+    public func checkInspectionType(_ type: String, camera: String, typesHeld: () async throws -> Set<String>) async throws(WireError) {
         if let types = assigned[camera] {
             guard types.contains(type) else {
                 throw .refused(code: .permissionDenied, message: "camera \(camera) is assigned inspection types \(types.sorted().joined(separator: ", ")), not \(type)")
@@ -43,7 +43,7 @@ public final class CameraPermissions: Sendable {
             return
         }
         let held: Set<String>
-        do { held = try typesHeld() } catch { throw .refused(code: .unavailable, message: "cannot read camera \(camera)'s training data: \(error)") }
+        do { held = try await typesHeld() } catch { throw .refused(code: .unavailable, message: "cannot read camera \(camera)'s training data: \(error)") }
         let own = pinned.withLock { pins -> String in
             if let pin = pins[camera] { return pin }
             // The type it already has data in (the first by name, if several), or this one, from now on.
@@ -59,8 +59,8 @@ public final class CameraPermissions: Sendable {
 
     /// The training request a camera may run: its own type, a bounded budget, within its queue quota.
     public func admitTraining(_ request: inout TrainingBudget, camera: String, queuedByCamera: Int,
-                              typesHeld: () throws -> Set<String>) throws(WireError) {
-        try checkInspectionType(request.inspectionType, camera: camera, typesHeld: typesHeld)
+                              typesHeld: () async throws -> Set<String>) async throws(WireError) {
+        try await checkInspectionType(request.inspectionType, camera: camera, typesHeld: typesHeld)
         guard queuedByCamera < limits.queuedJobs else {
             throw .refused(code: .resourceExhausted, message: "camera \(camera) already has \(queuedByCamera) training jobs queued or running (at most \(limits.queuedJobs))")
         }

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import LoupeProto
 import LoupeWire
 import Synchronization
@@ -15,22 +16,38 @@ public final class CameraRegistry: Sendable {
     }
 
     private let entries = Mutex<[String: Entry]>([:])
-    private let store = Mutex<(any FleetStoring)?>(nil)
+    /// Records to write, in the order they were made; one task writes them, so a handler never waits on the store.
+    private let writes = Mutex<(queue: AsyncStream<Loupe_V1_CameraStatus>.Continuation, writer: Task<Void, Never>)?>(nil)
     public static let statusPersistInterval = Duration.seconds(10)
 
     public init() {}
 
     /// Loads the cameras known before a restart (all offline) and writes through from now on.
-    public func attach(_ fleet: any FleetStoring) throws {
-        let known = try fleet.load()
+    public func attach(_ fleet: any FleetStoring, logger: Logger) async throws {
+        let known = try await fleet.load()
         entries.withLock { entries in
             for camera in known where entries[camera.cameraID] == nil { entries[camera.cameraID] = Entry(status: camera) }
         }
-        store.withLock { $0 = fleet }
+        let (records, queue) = AsyncStream.makeStream(of: Loupe_V1_CameraStatus.self)
+        let writer = Task {
+            for await record in records {
+                do { try await fleet.save(record) } catch {
+                    logger.warning("cannot store a camera's status", metadata: ["camera": "\(record.cameraID)", "error": "\(error)"])
+                }
+            }
+        }
+        writes.withLock { $0 = (queue, writer) }
+    }
+
+    /// Writes what is still queued and stops writing through.
+    public func detach() async {
+        guard let (queue, writer) = writes.withLock({ state in defer { state = nil }; return state }) else { return }
+        queue.finish()
+        await writer.value
     }
 
     private func persist(_ cameraId: String, force: Bool) {
-        guard let fleet = store.withLock({ $0 }) else { return }
+        guard let queue = writes.withLock({ $0?.queue }) else { return }
         let snapshot = entries.withLock { entries -> Loupe_V1_CameraStatus? in
             guard var entry = entries[cameraId] else { return nil }
             guard force || ContinuousClock.now - entry.persistedAt >= Self.statusPersistInterval else { return nil }
@@ -38,7 +55,7 @@ public final class CameraRegistry: Sendable {
             entries[cameraId] = entry
             return entry.status
         }
-        if let snapshot { try? fleet.save(snapshot) }
+        if let snapshot { queue.yield(snapshot) }
     }
 
     /// A camera completed its handshake.

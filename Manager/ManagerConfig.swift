@@ -47,6 +47,17 @@ public struct ManagerConfig: Codable, Sendable, Equatable {
     public var maxConnections: Int?
     /// Connections open at once under one certificate. Default 4.
     public var maxConnectionsPerCertificate: Int?
+    /// Where the camera fleet and the training data live: absent, the SQLite
+    /// files in `dataDir` (the default); `{"postgres": {"url": …}}`, a
+    /// PostgreSQL database (docs/scale-out.md). The model registry stays in
+    /// `dataDir` either way in this version.
+    public var storage: StorageConfig?
+
+    /// The `storage` key.
+    public struct StorageConfig: Codable, Sendable, Equatable {
+        public var postgres: PostgresSettings?
+        public init(postgres: PostgresSettings?) { self.postgres = postgres }
+    }
 
     /// Where the signing key is.
     public var signingKeyPath: String { signingKey ?? dataDir + "/model-signing.key" }
@@ -71,6 +82,17 @@ public struct ManagerConfig: Codable, Sendable, Equatable {
         config.dataDir = ConfigFile.resolve(config.dataDir, relativeTo: path)
         config.signingKey = config.signingKey.map { ConfigFile.resolve($0, relativeTo: path) }
         config.publishPublicKey = config.publishPublicKey.map { ConfigFile.resolve($0, relativeTo: path) }
+        if var postgres = config.storage?.postgres {
+            postgres.passwordFile = postgres.passwordFile.map { ConfigFile.resolve($0, relativeTo: path) }
+            postgres.caFile = postgres.caFile.map { ConfigFile.resolve($0, relativeTo: path) }
+            do { _ = try postgres.endpoint() } catch {
+                throw ConfigError.invalid(path: path, key: "storage.postgres.url", reason: "\(error)")
+            }
+            if let connections = postgres.maxConnections, !(1...1000).contains(connections) {
+                throw ConfigError.invalid(path: path, key: "storage.postgres.maxConnections", reason: "must be 1…1000")
+            }
+            config.storage?.postgres = postgres
+        }
         do { _ = try parseAddress(config.listen) } catch {
             throw ConfigError.invalid(path: path, key: "listen", reason: "expected HOST:PORT, got \"\(config.listen)\"")
         }

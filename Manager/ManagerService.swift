@@ -35,17 +35,27 @@ public final class ManagerService: Service, Sendable {
     /// What camera certificates may upload, train and cancel.
     let permissions: CameraPermissions
 
-    public init(config: ManagerConfig, logger: Logger, onListening: @escaping @Sendable (SocketAddress) -> Void = { _ in },
-                onMetricsListening: @escaping @Sendable (Int) -> Void = { _ in }) throws {
+    let storage: ManagerStorage
+
+    /// Opens the stores `config` names (they must open, or this throws, naming why) and makes the manager.
+    public static func open(config: ManagerConfig, logger: Logger, onListening: @escaping @Sendable (SocketAddress) -> Void = { _ in },
+                            onMetricsListening: @escaping @Sendable (Int) -> Void = { _ in }) async throws -> ManagerService {
+        let storage = try await ManagerStorage.open(config, logger: logger)
+        let service = try ManagerService(config: config, storage: storage, logger: logger, onListening: onListening, onMetricsListening: onMetricsListening)
+        try await service.registry.attach(storage.fleet, logger: logger)
+        return service
+    }
+
+    private init(config: ManagerConfig, storage: ManagerStorage, logger: Logger, onListening: @escaping @Sendable (SocketAddress) -> Void,
+                 onMetricsListening: @escaping @Sendable (Int) -> Void) throws {
         self.config = config
         self.logger = logger
         self.onListening = onListening
         self.onMetricsListening = onMetricsListening
+        self.storage = storage
         permissions = CameraPermissions(assigned: config.cameraInspectionTypes ?? [:], limits: config.cameraLimits)
-        let storage = try ManagerStorage.open(config)
         trainingData = storage.trainingData
         models = storage.models
-        try registry.attach(storage.fleet)
         if let published = config.publishPublicKey {
             // Only the public half leaves the data folder.
             try SigningKeyFile.write(models.signingKey.publicKey.rawRepresentation, to: published, secret: false)
@@ -59,9 +69,9 @@ public final class ManagerService: Service, Sendable {
     }
 
     public func run() async throws {
-        let (held, versions) = (try trainingData.count(), try models.versions().count)
+        let (held, versions) = (try await trainingData.count(), try models.versions().count)
         logger.info("training data and model registry open", metadata: [
-            "rois": "\(held)", "models": "\(versions)",
+            "rois": "\(held)", "models": "\(versions)", "storage": "\(storage.location)",
             "signing-key": "\(models.signingKey.publicKey.rawRepresentation.hexString.prefix(16))…",
         ])
         let (host, port) = try parseAddress(config.listen)
@@ -113,6 +123,8 @@ public final class ManagerService: Service, Sendable {
                 group.cancelAll()
             }
             await training.shutdown()
+            await self.registry.detach()
+            self.storage.database?.close()
         } onGracefulShutdown: {
             logger.info("manager shutting down gracefully")
             Task { await server.shutdown(reason: "manager shutting down") }
@@ -170,7 +182,7 @@ public final class ManagerService: Service, Sendable {
         case .roiUpload(let upload):
             let store = trainingData
             do {
-                try permissions.checkInspectionType(upload.inspectionType, camera: peer.name) { try store.inspectionTypes(cameraId: peer.name) }
+                try await permissions.checkInspectionType(upload.inspectionType, camera: peer.name) { try await store.inspectionTypes(cameraId: peer.name) }
             } catch {
                 metrics.uploadsRefused.increment()
                 logger.warning("upload refused", metadata: ["camera": "\(peer.name)", "type": "\(upload.inspectionType)", "why": "\(error)"])
@@ -214,11 +226,11 @@ public final class ManagerService: Service, Sendable {
                 // A camera trains only its own type, within its quota and budget.
                 var budget = CameraPermissions.TrainingBudget(inspectionType: request.inspectionType, timeBudgetSeconds: Double(request.timeBudgetSeconds),
                                                               passes: Int(request.iterations))
-                let held = { () throws -> Set<String> in try self.trainingData.inspectionTypes(cameraId: peer.name) }
-                try permissions.admitTraining(&budget, camera: peer.name, queuedByCamera: queue.activeJobs(requestedBy: peer.name), typesHeld: held)
+                let held = { () async throws -> Set<String> in try await self.trainingData.inspectionTypes(cameraId: peer.name) }
+                try await permissions.admitTraining(&budget, camera: peer.name, queuedByCamera: queue.activeJobs(requestedBy: peer.name), typesHeld: held)
                 request.timeBudgetSeconds = UInt32(budget.timeBudgetSeconds)
             }
-            return .trainingProgress(try queue.submit(request, requester: peer.name, isCamera: peer.role == .agent, connection: connection))
+            return .trainingProgress(try await queue.submit(request, requester: peer.name, isCamera: peer.role == .agent, connection: connection))
         case .trainingCancel(let cancel):
             let queue = training
             // A camera cancels only the jobs it asked for; an operator any.

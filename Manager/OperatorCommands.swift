@@ -51,7 +51,7 @@ struct OperatorCommands: Sendable {
             let store = trainingData
             var reply = Loupe_V1_DatasetStatsReply()
             do {
-                reply.datasets = try store.statistics(inspectionType: query.inspectionType.isEmpty ? nil : query.inspectionType, validationFraction: 0.1)
+                reply.datasets = try await store.statistics(inspectionType: query.inspectionType.isEmpty ? nil : query.inspectionType, validationFraction: 0.1)
             } catch {
                 throw WireError.refused(code: .internal, message: error.description)
             }

@@ -2,30 +2,33 @@ import Crypto
 import Foundation
 import LoupeProto
 import LoupeSegmentation
+import Logging
 
-// The manager's storage behind three narrow interfaces. Today: SQLite (WAL)
-// files and content-addressed blobs in the data directory, so a plant needs
-// no setup. A PostgreSQL backend shared by several managers would implement
-// the same three protocols (and `ManagerStorage.open`); nothing else in the
-// manager names a concrete store.
+// The manager's storage behind three narrow interfaces. By default SQLite
+// (WAL) files and content-addressed blobs in the data directory, so a plant
+// needs no setup; with `storage.postgres` in the config, the fleet and the
+// training data live in a PostgreSQL database (Store/Postgres/) that several
+// managers may share. Only `ManagerStorage.open` names a concrete store.
 
 /// Labelled ROIs from every camera, one per content hash.
 public protocol TrainingDataStoring: Sendable {
     /// Stores an upload durably (returns after the commit); false when that content hash is already held.
     func store(_ upload: Loupe_V1_RoiUpload, from cameraId: String) async throws(TrainingDataError) -> Bool
     /// How many ROIs are held: in all, from one camera, of one inspection type, or both.
-    func count(cameraId: String?, inspectionType: String?) throws(TrainingDataError) -> Int
+    func count(cameraId: String?, inspectionType: String?) async throws(TrainingDataError) -> Int
     /// The inspection types a camera has sent ROIs for.
-    func inspectionTypes(cameraId: String) throws(TrainingDataError) -> Set<String>
+    func inspectionTypes(cameraId: String) async throws(TrainingDataError) -> Set<String>
     /// Every ROI of an inspection type as training images named by content hash.
-    func dataset(inspectionType: String) throws(TrainingDataError) -> (dataset: SegmentationDataset, classNames: [String], sha256: String)
-    func statistics(inspectionType: String?, validationFraction: Double) throws(TrainingDataError) -> [Loupe_V1_DatasetStats]
+    func dataset(inspectionType: String) async throws(TrainingDataError) -> (dataset: SegmentationDataset, classNames: [String], sha256: String)
+    func statistics(inspectionType: String?, validationFraction: Double) async throws(TrainingDataError) -> [Loupe_V1_DatasetStats]
+    /// Every content hash held, in order (for audits, a migration's check, and tests).
+    func contentHashes() async throws(TrainingDataError) -> [String]
 }
 
 /// Every camera ever seen and its latest status.
 public protocol FleetStoring: Sendable {
-    func save(_ camera: Loupe_V1_CameraStatus) throws
-    func load() throws -> [Loupe_V1_CameraStatus]
+    func save(_ camera: Loupe_V1_CameraStatus) async throws
+    func load() async throws -> [Loupe_V1_CameraStatus]
 }
 
 /// Signed model versions, what each camera should run and runs, groups and rollouts.
@@ -60,27 +63,48 @@ extension ModelRegistryStoring {
 }
 
 extension TrainingDataStoring {
-    public func count() throws(TrainingDataError) -> Int { try count(cameraId: nil, inspectionType: nil) }
-    public func count(cameraId: String?) throws(TrainingDataError) -> Int { try count(cameraId: cameraId, inspectionType: nil) }
+    public func count() async throws(TrainingDataError) -> Int { try await count(cameraId: nil, inspectionType: nil) }
+    public func count(cameraId: String?) async throws(TrainingDataError) -> Int { try await count(cameraId: cameraId, inspectionType: nil) }
 }
 
 extension TrainingDataStore: TrainingDataStoring {}
 extension FleetStore: FleetStoring {}
 extension ModelRegistry: ModelRegistryStoring {}
 
+extension PostgresTrainingDataStore: TrainingDataStoring {}
+extension PostgresFleetStore: FleetStoring {}
+
 /// The three stores of a manager.
 public struct ManagerStorage: Sendable {
     public var trainingData: any TrainingDataStoring
     public var fleet: any FleetStoring
     public var models: any ModelRegistryStoring
+    /// The PostgreSQL database behind the stores, when they are there.
+    public var database: PostgresDatabase?
 
-    /// The SQLite backend in `config.dataDir`: training-data.sqlite,
-    /// fleet.sqlite, models.sqlite and models/.
-    public static func open(_ config: ManagerConfig) throws -> ManagerStorage {
+    /// The stores `config.storage` names: by default the SQLite backend in
+    /// `config.dataDir` (training-data.sqlite, fleet.sqlite, models.sqlite and
+    /// models/); with `storage.postgres`, the fleet and the training data in
+    /// that database (migrated on open) and the model registry in `dataDir`.
+    public static func open(_ config: ManagerConfig, logger: Logger) async throws -> ManagerStorage {
         try FileManager.default.createDirectory(atPath: config.dataDir, withIntermediateDirectories: true)
+        let models = try ModelRegistry(directory: config.dataDir, signingKeyPath: config.signingKeyPath)
+        if let settings = config.storage?.postgres {
+            let database = try await PostgresDatabase.open(settings, logger: logger)
+            do {
+                return ManagerStorage(trainingData: try await PostgresTrainingDataStore(database: database),
+                                      fleet: try await PostgresFleetStore(database: database), models: models, database: database)
+            } catch {
+                database.close()
+                throw StorageSetupError.unreachable("\(database.description): \(PostgresDatabase.describe(error))")
+            }
+        }
         return ManagerStorage(
             trainingData: try TrainingDataStore(path: config.dataDir + "/training-data.sqlite"),
             fleet: try FleetStore(path: config.dataDir + "/fleet.sqlite"),
-            models: try ModelRegistry(directory: config.dataDir, signingKeyPath: config.signingKeyPath))
+            models: models)
     }
+
+    /// Where the training data and the fleet are, for the log.
+    public var location: String { database?.description ?? "SQLite" }
 }

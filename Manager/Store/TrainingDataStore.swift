@@ -238,42 +238,68 @@ public final class TrainingDataStore: Sendable {
     }
 
     /// The inspection types a camera has sent ROIs for.
-    public func inspectionTypes(cameraId: String) throws(TrainingDataError) -> Set<String> {
-        do {
-            return Set(try pool.read { db in
-                try String.fetchAll(db, sql: "SELECT DISTINCT inspectionType FROM roi WHERE cameraId = ?", arguments: [cameraId])
-            })
-        } catch {
-            throw .database("\(error)")
+    public func inspectionTypes(cameraId: String) async throws(TrainingDataError) -> Set<String> {
+        try await BlockingIO.run { () throws(TrainingDataError) in
+            do {
+                return Set(try self.pool.read { db in
+                    try String.fetchAll(db, sql: "SELECT DISTINCT inspectionType FROM roi WHERE cameraId = ?", arguments: [cameraId])
+                })
+            } catch {
+                throw .database("\(error)")
+            }
         }
     }
 
     /// How many ROIs are held: in all, per camera, per inspection type.
-    public func count(cameraId: String?, inspectionType: String?) throws(TrainingDataError) -> Int {
-        do {
-            return try pool.read { db in
-                var request = StoredROI.all()
-                if let cameraId { request = request.filter(Column("cameraId") == cameraId) }
-                if let inspectionType { request = request.filter(Column("inspectionType") == inspectionType) }
-                return try request.fetchCount(db)
+    public func count(cameraId: String?, inspectionType: String?) async throws(TrainingDataError) -> Int {
+        try await BlockingIO.run { () throws(TrainingDataError) in
+            do {
+                return try self.pool.read { db in
+                    var request = StoredROI.all()
+                    if let cameraId { request = request.filter(Column("cameraId") == cameraId) }
+                    if let inspectionType { request = request.filter(Column("inspectionType") == inspectionType) }
+                    return try request.fetchCount(db)
+                }
+            } catch {
+                throw .database("\(error)")
             }
-        } catch {
-            throw .database("\(error)")
         }
     }
 
     /// Every ROI of an inspection type as training images, named by content
     /// hash (so the train/validation split, made by name hash, stays put as
     /// data grows), with the class names of the newest upload.
-    public func dataset(inspectionType: String) throws(TrainingDataError) -> (dataset: SegmentationDataset, classNames: [String], sha256: String) {
-        let rows: [StoredROI]
-        do {
-            rows = try pool.read { db in
-                try StoredROI.filter(Column("inspectionType") == inspectionType).order(Column("contentSHA256")).fetchAll(db)
+    public func dataset(inspectionType: String) async throws(TrainingDataError) -> (dataset: SegmentationDataset, classNames: [String], sha256: String) {
+        let (pool, blobs) = (self.pool, self.blobs)
+        return try await BlockingIO.run { () throws(TrainingDataError) in
+            let rows: [StoredROI]
+            do {
+                rows = try pool.read { db in
+                    try StoredROI.filter(Column("inspectionType") == inspectionType).order(Column("contentSHA256")).fetchAll(db)
+                }
+            } catch {
+                throw .database("\(error)")
             }
-        } catch {
-            throw .database("\(error)")
+            return try Self.assemble(inspectionType: inspectionType, rows.map { row in
+                DatasetRow(contentSHA256: row.contentSHA256, cameraId: row.cameraId, classNames: row.classNames, receivedAt: row.receivedAt) {
+                    (try row.imageSHA256.map { try blobs.get($0) } ?? row.imagePNG, try row.maskSHA256.map { try blobs.get($0) } ?? row.maskPNG)
+                }
+            })
         }
+    }
+
+    /// One held ROI as training reads it: its names, and its PNGs when asked for.
+    struct DatasetRow {
+        var contentSHA256: String
+        var cameraId: String
+        var classNames: String
+        var receivedAt: Date
+        var pngs: () throws -> (image: Data, mask: Data)
+    }
+
+    /// The training set from rows sorted by content hash, whichever database they came from: decoded images,
+    /// the newest upload's class names, and the dataset hash (over the content hashes, in order).
+    static func assemble(inspectionType: String, _ rows: [DatasetRow]) throws(TrainingDataError) -> (dataset: SegmentationDataset, classNames: [String], sha256: String) {
         guard let newest = rows.max(by: { $0.receivedAt < $1.receivedAt }) else {
             throw .invalid("no labelled ROIs of inspection type \(inspectionType) have been uploaded")
         }
@@ -282,36 +308,48 @@ public final class TrainingDataStore: Sendable {
         var hasher = SHA256()
         for row in rows {
             do {
-                let image = try PNGCodec.decode(try row.imageSHA256.map { try blobs.get($0) } ?? row.imagePNG).gray8
-                let mask = try PNGCodec.decode(try row.maskSHA256.map { try blobs.get($0) } ?? row.maskPNG).gray8
+                let (imagePNG, maskPNG) = try row.pngs()
+                let image = try PNGCodec.decode(imagePNG).gray8
+                let mask = try PNGCodec.decode(maskPNG).gray8
                 items.append(try LabelledImage(name: row.contentSHA256, image: image, mask: mask, classes: classNames.count))
                 hasher.update(data: Data(row.contentSHA256.utf8))
             } catch {
                 throw .invalid("stored ROI \(row.contentSHA256.prefix(12)) from \(row.cameraId): \(error)")
             }
         }
-        let digest = hasher.finalize().hexString
-        return (SegmentationDataset(items: items, classes: classNames.count), classNames, digest)
+        return (SegmentationDataset(items: items, classes: classNames.count), classNames, hasher.finalize().hexString)
     }
 
     /// What is held per inspection type: ROIs, the split, per-class ROIs
     /// and pixels, ROIs per camera. Reads no image bytes; masks only of rows
     /// stored before per-class counts were kept.
-    public func statistics(inspectionType: String?, validationFraction: Double) throws(TrainingDataError) -> [Loupe_V1_DatasetStats] {
-        struct Row: Decodable, FetchableRecord {
-            var contentSHA256: String, cameraId: String, inspectionType: String, classNames: String, receivedAt: Date, classPixels: String?
-        }
-        let rows: [Row]
-        do {
-            rows = try pool.read { db in
-                var sql = "SELECT contentSHA256, cameraId, inspectionType, classNames, receivedAt, classPixels FROM roi"
-                var arguments: StatementArguments = []
-                if let inspectionType { sql += " WHERE inspectionType = ?"; arguments = [inspectionType] }
-                return try Row.fetchAll(db, sql: sql + " ORDER BY contentSHA256", arguments: arguments)
+    public func statistics(inspectionType: String?, validationFraction: Double) async throws(TrainingDataError) -> [Loupe_V1_DatasetStats] {
+        try await BlockingIO.run { () throws(TrainingDataError) in
+            let rows: [StatisticsRow]
+            do {
+                rows = try self.pool.read { db in
+                    var sql = "SELECT contentSHA256, cameraId, inspectionType, classNames, receivedAt, classPixels FROM roi"
+                    var arguments: StatementArguments = []
+                    if let inspectionType { sql += " WHERE inspectionType = ?"; arguments = [inspectionType] }
+                    return try StatisticsRow.fetchAll(db, sql: sql + " ORDER BY contentSHA256", arguments: arguments)
+                }
+            } catch {
+                throw .database("\(error)")
             }
-        } catch {
-            throw .database("\(error)")
+            return try Self.summarise(rows, validationFraction: validationFraction) { (hash) throws(TrainingDataError) in try self.maskClassPixels(hash) }
         }
+    }
+
+    /// What the statistics read of one ROI (no image bytes).
+    struct StatisticsRow: Decodable, FetchableRecord {
+        var contentSHA256: String, cameraId: String, inspectionType: String, classNames: String, receivedAt: Date, classPixels: String?
+    }
+
+    /// Per inspection type: ROIs, the split, per-class ROIs and pixels, ROIs per camera, class names and the dataset
+    /// hash, from rows sorted by content hash, whichever database they came from. `counted` gives the per-class
+    /// pixel counts of a row stored before they were kept.
+    static func summarise(_ rows: [StatisticsRow], validationFraction: Double,
+                          counted: (String) throws(TrainingDataError) -> String) throws(TrainingDataError) -> [Loupe_V1_DatasetStats] {
         var byType: [String: Loupe_V1_DatasetStats] = [:]
         var newestNames: [String: (Date, String)] = [:]
         var hashers: [String: SHA256] = [:]
@@ -328,7 +366,7 @@ public final class TrainingDataStore: Sendable {
             }
             stats.cameraRois[row.cameraId, default: 0] += 1
             let json: String
-            if let counted = row.classPixels { json = counted } else { json = try maskClassPixels(row.contentSHA256) }
+            if let known = row.classPixels { json = known } else { json = try counted(row.contentSHA256) }
             let pixels = (try? JSONDecoder().decode([Int].self, from: Data(json.utf8))) ?? []
             if stats.classPixels.count < pixels.count {
                 stats.classPixels += [UInt64](repeating: 0, count: pixels.count - stats.classPixels.count)
@@ -344,8 +382,8 @@ public final class TrainingDataStore: Sendable {
             hashers[row.inspectionType, default: SHA256()].update(data: Data(row.contentSHA256.utf8))
             byType[row.inspectionType] = stats
         }
-        return byType.keys.sorted().map { type in
-            var stats = byType[type]!
+        return byType.sorted { $0.key < $1.key }.map { type, summary in
+            var stats = summary
             stats.classNames = newestNames[type].flatMap { try? JSONDecoder().decode([String].self, from: Data($0.1.utf8)) } ?? []
             if let hasher = hashers[type] { stats.datasetSha256 = Data(hasher.finalize()) }
             return stats

@@ -72,14 +72,14 @@ public final class TrainingQueue: Sendable {
     public var counts: (queued: Int, running: Int) { state.withLock { ($0.waiting.count, $0.running.count) } }
 
     /// Queues a job and returns its first progress (QUEUED, with the job id).
-    public func submit(_ request: Loupe_V1_TrainingStart, requester: String, isCamera: Bool, connection: WireConnection) throws -> Loupe_V1_TrainingProgress {
+    public func submit(_ request: Loupe_V1_TrainingStart, requester: String, isCamera: Bool, connection: WireConnection) async throws -> Loupe_V1_TrainingProgress {
         guard !request.inspectionType.isEmpty else { throw WireError.refused(code: .invalidArgument, message: "inspection_type is required") }
         guard request.iterations <= 10_000, request.timeBudgetSeconds <= 7 * 86_400 else {
             throw WireError.refused(code: .invalidArgument, message: "iterations must be at most 10000 and time_budget_seconds at most a week")
         }
         // Refused now, by name, rather than queued to fail when the job starts.
         let held: Int
-        do { held = try data.count(cameraId: nil, inspectionType: request.inspectionType) } catch {
+        do { held = try await data.count(cameraId: nil, inspectionType: request.inspectionType) } catch {
             throw WireError.refused(code: .unavailable, message: "cannot read the training data: \(error)")
         }
         guard held > 0 else {
@@ -230,6 +230,22 @@ public final class TrainingQueue: Sendable {
         outgoing.yield((progress, listeners))
     }
 
+    /// Runs async work from the job's own thread (never a task-pool thread) and waits for it: the job's steps
+    /// are sequential, and the database behind the store may be a network away.
+    static func waitOnThisThread<T: Sendable>(_ work: @escaping @Sendable () async throws -> T) throws -> T {
+        let done = DispatchSemaphore(value: 0)
+        let outcome = Mutex<Result<T, any Error>?>(nil)
+        Task {
+            let result: Result<T, any Error>
+            do { result = .success(try await work()) } catch { result = .failure(error) }
+            outcome.withLock { $0 = result }
+            done.signal()
+        }
+        done.wait()
+        guard let result = outcome.withLock({ $0 }) else { throw CancellationError() }
+        return try result.get()
+    }
+
     /// The training configuration in words, kept with the model version.
     static func describe(_ c: TrainingConfiguration) -> String {
         var parts: [String] = []
@@ -248,7 +264,8 @@ public final class TrainingQueue: Sendable {
         publish(progress, job: job)
         let request = job.request
         do {
-            let (dataset, classNames, datasetHash) = try data.dataset(inspectionType: request.inspectionType)
+            let data = self.data
+            let (dataset, classNames, datasetHash) = try Self.waitOnThisThread { try await data.dataset(inspectionType: request.inspectionType) }
             var augmentation: Augmentation?
             if request.hasAugmentation {
                 let a = request.augmentation

@@ -163,7 +163,7 @@ public struct FleetBenchmark: Sendable {
             let fanOut = (ContinuousClock.now - pushed).seconds
             rounds.append(Round(rois: options.agents * options.roisPerAgent, bytes: bytes, seconds: seconds, ceilingMegabytesPerSecond: ceiling, fanOutSeconds: fanOut))
         }
-        let stored = try TrainingDataStore(path: dataDir + "/training-data.sqlite").count()
+        let stored = try await TrainingDataStore(path: dataDir + "/training-data.sqlite").count()
         let installs = try registry.cameras().filter { $0.installedVersion != nil }.count
         stop.withLock { $0 = true }
         for task in agentTasks { _ = await task.result }

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import LoupeManager
 import LoupePKI
 import LoupeProto
@@ -28,6 +29,8 @@ public struct LoadBenchmark: Sendable {
         public var roiSide = 64
         /// The `loupe` executable that runs the manager.
         public var executable = ""
+        /// The manager's stores in this PostgreSQL database (an empty one); nil: SQLite in its data folder.
+        public var postgres: PostgresSettings?
         public init() {}
     }
 
@@ -38,6 +41,8 @@ public struct LoadBenchmark: Sendable {
         public var connectedKilobytes: Int
         public var endKilobytes: Int
         public var managerCPUPercent: Double
+        /// CPU of the PostgreSQL server's processes over the loaded phase (0 on SQLite).
+        public var databaseCPUPercent: Double
         public var loadSeconds: Double
         public var uploadsSent: Int
         public var uploadsAcknowledged: Int
@@ -85,6 +90,17 @@ public struct LoadBenchmark: Sendable {
         return (kilobytes, cpu)
     }
 
+    /// CPU time (s) of every PostgreSQL server process on this machine (the postmaster and its backends, which
+    /// come and go with connections: the sum is taken over those alive at each sample).
+    static func databaseCPUSeconds() -> Double {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap(Int32.init).reduce(0.0) { total, pid in
+            guard let command = try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8),
+                  command.trimmingCharacters(in: .whitespacesAndNewlines) == "postgres" else { return total }
+            return total + sample(pid).cpuSeconds
+        }
+    }
+
     struct AgentTally: Sendable {
         var sent = 0
         var acknowledged = 0
@@ -108,11 +124,14 @@ public struct LoadBenchmark: Sendable {
         let dataDir = folder + "/manager"
         let configPath = folder + "/manager.json"
         let readyPath = folder + "/manager.ready"
-        let config: [String: Any] = [
+        var config: [String: Any] = [
             "managerId": "load-bench", "listen": "127.0.0.1:0", "dataDir": dataDir, "trainingThreads": 1,
             "tls": ["ca": managerTLS.ca, "cert": managerTLS.cert, "key": managerTLS.key],
             "heartbeatSeconds": 5, "idleTimeoutSeconds": 15,
         ]
+        if let postgres = options.postgres {
+            config["storage"] = ["postgres": ["url": postgres.url, "passwordFile": postgres.passwordFile as Any].compactMapValues { $0 }]
+        }
         try JSONSerialization.data(withJSONObject: config).write(to: URL(fileURLWithPath: configPath))
         let manager = Process()
         manager.executableURL = URL(fileURLWithPath: options.executable)
@@ -205,6 +224,7 @@ public struct LoadBenchmark: Sendable {
         progress("\(options.agents) agents: a report a second and an ROI every \(Int(options.uploadInterval)) s each, for \(Int(options.seconds)) s")
         let loadStart = ContinuousClock.now
         let cpuStart = Self.sample(pid).cpuSeconds
+        let databaseCPUStart = options.postgres == nil ? 0 : Self.databaseCPUSeconds()
         phase.withLock { $0 = 1 }
         try await Task.sleep(for: .seconds(options.seconds))
         phase.withLock { $0 = 2 }
@@ -215,6 +235,7 @@ public struct LoadBenchmark: Sendable {
         }
         let loadSeconds = (ContinuousClock.now - loadStart).seconds
         let cpuSeconds = Self.sample(pid).cpuSeconds - cpuStart
+        let databaseCPUSeconds = options.postgres == nil ? 0 : Self.databaseCPUSeconds() - databaseCPUStart
         try await Task.sleep(for: .seconds(2))
         let end = Self.sample(pid)
 
@@ -239,13 +260,20 @@ public struct LoadBenchmark: Sendable {
         kill(pid, SIGTERM)
         let stopStart = ContinuousClock.now
         while manager.isRunning, ContinuousClock.now - stopStart < .seconds(30) { try await Task.sleep(for: .milliseconds(50)) }
-        let stored = try TrainingDataStore(path: dataDir + "/training-data.sqlite").count()
+        let stored: Int
+        if let postgres = options.postgres {
+            let database = try await PostgresDatabase.open(postgres, logger: Logger(label: "bench-load"))
+            defer { database.close() }
+            stored = try await PostgresTrainingDataStore(database: database).count()
+        } else {
+            stored = try await TrainingDataStore(path: dataDir + "/training-data.sqlite").count()
+        }
 
         let times = finalTallies.flatMap(\.ackTimes)
         return Result(
             agents: options.agents, connectSeconds: connectSeconds,
             baselineKilobytes: baseline.kilobytes, connectedKilobytes: connectedSample.kilobytes, endKilobytes: end.kilobytes,
-            managerCPUPercent: cpuSeconds / loadSeconds * 100, loadSeconds: loadSeconds,
+            managerCPUPercent: cpuSeconds / loadSeconds * 100, databaseCPUPercent: databaseCPUSeconds / loadSeconds * 100, loadSeconds: loadSeconds,
             uploadsSent: finalTallies.reduce(0) { $0 + $1.sent }, uploadsAcknowledged: finalTallies.reduce(0) { $0 + $1.acknowledged },
             uploadErrors: finalTallies.flatMap(\.errors), statusReportsSent: finalTallies.reduce(0) { $0 + $1.statusSent },
             storedROIs: stored, agentsCurrent: current, agentsOnline: online,

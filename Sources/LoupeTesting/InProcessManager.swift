@@ -18,7 +18,7 @@ public final class InProcessManager: Sendable {
 
     public static func start(_ config: ManagerConfig, logger: Logger) async throws -> InProcessManager {
         let (ports, found) = AsyncStream<Int>.makeStream()
-        let service = try ManagerService(config: config, logger: logger) { address in
+        let service = try await ManagerService.open(config: config, logger: logger) { address in
             found.yield(address.port ?? 0)
             found.finish()
         }

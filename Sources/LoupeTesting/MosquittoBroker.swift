@@ -17,7 +17,7 @@ public final class MosquittoBroker: @unchecked Sendable {
             throw LaunchError("no mosquitto broker at \(Self.binary): install Debian's mosquitto (Deploy/install-deps does) or set MOSQUITTO")
         }
         self.folder = folder
-        port = try Self.freeLoopbackPort()
+        port = try Loopback.freePort()
         try FileManager.default.createDirectory(atPath: folder + "/data", withIntermediateDirectories: true)
         // Saved after every change, so a restart keeps every acknowledged message for a persistent session.
         let conf = """
@@ -52,7 +52,7 @@ public final class MosquittoBroker: @unchecked Sendable {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             guard process.isRunning else { throw LaunchError("mosquitto exited at once (\(process.terminationStatus)); see \(folder)/mosquitto.log") }
-            if Self.accepts(port) { return }
+            if Loopback.accepts(port) { return }
             Thread.sleep(forTimeInterval: 0.05)
         }
         throw LaunchError("mosquitto did not listen on 127.0.0.1:\(port) within \(timeout)")
@@ -70,31 +70,4 @@ public final class MosquittoBroker: @unchecked Sendable {
     }
 
     public var log: String { (try? String(contentsOfFile: folder + "/mosquitto.log", encoding: .utf8)) ?? "" }
-
-    static func accepts(_ port: Int) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = loopback(port)
-        return withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0
-    }
-
-    /// A port nothing listens on now (the kernel's pick for port 0).
-    public static func freeLoopbackPort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = loopback(0)
-        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        guard bound == 0 else { throw LaunchError("cannot bind a loopback port: \(String(cString: strerror(errno)))") }
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
-
-    private static func loopback(_ port: Int) -> sockaddr_in {
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        return address
-    }
 }

@@ -2,7 +2,9 @@ import ArgumentParser
 import Foundation
 import LoupeAgent
 import LoupeBench
+import LoupeManager
 import LoupeSegmentation
+import LoupeTesting
 
 /// `loupe bench …`: measurements that are checked as benchmarks, not tests.
 struct BenchCommand: AsyncParsableCommand {
@@ -227,38 +229,68 @@ extension BenchCommand {
         @Option(help: "Seconds of load.") var seconds = 30.0
         @Option(help: "Seconds between one agent's ROI uploads.") var uploadInterval = 5.0
         @Option(help: "Side of each ROI, pixels.") var roiSide = 64
+        @Option(help: """
+            Where the manager keeps the fleet and the training data: sqlite, postgres, or both (one run each, side by side). \
+            postgres uses --database-url, else a PostgreSQL cluster of the benchmark's own (Debian's postgresql).
+            """) var storage = "sqlite"
+        @Option(help: "An existing, empty PostgreSQL database (postgres://USER@HOST:PORT/DB; password from LOUPE_DATABASE_PASSWORD).")
+        var databaseURL: String?
 
         func run() async throws {
+            let kinds: [String] = switch storage {
+            case "sqlite", "postgres": [storage]
+            case "both": ["sqlite", "postgres"]
+            default: throw ValidationError("--storage must be sqlite, postgres or both, not \(storage)")
+            }
             // Each agent holds a connection (and the manager one per agent): lift the soft descriptor limit.
             var limit = rlimit()
             if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max {
                 limit.rlim_cur = limit.rlim_max
                 setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
             }
-            var options = LoadBenchmark.Options()
-            options.agents = agents
-            options.seconds = seconds
-            options.uploadInterval = uploadInterval
-            options.roiSide = roiSide
-            options.executable = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
-            let progress = ProgressBar()
-            let r = try await LoadBenchmark(options: options) { progress.update($0) }.run()
-            progress.finish()
+            var server: PostgresServer?
+            defer { server?.stop() }
+            var results: [(String, LoadBenchmark.Result)] = []
+            for kind in kinds {
+                var options = LoadBenchmark.Options()
+                options.agents = agents
+                options.seconds = seconds
+                options.uploadInterval = uploadInterval
+                options.roiSide = roiSide
+                options.executable = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
+                let label = kind == "postgres" ? "PostgreSQL" : "SQLite"
+                if kind == "postgres" {
+                    if let databaseURL {
+                        options.postgres = PostgresSettings(url: databaseURL)
+                    } else {
+                        if server == nil { server = try PostgresServer(folder: NSTemporaryDirectory() + "loupe-bench-pg-\(UUID().uuidString.prefix(8))") }
+                        options.postgres = try server?.createDatabase()
+                    }
+                }
+                let progress = ProgressBar()
+                let r = try await LoadBenchmark(options: options) { progress.update("\(label): \($0)") }.run()
+                progress.finish()
+                results.append((label, r))
+            }
             print("loupe bench load: a loupe manager process, \(agents) simulated agents on loopback (mutual TLS 1.3), each a status report every second and an ROI of \(roiSide)x\(roiSide) every \(uploadInterval) s, for \(seconds) s; \(ProcessInfo.processInfo.activeProcessorCount) cores")
-            print(TextTable.render(header: ["figure", "value"], rows: [
-                ["agents connected", String(format: "%d in %.1f s", r.agents, r.connectSeconds)],
-                ["manager memory: before / all connected / end", "\(r.baselineKilobytes / 1024) / \(r.connectedKilobytes / 1024) / \(r.endKilobytes / 1024) MB"],
-                ["manager memory per connection", String(format: "%.0f kB", r.kilobytesPerConnection)],
-                ["manager CPU under load", String(format: "%.0f %% of one core", r.managerCPUPercent)],
-                ["status reports sent", "\(r.statusReportsSent) (\(String(format: "%.0f", Double(r.statusReportsSent) / r.loadSeconds))/s)"],
-                ["ROIs acknowledged / sent", "\(r.uploadsAcknowledged) / \(r.uploadsSent) (\(String(format: "%.1f", r.roisPerSecond)) ROIs/s)"],
-                ["acknowledgement p50 / p99 / slowest", String(format: "%.1f / %.1f / %.1f ms", r.ackMillisecondsP50, r.ackMillisecondsP99, r.slowestAgentAckMilliseconds)],
-                ["uploads per agent, fewest / most", "\(r.fewestUploadsPerAgent) / \(r.mostUploadsPerAgent)"],
-                ["ROIs stored by the manager", "\(r.storedROIs) (lost: \(r.lost))"],
-                ["agents whose latest report the manager holds", "\(r.agentsCurrent) of \(r.agents) (online: \(r.agentsOnline))"],
-            ]))
-            for error in r.uploadErrors.prefix(10) { print("error: \(error)") }
-            if !r.passed {
+            let figures: [(String, (LoadBenchmark.Result) -> String)] = [
+                ("agents connected", { String(format: "%d in %.1f s", $0.agents, $0.connectSeconds) }),
+                ("manager memory: before / all connected / end", { "\($0.baselineKilobytes / 1024) / \($0.connectedKilobytes / 1024) / \($0.endKilobytes / 1024) MB" }),
+                ("manager memory per connection", { String(format: "%.0f kB", $0.kilobytesPerConnection) }),
+                ("manager CPU under load", { String(format: "%.0f %% of one core", $0.managerCPUPercent) }),
+                ("database server CPU under load", { String(format: "%.0f %% of one core", $0.databaseCPUPercent) }),
+                ("status reports sent", { "\($0.statusReportsSent) (\(String(format: "%.0f", Double($0.statusReportsSent) / $0.loadSeconds))/s)" }),
+                ("ROIs acknowledged / sent", { "\($0.uploadsAcknowledged) / \($0.uploadsSent) (\(String(format: "%.1f", $0.roisPerSecond)) ROIs/s)" }),
+                ("acknowledgement p50 / p99 / slowest", { String(format: "%.1f / %.1f / %.1f ms", $0.ackMillisecondsP50, $0.ackMillisecondsP99, $0.slowestAgentAckMilliseconds) }),
+                ("uploads per agent, fewest / most", { "\($0.fewestUploadsPerAgent) / \($0.mostUploadsPerAgent)" }),
+                ("ROIs stored by the manager", { "\($0.storedROIs) (lost: \($0.lost))" }),
+                ("agents whose latest report the manager holds", { "\($0.agentsCurrent) of \($0.agents) (online: \($0.agentsOnline))" }),
+            ]
+            print(TextTable.render(header: ["figure"] + results.map(\.0), rows: figures.map { name, value in [name] + results.map { value($0.1) } }))
+            for (label, r) in results {
+                for error in r.uploadErrors.prefix(10) { print("error (\(label)): \(error)") }
+            }
+            if results.contains(where: { !$0.1.passed }) {
                 print("FAILED: an upload was refused or unanswered, an acknowledged ROI is missing, or an agent's report did not arrive")
                 throw ExitCode(1)
             }

@@ -32,7 +32,7 @@ struct ManagerCommand: AsyncParsableCommand {
         let logger = try logging.bootstrap(label: "loupe.manager")
         let config = try ManagerConfig.load(path: self.config)
         let readyFile = self.readyFile
-        let service = try ManagerService(config: config, logger: logger) { address in
+        let service = try await ManagerService.open(config: config, logger: logger) { address in
             guard let readyFile, let port = address.port else { return }
             let host = address.ipAddress ?? "127.0.0.1"
             try? "\(host):\(port)\n".write(toFile: readyFile, atomically: true, encoding: .utf8)

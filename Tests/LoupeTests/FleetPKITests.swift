@@ -88,6 +88,27 @@ import LoupeTesting
         #expect(throws: ConfigError.invalid(path: path, key: "tls", reason: "is required but missing")) {
             try ManagerConfig.load(path: path)
         }
+        // The database: a password in the URL is refused (it would sit in a config file and in process listings),
+        // and the password file's path is taken from the config's folder like every other path.
+        let base: [String: Any] = ["managerId": "p", "listen": "0.0.0.0:7443", "tls": ["ca": "a", "cert": "b", "key": "c"], "dataDir": "d"]
+        try writeJSON(base.merging(["storage": ["postgres": ["url": "postgres://loupe:hunter2@db:5432/loupe"]]]) { $1 }, to: path)
+        #expect(throws: ConfigError.invalid(path: path, key: "storage.postgres.url",
+                                            reason: "storage: storage url must not carry a password; give passwordFile or set LOUPE_DATABASE_PASSWORD")) {
+            try ManagerConfig.load(path: path)
+        }
+        try writeJSON(base.merging(["storage": ["postgres": ["url": "mysql://db/loupe"]]]) { $1 }, to: path)
+        #expect(throws: ConfigError.self) { try ManagerConfig.load(path: path) }
+        try writeJSON(base.merging(["storage": ["postgres": ["url": "postgres://loupe@db/loupe", "maxConnections": 0]]]) { $1 }, to: path)
+        #expect(throws: ConfigError.invalid(path: path, key: "storage.postgres.maxConnections", reason: "must be 1…1000")) {
+            try ManagerConfig.load(path: path)
+        }
+        try writeJSON(base.merging(["storage": ["postgres": ["url": "postgres://loupe@db/loupe", "passwordFile": "secrets/db", "tls": "require"]]]) { $1 },
+                      to: path)
+        let postgres = try #require(try ManagerConfig.load(path: path).storage?.postgres)
+        #expect(postgres.passwordFile == folder + "/secrets/db" && postgres.tls == .require)
+        #expect(try postgres.endpoint() == ("db", 5432, "loupe", "loupe"))
+        #expect(throws: StorageSetupError.self) { try postgres.password() }
+        #expect(try PostgresSettings(url: "postgres://loupe@db/loupe").password(environment: ["LOUPE_DATABASE_PASSWORD": "from-env"]) == "from-env")
         let agentPath = folder + "/agent.json"
         try writeJSON(["cameraId": "cam-1", "tls": ["ca": "a", "cert": "b", "key": "c"], "dataDir": "d",
                        "manager": ["address": "m:1", "heartbeatSeconds": "fast"]], to: agentPath)

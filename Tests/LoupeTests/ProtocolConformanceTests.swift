@@ -24,8 +24,8 @@ import LoupeTesting
     }
 
     /// ROIs the manager's training data holds from one camera, read from its file as a second reader would.
-    static func stored(_ manager: ManagerHarness, from camera: String) throws -> Int {
-        try TrainingDataStore(path: manager.config.dataDir + "/training-data.sqlite").count(cameraId: camera)
+    static func stored(_ manager: ManagerHarness, from camera: String) async throws -> Int {
+        try await TrainingDataStore(path: manager.config.dataDir + "/training-data.sqlite").count(cameraId: camera)
     }
 
     static func echo(_ bytes: Int) -> Envelope.OneOf_Body {
@@ -62,7 +62,7 @@ import LoupeTesting
             return
         }
         #expect(ack.status == .stored)
-        #expect(try Self.stored(manager, from: "cam-bye") == 1)
+        #expect(try await Self.stored(manager, from: "cam-bye") == 1)
     }
 
     @Test func thePeersAnnouncedFrameLimitBoundsEveryFrameSentToIt() async throws {
@@ -192,7 +192,7 @@ import LoupeTesting
         }
         #expect(refused.code == .invalidArgument && refused.message.contains("content_sha256"), "\(refused.message)")
         #expect(forbidden.code == .permissionDenied && forbidden.message.hasPrefix("an agent certificate may not send fleet_status_query"), "\(forbidden.message)")
-        #expect(try Self.stored(manager, from: "cam-log") == 0, "the upload sent without a request id was stored")
+        #expect(try await Self.stored(manager, from: "cam-log") == 0, "the upload sent without a request id was stored")
         let logged = try await eventually(timeout: .seconds(5)) {
             !records.warnings(containing: "request refused", "roi_upload", "content_sha256", "cam-log").isEmpty
                 && !records.warnings(containing: "request without a request_id dropped", "roi_upload", "cam-log").isEmpty

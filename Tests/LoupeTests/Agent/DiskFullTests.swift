@@ -81,7 +81,7 @@ import LoupeTesting
         var (stuck, storedWhileFull) = (0, 0)
         _ = try await eventually(timeout: .seconds(10)) {
             stuck = try store.outboxDepth()
-            storedWhileFull = try TrainingDataStore(path: managerData + "/training-data.sqlite").count(cameraId: nil)
+            storedWhileFull = try await TrainingDataStore(path: managerData + "/training-data.sqlite").count(cameraId: nil)
             return storedWhileFull + stuck == total
         }
         #expect(stuck > 0 && stuck < total, "expected the disk to fill part-way through, outbox \(stuck) of \(total)")
@@ -98,7 +98,7 @@ import LoupeTesting
         manager.signal(SIGTERM)
         #expect(await manager.waitForExit() == 0)
         let held = try TrainingDataStore(path: managerData + "/training-data.sqlite")
-        #expect(try held.count(cameraId: nil) == total)
+        #expect(try await held.count(cameraId: nil) == total)
         #expect(Set(try held.contentHashes()).count == total)
         #expect(try Self.integrity(managerData + "/training-data.sqlite") == "ok")
         print("disk full, manager: \(total - stuck) of \(total) ROIs stored before the disk filled, \(stuck) refused and kept by the agent, all \(total) stored once after the remount")

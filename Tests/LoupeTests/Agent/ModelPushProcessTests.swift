@@ -128,7 +128,7 @@ import LoupeTesting
         #expect(installedHere, "the trained model never reached the camera:\n\(agent.log)")
         let registry = try ModelRegistry(directory: managerData, signingKeyPath: managerData + "/model-signing.key")
         #expect(try registry.version(version).inspectionType == "disc")
-        #expect(try TrainingDataStore(path: managerData + "/training-data.sqlite").count() == 12)
+        #expect(try await TrainingDataStore(path: managerData + "/training-data.sqlite").count() == 12)
         // The camera's live pipeline now runs it.
         let (_, live) = try await call(address, "GET", "/api/v1/live", token: token)
         #expect((live as? [String: Any])?["modelVersion"] as? String == version)

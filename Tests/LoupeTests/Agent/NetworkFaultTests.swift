@@ -34,10 +34,11 @@ import LoupeTesting
         //    the connection and try new ones, and lose nothing meanwhile.
         proxy.mode = .stall
         let stalledAt = ContinuousClock.now
-        let atStall = proxy.counters
         // Acknowledgements that passed the proxy just before may still be
-        // committing on the agent; give them a second (less than the timeout).
+        // committing on the agent, and a chunk the proxy read just before the
+        // switch may still be counted; give them a second (less than the timeout).
         try await Task.sleep(for: .seconds(1))
+        let atStall = proxy.counters
         let depthAtStall = try store.outboxDepth()
         let noticed = try await eventually(timeout: .seconds(15)) { proxy.counters.connections > atStall.connections }
         let noticedAfter = ContinuousClock.now - stalledAt
@@ -69,7 +70,7 @@ import LoupeTesting
         #expect(drained, "the outbox never drained:\n\(agent.log)\n\(manager.log)")
         #expect(proxy.counters.resets >= 2)
 
-        try await SyncProcessTests.stopAndExpectStoredOnce(agent: agent, manager: manager, pki: pki, total: total, camera: "cam-net")
+        try await SyncProcessTests.stopAndExpectStoredOnce(agent: agent, manager: manager, backend: try StoreBackend(.sqlite, folder: pki.dir + "/manager-data"), total: total, camera: "cam-net")
         print("network faults: \(proxy.counters.connections) connections through the proxy, \(proxy.counters.resets) reset, \(total)/\(total) ROIs stored once")
     }
 

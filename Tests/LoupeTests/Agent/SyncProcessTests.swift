@@ -2,10 +2,12 @@ import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
+import Logging
 import LoupeAgent
 import LoupeImaging
 import LoupeManager
 import LoupePKI
+import LoupeProto
 import LoupeWire
 import Testing
 import LoupeTesting
@@ -42,14 +44,16 @@ import LoupeTesting
         try writeAgentConfig(pki: pki, camera: camera, port: port, dataDir: dataDir, manager: ["uploadBytesPerSecond": uploadCap])
     }
 
-    @Test func theOutboxArrivesExactlyOnceAcrossAManagerKillAndAnAgentKill() async throws {
+    /// On either backend: SQLite files in the manager's data folder, or the tests' own PostgreSQL server.
+    @Test(arguments: StoreBackend.all) func theOutboxArrivesExactlyOnceAcrossAManagerKillAndAnAgentKill(_ kind: StoreBackend.Kind) async throws {
         let pki = try TestPKI()
         let total = 40
         let dataDir = pki.dir + "/agent-sync-data"
         let store = try Self.seedAgentStore(dataDir, count: total)
         #expect(try store.outboxDepth() == total)
 
-        let setup = try ManagerProcessSetup(pki: pki)
+        let backend = try StoreBackend(kind, folder: pki.dir + "/manager-data")
+        let setup = try ManagerProcessSetup(pki: pki, extra: backend.managerConfig)
         var (manager, port) = try await setup.start()
         // About 1.3 KB per upload at 4 KB/s: the sync takes ~13 s, long enough to interrupt twice.
         let config = try agentConfig(pki: pki, camera: "cam-sync", port: port, dataDir: dataDir, uploadCap: 4096)
@@ -62,7 +66,7 @@ import LoupeTesting
         _ = await manager.waitForExit()
         let leftAtManagerKill = try store.outboxDepth()
         #expect(leftAtManagerKill > 0, "the sync finished before the manager could be interrupted")
-        (manager, _) = try await ManagerProcessSetup(pki: pki, port: port).start()
+        (manager, _) = try await ManagerProcessSetup(pki: pki, port: port, extra: backend.managerConfig).start()
 
         // 2. Kill the agent outright part-way through the rest, and restart it.
         let further = try await eventually(timeout: .seconds(30)) { try store.outboxDepth() <= leftAtManagerKill - 5 }
@@ -74,20 +78,63 @@ import LoupeTesting
 
         let drained = try await eventually(timeout: .seconds(60)) { try store.outboxDepth() == 0 }
         #expect(drained, "the outbox never drained:\n\(agent.log)\n\(manager.log)")
-        try await Self.stopAndExpectStoredOnce(agent: agent, manager: manager, pki: pki, total: total, camera: "cam-sync")
+        try await Self.stopAndExpectStoredOnce(agent: agent, manager: manager, backend: backend, total: total, camera: "cam-sync")
+        // The camera the restarted manager saw is in the fleet store for the next one.
+        #expect(try await backend.fleet().load().contains { $0.cameraID == "cam-sync" })
     }
 
-    /// Stops both processes gracefully, then checks the manager's store holds
-    /// exactly `total` labelled ROIs from `camera`: none lost, none doubled.
-    static func stopAndExpectStoredOnce(agent: LoupeProcess, manager: LoupeProcess, pki: TestPKI, total: Int, camera: String) async throws {
+    /// The database server is killed (SIGKILL) part-way through a sync and
+    /// started again: the manager refuses uploads by name while it is gone
+    /// (UNAVAILABLE, the agent keeps them in its outbox), reconnects by itself,
+    /// and every ROI ends stored exactly once.
+    @Test func aDatabaseRestartDuringSyncLosesNothing() async throws {
+        let pki = try TestPKI()
+        let total = 30
+        let dataDir = pki.dir + "/agent-pg-data"
+        let store = try Self.seedAgentStore(dataDir, count: total)
+        // A server of its own: killing the shared one would fail the other tests using it.
+        let server = try PostgresServer(folder: NSTemporaryDirectory() + "loupe-pg-restart-\(UUID().uuidString.prefix(8))")
+        defer { server.stop(); try? FileManager.default.removeItem(atPath: server.folder) }
+        let settings = try server.createDatabase()
+        let storage: [String: Any] = ["storage": ["postgres": ["url": settings.url, "passwordFile": settings.passwordFile ?? ""]]]
+        let (manager, port) = try await ManagerProcessSetup(pki: pki, extra: storage).start()
+        let config = try agentConfig(pki: pki, camera: "cam-pg", port: port, dataDir: dataDir, uploadCap: 4096)
+        let agent = try LoupeProcess(["agent", "--config", config], log: pki.dir + "/agent-pg.log")
+
+        let started = try await eventually(timeout: .seconds(30)) { try store.outboxDepth() <= total - 6 }
+        #expect(started, "the outbox did not start draining:\n\(agent.log)\n\(manager.log)")
+        server.kill()
+        // While it is down the outbox does not drain, and the manager stays up saying why.
+        try await Task.sleep(for: .seconds(3))
+        let heldWhileDown = try store.outboxDepth()
+        #expect(heldWhileDown > 0)
+        #expect(manager.process.isRunning, "the manager died with its database:\n\(manager.log)")
+        try server.start()
+        let drained = try await eventually(timeout: .seconds(60)) { try store.outboxDepth() == 0 }
+        #expect(drained, "the outbox never drained after the database came back:\n\(agent.log)\n\(manager.log)")
+        #expect(manager.log.contains("database"), "the manager's log never named the database:\n\(manager.log)")
         agent.signal(SIGTERM)
         #expect(await agent.waitForExit() == 0)
         manager.signal(SIGTERM)
         #expect(await manager.waitForExit() == 0)
-        let held = try TrainingDataStore(path: pki.dir + "/manager-data/training-data.sqlite")
-        #expect(try held.count() == total)
-        #expect(try held.count(cameraId: camera) == total)
-        #expect(Set(try held.contentHashes()).count == total)
+        let database = try await PostgresDatabase.open(settings, logger: Logger(label: "check"))
+        defer { database.close() }
+        let held = try await PostgresTrainingDataStore(database: database)
+        #expect(try await held.count(cameraId: "cam-pg") == total)
+        #expect(Set(try await held.contentHashes()).count == total)
+    }
+
+    /// Stops both processes gracefully, then checks the manager's store holds
+    /// exactly `total` labelled ROIs from `camera`: none lost, none doubled.
+    static func stopAndExpectStoredOnce(agent: LoupeProcess, manager: LoupeProcess, backend: StoreBackend, total: Int, camera: String) async throws {
+        agent.signal(SIGTERM)
+        #expect(await agent.waitForExit() == 0)
+        manager.signal(SIGTERM)
+        #expect(await manager.waitForExit() == 0)
+        let held = try await backend.trainingData()
+        #expect(try await held.count() == total)
+        #expect(try await held.count(cameraId: camera) == total)
+        #expect(Set(try await held.contentHashes()).count == total)
     }
 }
 

@@ -1,0 +1,181 @@
+import Foundation
+import Logging
+import LoupeStorage
+import LoupeWire
+import NIOSSL
+import PostgresNIO
+
+/// Where and how a manager reaches its PostgreSQL database (`storage` in the
+/// manager config). The URL names the server, the user and the database and
+/// never a password: that comes from `passwordFile` (mode 0600) or the
+/// environment variable `LOUPE_DATABASE_PASSWORD`, never from a command line.
+public struct PostgresSettings: Codable, Sendable, Equatable {
+    public enum TLSMode: String, Codable, Sendable {
+        /// No TLS: a database on the same host or a private network segment.
+        case disable
+        /// TLS required, the server's certificate checked against `caFile` (or the system's roots) and its host name.
+        case require
+    }
+
+    /// `postgres://USER@HOST:PORT/DATABASE`.
+    public var url: String
+    public var passwordFile: String?
+    public var tls: TLSMode?
+    public var caFile: String?
+    /// Connections the manager keeps open at most (default 8).
+    public var maxConnections: Int?
+
+    public init(url: String, passwordFile: String? = nil, tls: TLSMode? = nil, caFile: String? = nil, maxConnections: Int? = nil) {
+        (self.url, self.passwordFile, self.tls, self.caFile, self.maxConnections) = (url, passwordFile, tls, caFile, maxConnections)
+    }
+
+    /// The environment variable a password may come from instead of a file.
+    public static let passwordVariable = "LOUPE_DATABASE_PASSWORD"
+
+    /// The URL's parts, each refusal naming what is wrong.
+    public func endpoint() throws(StorageSetupError) -> (host: String, port: Int, user: String, database: String) {
+        guard let parts = URLComponents(string: url), ["postgres", "postgresql"].contains(parts.scheme ?? "") else {
+            throw .invalid("storage url \"\(url.prefix(80))\" must read postgres://USER@HOST:PORT/DATABASE")
+        }
+        guard parts.password == nil else {
+            throw .invalid("storage url must not carry a password; give passwordFile or set \(Self.passwordVariable)")
+        }
+        guard let host = parts.host, !host.isEmpty, let user = parts.user, !user.isEmpty else {
+            throw .invalid("storage url \"\(url.prefix(80))\" must name a user and a host (postgres://USER@HOST:PORT/DATABASE)")
+        }
+        let database = String(parts.path.drop { $0 == "/" })
+        guard !database.isEmpty, !database.contains("/") else {
+            throw .invalid("storage url \"\(url.prefix(80))\" must name one database after the host")
+        }
+        return (host, parts.port ?? 5432, user, database)
+    }
+
+    /// The password, from the file or the environment; nil when neither gives one (trust or peer authentication).
+    public func password(environment: [String: String] = ProcessInfo.processInfo.environment) throws(StorageSetupError) -> String? {
+        if let passwordFile {
+            do {
+                let text = try String(contentsOfFile: passwordFile, encoding: .utf8)
+                return text.trimmingCharacters(in: .newlines)
+            } catch {
+                throw .invalid("storage passwordFile \(passwordFile) cannot be read: \(error.localizedDescription)")
+            }
+        }
+        return environment[Self.passwordVariable]
+    }
+}
+
+/// Why the manager's storage could not be set up.
+public enum StorageSetupError: Error, Equatable, CustomStringConvertible {
+    case invalid(String)
+    case unreachable(String)
+
+    public var description: String {
+        switch self {
+        case .invalid(let why): "storage: \(why)"
+        case .unreachable(let why): "storage: the database cannot be reached: \(why)"
+        }
+    }
+}
+
+/// One PostgreSQL database shared by the manager's stores: a connection
+/// pool (postgres-nio's `PostgresClient`, run by a task of its own for as
+/// long as this object lives) and numbered migrations per component, applied
+/// under an advisory lock so managers starting together migrate once.
+public final class PostgresDatabase: Sendable {
+    let client: PostgresClient
+    let logger: Logger
+    public let description: String
+    private let runner: Task<Void, Never>
+
+    /// Connects and checks the database answers, within `timeout`.
+    public static func open(_ settings: PostgresSettings, logger: Logger, timeout: Duration = .seconds(10)) async throws(StorageSetupError) -> PostgresDatabase {
+        let (host, port, user, database) = try settings.endpoint()
+        let password = try settings.password()
+        var tlsConfiguration: TLSConfiguration?
+        if settings.tls == .require {
+            var configuration = TLSConfiguration.makeClientConfiguration()
+            if let caFile = settings.caFile {
+                do { configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(caFile)) } catch {
+                    throw .invalid("storage caFile \(caFile): \(error)")
+                }
+            }
+            tlsConfiguration = configuration
+        }
+        let description = "postgres://\(user)@\(host):\(port)/\(database)"
+        // One direct connection first: the pool retries a refused connection or a wrong password forever, while
+        // the operator starting a manager needs the server's own reason at once.
+        do {
+            let tls: PostgresConnection.Configuration.TLS = try tlsConfiguration.map { .require(try NIOSSLContext(configuration: $0)) } ?? .disable
+            var check = PostgresConnection.Configuration(host: host, port: port, username: user, password: password, database: database, tls: tls)
+            check.options.connectTimeout = .seconds(Int64(max(1, timeout.seconds)))
+            let connection = try await PostgresConnection.connect(configuration: check, id: 0, logger: logger)
+            _ = try await connection.query("SELECT 1", logger: logger)
+            try await connection.close()
+        } catch {
+            throw .unreachable("\(description): \(Self.describe(error))")
+        }
+        var configuration = PostgresClient.Configuration(host: host, port: port, username: user, password: password, database: database,
+                                                         tls: tlsConfiguration.map { .require($0) } ?? .disable)
+        configuration.options.maximumConnections = max(1, settings.maxConnections ?? 8)
+        configuration.options.connectTimeout = .seconds(Int64(max(1, timeout.seconds)))
+        return PostgresDatabase(client: PostgresClient(configuration: configuration, backgroundLogger: logger), logger: logger, description: description)
+    }
+
+    private init(client: PostgresClient, logger: Logger, description: String) {
+        self.client = client
+        self.logger = logger
+        self.description = description
+        runner = Task { await client.run() }
+    }
+
+    deinit { runner.cancel() }
+
+    /// Closes every connection; the object is unusable afterwards.
+    public func close() { runner.cancel() }
+
+    /// Applies `migrations` (a name and its SQL statements) of `component` that this database has not had yet, in order, in one
+    /// transaction under one advisory lock (all or none). Released migrations are never edited; changes get a new one.
+    public func migrate(_ component: String, _ migrations: [(name: String, statements: [String])]) async throws {
+        let logger = self.logger
+        try await client.withTransaction(logger: logger) { connection in
+            // One lock for every manager of this database: whoever comes second waits and then finds all applied.
+            try await connection.query("SELECT pg_advisory_xact_lock(\(Self.migrationLock))", logger: logger)
+            try await connection.query("""
+                CREATE TABLE IF NOT EXISTS loupe_migration (
+                    component text NOT NULL, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now(),
+                    PRIMARY KEY (component, name))
+                """, logger: logger)
+            var applied = Set<String>()
+            for try await name in try await connection.query("SELECT name FROM loupe_migration WHERE component = \(component)", logger: logger)
+                .decode(String.self) {
+                applied.insert(name)
+            }
+            for migration in migrations where !applied.contains(migration.name) {
+                for statement in migration.statements { try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger) }
+                try await connection.query("INSERT INTO loupe_migration (component, name) VALUES (\(component), \(migration.name))", logger: logger)
+                logger.info("database migrated", metadata: ["component": "\(component)", "migration": "\(migration.name)"])
+            }
+        }
+    }
+
+    /// The advisory lock key migrations hold ("loupe" in ASCII).
+    static let migrationLock: Int64 = 0x6C_6F_75_70_65
+
+    /// An error's full text: postgres-nio's own description hides the server's message on purpose (it may hold
+    /// data); the manager's log and the operator need it.
+    static func describe(_ error: any Error) -> String {
+        if let error = error as? PSQLError {
+            if let message = error.serverInfo?[.message] {
+                let state = error.serverInfo?[.sqlState].map { " (SQLSTATE \($0))" } ?? ""
+                return message + state
+            }
+            return "\(error.code)" + (error.underlying.map { ": \($0)" } ?? "")
+        }
+        return "\(error)"
+    }
+
+    /// True when the server said its disk is full (SQLSTATE 53100).
+    static func isDiskFull(_ error: any Error) -> Bool {
+        (error as? PSQLError)?.serverInfo?[.sqlState] == "53100"
+    }
+}

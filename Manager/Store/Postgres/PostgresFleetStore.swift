@@ -1,0 +1,62 @@
+import Foundation
+import LoupeProto
+import PostgresNIO
+import SwiftProtobuf
+
+/// The cameras the manager has seen (`FleetStoring`) in PostgreSQL: the same
+/// record as `FleetStore`'s SQLite row, one per camera id, written by
+/// whichever manager the camera is connected to.
+public final class PostgresFleetStore: Sendable {
+    private let database: PostgresDatabase
+
+    public init(database: PostgresDatabase) async throws {
+        self.database = database
+        try await database.migrate("fleet", [
+            ("1 cameras", [
+                """
+                CREATE TABLE camera (
+                    camera_id text PRIMARY KEY, first_seen_unix_ms bigint NOT NULL, last_seen_unix_ms bigint NOT NULL,
+                    address text NOT NULL, software_version text NOT NULL, inspection_type text NOT NULL,
+                    model_version text NOT NULL, recipe_version text NOT NULL, status bytea NOT NULL)
+                """,
+                "CREATE INDEX camera_inspection_type ON camera (inspection_type)",
+            ]),
+        ])
+    }
+
+    /// Writes one camera's record, as given (the registry decides first and last seen).
+    public func save(_ camera: Loupe_V1_CameraStatus) async throws {
+        let status: Data = try camera.status.serializedData()
+        try await database.client.query("""
+            INSERT INTO camera (camera_id, first_seen_unix_ms, last_seen_unix_ms, address, software_version, inspection_type,
+                                model_version, recipe_version, status)
+            VALUES (\(camera.cameraID), \(Int64(camera.firstSeenUnixMs)), \(Int64(camera.lastSeenUnixMs)), \(camera.address),
+                    \(camera.softwareVersion), \(camera.status.inspectionType), \(camera.status.modelVersion),
+                    \(camera.status.recipeVersion), \(status))
+            ON CONFLICT (camera_id) DO UPDATE SET
+                first_seen_unix_ms = EXCLUDED.first_seen_unix_ms,
+                last_seen_unix_ms = EXCLUDED.last_seen_unix_ms, address = EXCLUDED.address,
+                software_version = EXCLUDED.software_version, inspection_type = EXCLUDED.inspection_type,
+                model_version = EXCLUDED.model_version, recipe_version = EXCLUDED.recipe_version, status = EXCLUDED.status
+            """, logger: database.logger)
+    }
+
+    public func load() async throws -> [Loupe_V1_CameraStatus] {
+        var cameras: [Loupe_V1_CameraStatus] = []
+        let rows = try await database.client.query(
+            "SELECT camera_id, first_seen_unix_ms, last_seen_unix_ms, address, software_version, status FROM camera ORDER BY camera_id",
+            logger: database.logger)
+        for try await (id, first, last, address, software, status) in rows.decode((String, Int64, Int64, String, String, Data).self) {
+            var camera = Loupe_V1_CameraStatus()
+            camera.cameraID = id
+            camera.online = false
+            camera.firstSeenUnixMs = UInt64(max(0, first))
+            camera.lastSeenUnixMs = UInt64(max(0, last))
+            camera.address = address
+            camera.softwareVersion = software
+            camera.status = (try? Loupe_V1_AgentStatus(serializedBytes: status)) ?? Loupe_V1_AgentStatus()
+            cameras.append(camera)
+        }
+        return cameras
+    }
+}

@@ -1,0 +1,63 @@
+import Foundation
+import Logging
+import LoupeManager
+import LoupeTesting
+import Testing
+
+/// Where a store suite's stores live: the SQLite files of a fresh folder, or
+/// a fresh database on the tests' own PostgreSQL server. Each `open` is a new
+/// store object on the same place, as a restarted (or a second) manager opens it.
+final class StoreBackend: @unchecked Sendable, CustomTestStringConvertible {
+    enum Kind: String, CaseIterable, Sendable { case sqlite, postgres }
+    let kind: Kind
+    let folder: String
+    private(set) var settings: PostgresSettings?
+    private var databases: [PostgresDatabase] = []
+    private let lock = NSLock()
+
+    var testDescription: String { kind.rawValue }
+
+    private let ownsFolder: Bool
+
+    /// `folder` is where the SQLite files are (a manager's `dataDir`); a fresh temporary folder when nil.
+    init(_ kind: Kind, folder: String? = nil) throws {
+        self.kind = kind
+        ownsFolder = folder == nil
+        self.folder = folder ?? NSTemporaryDirectory() + "loupe-store-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: self.folder, withIntermediateDirectories: true)
+        if kind == .postgres { settings = try PostgresServer.shared().createDatabase() }
+    }
+
+    deinit {
+        for database in databases { database.close() }
+        if ownsFolder { try? FileManager.default.removeItem(atPath: folder) }
+    }
+
+    /// The manager config keys that put a manager's stores here (none for SQLite: its `dataDir` is `folder`).
+    var managerConfig: [String: Any] {
+        guard let settings else { return [:] }
+        return ["storage": ["postgres": ["url": settings.url, "passwordFile": settings.passwordFile ?? ""]]]
+    }
+
+    private func database() async throws -> PostgresDatabase {
+        let database = try await PostgresDatabase.open(settings!, logger: Logger(label: "store-test"))
+        lock.withLock { databases.append(database) }
+        return database
+    }
+
+    func trainingData() async throws -> any TrainingDataStoring {
+        switch kind {
+        case .sqlite: try TrainingDataStore(path: folder + "/training-data.sqlite")
+        case .postgres: try await PostgresTrainingDataStore(database: database())
+        }
+    }
+
+    func fleet() async throws -> any FleetStoring {
+        switch kind {
+        case .sqlite: try FleetStore(path: folder + "/fleet.sqlite")
+        case .postgres: try await PostgresFleetStore(database: database())
+        }
+    }
+
+    static var all: [StoreBackend.Kind] { Kind.allCases }
+}
