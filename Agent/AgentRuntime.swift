@@ -160,7 +160,7 @@ public final class AgentRuntime: Sendable {
             guard alignment.aligned else {
                 throw StoreError.invalid("the part was not found in the frame (alignment score \(String(format: "%.2f", alignment.score)))")
             }
-            image = try frame.warped(by: alignment.pose.inverse, width: frame.width, height: frame.height)
+            image = frame.warped(by: alignment.pose.inverse)
             source += " aligned"
         }
         let png = try PNGCodec.encode(image)

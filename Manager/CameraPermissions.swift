@@ -42,6 +42,8 @@ public final class CameraPermissions: Sendable {
             }
             return
         }
+        // Its own type, once decided, needs no read of the store: the common case, every upload.
+        if pinned.withLock({ $0[camera] }) == type { return }
         let held: Set<String>
         do { held = try await typesHeld() } catch { throw .refused(code: .unavailable, message: "cannot read camera \(camera)'s training data: \(error)") }
         let own = pinned.withLock { pins -> String in

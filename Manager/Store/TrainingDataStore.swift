@@ -289,12 +289,12 @@ public final class TrainingDataStore: Sendable {
     }
 
     /// One held ROI as training reads it: its names, and its PNGs when asked for.
-    struct DatasetRow {
+    struct DatasetRow: Sendable {
         var contentSHA256: String
         var cameraId: String
         var classNames: String
         var receivedAt: Date
-        var pngs: () throws -> (image: Data, mask: Data)
+        var pngs: @Sendable () throws -> (image: Data, mask: Data)
     }
 
     /// The training set from rows sorted by content hash, whichever database they came from: decoded images,
@@ -398,6 +398,32 @@ public final class TrainingDataStore: Sendable {
             return Self.classPixelsJSON(try PNGCodec.decode(png).gray8.samples, classes: 0)
         } catch {
             throw .database("ROI \(contentSHA256.prefix(12)): \(error)")
+        }
+    }
+
+    /// Up to `limit` rows after content hash `after` (in hash order), each with its PNG bytes and class pixel
+    /// counts filled in: what `loupe manager migrate` copies.
+    public func export(after: String?, limit: Int) async throws(TrainingDataError) -> [StoredROI] {
+        try await BlockingIO.run { () throws(TrainingDataError) in
+            let rows: [StoredROI]
+            do {
+                rows = try self.pool.read { db in
+                    try StoredROI.filter(Column("contentSHA256") > (after ?? "")).order(Column("contentSHA256")).limit(limit).fetchAll(db)
+                }
+            } catch {
+                throw .database("\(error)")
+            }
+            return try rows.map { (row) throws(TrainingDataError) -> StoredROI in
+                var full = row
+                do {
+                    if let hash = row.imageSHA256 { full.imagePNG = try self.blobs.get(hash) }
+                    if let hash = row.maskSHA256 { full.maskPNG = try self.blobs.get(hash) }
+                } catch {
+                    throw .database("ROI \(row.contentSHA256.prefix(12)): its PNG blob cannot be read: \(error)")
+                }
+                if full.classPixels == nil { full.classPixels = try self.maskClassPixels(row.contentSHA256) }
+                return full
+            }
         }
     }
 

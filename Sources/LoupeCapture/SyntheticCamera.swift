@@ -108,13 +108,13 @@ public final class SyntheticCamera: FrameSource {
             shift: (Double.random(in: -c.maxShift...c.maxShift, using: &generator), Double.random(in: -c.maxShift...c.maxShift, using: &generator))
         )
         var part = reference
-        var mask = try! Image8(width: c.width, height: c.height)
+        var mask = Image8(validWidth: c.width, height: c.height)
         let count = Int.random(in: c.defectsPerFrame, using: &generator)
         for _ in 0..<count {
             plantDefect(in: &part, mask: &mask, generator: &generator)
         }
-        var image = try! part.warped(by: pose, width: c.width, height: c.height, fill: 24)
-        let movedMask = try! mask.warpedNearest(by: pose, width: c.width, height: c.height)
+        var image = part.warped(by: pose, fill: 24)
+        let movedMask = mask.warpedNearest(by: pose)
         if c.noise > 0 {
             for index in image.samples.indices {
                 let gaussian = (Double.random(in: 0..<1, using: &generator) + Double.random(in: 0..<1, using: &generator)
@@ -194,7 +194,7 @@ public final class SyntheticCamera: FrameSource {
     /// The part: a brushed plate with drilled holes and an asymmetric
     /// engraved mark, on a dark belt.
     private static func renderPart(width: Int, height: Int, generator: inout SeededGenerator) -> (Image8, features: Image8) {
-        var image = try! Image8(width: width, height: height, fill: 24)
+        var image = Image8(validWidth: width, height: height, fill: 24)
         let plate = PixelRect(x: width / 8, y: height / 8, width: width * 3 / 4, height: height * 3 / 4)
         // Brushed texture: each row has its own slowly varying brightness.
         var rowShade = [Double](repeating: 0, count: height)
@@ -215,7 +215,7 @@ public final class SyntheticCamera: FrameSource {
                 image[x, y] = UInt8(max(0, min(255, 150 + rowShade[y] + noise)))
             }
         }
-        var features = try! Image8(width: width, height: height)
+        var features = Image8(validWidth: width, height: height)
         // Holes near three corners (not the fourth), so the pose is unambiguous.
         let holes = [(0.12, 0.15, 0.035), (0.88, 0.18, 0.03), (0.15, 0.85, 0.045), (0.5, 0.5, 0.06), (0.7, 0.62, 0.025)]
         for (u, v, r) in holes {

@@ -104,7 +104,7 @@ extension Raster {
         let turns = ((quarterTurns % 4) + 4) % 4
         guard turns != 0 else { return self }
         if turns == 2 { return flippedHorizontally().flippedVertically() }
-        var out = try! Raster(width: height, height: width, channels: channels)
+        var out = Raster(validWidth: height, height: width, channels: channels)
         for y in 0..<height {
             for x in 0..<width {
                 let (nx, ny) = turns == 1 ? (height - 1 - y, x) : (y, width - 1 - x)
@@ -135,8 +135,18 @@ extension Raster where Sample == UInt8 {
     /// An image of `width` x `height` whose pixel p is this image at
     /// `transform.inverse(p)`: the picture moved by `transform`. Bilinear; `fill` outside.
     public func warped(by transform: SimilarityTransform, width outWidth: Int, height outHeight: Int, fill: UInt8 = 0) throws -> Raster {
+        warped(by: transform, into: try Raster(width: outWidth, height: outHeight, channels: channels, fill: fill), fill: fill)
+    }
+
+    /// `warped` into a picture of this one's own size (which cannot fail).
+    public func warped(by transform: SimilarityTransform, fill: UInt8 = 0) -> Raster {
+        warped(by: transform, into: Raster(validWidth: width, height: height, channels: channels, fill: fill), fill: fill)
+    }
+
+    private func warped(by transform: SimilarityTransform, into blank: Raster, fill: UInt8) -> Raster {
         let inverse = transform.inverse
-        var out = try Raster(width: outWidth, height: outHeight, channels: channels, fill: fill)
+        var out = blank
+        let outWidth = out.width, outHeight = out.height
         let c = inverse.scale * cos(inverse.angle), s = inverse.scale * sin(inverse.angle)
         let width = self.width, height = self.height, channels = self.channels
         samples.withUnsafeBufferPointer { source in
@@ -175,10 +185,19 @@ extension Raster where Sample == UInt8 {
     /// Like `warped`, but each output pixel takes its nearest source pixel:
     /// for label masks, whose values are classes, not intensities.
     public func warpedNearest(by transform: SimilarityTransform, width outWidth: Int, height outHeight: Int, fill: UInt8 = 0) throws -> Raster {
+        warpedNearest(by: transform, into: try Raster(width: outWidth, height: outHeight, channels: channels, fill: fill))
+    }
+
+    /// `warpedNearest` into a mask of this one's own size (which cannot fail).
+    public func warpedNearest(by transform: SimilarityTransform, fill: UInt8 = 0) -> Raster {
+        warpedNearest(by: transform, into: Raster(validWidth: width, height: height, channels: channels, fill: fill))
+    }
+
+    private func warpedNearest(by transform: SimilarityTransform, into blank: Raster) -> Raster {
         let inverse = transform.inverse
-        var out = try Raster(width: outWidth, height: outHeight, channels: channels, fill: fill)
-        for y in 0..<outHeight {
-            for x in 0..<outWidth {
+        var out = blank
+        for y in 0..<out.height {
+            for x in 0..<out.width {
                 let (sx, sy) = inverse.apply(Double(x), Double(y))
                 let ix = Int(sx.rounded()), iy = Int(sy.rounded())
                 guard ix >= 0, iy >= 0, ix < width, iy < height else { continue }

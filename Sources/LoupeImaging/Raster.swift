@@ -32,6 +32,28 @@ public struct Raster<Sample: FixedWidthInteger & UnsignedInteger & Sendable>: Se
         self.samples = samples
     }
 
+    /// For a size already known to be valid (taken from another raster, a
+    /// checked rectangle or a model's output): an invalid one here is a
+    /// programming error, stopped with its reason, not a failure a caller
+    /// could handle, so this does not throw.
+    public init(validWidth width: Int, height: Int, channels: Int = 1, fill: Sample = 0) {
+        precondition(width > 0 && height > 0 && (channels == 1 || channels == 3), "raster \(width)x\(height)x\(channels) is not a valid size")
+        self.width = width
+        self.height = height
+        self.channels = channels
+        self.samples = Array(repeating: fill, count: width * height * channels)
+    }
+
+    /// Existing samples at a size already known to be valid (see `init(validWidth:height:channels:fill:)`).
+    public init(validWidth width: Int, height: Int, channels: Int = 1, samples: [Sample]) {
+        precondition(width > 0 && height > 0 && (channels == 1 || channels == 3) && samples.count == width * height * channels,
+                     "\(samples.count) samples do not make a \(width)x\(height)x\(channels) raster")
+        self.width = width
+        self.height = height
+        self.channels = channels
+        self.samples = samples
+    }
+
     public subscript(x: Int, y: Int, channel: Int = 0) -> Sample {
         get { samples[(y * width + x) * channels + channel] }
         set { samples[(y * width + x) * channels + channel] = newValue }
@@ -84,9 +106,9 @@ public enum DecodedImage: Sendable, Equatable {
                     grey[index] = UInt8((r * 299 + g * 587 + b * 114 + 500) / 1000)
                 }
             }
-            return try! Image8(width: image.width, height: image.height, samples: grey)
+            return Image8(validWidth: image.width, height: image.height, samples: grey)
         case .gray16(let image):
-            return try! Image8(width: image.width, height: image.height, samples: image.samples.map { UInt8($0 >> 8) })
+            return Image8(validWidth: image.width, height: image.height, samples: image.samples.map { UInt8($0 >> 8) })
         }
     }
 }

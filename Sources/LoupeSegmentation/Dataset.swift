@@ -73,7 +73,7 @@ public struct SegmentationDataset: Sendable {
         case .rgb8(let image): return image
         default:
             let grey = decoded.gray8
-            return try! Image8(width: grey.width, height: grey.height, channels: 3, samples: grey.samples.flatMap { [$0, $0, $0] })
+            return Image8(validWidth: grey.width, height: grey.height, channels: 3, samples: grey.samples.flatMap { [$0, $0, $0] })
         }
     }
 

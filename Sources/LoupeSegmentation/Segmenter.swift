@@ -22,7 +22,7 @@ public struct Segmentation: Sendable, Equatable {
     public func mask(threshold: Float) -> Image8 {
         var samples = classes
         for i in samples.indices where samples[i] != 0 && confidence[i] < threshold { samples[i] = 0 }
-        return try! Image8(width: width, height: height, samples: samples)
+        return Image8(validWidth: width, height: height, samples: samples)
     }
 }
 

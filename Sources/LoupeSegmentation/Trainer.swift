@@ -355,8 +355,8 @@ public struct Trainer {
             if a.rotationDegrees > 0 {
                 let angle = Double(random.uniform(Float(-a.rotationDegrees), Float(a.rotationDegrees))) * .pi / 180
                 let transform = SimilarityTransform.rotation(angle, about: (Double(image.width) / 2, Double(image.height) / 2))
-                image = (try? image.warped(by: transform, width: image.width, height: image.height, fill: Self.edgeFill(image))) ?? image
-                mask = (try? mask.warpedNearest(by: transform, width: mask.width, height: mask.height, fill: 0)) ?? mask
+                image = image.warped(by: transform, fill: Self.edgeFill(image))
+                mask = mask.warpedNearest(by: transform)
             }
             let x0 = image.width > size ? random.below(image.width - size + 1) : 0
             let y0 = image.height > size ? random.below(image.height - size + 1) : 0

@@ -157,7 +157,7 @@ public enum MaskTools {
             let box = PixelRect(x: max(0, bounds.x - margin), y: max(0, bounds.y - margin),
                                 width: min(width, bounds.x + bounds.width + margin) - max(0, bounds.x - margin),
                                 height: min(height, bounds.y + bounds.height + margin) - max(0, bounds.y - margin))
-            var local = try! Image8(width: box.width, height: box.height)
+            var local = Image8(validWidth: box.width, height: box.height)
             for y in 0..<box.height {
                 for x in 0..<box.width where region[(box.y + y) * width + box.x + x] == Int32(number) { local[x, y] = 1 }
             }

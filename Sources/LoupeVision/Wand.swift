@@ -35,7 +35,7 @@ public struct Wand: Sendable {
     public func select(_ image: Image8, x: Int, y: Int, tolerance: Double) -> Image8 {
         let grey = image.channels == 1 ? image : DecodedImage.rgb8(image).gray8
         let width = grey.width, height = grey.height
-        var selection = try! Image8(width: width, height: height)
+        var selection = Image8(validWidth: width, height: height)
         guard x >= 0, y >= 0, x < width, y < height else { return selection }
         let tolerance = max(0, min(1, tolerance))
         // Each pixel's departure from the part's local surface: defects are
@@ -60,7 +60,7 @@ public struct Wand: Sendable {
             // seldom even, and a darker (or brighter) part of it is still it.
             let near = abs(patchDeparture) * Float(1 - tolerance), far = abs(patchDeparture) * Float(1 + 2 * tolerance)
             let sign: Float = patchDeparture < 0 ? -1 : 1
-            var band = try! Image8(width: width, height: height)
+            var band = Image8(validWidth: width, height: height)
             for index in residual.indices {
                 let departure = residual[index] * sign
                 if departure >= near && departure <= far { band.samples[index] = 1 }
@@ -78,7 +78,7 @@ public struct Wand: Sendable {
             }
             let level = median(around.map { Float(grey.samples[$0.1 * width + $0.0]) })
             let reach = abs(median(ringValues) - level) * Float(tolerance)
-            var band = try! Image8(width: width, height: height)
+            var band = Image8(validWidth: width, height: height)
             for index in grey.samples.indices where abs(Float(grey.samples[index]) - level) <= reach { band.samples[index] = 1 }
             inside = band
         }

@@ -133,6 +133,32 @@ public final class PostgresDatabase: Sendable {
     /// Closes every connection; the object is unusable afterwards.
     public func close() { runner.cancel() }
 
+    /// How long a store call waits for the database (a connection, then the answer) before it fails by name: an
+    /// upload is then refused UNAVAILABLE and stays in the agent's outbox, instead of hanging while the pool
+    /// reconnects. A statement that did reach the server may still commit; its retry is then a duplicate, stored once.
+    public static let answerWithin = Duration.seconds(5)
+
+    /// The database did not answer within `answerWithin`.
+    struct NoAnswer: Error, CustomStringConvertible {
+        let limit: Duration
+        var description: String { "no answer within \(limit) (is the database server running and reachable?)" }
+    }
+
+    /// Runs `body` against the pool, failing with `NoAnswer` after `limit`.
+    func run<T: Sendable>(within limit: Duration = answerWithin, _ body: @escaping @Sendable (PostgresClient) async throws -> T) async throws -> T {
+        let client = self.client
+        return try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask { try await body(client) }
+            group.addTask {
+                try await Task.sleep(for: limit)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let value = first else { throw NoAnswer(limit: limit) }
+            return value
+        }
+    }
+
     /// Applies `migrations` (a name and its SQL statements) of `component` that this database has not had yet, in order, in one
     /// transaction under one advisory lock (all or none). Released migrations are never edited; changes get a new one.
     public func migrate(_ component: String, _ migrations: [(name: String, statements: [String])]) async throws {

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import LoupeProto
 import PostgresNIO
 import SwiftProtobuf
@@ -27,26 +28,37 @@ public final class PostgresFleetStore: Sendable {
     /// Writes one camera's record, as given (the registry decides first and last seen).
     public func save(_ camera: Loupe_V1_CameraStatus) async throws {
         let status: Data = try camera.status.serializedData()
-        try await database.client.query("""
-            INSERT INTO camera (camera_id, first_seen_unix_ms, last_seen_unix_ms, address, software_version, inspection_type,
-                                model_version, recipe_version, status)
-            VALUES (\(camera.cameraID), \(Int64(camera.firstSeenUnixMs)), \(Int64(camera.lastSeenUnixMs)), \(camera.address),
-                    \(camera.softwareVersion), \(camera.status.inspectionType), \(camera.status.modelVersion),
-                    \(camera.status.recipeVersion), \(status))
-            ON CONFLICT (camera_id) DO UPDATE SET
-                first_seen_unix_ms = EXCLUDED.first_seen_unix_ms,
-                last_seen_unix_ms = EXCLUDED.last_seen_unix_ms, address = EXCLUDED.address,
-                software_version = EXCLUDED.software_version, inspection_type = EXCLUDED.inspection_type,
-                model_version = EXCLUDED.model_version, recipe_version = EXCLUDED.recipe_version, status = EXCLUDED.status
-            """, logger: database.logger)
+        let logger = database.logger
+        let camera = camera
+        _ = try await database.run { client in
+            try await client.query("""
+                INSERT INTO camera (camera_id, first_seen_unix_ms, last_seen_unix_ms, address, software_version, inspection_type,
+                                    model_version, recipe_version, status)
+                VALUES (\(camera.cameraID), \(Int64(camera.firstSeenUnixMs)), \(Int64(camera.lastSeenUnixMs)), \(camera.address),
+                        \(camera.softwareVersion), \(camera.status.inspectionType), \(camera.status.modelVersion),
+                        \(camera.status.recipeVersion), \(status))
+                ON CONFLICT (camera_id) DO UPDATE SET
+                    first_seen_unix_ms = EXCLUDED.first_seen_unix_ms, last_seen_unix_ms = EXCLUDED.last_seen_unix_ms,
+                    address = EXCLUDED.address, software_version = EXCLUDED.software_version, inspection_type = EXCLUDED.inspection_type,
+                    model_version = EXCLUDED.model_version, recipe_version = EXCLUDED.recipe_version, status = EXCLUDED.status
+                """, logger: logger)
+        }
     }
 
+    /// Every camera known, offline, as a restarted manager first sees them.
     public func load() async throws -> [Loupe_V1_CameraStatus] {
+        let logger = database.logger
+        let rows = try await database.run(within: .seconds(60)) { client in
+            var rows: [(String, Int64, Int64, String, String, Data)] = []
+            for try await row in try await client.query(
+                "SELECT camera_id, first_seen_unix_ms, last_seen_unix_ms, address, software_version, status FROM camera ORDER BY camera_id",
+                logger: logger).decode((String, Int64, Int64, String, String, Data).self) {
+                rows.append(row)
+            }
+            return rows
+        }
         var cameras: [Loupe_V1_CameraStatus] = []
-        let rows = try await database.client.query(
-            "SELECT camera_id, first_seen_unix_ms, last_seen_unix_ms, address, software_version, status FROM camera ORDER BY camera_id",
-            logger: database.logger)
-        for try await (id, first, last, address, software, status) in rows.decode((String, Int64, Int64, String, String, Data).self) {
+        for (id, first, last, address, software, status) in rows {
             var camera = Loupe_V1_CameraStatus()
             camera.cameraID = id
             camera.online = false

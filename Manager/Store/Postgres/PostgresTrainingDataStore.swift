@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import LoupeProto
 import LoupeSegmentation
 import PostgresNIO
@@ -31,16 +32,24 @@ public final class PostgresTrainingDataStore: Sendable {
         ])
     }
 
-    private func failure(_ error: any Error) -> TrainingDataError {
-        if let error = error as? TrainingDataError { return error }
-        if PostgresDatabase.isDiskFull(error) { return .diskFull(database.description) }
-        return .database("\(database.description): \(PostgresDatabase.describe(error))")
+    /// Runs `body` on the pool within `limit`, every failure as a `TrainingDataError` naming the database.
+    private func run<T: Sendable>(within limit: Duration = PostgresDatabase.answerWithin,
+                                  _ body: @escaping @Sendable (PostgresClient, Logger) async throws -> T) async throws(TrainingDataError) -> T {
+        let logger = database.logger
+        do {
+            return try await database.run(within: limit) { client in try await body(client, logger) }
+        } catch let error as TrainingDataError {
+            throw error
+        } catch {
+            if PostgresDatabase.isDiskFull(error) { throw .diskFull(database.description) }
+            throw .database("\(database.description): \(PostgresDatabase.describe(error))")
+        }
     }
 
     public func store(_ upload: Loupe_V1_RoiUpload, from cameraId: String) async throws(TrainingDataError) -> Bool {
         let row = try TrainingDataStore.validate(upload, from: cameraId)
-        do {
-            let inserted = try await database.client.query("""
+        return try await run { client, logger in
+            let inserted = try await client.query("""
                 INSERT INTO roi (content_sha256, camera_id, inspection_type, roi_name, captured_at, recipe_version, template_sha256,
                                  width, height, labelled_pixels, class_names, class_pixels, received_at, image_png, mask_png)
                 VALUES (\(row.contentSHA256), \(row.cameraId), \(row.inspectionType), \(row.roiName), \(row.capturedAt),
@@ -48,85 +57,112 @@ public final class PostgresTrainingDataStore: Sendable {
                         \(row.classNames), \(row.classPixels ?? "[]"), \(row.receivedAt), \(row.imagePNG), \(row.maskPNG))
                 ON CONFLICT (content_sha256) DO NOTHING
                 RETURNING content_sha256
-                """, logger: database.logger)
+                """, logger: logger)
             var stored = false
             for try await _ in inserted.decode(String.self) { stored = true }
             return stored
-        } catch {
-            throw failure(error)
         }
     }
 
     public func count(cameraId: String?, inspectionType: String?) async throws(TrainingDataError) -> Int {
-        do {
-            let rows = try await database.client.query("""
+        try await run { client, logger in
+            let rows = try await client.query("""
                 SELECT count(*) FROM roi
                 WHERE (\(cameraId)::text IS NULL OR camera_id = \(cameraId)) AND (\(inspectionType)::text IS NULL OR inspection_type = \(inspectionType))
-                """, logger: database.logger)
+                """, logger: logger)
             var count = 0
             for try await value in rows.decode(Int.self) { count = value }
             return count
-        } catch {
-            throw failure(error)
         }
     }
 
     public func inspectionTypes(cameraId: String) async throws(TrainingDataError) -> Set<String> {
-        do {
+        try await run { client, logger in
             var types = Set<String>()
-            let rows = try await database.client.query("SELECT DISTINCT inspection_type FROM roi WHERE camera_id = \(cameraId)", logger: database.logger)
+            let rows = try await client.query("SELECT DISTINCT inspection_type FROM roi WHERE camera_id = \(cameraId)", logger: logger)
             for try await type in rows.decode(String.self) { types.insert(type) }
             return types
-        } catch {
-            throw failure(error)
         }
     }
 
+    /// The whole set, read in one query: no deadline, a large set takes as long as it takes to stream.
     public func dataset(inspectionType: String) async throws(TrainingDataError) -> (dataset: SegmentationDataset, classNames: [String], sha256: String) {
-        var rows: [TrainingDataStore.DatasetRow] = []
-        do {
-            let found = try await database.client.query("""
+        let rows = try await run(within: .seconds(86_400)) { client, logger in
+            var rows: [TrainingDataStore.DatasetRow] = []
+            let found = try await client.query("""
                 SELECT content_sha256, camera_id, class_names, received_at, image_png, mask_png FROM roi
-                WHERE inspection_type = \(inspectionType) ORDER BY content_sha256
-                """, logger: database.logger)
+                WHERE inspection_type = \(inspectionType) ORDER BY content_sha256 COLLATE "C"
+                """, logger: logger)
             for try await (hash, camera, names, received, image, mask) in found.decode((String, String, String, Date, Data, Data).self) {
                 rows.append(.init(contentSHA256: hash, cameraId: camera, classNames: names, receivedAt: received) { (image, mask) })
             }
-        } catch {
-            throw failure(error)
+            return rows
         }
         return try TrainingDataStore.assemble(inspectionType: inspectionType, rows)
     }
 
     public func statistics(inspectionType: String?, validationFraction: Double) async throws(TrainingDataError) -> [Loupe_V1_DatasetStats] {
-        var rows: [TrainingDataStore.StatisticsRow] = []
-        do {
-            let found = try await database.client.query("""
+        let rows = try await run(within: .seconds(60)) { client, logger in
+            var rows: [TrainingDataStore.StatisticsRow] = []
+            let found = try await client.query("""
                 SELECT content_sha256, camera_id, inspection_type, class_names, received_at, class_pixels FROM roi
-                WHERE \(inspectionType)::text IS NULL OR inspection_type = \(inspectionType) ORDER BY content_sha256
-                """, logger: database.logger)
+                WHERE \(inspectionType)::text IS NULL OR inspection_type = \(inspectionType) ORDER BY content_sha256 COLLATE "C"
+                """, logger: logger)
             for try await (hash, camera, type, names, received, pixels) in found.decode((String, String, String, String, Date, String).self) {
                 rows.append(.init(contentSHA256: hash, cameraId: camera, inspectionType: type, classNames: names, receivedAt: received, classPixels: pixels))
             }
-        } catch {
-            throw failure(error)
+            return rows
         }
         return try TrainingDataStore.summarise(rows, validationFraction: validationFraction) { (hash) throws(TrainingDataError) in
             throw .database("ROI \(hash.prefix(12)) has no class pixel counts")
         }
     }
 
+    /// Copies rows as they are (their received time and counts kept), in one transaction; rows already held are
+    /// left alone. Returns how many were new. For `loupe manager migrate`.
+    public func importRows(_ rows: [StoredROI]) async throws(TrainingDataError) -> Int {
+        try await run(within: .seconds(120)) { client, logger in
+            try await client.withTransaction(logger: logger) { connection in
+                var inserted = 0
+                for row in rows {
+                    let result = try await connection.query("""
+                        INSERT INTO roi (content_sha256, camera_id, inspection_type, roi_name, captured_at, recipe_version, template_sha256,
+                                         width, height, labelled_pixels, class_names, class_pixels, received_at, image_png, mask_png)
+                        VALUES (\(row.contentSHA256), \(row.cameraId), \(row.inspectionType), \(row.roiName), \(row.capturedAt),
+                                \(row.recipeVersion), \(row.templateSHA256), \(row.width), \(row.height), \(row.labelledPixels),
+                                \(row.classNames), \(row.classPixels ?? "[]"), \(row.receivedAt), \(row.imagePNG), \(row.maskPNG))
+                        ON CONFLICT (content_sha256) DO NOTHING
+                        RETURNING content_sha256
+                        """, logger: logger)
+                    for try await _ in result.decode(String.self) { inserted += 1 }
+                }
+                return inserted
+            }
+        }
+    }
+
+    /// Up to `limit` content hashes after `after`, each with the SHA-256 of its stored image and mask bytes
+    /// (computed by the server): a row whose two differ was damaged on the way.
+    public func checkHashes(after: String?, limit: Int) async throws(TrainingDataError) -> [(held: String, computed: String)] {
+        try await run(within: .seconds(120)) { client, logger in
+            var found: [(String, String)] = []
+            let rows = try await client.query("""
+                SELECT content_sha256, encode(sha256(image_png || mask_png), 'hex') FROM roi
+                WHERE content_sha256 COLLATE "C" > \(after ?? "") ORDER BY content_sha256 COLLATE "C" LIMIT \(limit)
+                """, logger: logger)
+            for try await row in rows.decode((String, String).self) { found.append(row) }
+            return found
+        }
+    }
+
     /// Content hashes held (for tests and audits).
     public func contentHashes() async throws(TrainingDataError) -> [String] {
-        do {
+        try await run(within: .seconds(60)) { client, logger in
             var hashes: [String] = []
-            for try await hash in try await database.client.query("SELECT content_sha256 FROM roi ORDER BY content_sha256", logger: database.logger)
-                .decode(String.self) {
+            for try await hash in try await client.query("SELECT content_sha256 FROM roi ORDER BY content_sha256 COLLATE \"C\"", logger: logger).decode(String.self) {
                 hashes.append(hash)
             }
             return hashes
-        } catch {
-            throw failure(error)
         }
     }
 }

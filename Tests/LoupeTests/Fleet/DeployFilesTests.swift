@@ -27,7 +27,7 @@ import LoupeTesting
 
     @Test func exampleConfigsLoadAndEveryKeyIsDocumented() throws {
         let readme = try String(contentsOfFile: Self.deploy + "/README.md", encoding: .utf8)
-        let managers = [Self.deploy + "/manager.json", Self.deploy + "/compose/manager.json"]
+        let managers = [Self.deploy + "/manager.json", Self.deploy + "/manager-postgres.json", Self.deploy + "/compose/manager.json"]
         let agents = [Self.deploy + "/agent.json"] + (1...3).map { Self.deploy + "/compose/agent-cam-\($0).json" }
         for path in managers { _ = try ManagerConfig.load(path: path) }
         for path in agents { _ = try AgentConfig.load(path: path) }
@@ -37,6 +37,18 @@ import LoupeTesting
                 #expect(readme.contains("`\(key)`"), "\(path): key \(key) is not documented in Deploy/README.md")
             }
         }
+    }
+
+    /// The PostgreSQL variant: the password reaches the manager as a systemd credential, at the path its config names.
+    @Test func thePostgresVariantTakesItsPasswordAsACredential() throws {
+        let config = try ManagerConfig.load(path: Self.deploy + "/manager-postgres.json")
+        let postgres = try #require(config.storage?.postgres)
+        let dropIn = try String(contentsOfFile: Self.deploy + "/systemd/loupe-manager.service.d/postgres.conf", encoding: .utf8)
+        let credential = try #require(dropIn.split(separator: "\n").first { $0.hasPrefix("LoadCredential=") })
+        let name = credential.dropFirst("LoadCredential=".count).split(separator: ":").first.map(String.init) ?? ""
+        #expect(postgres.passwordFile == "/run/credentials/loupe-manager.service/\(name)", "\(credential) vs \(postgres.passwordFile ?? "none")")
+        #expect(postgres.tls == .require)
+        #expect(try postgres.endpoint().user == "loupe")
     }
 
     @Test func serviceUnitsKeepTheirHardening() throws {
