@@ -175,7 +175,7 @@ let package = Package(
         .target(
             name: "LoupeTesting",
             dependencies: [
-                "LoupePKI", "LoupeWire", "LoupeManager", "CModbus",
+                "LoupePKI", "LoupeWire", "LoupeManager", "LoupeStorage", "CModbus",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -134,8 +134,7 @@ public final class AgentRuntime: Sendable {
     /// recipe the frame is stored aligned (in template coordinates), so ROI
     /// rectangles cut the same part of the part as the live pipeline does.
     public func captureFromCamera(user: String) throws -> CaptureRecord {
-        try pipeline.requireCamera()
-        guard let frame = pipeline.latestFrame else { throw StoreError.invalid("the camera has not delivered a frame yet") }
+        let frame = try pipeline.requireLatestFrame()
         return try addCapture(frame.image, capturedAt: frame.capturedAt, source: "camera:\(frame.origin)#\(frame.sequence)", user: user)
     }
 

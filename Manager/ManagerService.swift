@@ -69,7 +69,7 @@ public final class ManagerService: Service, Sendable {
     }
 
     public func run() async throws {
-        let (held, versions) = (try await trainingData.count(), try models.versions().count)
+        let (held, versions) = (try await trainingData.count(), try await models.versions().count)
         logger.info("training data and model registry open", metadata: [
             "rois": "\(held)", "models": "\(versions)", "storage": "\(storage.location)",
             "signing-key": "\(models.signingKey.publicKey.rawRepresentation.hexString.prefix(16))…",
@@ -212,7 +212,7 @@ public final class ManagerService: Service, Sendable {
             guard request.length > 0, request.length <= ModelChunks.maximumBytes else {
                 throw WireError.refused(code: .invalidArgument, message: "chunk length \(request.length) must be 1…\(ModelChunks.maximumBytes)")
             }
-            let (data, last) = try OperatorCommands.mapped { try models.chunk(request.modelVersion, offset: request.offset, length: Int(request.length)) }
+            let (data, last) = try await OperatorCommands.mapped { try await models.chunk(request.modelVersion, offset: request.offset, length: Int(request.length)) }
             var chunk = Loupe_V1_ModelChunk()
             chunk.modelVersion = request.modelVersion
             chunk.offset = request.offset
@@ -241,7 +241,7 @@ public final class ManagerService: Service, Sendable {
             return .trainingProgress(progress)
         case .modelInstalled(let report):
             do {
-                try models.recordInstall(cameraId: peer.name, version: report.modelVersion, ok: report.ok, error: report.error)
+                try await models.recordInstall(cameraId: peer.name, version: report.modelVersion, ok: report.ok, error: report.error)
             } catch {
                 logger.error("cannot record a camera's install report", metadata: [
                     "camera": "\(peer.name)", "version": "\(report.modelVersion)", "error": "\(error)",

@@ -70,12 +70,12 @@ public final class ModelOffers: Sendable {
         metrics.camerasConnected.set(to: Double(peers.filter { $0.role == .agent }.count))
         metrics.operatorsConnected.set(to: Double(peers.filter { $0.role == .operator }.count))
         // Rollout decisions first, so a promotion is offered in this same pass.
-        let inCanary = RolloutSupervisor(models: models, cameras: cameras, logger: logger, metrics: metrics).step()
+        let inCanary = await RolloutSupervisor(models: models, cameras: cameras, logger: logger, metrics: metrics).step()
         metrics.rolloutsCanary.set(to: Double(inCanary))
         // One read of every camera's desired and installed version serves the gauge and the offers.
         let rows: [CameraModelRecord]
         do {
-            rows = try models.cameras()
+            rows = try await models.cameras()
         } catch {
             logger.error("cannot read the cameras' model assignments; no offers this pass", metadata: ["error": "\(error)"])
             return
@@ -99,7 +99,7 @@ public final class ModelOffers: Sendable {
             guard offered.withLock({ $0[key] }) != decision else { continue }
             let offer: Loupe_V1_ModelOffer
             do {
-                offer = Self.offer(try models.version(desired), camera: camera)
+                offer = Self.offer(try await models.version(desired), camera: camera)
             } catch {
                 logger.error("cannot offer a model", metadata: ["camera": "\(peer.name)", "version": "\(desired)", "error": "\(error)"])
                 continue

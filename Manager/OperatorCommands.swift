@@ -22,18 +22,18 @@ struct OperatorCommands: Sendable {
     func handle(_ body: Envelope.OneOf_Body, connection: WireConnection, peer: PeerIdentity) async throws -> Envelope.OneOf_Body? {
         switch body {
         case .modelListQuery(let query):
-            return .modelListReply(try mapped { try modelList(query) })
+            return .modelListReply(try await mapped { try await modelList(query) })
         case .modelPush(let push):
             defer { offers.wake() }
-            return .modelPushReply(try mapped { try self.push(push, by: peer.name) })
+            return .modelPushReply(try await mapped { try await self.push(push, by: peer.name) })
         case .modelRollback(let rollback):
             defer { offers.wake() }
-            return .modelPushReply(try mapped { try self.rollback(rollback, by: peer.name) })
+            return .modelPushReply(try await mapped { try await self.rollback(rollback, by: peer.name) })
         case .rolloutDecision(let decision):
             defer { offers.wake() }
             let registry = models
-            let rollout = try mapped {
-                try registry.decide(decision.rolloutID, promote: decision.promote,
+            let rollout = try await mapped {
+                try await registry.decide(decision.rolloutID, promote: decision.promote,
                                     reason: decision.promote ? "promoted by \(peer.name)" : "rolled back by \(peer.name)", figures: nil)
             }
             logger.notice("rollout decided by operator", metadata: ["rollout": "\(rollout.id)", "state": "\(rollout.state.rawValue)", "by": "\(peer.name)"])
@@ -65,20 +65,20 @@ struct OperatorCommands: Sendable {
             return .datasetStatsReply(reply)
         case .cameraGroupSet(let set):
             let registry = models
-            try mapped { try registry.setGroup(set.name, cameras: set.cameras) }
+            try await mapped { try await registry.setGroup(set.name, cameras: set.cameras) }
             logger.notice("camera group set", metadata: ["group": "\(set.name)", "cameras": "\(set.cameras.joined(separator: ","))", "by": "\(peer.name)"])
-            return .cameraGroupList(try groupList(registry))
+            return .cameraGroupList(try await groupList(registry))
         case .cameraGroupList:
-            return .cameraGroupList(try groupList(models))
+            return .cameraGroupList(try await groupList(models))
         default:
             return nil
         }
     }
 
     /// Runs registry work, turning its errors into protocol errors.
-    static func mapped<T>(_ body: () throws -> T) throws -> T {
+    static func mapped<T>(_ body: () async throws -> T) async throws -> T {
         do {
-            return try body()
+            return try await body()
         } catch let error as ModelRegistryError {
             switch error {
             case .notFound(let what): throw WireError.refused(code: .notFound, message: "\(what) does not exist")
@@ -89,11 +89,11 @@ struct OperatorCommands: Sendable {
         }
     }
 
-    func mapped<T>(_ body: () throws -> T) throws -> T { try Self.mapped(body) }
+    func mapped<T>(_ body: () async throws -> T) async throws -> T { try await Self.mapped(body) }
 
-    func groupList(_ registry: any ModelRegistryStoring) throws -> Loupe_V1_CameraGroupList {
+    func groupList(_ registry: any ModelRegistryStoring) async throws -> Loupe_V1_CameraGroupList {
         var list = Loupe_V1_CameraGroupList()
-        for (name, cameras) in try mapped({ try registry.groups() }) as [String: [String]] {
+        for (name, cameras) in try await mapped({ try await registry.groups() }) as [String: [String]] {
             var members = Loupe_V1_CameraGroupMembers()
             members.cameras = cameras
             list.groups[name] = members
@@ -101,11 +101,11 @@ struct OperatorCommands: Sendable {
         return list
     }
 
-    func modelList(_ query: Loupe_V1_ModelListQuery) throws -> Loupe_V1_ModelListReply {
+    func modelList(_ query: Loupe_V1_ModelListQuery) async throws -> Loupe_V1_ModelListReply {
         let registry = models
-        var versions = try registry.versions(inspectionType: query.inspectionType.isEmpty ? nil : query.inspectionType)
-        if !query.version.isEmpty { versions = [try registry.version(query.version)] }
-        let cameras = try registry.cameras()
+        var versions = try await registry.versions(inspectionType: query.inspectionType.isEmpty ? nil : query.inspectionType)
+        if !query.version.isEmpty { versions = [try await registry.version(query.version)] }
+        let cameras = try await registry.cameras()
         var reply = Loupe_V1_ModelListReply()
         reply.versions = versions.map { record in
             var info = Loupe_V1_ModelVersionInfo()
@@ -132,12 +132,12 @@ struct OperatorCommands: Sendable {
             info.updatedUnixMs = camera.updatedAt.millisecondsSince1970
             return info
         }
-        reply.rollouts = try registry.rollouts().filter { query.version.isEmpty || shown.contains($0.version) }.prefix(20).map(\.wire)
+        reply.rollouts = try await registry.rollouts().filter { query.version.isEmpty || shown.contains($0.version) }.prefix(20).map(\.wire)
         return reply
     }
 
     /// The cameras a target names; each must have connected at least once.
-    func resolve(_ target: Loupe_V1_CameraTarget, inspectionType: String?) throws -> [String] {
+    func resolve(_ target: Loupe_V1_CameraTarget, inspectionType: String?) async throws -> [String] {
         let known = self.cameras.snapshot()
         let chosen = [!target.cameras.isEmpty, !target.inspectionType.isEmpty, !target.group.isEmpty].filter { $0 }.count
         guard chosen == 1 else { throw ModelRegistryError.invalid("name the target cameras one way: a list of cameras, an inspection type or a group") }
@@ -149,7 +149,7 @@ struct OperatorCommands: Sendable {
             cameras = known.filter { $0.status.inspectionType == target.inspectionType }.map(\.cameraID)
             guard !cameras.isEmpty else { throw ModelRegistryError.invalid("no camera has reported inspection type \(target.inspectionType) yet") }
         } else if !target.group.isEmpty {
-            cameras = try models.group(target.group)
+            cameras = try await models.group(target.group)
         } else {
             cameras = target.cameras
         }
@@ -167,13 +167,13 @@ struct OperatorCommands: Sendable {
         return cameras
     }
 
-    func push(_ push: Loupe_V1_ModelPush, by operatorName: String) throws -> Loupe_V1_ModelPushReply {
+    func push(_ push: Loupe_V1_ModelPush, by operatorName: String) async throws -> Loupe_V1_ModelPushReply {
         let registry = models
-        let version = try registry.version(push.modelVersion)
-        let target = try resolve(push.target, inspectionType: version.inspectionType)
+        let version = try await registry.version(push.modelVersion)
+        let target = try await resolve(push.target, inspectionType: version.inspectionType)
         var reply = Loupe_V1_ModelPushReply()
         if push.canaryCameras.isEmpty {
-            try registry.assign(version.version, to: target)
+            try await registry.assign(version.version, to: target)
             reply.cameras = target
             logger.notice("model pushed", metadata: ["version": "\(version.version)", "cameras": "\(target.joined(separator: ","))", "by": "\(operatorName)"])
             return reply
@@ -184,7 +184,7 @@ struct OperatorCommands: Sendable {
         let statuses = self.cameras.snapshot().filter { canaries.contains($0.cameraID) }
         let pass = statuses.reduce(0) { $0 + $1.status.passCountLastHour }, fail = statuses.reduce(0) { $0 + $1.status.failCountLastHour }
         let prior = pass + fail > 0 ? Double(fail) / Double(pass + fail) : nil
-        let rollout = try registry.startRollout(version.version, canaries: canaries, remaining: target.filter { !canaries.contains($0) },
+        let rollout = try await registry.startRollout(version.version, canaries: canaries, remaining: target.filter { !canaries.contains($0) },
                                                 policy: CanaryPolicyRecord(push.policy), priorDefectRate: prior)
         logger.notice("canary rollout started", metadata: ["rollout": "\(rollout.id)", "version": "\(version.version)", "canaries": "\(canaries.joined(separator: ","))", "by": "\(operatorName)"])
         reply.cameras = canaries
@@ -192,22 +192,22 @@ struct OperatorCommands: Sendable {
         return reply
     }
 
-    func rollback(_ rollback: Loupe_V1_ModelRollback, by operatorName: String) throws -> Loupe_V1_ModelPushReply {
+    func rollback(_ rollback: Loupe_V1_ModelRollback, by operatorName: String) async throws -> Loupe_V1_ModelPushReply {
         let registry = models
         var toType: String?
-        if !rollback.toVersion.isEmpty { toType = try registry.version(rollback.toVersion).inspectionType }
-        let cameras = try resolve(rollback.target, inspectionType: toType)
+        if !rollback.toVersion.isEmpty { toType = try await registry.version(rollback.toVersion).inspectionType }
+        let cameras = try await resolve(rollback.target, inspectionType: toType)
         var moves: [(String, String)] = []
         for camera in cameras {
             if !rollback.toVersion.isEmpty {
                 moves.append((camera, rollback.toVersion))
-            } else if let previous = try registry.camera(camera)?.previousVersion {
+            } else if let previous = try await registry.camera(camera)?.previousVersion {
                 moves.append((camera, previous))
             } else {
                 throw ModelRegistryError.invalid("camera \(camera) has no earlier version recorded; name one with --to VERSION (`loupe model list` shows them)")
             }
         }
-        for (version, group) in Dictionary(grouping: moves, by: \.1) { try registry.assign(version, to: group.map(\.0), remember: false) }
+        for (version, group) in Dictionary(grouping: moves, by: \.1) { try await registry.assign(version, to: group.map(\.0), remember: false) }
         logger.notice("model rollback", metadata: ["cameras": "\(moves.map { "\($0.0)->\($0.1)" }.joined(separator: ","))", "by": "\(operatorName)"])
         var reply = Loupe_V1_ModelPushReply()
         reply.cameras = moves.map(\.0)

@@ -23,16 +23,16 @@ public struct RolloutSupervisor {
 
     /// Returns how many rollouts are still in their canary phase.
     @discardableResult
-    public func step(now: Date = Date()) -> Int {
-        guard let open = try? models.rollouts(state: .canary) else { return 0 }
+    public func step(now: Date = Date()) async -> Int {
+        guard let open = try? await models.rollouts(state: .canary) else { return 0 }
         var stillOpen = 0
-        let installs = Dictionary(((try? models.cameras()) ?? []).map { ($0.cameraId, $0) }) { $1 }
+        let installs = Dictionary(((try? await models.cameras()) ?? []).map { ($0.cameraId, $0) }) { $1 }
         let counts = Dictionary(uniqueKeysWithValues: cameras.snapshot().map {
             ($0.cameraID, PartCounts(pass: $0.status.passCount, fail: $0.status.failCount))
         })
         for rollout in open {
             do {
-                if try !supervise(rollout, counts: counts, installs: installs, now: now) { stillOpen += 1 }
+                if try await !supervise(rollout, counts: counts, installs: installs, now: now) { stillOpen += 1 }
             } catch {
                 stillOpen += 1
                 logger.error("rollout supervision failed", metadata: ["rollout": "\(rollout.id)", "error": "\(error)"])
@@ -42,11 +42,11 @@ public struct RolloutSupervisor {
     }
 
     /// One look at a rollout; true when it was decided.
-    private func supervise(_ original: RolloutRecord, counts: [String: PartCounts], installs: [String: CameraModelRecord], now: Date) throws -> Bool {
+    private func supervise(_ original: RolloutRecord, counts: [String: PartCounts], installs: [String: CameraModelRecord], now: Date) async throws -> Bool {
         var rollout = original
         for canary in rollout.canaryCameras {
             if let error = installs[canary]?.lastError, error.hasPrefix(rollout.version + ":") {
-                try decide(rollout, promote: false, reason: "canary \(canary) refused \(rollout.version): \(error.dropFirst(rollout.version.count + 1).trimmingCharacters(in: .whitespaces))")
+                try await decide(rollout, promote: false, reason: "canary \(canary) refused \(rollout.version): \(error.dropFirst(rollout.version.count + 1).trimmingCharacters(in: .whitespaces))")
                 return true
             }
         }
@@ -55,7 +55,7 @@ public struct RolloutSupervisor {
                 rollout.canariesInstalledAt = now
                 rollout.countsAtInstall = counts.filter { (rollout.canaryCameras + rollout.remainingCameras).contains($0.key) }
                 rollout.reason = "observing the canaries"
-                try models.update(rollout)
+                try await models.update(rollout)
                 logger.info("canaries run the new version", metadata: ["rollout": "\(rollout.id)", "version": "\(rollout.version)"])
             }
             return false
@@ -79,32 +79,32 @@ public struct RolloutSupervisor {
         let policy = rollout.policy
         let observed = now.timeIntervalSince(installedAt)
         guard policy.automatic, observed >= Double(policy.observeSeconds), rollout.canaryParts >= max(1, policy.minParts) else {
-            if rollout != original { try models.update(rollout) }
+            if rollout != original { try await models.update(rollout) }
             return false
         }
-        let version = try models.version(rollout.version)
+        let version = try await models.version(rollout.version)
         let increase = rollout.canaryDefectRate - rollout.baselineDefectRate
         let figures = String(format: "canary defect rate %.3f over %d parts, baseline %.3f over %d parts%@, validation mIoU %.3f",
                              rollout.canaryDefectRate, rollout.canaryParts, rollout.baselineDefectRate, rollout.baselineParts,
                              rollout.baselineParts == 0 ? " (the canaries' last hour before the push)" : "", version.validationMIoU)
         if version.validationMIoU < policy.minValidationMIoU {
-            try decide(rollout, promote: false, reason: String(format: "validation mIoU %.3f is below the bound %.3f; ", version.validationMIoU, policy.minValidationMIoU) + figures)
+            try await decide(rollout, promote: false, reason: String(format: "validation mIoU %.3f is below the bound %.3f; ", version.validationMIoU, policy.minValidationMIoU) + figures)
         } else if increase > policy.maxDefectRateIncrease {
-            try decide(rollout, promote: false, reason: String(format: "defect rate rose by %.3f (bound %.3f); ", increase, policy.maxDefectRateIncrease) + figures)
+            try await decide(rollout, promote: false, reason: String(format: "defect rate rose by %.3f (bound %.3f); ", increase, policy.maxDefectRateIncrease) + figures)
         } else if policy.defectRateRatio < 1, rollout.baselineDefectRate >= CanaryPolicyRecord.defectRateDropFloor,
                   rollout.baselineDefectRate * Double(rollout.canaryParts) >= CanaryPolicyRecord.defectRateDropMinimumExpected,
                   rollout.canaryDefectRate < rollout.baselineDefectRate * policy.defectRateRatio {
             // A model that stops finding the defects the old one found is as suspect as one that floods.
-            try decide(rollout, promote: false, reason: String(format: "defect rate fell to %.3f, below %.2f of the baseline: the new model stops finding defects the old one found; ",
+            try await decide(rollout, promote: false, reason: String(format: "defect rate fell to %.3f, below %.2f of the baseline: the new model stops finding defects the old one found; ",
                                                                rollout.canaryDefectRate, policy.defectRateRatio) + figures)
         } else {
-            try decide(rollout, promote: true, reason: "within bounds; " + figures)
+            try await decide(rollout, promote: true, reason: "within bounds; " + figures)
         }
         return true
     }
 
-    private func decide(_ rollout: RolloutRecord, promote: Bool, reason: String) throws {
-        let decided = try models.decide(rollout.id, promote: promote, reason: reason, figures: rollout)
+    private func decide(_ rollout: RolloutRecord, promote: Bool, reason: String) async throws {
+        let decided = try await models.decide(rollout.id, promote: promote, reason: reason, figures: rollout)
         (promote ? metrics?.rolloutsPromoted : metrics?.rolloutsRolledBack)?.increment()
         logger.notice(promote ? "rollout promoted" : "rollout rolled back", metadata: [
             "rollout": "\(decided.id)", "version": "\(decided.version)", "reason": "\(reason)",

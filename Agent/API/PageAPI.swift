@@ -46,8 +46,7 @@ public struct PageAPI: Sendable {
         // The camera's newest frame as it comes, for the preview pane while live mode is off.
         api.get("camera/frame.jpg", .viewer) { request, _ in
             let width = min(4096, max(64, request.uri.queryParameters.get("width", as: Int.self) ?? 1280))
-            try LabelAPI.mapped { try pipeline.requireCamera() }
-            guard let frame = pipeline.latestFrame else { throw HTTPError(.serviceUnavailable, message: "the camera has not delivered a frame yet") }
+            let frame = try LabelAPI.mapped { try pipeline.requireLatestFrame() }
             return try LabelAPI.mapped {
                 var image = frame.image
                 if image.width > width { image = try image.resizedArea(width: width, height: max(1, image.height * width / image.width)) }
@@ -72,8 +71,7 @@ public struct PageAPI: Sendable {
                 guard let configuration = recipe.alignerConfiguration, let referenceNumber = recipe.referenceCapture else {
                     throw StoreError.invalid("draw the aligner's template on a capture first")
                 }
-                try pipeline.requireCamera()
-                guard let frame = pipeline.latestFrame else { throw StoreError.invalid("the camera has not delivered a frame yet") }
+                let frame = try pipeline.requireLatestFrame()
                 let reference = try ImageFile.decode(try store.image(of: try store.capture(number: referenceNumber))).gray8
                 let clock = ContinuousClock()
                 let start = clock.now

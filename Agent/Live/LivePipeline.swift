@@ -232,6 +232,14 @@ public final class LivePipeline: Service, Sendable {
     /// The newest frame the source delivered (for "capture" on the page).
     public var latestFrame: CapturedFrame? { newestRaw.withLock { $0 } }
 
+    /// The newest frame, for what needs one now: refused as `notConfigured`
+    /// (409) without a camera, or `noFrameYet` (503) before its first frame.
+    public func requireLatestFrame() throws(CaptureError) -> CapturedFrame {
+        try requireCamera()
+        guard let frame = latestFrame else { throw .noFrameYet }
+        return frame
+    }
+
     /// The newest inspected frame and what was found in it.
     public var latest: Latest? { newest.withLock { $0 } }
 

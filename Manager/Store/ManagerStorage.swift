@@ -34,30 +34,30 @@ public protocol FleetStoring: Sendable {
 /// Signed model versions, what each camera should run and runs, groups and rollouts.
 public protocol ModelRegistryStoring: Sendable {
     var signingKey: Curve25519.Signing.PrivateKey { get }
-    func publish(_ modelFile: Data, inspectionType: String) throws(ModelRegistryError) -> ModelVersionRecord
-    func versions(inspectionType: String?) throws(ModelRegistryError) -> [ModelVersionRecord]
-    func version(_ name: String) throws(ModelRegistryError) -> ModelVersionRecord
-    func assign(_ version: String, to cameras: [String], remember: Bool) throws(ModelRegistryError)
-    func camera(_ cameraId: String) throws(ModelRegistryError) -> CameraModelRecord?
-    func cameras() throws(ModelRegistryError) -> [CameraModelRecord]
-    func recordInstall(cameraId: String, version: String, ok: Bool, error: String) throws(ModelRegistryError)
-    func chunk(_ version: String, offset: UInt64, length: Int) throws(ModelRegistryError) -> (Data, last: Bool)
-    func setGroup(_ name: String, cameras: [String]) throws(ModelRegistryError)
-    func groups() throws(ModelRegistryError) -> [String: [String]]
+    func publish(_ modelFile: Data, inspectionType: String) async throws(ModelRegistryError) -> ModelVersionRecord
+    func versions(inspectionType: String?) async throws(ModelRegistryError) -> [ModelVersionRecord]
+    func version(_ name: String) async throws(ModelRegistryError) -> ModelVersionRecord
+    func assign(_ version: String, to cameras: [String], remember: Bool) async throws(ModelRegistryError)
+    func camera(_ cameraId: String) async throws(ModelRegistryError) -> CameraModelRecord?
+    func cameras() async throws(ModelRegistryError) -> [CameraModelRecord]
+    func recordInstall(cameraId: String, version: String, ok: Bool, error: String) async throws(ModelRegistryError)
+    func chunk(_ version: String, offset: UInt64, length: Int) async throws(ModelRegistryError) -> (Data, last: Bool)
+    func setGroup(_ name: String, cameras: [String]) async throws(ModelRegistryError)
+    func groups() async throws(ModelRegistryError) -> [String: [String]]
     func startRollout(_ version: String, canaries: [String], remaining: [String], policy: CanaryPolicyRecord,
-                      priorDefectRate: Double?) throws(ModelRegistryError) -> RolloutRecord
-    func rollouts(state: RolloutRecord.State?) throws(ModelRegistryError) -> [RolloutRecord]
-    func update(_ rollout: RolloutRecord) throws(ModelRegistryError)
-    func decide(_ id: String, promote: Bool, reason: String, figures: RolloutRecord?) throws(ModelRegistryError) -> RolloutRecord
+                      priorDefectRate: Double?) async throws(ModelRegistryError) -> RolloutRecord
+    func rollouts(state: RolloutRecord.State?) async throws(ModelRegistryError) -> [RolloutRecord]
+    func update(_ rollout: RolloutRecord) async throws(ModelRegistryError)
+    func decide(_ id: String, promote: Bool, reason: String, figures: RolloutRecord?) async throws(ModelRegistryError) -> RolloutRecord
 }
 
 extension ModelRegistryStoring {
-    public func versions() throws(ModelRegistryError) -> [ModelVersionRecord] { try versions(inspectionType: nil) }
-    public func assign(_ version: String, to cameras: [String]) throws(ModelRegistryError) { try assign(version, to: cameras, remember: true) }
-    public func rollouts() throws(ModelRegistryError) -> [RolloutRecord] { try rollouts(state: nil) }
+    public func versions() async throws(ModelRegistryError) -> [ModelVersionRecord] { try await versions(inspectionType: nil) }
+    public func assign(_ version: String, to cameras: [String]) async throws(ModelRegistryError) { try await assign(version, to: cameras, remember: true) }
+    public func rollouts() async throws(ModelRegistryError) -> [RolloutRecord] { try await rollouts(state: nil) }
 
-    public func group(_ name: String) throws(ModelRegistryError) -> [String] {
-        guard let cameras = try groups()[name] else { throw .notFound("camera group \(name)") }
+    public func group(_ name: String) async throws(ModelRegistryError) -> [String] {
+        guard let cameras = try await groups()[name] else { throw .notFound("camera group \(name)") }
         return cameras
     }
 }

@@ -298,11 +298,14 @@ public final class TrainingQueue: Sendable {
             model.metadata.datasetSHA256 = datasetHash
             model.metadata.description = "trained centrally on \(dataset.items.count) ROIs of \(request.inspectionType) (job \(job.id), asked by \(job.requester)); "
                 + Self.describe(configuration)
-            let record = try registry.publish(try ModelFile.encode(model), inspectionType: request.inspectionType)
-            if job.requesterIsCamera {
-                try registry.assign(record.version, to: [job.requester])
-                onAssigned()
+            let modelFile = try ModelFile.encode(model)
+            let (registry, requester, assign) = (self.registry, job.requester, job.requesterIsCamera)
+            let record = try Self.waitOnThisThread {
+                let record = try await registry.publish(modelFile, inspectionType: request.inspectionType)
+                if assign { try await registry.assign(record.version, to: [requester]) }
+                return record
             }
+            if assign { onAssigned() }
             progress.state = .succeeded
             progress.modelVersion = record.version
             logger.info("training job succeeded", metadata: ["job": "\(job.id)", "version": "\(record.version)", "rois": "\(dataset.items.count)"])

@@ -43,6 +43,8 @@ public struct CameraStreamStatistics: Codable, Sendable, Equatable {
     public var reconnects: Int
     /// Why the camera was lost, while it is.
     public var lostReason: String?
+    /// Being set up again in another trigger mode (a recipe asked for it); triggers wait for the end of it.
+    public var settingUp = false
 }
 
 /// A source that reports stream statistics (GenICam cameras).
@@ -117,6 +119,8 @@ public final class AravisCamera: FrameSource, StreamStatisticsReporting, Softwar
         var trigger: CameraTrigger
         /// The connection was opened in another mode: set it up again before the next frame.
         var retrigger = false
+        /// The old connection is closed and the one in the new mode is being opened.
+        var reopening = false
     }
 
     /// Opens the camera now: a camera that is not there is a configuration error at start-up.
@@ -146,6 +150,7 @@ public final class AravisCamera: FrameSource, StreamStatisticsReporting, Softwar
             statistics.missingPackets = counts.missingPackets
             statistics.resendRequests = counts.resendRequests
             statistics.resentPackets = counts.resentPackets
+            statistics.settingUp = state.retrigger || state.reopening
             return statistics
         }
     }
@@ -173,7 +178,10 @@ public final class AravisCamera: FrameSource, StreamStatisticsReporting, Softwar
 
     /// Fires the camera's software trigger: one frame in `.software` mode.
     public func trigger() throws {
-        guard let connection = state.withLock({ $0.connection }) else {
+        let (connection, settingUp) = state.withLock { ($0.connection, $0.retrigger || $0.reopening) }
+        // A trigger while the camera changes mode is not a lost camera: it is refused by name, to be sent again.
+        if settingUp { throw CaptureError.settingUp(camera: name, mode: triggerMode.name) }
+        guard let connection else {
             throw CaptureError.cameraLost(camera: name, reason: state.withLock { $0.statistics.lostReason } ?? "not connected")
         }
         try connection.softwareTrigger()
@@ -257,6 +265,7 @@ public final class AravisCamera: FrameSource, StreamStatisticsReporting, Softwar
         let asked = state.withLock { state -> Bool in
             guard state.retrigger else { return false }
             state.retrigger = false
+            state.reopening = true
             if let old = state.connection {
                 state.earlier = state.earlier + old.counts()
                 state.connection = nil
@@ -266,10 +275,14 @@ public final class AravisCamera: FrameSource, StreamStatisticsReporting, Softwar
         guard asked else { return }
         let connection: Connection
         do { connection = try Connection(settings: current, name: name) } catch {
-            state.withLock { $0.statistics.connected = false; $0.statistics.lostReason = "cannot set it up in \(triggerMode.name) trigger mode: \(error)" }
+            state.withLock {
+                $0.reopening = false
+                $0.statistics.connected = false
+                $0.statistics.lostReason = "cannot set it up in \(triggerMode.name) trigger mode: \(error)"
+            }
             throw CaptureError.cameraLost(camera: name, reason: "cannot set it up in \(triggerMode.name) trigger mode: \(error)")
         }
-        state.withLock { $0.connection = connection }
+        state.withLock { $0.connection = connection; $0.reopening = false }
     }
 
     private func lose(_ connection: Connection, reason: String) -> CaptureError {

@@ -90,6 +90,10 @@ public enum CaptureError: Error, CustomStringConvertible, Equatable {
     case cameraNotFound(camera: String, found: [String])
     /// The agent's config has no camera: what needs one is refused (409 over HTTP), the same way everywhere.
     case notConfigured
+    /// A camera is configured but has not delivered its first frame (503 over HTTP: try again shortly).
+    case noFrameYet
+    /// A camera being set up again in another trigger mode: a trigger now is refused (503), to be sent again.
+    case settingUp(camera: String, mode: String)
 
     public var description: String {
         switch self {
@@ -104,6 +108,8 @@ public enum CaptureError: Error, CustomStringConvertible, Equatable {
         case .invalidConfiguration(let reason): return reason
         case .cameraLost(let camera, let reason): return "camera lost: \(camera): \(reason)"
         case .notConfigured: return "this agent has no camera configured (its config has no camera section); import images instead"
+        case .noFrameYet: return "the camera has not delivered a frame yet; try again in a moment"
+        case .settingUp(let camera, let mode): return "camera \(camera) is being set up in \(mode) trigger mode; trigger again in a moment"
         case .cameraNotFound(let camera, let found):
             return "no GigE Vision or USB3 Vision camera \(camera) found; "
                 + (found.isEmpty ? "none answered (is it powered, on this subnet, not opened by another program?)" : "found \(found.joined(separator: ", "))")

@@ -1,11 +1,16 @@
 import Foundation
 import LoupeManager
+import LoupeStorage
+import Synchronization
 
 /// A real PostgreSQL server (Debian's `postgresql`) as the tests' own
 /// cluster: `initdb` into a fresh folder, `pg_ctl` on a loopback port with
 /// password (SCRAM) authentication, stopped when the test process ends. As
 /// root (CI) its commands run as the `postgres` user, since PostgreSQL
-/// refuses to run as root. Each test takes a database of its own.
+/// refuses to run as root. Each test takes a database of its own. The
+/// commands block while they run (initdb takes seconds), so the async entry
+/// points run them off the task pool: a test waiting for its cluster must not
+/// starve the other tests' tasks.
 public final class PostgresServer: @unchecked Sendable {
     public let port: Int
     public let folder: String
@@ -28,18 +33,28 @@ public final class PostgresServer: @unchecked Sendable {
     }
 
     /// One cluster for the whole test process, started on first use and stopped when the process exits.
-    public static func shared() throws -> PostgresServer {
-        try sharedServer.get()
-    }
-
-    private static let sharedServer: Result<PostgresServer, any Error> = Result {
-        let server = try PostgresServer(folder: NSTemporaryDirectory() + "loupe-pg-\(UUID().uuidString.prefix(8))")
-        atexit { PostgresServer.stopShared() }
+    public static func shared() async throws -> PostgresServer {
+        let starting = sharedServer.withLock { task in
+            if let task { return task }
+            let started = Task { try await PostgresServer.start(folder: NSTemporaryDirectory() + "loupe-pg-\(UUID().uuidString.prefix(8))") }
+            task = started
+            return started
+        }
+        let server = try await starting.value
+        if sharedStopRegistered.withLock({ registered in defer { registered = true }; return !registered }) {
+            sharedForExit.withLock { $0 = server }
+            atexit { PostgresServer.sharedForExit.withLock { $0 }?.stop() }
+        }
         return server
     }
 
-    private static func stopShared() {
-        if case .success(let server) = sharedServer { server.stop() }
+    private static let sharedServer = Mutex<Task<PostgresServer, any Error>?>(nil)
+    private static let sharedStopRegistered = Mutex(false)
+    private static let sharedForExit = Mutex<PostgresServer?>(nil)
+
+    /// Makes a new cluster in `folder` and starts it, off the task pool.
+    public static func start(folder: String) async throws -> PostgresServer {
+        try await BlockingIO.run { () throws -> PostgresServer in try PostgresServer(folder: folder) }
     }
 
     /// Makes a new cluster in `folder` and starts it.
@@ -62,13 +77,17 @@ public final class PostgresServer: @unchecked Sendable {
         }
         try run("initdb", ["-D", data, "-U", user, "--pwfile", serverPassword, "-A", "scram-sha-256", "-E", "UTF8", "--no-sync", "--no-instructions"])
         try? FileManager.default.removeItem(atPath: serverPassword)
-        try start()
+        try startBlocking()
     }
 
     deinit { stop() }
 
-    /// Starts the server and waits until it accepts connections.
-    public func start() throws {
+    /// Starts the server again (after `kill` or `stop`) and waits until it accepts connections; WAL recovery after a kill.
+    public func start() async throws {
+        try await BlockingIO.run { () throws in try self.startBlocking() }
+    }
+
+    private func startBlocking() throws {
         // fsync stays on: a killed server must keep what it acknowledged, as a plant's would.
         let options = "-p \(port) -c listen_addresses=127.0.0.1 -k \(folder) -c max_connections=200"
         try run("pg_ctl", ["-D", data, "-l", folder + "/server.log", "-w", "-t", "30", "-o", options, "start"])
@@ -81,16 +100,16 @@ public final class PostgresServer: @unchecked Sendable {
     }
 
     /// Kills the postmaster (SIGKILL: a crash of the database host's server); `start()` recovers it from its WAL.
-    public func kill() {
+    public func kill() async {
         guard let pid = postmasterPID else { return }
         Foundation.kill(pid, SIGKILL)
         var waited = 0
         while Foundation.kill(pid, 0) == 0, waited < 200 {
-            Thread.sleep(forTimeInterval: 0.05)
+            try? await Task.sleep(for: .milliseconds(50))
             waited += 1
         }
         // Its backends end once the postmaster is gone; a start before that would find the old shared memory in use.
-        Thread.sleep(forTimeInterval: 0.5)
+        try? await Task.sleep(for: .milliseconds(500))
     }
 
     public var isRunning: Bool {
@@ -104,8 +123,9 @@ public final class PostgresServer: @unchecked Sendable {
     }
 
     /// A new, empty database and the settings a manager reaches it with.
-    public func createDatabase(_ name: String = "loupe_\(UUID().uuidString.prefix(8).lowercased())") throws -> PostgresSettings {
-        try run("createdb", ["-h", "127.0.0.1", "-p", "\(port)", "-U", user, name], environment: ["PGPASSWORD": password])
+    public func createDatabase(_ name: String = "loupe_\(UUID().uuidString.prefix(8).lowercased())") async throws -> PostgresSettings {
+        let (port, user, password) = (self.port, self.user, self.password)
+        try await BlockingIO.run { () throws in try self.run("createdb", ["-h", "127.0.0.1", "-p", "\(port)", "-U", user, name], environment: ["PGPASSWORD": password]) }
         return PostgresSettings(url: "postgres://\(user)@127.0.0.1:\(port)/\(name)", passwordFile: passwordFile)
     }
 

@@ -263,8 +263,8 @@ extension BenchCommand {
                     if let databaseURL {
                         options.postgres = PostgresSettings(url: databaseURL)
                     } else {
-                        if server == nil { server = try PostgresServer(folder: NSTemporaryDirectory() + "loupe-bench-pg-\(UUID().uuidString.prefix(8))") }
-                        options.postgres = try server?.createDatabase()
+                        if server == nil { server = try await PostgresServer.start(folder: NSTemporaryDirectory() + "loupe-bench-pg-\(UUID().uuidString.prefix(8))") }
+                        options.postgres = try await server?.createDatabase()
                     }
                 }
                 let progress = ProgressBar()

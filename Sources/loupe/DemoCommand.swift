@@ -151,7 +151,7 @@ struct DemoCommand: AsyncParsableCommand {
 
             // 6. Push it to the three cameras.
             let registry = try ModelRegistry(directory: managerConfig.dataDir, signingKeyPath: managerConfig.signingKeyPath)
-            try registry.assign(version, to: Self.cameras)
+            try await registry.assign(version, to: Self.cameras)
             try await Self.waitFor("the cameras to install \(version)", timeout: .seconds(60)) {
                 agents.allSatisfy { $0.runtime.shelf.state.current?.version == version }
             }

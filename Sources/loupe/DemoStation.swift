@@ -110,7 +110,7 @@ struct DemoStation {
         var recipe = DemoCommand.recipe
         recipe["referenceCapture"] = reference
         try await api.send("PUT", "/api/v1/recipe", json: recipe)
-        try registry.assign(version, to: [Self.camera])
+        try await registry.assign(version, to: [Self.camera])
         try await DemoCommand.waitFor("the station to install \(version)", timeout: .seconds(60), every: .milliseconds(20)) { agent.runtime.shelf.state.current?.version == version }
         try await api.send("PUT", "/api/v1/live", json: ["live": true, "threshold": threshold])
         guard let modbus = agent.services.compactMap({ $0 as? ModbusServer }).first else { throw ValidationError("the station has no Modbus server") }

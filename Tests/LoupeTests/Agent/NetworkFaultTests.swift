@@ -70,7 +70,7 @@ import LoupeTesting
         #expect(drained, "the outbox never drained:\n\(agent.log)\n\(manager.log)")
         #expect(proxy.counters.resets >= 2)
 
-        try await SyncProcessTests.stopAndExpectStoredOnce(agent: agent, manager: manager, backend: try StoreBackend(.sqlite, folder: pki.dir + "/manager-data"), total: total, camera: "cam-net")
+        try await SyncProcessTests.stopAndExpectStoredOnce(agent: agent, manager: manager, backend: try await StoreBackend(.sqlite, folder: pki.dir + "/manager-data"), total: total, camera: "cam-net")
         print("network faults: \(proxy.counters.connections) connections through the proxy, \(proxy.counters.resets) reset, \(total)/\(total) ROIs stored once")
     }
 

@@ -134,7 +134,7 @@ import Testing
             return try Loupe_Model_V1_ModelAssignment(serializedBytes: bytes)
         }
         // Every change of a camera's desired version is signed for that camera, with a newer sequence.
-        try registry.assign(second.version, to: ["cam-1", "cam-2"])
+        try registry.assign(second.version, to: ["cam-1", "cam-2"], remember: true)
         let pushed = try assignment("cam-1")
         #expect(pushed.cameraID == "cam-1" && pushed.version == "disc-v3" && pushed.modelSequence == 3 && pushed.inspectionType == "disc")
         #expect(try assignment("cam-2").cameraID == "cam-2")

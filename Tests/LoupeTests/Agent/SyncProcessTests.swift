@@ -52,7 +52,7 @@ import LoupeTesting
         let store = try Self.seedAgentStore(dataDir, count: total)
         #expect(try store.outboxDepth() == total)
 
-        let backend = try StoreBackend(kind, folder: pki.dir + "/manager-data")
+        let backend = try await StoreBackend(kind, folder: pki.dir + "/manager-data")
         let setup = try ManagerProcessSetup(pki: pki, extra: backend.managerConfig)
         var (manager, port) = try await setup.start()
         // About 1.3 KB per upload at 4 KB/s: the sync takes ~13 s, long enough to interrupt twice.
@@ -94,9 +94,9 @@ import LoupeTesting
         let dataDir = pki.dir + "/agent-pg-data"
         let store = try Self.seedAgentStore(dataDir, count: total)
         // A server of its own: killing the shared one would fail the other tests using it.
-        let server = try PostgresServer(folder: NSTemporaryDirectory() + "loupe-pg-restart-\(UUID().uuidString.prefix(8))")
+        let server = try await PostgresServer.start(folder: NSTemporaryDirectory() + "loupe-pg-restart-\(UUID().uuidString.prefix(8))")
         defer { server.stop(); try? FileManager.default.removeItem(atPath: server.folder) }
-        let settings = try server.createDatabase()
+        let settings = try await server.createDatabase()
         let storage: [String: Any] = ["storage": ["postgres": ["url": settings.url, "passwordFile": settings.passwordFile ?? ""]]]
         let (manager, port) = try await ManagerProcessSetup(pki: pki, extra: storage).start()
         let config = try agentConfig(pki: pki, camera: "cam-pg", port: port, dataDir: dataDir, uploadCap: 4096)
@@ -104,7 +104,7 @@ import LoupeTesting
 
         let started = try await eventually(timeout: .seconds(30)) { try store.outboxDepth() <= total - 6 }
         #expect(started, "the outbox did not start draining:\n\(agent.log)\n\(manager.log)")
-        server.kill()
+        await server.kill()
         // While it is down the outbox does not drain, and the manager stays up saying why.
         try await Task.sleep(for: .seconds(8))
         #expect(try store.outboxDepth() > 0)
@@ -112,7 +112,7 @@ import LoupeTesting
         let refusal = manager.log.split(separator: "\n").first { $0.contains("request refused") && $0.contains("roi_upload") }
         #expect(refusal?.contains("unavailable") == true && refusal?.contains("no answer within 5") == true,
                 "no upload was refused by name while the database was down:\n\(manager.log.suffix(3000))")
-        try server.start()
+        try await server.start()
         let drained = try await eventually(timeout: .seconds(60)) { try store.outboxDepth() == 0 }
         #expect(drained, "the outbox never drained after the database came back:\n\(agent.log)\n\(manager.log)")
         agent.signal(SIGTERM)

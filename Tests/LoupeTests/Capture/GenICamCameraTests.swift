@@ -331,7 +331,8 @@ extension FakeGigESuite {
             #expect(try await save(trigger: "Line0; rm -rf /") == 400)
             #expect(try await save(trigger: "software") == 200)
             var live = try await agent.live()
-            #expect(try await eventually { live = try await agent.live(); return live.trigger?.mode == "software" }, "\(live)")
+            // Ready once the camera itself is set up in the new mode (closed and opened again), not when the recipe is saved.
+            #expect(try await eventually { live = try await agent.live(); return live.trigger?.mode == "software" && live.camera?.settingUp == false }, "\(live)")
             try await Task.sleep(for: .milliseconds(600))
             let still = try await agent.live().framesCaptured
             try await Task.sleep(for: .milliseconds(600))

@@ -12,7 +12,7 @@ import Testing
 @Suite struct CanaryGateTests {
     /// Runs one automatic rollout of a second version on cam-a (canary) with cam-b
     /// on the old one as the baseline, after the given parts, and returns it decided.
-    static func decide(canary: PartCounts, baseline: PartCounts, minParts: UInt32 = 100) throws -> RolloutRecord {
+    static func decide(canary: PartCounts, baseline: PartCounts, minParts: UInt32 = 100) async throws -> RolloutRecord {
         let dir = LabelStoreTests.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let registry = try ModelRegistry(directory: dir, signingKeyPath: dir + "/model-signing.key")
@@ -21,7 +21,7 @@ import Testing
         let cameras = CameraRegistry()
         for camera in ["cam-a", "cam-b"] {
             cameras.connected(cameraId: camera, address: "127.0.0.1", softwareVersion: "test")
-            try registry.assign(old.version, to: [camera])
+            try registry.assign(old.version, to: [camera], remember: true)
             try registry.recordInstall(cameraId: camera, version: old.version, ok: true, error: "")
         }
         func report(_ camera: String, _ counts: PartCounts) {
@@ -40,30 +40,30 @@ import Testing
         try registry.recordInstall(cameraId: "cam-a", version: new.version, ok: true, error: "")
         let supervisor = RolloutSupervisor(models: registry, cameras: cameras, logger: Logger(label: "test"), metrics: nil)
         // The canary has installed: the counts from here on are the observation.
-        #expect(supervisor.step() == 1)
+        #expect(await supervisor.step() == 1)
         report("cam-a", PartCounts(pass: 1000 + canary.pass, fail: 50 + canary.fail))
         report("cam-b", PartCounts(pass: 1000 + baseline.pass, fail: 50 + baseline.fail))
-        #expect(supervisor.step() == 0)
-        return try #require(try registry.rollouts().first)
+        #expect(await supervisor.step() == 0)
+        return try #require(try registry.rollouts(state: nil).first)
     }
 
-    @Test func aCanaryThatStopsFindingDefectsIsRolledBack() throws {
+    @Test func aCanaryThatStopsFindingDefectsIsRolledBack() async throws {
         // The old model fails 10 % of parts; the canary suddenly none.
-        let rollout = try Self.decide(canary: PartCounts(pass: 200, fail: 0), baseline: PartCounts(pass: 180, fail: 20))
+        let rollout = try await Self.decide(canary: PartCounts(pass: 200, fail: 0), baseline: PartCounts(pass: 180, fail: 20))
         #expect(rollout.state == .rolledBack)
         #expect(rollout.reason.contains("stops finding defects"), "\(rollout.reason)")
     }
 
-    @Test func aCanaryThatFloodsIsRolledBackAndOneThatKeepsTheRateIsPromoted() throws {
-        let flood = try Self.decide(canary: PartCounts(pass: 100, fail: 100), baseline: PartCounts(pass: 180, fail: 20))
+    @Test func aCanaryThatFloodsIsRolledBackAndOneThatKeepsTheRateIsPromoted() async throws {
+        let flood = try await Self.decide(canary: PartCounts(pass: 100, fail: 100), baseline: PartCounts(pass: 180, fail: 20))
         #expect(flood.state == .rolledBack && flood.reason.contains("defect rate rose"), "\(flood.reason)")
-        let steady = try Self.decide(canary: PartCounts(pass: 182, fail: 18), baseline: PartCounts(pass: 180, fail: 20))
+        let steady = try await Self.decide(canary: PartCounts(pass: 182, fail: 18), baseline: PartCounts(pass: 180, fail: 20))
         #expect(steady.state == .promoted, "\(steady.reason)")
         // One baseline failure in 31 parts predicts 0.45 among 14 canary parts: none is no evidence of a drop.
-        let thin = try Self.decide(canary: PartCounts(pass: 14, fail: 0), baseline: PartCounts(pass: 30, fail: 1), minParts: 4)
+        let thin = try await Self.decide(canary: PartCounts(pass: 14, fail: 0), baseline: PartCounts(pass: 30, fail: 1), minParts: 4)
         #expect(thin.state == .promoted, "\(thin.reason)")
         // On a clean line (no defects to miss) a canary that finds none is fine.
-        let clean = try Self.decide(canary: PartCounts(pass: 200, fail: 0), baseline: PartCounts(pass: 200, fail: 0))
+        let clean = try await Self.decide(canary: PartCounts(pass: 200, fail: 0), baseline: PartCounts(pass: 200, fail: 0))
         #expect(clean.state == .promoted, "\(clean.reason)")
     }
 }

@@ -22,7 +22,7 @@ import Testing
     /// Group commit: many uploads at once (with repeats) end as exactly one
     /// row per content hash, exactly one `true` per hash, and survive a reopen.
     @Test(arguments: StoreBackend.all) func concurrentUploadsAreStoredOncePerHashAndDurably(_ kind: StoreBackend.Kind) async throws {
-        let backend = try StoreBackend(kind)
+        let backend = try await StoreBackend(kind)
         let store = try await backend.trainingData()
         let uploads = try (0..<60).map { try FleetBenchmark.upload(side: 32, seed: UInt64($0)) }
         // Every upload three times, from three cameras, all at once.
@@ -61,7 +61,7 @@ import Testing
         let uploads = try (0..<30).map { try FleetBenchmark.upload(side: 32, seed: UInt64(100 + $0)) }
         var seen: [(String, [Loupe_V1_DatasetStats])] = []
         for kind in StoreBackend.all {
-            let backend = try StoreBackend(kind)
+            let backend = try await StoreBackend(kind)
             let store = try await backend.trainingData()
             for upload in uploads { _ = try await store.store(upload, from: "cam-a") }
             let digest = try await store.dataset(inspectionType: "bench").sha256
@@ -74,7 +74,7 @@ import Testing
 
     /// Cameras saved are loaded back offline, the latest record for each.
     @Test(arguments: StoreBackend.all) func theFleetIsKeptAcrossAReopen(_ kind: StoreBackend.Kind) async throws {
-        let backend = try StoreBackend(kind)
+        let backend = try await StoreBackend(kind)
         let fleet = try await backend.fleet()
         for (index, id) in ["cam-b", "cam-a"].enumerated() {
             var camera = Loupe_V1_CameraStatus()
@@ -102,7 +102,7 @@ import Testing
     /// Managers that start together on a new database migrate it once: the
     /// advisory lock makes the second wait and then find every migration applied.
     @Test func managersStartingTogetherMigrateOnce() async throws {
-        let backend = try StoreBackend(.postgres)
+        let backend = try await StoreBackend(.postgres)
         let stores = try await withThrowingTaskGroup(of: (any TrainingDataStoring).self) { group in
             for _ in 0..<4 { group.addTask { try await backend.trainingData() } }
             return try await group.reduce(into: []) { $0.append($1) }
@@ -127,8 +127,8 @@ import Testing
         } catch {
             #expect("\(error)".contains("must not carry a password") && !"\(error)".contains("secret"), "\(error)")
         }
-        let server = try PostgresServer.shared()
-        var wrong = try server.createDatabase()
+        let server = try await PostgresServer.shared()
+        var wrong = try await server.createDatabase()
         let wrongFile = NSTemporaryDirectory() + "loupe-wrong-\(UUID().uuidString.prefix(8))"
         try Data("not-the-password".utf8).write(to: URL(fileURLWithPath: wrongFile))
         defer { try? FileManager.default.removeItem(atPath: wrongFile) }
@@ -143,7 +143,7 @@ import Testing
 
     /// A bad upload is refused with its reason, and the store goes on storing.
     @Test(arguments: StoreBackend.all) func aBadUploadIsRefusedWithItsReason(_ kind: StoreBackend.Kind) async throws {
-        let backend = try StoreBackend(kind)
+        let backend = try await StoreBackend(kind)
         let store = try await backend.trainingData()
         var bad = try FleetBenchmark.upload(side: 32, seed: 1)
         bad.maskPng = Data(bad.maskPng.prefix(20))

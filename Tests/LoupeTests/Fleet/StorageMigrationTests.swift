@@ -40,7 +40,7 @@ import Testing
     @Test func everyRowAndBlobArrivesAndIsChecked() async throws {
         let (folder, config, store) = try await Self.sqliteManager(rois: 450)
         defer { try? FileManager.default.removeItem(atPath: folder) }
-        let settings = try PostgresServer.shared().createDatabase()
+        let settings = try await PostgresServer.shared().createDatabase()
         let (status, log) = try await Self.migrate(config, settings, log: folder + "/migrate.log")
         #expect(status == 0, "\(log)")
         #expect(log.contains("2 cameras, 450 ROIs (450 copied, 0 already there)"), "\(log)")
@@ -63,7 +63,7 @@ import Testing
     @Test func aDamagedRowFailsTheCheckByName() async throws {
         let (folder, config, store) = try await Self.sqliteManager(rois: 5)
         defer { try? FileManager.default.removeItem(atPath: folder) }
-        let settings = try PostgresServer.shared().createDatabase()
+        let settings = try await PostgresServer.shared().createDatabase()
         var damaged = try #require(try await store.export(after: nil, limit: 1).first)
         damaged.imagePNG[damaged.imagePNG.count / 2] ^= 0xFF
         let database = try await PostgresDatabase.open(settings, logger: Logger(label: "seed"))
