@@ -43,7 +43,7 @@ public final class PostgresServer: @unchecked Sendable {
         let server = try await starting.value
         if sharedStopRegistered.withLock({ registered in defer { registered = true }; return !registered }) {
             sharedForExit.withLock { $0 = server }
-            atexit { PostgresServer.sharedForExit.withLock { $0 }?.stop() }
+            atexit { PostgresServer.sharedForExit.withLock { $0 }?.discard() }
         }
         return server
     }
@@ -97,6 +97,12 @@ public final class PostgresServer: @unchecked Sendable {
     public func stop() {
         guard isRunning else { return }
         try? run("pg_ctl", ["-D", data, "-m", "fast", "-w", "stop"])
+    }
+
+    /// Stops it and deletes its folder (the cluster and its log): for a cluster made for one run.
+    public func discard() {
+        stop()
+        try? FileManager.default.removeItem(atPath: folder)
     }
 
     /// Kills the postmaster (SIGKILL: a crash of the database host's server); `start()` recovers it from its WAL.

@@ -249,7 +249,7 @@ extension BenchCommand {
                 setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
             }
             var server: PostgresServer?
-            defer { server?.stop() }
+            defer { server?.discard() }
             var results: [(String, LoadBenchmark.Result)] = []
             for kind in kinds {
                 var options = LoadBenchmark.Options()

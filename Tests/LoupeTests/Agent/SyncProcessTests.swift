@@ -95,7 +95,7 @@ import LoupeTesting
         let store = try Self.seedAgentStore(dataDir, count: total)
         // A server of its own: killing the shared one would fail the other tests using it.
         let server = try await PostgresServer.start(folder: NSTemporaryDirectory() + "loupe-pg-restart-\(UUID().uuidString.prefix(8))")
-        defer { server.stop(); try? FileManager.default.removeItem(atPath: server.folder) }
+        defer { server.discard() }
         let settings = try await server.createDatabase()
         let storage: [String: Any] = ["storage": ["postgres": ["url": settings.url, "passwordFile": settings.passwordFile ?? ""]]]
         let (manager, port) = try await ManagerProcessSetup(pki: pki, extra: storage).start()
