@@ -36,20 +36,20 @@ public final class PostgresServer: @unchecked Sendable {
     public static func shared() async throws -> PostgresServer {
         let starting = sharedServer.withLock { task in
             if let task { return task }
-            let started = Task { try await PostgresServer.start(folder: NSTemporaryDirectory() + "loupe-pg-\(UUID().uuidString.prefix(8))") }
+            let started = Task {
+                let server = try await PostgresServer.start(folder: NSTemporaryDirectory() + "loupe-pg-\(UUID().uuidString.prefix(8))")
+                sharedForExit.withLock { $0 = server }
+                atexit { PostgresServer.sharedForExit.withLock { $0 }?.discard() }
+                return server
+            }
             task = started
             return started
         }
-        let server = try await starting.value
-        if sharedStopRegistered.withLock({ registered in defer { registered = true }; return !registered }) {
-            sharedForExit.withLock { $0 = server }
-            atexit { PostgresServer.sharedForExit.withLock { $0 }?.discard() }
-        }
-        return server
+        return try await starting.value
     }
 
     private static let sharedServer = Mutex<Task<PostgresServer, any Error>?>(nil)
-    private static let sharedStopRegistered = Mutex(false)
+    /// The started server, for the exit handler (which cannot wait for the task).
     private static let sharedForExit = Mutex<PostgresServer?>(nil)
 
     /// Makes a new cluster in `folder` and starts it, off the task pool.

@@ -29,7 +29,6 @@ public final class PostgresFleetStore: Sendable {
     public func save(_ camera: Loupe_V1_CameraStatus) async throws {
         let status: Data = try camera.status.serializedData()
         let logger = database.logger
-        let camera = camera
         _ = try await database.run { client in
             try await client.query("""
                 INSERT INTO camera (camera_id, first_seen_unix_ms, last_seen_unix_ms, address, software_version, inspection_type,

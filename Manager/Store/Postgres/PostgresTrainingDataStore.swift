@@ -46,18 +46,23 @@ public final class PostgresTrainingDataStore: Sendable {
         }
     }
 
+    /// One row's insert, kept when its content hash is new: the upload path and the migration both write rows so.
+    private static func insert(_ row: StoredROI) throws -> PostgresQuery {
+        try """
+        INSERT INTO roi (content_sha256, camera_id, inspection_type, roi_name, captured_at, recipe_version, template_sha256,
+                         width, height, labelled_pixels, class_names, class_pixels, received_at, image_png, mask_png)
+        VALUES (\(row.contentSHA256), \(row.cameraId), \(row.inspectionType), \(row.roiName), \(row.capturedAt),
+                \(row.recipeVersion), \(row.templateSHA256), \(row.width), \(row.height), \(row.labelledPixels),
+                \(row.classNames), \(row.classPixels ?? "[]"), \(row.receivedAt), \(row.imagePNG), \(row.maskPNG))
+        ON CONFLICT (content_sha256) DO NOTHING
+        RETURNING content_sha256
+        """
+    }
+
     public func store(_ upload: Loupe_V1_RoiUpload, from cameraId: String) async throws(TrainingDataError) -> Bool {
         let row = try TrainingDataStore.validate(upload, from: cameraId)
         return try await run { client, logger in
-            let inserted = try await client.query("""
-                INSERT INTO roi (content_sha256, camera_id, inspection_type, roi_name, captured_at, recipe_version, template_sha256,
-                                 width, height, labelled_pixels, class_names, class_pixels, received_at, image_png, mask_png)
-                VALUES (\(row.contentSHA256), \(row.cameraId), \(row.inspectionType), \(row.roiName), \(row.capturedAt),
-                        \(row.recipeVersion), \(row.templateSHA256), \(row.width), \(row.height), \(row.labelledPixels),
-                        \(row.classNames), \(row.classPixels ?? "[]"), \(row.receivedAt), \(row.imagePNG), \(row.maskPNG))
-                ON CONFLICT (content_sha256) DO NOTHING
-                RETURNING content_sha256
-                """, logger: logger)
+            let inserted = try await client.query(try Self.insert(row), logger: logger)
             var stored = false
             for try await _ in inserted.decode(String.self) { stored = true }
             return stored
@@ -125,15 +130,7 @@ public final class PostgresTrainingDataStore: Sendable {
             try await client.withTransaction(logger: logger) { connection in
                 var inserted = 0
                 for row in rows {
-                    let result = try await connection.query("""
-                        INSERT INTO roi (content_sha256, camera_id, inspection_type, roi_name, captured_at, recipe_version, template_sha256,
-                                         width, height, labelled_pixels, class_names, class_pixels, received_at, image_png, mask_png)
-                        VALUES (\(row.contentSHA256), \(row.cameraId), \(row.inspectionType), \(row.roiName), \(row.capturedAt),
-                                \(row.recipeVersion), \(row.templateSHA256), \(row.width), \(row.height), \(row.labelledPixels),
-                                \(row.classNames), \(row.classPixels ?? "[]"), \(row.receivedAt), \(row.imagePNG), \(row.maskPNG))
-                        ON CONFLICT (content_sha256) DO NOTHING
-                        RETURNING content_sha256
-                        """, logger: logger)
+                    let result = try await connection.query(try Self.insert(row), logger: logger)
                     for try await _ in result.decode(String.self) { inserted += 1 }
                 }
                 return inserted
