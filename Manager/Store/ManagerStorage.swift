@@ -6,9 +6,10 @@ import Logging
 
 // The manager's storage behind three narrow interfaces. By default SQLite
 // (WAL) files and content-addressed blobs in the data directory, so a plant
-// needs no setup; with `storage.postgres` in the config, the fleet and the
-// training data live in a PostgreSQL database (Store/Postgres/) that several
-// managers may share. Only `ManagerStorage.open` names a concrete store.
+// needs no setup; with `storage.postgres` in the config, the fleet, the
+// training data and the model registry live in a PostgreSQL database
+// (Store/Postgres/) that several managers may share. Only `ManagerStorage.open` names a concrete store.
+// What the registry decides is `RegistryRules`, shared by both backends.
 
 /// Labelled ROIs from every camera, one per content hash.
 public protocol TrainingDataStoring: Sendable {
@@ -73,6 +74,7 @@ extension ModelRegistry: ModelRegistryStoring {}
 
 extension PostgresTrainingDataStore: TrainingDataStoring {}
 extension PostgresFleetStore: FleetStoring {}
+extension PostgresModelRegistry: ModelRegistryStoring {}
 
 /// The three stores of a manager.
 public struct ManagerStorage: Sendable {
@@ -84,16 +86,20 @@ public struct ManagerStorage: Sendable {
 
     /// The stores `config.storage` names: by default the SQLite backend in
     /// `config.dataDir` (training-data.sqlite, fleet.sqlite, models.sqlite and
-    /// models/); with `storage.postgres`, the fleet and the training data in
-    /// that database (migrated on open) and the model registry in `dataDir`.
+    /// models/); with `storage.postgres`, all three in that database (migrated
+    /// on open). The model-signing key is a file on this host either way.
     public static func open(_ config: ManagerConfig, logger: Logger) async throws -> ManagerStorage {
         try FileManager.default.createDirectory(atPath: config.dataDir, withIntermediateDirectories: true)
-        let models = try ModelRegistry(directory: config.dataDir, signingKeyPath: config.signingKeyPath)
         if let settings = config.storage?.postgres {
             let database = try await PostgresDatabase.open(settings, logger: logger)
             do {
                 return ManagerStorage(trainingData: try await PostgresTrainingDataStore(database: database),
-                                      fleet: try await PostgresFleetStore(database: database), models: models, database: database)
+                                      fleet: try await PostgresFleetStore(database: database),
+                                      models: try await PostgresModelRegistry(database: database, signingKeyPath: config.signingKeyPath),
+                                      database: database)
+            } catch let error as ModelRegistryError {
+                database.close()
+                throw error
             } catch {
                 database.close()
                 throw StorageSetupError.unreachable("\(database.description): \(PostgresDatabase.describe(error))")
@@ -102,9 +108,9 @@ public struct ManagerStorage: Sendable {
         return ManagerStorage(
             trainingData: try TrainingDataStore(path: config.dataDir + "/training-data.sqlite"),
             fleet: try FleetStore(path: config.dataDir + "/fleet.sqlite"),
-            models: models)
+            models: try ModelRegistry(directory: config.dataDir, signingKeyPath: config.signingKeyPath))
     }
 
-    /// Where the training data and the fleet are, for the log.
+    /// Where the stores are, for the log.
     public var location: String { database?.description ?? "SQLite" }
 }

@@ -69,23 +69,18 @@ public struct CameraModelRecord: Codable, Sendable, Equatable, FetchableRecord, 
 public final class ModelRegistry: Sendable {
     public let directory: String
     public let signingKey: Curve25519.Signing.PrivateKey
+    let rules: RegistryRules
     private let pool: DatabasePool
 
     public init(directory: String, signingKeyPath: String) throws(ModelRegistryError) {
         self.directory = directory
         do {
             try FileManager.default.createDirectory(atPath: directory + "/models", withIntermediateDirectories: true)
-            if FileManager.default.fileExists(atPath: signingKeyPath) {
-                signingKey = try SigningKeyFile.load(signingKeyPath)
-            } else {
-                signingKey = Curve25519.Signing.PrivateKey()
-                try SigningKeyFile.write(signingKey.rawRepresentation, to: signingKeyPath, secret: true)
-            }
-            let publicPath = (signingKeyPath as NSString).deletingPathExtension + ".pub"
-            try SigningKeyFile.write(signingKey.publicKey.rawRepresentation, to: publicPath, secret: false)
         } catch {
-            throw .io("model-signing key \(signingKeyPath): \(error)")
+            throw .io("cannot make \(directory)/models: \(error)")
         }
+        signingKey = try ModelSigningKey.loadOrCreate(signingKeyPath)
+        rules = RegistryRules(signingKey: signingKey)
         do {
             pool = try SQLiteDatabase.open(directory + "/models.sqlite", durability: .full, migrator: Self.migrator)
         } catch {
@@ -162,31 +157,17 @@ public final class ModelRegistry: Sendable {
         return migrator
     }
 
-    /// The next value of the registry's one counter, shared by publications
-    /// and rollback grants, so each is newer than everything signed before it.
-    func nextSequence(_ db: Database) throws -> UInt64 {
-        try db.execute(sql: "UPDATE registrySequence SET value = value + 1 WHERE id = 1")
-        return UInt64(try Int.fetchOne(db, sql: "SELECT value FROM registrySequence WHERE id = 1") ?? 0)
+    /// Reserves `count` values of the registry's one counter, shared by publications and every signed assignment,
+    /// so each is newer than everything signed before it; returns the first.
+    func reserveSequences(_ count: Int, _ db: Database) throws -> UInt64 {
+        try db.execute(sql: "UPDATE registrySequence SET value = value + ? WHERE id = 1", arguments: [count])
+        let value = try Int.fetchOne(db, sql: "SELECT value FROM registrySequence WHERE id = 1") ?? 0
+        return UInt64(value - count + 1)
     }
 
-    /// Sets the version a camera should run, the one rule for every way a
-    /// desired version changes (push, rollback, canary start and decision):
-    /// each is a decision signed for that camera, with a sequence newer than
-    /// everything signed before it. Agents install nothing from the manager
-    /// without one, so an old offer replayed, or another camera's, is refused.
-    func desire(_ version: String, for row: inout CameraModelRecord, _ db: Database) throws {
-        guard let target = try ModelVersionRecord.fetchOne(db, key: version) else { throw ModelRegistryError.notFound("model version \(version)") }
-        row.desiredVersion = version
-        var assignment = Loupe_Model_V1_ModelAssignment()
-        assignment.cameraID = row.cameraId
-        assignment.inspectionType = target.inspectionType
-        assignment.version = target.version
-        assignment.modelSequence = UInt64(target.sequence)
-        assignment.sequence = try nextSequence(db)
-        assignment.issuedAtMs = Int64(Date().timeIntervalSince1970 * 1000)
-        let bytes = try assignment.serializedData()
-        row.assignment = bytes.hexString
-        row.assignmentSignature = try signingKey.signature(for: bytes).hexString
+    /// The rows of these cameras that exist.
+    func rows(_ cameras: [String], _ db: Database) throws -> [String: CameraModelRecord] {
+        Dictionary(uniqueKeysWithValues: try CameraModelRecord.fetchAll(db, keys: cameras).map { ($0.cameraId, $0) })
     }
 
     /// Cameras whose desired version was set before assignments existed get one now.
@@ -194,7 +175,8 @@ public final class ModelRegistry: Sendable {
         try write { db in
             for var row in try CameraModelRecord.filter(Column("desiredVersion") != nil && Column("assignment") == nil).fetchAll(db) {
                 guard let desired = row.desiredVersion else { continue }
-                try desire(desired, for: &row, db)
+                guard let target = try ModelVersionRecord.fetchOne(db, key: desired) else { throw ModelRegistryError.notFound("model version \(desired)") }
+                try rules.desire(target, for: &row, sequence: try reserveSequences(1, db))
                 try row.save(db)
             }
         }
@@ -221,31 +203,12 @@ public final class ModelRegistry: Sendable {
 
     /// Signs a trained model with the manager's key and stores it as the next version of its inspection type.
     public func publish(_ modelFile: Data, inspectionType: String) throws(ModelRegistryError) -> ModelVersionRecord {
-        let model: SegmentationModel
-        do { model = try ModelFile.decode(modelFile, name: "published model").0 } catch { throw .invalid("\(error)") }
-        guard FleetName.isValid(inspectionType) else {
-            throw .invalid(FleetName.refusal("inspection type", inspectionType))
-        }
+        let model = try RegistryRules.publishable(modelFile, inspectionType: inspectionType)
         return try write { db in
+            let sequence = try reserveSequences(1, db)
             let number = (try Int.fetchOne(db, sql: "SELECT MAX(number) FROM modelVersion") ?? 0) + 1
             let parent = try String.fetchOne(db, sql: "SELECT version FROM modelVersion WHERE inspectionType = ? ORDER BY number DESC LIMIT 1", arguments: [inspectionType])
-            let name = "\(inspectionType)-v\(number)"
-            let sequence = try nextSequence(db)
-            // The signature covers the version name, inspection type and sequence with the weights.
-            let signed: Data
-            do {
-                signed = try ModelFile.sign(modelFile, with: signingKey,
-                                            provenance: ModelProvenance(inspectionType: inspectionType, versionName: name, sequence: sequence),
-                                            version: UInt64(number))
-            } catch { throw ModelRegistryError.invalid("\(error)") }
-            let digest = Data(SHA256.hash(data: signed))
-            let offerSignature: Data
-            do { offerSignature = try signingKey.signature(for: digest) } catch { throw ModelRegistryError.io("signing failed: \(error)") }
-            let record = ModelVersionRecord(
-                version: name, number: number, inspectionType: inspectionType, sha256: digest.hexString, bytes: signed.count,
-                offerSignature: offerSignature.hexString, parentVersion: parent, description: model.metadata.description,
-                validationMIoU: Double(model.metadata.validationMIoU), datasetSHA256: model.metadata.datasetSHA256, createdAt: Date(),
-                sequence: Int(sequence))
+            let (signed, record) = try rules.sign(modelFile, model: model, inspectionType: inspectionType, number: number, sequence: sequence, parent: parent)
             // The file is durable (file and directory fsynced) before the row that names it commits.
             do {
                 try BlobStore.replaceDurably(self.path(of: record.version), with: signed)
@@ -270,26 +233,13 @@ public final class ModelRegistry: Sendable {
         return record
     }
 
-    /// Sets the version these cameras should run (a push, or a rollback to an earlier version).
-    /// With `remember` the version each camera was meant to run so far is
-    /// kept as its previous version; a rollback passes false (and the camera
-    /// then has no previous version until its next push).
+    /// Sets the version these cameras should run (a push, or a rollback to an earlier version; `RegistryRules.assign`).
     public func assign(_ version: String, to cameras: [String], remember: Bool) throws(ModelRegistryError) {
-        _ = try self.version(version)
-        guard !cameras.isEmpty else { throw .invalid("name at least one camera") }
+        let target = try self.version(version)
         try write { db in
-            for camera in cameras {
-                var record = try CameraModelRecord.fetchOne(db, key: camera) ?? CameraModelRecord(cameraId: camera, updatedAt: Date())
-                if !remember {
-                    record.previousVersion = nil
-                } else if record.desiredVersion != version, let earlier = record.desiredVersion {
-                    record.previousVersion = earlier
-                }
-                try desire(version, for: &record, db)
-                record.lastError = nil
-                record.updatedAt = Date()
-                try record.save(db)
-            }
+            let written = try rules.assign(target, to: cameras, rows: try rows(cameras, db), remember: remember,
+                                           firstSequence: try reserveSequences(cameras.count, db))
+            for row in written { try row.save(db) }
         }
     }
 
@@ -304,31 +254,55 @@ public final class ModelRegistry: Sendable {
     /// Records what a camera reported after an offer.
     public func recordInstall(cameraId: String, version: String, ok: Bool, error: String) throws(ModelRegistryError) {
         try write { db in
-            var record = try CameraModelRecord.fetchOne(db, key: cameraId) ?? CameraModelRecord(cameraId: cameraId, updatedAt: Date())
-            if ok {
-                record.installedVersion = version
-                record.installedAt = Date()
-                record.lastError = nil
-            } else {
-                record.lastError = "\(version): \(error)"
-            }
-            record.updatedAt = Date()
-            try record.save(db)
+            var row = RegistryRules.row(cameraId, in: try rows([cameraId], db))
+            RegistryRules.recordInstall(on: &row, version: version, ok: ok, error: error)
+            try row.save(db)
         }
     }
 
     /// Part of a version's file, for ModelChunkRequest.
     public func chunk(_ version: String, offset: UInt64, length: Int) throws(ModelRegistryError) -> (Data, last: Bool) {
         let record = try self.version(version)
-        guard offset <= UInt64(record.bytes) else { throw .invalid("offset \(offset) is past the end of model \(version) (\(record.bytes) bytes)") }
+        let range = try RegistryRules.chunkRange(of: record, offset: offset, length: length)
         guard let handle = FileHandle(forReadingAtPath: path(of: version)) else { throw .io("model file of \(version) is missing") }
         defer { try? handle.close() }
         do {
             try handle.seek(toOffset: offset)
-            let data = try handle.read(upToCount: length) ?? Data()
+            let data = try handle.read(upToCount: range.count) ?? Data()
             return (data, offset + UInt64(data.count) >= UInt64(record.bytes))
         } catch {
             throw .io("reading model \(version): \(error)")
         }
+    }
+}
+
+/// Everything a registry holds but its files, for a move to another backend (`loupe manager migrate`).
+public struct RegistryContents: Sendable {
+    /// Oldest first.
+    public var versions: [ModelVersionRecord]
+    public var cameras: [CameraModelRecord]
+    public var groups: [String: [String]]
+    public var rollouts: [RolloutRecord]
+    /// The counter's value: the newest sequence signed so far.
+    public var sequence: UInt64
+}
+
+extension ModelRegistry {
+    /// What this registry holds, read in one transaction.
+    public func contents() throws(ModelRegistryError) -> RegistryContents {
+        try read { db in
+            RegistryContents(
+                versions: try ModelVersionRecord.order(Column("number")).fetchAll(db),
+                cameras: try CameraModelRecord.order(Column("cameraId")).fetchAll(db),
+                groups: Dictionary(uniqueKeysWithValues: try CameraGroupRecord.fetchAll(db).map { ($0.name, $0.cameras) }),
+                rollouts: try RolloutRecord.order(Column("startedAt")).fetchAll(db),
+                sequence: UInt64(try Int.fetchOne(db, sql: "SELECT value FROM registrySequence WHERE id = 1") ?? 0))
+        }
+    }
+
+    /// A version's whole signed file.
+    public func file(of version: String) throws(ModelRegistryError) -> Data {
+        guard let data = FileManager.default.contents(atPath: path(of: version)) else { throw .io("model file of \(version) is missing") }
+        return data
     }
 }

@@ -122,14 +122,12 @@ struct CameraGroupRecord: Codable, FetchableRecord, PersistableRecord {
 extension ModelRegistry {
     /// Defines a group, or deletes it when `cameras` is empty.
     public func setGroup(_ name: String, cameras: [String]) throws(ModelRegistryError) {
-        guard FleetName.isValid(name) else {
-            throw .invalid(FleetName.refusal("group name", name))
-        }
+        let members = try RegistryRules.group(name, cameras: cameras)
         try write { db in
-            if cameras.isEmpty {
+            if members.isEmpty {
                 _ = try CameraGroupRecord.deleteOne(db, key: name)
             } else {
-                try CameraGroupRecord(name: name, cameras: Array(Set(cameras)).sorted()).save(db)
+                try CameraGroupRecord(name: name, cameras: members).save(db)
             }
         }
     }
@@ -140,43 +138,19 @@ extension ModelRegistry {
         }
     }
 
-    /// Starts a canary rollout: assigns the version to the canaries now and
+    /// Starts a canary rollout (`RegistryRules.startRollout`): assigns the version to the canaries now and
     /// records the rest of the target for promotion.
     public func startRollout(_ version: String, canaries: [String], remaining: [String], policy: CanaryPolicyRecord,
                              priorDefectRate: Double?) throws(ModelRegistryError) -> RolloutRecord {
-        let record = try self.version(version)
-        guard !canaries.isEmpty else { throw .invalid("a canary rollout needs at least one canary camera") }
-        guard policy.observeSeconds >= 0, policy.observeSeconds <= 7 * 86_400 else { throw .invalid("observe_seconds must be at most a week") }
-        guard (0...1).contains(policy.maxDefectRateIncrease) else { throw .invalid("max_defect_rate_increase must be a fraction in [0, 1]") }
+        let target = try self.version(version)
+        try RegistryRules.checkRollout(canaries: canaries, policy: policy)
         return try write { db in
-            if let open = try RolloutRecord.filter(Column("state") == RolloutRecord.State.canary.rawValue).fetchAll(db)
-                .first(where: { !Set($0.canaryCameras + $0.remainingCameras).isDisjoint(with: canaries + remaining) }) {
-                throw ModelRegistryError.invalid("rollout \(open.id) of \(open.version) is still in its canary phase for some of these cameras; promote or roll it back first")
-            }
-            var previous: [String: String] = [:]
-            for camera in canaries {
-                let current = try CameraModelRecord.fetchOne(db, key: camera)
-                guard let installed = current?.installedVersion ?? current?.desiredVersion else {
-                    throw ModelRegistryError.invalid("canary \(camera) runs no model yet, so a rollback would have nothing to return to; push a first version to it without canaries")
-                }
-                guard installed != version else { throw ModelRegistryError.invalid("canary \(camera) already runs \(version)") }
-                previous[camera] = current?.desiredVersion ?? installed
-            }
-            let count = try RolloutRecord.fetchCount(db) + 1
-            let rollout = RolloutRecord(
-                id: "rollout-\(count)", version: record.version, state: .canary, canaryCameras: canaries.sorted(), remainingCameras: remaining.sorted(),
-                previousVersions: previous, policy: policy, startedAt: Date(), countsAtInstall: [:], priorDefectRate: priorDefectRate,
-                canaryParts: 0, canaryDefectRate: 0, baselineParts: 0, baselineDefectRate: 0,
-                reason: policy.automatic ? "canaries installing" : "canaries installing; waiting for an operator's decision")
+            let open = try RolloutRecord.filter(Column("state") == RolloutRecord.State.canary.rawValue).fetchAll(db)
+            let (rollout, written) = try rules.startRollout(
+                target, canaries: canaries, remaining: remaining, policy: policy, priorDefectRate: priorDefectRate, open: open,
+                rows: try rows(canaries, db), number: try RolloutRecord.fetchCount(db) + 1, firstSequence: try reserveSequences(canaries.count, db))
             try rollout.insert(db)
-            for camera in canaries {
-                var row = try CameraModelRecord.fetchOne(db, key: camera) ?? CameraModelRecord(cameraId: camera, updatedAt: Date())
-                row.previousVersion = row.desiredVersion
-                try desire(version, for: &row, db)
-                row.lastError = nil
-                row.updatedAt = Date()
-                try row.save(db)
-            }
+            for row in written { try row.save(db) }
             return rollout
         }
     }
@@ -189,44 +163,25 @@ extension ModelRegistry {
         }
     }
 
-    /// Saves the observation figures of a rollout still in its canary phase.
+    /// Saves the observation figures of a rollout still in its canary phase (a decided one is left as decided).
     public func update(_ rollout: RolloutRecord) throws(ModelRegistryError) {
-        try write { db in try rollout.update(db) }
+        try write { db in
+            guard try RolloutRecord.fetchOne(db, key: rollout.id)?.state == .canary else { return }
+            try rollout.update(db)
+        }
     }
 
-    /// Ends a canary phase: promotion assigns the version to the remaining
-    /// cameras; rollback returns each canary to its previous version.
+    /// Ends a canary phase (`RegistryRules.decide`): promotion assigns the version to the remaining cameras;
+    /// rollback returns each canary to its previous version.
     public func decide(_ id: String, promote: Bool, reason: String, figures: RolloutRecord?) throws(ModelRegistryError) -> RolloutRecord {
         try write { db in
-            guard var rollout = try RolloutRecord.fetchOne(db, key: id) else { throw ModelRegistryError.notFound("rollout \(id)") }
-            guard rollout.state == .canary else { throw ModelRegistryError.invalid("rollout \(id) was already \(rollout.state.rawValue)") }
-            if let figures {
-                rollout.canariesInstalledAt = figures.canariesInstalledAt
-                rollout.countsAtInstall = figures.countsAtInstall
-                rollout.canaryParts = figures.canaryParts
-                rollout.canaryDefectRate = figures.canaryDefectRate
-                rollout.baselineParts = figures.baselineParts
-                rollout.baselineDefectRate = figures.baselineDefectRate
-            }
-            rollout.state = promote ? .promoted : .rolledBack
-            rollout.decidedAt = Date()
-            rollout.reason = reason
+            guard let held = try RolloutRecord.fetchOne(db, key: id) else { throw ModelRegistryError.notFound("rollout \(id)") }
+            let (rollout, moves) = try RegistryRules.decide(held, promote: promote, reason: reason, figures: figures)
+            let versions = Dictionary(uniqueKeysWithValues: try ModelVersionRecord.fetchAll(db, keys: Set(moves.map(\.version))).map { ($0.version, $0) })
+            let written = try rules.move(moves, promote: promote, rows: try rows(moves.map(\.camera), db), versions: versions,
+                                         firstSequence: try reserveSequences(moves.count, db))
             try rollout.update(db)
-            let moves: [(String, String)] = promote
-                ? rollout.remainingCameras.map { ($0, rollout.version) }
-                : rollout.canaryCameras.compactMap { camera in rollout.previousVersions[camera].map { (camera, $0) } }
-            for (camera, version) in moves {
-                var row = try CameraModelRecord.fetchOne(db, key: camera) ?? CameraModelRecord(cameraId: camera, updatedAt: Date())
-                if promote {
-                    if row.desiredVersion != version { row.previousVersion = row.desiredVersion }
-                } else {
-                    row.previousVersion = nil
-                }
-                try desire(version, for: &row, db)
-                row.lastError = promote ? nil : row.lastError
-                row.updatedAt = Date()
-                try row.save(db)
-            }
+            for row in written { try row.save(db) }
             return rollout
         }
     }

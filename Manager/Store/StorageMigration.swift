@@ -1,11 +1,14 @@
 import Foundation
 import Logging
 
-/// `loupe manager migrate --to postgres://…`: moves a manager's fleet and
-/// training data from its SQLite files to a PostgreSQL database, every row
-/// and every PNG, then checks the copy: the same number of ROIs, the same
-/// content hashes, and every copied image and mask hashing (on the server)
-/// to the content hash it is stored under. Rows already in the database are
+/// `loupe manager migrate --to postgres://…`: moves a manager's fleet,
+/// training data and model registry from its SQLite files to a PostgreSQL
+/// database, every row, every PNG and every signed model file, then checks
+/// the copy: the same number of ROIs, the same content hashes, every copied
+/// image and mask hashing (on the server) to the content hash it is stored
+/// under, every model file to its version's SHA-256, and the registry's
+/// counter at least where it was (cameras refuse assignments older than the
+/// newest they have seen). Rows already in the database are
 /// left alone, so an interrupted run is simply run again. The manager must
 /// be stopped while it runs (an upload taken meanwhile would not be copied).
 public enum StorageMigration {
@@ -15,6 +18,10 @@ public enum StorageMigration {
         public var roisCopied = 0
         public var roisAlreadyThere = 0
         public var roisChecked = 0
+        public var modelVersions = 0
+        public var modelVersionsCopied = 0
+        public var cameraModels = 0
+        public var rollouts = 0
     }
 
     public enum Failure: Error, CustomStringConvertible {
@@ -45,6 +52,8 @@ public enum StorageMigration {
         defer { database.close() }
         let target = try await PostgresTrainingDataStore(database: database)
         let targetFleet = try await PostgresFleetStore(database: database)
+        let sourceModels = try ModelRegistry(directory: config.dataDir, signingKeyPath: config.signingKeyPath)
+        let targetModels = try await PostgresModelRegistry(database: database, signingKeyPath: config.signingKeyPath)
         var report = Report()
 
         let cameras = try sourceFleet.load()
@@ -86,6 +95,30 @@ public enum StorageMigration {
             progress("check: \(index) of \(report.rois) ROIs")
         }
         report.roisChecked = index
+
+        // The registry: each version with its file (one per transaction), then the cameras, groups, rollouts and counter.
+        let registry = try sourceModels.contents()
+        for record in registry.versions {
+            if try await targetModels.importVersion(record, file: try sourceModels.file(of: record.version)) { report.modelVersionsCopied += 1 }
+            report.modelVersions += 1
+            progress("model registry: \(report.modelVersions) of \(registry.versions.count) versions")
+        }
+        try await targetModels.importState(registry)
+        (report.cameraModels, report.rollouts) = (registry.cameras.count, registry.rollouts.count)
+        let audit = try await targetModels.audit()
+        for record in registry.versions where audit.fileSHA256[record.version] != record.sha256 {
+            throw Failure.mismatch("model \(record.version) in PostgreSQL hashes to \(audit.fileSHA256[record.version]?.prefix(12) ?? "nothing"), not \(record.sha256.prefix(12))")
+        }
+        guard audit.sequence >= registry.sequence else {
+            throw Failure.mismatch("the registry's counter is \(audit.sequence) in PostgreSQL, below SQLite's \(registry.sequence)")
+        }
+        let heldRows = try await targetModels.cameras()
+        guard heldRows.map(\.cameraId) == registry.cameras.map(\.cameraId),
+              heldRows.map(\.assignment) == registry.cameras.map(\.assignment) else {
+            throw Failure.mismatch("the cameras' model assignments in PostgreSQL differ from SQLite's")
+        }
+        guard try await targetModels.rollouts().count >= registry.rollouts.count else { throw Failure.mismatch("rollouts missing in PostgreSQL") }
+        progress("model registry: \(registry.versions.count) versions, \(registry.cameras.count) cameras, \(registry.rollouts.count) rollouts checked")
         let heldCameras = Set(try await targetFleet.load().map(\.cameraID))
         let missing = Set(cameras.map(\.cameraID)).subtracting(heldCameras)
         guard missing.isEmpty else { throw Failure.mismatch("cameras not in PostgreSQL: \(missing.sorted().joined(separator: ", "))") }

@@ -135,6 +135,17 @@ public final class PostgresServer: @unchecked Sendable {
         return PostgresSettings(url: "postgres://\(user)@127.0.0.1:\(port)/\(name)", passwordFile: passwordFile)
     }
 
+    /// Runs SQL in one of this server's databases with psql, stopping at the first error: for tests that change
+    /// what a store holds behind its back, as someone with access to the database could.
+    public func execute(_ sql: String, in settings: PostgresSettings) async throws {
+        let (port, user, password) = (self.port, self.user, self.password)
+        let name = String(settings.url.split(separator: "/").last ?? "")
+        try await BlockingIO.run { () throws in
+            try self.run("psql", ["-h", "127.0.0.1", "-p", "\(port)", "-U", user, "-d", name, "-v", "ON_ERROR_STOP=1", "-c", sql],
+                         environment: ["PGPASSWORD": password])
+        }
+    }
+
     public var log: String { (try? String(contentsOfFile: folder + "/server.log", encoding: .utf8)) ?? "" }
 
     /// Runs one of the server's commands (as `postgres` when this process is root) and waits for it. Spawned and

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Crypto
 import Foundation
+import Logging
 import LoupeManager
 import LoupeProto
 import LoupeSegmentation
@@ -33,9 +34,10 @@ extension ModelCommand {
     struct ManagerOptions: ParsableArguments {
         @Option(help: "The manager's JSON config file (its data directory holds the registry).") var managerConfig: String
 
-        func registry() throws -> ModelRegistry {
+        /// The registry the manager's config names (its data directory, or its PostgreSQL database).
+        func registry() async throws -> any ModelRegistryStoring {
             let config = try ManagerConfig.load(path: managerConfig)
-            return try ModelRegistry(directory: config.dataDir, signingKeyPath: config.signingKeyPath)
+            return try await ManagerStorage.open(config, logger: Logger(label: "loupe.model")).models
         }
     }
 
@@ -50,7 +52,7 @@ extension ModelCommand {
 
         func run() async throws {
             let data = try Data(contentsOf: URL(fileURLWithPath: file))
-            let record = try manager.registry().publish(data, inspectionType: inspectionType)
+            let record = try await manager.registry().publish(data, inspectionType: inspectionType)
             print("published \(record.version): \(record.bytes) bytes, sha256 \(record.sha256.prefix(16))…, parent \(record.parentVersion ?? "-")")
         }
     }

@@ -28,11 +28,13 @@ import LoupeTesting
         return output
     }
 
-    @Test func aPushedModelIsInstalledAndATamperedOneIsRefusedWhileTheOldOneRuns() async throws {
+    /// On both registries: the SQLite one's file altered on the manager's disk, the PostgreSQL one's piece altered in the database.
+    @Test(arguments: StoreBackend.all) func aPushedModelIsInstalledAndATamperedOneIsRefusedWhileTheOldOneRuns(_ kind: StoreBackend.Kind) async throws {
         let pki = try TestPKI()
-        let setup = try ManagerProcessSetup(pki: pki)
-        let (manager, port) = try await setup.start()
         let managerData = pki.dir + "/manager-data"
+        let backend = try await StoreBackend(kind, folder: managerData)
+        let setup = try ManagerProcessSetup(pki: pki, extra: backend.managerConfig)
+        let (manager, port) = try await setup.start()
         #expect(FileManager.default.fileExists(atPath: managerData + "/model-signing.pub"))
 
         // The agent trusts the manager's public key, and nothing else from outside.
@@ -52,8 +54,8 @@ import LoupeTesting
         _ = try await loupe(["model", "push", "disc-v1", "--cameras", "cam-m"], log: pki.dir + "/push-1.log", environment: fleet)
         let first = try await eventually(timeout: .seconds(30)) { installed(agentData)?.current?.version == "disc-v1" }
         #expect(first, "disc-v1 never installed:\n\(agent.log)\n\(manager.log)")
-        let registry = try ModelRegistry(directory: managerData, signingKeyPath: managerData + "/model-signing.key")
-        let recorded = try await eventually { try registry.camera("cam-m")?.installedVersion == "disc-v1" }
+        let registry = try await backend.models()
+        let recorded = try await eventually { try await registry.camera("cam-m")?.installedVersion == "disc-v1" }
         #expect(recorded, "the manager never heard of the install:\n\(manager.log)")
         #expect(installed(agentData)?.current?.origin == "manager")
 
@@ -62,16 +64,24 @@ import LoupeTesting
         second.metadata.description = "second"
         try ModelFile.write(second, to: modelPath)
         _ = try await loupe(["model", "publish", modelPath, "--inspection-type", "disc", "--manager-config", setup.configPath], log: pki.dir + "/publish-2.log")
-        let stored = managerData + "/models/disc-v2.loupe"
-        var bytes = try Data(contentsOf: URL(fileURLWithPath: stored))
-        bytes[bytes.count / 2] ^= 0x01
-        try bytes.write(to: URL(fileURLWithPath: stored))
+        switch kind {
+        case .sqlite:
+            let stored = managerData + "/models/disc-v2.loupe"
+            var bytes = try Data(contentsOf: URL(fileURLWithPath: stored))
+            bytes[bytes.count / 2] ^= 0x01
+            try bytes.write(to: URL(fileURLWithPath: stored))
+        case .postgres:
+            try await PostgresServer.shared().execute("""
+                UPDATE model_file_piece SET data = set_byte(data, length(data) / 2, get_byte(data, length(data) / 2) # 1)
+                WHERE version = 'disc-v2' AND piece = 0
+                """, in: try #require(backend.settings))
+        }
         _ = try await loupe(["model", "push", "disc-v2", "--cameras", "cam-m"], log: pki.dir + "/push-2.log", environment: fleet)
-        let refused = try await eventually(timeout: .seconds(30)) { (try registry.camera("cam-m")?.lastError ?? "").contains("disc-v2") }
+        let refused = try await eventually(timeout: .seconds(30)) { (try await registry.camera("cam-m")?.lastError ?? "").contains("disc-v2") }
         #expect(refused, "the refusal never reached the manager:\n\(agent.log)\n\(manager.log)")
-        let lastError = try registry.camera("cam-m")?.lastError ?? ""
+        let lastError = try await registry.camera("cam-m")?.lastError ?? ""
         #expect(lastError.contains("SHA-256"), "\(lastError)")
-        #expect(try registry.camera("cam-m")?.installedVersion == "disc-v1")
+        #expect(try await registry.camera("cam-m")?.installedVersion == "disc-v1")
         #expect(installed(agentData)?.current?.version == "disc-v1")
         #expect(!FileManager.default.fileExists(atPath: agentData + "/models/disc-v2.loupe"))
         #expect(agent.process.isRunning)
@@ -79,7 +89,10 @@ import LoupeTesting
         // Rolling back to disc-v1 (the version before disc-v2): nothing to fetch, reported at once.
         let back = try await loupe(["model", "rollback", "--cameras", "cam-m"], log: pki.dir + "/rollback.log", environment: fleet)
         #expect(back.contains("cam-m: now meant to run disc-v1"), "\(back)")
-        let clean = try await eventually { try registry.camera("cam-m")?.desiredVersion == "disc-v1" && registry.camera("cam-m")?.installedVersion == "disc-v1" }
+        let clean = try await eventually {
+            let row = try await registry.camera("cam-m")
+            return row?.desiredVersion == "disc-v1" && row?.installedVersion == "disc-v1"
+        }
         #expect(clean)
 
         agent.signal(SIGTERM)
@@ -94,11 +107,13 @@ import LoupeTesting
         return (status, try? JSONSerialization.jsonObject(with: data))
     }
 
-    @Test func trainingAskedForOnACameraRunsOnTheManagerAndTheModelComesBack() async throws {
+    /// On both backends: with PostgreSQL the ROIs, the queue's published model and the camera's row are all in the database.
+    @Test(arguments: StoreBackend.all) func trainingAskedForOnACameraRunsOnTheManagerAndTheModelComesBack(_ kind: StoreBackend.Kind) async throws {
         let pki = try TestPKI()
-        let setup = try ManagerProcessSetup(pki: pki)
-        let (manager, port) = try await setup.start()
         let managerData = pki.dir + "/manager-data"
+        let backend = try await StoreBackend(kind, folder: managerData)
+        let setup = try ManagerProcessSetup(pki: pki, extra: backend.managerConfig)
+        let (manager, port) = try await setup.start()
         let agentData = pki.dir + "/agent-t-data"
         _ = try SyncProcessTests.seedAgentStore(agentData, count: 12)
         let agentConfig = try writeAgentConfig(pki: pki, camera: "cam-t", port: port, dataDir: agentData, extra: [
@@ -126,9 +141,11 @@ import LoupeTesting
         #expect(version == "disc-v1")
         let installedHere = try await eventually(timeout: .seconds(30)) { installed(agentData)?.current?.version == version }
         #expect(installedHere, "the trained model never reached the camera:\n\(agent.log)")
-        let registry = try ModelRegistry(directory: managerData, signingKeyPath: managerData + "/model-signing.key")
-        #expect(try registry.version(version).inspectionType == "disc")
-        #expect(try await TrainingDataStore(path: managerData + "/training-data.sqlite").count() == 12)
+        let registry = try await backend.models()
+        #expect(try await registry.version(version).inspectionType == "disc")
+        let reported = try await eventually { try await registry.camera("cam-t")?.installedVersion == version }
+        #expect(reported, "the install report never reached the registry:\n\(manager.log)")
+        #expect(try await backend.trainingData().count() == 12)
         // The camera's live pipeline now runs it.
         let (_, live) = try await call(address, "GET", "/api/v1/live", token: token)
         #expect((live as? [String: Any])?["modelVersion"] as? String == version)

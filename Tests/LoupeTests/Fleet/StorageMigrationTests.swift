@@ -3,6 +3,7 @@ import Logging
 import LoupeBench
 import LoupeManager
 import LoupeProto
+import LoupeSegmentation
 import LoupeTesting
 import Testing
 
@@ -24,6 +25,15 @@ import Testing
             camera.status.inspectionType = "bench"
             try fleet.save(camera)
         }
+        // A registry with two versions, both cameras on the first, a group and a canary rollout of the second.
+        let registry = try ModelRegistry(directory: dataDir, signingKeyPath: dataDir + "/model-signing.key")
+        let first = try registry.publish(try ModelFile.encode(ProvenanceTests.model(1)), inspectionType: "bench")
+        let second = try registry.publish(try ModelFile.encode(ProvenanceTests.model(2)), inspectionType: "bench")
+        try registry.assign(first.version, to: ["cam-0", "cam-1"], remember: true)
+        try registry.setGroup("line-1", cameras: ["cam-0", "cam-1"])
+        var policy = Loupe_V1_CanaryPolicy()
+        policy.observeSeconds = 60
+        _ = try registry.startRollout(second.version, canaries: ["cam-0"], remaining: ["cam-1"], policy: CanaryPolicyRecord(policy), priorDefectRate: nil)
         let config = folder + "/manager.json"
         try writeJSON(["managerId": "m", "listen": "127.0.0.1:0", "tls": ["ca": "a", "cert": "b", "key": "c"], "dataDir": "data"], to: config)
         return (folder, config, store)
@@ -55,8 +65,31 @@ import Testing
                 == (try await store.statistics(inspectionType: nil, validationFraction: 0.1)))
         #expect(try await PostgresFleetStore(database: database).load().map(\.cameraID) == ["cam-0", "cam-1"])
 
+        // The registry: the same versions, files that read back byte for byte and verify, the same signed
+        // assignments, the group and the rollout; the next signature is newer than any the cameras have seen.
+        let sqlite = try ModelRegistry(directory: folder + "/data", signingKeyPath: folder + "/data/model-signing.key")
+        let moved = try await PostgresModelRegistry(database: database, signingKeyPath: folder + "/data/model-signing.key")
+        #expect(try await moved.versions() == (try sqlite.versions(inspectionType: nil)))
+        for version in try sqlite.versions(inspectionType: nil) {
+            var file = Data()
+            while true {
+                let (piece, last) = try await moved.chunk(version.version, offset: UInt64(file.count), length: 100_000)
+                file.append(piece)
+                if last { break }
+            }
+            #expect(file == (try sqlite.file(of: version.version)))
+        }
+        #expect(try await moved.cameras() == (try sqlite.cameras()))
+        #expect(try await moved.groups() == ["line-1": ["cam-0", "cam-1"]])
+        #expect(try await moved.rollouts().map(\.id) == ["rollout-1"])
+        #expect(log.contains("model registry: 2 versions (2 copied), 2 cameras' assignments, 1 rollouts"), "\(log)")
+        let next = try await moved.publish(try ModelFile.encode(ProvenanceTests.model(3)), inspectionType: "bench")
+        let signedBefore = try sqlite.contents().sequence
+        #expect(next.version == "bench-v3" && UInt64(next.sequence) > signedBefore)
+
         let (again, secondLog) = try await Self.migrate(config, settings, log: folder + "/migrate-2.log")
         #expect(again == 0 && secondLog.contains("(0 copied, 450 already there)"), "\(secondLog)")
+        #expect(secondLog.contains("model registry: 2 versions (0 copied)"), "\(secondLog)")
     }
 
     /// A row already in the database under a hash its bytes do not have is found by the check, and the run fails naming it.

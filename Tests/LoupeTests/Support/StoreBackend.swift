@@ -59,5 +59,13 @@ final class StoreBackend: @unchecked Sendable, CustomTestStringConvertible {
         }
     }
 
+    /// The model registry, signing with the key file in `folder` (made on first open).
+    func models() async throws -> any ModelRegistryStoring {
+        switch kind {
+        case .sqlite: try ModelRegistry(directory: folder, signingKeyPath: folder + "/model-signing.key")
+        case .postgres: try await PostgresModelRegistry(database: database(), signingKeyPath: folder + "/model-signing.key")
+        }
+    }
+
     static var all: [StoreBackend.Kind] { Kind.allCases }
 }
