@@ -9,6 +9,11 @@ public struct AgentConfig: Codable, Sendable, Equatable {
         /// HOST:PORT of the manager. HOST must be a name or address in the
         /// manager certificate's --host list.
         public var address: String
+        /// Further managers of the plant (managers sharing one PostgreSQL
+        /// database), HOST:PORT each: when the current manager cannot be
+        /// reached or its link drops, the next is tried at once, in turn;
+        /// the reconnect delay applies once every address has failed.
+        public var fallbackAddresses: [String]?
         /// Seconds between heartbeats on a quiet connection. Default 5.
         public var heartbeatSeconds: Double?
         /// Seconds of silence before the connection is dropped. Default 15.
@@ -21,6 +26,9 @@ public struct AgentConfig: Codable, Sendable, Equatable {
         public var reconnectMaxSeconds: Double?
         /// Cap on labelled-ROI upload bandwidth, bytes per second. Default: none.
         public var uploadBytesPerSecond: Double?
+
+        /// Every address, in the order they are tried.
+        public var addresses: [String] { [address] + (fallbackAddresses ?? []) }
 
         public init(address: String, heartbeatSeconds: Double? = nil, idleTimeoutSeconds: Double? = nil,
                     statusIntervalSeconds: Double? = nil, reconnectInitialSeconds: Double? = nil, reconnectMaxSeconds: Double? = nil) {
@@ -258,6 +266,14 @@ public struct AgentConfig: Codable, Sendable, Equatable {
         if let link = config.manager {
             do { _ = try parseAddress(link.address) } catch {
                 throw ConfigError.invalid(path: path, key: "manager.address", reason: "expected HOST:PORT, got \"\(link.address)\"")
+            }
+            for address in link.fallbackAddresses ?? [] {
+                do { _ = try parseAddress(address) } catch {
+                    throw ConfigError.invalid(path: path, key: "manager.fallbackAddresses", reason: "expected HOST:PORT, got \"\(address)\"")
+                }
+            }
+            if Set(link.addresses).count != link.addresses.count {
+                throw ConfigError.invalid(path: path, key: "manager.fallbackAddresses", reason: "names an address twice (manager.address included)")
             }
             let timers = [
                 ("manager.heartbeatSeconds", link.heartbeatSeconds), ("manager.idleTimeoutSeconds", link.idleTimeoutSeconds),

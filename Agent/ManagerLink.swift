@@ -8,7 +8,9 @@ import Synchronization
 
 /// Keeps an agent connected to its manager: connects over mutual TLS,
 /// completes the handshake, sends status reports, and reconnects with
-/// exponential backoff and jitter whenever the link drops. On graceful
+/// exponential backoff and jitter whenever the link drops. With several
+/// managers (`manager.fallbackAddresses`) a failure moves to the next one at
+/// once, and the backoff counts rounds of every address failing. On graceful
 /// shutdown (SIGTERM) it says Goodbye and returns.
 public final class ManagerLink: Service, Sendable {
     public let config: AgentConfig
@@ -44,19 +46,24 @@ public final class ManagerLink: Service, Sendable {
             logger.info("manager link stopped")
             return
         }
-        let (host, port) = try parseAddress(link.address)
+        let endpoints = try link.addresses.map { address in
+            let (host, port) = try parseAddress(address)
+            return (address: address, host: host, port: port)
+        }
         let backoff = Backoff(
             initial: link.reconnectInitialSeconds ?? 0.5,
             maximum: link.reconnectMaxSeconds ?? 30
         )
         let statusInterval = Duration.seconds(fraction: link.statusIntervalSeconds ?? 5)
-        let client = WireClientConfiguration(
-            host: host, port: port, tls: config.tls,
-            connection: ConnectionSettings(heartbeatSeconds: link.heartbeatSeconds, idleTimeoutSeconds: link.idleTimeoutSeconds),
-            capabilities: inbound == nil ? ["agent-status", "roi-upload"] : ["agent-status", "roi-upload", "model-chunks", "training"]
-        )
-        var failures = 0
+        let capabilities = inbound == nil ? ["agent-status", "roi-upload"] : ["agent-status", "roi-upload", "model-chunks", "training"]
+        // `failures` counts rounds in which every address failed; `current` is the address tried next.
+        var (failures, current, failedInRound) = (0, 0, 0)
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            let endpoint = endpoints[current]
+            let client = WireClientConfiguration(
+                host: endpoint.host, port: endpoint.port, tls: config.tls,
+                connection: ConnectionSettings(heartbeatSeconds: link.heartbeatSeconds, idleTimeoutSeconds: link.idleTimeoutSeconds),
+                capabilities: capabilities)
             let connectionsBefore = successfulConnections
             do {
                 try await cancelWhenGracefulShutdown {
@@ -65,7 +72,7 @@ public final class ManagerLink: Service, Sendable {
                         self.connections.withLock { $0 += 1 }
                         self.live.withLock { $0 = connection }
                         defer { self.live.withLock { $0 = nil } }
-                        self.logger.info("connected to manager", metadata: ["manager": "\(welcome.managerID)", "address": "\(link.address)"])
+                        self.logger.info("connected to manager", metadata: ["manager": "\(welcome.managerID)", "address": "\(endpoint.address)"])
                         try await withThrowingTaskGroup(of: Void.self) { group in
                             group.addTask { try await self.report(over: connection, every: statusInterval) }
                             if let outbox = self.outbox, welcome.capabilities.contains("roi-upload") {
@@ -77,19 +84,22 @@ public final class ManagerLink: Service, Sendable {
                     }
                 }
                 if Task.isShuttingDownGracefully || Task.isCancelled { break }
-                failures += 1
-                logger.warning("manager link closed", metadata: ["address": "\(link.address)"])
+                logger.warning("manager link closed", metadata: ["address": "\(endpoint.address)"])
             } catch {
                 if Task.isShuttingDownGracefully || Task.isCancelled { break }
-                failures += 1
-                logger.warning("manager link failed", metadata: ["address": "\(link.address)", "error": "\(error)"])
+                logger.warning("manager link failed", metadata: ["address": "\(endpoint.address)", "error": "\(error)"])
                 if let wire = error as? WireError, case .remote(let code, _) = wire,
                    code == .certificateRevoked || code == .protocolVersionMismatch {
                     logger.error("the manager refused this agent; fix the certificate or software before it can connect", metadata: ["error": "\(wire)"])
                 }
             }
-            // A link that got through resets the backoff to its first step.
-            if successfulConnections > connectionsBefore { failures = 1 }
+            // A link that got through starts a new round and resets the backoff to its first step.
+            if successfulConnections > connectionsBefore { (failures, failedInRound) = (0, 0) }
+            current = (current + 1) % endpoints.count
+            failedInRound += 1
+            // The next manager is tried at once; only a round in which every one failed waits.
+            guard failedInRound >= endpoints.count else { continue }
+            (failures, failedInRound) = (failures + 1, 0)
             let delay = backoff.delay(afterFailures: failures)
             try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(fraction: delay)) }
         }

@@ -19,6 +19,9 @@ public final class CameraRegistry: Sendable {
     /// Records to write, in the order they were made; one task writes them, so a handler never waits on the store.
     private let writes = Mutex<(queue: AsyncStream<Loupe_V1_CameraStatus>.Continuation, writer: Task<Void, Never>)?>(nil)
     public static let statusPersistInterval = Duration.seconds(10)
+    /// How fresh a camera's stored "online" must be to be believed by another manager of a shared database:
+    /// three status writes (a camera that reports stores at least every `statusPersistInterval`).
+    public static let sharedOnlineWithin = statusPersistInterval * 3
 
     public init() {}
 
@@ -106,5 +109,18 @@ public final class CameraRegistry: Sendable {
     /// Every known camera, sorted by id.
     public func snapshot() -> [Loupe_V1_CameraStatus] {
         entries.withLock { $0.values.map(\.status) }.sorted { $0.cameraID < $1.cameraID }
+    }
+
+    /// The fleet as this manager should answer for it: its own cameras, and, with a store other managers share,
+    /// every camera not connected here as the store last had it (online on another manager, or offline). The one
+    /// view behind fleet queries, push targets and rollout judgements.
+    public func view(sharedWith fleet: (any FleetStoring)?) async throws -> [Loupe_V1_CameraStatus] {
+        let here = snapshot()
+        guard let fleet else { return here }
+        var merged = Dictionary(uniqueKeysWithValues: here.map { ($0.cameraID, $0) })
+        for camera in try await fleet.latest() where merged[camera.cameraID]?.online != true {
+            merged[camera.cameraID] = camera
+        }
+        return merged.values.sorted { $0.cameraID < $1.cameraID }
     }
 }

@@ -47,11 +47,16 @@ public struct ManagerConfig: Codable, Sendable, Equatable {
     public var maxConnections: Int?
     /// Connections open at once under one certificate. Default 4.
     public var maxConnectionsPerCertificate: Int?
-    /// Where the camera fleet and the training data live: absent, the SQLite
-    /// files in `dataDir` (the default); `{"postgres": {"url": …}}`, a
-    /// PostgreSQL database (docs/scale-out.md). The model registry stays in
-    /// `dataDir` either way in this version.
+    /// Where the camera fleet, the training data and the model registry live:
+    /// absent, the SQLite files in `dataDir` (the default);
+    /// `{"postgres": {"url": …}}`, a PostgreSQL database that several managers
+    /// may share (docs/scale-out.md). The signing key stays a file either way.
     public var storage: StorageConfig?
+    /// Seconds between looks at the registry when nothing woke the manager (it
+    /// wakes on every change it makes, on a camera's connect and install report,
+    /// and, on PostgreSQL, on every other manager's change): canary windows are
+    /// timed by it. Default 1.
+    public var registryPollSeconds: Double?
 
     /// The `storage` key.
     public struct StorageConfig: Codable, Sendable, Equatable {
@@ -116,7 +121,8 @@ public struct ManagerConfig: Codable, Sendable, Equatable {
         for (key, value) in [("trainingConcurrency", config.trainingConcurrency), ("trainingThreads", config.trainingThreads)] {
             if let value, !(1...256).contains(value) { throw ConfigError.invalid(path: path, key: key, reason: "must be 1…256") }
         }
-        for (key, value) in [("heartbeatSeconds", config.heartbeatSeconds), ("idleTimeoutSeconds", config.idleTimeoutSeconds)] {
+        for (key, value) in [("heartbeatSeconds", config.heartbeatSeconds), ("idleTimeoutSeconds", config.idleTimeoutSeconds),
+                             ("registryPollSeconds", config.registryPollSeconds)] {
             if let value, !(value > 0 && value <= 3600) {
                 throw ConfigError.invalid(path: path, key: key, reason: "must be more than 0 and at most 3600")
             }

@@ -64,8 +64,10 @@ public final class ManagerService: Service, Sendable {
         training = TrainingQueue(data: trainingData, registry: models, concurrency: config.trainingConcurrency ?? 1,
                                  threads: config.trainingThreads ?? ProcessInfo.processInfo.activeProcessorCount, metrics: metrics, logger: logger,
                                  onAssigned: { wakeups.1.yield() })
-        offers = ModelOffers(models: models, cameras: registry, training: training, metrics: metrics, logger: logger, wakeups: wakeups)
-        operatorCommands = OperatorCommands(models: models, trainingData: trainingData, training: training, cameras: registry, offers: offers, logger: logger)
+        offers = ModelOffers(models: models, cameras: registry, training: training, metrics: metrics, logger: logger, wakeups: wakeups,
+                             tick: .seconds(fraction: config.registryPollSeconds ?? 1), sharedFleet: storage.sharedFleet)
+        operatorCommands = OperatorCommands(models: models, trainingData: trainingData, training: training, cameras: registry,
+                                            sharedFleet: storage.sharedFleet, offers: offers, logger: logger)
     }
 
     public func run() async throws {
@@ -257,7 +259,7 @@ public final class ManagerService: Service, Sendable {
             return nil
         case .fleetStatusQuery(let query):
             var reply = Loupe_V1_FleetStatusReply()
-            reply.cameras = registry.snapshot().filter { query.inspectionType.isEmpty || $0.status.inspectionType == query.inspectionType }
+            reply.cameras = try await operatorCommands.fleet().filter { query.inspectionType.isEmpty || $0.status.inspectionType == query.inspectionType }
             return .fleetStatusReply(reply)
         case .modelListQuery, .modelPush, .modelRollback, .rolloutDecision, .trainingStatusQuery, .datasetStatsQuery, .cameraGroupSet, .cameraGroupList:
             return try await operatorCommands.handle(body, connection: connection, peer: peer)

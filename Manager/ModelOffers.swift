@@ -11,12 +11,19 @@ import Synchronization
 /// camera the model it should run, once per decision, until it reports that
 /// version installed. It runs when woken (`wake()`: a camera connected or
 /// reported an install, an operator pushed, rolled back or decided a
-/// rollout, training published a version) and on a slow tick, which steps
-/// canary rollouts (their windows are measured in time), sets the fleet
-/// gauges and picks up registry changes made outside this process.
+/// rollout, training published a version, another manager on the same
+/// database changed the registry) and on a slow tick, which steps canary
+/// rollouts (their windows are measured in time), sets the fleet gauges and
+/// picks up registry changes made outside this process. Rollouts are stepped
+/// only by the manager that leads (`ModelRegistryStoring.watch`): on SQLite
+/// always this one, on a shared database one manager at a time, judging
+/// cameras connected elsewhere by the status other managers stored.
 public final class ModelOffers: Sendable {
     let models: any ModelRegistryStoring
     let cameras: CameraRegistry
+    /// The fleet store other managers write to, when the registry is shared; nil when only this manager writes.
+    let sharedFleet: (any FleetStoring)?
+    private let leading = Mutex(false)
     let training: TrainingQueue
     let metrics: ManagerMetrics
     let logger: Logger
@@ -34,10 +41,15 @@ public final class ModelOffers: Sendable {
     }
 
     public init(models: any ModelRegistryStoring, cameras: CameraRegistry, training: TrainingQueue, metrics: ManagerMetrics, logger: Logger,
-                wakeups: (AsyncStream<Void>, AsyncStream<Void>.Continuation) = makeWakeups(), tick: Duration = .seconds(1)) {
+                wakeups: (AsyncStream<Void>, AsyncStream<Void>.Continuation) = makeWakeups(), tick: Duration = .seconds(1),
+                sharedFleet: (any FleetStoring)? = nil) {
         (self.models, self.cameras, self.training, self.metrics, self.logger, self.tick) = (models, cameras, training, metrics, logger, tick)
         (self.wakeups, wakeup) = wakeups
+        self.sharedFleet = sharedFleet
     }
+
+    /// Whether this manager steps the rollouts now.
+    public var isLeading: Bool { leading.withLock { $0 } }
 
     /// Asks for a pass now (a decision or a camera's state changed).
     public func wake() { wakeup.yield() }
@@ -56,6 +68,15 @@ public final class ModelOffers: Sendable {
                     wakeup.yield()
                 }
             }
+            group.addTask { [self, wakeup] in
+                await models.watch { event in
+                    if case .leading(let now) = event {
+                        self.leading.withLock { $0 = now }
+                        self.logger.info(now ? "this manager now steps the rollouts" : "this manager no longer steps the rollouts")
+                    }
+                    wakeup.yield()
+                }
+            }
             for await _ in wakeups {
                 if Task.isCancelled { break }
                 await pass(server: server)
@@ -70,8 +91,12 @@ public final class ModelOffers: Sendable {
         metrics.camerasConnected.set(to: Double(peers.filter { $0.role == .agent }.count))
         metrics.operatorsConnected.set(to: Double(peers.filter { $0.role == .operator }.count))
         // Rollout decisions first, so a promotion is offered in this same pass.
-        let inCanary = await RolloutSupervisor(models: models, cameras: cameras, logger: logger, metrics: metrics).step()
-        metrics.rolloutsCanary.set(to: Double(inCanary))
+        if isLeading {
+            let inCanary = await RolloutSupervisor(models: models, cameras: cameras, logger: logger, metrics: metrics, sharedFleet: sharedFleet).step()
+            metrics.rolloutsCanary.set(to: Double(inCanary))
+        } else if let open = try? await models.rollouts(state: .canary) {
+            metrics.rolloutsCanary.set(to: Double(open.count))
+        }
         // One read of every camera's desired and installed version serves the gauge and the offers.
         let rows: [CameraModelRecord]
         do {

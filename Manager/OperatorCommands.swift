@@ -16,8 +16,17 @@ struct OperatorCommands: Sendable {
     let trainingData: any TrainingDataStoring
     let training: TrainingQueue
     let cameras: CameraRegistry
+    /// The fleet store other managers share (PostgreSQL), so cameras connected to them are known here too.
+    let sharedFleet: (any FleetStoring)?
     let offers: ModelOffers
     let logger: Logger
+
+    /// The fleet as this manager answers for it (`CameraRegistry.view`).
+    func fleet() async throws -> [Loupe_V1_CameraStatus] {
+        do { return try await cameras.view(sharedWith: sharedFleet) } catch {
+            throw WireError.refused(code: .unavailable, message: "cannot read the cameras other managers hold: \(error)")
+        }
+    }
 
     func handle(_ body: Envelope.OneOf_Body, connection: WireConnection, peer: PeerIdentity) async throws -> Envelope.OneOf_Body? {
         switch body {
@@ -56,7 +65,7 @@ struct OperatorCommands: Sendable {
                 throw WireError.refused(code: .internal, message: error.description)
             }
             // Where labels are needed: each camera's unsure Library frames, from its last status.
-            let statuses = cameras.snapshot()
+            let statuses = try await fleet()
             for index in reply.datasets.indices {
                 for camera in statuses where camera.status.inspectionType == reply.datasets[index].inspectionType {
                     reply.datasets[index].cameraUnsureFrames[camera.cameraID] = camera.status.libraryUnsureFrames
@@ -138,7 +147,7 @@ struct OperatorCommands: Sendable {
 
     /// The cameras a target names; each must have connected at least once.
     func resolve(_ target: Loupe_V1_CameraTarget, inspectionType: String?) async throws -> [String] {
-        let known = self.cameras.snapshot()
+        let known = try await fleet()
         let chosen = [!target.cameras.isEmpty, !target.inspectionType.isEmpty, !target.group.isEmpty].filter { $0 }.count
         guard chosen == 1 else { throw ModelRegistryError.invalid("name the target cameras one way: a list of cameras, an inspection type or a group") }
         var cameras: [String]
@@ -156,7 +165,7 @@ struct OperatorCommands: Sendable {
         cameras = Array(Set(cameras)).sorted()
         for camera in cameras {
             guard let status = known.first(where: { $0.cameraID == camera }) else {
-                throw ModelRegistryError.invalid("camera \(camera) has never connected to this manager (check the id; `loupe camera list` shows the known ones)")
+                throw ModelRegistryError.invalid("camera \(camera) has never connected to a manager of this fleet (check the id; `loupe camera list` shows the known ones)")
             }
             // A camera without a recipe yet (version 0) takes a model of any type.
             let hasRecipe = !["", "0"].contains(status.status.recipeVersion)
@@ -181,7 +190,7 @@ struct OperatorCommands: Sendable {
         let canaries = Array(Set(push.canaryCameras)).sorted()
         if let outside = canaries.first(where: { !target.contains($0) }) { throw ModelRegistryError.invalid("canary \(outside) is not one of the target cameras") }
         // The canaries' own defect rate over the last hour: the baseline if the rest of the target judges nothing.
-        let statuses = self.cameras.snapshot().filter { canaries.contains($0.cameraID) }
+        let statuses = try await fleet().filter { canaries.contains($0.cameraID) }
         let pass = statuses.reduce(0) { $0 + $1.status.passCountLastHour }, fail = statuses.reduce(0) { $0 + $1.status.failCountLastHour }
         let prior = pass + fail > 0 ? Double(fail) / Double(pass + fail) : nil
         let rollout = try await registry.startRollout(version.version, canaries: canaries, remaining: target.filter { !canaries.contains($0) },

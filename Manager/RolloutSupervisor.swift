@@ -13,12 +13,16 @@ public struct RolloutSupervisor {
     let cameras: CameraRegistry
     let logger: Logger
     let metrics: ManagerMetrics?
+    /// The fleet store other managers write cameras' status to, when the registry is shared.
+    let sharedFleet: (any FleetStoring)?
 
-    public init(models: any ModelRegistryStoring, cameras: CameraRegistry, logger: Logger, metrics: ManagerMetrics?) {
+    public init(models: any ModelRegistryStoring, cameras: CameraRegistry, logger: Logger, metrics: ManagerMetrics?,
+                sharedFleet: (any FleetStoring)? = nil) {
         self.models = models
         self.cameras = cameras
         self.logger = logger
         self.metrics = metrics
+        self.sharedFleet = sharedFleet
     }
 
     /// Returns how many rollouts are still in their canary phase.
@@ -27,9 +31,14 @@ public struct RolloutSupervisor {
         guard let open = try? await models.rollouts(state: .canary) else { return 0 }
         var stillOpen = 0
         let installs = Dictionary(((try? await models.cameras()) ?? []).map { ($0.cameraId, $0) }) { $1 }
-        let counts = Dictionary(uniqueKeysWithValues: cameras.snapshot().map {
-            ($0.cameraID, PartCounts(pass: $0.status.passCount, fail: $0.status.failCount))
-        })
+        // Cameras connected to another manager of a shared database count as that manager last stored them
+        // (every `CameraRegistry.statusPersistInterval`), a delay that is small beside a canary window.
+        let fleet: [Loupe_V1_CameraStatus]
+        do { fleet = try await cameras.view(sharedWith: open.isEmpty ? nil : sharedFleet) } catch {
+            logger.warning("cannot read other managers' cameras; judging by this manager's", metadata: ["error": "\(error)"])
+            fleet = cameras.snapshot()
+        }
+        let counts = Dictionary(uniqueKeysWithValues: fleet.map { ($0.cameraID, PartCounts(pass: $0.status.passCount, fail: $0.status.failCount)) })
         for rollout in open {
             do {
                 if try await !supervise(rollout, counts: counts, installs: installs, now: now) { stillOpen += 1 }

@@ -67,4 +67,7 @@ public final class FleetStore: Sendable {
             return camera
         }
     }
+
+    /// Only this manager writes these files: what it stored is what it had in memory, offline.
+    public func latest() throws -> [Loupe_V1_CameraStatus] { try load() }
 }

@@ -29,7 +29,11 @@ public protocol TrainingDataStoring: Sendable {
 /// Every camera ever seen and its latest status.
 public protocol FleetStoring: Sendable {
     func save(_ camera: Loupe_V1_CameraStatus) async throws
+    /// Every camera known, offline, as a restarted manager first sees them.
     func load() async throws -> [Loupe_V1_CameraStatus]
+    /// Every camera as last stored by whichever manager it was connected to, online when that manager said so
+    /// within `CameraRegistry.sharedOnlineWithin`: a shared store's view of the cameras on other managers.
+    func latest() async throws -> [Loupe_V1_CameraStatus]
 }
 
 /// Signed model versions, what each camera should run and runs, groups and rollouts.
@@ -50,6 +54,19 @@ public protocol ModelRegistryStoring: Sendable {
     func rollouts(state: RolloutRecord.State?) async throws(ModelRegistryError) -> [RolloutRecord]
     func update(_ rollout: RolloutRecord) async throws(ModelRegistryError)
     func decide(_ id: String, promote: Bool, reason: String, figures: RolloutRecord?) async throws(ModelRegistryError) -> RolloutRecord
+    /// Runs until cancelled, telling this manager what a registry shared with other managers needs it to know:
+    /// `.changed` when the registry may have changed behind its back, `.leading` as it gains or loses the right to
+    /// run the work that must run once in the plant (the rollout supervisor). A registry only this manager opens
+    /// leads at once and returns.
+    func watch(_ event: @escaping @Sendable (RegistryEvent) -> Void) async
+}
+
+/// What `ModelRegistryStoring.watch` reports.
+public enum RegistryEvent: Sendable, Equatable {
+    /// Another manager changed the registry, or this one reconnected to it (what was said meanwhile is lost): look again.
+    case changed
+    /// This manager now runs (true), or no longer runs (false), the work that must run once.
+    case leading(Bool)
 }
 
 extension ModelRegistryStoring {
@@ -110,6 +127,9 @@ public struct ManagerStorage: Sendable {
             fleet: try FleetStore(path: config.dataDir + "/fleet.sqlite"),
             models: try ModelRegistry(directory: config.dataDir, signingKeyPath: config.signingKeyPath))
     }
+
+    /// The fleet store when other managers share it (PostgreSQL), for their cameras' latest status; nil on SQLite.
+    public var sharedFleet: (any FleetStoring)? { database == nil ? nil : fleet }
 
     /// Where the stores are, for the log.
     public var location: String { database?.description ?? "SQLite" }

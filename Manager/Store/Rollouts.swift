@@ -185,4 +185,8 @@ extension ModelRegistry {
             return rollout
         }
     }
+
+    /// Only this manager opens these files: it leads, and nothing changes behind its back but `loupe model
+    /// publish` on this host, which the poll picks up.
+    public func watch(_ event: @escaping @Sendable (RegistryEvent) -> Void) async { event(.leading(true)) }
 }

@@ -47,15 +47,21 @@ struct FleetCommandError: Error, CustomStringConvertible {
 }
 
 extension ManagerConnectionOptions {
-    /// Connects as an operator, runs `body`, and explains failures.
+    /// Connects as an operator, runs `body`, and explains failures. With several addresses, a manager that cannot
+    /// be reached is passed over for the next (before anything was sent, so nothing runs twice).
     func withManager<T: Sendable>(handler: @escaping RequestHandler = WireClient.refuseAll,
                                   _ body: @Sendable (WireConnection) async throws -> T) async throws -> T {
-        let client = try clientConfiguration()
-        do {
-            return try await WireClient.withConnection(client, handler: handler) { connection, _ in try await body(connection) }
-        } catch {
-            throw FleetCommandError.explain(error, address: "\(client.host):\(client.port)")
+        let clients = try clientConfigurations()
+        for (index, client) in clients.enumerated() {
+            do {
+                return try await WireClient.withConnection(client, handler: handler) { connection, _ in try await body(connection) }
+            } catch WireError.unreachable(let address, let reason) where index < clients.count - 1 {
+                FileHandle.standardError.write(Data("cannot reach the manager at \(address) (\(reason)); trying \(clients[index + 1].host):\(clients[index + 1].port)\n".utf8))
+            } catch {
+                throw FleetCommandError.explain(error, address: "\(client.host):\(client.port)")
+            }
         }
+        throw ValidationError("--addr / LOUPE_ADDR names no manager")
     }
 
     /// One request and its reply body.

@@ -8,24 +8,28 @@ import SwiftProtobuf
 /// Address and operator credentials for fleet commands, from flags or the
 /// LOUPE_ADDR, LOUPE_CACERT, LOUPE_CERT and LOUPE_KEY environment variables.
 struct ManagerConnectionOptions: ParsableArguments {
-    @Option(help: "Manager HOST:PORT. Env: LOUPE_ADDR.") var addr: String?
+    @Option(help: "Manager HOST:PORT; several managers of one database comma-separated, tried in turn. Env: LOUPE_ADDR.") var addr: String?
     @Option(help: "Fleet CA certificate. Env: LOUPE_CACERT.") var cacert: String?
     @Option(help: "Operator certificate. Env: LOUPE_CERT.") var cert: String?
     @Option(help: "Operator private key. Env: LOUPE_KEY.") var key: String?
 
-    func clientConfiguration() throws -> WireClientConfiguration {
+    /// One configuration per manager address, in the order they are tried.
+    func clientConfigurations() throws -> [WireClientConfiguration] {
         func pick(_ flag: String?, _ variable: String, _ what: String) throws -> String {
             if let value = flag ?? ProcessEnvironment.value(variable) { return value }
             throw ValidationError("no \(what): pass --\(what) or set \(variable)")
         }
-        let address = try pick(addr, "LOUPE_ADDR", "addr")
-        let (host, port) = try parseAddress(address)
+        let addresses = commaList(try pick(addr, "LOUPE_ADDR", "addr"))
+        guard !addresses.isEmpty else { throw ValidationError("--addr / LOUPE_ADDR names no HOST:PORT") }
         let files = TLSFiles(
             ca: try pick(cacert, "LOUPE_CACERT", "cacert"),
             cert: try pick(cert, "LOUPE_CERT", "cert"),
             key: try pick(key, "LOUPE_KEY", "key")
         )
-        return WireClientConfiguration(host: host, port: port, tls: files, connectTimeout: .seconds(10))
+        return try addresses.map { address in
+            let (host, port) = try parseAddress(address)
+            return WireClientConfiguration(host: host, port: port, tls: files, connectTimeout: .seconds(10))
+        }
     }
 }
 

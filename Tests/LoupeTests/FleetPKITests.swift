@@ -115,6 +115,22 @@ import LoupeTesting
         #expect(throws: ConfigError.invalid(path: agentPath, key: "manager.heartbeatSeconds", reason: "expected Double")) {
             try AgentConfig.load(path: agentPath)
         }
+        // Several managers: each address checked, none twice, tried in the order given.
+        let agentBase: [String: Any] = ["cameraId": "cam-1", "tls": ["ca": "a", "cert": "b", "key": "c"], "dataDir": "d"]
+        try writeJSON(agentBase.merging(["manager": ["address": "m1:7443", "fallbackAddresses": ["m2:7443", "m3"]]]) { $1 }, to: agentPath)
+        #expect(throws: ConfigError.invalid(path: agentPath, key: "manager.fallbackAddresses", reason: "expected HOST:PORT, got \"m3\"")) {
+            try AgentConfig.load(path: agentPath)
+        }
+        try writeJSON(agentBase.merging(["manager": ["address": "m1:7443", "fallbackAddresses": ["m2:7443", "m1:7443"]]]) { $1 }, to: agentPath)
+        #expect(throws: ConfigError.invalid(path: agentPath, key: "manager.fallbackAddresses", reason: "names an address twice (manager.address included)")) {
+            try AgentConfig.load(path: agentPath)
+        }
+        try writeJSON(agentBase.merging(["manager": ["address": "m1:7443", "fallbackAddresses": ["m2:7443"]]]) { $1 }, to: agentPath)
+        #expect(try AgentConfig.load(path: agentPath).manager?.addresses == ["m1:7443", "m2:7443"])
+        try writeJSON(base.merging(["registryPollSeconds": 0]) { $1 }, to: path)
+        #expect(throws: ConfigError.invalid(path: path, key: "registryPollSeconds", reason: "must be more than 0 and at most 3600")) {
+            try ManagerConfig.load(path: path)
+        }
         // Relative paths are taken from the config file's folder.
         try writeJSON(["cameraId": "cam-1", "tls": ["ca": "pki/ca.pem", "cert": "b", "key": "c"], "dataDir": "data"], to: agentPath)
         let config = try AgentConfig.load(path: agentPath)

@@ -2,8 +2,10 @@ import Foundation
 import Logging
 import LoupeStorage
 import LoupeWire
+import NIOCore
 import NIOSSL
 import PostgresNIO
+import Synchronization
 
 /// Where and how a manager reaches its PostgreSQL database (`storage` in the
 /// manager config). The URL names the server, the user and the database and
@@ -104,10 +106,12 @@ public final class PostgresDatabase: Sendable {
         let description = "postgres://\(user)@\(host):\(port)/\(database)"
         // One direct connection first: the pool retries a refused connection or a wrong password forever, while
         // the operator starting a manager needs the server's own reason at once.
+        let direct: PostgresConnection.Configuration
         do {
             let tls: PostgresConnection.Configuration.TLS = try tlsConfiguration.map { .require(try NIOSSLContext(configuration: $0)) } ?? .disable
             var check = PostgresConnection.Configuration(host: host, port: port, username: user, password: password, database: database, tls: tls)
             check.options.connectTimeout = .seconds(Int64(max(1, timeout.seconds)))
+            direct = check
             let connection = try await PostgresConnection.connect(configuration: check, id: 0, logger: logger)
             _ = try await connection.query("SELECT 1", logger: logger)
             try await connection.close()
@@ -118,14 +122,129 @@ public final class PostgresDatabase: Sendable {
                                                          tls: tlsConfiguration.map { .require($0) } ?? .disable)
         configuration.options.maximumConnections = max(1, settings.maxConnections ?? 8)
         configuration.options.connectTimeout = .seconds(Int64(max(1, timeout.seconds)))
-        return PostgresDatabase(client: PostgresClient(configuration: configuration, backgroundLogger: logger), logger: logger, description: description)
+        let opened = PostgresDatabase(client: PostgresClient(configuration: configuration, backgroundLogger: logger), direct: direct, logger: logger,
+                                      description: description)
+        await opened.started()
+        return opened
     }
 
-    private init(client: PostgresClient, logger: Logger, description: String) {
+    /// How a connection of its own (outside the pool) is made: for the start-up check and for `session`.
+    private let direct: PostgresConnection.Configuration
+
+    private init(client: PostgresClient, direct: PostgresConnection.Configuration, logger: Logger, description: String) {
         self.client = client
+        self.direct = direct
         self.logger = logger
         self.description = description
         runner = Task { await client.run() }
+    }
+
+    /// Gives the pool's task its first turn before the pool is used (postgres-nio warns about a lease taken before
+    /// `run()` started, and every manager would log that warning at start).
+    private func started() async {
+        try? await Task.sleep(for: .milliseconds(20))
+    }
+
+    /// What `session` reports as it runs.
+    public enum SessionEvent: Sendable, Equatable {
+        /// A notification on the channel, or a (re)connection: what was notified while away is lost, so look again.
+        case changed
+        /// This session holds the lock (true) or has lost it with its connection (false).
+        case leading(Bool)
+    }
+
+    /// Holds one connection of its own for as long as it runs (until cancelled): LISTENs on `channel`, and holds the
+    /// session advisory lock `lock` whenever it can get it. The server releases the lock when the connection ends,
+    /// so when the manager holding it dies, or loses the database, another manager's session takes it within
+    /// `retry`. The connection is checked every `retry` (a dead network path is noticed, not waited on forever) and
+    /// made again after it drops.
+    public func session(channel: String, lock: Int64, retry: Duration = .seconds(2),
+                        _ event: @escaping @Sendable (SessionEvent) -> Void) async {
+        let (direct, logger, description) = (self.direct, self.logger, self.description)
+        var attempt = 1
+        while !Task.isCancelled {
+            let leading = LockHeld()
+            do {
+                let connection = try await PostgresConnection.connect(configuration: direct, id: attempt, logger: logger)
+                attempt += 1
+                // However the session ends (a drop, a cancellation), its connection is closed before it is let go.
+                var ended: (any Error)?
+                do {
+                    try await withTaskCancellationHandler {
+                        try await Self.hold(connection, channel: channel, lock: lock, retry: retry, leading: leading, logger: logger, event)
+                    } onCancel: {
+                        let closing: EventLoopFuture<Void> = connection.close()
+                        _ = closing
+                    }
+                } catch {
+                    ended = error
+                }
+                try? await connection.close()
+                if let ended { throw ended }
+            } catch {
+                if !Task.isCancelled {
+                    logger.warning("database session lost; reconnecting", metadata: ["database": "\(description)", "error": "\(Self.describe(error))"])
+                }
+            }
+            if leading.isHeld { event(.leading(false)) }
+            try? await Task.sleep(for: retry)
+        }
+    }
+
+    /// One connection's session: notifications as they come, and a look at the lock (or, once held, at the
+    /// connection) every `retry`, each answered within `retry`; throws when either ends.
+    private static func hold(_ connection: PostgresConnection, channel: String, lock: Int64, retry: Duration, leading: LockHeld,
+                             logger: Logger, _ event: @escaping @Sendable (SessionEvent) -> Void) async throws {
+        try await connection.listen(on: channel) { notifications in
+            event(.changed)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    for try await _ in notifications { event(.changed) }
+                    throw SessionEnded()
+                }
+                group.addTask {
+                    while !Task.isCancelled {
+                        let held = try await answer(within: retry) {
+                            // Once held, only the connection is checked (a second try would stack the lock).
+                            let look: PostgresQuery = leading.isHeld ? "SELECT true" : "SELECT pg_try_advisory_lock(\(lock))"
+                            var held = false
+                            for try await value in try await connection.query(look, logger: logger).decode(Bool.self) { held = value }
+                            return held
+                        }
+                        if held, leading.take() { event(.leading(true)) }
+                        try await Task.sleep(for: retry)
+                    }
+                }
+                try await group.next()
+                group.cancelAll()
+            }
+        }
+    }
+
+    /// Whether a session holds its lock (set once per connection).
+    private final class LockHeld: Sendable {
+        private let held = Mutex(false)
+        var isHeld: Bool { held.withLock { $0 } }
+        /// True the first time: the lock was just taken.
+        func take() -> Bool { held.withLock { held in defer { held = true }; return !held } }
+    }
+
+    private struct SessionEnded: Error, CustomStringConvertible {
+        var description: String { "the server ended the session" }
+    }
+
+    /// `body`'s answer, or `NoAnswer` after `limit`.
+    static func answer<T: Sendable>(within limit: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask { try await body() }
+            group.addTask {
+                try await Task.sleep(for: limit)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let value = first else { throw NoAnswer(limit: limit) }
+            return value
+        }
     }
 
     deinit { runner.cancel() }
@@ -147,16 +266,7 @@ public final class PostgresDatabase: Sendable {
     /// Runs `body` against the pool, failing with `NoAnswer` after `limit`.
     func run<T: Sendable>(within limit: Duration = answerWithin, _ body: @escaping @Sendable (PostgresClient) async throws -> T) async throws -> T {
         let client = self.client
-        return try await withThrowingTaskGroup(of: T?.self) { group in
-            group.addTask { try await body(client) }
-            group.addTask {
-                try await Task.sleep(for: limit)
-                return nil
-            }
-            defer { group.cancelAll() }
-            guard let first = try await group.next(), let value = first else { throw NoAnswer(limit: limit) }
-            return value
-        }
+        return try await Self.answer(within: limit) { try await body(client) }
     }
 
     /// Applies `migrations` (a name and its SQL statements) of `component` that this database has not had yet, in order, in one

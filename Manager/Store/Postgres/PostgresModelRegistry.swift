@@ -204,12 +204,31 @@ public final class PostgresModelRegistry: Sendable {
         try await run { client, logger in try await client.withConnection { connection in try await body(connection, logger) } }
     }
 
-    /// A write in one transaction that first takes the registry counter's row lock: writes run one at a time.
+    /// A write in one transaction that first takes the registry counter's row lock (writes run one at a time) and
+    /// last notifies `channel`, which the server delivers to every manager's session when the write commits.
     private func write<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection, Logger) async throws -> T) async throws(ModelRegistryError) -> T {
         try await run { client, logger in
             try await client.withTransaction(logger: logger) { connection in
                 try await connection.query("SELECT value FROM registry_sequence WHERE id = 1 FOR UPDATE", logger: logger)
-                return try await body(connection, logger)
+                let result = try await body(connection, logger)
+                try await connection.query("SELECT pg_notify(\(Self.channel), '')", logger: logger)
+                return result
+            }
+        }
+    }
+
+    /// The channel every registry write notifies.
+    static let channel = "loupe_registry"
+    /// The session advisory lock held by the manager that runs the rollout supervisor ("loupe" and 1).
+    static let supervisorLock: Int64 = 0x6C_6F_75_70_65_01
+
+    /// Every other manager's write wakes this one within a notification's delivery; the manager whose session
+    /// holds `supervisorLock` leads, and another takes over within seconds of its connection ending.
+    public func watch(_ event: @escaping @Sendable (RegistryEvent) -> Void) async {
+        await database.session(channel: Self.channel, lock: Self.supervisorLock) { happened in
+            switch happened {
+            case .changed: event(.changed)
+            case .leading(let leading): event(.leading(leading))
             }
         }
     }

@@ -35,10 +35,11 @@ import LoupeTesting
 
     /// Starts an agent on a synthetic camera, sets up its recipe through its
     /// API and labels `labelled` captures with a painted blob in the ROI.
-    static func startCamera(_ id: String, seed: Int, pki: TestPKI, port: Int, managerData: String, labelled: Int) async throws -> Camera {
+    static func startCamera(_ id: String, seed: Int, pki: TestPKI, port: Int, managerData: String, labelled: Int,
+                            signingKey: String? = nil, managerLink: [String: Any] = [:]) async throws -> Camera {
         let dataDir = pki.dir + "/\(id)-data"
-        let config = try writeAgentConfig(pki: pki, camera: id, port: port, dataDir: dataDir, extra: [
-            "modelKeys": [managerData + "/model-signing.pub"],
+        let config = try writeAgentConfig(pki: pki, camera: id, port: port, dataDir: dataDir, manager: managerLink, extra: [
+            "modelKeys": [signingKey ?? managerData + "/model-signing.pub"],
             "http": ["address": "127.0.0.1:0", "initialAdminPassword": "password-\(id)"],
             "camera": ["source": "synthetic", "width": 640, "height": 512, "framesPerSecond": 4, "seed": seed, "partSeed": 5, "inferenceThreads": 1, "precision": "fp32"],
         ])

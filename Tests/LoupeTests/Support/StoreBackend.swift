@@ -20,12 +20,15 @@ final class StoreBackend: @unchecked Sendable, CustomTestStringConvertible {
     private let ownsFolder: Bool
 
     /// `folder` is where the SQLite files are (a manager's `dataDir`); a fresh temporary folder when nil.
-    init(_ kind: Kind, folder: String? = nil) async throws {
+    /// `database` is a PostgreSQL database already made (a fresh one when nil).
+    init(_ kind: Kind, database: PostgresSettings? = nil, folder: String? = nil) async throws {
         self.kind = kind
         ownsFolder = folder == nil
         self.folder = folder ?? NSTemporaryDirectory() + "loupe-store-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: self.folder, withIntermediateDirectories: true)
-        if kind == .postgres { settings = try await PostgresServer.shared().createDatabase() }
+        if kind == .postgres {
+            if let database { settings = database } else { settings = try await PostgresServer.shared().createDatabase() }
+        }
     }
 
     deinit {

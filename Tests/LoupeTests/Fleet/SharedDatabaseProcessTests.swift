@@ -1,0 +1,170 @@
+import Foundation
+import Logging
+import LoupeManager
+import LoupeSegmentation
+import LoupeTesting
+import Testing
+
+/// Two real `loupe manager` processes on one PostgreSQL database, a camera
+/// that knows both, and operators that reach either.
+@Suite(.serialized) struct SharedDatabaseProcessTests {
+    /// A manager of the shared database: its own data folder and id, the plant's one signing key, and by default a
+    /// poll slowed to a minute, so whatever reaches it within the test's waits was carried by the database's notifications.
+    static func manager(_ name: String, pki: TestPKI, database: PostgresSettings, pollSeconds: Double = 60) throws -> ManagerProcessSetup {
+        try ManagerProcessSetup(pki: pki, extra: [
+            "managerId": name,
+            "dataDir": pki.dir + "/\(name)-data",
+            "signingKey": pki.dir + "/plant-signing.key",
+            "registryPollSeconds": pollSeconds,
+            "storage": ["postgres": ["url": database.url, "passwordFile": database.passwordFile ?? ""]],
+        ])
+    }
+
+    func loupe(_ arguments: [String], log: String, environment: [String: String] = [:]) async throws -> String {
+        let (status, output) = try await runLoupe(arguments, log: log, environment: environment, timeout: .seconds(60))
+        #expect(status == 0, "loupe \(arguments.joined(separator: " ")) failed:\n\(output)")
+        return output
+    }
+
+    @Test func aPushThroughOneManagerReachesACameraOnTheOtherAndTheCameraMovesWhenItsManagerDies() async throws {
+        let pki = try TestPKI()
+        let database = try await PostgresServer.shared().createDatabase()
+        let setupA = try Self.manager("manager-a", pki: pki, database: database)
+        let (managerA, portA) = try await setupA.start()
+        let setupB = try Self.manager("manager-b", pki: pki, database: database)
+        let (managerB, portB) = try await setupB.start()
+        defer { managerA.signal(SIGKILL); managerB.signal(SIGKILL) }
+        // Exactly one of them steps the rollouts.
+        let led = try await eventually(timeout: .seconds(15)) {
+            [managerA.log, managerB.log].filter { $0.contains("this manager now steps the rollouts") }.count == 1
+        }
+        #expect(led, "no single leader:\nA:\n\(managerA.log)\nB:\n\(managerB.log)")
+
+        // The camera knows both managers and starts on A; its labelled ROIs arrive once.
+        let agentData = pki.dir + "/agent-s-data"
+        let total = 12
+        _ = try SyncProcessTests.seedAgentStore(agentData, count: total)
+        let agentConfig = try writeAgentConfig(pki: pki, camera: "cam-s", port: portA, dataDir: agentData,
+                                               manager: ["fallbackAddresses": ["localhost:\(portB)"]],
+                                               extra: ["modelKeys": [pki.dir + "/plant-signing.pub"]])
+        let agent = try LoupeProcess(["agent", "--config", agentConfig], log: pki.dir + "/agent-s.log")
+        defer { agent.signal(SIGKILL) }
+        let backend = try await StoreBackend(.postgres, database: database, folder: pki.dir + "/reader")
+        let trainingData = try await backend.trainingData()
+        let synced = try await eventually(timeout: .seconds(30)) { try await trainingData.count() == total }
+        #expect(synced, "\(agent.log)")
+
+        // Published on B's host and pushed through B: A offers it to its camera at once (its own poll is a minute away).
+        let modelPath = pki.dir + "/trained.loupe"
+        try ModelFile.write(SegmentationTests.LivePipelineTests.constantModel(), to: modelPath)
+        let published = try await loupe(["model", "publish", modelPath, "--inspection-type", "disc", "--manager-config", setupB.configPath],
+                                        log: pki.dir + "/publish-1.log")
+        #expect(published.contains("published disc-v1"), "\(published)")
+        let throughB = try fleetEnvironment(pki: pki, port: portB)
+        _ = try await loupe(["model", "push", "disc-v1", "--cameras", "cam-s"], log: pki.dir + "/push-1.log", environment: throughB)
+        let registry = try await backend.models()
+        let installed = try await eventually(timeout: .seconds(20)) { try await registry.camera("cam-s")?.installedVersion == "disc-v1" }
+        #expect(installed, "a push through B never reached the camera on A:\nagent:\n\(agent.log)\nA:\n\(managerA.log)")
+
+        // A dies: the camera moves to B at once, B leads, and B carries the next push and answers for the fleet.
+        let wasLeader = managerA.log.contains("this manager now steps the rollouts")
+        managerA.signal(SIGKILL)
+        _ = await managerA.waitForExit(timeout: .seconds(10))
+        let moved = try await eventually(timeout: .seconds(20)) {
+            try await runLoupe(["camera", "list"], log: pki.dir + "/camera-list.log", environment: throughB).output.contains("cam-s")
+                && agent.log.components(separatedBy: "connected to manager").count == 3
+        }
+        #expect(moved, "the camera never moved to B:\n\(agent.log)")
+        if wasLeader {
+            let took = try await eventually(timeout: .seconds(20)) { managerB.log.contains("this manager now steps the rollouts") }
+            #expect(took, "B never took over the rollouts:\n\(managerB.log)")
+        }
+        var second = SegmentationModel(weights: Weights(configuration: .standard, seed: 11))
+        second.metadata.description = "second"
+        try ModelFile.write(second, to: modelPath)
+        _ = try await loupe(["model", "publish", modelPath, "--inspection-type", "disc", "--manager-config", setupB.configPath],
+                            log: pki.dir + "/publish-2.log")
+        // The operator names both managers; the dead one is passed over.
+        var both = throughB
+        both["LOUPE_ADDR"] = "localhost:\(portA),localhost:\(portB)"
+        let pushed = try await loupe(["model", "push", "disc-v2", "--cameras", "cam-s"], log: pki.dir + "/push-2.log", environment: both)
+        #expect(pushed.contains("cannot reach the manager at localhost:\(portA)"), "\(pushed)")
+        let second2 = try await eventually(timeout: .seconds(20)) { try await registry.camera("cam-s")?.installedVersion == "disc-v2" }
+        #expect(second2, "the push through B after A died never installed:\n\(agent.log)\n\(managerB.log)")
+        #expect(try await trainingData.count() == total, "every ROI stored once")
+        let status = try await runLoupe(["status"], log: pki.dir + "/status.log", environment: both)
+        #expect(status.status == 0 && status.output.contains("cam-s"), "\(status.output)")
+
+        agent.signal(SIGTERM)
+        #expect(await agent.waitForExit() == 0)
+        managerB.signal(SIGTERM)
+        let exit = await managerB.waitForExit()
+        try? managerB.log.write(toFile: "/tmp/managerB.log", atomically: true, encoding: .utf8)
+        #expect(exit == 0)
+    }
+
+    /// A canary rollout decided by its cameras' live results while the manager that supervised it is killed:
+    /// the other manager takes the supervision over and decides it, once.
+    @Test func aRolloutWhoseSupervisorIsKilledIsDecidedOnceByTheOtherManager() async throws {
+        let pki = try TestPKI()
+        let database = try await PostgresServer.shared().createDatabase()
+        // The canary window is timed by the poll: the default second.
+        let setupA = try Self.manager("manager-a", pki: pki, database: database, pollSeconds: 1)
+        let (managerA, portA) = try await setupA.start()
+        defer { managerA.signal(SIGKILL) }
+        let ledByA = try await eventually(timeout: .seconds(15)) { managerA.log.contains("this manager now steps the rollouts") }
+        #expect(ledByA, "\(managerA.log)")
+        let setupB = try Self.manager("manager-b", pki: pki, database: database, pollSeconds: 1)
+        let (managerB, portB) = try await setupB.start()
+        defer { managerB.signal(SIGKILL) }
+
+        // cam-a on A, cam-b on B, each knowing the other manager; both inspect synthetic parts.
+        var cameras: [FleetCLIProcessTests.Camera] = []
+        for (id, port, other, seed) in [("cam-a", portA, portB, 11), ("cam-b", portB, portA, 12)] {
+            cameras.append(try await FleetCLIProcessTests.startCamera(id, seed: seed, pki: pki, port: port, managerData: "", labelled: 0,
+                                                                       signingKey: pki.dir + "/plant-signing.pub",
+                                                                       managerLink: ["fallbackAddresses": ["localhost:\(other)"]]))
+        }
+        defer { for camera in cameras { camera.process.signal(SIGKILL) } }
+        let throughB = try fleetEnvironment(pki: pki, port: portB)
+        let modelPath = pki.dir + "/constant.loupe"
+        for version in ["part-v1", "part-v2"] {
+            try ModelFile.write(SegmentationTests.LivePipelineTests.constantModel(classIndex: 0), to: modelPath)
+            let published = try await loupe(["model", "publish", modelPath, "--inspection-type", "part", "--manager-config", setupB.configPath],
+                                            log: pki.dir + "/publish-\(version).log")
+            #expect(published.contains("published \(version)"), "\(published)")
+        }
+        // B knows cam-a (connected to A) from the shared fleet; both install part-v1.
+        let known = try await eventually(timeout: .seconds(30)) {
+            let (_, list) = try await FleetCLIProcessTests.fleet(throughB, log: pki.dir + "/status.log")
+            return list.filter { ($0["status"] as? [String: Any])?["inspection_type"] as? String == "part" && $0["online"] as? Bool == true }.count == 2
+        }
+        #expect(known, "B never saw both cameras:\n\(managerB.log)")
+        _ = try await loupe(["model", "push", "part-v1", "--inspection-type", "part", "--wait", "--timeout", "60"], log: pki.dir + "/push-1.log",
+                            environment: throughB)
+
+        // A canary rollout of part-v2 on cam-a, started through B, supervised by A until A dies.
+        let started = try await loupe(["model", "push", "part-v2", "--inspection-type", "part", "--canary", "cam-a", "--auto", "--observe", "6",
+                                       "--min-parts", "4"], log: pki.dir + "/push-2.log", environment: throughB)
+        #expect(started.contains("rollout-1"), "\(started)")
+        let backend = try await StoreBackend(.postgres, database: database, folder: pki.dir + "/reader")
+        let registry = try await backend.models()
+        let observing = try await eventually(timeout: .seconds(30)) { try await registry.rollouts().first?.canariesInstalledAt != nil }
+        #expect(observing, "A never saw the canary install:\n\(managerA.log)")
+        managerA.signal(SIGKILL)
+        _ = await managerA.waitForExit(timeout: .seconds(10))
+
+        let took = try await eventually(timeout: .seconds(20)) { managerB.log.contains("this manager now steps the rollouts") }
+        #expect(took, "B never took the rollouts over:\n\(managerB.log)")
+        let decided = try await eventually(timeout: .seconds(60)) { try await registry.rollouts().first?.state == .promoted }
+        let rollout = try await registry.rollouts()
+        #expect(decided && rollout.count == 1, "\(rollout)\n\(managerB.log)")
+        #expect(rollout.first?.reason.hasPrefix("within bounds") == true, "\(String(describing: rollout.first?.reason))")
+        let decisions = [managerA.log, managerB.log].map { $0.components(separatedBy: "rollout promoted").count - 1 }
+        #expect(decisions == [0, 1], "the rollout was decided \(decisions) times")
+        for camera in cameras {
+            let running = try await eventually(timeout: .seconds(30)) { try await FleetCLIProcessTests.live(camera)["modelVersion"] as? String == "part-v2" }
+            #expect(running, "\(camera.id) does not run part-v2:\n\(camera.process.log)")
+        }
+    }
+}
