@@ -31,11 +31,15 @@ public struct LoadBenchmark: Sendable {
         public var executable = ""
         /// The manager's stores in this PostgreSQL database (an empty one); nil: SQLite in its data folder.
         public var postgres: PostgresSettings?
+        /// Manager processes sharing `postgres` (1 on SQLite); agent i connects to manager i mod `managers`.
+        public var managers = 1
         public init() {}
     }
 
     public struct Result: Sendable {
         public var agents: Int
+        /// Manager processes; memory and CPU are their sums.
+        public var managers: Int
         public var connectSeconds: Double
         public var baselineKilobytes: Int
         public var connectedKilobytes: Int
@@ -120,39 +124,19 @@ public struct LoadBenchmark: Sendable {
         let agentTLS = try ids.map { try pki.member(.agent, $0) }
         let operatorTLS = try pki.member(.operator, "bench-operator")
 
-        // The manager: its own process, so its CPU and memory are its own.
-        let dataDir = folder + "/manager"
-        let configPath = folder + "/manager.json"
-        let readyPath = folder + "/manager.ready"
-        var config: [String: Any] = [
-            "managerId": "load-bench", "listen": "127.0.0.1:0", "dataDir": dataDir, "trainingThreads": 1,
-            "tls": ["ca": managerTLS.ca, "cert": managerTLS.cert, "key": managerTLS.key],
-            "heartbeatSeconds": 5, "idleTimeoutSeconds": 15,
-        ]
-        if let postgres = options.postgres {
-            config["storage"] = ["postgres": ["url": postgres.url, "passwordFile": postgres.passwordFile as Any].compactMapValues { $0 }]
+        // The managers: processes of their own, so their CPU and memory are theirs.
+        let managerCount = options.postgres == nil ? 1 : max(1, options.managers)
+        var managers: [(process: Process, port: Int, dataDir: String)] = []
+        defer { for manager in managers where manager.process.isRunning { kill(manager.process.processIdentifier, SIGKILL) } }
+        for number in 1...managerCount {
+            managers.append(try await startManager(number, of: managerCount, folder: folder, tls: managerTLS))
         }
-        try JSONSerialization.data(withJSONObject: config).write(to: URL(fileURLWithPath: configPath))
-        let manager = Process()
-        manager.executableURL = URL(fileURLWithPath: options.executable)
-        manager.arguments = ["manager", "--config", configPath, "--ready-file", readyPath]
-        manager.standardOutput = FileHandle.nullDevice
-        manager.standardError = FileHandle.nullDevice
-        try manager.run()
-        defer { if manager.isRunning { kill(manager.processIdentifier, SIGKILL) } }
-        var port = 0
-        let started = ContinuousClock.now
-        while port == 0 {
-            if let text = try? String(contentsOfFile: readyPath, encoding: .utf8), let parsed = try? parseAddress(text.trimmingCharacters(in: .whitespacesAndNewlines)) {
-                port = parsed.port
-            } else {
-                guard manager.isRunning, ContinuousClock.now - started < .seconds(30) else { throw WireError.requestTimedOut(seconds: 30) }
-                try await Task.sleep(for: .milliseconds(50))
-            }
+        let pids = managers.map(\.process.processIdentifier)
+        func sample() -> (kilobytes: Int, cpuSeconds: Double) {
+            pids.map(Self.sample).reduce((0, 0)) { ($0.0 + $1.kilobytes, $0.1 + $1.cpuSeconds) }
         }
-        let pid = manager.processIdentifier
         try await Task.sleep(for: .seconds(1))
-        let baseline = Self.sample(pid)
+        let baseline = sample()
 
         // Small ROIs, made once; each upload differs in its seed so every one is stored.
         let side = options.roiSide
@@ -164,7 +148,8 @@ public struct LoadBenchmark: Sendable {
         let uploadInterval = options.uploadInterval
         var tasks: [Task<Void, Never>] = []
         for (index, tls) in agentTLS.enumerated() {
-            let client = WireClientConfiguration(host: "localhost", port: port, tls: tls, capabilities: ["agent-status", "roi-upload"])
+            let client = WireClientConfiguration(host: "localhost", port: managers[index % managerCount].port, tls: tls,
+                                                 capabilities: ["agent-status", "roi-upload"])
             tasks.append(Task {
                 do {
                     try await WireClient.withConnection(client, handler: WireClient.refuseAll) { connection, _ in
@@ -219,11 +204,11 @@ public struct LoadBenchmark: Sendable {
         }
         let connectSeconds = (ContinuousClock.now - connectStart).seconds
         try await Task.sleep(for: .seconds(2))
-        let connectedSample = Self.sample(pid)
+        let connectedSample = sample()
 
         progress("\(options.agents) agents: a report a second and an ROI every \(Int(options.uploadInterval)) s each, for \(Int(options.seconds)) s")
         let loadStart = ContinuousClock.now
-        let cpuStart = Self.sample(pid).cpuSeconds
+        let cpuStart = sample().cpuSeconds
         let databaseCPUStart = options.postgres == nil ? 0 : Self.databaseCPUSeconds()
         phase.withLock { $0 = 1 }
         try await Task.sleep(for: .seconds(options.seconds))
@@ -234,44 +219,44 @@ public struct LoadBenchmark: Sendable {
             try await Task.sleep(for: .milliseconds(50))
         }
         let loadSeconds = (ContinuousClock.now - loadStart).seconds
-        let cpuSeconds = Self.sample(pid).cpuSeconds - cpuStart
+        let cpuSeconds = sample().cpuSeconds - cpuStart
         let databaseCPUSeconds = options.postgres == nil ? 0 : Self.databaseCPUSeconds() - databaseCPUStart
         try await Task.sleep(for: .seconds(2))
-        let end = Self.sample(pid)
+        let end = sample()
 
-        // Every agent's latest report, as the manager holds it.
-        let operatorClient = WireClientConfiguration(host: "localhost", port: port, tls: operatorTLS, capabilities: [])
-        let fleet = try await WireClient.withConnection(operatorClient, handler: WireClient.refuseAll) { connection, _ -> Loupe_V1_FleetStatusReply in
-            let reply = try await connection.request(.fleetStatusQuery(Loupe_V1_FleetStatusQuery()))
-            guard case .fleetStatusReply(let fleet) = reply.body else { throw WireError.unexpectedReply(expected: "fleet_status_reply", received: reply.bodyName) }
-            return fleet
-        }
+        // Every agent's latest report, as the manager it is connected to holds it.
         let finalTallies = tallies.withLock { $0 }
-        let sentReports = Dictionary(uniqueKeysWithValues: zip(ids, finalTallies.map(\.statusSent)))
-        let current = fleet.cameras.filter { camera in
-            guard let sent = sentReports[camera.cameraID] else { return false }
-            return camera.status.uptimeSeconds == UInt64(sent)
-        }.count
-        let online = fleet.cameras.filter { $0.online && sentReports[$0.cameraID] != nil }.count
+        var current = 0, online = 0
+        for (number, manager) in managers.enumerated() {
+            let operatorClient = WireClientConfiguration(host: "localhost", port: manager.port, tls: operatorTLS, capabilities: [])
+            let fleet = try await WireClient.withConnection(operatorClient, handler: WireClient.refuseAll) { connection, _ -> Loupe_V1_FleetStatusReply in
+                let reply = try await connection.request(.fleetStatusQuery(Loupe_V1_FleetStatusQuery()))
+                guard case .fleetStatusReply(let fleet) = reply.body else { throw WireError.unexpectedReply(expected: "fleet_status_reply", received: reply.bodyName) }
+                return fleet
+            }
+            let sentReports = Dictionary(uniqueKeysWithValues: ids.indices.filter { $0 % managerCount == number }.map { (ids[$0], finalTallies[$0].statusSent) })
+            current += fleet.cameras.filter { camera in sentReports[camera.cameraID].map { camera.status.uptimeSeconds == UInt64($0) } ?? false }.count
+            online += fleet.cameras.filter { $0.online && sentReports[$0.cameraID] != nil }.count
+        }
         phase.withLock { $0 = 3 }
         for task in tasks { await task.value }
 
-        progress("stopping the manager and counting what it stored")
-        kill(pid, SIGTERM)
+        progress("stopping the manager\(managerCount > 1 ? "s" : "") and counting what was stored")
+        for manager in managers { kill(manager.process.processIdentifier, SIGTERM) }
         let stopStart = ContinuousClock.now
-        while manager.isRunning, ContinuousClock.now - stopStart < .seconds(30) { try await Task.sleep(for: .milliseconds(50)) }
+        while managers.contains(where: { $0.process.isRunning }), ContinuousClock.now - stopStart < .seconds(30) { try await Task.sleep(for: .milliseconds(50)) }
         let stored: Int
         if let postgres = options.postgres {
             let database = try await PostgresDatabase.open(postgres, logger: Logger(label: "bench-load"))
             defer { database.close() }
             stored = try await PostgresTrainingDataStore(database: database).count()
         } else {
-            stored = try await TrainingDataStore(path: dataDir + "/training-data.sqlite").count()
+            stored = try await TrainingDataStore(path: managers[0].dataDir + "/training-data.sqlite").count()
         }
 
         let times = finalTallies.flatMap(\.ackTimes)
         return Result(
-            agents: options.agents, connectSeconds: connectSeconds,
+            agents: options.agents, managers: managerCount, connectSeconds: connectSeconds,
             baselineKilobytes: baseline.kilobytes, connectedKilobytes: connectedSample.kilobytes, endKilobytes: end.kilobytes,
             managerCPUPercent: cpuSeconds / loadSeconds * 100, databaseCPUPercent: databaseCPUSeconds / loadSeconds * 100, loadSeconds: loadSeconds,
             uploadsSent: finalTallies.reduce(0) { $0 + $1.sent }, uploadsAcknowledged: finalTallies.reduce(0) { $0 + $1.acknowledged },
@@ -280,5 +265,38 @@ public struct LoadBenchmark: Sendable {
             ackMillisecondsP50: percentile(times, 0.5), ackMillisecondsP99: percentile(times, 0.99),
             slowestAgentAckMilliseconds: times.max() ?? 0,
             fewestUploadsPerAgent: finalTallies.map(\.acknowledged).min() ?? 0, mostUploadsPerAgent: finalTallies.map(\.acknowledged).max() ?? 0)
+    }
+
+    /// Starts manager `number` of `count` (one signing key for all, as a plant's managers share) and waits until it listens.
+    private func startManager(_ number: Int, of count: Int, folder: String, tls: TLSFiles) async throws -> (process: Process, port: Int, dataDir: String) {
+        let dataDir = folder + "/manager-\(number)"
+        let configPath = folder + "/manager-\(number).json"
+        let readyPath = configPath + ".ready"
+        var config: [String: Any] = [
+            "managerId": count == 1 ? "load-bench" : "load-bench-\(number)", "listen": "127.0.0.1:0", "dataDir": dataDir, "trainingThreads": 1,
+            "tls": ["ca": tls.ca, "cert": tls.cert, "key": tls.key], "signingKey": folder + "/model-signing.key",
+            "heartbeatSeconds": 5, "idleTimeoutSeconds": 15,
+        ]
+        if let postgres = options.postgres {
+            config["storage"] = ["postgres": ["url": postgres.url, "passwordFile": postgres.passwordFile as Any].compactMapValues { $0 }]
+        }
+        try JSONSerialization.data(withJSONObject: config).write(to: URL(fileURLWithPath: configPath))
+        let manager = Process()
+        manager.executableURL = URL(fileURLWithPath: options.executable)
+        manager.arguments = ["manager", "--config", configPath, "--ready-file", readyPath]
+        manager.standardOutput = FileHandle.nullDevice
+        manager.standardError = FileHandle.nullDevice
+        try manager.run()
+        let started = ContinuousClock.now
+        while true {
+            if let text = try? String(contentsOfFile: readyPath, encoding: .utf8), let parsed = try? parseAddress(text.trimmingCharacters(in: .whitespacesAndNewlines)) {
+                return (manager, parsed.port, dataDir)
+            }
+            guard manager.isRunning, ContinuousClock.now - started < .seconds(30) else {
+                if manager.isRunning { kill(manager.processIdentifier, SIGKILL) }
+                throw WireError.requestTimedOut(seconds: 30)
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
     }
 }

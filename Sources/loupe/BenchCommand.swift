@@ -235,6 +235,13 @@ extension BenchCommand {
             """) var storage = "sqlite"
         @Option(help: "An existing, empty PostgreSQL database (postgres://USER@HOST:PORT/DB; password from LOUPE_DATABASE_PASSWORD).")
         var databaseURL: String?
+        @Option(help: "Manager processes sharing the PostgreSQL database, the agents spread over them (the SQLite run has one).")
+        var managers = 1
+
+        func validate() throws {
+            guard (1...8).contains(managers) else { throw ValidationError("--managers must be 1…8") }
+            guard managers == 1 || storage != "sqlite" else { throw ValidationError("--managers above 1 needs --storage postgres or both: SQLite serves one manager") }
+        }
 
         func run() async throws {
             let kinds: [String] = switch storage {
@@ -258,8 +265,9 @@ extension BenchCommand {
                 options.uploadInterval = uploadInterval
                 options.roiSide = roiSide
                 options.executable = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
-                let label = kind == "postgres" ? "PostgreSQL" : "SQLite"
+                let label = kind == "postgres" ? (managers > 1 ? "PostgreSQL, \(managers) managers" : "PostgreSQL") : "SQLite"
                 if kind == "postgres" {
+                    options.managers = managers
                     if let databaseURL {
                         options.postgres = PostgresSettings(url: databaseURL)
                     } else {
@@ -272,7 +280,7 @@ extension BenchCommand {
                 progress.finish()
                 results.append((label, r))
             }
-            print("loupe bench load: a loupe manager process, \(agents) simulated agents on loopback (mutual TLS 1.3), each a status report every second and an ROI of \(roiSide)x\(roiSide) every \(uploadInterval) s, for \(seconds) s; \(ProcessInfo.processInfo.activeProcessorCount) cores")
+            print("loupe bench load: \(managers > 1 ? "loupe manager processes (memory and CPU summed)" : "a loupe manager process"), \(agents) simulated agents on loopback (mutual TLS 1.3), each a status report every second and an ROI of \(roiSide)x\(roiSide) every \(uploadInterval) s, for \(seconds) s; \(ProcessInfo.processInfo.activeProcessorCount) cores")
             let figures: [(String, (LoadBenchmark.Result) -> String)] = [
                 ("agents connected", { String(format: "%d in %.1f s", $0.agents, $0.connectSeconds) }),
                 ("manager memory: before / all connected / end", { "\($0.baselineKilobytes / 1024) / \($0.connectedKilobytes / 1024) / \($0.endKilobytes / 1024) MB" }),
