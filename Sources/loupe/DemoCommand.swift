@@ -20,7 +20,9 @@ import LoupeTesting
 /// three camera agents on the synthetic camera; ROIs labelled from the
 /// synthetic ground truth through each agent's own API; labels synced to the
 /// manager; central training with a progress bar; the model signed and
-/// pushed; live inspection measured against ground truth.
+/// pushed; live inspection measured against ground truth. With `--storage
+/// postgres`, two managers on one PostgreSQL database of the demo's own, the
+/// cameras spread over them, each knowing the other as its fallback.
 struct DemoCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "demo",
@@ -40,7 +42,14 @@ struct DemoCommand: AsyncParsableCommand {
     @Option(help: "The GigE Vision simulator for the triggered station (default: built from Tests/FakeGigE when run from the repository; without either the station is left out).")
     var fakeGige: String?
     @Option(help: "Triggers the triggered station's PLC fires over Modbus (0: no station).") var stationTriggers = 20
+    @Option(help: """
+        Where the manager keeps its stores: sqlite (one manager, its files in the data folder) or postgres (two managers sharing         a PostgreSQL database of the demo's own, Debian's postgresql; the cameras spread over them).
+        """) var storage = "sqlite"
     @OptionGroup var logging: LoggingOptions
+
+    func validate() throws {
+        guard ["sqlite", "postgres"].contains(storage) else { throw ValidationError("--storage must be sqlite or postgres, not \(storage)") }
+    }
 
     static let cameras = ["cam-1", "cam-2", "cam-3"]
     static let password = "loupe-demo-admin"
@@ -69,29 +78,55 @@ struct DemoCommand: AsyncParsableCommand {
             try pki.member(role, name, hosts: hosts)
         }
 
-        // 2. The manager, then three agents on synthetic cameras of one part.
-        var managerConfig = ManagerConfig(managerId: "demo-plant", listen: "127.0.0.1:0", tls: try issue(.manager, "manager", hosts: ["localhost", "127.0.0.1"]),
-                                          revocationList: nil, dataDir: root + "/manager", heartbeatSeconds: 2, idleTimeoutSeconds: 10)
-        managerConfig.trainingThreads = ProcessInfo.processInfo.activeProcessorCount
-        let manager = try await InProcessManager.start(managerConfig, logger: logger)
-        let port = manager.port
-        step("manager listening on 127.0.0.1:\(port)")
+        // 2. The manager (or two on one database), then three agents on synthetic cameras of one part.
+        var database: PostgresServer?
+        defer { if let database { temporary && exitWhenDone ? database.discard() : database.stop() } }
+        var shared: ManagerConfig.StorageConfig?
+        if storage == "postgres" {
+            // In a folder of its own under the system's temporary folder: run as root, the server runs as `postgres`,
+            // which must reach it (the demo's own folder is private).
+            let server = try await PostgresServer.start(folder: NSTemporaryDirectory() + "loupe-demo-postgres-\(UUID().uuidString.prefix(8))")
+            database = server
+            shared = .init(postgres: try await server.createDatabase("loupe_demo"))
+            step("PostgreSQL on 127.0.0.1:\(server.port) (\(server.folder)): one database for two managers")
+        }
+        let managerTLS = try issue(.manager, "manager", hosts: ["localhost", "127.0.0.1"])
+        try FileManager.default.createDirectory(atPath: root + "/manager", withIntermediateDirectories: true)
+        var managers: [InProcessManager] = []
+        for name in shared == nil ? ["demo-plant"] : ["demo-plant-a", "demo-plant-b"] {
+            var config = ManagerConfig(managerId: name, listen: "127.0.0.1:0", tls: managerTLS, revocationList: nil,
+                                       dataDir: root + (shared == nil ? "/manager" : "/\(name)"), heartbeatSeconds: 2, idleTimeoutSeconds: 10)
+            config.trainingThreads = ProcessInfo.processInfo.activeProcessorCount
+            // A plant's managers sign with one key (made by the first); agents trust its public half.
+            config.signingKey = root + "/manager/model-signing.key"
+            config.storage = shared
+            let manager = try await InProcessManager.start(config, logger: logger)
+            managers.append(manager)
+            step("manager \(name) listening on 127.0.0.1:\(manager.port)")
+        }
+        let managerConfig = managers[0].config
+        let port = managers[0].port
 
         let urls = LateBound<[String: String]>()
         urls.set([:])
         let lock = NSLock()
         var agents: [AgentAssembly] = []
         for (index, camera) in Self.cameras.enumerated() {
+            // With two managers the cameras alternate between them, each with the other as its fallback.
+            let own = managers[index % managers.count]
+            var link = AgentConfig.ManagerLink(address: "localhost:\(own.port)", heartbeatSeconds: 2, idleTimeoutSeconds: 10, statusIntervalSeconds: 1,
+                                               reconnectInitialSeconds: 0.2, reconnectMaxSeconds: 2)
+            let others = managers.filter { $0 !== own }.map { "localhost:\($0.port)" }
+            if !others.isEmpty { link.fallbackAddresses = others }
             var config = AgentConfig(
                 cameraId: camera,
-                manager: .init(address: "localhost:\(port)", heartbeatSeconds: 2, idleTimeoutSeconds: 10, statusIntervalSeconds: 1,
-                               reconnectInitialSeconds: 0.2, reconnectMaxSeconds: 2),
+                manager: link,
                 tls: try issue(.agent, camera, hosts: ["localhost"]), dataDir: root + "/\(camera)",
                 http: .init(address: "127.0.0.1:0", initialAdminPassword: Self.password),
                 camera: .init(source: .synthetic, width: Self.width, height: Self.height, framesPerSecond: 5, seed: UInt64(100 + index),
                               inferenceThreads: 1, live: false))
             config.camera?.partSeed = 7
-            config.modelKeys = [managerConfig.dataDir + "/model-signing.pub"]
+            config.modelKeys = [(managerConfig.signingKeyPath as NSString).deletingPathExtension + ".pub"]
             agents.append(try AgentAssembly(config: config, logger: logger) { url in
                 lock.withLock { urls.set((urls.value ?? [:]).merging([camera: url]) { $1 }) }
             })
@@ -102,13 +137,18 @@ struct DemoCommand: AsyncParsableCommand {
         func stopAll() async {
             await agentGroup.triggerGracefulShutdown()
             _ = try? await agentTask.value
-            await manager.stop()
+            for manager in managers { await manager.stop() }
         }
         do {
             try await Self.waitFor("the agents to serve their pages and reach the manager", timeout: .seconds(60)) {
                 (urls.value?.count ?? 0) == Self.cameras.count && agents.allSatisfy { $0.link.connection != nil }
             }
             step("3 agents connected: \(Self.cameras.map { "\($0) \(urls.value?[$0] ?? "")" }.joined(separator: ", "))")
+            if managers.count > 1 {
+                step(managers.enumerated().map { number, manager in
+                    "\(manager.config.managerId) serves " + Self.cameras.enumerated().filter { $0.offset % managers.count == number }.map(\.element).joined(separator: ", ")
+                }.joined(separator: "; "))
+            }
 
             // 3. Label ROIs from the synthetic ground truth, through each agent's API.
             let recipe = Self.recipe
@@ -149,8 +189,9 @@ struct DemoCommand: AsyncParsableCommand {
             let version = try await Self.train(port: port, tls: operatorTLS, passes: trainPasses, seconds: trainSeconds)
             step("trained and signed \(version)")
 
-            // 6. Push it to the three cameras.
-            let registry = try ModelRegistry(directory: managerConfig.dataDir, signingKeyPath: managerConfig.signingKeyPath)
+            // 6. Push it to the three cameras: through the last manager's registry (with two, the database's notification
+            // has the other offer it to its own cameras at once).
+            let registry = try await ManagerStorage.open(managers[managers.count - 1].config, logger: logger).models
             try await registry.assign(version, to: Self.cameras)
             try await Self.waitFor("the cameras to install \(version)", timeout: .seconds(60)) {
                 agents.allSatisfy { $0.runtime.shelf.state.current?.version == version }
@@ -216,7 +257,7 @@ struct DemoCommand: AsyncParsableCommand {
             if stationTriggers > 0 {
                 if let helper = try DemoStation.helper(fakeGige, root: root) {
                     let station = DemoStation(root: root, helper: helper, tls: try issue(.agent, DemoStation.camera, hosts: ["localhost"]), managerPort: port,
-                                              modelKey: managerConfig.dataDir + "/model-signing.pub", version: version, registry: registry,
+                                              modelKey: (managerConfig.signingKeyPath as NSString).deletingPathExtension + ".pub", version: version, registry: registry,
                                               threshold: threshold, logger: logger)
                     let outcome = try await station.run(triggers: stationTriggers, step: step)
                     try Self.report(outcome, step: step)

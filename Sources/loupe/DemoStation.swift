@@ -37,7 +37,7 @@ struct DemoStation {
     let managerPort: Int
     let modelKey: String
     let version: String
-    let registry: ModelRegistry
+    let registry: any ModelRegistryStoring
     let threshold: Double
     let logger: Logger
 
