@@ -269,11 +269,13 @@ public struct AgentConfig: Codable, Sendable, Equatable {
             }
             for address in link.fallbackAddresses ?? [] {
                 do { _ = try parseAddress(address) } catch {
-                    throw ConfigError.invalid(path: path, key: "manager.fallbackAddresses", reason: "expected HOST:PORT, got \"\(address)\"")
+                    throw ConfigError.invalid(path: path, key: "manager.fallbackAddresses",
+                                              reason: "expected HOST:PORT, got \"\(address)\"")
                 }
             }
             if Set(link.addresses).count != link.addresses.count {
-                throw ConfigError.invalid(path: path, key: "manager.fallbackAddresses", reason: "names an address twice (manager.address included)")
+                throw ConfigError.invalid(path: path, key: "manager.fallbackAddresses",
+                                          reason: "names an address twice (manager.address included)")
             }
             let timers = [
                 ("manager.heartbeatSeconds", link.heartbeatSeconds), ("manager.idleTimeoutSeconds", link.idleTimeoutSeconds),

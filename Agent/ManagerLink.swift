@@ -72,7 +72,8 @@ public final class ManagerLink: Service, Sendable {
                         self.connections.withLock { $0 += 1 }
                         self.live.withLock { $0 = connection }
                         defer { self.live.withLock { $0 = nil } }
-                        self.logger.info("connected to manager", metadata: ["manager": "\(welcome.managerID)", "address": "\(endpoint.address)"])
+                        self.logger.info("connected to manager",
+                                         metadata: ["manager": "\(welcome.managerID)", "address": "\(endpoint.address)"])
                         try await withThrowingTaskGroup(of: Void.self) { group in
                             group.addTask { try await self.report(over: connection, every: statusInterval) }
                             if let outbox = self.outbox, welcome.capabilities.contains("roi-upload") {

@@ -259,7 +259,9 @@ public final class ManagerService: Service, Sendable {
             return nil
         case .fleetStatusQuery(let query):
             var reply = Loupe_V1_FleetStatusReply()
-            reply.cameras = try await operatorCommands.fleet().filter { query.inspectionType.isEmpty || $0.status.inspectionType == query.inspectionType }
+            reply.cameras = try await operatorCommands.fleet().filter {
+                query.inspectionType.isEmpty || $0.status.inspectionType == query.inspectionType
+            }
             return .fleetStatusReply(reply)
         case .modelListQuery, .modelPush, .modelRollback, .rolloutDecision, .trainingStatusQuery, .datasetStatsQuery, .cameraGroupSet, .cameraGroupList:
             return try await operatorCommands.handle(body, connection: connection, peer: peer)

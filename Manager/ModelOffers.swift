@@ -92,7 +92,8 @@ public final class ModelOffers: Sendable {
         metrics.operatorsConnected.set(to: Double(peers.filter { $0.role == .operator }.count))
         // Rollout decisions first, so a promotion is offered in this same pass.
         if isLeading {
-            let inCanary = await RolloutSupervisor(models: models, cameras: cameras, logger: logger, metrics: metrics, sharedFleet: sharedFleet).step()
+            let supervisor = RolloutSupervisor(models: models, cameras: cameras, logger: logger, metrics: metrics, sharedFleet: sharedFleet)
+            let inCanary = await supervisor.step()
             metrics.rolloutsCanary.set(to: Double(inCanary))
         } else if let open = try? await models.rollouts(state: .canary) {
             metrics.rolloutsCanary.set(to: Double(open.count))

@@ -165,7 +165,8 @@ struct OperatorCommands: Sendable {
         cameras = Array(Set(cameras)).sorted()
         for camera in cameras {
             guard let status = known.first(where: { $0.cameraID == camera }) else {
-                throw ModelRegistryError.invalid("camera \(camera) has never connected to a manager of this fleet (check the id; `loupe camera list` shows the known ones)")
+                throw ModelRegistryError.invalid(
+                    "camera \(camera) has never connected to a manager of this fleet (check the id; `loupe camera list` shows the known ones)")
             }
             // A camera without a recipe yet (version 0) takes a model of any type.
             let hasRecipe = !["", "0"].contains(status.status.recipeVersion)

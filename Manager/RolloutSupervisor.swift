@@ -38,7 +38,9 @@ public struct RolloutSupervisor {
             logger.warning("cannot read other managers' cameras; judging by this manager's", metadata: ["error": "\(error)"])
             fleet = cameras.snapshot()
         }
-        let counts = Dictionary(uniqueKeysWithValues: fleet.map { ($0.cameraID, PartCounts(pass: $0.status.passCount, fail: $0.status.failCount)) })
+        let counts = Dictionary(uniqueKeysWithValues: fleet.map {
+            ($0.cameraID, PartCounts(pass: $0.status.passCount, fail: $0.status.failCount))
+        })
         for rollout in open {
             do {
                 if try await !supervise(rollout, counts: counts, installs: installs, now: now) { stillOpen += 1 }

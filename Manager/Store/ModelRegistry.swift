@@ -175,7 +175,9 @@ public final class ModelRegistry: Sendable {
         try write { db in
             for var row in try CameraModelRecord.filter(Column("desiredVersion") != nil && Column("assignment") == nil).fetchAll(db) {
                 guard let desired = row.desiredVersion else { continue }
-                guard let target = try ModelVersionRecord.fetchOne(db, key: desired) else { throw ModelRegistryError.notFound("model version \(desired)") }
+                guard let target = try ModelVersionRecord.fetchOne(db, key: desired) else {
+                    throw ModelRegistryError.notFound("model version \(desired)")
+                }
                 try rules.desire(target, for: &row, sequence: try reserveSequences(1, db))
                 try row.save(db)
             }
@@ -208,7 +210,8 @@ public final class ModelRegistry: Sendable {
             let sequence = try reserveSequences(1, db)
             let number = (try Int.fetchOne(db, sql: "SELECT MAX(number) FROM modelVersion") ?? 0) + 1
             let parent = try String.fetchOne(db, sql: "SELECT version FROM modelVersion WHERE inspectionType = ? ORDER BY number DESC LIMIT 1", arguments: [inspectionType])
-            let (signed, record) = try rules.sign(modelFile, model: model, inspectionType: inspectionType, number: number, sequence: sequence, parent: parent)
+            let (signed, record) = try rules.sign(modelFile, model: model, inspectionType: inspectionType, number: number,
+                                                  sequence: sequence, parent: parent)
             // The file is durable (file and directory fsynced) before the row that names it commits.
             do {
                 try BlobStore.replaceDurably(self.path(of: record.version), with: signed)

@@ -18,6 +18,9 @@ import SwiftProtobuf
 struct RegistryRules: Sendable {
     let signingKey: Curve25519.Signing.PrivateKey
 
+    /// A camera a decision moves, and the version it moves to.
+    typealias Move = (camera: String, version: String)
+
     /// The model a publication carries, and its inspection type, checked.
     static func publishable(_ modelFile: Data, inspectionType: String) throws(ModelRegistryError) -> SegmentationModel {
         let model: SegmentationModel
@@ -112,8 +115,12 @@ struct RegistryRules: Sendable {
     /// The checks a rollout's request passes before anything is read.
     static func checkRollout(canaries: [String], policy: CanaryPolicyRecord) throws(ModelRegistryError) {
         guard !canaries.isEmpty else { throw .invalid("a canary rollout needs at least one canary camera") }
-        guard policy.observeSeconds >= 0, policy.observeSeconds <= 7 * 86_400 else { throw .invalid("observe_seconds must be at most a week") }
-        guard (0...1).contains(policy.maxDefectRateIncrease) else { throw .invalid("max_defect_rate_increase must be a fraction in [0, 1]") }
+        guard policy.observeSeconds >= 0, policy.observeSeconds <= 7 * 86_400 else {
+            throw .invalid("observe_seconds must be at most a week")
+        }
+        guard (0...1).contains(policy.maxDefectRateIncrease) else {
+            throw .invalid("max_defect_rate_increase must be a fraction in [0, 1]")
+        }
     }
 
     /// A canary rollout, numbered `number`: the rollout to insert and the canaries' rows to write (the version
@@ -123,21 +130,24 @@ struct RegistryRules: Sendable {
                       priorDefectRate: Double?, open: [RolloutRecord], rows: [String: CameraModelRecord], number: Int,
                       firstSequence: UInt64) throws(ModelRegistryError) -> (rollout: RolloutRecord, rows: [CameraModelRecord]) {
         try Self.checkRollout(canaries: canaries, policy: policy)
-        if let clash = open.first(where: { $0.state == .canary && !Set($0.canaryCameras + $0.remainingCameras).isDisjoint(with: canaries + remaining) }) {
-            throw .invalid("rollout \(clash.id) of \(clash.version) is still in its canary phase for some of these cameras; promote or roll it back first")
+        let targeted = Set(canaries + remaining)
+        if let clash = open.first(where: { $0.state == .canary && !targeted.isDisjoint(with: $0.canaryCameras + $0.remainingCameras) }) {
+            throw .invalid("rollout \(clash.id) of \(clash.version) is still in its canary phase for some of these cameras; "
+                           + "promote or roll it back first")
         }
         var previous: [String: String] = [:]
         for camera in canaries {
             let current = rows[camera]
             guard let installed = current?.installedVersion ?? current?.desiredVersion else {
-                throw .invalid("canary \(camera) runs no model yet, so a rollback would have nothing to return to; push a first version to it without canaries")
+                throw .invalid("canary \(camera) runs no model yet, so a rollback would have nothing to return to; "
+                               + "push a first version to it without canaries")
             }
             guard installed != target.version else { throw .invalid("canary \(camera) already runs \(target.version)") }
             previous[camera] = current?.desiredVersion ?? installed
         }
         let rollout = RolloutRecord(
-            id: "rollout-\(number)", version: target.version, state: .canary, canaryCameras: canaries.sorted(), remainingCameras: remaining.sorted(),
-            previousVersions: previous, policy: policy, startedAt: Date(), countsAtInstall: [:], priorDefectRate: priorDefectRate,
+            id: "rollout-\(number)", version: target.version, state: .canary, canaryCameras: canaries.sorted(),
+            remainingCameras: remaining.sorted(), previousVersions: previous, policy: policy, startedAt: Date(), countsAtInstall: [:], priorDefectRate: priorDefectRate,
             canaryParts: 0, canaryDefectRate: 0, baselineParts: 0, baselineDefectRate: 0,
             reason: policy.automatic ? "canaries installing" : "canaries installing; waiting for an operator's decision")
         var written: [CameraModelRecord] = []
@@ -155,7 +165,7 @@ struct RegistryRules: Sendable {
     /// The end of a canary phase: the decided rollout and the cameras that move, with the version each moves to
     /// (on promotion the remaining cameras to the rollout's version; on rollback each canary to its previous one).
     static func decide(_ held: RolloutRecord, promote: Bool, reason: String,
-                       figures: RolloutRecord?) throws(ModelRegistryError) -> (rollout: RolloutRecord, moves: [(camera: String, version: String)]) {
+                       figures: RolloutRecord?) throws(ModelRegistryError) -> (rollout: RolloutRecord, moves: [Move]) {
         guard held.state == .canary else { throw .invalid("rollout \(held.id) was already \(held.state.rawValue)") }
         var rollout = held
         if let figures {
@@ -169,14 +179,14 @@ struct RegistryRules: Sendable {
         rollout.state = promote ? .promoted : .rolledBack
         rollout.decidedAt = Date()
         rollout.reason = reason
-        let moves: [(camera: String, version: String)] = promote
+        let moves: [Move] = promote
             ? rollout.remainingCameras.map { ($0, rollout.version) }
             : rollout.canaryCameras.compactMap { camera in rollout.previousVersions[camera].map { (camera, $0) } }
         return (rollout, moves)
     }
 
     /// The rows a decision's moves write; `versions` holds the record of every version moved to. Needs `moves.count` sequences.
-    func move(_ moves: [(camera: String, version: String)], promote: Bool, rows: [String: CameraModelRecord],
+    func move(_ moves: [Move], promote: Bool, rows: [String: CameraModelRecord],
               versions: [String: ModelVersionRecord], firstSequence: UInt64) throws(ModelRegistryError) -> [CameraModelRecord] {
         var written: [CameraModelRecord] = []
         for (offset, move) in moves.enumerated() {

@@ -148,7 +148,8 @@ extension ModelRegistry {
             let open = try RolloutRecord.filter(Column("state") == RolloutRecord.State.canary.rawValue).fetchAll(db)
             let (rollout, written) = try rules.startRollout(
                 target, canaries: canaries, remaining: remaining, policy: policy, priorDefectRate: priorDefectRate, open: open,
-                rows: try rows(canaries, db), number: try RolloutRecord.fetchCount(db) + 1, firstSequence: try reserveSequences(canaries.count, db))
+                rows: try rows(canaries, db), number: try RolloutRecord.fetchCount(db) + 1,
+                firstSequence: try reserveSequences(canaries.count, db))
             try rollout.insert(db)
             for row in written { try row.save(db) }
             return rollout
@@ -177,7 +178,8 @@ extension ModelRegistry {
         try write { db in
             guard let held = try RolloutRecord.fetchOne(db, key: id) else { throw ModelRegistryError.notFound("rollout \(id)") }
             let (rollout, moves) = try RegistryRules.decide(held, promote: promote, reason: reason, figures: figures)
-            let versions = Dictionary(uniqueKeysWithValues: try ModelVersionRecord.fetchAll(db, keys: Set(moves.map(\.version))).map { ($0.version, $0) })
+            let targets = try ModelVersionRecord.fetchAll(db, keys: Set(moves.map(\.version)))
+            let versions = Dictionary(uniqueKeysWithValues: targets.map { ($0.version, $0) })
             let written = try rules.move(moves, promote: promote, rows: try rows(moves.map(\.camera), db), versions: versions,
                                          firstSequence: try reserveSequences(moves.count, db))
             try rollout.update(db)

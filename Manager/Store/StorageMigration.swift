@@ -99,7 +99,8 @@ public enum StorageMigration {
         // The registry: each version with its file (one per transaction), then the cameras, groups, rollouts and counter.
         let registry = try sourceModels.contents()
         for record in registry.versions {
-            if try await targetModels.importVersion(record, file: try sourceModels.file(of: record.version)) { report.modelVersionsCopied += 1 }
+            let file = try sourceModels.file(of: record.version)
+            if try await targetModels.importVersion(record, file: file) { report.modelVersionsCopied += 1 }
             report.modelVersions += 1
             progress("model registry: \(report.modelVersions) of \(registry.versions.count) versions")
         }
@@ -107,7 +108,8 @@ public enum StorageMigration {
         (report.cameraModels, report.rollouts) = (registry.cameras.count, registry.rollouts.count)
         let audit = try await targetModels.audit()
         for record in registry.versions where audit.fileSHA256[record.version] != record.sha256 {
-            throw Failure.mismatch("model \(record.version) in PostgreSQL hashes to \(audit.fileSHA256[record.version]?.prefix(12) ?? "nothing"), not \(record.sha256.prefix(12))")
+            let held = audit.fileSHA256[record.version].map { String($0.prefix(12)) } ?? "nothing"
+            throw Failure.mismatch("model \(record.version) in PostgreSQL hashes to \(held), not \(record.sha256.prefix(12))")
         }
         guard audit.sequence >= registry.sequence else {
             throw Failure.mismatch("the registry's counter is \(audit.sequence) in PostgreSQL, below SQLite's \(registry.sequence)")
@@ -117,8 +119,11 @@ public enum StorageMigration {
               heldRows.map(\.assignment) == registry.cameras.map(\.assignment) else {
             throw Failure.mismatch("the cameras' model assignments in PostgreSQL differ from SQLite's")
         }
-        guard try await targetModels.rollouts().count >= registry.rollouts.count else { throw Failure.mismatch("rollouts missing in PostgreSQL") }
-        progress("model registry: \(registry.versions.count) versions, \(registry.cameras.count) cameras, \(registry.rollouts.count) rollouts checked")
+        guard try await targetModels.rollouts().count >= registry.rollouts.count else {
+            throw Failure.mismatch("rollouts missing in PostgreSQL")
+        }
+        progress("model registry: \(registry.versions.count) versions, \(registry.cameras.count) cameras, "
+                 + "\(registry.rollouts.count) rollouts checked")
         let heldCameras = Set(try await targetFleet.load().map(\.cameraID))
         let missing = Set(cameras.map(\.cameraID)).subtracting(heldCameras)
         guard missing.isEmpty else { throw Failure.mismatch("cameras not in PostgreSQL: \(missing.sorted().joined(separator: ", "))") }

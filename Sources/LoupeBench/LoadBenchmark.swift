@@ -229,13 +229,18 @@ public struct LoadBenchmark: Sendable {
         var current = 0, online = 0
         for (number, manager) in managers.enumerated() {
             let operatorClient = WireClientConfiguration(host: "localhost", port: manager.port, tls: operatorTLS, capabilities: [])
-            let fleet = try await WireClient.withConnection(operatorClient, handler: WireClient.refuseAll) { connection, _ -> Loupe_V1_FleetStatusReply in
+            let fleet = try await WireClient.withConnection(operatorClient, handler: WireClient.refuseAll) { connection, _ in
                 let reply = try await connection.request(.fleetStatusQuery(Loupe_V1_FleetStatusQuery()))
-                guard case .fleetStatusReply(let fleet) = reply.body else { throw WireError.unexpectedReply(expected: "fleet_status_reply", received: reply.bodyName) }
+                guard case .fleetStatusReply(let fleet) = reply.body else {
+                    throw WireError.unexpectedReply(expected: "fleet_status_reply", received: reply.bodyName)
+                }
                 return fleet
             }
-            let sentReports = Dictionary(uniqueKeysWithValues: ids.indices.filter { $0 % managerCount == number }.map { (ids[$0], finalTallies[$0].statusSent) })
-            current += fleet.cameras.filter { camera in sentReports[camera.cameraID].map { camera.status.uptimeSeconds == UInt64($0) } ?? false }.count
+            let mine = ids.indices.filter { $0 % managerCount == number }
+            let sentReports = Dictionary(uniqueKeysWithValues: mine.map { (ids[$0], finalTallies[$0].statusSent) })
+            current += fleet.cameras.filter { camera in
+                sentReports[camera.cameraID].map { camera.status.uptimeSeconds == UInt64($0) } ?? false
+            }.count
             online += fleet.cameras.filter { $0.online && sentReports[$0.cameraID] != nil }.count
         }
         phase.withLock { $0 = 3 }
@@ -244,7 +249,9 @@ public struct LoadBenchmark: Sendable {
         progress("stopping the manager\(managerCount > 1 ? "s" : "") and counting what was stored")
         for manager in managers { kill(manager.process.processIdentifier, SIGTERM) }
         let stopStart = ContinuousClock.now
-        while managers.contains(where: { $0.process.isRunning }), ContinuousClock.now - stopStart < .seconds(30) { try await Task.sleep(for: .milliseconds(50)) }
+        while managers.contains(where: { $0.process.isRunning }), ContinuousClock.now - stopStart < .seconds(30) {
+            try await Task.sleep(for: .milliseconds(50))
+        }
         let stored: Int
         if let postgres = options.postgres {
             let database = try await PostgresDatabase.open(postgres, logger: Logger(label: "bench-load"))
@@ -268,12 +275,14 @@ public struct LoadBenchmark: Sendable {
     }
 
     /// Starts manager `number` of `count` (one signing key for all, as a plant's managers share) and waits until it listens.
-    private func startManager(_ number: Int, of count: Int, folder: String, tls: TLSFiles) async throws -> (process: Process, port: Int, dataDir: String) {
+    private func startManager(_ number: Int, of count: Int, folder: String,
+                              tls: TLSFiles) async throws -> (process: Process, port: Int, dataDir: String) {
         let dataDir = folder + "/manager-\(number)"
         let configPath = folder + "/manager-\(number).json"
         let readyPath = configPath + ".ready"
         var config: [String: Any] = [
-            "managerId": count == 1 ? "load-bench" : "load-bench-\(number)", "listen": "127.0.0.1:0", "dataDir": dataDir, "trainingThreads": 1,
+            "managerId": count == 1 ? "load-bench" : "load-bench-\(number)", "listen": "127.0.0.1:0", "dataDir": dataDir,
+            "trainingThreads": 1,
             "tls": ["ca": tls.ca, "cert": tls.cert, "key": tls.key], "signingKey": folder + "/model-signing.key",
             "heartbeatSeconds": 5, "idleTimeoutSeconds": 15,
         ]
@@ -289,7 +298,8 @@ public struct LoadBenchmark: Sendable {
         try manager.run()
         let started = ContinuousClock.now
         while true {
-            if let text = try? String(contentsOfFile: readyPath, encoding: .utf8), let parsed = try? parseAddress(text.trimmingCharacters(in: .whitespacesAndNewlines)) {
+            if let text = try? String(contentsOfFile: readyPath, encoding: .utf8),
+               let parsed = try? parseAddress(text.trimmingCharacters(in: .whitespacesAndNewlines)) {
                 return (manager, parsed.port, dataDir)
             }
             guard manager.isRunning, ContinuousClock.now - started < .seconds(30) else {

@@ -240,7 +240,9 @@ extension BenchCommand {
 
         func validate() throws {
             guard (1...8).contains(managers) else { throw ValidationError("--managers must be 1…8") }
-            guard managers == 1 || storage != "sqlite" else { throw ValidationError("--managers above 1 needs --storage postgres or both: SQLite serves one manager") }
+            guard managers == 1 || storage != "sqlite" else {
+                throw ValidationError("--managers above 1 needs --storage postgres or both: SQLite serves one manager")
+            }
         }
 
         func run() async throws {
@@ -280,7 +282,8 @@ extension BenchCommand {
                 progress.finish()
                 results.append((label, r))
             }
-            print("loupe bench load: \(managers > 1 ? "loupe manager processes (memory and CPU summed)" : "a loupe manager process"), \(agents) simulated agents on loopback (mutual TLS 1.3), each a status report every second and an ROI of \(roiSide)x\(roiSide) every \(uploadInterval) s, for \(seconds) s; \(ProcessInfo.processInfo.activeProcessorCount) cores")
+            let served = managers > 1 ? "\(managers) loupe manager processes (memory and CPU summed)" : "a loupe manager process"
+            print("loupe bench load: \(served), \(agents) simulated agents on loopback (mutual TLS 1.3), each a status report every second and an ROI of \(roiSide)x\(roiSide) every \(uploadInterval) s, for \(seconds) s; \(ProcessInfo.processInfo.activeProcessorCount) cores")
             let figures: [(String, (LoadBenchmark.Result) -> String)] = [
                 ("agents connected", { String(format: "%d in %.1f s", $0.agents, $0.connectSeconds) }),
                 ("manager memory: before / all connected / end", { "\($0.baselineKilobytes / 1024) / \($0.connectedKilobytes / 1024) / \($0.endKilobytes / 1024) MB" }),

@@ -43,12 +43,15 @@ struct DemoCommand: AsyncParsableCommand {
     var fakeGige: String?
     @Option(help: "Triggers the triggered station's PLC fires over Modbus (0: no station).") var stationTriggers = 20
     @Option(help: """
-        Where the manager keeps its stores: sqlite (one manager, its files in the data folder) or postgres (two managers sharing         a PostgreSQL database of the demo's own, Debian's postgresql; the cameras spread over them).
+        Where the manager keeps its stores: sqlite (one manager, its files in the data folder) or postgres (two managers \
+        sharing a PostgreSQL database of the demo's own, Debian's postgresql; the cameras spread over them).
         """) var storage = "sqlite"
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
-        guard ["sqlite", "postgres"].contains(storage) else { throw ValidationError("--storage must be sqlite or postgres, not \(storage)") }
+        guard ["sqlite", "postgres"].contains(storage) else {
+            throw ValidationError("--storage must be sqlite or postgres, not \(storage)")
+        }
     }
 
     static let cameras = ["cam-1", "cam-2", "cam-3"]
@@ -85,7 +88,8 @@ struct DemoCommand: AsyncParsableCommand {
         if storage == "postgres" {
             // In a folder of its own under the system's temporary folder: run as root, the server runs as `postgres`,
             // which must reach it (the demo's own folder is private).
-            let server = try await PostgresServer.start(folder: NSTemporaryDirectory() + "loupe-demo-postgres-\(UUID().uuidString.prefix(8))")
+            let folder = NSTemporaryDirectory() + "loupe-demo-postgres-\(UUID().uuidString.prefix(8))"
+            let server = try await PostgresServer.start(folder: folder)
             database = server
             shared = .init(postgres: try await server.createDatabase("loupe_demo"))
             step("PostgreSQL on 127.0.0.1:\(server.port) (\(server.folder)): one database for two managers")
@@ -94,8 +98,9 @@ struct DemoCommand: AsyncParsableCommand {
         try FileManager.default.createDirectory(atPath: root + "/manager", withIntermediateDirectories: true)
         var managers: [InProcessManager] = []
         for name in shared == nil ? ["demo-plant"] : ["demo-plant-a", "demo-plant-b"] {
-            var config = ManagerConfig(managerId: name, listen: "127.0.0.1:0", tls: managerTLS, revocationList: nil,
-                                       dataDir: root + (shared == nil ? "/manager" : "/\(name)"), heartbeatSeconds: 2, idleTimeoutSeconds: 10)
+            let dataDir = root + (shared == nil ? "/manager" : "/\(name)")
+            var config = ManagerConfig(managerId: name, listen: "127.0.0.1:0", tls: managerTLS, revocationList: nil, dataDir: dataDir,
+                                       heartbeatSeconds: 2, idleTimeoutSeconds: 10)
             config.trainingThreads = ProcessInfo.processInfo.activeProcessorCount
             // A plant's managers sign with one key (made by the first); agents trust its public half.
             config.signingKey = root + "/manager/model-signing.key"
@@ -114,8 +119,8 @@ struct DemoCommand: AsyncParsableCommand {
         for (index, camera) in Self.cameras.enumerated() {
             // With two managers the cameras alternate between them, each with the other as its fallback.
             let own = managers[index % managers.count]
-            var link = AgentConfig.ManagerLink(address: "localhost:\(own.port)", heartbeatSeconds: 2, idleTimeoutSeconds: 10, statusIntervalSeconds: 1,
-                                               reconnectInitialSeconds: 0.2, reconnectMaxSeconds: 2)
+            var link = AgentConfig.ManagerLink(address: "localhost:\(own.port)", heartbeatSeconds: 2, idleTimeoutSeconds: 10,
+                                               statusIntervalSeconds: 1, reconnectInitialSeconds: 0.2, reconnectMaxSeconds: 2)
             let others = managers.filter { $0 !== own }.map { "localhost:\($0.port)" }
             if !others.isEmpty { link.fallbackAddresses = others }
             var config = AgentConfig(
@@ -146,7 +151,8 @@ struct DemoCommand: AsyncParsableCommand {
             step("3 agents connected: \(Self.cameras.map { "\($0) \(urls.value?[$0] ?? "")" }.joined(separator: ", "))")
             if managers.count > 1 {
                 step(managers.enumerated().map { number, manager in
-                    "\(manager.config.managerId) serves " + Self.cameras.enumerated().filter { $0.offset % managers.count == number }.map(\.element).joined(separator: ", ")
+                    let served = Self.cameras.enumerated().filter { $0.offset % managers.count == number }.map(\.element)
+                    return "\(manager.config.managerId) serves " + served.joined(separator: ", ")
                 }.joined(separator: "; "))
             }
 
@@ -257,7 +263,8 @@ struct DemoCommand: AsyncParsableCommand {
             if stationTriggers > 0 {
                 if let helper = try DemoStation.helper(fakeGige, root: root) {
                     let station = DemoStation(root: root, helper: helper, tls: try issue(.agent, DemoStation.camera, hosts: ["localhost"]), managerPort: port,
-                                              modelKey: (managerConfig.signingKeyPath as NSString).deletingPathExtension + ".pub", version: version, registry: registry,
+                                              modelKey: (managerConfig.signingKeyPath as NSString).deletingPathExtension + ".pub",
+                                              version: version, registry: registry,
                                               threshold: threshold, logger: logger)
                     let outcome = try await station.run(triggers: stationTriggers, step: step)
                     try Self.report(outcome, step: step)

@@ -56,7 +56,8 @@ extension ManagerConnectionOptions {
             do {
                 return try await WireClient.withConnection(client, handler: handler) { connection, _ in try await body(connection) }
             } catch WireError.unreachable(let address, let reason) where index < clients.count - 1 {
-                FileHandle.standardError.write(Data("cannot reach the manager at \(address) (\(reason)); trying \(clients[index + 1].host):\(clients[index + 1].port)\n".utf8))
+                let next = clients[index + 1]
+                FileHandle.standardError.write(Data("cannot reach the manager at \(address) (\(reason)); trying \(next.host):\(next.port)\n".utf8))
             } catch {
                 throw FleetCommandError.explain(error, address: "\(client.host):\(client.port)")
             }

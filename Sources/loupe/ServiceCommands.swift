@@ -88,7 +88,8 @@ struct ManagerCommand: AsyncParsableCommand {
             progress.finish()
             print("migrated to \(to): \(report.cameras) cameras, \(report.rois) ROIs (\(report.roisCopied) copied, \(report.roisAlreadyThere) already there)")
             print("checked: \(report.roisChecked) ROIs, counts and content hashes equal, every image and mask matches its hash")
-            print("model registry: \(report.modelVersions) versions (\(report.modelVersionsCopied) copied), \(report.cameraModels) cameras' assignments, "
+            print("model registry: \(report.modelVersions) versions (\(report.modelVersionsCopied) copied), "
+                  + "\(report.cameraModels) cameras' assignments, "
                   + "\(report.rollouts) rollouts; every model file matches its SHA-256, the signing counter carried over")
             var storage: [String: Any] = ["url": to]
             if let passwordFile { storage["passwordFile"] = passwordFile }

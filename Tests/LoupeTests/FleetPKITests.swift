@@ -121,8 +121,10 @@ import LoupeTesting
         #expect(throws: ConfigError.invalid(path: agentPath, key: "manager.fallbackAddresses", reason: "expected HOST:PORT, got \"m3\"")) {
             try AgentConfig.load(path: agentPath)
         }
-        try writeJSON(agentBase.merging(["manager": ["address": "m1:7443", "fallbackAddresses": ["m2:7443", "m1:7443"]]]) { $1 }, to: agentPath)
-        #expect(throws: ConfigError.invalid(path: agentPath, key: "manager.fallbackAddresses", reason: "names an address twice (manager.address included)")) {
+        try writeJSON(agentBase.merging(["manager": ["address": "m1:7443", "fallbackAddresses": ["m2:7443", "m1:7443"]]]) { $1 },
+                      to: agentPath)
+        #expect(throws: ConfigError.invalid(path: agentPath, key: "manager.fallbackAddresses",
+                                            reason: "names an address twice (manager.address included)")) {
             try AgentConfig.load(path: agentPath)
         }
         try writeJSON(agentBase.merging(["manager": ["address": "m1:7443", "fallbackAddresses": ["m2:7443"]]]) { $1 }, to: agentPath)

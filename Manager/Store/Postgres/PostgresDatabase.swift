@@ -122,8 +122,8 @@ public final class PostgresDatabase: Sendable {
                                                          tls: tlsConfiguration.map { .require($0) } ?? .disable)
         configuration.options.maximumConnections = max(1, settings.maxConnections ?? 8)
         configuration.options.connectTimeout = .seconds(Int64(max(1, timeout.seconds)))
-        let opened = PostgresDatabase(client: PostgresClient(configuration: configuration, backgroundLogger: logger), direct: direct, logger: logger,
-                                      description: description)
+        let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+        let opened = PostgresDatabase(client: client, direct: direct, logger: logger, description: description)
         await opened.started()
         return opened
     }
@@ -183,7 +183,8 @@ public final class PostgresDatabase: Sendable {
                 if let ended { throw ended }
             } catch {
                 if !Task.isCancelled {
-                    logger.warning("database session lost; reconnecting", metadata: ["database": "\(description)", "error": "\(Self.describe(error))"])
+                    logger.warning("database session lost; reconnecting",
+                                   metadata: ["database": "\(description)", "error": "\(Self.describe(error))"])
                 }
             }
             if leading.isHeld { event(.leading(false)) }

@@ -64,9 +64,10 @@ public final class PostgresFleetStore: Sendable {
         let logger = database.logger
         let rows = try await database.run(within: .seconds(60)) { client in
             var rows: [(String, Int64, Int64, String, String, Data, Bool)] = []
-            for try await row in try await client.query(
-                "SELECT camera_id, first_seen_unix_ms, last_seen_unix_ms, address, software_version, status, online FROM camera ORDER BY camera_id",
-                logger: logger).decode((String, Int64, Int64, String, String, Data, Bool).self) {
+            for try await row in try await client.query("""
+                SELECT camera_id, first_seen_unix_ms, last_seen_unix_ms, address, software_version, status, online
+                FROM camera ORDER BY camera_id
+                """, logger: logger).decode((String, Int64, Int64, String, String, Data, Bool).self) {
                 rows.append(row)
             }
             return rows

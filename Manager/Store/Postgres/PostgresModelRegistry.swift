@@ -63,8 +63,8 @@ public final class PostgresModelRegistry: Sendable {
             let sequence = try await Self.reserveSequences(1, connection, logger)
             let newest = try await Self.versions(connection, logger, inspectionType: nil).first
             let parent = try await Self.versions(connection, logger, inspectionType: inspectionType).first
-            let (signed, record) = try rules.sign(modelFile, model: model, inspectionType: inspectionType, number: (newest?.number ?? 0) + 1,
-                                                  sequence: sequence, parent: parent?.version)
+            let (signed, record) = try rules.sign(modelFile, model: model, inspectionType: inspectionType,
+                                                  number: (newest?.number ?? 0) + 1, sequence: sequence, parent: parent?.version)
             try await Self.insert(record, file: signed, connection, logger)
             return record
         }
@@ -125,7 +125,9 @@ public final class PostgresModelRegistry: Sendable {
         var bytes = Data(capacity: pieces.reduce(0) { $0 + $1.1.count })
         for (_, data) in pieces { bytes.append(data) }
         let start = range.lowerBound - first * Self.pieceBytes
-        guard start + range.count <= bytes.count else { throw .io("model file of \(version) is shorter in \(database.description) than its record") }
+        guard start + range.count <= bytes.count else {
+            throw .io("model file of \(version) is shorter in \(database.description) than its record")
+        }
         let data = bytes.subdata(in: start..<(start + range.count))
         return (data, range.upperBound >= record.bytes)
     }
@@ -161,8 +163,7 @@ public final class PostgresModelRegistry: Sendable {
         let rules = self.rules
         return try await write { connection, logger in
             let target = try await Self.target(version, connection, logger)
-            var held = 0
-            for try await count in try await connection.query("SELECT count(*) FROM rollout", logger: logger).decode(Int.self) { held = count }
+            let held = try await Self.scalar("SELECT count(*) FROM rollout", as: Int.self, connection, logger) ?? 0
             let (rollout, written) = try rules.startRollout(
                 target, canaries: canaries, remaining: remaining, policy: policy, priorDefectRate: priorDefectRate,
                 open: try await Self.rollouts(connection, logger, state: .canary), rows: try await Self.rows(canaries, connection, logger),
@@ -182,10 +183,13 @@ public final class PostgresModelRegistry: Sendable {
         try await write { connection, logger in try await Self.save(rollout, insert: false, connection, logger) }
     }
 
-    public func decide(_ id: String, promote: Bool, reason: String, figures: RolloutRecord?) async throws(ModelRegistryError) -> RolloutRecord {
+    public func decide(_ id: String, promote: Bool, reason: String,
+                       figures: RolloutRecord?) async throws(ModelRegistryError) -> RolloutRecord {
         let rules = self.rules
         return try await write { connection, logger in
-            guard let held = try await Self.rollouts(connection, logger, id: id).first else { throw ModelRegistryError.notFound("rollout \(id)") }
+            guard let held = try await Self.rollouts(connection, logger, id: id).first else {
+                throw ModelRegistryError.notFound("rollout \(id)")
+            }
             let (rollout, moves) = try RegistryRules.decide(held, promote: promote, reason: reason, figures: figures)
             let versions = try await Self.versions(connection, logger, named: Array(Set(moves.map(\.version))))
             let written = try rules.move(moves, promote: promote, rows: try await Self.rows(moves.map(\.camera), connection, logger),
@@ -199,14 +203,17 @@ public final class PostgresModelRegistry: Sendable {
 
     // MARK: Transactions
 
+    /// What a read or a write does on its connection.
+    private typealias Work<T> = @Sendable (PostgresConnection, Logger) async throws -> T
+
     /// A read on one pooled connection, within `PostgresDatabase.answerWithin`.
-    private func read<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection, Logger) async throws -> T) async throws(ModelRegistryError) -> T {
+    private func read<T: Sendable>(_ body: @escaping Work<T>) async throws(ModelRegistryError) -> T {
         try await run { client, logger in try await client.withConnection { connection in try await body(connection, logger) } }
     }
 
     /// A write in one transaction that first takes the registry counter's row lock (writes run one at a time) and
     /// last notifies `channel`, which the server delivers to every manager's session when the write commits.
-    private func write<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection, Logger) async throws -> T) async throws(ModelRegistryError) -> T {
+    private func write<T: Sendable>(_ body: @escaping Work<T>) async throws(ModelRegistryError) -> T {
         try await run { client, logger in
             try await client.withTransaction(logger: logger) { connection in
                 try await connection.query("SELECT value FROM registry_sequence WHERE id = 1 FOR UPDATE", logger: logger)
@@ -234,7 +241,9 @@ public final class PostgresModelRegistry: Sendable {
     }
 
     /// Every failure as a `ModelRegistryError` naming the database (the registry's own refusals pass as they are).
-    private func run<T: Sendable>(_ body: @escaping @Sendable (PostgresClient, Logger) async throws -> T) async throws(ModelRegistryError) -> T {
+    private func run<T: Sendable>(
+        _ body: @escaping @Sendable (PostgresClient, Logger) async throws -> T
+    ) async throws(ModelRegistryError) -> T {
         let logger = database.logger
         do {
             return try await database.run { client in try await body(client, logger) }
@@ -250,12 +259,17 @@ public final class PostgresModelRegistry: Sendable {
 
     /// Reserves `count` values of the registry's counter (held by the transaction's lock); returns the first.
     private static func reserveSequences(_ count: Int, _ connection: PostgresConnection, _ logger: Logger) async throws -> UInt64 {
-        var value = 0
-        for try await next in try await connection.query(
-            "UPDATE registry_sequence SET value = value + \(count) WHERE id = 1 RETURNING value", logger: logger).decode(Int.self) {
-            value = next
-        }
+        let value = try await scalar("UPDATE registry_sequence SET value = value + \(count) WHERE id = 1 RETURNING value", as: Int.self,
+                                     connection, logger) ?? 0
         return UInt64(value - count + 1)
+    }
+
+    /// The one value a query answers (its first row's first column), nil when it returns no row.
+    private static func scalar<T: PostgresDecodable>(_ query: PostgresQuery, as type: T.Type, _ connection: PostgresConnection,
+                                                     _ logger: Logger) async throws -> T? {
+        var value: T?
+        for try await next in try await connection.query(query, logger: logger).decode(T.self) where value == nil { value = next }
+        return value
     }
 
     private static let versionColumns = """
@@ -263,20 +277,23 @@ public final class PostgresModelRegistry: Sendable {
         dataset_sha256, created_at, sequence
         """
 
-    private static func versions(_ connection: PostgresConnection, _ logger: Logger, inspectionType: String?) async throws -> [ModelVersionRecord] {
+    private static func versions(_ connection: PostgresConnection, _ logger: Logger,
+                                 inspectionType: String?) async throws -> [ModelVersionRecord] {
         try await versions(connection, logger, query: """
             SELECT \(unescaped: versionColumns) FROM model_version
             WHERE \(inspectionType)::text IS NULL OR inspection_type = \(inspectionType) ORDER BY number DESC
             """)
     }
 
-    private static func versions(_ connection: PostgresConnection, _ logger: Logger, named names: [String]) async throws -> [ModelVersionRecord] {
+    private static func versions(_ connection: PostgresConnection, _ logger: Logger,
+                                 named names: [String]) async throws -> [ModelVersionRecord] {
         try await versions(connection, logger, query: """
             SELECT \(unescaped: versionColumns) FROM model_version WHERE version = ANY(\(names)) ORDER BY number DESC
             """)
     }
 
-    private static func versions(_ connection: PostgresConnection, _ logger: Logger, query: PostgresQuery) async throws -> [ModelVersionRecord] {
+    private static func versions(_ connection: PostgresConnection, _ logger: Logger,
+                                 query: PostgresQuery) async throws -> [ModelVersionRecord] {
         var records: [ModelVersionRecord] = []
         for try await (version, number, type, sha256, bytes, signature, parent, description, mIoU, dataset, created, sequence) in
             try await connection.query(query, logger: logger)
@@ -291,7 +308,9 @@ public final class PostgresModelRegistry: Sendable {
 
     /// The version a write moves cameras to, refused by name when the registry does not hold it.
     private static func target(_ version: String, _ connection: PostgresConnection, _ logger: Logger) async throws -> ModelVersionRecord {
-        guard let target = try await versions(connection, logger, named: [version]).first else { throw ModelRegistryError.notFound("model version \(version)") }
+        guard let target = try await versions(connection, logger, named: [version]).first else {
+            throw ModelRegistryError.notFound("model version \(version)")
+        }
         return target
     }
 
@@ -299,9 +318,9 @@ public final class PostgresModelRegistry: Sendable {
     static func insert(_ record: ModelVersionRecord, file: Data, _ connection: PostgresConnection, _ logger: Logger) async throws {
         let inserted = try await connection.query("""
             INSERT INTO model_version (\(unescaped: versionColumns))
-            VALUES (\(record.version), \(record.number), \(record.inspectionType), \(record.sha256), \(record.bytes), \(record.offerSignature),
-                    \(record.parentVersion), \(record.description), \(record.validationMIoU), \(record.datasetSHA256), \(record.createdAt),
-                    \(record.sequence))
+            VALUES (\(record.version), \(record.number), \(record.inspectionType), \(record.sha256), \(record.bytes),
+                    \(record.offerSignature), \(record.parentVersion), \(record.description), \(record.validationMIoU),
+                    \(record.datasetSHA256), \(record.createdAt), \(record.sequence))
             ON CONFLICT (version) DO NOTHING RETURNING version
             """, logger: logger)
         var isNew = false
@@ -309,18 +328,23 @@ public final class PostgresModelRegistry: Sendable {
         guard isNew else { return }
         for (piece, start) in stride(from: 0, to: file.count, by: pieceBytes).enumerated() {
             let data = file.subdata(in: start..<min(file.count, start + pieceBytes))
-            try await connection.query("INSERT INTO model_file_piece (version, piece, data) VALUES (\(record.version), \(piece), \(data))", logger: logger)
+            try await connection.query("""
+                INSERT INTO model_file_piece (version, piece, data) VALUES (\(record.version), \(piece), \(data))
+                """, logger: logger)
         }
     }
 
     private static let cameraColumns = """
-        camera_id, desired_version, installed_version, installed_at, last_error, updated_at, previous_version, assignment, assignment_signature
+        camera_id, desired_version, installed_version, installed_at, last_error, updated_at, previous_version, assignment,
+        assignment_signature
         """
 
     /// The rows of these cameras that exist (of every camera when nil).
-    private static func rows(_ cameras: [String]?, _ connection: PostgresConnection, _ logger: Logger) async throws -> [String: CameraModelRecord] {
+    private static func rows(_ cameras: [String]?, _ connection: PostgresConnection,
+                             _ logger: Logger) async throws -> [String: CameraModelRecord] {
         var rows: [String: CameraModelRecord] = [:]
-        for try await (id, desired, installed, installedAt, error, updated, previous, assignment, signature) in try await connection.query("""
+        for try await (id, desired, installed, installedAt, error, updated, previous, assignment, signature)
+            in try await connection.query("""
             SELECT \(unescaped: cameraColumns) FROM camera_model WHERE \(cameras)::text[] IS NULL OR camera_id = ANY(\(cameras))
             """, logger: logger).decode((String, String?, String?, Date?, String?, Date, String?, String?, String?).self) {
             rows[id] = CameraModelRecord(cameraId: id, desiredVersion: desired, installedVersion: installed, installedAt: installedAt,
@@ -363,12 +387,14 @@ public final class PostgresModelRegistry: Sendable {
         let document = String(decoding: try RolloutDocument.encoder.encode(rollout), as: UTF8.self)
         if insert {
             try await connection.query("""
-                INSERT INTO rollout (id, state, started_at, document) VALUES (\(rollout.id), \(rollout.state.rawValue), \(rollout.startedAt), \(document)::jsonb)
+                INSERT INTO rollout (id, state, started_at, document)
+                VALUES (\(rollout.id), \(rollout.state.rawValue), \(rollout.startedAt), \(document)::jsonb)
                 ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, document = EXCLUDED.document
                 """, logger: logger)
         } else {
             try await connection.query("""
-                UPDATE rollout SET state = \(rollout.state.rawValue), document = \(document)::jsonb WHERE id = \(rollout.id) AND state = 'canary'
+                UPDATE rollout SET state = \(rollout.state.rawValue), document = \(document)::jsonb
+                WHERE id = \(rollout.id) AND state = 'canary'
                 """, logger: logger)
         }
     }
@@ -407,11 +433,13 @@ extension PostgresModelRegistry {
             for row in contents.cameras { try await Self.save(row, connection, logger) }
             for (name, cameras) in contents.groups {
                 try await connection.query("""
-                    INSERT INTO camera_group (name, cameras) VALUES (\(name), \(cameras)) ON CONFLICT (name) DO UPDATE SET cameras = EXCLUDED.cameras
+                    INSERT INTO camera_group (name, cameras) VALUES (\(name), \(cameras))
+                    ON CONFLICT (name) DO UPDATE SET cameras = EXCLUDED.cameras
                     """, logger: logger)
             }
             for rollout in contents.rollouts { try await Self.save(rollout, insert: true, connection, logger) }
-            try await connection.query("UPDATE registry_sequence SET value = GREATEST(value, \(Int(contents.sequence))) WHERE id = 1", logger: logger)
+            let sequence = Int(contents.sequence)
+            try await connection.query("UPDATE registry_sequence SET value = GREATEST(value, \(sequence)) WHERE id = 1", logger: logger)
         }
     }
 
@@ -426,10 +454,7 @@ extension PostgresModelRegistry {
                 """, logger: logger).decode((String, String).self) {
                 hashes[version] = hash
             }
-            var sequence = 0
-            for try await value in try await connection.query("SELECT value FROM registry_sequence WHERE id = 1", logger: logger).decode(Int.self) {
-                sequence = value
-            }
+            let sequence = try await Self.scalar("SELECT value FROM registry_sequence WHERE id = 1", as: Int.self, connection, logger) ?? 0
             return (hashes, UInt64(sequence))
         }
     }

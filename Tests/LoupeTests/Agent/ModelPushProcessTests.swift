@@ -29,7 +29,8 @@ import LoupeTesting
     }
 
     /// On both registries: the SQLite one's file altered on the manager's disk, the PostgreSQL one's piece altered in the database.
-    @Test(arguments: StoreBackend.all) func aPushedModelIsInstalledAndATamperedOneIsRefusedWhileTheOldOneRuns(_ kind: StoreBackend.Kind) async throws {
+    @Test(arguments: StoreBackend.all)
+    func aPushedModelIsInstalledAndATamperedOneIsRefusedWhileTheOldOneRuns(_ kind: StoreBackend.Kind) async throws {
         let pki = try TestPKI()
         let managerData = pki.dir + "/manager-data"
         let backend = try await StoreBackend(kind, folder: managerData)
@@ -77,7 +78,9 @@ import LoupeTesting
                 """, in: try #require(backend.settings))
         }
         _ = try await loupe(["model", "push", "disc-v2", "--cameras", "cam-m"], log: pki.dir + "/push-2.log", environment: fleet)
-        let refused = try await eventually(timeout: .seconds(30)) { (try await registry.camera("cam-m")?.lastError ?? "").contains("disc-v2") }
+        let refused = try await eventually(timeout: .seconds(30)) {
+            (try await registry.camera("cam-m")?.lastError ?? "").contains("disc-v2")
+        }
         #expect(refused, "the refusal never reached the manager:\n\(agent.log)\n\(manager.log)")
         let lastError = try await registry.camera("cam-m")?.lastError ?? ""
         #expect(lastError.contains("SHA-256"), "\(lastError)")
@@ -108,7 +111,8 @@ import LoupeTesting
     }
 
     /// On both backends: with PostgreSQL the ROIs, the queue's published model and the camera's row are all in the database.
-    @Test(arguments: StoreBackend.all) func trainingAskedForOnACameraRunsOnTheManagerAndTheModelComesBack(_ kind: StoreBackend.Kind) async throws {
+    @Test(arguments: StoreBackend.all)
+    func trainingAskedForOnACameraRunsOnTheManagerAndTheModelComesBack(_ kind: StoreBackend.Kind) async throws {
         let pki = try TestPKI()
         let managerData = pki.dir + "/manager-data"
         let backend = try await StoreBackend(kind, folder: managerData)

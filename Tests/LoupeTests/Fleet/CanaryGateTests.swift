@@ -12,7 +12,8 @@ import Testing
 @Suite struct CanaryGateTests {
     /// Runs one automatic rollout of a second version on cam-a (canary) with cam-b
     /// on the old one as the baseline, after the given parts, and returns it decided.
-    static func decide(_ kind: StoreBackend.Kind, canary: PartCounts, baseline: PartCounts, minParts: UInt32 = 100) async throws -> RolloutRecord {
+    static func decide(_ kind: StoreBackend.Kind, canary: PartCounts, baseline: PartCounts,
+                       minParts: UInt32 = 100) async throws -> RolloutRecord {
         let backend = try await StoreBackend(kind)
         let registry = try await backend.models()
         let old = try await registry.publish(try ModelFile.encode(ProvenanceTests.model(1)), inspectionType: "disc")
@@ -35,7 +36,8 @@ import Testing
         policy.automatic = true
         policy.minParts = minParts
         policy.maxDefectRateIncrease = 0.05
-        _ = try await registry.startRollout(new.version, canaries: ["cam-a"], remaining: ["cam-b"], policy: CanaryPolicyRecord(policy), priorDefectRate: nil)
+        _ = try await registry.startRollout(new.version, canaries: ["cam-a"], remaining: ["cam-b"], policy: CanaryPolicyRecord(policy),
+                                            priorDefectRate: nil)
         try await registry.recordInstall(cameraId: "cam-a", version: new.version, ok: true, error: "")
         let supervisor = RolloutSupervisor(models: registry, cameras: cameras, logger: Logger(label: "test"), metrics: nil)
         // The canary has installed: the counts from here on are the observation.
@@ -53,7 +55,8 @@ import Testing
         #expect(rollout.reason.contains("stops finding defects"), "\(rollout.reason)")
     }
 
-    @Test(arguments: StoreBackend.all) func aCanaryThatFloodsIsRolledBackAndOneThatKeepsTheRateIsPromoted(_ kind: StoreBackend.Kind) async throws {
+    @Test(arguments: StoreBackend.all)
+    func aCanaryThatFloodsIsRolledBackAndOneThatKeepsTheRateIsPromoted(_ kind: StoreBackend.Kind) async throws {
         let flood = try await Self.decide(kind, canary: PartCounts(pass: 100, fail: 100), baseline: PartCounts(pass: 180, fail: 20))
         #expect(flood.state == .rolledBack && flood.reason.contains("defect rate rose"), "\(flood.reason)")
         let steady = try await Self.decide(kind, canary: PartCounts(pass: 182, fail: 18), baseline: PartCounts(pass: 180, fail: 20))

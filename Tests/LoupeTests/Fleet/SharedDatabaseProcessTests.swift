@@ -130,21 +130,26 @@ import Testing
         let modelPath = pki.dir + "/constant.loupe"
         for version in ["part-v1", "part-v2"] {
             try ModelFile.write(SegmentationTests.LivePipelineTests.constantModel(classIndex: 0), to: modelPath)
-            let published = try await loupe(["model", "publish", modelPath, "--inspection-type", "part", "--manager-config", setupB.configPath],
+            let published = try await loupe(["model", "publish", modelPath, "--inspection-type", "part", "--manager-config",
+                                             setupB.configPath],
                                             log: pki.dir + "/publish-\(version).log")
             #expect(published.contains("published \(version)"), "\(published)")
         }
         // B knows cam-a (connected to A) from the shared fleet; both install part-v1.
         let known = try await eventually(timeout: .seconds(30)) {
             let (_, list) = try await FleetCLIProcessTests.fleet(throughB, log: pki.dir + "/status.log")
-            return list.filter { ($0["status"] as? [String: Any])?["inspection_type"] as? String == "part" && $0["online"] as? Bool == true }.count == 2
+            return list.filter {
+                ($0["status"] as? [String: Any])?["inspection_type"] as? String == "part" && $0["online"] as? Bool == true
+            }.count == 2
         }
         #expect(known, "B never saw both cameras:\n\(managerB.log)")
-        _ = try await loupe(["model", "push", "part-v1", "--inspection-type", "part", "--wait", "--timeout", "60"], log: pki.dir + "/push-1.log",
+        _ = try await loupe(["model", "push", "part-v1", "--inspection-type", "part", "--wait", "--timeout", "60"],
+                            log: pki.dir + "/push-1.log",
                             environment: throughB)
 
         // A canary rollout of part-v2 on cam-a, started through B, supervised by A until A dies.
-        let started = try await loupe(["model", "push", "part-v2", "--inspection-type", "part", "--canary", "cam-a", "--auto", "--observe", "6",
+        let started = try await loupe(["model", "push", "part-v2", "--inspection-type", "part", "--canary", "cam-a", "--auto",
+                                       "--observe", "6",
                                        "--min-parts", "4"], log: pki.dir + "/push-2.log", environment: throughB)
         #expect(started.contains("rollout-1"), "\(started)")
         let backend = try await StoreBackend(.postgres, database: database, folder: pki.dir + "/reader")
@@ -163,7 +168,9 @@ import Testing
         let decisions = [managerA.log, managerB.log].map { $0.components(separatedBy: "rollout promoted").count - 1 }
         #expect(decisions == [0, 1], "the rollout was decided \(decisions) times")
         for camera in cameras {
-            let running = try await eventually(timeout: .seconds(30)) { try await FleetCLIProcessTests.live(camera)["modelVersion"] as? String == "part-v2" }
+            let running = try await eventually(timeout: .seconds(30)) {
+                try await FleetCLIProcessTests.live(camera)["modelVersion"] as? String == "part-v2"
+            }
             #expect(running, "\(camera.id) does not run part-v2:\n\(camera.process.log)")
         }
     }
@@ -173,7 +180,8 @@ import Testing
     @Test func theDemoRunsTheWholeLoopOnTwoManagers() async throws {
         let folder = try TemporaryDirectory.make(prefix: "loupe-demo-pg")
         defer { try? FileManager.default.removeItem(atPath: folder) }
-        let (status, output) = try await runLoupe(["demo", "--storage", "postgres", "--frames", "2", "--train-passes", "1", "--live-seconds", "2",
+        let (status, output) = try await runLoupe(["demo", "--storage", "postgres", "--frames", "2", "--train-passes", "1",
+                                                   "--live-seconds", "2",
                                                    "--min-iou", "0", "--station-triggers", "0", "--exit-when-done"],
                                                   log: folder + "/demo.log", timeout: .seconds(600))
         #expect(status == 0, "\(output)")

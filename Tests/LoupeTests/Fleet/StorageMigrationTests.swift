@@ -33,7 +33,8 @@ import Testing
         try registry.setGroup("line-1", cameras: ["cam-0", "cam-1"])
         var policy = Loupe_V1_CanaryPolicy()
         policy.observeSeconds = 60
-        _ = try registry.startRollout(second.version, canaries: ["cam-0"], remaining: ["cam-1"], policy: CanaryPolicyRecord(policy), priorDefectRate: nil)
+        _ = try registry.startRollout(second.version, canaries: ["cam-0"], remaining: ["cam-1"], policy: CanaryPolicyRecord(policy),
+                                      priorDefectRate: nil)
         let config = folder + "/manager.json"
         try writeJSON(["managerId": "m", "listen": "127.0.0.1:0", "tls": ["ca": "a", "cert": "b", "key": "c"], "dataDir": "data"], to: config)
         return (folder, config, store)
