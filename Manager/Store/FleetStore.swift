@@ -7,7 +7,10 @@ import LoupeStorage
 /// The cameras the manager has seen, kept across restarts (`fleet.sqlite`,
 /// WAL): first and last seen, address, software, inspection type, model and
 /// recipe, and the latest status report. A restarted manager lists every
-/// camera it knew, offline until it reconnects.
+/// camera it knew, offline until it reconnects. Reads and writes run off the
+/// task pool (`BlockingIO`): with thousands of cameras a status write every
+/// few seconds each would otherwise hold the pool's threads, and with them
+/// every connection's heartbeats.
 public final class FleetStore: Sendable {
     struct Row: Codable, FetchableRecord, PersistableRecord {
         static let databaseTableName = "camera"
@@ -45,17 +48,19 @@ public final class FleetStore: Sendable {
     }
 
     /// Writes one camera's record.
-    public func save(_ camera: Loupe_V1_CameraStatus) throws {
+    public func save(_ camera: Loupe_V1_CameraStatus) async throws {
         let row = Row(cameraId: camera.cameraID, firstSeenUnixMs: Int64(camera.firstSeenUnixMs), lastSeenUnixMs: Int64(camera.lastSeenUnixMs),
                       address: camera.address, softwareVersion: camera.softwareVersion, inspectionType: camera.status.inspectionType,
                       modelVersion: camera.status.modelVersion, recipeVersion: camera.status.recipeVersion,
                       status: try camera.status.serializedData())
-        try pool.write { db in try row.save(db) }
+        let pool = self.pool
+        try await BlockingIO.run { () throws in try pool.write { db in try row.save(db) } }
     }
 
     /// Every camera known, offline, as a restarted manager first sees them.
-    public func load() throws -> [Loupe_V1_CameraStatus] {
-        try pool.read { db in try Row.fetchAll(db) }.map { row in
+    public func load() async throws -> [Loupe_V1_CameraStatus] {
+        let pool = self.pool
+        return try await BlockingIO.run { () throws in try pool.read { db in try Row.fetchAll(db) } }.map { row in
             var camera = Loupe_V1_CameraStatus()
             camera.cameraID = row.cameraId
             camera.online = false
@@ -69,5 +74,5 @@ public final class FleetStore: Sendable {
     }
 
     /// Only this manager writes these files: what it stored is what it had in memory, offline.
-    public func latest() throws -> [Loupe_V1_CameraStatus] { try load() }
+    public func latest() async throws -> [Loupe_V1_CameraStatus] { try await load() }
 }

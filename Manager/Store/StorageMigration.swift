@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import LoupeProto
 
 /// `loupe manager migrate --to postgres://…`: moves a manager's fleet,
 /// training data and model registry from its SQLite files to a PostgreSQL
@@ -56,7 +57,7 @@ public enum StorageMigration {
         let targetModels = try await PostgresModelRegistry(database: database, signingKeyPath: config.signingKeyPath)
         var report = Report()
 
-        let cameras = try sourceFleet.load()
+        let cameras = try await sourceFleet.load()
         for camera in cameras { try await targetFleet.save(camera) }
         report.cameras = cameras.count
         progress("fleet: \(cameras.count) cameras copied")

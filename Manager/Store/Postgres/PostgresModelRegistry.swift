@@ -136,9 +136,9 @@ public final class PostgresModelRegistry: Sendable {
         let members = try RegistryRules.group(name, cameras: cameras)
         try await write { connection, logger in
             if members.isEmpty {
-                try await connection.query("DELETE FROM camera_group WHERE name = \(name)", logger: logger)
+                _ = try await connection.query("DELETE FROM camera_group WHERE name = \(name)", logger: logger)
             } else {
-                try await connection.query("""
+                _ = try await connection.query("""
                     INSERT INTO camera_group (name, cameras) VALUES (\(name), \(members))
                     ON CONFLICT (name) DO UPDATE SET cameras = EXCLUDED.cameras
                     """, logger: logger)
@@ -265,7 +265,7 @@ public final class PostgresModelRegistry: Sendable {
     }
 
     /// The one value a query answers (its first row's first column), nil when it returns no row.
-    private static func scalar<T: PostgresDecodable>(_ query: PostgresQuery, as type: T.Type, _ connection: PostgresConnection,
+    private static func scalar<T: PostgresDecodable & Sendable>(_ query: PostgresQuery, as type: T.Type, _ connection: PostgresConnection,
                                                      _ logger: Logger) async throws -> T? {
         var value: T?
         for try await next in try await connection.query(query, logger: logger).decode(T.self) where value == nil { value = next }

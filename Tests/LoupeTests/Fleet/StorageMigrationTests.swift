@@ -23,7 +23,7 @@ import Testing
             camera.cameraID = id
             camera.address = "10.0.0.9:7443"
             camera.status.inspectionType = "bench"
-            try fleet.save(camera)
+            try await fleet.save(camera)
         }
         // A registry with two versions, both cameras on the first, a group and a canary rollout of the second.
         let registry = try ModelRegistry(directory: dataDir, signingKeyPath: dataDir + "/model-signing.key")
