@@ -169,6 +169,10 @@ import LoupeTesting
         }
         var client = WireClientConfiguration(host: "localhost", port: server.localAddress.port!, tls: try pki.member(.agent, "cam-busy"))
         client.connection.heartbeatInterval = .milliseconds(100)
+        // The handshake and the first echo only show the link works; at the start of a loaded suite run (seen: more
+        // than 10 s for the Hello's reply) they may wait longer than a client's defaults. The hold is measured apart.
+        client.connectTimeout = .seconds(60)
+        client.connection.requestTimeout = .seconds(60)
         let thread = OneThreadExecutor()
         let worstSilence = try await withTaskExecutorPreference(thread) {
             try await WireClient.withConnection(client) { connection, _ -> Duration in

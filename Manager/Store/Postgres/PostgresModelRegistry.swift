@@ -110,7 +110,7 @@ public final class PostgresModelRegistry: Sendable {
     public func chunk(_ version: String, offset: UInt64, length: Int) async throws(ModelRegistryError) -> (Data, last: Bool) {
         let record = try await self.version(version)
         let range = try RegistryRules.chunkRange(of: record, offset: offset, length: length)
-        guard !range.isEmpty else { return (Data(), true) }
+        guard !range.isEmpty else { return (Data(), range.lowerBound >= record.bytes) }
         let first = range.lowerBound / Self.pieceBytes, last = (range.upperBound - 1) / Self.pieceBytes
         let pieces = try await read { connection, logger in
             var pieces: [(Int, Data)] = []
