@@ -175,21 +175,4 @@ import Testing
             #expect(running, "\(camera.id) does not run part-v2:\n\(camera.process.log)")
         }
     }
-
-    /// `loupe demo --storage postgres`: the whole loop on two managers sharing the demo's own database, shortened
-    /// (the model's quality is the default demo's business, not this test's).
-    @Test func theDemoRunsTheWholeLoopOnTwoManagers() async throws {
-        let folder = try TemporaryDirectory.make(prefix: "loupe-demo-pg")
-        defer { try? FileManager.default.removeItem(atPath: folder) }
-        let (status, output) = try await runLoupe(["demo", "--storage", "postgres", "--frames", "2", "--train-passes", "1",
-                                                   "--live-seconds", "2",
-                                                   "--min-iou", "0", "--station-triggers", "0", "--exit-when-done"],
-                                                  log: folder + "/demo.log", timeout: .seconds(600))
-        #expect(status == 0, "\(output)")
-        #expect(output.contains("one database for two managers"), "\(output)")
-        #expect(output.contains("demo-plant-a serves cam-1, cam-3; demo-plant-b serves cam-2"), "\(output)")
-        #expect(output.contains("24 labelled ROIs synced to the manager"), "\(output)")
-        #expect(output.contains("pushed, verified and installed on cam-1, cam-2, cam-3"), "\(output)")
-        #expect(output.contains("] done"), "\(output)")
-    }
 }

@@ -20,7 +20,8 @@ final class ManagerHarness: @unchecked Sendable {
         pki: TestPKI? = nil,
         revocationList: String? = nil,
         heartbeatSeconds: Double = 1,
-        idleTimeoutSeconds: Double = 5,
+        // Generous: at the start of a full suite run on 2 cores, dozens of processes and a database start at once.
+        idleTimeoutSeconds: Double = 15,
         maxFrameBytes: Int? = nil,
         revocationPollSeconds: Double = 0.2,
         logger given: Logger? = nil
@@ -45,8 +46,8 @@ final class ManagerHarness: @unchecked Sendable {
     func client(_ files: TLSFiles, host: String = "localhost", protocolVersion: UInt32 = WireProtocol.version) -> WireClientConfiguration {
         WireClientConfiguration(
             host: host, port: port, tls: files,
-            connection: ConnectionSettings(heartbeatInterval: .seconds(1), idleTimeout: .seconds(5), requestTimeout: .seconds(20)),
-            protocolVersion: protocolVersion, connectTimeout: .seconds(5)
+            connection: ConnectionSettings(heartbeatInterval: .seconds(1), idleTimeout: .seconds(15), requestTimeout: .seconds(30)),
+            protocolVersion: protocolVersion, connectTimeout: .seconds(30)
         )
     }
 
