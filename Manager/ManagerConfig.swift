@@ -32,10 +32,13 @@ public struct ManagerConfig: Codable, Sendable, Equatable {
     public var publishPublicKey: String?
     /// HOST:PORT for Prometheus metrics (GET /metrics), on its own port. Default: not served.
     public var metricsAddress: String?
-    /// Training jobs run at once. Default 1.
+    /// Training jobs this manager runs itself at once. Default 1; 0 leaves training to `loupe worker`s.
     public var trainingConcurrency: Int?
     /// Threads per training job. Default: every core.
     public var trainingThreads: Int?
+    /// How long a training job's holder (this manager or a worker) may go without reporting before the job goes
+    /// back to the queue. Default 30 s.
+    public var trainingLeaseSeconds: Double?
     /// Inspection types each camera may upload into and train (camera id →
     /// types). A camera not named here keeps to the first type it sends.
     public var cameraInspectionTypes: [String: [String]]?
@@ -96,6 +99,9 @@ public struct ManagerConfig: Codable, Sendable, Equatable {
             if let connections = postgres.maxConnections, !(1...1000).contains(connections) {
                 throw ConfigError.invalid(path: path, key: "storage.postgres.maxConnections", reason: "must be 1…1000")
             }
+            do { _ = try postgres.answerLimit() } catch {
+                throw ConfigError.invalid(path: path, key: "storage.postgres.answerSeconds", reason: "\(error)")
+            }
             config.storage?.postgres = postgres
         }
         do { _ = try parseAddress(config.listen) } catch {
@@ -118,11 +124,14 @@ public struct ManagerConfig: Codable, Sendable, Equatable {
         if let value = config.cameraMaxTrainingSeconds, !(value > 0 && value <= 7 * 86_400) {
             throw ConfigError.invalid(path: path, key: "cameraMaxTrainingSeconds", reason: "must be more than 0 and at most a week")
         }
-        for (key, value) in [("trainingConcurrency", config.trainingConcurrency), ("trainingThreads", config.trainingThreads)] {
-            if let value, !(1...256).contains(value) { throw ConfigError.invalid(path: path, key: key, reason: "must be 1…256") }
+        if let value = config.trainingConcurrency, !(0...256).contains(value) {
+            throw ConfigError.invalid(path: path, key: "trainingConcurrency", reason: "must be 0…256 (0: only workers train)")
+        }
+        if let value = config.trainingThreads, !(1...256).contains(value) {
+            throw ConfigError.invalid(path: path, key: "trainingThreads", reason: "must be 1…256")
         }
         for (key, value) in [("heartbeatSeconds", config.heartbeatSeconds), ("idleTimeoutSeconds", config.idleTimeoutSeconds),
-                             ("registryPollSeconds", config.registryPollSeconds)] {
+                             ("registryPollSeconds", config.registryPollSeconds), ("trainingLeaseSeconds", config.trainingLeaseSeconds)] {
             if let value, !(value > 0 && value <= 3600) {
                 throw ConfigError.invalid(path: path, key: key, reason: "must be more than 0 and at most 3600")
             }

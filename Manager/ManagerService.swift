@@ -61,9 +61,11 @@ public final class ManagerService: Service, Sendable {
             try SigningKeyFile.write(models.signingKey.publicKey.rawRepresentation, to: published, secret: false)
         }
         let wakeups = ModelOffers.makeWakeups()
-        training = TrainingQueue(data: trainingData, registry: models, concurrency: config.trainingConcurrency ?? 1,
-                                 threads: config.trainingThreads ?? ProcessInfo.processInfo.activeProcessorCount, metrics: metrics, logger: logger,
-                                 onAssigned: { wakeups.1.yield() })
+        let trainingSettings = TrainingQueue.Settings(concurrency: config.trainingConcurrency ?? 1,
+                                                      threads: config.trainingThreads ?? ProcessInfo.processInfo.activeProcessorCount,
+                                                      lease: .seconds(fraction: config.trainingLeaseSeconds ?? 30), holder: "manager \(config.managerId)")
+        training = TrainingQueue(jobs: storage.trainingJobs, data: trainingData, registry: models, settings: trainingSettings, metrics: metrics,
+                                 logger: logger, onAssigned: { wakeups.1.yield() })
         offers = ModelOffers(models: models, cameras: registry, training: training, metrics: metrics, logger: logger, wakeups: wakeups,
                              tick: .seconds(fraction: config.registryPollSeconds ?? 1), sharedFleet: storage.sharedFleet)
         operatorCommands = OperatorCommands(models: models, trainingData: trainingData, training: training, cameras: registry,
@@ -105,6 +107,7 @@ public final class ManagerService: Service, Sendable {
                 let poll = self.config.revocationPollSeconds ?? 1
                 group.addTask { await revocations.run(pollInterval: poll > 0 ? .seconds(fraction: poll) : nil) }
                 group.addTask { await offers.run(server: server) }
+                group.addTask { await training.run() }
                 if let address = self.config.metricsAddress {
                     let metrics = MetricsService(metrics: self.metrics, address: address, logger: logger, onListening: self.onMetricsListening)
                     group.addTask { try await metrics.run() }
@@ -116,6 +119,7 @@ public final class ManagerService: Service, Sendable {
                     welcomed: { connection in if connection.peer?.role == .agent { offers.wake() } },
                     closed: { connection in
                         offers.forget(connection)
+                        training.forget(connection)
                         if let peer = connection.peer, peer.role == .agent, connection.wasWelcomed {
                             self.registry.disconnected(cameraId: peer.name)
                             logger.info("agent disconnected", metadata: ["camera": "\(peer.name)"])
@@ -145,8 +149,8 @@ public final class ManagerService: Service, Sendable {
             logger.warning("refused certificate", metadata: ["peer": "\(peer)", "address": "\(connection.remoteAddress)", "why": "\(error)"])
             throw error
         }
-        guard peer.role == .agent || peer.role == .operator else {
-            throw WireError.refused(code: .permissionDenied, message: "\(peer.role.rawValue.withIndefiniteArticle) certificate cannot connect to the manager; use an agent or operator certificate")
+        guard peer.role != .manager else {
+            throw WireError.refused(code: .permissionDenied, message: "a manager certificate cannot connect to the manager; use an agent, operator or worker certificate")
         }
         guard hello.protocolVersion == WireProtocol.version else {
             throw WireError.refused(code: .protocolVersionMismatch, message: "client speaks protocol version \(hello.protocolVersion); this manager speaks version \(WireProtocol.version)")
@@ -160,7 +164,8 @@ public final class ManagerService: Service, Sendable {
         var welcome = Loupe_V1_Welcome()
         welcome.protocolVersion = WireProtocol.version
         welcome.softwareVersion = WireProtocol.softwareVersion
-        welcome.capabilities = ["echo", "fleet-status", "agent-status", "roi-upload", "model-chunks", "training", "operator-commands", "rollouts"]
+        welcome.capabilities = ["echo", "fleet-status", "agent-status", "roi-upload", "model-chunks", "training", "operator-commands", "rollouts",
+                                "training-workers"]
         welcome.peerIdentity = peer.name
         welcome.peerRole = peer.role.wire
         welcome.heartbeatIntervalMs = UInt32(config.connectionSettings.heartbeatInterval.seconds * 1000)
@@ -229,14 +234,15 @@ public final class ManagerService: Service, Sendable {
                 var budget = CameraPermissions.TrainingBudget(inspectionType: request.inspectionType, timeBudgetSeconds: Double(request.timeBudgetSeconds),
                                                               passes: Int(request.iterations))
                 let held = { () async throws -> Set<String> in try await self.trainingData.inspectionTypes(cameraId: peer.name) }
-                try await permissions.admitTraining(&budget, camera: peer.name, queuedByCamera: queue.activeJobs(requestedBy: peer.name), typesHeld: held)
+                let queued = try await queue.activeJobs(requestedBy: peer.name)
+                try await permissions.admitTraining(&budget, camera: peer.name, queuedByCamera: queued, typesHeld: held)
                 request.timeBudgetSeconds = UInt32(budget.timeBudgetSeconds)
             }
             return .trainingProgress(try await queue.submit(request, requester: peer.name, isCamera: peer.role == .agent, connection: connection))
         case .trainingCancel(let cancel):
             let queue = training
             // A camera cancels only the jobs it asked for; an operator any.
-            try queue.cancel(jobId: cancel.jobID, onlyIfRequestedBy: peer.role == .agent ? peer.name : nil)
+            try await queue.cancel(jobId: cancel.jobID, onlyIfRequestedBy: peer.role == .agent ? peer.name : nil)
             var progress = Loupe_V1_TrainingProgress()
             progress.jobID = cancel.jobID
             progress.state = .cancelled
@@ -265,6 +271,15 @@ public final class ManagerService: Service, Sendable {
             return .fleetStatusReply(reply)
         case .modelListQuery, .modelPush, .modelRollback, .rolloutDecision, .trainingStatusQuery, .datasetStatsQuery, .cameraGroupSet, .cameraGroupList:
             return try await operatorCommands.handle(body, connection: connection, peer: peer)
+        case .workClaim(let claim):
+            return .workAssignment(try await training.claim(worker: peer.name, wait: .milliseconds(Int64(claim.waitMs))))
+        case .datasetPageQuery(let query):
+            // Half a frame of PNGs, so a page and its framing always fit.
+            return .datasetPage(try await training.page(query, worker: peer.name, maxBytes: config.connectionSettings.maxFrameBytes / 2))
+        case .workProgress(let report):
+            return .workLease(try await training.progress(report, worker: peer.name))
+        case .workResult(let piece):
+            return try await training.result(piece, worker: peer.name, connection: connection)
         default:
             throw WireError.refused(code: .unimplemented, message: "\(body.name) is not served by this manager version")
         }
@@ -276,7 +291,9 @@ enum Permissions {
     static func check(_ body: Envelope.OneOf_Body, role: FleetRole) throws {
         let allowed: Bool
         switch body {
-        case .echo, .trainingStart, .trainingCancel:
+        case .echo:
+            allowed = true
+        case .trainingStart, .trainingCancel:
             allowed = role == .agent || role == .operator
         case .roiUpload, .agentStatus, .modelInstalled:
             allowed = role == .agent
@@ -286,6 +303,8 @@ enum Permissions {
         case .fleetStatusQuery, .modelListQuery, .modelPush, .modelRollback, .rolloutDecision, .trainingStatusQuery,
              .datasetStatsQuery, .cameraGroupSet, .cameraGroupList:
             allowed = role == .operator
+        case .workClaim, .datasetPageQuery, .workProgress, .workResult:
+            allowed = role == .worker
         default:
             allowed = false
         }
@@ -302,6 +321,7 @@ extension FleetRole {
         case .agent: return .agent
         case .operator: return .operator
         case .manager: return .manager
+        case .worker: return .worker
         }
     }
 }

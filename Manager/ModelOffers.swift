@@ -108,7 +108,7 @@ public final class ModelOffers: Sendable {
         }
         let byCamera = Dictionary(rows.map { ($0.cameraId, $0) }) { $1 }
         metrics.pushPending.set(to: Double(byCamera.values.filter { $0.desiredVersion != nil && $0.desiredVersion != $0.installedVersion }.count))
-        let (queued, running) = training.counts
+        let (queued, running) = await training.counts()
         metrics.trainingQueued.set(to: Double(queued))
         metrics.trainingRunning.set(to: Double(running))
         for connection in server.activeConnections {

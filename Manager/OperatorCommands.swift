@@ -53,8 +53,8 @@ struct OperatorCommands: Sendable {
         case .trainingStatusQuery(let query):
             let queue = training
             var reply = Loupe_V1_TrainingStatusReply()
-            reply.jobs = try queue.status(jobId: query.jobID.isEmpty ? nil : query.jobID)
-            if query.follow, !query.jobID.isEmpty { queue.follow(jobId: query.jobID, connection: connection) }
+            reply.jobs = try await queue.status(jobId: query.jobID.isEmpty ? nil : query.jobID)
+            if query.follow, !query.jobID.isEmpty { await queue.follow(jobId: query.jobID, connection: connection) }
             return .trainingStatusReply(reply)
         case .datasetStatsQuery(let query):
             let store = trainingData

@@ -3,6 +3,7 @@ import Foundation
 import LoupeSegmentation
 import LoupeProto
 import LoupeStorage
+import LoupeWire
 import Synchronization
 import SwiftProtobuf
 
@@ -99,7 +100,7 @@ public final class ModelShelf: Sendable {
     public let trustedKeys: [Curve25519.Signing.PublicKey]
     /// Signs models this agent trains itself (`models/local-signing.key`, made at first start).
     public let localKey: Curve25519.Signing.PrivateKey
-    public static let maximumModelBytes: UInt64 = 256 << 20
+    public static let maximumModelBytes = ModelChunks.maximumFileBytes
     /// Where a model comes from, which decides what it must pass: a model
     /// offered by the manager cannot be installed without its offer's checks.
     public enum Source: Sendable {

@@ -19,8 +19,11 @@ public protocol TrainingDataStoring: Sendable {
     func count(cameraId: String?, inspectionType: String?) async throws(TrainingDataError) -> Int
     /// The inspection types a camera has sent ROIs for.
     func inspectionTypes(cameraId: String) async throws(TrainingDataError) -> Set<String>
-    /// Every ROI of an inspection type as training images named by content hash.
-    func dataset(inspectionType: String) async throws(TrainingDataError) -> (dataset: SegmentationDataset, classNames: [String], sha256: String)
+    /// How many ROIs of an inspection type are held, and the class names of the newest upload (nil: none held).
+    func datasetHead(inspectionType: String) async throws(TrainingDataError) -> DatasetHead?
+    /// Up to `limit` ROIs of an inspection type whose content hash sorts after `after` (byte order), with their
+    /// PNGs: the training set read a page at a time (`dataset(inspectionType:)`, and workers over the wire).
+    func datasetPage(inspectionType: String, after: String?, limit: Int) async throws(TrainingDataError) -> [DatasetPiece]
     func statistics(inspectionType: String?, validationFraction: Double) async throws(TrainingDataError) -> [Loupe_V1_DatasetStats]
     /// Every content hash held, in order (for audits, a migration's check, and tests).
     func contentHashes() async throws(TrainingDataError) -> [String]
@@ -82,6 +85,25 @@ extension ModelRegistryStoring {
 
 extension TrainingDataStoring {
     public func count() async throws(TrainingDataError) -> Int { try await count(cameraId: nil, inspectionType: nil) }
+
+    /// Every ROI of an inspection type as training images named by content hash (so the train/validation split,
+    /// made by name hash, stays put as data grows), with the class names of the newest upload: read a page at a
+    /// time, so the PNG bytes of only one page are held at once.
+    public func dataset(inspectionType: String) async throws(TrainingDataError) -> (dataset: SegmentationDataset, classNames: [String], sha256: String) {
+        guard let head = try await datasetHead(inspectionType: inspectionType) else {
+            throw .invalid("no labelled ROIs of inspection type \(inspectionType) have been uploaded")
+        }
+        var assembler = DatasetAssembler(classNames: head.classNames)
+        var after: String?
+        while true {
+            let page = try await datasetPage(inspectionType: inspectionType, after: after, limit: DatasetAssembler.pageSize)
+            for piece in page { try assembler.add(piece) }
+            guard page.count == DatasetAssembler.pageSize, let next = page.last?.contentSHA256 else { break }
+            after = next
+        }
+        return assembler.finish()
+    }
+
     public func count(cameraId: String?) async throws(TrainingDataError) -> Int { try await count(cameraId: cameraId, inspectionType: nil) }
 }
 
@@ -93,11 +115,13 @@ extension PostgresTrainingDataStore: TrainingDataStoring {}
 extension PostgresFleetStore: FleetStoring {}
 extension PostgresModelRegistry: ModelRegistryStoring {}
 
-/// The three stores of a manager.
+/// The stores of a manager.
 public struct ManagerStorage: Sendable {
     public var trainingData: any TrainingDataStoring
     public var fleet: any FleetStoring
     public var models: any ModelRegistryStoring
+    /// The training queue: in the database, shared by every manager and worker (PostgreSQL), or in memory (SQLite).
+    public var trainingJobs: any TrainingJobStoring
     /// The PostgreSQL database behind the stores, when they are there.
     public var database: PostgresDatabase?
 
@@ -113,7 +137,7 @@ public struct ManagerStorage: Sendable {
                 return ManagerStorage(trainingData: try await PostgresTrainingDataStore(database: database),
                                       fleet: try await PostgresFleetStore(database: database),
                                       models: try await PostgresModelRegistry(database: database, signingKeyPath: config.signingKeyPath),
-                                      database: database)
+                                      trainingJobs: try await PostgresTrainingJobs(database: database), database: database)
             } catch let error as ModelRegistryError {
                 database.close()
                 throw error
@@ -125,7 +149,7 @@ public struct ManagerStorage: Sendable {
         return ManagerStorage(
             trainingData: try TrainingDataStore(path: config.dataDir + "/training-data.sqlite"),
             fleet: try FleetStore(path: config.dataDir + "/fleet.sqlite"),
-            models: try ModelRegistry(directory: config.dataDir, signingKeyPath: config.signingKeyPath))
+            models: try ModelRegistry(directory: config.dataDir, signingKeyPath: config.signingKeyPath), trainingJobs: MemoryTrainingJobs())
     }
 
     /// The fleet store when other managers share it (PostgreSQL), for their cameras' latest status; nil on SQLite.

@@ -266,58 +266,44 @@ public final class TrainingDataStore: Sendable {
         }
     }
 
-    /// Every ROI of an inspection type as training images, named by content
-    /// hash (so the train/validation split, made by name hash, stays put as
-    /// data grows), with the class names of the newest upload.
-    public func dataset(inspectionType: String) async throws(TrainingDataError) -> (dataset: SegmentationDataset, classNames: [String], sha256: String) {
+    public func datasetHead(inspectionType: String) async throws(TrainingDataError) -> DatasetHead? {
+        try await BlockingIO.run { () throws(TrainingDataError) in
+            do {
+                return try self.pool.read { db -> DatasetHead? in
+                    let count = try StoredROI.filter(Column("inspectionType") == inspectionType).fetchCount(db)
+                    guard count > 0, let names = try String.fetchOne(db, sql: """
+                        SELECT classNames FROM roi WHERE inspectionType = ? ORDER BY receivedAt DESC, contentSHA256 LIMIT 1
+                        """, arguments: [inspectionType]) else { return nil }
+                    return DatasetHead(rois: count, classNamesJSON: names)
+                }
+            } catch {
+                throw .database("\(error)")
+            }
+        }
+    }
+
+    public func datasetPage(inspectionType: String, after: String?, limit: Int) async throws(TrainingDataError) -> [DatasetPiece] {
         let (pool, blobs) = (self.pool, self.blobs)
         return try await BlockingIO.run { () throws(TrainingDataError) in
             let rows: [StoredROI]
             do {
                 rows = try pool.read { db in
-                    try StoredROI.filter(Column("inspectionType") == inspectionType).order(Column("contentSHA256")).fetchAll(db)
+                    try StoredROI.filter(Column("inspectionType") == inspectionType && Column("contentSHA256") > (after ?? ""))
+                        .order(Column("contentSHA256")).limit(limit).fetchAll(db)
                 }
             } catch {
                 throw .database("\(error)")
             }
-            return try Self.assemble(inspectionType: inspectionType, rows.map { row in
-                DatasetRow(contentSHA256: row.contentSHA256, cameraId: row.cameraId, classNames: row.classNames, receivedAt: row.receivedAt) {
-                    (try row.imageSHA256.map { try blobs.get($0) } ?? row.imagePNG, try row.maskSHA256.map { try blobs.get($0) } ?? row.maskPNG)
+            return try rows.map { (row) throws(TrainingDataError) -> DatasetPiece in
+                do {
+                    return DatasetPiece(contentSHA256: row.contentSHA256, cameraId: row.cameraId,
+                                        imagePNG: try row.imageSHA256.map { try blobs.get($0) } ?? row.imagePNG,
+                                        maskPNG: try row.maskSHA256.map { try blobs.get($0) } ?? row.maskPNG)
+                } catch {
+                    throw .database("ROI \(row.contentSHA256.prefix(12)): its PNG blob cannot be read: \(error)")
                 }
-            })
-        }
-    }
-
-    /// One held ROI as training reads it: its names, and its PNGs when asked for.
-    struct DatasetRow: Sendable {
-        var contentSHA256: String
-        var cameraId: String
-        var classNames: String
-        var receivedAt: Date
-        var pngs: @Sendable () throws -> (image: Data, mask: Data)
-    }
-
-    /// The training set from rows sorted by content hash, whichever database they came from: decoded images,
-    /// the newest upload's class names, and the dataset hash (over the content hashes, in order).
-    static func assemble(inspectionType: String, _ rows: [DatasetRow]) throws(TrainingDataError) -> (dataset: SegmentationDataset, classNames: [String], sha256: String) {
-        guard let newest = rows.max(by: { $0.receivedAt < $1.receivedAt }) else {
-            throw .invalid("no labelled ROIs of inspection type \(inspectionType) have been uploaded")
-        }
-        let classNames = (try? JSONDecoder().decode([String].self, from: Data(newest.classNames.utf8))) ?? []
-        var items: [LabelledImage] = []
-        var hasher = SHA256()
-        for row in rows {
-            do {
-                let (imagePNG, maskPNG) = try row.pngs()
-                let image = try PNGCodec.decode(imagePNG).gray8
-                let mask = try PNGCodec.decode(maskPNG).gray8
-                items.append(try LabelledImage(name: row.contentSHA256, image: image, mask: mask, classes: classNames.count))
-                hasher.update(data: Data(row.contentSHA256.utf8))
-            } catch {
-                throw .invalid("stored ROI \(row.contentSHA256.prefix(12)) from \(row.cameraId): \(error)")
             }
         }
-        return (SegmentationDataset(items: items, classes: classNames.count), classNames, hasher.finalize().hexString)
     }
 
     /// What is held per inspection type: ROIs, the split, per-class ROIs

@@ -11,6 +11,8 @@ public enum FleetRole: String, Sendable, CaseIterable, Codable {
     case `operator`
     /// The plant's manager; its certificate names the hosts it serves.
     case manager
+    /// A training worker (`loupe worker`): claims queued training jobs from a manager and trains them.
+    case worker
 }
 
 /// Who is at the other end of a connection, as its certificate says.

@@ -3,7 +3,7 @@
 public enum ProtoSources {
     /// File name in Proto/ -> lowercase hex SHA-256 of its bytes.
     public static let sha256: [String: String] = [
-        "loupe.proto": "a19a381828daa59c81c9ec1576d971c38f42c31379618e8965062df2793cb653",
+        "loupe.proto": "ed5de65cc459ee369676e2810b0381e002cae9ca67bfd1cc4d366d4830ba73c2",
         "model.proto": "f408c5f969756e18052d70de554520f14c59c0d7cc17bb1d02f6285a92e7a44f",
         "onnx.proto": "de706d88db85744c07499260a6547e3be8f1e76fd6c14c80d94cf4b4835d0f4b",
     ]

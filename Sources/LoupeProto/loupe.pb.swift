@@ -43,6 +43,9 @@ public nonisolated enum Loupe_V1_Role: SwiftProtobuf.Enum, Swift.CaseIterable {
   case agent // = 1
   case `operator` // = 2
   case manager // = 3
+
+  /// A training worker (`loupe worker`): claims queued training jobs.
+  case worker // = 4
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -55,6 +58,7 @@ public nonisolated enum Loupe_V1_Role: SwiftProtobuf.Enum, Swift.CaseIterable {
     case 1: self = .agent
     case 2: self = .operator
     case 3: self = .manager
+    case 4: self = .worker
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -65,6 +69,7 @@ public nonisolated enum Loupe_V1_Role: SwiftProtobuf.Enum, Swift.CaseIterable {
     case .agent: return 1
     case .operator: return 2
     case .manager: return 3
+    case .worker: return 4
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -75,271 +80,338 @@ public nonisolated enum Loupe_V1_Role: SwiftProtobuf.Enum, Swift.CaseIterable {
     .agent,
     .operator,
     .manager,
+    .worker,
   ]
 
 }
 
 /// The one message type that travels in a frame.
-public nonisolated struct Loupe_V1_Envelope: Sendable {
+public nonisolated struct Loupe_V1_Envelope: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Chosen by the sender, unique among its requests still awaiting a reply on
   /// this connection. 0 means "no reply expected" (heartbeats, goodbye, events).
-  public var requestID: UInt64 = 0
+  public var requestID: UInt64 {
+    get {_storage._requestID}
+    set {_uniqueStorage()._requestID = newValue}
+  }
 
   /// For a reply: the request_id of the request it answers. 0 otherwise.
   /// A reply to a request is exactly one envelope with reply_to set, whose
   /// body is either the documented answer or an `Error`.
-  public var replyTo: UInt64 = 0
+  public var replyTo: UInt64 {
+    get {_storage._replyTo}
+    set {_uniqueStorage()._replyTo = newValue}
+  }
 
-  public var body: Loupe_V1_Envelope.OneOf_Body? = nil
+  public var body: OneOf_Body? {
+    get {return _storage._body}
+    set {_uniqueStorage()._body = newValue}
+  }
 
   /// Connection set-up and upkeep (1.x).
   public var hello: Loupe_V1_Hello {
     get {
-      if case .hello(let v)? = body {return v}
+      if case .hello(let v)? = _storage._body {return v}
       return Loupe_V1_Hello()
     }
-    set {body = .hello(newValue)}
+    set {_uniqueStorage()._body = .hello(newValue)}
   }
 
   public var welcome: Loupe_V1_Welcome {
     get {
-      if case .welcome(let v)? = body {return v}
+      if case .welcome(let v)? = _storage._body {return v}
       return Loupe_V1_Welcome()
     }
-    set {body = .welcome(newValue)}
+    set {_uniqueStorage()._body = .welcome(newValue)}
   }
 
   public var error: Loupe_V1_Error {
     get {
-      if case .error(let v)? = body {return v}
+      if case .error(let v)? = _storage._body {return v}
       return Loupe_V1_Error()
     }
-    set {body = .error(newValue)}
+    set {_uniqueStorage()._body = .error(newValue)}
   }
 
   public var heartbeat: Loupe_V1_Heartbeat {
     get {
-      if case .heartbeat(let v)? = body {return v}
+      if case .heartbeat(let v)? = _storage._body {return v}
       return Loupe_V1_Heartbeat()
     }
-    set {body = .heartbeat(newValue)}
+    set {_uniqueStorage()._body = .heartbeat(newValue)}
   }
 
   public var goodbye: Loupe_V1_Goodbye {
     get {
-      if case .goodbye(let v)? = body {return v}
+      if case .goodbye(let v)? = _storage._body {return v}
       return Loupe_V1_Goodbye()
     }
-    set {body = .goodbye(newValue)}
+    set {_uniqueStorage()._body = .goodbye(newValue)}
   }
 
   public var echo: Loupe_V1_Echo {
     get {
-      if case .echo(let v)? = body {return v}
+      if case .echo(let v)? = _storage._body {return v}
       return Loupe_V1_Echo()
     }
-    set {body = .echo(newValue)}
+    set {_uniqueStorage()._body = .echo(newValue)}
   }
 
   /// Labelled data from cameras.
   public var roiUpload: Loupe_V1_RoiUpload {
     get {
-      if case .roiUpload(let v)? = body {return v}
+      if case .roiUpload(let v)? = _storage._body {return v}
       return Loupe_V1_RoiUpload()
     }
-    set {body = .roiUpload(newValue)}
+    set {_uniqueStorage()._body = .roiUpload(newValue)}
   }
 
   public var roiAck: Loupe_V1_RoiAck {
     get {
-      if case .roiAck(let v)? = body {return v}
+      if case .roiAck(let v)? = _storage._body {return v}
       return Loupe_V1_RoiAck()
     }
-    set {body = .roiAck(newValue)}
+    set {_uniqueStorage()._body = .roiAck(newValue)}
   }
 
   public var agentStatus: Loupe_V1_AgentStatus {
     get {
-      if case .agentStatus(let v)? = body {return v}
+      if case .agentStatus(let v)? = _storage._body {return v}
       return Loupe_V1_AgentStatus()
     }
-    set {body = .agentStatus(newValue)}
+    set {_uniqueStorage()._body = .agentStatus(newValue)}
   }
 
   /// Model distribution.
   public var modelOffer: Loupe_V1_ModelOffer {
     get {
-      if case .modelOffer(let v)? = body {return v}
+      if case .modelOffer(let v)? = _storage._body {return v}
       return Loupe_V1_ModelOffer()
     }
-    set {body = .modelOffer(newValue)}
+    set {_uniqueStorage()._body = .modelOffer(newValue)}
   }
 
   public var modelChunkRequest: Loupe_V1_ModelChunkRequest {
     get {
-      if case .modelChunkRequest(let v)? = body {return v}
+      if case .modelChunkRequest(let v)? = _storage._body {return v}
       return Loupe_V1_ModelChunkRequest()
     }
-    set {body = .modelChunkRequest(newValue)}
+    set {_uniqueStorage()._body = .modelChunkRequest(newValue)}
   }
 
   public var modelChunk: Loupe_V1_ModelChunk {
     get {
-      if case .modelChunk(let v)? = body {return v}
+      if case .modelChunk(let v)? = _storage._body {return v}
       return Loupe_V1_ModelChunk()
     }
-    set {body = .modelChunk(newValue)}
+    set {_uniqueStorage()._body = .modelChunk(newValue)}
   }
 
   public var modelInstalled: Loupe_V1_ModelInstalled {
     get {
-      if case .modelInstalled(let v)? = body {return v}
+      if case .modelInstalled(let v)? = _storage._body {return v}
       return Loupe_V1_ModelInstalled()
     }
-    set {body = .modelInstalled(newValue)}
+    set {_uniqueStorage()._body = .modelInstalled(newValue)}
   }
 
   /// Central training.
   public var trainingStart: Loupe_V1_TrainingStart {
     get {
-      if case .trainingStart(let v)? = body {return v}
+      if case .trainingStart(let v)? = _storage._body {return v}
       return Loupe_V1_TrainingStart()
     }
-    set {body = .trainingStart(newValue)}
+    set {_uniqueStorage()._body = .trainingStart(newValue)}
   }
 
   public var trainingProgress: Loupe_V1_TrainingProgress {
     get {
-      if case .trainingProgress(let v)? = body {return v}
+      if case .trainingProgress(let v)? = _storage._body {return v}
       return Loupe_V1_TrainingProgress()
     }
-    set {body = .trainingProgress(newValue)}
+    set {_uniqueStorage()._body = .trainingProgress(newValue)}
   }
 
   public var trainingCancel: Loupe_V1_TrainingCancel {
     get {
-      if case .trainingCancel(let v)? = body {return v}
+      if case .trainingCancel(let v)? = _storage._body {return v}
       return Loupe_V1_TrainingCancel()
     }
-    set {body = .trainingCancel(newValue)}
+    set {_uniqueStorage()._body = .trainingCancel(newValue)}
   }
 
   /// Fleet overview for operators.
   public var fleetStatusQuery: Loupe_V1_FleetStatusQuery {
     get {
-      if case .fleetStatusQuery(let v)? = body {return v}
+      if case .fleetStatusQuery(let v)? = _storage._body {return v}
       return Loupe_V1_FleetStatusQuery()
     }
-    set {body = .fleetStatusQuery(newValue)}
+    set {_uniqueStorage()._body = .fleetStatusQuery(newValue)}
   }
 
   public var fleetStatusReply: Loupe_V1_FleetStatusReply {
     get {
-      if case .fleetStatusReply(let v)? = body {return v}
+      if case .fleetStatusReply(let v)? = _storage._body {return v}
       return Loupe_V1_FleetStatusReply()
     }
-    set {body = .fleetStatusReply(newValue)}
+    set {_uniqueStorage()._body = .fleetStatusReply(newValue)}
   }
 
   /// Operator commands: models, rollouts, training jobs, datasets, groups.
   public var modelListQuery: Loupe_V1_ModelListQuery {
     get {
-      if case .modelListQuery(let v)? = body {return v}
+      if case .modelListQuery(let v)? = _storage._body {return v}
       return Loupe_V1_ModelListQuery()
     }
-    set {body = .modelListQuery(newValue)}
+    set {_uniqueStorage()._body = .modelListQuery(newValue)}
   }
 
   public var modelListReply: Loupe_V1_ModelListReply {
     get {
-      if case .modelListReply(let v)? = body {return v}
+      if case .modelListReply(let v)? = _storage._body {return v}
       return Loupe_V1_ModelListReply()
     }
-    set {body = .modelListReply(newValue)}
+    set {_uniqueStorage()._body = .modelListReply(newValue)}
   }
 
   public var modelPush: Loupe_V1_ModelPush {
     get {
-      if case .modelPush(let v)? = body {return v}
+      if case .modelPush(let v)? = _storage._body {return v}
       return Loupe_V1_ModelPush()
     }
-    set {body = .modelPush(newValue)}
+    set {_uniqueStorage()._body = .modelPush(newValue)}
   }
 
   public var modelPushReply: Loupe_V1_ModelPushReply {
     get {
-      if case .modelPushReply(let v)? = body {return v}
+      if case .modelPushReply(let v)? = _storage._body {return v}
       return Loupe_V1_ModelPushReply()
     }
-    set {body = .modelPushReply(newValue)}
+    set {_uniqueStorage()._body = .modelPushReply(newValue)}
   }
 
   public var modelRollback: Loupe_V1_ModelRollback {
     get {
-      if case .modelRollback(let v)? = body {return v}
+      if case .modelRollback(let v)? = _storage._body {return v}
       return Loupe_V1_ModelRollback()
     }
-    set {body = .modelRollback(newValue)}
+    set {_uniqueStorage()._body = .modelRollback(newValue)}
   }
 
   public var rolloutDecision: Loupe_V1_RolloutDecision {
     get {
-      if case .rolloutDecision(let v)? = body {return v}
+      if case .rolloutDecision(let v)? = _storage._body {return v}
       return Loupe_V1_RolloutDecision()
     }
-    set {body = .rolloutDecision(newValue)}
+    set {_uniqueStorage()._body = .rolloutDecision(newValue)}
   }
 
   public var trainingStatusQuery: Loupe_V1_TrainingStatusQuery {
     get {
-      if case .trainingStatusQuery(let v)? = body {return v}
+      if case .trainingStatusQuery(let v)? = _storage._body {return v}
       return Loupe_V1_TrainingStatusQuery()
     }
-    set {body = .trainingStatusQuery(newValue)}
+    set {_uniqueStorage()._body = .trainingStatusQuery(newValue)}
   }
 
   public var trainingStatusReply: Loupe_V1_TrainingStatusReply {
     get {
-      if case .trainingStatusReply(let v)? = body {return v}
+      if case .trainingStatusReply(let v)? = _storage._body {return v}
       return Loupe_V1_TrainingStatusReply()
     }
-    set {body = .trainingStatusReply(newValue)}
+    set {_uniqueStorage()._body = .trainingStatusReply(newValue)}
   }
 
   public var datasetStatsQuery: Loupe_V1_DatasetStatsQuery {
     get {
-      if case .datasetStatsQuery(let v)? = body {return v}
+      if case .datasetStatsQuery(let v)? = _storage._body {return v}
       return Loupe_V1_DatasetStatsQuery()
     }
-    set {body = .datasetStatsQuery(newValue)}
+    set {_uniqueStorage()._body = .datasetStatsQuery(newValue)}
   }
 
   public var datasetStatsReply: Loupe_V1_DatasetStatsReply {
     get {
-      if case .datasetStatsReply(let v)? = body {return v}
+      if case .datasetStatsReply(let v)? = _storage._body {return v}
       return Loupe_V1_DatasetStatsReply()
     }
-    set {body = .datasetStatsReply(newValue)}
+    set {_uniqueStorage()._body = .datasetStatsReply(newValue)}
   }
 
   public var cameraGroupSet: Loupe_V1_CameraGroupSet {
     get {
-      if case .cameraGroupSet(let v)? = body {return v}
+      if case .cameraGroupSet(let v)? = _storage._body {return v}
       return Loupe_V1_CameraGroupSet()
     }
-    set {body = .cameraGroupSet(newValue)}
+    set {_uniqueStorage()._body = .cameraGroupSet(newValue)}
   }
 
   public var cameraGroupList: Loupe_V1_CameraGroupList {
     get {
-      if case .cameraGroupList(let v)? = body {return v}
+      if case .cameraGroupList(let v)? = _storage._body {return v}
       return Loupe_V1_CameraGroupList()
     }
-    set {body = .cameraGroupList(newValue)}
+    set {_uniqueStorage()._body = .cameraGroupList(newValue)}
+  }
+
+  /// Training workers (docs/scale-out.md).
+  public var workClaim: Loupe_V1_WorkClaim {
+    get {
+      if case .workClaim(let v)? = _storage._body {return v}
+      return Loupe_V1_WorkClaim()
+    }
+    set {_uniqueStorage()._body = .workClaim(newValue)}
+  }
+
+  public var workAssignment: Loupe_V1_WorkAssignment {
+    get {
+      if case .workAssignment(let v)? = _storage._body {return v}
+      return Loupe_V1_WorkAssignment()
+    }
+    set {_uniqueStorage()._body = .workAssignment(newValue)}
+  }
+
+  public var datasetPageQuery: Loupe_V1_DatasetPageQuery {
+    get {
+      if case .datasetPageQuery(let v)? = _storage._body {return v}
+      return Loupe_V1_DatasetPageQuery()
+    }
+    set {_uniqueStorage()._body = .datasetPageQuery(newValue)}
+  }
+
+  public var datasetPage: Loupe_V1_DatasetPage {
+    get {
+      if case .datasetPage(let v)? = _storage._body {return v}
+      return Loupe_V1_DatasetPage()
+    }
+    set {_uniqueStorage()._body = .datasetPage(newValue)}
+  }
+
+  public var workProgress: Loupe_V1_WorkProgress {
+    get {
+      if case .workProgress(let v)? = _storage._body {return v}
+      return Loupe_V1_WorkProgress()
+    }
+    set {_uniqueStorage()._body = .workProgress(newValue)}
+  }
+
+  public var workLease: Loupe_V1_WorkLease {
+    get {
+      if case .workLease(let v)? = _storage._body {return v}
+      return Loupe_V1_WorkLease()
+    }
+    set {_uniqueStorage()._body = .workLease(newValue)}
+  }
+
+  public var workResult: Loupe_V1_WorkResult {
+    get {
+      if case .workResult(let v)? = _storage._body {return v}
+      return Loupe_V1_WorkResult()
+    }
+    set {_uniqueStorage()._body = .workResult(newValue)}
   }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -381,10 +453,20 @@ public nonisolated struct Loupe_V1_Envelope: Sendable {
     case datasetStatsReply(Loupe_V1_DatasetStatsReply)
     case cameraGroupSet(Loupe_V1_CameraGroupSet)
     case cameraGroupList(Loupe_V1_CameraGroupList)
+    /// Training workers (docs/scale-out.md).
+    case workClaim(Loupe_V1_WorkClaim)
+    case workAssignment(Loupe_V1_WorkAssignment)
+    case datasetPageQuery(Loupe_V1_DatasetPageQuery)
+    case datasetPage(Loupe_V1_DatasetPage)
+    case workProgress(Loupe_V1_WorkProgress)
+    case workLease(Loupe_V1_WorkLease)
+    case workResult(Loupe_V1_WorkResult)
 
   }
 
   public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 /// First frame a client sends, as a request (request_id != 0). The manager
@@ -1662,6 +1744,188 @@ public nonisolated struct Loupe_V1_TrainingJob: @unchecked Sendable {
   fileprivate var _storage = _StorageClass.defaultInstance
 }
 
+/// Worker -> manager request: the oldest queued training job (or one whose
+/// previous worker's lease ran out), leased to this worker's certificate name.
+/// The manager holds the request up to wait_ms for a job to be queued. Reply:
+/// WorkAssignment, with an empty job_id when there is none.
+public nonisolated struct Loupe_V1_WorkClaim: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var waitMs: UInt32 = 0
+
+  /// Threads the worker trains with (for the job's description).
+  public var threads: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Loupe_V1_WorkAssignment: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Empty: nothing to train now; claim again.
+  public var jobID: String = String()
+
+  public var request: Loupe_V1_TrainingStart {
+    get {_request ?? Loupe_V1_TrainingStart()}
+    set {_request = newValue}
+  }
+  /// Returns true if `request` has been explicitly set.
+  public var hasRequest: Bool {self._request != nil}
+  /// Clears the value of `request`. Subsequent reads from it will return its default value.
+  public mutating func clearRequest() {self._request = nil}
+
+  /// The lease: the job goes back to the queue unless a WorkProgress renews
+  /// it within this long.
+  public var leaseMs: UInt32 = 0
+
+  /// 1 for the job's first claim, more after earlier workers' leases ran out.
+  public var attempt: UInt32 = 0
+
+  /// What the training set holds when the job was claimed: its ROIs, and the
+  /// class names of the newest upload (index 0 = background); every mask of
+  /// the set has values below len(class_names).
+  public var rois: UInt64 = 0
+
+  public var classNames: [String] = []
+
+  /// The requester, for the model's description.
+  public var requester: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _request: Loupe_V1_TrainingStart? = nil
+}
+
+/// Worker -> manager request: up to `limit` ROIs of a job's inspection type
+/// whose content hash sorts after `after` (byte order), for the job this
+/// worker holds. Reply: DatasetPage. A page never holds more than the frame
+/// limit allows; `last` says the set has been read to its end.
+public nonisolated struct Loupe_V1_DatasetPageQuery: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var jobID: String = String()
+
+  public var after: String = String()
+
+  public var limit: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Loupe_V1_DatasetPage: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var items: [Loupe_V1_DatasetItem] = []
+
+  public var last: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Loupe_V1_DatasetItem: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var contentSha256: String = String()
+
+  public var cameraID: String = String()
+
+  public var imagePng: Data = Data()
+
+  public var maskPng: Data = Data()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Worker -> manager request: the job's progress; renews its lease. Reply:
+/// WorkLease, or Error NOT_FOUND / PERMISSION_DENIED when the job is no
+/// longer this worker's (its lease ran out and another took it): stop.
+public nonisolated struct Loupe_V1_WorkProgress: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var jobID: String = String()
+
+  /// The updates since the last report, oldest first; none is a plain renewal.
+  public var updates: [Loupe_V1_TrainingProgress] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Loupe_V1_WorkLease: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var jobID: String = String()
+
+  public var leaseMs: UInt32 = 0
+
+  /// Someone cancelled the job: stop and send WorkResult with `cancelled`.
+  public var cancelRequested: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Worker -> manager request: the job's outcome. A model file goes in pieces
+/// of at most 1 MiB at consecutive offsets; the one with `last` carries the
+/// SHA-256 of the whole file, and its reply is the job's final
+/// TrainingProgress (SUCCEEDED with the signed version, or FAILED naming why
+/// the file was refused). Earlier pieces are answered with WorkLease. A
+/// failure or cancellation is one WorkResult with `last`, `error` or
+/// `cancelled`, and no data; so is a worker giving the job back.
+public nonisolated struct Loupe_V1_WorkResult: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var jobID: String = String()
+
+  public var offset: UInt64 = 0
+
+  public var data: Data = Data()
+
+  public var last: Bool = false
+
+  public var sha256: String = String()
+
+  public var error: String = String()
+
+  public var cancelled: Bool = false
+
+  /// The worker is stopping: the job goes back to the queue at once, this
+  /// attempt not counted (no data; `last` set).
+  public var giveBack: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct Loupe_V1_TrainingStatusReply: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -1784,557 +2048,716 @@ public nonisolated struct Loupe_V1_CameraGroupMembers: Sendable {
 fileprivate nonisolated let _protobuf_package = "loupe.v1"
 
 nonisolated extension Loupe_V1_Role: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ROLE_UNSPECIFIED\0\u{1}ROLE_AGENT\0\u{1}ROLE_OPERATOR\0\u{1}ROLE_MANAGER\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ROLE_UNSPECIFIED\0\u{1}ROLE_AGENT\0\u{1}ROLE_OPERATOR\0\u{1}ROLE_MANAGER\0\u{1}ROLE_WORKER\0")
 }
 
 nonisolated extension Loupe_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Envelope"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}reply_to\0\u{2}\u{8}hello\0\u{1}welcome\0\u{1}error\0\u{1}heartbeat\0\u{1}goodbye\0\u{1}echo\0\u{4}\u{5}roi_upload\0\u{3}roi_ack\0\u{3}agent_status\0\u{4}\u{8}model_offer\0\u{3}model_chunk_request\0\u{3}model_chunk\0\u{3}model_installed\0\u{4}\u{7}training_start\0\u{3}training_progress\0\u{3}training_cancel\0\u{4}\u{8}fleet_status_query\0\u{3}fleet_status_reply\0\u{4}\u{9}model_list_query\0\u{3}model_list_reply\0\u{3}model_push\0\u{3}model_push_reply\0\u{3}model_rollback\0\u{3}rollout_decision\0\u{3}training_status_query\0\u{3}training_status_reply\0\u{3}dataset_stats_query\0\u{3}dataset_stats_reply\0\u{3}camera_group_set\0\u{3}camera_group_list\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}reply_to\0\u{2}\u{8}hello\0\u{1}welcome\0\u{1}error\0\u{1}heartbeat\0\u{1}goodbye\0\u{1}echo\0\u{4}\u{5}roi_upload\0\u{3}roi_ack\0\u{3}agent_status\0\u{4}\u{8}model_offer\0\u{3}model_chunk_request\0\u{3}model_chunk\0\u{3}model_installed\0\u{4}\u{7}training_start\0\u{3}training_progress\0\u{3}training_cancel\0\u{4}\u{8}fleet_status_query\0\u{3}fleet_status_reply\0\u{4}\u{9}model_list_query\0\u{3}model_list_reply\0\u{3}model_push\0\u{3}model_push_reply\0\u{3}model_rollback\0\u{3}rollout_decision\0\u{3}training_status_query\0\u{3}training_status_reply\0\u{3}dataset_stats_query\0\u{3}dataset_stats_reply\0\u{3}camera_group_set\0\u{3}camera_group_list\0\u{4}\u{9}work_claim\0\u{3}work_assignment\0\u{3}dataset_page_query\0\u{3}dataset_page\0\u{3}work_progress\0\u{3}work_lease\0\u{3}work_result\0")
+
+  fileprivate class _StorageClass {
+    var _requestID: UInt64 = 0
+    var _replyTo: UInt64 = 0
+    var _body: Loupe_V1_Envelope.OneOf_Body?
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _requestID = source._requestID
+      _replyTo = source._replyTo
+      _body = source._body
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.requestID) }()
-      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.replyTo) }()
-      case 10: try {
-        var v: Loupe_V1_Hello?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .hello(let m) = current {v = m}
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularUInt64Field(value: &_storage._requestID) }()
+        case 2: try { try decoder.decodeSingularUInt64Field(value: &_storage._replyTo) }()
+        case 10: try {
+          var v: Loupe_V1_Hello?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .hello(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .hello(v)
+          }
+        }()
+        case 11: try {
+          var v: Loupe_V1_Welcome?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .welcome(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .welcome(v)
+          }
+        }()
+        case 12: try {
+          var v: Loupe_V1_Error?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .error(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .error(v)
+          }
+        }()
+        case 13: try {
+          var v: Loupe_V1_Heartbeat?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .heartbeat(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .heartbeat(v)
+          }
+        }()
+        case 14: try {
+          var v: Loupe_V1_Goodbye?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .goodbye(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .goodbye(v)
+          }
+        }()
+        case 15: try {
+          var v: Loupe_V1_Echo?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .echo(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .echo(v)
+          }
+        }()
+        case 20: try {
+          var v: Loupe_V1_RoiUpload?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .roiUpload(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .roiUpload(v)
+          }
+        }()
+        case 21: try {
+          var v: Loupe_V1_RoiAck?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .roiAck(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .roiAck(v)
+          }
+        }()
+        case 22: try {
+          var v: Loupe_V1_AgentStatus?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .agentStatus(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .agentStatus(v)
+          }
+        }()
+        case 30: try {
+          var v: Loupe_V1_ModelOffer?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .modelOffer(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .modelOffer(v)
+          }
+        }()
+        case 31: try {
+          var v: Loupe_V1_ModelChunkRequest?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .modelChunkRequest(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .modelChunkRequest(v)
+          }
+        }()
+        case 32: try {
+          var v: Loupe_V1_ModelChunk?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .modelChunk(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .modelChunk(v)
+          }
+        }()
+        case 33: try {
+          var v: Loupe_V1_ModelInstalled?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .modelInstalled(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .modelInstalled(v)
+          }
+        }()
+        case 40: try {
+          var v: Loupe_V1_TrainingStart?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .trainingStart(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .trainingStart(v)
+          }
+        }()
+        case 41: try {
+          var v: Loupe_V1_TrainingProgress?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .trainingProgress(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .trainingProgress(v)
+          }
+        }()
+        case 42: try {
+          var v: Loupe_V1_TrainingCancel?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .trainingCancel(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .trainingCancel(v)
+          }
+        }()
+        case 50: try {
+          var v: Loupe_V1_FleetStatusQuery?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .fleetStatusQuery(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .fleetStatusQuery(v)
+          }
+        }()
+        case 51: try {
+          var v: Loupe_V1_FleetStatusReply?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .fleetStatusReply(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .fleetStatusReply(v)
+          }
+        }()
+        case 60: try {
+          var v: Loupe_V1_ModelListQuery?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .modelListQuery(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .modelListQuery(v)
+          }
+        }()
+        case 61: try {
+          var v: Loupe_V1_ModelListReply?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .modelListReply(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .modelListReply(v)
+          }
+        }()
+        case 62: try {
+          var v: Loupe_V1_ModelPush?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .modelPush(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .modelPush(v)
+          }
+        }()
+        case 63: try {
+          var v: Loupe_V1_ModelPushReply?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .modelPushReply(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .modelPushReply(v)
+          }
+        }()
+        case 64: try {
+          var v: Loupe_V1_ModelRollback?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .modelRollback(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .modelRollback(v)
+          }
+        }()
+        case 65: try {
+          var v: Loupe_V1_RolloutDecision?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .rolloutDecision(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .rolloutDecision(v)
+          }
+        }()
+        case 66: try {
+          var v: Loupe_V1_TrainingStatusQuery?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .trainingStatusQuery(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .trainingStatusQuery(v)
+          }
+        }()
+        case 67: try {
+          var v: Loupe_V1_TrainingStatusReply?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .trainingStatusReply(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .trainingStatusReply(v)
+          }
+        }()
+        case 68: try {
+          var v: Loupe_V1_DatasetStatsQuery?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .datasetStatsQuery(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .datasetStatsQuery(v)
+          }
+        }()
+        case 69: try {
+          var v: Loupe_V1_DatasetStatsReply?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .datasetStatsReply(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .datasetStatsReply(v)
+          }
+        }()
+        case 70: try {
+          var v: Loupe_V1_CameraGroupSet?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .cameraGroupSet(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .cameraGroupSet(v)
+          }
+        }()
+        case 71: try {
+          var v: Loupe_V1_CameraGroupList?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .cameraGroupList(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .cameraGroupList(v)
+          }
+        }()
+        case 80: try {
+          var v: Loupe_V1_WorkClaim?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .workClaim(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .workClaim(v)
+          }
+        }()
+        case 81: try {
+          var v: Loupe_V1_WorkAssignment?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .workAssignment(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .workAssignment(v)
+          }
+        }()
+        case 82: try {
+          var v: Loupe_V1_DatasetPageQuery?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .datasetPageQuery(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .datasetPageQuery(v)
+          }
+        }()
+        case 83: try {
+          var v: Loupe_V1_DatasetPage?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .datasetPage(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .datasetPage(v)
+          }
+        }()
+        case 84: try {
+          var v: Loupe_V1_WorkProgress?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .workProgress(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .workProgress(v)
+          }
+        }()
+        case 85: try {
+          var v: Loupe_V1_WorkLease?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .workLease(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .workLease(v)
+          }
+        }()
+        case 86: try {
+          var v: Loupe_V1_WorkResult?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .workResult(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .workResult(v)
+          }
+        }()
+        default: break
         }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .hello(v)
-        }
-      }()
-      case 11: try {
-        var v: Loupe_V1_Welcome?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .welcome(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .welcome(v)
-        }
-      }()
-      case 12: try {
-        var v: Loupe_V1_Error?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .error(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .error(v)
-        }
-      }()
-      case 13: try {
-        var v: Loupe_V1_Heartbeat?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .heartbeat(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .heartbeat(v)
-        }
-      }()
-      case 14: try {
-        var v: Loupe_V1_Goodbye?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .goodbye(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .goodbye(v)
-        }
-      }()
-      case 15: try {
-        var v: Loupe_V1_Echo?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .echo(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .echo(v)
-        }
-      }()
-      case 20: try {
-        var v: Loupe_V1_RoiUpload?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .roiUpload(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .roiUpload(v)
-        }
-      }()
-      case 21: try {
-        var v: Loupe_V1_RoiAck?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .roiAck(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .roiAck(v)
-        }
-      }()
-      case 22: try {
-        var v: Loupe_V1_AgentStatus?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .agentStatus(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .agentStatus(v)
-        }
-      }()
-      case 30: try {
-        var v: Loupe_V1_ModelOffer?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .modelOffer(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .modelOffer(v)
-        }
-      }()
-      case 31: try {
-        var v: Loupe_V1_ModelChunkRequest?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .modelChunkRequest(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .modelChunkRequest(v)
-        }
-      }()
-      case 32: try {
-        var v: Loupe_V1_ModelChunk?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .modelChunk(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .modelChunk(v)
-        }
-      }()
-      case 33: try {
-        var v: Loupe_V1_ModelInstalled?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .modelInstalled(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .modelInstalled(v)
-        }
-      }()
-      case 40: try {
-        var v: Loupe_V1_TrainingStart?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .trainingStart(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .trainingStart(v)
-        }
-      }()
-      case 41: try {
-        var v: Loupe_V1_TrainingProgress?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .trainingProgress(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .trainingProgress(v)
-        }
-      }()
-      case 42: try {
-        var v: Loupe_V1_TrainingCancel?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .trainingCancel(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .trainingCancel(v)
-        }
-      }()
-      case 50: try {
-        var v: Loupe_V1_FleetStatusQuery?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .fleetStatusQuery(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .fleetStatusQuery(v)
-        }
-      }()
-      case 51: try {
-        var v: Loupe_V1_FleetStatusReply?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .fleetStatusReply(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .fleetStatusReply(v)
-        }
-      }()
-      case 60: try {
-        var v: Loupe_V1_ModelListQuery?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .modelListQuery(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .modelListQuery(v)
-        }
-      }()
-      case 61: try {
-        var v: Loupe_V1_ModelListReply?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .modelListReply(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .modelListReply(v)
-        }
-      }()
-      case 62: try {
-        var v: Loupe_V1_ModelPush?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .modelPush(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .modelPush(v)
-        }
-      }()
-      case 63: try {
-        var v: Loupe_V1_ModelPushReply?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .modelPushReply(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .modelPushReply(v)
-        }
-      }()
-      case 64: try {
-        var v: Loupe_V1_ModelRollback?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .modelRollback(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .modelRollback(v)
-        }
-      }()
-      case 65: try {
-        var v: Loupe_V1_RolloutDecision?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .rolloutDecision(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .rolloutDecision(v)
-        }
-      }()
-      case 66: try {
-        var v: Loupe_V1_TrainingStatusQuery?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .trainingStatusQuery(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .trainingStatusQuery(v)
-        }
-      }()
-      case 67: try {
-        var v: Loupe_V1_TrainingStatusReply?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .trainingStatusReply(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .trainingStatusReply(v)
-        }
-      }()
-      case 68: try {
-        var v: Loupe_V1_DatasetStatsQuery?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .datasetStatsQuery(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .datasetStatsQuery(v)
-        }
-      }()
-      case 69: try {
-        var v: Loupe_V1_DatasetStatsReply?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .datasetStatsReply(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .datasetStatsReply(v)
-        }
-      }()
-      case 70: try {
-        var v: Loupe_V1_CameraGroupSet?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .cameraGroupSet(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .cameraGroupSet(v)
-        }
-      }()
-      case 71: try {
-        var v: Loupe_V1_CameraGroupList?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .cameraGroupList(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .cameraGroupList(v)
-        }
-      }()
-      default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if self.requestID != 0 {
-      try visitor.visitSingularUInt64Field(value: self.requestID, fieldNumber: 1)
-    }
-    if self.replyTo != 0 {
-      try visitor.visitSingularUInt64Field(value: self.replyTo, fieldNumber: 2)
-    }
-    switch self.body {
-    case .hello?: try {
-      guard case .hello(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
-    }()
-    case .welcome?: try {
-      guard case .welcome(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
-    }()
-    case .error?: try {
-      guard case .error(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 12)
-    }()
-    case .heartbeat?: try {
-      guard case .heartbeat(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 13)
-    }()
-    case .goodbye?: try {
-      guard case .goodbye(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 14)
-    }()
-    case .echo?: try {
-      guard case .echo(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 15)
-    }()
-    case .roiUpload?: try {
-      guard case .roiUpload(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 20)
-    }()
-    case .roiAck?: try {
-      guard case .roiAck(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 21)
-    }()
-    case .agentStatus?: try {
-      guard case .agentStatus(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 22)
-    }()
-    case .modelOffer?: try {
-      guard case .modelOffer(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 30)
-    }()
-    case .modelChunkRequest?: try {
-      guard case .modelChunkRequest(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 31)
-    }()
-    case .modelChunk?: try {
-      guard case .modelChunk(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 32)
-    }()
-    case .modelInstalled?: try {
-      guard case .modelInstalled(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 33)
-    }()
-    case .trainingStart?: try {
-      guard case .trainingStart(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 40)
-    }()
-    case .trainingProgress?: try {
-      guard case .trainingProgress(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 41)
-    }()
-    case .trainingCancel?: try {
-      guard case .trainingCancel(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 42)
-    }()
-    case .fleetStatusQuery?: try {
-      guard case .fleetStatusQuery(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 50)
-    }()
-    case .fleetStatusReply?: try {
-      guard case .fleetStatusReply(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 51)
-    }()
-    case .modelListQuery?: try {
-      guard case .modelListQuery(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 60)
-    }()
-    case .modelListReply?: try {
-      guard case .modelListReply(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 61)
-    }()
-    case .modelPush?: try {
-      guard case .modelPush(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 62)
-    }()
-    case .modelPushReply?: try {
-      guard case .modelPushReply(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 63)
-    }()
-    case .modelRollback?: try {
-      guard case .modelRollback(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 64)
-    }()
-    case .rolloutDecision?: try {
-      guard case .rolloutDecision(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 65)
-    }()
-    case .trainingStatusQuery?: try {
-      guard case .trainingStatusQuery(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 66)
-    }()
-    case .trainingStatusReply?: try {
-      guard case .trainingStatusReply(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 67)
-    }()
-    case .datasetStatsQuery?: try {
-      guard case .datasetStatsQuery(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 68)
-    }()
-    case .datasetStatsReply?: try {
-      guard case .datasetStatsReply(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 69)
-    }()
-    case .cameraGroupSet?: try {
-      guard case .cameraGroupSet(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 70)
-    }()
-    case .cameraGroupList?: try {
-      guard case .cameraGroupList(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 71)
-    }()
-    case nil: break
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if _storage._requestID != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._requestID, fieldNumber: 1)
+      }
+      if _storage._replyTo != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._replyTo, fieldNumber: 2)
+      }
+      switch _storage._body {
+      case .hello?: try {
+        guard case .hello(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
+      }()
+      case .welcome?: try {
+        guard case .welcome(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
+      }()
+      case .error?: try {
+        guard case .error(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 12)
+      }()
+      case .heartbeat?: try {
+        guard case .heartbeat(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 13)
+      }()
+      case .goodbye?: try {
+        guard case .goodbye(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 14)
+      }()
+      case .echo?: try {
+        guard case .echo(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 15)
+      }()
+      case .roiUpload?: try {
+        guard case .roiUpload(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 20)
+      }()
+      case .roiAck?: try {
+        guard case .roiAck(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 21)
+      }()
+      case .agentStatus?: try {
+        guard case .agentStatus(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 22)
+      }()
+      case .modelOffer?: try {
+        guard case .modelOffer(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 30)
+      }()
+      case .modelChunkRequest?: try {
+        guard case .modelChunkRequest(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 31)
+      }()
+      case .modelChunk?: try {
+        guard case .modelChunk(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 32)
+      }()
+      case .modelInstalled?: try {
+        guard case .modelInstalled(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 33)
+      }()
+      case .trainingStart?: try {
+        guard case .trainingStart(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 40)
+      }()
+      case .trainingProgress?: try {
+        guard case .trainingProgress(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 41)
+      }()
+      case .trainingCancel?: try {
+        guard case .trainingCancel(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 42)
+      }()
+      case .fleetStatusQuery?: try {
+        guard case .fleetStatusQuery(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 50)
+      }()
+      case .fleetStatusReply?: try {
+        guard case .fleetStatusReply(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 51)
+      }()
+      case .modelListQuery?: try {
+        guard case .modelListQuery(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 60)
+      }()
+      case .modelListReply?: try {
+        guard case .modelListReply(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 61)
+      }()
+      case .modelPush?: try {
+        guard case .modelPush(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 62)
+      }()
+      case .modelPushReply?: try {
+        guard case .modelPushReply(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 63)
+      }()
+      case .modelRollback?: try {
+        guard case .modelRollback(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 64)
+      }()
+      case .rolloutDecision?: try {
+        guard case .rolloutDecision(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 65)
+      }()
+      case .trainingStatusQuery?: try {
+        guard case .trainingStatusQuery(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 66)
+      }()
+      case .trainingStatusReply?: try {
+        guard case .trainingStatusReply(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 67)
+      }()
+      case .datasetStatsQuery?: try {
+        guard case .datasetStatsQuery(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 68)
+      }()
+      case .datasetStatsReply?: try {
+        guard case .datasetStatsReply(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 69)
+      }()
+      case .cameraGroupSet?: try {
+        guard case .cameraGroupSet(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 70)
+      }()
+      case .cameraGroupList?: try {
+        guard case .cameraGroupList(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 71)
+      }()
+      case .workClaim?: try {
+        guard case .workClaim(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 80)
+      }()
+      case .workAssignment?: try {
+        guard case .workAssignment(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 81)
+      }()
+      case .datasetPageQuery?: try {
+        guard case .datasetPageQuery(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 82)
+      }()
+      case .datasetPage?: try {
+        guard case .datasetPage(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 83)
+      }()
+      case .workProgress?: try {
+        guard case .workProgress(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 84)
+      }()
+      case .workLease?: try {
+        guard case .workLease(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 85)
+      }()
+      case .workResult?: try {
+        guard case .workResult(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 86)
+      }()
+      case nil: break
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Loupe_V1_Envelope, rhs: Loupe_V1_Envelope) -> Bool {
-    if lhs.requestID != rhs.requestID {return false}
-    if lhs.replyTo != rhs.replyTo {return false}
-    if lhs.body != rhs.body {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._requestID != rhs_storage._requestID {return false}
+        if _storage._replyTo != rhs_storage._replyTo {return false}
+        if _storage._body != rhs_storage._body {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -4205,6 +4628,365 @@ nonisolated extension Loupe_V1_TrainingJob: SwiftProtobuf.Message, SwiftProtobuf
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Loupe_V1_WorkClaim: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".WorkClaim"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}wait_ms\0\u{1}threads\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.waitMs) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.threads) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.waitMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.waitMs, fieldNumber: 1)
+    }
+    if self.threads != 0 {
+      try visitor.visitSingularUInt32Field(value: self.threads, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Loupe_V1_WorkClaim, rhs: Loupe_V1_WorkClaim) -> Bool {
+    if lhs.waitMs != rhs.waitMs {return false}
+    if lhs.threads != rhs.threads {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Loupe_V1_WorkAssignment: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".WorkAssignment"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{1}request\0\u{3}lease_ms\0\u{1}attempt\0\u{1}rois\0\u{3}class_names\0\u{1}requester\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.jobID) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._request) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.leaseMs) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.attempt) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.rois) }()
+      case 6: try { try decoder.decodeRepeatedStringField(value: &self.classNames) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.requester) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.jobID.isEmpty {
+      try visitor.visitSingularStringField(value: self.jobID, fieldNumber: 1)
+    }
+    try { if let v = self._request {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    if self.leaseMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.leaseMs, fieldNumber: 3)
+    }
+    if self.attempt != 0 {
+      try visitor.visitSingularUInt32Field(value: self.attempt, fieldNumber: 4)
+    }
+    if self.rois != 0 {
+      try visitor.visitSingularUInt64Field(value: self.rois, fieldNumber: 5)
+    }
+    if !self.classNames.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.classNames, fieldNumber: 6)
+    }
+    if !self.requester.isEmpty {
+      try visitor.visitSingularStringField(value: self.requester, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Loupe_V1_WorkAssignment, rhs: Loupe_V1_WorkAssignment) -> Bool {
+    if lhs.jobID != rhs.jobID {return false}
+    if lhs._request != rhs._request {return false}
+    if lhs.leaseMs != rhs.leaseMs {return false}
+    if lhs.attempt != rhs.attempt {return false}
+    if lhs.rois != rhs.rois {return false}
+    if lhs.classNames != rhs.classNames {return false}
+    if lhs.requester != rhs.requester {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Loupe_V1_DatasetPageQuery: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DatasetPageQuery"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{1}after\0\u{1}limit\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.jobID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.after) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.limit) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.jobID.isEmpty {
+      try visitor.visitSingularStringField(value: self.jobID, fieldNumber: 1)
+    }
+    if !self.after.isEmpty {
+      try visitor.visitSingularStringField(value: self.after, fieldNumber: 2)
+    }
+    if self.limit != 0 {
+      try visitor.visitSingularUInt32Field(value: self.limit, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Loupe_V1_DatasetPageQuery, rhs: Loupe_V1_DatasetPageQuery) -> Bool {
+    if lhs.jobID != rhs.jobID {return false}
+    if lhs.after != rhs.after {return false}
+    if lhs.limit != rhs.limit {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Loupe_V1_DatasetPage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DatasetPage"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}items\0\u{1}last\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.items) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.last) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.items.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.items, fieldNumber: 1)
+    }
+    if self.last != false {
+      try visitor.visitSingularBoolField(value: self.last, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Loupe_V1_DatasetPage, rhs: Loupe_V1_DatasetPage) -> Bool {
+    if lhs.items != rhs.items {return false}
+    if lhs.last != rhs.last {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Loupe_V1_DatasetItem: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DatasetItem"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}content_sha256\0\u{3}camera_id\0\u{3}image_png\0\u{3}mask_png\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.contentSha256) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.cameraID) }()
+      case 3: try { try decoder.decodeSingularBytesField(value: &self.imagePng) }()
+      case 4: try { try decoder.decodeSingularBytesField(value: &self.maskPng) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.contentSha256.isEmpty {
+      try visitor.visitSingularStringField(value: self.contentSha256, fieldNumber: 1)
+    }
+    if !self.cameraID.isEmpty {
+      try visitor.visitSingularStringField(value: self.cameraID, fieldNumber: 2)
+    }
+    if !self.imagePng.isEmpty {
+      try visitor.visitSingularBytesField(value: self.imagePng, fieldNumber: 3)
+    }
+    if !self.maskPng.isEmpty {
+      try visitor.visitSingularBytesField(value: self.maskPng, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Loupe_V1_DatasetItem, rhs: Loupe_V1_DatasetItem) -> Bool {
+    if lhs.contentSha256 != rhs.contentSha256 {return false}
+    if lhs.cameraID != rhs.cameraID {return false}
+    if lhs.imagePng != rhs.imagePng {return false}
+    if lhs.maskPng != rhs.maskPng {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Loupe_V1_WorkProgress: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".WorkProgress"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{1}updates\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.jobID) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.updates) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.jobID.isEmpty {
+      try visitor.visitSingularStringField(value: self.jobID, fieldNumber: 1)
+    }
+    if !self.updates.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.updates, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Loupe_V1_WorkProgress, rhs: Loupe_V1_WorkProgress) -> Bool {
+    if lhs.jobID != rhs.jobID {return false}
+    if lhs.updates != rhs.updates {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Loupe_V1_WorkLease: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".WorkLease"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{3}lease_ms\0\u{3}cancel_requested\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.jobID) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.leaseMs) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.cancelRequested) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.jobID.isEmpty {
+      try visitor.visitSingularStringField(value: self.jobID, fieldNumber: 1)
+    }
+    if self.leaseMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.leaseMs, fieldNumber: 2)
+    }
+    if self.cancelRequested != false {
+      try visitor.visitSingularBoolField(value: self.cancelRequested, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Loupe_V1_WorkLease, rhs: Loupe_V1_WorkLease) -> Bool {
+    if lhs.jobID != rhs.jobID {return false}
+    if lhs.leaseMs != rhs.leaseMs {return false}
+    if lhs.cancelRequested != rhs.cancelRequested {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Loupe_V1_WorkResult: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".WorkResult"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{1}offset\0\u{1}data\0\u{1}last\0\u{1}sha256\0\u{1}error\0\u{1}cancelled\0\u{3}give_back\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.jobID) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.offset) }()
+      case 3: try { try decoder.decodeSingularBytesField(value: &self.data) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.last) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.sha256) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.error) }()
+      case 7: try { try decoder.decodeSingularBoolField(value: &self.cancelled) }()
+      case 8: try { try decoder.decodeSingularBoolField(value: &self.giveBack) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.jobID.isEmpty {
+      try visitor.visitSingularStringField(value: self.jobID, fieldNumber: 1)
+    }
+    if self.offset != 0 {
+      try visitor.visitSingularUInt64Field(value: self.offset, fieldNumber: 2)
+    }
+    if !self.data.isEmpty {
+      try visitor.visitSingularBytesField(value: self.data, fieldNumber: 3)
+    }
+    if self.last != false {
+      try visitor.visitSingularBoolField(value: self.last, fieldNumber: 4)
+    }
+    if !self.sha256.isEmpty {
+      try visitor.visitSingularStringField(value: self.sha256, fieldNumber: 5)
+    }
+    if !self.error.isEmpty {
+      try visitor.visitSingularStringField(value: self.error, fieldNumber: 6)
+    }
+    if self.cancelled != false {
+      try visitor.visitSingularBoolField(value: self.cancelled, fieldNumber: 7)
+    }
+    if self.giveBack != false {
+      try visitor.visitSingularBoolField(value: self.giveBack, fieldNumber: 8)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Loupe_V1_WorkResult, rhs: Loupe_V1_WorkResult) -> Bool {
+    if lhs.jobID != rhs.jobID {return false}
+    if lhs.offset != rhs.offset {return false}
+    if lhs.data != rhs.data {return false}
+    if lhs.last != rhs.last {return false}
+    if lhs.sha256 != rhs.sha256 {return false}
+    if lhs.error != rhs.error {return false}
+    if lhs.cancelled != rhs.cancelled {return false}
+    if lhs.giveBack != rhs.giveBack {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

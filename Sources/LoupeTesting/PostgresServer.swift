@@ -128,11 +128,15 @@ public final class PostgresServer: @unchecked Sendable {
         return text.split(separator: "\n").first.flatMap { pid_t($0) }
     }
 
+    /// How long the stores of a test database wait for an answer: a loaded suite start on two cores (dozens of
+    /// databases made at once) has kept a plain statement waiting more than the product's 5 s.
+    public static let testAnswerSeconds = 30.0
+
     /// A new, empty database and the settings a manager reaches it with.
     public func createDatabase(_ name: String = "loupe_\(UUID().uuidString.prefix(8).lowercased())") async throws -> PostgresSettings {
         let (port, user, password) = (self.port, self.user, self.password)
         try await BlockingIO.run { () throws in try self.run("createdb", ["-h", "127.0.0.1", "-p", "\(port)", "-U", user, name], environment: ["PGPASSWORD": password]) }
-        return PostgresSettings(url: "postgres://\(user)@127.0.0.1:\(port)/\(name)", passwordFile: passwordFile)
+        return PostgresSettings(url: "postgres://\(user)@127.0.0.1:\(port)/\(name)", passwordFile: passwordFile, answerSeconds: Self.testAnswerSeconds)
     }
 
     /// Runs SQL in one of this server's databases with psql, stopping at the first error: for tests that change

@@ -55,6 +55,8 @@ public enum ModelChunks {
     public static let suggestedBytes: UInt32 = 256 << 10
     /// The largest chunk an agent asks for and the manager serves.
     public static let maximumBytes: UInt32 = 4 << 20
+    /// The largest model file that travels at all: what an agent installs, and what a worker may send back.
+    public static let maximumFileBytes: UInt64 = 256 << 20
 }
 
 /// Answers the requests and events a peer sends. Return a body to reply to a

@@ -64,7 +64,7 @@ struct TrainCommand: AsyncParsableCommand {
     }
 
     struct Status: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List the manager's training jobs (since it started), or one job.")
+        static let configuration = CommandConfiguration(abstract: "List the training queue's jobs (the last 100 finished, and every queued or running one), or one job.")
         @Argument(help: "Job id.") var job: String?
         @Flag(help: "Print JSON.") var json = false
         @OptionGroup var connection: ManagerConnectionOptions

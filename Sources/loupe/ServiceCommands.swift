@@ -128,6 +128,29 @@ struct AgentCommand: AsyncParsableCommand {
     }
 }
 
+/// `loupe worker`: trains queued jobs for the plant's managers on this machine.
+struct WorkerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "worker",
+        abstract: "Run a training worker: claim queued training jobs from the managers, train them here, send the models back.",
+        discussion: """
+        Needs a worker certificate (loupe tls cert create --worker NAME). Configuration keys are documented in Deploy/README.md. \
+        SIGTERM or Ctrl-C gives the job in hand back to the queue and exits.
+        """
+    )
+
+    @Option(help: "Path of the worker's JSON config file.")
+    var config: String
+
+    @OptionGroup var logging: LoggingOptions
+
+    func run() async throws {
+        let logger = try logging.bootstrap(label: "loupe.worker")
+        let config = try WorkerConfig.load(path: self.config)
+        try await runUntilSignalled([TrainingWorker(config: config, logger: logger)], logger: logger)
+    }
+}
+
 /// Runs services until they end, shutting them down gracefully on SIGTERM or SIGINT.
 func runUntilSignalled(_ services: [any Service], logger: Logger) async throws {
     let group = ServiceGroup(

@@ -39,17 +39,18 @@ struct TLSCommand: AsyncParsableCommand {
 
         struct Create: AsyncParsableCommand {
             static let configuration = CommandConfiguration(
-                abstract: "Issue a manager, agent or operator certificate signed by the fleet CA.",
+                abstract: "Issue a manager, agent, operator or training-worker certificate signed by the fleet CA.",
                 discussion: """
-                Exactly one of --manager, --agent CAMERA_ID or --operator NAME.
+                Exactly one of --manager, --agent CAMERA_ID, --operator NAME or --worker NAME.
                 Writes OUT/NAME.pem and OUT/NAME-key.pem (mode 0600), where NAME is
-                manager, agent-CAMERA_ID or operator-NAME.
+                manager, agent-CAMERA_ID, operator-NAME or worker-NAME.
                 """
             )
             @OptionGroup var pki: PKIDirectory
             @Flag(help: "A manager certificate; give every name and address it is reached by with --host.") var manager = false
             @Option(help: "A camera agent certificate for this camera id.") var agent: String?
             @Option(name: .customLong("operator"), help: "An operator certificate for this user name.") var operatorName: String?
+            @Option(help: "A training worker certificate (loupe worker) for this machine name.") var worker: String?
             @Option(help: "Host name or IP address the manager, or an agent's HTTPS page, is reached by (repeatable).") var host: [String] = []
             @Option(help: "Manager name written into its certificate.") var name = "manager"
             @Option(help: "Folder for the new files (default: the PKI folder).") var out: String?
@@ -57,10 +58,10 @@ struct TLSCommand: AsyncParsableCommand {
             @Flag(help: "Replace existing files.") var force = false
 
             func validate() throws {
-                let chosen = [manager, agent != nil, operatorName != nil].filter { $0 }.count
-                guard chosen == 1 else { throw ValidationError("give exactly one of --manager, --agent CAMERA_ID, --operator NAME") }
+                let chosen = [manager, agent != nil, operatorName != nil, worker != nil].filter { $0 }.count
+                guard chosen == 1 else { throw ValidationError("give exactly one of --manager, --agent CAMERA_ID, --operator NAME, --worker NAME") }
                 if manager && host.isEmpty { throw ValidationError("--manager needs at least one --host NAME") }
-                if operatorName != nil && !host.isEmpty { throw ValidationError("--host applies to --manager and --agent certificates only") }
+                if (operatorName != nil || worker != nil) && !host.isEmpty { throw ValidationError("--host applies to --manager and --agent certificates only") }
             }
 
             func run() throws {
@@ -73,6 +74,9 @@ struct TLSCommand: AsyncParsableCommand {
                 } else if let operatorName {
                     request = LeafRequest(role: .operator, name: operatorName, validForDays: days)
                     fileName = "operator-\(operatorName)"
+                } else if let worker {
+                    request = LeafRequest(role: .worker, name: worker, validForDays: days)
+                    fileName = "worker-\(worker)"
                 } else {
                     request = LeafRequest(role: .manager, name: name, hosts: host, validForDays: days)
                     fileName = "manager"

@@ -173,6 +173,8 @@ import LoupeTesting
         // than 10 s for the Hello's reply) they may wait longer than a client's defaults. The hold is measured apart.
         client.connectTimeout = .seconds(60)
         client.connection.requestTimeout = .seconds(60)
+        // The server's own heartbeats (every 5 s) are not what is measured; a starved suite start must not close the link.
+        client.connection.idleTimeout = .seconds(60)
         let thread = OneThreadExecutor()
         let worstSilence = try await withTaskExecutorPreference(thread) {
             try await WireClient.withConnection(client) { connection, _ -> Duration in

@@ -36,7 +36,7 @@ import LoupeStorage
             }
         let sampled = SampleMessages.all.map(\.name)
         #expect(Set(declared) == Set(sampled))
-        #expect(declared.count == 30)
+        #expect(declared.count == 37)
     }
 
     @Test(arguments: SampleMessages.all)

@@ -80,12 +80,12 @@ import LoupeTesting
         try await serving.value
     }
 
-    /// An upload of an image and mask of this size, hashed as an agent would.
-    static func upload(type: String, width: Int = 16, height: Int = 16) throws -> Loupe_V1_RoiUpload {
+    /// An upload of an image and mask of this size, hashed as an agent would; another `shade` is another ROI.
+    static func upload(type: String, width: Int = 16, height: Int = 16, shade: UInt8 = 90) throws -> Loupe_V1_RoiUpload {
         var upload = Loupe_V1_RoiUpload()
         upload.inspectionType = type
         upload.roiName = "hub"
-        upload.imagePng = try PNGCodec.encode(try Image8(width: width, height: height, samples: [UInt8](repeating: 90, count: width * height)))
+        upload.imagePng = try PNGCodec.encode(try Image8(width: width, height: height, samples: [UInt8](repeating: shade, count: width * height)))
         // A labelled square, so a training job has something to learn and runs for its budget.
         upload.maskPng = try PNGCodec.encode(try Image8(width: width, height: height, samples: (0..<(width * height)).map { $0 % width < 4 && $0 / width < 4 ? 1 : 0 }))
         upload.classNames = ["background", "scratch"]

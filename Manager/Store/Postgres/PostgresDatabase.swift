@@ -26,9 +26,20 @@ public struct PostgresSettings: Codable, Sendable, Equatable {
     public var caFile: String?
     /// Connections the manager keeps open at most (default 8).
     public var maxConnections: Int?
+    /// How long a store call waits for a connection and its answer before it is refused by name (default 5 s).
+    public var answerSeconds: Double?
 
-    public init(url: String, passwordFile: String? = nil, tls: TLSMode? = nil, caFile: String? = nil, maxConnections: Int? = nil) {
+    public init(url: String, passwordFile: String? = nil, tls: TLSMode? = nil, caFile: String? = nil, maxConnections: Int? = nil,
+                answerSeconds: Double? = nil) {
         (self.url, self.passwordFile, self.tls, self.caFile, self.maxConnections) = (url, passwordFile, tls, caFile, maxConnections)
+        self.answerSeconds = answerSeconds
+    }
+
+    /// `answerSeconds` as a duration, or the default; refused by name outside (0, 3600].
+    public func answerLimit() throws(StorageSetupError) -> Duration {
+        guard let seconds = answerSeconds else { return PostgresDatabase.answerWithin }
+        guard seconds > 0, seconds <= 3600 else { throw .invalid("storage answerSeconds must be above 0 and at most 3600, not \(seconds)") }
+        return .seconds(fraction: seconds)
     }
 
     /// The environment variable a password may come from instead of a file.
@@ -123,7 +134,8 @@ public final class PostgresDatabase: Sendable {
         configuration.options.maximumConnections = max(1, settings.maxConnections ?? 8)
         configuration.options.connectTimeout = .seconds(Int64(max(1, timeout.seconds)))
         let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
-        let opened = PostgresDatabase(client: client, direct: direct, logger: logger, description: description)
+        let opened = PostgresDatabase(client: client, direct: direct, logger: logger, description: description,
+                                      answerWithin: try settings.answerLimit())
         await opened.started()
         return opened
     }
@@ -131,8 +143,9 @@ public final class PostgresDatabase: Sendable {
     /// How a connection of its own (outside the pool) is made: for the start-up check and for `session`.
     private let direct: PostgresConnection.Configuration
 
-    private init(client: PostgresClient, direct: PostgresConnection.Configuration, logger: Logger, description: String) {
+    private init(client: PostgresClient, direct: PostgresConnection.Configuration, logger: Logger, description: String, answerWithin: Duration) {
         self.client = client
+        self.answerLimit = answerWithin
         self.direct = direct
         self.logger = logger
         self.description = description
@@ -257,6 +270,8 @@ public final class PostgresDatabase: Sendable {
     /// upload is then refused UNAVAILABLE and stays in the agent's outbox, instead of hanging while the pool
     /// reconnects. A statement that did reach the server may still commit; its retry is then a duplicate, stored once.
     public static let answerWithin = Duration.seconds(5)
+    /// This database's limit: `answerSeconds` in the settings, or `answerWithin`.
+    public let answerLimit: Duration
 
     /// The database did not answer within `answerWithin`.
     struct NoAnswer: Error, CustomStringConvertible {
@@ -265,9 +280,9 @@ public final class PostgresDatabase: Sendable {
     }
 
     /// Runs `body` against the pool, failing with `NoAnswer` after `limit`.
-    func run<T: Sendable>(within limit: Duration = answerWithin, _ body: @escaping @Sendable (PostgresClient) async throws -> T) async throws -> T {
+    func run<T: Sendable>(within limit: Duration? = nil, _ body: @escaping @Sendable (PostgresClient) async throws -> T) async throws -> T {
         let client = self.client
-        return try await Self.answer(within: limit) { try await body(client) }
+        return try await Self.answer(within: limit ?? answerLimit) { try await body(client) }
     }
 
     /// Applies `migrations` (a name and its SQL statements) of `component` that this database has not had yet, in order, in one

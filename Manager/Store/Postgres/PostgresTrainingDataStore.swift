@@ -33,7 +33,7 @@ public final class PostgresTrainingDataStore: Sendable {
     }
 
     /// Runs `body` on the pool within `limit`, every failure as a `TrainingDataError` naming the database.
-    private func run<T: Sendable>(within limit: Duration = PostgresDatabase.answerWithin,
+    private func run<T: Sendable>(within limit: Duration? = nil,
                                   _ body: @escaping @Sendable (PostgresClient, Logger) async throws -> T) async throws(TrainingDataError) -> T {
         let logger = database.logger
         do {
@@ -90,20 +90,32 @@ public final class PostgresTrainingDataStore: Sendable {
         }
     }
 
-    /// The whole set, read in one query: no deadline, a large set takes as long as it takes to stream.
-    public func dataset(inspectionType: String) async throws(TrainingDataError) -> (dataset: SegmentationDataset, classNames: [String], sha256: String) {
-        let rows = try await run(within: .seconds(86_400)) { client, logger in
-            var rows: [TrainingDataStore.DatasetRow] = []
+    public func datasetHead(inspectionType: String) async throws(TrainingDataError) -> DatasetHead? {
+        try await run { client, logger in
+            var head: DatasetHead?
             let found = try await client.query("""
-                SELECT content_sha256, camera_id, class_names, received_at, image_png, mask_png FROM roi
-                WHERE inspection_type = \(inspectionType) ORDER BY content_sha256 COLLATE "C"
+                SELECT (SELECT count(*) FROM roi WHERE inspection_type = \(inspectionType)), class_names FROM roi
+                WHERE inspection_type = \(inspectionType) ORDER BY received_at DESC, content_sha256 COLLATE "C" LIMIT 1
                 """, logger: logger)
-            for try await (hash, camera, names, received, image, mask) in found.decode((String, String, String, Date, Data, Data).self) {
-                rows.append(.init(contentSHA256: hash, cameraId: camera, classNames: names, receivedAt: received) { (image, mask) })
-            }
-            return rows
+            for try await (count, names) in found.decode((Int, String).self) { head = DatasetHead(rois: count, classNamesJSON: names) }
+            return head
         }
-        return try TrainingDataStore.assemble(inspectionType: inspectionType, rows)
+    }
+
+    /// One page; a page of 64 ROIs is a few MB, and a large set takes as many pages as it needs.
+    public func datasetPage(inspectionType: String, after: String?, limit: Int) async throws(TrainingDataError) -> [DatasetPiece] {
+        try await run(within: .seconds(120)) { client, logger in
+            var pieces: [DatasetPiece] = []
+            let found = try await client.query("""
+                SELECT content_sha256, camera_id, image_png, mask_png FROM roi
+                WHERE inspection_type = \(inspectionType) AND content_sha256 COLLATE "C" > \(after ?? "")
+                ORDER BY content_sha256 COLLATE "C" LIMIT \(limit)
+                """, logger: logger)
+            for try await (hash, camera, image, mask) in found.decode((String, String, Data, Data).self) {
+                pieces.append(DatasetPiece(contentSHA256: hash, cameraId: camera, imagePNG: image, maskPNG: mask))
+            }
+            return pieces
+        }
     }
 
     public func statistics(inspectionType: String?, validationFraction: Double) async throws(TrainingDataError) -> [Loupe_V1_DatasetStats] {

@@ -29,9 +29,11 @@ import LoupeTesting
         let readme = try String(contentsOfFile: Self.deploy + "/README.md", encoding: .utf8)
         let managers = [Self.deploy + "/manager.json", Self.deploy + "/manager-postgres.json", Self.deploy + "/compose/manager.json"]
         let agents = [Self.deploy + "/agent.json"] + (1...3).map { Self.deploy + "/compose/agent-cam-\($0).json" }
+        let workers = [Self.deploy + "/worker.json"]
         for path in managers { _ = try ManagerConfig.load(path: path) }
         for path in agents { _ = try AgentConfig.load(path: path) }
-        for path in managers + agents {
+        for path in workers { _ = try WorkerConfig.load(path: path) }
+        for path in managers + agents + workers {
             for key in Self.keyPaths(try Self.json(path)) {
                 // Documented as `key`, or as part of a `a.b`, `a.c` group such as `tls.ca`, `tls.cert`, `tls.key`.
                 #expect(readme.contains("`\(key)`"), "\(path): key \(key) is not documented in Deploy/README.md")
@@ -52,13 +54,14 @@ import LoupeTesting
     }
 
     @Test func serviceUnitsKeepTheirHardening() throws {
-        for unit in ["loupe-manager.service", "loupe-agent@.service"] {
+        for unit in ["loupe-manager.service", "loupe-agent@.service", "loupe-worker.service"] {
             let text = try String(contentsOfFile: Self.deploy + "/systemd/" + unit, encoding: .utf8)
             for line in ["User=loupe", "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
                          "CapabilityBoundingSet=", "Environment=OMP_WAIT_POLICY=PASSIVE", "SystemCallFilter=@system-service"] {
                 #expect(text.contains("\n" + line + "\n"), "\(unit) lacks \(line)")
             }
-            #expect(text.contains("StateDirectory=loupe/"), "\(unit): the data directory must be its StateDirectory")
+            // The worker keeps nothing (its set comes over the link, its model goes back): nothing is writable at all.
+            #expect(text.contains("StateDirectory=loupe/") == (unit != "loupe-worker.service"), "\(unit): the data directory must be its StateDirectory")
             // oneDNN JIT-compiles kernels: W^X would make every inference fail.
             #expect(!text.contains("\nMemoryDenyWriteExecute=yes"), "\(unit)")
             #expect(!text.contains("ReadWritePaths="), "\(unit): only the StateDirectory is writable")

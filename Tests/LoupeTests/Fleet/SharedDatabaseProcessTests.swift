@@ -1,8 +1,11 @@
 import Foundation
 import Logging
 import LoupeManager
+import LoupePKI
+import LoupeProto
 import LoupeSegmentation
 import LoupeTesting
+import LoupeWire
 import Testing
 
 /// Two real `loupe manager` processes on one PostgreSQL database, a camera
@@ -10,14 +13,99 @@ import Testing
 @Suite(.serialized) struct SharedDatabaseProcessTests {
     /// A manager of the shared database: its own data folder and id, the plant's one signing key, and by default a
     /// poll slowed to a minute, so whatever reaches it within the test's waits was carried by the database's notifications.
-    static func manager(_ name: String, pki: TestPKI, database: PostgresSettings, pollSeconds: Double = 60) throws -> ManagerProcessSetup {
-        try ManagerProcessSetup(pki: pki, extra: [
+    static func manager(_ name: String, pki: TestPKI, database: PostgresSettings, pollSeconds: Double = 60,
+                        extra: [String: Any] = [:]) throws -> ManagerProcessSetup {
+        try ManagerProcessSetup(pki: pki, extra: extra.merging([
             "managerId": name,
             "dataDir": pki.dir + "/\(name)-data",
             "signingKey": pki.dir + "/plant-signing.key",
             "registryPollSeconds": pollSeconds,
-            "storage": ["postgres": ["url": database.url, "passwordFile": database.passwordFile ?? ""]],
-        ])
+            "storage": ["postgres": ["url": database.url, "passwordFile": database.passwordFile ?? "",
+                                     "answerSeconds": database.answerSeconds ?? PostgresServer.testAnswerSeconds]],
+        ]) { $1 })
+    }
+
+    /// A `loupe worker` config for worker certificate `name`, claiming from these managers.
+    static func workerConfig(_ name: String, pki: TestPKI, ports: [Int]) throws -> String {
+        let files = try pki.member(.worker, name)
+        let path = pki.dir + "/worker-\(name).json"
+        try writeJSON([
+            "managers": ports.map { "localhost:\($0)" },
+            "tls": ["ca": files.ca, "cert": files.cert, "key": files.key],
+            "threads": 1, "claimWaitSeconds": 2, "reconnectSeconds": 0.5, "heartbeatSeconds": 0.5, "idleTimeoutSeconds": 5,
+        ], to: path)
+        return path
+    }
+
+    /// Two managers that leave training to workers, a worker killed (SIGKILL) while it trains a job asked for
+    /// through the other manager: after its lease the job is taken by a second worker, on the other manager, and
+    /// finishes; its model is signed once, and both managers report the job's end.
+    @Test func aWorkerKilledMidJobLeavesTheJobToAnotherWorkerThroughTheOtherManager() async throws {
+        let pki = try TestPKI()
+        let database = try await PostgresServer.shared().createDatabase()
+        let training: [String: Any] = ["trainingConcurrency": 0, "trainingLeaseSeconds": 3]
+        let setupA = try Self.manager("manager-a", pki: pki, database: database, pollSeconds: 1, extra: training)
+        let (managerA, portA) = try await setupA.start()
+        defer { managerA.signal(SIGKILL) }
+        let setupB = try Self.manager("manager-b", pki: pki, database: database, pollSeconds: 1, extra: training)
+        let (managerB, portB) = try await setupB.start()
+        defer { managerB.signal(SIGKILL) }
+
+        // A camera on A sends its labelled ROIs.
+        let agentData = pki.dir + "/agent-w-data"
+        let total = 12
+        _ = try SyncProcessTests.seedAgentStore(agentData, count: total)
+        let agentConfig = try writeAgentConfig(pki: pki, camera: "cam-w", port: portA, dataDir: agentData,
+                                               manager: ["fallbackAddresses": ["localhost:\(portB)"]])
+        let agent = try LoupeProcess(["agent", "--config", agentConfig], log: pki.dir + "/agent-w.log")
+        defer { agent.signal(SIGKILL) }
+        let backend = try await StoreBackend(.postgres, database: database, folder: pki.dir + "/reader")
+        let trainingData = try await backend.trainingData()
+        let synced = try await eventually(timeout: .seconds(30)) { try await trainingData.count() == total }
+        #expect(synced, "\(agent.log)")
+        agent.signal(SIGTERM)
+        _ = await agent.waitForExit()
+
+        // Asked for through B; trained by a worker connected to A, which is killed once it reports training.
+        let throughB = try fleetEnvironment(pki: pki, port: portB)
+        let queued = try await loupe(["train", "start", "--inspection-type", "disc", "--minutes", "0.3", "--seed", "4", "--detach"],
+                                     log: pki.dir + "/train-start.log", environment: throughB)
+        let id = try #require(queued.split(whereSeparator: \.isWhitespace).first { $0.hasPrefix("job-") }.map(String.init), "\(queued)")
+        #expect(id.hasPrefix("job-"), "\(queued)")
+        let jobs = try await backend.trainingJobs()
+        let first = try LoupeProcess(["worker", "--config", try Self.workerConfig("w1", pki: pki, ports: [portA])], log: pki.dir + "/worker-w1.log")
+        defer { first.signal(SIGKILL) }
+        let trainingOnFirst = try await eventually(timeout: .seconds(60)) {
+            guard let job = try await jobs.job(id) else { return false }
+            return job.holder == "worker w1" && job.history.contains { $0.loss > 0 }
+        }
+        #expect(trainingOnFirst, "the first worker never reported training:\n\(first.log)\nA:\n\(managerA.log)")
+        first.signal(SIGKILL)
+        _ = await first.waitForExit(timeout: .seconds(10))
+
+        // A second worker, on B: the job is its own once the first one's lease has run out, and it finishes there.
+        let second = try LoupeProcess(["worker", "--config", try Self.workerConfig("w2", pki: pki, ports: [portB, portA])], log: pki.dir + "/worker-w2.log")
+        defer { second.signal(SIGKILL) }
+        let finished = try await eventually(timeout: .seconds(150)) { try await jobs.job(id)?.hasEnded == true }
+        let job = try #require(try await jobs.job(id))
+        #expect(finished && job.state == .succeeded, "\(job.progress)\nw2:\n\(second.log)\nB:\n\(managerB.log)")
+        #expect(job.attempts == 2 && job.history.contains { $0.message == "attempt 2, on worker w2" }, "\(job.history.map(\.message))")
+        let registry = try await backend.models()
+        let versions = try await registry.versions()
+        #expect(versions.map(\.version) == [job.progress.modelVersion], "one model signed: \(versions.map(\.version))")
+        let datasetHash = try await trainingData.dataset(inspectionType: "disc").sha256
+        #expect(versions.first?.description.contains("trained by worker") == true && versions.first?.datasetSHA256 == datasetHash)
+        // Either manager answers for the job.
+        let throughA = try fleetEnvironment(pki: pki, port: portA)
+        let status = try await loupe(["train", "status", id], log: pki.dir + "/train-status.log", environment: throughA)
+        #expect(status.contains("succeeded") && status.contains(job.progress.modelVersion), "\(status)")
+
+        second.signal(SIGTERM)
+        #expect(await second.waitForExit(timeout: .seconds(30)) == 0, "\(second.log)")
+        managerA.signal(SIGTERM)
+        managerB.signal(SIGTERM)
+        #expect(await managerA.waitForExit() == 0)
+        #expect(await managerB.waitForExit() == 0)
     }
 
     func loupe(_ arguments: [String], log: String, environment: [String: String] = [:]) async throws -> String {

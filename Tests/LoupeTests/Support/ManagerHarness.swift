@@ -24,7 +24,8 @@ final class ManagerHarness: @unchecked Sendable {
         idleTimeoutSeconds: Double = 15,
         maxFrameBytes: Int? = nil,
         revocationPollSeconds: Double = 0.2,
-        logger given: Logger? = nil
+        logger given: Logger? = nil,
+        configure: (inout ManagerConfig) -> Void = { _ in }
     ) async throws -> ManagerHarness {
         let pki = try pki ?? TestPKI()
         var config = ManagerConfig(
@@ -33,6 +34,7 @@ final class ManagerHarness: @unchecked Sendable {
             maxFrameBytes: maxFrameBytes, heartbeatSeconds: heartbeatSeconds, idleTimeoutSeconds: idleTimeoutSeconds
         )
         config.revocationPollSeconds = revocationPollSeconds
+        configure(&config)
         var logger = given ?? Logger(label: "test.manager")
         if given == nil { logger.logLevel = .warning }
         return ManagerHarness(pki: pki, manager: try await InProcessManager.start(config, logger: logger))

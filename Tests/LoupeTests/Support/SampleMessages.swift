@@ -160,7 +160,45 @@ enum SampleMessages {
         members.cameras = ["cam-1"]
         var groups = Loupe_V1_CameraGroupList()
         groups.groups = ["line-1": members]
+        var claim = Loupe_V1_WorkClaim()
+        claim.waitMs = 20_000
+        claim.threads = 8
+        var assignment = Loupe_V1_WorkAssignment()
+        assignment.jobID = "job-1"
+        assignment.request = start
+        assignment.leaseMs = 30_000
+        assignment.attempt = 2
+        assignment.rois = 12
+        assignment.classNames = ["background", "scratch"]
+        assignment.requester = "cam-1"
+        var pageQuery = Loupe_V1_DatasetPageQuery()
+        pageQuery.jobID = "job-1"
+        pageQuery.after = String(repeating: "ab", count: 32)
+        pageQuery.limit = 64
+        var item = Loupe_V1_DatasetItem()
+        item.contentSha256 = String(repeating: "cd", count: 32)
+        item.cameraID = "cam-1"
+        item.imagePng = upload.imagePng
+        item.maskPng = upload.maskPng
+        var page = Loupe_V1_DatasetPage()
+        page.items = [item]
+        page.last = true
+        var report = Loupe_V1_WorkProgress()
+        report.jobID = "job-1"
+        report.updates = [progress]
+        var lease = Loupe_V1_WorkLease()
+        lease.jobID = "job-1"
+        lease.leaseMs = 30_000
+        lease.cancelRequested = true
+        var result = Loupe_V1_WorkResult()
+        result.jobID = "job-1"
+        result.offset = 4 << 20
+        result.data = Data([1, 2, 3])
+        result.last = true
+        result.sha256 = String(repeating: "ef", count: 32)
         return [
+            .workClaim(claim), .workAssignment(assignment), .datasetPageQuery(pageQuery), .datasetPage(page), .workProgress(report),
+            .workLease(lease), .workResult(result),
             .modelListQuery(listQuery), .modelListReply(list), .modelPush(push), .modelPushReply(pushReply), .modelRollback(rollback),
             .rolloutDecision(decision), .trainingStatusQuery(jobsQuery), .trainingStatusReply(jobs), .datasetStatsQuery(statsQuery),
             .datasetStatsReply(stats), .cameraGroupSet(groupSet), .cameraGroupList(groups),

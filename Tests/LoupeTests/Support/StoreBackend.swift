@@ -39,7 +39,8 @@ final class StoreBackend: @unchecked Sendable, CustomTestStringConvertible {
     /// The manager config keys that put a manager's stores here (none for SQLite: its `dataDir` is `folder`).
     var managerConfig: [String: Any] {
         guard let settings else { return [:] }
-        return ["storage": ["postgres": ["url": settings.url, "passwordFile": settings.passwordFile ?? ""]]]
+        return ["storage": ["postgres": ["url": settings.url, "passwordFile": settings.passwordFile ?? "",
+                                         "answerSeconds": settings.answerSeconds ?? PostgresServer.testAnswerSeconds]]]
     }
 
     private func database() async throws -> PostgresDatabase {
@@ -69,6 +70,16 @@ final class StoreBackend: @unchecked Sendable, CustomTestStringConvertible {
         case .postgres: try await PostgresModelRegistry(database: database(), signingKeyPath: folder + "/model-signing.key")
         }
     }
+
+    /// The training queue: for SQLite the memory queue a manager keeps (one per backend, so each open is the same
+    /// queue, as every open of a database is the same table).
+    func trainingJobs() async throws -> any TrainingJobStoring {
+        switch kind {
+        case .sqlite: memoryJobs
+        case .postgres: try await PostgresTrainingJobs(database: database())
+        }
+    }
+    private let memoryJobs = MemoryTrainingJobs()
 
     static var all: [StoreBackend.Kind] { Kind.allCases }
 }
