@@ -102,6 +102,8 @@ public enum TrainingLease: Sendable, Equatable {
     case held(TrainingJobRecord)
     /// Not (or no longer) held by this holder: its lease ran out and another took it, or it ended.
     case lost(String)
+    /// There is no such job (never queued, or finished long enough ago to be forgotten).
+    case missing
 }
 
 /// The queue of training jobs: a table in the manager's database (PostgreSQL: every manager and worker of the
@@ -160,7 +162,7 @@ public final class MemoryTrainingJobs: TrainingJobStoring {
 
     public func renew(_ id: String, holder: String, updates: [Loupe_V1_TrainingProgress], lease: Duration) async throws -> TrainingLease {
         jobsByAge.withLock { jobs in
-            guard let index = jobs.firstIndex(where: { $0.id == id }) else { return .lost("no training job \(id)") }
+            guard let index = jobs.firstIndex(where: { $0.id == id }) else { return .missing }
             guard jobs[index].state == .running, jobs[index].holder == holder else {
                 return .lost("training job \(id) is not held by \(holder) (\(jobs[index].holder.map { "held by \($0)" } ?? "\(jobs[index].state)"))")
             }
@@ -172,7 +174,7 @@ public final class MemoryTrainingJobs: TrainingJobStoring {
 
     public func finish(_ id: String, holder: String, last: Loupe_V1_TrainingProgress) async throws -> TrainingLease {
         jobsByAge.withLock { jobs in
-            guard let index = jobs.firstIndex(where: { $0.id == id }) else { return .lost("no training job \(id)") }
+            guard let index = jobs.firstIndex(where: { $0.id == id }) else { return .missing }
             guard jobs[index].state == .running, jobs[index].holder == holder else {
                 return .lost("training job \(id) is not held by \(holder)")
             }

@@ -248,12 +248,23 @@ public final class TrainingQueue: Sendable {
             }
         }
         for (id, updates) in due {
-            switch (try? await jobs.renew(id, holder: settings.holder, updates: updates, lease: settings.lease)) ?? .lost("the queue did not answer") {
+            let outcome: TrainingLease
+            do { outcome = try await jobs.renew(id, holder: settings.holder, updates: updates, lease: settings.lease) } catch {
+                // The queue did not answer: the updates wait for the next renewal, and the job trains on (its lease
+                // may still hold; if it ran out meanwhile, the next renewal says so).
+                logger.warning("cannot renew a training job's lease", metadata: ["job": "\(id)", "error": "\(error)"])
+                state.withLock { $0.local[id]?.pending.insert(contentsOf: updates, at: 0) }
+                continue
+            }
+            switch outcome {
             case .held(let job):
                 if job.cancelRequested { state.withLock { $0.local[id]?.control.cancel() } }
                 deliver(job)
             case .lost(let why):
                 logger.warning("lost a training job's lease; stopping it", metadata: ["job": "\(id)", "why": "\(why)"])
+                state.withLock { $0.local[id]?.control.cancel() }
+            case .missing:
+                logger.warning("a training job this manager trains is gone from the queue; stopping it", metadata: ["job": "\(id)"])
                 state.withLock { $0.local[id]?.control.cancel() }
             }
         }
@@ -432,6 +443,7 @@ public final class TrainingQueue: Sendable {
         switch outcome {
         case .held(let ended): deliver(ended)
         case .lost(let why): logger.warning("a training job ended after its lease was lost", metadata: ["job": "\(job.id)", "why": "\(why)"])
+        case .missing: logger.warning("a training job ended after it was gone from the queue", metadata: ["job": "\(job.id)"])
         case nil: logger.error("cannot record a training job's end", metadata: ["job": "\(job.id)"])
         }
         switch final.state {
@@ -545,6 +557,8 @@ public final class TrainingQueue: Sendable {
             return lease
         case .lost(let why):
             throw WireError.refused(code: .permissionDenied, message: why)
+        case .missing:
+            throw WireError.refused(code: .notFound, message: "no training job \(report.jobID)")
         }
     }
 
@@ -615,6 +629,8 @@ public final class TrainingQueue: Sendable {
             return ended.progress
         case .lost(let why):
             throw WireError.refused(code: .permissionDenied, message: why)
+        case .missing:
+            throw WireError.refused(code: .notFound, message: "no training job \(job.id)")
         }
     }
 

@@ -194,15 +194,16 @@ import LoupeTesting
 
     /// Who may send what, as docs/protocol.md §6 states it (not as the code
     /// does): every other message, the manager's own replies and offers
-    /// among them, is refused to both.
+    /// among them, is refused to each.
     static let allowed: [FleetRole: Set<String>] = [
         .agent: ["echo", "roi_upload", "agent_status", "model_installed", "model_chunk_request", "training_start", "training_cancel"],
         .operator: ["echo", "model_chunk_request", "training_start", "training_cancel", "fleet_status_query", "model_list_query", "model_push",
                     "model_rollback", "rollout_decision", "training_status_query", "dataset_stats_query", "camera_group_set", "camera_group_list"],
+        .worker: ["echo", "work_claim", "dataset_page_query", "work_progress", "work_result"],
     ]
 
-    /// Every message type of the schema (SampleMessages covers them all; ProtocolSchemaTests checks that) × agent and
-    /// operator certificates, each on its own connection: a message the role may not send is refused with
+    /// Every message type of the schema (SampleMessages covers them all; ProtocolSchemaTests checks that) × agent,
+    /// operator and worker certificates, each on its own connection: a message the role may not send is refused with
     /// PERMISSION_DENIED naming both; one it may send is never refused for its role.
     @Test func everyMessageTypeIsDecidedForEveryRoleWhereItIsDispatched() async throws {
         let manager = try await ManagerHarness.start()
@@ -215,7 +216,7 @@ import LoupeTesting
             }
         }
         #expect(bodies.count >= 25)
-        for role in [FleetRole.agent, .operator] {
+        for role in [FleetRole.agent, .operator, .worker] {
             let member = try manager.pki.member(role, "member-\(role.rawValue)")
             var config = manager.client(member)
             config.connection.requestTimeout = .seconds(2)

@@ -125,7 +125,7 @@ public final class PostgresTrainingJobs: TrainingJobStoring {
 
     public func renew(_ id: String, holder: String, updates: [Loupe_V1_TrainingProgress], lease: Duration) async throws -> TrainingLease {
         try await transaction { connection, logger in
-            guard var job = try await Self.locked(id, connection, logger) else { return .lost("no training job \(id)") }
+            guard var job = try await Self.locked(id, connection, logger) else { return .missing }
             guard job.state == .running, job.holder == holder else {
                 return .lost("training job \(id) is not held by \(holder) (\(job.holder.map { "held by \($0)" } ?? "\(job.state)"))")
             }
@@ -137,7 +137,7 @@ public final class PostgresTrainingJobs: TrainingJobStoring {
 
     public func finish(_ id: String, holder: String, last: Loupe_V1_TrainingProgress) async throws -> TrainingLease {
         try await transaction { connection, logger in
-            guard var job = try await Self.locked(id, connection, logger) else { return .lost("no training job \(id)") }
+            guard var job = try await Self.locked(id, connection, logger) else { return .missing }
             guard job.state == .running, job.holder == holder else { return .lost("training job \(id) is not held by \(holder)") }
             job.note(last)
             job.leaseUntil = nil
