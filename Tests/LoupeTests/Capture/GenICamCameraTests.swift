@@ -114,7 +114,10 @@ extension FakeGigESuite {
         @Test func aCutCableIsNamedAndTheCameraIsFoundAgain() async throws {
             let fake = try await FakeGigECamera(serial: "LPC1", picture: try gigePicture())
             let camera = try AravisCamera(settings: AravisCamera.Settings(camera: "LPC1"))
-            _ = try #require(try await camera.nextFrame())
+            // The first frame within a few of the 2 s waits: a loaded suite start on two cores has missed one.
+            var first: Bool = false
+            for _ in 0..<5 where !first { first = (try? await camera.nextFrame()) != nil }
+            #expect(first, "no first frame from LPC1 in five 2 s waits")
             fake.cut()
             var lost: CaptureError?
             for _ in 0..<60 where lost == nil {
