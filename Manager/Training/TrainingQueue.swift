@@ -352,7 +352,8 @@ public final class TrainingQueue: Sendable {
         var final = last
         switch outcome {
         case .success(let trained):
-            final = (try? Self.waitOnThisThread { try await self.publish(trained, job: job) }) ?? final
+            let base = final
+            final = (try? Self.waitOnThisThread { try await self.publish(trained, job: job, from: base) }) ?? final
             if final.state != .succeeded, final.state != .failed {
                 final.state = .failed
                 final.message = "the model could not be published"
@@ -416,8 +417,9 @@ public final class TrainingQueue: Sendable {
 
     /// Signs and publishes a job's model (and assigns it to the camera that asked): the job's SUCCEEDED update,
     /// or a FAILED one naming why the registry refused the file.
-    private func publish(_ trained: TrainedModel, job: TrainingJobRecord) async throws -> Loupe_V1_TrainingProgress {
-        var final = job.progress
+    /// `from`: the job's last update, whose figures (pass, loss, validation IoU) the end keeps.
+    private func publish(_ trained: TrainedModel, job: TrainingJobRecord, from last: Loupe_V1_TrainingProgress) async throws -> Loupe_V1_TrainingProgress {
+        var final = last
         do {
             let record = try await registry.publish(trained.file, inspectionType: job.request.inspectionType)
             if job.requesterIsCamera {
@@ -613,7 +615,8 @@ public final class TrainingQueue: Sendable {
         guard sum == piece.sha256.lowercased() else {
             throw WireError.refused(code: .invalidArgument, message: "training job \(job.id)'s model arrived with SHA-256 \(sum), not the \(piece.sha256) its worker sent; send it again")
         }
-        let final = try await publish(TrainedModel(file: file, rois: 0), job: job)
+        // The worker's last report (sent before its result) carries the figures.
+        let final = try await publish(TrainedModel(file: file, rois: 0), job: job, from: job.progress)
         return .trainingProgress(try await finish(job, holder: holder, with: final))
     }
 

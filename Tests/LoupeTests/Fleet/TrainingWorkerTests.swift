@@ -220,6 +220,7 @@ import Testing
         let succeeded = try await eventually(timeout: .seconds(90)) { try await Self.job(manager, id).progress.state == .succeeded }
         let record = try await Self.job(manager, id)
         #expect(succeeded, "\(record.progress)")
+        #expect(record.progress.loss > 0 && record.progress.pass > 0, "the end keeps the last figures: \(record.progress)")
         #expect(record.history.contains { $0.state == .running && $0.loss > 0 }, "the worker's progress reached the manager: \(record.history)")
         let version = try await Self.registry(manager).version(record.progress.modelVersion)
         #expect(version.description.contains("trained by worker") && version.description.contains("6 ROIs"), "\(version.description)")
