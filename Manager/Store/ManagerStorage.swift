@@ -94,13 +94,11 @@ extension TrainingDataStoring {
             throw .invalid("no labelled ROIs of inspection type \(inspectionType) have been uploaded")
         }
         var assembler = DatasetAssembler(classNames: head.classNames)
-        var after: String?
-        while true {
-            let page = try await datasetPage(inspectionType: inspectionType, after: after, limit: DatasetAssembler.pageSize)
+        var page: [DatasetPiece]
+        repeat {
+            page = try await datasetPage(inspectionType: inspectionType, after: assembler.after, limit: DatasetAssembler.pageSize)
             for piece in page { try assembler.add(piece) }
-            guard page.count == DatasetAssembler.pageSize, let next = page.last?.contentSHA256 else { break }
-            after = next
-        }
+        } while page.count == DatasetAssembler.pageSize
         return assembler.finish()
     }
 

@@ -330,7 +330,7 @@ public final class TrainingQueue: Sendable {
         let control = state.withLock { $0.local[job.id]?.control } ?? TrainingControl()
         let (data, request) = (self.data, job.request)
         var last = job.progress
-        let outcome = Result { () throws -> TrainedModel in
+        let outcome = Result { () throws -> Data in
             let (dataset, classNames, datasetHash) = try Self.waitOnThisThread { try await data.dataset(inspectionType: request.inspectionType) }
             return try Self.train(job, dataset: dataset, classNames: classNames, datasetHash: datasetHash, threads: settings.threads,
                                   trainer: "this manager (\(settings.holder))", control: control) { update in
@@ -351,13 +351,9 @@ public final class TrainingQueue: Sendable {
         _ = try? Self.waitOnThisThread { try await jobs.renew(job.id, holder: holder, updates: pending, lease: lease) }
         var final = last
         switch outcome {
-        case .success(let trained):
+        case .success(let modelFile):
             let base = final
-            final = (try? Self.waitOnThisThread { try await self.publish(trained, job: job, from: base) }) ?? final
-            if final.state != .succeeded, final.state != .failed {
-                final.state = .failed
-                final.message = "the model could not be published"
-            }
+            final = (try? Self.waitOnThisThread { await self.publish(modelFile, job: job, from: base) }) ?? final
         case .failure(let error):
             final.state = control.isCancelled ? .cancelled : .failed
             final.message = control.isCancelled ? "cancelled; the models in use were kept" : "\(error)"
@@ -366,16 +362,10 @@ public final class TrainingQueue: Sendable {
         end(job, holder: holder, with: final)
     }
 
-    /// A model trained for a job, before the manager signs it.
-    struct TrainedModel: Sendable {
-        var file: Data
-        var rois: Int
-    }
-
     /// Trains `dataset` as the job asks, on this host: the manager's own runs and `loupe worker`'s are this one
     /// function, so both make the same model of the same set.
     static func train(_ job: TrainingJobRecord, dataset: SegmentationDataset, classNames: [String], datasetHash: String, threads: Int, trainer: String,
-                      control: TrainingControl, progress: @escaping (Loupe_V1_TrainingProgress) -> Void) throws -> TrainedModel {
+                      control: TrainingControl, progress: @escaping (Loupe_V1_TrainingProgress) -> Void) throws -> Data {
         let request = job.request
         var augmentation: Augmentation?
         if request.hasAugmentation {
@@ -412,16 +402,16 @@ public final class TrainingQueue: Sendable {
         model.metadata.datasetSHA256 = datasetHash
         model.metadata.description = "trained by \(trainer) on \(dataset.items.count) ROIs of \(request.inspectionType) (job \(job.id), asked by \(job.requester)); "
             + describe(configuration)
-        return TrainedModel(file: try ModelFile.encode(model), rois: dataset.items.count)
+        return try ModelFile.encode(model)
     }
 
     /// Signs and publishes a job's model (and assigns it to the camera that asked): the job's SUCCEEDED update,
     /// or a FAILED one naming why the registry refused the file.
     /// `from`: the job's last update, whose figures (pass, loss, validation IoU) the end keeps.
-    private func publish(_ trained: TrainedModel, job: TrainingJobRecord, from last: Loupe_V1_TrainingProgress) async throws -> Loupe_V1_TrainingProgress {
+    private func publish(_ modelFile: Data, job: TrainingJobRecord, from last: Loupe_V1_TrainingProgress) async -> Loupe_V1_TrainingProgress {
         var final = last
         do {
-            let record = try await registry.publish(trained.file, inspectionType: job.request.inspectionType)
+            let record = try await registry.publish(modelFile, inspectionType: job.request.inspectionType)
             if job.requesterIsCamera {
                 try await registry.assign(record.version, to: [job.requester])
                 onAssigned()
@@ -429,7 +419,7 @@ public final class TrainingQueue: Sendable {
             final.state = .succeeded
             final.modelVersion = record.version
             final.message = ""
-            logger.info("training job succeeded", metadata: ["job": "\(job.id)", "version": "\(record.version)", "rois": "\(trained.rois)"])
+            logger.info("training job succeeded", metadata: ["job": "\(job.id)", "version": "\(record.version)", "by": "\(job.holder ?? "?")"])
         } catch {
             final.state = .failed
             final.message = "the trained model was refused: \(error)"
@@ -616,7 +606,7 @@ public final class TrainingQueue: Sendable {
             throw WireError.refused(code: .invalidArgument, message: "training job \(job.id)'s model arrived with SHA-256 \(sum), not the \(piece.sha256) its worker sent; send it again")
         }
         // The worker's last report (sent before its result) carries the figures.
-        let final = try await publish(TrainedModel(file: file, rois: 0), job: job, from: job.progress)
+        let final = await publish(file, job: job, from: job.progress)
         return .trainingProgress(try await finish(job, holder: holder, with: final))
     }
 

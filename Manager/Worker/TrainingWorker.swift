@@ -83,13 +83,18 @@ public final class TrainingWorker: Service, Sendable {
         await giveBackAtExit()
     }
 
-    private func connect(_ address: String) async throws {
+    /// How the worker reaches a manager at `address`.
+    private func client(_ address: String) throws -> WireClientConfiguration {
         let (host, port) = try parseAddress(address)
         var client = WireClientConfiguration(host: host, port: port, tls: config.tls,
                                              connection: ConnectionSettings(heartbeatSeconds: config.heartbeatSeconds, idleTimeoutSeconds: config.idleTimeoutSeconds),
                                              capabilities: ["training-worker"])
         client.connection.requestTimeout = .seconds(120)
-        try await WireClient.withConnection(client) { connection, welcome in
+        return client
+    }
+
+    private func connect(_ address: String) async throws {
+        try await WireClient.withConnection(try client(address)) { connection, welcome in
             self.logger.info("connected to manager", metadata: ["manager": "\(welcome.managerID)", "address": "\(address)"])
             try await self.serve(connection, maxFrameBytes: Int(welcome.maxFrameBytes))
         }
@@ -104,7 +109,6 @@ public final class TrainingWorker: Service, Sendable {
             } else {
                 var claim = Loupe_V1_WorkClaim()
                 claim.waitMs = UInt32((config.claimWaitSeconds ?? 20) * 1000)
-                claim.threads = UInt32(threads)
                 let reply = try await connection.request(.workClaim(claim), timeout: .seconds(fraction: (config.claimWaitSeconds ?? 20) + 30))
                 guard case .workAssignment(let assignment) = reply.body else {
                     throw WireError.unexpectedReply(expected: "work_assignment", received: reply.bodyName)
@@ -163,7 +167,7 @@ public final class TrainingWorker: Service, Sendable {
         let thread = Thread {
             let outcome = Result { () throws -> Data in
                 try TrainingQueue.train(job.1, dataset: dataset.0, classNames: dataset.classNames, datasetHash: dataset.sha256, threads: threads,
-                                        trainer: trainer, control: job.0.control) { update in job.0.pending.withLock { $0.append(update) } }.file
+                                        trainer: trainer, control: job.0.control) { update in job.0.pending.withLock { $0.append(update) } }
             }
             job.0.outcome.withLock { $0 = outcome }
         }
@@ -253,8 +257,8 @@ public final class TrainingWorker: Service, Sendable {
         job.control.cancel()
         while job.started.load(ordering: .relaxed), job.outcome.withLock({ $0 == nil }) { try? await Task.sleep(for: .milliseconds(50)) }
         for address in config.managers {
-            guard let (host, port) = try? parseAddress(address) else { continue }
-            let client = WireClientConfiguration(host: host, port: port, tls: config.tls, connectTimeout: .seconds(5))
+            guard var client = try? client(address) else { continue }
+            client.connectTimeout = .seconds(5)
             var piece = Loupe_V1_WorkResult()
             piece.jobID = job.assignment.jobID
             piece.last = true

@@ -3,7 +3,7 @@
 public enum ProtoSources {
     /// File name in Proto/ -> lowercase hex SHA-256 of its bytes.
     public static let sha256: [String: String] = [
-        "loupe.proto": "ed5de65cc459ee369676e2810b0381e002cae9ca67bfd1cc4d366d4830ba73c2",
+        "loupe.proto": "56bd47f2901388db1aab96ff7ab37f54b2daef0ba50e7af5915bd428cf71afec",
         "model.proto": "f408c5f969756e18052d70de554520f14c59c0d7cc17bb1d02f6285a92e7a44f",
         "onnx.proto": "de706d88db85744c07499260a6547e3be8f1e76fd6c14c80d94cf4b4835d0f4b",
     ]

@@ -1755,9 +1755,6 @@ public nonisolated struct Loupe_V1_WorkClaim: Sendable {
 
   public var waitMs: UInt32 = 0
 
-  /// Threads the worker trains with (for the job's description).
-  public var threads: UInt32 = 0
-
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -4635,7 +4632,7 @@ nonisolated extension Loupe_V1_TrainingJob: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Loupe_V1_WorkClaim: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".WorkClaim"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}wait_ms\0\u{1}threads\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}wait_ms\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4644,7 +4641,6 @@ nonisolated extension Loupe_V1_WorkClaim: SwiftProtobuf.Message, SwiftProtobuf._
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularUInt32Field(value: &self.waitMs) }()
-      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.threads) }()
       default: break
       }
     }
@@ -4654,15 +4650,11 @@ nonisolated extension Loupe_V1_WorkClaim: SwiftProtobuf.Message, SwiftProtobuf._
     if self.waitMs != 0 {
       try visitor.visitSingularUInt32Field(value: self.waitMs, fieldNumber: 1)
     }
-    if self.threads != 0 {
-      try visitor.visitSingularUInt32Field(value: self.threads, fieldNumber: 2)
-    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Loupe_V1_WorkClaim, rhs: Loupe_V1_WorkClaim) -> Bool {
     if lhs.waitMs != rhs.waitMs {return false}
-    if lhs.threads != rhs.threads {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -73,11 +73,15 @@ public final class PostgresTrainingJobs: TrainingJobStoring {
             """, logger: logger)
     }
 
-    /// Runs `body` in one transaction, every failure naming the database.
-    private func transaction<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection, Logger) async throws -> T) async throws -> T {
+    /// Runs `body` in one transaction (or, for a read, on one connection), every failure naming the database.
+    private func transaction<T: Sendable>(readOnly: Bool = false,
+                                          _ body: @escaping @Sendable (PostgresConnection, Logger) async throws -> T) async throws -> T {
         let logger = database.logger
         do {
-            return try await database.run { client in try await client.withTransaction(logger: logger) { try await body($0, logger) } }
+            return try await database.run { client in
+                readOnly ? try await client.withConnection { try await body($0, logger) }
+                    : try await client.withTransaction(logger: logger) { try await body($0, logger) }
+            }
         } catch {
             let cause = (error as? PostgresTransactionError)?.closureError ?? error
             throw TrainingQueueError.database("\(database.description): \(PostgresDatabase.describe(cause))")
@@ -164,19 +168,19 @@ public final class PostgresTrainingJobs: TrainingJobStoring {
     }
 
     public func job(_ id: String) async throws -> TrainingJobRecord? {
-        try await transaction { connection, logger in
+        try await transaction(readOnly: true) { connection, logger in
             try await Self.rows("SELECT \(unescaped: Self.columns) FROM training_job WHERE id = \(id)", connection, logger).first
         }
     }
 
     public func jobs(limit: Int) async throws -> [TrainingJobRecord] {
-        try await transaction { connection, logger in
+        try await transaction(readOnly: true) { connection, logger in
             try await Self.rows("SELECT \(unescaped: Self.columns) FROM training_job ORDER BY queued_at DESC, id DESC LIMIT \(limit)", connection, logger)
         }
     }
 
     public func active(requester: String) async throws -> Int {
-        try await transaction { connection, logger in
+        try await transaction(readOnly: true) { connection, logger in
             var count = 0
             for try await value in try await connection.query("SELECT count(*) FROM training_job WHERE requester = \(requester) AND state IN (1, 2)",
                                                               logger: logger).decode(Int.self) { count = value }
@@ -185,7 +189,7 @@ public final class PostgresTrainingJobs: TrainingJobStoring {
     }
 
     public func counts() async throws -> (queued: Int, running: Int) {
-        try await transaction { connection, logger in
+        try await transaction(readOnly: true) { connection, logger in
             var (queued, running) = (0, 0)
             for try await (state, count) in try await connection.query("SELECT state::bigint, count(*) FROM training_job WHERE state IN (1, 2) GROUP BY state",
                                                                        logger: logger).decode((Int, Int).self) {

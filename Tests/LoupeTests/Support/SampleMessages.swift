@@ -162,7 +162,6 @@ enum SampleMessages {
         groups.groups = ["line-1": members]
         var claim = Loupe_V1_WorkClaim()
         claim.waitMs = 20_000
-        claim.threads = 8
         var assignment = Loupe_V1_WorkAssignment()
         assignment.jobID = "job-1"
         assignment.request = start
