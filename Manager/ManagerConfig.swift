@@ -69,6 +69,8 @@ public struct ManagerConfig: Codable, Sendable, Equatable {
 
     /// Where the signing key is.
     public var signingKeyPath: String { signingKey ?? dataDir + "/model-signing.key" }
+    /// Where the training sets of the jobs this manager trains are spooled (unlinked files, gone when the job is).
+    public var trainingScratchDirectory: String { dataDir + "/training-scratch" }
 
     public init(managerId: String, listen: String, tls: TLSFiles, revocationList: String?, dataDir: String,
                 maxFrameBytes: Int? = nil, heartbeatSeconds: Double? = nil, idleTimeoutSeconds: Double? = nil) {

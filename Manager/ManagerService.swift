@@ -63,7 +63,8 @@ public final class ManagerService: Service, Sendable {
         let wakeups = ModelOffers.makeWakeups()
         let trainingSettings = TrainingQueue.Settings(concurrency: config.trainingConcurrency ?? 1,
                                                       threads: config.trainingThreads ?? ProcessInfo.processInfo.activeProcessorCount,
-                                                      lease: .seconds(fraction: config.trainingLeaseSeconds ?? 30), holder: "manager \(config.managerId)")
+                                                      lease: .seconds(fraction: config.trainingLeaseSeconds ?? 30), holder: "manager \(config.managerId)",
+                                                      scratchDirectory: config.trainingScratchDirectory)
         training = TrainingQueue(jobs: storage.trainingJobs, data: trainingData, registry: models, settings: trainingSettings, metrics: metrics,
                                  logger: logger, onAssigned: { wakeups.1.yield() })
         offers = ModelOffers(models: models, cameras: registry, training: training, metrics: metrics, logger: logger, wakeups: wakeups,

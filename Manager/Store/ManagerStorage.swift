@@ -88,12 +88,12 @@ extension TrainingDataStoring {
 
     /// Every ROI of an inspection type as training images named by content hash (so the train/validation split,
     /// made by name hash, stays put as data grows), with the class names of the newest upload: read a page at a
-    /// time, so the PNG bytes of only one page are held at once.
-    public func dataset(inspectionType: String) async throws(TrainingDataError) -> (dataset: SegmentationDataset, classNames: [String], sha256: String) {
+    /// time and spooled to `scratchDirectory` (`DatasetAssembler`), so only one page is held at once.
+    public func dataset(inspectionType: String, scratchDirectory: String) async throws(TrainingDataError) -> (dataset: SpooledImages, classNames: [String]) {
         guard let head = try await datasetHead(inspectionType: inspectionType) else {
             throw .invalid("no labelled ROIs of inspection type \(inspectionType) have been uploaded")
         }
-        var assembler = DatasetAssembler(classNames: head.classNames)
+        var assembler = try DatasetAssembler(classNames: head.classNames, scratchDirectory: scratchDirectory)
         var page: [DatasetPiece]
         repeat {
             page = try await datasetPage(inspectionType: inspectionType, after: assembler.after, limit: DatasetAssembler.pageSize)

@@ -30,24 +30,31 @@ public struct DatasetPiece: Sendable, Equatable {
 }
 
 /// Builds the training set from pages of ROIs in content-hash order, wherever they come from (a store on the
-/// manager, or a manager over the wire to a worker): each ROI decoded as it arrives (the PNG bytes of one page
-/// are held, never the whole set's), named by its content hash (the train/validation split is made by name
-/// hash, so it stays put as data grows), and the dataset hash taken over the content hashes in order. One rule
-/// for every trainer, so a worker's model says the same dataset hash as the manager's would.
+/// manager, or a manager over the wire to a worker): each ROI checked as it arrives and its PNGs spooled to an
+/// unlinked scratch file in `scratchDirectory` (`SpooledImages`: the trainer reads them back a batch at a time,
+/// so neither the PNG bytes nor the pixels of the whole set are ever held), named by its content hash (the
+/// train/validation split is made by name hash, so it stays put as data grows), and the dataset hash taken over
+/// the content hashes in order. One rule for every trainer, so a worker's model says the same dataset hash as
+/// the manager's would.
 public struct DatasetAssembler {
     /// ROIs per page a trainer asks for: a few MB of PNGs.
     public static let pageSize = 64
 
     public let classNames: [String]
-    private var items: [LabelledImage] = []
+    private var spool: ImageSpool
     private var hasher = SHA256()
     private var last: String?
 
-    public init(classNames: [String]) {
+    public init(classNames: [String], scratchDirectory: String) throws(TrainingDataError) {
         self.classNames = classNames
+        do {
+            spool = try ImageSpool(directory: scratchDirectory, classes: classNames.count)
+        } catch {
+            throw .invalid("cannot spool the training set: \(error)")
+        }
     }
 
-    public var count: Int { items.count }
+    public var count: Int { spool.count }
     /// The content hash of the last ROI added: where the next page starts.
     public var after: String? { last }
 
@@ -56,9 +63,7 @@ public struct DatasetAssembler {
             throw .invalid("ROI \(piece.contentSHA256.prefix(12)) arrived out of order (after \(last.prefix(12)))")
         }
         do {
-            let image = try PNGCodec.decode(piece.imagePNG).gray8
-            let mask = try PNGCodec.decode(piece.maskPNG).gray8
-            items.append(try LabelledImage(name: piece.contentSHA256, image: image, mask: mask, classes: classNames.count))
+            try spool.add(name: piece.contentSHA256, imagePNG: piece.imagePNG, maskPNG: piece.maskPNG)
         } catch {
             throw .invalid("stored ROI \(piece.contentSHA256.prefix(12)) from \(piece.cameraId): \(error)")
         }
@@ -66,7 +71,8 @@ public struct DatasetAssembler {
         last = piece.contentSHA256
     }
 
-    public func finish() -> (dataset: SegmentationDataset, classNames: [String], sha256: String) {
-        (SegmentationDataset(items: items, classes: classNames.count), classNames, hasher.finalize().hexString)
+    /// The set (named by the hash over its content hashes) and its class names.
+    public func finish() -> (dataset: SpooledImages, classNames: [String]) {
+        (spool.finish(sha256: hasher.finalize().hexString), classNames)
     }
 }

@@ -41,9 +41,12 @@ public final class TrainingQueue: Sendable {
         public var holder: String
         /// How often queued jobs and listened progress are looked for (a submit here wakes the loop at once).
         public var tick: Duration = .milliseconds(500)
+        /// Where the training set of a job trained here is spooled while it trains.
+        public var scratchDirectory: String
 
-        public init(concurrency: Int, threads: Int, lease: Duration = .seconds(30), holder: String) {
+        public init(concurrency: Int, threads: Int, lease: Duration = .seconds(30), holder: String, scratchDirectory: String) {
             (self.concurrency, self.threads, self.lease, self.holder) = (max(0, concurrency), max(1, threads), lease, holder)
+            self.scratchDirectory = scratchDirectory
         }
     }
 
@@ -328,11 +331,13 @@ public final class TrainingQueue: Sendable {
     /// Trains a job this manager holds, on its own thread.
     private func runHere(_ job: TrainingJobRecord) {
         let control = state.withLock { $0.local[job.id]?.control } ?? TrainingControl()
-        let (data, request) = (self.data, job.request)
+        let (data, request, scratch) = (self.data, job.request, settings.scratchDirectory)
         var last = job.progress
         let outcome = Result { () throws -> Data in
-            let (dataset, classNames, datasetHash) = try Self.waitOnThisThread { try await data.dataset(inspectionType: request.inspectionType) }
-            return try Self.train(job, dataset: dataset, classNames: classNames, datasetHash: datasetHash, threads: settings.threads,
+            let (dataset, classNames) = try Self.waitOnThisThread {
+                try await data.dataset(inspectionType: request.inspectionType, scratchDirectory: scratch)
+            }
+            return try Self.train(job, dataset: dataset, classNames: classNames, threads: settings.threads,
                                   trainer: "this manager (\(settings.holder))", control: control) { update in
                 last = update
                 self.state.withLock { $0.local[job.id]?.pending.append(update) }
@@ -364,7 +369,7 @@ public final class TrainingQueue: Sendable {
 
     /// Trains `dataset` as the job asks, on this host: the manager's own runs and `loupe worker`'s are this one
     /// function, so both make the same model of the same set.
-    static func train(_ job: TrainingJobRecord, dataset: SegmentationDataset, classNames: [String], datasetHash: String, threads: Int, trainer: String,
+    static func train(_ job: TrainingJobRecord, dataset: any TrainingImages, classNames: [String], threads: Int, trainer: String,
                       control: TrainingControl, progress: @escaping (Loupe_V1_TrainingProgress) -> Void) throws -> Data {
         let request = job.request
         var augmentation: Augmentation?
@@ -399,8 +404,7 @@ public final class TrainingQueue: Sendable {
         }
         var model = result.model
         model.metadata.createdAt = Date()
-        model.metadata.datasetSHA256 = datasetHash
-        model.metadata.description = "trained by \(trainer) on \(dataset.items.count) ROIs of \(request.inspectionType) (job \(job.id), asked by \(job.requester)); "
+        model.metadata.description = "trained by \(trainer) on \(dataset.count) ROIs of \(request.inspectionType) (job \(job.id), asked by \(job.requester)); "
             + describe(configuration)
         return try ModelFile.encode(model)
     }

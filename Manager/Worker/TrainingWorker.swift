@@ -129,10 +129,10 @@ public final class TrainingWorker: Service, Sendable {
         }
     }
 
-    /// The job's training set, a page at a time, decoded as it arrives.
+    /// The job's training set, a page at a time, checked and spooled to the scratch directory as it arrives.
     private func load(_ assignment: Loupe_V1_WorkAssignment,
-                      over connection: WireConnection) async throws -> (SegmentationDataset, classNames: [String], sha256: String) {
-        var assembler = DatasetAssembler(classNames: assignment.classNames)
+                      over connection: WireConnection) async throws -> (dataset: SpooledImages, classNames: [String]) {
+        var assembler = try DatasetAssembler(classNames: assignment.classNames, scratchDirectory: config.scratchPath)
         var lastRenewal = ContinuousClock.now
         let lease = Duration.milliseconds(Int64(assignment.leaseMs))
         while true {
@@ -158,7 +158,7 @@ public final class TrainingWorker: Service, Sendable {
     }
 
     /// Trains on a thread of its own; the outcome is the model file (unsigned), or why there is none.
-    private func start(_ job: Current, dataset: (SegmentationDataset, classNames: [String], sha256: String)) {
+    private func start(_ job: Current, dataset: (dataset: SpooledImages, classNames: [String])) {
         let assignment = job.assignment
         var record = TrainingJobRecord(id: assignment.jobID, request: assignment.request, requester: assignment.requester, requesterIsCamera: false)
         record.progress.state = .running
@@ -166,7 +166,7 @@ public final class TrainingWorker: Service, Sendable {
         let (threads, trainer) = (self.threads, "worker \(ProcessInfo.processInfo.hostName)")
         let thread = Thread {
             let outcome = Result { () throws -> Data in
-                try TrainingQueue.train(job.1, dataset: dataset.0, classNames: dataset.classNames, datasetHash: dataset.sha256, threads: threads,
+                try TrainingQueue.train(job.1, dataset: dataset.dataset, classNames: dataset.classNames, threads: threads,
                                         trainer: trainer, control: job.0.control) { update in job.0.pending.withLock { $0.append(update) } }
             }
             job.0.outcome.withLock { $0 = outcome }

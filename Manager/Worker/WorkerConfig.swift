@@ -16,6 +16,15 @@ public struct WorkerConfig: Codable, Sendable, Equatable {
     public var idleTimeoutSeconds: Double?
     /// Seconds between attempts once every manager failed. Default 2.
     public var reconnectSeconds: Double?
+    /// Where a job's training set is spooled while it trains (about the size of its PNGs). Default: the
+    /// `CACHE_DIRECTORY` systemd gives the service, else the system's temporary directory.
+    public var scratchDirectory: String?
+
+    /// The scratch directory in force.
+    public var scratchPath: String {
+        scratchDirectory ?? ProcessInfo.processInfo.environment["CACHE_DIRECTORY"].flatMap { $0.split(separator: ":").first.map(String.init) }
+            ?? NSTemporaryDirectory()
+    }
 
     public init(managers: [String], tls: TLSFiles, threads: Int? = nil) {
         (self.managers, self.tls, self.threads) = (managers, tls, threads)
@@ -24,6 +33,7 @@ public struct WorkerConfig: Codable, Sendable, Equatable {
     public static func load(path: String) throws -> WorkerConfig {
         var config = try ConfigFile.load(WorkerConfig.self, path: path)
         config.tls = config.tls.resolved(relativeTo: path)
+        config.scratchDirectory = config.scratchDirectory.map { ConfigFile.resolve($0, relativeTo: path) }
         guard !config.managers.isEmpty else { throw ConfigError.invalid(path: path, key: "managers", reason: "name at least one manager, HOST:PORT") }
         for address in config.managers {
             do { _ = try parseAddress(address) } catch {

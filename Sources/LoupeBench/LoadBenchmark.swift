@@ -126,12 +126,12 @@ public struct LoadBenchmark: Sendable {
 
         // The managers: processes of their own, so their CPU and memory are theirs.
         let managerCount = options.postgres == nil ? 1 : max(1, options.managers)
-        var managers: [(process: Process, port: Int, dataDir: String)] = []
-        defer { for manager in managers where manager.process.isRunning { kill(manager.process.processIdentifier, SIGKILL) } }
+        var managers: [(process: ServiceProcess, dataDir: String)] = []
+        defer { for manager in managers where manager.process.process.isRunning { kill(manager.process.pid, SIGKILL) } }
         for number in 1...managerCount {
             managers.append(try await startManager(number, of: managerCount, folder: folder, tls: managerTLS))
         }
-        let pids = managers.map(\.process.processIdentifier)
+        let pids = managers.map(\.process.pid)
         func sample() -> (kilobytes: Int, cpuSeconds: Double) {
             pids.map(Self.sample).reduce((0, 0)) { ($0.0 + $1.kilobytes, $0.1 + $1.cpuSeconds) }
         }
@@ -148,7 +148,7 @@ public struct LoadBenchmark: Sendable {
         let uploadInterval = options.uploadInterval
         var tasks: [Task<Void, Never>] = []
         for (index, tls) in agentTLS.enumerated() {
-            let client = WireClientConfiguration(host: "localhost", port: managers[index % managerCount].port, tls: tls,
+            let client = WireClientConfiguration(host: "localhost", port: managers[index % managerCount].process.port, tls: tls,
                                                  capabilities: ["agent-status", "roi-upload"])
             tasks.append(Task {
                 do {
@@ -228,7 +228,7 @@ public struct LoadBenchmark: Sendable {
         let finalTallies = tallies.withLock { $0 }
         var current = 0, online = 0
         for (number, manager) in managers.enumerated() {
-            let operatorClient = WireClientConfiguration(host: "localhost", port: manager.port, tls: operatorTLS, capabilities: [])
+            let operatorClient = WireClientConfiguration(host: "localhost", port: manager.process.port, tls: operatorTLS, capabilities: [])
             let fleet = try await WireClient.withConnection(operatorClient, handler: WireClient.refuseAll) { connection, _ in
                 let reply = try await connection.request(.fleetStatusQuery(Loupe_V1_FleetStatusQuery()))
                 guard case .fleetStatusReply(let fleet) = reply.body else {
@@ -247,11 +247,8 @@ public struct LoadBenchmark: Sendable {
         for task in tasks { await task.value }
 
         progress("stopping the manager\(managerCount > 1 ? "s" : "") and counting what was stored")
-        for manager in managers { kill(manager.process.processIdentifier, SIGTERM) }
-        let stopStart = ContinuousClock.now
-        while managers.contains(where: { $0.process.isRunning }), ContinuousClock.now - stopStart < .seconds(30) {
-            try await Task.sleep(for: .milliseconds(50))
-        }
+        for manager in managers { kill(manager.process.pid, SIGTERM) }
+        for manager in managers { await manager.process.stop() }
         let stored: Int
         if let postgres = options.postgres {
             let database = try await PostgresDatabase.open(postgres, logger: Logger(label: "bench-load"))
@@ -276,10 +273,8 @@ public struct LoadBenchmark: Sendable {
 
     /// Starts manager `number` of `count` (one signing key for all, as a plant's managers share) and waits until it listens.
     private func startManager(_ number: Int, of count: Int, folder: String,
-                              tls: TLSFiles) async throws -> (process: Process, port: Int, dataDir: String) {
+                              tls: TLSFiles) async throws -> (process: ServiceProcess, dataDir: String) {
         let dataDir = folder + "/manager-\(number)"
-        let configPath = folder + "/manager-\(number).json"
-        let readyPath = configPath + ".ready"
         var config: [String: Any] = [
             "managerId": count == 1 ? "load-bench" : "load-bench-\(number)", "listen": "127.0.0.1:0", "dataDir": dataDir,
             "trainingThreads": 1,
@@ -289,24 +284,6 @@ public struct LoadBenchmark: Sendable {
         if let postgres = options.postgres {
             config["storage"] = ["postgres": ["url": postgres.url, "passwordFile": postgres.passwordFile as Any].compactMapValues { $0 }]
         }
-        try JSONSerialization.data(withJSONObject: config).write(to: URL(fileURLWithPath: configPath))
-        let manager = Process()
-        manager.executableURL = URL(fileURLWithPath: options.executable)
-        manager.arguments = ["manager", "--config", configPath, "--ready-file", readyPath]
-        manager.standardOutput = FileHandle.nullDevice
-        manager.standardError = FileHandle.nullDevice
-        try manager.run()
-        let started = ContinuousClock.now
-        while true {
-            if let text = try? String(contentsOfFile: readyPath, encoding: .utf8),
-               let parsed = try? parseAddress(text.trimmingCharacters(in: .whitespacesAndNewlines)) {
-                return (manager, parsed.port, dataDir)
-            }
-            guard manager.isRunning, ContinuousClock.now - started < .seconds(30) else {
-                if manager.isRunning { kill(manager.processIdentifier, SIGKILL) }
-                throw WireError.requestTimedOut(seconds: 30)
-            }
-            try await Task.sleep(for: .milliseconds(50))
-        }
+        return (try await ServiceProcess.manager(executable: options.executable, folder: folder, name: "manager-\(number)", config: config), dataDir)
     }
 }

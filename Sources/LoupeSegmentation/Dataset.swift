@@ -77,13 +77,6 @@ public struct SegmentationDataset: Sendable {
         }
     }
 
-    /// Pixels per class over all masks.
-    public var pixelCounts: [Int] {
-        var counts = [Int](repeating: 0, count: classes)
-        for item in items { for value in item.mask.samples { counts[Int(value)] += 1 } }
-        return counts
-    }
-
     /// SHA-256 (hex) over every image and mask, in name order.
     public var sha256: String {
         var hash = SHA256()
@@ -92,15 +85,6 @@ public struct SegmentationDataset: Sendable {
             hash.update(data: Data(item.mask.samples))
         }
         return hash.finalize().hexString
-    }
-
-    /// Splits by a hash of each name, so an image stays on its side as data grows.
-    public func split(validationFraction: Double) -> (training: SegmentationDataset, validation: SegmentationDataset) {
-        var training: [LabelledImage] = [], validation: [LabelledImage] = []
-        for item in items {
-            if Self.isValidation(name: item.name, fraction: validationFraction) { validation.append(item) } else { training.append(item) }
-        }
-        return (SegmentationDataset(items: training, classes: classes), SegmentationDataset(items: validation, classes: classes))
     }
 
     /// Which side of the split an image of this name falls on.

@@ -73,12 +73,13 @@ public struct TrainingConfiguration: Codable, Sendable, Equatable {
     /// manager do: the standard network for these classes, crops no larger
     /// than the smallest ROI, a validation split (fixed by name hash) once
     /// there are ten or more ROIs, and either a number of passes or a time budget.
-    public static func fitted(to dataset: SegmentationDataset, passes: Int?, timeBudgetSeconds: Double?, augmentation: Augmentation?,
+    public static func fitted(to dataset: any TrainingImages, passes: Int?, timeBudgetSeconds: Double?, augmentation: Augmentation?,
                               seed: UInt64?, threads: Int) throws(SegmentationError) -> TrainingConfiguration {
-        guard !dataset.items.isEmpty else { throw .emptyDataset("no labelled ROIs to train on") }
+        let summaries = dataset.summaries
+        guard let first = summaries.first else { throw .emptyDataset("no labelled ROIs to train on") }
         guard dataset.pixelCounts.dropFirst().reduce(0, +) > 0 else { throw .noLabelledPixels("the labelled ROIs") }
-        let network = UNetConfiguration(inputChannels: dataset.items[0].image.channels, classes: dataset.classes)
-        let side = dataset.items.map { min($0.image.width, $0.image.height) }.min() ?? 0
+        let network = UNetConfiguration(inputChannels: first.channels, classes: dataset.classes)
+        let side = summaries.map { min($0.width, $0.height) }.min() ?? 0
         // 128 px crops: defects are local, and small crops buy four times the steps of whole ROIs.
         let crop = min(128, side - side % network.sizeMultiple)
         guard crop >= network.sizeMultiple else {
@@ -86,8 +87,8 @@ public struct TrainingConfiguration: Codable, Sendable, Equatable {
         }
         let configuration = TrainingConfiguration(
             network: network, passes: passes ?? (timeBudgetSeconds == nil ? 30 : 0), timeBudgetSeconds: timeBudgetSeconds,
-            batchSize: min(8, dataset.items.count), cropSize: crop, augmentation: augmentation ?? Augmentation(),
-            validationFraction: dataset.items.count >= 10 ? 0.1 : 0, seed: seed ?? 1, threads: threads)
+            batchSize: min(8, summaries.count), cropSize: crop, augmentation: augmentation ?? Augmentation(),
+            validationFraction: summaries.count >= 10 ? 0.1 : 0, seed: seed ?? 1, threads: threads)
         try configuration.validate()
         return configuration
     }
@@ -149,6 +150,8 @@ public struct TrainingResult: Sendable {
 /// Trains a U-Net on labelled images: batches of augmented random crops,
 /// weighted cross-entropy plus Dice, AdamW on a cosine schedule, validation
 /// after each pass, best model kept. Deterministic for a given seed and thread count.
+/// It holds one batch of images at a time, so a set spooled to disk
+/// (`SpooledImages`) may be larger than memory.
 public struct Trainer {
     public let configuration: TrainingConfiguration
     public var classes: [ClassInfo]?
@@ -159,7 +162,7 @@ public struct Trainer {
     }
 
     public func train(
-        _ dataset: SegmentationDataset, validation explicitValidation: SegmentationDataset? = nil, starting: Weights? = nil,
+        _ dataset: any TrainingImages, validation explicitValidation: (any TrainingImages)? = nil, starting: Weights? = nil,
         control: TrainingControl = TrainingControl(), progress: (TrainingProgress) -> Void = { _ in }
     ) throws(SegmentationError) -> TrainingResult {
         let config = configuration
@@ -167,16 +170,16 @@ public struct Trainer {
         guard dataset.classes == config.network.classes else {
             throw .invalidConfiguration("the dataset has \(dataset.classes) classes, the network \(config.network.classes)")
         }
-        guard !dataset.items.isEmpty else { throw .emptyDataset("no labelled images") }
-        let (training, validation): (SegmentationDataset, SegmentationDataset)
+        guard !dataset.isEmpty else { throw .emptyDataset("no labelled images") }
+        let (training, validation): (ImageSelection, ImageSelection)
         if let explicitValidation {
-            (training, validation) = (dataset, explicitValidation)
+            (training, validation) = (ImageSelection(all: dataset), ImageSelection(all: explicitValidation))
         } else {
             (training, validation) = dataset.split(validationFraction: config.validationFraction)
         }
-        guard !training.items.isEmpty else { throw .emptyDataset("every image fell in the validation split") }
-        for item in training.items + validation.items where item.image.channels != config.network.inputChannels {
-            throw .invalidInput("\(item.name) has \(item.image.channels) channels; the network takes \(config.network.inputChannels)")
+        guard !training.isEmpty else { throw .emptyDataset("every image fell in the validation split") }
+        for item in training.summaries + validation.summaries where item.channels != config.network.inputChannels {
+            throw .invalidInput("\(item.name) has \(item.channels) channels; the network takes \(config.network.inputChannels)")
         }
         let counts = training.pixelCounts
         guard counts.dropFirst().reduce(0, +) > 0 else { throw .noLabelledPixels("the training images") }
@@ -195,7 +198,7 @@ public struct Trainer {
         var random = SeededGenerator(seed: config.seed ^ 0x5EED)
         let schedule = CosineSchedule(base: config.optimizer.learningRate, warmupSteps: config.warmupSteps)
         let repeats = Self.repeatFactors(training, threshold: config.repeatThreshold)
-        let stepsPerPass = max(1, (training.items.count + config.batchSize - 1) / config.batchSize)
+        let stepsPerPass = max(1, (training.count + config.batchSize - 1) / config.batchSize)
         let plannedPasses = config.timeBudgetSeconds == nil ? config.passes : Int.max
         var totalSteps = config.timeBudgetSeconds == nil ? stepsPerPass * config.passes : stepsPerPass
         let start = Date()
@@ -232,14 +235,16 @@ public struct Trainer {
                 let draws = whole + (share > Double(whole) && Double(random.uniform(0, 1)) < share - Double(whole) ? 1 : 0)
                 order += repeatElement(index, count: draws)
             }
-            if order.isEmpty { order = Array(training.items.indices) }  // every fraction rounded down: a tiny set, by chance
+            if order.isEmpty { order = Array(0..<training.count) }  // every fraction rounded down: a tiny set, by chance
             order.shuffle(using: &random)
             var passLoss = 0.0
             var passSteps = 0
             for first in stride(from: 0, to: order.count, by: config.batchSize) {
                 if control.isCancelled { throw .cancelled }
                 let indices = (0..<config.batchSize).map { order[(first + $0) % order.count] }
-                let batch = makeBatch(indices.map { training.items[$0] }, normalization: normalization, random: &random)
+                var items: [LabelledImage] = []
+                for index in indices { items.append(try training.image(at: index)) }
+                let batch = makeBatch(items, normalization: normalization, random: &random)
                 let stepStart = Date()
                 let rate = schedule.rate(progress: fraction(), step: step)
                 let value = try engine.step(batch, learningRate: rate)
@@ -261,7 +266,7 @@ public struct Trainer {
                 }
             }
             let meanLoss = Float(passLoss / Double(max(1, passSteps)))
-            if validation.items.isEmpty {
+            if validation.isEmpty {
                 best = (engine.weights, [], 0, meanLoss)
                 history.append((pass, meanLoss, nil))
                 continue
@@ -283,8 +288,8 @@ public struct Trainer {
         metadata.passes = pass
         metadata.iterations = step
         metadata.trainingSeconds = elapsed()
-        metadata.trainingImages = training.items.count
-        metadata.validationImages = validation.items.count
+        metadata.trainingImages = training.count
+        metadata.validationImages = validation.count
         metadata.datasetSHA256 = dataset.sha256
         metadata.createdAt = Date()
         if let json = try? JSONEncoder().encode(config) { metadata.trainingConfigJSON = String(decoding: json, as: UTF8.self) }
@@ -294,31 +299,29 @@ public struct Trainer {
     }
 
     /// Runs `model` over every image at full size and tallies the confusion matrix.
-    public static func evaluate(_ model: SegmentationModel, on dataset: SegmentationDataset, precision: InferencePrecision = .fp32, control: TrainingControl? = nil, progress: ((Int, Int) -> Void)? = nil) throws(SegmentationError) -> ConfusionMatrix {
+    public static func evaluate(_ model: SegmentationModel, on dataset: any TrainingImages, precision: InferencePrecision = .fp32, control: TrainingControl? = nil, progress: ((Int, Int) -> Void)? = nil) throws(SegmentationError) -> ConfusionMatrix {
         let segmenter = try Segmenter(model: model, precision: precision)
         var matrix = ConfusionMatrix(classes: model.configuration.classes)
-        for (index, item) in dataset.items.enumerated() {
+        for index in 0..<dataset.count {
             if control?.isCancelled == true { throw .cancelled }
+            let item = try dataset.image(at: index)
             let result = try segmenter.segment(item.image)
             matrix.add(truth: item.mask.samples, predicted: result.classes)
-            progress?(index + 1, dataset.items.count)
+            progress?(index + 1, dataset.count)
         }
         return matrix
     }
 
-    /// Mean and deviation of the training pixels, per channel.
-    static func normalization(of dataset: SegmentationDataset, channels: Int) -> InputNormalization {
+    /// Mean and deviation of the training pixels, per channel, from the images' summaries.
+    static func normalization(of dataset: any TrainingImages, channels: Int) -> InputNormalization {
         var sum = [Double](repeating: 0, count: channels), squares = sum
         var count = 0.0
-        for item in dataset.items {
-            item.image.samples.withUnsafeBufferPointer { samples in
-                for i in 0..<samples.count {
-                    let v = Double(samples[i]) / 255
-                    sum[i % channels] += v
-                    squares[i % channels] += v * v
-                }
+        for item in dataset.summaries {
+            for c in 0..<min(channels, item.channels) {
+                sum[c] += item.channelSums[c]
+                squares[c] += item.channelSquares[c]
             }
-            count += Double(item.image.pixelCount)
+            count += Double(item.width * item.height)
         }
         let mean = sum.map { $0 / count }
         let std = zip(squares, mean).map { max(1e-3, ($0 / count - $1 * $1).squareRoot()) }
@@ -329,14 +332,14 @@ public struct Trainer {
     /// largest max(1, sqrt(threshold / share)) over the defect classes it shows,
     /// share being the fraction of training images that show the class; the
     /// factors are scaled to sum to the number of images.
-    public static func repeatFactors(_ dataset: SegmentationDataset, threshold: Double) -> [Double] {
-        let present: [Set<UInt8>] = dataset.items.map { Set($0.mask.samples).subtracting([0]) }
+    public static func repeatFactors(_ dataset: any TrainingImages, threshold: Double) -> [Double] {
+        let present = dataset.summaries.map(\.defectClasses)
         guard threshold > 0, !present.isEmpty else { return [Double](repeating: 1, count: present.count) }
-        var images = [Int](repeating: 0, count: 256)  // per UInt8 label
-        for classes in present { for c in classes { images[Int(c)] += 1 } }
+        var images = [Int](repeating: 0, count: dataset.classes)
+        for classes in present { for c in classes { images[c] += 1 } }
         let total = Double(present.count)
         let factors = present.map { classes in
-            classes.map { max(1, (threshold / (Double(images[Int($0)]) / total)).squareRoot()) }.max() ?? 1
+            classes.map { max(1, (threshold / (Double(images[$0]) / total)).squareRoot()) }.max() ?? 1
         }
         let scale = total / factors.reduce(0, +)
         return factors.map { $0 * scale }

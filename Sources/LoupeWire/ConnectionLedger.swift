@@ -34,6 +34,9 @@ final class ConnectionLedger: Sendable {
     /// Why the connection failed, if it has.
     var failure: WireError? { state.withLock { $0.failure } }
 
+    /// A failure recorded (a frame error, a TLS alert) that nobody has acted on yet.
+    var unhandledFailure: WireError? { state.withLock { $0.closed ? nil : $0.failure } }
+
     var lastReceived: ContinuousClock.Instant { state.withLock { $0.lastReceived } }
 
     /// The peer's certificate (DER), once the TLS handshake has completed.

@@ -262,6 +262,14 @@ public final class WireConnection: Sendable {
         ledger.close(failing: (error as? WireError) ?? .connectionClosed)
     }
 
+    /// Ends the connection for `failure`: a TLS failure closes it (there is no channel left to send on), anything
+    /// else is named to the peer first.
+    private func end(for failure: WireError) {
+        ledger.close(failing: failure)
+        guard !isClosed else { return }
+        if case .tlsFailure = failure { shutDown() } else { closeWithError(failure) }
+    }
+
     private func shutDown() {
         markClosed()
         ledger.close(failing: closeCause)
@@ -316,9 +324,7 @@ public final class WireConnection: Sendable {
                         saidGoodbye = true
                     case .error(let error):
                         // An unsolicited Error precedes the peer closing the connection.
-                        let cause = WireError.remote(code: error.code, message: error.message)
-                        ledger.record(cause)
-                        ledger.close(failing: cause)
+                        ledger.close(failing: WireError.remote(code: error.code, message: error.message))
                     case .hello:
                         try await answer(envelope, with: .failure(WireError.refused(code: .invalidArgument, message: "Hello was already exchanged on this connection")))
                         continue
@@ -353,11 +359,7 @@ public final class WireConnection: Sendable {
                     break
                 }
             } catch {
-                let failure = Self.connectionFailure(error)
-                ledger.close(failing: failure)
-                if !isClosed {
-                    if case .tlsFailure = failure { shutDown() } else { closeWithError(failure) }
-                }
+                end(for: Self.connectionFailure(error))
             }
             if saidGoodbye { await drainHandlers(within: settings.idleTimeout) }
             shutDown()
@@ -464,6 +466,14 @@ public final class WireConnection: Sendable {
             let previous = self.state.withLock { state in
                 defer { state.lastTick = now }
                 return state.lastTick
+            }
+            // A frame error or TLS alert is answered from here too: the read loop that would
+            // answer it runs on the task pool, and a busy pool must not let the idle timeout
+            // (or nothing) speak first.
+            if let failure = self.ledger.unhandledFailure {
+                task.cancel()
+                self.end(for: failure)
+                return
             }
             let stalledHere = now - previous > max(tick * 4, .milliseconds(500))
             let idle = !stalledHere && now - self.ledger.lastReceived >= self.settings.idleTimeout

@@ -11,7 +11,7 @@ struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Run a benchmark and print its figures.",
-        subcommands: [Wire.self, Fleet.self, Load.self, Imaging.self, Segmentation.self, Pipeline.self, Trigger.self, LoginFlood.self, LoginFloodAttacker.self, WandBench.self]
+        subcommands: [Wire.self, Fleet.self, Load.self, TrainingMemory.self, Imaging.self, Segmentation.self, Pipeline.self, Trigger.self, LoginFlood.self, LoginFloodAttacker.self, WandBench.self]
     )
 
     struct Wire: AsyncParsableCommand {
@@ -311,6 +311,55 @@ extension BenchCommand {
 }
 
 extension BenchCommand {
+    struct TrainingMemory: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "training-memory",
+            abstract: "Train on a large set (50,000 ROIs by default) by a manager process and by a worker process; report each one's peak memory.",
+            discussion: """
+            The ROIs are made here and stored in a manager's SQLite store; the same job (a time budget) is then trained by the \
+            `loupe manager` process itself and by a `loupe worker` process reading the set from it over mutual TLS. Each \
+            process's peak resident memory (VmHWM) is printed beside what the set takes decoded. The exit status is 1 if a job \
+            fails or a peak reaches --limit-mb.
+            """
+        )
+        @Option(help: "ROIs in the set.") var rois = 50_000
+        @Option(help: "Side of each ROI, pixels.") var roiSide = 128
+        @Option(help: "Seconds each job trains (the set is read before, the validation split scored after).") var trainSeconds = 60.0
+        @Option(help: "Training threads (default: every core).") var threads: Int?
+        @Option(help: "The peak resident memory neither process may reach, MB.") var limitMb = 1024
+
+        func run() async throws {
+            var options = TrainingMemoryBenchmark.Options()
+            options.rois = rois
+            options.roiSide = roiSide
+            options.trainSeconds = trainSeconds
+            if let threads { options.threads = threads }
+            options.limitMegabytes = limitMb
+            options.executable = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
+            let progress = ProgressBar()
+            let r = try await TrainingMemoryBenchmark(options: options) { progress.update($0) }.run()
+            progress.finish()
+            let mb = { (kilobytes: Int) in String(format: "%.0f MB", Double(kilobytes) / 1024) }
+            print(String(format: "loupe bench training-memory: %d ROIs of %dx%d (made and stored in %.0f s): %.0f MB of PNG stored, %.0f MB decoded; %d cores, %d training threads",
+                         r.rois, r.roiSide, r.roiSide, r.makeSeconds, Double(r.storedBytes) / 1_048_576, Double(r.decodedBytes) / 1_048_576,
+                         ProcessInfo.processInfo.activeProcessorCount, options.threads))
+            let figures: [(String, (TrainingMemoryBenchmark.Run) -> String)] = [
+                ("manager peak resident", { mb($0.managerPeakKilobytes) }),
+                ("worker peak resident", { $0.workerPeakKilobytes.map(mb) ?? "-" }),
+                ("largest peak / decoded set", { String(format: "%.2f", Double(max($0.managerPeakKilobytes, $0.workerPeakKilobytes ?? 0)) * 1024 / Double(r.decodedBytes)) }),
+                ("job: read, \(Int(trainSeconds)) s of training, validation", { String(format: "%.0f s", $0.jobSeconds) }),
+                ("job outcome", { "\(TrainingFollower.stateName($0.state)) (\($0.message))" }),
+                ("passes begun, validation mIoU", { String(format: "%d, %.3f", $0.pass, $0.validationMIoU) }),
+            ]
+            print(TextTable.render(header: ["figure"] + r.runs.map { "\($0.trainer) trains" }, rows: figures.map { name, value in [name] + r.runs.map(value) }))
+            guard r.passed(limitMegabytes: limitMb) else {
+                print("FAILED: a job did not succeed or a process reached \(limitMb) MB resident")
+                throw ExitCode(1)
+            }
+            print("passed: both jobs succeeded, each process under \(limitMb) MB resident")
+        }
+    }
+
     struct LoginFlood: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "login-flood",

@@ -193,6 +193,37 @@ import LoupeTesting
         #expect(worstSilence < .milliseconds(700), "the server heard nothing from the client for \(worstSilence) while its task thread was busy")
     }
 
+    /// A frame error is named by the server's event loop, not by its read
+    /// loop on the task pool: here the server's one task thread is held by a
+    /// request's handler, and the truncated frame that follows must still be
+    /// refused as truncated (after the 2.25 s stall), not left to the 3 s
+    /// idle timeout (seen in a loaded run, when the pool was busy).
+    @Test func aFrameErrorIsNamedWhileTheServersTaskThreadIsBusy() async throws {
+        let pki = try TestPKI()
+        let server = try await WireServer.bind(WireServerConfiguration(
+            host: "127.0.0.1", port: 0, tls: try pki.manager(),
+            connection: ConnectionSettings(heartbeatSeconds: 1, idleTimeoutSeconds: 3)
+        ))
+        let thread = OneThreadExecutor()
+        let serving = Task(executorPreference: thread) {
+            try await server.run(handshake: { _, _ in Loupe_V1_Welcome() }) { _, envelope in
+                thread.holdCurrentThread(seconds: 5)
+                return envelope.body
+            }
+        }
+        let raw = try await RawTLSClient.connect(port: server.localAddress.port!, caPath: pki.caPath, identity: try pki.member(.agent, "cam-stuck"))
+        let outcome = try await raw.executeThenClose { inbound, outbound in
+            try await outbound.write(RawTLSClient.hello())
+            try await outbound.write(RawTLSClient.frame(RawTLSClient.envelope(2, .echo(Loupe_V1_Echo()))))
+            try await outbound.write(BadFrame.truncated.bytes)
+            return await RawTLSClient.collect(inbound)
+        }
+        await server.shutdown()
+        try await serving.value
+        #expect(outcome.closed)
+        #expect(outcome.errors.map(\.code) == [.truncatedFrame], "\(outcome.errors.map(\.message))")
+    }
+
     @Test func aClientWithoutALoupeALPNIsRefused() async throws {
         let manager = try await ManagerHarness.start()
         defer { Task { await manager.stop() } }

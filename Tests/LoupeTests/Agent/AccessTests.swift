@@ -106,9 +106,12 @@ import LoupeTesting
         try AgentHTTP.ensureAdmin(runtime: runtime, logger: Logger(label: "test"))
         // Five seconds: long enough to use the session on a loaded machine, short enough to wait out.
         try await Self.app(runtime, sessionLifetime: 5).test(.live) { client in
+            let asked = ContinuousClock.now
             let token = try #require(try await Self.signIn(client, "admin", "first-start-secret"))
-            try await client.execute(uri: "/api/v1/captures", method: .get, headers: Self.bearer(token)) { #expect($0.status == .ok) }
-            try await Task.sleep(for: .milliseconds(5500))
+            let status = try await client.execute(uri: "/api/v1/captures", method: .get, headers: Self.bearer(token)) { $0.status }
+            // The session is good for its lifetime; a loaded run that took longer than that to get here proves nothing.
+            if ContinuousClock.now - asked < .seconds(5) { #expect(status == .ok) }
+            try await Task.sleep(until: asked + .milliseconds(5500))
             try await client.execute(uri: "/api/v1/captures", method: .get, headers: Self.bearer(token)) { #expect($0.status == .unauthorized) }
         }
     }

@@ -60,8 +60,10 @@ import LoupeTesting
                          "CapabilityBoundingSet=", "Environment=OMP_WAIT_POLICY=PASSIVE", "SystemCallFilter=@system-service"] {
                 #expect(text.contains("\n" + line + "\n"), "\(unit) lacks \(line)")
             }
-            // The worker keeps nothing (its set comes over the link, its model goes back): nothing is writable at all.
+            // The worker keeps nothing (its set comes over the link, its model goes back): only its cache, where the set
+            // is spooled while it trains, is writable.
             #expect(text.contains("StateDirectory=loupe/") == (unit != "loupe-worker.service"), "\(unit): the data directory must be its StateDirectory")
+            #expect(text.contains("\nCacheDirectory=loupe-worker\n") == (unit == "loupe-worker.service"), "\(unit): the worker spools to its CacheDirectory")
             // oneDNN JIT-compiles kernels: W^X would make every inference fail.
             #expect(!text.contains("\nMemoryDenyWriteExecute=yes"), "\(unit)")
             #expect(!text.contains("ReadWritePaths="), "\(unit): only the StateDirectory is writable")

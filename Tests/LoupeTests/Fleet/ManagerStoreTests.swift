@@ -46,10 +46,10 @@ import Testing
         #expect(stats[0].classRois == [60, 60] && stats[0].classNames == ["background", "scratch"])
         #expect(stats[0].cameraRois.values.reduce(0, +) == 60)
         // The training set reads back the very pixels sent, in content-hash order.
-        let (dataset, classNames, _) = try await reopened.dataset(inspectionType: "bench")
-        #expect(dataset.items.count == 60 && classNames == ["background", "scratch"])
+        let (dataset, classNames) = try await reopened.dataset(inspectionType: "bench", scratchDirectory: NSTemporaryDirectory())
+        #expect(dataset.count == 60 && classNames == ["background", "scratch"])
         let byHash = Dictionary(uniqueKeysWithValues: uploads.map { ($0.contentSha256.hexString, $0) })
-        for item in dataset.items.prefix(5) {
+        for item in try dataset.all().prefix(5) {
             let sent = try #require(byHash[item.name])
             #expect(item.image.samples == (try PNGCodec.decode(sent.imagePng).gray8.samples))
         }
@@ -64,7 +64,7 @@ import Testing
             let backend = try await StoreBackend(kind)
             let store = try await backend.trainingData()
             for upload in uploads { _ = try await store.store(upload, from: "cam-a") }
-            let digest = try await store.dataset(inspectionType: "bench").sha256
+            let digest = try await store.dataset(inspectionType: "bench", scratchDirectory: NSTemporaryDirectory()).dataset.sha256
             seen.append((digest, try await store.statistics(inspectionType: nil, validationFraction: 0.2)))
         }
         #expect(seen[0].0 == seen[1].0, "dataset digests differ: \(seen.map(\.0))")
@@ -193,9 +193,9 @@ extension ManagerStoreTests {
         #expect(FileManager.default.fileExists(atPath: blobs.path(for: BlobStore.hash(upload.maskPng))))
         let inline = try await DatabaseQueue(path: path).read { db in try Int.fetchOne(db, sql: "SELECT SUM(length(imagePNG) + length(maskPNG)) FROM roi") }
         #expect(inline == 0)
-        let (dataset, classNames, _) = try await store.dataset(inspectionType: "bench")
-        #expect(dataset.items.count == 1 && classNames == ["background", "scratch"])
-        #expect(dataset.items[0].image.samples == (try PNGCodec.decode(upload.imagePng).gray8.samples))
+        let (dataset, classNames) = try await store.dataset(inspectionType: "bench", scratchDirectory: NSTemporaryDirectory())
+        #expect(dataset.count == 1 && classNames == ["background", "scratch"])
+        #expect(try dataset.image(at: 0).image.samples == (try PNGCodec.decode(upload.imagePng).gray8.samples))
         #expect(try await store.statistics(inspectionType: nil, validationFraction: 0.1).first?.classRois == [1, 1])
     }
 }

@@ -61,7 +61,7 @@ import Testing
         let database = try await PostgresDatabase.open(settings, logger: Logger(label: "check"))
         defer { database.close() }
         let copied = try await PostgresTrainingDataStore(database: database)
-        #expect(try await copied.dataset(inspectionType: "bench").sha256 == (try await store.dataset(inspectionType: "bench").sha256))
+        #expect(try await copied.dataset(inspectionType: "bench", scratchDirectory: NSTemporaryDirectory()).dataset.sha256 == (try await store.dataset(inspectionType: "bench", scratchDirectory: NSTemporaryDirectory()).dataset.sha256))
         #expect(try await copied.statistics(inspectionType: nil, validationFraction: 0.1)
                 == (try await store.statistics(inspectionType: nil, validationFraction: 0.1)))
         #expect(try await PostgresFleetStore(database: database).load().map(\.cameraID) == ["cam-0", "cam-1"])

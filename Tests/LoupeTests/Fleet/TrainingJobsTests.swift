@@ -24,7 +24,8 @@ import Testing
         #expect(try await jobs.counts() == (2, 0))
         #expect(try await jobs.active(requester: "cam-1") == 1)
 
-        let first = try #require(try await jobs.claim(holder: "worker w1", lease: .seconds(4), maxAttempts: 2))
+        // Leases long enough that none runs out before the test shortens it (a loaded run takes seconds here).
+        let first = try #require(try await jobs.claim(holder: "worker w1", lease: .seconds(30), maxAttempts: 2))
         #expect(first.id == "job-a" && first.state == .running && first.holder == "worker w1" && first.attempts == 1)
         let second = try #require(try await jobs.claim(holder: "worker w2", lease: .seconds(30), maxAttempts: 2))
         #expect(second.id == "job-b")
@@ -45,8 +46,13 @@ import Testing
         }
         #expect(why.contains("not held by worker w3") && why.contains("held by worker w2"), "\(why)")
 
-        // w1 stops reporting: after its lease the job is claimed again, attempt 2, and w1's late report is refused.
-        try await Task.sleep(for: .milliseconds(4500))
+        // w1's last report asks for 1 s more, then it stops reporting: after that lease the job is claimed again,
+        // attempt 2, and w1's late report is refused.
+        guard case .held = try await jobs.renew("job-a", holder: "worker w1", updates: [], lease: .seconds(1)) else {
+            Issue.record("the holder's renewal was refused")
+            return
+        }
+        try await Task.sleep(for: .milliseconds(1500))
         let again = try #require(try await jobs.claim(holder: "worker w3", lease: .seconds(1), maxAttempts: 2))
         #expect(again.id == "job-a" && again.attempts == 2 && again.holder == "worker w3")
         #expect(again.progress.message.contains("attempt 2"), "\(again.progress.message)")

@@ -34,7 +34,7 @@ import Testing
     }
 
     static func datasetHash(_ manager: ManagerHarness, _ type: String) async throws -> String {
-        try await TrainingDataStore(path: manager.config.dataDir + "/training-data.sqlite").dataset(inspectionType: type).sha256
+        try await TrainingDataStore(path: manager.config.dataDir + "/training-data.sqlite").dataset(inspectionType: type, scratchDirectory: NSTemporaryDirectory()).dataset.sha256
     }
 
     /// Queues a job as operator alice; its id.

@@ -63,6 +63,34 @@ extension SegmentationTests {
             #expect(c.model.weights != a.model.weights)
         }
 
+        /// A set spooled to disk (as the manager and workers train) is read back a
+        /// batch at a time and makes the very model the same set in memory makes;
+        /// its file is unlinked from the start, and a bad ROI is refused on the way in.
+        @Test func aSetSpooledToDiskTrainsToTheSameModelAsTheSameSetInMemory() throws {
+            let data = try ToyData.dataset(count: 16)
+            let directory = NSTemporaryDirectory() + "loupe-spool-\(UUID().uuidString)"
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            var spool = try ImageSpool(directory: directory, classes: data.classes)
+            for item in data.items {
+                try spool.add(name: item.name, imagePNG: try PNGCodec.encode(item.image), maskPNG: try PNGCodec.encode(item.mask))
+            }
+            #expect(try FileManager.default.contentsOfDirectory(atPath: directory).isEmpty, "the scratch file is unlinked at once")
+            #expect(throws: SegmentationError.self) { try spool.add(name: "roi-bad", imagePNG: Data([0x89, 0x50, 0x4E]), maskPNG: Data()) }
+            var wrongClass = data.items[0].mask
+            wrongClass.samples[0] = 7
+            #expect(throws: SegmentationError.classOutOfRange(file: "roi-7", value: 7, classes: 3)) {
+                try spool.add(name: "roi-7", imagePNG: try PNGCodec.encode(data.items[0].image), maskPNG: try PNGCodec.encode(wrongClass))
+            }
+            let spooled = spool.finish(sha256: "set-hash")
+            #expect(spooled.count == 16 && spooled.spooledBytes > 0 && spooled.summaries == data.summaries)
+            #expect(try spooled.image(at: 5).image.samples == data.items[5].image.samples)
+            let inMemory = try Trainer(configuration: ToyData.configuration(passes: 2)).train(data)
+            let fromDisk = try Trainer(configuration: ToyData.configuration(passes: 2)).train(spooled)
+            #expect(fromDisk.model.weights == inMemory.model.weights)
+            #expect(fromDisk.model.metadata.datasetSHA256 == "set-hash")
+            #expect(fromDisk.model.metadata.validationMIoU == inMemory.model.metadata.validationMIoU)
+        }
+
         @Test func aTimeBudgetEndsTrainingAndCancellationStopsIt() throws {
             let data = try ToyData.dataset(count: 12)
             var configuration = ToyData.configuration()
