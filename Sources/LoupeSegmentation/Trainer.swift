@@ -77,7 +77,7 @@ public struct TrainingConfiguration: Codable, Sendable, Equatable {
                               seed: UInt64?, threads: Int) throws(SegmentationError) -> TrainingConfiguration {
         let summaries = dataset.summaries
         guard let first = summaries.first else { throw .emptyDataset("no labelled ROIs to train on") }
-        guard dataset.pixelCounts.dropFirst().reduce(0, +) > 0 else { throw .noLabelledPixels("the labelled ROIs") }
+        guard summaries.contains(where: { !$0.defectClasses.isEmpty }) else { throw .noLabelledPixels("the labelled ROIs") }
         let network = UNetConfiguration(inputChannels: first.channels, classes: dataset.classes)
         let side = summaries.map { min($0.width, $0.height) }.min() ?? 0
         // 128 px crops: defects are local, and small crops buy four times the steps of whole ROIs.
@@ -302,12 +302,13 @@ public struct Trainer {
     public static func evaluate(_ model: SegmentationModel, on dataset: any TrainingImages, precision: InferencePrecision = .fp32, control: TrainingControl? = nil, progress: ((Int, Int) -> Void)? = nil) throws(SegmentationError) -> ConfusionMatrix {
         let segmenter = try Segmenter(model: model, precision: precision)
         var matrix = ConfusionMatrix(classes: model.configuration.classes)
-        for index in 0..<dataset.count {
+        let total = dataset.count
+        for index in 0..<total {
             if control?.isCancelled == true { throw .cancelled }
             let item = try dataset.image(at: index)
             let result = try segmenter.segment(item.image)
             matrix.add(truth: item.mask.samples, predicted: result.classes)
-            progress?(index + 1, dataset.count)
+            progress?(index + 1, total)
         }
         return matrix
     }

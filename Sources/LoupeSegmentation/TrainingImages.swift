@@ -40,6 +40,8 @@ public struct ImageSummary: Sendable, Equatable {
 /// (`SpooledImages`, for sets larger than memory).
 public protocol TrainingImages: Sendable {
     var classes: Int { get }
+    /// Images in the set (without computing their summaries).
+    var count: Int { get }
     /// One per image, in index order.
     var summaries: [ImageSummary] { get }
     /// Names the set, for the model's metadata.
@@ -48,8 +50,7 @@ public protocol TrainingImages: Sendable {
 }
 
 extension TrainingImages {
-    public var count: Int { summaries.count }
-    public var isEmpty: Bool { summaries.isEmpty }
+    public var isEmpty: Bool { count == 0 }
 
     /// Pixels per class over all masks.
     public var pixelCounts: [Int] {
@@ -97,11 +98,14 @@ public struct ImageSelection: TrainingImages {
     }
 
     public var classes: Int { source.classes }
+    public var count: Int { indices.count }
     public var sha256: String { source.sha256 }
     public func image(at index: Int) throws(SegmentationError) -> LabelledImage { try source.image(at: indices[index]) }
 }
 
 extension SegmentationDataset: TrainingImages {
+    public var count: Int { items.count }
+    /// Computed over every pixel on each call: read it once.
     public var summaries: [ImageSummary] { items.map { ImageSummary($0, classes: classes) } }
     public func image(at index: Int) throws(SegmentationError) -> LabelledImage { items[index] }
 }
@@ -115,6 +119,7 @@ public final class SpooledImages: TrainingImages {
     public let classes: Int
     public let summaries: [ImageSummary]
     public let sha256: String
+    public var count: Int { summaries.count }
     private let file: SpoolFile
     private let extents: [(offset: Int64, image: Int, mask: Int)]
 
