@@ -228,14 +228,12 @@ public final class SignInGuard: Sendable {
         return try await withCheckedThrowingContinuation { continuation in
             // A thread per hash (bounded by the waiting count above): its start costs microseconds beside
             // scrypt's tenth of a second, and nothing lingers once sign-ins stop.
-            let thread = Thread {
+            DedicatedThread.start("loupe-scrypt") {
                 PagePriority.lowerCurrentThread(to: nice)
                 slots.wait()
                 defer { slots.signal() }
                 continuation.resume(with: Result { try work() })
             }
-            thread.name = "loupe.scrypt"
-            thread.start()
         }
     }
 }

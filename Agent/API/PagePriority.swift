@@ -1,4 +1,5 @@
 import Foundation
+import LoupeStorage
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
@@ -36,7 +37,7 @@ public enum PagePriority {
 
     /// The executor the page's route handlers run on (task executor preference, inherited by every
     /// connection's child task): one thread per core at `nice`.
-    public static let handlers = NicedTaskExecutor(threads: System.coreCount, nice: nice, name: "loupe.page")
+    public static let handlers = NicedTaskExecutor(threads: System.coreCount, nice: nice, name: "loupe-page")
 
     /// Sets the calling thread's nice value (Linux keeps one per thread: `who` 0 is the calling thread).
     public static func lowerCurrentThread(to nice: Int32) {
@@ -67,7 +68,7 @@ public final class NicedTaskExecutor: TaskExecutor, Sendable {
 
     public init(threads: Int, nice: Int32, name: String) {
         for index in 0..<max(1, threads) {
-            let thread = Thread { [self] in
+            DedicatedThread.start("\(name)-\(index)") { [self] in
                 PagePriority.lowerCurrentThread(to: nice)
                 while true {
                     ready.wait()
@@ -75,8 +76,6 @@ public final class NicedTaskExecutor: TaskExecutor, Sendable {
                     job.runSynchronously(on: asUnownedTaskExecutor())
                 }
             }
-            thread.name = "\(name)-\(index)"
-            thread.start()
         }
     }
 

@@ -1,5 +1,6 @@
 import CMosquitto
 import Foundation
+import LoupeStorage
 import Logging
 import LoupeVision
 import LoupeWire
@@ -129,12 +130,10 @@ public final class MQTTLink: Service, Sendable {
 
     public func run() async throws {
         let done = DispatchSemaphore(value: 0)
-        let worker = Thread { [self] in
+        DedicatedThread.start("loupe-mqtt") { [self] in
             serve()
             done.signal()
         }
-        worker.name = "loupe-mqtt"
-        worker.start()
         try? await gracefulShutdown()
         stopping.store(true, ordering: .relaxed)
         await LivePipeline.wait(for: done)

@@ -1,5 +1,6 @@
 import CModbus
 import Foundation
+import LoupeStorage
 import Logging
 import LoupeWire
 import ServiceLifecycle
@@ -57,12 +58,10 @@ public final class ModbusServer: Service, Sendable {
         onListening(actual)
         let handle = ContextHandle(context: context, listener: listener)
         let done = DispatchSemaphore(value: 0)
-        let worker = Thread { [self] in
+        DedicatedThread.start("loupe-modbus") { [self] in
             serve(handle)
             done.signal()
         }
-        worker.name = "loupe-modbus"
-        worker.start()
         try? await gracefulShutdown()
         stopping.store(true, ordering: .relaxed)
         await LivePipeline.wait(for: done)

@@ -1,4 +1,5 @@
 import Foundation
+import LoupeStorage
 import Logging
 import LoupeCapture
 import LoupeImaging
@@ -251,12 +252,10 @@ public final class LivePipeline: Service, Sendable {
             return
         }
         for (name, loop) in [("loupe-align", alignLoop), ("loupe-segment", segmentLoop)] as [(String, @Sendable () -> Void)] {
-            let worker = Thread { [self] in
+            DedicatedThread.start(name) { [self] in
                 loop()
                 workerEnded.signal()
             }
-            worker.name = name
-            worker.start()
         }
         await cancelWhenGracefulShutdownOrCancelled { await self.captureLoop(source) }
         // A source that ran dry leaves the agent serving its page until shutdown.

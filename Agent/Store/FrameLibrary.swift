@@ -116,12 +116,10 @@ public final class FrameLibrary: Sendable {
         }
         pool = try SQLiteDatabase.open(directory + "/library.sqlite", durability: .full, migrator: Self.migrator)
         try sweepOrphans()
-        let thread = Thread { [self] in
+        DedicatedThread.start("loupe-library") { [self] in
             PagePriority.lowerCurrentThread(to: nice)
             writerLoop()
         }
-        thread.name = "loupe.library"
-        thread.start()
     }
 
     /// Numbered migrations. Released ones are never edited; changes get a new one.

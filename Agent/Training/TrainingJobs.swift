@@ -8,33 +8,6 @@ import LoupeWire
 import ServiceLifecycle
 import Synchronization
 
-/// What the page sends to start training.
-public struct TrainingRequest: Codable, Sendable, Equatable {
-    /// Passes over the labelled ROIs ("Number of Iterations"). Default 30.
-    public var iterations: Int?
-    /// Stop after this many seconds instead.
-    public var timeBudgetSeconds: Double?
-    public var augmentation: Augmentation?
-    public var seed: UInt64?
-
-    public init(iterations: Int? = nil, timeBudgetSeconds: Double? = nil, augmentation: Augmentation? = nil, seed: UInt64? = nil) {
-        self.iterations = iterations
-        self.timeBudgetSeconds = timeBudgetSeconds
-        self.augmentation = augmentation
-        self.seed = seed
-    }
-
-    func validate() throws(StoreError) {
-        if let iterations, !(1...10_000).contains(iterations) { throw .invalid("iterations must be 1…10000, not \(iterations)") }
-        if let budget = timeBudgetSeconds, !(budget > 0 && budget <= 7 * 86_400) { throw .invalid("timeBudgetSeconds must be more than 0 and at most a week") }
-        if let a = augmentation {
-            guard (0...180).contains(a.rotationDegrees), (0...1).contains(a.brightness), (0...1).contains(a.contrast) else {
-                throw .invalid("augmentation: rotation 0…180 degrees, brightness and contrast 0…1")
-            }
-        }
-    }
-}
-
 /// A training job as the page sees it.
 public struct TrainingStatus: Codable, Sendable, Equatable {
     public enum State: String, Codable, Sendable {
@@ -61,6 +34,23 @@ public struct TrainingStatus: Codable, Sendable, Equatable {
     public var message: String?
     public var startedAt: Date
     public var startedBy: String
+
+    /// Takes a local run's update.
+    mutating func take(_ update: TrainingProgress) {
+        phase = update.phase.rawValue
+        pass = update.pass
+        step = update.step
+        totalSteps = update.totalSteps
+        fraction = update.fraction
+        loss = update.loss
+        imagesPerSecond = update.imagesPerSecond
+        elapsedSeconds = update.elapsedSeconds
+        etaSeconds = update.etaSeconds
+        if let iou = update.validationIoU {
+            validationClassIoU = iou
+            validationMIoU = update.validationMIoU
+        }
+    }
 }
 
 /// Local training on the camera, one job at a time, with the same engine the
@@ -72,11 +62,10 @@ public struct TrainingStatus: Codable, Sendable, Equatable {
 public final class TrainingJobs: Service, Sendable {
     private let runtime: AgentRuntime
     private let logger: Logger
-    private let current = Mutex<(status: TrainingStatus?, control: TrainingControl?)>((nil, nil))
+    private let current = Mutex<(status: TrainingStatus?, job: TrainingJob?)>((nil, nil))
     private let updates = Broadcast<TrainingStatus>()
-    /// Signalled by each local training thread as it ends.
-    private let threadEnded = DispatchSemaphore(value: 0)
-    private let threadRunning = Mutex(false)
+    /// Installs a local job's model once its thread is done; awaited at shutdown.
+    private let ending = Mutex<Task<Void, Never>?>(nil)
     /// With a manager configured: its live connection (nil while disconnected). Training then runs there.
     private let manager: (@Sendable () -> WireConnection?)?
 
@@ -92,7 +81,7 @@ public final class TrainingJobs: Service, Sendable {
     /// every camera's ROIs, when one is configured; otherwise here, on this
     /// camera's ticked ROIs.
     public func start(_ request: TrainingRequest, user: String) async throws -> TrainingStatus {
-        try request.validate()
+        do { try request.validate() } catch { throw StoreError.invalid("\(error)") }
         if let manager { return try await startOnManager(request, user: user, connection: manager) }
         return try startLocally(request, user: user)
     }
@@ -103,14 +92,14 @@ public final class TrainingJobs: Service, Sendable {
         guard !classes.isEmpty else { throw StoreError.invalid("define at least one defect class before training") }
         let dataset = try runtime.trainingSet(inspectionType: recipe.inspectionType, classes: classes.count + 1)
         guard !dataset.items.isEmpty else { throw StoreError.invalid("no ROIs of inspection type \(recipe.inspectionType) are ticked for training") }
-        let configuration: TrainingConfiguration
+        let classInfo = [ClassInfo(name: "background", color: 0)] + classes.sorted { $0.index < $1.index }.map { ClassInfo(name: $0.name, color: $0.color) }
+        let job: TrainingJob
         do {
-            configuration = try TrainingConfiguration.fitted(to: dataset, passes: request.iterations, timeBudgetSeconds: request.timeBudgetSeconds,
-                                                             augmentation: request.augmentation, seed: request.seed, threads: runtime.trainingThreads)
+            job = try TrainingJob(images: dataset, classes: classInfo, request: request, threads: runtime.trainingThreads)
         } catch {
             throw StoreError.invalid("\(error)")
         }
-        let control = TrainingControl()
+        let configuration = job.configuration
         let status = TrainingStatus(jobId: "local-\(Self.stamp(Date()))-\(UUID().uuidString.prefix(4).lowercased())", state: .running, location: "local", phase: "loading",
                                     pass: 0, passes: request.timeBudgetSeconds == nil ? configuration.passes : nil, step: 0, totalSteps: 0, fraction: 0,
                                     loss: 0, imagesPerSecond: 0, elapsedSeconds: 0, etaSeconds: 0, trainingImages: dataset.items.count,
@@ -119,22 +108,19 @@ public final class TrainingJobs: Service, Sendable {
             if let running = current.status, running.state == .running {
                 throw TrainingJobError.busy(jobId: running.jobId)
             }
-            current = (status, control)
+            current = (status, job)
         }
         publish(status)
-        let classInfo = classes.sorted { $0.index < $1.index }.map { ClassInfo(name: $0.name, color: $0.color) }
         let parent = runtime.shelf.state.current?.version
-        let settings = configuration
-        threadRunning.withLock { $0 = true }
-        let thread = Thread { [self] in
-            PagePriority.lowerCurrentThread(to: PagePriority.trainingNice)
-            run(status, configuration: settings, dataset: dataset, classes: [ClassInfo(name: "background", color: 0)] + classInfo,
-                parent: parent, control: control)
-            threadRunning.withLock { $0 = false }
-            threadEnded.signal()
-        }
-        thread.name = "loupe-train"
-        thread.start()
+        let progress = Mutex(status)
+        job.start(name: "loupe-train", description: "trained on camera \(runtime.config.cameraId) from \(dataset.items.count) ROIs",
+                  prepare: { PagePriority.lowerCurrentThread(to: PagePriority.trainingNice) }, progress: { [self] update in
+            publish(progress.withLock { status in
+                status.take(update)
+                return status
+            })
+        })
+        ending.withLock { $0 = Task { await self.end(job, status: status, parent: parent) } }
         logger.info("local training started", metadata: ["job": "\(status.jobId)", "rois": "\(dataset.items.count)", "passes": "\(configuration.passes)"])
         return status
     }
@@ -145,7 +131,7 @@ public final class TrainingJobs: Service, Sendable {
             guard let status = current.status, status.state == .running, jobId == nil || jobId == status.jobId else {
                 throw StoreError.notFound("a running training job\(jobId.map { " \($0)" } ?? "")")
             }
-            current.control?.cancel()
+            current.job?.cancel()
             return status
         }
         guard status.location == "manager" else { return }
@@ -174,18 +160,7 @@ public final class TrainingJobs: Service, Sendable {
         while (try? runtime.store.outboxDepth()) ?? 0 > 0, ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(200))
         }
-        var start = Loupe_V1_TrainingStart()
-        start.inspectionType = recipe.inspectionType
-        start.iterations = UInt32(request.iterations ?? (request.timeBudgetSeconds == nil ? 30 : 0))
-        start.timeBudgetSeconds = UInt32(request.timeBudgetSeconds ?? 0)
-        start.seed = request.seed ?? 0
-        if let a = request.augmentation {
-            start.augmentation.flipHorizontal = a.flipHorizontal
-            start.augmentation.flipVertical = a.flipVertical
-            start.augmentation.rotationDegrees = Float(a.rotationDegrees)
-            start.augmentation.brightness = Float(a.brightness)
-            start.augmentation.contrast = Float(a.contrast)
-        }
+        let start = Loupe_V1_TrainingStart(inspectionType: recipe.inspectionType, request: request)
         do {
             guard let connection = link(), !connection.isClosed else { throw TrainingJobError.managerUnreachable }
             let reply = try await connection.request(.trainingStart(start))
@@ -250,8 +225,8 @@ public final class TrainingJobs: Service, Sendable {
     /// At shutdown: cancels a local job and waits for its thread, so the
     /// process never exits (and unloads oneDNN) under a training step.
     public func shutdown() async {
-        current.withLock { $0.control?.cancel() }
-        if threadRunning.withLock({ $0 }) { await LivePipeline.wait(for: threadEnded) }
+        current.withLock { $0.job?.cancel() }
+        await ending.withLock({ $0 })?.value
     }
 
     /// The job's status now (if any), then every update.
@@ -264,42 +239,15 @@ public final class TrainingJobs: Service, Sendable {
         updates.send(status)
     }
 
-    private func run(_ initial: TrainingStatus, configuration: TrainingConfiguration, dataset: SegmentationDataset, classes: [ClassInfo],
-                     parent: String?, control: TrainingControl) {
-        var status = initial
-        var lastPublished = Date.distantPast
-        do {
-            let trainer = Trainer(configuration: configuration, classes: classes)
-            let result = try trainer.train(dataset, control: control) { progress in
-                status.phase = progress.phase.rawValue
-                status.pass = progress.pass
-                status.step = progress.step
-                status.totalSteps = progress.totalSteps
-                status.fraction = progress.fraction
-                status.loss = progress.loss
-                status.imagesPerSecond = progress.imagesPerSecond
-                status.elapsedSeconds = progress.elapsedSeconds
-                status.etaSeconds = progress.etaSeconds
-                if let iou = progress.validationIoU {
-                    status.validationClassIoU = iou
-                    status.validationMIoU = progress.validationMIoU
-                }
-                // At most a few updates a second, but every pass boundary.
-                if progress.validationIoU != nil || Date().timeIntervalSince(lastPublished) > 0.25 {
-                    lastPublished = Date()
-                    self.publish(status)
-                }
-            }
-            if control.isCancelled {
-                status.state = .cancelled
-                status.message = "cancelled after \(result.passes) passes; the model in use was kept"
-            } else {
-                var model = result.model
-                let created = Date()
-                model.metadata.createdAt = created
-                model.metadata.version = UInt64(created.timeIntervalSince1970)
-                model.metadata.description = "trained on camera \(runtime.config.cameraId) from \(dataset.items.count) ROIs"
-                let version = "local-\(Self.stamp(created))"
+    /// Waits for a local job's thread; installs its model (signed with this camera's key) and swaps it in.
+    private func end(_ job: TrainingJob, status initial: TrainingStatus, parent: String?) async {
+        var status = self.status ?? initial
+        switch await job.outcome() {
+        case .trained(var model, _):
+            let created = model.metadata.createdAt
+            model.metadata.version = UInt64(created.timeIntervalSince1970)
+            let version = "local-\(Self.stamp(created))"
+            do {
                 let data = try ModelFile.encode(model, signingKey: runtime.shelf.localKey)
                 _ = try runtime.install(data, version: version, expectedSHA256: nil, from: .local("local-training"))
                 status.state = .succeeded
@@ -307,16 +255,18 @@ public final class TrainingJobs: Service, Sendable {
                 status.fraction = 1
                 status.modelVersion = version
                 status.message = parent.map { "replaces \($0) (kept for rollback)" }
-            }
-        } catch {
-            if control.isCancelled {
-                status.state = .cancelled
-                status.message = "cancelled; the model in use was kept"
-            } else {
+            } catch {
                 status.state = .failed
-                status.message = "\(error)"
-                logger.error("local training failed", metadata: ["job": "\(status.jobId)", "error": "\(error)"])
+                status.message = "the trained model could not be installed: \(error)"
+                logger.error("local training's model not installed", metadata: ["job": "\(status.jobId)", "error": "\(error)"])
             }
+        case .cancelled:
+            status.state = .cancelled
+            status.message = "cancelled after \(status.pass) passes; the model in use was kept"
+        case .failed(let error):
+            status.state = .failed
+            status.message = "\(error)"
+            logger.error("local training failed", metadata: ["job": "\(status.jobId)", "error": "\(error)"])
         }
         logger.info("local training ended", metadata: ["job": "\(status.jobId)", "state": "\(status.state.rawValue)", "model": "\(status.modelVersion ?? "-")"])
         publish(status)

@@ -87,7 +87,7 @@ public final class TrainingQueue: Sendable {
     private let registry: any ModelRegistryStoring
     private let logger: Logger
     private let state = Mutex(State())
-    /// Every job thread is in this group while it runs.
+    /// Every job this manager trains is in this group while it runs.
     private let threads = DispatchGroup()
     private let metrics: ManagerMetrics?
     /// Called after a finished job assigned its model to the camera that asked (the offers wake on it).
@@ -131,8 +131,8 @@ public final class TrainingQueue: Sendable {
     /// Queues a job and returns its first progress (QUEUED, with the job id).
     public func submit(_ request: Loupe_V1_TrainingStart, requester: String, isCamera: Bool, connection: WireConnection) async throws -> Loupe_V1_TrainingProgress {
         guard !request.inspectionType.isEmpty else { throw WireError.refused(code: .invalidArgument, message: "inspection_type is required") }
-        guard request.iterations <= 10_000, request.timeBudgetSeconds <= 7 * 86_400 else {
-            throw WireError.refused(code: .invalidArgument, message: "iterations must be at most 10000 and time_budget_seconds at most a week")
+        do { try TrainingRequest(request).validate() } catch {
+            throw WireError.refused(code: .invalidArgument, message: "\(error)")
         }
         // Refused now, by name, rather than queued to fail when the job starts.
         let held: Int
@@ -302,111 +302,80 @@ public final class TrainingQueue: Sendable {
     private func start(_ job: TrainingJobRecord) {
         state.withLock { $0.local[job.id] = Local() }
         threads.enter()
-        let thread = Thread { [self] in
-            runHere(job)
+        Task {
+            await runHere(job)
             _ = state.withLock { $0.local.removeValue(forKey: job.id) }
             wakeup.signal()
             threads.leave()
         }
-        thread.name = "loupe-train-\(job.id)"
-        thread.start()
     }
 
-    /// Runs async work from the job's own thread (never a task-pool thread) and waits for it: the job's steps
-    /// are sequential, and the database behind the store may be a network away.
-    static func waitOnThisThread<T: Sendable>(_ work: @escaping @Sendable () async throws -> T) throws -> T {
-        let done = DispatchSemaphore(value: 0)
-        let outcome = Mutex<Result<T, any Error>?>(nil)
-        Task {
-            let result: Result<T, any Error>
-            do { result = .success(try await work()) } catch { result = .failure(error) }
-            outcome.withLock { $0 = result }
-            done.signal()
-        }
-        done.wait()
-        guard let result = outcome.withLock({ $0 }) else { throw CancellationError() }
-        return try result.get()
-    }
-
-    /// Trains a job this manager holds, on its own thread.
-    private func runHere(_ job: TrainingJobRecord) {
+    /// Trains a job this manager holds: its set spooled to the scratch directory, then the engine on a thread of its own.
+    private func runHere(_ job: TrainingJobRecord) async {
         let control = state.withLock { $0.local[job.id]?.control } ?? TrainingControl()
-        let (data, request, scratch) = (self.data, job.request, settings.scratchDirectory)
-        var last = job.progress
-        let outcome = Result { () throws -> Data in
-            let (dataset, classNames) = try Self.waitOnThisThread {
-                try await data.dataset(inspectionType: request.inspectionType, scratchDirectory: scratch)
-            }
-            return try Self.train(job, dataset: dataset, classNames: classNames, threads: settings.threads,
-                                  trainer: "this manager (\(settings.holder))", control: control) { update in
-                last = update
+        let progress = Mutex(job.progress)
+        let outcome: Result<Data, any Error>
+        do {
+            let (dataset, classNames) = try await data.dataset(inspectionType: job.request.inspectionType, scratchDirectory: settings.scratchDirectory)
+            let training = try Self.startTraining(job, dataset: dataset, classNames: classNames, threads: settings.threads,
+                                                  trainer: "this manager (\(settings.holder))", control: control) { update in
+                progress.withLock { $0 = update }
                 self.state.withLock { $0.local[job.id]?.pending.append(update) }
             }
+            outcome = Self.modelFile(await training.outcome())
+        } catch {
+            outcome = .failure(control.isCancelled ? SegmentationError.cancelled : error)
         }
         let (releasing, pending) = state.withLock { state in
             defer { state.local[job.id]?.pending = [] }
             return (state.local[job.id]?.releasing ?? false, state.local[job.id]?.pending ?? [])
         }
-        let (jobs, holder, lease) = (self.jobs, settings.holder, settings.lease)
         if releasing {
             logger.info("training job given back to the queue at shutdown", metadata: ["job": "\(job.id)"])
-            try? Self.waitOnThisThread { try await jobs.release(job.id, holder: holder) }
+            try? await jobs.release(job.id, holder: settings.holder)
             return
         }
-        _ = try? Self.waitOnThisThread { try await jobs.renew(job.id, holder: holder, updates: pending, lease: lease) }
-        var final = last
+        _ = try? await jobs.renew(job.id, holder: settings.holder, updates: pending, lease: settings.lease)
+        var final = progress.withLock { $0 }
         switch outcome {
         case .success(let modelFile):
-            let base = final
-            final = (try? Self.waitOnThisThread { await self.publish(modelFile, job: job, from: base) }) ?? final
+            final = await publish(modelFile, job: job, from: final)
         case .failure(let error):
-            final.state = control.isCancelled ? .cancelled : .failed
-            final.message = control.isCancelled ? "cancelled; the models in use were kept" : "\(error)"
+            let cancelled = (error as? SegmentationError) == .cancelled
+            final.state = cancelled ? .cancelled : .failed
+            final.message = cancelled ? "cancelled; the models in use were kept" : "\(error)"
             logger.error("training job ended without a model", metadata: ["job": "\(job.id)", "state": "\(final.state)", "error": "\(error)"])
         }
-        end(job, holder: holder, with: final)
+        await end(job, holder: settings.holder, with: final)
     }
 
-    /// Trains `dataset` as the job asks, on this host: the manager's own runs and `loupe worker`'s are this one
-    /// function, so both make the same model of the same set.
-    static func train(_ job: TrainingJobRecord, dataset: any TrainingImages, classNames: [String], threads: Int, trainer: String,
-                      control: TrainingControl, progress: @escaping (Loupe_V1_TrainingProgress) -> Void) throws -> Data {
-        let request = job.request
-        var augmentation: Augmentation?
-        if request.hasAugmentation {
-            let a = request.augmentation
-            augmentation = Augmentation(flipHorizontal: a.flipHorizontal, flipVertical: a.flipVertical, rotationDegrees: Double(a.rotationDegrees),
-                                        brightness: Double(a.brightness), contrast: Double(a.contrast))
+    /// Starts a job's training on this host, as the job asks: the manager's own runs and `loupe worker`'s start
+    /// here, so both make the same model of the same set. `progress` hears each update as the job's report.
+    static func startTraining(_ job: TrainingJobRecord, dataset: any TrainingImages, classNames: [String], threads: Int, trainer: String,
+                              control: TrainingControl, progress: @escaping @Sendable (Loupe_V1_TrainingProgress) -> Void) throws -> TrainingJob {
+        let training = try TrainingJob(images: dataset, classes: ClassInfo.defaults(count: classNames.count, names: classNames),
+                                       request: TrainingRequest(job.request), threads: threads, control: control)
+        var base = job.progress
+        base.state = .running
+        base.message = ""
+        let report = Mutex(base)
+        training.start(name: "loupe-train", description: "trained by \(trainer) on \(dataset.count) ROIs of \(job.request.inspectionType) "
+                       + "(job \(job.id), asked by \(job.requester))", progress: { update in
+            progress(report.withLock { report in
+                report.take(update)
+                return report
+            })
+        })
+        return training
+    }
+
+    /// The unsigned model file a finished job leaves, or why there is none.
+    static func modelFile(_ outcome: TrainingJob.Outcome) -> Result<Data, any Error> {
+        switch outcome {
+        case .trained(let model, _): Result { try ModelFile.encode(model) }
+        case .cancelled: .failure(SegmentationError.cancelled)
+        case .failed(let error): .failure(error)
         }
-        let configuration = try TrainingConfiguration.fitted(
-            to: dataset, passes: request.iterations == 0 ? nil : Int(request.iterations),
-            timeBudgetSeconds: request.timeBudgetSeconds == 0 ? nil : Double(request.timeBudgetSeconds),
-            augmentation: augmentation, seed: request.seed == 0 ? nil : request.seed, threads: threads)
-        let classes = ClassInfo.defaults(count: classNames.count, names: classNames)
-        var lastSent = Date.distantPast
-        var report = job.progress
-        report.state = .running
-        report.message = ""
-        let result = try Trainer(configuration: configuration, classes: classes).train(dataset, control: control) { update in
-            report.pass = UInt32(update.pass)
-            report.passesTotal = UInt32(update.passes ?? 0)
-            report.loss = update.loss
-            report.imagesPerSecond = Float(update.imagesPerSecond)
-            report.etaSeconds = Float(update.etaSeconds)
-            if let iou = update.validationIoU {
-                report.validationClassIou = iou
-                report.validationMiou = update.validationMIoU ?? 0
-            }
-            if update.validationIoU != nil || Date().timeIntervalSince(lastSent) > 0.5 {
-                lastSent = Date()
-                progress(report)
-            }
-        }
-        var model = result.model
-        model.metadata.createdAt = Date()
-        model.metadata.description = "trained by \(trainer) on \(dataset.count) ROIs of \(request.inspectionType) (job \(job.id), asked by \(job.requester)); "
-            + describe(configuration)
-        return try ModelFile.encode(model)
     }
 
     /// Signs and publishes a job's model (and assigns it to the camera that asked): the job's SUCCEEDED update,
@@ -433,9 +402,8 @@ public final class TrainingQueue: Sendable {
     }
 
     /// Ends a held job, counts it and tells its listeners.
-    private func end(_ job: TrainingJobRecord, holder: String, with final: Loupe_V1_TrainingProgress) {
-        let jobs = self.jobs
-        let outcome = try? Self.waitOnThisThread { try await jobs.finish(job.id, holder: holder, last: final) }
+    private func end(_ job: TrainingJobRecord, holder: String, with final: Loupe_V1_TrainingProgress) async {
+        let outcome = try? await jobs.finish(job.id, holder: holder, last: final)
         switch outcome {
         case .held(let ended): deliver(ended)
         case .lost(let why): logger.warning("a training job ended after its lease was lost", metadata: ["job": "\(job.id)", "why": "\(why)"])
@@ -447,18 +415,6 @@ public final class TrainingQueue: Sendable {
         case .cancelled: metrics?.trainingCancelled.increment()
         default: metrics?.trainingFailed.increment()
         }
-    }
-
-    /// The training configuration in words, kept with the model version.
-    static func describe(_ c: TrainingConfiguration) -> String {
-        var parts: [String] = []
-        parts.append("up to \(c.passes) passes")
-        if let budget = c.timeBudgetSeconds { parts.append(String(format: "time budget %.0f s", budget)) }
-        parts.append("batch \(c.batchSize), crop \(c.cropSize) px, peak learning rate \(c.optimizer.learningRate)")
-        let a = c.augmentation
-        parts.append("augmentation: flip \(a.flipHorizontal ? "h" : "-")\(a.flipVertical ? "v" : "-"), rotation ±\(a.rotationDegrees)°, brightness ±\(a.brightness), contrast ±\(a.contrast)")
-        parts.append("validation share \(c.validationFraction), seed \(c.seed), \(c.threads) threads")
-        return parts.joined(separator: "; ")
     }
 
     // MARK: Workers

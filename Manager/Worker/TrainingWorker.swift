@@ -10,7 +10,7 @@ import Synchronization
 
 /// `loupe worker`: trains jobs from the plant's training queue on another machine. It connects to a manager
 /// with a worker certificate, claims the oldest queued job, reads the job's training set a page at a time,
-/// trains it with the manager's own engine (`TrainingQueue.train`), reports progress (each report renews its
+/// trains it with the manager's own engine (`TrainingQueue.startTraining`), reports progress (each report renews its
 /// lease), and sends the unsigned model back; the manager signs and publishes it. A job survives the loss of
 /// the link: the worker trains on and reports through the next manager it reaches. On SIGTERM it gives its job
 /// back to the queue; killed, its lease runs out and another worker or manager takes the job up.
@@ -162,18 +162,19 @@ public final class TrainingWorker: Service, Sendable {
         let assignment = job.assignment
         var record = TrainingJobRecord(id: assignment.jobID, request: assignment.request, requester: assignment.requester, requesterIsCamera: false)
         record.progress.state = .running
-        let job = (job, record)
-        let (threads, trainer) = (self.threads, "worker \(ProcessInfo.processInfo.hostName)")
-        let thread = Thread {
-            let outcome = Result { () throws -> Data in
-                try TrainingQueue.train(job.1, dataset: dataset.dataset, classNames: dataset.classNames, threads: threads,
-                                        trainer: trainer, control: job.0.control) { update in job.0.pending.withLock { $0.append(update) } }
+        job.started.store(true, ordering: .relaxed)
+        do {
+            let training = try TrainingQueue.startTraining(record, dataset: dataset.dataset, classNames: dataset.classNames, threads: threads,
+                                                           trainer: "worker \(ProcessInfo.processInfo.hostName)", control: job.control) { update in
+                job.pending.withLock { $0.append(update) }
             }
-            job.0.outcome.withLock { $0 = outcome }
+            Task {
+                let outcome = TrainingQueue.modelFile(await training.outcome())
+                job.outcome.withLock { $0 = outcome }
+            }
+        } catch {
+            job.outcome.withLock { $0 = .failure(error) }
         }
-        thread.name = "loupe-worker-\(assignment.jobID)"
-        job.0.started.store(true, ordering: .relaxed)
-        thread.start()
     }
 
     /// Reports progress until the training thread is done: every report renews the lease; a cancel asked for on

@@ -179,7 +179,7 @@ public struct LoginFloodBenchmark {
         guard nice > 0 else { return await attack(port: port, clients: clients, rate: rate, loops: MultiThreadedEventLoopGroup.singleton, answers: answers) }
         let loops = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         for loop in loops.makeIterator() { loop.execute { PagePriority.lowerCurrentThread(to: nice) } }
-        let executor = NicedTaskExecutor(threads: System.coreCount, nice: nice, name: "loupe.attacker")
+        let executor = NicedTaskExecutor(threads: System.coreCount, nice: nice, name: "loupe-attacker")
         let counts = await withTaskExecutorPreference(executor) {
             await attack(port: port, clients: clients, rate: rate, loops: loops, answers: answers)
         }

@@ -2,6 +2,8 @@
 /// file, where there is one).
 public enum SegmentationError: Error, Equatable, CustomStringConvertible {
     case invalidConfiguration(String)
+    /// A training request asks for something out of range.
+    case invalidRequest(String)
     case invalidModel(String)
     case invalidInput(String)
     /// A mask whose size differs from its image's.
@@ -23,6 +25,7 @@ public enum SegmentationError: Error, Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .invalidConfiguration(let why): "invalid network configuration: \(why)"
+        case .invalidRequest(let why): "invalid training request: \(why)"
         case .invalidModel(let why): "invalid model: \(why)"
         case .invalidInput(let why): "invalid input: \(why)"
         case .maskSizeMismatch(let file, let image, let mask): "\(file): mask is \(mask) but its image is \(image)"
