@@ -21,7 +21,7 @@ let package = Package(
     name: "Loupe",
     platforms: [.macOS(.v15)],
     products: [
-        .executable(name: "loupe", targets: ["loupe"]),
+        .executable(name: "loupe", targets: ["loupe"])
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -49,7 +49,8 @@ let package = Package(
         // C libraries, from Debian packages.
         .systemLibrary(name: "CSPNG", path: "Sources/CSPNG", pkgConfig: "spng", providers: [.apt(["libspng-dev"])]),
         .systemLibrary(name: "CTurboJPEG", path: "Sources/CTurboJPEG", pkgConfig: "libturbojpeg", providers: [.apt(["libturbojpeg0-dev"])]),
-        .systemLibrary(name: "CAravis", path: "Sources/CAravis", pkgConfig: "aravis-0.8", providers: [.apt(["libaravis-dev", "libusb-1.0-0-dev"])]),
+        .systemLibrary(
+            name: "CAravis", path: "Sources/CAravis", pkgConfig: "aravis-0.8", providers: [.apt(["libaravis-dev", "libusb-1.0-0-dev"])]),
         .systemLibrary(name: "CModbus", path: "Sources/CModbus", pkgConfig: "libmodbus", providers: [.apt(["libmodbus-dev"])]),
         .systemLibrary(name: "CMosquitto", path: "Sources/CMosquitto", pkgConfig: "libmosquitto", providers: [.apt(["libmosquitto-dev"])]),
         .systemLibrary(name: "CV4L2", path: "Sources/CV4L2", pkgConfig: "libv4l2", providers: [.apt(["libv4l-dev"])]),
@@ -57,7 +58,10 @@ let package = Package(
         // The segmentation engine: U-Net on oneDNN, training, inference, model files.
         .target(
             name: "LoupeSegmentation",
-            dependencies: ["CDNNL", "LoupeImaging", "LoupeProto", "LoupeStorage", .product(name: "Crypto", package: "swift-crypto"), .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            dependencies: [
+                "CDNNL", "LoupeImaging", "LoupeProto", "LoupeStorage", .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
             swiftSettings: computeSettings
         ),
         // Images: types, PNG/JPEG codecs, geometry.
@@ -147,7 +151,8 @@ let package = Package(
         .target(
             name: "LoupeAgent",
             dependencies: [
-                "LoupeWire", "LoupeProto", "LoupePKI", "LoupeImaging", "LoupeCapture", "LoupeVision", "LoupeSegmentation", "LoupeStorage", "CModbus",
+                "LoupeWire", "LoupeProto", "LoupePKI", "LoupeImaging", "LoupeCapture", "LoupeVision", "LoupeSegmentation", "LoupeStorage",
+                "CModbus",
                 "CMosquitto",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -185,7 +190,8 @@ let package = Package(
         .target(
             name: "LoupeBench",
             dependencies: [
-                "LoupeTesting", "LoupeWire", "LoupeProto", "LoupePKI", "LoupeManager", "LoupeAgent", "LoupeImaging", "LoupeCapture", "LoupeVision", "LoupeSegmentation",
+                "LoupeTesting", "LoupeWire", "LoupeProto", "LoupePKI", "LoupeManager", "LoupeAgent", "LoupeImaging", "LoupeCapture",
+                "LoupeVision", "LoupeSegmentation",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -198,7 +204,8 @@ let package = Package(
         .executableTarget(
             name: "loupe",
             dependencies: [
-                "LoupeWire", "LoupePKI", "LoupeManager", "LoupeAgent", "LoupeBench", "LoupeTesting", "LoupeProto", "LoupeSegmentation", "LoupeImaging",
+                "LoupeWire", "LoupePKI", "LoupeManager", "LoupeAgent", "LoupeBench", "LoupeTesting", "LoupeProto", "LoupeSegmentation",
+                "LoupeImaging",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -216,15 +223,20 @@ let package = Package(
         // LOUPE_FUZZ=1, a replay of the committed corpus (Tests/Fuzz/README.md).
         .executableTarget(
             name: "LoupeFuzz",
-            dependencies: ["LoupeFraming", "LoupeImaging", "LoupeProto", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            dependencies: [
+                "LoupeFraming", "LoupeImaging", "LoupeProto", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
             path: "Tests/Fuzz/LoupeFuzz",
-            swiftSettings: strictSettings + (fuzzing ? [.unsafeFlags(["-sanitize=fuzzer", "-parse-as-library"]), .define("LOUPE_FUZZ")] : []),
+            swiftSettings: strictSettings
+                + (fuzzing ? [.unsafeFlags(["-sanitize=fuzzer", "-parse-as-library"]), .define("LOUPE_FUZZ")] : []),
             linkerSettings: fuzzing ? [.unsafeFlags(["-sanitize=fuzzer"])] : []
         ),
         .testTarget(
             name: "LoupeTests",
             dependencies: [
-                "LoupeWire", "LoupePKI", "LoupeProto", "LoupeManager", "LoupeAgent", "LoupeBench", "LoupeImaging", "LoupeCapture", "LoupeVision", "LoupeSegmentation", "LoupeStorage", "CModbus",
+                "LoupeWire", "LoupePKI", "LoupeProto", "LoupeManager", "LoupeAgent", "LoupeBench", "LoupeImaging", "LoupeCapture",
+                "LoupeVision", "LoupeSegmentation", "LoupeStorage", "CModbus",
                 "CMosquitto", "LoupeTesting",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -24,11 +24,13 @@ public final class AgentAssembly: Sendable {
         let runtime = try AgentRuntime(config: config, logger: logger)
         let store = runtime.store
         let (captures, outbox) = (try store.captureCount(), try store.outboxDepth())
-        logger.info("label store open", metadata: [
-            "captures": "\(captures)", "outbox": "\(outbox)",
-            "model": "\(runtime.shelf.state.current?.version ?? "none")",
-            "precision": "\(runtime.precision.rawValue)", "camera": "\(config.camera?.source.rawValue ?? "none")",
-        ])
+        logger.info(
+            "label store open",
+            metadata: [
+                "captures": "\(captures)", "outbox": "\(outbox)",
+                "model": "\(runtime.shelf.state.current?.version ?? "none")",
+                "precision": "\(runtime.precision.rawValue)", "camera": "\(config.camera?.source.rawValue ?? "none")",
+            ])
         let pipeline = runtime.pipeline
         let sender = OutboxSender(store: store, bytesPerSecond: config.manager?.uploadBytesPerSecond, logger: logger)
         let models = ModelReceiver(runtime: runtime, logger: logger)
@@ -79,7 +81,10 @@ public final class AgentAssembly: Sendable {
             services.append(ModbusServer(address: modbus.address, pipeline: pipeline, logger: logger))
         }
         if let mqtt = config.line?.mqtt {
-            services.append(MQTTLink(settings: try MQTTLink.Settings(mqtt, camera: config.cameraId), camera: config.cameraId, pipeline: pipeline, logger: logger))
+            services.append(
+                MQTTLink(
+                    settings: try MQTTLink.Settings(mqtt, camera: config.cameraId), camera: config.cameraId, pipeline: pipeline,
+                    logger: logger))
         }
         if config.http != nil {
             try AgentHTTP.ensureAdmin(runtime: runtime, logger: logger)

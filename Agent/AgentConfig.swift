@@ -30,8 +30,10 @@ public struct AgentConfig: Codable, Sendable, Equatable {
         /// Every address, in the order they are tried.
         public var addresses: [String] { [address] + (fallbackAddresses ?? []) }
 
-        public init(address: String, heartbeatSeconds: Double? = nil, idleTimeoutSeconds: Double? = nil,
-                    statusIntervalSeconds: Double? = nil, reconnectInitialSeconds: Double? = nil, reconnectMaxSeconds: Double? = nil) {
+        public init(
+            address: String, heartbeatSeconds: Double? = nil, idleTimeoutSeconds: Double? = nil,
+            statusIntervalSeconds: Double? = nil, reconnectInitialSeconds: Double? = nil, reconnectMaxSeconds: Double? = nil
+        ) {
             self.address = address
             self.heartbeatSeconds = heartbeatSeconds
             self.idleTimeoutSeconds = idleTimeoutSeconds
@@ -108,8 +110,10 @@ public struct AgentConfig: Codable, Sendable, Equatable {
         /// camera input that fires it ("Line0", "Line1", …: GenICam TriggerSource).
         public var trigger: String?
 
-        public init(source: Source, device: String? = nil, files: String? = nil, width: Int? = nil, height: Int? = nil,
-                    framesPerSecond: Double? = nil, seed: UInt64? = nil, inferenceThreads: Int? = nil, precision: String? = nil, live: Bool? = nil) {
+        public init(
+            source: Source, device: String? = nil, files: String? = nil, width: Int? = nil, height: Int? = nil,
+            framesPerSecond: Double? = nil, seed: UInt64? = nil, inferenceThreads: Int? = nil, precision: String? = nil, live: Bool? = nil
+        ) {
             self.source = source
             self.device = device
             self.files = files
@@ -187,7 +191,9 @@ public struct AgentConfig: Codable, Sendable, Equatable {
     /// key (`DATADIR/models/local-signing.key`) for models it trains itself.
     public var modelKeys: [String]?
 
-    public init(cameraId: String, manager: ManagerLink?, tls: TLSFiles, dataDir: String, http: HTTPSettings? = nil, camera: CameraSettings? = nil) {
+    public init(
+        cameraId: String, manager: ManagerLink?, tls: TLSFiles, dataDir: String, http: HTTPSettings? = nil, camera: CameraSettings? = nil
+    ) {
         self.cameraId = cameraId
         self.manager = manager
         self.tls = tls
@@ -233,8 +239,12 @@ public struct AgentConfig: Codable, Sendable, Equatable {
             default: break
             }
             if let format = camera.pixelFormat, GenICamPixelFormat(rawValue: format) == nil {
-                throw ConfigError.invalid(path: path, key: "camera.pixelFormat",
-                                          reason: "\"\(format)\" is not one Loupe reads; use one of \(GenICamPixelFormat.allCases.map(\.rawValue).joined(separator: ", "))")
+                throw ConfigError.invalid(
+                    path: path, key: "camera.pixelFormat",
+                    reason:
+                        "\"\(format)\" is not one Loupe reads; use one of "
+                        + "\(GenICamPixelFormat.allCases.map(\.rawValue).joined(separator: ", "))"
+                )
             }
             if let packetSize = camera.packetSize, !(576...16_384).contains(packetSize) {
                 throw ConfigError.invalid(path: path, key: "camera.packetSize", reason: "must be 576…16384 bytes")
@@ -242,9 +252,14 @@ public struct AgentConfig: Codable, Sendable, Equatable {
             if let trigger = camera.trigger, CameraTrigger(name: trigger) == nil {
                 throw ConfigError.invalid(path: path, key: "camera.trigger", reason: CameraTrigger.expected)
             }
-            if camera.source != .genicam, let key = [("camera.exposureMicroseconds", camera.exposureMicroseconds != nil), ("camera.gainDecibels", camera.gainDecibels != nil),
-                                                      ("camera.packetSize", camera.packetSize != nil), ("camera.packetResend", camera.packetResend != nil),
-                                                      ("camera.pixelFormat", camera.pixelFormat != nil), ("camera.trigger", camera.trigger != nil)].first(where: \.1)?.0 {
+            if camera.source != .genicam,
+                let key = [
+                    ("camera.exposureMicroseconds", camera.exposureMicroseconds != nil),
+                    ("camera.gainDecibels", camera.gainDecibels != nil),
+                    ("camera.packetSize", camera.packetSize != nil), ("camera.packetResend", camera.packetResend != nil),
+                    ("camera.pixelFormat", camera.pixelFormat != nil), ("camera.trigger", camera.trigger != nil),
+                ].first(where: \.1)?.0
+            {
                 throw ConfigError.invalid(path: path, key: key, reason: "applies to a genicam camera only")
             }
             if case .files = camera.source, let files = camera.files {
@@ -269,18 +284,21 @@ public struct AgentConfig: Codable, Sendable, Equatable {
             }
             for address in link.fallbackAddresses ?? [] {
                 do { _ = try parseAddress(address) } catch {
-                    throw ConfigError.invalid(path: path, key: "manager.fallbackAddresses",
-                                              reason: "expected HOST:PORT, got \"\(address)\"")
+                    throw ConfigError.invalid(
+                        path: path, key: "manager.fallbackAddresses",
+                        reason: "expected HOST:PORT, got \"\(address)\"")
                 }
             }
             if Set(link.addresses).count != link.addresses.count {
-                throw ConfigError.invalid(path: path, key: "manager.fallbackAddresses",
-                                          reason: "names an address twice (manager.address included)")
+                throw ConfigError.invalid(
+                    path: path, key: "manager.fallbackAddresses",
+                    reason: "names an address twice (manager.address included)")
             }
             let timers = [
                 ("manager.heartbeatSeconds", link.heartbeatSeconds), ("manager.idleTimeoutSeconds", link.idleTimeoutSeconds),
                 ("manager.statusIntervalSeconds", link.statusIntervalSeconds),
-                ("manager.reconnectInitialSeconds", link.reconnectInitialSeconds), ("manager.reconnectMaxSeconds", link.reconnectMaxSeconds),
+                ("manager.reconnectInitialSeconds", link.reconnectInitialSeconds),
+                ("manager.reconnectMaxSeconds", link.reconnectMaxSeconds),
             ]
             if let cap = link.uploadBytesPerSecond, !(cap >= 1024) {
                 throw ConfigError.invalid(path: path, key: "manager.uploadBytesPerSecond", reason: "must be at least 1024 bytes per second")

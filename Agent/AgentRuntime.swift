@@ -64,7 +64,8 @@ public final class AgentRuntime: Sendable {
                 source = try FileImport(camera.files ?? ".", loops: true)
                 pacing = .seconds(1 / fps)
             case .synthetic:
-                var synthetic = SyntheticCamera.Configuration(width: camera.width ?? 1280, height: camera.height ?? 1024, seed: camera.seed ?? 1)
+                var synthetic = SyntheticCamera.Configuration(
+                    width: camera.width ?? 1280, height: camera.height ?? 1024, seed: camera.seed ?? 1)
                 synthetic.partSeed = camera.partSeed
                 source = try SyntheticCamera(configuration: synthetic)
                 pacing = .seconds(1 / fps)
@@ -72,14 +73,18 @@ public final class AgentRuntime: Sendable {
         }
         let inspector = try Self.makeInspector(store: store, shelf: shelf, precision: precision, logger: logger)
         let trigger = camera?.source == .genicam ? camera?.genicamSettings.trigger ?? .freeRun : .freeRun
-        pipeline = LivePipeline(source: source, pacing: pacing, threads: threads, inspector: inspector, live: camera?.live ?? true, logger: logger,
-                                trigger: trigger)
-        library = try FrameLibrary(directory: config.dataDir + "/library", policy: config.library ?? LibraryPolicy(), nice: PagePriority.nice)
+        pipeline = LivePipeline(
+            source: source, pacing: pacing, threads: threads, inspector: inspector, live: camera?.live ?? true, logger: logger,
+            trigger: trigger)
+        library = try FrameLibrary(
+            directory: config.dataDir + "/library", policy: config.library ?? LibraryPolicy(), nice: PagePriority.nice)
         pipeline.observe { [library] frame, result, threshold in library.offer(frame, result: result, threshold: threshold) }
     }
 
-    private static func makeInspector(store: LabelStore, shelf: ModelShelf, precision: InferencePrecision, logger: Logger,
-                                      model: (SegmentationModel, InstalledModel)? = nil) throws -> Inspector {
+    private static func makeInspector(
+        store: LabelStore, shelf: ModelShelf, precision: InferencePrecision, logger: Logger,
+        model: (SegmentationModel, InstalledModel)? = nil
+    ) throws -> Inspector {
         let recipe = try store.recipe()
         var reference: Image8?
         if let number = recipe.referenceCapture {
@@ -100,15 +105,18 @@ public final class AgentRuntime: Sendable {
     /// Rebuilds the inspector from the stored recipe and the installed model.
     public func reload(model: (SegmentationModel, InstalledModel)? = nil) throws {
         try changes.withLock {
-            let inspector = try Self.makeInspector(store: store, shelf: shelf, precision: precision, logger: logger,
-                                                   model: model ?? currentModel)
+            let inspector = try Self.makeInspector(
+                store: store, shelf: shelf, precision: precision, logger: logger,
+                model: model ?? currentModel)
             pipeline.swap(inspector)
         }
     }
 
     private var currentModel: (SegmentationModel, InstalledModel)? {
         let inspector = pipeline.currentInspector
-        guard let segmenter = inspector.segmenter, let installed = shelf.state.current, installed.version == inspector.modelVersion else { return nil }
+        guard let segmenter = inspector.segmenter, let installed = shelf.state.current, installed.version == inspector.modelVersion else {
+            return nil
+        }
         return (segmenter.model, installed)
     }
 
@@ -117,7 +125,9 @@ public final class AgentRuntime: Sendable {
     public func install(_ data: Data, version: String, expectedSHA256: Data?, from source: ModelShelf.Source) throws -> InstalledModel {
         let (model, installed) = try shelf.install(data, version: version, expectedSHA256: expectedSHA256, from: source)
         try reload(model: (model, installed))
-        logger.info("model installed", metadata: ["version": "\(version)", "origin": "\(source.origin)", "sha256": "\(installed.sha256.prefix(16))"])
+        logger.info(
+            "model installed",
+            metadata: ["version": "\(version)", "origin": "\(source.origin)", "sha256": "\(installed.sha256.prefix(16))"])
         return installed
     }
 
@@ -164,8 +174,9 @@ public final class AgentRuntime: Sendable {
         }
         let png = try PNGCodec.encode(image)
         let recipe = inspector.recipe
-        return try store.addCapture(encoded: png, width: image.width, height: image.height, channels: image.channels, source: source,
-                                    at: capturedAt, inspectionType: recipe.inspectionType, recipeVersion: recipe.version, user: user)
+        return try store.addCapture(
+            encoded: png, width: image.width, height: image.height, channels: image.channels, source: source,
+            at: capturedAt, inspectionType: recipe.inspectionType, recipeVersion: recipe.version, user: user)
     }
 
     /// The included, labelled ROIs of an inspection type, as training images.
@@ -183,7 +194,9 @@ public final class AgentRuntime: Sendable {
                 images[label.captureID] = image
             }
             let crop = try image.cropped(to: PixelRect(x: label.roiX, y: label.roiY, width: label.roiWidth, height: label.roiHeight))
-            items.append(try LabelledImage(name: "capture-\(capture.number)-\(label.roiName)", image: crop, mask: try store.mask(of: label), classes: classes))
+            items.append(
+                try LabelledImage(
+                    name: "capture-\(capture.number)-\(label.roiName)", image: crop, mask: try store.mask(of: label), classes: classes))
         }
         return SegmentationDataset(items: items, classes: classes)
     }
@@ -196,7 +209,8 @@ extension AgentConfig {
             do {
                 return try SigningKeyFile.loadPublic(path)
             } catch {
-                throw ConfigError.invalid(path: path, key: "modelKeys", reason: "not an Ed25519 public key (64 hex digits or 32 raw bytes): \(error)")
+                throw ConfigError.invalid(
+                    path: path, key: "modelKeys", reason: "not an Ed25519 public key (64 hex digits or 32 raw bytes): \(error)")
             }
         }
     }

@@ -23,8 +23,10 @@ public final class ManagerLink: Service, Sendable {
     private let live = Mutex<WireConnection?>(nil)
 
     /// - Parameter inbound: serves what the manager sends (model offers, training progress).
-    public init(config: AgentConfig, logger: Logger, outbox: OutboxSender? = nil, inbound: RequestHandler? = nil,
-                status: @escaping @Sendable () -> Loupe_V1_AgentStatus = { Loupe_V1_AgentStatus() }) {
+    public init(
+        config: AgentConfig, logger: Logger, outbox: OutboxSender? = nil, inbound: RequestHandler? = nil,
+        status: @escaping @Sendable () -> Loupe_V1_AgentStatus = { Loupe_V1_AgentStatus() }
+    ) {
         self.config = config
         self.logger = logger
         self.outbox = outbox
@@ -72,8 +74,9 @@ public final class ManagerLink: Service, Sendable {
                         self.connections.withLock { $0 += 1 }
                         self.live.withLock { $0 = connection }
                         defer { self.live.withLock { $0 = nil } }
-                        self.logger.info("connected to manager",
-                                         metadata: ["manager": "\(welcome.managerID)", "address": "\(endpoint.address)"])
+                        self.logger.info(
+                            "connected to manager",
+                            metadata: ["manager": "\(welcome.managerID)", "address": "\(endpoint.address)"])
                         try await withThrowingTaskGroup(of: Void.self) { group in
                             group.addTask { try await self.report(over: connection, every: statusInterval) }
                             if let outbox = self.outbox, welcome.capabilities.contains("roi-upload") {
@@ -90,8 +93,11 @@ public final class ManagerLink: Service, Sendable {
                 if Task.isShuttingDownGracefully || Task.isCancelled { break }
                 logger.warning("manager link failed", metadata: ["address": "\(endpoint.address)", "error": "\(error)"])
                 if let wire = error as? WireError, case .remote(let code, _) = wire,
-                   code == .certificateRevoked || code == .protocolVersionMismatch {
-                    logger.error("the manager refused this agent; fix the certificate or software before it can connect", metadata: ["error": "\(wire)"])
+                    code == .certificateRevoked || code == .protocolVersionMismatch
+                {
+                    logger.error(
+                        "the manager refused this agent; fix the certificate or software before it can connect",
+                        metadata: ["error": "\(wire)"])
                 }
             }
             // A link that got through starts a new round and resets the backoff to its first step.
@@ -112,7 +118,9 @@ public final class ManagerLink: Service, Sendable {
             throw WireError.wrongPeerRole(expected: "agent", actual: "\(welcome.peerRole)")
         }
         guard welcome.peerIdentity == config.cameraId else {
-            throw WireError.refused(code: .permissionDenied, message: "certificate names camera \(welcome.peerIdentity) but this agent is configured as \(config.cameraId)")
+            throw WireError.refused(
+                code: .permissionDenied,
+                message: "certificate names camera \(welcome.peerIdentity) but this agent is configured as \(config.cameraId)")
         }
     }
 

@@ -38,14 +38,18 @@ public final class CameraPermissions: Sendable {
     public func checkInspectionType(_ type: String, camera: String, typesHeld: () async throws -> Set<String>) async throws(WireError) {
         if let types = assigned[camera] {
             guard types.contains(type) else {
-                throw .refused(code: .permissionDenied, message: "camera \(camera) is assigned inspection types \(types.sorted().joined(separator: ", ")), not \(type)")
+                throw .refused(
+                    code: .permissionDenied,
+                    message: "camera \(camera) is assigned inspection types \(types.sorted().joined(separator: ", ")), not \(type)")
             }
             return
         }
         // Its own type, once decided, needs no read of the store: the common case, every upload.
         if pinned.withLock({ $0[camera] }) == type { return }
         let held: Set<String>
-        do { held = try await typesHeld() } catch { throw .refused(code: .unavailable, message: "cannot read camera \(camera)'s training data: \(error)") }
+        do { held = try await typesHeld() } catch {
+            throw .refused(code: .unavailable, message: "cannot read camera \(camera)'s training data: \(error)")
+        }
         let own = pinned.withLock { pins -> String in
             if let pin = pins[camera] { return pin }
             // The type it already has data in (the first by name, if several), or this one, from now on.
@@ -54,25 +58,38 @@ public final class CameraPermissions: Sendable {
             return pin
         }
         guard own == type || held.contains(type) else {
-            throw .refused(code: .permissionDenied, message: "camera \(camera) sends \(own) data; it may not send or train \(type) "
-                               + "(assign it more types with cameraInspectionTypes in the manager's config)")
+            throw .refused(
+                code: .permissionDenied,
+                message: "camera \(camera) sends \(own) data; it may not send or train \(type) "
+                    + "(assign it more types with cameraInspectionTypes in the manager's config)")
         }
     }
 
     /// The training request a camera may run: its own type, a bounded budget, within its queue quota.
-    public func admitTraining(_ request: inout TrainingBudget, camera: String, queuedByCamera: Int,
-                              typesHeld: () async throws -> Set<String>) async throws(WireError) {
+    public func admitTraining(
+        _ request: inout TrainingBudget, camera: String, queuedByCamera: Int,
+        typesHeld: () async throws -> Set<String>
+    ) async throws(WireError) {
         try await checkInspectionType(request.inspectionType, camera: camera, typesHeld: typesHeld)
         guard queuedByCamera < limits.queuedJobs else {
-            throw .refused(code: .resourceExhausted, message: "camera \(camera) already has \(queuedByCamera) training jobs queued or running (at most \(limits.queuedJobs))")
+            throw .refused(
+                code: .resourceExhausted,
+                message: "camera \(camera) already has \(queuedByCamera) training jobs queued or running (at most \(limits.queuedJobs))")
         }
         // A request bounded by neither passes nor time gets the time bound.
         if request.timeBudgetSeconds == 0 && request.passes == 0 { request.timeBudgetSeconds = limits.maximumTrainingSeconds }
         guard request.passes <= limits.maximumPasses else {
-            throw .refused(code: .invalidArgument, message: "camera \(camera) may ask for at most \(limits.maximumPasses) passes, not \(request.passes)")
+            throw .refused(
+                code: .invalidArgument,
+                message: "camera \(camera) may ask for at most \(limits.maximumPasses) passes, not \(request.passes)")
         }
         guard request.timeBudgetSeconds <= limits.maximumTrainingSeconds else {
-            throw .refused(code: .invalidArgument, message: "camera \(camera) may ask for at most \(Int(limits.maximumTrainingSeconds)) s of training, not \(Int(request.timeBudgetSeconds))")
+            throw .refused(
+                code: .invalidArgument,
+                message:
+                    "camera \(camera) may ask for at most \(Int(limits.maximumTrainingSeconds)) s of training, not "
+                    + "\(Int(request.timeBudgetSeconds))"
+            )
         }
     }
 

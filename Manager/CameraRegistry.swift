@@ -44,7 +44,11 @@ public final class CameraRegistry: Sendable {
 
     /// Writes what is still queued and stops writing through.
     public func detach() async {
-        guard let (queue, writer) = writes.withLock({ state in defer { state = nil }; return state }) else { return }
+        guard
+            let (queue, writer) = writes.withLock({ state in
+                defer { state = nil }; return state
+            })
+        else { return }
         queue.finish()
         await writer.value
     }
@@ -96,7 +100,9 @@ public final class CameraRegistry: Sendable {
             guard var entry = entries[cameraId] else { return }
             // A new inspection type, model or recipe is written at once; plain reports every few seconds.
             let old = entry.status.status
-            if old.inspectionType != status.inspectionType || old.modelVersion != status.modelVersion || old.recipeVersion != status.recipeVersion {
+            if old.inspectionType != status.inspectionType || old.modelVersion != status.modelVersion
+                || old.recipeVersion != status.recipeVersion
+            {
                 entry.persistedAt = .now - .seconds(3600)
             }
             entry.status.status = status

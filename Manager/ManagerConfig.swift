@@ -72,8 +72,10 @@ public struct ManagerConfig: Codable, Sendable, Equatable {
     /// Where the training sets of the jobs this manager trains are spooled (unlinked files, gone when the job is).
     public var trainingScratchDirectory: String { dataDir + "/training-scratch" }
 
-    public init(managerId: String, listen: String, tls: TLSFiles, revocationList: String?, dataDir: String,
-                maxFrameBytes: Int? = nil, heartbeatSeconds: Double? = nil, idleTimeoutSeconds: Double? = nil) {
+    public init(
+        managerId: String, listen: String, tls: TLSFiles, revocationList: String?, dataDir: String,
+        maxFrameBytes: Int? = nil, heartbeatSeconds: Double? = nil, idleTimeoutSeconds: Double? = nil
+    ) {
         self.managerId = managerId
         self.listen = listen
         self.tls = tls
@@ -110,14 +112,18 @@ public struct ManagerConfig: Codable, Sendable, Equatable {
             throw ConfigError.invalid(path: path, key: "listen", reason: "expected HOST:PORT, got \"\(config.listen)\"")
         }
         if let bytes = config.maxFrameBytes, !(Int(WireProtocol.minimumMaxFrameBytes)...(1 << 30)).contains(bytes) {
-            throw ConfigError.invalid(path: path, key: "maxFrameBytes", reason: "must be between \(WireProtocol.minimumMaxFrameBytes) (the protocol's minimum) and 1073741824")
+            throw ConfigError.invalid(
+                path: path, key: "maxFrameBytes",
+                reason: "must be between \(WireProtocol.minimumMaxFrameBytes) (the protocol's minimum) and 1073741824")
         }
         if let metrics = config.metricsAddress {
             do { _ = try parseAddress(metrics) } catch {
                 throw ConfigError.invalid(path: path, key: "metricsAddress", reason: "expected HOST:PORT, got \"\(metrics)\"")
             }
         }
-        for (key, value) in [("cameraJobQuota", config.cameraJobQuota), ("maxConnectionsPerCertificate", config.maxConnectionsPerCertificate)] {
+        for (key, value) in [
+            ("cameraJobQuota", config.cameraJobQuota), ("maxConnectionsPerCertificate", config.maxConnectionsPerCertificate),
+        ] {
             if let value, !(1...1000).contains(value) { throw ConfigError.invalid(path: path, key: key, reason: "must be 1…1000") }
         }
         if let value = config.maxConnections, !(1...1_000_000).contains(value) {
@@ -132,8 +138,10 @@ public struct ManagerConfig: Codable, Sendable, Equatable {
         if let value = config.trainingThreads, !(1...256).contains(value) {
             throw ConfigError.invalid(path: path, key: "trainingThreads", reason: "must be 1…256")
         }
-        for (key, value) in [("heartbeatSeconds", config.heartbeatSeconds), ("idleTimeoutSeconds", config.idleTimeoutSeconds),
-                             ("registryPollSeconds", config.registryPollSeconds), ("trainingLeaseSeconds", config.trainingLeaseSeconds)] {
+        for (key, value) in [
+            ("heartbeatSeconds", config.heartbeatSeconds), ("idleTimeoutSeconds", config.idleTimeoutSeconds),
+            ("registryPollSeconds", config.registryPollSeconds), ("trainingLeaseSeconds", config.trainingLeaseSeconds),
+        ] {
             if let value, !(value > 0 && value <= 3600) {
                 throw ConfigError.invalid(path: path, key: key, reason: "must be more than 0 and at most 3600")
             }

@@ -66,20 +66,25 @@ public final class ManagerMetrics: Sendable {
     public func report(cameraId: String, status: Loupe_V1_AgentStatus) {
         let labels = [("camera", cameraId)]
         let figures: [(String, String, UInt64)] = [
-            ("camera_incomplete_frames", "Frames the camera sent incomplete (packets lost; not inspected), since its agent started", status.cameraIncompleteFrames),
+            (
+                "camera_incomplete_frames", "Frames the camera sent incomplete (packets lost; not inspected), since its agent started",
+                status.cameraIncompleteFrames
+            ),
             ("camera_missing_packets", "GigE Vision packets missing, since the camera's agent started", status.cameraMissingPackets),
             ("camera_resent_packets", "GigE Vision packets resent, since the camera's agent started", status.cameraResentPackets),
             ("camera_reconnects", "Times the camera was lost and found again, since its agent started", status.cameraReconnects),
         ]
         for (name, help, value) in figures { registry.loupeGauge(name, help, labels).set(to: Double(value)) }
-        registry.loupeGauge("camera_lost", "1 while the camera gives no frames (the agent's status names why)", labels).set(to: status.cameraError.isEmpty ? 0.0 : 1.0)
+        registry.loupeGauge("camera_lost", "1 while the camera gives no frames (the agent's status names why)", labels).set(
+            to: status.cameraError.isEmpty ? 0.0 : 1.0)
     }
 }
 
 extension PrometheusCollectorRegistry {
     /// `loupe_<name>_total`, with its HELP line.
     fileprivate func loupeCounter(_ name: String, _ help: String, _ labels: [(String, String)] = []) -> Counter {
-        makeCounter(descriptor: MetricNameDescriptor(namespace: "loupe", metricName: name, unitName: "total", helpText: help), labels: labels)
+        makeCounter(
+            descriptor: MetricNameDescriptor(namespace: "loupe", metricName: name, unitName: "total", helpText: help), labels: labels)
     }
 
     /// `loupe_<name>`, with its HELP line.
@@ -100,15 +105,18 @@ struct MetricsService: Service {
         let router = Router()
         let metrics = self.metrics
         router.get("metrics") { _, _ in
-            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: ResponseBody(byteBuffer: ByteBuffer(string: metrics.text)))
+            Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                body: ResponseBody(byteBuffer: ByteBuffer(string: metrics.text)))
         }
         let (logger, onListening) = (self.logger, self.onListening)
-        let app = Application(router: router, configuration: .init(address: .hostname(host, port: port), serverName: "loupe-manager-metrics"),
-                              onServerRunning: { channel in
-                                  let bound = channel.localAddress?.port ?? port
-                                  logger.info("metrics listening", metadata: ["address": "\(host):\(bound)"])
-                                  onListening(bound)
-                              }, logger: logger)
+        let app = Application(
+            router: router, configuration: .init(address: .hostname(host, port: port), serverName: "loupe-manager-metrics"),
+            onServerRunning: { channel in
+                let bound = channel.localAddress?.port ?? port
+                logger.info("metrics listening", metadata: ["address": "\(host):\(bound)"])
+                onListening(bound)
+            }, logger: logger)
         try await app.run()
     }
 }

@@ -38,16 +38,21 @@ public final class ManagerService: Service, Sendable {
     let storage: ManagerStorage
 
     /// Opens the stores `config` names (they must open, or this throws, naming why) and makes the manager.
-    public static func open(config: ManagerConfig, logger: Logger, onListening: @escaping @Sendable (SocketAddress) -> Void = { _ in },
-                            onMetricsListening: @escaping @Sendable (Int) -> Void = { _ in }) async throws -> ManagerService {
+    public static func open(
+        config: ManagerConfig, logger: Logger, onListening: @escaping @Sendable (SocketAddress) -> Void = { _ in },
+        onMetricsListening: @escaping @Sendable (Int) -> Void = { _ in }
+    ) async throws -> ManagerService {
         let storage = try await ManagerStorage.open(config, logger: logger)
-        let service = try ManagerService(config: config, storage: storage, logger: logger, onListening: onListening, onMetricsListening: onMetricsListening)
+        let service = try ManagerService(
+            config: config, storage: storage, logger: logger, onListening: onListening, onMetricsListening: onMetricsListening)
         try await service.registry.attach(storage.fleet, logger: logger)
         return service
     }
 
-    private init(config: ManagerConfig, storage: ManagerStorage, logger: Logger, onListening: @escaping @Sendable (SocketAddress) -> Void,
-                 onMetricsListening: @escaping @Sendable (Int) -> Void) throws {
+    private init(
+        config: ManagerConfig, storage: ManagerStorage, logger: Logger, onListening: @escaping @Sendable (SocketAddress) -> Void,
+        onMetricsListening: @escaping @Sendable (Int) -> Void
+    ) throws {
         self.config = config
         self.logger = logger
         self.onListening = onListening
@@ -61,29 +66,36 @@ public final class ManagerService: Service, Sendable {
             try SigningKeyFile.write(models.signingKey.publicKey.rawRepresentation, to: published, secret: false)
         }
         let wakeups = ModelOffers.makeWakeups()
-        let trainingSettings = TrainingQueue.Settings(concurrency: config.trainingConcurrency ?? 1,
-                                                      threads: config.trainingThreads ?? ProcessInfo.processInfo.activeProcessorCount,
-                                                      lease: .seconds(fraction: config.trainingLeaseSeconds ?? 30), holder: "manager \(config.managerId)",
-                                                      scratchDirectory: config.trainingScratchDirectory)
-        training = TrainingQueue(jobs: storage.trainingJobs, data: trainingData, registry: models, settings: trainingSettings, metrics: metrics,
-                                 logger: logger, onAssigned: { wakeups.1.yield() })
-        offers = ModelOffers(models: models, cameras: registry, training: training, metrics: metrics, logger: logger, wakeups: wakeups,
-                             tick: .seconds(fraction: config.registryPollSeconds ?? 1), sharedFleet: storage.sharedFleet)
-        operatorCommands = OperatorCommands(models: models, trainingData: trainingData, training: training, cameras: registry,
-                                            sharedFleet: storage.sharedFleet, offers: offers, logger: logger)
+        let trainingSettings = TrainingQueue.Settings(
+            concurrency: config.trainingConcurrency ?? 1,
+            threads: config.trainingThreads ?? ProcessInfo.processInfo.activeProcessorCount,
+            lease: .seconds(fraction: config.trainingLeaseSeconds ?? 30), holder: "manager \(config.managerId)",
+            scratchDirectory: config.trainingScratchDirectory)
+        training = TrainingQueue(
+            jobs: storage.trainingJobs, data: trainingData, registry: models, settings: trainingSettings, metrics: metrics,
+            logger: logger, onAssigned: { wakeups.1.yield() })
+        offers = ModelOffers(
+            models: models, cameras: registry, training: training, metrics: metrics, logger: logger, wakeups: wakeups,
+            tick: .seconds(fraction: config.registryPollSeconds ?? 1), sharedFleet: storage.sharedFleet)
+        operatorCommands = OperatorCommands(
+            models: models, trainingData: trainingData, training: training, cameras: registry,
+            sharedFleet: storage.sharedFleet, offers: offers, logger: logger)
     }
 
     public func run() async throws {
         let (held, versions) = (try await trainingData.count(), try await models.versions().count)
-        logger.info("training data and model registry open", metadata: [
-            "rois": "\(held)", "models": "\(versions)", "storage": "\(storage.location)",
-            "signing-key": "\(models.signingKey.publicKey.rawRepresentation.hexString.prefix(16))…",
-        ])
+        logger.info(
+            "training data and model registry open",
+            metadata: [
+                "rois": "\(held)", "models": "\(versions)", "storage": "\(storage.location)",
+                "signing-key": "\(models.signingKey.publicKey.rawRepresentation.hexString.prefix(16))…",
+            ])
         let (host, port) = try parseAddress(config.listen)
         let server = try await WireServer.bind(
-            WireServerConfiguration(host: host, port: port, tls: config.tls, connection: config.connectionSettings,
-                                    maxConnections: config.maxConnections ?? WireServerConfiguration.defaultMaxConnections,
-                                    maxConnectionsPerPeer: config.maxConnectionsPerCertificate ?? WireServerConfiguration.defaultMaxConnectionsPerPeer),
+            WireServerConfiguration(
+                host: host, port: port, tls: config.tls, connection: config.connectionSettings,
+                maxConnections: config.maxConnections ?? WireServerConfiguration.defaultMaxConnections,
+                maxConnectionsPerPeer: config.maxConnectionsPerCertificate ?? WireServerConfiguration.defaultMaxConnectionsPerPeer),
             logger: logger
         )
         let logger = self.logger
@@ -92,14 +104,19 @@ public final class ManagerService: Service, Sendable {
             for connection in server.activeConnections {
                 if let peer = connection.peer, list.isRevoked(serial: peer.serial) {
                     logger.warning("closing connection of revoked certificate", metadata: ["peer": "\(peer)"])
-                    connection.closeWithError(WireError.refused(code: .certificateRevoked, message: "certificate serial \(peer.serial) of \(peer.role.rawValue) \(peer.name) has been revoked"))
+                    connection.closeWithError(
+                        WireError.refused(
+                            code: .certificateRevoked,
+                            message: "certificate serial \(peer.serial) of \(peer.role.rawValue) \(peer.name) has been revoked"))
                 }
             }
         }
-        logger.info("manager listening", metadata: [
-            "address": "\(server.localAddress)", "manager": "\(config.managerId)",
-            "revocations": "\(revocations.list.entries.count)",
-        ])
+        logger.info(
+            "manager listening",
+            metadata: [
+                "address": "\(server.localAddress)", "manager": "\(config.managerId)",
+                "revocations": "\(revocations.list.entries.count)",
+            ])
         onListening(server.localAddress)
 
         let (offers, training) = (self.offers, self.training)
@@ -110,7 +127,8 @@ public final class ManagerService: Service, Sendable {
                 group.addTask { await offers.run(server: server) }
                 group.addTask { await training.run() }
                 if let address = self.config.metricsAddress {
-                    let metrics = MetricsService(metrics: self.metrics, address: address, logger: logger, onListening: self.onMetricsListening)
+                    let metrics = MetricsService(
+                        metrics: self.metrics, address: address, logger: logger, onListening: self.onMetricsListening)
                     group.addTask { try await metrics.run() }
                 }
                 try await server.run(
@@ -147,26 +165,35 @@ public final class ManagerService: Service, Sendable {
         do {
             try revocations.admit(serial: peer.serial, name: peer.name, role: peer.role.rawValue)
         } catch {
-            logger.warning("refused certificate", metadata: ["peer": "\(peer)", "address": "\(connection.remoteAddress)", "why": "\(error)"])
+            logger.warning(
+                "refused certificate", metadata: ["peer": "\(peer)", "address": "\(connection.remoteAddress)", "why": "\(error)"])
             throw error
         }
         guard peer.role != .manager else {
-            throw WireError.refused(code: .permissionDenied, message: "a manager certificate cannot connect to the manager; use an agent, operator or worker certificate")
+            throw WireError.refused(
+                code: .permissionDenied,
+                message: "a manager certificate cannot connect to the manager; use an agent, operator or worker certificate")
         }
         guard hello.protocolVersion == WireProtocol.version else {
-            throw WireError.refused(code: .protocolVersionMismatch, message: "client speaks protocol version \(hello.protocolVersion); this manager speaks version \(WireProtocol.version)")
+            throw WireError.refused(
+                code: .protocolVersionMismatch,
+                message: "client speaks protocol version \(hello.protocolVersion); this manager speaks version \(WireProtocol.version)")
         }
         if peer.role == .agent {
             registry.connected(cameraId: peer.name, address: connection.remoteAddress, softwareVersion: hello.softwareVersion)
         }
-        logger.info("\(peer.role.rawValue) connected", metadata: [
-            "peer": "\(peer.name)", "address": "\(connection.remoteAddress)", "software": "\(hello.softwareVersion)",
-        ])
+        logger.info(
+            "\(peer.role.rawValue) connected",
+            metadata: [
+                "peer": "\(peer.name)", "address": "\(connection.remoteAddress)", "software": "\(hello.softwareVersion)",
+            ])
         var welcome = Loupe_V1_Welcome()
         welcome.protocolVersion = WireProtocol.version
         welcome.softwareVersion = WireProtocol.softwareVersion
-        welcome.capabilities = ["echo", "fleet-status", "agent-status", "roi-upload", "model-chunks", "training", "operator-commands", "rollouts",
-                                "training-workers"]
+        welcome.capabilities = [
+            "echo", "fleet-status", "agent-status", "roi-upload", "model-chunks", "training", "operator-commands", "rollouts",
+            "training-workers",
+        ]
         welcome.peerIdentity = peer.name
         welcome.peerRole = peer.role.wire
         welcome.heartbeatIntervalMs = UInt32(config.connectionSettings.heartbeatInterval.seconds * 1000)
@@ -190,10 +217,13 @@ public final class ManagerService: Service, Sendable {
         case .roiUpload(let upload):
             let store = trainingData
             do {
-                try await permissions.checkInspectionType(upload.inspectionType, camera: peer.name) { try await store.inspectionTypes(cameraId: peer.name) }
+                try await permissions.checkInspectionType(upload.inspectionType, camera: peer.name) {
+                    try await store.inspectionTypes(cameraId: peer.name)
+                }
             } catch {
                 metrics.uploadsRefused.increment()
-                logger.warning("upload refused", metadata: ["camera": "\(peer.name)", "type": "\(upload.inspectionType)", "why": "\(error)"])
+                logger.warning(
+                    "upload refused", metadata: ["camera": "\(peer.name)", "type": "\(upload.inspectionType)", "why": "\(error)"])
                 throw error
             }
             let stored: Bool
@@ -218,9 +248,12 @@ public final class ManagerService: Service, Sendable {
             return .roiAck(ack)
         case .modelChunkRequest(let request):
             guard request.length > 0, request.length <= ModelChunks.maximumBytes else {
-                throw WireError.refused(code: .invalidArgument, message: "chunk length \(request.length) must be 1…\(ModelChunks.maximumBytes)")
+                throw WireError.refused(
+                    code: .invalidArgument, message: "chunk length \(request.length) must be 1…\(ModelChunks.maximumBytes)")
             }
-            let (data, last) = try await OperatorCommands.mapped { try await models.chunk(request.modelVersion, offset: request.offset, length: Int(request.length)) }
+            let (data, last) = try await OperatorCommands.mapped {
+                try await models.chunk(request.modelVersion, offset: request.offset, length: Int(request.length))
+            }
             var chunk = Loupe_V1_ModelChunk()
             chunk.modelVersion = request.modelVersion
             chunk.offset = request.offset
@@ -232,14 +265,16 @@ public final class ManagerService: Service, Sendable {
             let queue = training
             if peer.role == .agent {
                 // A camera trains only its own type, within its quota and budget.
-                var budget = CameraPermissions.TrainingBudget(inspectionType: request.inspectionType, timeBudgetSeconds: Double(request.timeBudgetSeconds),
-                                                              passes: Int(request.iterations))
+                var budget = CameraPermissions.TrainingBudget(
+                    inspectionType: request.inspectionType, timeBudgetSeconds: Double(request.timeBudgetSeconds),
+                    passes: Int(request.iterations))
                 let held = { () async throws -> Set<String> in try await self.trainingData.inspectionTypes(cameraId: peer.name) }
                 let queued = try await queue.activeJobs(requestedBy: peer.name)
                 try await permissions.admitTraining(&budget, camera: peer.name, queuedByCamera: queued, typesHeld: held)
                 request.timeBudgetSeconds = UInt32(budget.timeBudgetSeconds)
             }
-            return .trainingProgress(try await queue.submit(request, requester: peer.name, isCamera: peer.role == .agent, connection: connection))
+            return .trainingProgress(
+                try await queue.submit(request, requester: peer.name, isCamera: peer.role == .agent, connection: connection))
         case .trainingCancel(let cancel):
             let queue = training
             // A camera cancels only the jobs it asked for; an operator any.
@@ -252,16 +287,20 @@ public final class ManagerService: Service, Sendable {
             do {
                 try await models.recordInstall(cameraId: peer.name, version: report.modelVersion, ok: report.ok, error: report.error)
             } catch {
-                logger.error("cannot record a camera's install report", metadata: [
-                    "camera": "\(peer.name)", "version": "\(report.modelVersion)", "error": "\(error)",
-                ])
+                logger.error(
+                    "cannot record a camera's install report",
+                    metadata: [
+                        "camera": "\(peer.name)", "version": "\(report.modelVersion)", "error": "\(error)",
+                    ])
             }
             offers.wake()
             (report.ok ? metrics.installsOK : metrics.installsRefused).increment()
             if report.ok {
                 logger.info("camera installed model", metadata: ["camera": "\(peer.name)", "version": "\(report.modelVersion)"])
             } else {
-                logger.error("camera refused model", metadata: ["camera": "\(peer.name)", "version": "\(report.modelVersion)", "error": "\(report.error)"])
+                logger.error(
+                    "camera refused model",
+                    metadata: ["camera": "\(peer.name)", "version": "\(report.modelVersion)", "error": "\(report.error)"])
             }
             return nil
         case .fleetStatusQuery(let query):
@@ -270,7 +309,8 @@ public final class ManagerService: Service, Sendable {
                 query.inspectionType.isEmpty || $0.status.inspectionType == query.inspectionType
             }
             return .fleetStatusReply(reply)
-        case .modelListQuery, .modelPush, .modelRollback, .rolloutDecision, .trainingStatusQuery, .datasetStatsQuery, .cameraGroupSet, .cameraGroupList:
+        case .modelListQuery, .modelPush, .modelRollback, .rolloutDecision, .trainingStatusQuery, .datasetStatsQuery, .cameraGroupSet,
+            .cameraGroupList:
             return try await operatorCommands.handle(body, connection: connection, peer: peer)
         case .workClaim(let claim):
             return .workAssignment(try await training.claim(worker: peer.name, wait: .milliseconds(Int64(claim.waitMs))))
@@ -302,7 +342,7 @@ enum Permissions {
             // Operators fetch a version's file too (`loupe model export-onnx VERSION`).
             allowed = role == .agent || role == .operator
         case .fleetStatusQuery, .modelListQuery, .modelPush, .modelRollback, .rolloutDecision, .trainingStatusQuery,
-             .datasetStatsQuery, .cameraGroupSet, .cameraGroupList:
+            .datasetStatsQuery, .cameraGroupSet, .cameraGroupList:
             allowed = role == .operator
         case .workClaim, .datasetPageQuery, .workProgress, .workResult:
             allowed = role == .worker
@@ -310,7 +350,8 @@ enum Permissions {
             allowed = false
         }
         guard allowed else {
-            throw WireError.refused(code: .permissionDenied, message: "\(role.rawValue.withIndefiniteArticle) certificate may not send \(body.name)")
+            throw WireError.refused(
+                code: .permissionDenied, message: "\(role.rawValue.withIndefiniteArticle) certificate may not send \(body.name)")
         }
     }
 }

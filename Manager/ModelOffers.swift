@@ -40,10 +40,14 @@ public final class ModelOffers: Sendable {
         AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
     }
 
-    public init(models: any ModelRegistryStoring, cameras: CameraRegistry, training: TrainingQueue, metrics: ManagerMetrics, logger: Logger,
-                wakeups: (AsyncStream<Void>, AsyncStream<Void>.Continuation) = makeWakeups(), tick: Duration = .seconds(1),
-                sharedFleet: (any FleetStoring)? = nil) {
-        (self.models, self.cameras, self.training, self.metrics, self.logger, self.tick) = (models, cameras, training, metrics, logger, tick)
+    public init(
+        models: any ModelRegistryStoring, cameras: CameraRegistry, training: TrainingQueue, metrics: ManagerMetrics, logger: Logger,
+        wakeups: (AsyncStream<Void>, AsyncStream<Void>.Continuation) = makeWakeups(), tick: Duration = .seconds(1),
+        sharedFleet: (any FleetStoring)? = nil
+    ) {
+        (self.models, self.cameras, self.training, self.metrics, self.logger, self.tick) = (
+            models, cameras, training, metrics, logger, tick
+        )
         (self.wakeups, wakeup) = wakeups
         self.sharedFleet = sharedFleet
     }
@@ -107,13 +111,15 @@ public final class ModelOffers: Sendable {
             return
         }
         let byCamera = Dictionary(rows.map { ($0.cameraId, $0) }) { $1 }
-        metrics.pushPending.set(to: Double(byCamera.values.filter { $0.desiredVersion != nil && $0.desiredVersion != $0.installedVersion }.count))
+        metrics.pushPending.set(
+            to: Double(byCamera.values.filter { $0.desiredVersion != nil && $0.desiredVersion != $0.installedVersion }.count))
         let (queued, running) = await training.counts()
         metrics.trainingQueued.set(to: Double(queued))
         metrics.trainingRunning.set(to: Double(running))
         for connection in server.activeConnections {
             guard let peer = connection.peer, peer.role == .agent, connection.wasWelcomed, !connection.isClosed,
-                  let camera = byCamera[peer.name], let desired = camera.desiredVersion else { continue }
+                let camera = byCamera[peer.name], let desired = camera.desiredVersion
+            else { continue }
             let key = ObjectIdentifier(connection)
             guard desired != camera.installedVersion else {
                 // Settled: a later decision, even for a version offered before, is offered again.

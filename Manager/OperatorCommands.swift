@@ -42,10 +42,13 @@ struct OperatorCommands: Sendable {
             defer { offers.wake() }
             let registry = models
             let rollout = try await mapped {
-                try await registry.decide(decision.rolloutID, promote: decision.promote,
-                                    reason: decision.promote ? "promoted by \(peer.name)" : "rolled back by \(peer.name)", figures: nil)
+                try await registry.decide(
+                    decision.rolloutID, promote: decision.promote,
+                    reason: decision.promote ? "promoted by \(peer.name)" : "rolled back by \(peer.name)", figures: nil)
             }
-            logger.notice("rollout decided by operator", metadata: ["rollout": "\(rollout.id)", "state": "\(rollout.state.rawValue)", "by": "\(peer.name)"])
+            logger.notice(
+                "rollout decided by operator",
+                metadata: ["rollout": "\(rollout.id)", "state": "\(rollout.state.rawValue)", "by": "\(peer.name)"])
             var reply = Loupe_V1_ModelPushReply()
             reply.cameras = decision.promote ? rollout.remainingCameras : rollout.canaryCameras
             reply.rollout = rollout.wire
@@ -60,7 +63,8 @@ struct OperatorCommands: Sendable {
             let store = trainingData
             var reply = Loupe_V1_DatasetStatsReply()
             do {
-                reply.datasets = try await store.statistics(inspectionType: query.inspectionType.isEmpty ? nil : query.inspectionType, validationFraction: 0.1)
+                reply.datasets = try await store.statistics(
+                    inspectionType: query.inspectionType.isEmpty ? nil : query.inspectionType, validationFraction: 0.1)
             } catch {
                 throw WireError.refused(code: .internal, message: error.description)
             }
@@ -75,7 +79,9 @@ struct OperatorCommands: Sendable {
         case .cameraGroupSet(let set):
             let registry = models
             try await mapped { try await registry.setGroup(set.name, cameras: set.cameras) }
-            logger.notice("camera group set", metadata: ["group": "\(set.name)", "cameras": "\(set.cameras.joined(separator: ","))", "by": "\(peer.name)"])
+            logger.notice(
+                "camera group set",
+                metadata: ["group": "\(set.name)", "cameras": "\(set.cameras.joined(separator: ","))", "by": "\(peer.name)"])
             return .cameraGroupList(try await groupList(registry))
         case .cameraGroupList:
             return .cameraGroupList(try await groupList(models))
@@ -131,7 +137,9 @@ struct OperatorCommands: Sendable {
             return info
         }
         let shown = Set(versions.map(\.version))
-        reply.cameras = cameras.filter { query.version.isEmpty || shown.contains($0.desiredVersion ?? "") || shown.contains($0.installedVersion ?? "") }.map { camera in
+        reply.cameras = cameras.filter {
+            query.version.isEmpty || shown.contains($0.desiredVersion ?? "") || shown.contains($0.installedVersion ?? "")
+        }.map { camera in
             var info = Loupe_V1_CameraModelInfo()
             info.cameraID = camera.cameraId
             info.desiredVersion = camera.desiredVersion ?? ""
@@ -149,14 +157,18 @@ struct OperatorCommands: Sendable {
     func resolve(_ target: Loupe_V1_CameraTarget, inspectionType: String?) async throws -> [String] {
         let known = try await fleet()
         let chosen = [!target.cameras.isEmpty, !target.inspectionType.isEmpty, !target.group.isEmpty].filter { $0 }.count
-        guard chosen == 1 else { throw ModelRegistryError.invalid("name the target cameras one way: a list of cameras, an inspection type or a group") }
+        guard chosen == 1 else {
+            throw ModelRegistryError.invalid("name the target cameras one way: a list of cameras, an inspection type or a group")
+        }
         var cameras: [String]
         if !target.inspectionType.isEmpty {
             if let inspectionType, inspectionType != target.inspectionType {
                 throw ModelRegistryError.invalid("the version is for inspection type \(inspectionType), not \(target.inspectionType)")
             }
             cameras = known.filter { $0.status.inspectionType == target.inspectionType }.map(\.cameraID)
-            guard !cameras.isEmpty else { throw ModelRegistryError.invalid("no camera has reported inspection type \(target.inspectionType) yet") }
+            guard !cameras.isEmpty else {
+                throw ModelRegistryError.invalid("no camera has reported inspection type \(target.inspectionType) yet")
+            }
         } else if !target.group.isEmpty {
             cameras = try await models.group(target.group)
         } else {
@@ -166,12 +178,15 @@ struct OperatorCommands: Sendable {
         for camera in cameras {
             guard let status = known.first(where: { $0.cameraID == camera }) else {
                 throw ModelRegistryError.invalid(
-                    "camera \(camera) has never connected to a manager of this fleet (check the id; `loupe camera list` shows the known ones)")
+                    "camera \(camera) has never connected to a manager of this fleet (check the id; `loupe camera list` shows the known "
+                        + "ones)"
+                )
             }
             // A camera without a recipe yet (version 0) takes a model of any type.
             let hasRecipe = !["", "0"].contains(status.status.recipeVersion)
             if let inspectionType, hasRecipe, status.status.inspectionType != inspectionType {
-                throw ModelRegistryError.invalid("camera \(camera) inspects \(status.status.inspectionType), but the version is for \(inspectionType)")
+                throw ModelRegistryError.invalid(
+                    "camera \(camera) inspects \(status.status.inspectionType), but the version is for \(inspectionType)")
             }
         }
         return cameras
@@ -185,18 +200,28 @@ struct OperatorCommands: Sendable {
         if push.canaryCameras.isEmpty {
             try await registry.assign(version.version, to: target)
             reply.cameras = target
-            logger.notice("model pushed", metadata: ["version": "\(version.version)", "cameras": "\(target.joined(separator: ","))", "by": "\(operatorName)"])
+            logger.notice(
+                "model pushed",
+                metadata: ["version": "\(version.version)", "cameras": "\(target.joined(separator: ","))", "by": "\(operatorName)"])
             return reply
         }
         let canaries = Array(Set(push.canaryCameras)).sorted()
-        if let outside = canaries.first(where: { !target.contains($0) }) { throw ModelRegistryError.invalid("canary \(outside) is not one of the target cameras") }
+        if let outside = canaries.first(where: { !target.contains($0) }) {
+            throw ModelRegistryError.invalid("canary \(outside) is not one of the target cameras")
+        }
         // The canaries' own defect rate over the last hour: the baseline if the rest of the target judges nothing.
         let statuses = try await fleet().filter { canaries.contains($0.cameraID) }
         let pass = statuses.reduce(0) { $0 + $1.status.passCountLastHour }, fail = statuses.reduce(0) { $0 + $1.status.failCountLastHour }
         let prior = pass + fail > 0 ? Double(fail) / Double(pass + fail) : nil
-        let rollout = try await registry.startRollout(version.version, canaries: canaries, remaining: target.filter { !canaries.contains($0) },
-                                                policy: CanaryPolicyRecord(push.policy), priorDefectRate: prior)
-        logger.notice("canary rollout started", metadata: ["rollout": "\(rollout.id)", "version": "\(version.version)", "canaries": "\(canaries.joined(separator: ","))", "by": "\(operatorName)"])
+        let rollout = try await registry.startRollout(
+            version.version, canaries: canaries, remaining: target.filter { !canaries.contains($0) },
+            policy: CanaryPolicyRecord(push.policy), priorDefectRate: prior)
+        logger.notice(
+            "canary rollout started",
+            metadata: [
+                "rollout": "\(rollout.id)", "version": "\(version.version)", "canaries": "\(canaries.joined(separator: ","))",
+                "by": "\(operatorName)",
+            ])
         reply.cameras = canaries
         reply.rollout = rollout.wire
         return reply
@@ -214,11 +239,15 @@ struct OperatorCommands: Sendable {
             } else if let previous = try await registry.camera(camera)?.previousVersion {
                 moves.append((camera, previous))
             } else {
-                throw ModelRegistryError.invalid("camera \(camera) has no earlier version recorded; name one with --to VERSION (`loupe model list` shows them)")
+                throw ModelRegistryError.invalid(
+                    "camera \(camera) has no earlier version recorded; name one with --to VERSION (`loupe model list` shows them)")
             }
         }
-        for (version, group) in Dictionary(grouping: moves, by: \.1) { try await registry.assign(version, to: group.map(\.0), remember: false) }
-        logger.notice("model rollback", metadata: ["cameras": "\(moves.map { "\($0.0)->\($0.1)" }.joined(separator: ","))", "by": "\(operatorName)"])
+        for (version, group) in Dictionary(grouping: moves, by: \.1) {
+            try await registry.assign(version, to: group.map(\.0), remember: false)
+        }
+        logger.notice(
+            "model rollback", metadata: ["cameras": "\(moves.map { "\($0.0)->\($0.1)" }.joined(separator: ","))", "by": "\(operatorName)"])
         var reply = Loupe_V1_ModelPushReply()
         reply.cameras = moves.map(\.0)
         return reply

@@ -35,7 +35,9 @@ public final class RevocationWatcher: Sendable {
     public func admit(serial: String, name: String, role: String) throws(WireError) {
         let (list, failure) = current.withLock { ($0.list, $0.failure) }
         if let failure {
-            throw .refused(code: .unavailable, message: "the manager's revocation list cannot be read (\(failure)); new connections are refused until it is fixed")
+            throw .refused(
+                code: .unavailable,
+                message: "the manager's revocation list cannot be read (\(failure)); new connections are refused until it is fixed")
         }
         if list.isRevoked(serial: serial) {
             throw .refused(code: .certificateRevoked, message: "certificate serial \(serial) of \(role) \(name) has been revoked")
@@ -51,7 +53,8 @@ public final class RevocationWatcher: Sendable {
         do {
             let list = try RevocationList.load(path: path)
             current.withLock { $0 = (list, stamp, nil) }
-            logger.info("revocation list reloaded", metadata: ["path": "\(path)", "entries": "\(list.entries.count)", "trigger": "\(reason)"])
+            logger.info(
+                "revocation list reloaded", metadata: ["path": "\(path)", "entries": "\(list.entries.count)", "trigger": "\(reason)"])
             onReload(list)
             return true
         } catch {

@@ -16,8 +16,10 @@ public struct RolloutSupervisor {
     /// The fleet store other managers write cameras' status to, when the registry is shared.
     let sharedFleet: (any FleetStoring)?
 
-    public init(models: any ModelRegistryStoring, cameras: CameraRegistry, logger: Logger, metrics: ManagerMetrics?,
-                sharedFleet: (any FleetStoring)? = nil) {
+    public init(
+        models: any ModelRegistryStoring, cameras: CameraRegistry, logger: Logger, metrics: ManagerMetrics?,
+        sharedFleet: (any FleetStoring)? = nil
+    ) {
         self.models = models
         self.cameras = cameras
         self.logger = logger
@@ -38,9 +40,10 @@ public struct RolloutSupervisor {
             logger.warning("cannot read other managers' cameras; judging by this manager's", metadata: ["error": "\(error)"])
             fleet = cameras.snapshot()
         }
-        let counts = Dictionary(uniqueKeysWithValues: fleet.map {
-            ($0.cameraID, PartCounts(pass: $0.status.passCount, fail: $0.status.failCount))
-        })
+        let counts = Dictionary(
+            uniqueKeysWithValues: fleet.map {
+                ($0.cameraID, PartCounts(pass: $0.status.passCount, fail: $0.status.failCount))
+            })
         for rollout in open {
             do {
                 if try await !supervise(rollout, counts: counts, installs: installs, now: now) { stillOpen += 1 }
@@ -53,11 +56,18 @@ public struct RolloutSupervisor {
     }
 
     /// One look at a rollout; true when it was decided.
-    private func supervise(_ original: RolloutRecord, counts: [String: PartCounts], installs: [String: CameraModelRecord], now: Date) async throws -> Bool {
+    private func supervise(
+        _ original: RolloutRecord, counts: [String: PartCounts], installs: [String: CameraModelRecord], now: Date
+    ) async throws -> Bool {
         var rollout = original
         for canary in rollout.canaryCameras {
             if let error = installs[canary]?.lastError, error.hasPrefix(rollout.version + ":") {
-                try await decide(rollout, promote: false, reason: "canary \(canary) refused \(rollout.version): \(error.dropFirst(rollout.version.count + 1).trimmingCharacters(in: .whitespaces))")
+                try await decide(
+                    rollout, promote: false,
+                    reason:
+                        "canary \(canary) refused \(rollout.version): "
+                        + "\(error.dropFirst(rollout.version.count + 1).trimmingCharacters(in: .whitespaces))"
+                )
                 return true
             }
         }
@@ -95,19 +105,29 @@ public struct RolloutSupervisor {
         }
         let version = try await models.version(rollout.version)
         let increase = rollout.canaryDefectRate - rollout.baselineDefectRate
-        let figures = String(format: "canary defect rate %.3f over %d parts, baseline %.3f over %d parts%@, validation mIoU %.3f",
-                             rollout.canaryDefectRate, rollout.canaryParts, rollout.baselineDefectRate, rollout.baselineParts,
-                             rollout.baselineParts == 0 ? " (the canaries' last hour before the push)" : "", version.validationMIoU)
+        let figures = String(
+            format: "canary defect rate %.3f over %d parts, baseline %.3f over %d parts%@, validation mIoU %.3f",
+            rollout.canaryDefectRate, rollout.canaryParts, rollout.baselineDefectRate, rollout.baselineParts,
+            rollout.baselineParts == 0 ? " (the canaries' last hour before the push)" : "", version.validationMIoU)
         if version.validationMIoU < policy.minValidationMIoU {
-            try await decide(rollout, promote: false, reason: String(format: "validation mIoU %.3f is below the bound %.3f; ", version.validationMIoU, policy.minValidationMIoU) + figures)
+            try await decide(
+                rollout, promote: false,
+                reason: String(format: "validation mIoU %.3f is below the bound %.3f; ", version.validationMIoU, policy.minValidationMIoU)
+                    + figures)
         } else if increase > policy.maxDefectRateIncrease {
-            try await decide(rollout, promote: false, reason: String(format: "defect rate rose by %.3f (bound %.3f); ", increase, policy.maxDefectRateIncrease) + figures)
+            try await decide(
+                rollout, promote: false,
+                reason: String(format: "defect rate rose by %.3f (bound %.3f); ", increase, policy.maxDefectRateIncrease) + figures)
         } else if policy.defectRateRatio < 1, rollout.baselineDefectRate >= CanaryPolicyRecord.defectRateDropFloor,
-                  rollout.baselineDefectRate * Double(rollout.canaryParts) >= CanaryPolicyRecord.defectRateDropMinimumExpected,
-                  rollout.canaryDefectRate < rollout.baselineDefectRate * policy.defectRateRatio {
+            rollout.baselineDefectRate * Double(rollout.canaryParts) >= CanaryPolicyRecord.defectRateDropMinimumExpected,
+            rollout.canaryDefectRate < rollout.baselineDefectRate * policy.defectRateRatio
+        {
             // A model that stops finding the defects the old one found is as suspect as one that floods.
-            try await decide(rollout, promote: false, reason: String(format: "defect rate fell to %.3f, below %.2f of the baseline: the new model stops finding defects the old one found; ",
-                                                               rollout.canaryDefectRate, policy.defectRateRatio) + figures)
+            try await decide(
+                rollout, promote: false,
+                reason: String(
+                    format: "defect rate fell to %.3f, below %.2f of the baseline: the new model stops finding defects the old one found; ",
+                    rollout.canaryDefectRate, policy.defectRateRatio) + figures)
         } else {
             try await decide(rollout, promote: true, reason: "within bounds; " + figures)
         }
@@ -117,8 +137,10 @@ public struct RolloutSupervisor {
     private func decide(_ rollout: RolloutRecord, promote: Bool, reason: String) async throws {
         let decided = try await models.decide(rollout.id, promote: promote, reason: reason, figures: rollout)
         (promote ? metrics?.rolloutsPromoted : metrics?.rolloutsRolledBack)?.increment()
-        logger.notice(promote ? "rollout promoted" : "rollout rolled back", metadata: [
-            "rollout": "\(decided.id)", "version": "\(decided.version)", "reason": "\(reason)",
-        ])
+        logger.notice(
+            promote ? "rollout promoted" : "rollout rolled back",
+            metadata: [
+                "rollout": "\(decided.id)", "version": "\(decided.version)", "reason": "\(reason)",
+            ])
     }
 }

@@ -44,14 +44,23 @@ public struct AccessMiddleware: RouterMiddleware {
         guard case .role(let needed) = access else { return try await next(Request(head: head, body: input.body), context) }
         // The token is hashed once: the key finds the session and watches its streams.
         guard let (token, viaCookie) = Self.token(input), let key = LabelStore.sessionKey(checking: token),
-              let session = try? store.session(key: key) else {
-            throw HTTPError(.unauthorized, headers: [.wwwAuthenticate: "Bearer realm=\"loupe\""], message: "sign in first (POST /api/v1/login)")
+            let session = try? store.session(key: key)
+        else {
+            throw HTTPError(
+                .unauthorized, headers: [.wwwAuthenticate: "Bearer realm=\"loupe\""], message: "sign in first (POST /api/v1/login)")
         }
         if changing && viaCookie && head.headerFields[.origin] == nil {
-            throw HTTPError(.forbidden, message: "a changing request signed in by cookie must carry Origin (browsers send it); scripts use Authorization: Bearer")
+            throw HTTPError(
+                .forbidden,
+                message: "a changing request signed in by cookie must carry Origin (browsers send it); scripts use Authorization: Bearer")
         }
         guard session.role >= needed else {
-            throw HTTPError(.forbidden, message: "user \(session.user) is \(session.role.rawValue.withIndefiniteArticle); this needs \(needed.rawValue.withIndefiniteArticle)")
+            throw HTTPError(
+                .forbidden,
+                message:
+                    "user \(session.user) is \(session.role.rawValue.withIndefiniteArticle); this needs "
+                    + "\(needed.rawValue.withIndefiniteArticle)"
+            )
         }
         head.headerFields[.loupeUser] = session.user
         var context = context
@@ -68,7 +77,8 @@ public struct AccessMiddleware: RouterMiddleware {
         guard let origin = head.headerFields[.origin] else { return }
         let host = head.authority ?? ""
         guard let parsed = URLComponents(string: origin), let originHost = parsed.host, !host.isEmpty,
-              Self.authority(host: originHost, port: parsed.port) == host.lowercased() else {
+            Self.authority(host: originHost, port: parsed.port) == host.lowercased()
+        else {
             throw HTTPError(.forbidden, message: "cross-origin request refused (Origin \(origin) is not this agent, \(host))")
         }
     }
@@ -177,7 +187,8 @@ public final class SignInGuard: Sendable {
             throw HTTPError(.tooManyRequests, message: "too many failed sign-ins from \(address); wait \(Int(limits.window / 60)) minutes")
         }
         if pair >= limits.perUserAndAddress {
-            throw HTTPError(.tooManyRequests, message: "too many failed sign-ins for \(user) from \(address); wait \(Int(limits.window / 60)) minutes")
+            throw HTTPError(
+                .tooManyRequests, message: "too many failed sign-ins for \(user) from \(address); wait \(Int(limits.window / 60)) minutes")
         }
     }
 
@@ -248,8 +259,10 @@ public final class AccessAPI: Sendable {
     /// The first-start password file; removed once the admin has chosen a password.
     public let initialPasswordFile: String?
 
-    public init(store: LabelStore, sessionLifetime: TimeInterval, secureCookies: Bool,
-                signIns: SignInGuard = SignInGuard(), initialPasswordFile: String? = nil) {
+    public init(
+        store: LabelStore, sessionLifetime: TimeInterval, secureCookies: Bool,
+        signIns: SignInGuard = SignInGuard(), initialPasswordFile: String? = nil
+    ) {
         self.store = store
         self.sessionLifetime = sessionLifetime
         self.secureCookies = secureCookies
@@ -273,14 +286,18 @@ public final class AccessAPI: Sendable {
                 throw HTTPError(.unauthorized, message: "wrong user name or password")
             }
             signIns.succeeded(user: login.user, address: address)
-            var response = try LabelAPI.json(SessionJSON(user: session.user, role: session.role, expiresAt: session.expiresAt, token: token))
-            response.headers[.setCookie] = "\(Self.cookieName)=\(token); Path=/; HttpOnly; SameSite=Strict; Max-Age=\(Int(sessionLifetime))\(secureCookies ? "; Secure" : "")"
+            var response = try LabelAPI.json(
+                SessionJSON(user: session.user, role: session.role, expiresAt: session.expiresAt, token: token))
+            response.headers[.setCookie] =
+                "\(Self.cookieName)=\(token); Path=/; HttpOnly; SameSite=Strict; "
+                + "Max-Age=\(Int(sessionLifetime))\(secureCookies ? "; Secure" : "")"
             return response
         }
         api.post("logout", .viewer) { request, _ in
             if let (token, _) = AccessMiddleware.token(request) { try LabelAPI.mapped { try store.signOut(token: token) } }
             var response = try LabelAPI.json(["signedOut": true])
-            response.headers[.setCookie] = "\(Self.cookieName)=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0\(secureCookies ? "; Secure" : "")"
+            response.headers[.setCookie] =
+                "\(Self.cookieName)=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0\(secureCookies ? "; Secure" : "")"
             return response
         }
         api.get("session", .viewer) { _, context in
@@ -308,7 +325,9 @@ public final class AccessAPI: Sendable {
             return try LabelAPI.json(["changed": true])
         }
         api.get("users", .admin) { _, _ in
-            try LabelAPI.mapped { try LabelAPI.json(try store.users().map { UserJSON(name: $0.name, role: $0.role, passwordChangedAt: $0.passwordChangedAt) }) }
+            try LabelAPI.mapped {
+                try LabelAPI.json(try store.users().map { UserJSON(name: $0.name, role: $0.role, passwordChangedAt: $0.passwordChangedAt) })
+            }
         }
         api.put("users/:name", .admin) { request, context in
             let name = context.parameters.get("name") ?? ""
@@ -371,4 +390,3 @@ public final class AccessAPI: Sendable {
         var passwordChangedAt: Date
     }
 }
-

@@ -16,14 +16,18 @@ public enum AgentHTTP {
     /// registered; `table` collects them (the security tests enumerate it).
     /// The security headers wrap everything, errors included; the access
     /// middleware then enforces the matched route's declared access.
-    public static func router(runtime: AgentRuntime, training: TrainingJobs, sessionLifetime: TimeInterval, secureCookies: Bool,
-                              signIns: SignInGuard = SignInGuard(), table: RouteTable = RouteTable()) -> AgentRouter {
+    public static func router(
+        runtime: AgentRuntime, training: TrainingJobs, sessionLifetime: TimeInterval, secureCookies: Bool,
+        signIns: SignInGuard = SignInGuard(), table: RouteTable = RouteTable()
+    ) -> AgentRouter {
         let router = AgentRouter(context: AgentRequestContext.self)
         router.add(middleware: SecurityHeadersMiddleware(secure: secureCookies))
         router.add(middleware: AccessMiddleware(store: runtime.store, table: table))
         let routes = AgentRoutes(router: router, table: table)
-        AccessAPI(store: runtime.store, sessionLifetime: sessionLifetime, secureCookies: secureCookies, signIns: signIns,
-                  initialPasswordFile: initialPasswordPath(runtime)).register(on: routes)
+        AccessAPI(
+            store: runtime.store, sessionLifetime: sessionLifetime, secureCookies: secureCookies, signIns: signIns,
+            initialPasswordFile: initialPasswordPath(runtime)
+        ).register(on: routes)
         LabelAPI(runtime: runtime).register(on: routes)
         LiveAPI(runtime: runtime, training: training).register(on: routes)
         PageAPI(runtime: runtime).register(on: routes)
@@ -35,15 +39,18 @@ public enum AgentHTTP {
 
     /// The server: HTTPS when `http.tls` is set (TLS 1.2+ for browsers, the
     /// agent's fleet certificate, which must carry the page's host names).
-    public static func application(runtime: AgentRuntime, training: TrainingJobs, logger: Logger, services: [any Service] = [],
-                                   signIns: SignInGuard = SignInGuard(), yieldToInspection: Bool = true,
-                                   onRunning: @escaping @Sendable (String) -> Void = { _ in }) throws -> some ApplicationProtocol {
+    public static func application(
+        runtime: AgentRuntime, training: TrainingJobs, logger: Logger, services: [any Service] = [],
+        signIns: SignInGuard = SignInGuard(), yieldToInspection: Bool = true,
+        onRunning: @escaping @Sendable (String) -> Void = { _ in }
+    ) throws -> some ApplicationProtocol {
         let config = runtime.config
         let settings = config.http ?? AgentConfig.HTTPSettings(address: "127.0.0.1:0")
         let (host, port) = try parseAddress(settings.address)
         let secure = settings.tls ?? false
-        let router = Self.router(runtime: runtime, training: training, sessionLifetime: (settings.sessionHours ?? 12) * 3600, secureCookies: secure,
-                                 signIns: signIns)
+        let router = Self.router(
+            runtime: runtime, training: training, sessionLifetime: (settings.sessionHours ?? 12) * 3600, secureCookies: secure,
+            signIns: signIns)
         var server = HTTPServerBuilder.http1()
         if secure {
             var tls = TLSConfiguration.makeServerConfiguration(
@@ -67,10 +74,13 @@ public enum AgentHTTP {
     /// The page's server as the agent runs it: `application`, its handlers on the page's lowered-priority
     /// threads (`PagePriority`), so that the page yields to live inspection. `yieldToInspection` false
     /// runs it all at the process's priority (for comparison in `loupe bench login-flood`).
-    public static func service(runtime: AgentRuntime, training: TrainingJobs, logger: Logger, signIns: SignInGuard = SignInGuard(),
-                               yieldToInspection: Bool = true, onRunning: @escaping @Sendable (String) -> Void = { _ in }) throws -> any Service {
-        let app = try application(runtime: runtime, training: training, logger: logger, signIns: signIns, yieldToInspection: yieldToInspection,
-                                  onRunning: onRunning)
+    public static func service(
+        runtime: AgentRuntime, training: TrainingJobs, logger: Logger, signIns: SignInGuard = SignInGuard(),
+        yieldToInspection: Bool = true, onRunning: @escaping @Sendable (String) -> Void = { _ in }
+    ) throws -> any Service {
+        let app = try application(
+            runtime: runtime, training: training, logger: logger, signIns: signIns, yieldToInspection: yieldToInspection,
+            onRunning: onRunning)
         return yieldToInspection ? PagePriority.Yielding(app) : app
     }
 

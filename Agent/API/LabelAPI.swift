@@ -50,7 +50,8 @@ public struct LabelAPI: Sendable {
             let number = try Self.number(context)
             return try Self.mapped {
                 let capture = try store.capture(number: number)
-                return try Self.json(CaptureDetail(capture: CaptureJSON(capture), labels: try store.labels(captureNumber: number).map(LabelJSON.init)))
+                return try Self.json(
+                    CaptureDetail(capture: CaptureJSON(capture), labels: try store.labels(captureNumber: number).map(LabelJSON.init)))
             }
         }
         api.get("captures/:number/image", .viewer) { _, context in
@@ -68,7 +69,9 @@ public struct LabelAPI: Sendable {
                 throw HTTPError(.badRequest, message: FleetName.refusal("file name", name) + " (spaces allowed, no paths)")
             }
             let decoded: DecodedImage
-            do { decoded = try ImageFile.decode(body) } catch { throw HTTPError(.unsupportedMediaType, message: "not a PNG or JPEG image we can read: \(error)") }
+            do { decoded = try ImageFile.decode(body) } catch {
+                throw HTTPError(.unsupportedMediaType, message: "not a PNG or JPEG image we can read: \(error)")
+            }
             let channels: Int
             switch decoded {
             case .rgb8: channels = 3
@@ -77,8 +80,9 @@ public struct LabelAPI: Sendable {
             let user = self.user(request)
             return try Self.mapped {
                 let recipe = try store.recipe()
-                let capture = try store.addCapture(encoded: body, width: decoded.width, height: decoded.height, channels: channels, source: "import:\(name)",
-                                                   inspectionType: recipe.inspectionType, recipeVersion: recipe.version, user: user)
+                let capture = try store.addCapture(
+                    encoded: body, width: decoded.width, height: decoded.height, channels: channels, source: "import:\(name)",
+                    inspectionType: recipe.inspectionType, recipeVersion: recipe.version, user: user)
                 return try Self.json(CaptureJSON(capture), status: .created)
             }
         }
@@ -117,7 +121,9 @@ public struct LabelAPI: Sendable {
             let mask: Image8
             do {
                 let decoded = try PNGCodec.decode(body, limits: .roi)
-                guard case .gray8(let grey) = decoded else { throw HTTPError(.badRequest, message: "a mask must be an 8-bit single-channel PNG of class indices") }
+                guard case .gray8(let grey) = decoded else {
+                    throw HTTPError(.badRequest, message: "a mask must be an 8-bit single-channel PNG of class indices")
+                }
                 mask = grey
             } catch let error as HTTPError {
                 throw error
@@ -127,7 +133,8 @@ public struct LabelAPI: Sendable {
             let user = self.user(request)
             return try Self.mapped {
                 let roi = try store.recipe().roi(named: roiName)
-                let label = try store.saveMask(captureNumber: number, roi: (roi.name, roi.rect), mask: mask, classes: try store.classes().count + 1, user: user)
+                let label = try store.saveMask(
+                    captureNumber: number, roi: (roi.name, roi.rect), mask: mask, classes: try store.classes().count + 1, user: user)
                 return try Self.json(LabelJSON(label))
             }
         }
@@ -137,7 +144,10 @@ public struct LabelAPI: Sendable {
             let user = self.user(request)
             return try Self.mapped {
                 let roi = try store.recipe().roi(named: roiName)
-                return try Self.json(LabelJSON(try store.applyStrokes(strokes, captureNumber: number, roi: roi, classes: try store.classes().count + 1, user: user)))
+                return try Self.json(
+                    LabelJSON(
+                        try store.applyStrokes(strokes, captureNumber: number, roi: roi, classes: try store.classes().count + 1, user: user)
+                    ))
             }
         }
         api.put("captures/:number/rois/:roi/include", .operator) { request, context in
@@ -148,7 +158,9 @@ public struct LabelAPI: Sendable {
                 if flag.include, try store.label(captureNumber: number, roiName: roiName) == nil {
                     // Ticking an ROI nobody painted adds it as a defect-free example.
                     let roi = try store.recipe().roi(named: roiName)
-                    try store.saveMask(captureNumber: number, roi: (roi.name, roi.rect), mask: try LabelStore.emptyMask(for: roi), classes: try store.classes().count + 1, user: user)
+                    try store.saveMask(
+                        captureNumber: number, roi: (roi.name, roi.rect), mask: try LabelStore.emptyMask(for: roi),
+                        classes: try store.classes().count + 1, user: user)
                 }
                 try store.setIncluded(captureNumber: number, roiName: roiName, included: flag.include, user: user)
                 return try Self.json(LabelJSON(try store.label(captureNumber: number, roiName: roiName)!))
@@ -240,7 +252,8 @@ public struct LabelAPI: Sendable {
 
     static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
         let data = try encoder.encode(value)
-        return Response(status: status, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+        return Response(
+            status: status, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
     }
 
     static func bytes(_ data: Data, type: String) -> Response {
@@ -249,7 +262,8 @@ public struct LabelAPI: Sendable {
 
     static func number(_ context: some RequestContext) throws -> Int {
         guard let text = context.parameters.get("number"), let number = Int(text), number > 0 else {
-            throw HTTPError(.badRequest, message: "capture number must be a positive integer, not \"\(context.parameters.get("number") ?? "")\"")
+            throw HTTPError(
+                .badRequest, message: "capture number must be a positive integer, not \"\(context.parameters.get("number") ?? "")\"")
         }
         return number
     }
@@ -286,7 +300,9 @@ public struct LabelAPI: Sendable {
         do {
             return try JSONDecoder.iso.decode(T.self, from: data)
         } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
-            throw HTTPError(.badRequest, message: "wrong type at \(context.codingPath.map(\.stringValue).joined(separator: ".")): \(context.debugDescription)")
+            throw HTTPError(
+                .badRequest,
+                message: "wrong type at \(context.codingPath.map(\.stringValue).joined(separator: ".")): \(context.debugDescription)")
         } catch let DecodingError.keyNotFound(key, _) {
             throw HTTPError(.badRequest, message: "missing field \"\(key.stringValue)\"")
         } catch {
@@ -317,7 +333,8 @@ public struct LabelAPI: Sendable {
             default: return HTTPError(.internalServerError, message: error.description)
             }
         case let error as CaptureError:
-            // No camera configured is the request's conflict with the agent's config; any other camera fault is the camera being unavailable.
+            // No camera configured is the request's conflict with the agent's config; any other camera fault is the camera being
+            // unavailable.
             return HTTPError(error == .notConfigured ? .conflict : .serviceUnavailable, message: error.description)
         case let error as WandError:
             return HTTPError(.badRequest, message: error.description)

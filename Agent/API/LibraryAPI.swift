@@ -29,14 +29,18 @@ public struct LibraryAPI: Sendable {
             filter.until = try Self.date(query.get("until"), name: "until")
             filter.review = query.get("review") == "true"
             if let limit = query.get("limit") {
-                guard let value = Int(limit), (1...1000).contains(value) else { throw HTTPError(.badRequest, message: "limit must be 1…1000, not \(limit)") }
+                guard let value = Int(limit), (1...1000).contains(value) else {
+                    throw HTTPError(.badRequest, message: "limit must be 1…1000, not \(limit)")
+                }
                 filter.limit = value
             }
             return try LabelAPI.mapped {
                 let usage = try library.usage()
                 let frames = try library.frames(filter).map(FrameJSON.init)
-                return try LabelAPI.json(ListJSON(frames: frames, kept: usage.frames, unsure: usage.unsure, bytes: usage.bytes,
-                                                  quotaBytes: library.policy.quotaBytes, notKept: library.backlog.dropped))
+                return try LabelAPI.json(
+                    ListJSON(
+                        frames: frames, kept: usage.frames, unsure: usage.unsure, bytes: usage.bytes,
+                        quotaBytes: library.policy.quotaBytes, notKept: library.backlog.dropped))
             }
         }
         api.get("library/:id/image", .viewer) { _, context in
@@ -54,19 +58,25 @@ public struct LibraryAPI: Sendable {
 
     static func id(_ context: some RequestContext) throws -> Int64 {
         let text = context.parameters.get("id") ?? ""
-        guard let id = Int64(text), id > 0 else { throw HTTPError(.badRequest, message: "Library frame id must be a positive number, not \"\(text)\"") }
+        guard let id = Int64(text), id > 0 else {
+            throw HTTPError(.badRequest, message: "Library frame id must be a positive number, not \"\(text)\"")
+        }
         return id
     }
 
     static func oneOf(_ value: String?, _ allowed: [String], name: String) throws -> String? {
         guard let value else { return nil }
-        guard allowed.contains(value) else { throw HTTPError(.badRequest, message: "\(name) must be one of \(allowed.joined(separator: ", ")), not \"\(value)\"") }
+        guard allowed.contains(value) else {
+            throw HTTPError(.badRequest, message: "\(name) must be one of \(allowed.joined(separator: ", ")), not \"\(value)\"")
+        }
         return value
     }
 
     static func date(_ value: String?, name: String) throws -> Date? {
         guard let value else { return nil }
-        guard let date = ISO8601DateFormatter().date(from: value) else { throw HTTPError(.badRequest, message: "\(name) must be an ISO 8601 time, not \"\(value)\"") }
+        guard let date = ISO8601DateFormatter().date(from: value) else {
+            throw HTTPError(.badRequest, message: "\(name) must be an ISO 8601 time, not \"\(value)\"")
+        }
         return date
     }
 

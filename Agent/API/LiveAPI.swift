@@ -30,7 +30,9 @@ public struct LiveAPI: Sendable {
 
         api.post("captures", .operator) { request, _ in
             let user = self.user(request)
-            return try LabelAPI.mapped { try LabelAPI.json(LabelAPI.CaptureJSON(try runtime.captureFromCamera(user: user)), status: .created) }
+            return try LabelAPI.mapped {
+                try LabelAPI.json(LabelAPI.CaptureJSON(try runtime.captureFromCamera(user: user)), status: .created)
+            }
         }
         api.get("captures/:number/rois/:roi/image", .viewer) { _, context in
             let (number, roiName) = try LabelAPI.target(context)
@@ -62,7 +64,9 @@ public struct LiveAPI: Sendable {
                     throw StoreError.invalid("click (\(click.x), \(click.y)) is outside the \(roi.rect.width)x\(roi.rect.height) ROI")
                 }
                 let tolerance = click.tolerance ?? 0.5
-                guard tolerance.isFinite, (0...1).contains(tolerance) else { throw StoreError.invalid("tolerance must be 0…1, not \(tolerance)") }
+                guard tolerance.isFinite, (0...1).contains(tolerance) else {
+                    throw StoreError.invalid("tolerance must be 0…1, not \(tolerance)")
+                }
                 let classes = try store.classes().count + 1
                 guard (1..<classes).contains(click.classIndex) else {
                     throw StoreError.invalid("class \(click.classIndex) is not one of 1…\(classes - 1)")
@@ -74,16 +78,20 @@ public struct LiveAPI: Sendable {
                 case let other: throw StoreError.invalid("mode must be \"add\" or \"remove\", not \"\(other)\"")
                 }
                 // Normally ready: the page asked for them when it opened the capture.
-                let preparing = try runtime.wand.cached(key) ?? {
-                    let (crop, mask) = try wandImage(number: number, roiName: roiName)
-                    return runtime.wand.prepare(key, crop: crop, mask: mask, on: PagePriority.handlers)
-                }()
+                let preparing =
+                    try runtime.wand.cached(key)
+                    ?? {
+                        let (crop, mask) = try wandImage(number: number, roiName: roiName)
+                        return runtime.wand.prepare(key, crop: crop, mask: mask, on: PagePriority.handlers)
+                    }()
                 let features = await preparing.value
                 var selected = 0
-                let edit = try store.editMask(captureNumber: number, roi: roi, classes: classes, user: user, action: "wand") { mask throws(StoreError) in
+                let edit = try store.editMask(captureNumber: number, roi: roi, classes: classes, user: user, action: "wand") {
+                    mask throws(StoreError) in
                     do {
-                        let outcome = try runtime.wand.click(key, features: features, at: LearnedWand.Click(x: click.x, y: click.y, positive: positive),
-                                                             classIndex: UInt8(click.classIndex), tolerance: tolerance, current: mask)
+                        let outcome = try runtime.wand.click(
+                            key, features: features, at: LearnedWand.Click(x: click.x, y: click.y, positive: positive),
+                            classIndex: UInt8(click.classIndex), tolerance: tolerance, current: mask)
                         mask = outcome.mask
                         selected = outcome.selectedPixels
                     } catch {
@@ -102,14 +110,17 @@ public struct LiveAPI: Sendable {
                 let crop = try roiCrop(number: number, roiName: roiName)
                 let inspector = pipeline.currentInspector
                 guard let segmenter = inspector.segmenter else {
-                    throw HTTPError(.conflict, message: "no model is installed on this camera: train or install one before asking for suggestions")
+                    throw HTTPError(
+                        .conflict, message: "no model is installed on this camera: train or install one before asking for suggestions")
                 }
                 let threshold = try store.recipe().confidenceThreshold
                 let mask = try segmenter.segment(crop).mask(threshold: Float(threshold))
                 runtime.suggestions.offer(.init(mask: mask, modelVersion: inspector.modelVersion, threshold: threshold), for: key)
-                return try LabelAPI.json(SuggestionJSON(roi: roiName, modelVersion: inspector.modelVersion, threshold: threshold,
-                                                        labelledPixels: mask.samples.reduce(0) { $0 + ($1 == 0 ? 0 : 1) },
-                                                        maskPNG: try PNGCodec.encode(mask)))
+                return try LabelAPI.json(
+                    SuggestionJSON(
+                        roi: roiName, modelVersion: inspector.modelVersion, threshold: threshold,
+                        labelledPixels: mask.samples.reduce(0) { $0 + ($1 == 0 ? 0 : 1) },
+                        maskPNG: try PNGCodec.encode(mask)))
             }
         }
         api.post("captures/:number/rois/:roi/suggestion/accept", .operator) { request, context in
@@ -119,11 +130,14 @@ public struct LiveAPI: Sendable {
                 let roi = try store.recipe().roi(named: roiName)
                 let key = try wandKey(number: number, roiName: roiName, roi: roi)
                 guard let suggestion = runtime.suggestions.waiting(for: key) else {
-                    throw HTTPError(.conflict, message: "no suggestion is waiting for ROI \(roiName) of capture \(number): ask for one first")
+                    throw HTTPError(
+                        .conflict, message: "no suggestion is waiting for ROI \(roiName) of capture \(number): ask for one first")
                 }
                 let classes = try store.classes().count + 1
-                let edit = try store.editMask(captureNumber: number, roi: roi, classes: classes, user: user, action: "suggestion",
-                                              note: "model \(suggestion.modelVersion) at threshold \(suggestion.threshold)") { mask throws(StoreError) in
+                let edit = try store.editMask(
+                    captureNumber: number, roi: roi, classes: classes, user: user, action: "suggestion",
+                    note: "model \(suggestion.modelVersion) at threshold \(suggestion.threshold)"
+                ) { mask throws(StoreError) in
                     mask = suggestion.mask
                 }
                 runtime.suggestions.take(key)
@@ -147,7 +161,9 @@ public struct LiveAPI: Sendable {
             let user = self.user(request)
             return try LabelAPI.mapped {
                 if let threshold = change.threshold {
-                    guard threshold.isFinite, (0...1).contains(threshold) else { throw StoreError.invalid("threshold must be 0…1, not \(threshold)") }
+                    guard threshold.isFinite, (0...1).contains(threshold) else {
+                        throw StoreError.invalid("threshold must be 0…1, not \(threshold)")
+                    }
                     var recipe = try store.recipe()
                     if recipe.confidenceThreshold != threshold {
                         recipe.confidenceThreshold = threshold
@@ -173,7 +189,8 @@ public struct LiveAPI: Sendable {
             }
             guard wait else { return try LabelAPI.json(stamp, status: .accepted) }
             guard let result = await pipeline.result(of: stamp, timeout: .seconds(10)) else {
-                throw HTTPError(.gatewayTimeout, message: "trigger \(stamp.sequence) gave no result within 10 s (see sourceError in GET /api/v1/live)")
+                throw HTTPError(
+                    .gatewayTimeout, message: "trigger \(stamp.sequence) gave no result within 10 s (see sourceError in GET /api/v1/live)")
             }
             return try LabelAPI.json(result)
         }
@@ -193,22 +210,25 @@ public struct LiveAPI: Sendable {
             let colors = try colors()
             let ticks = LiveAPI.untilEnded(pipeline.subscribe(keepingNewest: 1), session: context, sessions)
             let boundary = "loupeframe"
-            return Response(status: .ok, headers: [.contentType: "multipart/x-mixed-replace; boundary=\(boundary)", .cacheControl: "no-store"],
-                            body: ResponseBody { writer in
-                var last = ContinuousClock.now - .seconds(10)
-                for await _ in ticks {
-                    // At most `fps` frames a second: the stream drops what it cannot send.
-                    let now = ContinuousClock.now
-                    if now - last < .seconds(1 / fps) { continue }
-                    last = now
-                    guard let latest = pipeline.latest, let jpeg = try? LiveOverlay.jpeg(latest, colors: colors, maxWidth: width) else { continue }
-                    var part = ByteBuffer(string: "--\(boundary)\r\nContent-Type: image/jpeg\r\nContent-Length: \(jpeg.count)\r\n\r\n")
-                    part.writeBytes(jpeg)
-                    part.writeString("\r\n")
-                    try await writer.write(part)
-                }
-                try await writer.finish(nil)
-            })
+            return Response(
+                status: .ok, headers: [.contentType: "multipart/x-mixed-replace; boundary=\(boundary)", .cacheControl: "no-store"],
+                body: ResponseBody { writer in
+                    var last = ContinuousClock.now - .seconds(10)
+                    for await _ in ticks {
+                        // At most `fps` frames a second: the stream drops what it cannot send.
+                        let now = ContinuousClock.now
+                        if now - last < .seconds(1 / fps) { continue }
+                        last = now
+                        guard let latest = pipeline.latest, let jpeg = try? LiveOverlay.jpeg(latest, colors: colors, maxWidth: width) else {
+                            continue
+                        }
+                        var part = ByteBuffer(string: "--\(boundary)\r\nContent-Type: image/jpeg\r\nContent-Length: \(jpeg.count)\r\n\r\n")
+                        part.writeBytes(jpeg)
+                        part.writeString("\r\n")
+                        try await writer.write(part)
+                    }
+                    try await writer.finish(nil)
+                })
         }
         api.get("live/events", .viewer) { _, context in
             LiveAPI.eventStream(LiveAPI.untilEnded(pipeline.subscribe(), session: context, sessions), name: "result")
@@ -221,7 +241,9 @@ public struct LiveAPI: Sendable {
             return try await LabelAPI.mappedAsync { try LabelAPI.json(try await training.start(start, user: user), status: .accepted) }
         }
         api.get("training", .viewer) { _, _ in
-            guard let status = training.status else { throw HTTPError(.notFound, message: "no training job has run since the agent started") }
+            guard let status = training.status else {
+                throw HTTPError(.notFound, message: "no training job has run since the agent started")
+            }
             return try LabelAPI.json(status)
         }
         api.post("training/cancel", .operator) { _, _ in
@@ -248,8 +270,12 @@ public struct LiveAPI: Sendable {
         let store = runtime.store
         let roi = try store.recipe().roi(named: roiName)
         let image = try ImageFile.decode(try store.image(of: try store.capture(number: number))).gray8
-        guard roi.rect.x >= 0, roi.rect.y >= 0, roi.rect.x + roi.rect.width <= image.width, roi.rect.y + roi.rect.height <= image.height else {
-            throw StoreError.invalid("ROI \(roiName) (\(roi.rect.x),\(roi.rect.y) \(roi.rect.width)x\(roi.rect.height)) lies outside capture \(number) (\(image.width)x\(image.height))")
+        guard roi.rect.x >= 0, roi.rect.y >= 0, roi.rect.x + roi.rect.width <= image.width, roi.rect.y + roi.rect.height <= image.height
+        else {
+            throw StoreError.invalid(
+                "ROI \(roiName) (\(roi.rect.x),\(roi.rect.y) \(roi.rect.width)x\(roi.rect.height)) lies outside capture \(number) "
+                    + "(\(image.width)x\(image.height))"
+            )
         }
         return try image.cropped(to: roi.rect)
     }
@@ -267,7 +293,9 @@ public struct LiveAPI: Sendable {
         let store = runtime.store
         let crop = try roiCrop(number: number, roiName: roiName)
         var mask: Image8?
-        if let label = try store.label(captureNumber: number, roiName: roiName), label.roiWidth == crop.width, label.roiHeight == crop.height {
+        if let label = try store.label(captureNumber: number, roiName: roiName), label.roiWidth == crop.width,
+            label.roiHeight == crop.height
+        {
             mask = try store.mask(of: label)
         }
         return (crop, mask)
@@ -285,22 +313,26 @@ public struct LiveAPI: Sendable {
 
     /// A stream of JSON events (text/event-stream), for EventSource on the page.
     static func eventStream<Element: Encodable & Sendable>(_ events: AsyncStream<Element>, name: String) -> Response {
-        Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-store"], body: ResponseBody { writer in
-            try await writer.write(ByteBuffer(string: ": loupe \(name) events\n\n"))
-            for await event in events {
-                guard let data = try? LabelAPI.encoder.encode(event) else { continue }
-                try await writer.write(ByteBuffer(string: "event: \(name)\ndata: \(String(decoding: data, as: UTF8.self))\n\n"))
-            }
-            try await writer.finish(nil)
-        })
+        Response(
+            status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-store"],
+            body: ResponseBody { writer in
+                try await writer.write(ByteBuffer(string: ": loupe \(name) events\n\n"))
+                for await event in events {
+                    guard let data = try? LabelAPI.encoder.encode(event) else { continue }
+                    try await writer.write(ByteBuffer(string: "event: \(name)\ndata: \(String(decoding: data, as: UTF8.self))\n\n"))
+                }
+                try await writer.finish(nil)
+            })
     }
 
     /// The same values, ending when the agent shuts down (an open stream, the
     /// page's event source or the MJPEG view, must not hold up its shutdown)
     /// or when the request's session ends: signed out, its password changed,
     /// its user removed, or expired.
-    static func untilEnded<Element: Sendable>(_ stream: AsyncStream<Element>, session context: AgentRequestContext,
-                                              _ sessions: SessionEvents) -> AsyncStream<Element> {
+    static func untilEnded<Element: Sendable>(
+        _ stream: AsyncStream<Element>, session context: AgentRequestContext,
+        _ sessions: SessionEvents
+    ) -> AsyncStream<Element> {
         let (out, continuation) = AsyncStream.makeStream(of: Element.self, bufferingPolicy: .bufferingNewest(4))
         let expiry = context.session?.expiresAt
         // Task {} inherits the request's task locals, among them the graceful-shutdown handler.

@@ -34,8 +34,9 @@ public struct PageAPI: Sendable {
         for (path, asset) in Self.assets {
             // The security headers (CSP, nosniff, …) come from SecurityHeadersMiddleware, as on every response.
             routes.get(RouterPath(path), .open) { _, _ in
-                Response(status: .ok, headers: [.contentType: asset.type, .cacheControl: "no-cache"],
-                         body: ResponseBody(byteBuffer: ByteBuffer(bytes: asset.bytes)))
+                Response(
+                    status: .ok, headers: [.contentType: asset.type, .cacheControl: "no-cache"],
+                    body: ResponseBody(byteBuffer: ByteBuffer(bytes: asset.bytes)))
             }
         }
 
@@ -82,11 +83,12 @@ public struct PageAPI: Sendable {
                     throw StoreError.invalid("the aligner cannot use this template: \(error)")
                 }
                 let placement = configuration.placement(of: alignment.pose)
-                return try LabelAPI.json(AlignTestResult(
-                    score: alignment.score, aligned: alignment.aligned, minScore: configuration.minScore,
-                    x: placement.x, y: placement.y, angleDegrees: placement.angleDegrees,
-                    shiftX: placement.shiftX, shiftY: placement.shiftY,
-                    milliseconds: (clock.now - start).milliseconds, frameSequence: frame.sequence))
+                return try LabelAPI.json(
+                    AlignTestResult(
+                        score: alignment.score, aligned: alignment.aligned, minScore: configuration.minScore,
+                        x: placement.x, y: placement.y, angleDegrees: placement.angleDegrees,
+                        shiftX: placement.shiftX, shiftY: placement.shiftY,
+                        milliseconds: (clock.now - start).milliseconds, frameSequence: frame.sequence))
             }
         }
 
@@ -117,7 +119,9 @@ public struct PageAPI: Sendable {
             return try LabelAPI.mapped {
                 let roi = try store.recipe().roi(named: roiName)
                 let radius = command.radius ?? 2
-                guard radius.isFinite, (0.5...64).contains(radius) else { throw StoreError.invalid("radius must be 0.5…64 px, not \(radius)") }
+                guard radius.isFinite, (0.5...64).contains(radius) else {
+                    throw StoreError.invalid("radius must be 0.5…64 px, not \(radius)")
+                }
                 let area = command.minimumArea ?? 30
                 guard (1...1_000_000).contains(area) else { throw StoreError.invalid("minimumArea must be 1…1000000 px, not \(area)") }
                 let tool: (Image8) -> Image8
@@ -128,7 +132,9 @@ public struct PageAPI: Sendable {
                 case "remove-specks": tool = { MaskTools.removeBlobs($0, smallerThan: area) }
                 default: throw StoreError.invalid("tool must be fill-holes, grow, shrink or remove-specks, not \"\(command.tool)\"")
                 }
-                let edit = try store.editMask(captureNumber: number, roi: roi, classes: try store.classes().count + 1, user: user, action: command.tool) { mask in
+                let edit = try store.editMask(
+                    captureNumber: number, roi: roi, classes: try store.classes().count + 1, user: user, action: command.tool
+                ) { mask in
                     mask = tool(mask)
                 }
                 return try LabelAPI.json(LabelAPI.LabelJSON(edit))
@@ -155,19 +161,29 @@ public struct PageAPI: Sendable {
             let revert = try await LabelAPI.decode(MaskRevert.self, request, limit: 4096)
             let user = self.user(request)
             let action = revert.action ?? "revert"
-            guard ["undo", "redo", "revert"].contains(action) else { throw HTTPError(.badRequest, message: "action must be undo, redo or revert, not \"\(action)\"") }
+            guard ["undo", "redo", "revert"].contains(action) else {
+                throw HTTPError(.badRequest, message: "action must be undo, redo or revert, not \"\(action)\"")
+            }
             return try LabelAPI.mapped {
                 let roi = try store.recipe().roi(named: roiName)
                 let mask: Image8
                 if let hash = revert.maskSHA256 {
-                    guard hash.count == 64, hash.allSatisfy(\.isHexDigit) else { throw StoreError.invalid("maskSHA256 must be 64 hex digits") }
+                    guard hash.count == 64, hash.allSatisfy(\.isHexDigit) else {
+                        throw StoreError.invalid("maskSHA256 must be 64 hex digits")
+                    }
                     let data: Data
-                    do { data = try store.blobs.get(hash.lowercased()) } catch StoreError.missingBlob { throw StoreError.notFound("mask version \(hash.prefix(12))…") }
-                    do { mask = try PNGCodec.decode(data).gray8 } catch { throw StoreError.invalid("blob \(hash.prefix(12))… is not a mask") }
+                    do { data = try store.blobs.get(hash.lowercased()) } catch StoreError.missingBlob {
+                        throw StoreError.notFound("mask version \(hash.prefix(12))…")
+                    }
+                    do { mask = try PNGCodec.decode(data).gray8 } catch {
+                        throw StoreError.invalid("blob \(hash.prefix(12))… is not a mask")
+                    }
                 } else {
                     mask = try LabelStore.emptyMask(for: roi)
                 }
-                let edit = try store.editMask(captureNumber: number, roi: roi, classes: try store.classes().count + 1, user: user, action: action) { current in
+                let edit = try store.editMask(
+                    captureNumber: number, roi: roi, classes: try store.classes().count + 1, user: user, action: action
+                ) { current in
                     current = mask
                 }
                 return try LabelAPI.json(LabelAPI.LabelJSON(edit))
@@ -231,9 +247,11 @@ public struct PageAPI: Sendable {
         }
 
         init(_ mask: Image8, minimumRadius: Double = defaultRadius) {
-            self.init(minimumRadius: minimumRadius, thin: MaskTools.tooThin(mask, minimumRadius: minimumRadius).map {
-                ThinRegion(classIndex: Int($0.label), area: $0.area, inscribedRadius: $0.inscribedRadius, bounds: $0.bounds)
-            })
+            self.init(
+                minimumRadius: minimumRadius,
+                thin: MaskTools.tooThin(mask, minimumRadius: minimumRadius).map {
+                    ThinRegion(classIndex: Int($0.label), area: $0.area, inscribedRadius: $0.inscribedRadius, bounds: $0.bounds)
+                })
         }
     }
 

@@ -111,7 +111,9 @@ public struct AgentRoutes {
     public typealias Handler<Output: ResponseGenerator> = @Sendable (Request, AgentRequestContext) async throws -> Output
 
     @discardableResult
-    public func on(_ path: RouterPath, method: HTTPRequest.Method, _ access: RouteAccess, use handler: @escaping Handler<some ResponseGenerator>) -> Self {
+    public func on(
+        _ path: RouterPath, method: HTTPRequest.Method, _ access: RouteAccess, use handler: @escaping Handler<some ResponseGenerator>
+    ) -> Self {
         let full = prefix.appendingPath(path)
         table.declare(.init(method: method, path: full.description, access: access))
         router.on(full, method: method, use: handler)

@@ -51,7 +51,10 @@ public struct Recipe: Codable, Sendable, Equatable {
     /// nil: the camera config's `trigger`. GenICam cameras only.
     public var trigger: String?
 
-    public init(version: Int = 0, inspectionType: String = "default", referenceCapture: Int? = nil, template: PixelRect? = nil, rois: [RecipeROI] = [], confidenceThreshold: Double = 0.5, failRule: FailRule = FailRule()) {
+    public init(
+        version: Int = 0, inspectionType: String = "default", referenceCapture: Int? = nil, template: PixelRect? = nil,
+        rois: [RecipeROI] = [], confidenceThreshold: Double = 0.5, failRule: FailRule = FailRule()
+    ) {
         self.version = version
         self.inspectionType = inspectionType
         self.referenceCapture = referenceCapture
@@ -86,7 +89,9 @@ public struct Recipe: Codable, Sendable, Equatable {
             throw .invalid("confidence threshold must be between 0 and 1, not \(confidenceThreshold)")
         }
         guard failRule.minimumDefectPixels >= 1 else { throw .invalid("the fail rule needs at least 1 px") }
-        if let trigger, CameraTrigger(name: trigger) == nil { throw .invalid("trigger must be \(CameraTrigger.expected), not \"\(trigger.prefix(64))\"") }
+        if let trigger, CameraTrigger(name: trigger) == nil {
+            throw .invalid("trigger must be \(CameraTrigger.expected), not \"\(trigger.prefix(64))\"")
+        }
     }
 
     /// The aligner's settings for this recipe, when it has a template.

@@ -103,12 +103,15 @@ public final class WandSessions: Sendable {
     /// clears the region of `classIndex` under it, which alone is what it does
     /// when the session has no label click yet. A mask changed by anything
     /// else since the session's last click starts a new session.
-    public func click(_ key: CaptureROI, features: WandFeatures, at click: LearnedWand.Click, classIndex: UInt8,
-                      tolerance: Double = 0.5, current: Image8) throws(WandError) -> Outcome {
+    public func click(
+        _ key: CaptureROI, features: WandFeatures, at click: LearnedWand.Click, classIndex: UInt8,
+        tolerance: Double = 0.5, current: Image8
+    ) throws(WandError) -> Outcome {
         let (previous, memory) = state.withLock { state -> (Session?, WandMemory) in
             // The operator moved on: what they left on the last ROI teaches the next.
             if let active = state.active, active != key, let left = state.sessions[active],
-               let done = state.features.first(where: { $0.key == active })?.value {
+                let done = state.features.first(where: { $0.key == active })?.value
+            {
                 state.memory.record(key: active.description, features: done, mask: left.result)
             }
             state.active = key
@@ -116,7 +119,8 @@ public final class WandSessions: Sendable {
             memory.forget(key: key.description)
             return (state.sessions[key], memory)
         }
-        var session = previous.flatMap { $0.classIndex == classIndex && $0.result == current ? $0 : nil }
+        var session =
+            previous.flatMap { $0.classIndex == classIndex && $0.result == current ? $0 : nil }
             ?? Session(classIndex: classIndex, clicks: [], base: current, result: current)
         session.clicks.append(click)
         if !click.positive {
@@ -126,8 +130,9 @@ public final class WandSessions: Sendable {
                 return Outcome(mask: session.base, selectedPixels: cleared)
             }
         }
-        let selection = try wand.select(features, clicks: session.clicks, classIndex: classIndex, mask: session.base,
-                                        memory: memory.imageCount > 0 ? memory : nil, tolerance: tolerance)
+        let selection = try wand.select(
+            features, clicks: session.clicks, classIndex: classIndex, mask: session.base,
+            memory: memory.imageCount > 0 ? memory : nil, tolerance: tolerance)
         var out = session.base
         var selected = 0
         for index in out.samples.indices where selection.samples[index] != 0 {

@@ -59,13 +59,18 @@ public final class MQTTLink: Service, Sendable {
             if let prefix = settings.topicPrefix {
                 // A topic level may hold neither wildcard nor NUL; the camera id is a fleet name already.
                 guard !prefix.isEmpty, prefix.utf8.count <= 128, !prefix.hasPrefix("/"), !prefix.hasSuffix("/"),
-                      !prefix.contains(where: { $0 == "+" || $0 == "#" || $0 == "\0" }) else {
+                    !prefix.contains(where: { $0 == "+" || $0 == "#" || $0 == "\0" })
+                else {
                     throw invalid("topicPrefix", "must be 1 to 128 bytes without +, #, NUL or a leading or trailing /, got \"\(prefix)\"")
                 }
             }
             if let id = settings.clientId, id.isEmpty || id.utf8.count > 64 { throw invalid("clientId", "must be 1 to 64 bytes") }
-            if let seconds = settings.keepaliveSeconds, !(5...3600).contains(seconds) { throw invalid("keepaliveSeconds", "must be 5 to 3600") }
-            if let capacity = settings.outboxCapacity, !(1...1_000_000).contains(capacity) { throw invalid("outboxCapacity", "must be 1 to 1000000") }
+            if let seconds = settings.keepaliveSeconds, !(5...3600).contains(seconds) {
+                throw invalid("keepaliveSeconds", "must be 5 to 3600")
+            }
+            if let capacity = settings.outboxCapacity, !(1...1_000_000).contains(capacity) {
+                throw invalid("outboxCapacity", "must be 1 to 1000000")
+            }
             if let inflight = settings.maxInflight, !(1...1000).contains(inflight) { throw invalid("maxInflight", "must be 1 to 1000") }
         }
     }
@@ -125,7 +130,9 @@ public final class MQTTLink: Service, Sendable {
     private func enqueue(_ result: InspectionResult, threshold: Double) {
         let record = InspectionRecord(camera: camera, result: result, threshold: threshold)
         let dropped = outbox.withLock { $0.append(record) }
-        if dropped { logger.warning("mqtt outbox full: the oldest record was dropped", metadata: ["capacity": "\(settings.outboxCapacity)"]) }
+        if dropped {
+            logger.warning("mqtt outbox full: the oldest record was dropped", metadata: ["capacity": "\(settings.outboxCapacity)"])
+        }
     }
 
     public func run() async throws {
@@ -261,7 +268,9 @@ public final class MQTTLink: Service, Sendable {
         for (id, record) in batch {
             guard let payload = try? JSONEncoder.iso.encode(record) else { continue }
             var mid: Int32 = 0
-            let rc = payload.withUnsafeBytes { mosquitto_publish(client, &mid, settings.recordTopic, Int32($0.count), $0.baseAddress, 1, false) }
+            let rc = payload.withUnsafeBytes {
+                mosquitto_publish(client, &mid, settings.recordTopic, Int32($0.count), $0.baseAddress, 1, false)
+            }
             guard rc == MOSQ_ERR_SUCCESS.rawValue else {
                 failed("publish: \(Self.describe(rc))")
                 return
@@ -307,11 +316,14 @@ public final class MQTTLink: Service, Sendable {
     /// Why a trigger message is not one: too long, retained (an old trigger must not fire on connect), or not the JSON it should be.
     public static func parseTrigger(_ bytes: Data, retained: Bool) throws(LineError) -> TriggerRequest {
         guard !retained else { throw .mqtt("a retained trigger message (a stale trigger must not fire when the agent connects)") }
-        guard bytes.count <= TriggerRequest.maxBytes else { throw .mqtt("a \(bytes.count)-byte trigger message (at most \(TriggerRequest.maxBytes))") }
+        guard bytes.count <= TriggerRequest.maxBytes else {
+            throw .mqtt("a \(bytes.count)-byte trigger message (at most \(TriggerRequest.maxBytes))")
+        }
         guard !bytes.allSatisfy({ $0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09 }) else { return TriggerRequest() }
         let request: TriggerRequest
         do { request = try JSONDecoder().decode(TriggerRequest.self, from: bytes) } catch {
-            throw .mqtt("a trigger message that is not a JSON object like {\"id\": \"...\"}: \(String(decoding: bytes.prefix(64), as: UTF8.self))")
+            throw .mqtt(
+                "a trigger message that is not a JSON object like {\"id\": \"...\"}: \(String(decoding: bytes.prefix(64), as: UTF8.self))")
         }
         if let id = request.id, id.utf8.count > 128 { throw .mqtt("a trigger id of \(id.utf8.count) bytes (at most 128)") }
         return request

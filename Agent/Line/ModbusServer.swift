@@ -40,7 +40,8 @@ public final class ModbusServer: Service, Sendable {
     public func run() async throws {
         let (host, port) = try parseAddress(address)
         guard let context = modbus_new_tcp(host, Int32(port)) else {
-            throw LineError.modbus("cannot make a Modbus TCP context for \(address): \(String(cString: modbus_strerror(loupe_modbus_errno())))")
+            throw LineError.modbus(
+                "cannot make a Modbus TCP context for \(address): \(String(cString: modbus_strerror(loupe_modbus_errno())))")
         }
         let listener = modbus_tcp_listen(context, 16)
         guard listener >= 0 else {
@@ -50,7 +51,9 @@ public final class ModbusServer: Service, Sendable {
         }
         var bound = sockaddr_in()
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &bound) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &length) } }
+        _ = withUnsafeMutablePointer(to: &bound) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &length) }
+        }
         let actual = Int(UInt16(bigEndian: bound.sin_port))
         boundPort.withLock { $0 = actual }
         counters.withLock { $0.address = "\(host):\(actual)" }
@@ -86,7 +89,9 @@ public final class ModbusServer: Service, Sendable {
         var clients: [Int32] = []
         var query = [UInt8](repeating: 0, count: Int(loupe_modbus_max_adu()))
         while !stopping.load(ordering: .relaxed) {
-            var fds = [pollfd(fd: handle.listener, events: Int16(POLLIN), revents: 0)] + clients.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+            var fds =
+                [pollfd(fd: handle.listener, events: Int16(POLLIN), revents: 0)]
+                + clients.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
             guard poll(&fds, nfds_t(fds.count), 200) > 0 else { continue }
             if fds[0].revents & Int16(POLLIN) != 0 {
                 var listener = handle.listener

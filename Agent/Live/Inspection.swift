@@ -96,8 +96,10 @@ public struct InspectionResult: Codable, Sendable, Equatable {
     /// The trigger this result answers (triggered cameras); nil when free-running.
     public var trigger: TriggerStamp?
 
-    public init(sequence: Int, capturedAt: Date, verdict: Verdict, alignScore: Double?, placement: PartPlacement? = nil, rois: [ROIResult],
-                timings: StageTimings = StageTimings(), modelVersion: String, recipeVersion: Int, trigger: TriggerStamp? = nil) {
+    public init(
+        sequence: Int, capturedAt: Date, verdict: Verdict, alignScore: Double?, placement: PartPlacement? = nil, rois: [ROIResult],
+        timings: StageTimings = StageTimings(), modelVersion: String, recipeVersion: Int, trigger: TriggerStamp? = nil
+    ) {
         self.sequence = sequence
         self.capturedAt = capturedAt
         self.verdict = verdict
@@ -211,9 +213,10 @@ public final class Inspector: Sendable {
         }
         timings.total = timings.align + timings.crop + timings.segment + timings.judge
         timings.age = Date().timeIntervalSince(frame.capturedAt) * 1000
-        let result = InspectionResult(sequence: frame.sequence, capturedAt: frame.capturedAt, verdict: verdict, alignScore: prepared.score,
-                                      placement: aligner?.configuration.placement(of: prepared.pose), rois: results,
-                                      timings: timings, modelVersion: modelVersion, recipeVersion: recipe.version)
+        let result = InspectionResult(
+            sequence: frame.sequence, capturedAt: frame.capturedAt, verdict: verdict, alignScore: prepared.score,
+            placement: aligner?.configuration.placement(of: prepared.pose), rois: results,
+            timings: timings, modelVersion: modelVersion, recipeVersion: recipe.version)
         return Outcome(result: result, pose: prepared.pose, masks: masks, regions: regions)
     }
 
@@ -226,7 +229,10 @@ public final class Inspector: Sendable {
             let confidence = segmentation.confidence[index]
             peak = max(peak, confidence)
             let className = label < classNames.count ? classNames[label] : "class \(label)"
-            byClass[label, default: DefectSummary(classIndex: label, className: className, area: 0, largestRegion: 0, regions: 0, maxConfidence: 0)].area += 1
+            byClass[
+                label,
+                default: DefectSummary(classIndex: label, className: className, area: 0, largestRegion: 0, regions: 0, maxConfidence: 0)
+            ].area += 1
             byClass[label]!.maxConfidence = max(byClass[label]!.maxConfidence, confidence)
         }
         let regions = byClass.isEmpty ? [] : MaskTools.blobs(mask)
@@ -251,7 +257,10 @@ public struct CapturedFrameInput: Sendable {
     /// The trigger the frame answers (triggered cameras).
     public var trigger: TriggerStamp?
 
-    public init(sequence: Int, capturedAt: Date, image: Image8, captureMilliseconds: Double, groundTruth: Image8? = nil, trigger: TriggerStamp? = nil) {
+    public init(
+        sequence: Int, capturedAt: Date, image: Image8, captureMilliseconds: Double, groundTruth: Image8? = nil,
+        trigger: TriggerStamp? = nil
+    ) {
         self.sequence = sequence
         self.capturedAt = capturedAt
         self.image = image

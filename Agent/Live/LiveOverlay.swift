@@ -15,7 +15,9 @@ public enum LiveOverlay {
         let outcome = latest.outcome
         var out = try Image8(width: image.width, height: image.height, channels: 3)
         for index in 0..<image.pixelCount {
-            let base = image.channels == 1 ? (image.samples[index], image.samples[index], image.samples[index])
+            let base =
+                image.channels == 1
+                ? (image.samples[index], image.samples[index], image.samples[index])
                 : (image.samples[index * 3], image.samples[index * 3 + 1], image.samples[index * 3 + 2])
             out.samples[index * 3] = base.0
             out.samples[index * 3 + 1] = base.1

@@ -151,8 +151,10 @@ public final class LivePipeline: Service, Sendable {
     ///   - threads: oneDNN threads for the segment stage (1 on two cores:
     ///     the align stage has the other).
     ///   - trigger: what makes the camera take a frame; triggered, one frame is inspected at a time.
-    public init(source: (any FrameSource)?, pacing: Duration?, threads: Int, inspector: Inspector, live: Bool, logger: Logger,
-                trigger: CameraTrigger = .freeRun) {
+    public init(
+        source: (any FrameSource)?, pacing: Duration?, threads: Int, inspector: Inspector, live: Bool, logger: Logger,
+        trigger: CameraTrigger = .freeRun
+    ) {
         self.source = source
         self.configuredTrigger = trigger
         self.triggers = TriggerGate(mode: trigger)
@@ -176,8 +178,11 @@ public final class LivePipeline: Service, Sendable {
 
     /// Why this camera cannot run `recipe` (a trigger mode on a camera that has none); nil when it can.
     public func refusal(of recipe: Recipe) -> String? {
-        guard let name = recipe.trigger, let trigger = CameraTrigger(name: name), trigger != .freeRun, !(source is any TriggerConfigurable) else { return nil }
-        return "the recipe's trigger \"\(name)\" needs a GenICam camera (camera.source \"genicam\"); this agent's camera \(source == nil ? "is not configured" : "takes no triggers")"
+        guard let name = recipe.trigger, let trigger = CameraTrigger(name: name), trigger != .freeRun, !(source is any TriggerConfigurable)
+        else { return nil }
+        return
+            "the recipe's trigger \"\(name)\" needs a GenICam camera (camera.source \"genicam\"); this agent's camera "
+            + "\(source == nil ? "is not configured" : "takes no triggers")"
     }
 
     /// Puts the camera and the trigger gate in the recipe's mode (or the config's, when the recipe names none).
@@ -306,13 +311,16 @@ public final class LivePipeline: Service, Sendable {
                 if triggers.isTriggered {
                     // One trigger at a time: a frame no accepted trigger asked for is not inspected.
                     guard let accepted = triggers.frameArrived() else {
-                        log.withLock { $0.captured += 1; $0.dropped += 1; $0.sourceError = nil }
+                        log.withLock {
+                            $0.captured += 1; $0.dropped += 1; $0.sourceError = nil
+                        }
                         continue
                     }
                     stamp = accepted
                 }
-                let input = CapturedFrameInput(sequence: frame.sequence, capturedAt: frame.capturedAt, image: frame.image, captureMilliseconds: took,
-                                               groundTruth: frame.groundTruth, trigger: stamp)
+                let input = CapturedFrameInput(
+                    sequence: frame.sequence, capturedAt: frame.capturedAt, image: frame.image, captureMilliseconds: took,
+                    groundTruth: frame.groundTruth, trigger: stamp)
                 let replaced = slot.withLock { slot -> Bool in
                     defer { slot.frame = input }
                     return slot.frame != nil
@@ -480,12 +488,13 @@ public final class LivePipeline: Service, Sendable {
                 p99[stage] = Self.percentile(values, 0.99)
             }
             let hour = log.lastHour(at: Date())
-            return LiveStatistics(live: live, threshold: threshold, framesPerSecond: fps, framesCaptured: log.captured, framesDropped: log.dropped,
-                                  framesInspected: log.inspected, passCount: log.passed, failCount: log.failed,
-                                  passLastHour: hour.pass, failLastHour: hour.fail, notAlignedCount: log.notAligned,
-                                  p50: p50, p99: p99, modelVersion: inspector.modelVersion, recipeVersion: inspector.recipe.version,
-                                  sourceError: log.sourceError, camera: (source as? any StreamStatisticsReporting)?.streamStatistics,
-                                  trigger: triggers.isTriggered ? triggers.statistics : nil, line: line)
+            return LiveStatistics(
+                live: live, threshold: threshold, framesPerSecond: fps, framesCaptured: log.captured, framesDropped: log.dropped,
+                framesInspected: log.inspected, passCount: log.passed, failCount: log.failed,
+                passLastHour: hour.pass, failLastHour: hour.fail, notAlignedCount: log.notAligned,
+                p50: p50, p99: p99, modelVersion: inspector.modelVersion, recipeVersion: inspector.recipe.version,
+                sourceError: log.sourceError, camera: (source as? any StreamStatisticsReporting)?.streamStatistics,
+                trigger: triggers.isTriggered ? triggers.statistics : nil, line: line)
         }
     }
 

@@ -36,7 +36,9 @@ public enum TriggerError: Error, CustomStringConvertible, Equatable {
     public var description: String {
         switch self {
         case .missed(let busy): return "trigger missed: trigger \(busy) is still being inspected"
-        case .notTriggered(let mode): return "this camera is not in software trigger mode (it is \(mode); set camera.trigger, or the recipe's trigger, to \"software\")"
+        case .notTriggered(let mode):
+            return
+                "this camera is not in software trigger mode (it is \(mode); set camera.trigger, or the recipe's trigger, to \"software\")"
         case .liveOff: return "live inspection is off; turn it on before triggering"
         }
     }
@@ -173,8 +175,9 @@ public final class TriggerGate: Sendable {
 
     public var statistics: TriggerStatistics {
         state.withLock { state in
-            TriggerStatistics(mode: state.mode.name, accepted: state.accepted, missed: state.missed, abandoned: state.abandoned,
-                              inFlight: state.inFlight?.stamp.sequence, lastSequence: state.sequence)
+            TriggerStatistics(
+                mode: state.mode.name, accepted: state.accepted, missed: state.missed, abandoned: state.abandoned,
+                inFlight: state.inFlight?.stamp.sequence, lastSequence: state.sequence)
         }
     }
 
@@ -182,7 +185,9 @@ public final class TriggerGate: Sendable {
     /// camera was lost after it fired); returns its waiters to answer.
     private func abandonStale(_ state: inout State) -> [CheckedContinuation<InspectionResult?, Never>] {
         // A framed trigger is given up only far later (its inspection is under way).
-        guard let flight = state.inFlight, ContinuousClock.now - flight.since > (flight.framed ? frameTimeout * 6 : frameTimeout) else { return [] }
+        guard let flight = state.inFlight, ContinuousClock.now - flight.since > (flight.framed ? frameTimeout * 6 : frameTimeout) else {
+            return []
+        }
         state.inFlight = nil
         state.abandoned += 1
         return state.waiters.removeValue(forKey: flight.stamp.sequence) ?? []

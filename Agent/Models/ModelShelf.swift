@@ -29,7 +29,8 @@ public enum ModelInstallError: Error, Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .hashMismatch(let version, let expected, let actual):
-            "model \(version): SHA-256 is \(actual.prefix(16))…, the offer said \(expected.prefix(16))… (corrupt or tampered); not installed"
+            "model \(version): SHA-256 is \(actual.prefix(16))…, the offer said \(expected.prefix(16))… (corrupt or tampered); not "
+                + "installed"
         case .badSignature(let version, let reason): "model \(version): signature refused: \(reason); not installed"
         case .unreadable(let version, let reason): "model \(version) cannot be read: \(reason)"
         case .invalidVersion(let text): FleetName.refusal("model version", text)
@@ -43,7 +44,8 @@ public enum ModelInstallError: Error, Equatable, CustomStringConvertible {
         case .mislabelled(let version, let signedAs):
             "model \(version) is signed as version \"\(signedAs)\"; an offer cannot relabel a model; not installed"
         case .replayed(let version, let assignment, let newest):
-            "model \(version): its assignment (sequence \(assignment)) is no newer than the last this camera accepted (sequence \(newest)): "
+            "model \(version): its assignment (sequence \(assignment)) is no newer than the last this camera accepted (sequence "
+                + "\(newest)): "
                 + "an old offer replayed; not installed"
         case .badAssignment(let version, let reason): "model \(version): assignment refused: \(reason); not installed"
         }
@@ -146,7 +148,8 @@ public final class ModelShelf: Sendable {
 
     private func readState() -> State {
         guard let data = FileManager.default.contents(atPath: directory + "/installed.json"),
-              let state = try? JSONDecoder.iso.decode(State.self, from: data) else { return State() }
+            let state = try? JSONDecoder.iso.decode(State.self, from: data)
+        else { return State() }
         return state
     }
 
@@ -176,11 +179,15 @@ public final class ModelShelf: Sendable {
 
     /// Checks a model file: SHA-256 (when the offer gave one) and a signature
     /// by one of `keys` (all trusted keys unless told otherwise).
-    public func verify(_ data: Data, version: String, expectedSHA256: Data?,
-                       keys: [Curve25519.Signing.PublicKey]? = nil) throws(ModelInstallError) -> SegmentationModel {
+    public func verify(
+        _ data: Data, version: String, expectedSHA256: Data?,
+        keys: [Curve25519.Signing.PublicKey]? = nil
+    ) throws(ModelInstallError) -> SegmentationModel {
         if let expectedSHA256 {
             let actual = Data(SHA256.hash(data: data))
-            guard actual == expectedSHA256 else { throw .hashMismatch(version: version, expected: expectedSHA256.hexString, actual: actual.hexString) }
+            guard actual == expectedSHA256 else {
+                throw .hashMismatch(version: version, expected: expectedSHA256.hexString, actual: actual.hexString)
+            }
         }
         do {
             return try ModelFile.decode(data, name: "model \(version)", trustedKeys: keys ?? trustedKeys).0
@@ -196,21 +203,28 @@ public final class ModelShelf: Sendable {
     /// name, and come with the manager's signed assignment of it to this
     /// camera, newer than any assignment accepted before.
     @discardableResult
-    public func install(_ data: Data, version: String, expectedSHA256: Data?,
-                        from source: Source) throws(ModelInstallError) -> (SegmentationModel, InstalledModel) {
+    public func install(
+        _ data: Data, version: String, expectedSHA256: Data?,
+        from source: Source
+    ) throws(ModelInstallError) -> (SegmentationModel, InstalledModel) {
         guard FleetName.isValid(version) else { throw .invalidVersion(version) }
         var offer: OfferCheck?
         if case .manager(let check) = source { offer = check }
         let model = try verify(data, version: version, expectedSHA256: expectedSHA256, keys: offer == nil ? nil : managerKeys)
         return try lock.withLock { _ throws(ModelInstallError) -> (SegmentationModel, InstalledModel) in
             var state = readState()
-            if let offer { state.newestAssignment = try checkProvenance(model.metadata.provenance, version: version, offer: offer, newest: state.newestAssignment ?? 0) }
+            if let offer {
+                state.newestAssignment = try checkProvenance(
+                    model.metadata.provenance, version: version, offer: offer, newest: state.newestAssignment ?? 0)
+            }
             do {
                 try BlobStore.replaceDurably(path(of: version), with: data)
             } catch {
                 throw .io("cannot write model \(version): \(error)")
             }
-            let installed = InstalledModel(version: version, sha256: Data(SHA256.hash(data: data)).hexString, bytes: data.count, installedAt: Date(), origin: source.origin)
+            let installed = InstalledModel(
+                version: version, sha256: Data(SHA256.hash(data: data)).hexString, bytes: data.count, installedAt: Date(),
+                origin: source.origin)
             if state.current?.version != version { state.previous = state.current }
             state.current = installed
             try writeState(state)
@@ -220,8 +234,10 @@ public final class ModelShelf: Sendable {
     }
 
     /// The provenance checks of a manager model; returns the assignment's sequence, the newest after accepting it.
-    private func checkProvenance(_ provenance: ModelProvenance, version: String, offer: OfferCheck,
-                                 newest: UInt64) throws(ModelInstallError) -> UInt64 {
+    private func checkProvenance(
+        _ provenance: ModelProvenance, version: String, offer: OfferCheck,
+        newest: UInt64
+    ) throws(ModelInstallError) -> UInt64 {
         guard provenance.versionName == version else { throw .mislabelled(version: version, signedAs: provenance.versionName) }
         guard !provenance.inspectionType.isEmpty, provenance.inspectionType == offer.inspectionType else {
             throw .wrongInspectionType(version: version, model: provenance.inspectionType, recipe: offer.inspectionType)
@@ -237,9 +253,13 @@ public final class ModelShelf: Sendable {
         guard assignment.cameraID == offer.cameraId else {
             throw .badAssignment(version: version, reason: "it assigns camera \(assignment.cameraID), not this camera (\(offer.cameraId))")
         }
-        guard assignment.version == version, assignment.modelSequence == provenance.sequence, assignment.inspectionType == provenance.inspectionType else {
-            throw .badAssignment(version: version, reason: "it names \(assignment.version) (sequence \(assignment.modelSequence), type \(assignment.inspectionType)), "
-                                     + "not this model (sequence \(provenance.sequence), type \(provenance.inspectionType))")
+        guard assignment.version == version, assignment.modelSequence == provenance.sequence,
+            assignment.inspectionType == provenance.inspectionType
+        else {
+            throw .badAssignment(
+                version: version,
+                reason: "it names \(assignment.version) (sequence \(assignment.modelSequence), type \(assignment.inspectionType)), "
+                    + "not this model (sequence \(provenance.sequence), type \(provenance.inspectionType))")
         }
         guard assignment.sequence > newest else {
             throw .replayed(version: version, assignment: assignment.sequence, newest: newest)
@@ -267,8 +287,9 @@ public final class ModelShelf: Sendable {
     /// Bytes of `version` already downloaded: the offset to ask for next.
     public func downloaded(_ version: String) -> UInt64 {
         guard FleetName.isValid(version),
-              let attributes = try? FileManager.default.attributesOfItem(atPath: partialPath(version)),
-              let size = attributes[.size] as? NSNumber else { return 0 }
+            let attributes = try? FileManager.default.attributesOfItem(atPath: partialPath(version)),
+            let size = attributes[.size] as? NSNumber
+        else { return 0 }
         return size.uint64Value
     }
 

@@ -54,13 +54,16 @@ extension LabelStore {
     public static let minimumPasswordLength = 10
 
     static func passwordHash(_ password: String, salt: Data, costLog2: Int) throws -> Data {
-        let key = try KDF.Scrypt.deriveKey(from: Data(password.utf8), salt: salt, outputByteCount: 32, rounds: 1 << costLog2,
-                                           blockSize: 8, parallelism: 1, maxMemory: 64 << 20)
+        let key = try KDF.Scrypt.deriveKey(
+            from: Data(password.utf8), salt: salt, outputByteCount: 32, rounds: 1 << costLog2,
+            blockSize: 8, parallelism: 1, maxMemory: 64 << 20)
         return key.withUnsafeBytes { Data($0) }
     }
 
     static func checkPassword(_ password: String) throws(StoreError) {
-        guard password.count >= minimumPasswordLength else { throw .invalid("a password needs at least \(minimumPasswordLength) characters") }
+        guard password.count >= minimumPasswordLength else {
+            throw .invalid("a password needs at least \(minimumPasswordLength) characters")
+        }
         guard password.utf8.count <= 1024 else { throw .invalid("a password may have at most 1024 bytes") }
     }
 
@@ -70,11 +73,15 @@ extension LabelStore {
         try Self.checkPassword(password)
         let salt = Data((0..<16).map { _ in UInt8.random(in: 0...255) })
         let hash: Data
-        do { hash = try Self.passwordHash(password, salt: salt, costLog2: Self.passwordCostLog2) } catch { throw .invalid("password hashing failed: \(error)") }
+        do { hash = try Self.passwordHash(password, salt: salt, costLog2: Self.passwordCostLog2) } catch {
+            throw .invalid("password hashing failed: \(error)")
+        }
         try write { db in
             let existing = try UserRecord.fetchOne(db, key: name)
-            try UserRecord(name: name, role: role, salt: salt, hash: hash, costLog2: Self.passwordCostLog2,
-                           createdAt: existing?.createdAt ?? Date(), passwordChangedAt: Date()).save(db)
+            try UserRecord(
+                name: name, role: role, salt: salt, hash: hash, costLog2: Self.passwordCostLog2,
+                createdAt: existing?.createdAt ?? Date(), passwordChangedAt: Date()
+            ).save(db)
             // A new password ends the user's other sessions.
             try db.execute(sql: "DELETE FROM session WHERE user = ?", arguments: [name])
         }
@@ -95,16 +102,20 @@ extension LabelStore {
     }
 
     /// Checks a password and opens a session. Unknown users cost the same time as wrong passwords.
-    public func signIn(user name: String, password: String, lifetime: TimeInterval) throws(StoreError) -> (token: String, session: Session)? {
+    public func signIn(user name: String, password: String, lifetime: TimeInterval) throws(StoreError) -> (token: String, session: Session)?
+    {
         let record = try read { db in try UserRecord.fetchOne(db, key: name) }
         let salt = record?.salt ?? Data(repeating: 0, count: 16)
         let computed: Data
-        do { computed = try Self.passwordHash(password, salt: salt, costLog2: record?.costLog2 ?? Self.passwordCostLog2) } catch { return nil }
+        do { computed = try Self.passwordHash(password, salt: salt, costLog2: record?.costLog2 ?? Self.passwordCostLog2) } catch {
+            return nil
+        }
         guard let record, Self.constantTimeEqual(computed, record.hash) else { return nil }
         let token = Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
             .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
         let now = Date()
-        let session = SessionRecord(tokenHash: Self.sessionKey(token: token), user: name, createdAt: now, expiresAt: now.addingTimeInterval(lifetime))
+        let session = SessionRecord(
+            tokenHash: Self.sessionKey(token: token), user: name, createdAt: now, expiresAt: now.addingTimeInterval(lifetime))
         try write { db in
             try db.execute(sql: "DELETE FROM session WHERE expiresAt < ?", arguments: [now])
             try session.insert(db)
@@ -122,7 +133,8 @@ extension LabelStore {
     public func session(key: String) throws(StoreError) -> Session? {
         try read { db -> Session? in
             guard let session = try SessionRecord.fetchOne(db, key: key), session.expiresAt > Date(),
-                  let user = try UserRecord.fetchOne(db, key: session.user) else { return nil }
+                let user = try UserRecord.fetchOne(db, key: session.user)
+            else { return nil }
             return Session(user: user.name, role: user.role, expiresAt: session.expiresAt)
         }
     }

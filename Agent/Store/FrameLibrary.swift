@@ -70,9 +70,16 @@ public struct LibraryPolicy: Codable, Sendable, Equatable {
         passSampleEvery = try c.decodeIfPresent(Int.self, forKey: .passSampleEvery) ?? defaults.passSampleEvery
         maxPerMinute = try c.decodeIfPresent(Int.self, forKey: .maxPerMinute) ?? defaults.maxPerMinute
         jpegQuality = try c.decodeIfPresent(Int.self, forKey: .jpegQuality) ?? defaults.jpegQuality
-        guard quotaBytes > 0, maxAgeSeconds > 0, (0...1).contains(unsureMargin), passSampleEvery >= 0, maxPerMinute >= 0, (1...100).contains(jpegQuality) else {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
-                debugDescription: "library: quotaBytes and maxAgeSeconds must be positive, unsureMargin 0…1, passSampleEvery and maxPerMinute at least 0, jpegQuality 1…100"))
+        guard quotaBytes > 0, maxAgeSeconds > 0, (0...1).contains(unsureMargin), passSampleEvery >= 0, maxPerMinute >= 0,
+            (1...100).contains(jpegQuality)
+        else {
+            throw DecodingError.dataCorrupted(
+                .init(
+                    codingPath: decoder.codingPath,
+                    debugDescription:
+                        "library: quotaBytes and maxAgeSeconds must be positive, unsureMargin 0…1, passSampleEvery and maxPerMinute at "
+                        + "least 0, jpegQuality 1…100"
+                ))
         }
     }
 }
@@ -238,20 +245,24 @@ public final class FrameLibrary: Sendable {
     public func keep(_ frame: CapturedFrameInput, result: InspectionResult, threshold: Double) throws(StoreError) -> LibraryFrame {
         let (reason, unsure) = judge(result, threshold: threshold, passNumber: 0)
         let jpeg: Data
-        do { jpeg = try JPEGCodec.encode(frame.image, quality: policy.jpegQuality) } catch { throw .invalid("frame does not encode: \(error)") }
+        do { jpeg = try JPEGCodec.encode(frame.image, quality: policy.jpegQuality) } catch {
+            throw .invalid("frame does not encode: \(error)")
+        }
         guard jpeg.count <= policy.quotaBytes else { throw .invalid("a \(jpeg.count)-byte frame is larger than the Library's whole quota") }
         let hash = try images.put(jpeg)
         let classes = Set(result.rois.flatMap { $0.defects.map(\.className) }).sorted().joined(separator: ",")
         let rois = String(decoding: (try? JSONEncoder().encode(result.rois)) ?? Data("[]".utf8), as: UTF8.self)
-        var record = LibraryFrame(id: nil, sequence: result.sequence, capturedAt: frame.capturedAt, verdict: result.verdict.rawValue, reason: reason ?? "sample",
-                                  unsure: unsure, classes: classes, modelVersion: result.modelVersion, recipeVersion: result.recipeVersion,
-                                  threshold: threshold, alignScore: result.alignScore, rois: rois, width: frame.image.width, height: frame.image.height,
-                                  imageHash: hash, bytes: jpeg.count, importedAs: nil,
-                                  triggerSource: result.trigger?.source, triggerSequence: result.trigger?.sequence,
-                                  shiftX: result.placement?.shiftX, shiftY: result.placement?.shiftY, angleDegrees: result.placement?.angleDegrees)
+        var record = LibraryFrame(
+            id: nil, sequence: result.sequence, capturedAt: frame.capturedAt, verdict: result.verdict.rawValue, reason: reason ?? "sample",
+            unsure: unsure, classes: classes, modelVersion: result.modelVersion, recipeVersion: result.recipeVersion,
+            threshold: threshold, alignScore: result.alignScore, rois: rois, width: frame.image.width, height: frame.image.height,
+            imageHash: hash, bytes: jpeg.count, importedAs: nil,
+            triggerSource: result.trigger?.source, triggerSequence: result.trigger?.sequence,
+            shiftX: result.placement?.shiftX, shiftY: result.placement?.shiftY, angleDegrees: result.placement?.angleDegrees)
         let removed = try write { db -> [String] in
             // Make room: by age, then oldest first until the new image fits the quota.
-            var gone = try LibraryFrame.filter(Column("capturedAt") < frame.capturedAt.addingTimeInterval(-policy.maxAgeSeconds)).fetchAll(db)
+            var gone = try LibraryFrame.filter(Column("capturedAt") < frame.capturedAt.addingTimeInterval(-policy.maxAgeSeconds)).fetchAll(
+                db)
             var total = (try Int.fetchOne(db, sql: "SELECT COALESCE(SUM(bytes), 0) FROM frame") ?? 0) - gone.reduce(0) { $0 + $1.bytes }
             let ids = Set(gone.compactMap(\.id))
             if total + jpeg.count > policy.quotaBytes {

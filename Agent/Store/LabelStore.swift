@@ -251,12 +251,17 @@ public final class LabelStore: Sendable {
     // MARK: Captures
 
     /// Stores an encoded image (PNG or JPEG bytes) as the next capture.
-    public func addCapture(encoded: Data, width: Int, height: Int, channels: Int, source: String, at date: Date = Date(), inspectionType: String, recipeVersion: Int, user: String) throws(StoreError) -> CaptureRecord {
+    public func addCapture(
+        encoded: Data, width: Int, height: Int, channels: Int, source: String, at date: Date = Date(), inspectionType: String,
+        recipeVersion: Int, user: String
+    ) throws(StoreError) -> CaptureRecord {
         guard width > 0, height > 0, [1, 3].contains(channels) else { throw .invalid("capture of \(width)x\(height)x\(channels)") }
         let hash = try blobs.put(encoded)
         return try write { db in
             let next = (try Int.fetchOne(db, sql: "SELECT MAX(number) FROM capture") ?? 0) + 1
-            var record = CaptureRecord(id: nil, number: next, imageHash: hash, width: width, height: height, channels: channels, source: source, capturedAt: date, inspectionType: inspectionType, recipeVersion: recipeVersion)
+            var record = CaptureRecord(
+                id: nil, number: next, imageHash: hash, width: width, height: height, channels: channels, source: source, capturedAt: date,
+                inspectionType: inspectionType, recipeVersion: recipeVersion)
             try record.insert(db)
             var edit = EditRecord(id: nil, at: date, user: user, action: "capture", captureID: record.id, roiName: nil, detail: source)
             try edit.insert(db)
@@ -303,7 +308,9 @@ public final class LabelStore: Sendable {
         try write { db in
             try ClassRecord.deleteAll(db)
             for record in classes { try record.insert(db) }
-            var edit = EditRecord(id: nil, at: Date(), user: user, action: "classes", captureID: nil, roiName: nil, detail: classes.map(\.name).joined(separator: ", "))
+            var edit = EditRecord(
+                id: nil, at: Date(), user: user, action: "classes", captureID: nil, roiName: nil,
+                detail: classes.map(\.name).joined(separator: ", "))
             try edit.insert(db)
         }
     }
@@ -313,13 +320,17 @@ public final class LabelStore: Sendable {
     /// Saves an ROI's mask (class index per pixel) for a capture, with who did
     /// it. If the ROI is included in training, this version joins the outbox.
     @discardableResult
-    public func saveMask(captureNumber: Int, roi: (name: String, rect: PixelRect), mask: Image8, classes: Int, inspectionType: String? = nil, user: String, action: String = "mask") throws(StoreError) -> LabelRecord {
+    public func saveMask(
+        captureNumber: Int, roi: (name: String, rect: PixelRect), mask: Image8, classes: Int, inspectionType: String? = nil, user: String,
+        action: String = "mask"
+    ) throws(StoreError) -> LabelRecord {
         let (png, labelled) = try Self.encoded(mask, roi: roi, classes: classes)
         let capture = try capture(number: captureNumber)
         let hash = try blobs.put(png)
         return try write { db in
-            try self.record(maskHash: hash, labelled: labelled, capture: capture, roi: roi, user: user, action: action,
-                            existing: try LabelRecord.fetchOne(db, key: ["captureID": try capture.rowID(), "roiName": roi.name]), db: db)
+            try self.record(
+                maskHash: hash, labelled: labelled, capture: capture, roi: roi, user: user, action: action,
+                existing: try LabelRecord.fetchOne(db, key: ["captureID": try capture.rowID(), "roiName": roi.name]), db: db)
         }
     }
 
@@ -339,8 +350,10 @@ public final class LabelStore: Sendable {
     /// empty one.
     @discardableResult
     /// `note` goes before the labelled pixel count in the edit log (where a mask came from).
-    public func editMask(captureNumber: Int, roi: RecipeROI, classes: Int, user: String, action: String, note: String? = nil,
-                         _ edit: (inout Image8) throws(StoreError) -> Void) throws(StoreError) -> MaskEdit {
+    public func editMask(
+        captureNumber: Int, roi: RecipeROI, classes: Int, user: String, action: String, note: String? = nil,
+        _ edit: (inout Image8) throws(StoreError) -> Void
+    ) throws(StoreError) -> MaskEdit {
         let capture = try capture(number: captureNumber)
         let blank = try Self.emptyMask(for: roi)
         return try write { db in
@@ -353,14 +366,17 @@ public final class LabelStore: Sendable {
             let (png, labelled) = try Self.encoded(mask, roi: (roi.name, roi.rect), classes: classes)
             // The blob before the row that names it, as everywhere.
             let hash = try blobs.put(png)
-            let label = try self.record(maskHash: hash, labelled: labelled, capture: capture, roi: (roi.name, roi.rect), user: user, action: action, note: note,
-                                        existing: existing, db: db)
+            let label = try self.record(
+                maskHash: hash, labelled: labelled, capture: capture, roi: (roi.name, roi.rect), user: user, action: action, note: note,
+                existing: existing, db: db)
             return MaskEdit(label: label, mask: mask, png: png)
         }
     }
 
     /// A mask checked against its ROI and classes, as PNG, with its labelled pixel count.
-    private static func encoded(_ mask: Image8, roi: (name: String, rect: PixelRect), classes: Int) throws(StoreError) -> (png: Data, labelled: Int) {
+    private static func encoded(
+        _ mask: Image8, roi: (name: String, rect: PixelRect), classes: Int
+    ) throws(StoreError) -> (png: Data, labelled: Int) {
         guard mask.channels == 1, mask.width == roi.rect.width, mask.height == roi.rect.height else {
             throw .invalid("mask is \(mask.width)x\(mask.height), ROI \(roi.name) is \(roi.rect.width)x\(roi.rect.height)")
         }
@@ -374,13 +390,19 @@ public final class LabelStore: Sendable {
 
     /// Saves an ROI's label row naming a stored mask (replacing `existing`, the row read in this
     /// transaction), with its edit record and, when ticked, its outbox entry.
-    private func record(maskHash: String, labelled: Int, capture: CaptureRecord, roi: (name: String, rect: PixelRect),
-                        user: String, action: String, note: String? = nil, existing: LabelRecord?, db: Database) throws -> LabelRecord {
+    private func record(
+        maskHash: String, labelled: Int, capture: CaptureRecord, roi: (name: String, rect: PixelRect),
+        user: String, action: String, note: String? = nil, existing: LabelRecord?, db: Database
+    ) throws -> LabelRecord {
         let record = LabelRecord(
-            captureID: try capture.rowID(), roiName: roi.name, roiX: roi.rect.x, roiY: roi.rect.y, roiWidth: roi.rect.width, roiHeight: roi.rect.height,
-            maskHash: maskHash, labelledPixels: labelled, includeInTraining: existing?.includeInTraining ?? false, updatedAt: Date(), updatedBy: user)
+            captureID: try capture.rowID(), roiName: roi.name, roiX: roi.rect.x, roiY: roi.rect.y, roiWidth: roi.rect.width,
+            roiHeight: roi.rect.height,
+            maskHash: maskHash, labelledPixels: labelled, includeInTraining: existing?.includeInTraining ?? false, updatedAt: Date(),
+            updatedBy: user)
         try record.save(db)
-        var edit = EditRecord(id: nil, at: record.updatedAt, user: user, action: action, captureID: capture.id, roiName: roi.name, detail: (note.map { $0 + ", " } ?? "") + "\(labelled) labelled pixels")
+        var edit = EditRecord(
+            id: nil, at: record.updatedAt, user: user, action: action, captureID: capture.id, roiName: roi.name,
+            detail: (note.map { $0 + ", " } ?? "") + "\(labelled) labelled pixels")
         try edit.insert(db)
         if record.includeInTraining { try enqueue(record, capture: capture, db: db) }
         return record
@@ -403,7 +425,9 @@ public final class LabelStore: Sendable {
 
     public func mask(of label: LabelRecord) throws(StoreError) -> Image8 {
         let data = try blobs.get(label.maskHash)
-        do { return try PNGCodec.decode(data).gray8 } catch { throw .io(path: blobs.path(for: label.maskHash), reason: "mask does not decode: \(error)") }
+        do { return try PNGCodec.decode(data).gray8 } catch {
+            throw .io(path: blobs.path(for: label.maskHash), reason: "mask does not decode: \(error)")
+        }
     }
 
     /// The ROI checkbox: only ticked ROIs go into training (and to the manager).
@@ -417,7 +441,9 @@ public final class LabelStore: Sendable {
             record.updatedAt = Date()
             record.updatedBy = user
             try record.update(db)
-            var edit = EditRecord(id: nil, at: record.updatedAt, user: user, action: included ? "include" : "exclude", captureID: capture.id, roiName: roiName, detail: "")
+            var edit = EditRecord(
+                id: nil, at: record.updatedAt, user: user, action: included ? "include" : "exclude", captureID: capture.id,
+                roiName: roiName, detail: "")
             try edit.insert(db)
             if included {
                 try enqueue(record, capture: capture, db: db)
@@ -447,8 +473,9 @@ public final class LabelStore: Sendable {
     private func enqueue(_ label: LabelRecord, capture: CaptureRecord, db: Database) throws {
         let item = try frozen(label, capture: capture, db: db)
         // The same version twice is one item; a newer version replaces an unsent older one.
-        try db.execute(sql: "DELETE FROM outbox WHERE captureID = ? AND roiName = ? AND contentHash != ?",
-                       arguments: [capture.id, label.roiName, item.contentHash])
+        try db.execute(
+            sql: "DELETE FROM outbox WHERE captureID = ? AND roiName = ? AND contentHash != ?",
+            arguments: [capture.id, label.roiName, item.contentHash])
         guard try OutboxRecord.filter(Column("contentHash") == item.contentHash).fetchCount(db) == 0 else { return }
         var row = item
         try row.insert(db)
@@ -457,16 +484,19 @@ public final class LabelStore: Sendable {
     /// A label as the outbox holds it: the crop cut and stored now (blob before row), the mask's blob,
     /// the classes and the recipe's template as they are in this transaction.
     private func frozen(_ label: LabelRecord, capture: CaptureRecord, db: Database) throws -> OutboxRecord {
-        let cropHash = try crop(of: capture, PixelRect(x: label.roiX, y: label.roiY, width: label.roiWidth, height: label.roiHeight), roiName: label.roiName)
+        let cropHash = try crop(
+            of: capture, PixelRect(x: label.roiX, y: label.roiY, width: label.roiWidth, height: label.roiHeight), roiName: label.roiName)
         let cropPNG = try blobs.get(cropHash), maskPNG = try blobs.get(label.maskHash)
         let classes = try ClassRecord.order(Column("index")).fetchAll(db)
         var template = ""
         if let reference = try Self.recipe(db).referenceCapture,
-           let hash = try String.fetchOne(db, sql: "SELECT imageHash FROM capture WHERE number = ?", arguments: [reference]) {
+            let hash = try String.fetchOne(db, sql: "SELECT imageHash FROM capture WHERE number = ?", arguments: [reference])
+        {
             template = hash
         }
         return OutboxRecord(
-            id: nil, contentHash: Self.contentHash(cropPNG: cropPNG, maskPNG: maskPNG), captureID: try capture.rowID(), roiName: label.roiName,
+            id: nil, contentHash: Self.contentHash(cropPNG: cropPNG, maskPNG: maskPNG), captureID: try capture.rowID(),
+            roiName: label.roiName,
             enqueuedAt: Date(), attempts: 0, lastError: nil, cropHash: cropHash, maskHash: label.maskHash,
             inspectionType: capture.inspectionType, recipeVersion: capture.recipeVersion, capturedAt: capture.capturedAt,
             classNames: ["background"] + classes.map(\.name), templateSHA256: template)
@@ -501,12 +531,15 @@ public final class LabelStore: Sendable {
         try pool.write { db in
             for var item in try OutboxRecord.filter(Column("cropHash") == "").fetchAll(db) {
                 guard let capture = try CaptureRecord.fetchOne(db, key: item.captureID),
-                      let label = try LabelRecord.fetchOne(db, key: ["captureID": item.captureID, "roiName": item.roiName]) else {
+                    let label = try LabelRecord.fetchOne(db, key: ["captureID": item.captureID, "roiName": item.roiName])
+                else {
                     try item.delete(db)
                     continue
                 }
                 var frozen = try self.frozen(label, capture: capture, db: db)
-                (frozen.id, frozen.enqueuedAt, frozen.attempts, frozen.lastError) = (item.id, item.enqueuedAt, item.attempts, item.lastError)
+                (frozen.id, frozen.enqueuedAt, frozen.attempts, frozen.lastError) = (
+                    item.id, item.enqueuedAt, item.attempts, item.lastError
+                )
                 item = frozen
                 try item.update(db)
             }
@@ -552,7 +585,9 @@ public final class LabelStore: Sendable {
     /// The current recipe, read inside a transaction.
     static func recipe(_ db: Database) throws -> Recipe {
         guard let json = try String.fetchOne(db, sql: "SELECT json FROM recipe ORDER BY version DESC LIMIT 1") else { return Recipe() }
-        do { return try JSONDecoder().decode(Recipe.self, from: Data(json.utf8)) } catch { throw StoreError.database("stored recipe does not decode: \(error)") }
+        do { return try JSONDecoder().decode(Recipe.self, from: Data(json.utf8)) } catch {
+            throw StoreError.database("stored recipe does not decode: \(error)")
+        }
     }
 
     /// Saves `recipe` as the next version and returns it with that version.
@@ -564,8 +599,11 @@ public final class LabelStore: Sendable {
             var saved = recipe
             saved.version = next
             let json = String(decoding: try JSONEncoder().encode(saved), as: UTF8.self)
-            try db.execute(sql: "INSERT INTO recipe (version, json, createdAt, createdBy) VALUES (?, ?, ?, ?)", arguments: [next, json, Date(), user])
-            var edit = EditRecord(id: nil, at: Date(), user: user, action: "recipe", captureID: nil, roiName: nil, detail: "version \(next): \(saved.rois.count) ROIs, threshold \(saved.confidenceThreshold)")
+            try db.execute(
+                sql: "INSERT INTO recipe (version, json, createdAt, createdBy) VALUES (?, ?, ?, ?)", arguments: [next, json, Date(), user])
+            var edit = EditRecord(
+                id: nil, at: Date(), user: user, action: "recipe", captureID: nil, roiName: nil,
+                detail: "version \(next): \(saved.rois.count) ROIs, threshold \(saved.confidenceThreshold)")
             try edit.insert(db)
             return saved
         }
@@ -578,7 +616,9 @@ public final class LabelStore: Sendable {
 
     /// Applies brush and eraser strokes to an ROI's mask and saves it (`editMask`).
     @discardableResult
-    public func applyStrokes(_ strokes: [Stroke], captureNumber: Int, roi: RecipeROI, classes: Int, user: String) throws(StoreError) -> MaskEdit {
+    public func applyStrokes(
+        _ strokes: [Stroke], captureNumber: Int, roi: RecipeROI, classes: Int, user: String
+    ) throws(StoreError) -> MaskEdit {
         try editMask(captureNumber: captureNumber, roi: roi, classes: classes, user: user, action: "strokes") { mask throws(StoreError) in
             try MaskPainter.apply(strokes, to: &mask, classes: classes)
         }

@@ -41,7 +41,11 @@ public final class ModelReceiver: Sendable {
             report.ok = true
         } catch let error as WireError {
             // The link dropped mid-download: what arrived is kept, and the next offer resumes it.
-            logger.warning("model download interrupted", metadata: ["version": "\(offer.modelVersion)", "held": "\(runtime.shelf.downloaded(offer.modelVersion))", "error": "\(error)"])
+            logger.warning(
+                "model download interrupted",
+                metadata: [
+                    "version": "\(offer.modelVersion)", "held": "\(runtime.shelf.downloaded(offer.modelVersion))", "error": "\(error)",
+                ])
             throw error
         } catch {
             report.ok = false
@@ -58,7 +62,9 @@ public final class ModelReceiver: Sendable {
         if shelf.state.current?.version == version {
             return
         }
-        guard offer.sha256.count == 32 else { throw ModelInstallError.badSignature(version: version, reason: "the offer's sha256 is \(offer.sha256.count) bytes, not 32") }
+        guard offer.sha256.count == 32 else {
+            throw ModelInstallError.badSignature(version: version, reason: "the offer's sha256 is \(offer.sha256.count) bytes, not 32")
+        }
         guard offer.sizeBytes > 0, offer.sizeBytes <= ModelShelf.maximumModelBytes else {
             throw ModelInstallError.tooLarge(version: version, bytes: offer.sizeBytes, limit: ModelShelf.maximumModelBytes)
         }
@@ -77,7 +83,9 @@ public final class ModelReceiver: Sendable {
             shelf.discardDownload(version)
             offset = 0
         }
-        if offset > 0 { logger.info("resuming model download", metadata: ["version": "\(version)", "from": "\(offset)", "size": "\(offer.sizeBytes)"]) }
+        if offset > 0 {
+            logger.info("resuming model download", metadata: ["version": "\(version)", "from": "\(offset)", "size": "\(offer.sizeBytes)"])
+        }
         let chunkBytes = min(ModelChunks.maximumBytes, offer.chunkBytes == 0 ? ModelChunks.suggestedBytes : offer.chunkBytes)
         while offset < offer.sizeBytes {
             var request = Loupe_V1_ModelChunkRequest()
@@ -101,8 +109,9 @@ public final class ModelReceiver: Sendable {
             throw ModelInstallError.unreadable(version: version, reason: "the download ended at \(offset) of \(offer.sizeBytes) bytes")
         }
         do {
-            let check = ModelShelf.OfferCheck(cameraId: runtime.config.cameraId, inspectionType: recipeType,
-                                              assignment: offer.assignment, assignmentSignature: offer.assignmentSignature)
+            let check = ModelShelf.OfferCheck(
+                cameraId: runtime.config.cameraId, inspectionType: recipeType,
+                assignment: offer.assignment, assignmentSignature: offer.assignmentSignature)
             let (runtime, expected) = (self.runtime, offer.sha256)
             _ = try await BlockingIO.run { try runtime.install(data, version: version, expectedSHA256: expected, from: .manager(check)) }
         } catch {

@@ -91,8 +91,12 @@ public final class TrainingJobs: Service, Sendable {
         let classes = try runtime.store.classes()
         guard !classes.isEmpty else { throw StoreError.invalid("define at least one defect class before training") }
         let dataset = try runtime.trainingSet(inspectionType: recipe.inspectionType, classes: classes.count + 1)
-        guard !dataset.items.isEmpty else { throw StoreError.invalid("no ROIs of inspection type \(recipe.inspectionType) are ticked for training") }
-        let classInfo = [ClassInfo(name: "background", color: 0)] + classes.sorted { $0.index < $1.index }.map { ClassInfo(name: $0.name, color: $0.color) }
+        guard !dataset.items.isEmpty else {
+            throw StoreError.invalid("no ROIs of inspection type \(recipe.inspectionType) are ticked for training")
+        }
+        let classInfo =
+            [ClassInfo(name: "background", color: 0)]
+            + classes.sorted { $0.index < $1.index }.map { ClassInfo(name: $0.name, color: $0.color) }
         let job: TrainingJob
         do {
             job = try TrainingJob(images: dataset, classes: classInfo, request: request, threads: runtime.trainingThreads)
@@ -100,10 +104,12 @@ public final class TrainingJobs: Service, Sendable {
             throw StoreError.invalid("\(error)")
         }
         let configuration = job.configuration
-        let status = TrainingStatus(jobId: "local-\(Self.stamp(Date()))-\(UUID().uuidString.prefix(4).lowercased())", state: .running, location: "local", phase: "loading",
-                                    pass: 0, passes: request.timeBudgetSeconds == nil ? configuration.passes : nil, step: 0, totalSteps: 0, fraction: 0,
-                                    loss: 0, imagesPerSecond: 0, elapsedSeconds: 0, etaSeconds: 0, trainingImages: dataset.items.count,
-                                    startedAt: Date(), startedBy: user)
+        let status = TrainingStatus(
+            jobId: "local-\(Self.stamp(Date()))-\(UUID().uuidString.prefix(4).lowercased())", state: .running, location: "local",
+            phase: "loading",
+            pass: 0, passes: request.timeBudgetSeconds == nil ? configuration.passes : nil, step: 0, totalSteps: 0, fraction: 0,
+            loss: 0, imagesPerSecond: 0, elapsedSeconds: 0, etaSeconds: 0, trainingImages: dataset.items.count,
+            startedAt: Date(), startedBy: user)
         try current.withLock { current in
             if let running = current.status, running.state == .running {
                 throw TrainingJobError.busy(jobId: running.jobId)
@@ -113,15 +119,20 @@ public final class TrainingJobs: Service, Sendable {
         publish(status)
         let parent = runtime.shelf.state.current?.version
         let progress = Mutex(status)
-        job.start(name: "loupe-train", description: "trained on camera \(runtime.config.cameraId) from \(dataset.items.count) ROIs",
-                  prepare: { PagePriority.lowerCurrentThread(to: PagePriority.trainingNice) }, progress: { [self] update in
-            publish(progress.withLock { status in
-                status.take(update)
-                return status
+        job.start(
+            name: "loupe-train", description: "trained on camera \(runtime.config.cameraId) from \(dataset.items.count) ROIs",
+            prepare: { PagePriority.lowerCurrentThread(to: PagePriority.trainingNice) },
+            progress: { [self] update in
+                publish(
+                    progress.withLock { status in
+                        status.take(update)
+                        return status
+                    })
             })
-        })
         ending.withLock { $0 = Task { await self.end(job, status: status, parent: parent) } }
-        logger.info("local training started", metadata: ["job": "\(status.jobId)", "rois": "\(dataset.items.count)", "passes": "\(configuration.passes)"])
+        logger.info(
+            "local training started",
+            metadata: ["job": "\(status.jobId)", "rois": "\(dataset.items.count)", "passes": "\(configuration.passes)"])
         return status
     }
 
@@ -143,13 +154,16 @@ public final class TrainingJobs: Service, Sendable {
 
     // MARK: Training on the manager
 
-    private func startOnManager(_ request: TrainingRequest, user: String, connection link: @Sendable () -> WireConnection?) async throws -> TrainingStatus {
+    private func startOnManager(
+        _ request: TrainingRequest, user: String, connection link: @Sendable () -> WireConnection?
+    ) async throws -> TrainingStatus {
         let recipe = try runtime.store.recipe()
         guard try !runtime.store.classes().isEmpty else { throw StoreError.invalid("define at least one defect class before training") }
         guard let first = link(), !first.isClosed else { throw TrainingJobError.managerUnreachable }
-        var status = TrainingStatus(jobId: "pending", state: .running, location: "manager", phase: "syncing", pass: 0, passes: request.iterations,
-                                    step: 0, totalSteps: 0, fraction: 0, loss: 0, imagesPerSecond: 0, elapsedSeconds: 0, etaSeconds: 0,
-                                    trainingImages: 0, startedAt: Date(), startedBy: user)
+        var status = TrainingStatus(
+            jobId: "pending", state: .running, location: "manager", phase: "syncing", pass: 0, passes: request.iterations,
+            step: 0, totalSteps: 0, fraction: 0, loss: 0, imagesPerSecond: 0, elapsedSeconds: 0, etaSeconds: 0,
+            trainingImages: 0, startedAt: Date(), startedBy: user)
         try current.withLock { current in
             if let running = current.status, running.state == .running { throw TrainingJobError.busy(jobId: running.jobId) }
             current = (status, nil)
@@ -268,7 +282,9 @@ public final class TrainingJobs: Service, Sendable {
             status.message = "\(error)"
             logger.error("local training failed", metadata: ["job": "\(status.jobId)", "error": "\(error)"])
         }
-        logger.info("local training ended", metadata: ["job": "\(status.jobId)", "state": "\(status.state.rawValue)", "model": "\(status.modelVersion ?? "-")"])
+        logger.info(
+            "local training ended",
+            metadata: ["job": "\(status.jobId)", "state": "\(status.state.rawValue)", "model": "\(status.modelVersion ?? "-")"])
         publish(status)
     }
 

@@ -49,10 +49,11 @@ public final class FleetStore: Sendable {
 
     /// Writes one camera's record.
     public func save(_ camera: Loupe_V1_CameraStatus) async throws {
-        let row = Row(cameraId: camera.cameraID, firstSeenUnixMs: Int64(camera.firstSeenUnixMs), lastSeenUnixMs: Int64(camera.lastSeenUnixMs),
-                      address: camera.address, softwareVersion: camera.softwareVersion, inspectionType: camera.status.inspectionType,
-                      modelVersion: camera.status.modelVersion, recipeVersion: camera.status.recipeVersion,
-                      status: try camera.status.serializedData())
+        let row = Row(
+            cameraId: camera.cameraID, firstSeenUnixMs: Int64(camera.firstSeenUnixMs), lastSeenUnixMs: Int64(camera.lastSeenUnixMs),
+            address: camera.address, softwareVersion: camera.softwareVersion, inspectionType: camera.status.inspectionType,
+            modelVersion: camera.status.modelVersion, recipeVersion: camera.status.recipeVersion,
+            status: try camera.status.serializedData())
         let pool = self.pool
         try await BlockingIO.run { () throws in try pool.write { db in try row.save(db) } }
     }

@@ -52,8 +52,10 @@ public protocol ModelRegistryStoring: Sendable {
     func chunk(_ version: String, offset: UInt64, length: Int) async throws(ModelRegistryError) -> (Data, last: Bool)
     func setGroup(_ name: String, cameras: [String]) async throws(ModelRegistryError)
     func groups() async throws(ModelRegistryError) -> [String: [String]]
-    func startRollout(_ version: String, canaries: [String], remaining: [String], policy: CanaryPolicyRecord,
-                      priorDefectRate: Double?) async throws(ModelRegistryError) -> RolloutRecord
+    func startRollout(
+        _ version: String, canaries: [String], remaining: [String], policy: CanaryPolicyRecord,
+        priorDefectRate: Double?
+    ) async throws(ModelRegistryError) -> RolloutRecord
     func rollouts(state: RolloutRecord.State?) async throws(ModelRegistryError) -> [RolloutRecord]
     func update(_ rollout: RolloutRecord) async throws(ModelRegistryError)
     func decide(_ id: String, promote: Bool, reason: String, figures: RolloutRecord?) async throws(ModelRegistryError) -> RolloutRecord
@@ -74,7 +76,9 @@ public enum RegistryEvent: Sendable, Equatable {
 
 extension ModelRegistryStoring {
     public func versions() async throws(ModelRegistryError) -> [ModelVersionRecord] { try await versions(inspectionType: nil) }
-    public func assign(_ version: String, to cameras: [String]) async throws(ModelRegistryError) { try await assign(version, to: cameras, remember: true) }
+    public func assign(_ version: String, to cameras: [String]) async throws(ModelRegistryError) {
+        try await assign(version, to: cameras, remember: true)
+    }
     public func rollouts() async throws(ModelRegistryError) -> [RolloutRecord] { try await rollouts(state: nil) }
 
     public func group(_ name: String) async throws(ModelRegistryError) -> [String] {
@@ -89,7 +93,9 @@ extension TrainingDataStoring {
     /// Every ROI of an inspection type as training images named by content hash (so the train/validation split,
     /// made by name hash, stays put as data grows), with the class names of the newest upload: read a page at a
     /// time and spooled to `scratchDirectory` (`DatasetAssembler`), so only one page is held at once.
-    public func dataset(inspectionType: String, scratchDirectory: String) async throws(TrainingDataError) -> (dataset: SpooledImages, classNames: [String]) {
+    public func dataset(
+        inspectionType: String, scratchDirectory: String
+    ) async throws(TrainingDataError) -> (dataset: SpooledImages, classNames: [String]) {
         guard let head = try await datasetHead(inspectionType: inspectionType) else {
             throw .invalid("no labelled ROIs of inspection type \(inspectionType) have been uploaded")
         }
@@ -132,10 +138,11 @@ public struct ManagerStorage: Sendable {
         if let settings = config.storage?.postgres {
             let database = try await PostgresDatabase.open(settings, logger: logger)
             do {
-                return ManagerStorage(trainingData: try await PostgresTrainingDataStore(database: database),
-                                      fleet: try await PostgresFleetStore(database: database),
-                                      models: try await PostgresModelRegistry(database: database, signingKeyPath: config.signingKeyPath),
-                                      trainingJobs: try await PostgresTrainingJobs(database: database), database: database)
+                return ManagerStorage(
+                    trainingData: try await PostgresTrainingDataStore(database: database),
+                    fleet: try await PostgresFleetStore(database: database),
+                    models: try await PostgresModelRegistry(database: database, signingKeyPath: config.signingKeyPath),
+                    trainingJobs: try await PostgresTrainingJobs(database: database), database: database)
             } catch let error as ModelRegistryError {
                 database.close()
                 throw error

@@ -185,11 +185,15 @@ public final class ModelRegistry: Sendable {
     }
 
     func write<T>(_ body: (Database) throws -> T) throws(ModelRegistryError) -> T {
-        do { return try pool.write(body) } catch let error as ModelRegistryError { throw error } catch { throw Self.failure(error, path: directory + "/models.sqlite") }
+        do { return try pool.write(body) } catch let error as ModelRegistryError { throw error } catch {
+            throw Self.failure(error, path: directory + "/models.sqlite")
+        }
     }
 
     func read<T>(_ body: (Database) throws -> T) throws(ModelRegistryError) -> T {
-        do { return try pool.read(body) } catch let error as ModelRegistryError { throw error } catch { throw Self.failure(error, path: directory + "/models.sqlite") }
+        do { return try pool.read(body) } catch let error as ModelRegistryError { throw error } catch {
+            throw Self.failure(error, path: directory + "/models.sqlite")
+        }
     }
 
     /// A database error in the registry's terms (`SQLiteDatabase.failure`: a full disk is named as such).
@@ -209,9 +213,12 @@ public final class ModelRegistry: Sendable {
         return try write { db in
             let sequence = try reserveSequences(1, db)
             let number = (try Int.fetchOne(db, sql: "SELECT MAX(number) FROM modelVersion") ?? 0) + 1
-            let parent = try String.fetchOne(db, sql: "SELECT version FROM modelVersion WHERE inspectionType = ? ORDER BY number DESC LIMIT 1", arguments: [inspectionType])
-            let (signed, record) = try rules.sign(modelFile, model: model, inspectionType: inspectionType, number: number,
-                                                  sequence: sequence, parent: parent)
+            let parent = try String.fetchOne(
+                db, sql: "SELECT version FROM modelVersion WHERE inspectionType = ? ORDER BY number DESC LIMIT 1",
+                arguments: [inspectionType])
+            let (signed, record) = try rules.sign(
+                modelFile, model: model, inspectionType: inspectionType, number: number,
+                sequence: sequence, parent: parent)
             // The file is durable (file and directory fsynced) before the row that names it commits.
             do {
                 try BlobStore.replaceDurably(self.path(of: record.version), with: signed)
@@ -232,7 +239,9 @@ public final class ModelRegistry: Sendable {
     }
 
     public func version(_ name: String) throws(ModelRegistryError) -> ModelVersionRecord {
-        guard let record = try read({ db in try ModelVersionRecord.fetchOne(db, key: name) }) else { throw .notFound("model version \(name)") }
+        guard let record = try read({ db in try ModelVersionRecord.fetchOne(db, key: name) }) else {
+            throw .notFound("model version \(name)")
+        }
         return record
     }
 
@@ -240,8 +249,9 @@ public final class ModelRegistry: Sendable {
     public func assign(_ version: String, to cameras: [String], remember: Bool) throws(ModelRegistryError) {
         let target = try self.version(version)
         try write { db in
-            let written = try rules.assign(target, to: cameras, rows: try rows(cameras, db), remember: remember,
-                                           firstSequence: try reserveSequences(cameras.count, db))
+            let written = try rules.assign(
+                target, to: cameras, rows: try rows(cameras, db), remember: remember,
+                firstSequence: try reserveSequences(cameras.count, db))
             for row in written { try row.save(db) }
         }
     }

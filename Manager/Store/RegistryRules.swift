@@ -31,14 +31,17 @@ struct RegistryRules: Sendable {
 
     /// Version `number` of its inspection type: the file signed with the manager's key (the signature covers the
     /// version name, the inspection type and the sequence with the weights), and the row that describes it.
-    func sign(_ modelFile: Data, model: SegmentationModel, inspectionType: String, number: Int, sequence: UInt64,
-              parent: String?) throws(ModelRegistryError) -> (file: Data, record: ModelVersionRecord) {
+    func sign(
+        _ modelFile: Data, model: SegmentationModel, inspectionType: String, number: Int, sequence: UInt64,
+        parent: String?
+    ) throws(ModelRegistryError) -> (file: Data, record: ModelVersionRecord) {
         let name = "\(inspectionType)-v\(number)"
         let signed: Data
         do {
-            signed = try ModelFile.sign(modelFile, with: signingKey,
-                                        provenance: ModelProvenance(inspectionType: inspectionType, versionName: name, sequence: sequence),
-                                        version: UInt64(number))
+            signed = try ModelFile.sign(
+                modelFile, with: signingKey,
+                provenance: ModelProvenance(inspectionType: inspectionType, versionName: name, sequence: sequence),
+                version: UInt64(number))
         } catch { throw .invalid("\(error)") }
         let digest = Data(SHA256.hash(data: signed))
         let offerSignature: Data
@@ -80,8 +83,10 @@ struct RegistryRules: Sendable {
     /// A push (or, with `remember` false, a rollback) of `target` to `cameras`: the rows to write. With
     /// `remember` the version each camera was meant to run so far is kept as its previous version; a rollback
     /// forgets it (the camera has no previous version until its next push). Needs `cameras.count` sequences.
-    func assign(_ target: ModelVersionRecord, to cameras: [String], rows: [String: CameraModelRecord], remember: Bool,
-                firstSequence: UInt64) throws(ModelRegistryError) -> [CameraModelRecord] {
+    func assign(
+        _ target: ModelVersionRecord, to cameras: [String], rows: [String: CameraModelRecord], remember: Bool,
+        firstSequence: UInt64
+    ) throws(ModelRegistryError) -> [CameraModelRecord] {
         guard !cameras.isEmpty else { throw .invalid("name at least one camera") }
         var seen = Set<String>()
         var written: [CameraModelRecord] = []
@@ -126,28 +131,33 @@ struct RegistryRules: Sendable {
     /// A canary rollout, numbered `number`: the rollout to insert and the canaries' rows to write (the version
     /// assigned to them now; the rest of the target gets it on promotion). Refused while a rollout in its canary
     /// phase covers any of these cameras, and for a canary with nothing to return to. Needs `canaries.count` sequences.
-    func startRollout(_ target: ModelVersionRecord, canaries: [String], remaining: [String], policy: CanaryPolicyRecord,
-                      priorDefectRate: Double?, open: [RolloutRecord], rows: [String: CameraModelRecord], number: Int,
-                      firstSequence: UInt64) throws(ModelRegistryError) -> (rollout: RolloutRecord, rows: [CameraModelRecord]) {
+    func startRollout(
+        _ target: ModelVersionRecord, canaries: [String], remaining: [String], policy: CanaryPolicyRecord,
+        priorDefectRate: Double?, open: [RolloutRecord], rows: [String: CameraModelRecord], number: Int,
+        firstSequence: UInt64
+    ) throws(ModelRegistryError) -> (rollout: RolloutRecord, rows: [CameraModelRecord]) {
         try Self.checkRollout(canaries: canaries, policy: policy)
         let targeted = Set(canaries + remaining)
         if let clash = open.first(where: { $0.state == .canary && !targeted.isDisjoint(with: $0.canaryCameras + $0.remainingCameras) }) {
-            throw .invalid("rollout \(clash.id) of \(clash.version) is still in its canary phase for some of these cameras; "
-                           + "promote or roll it back first")
+            throw .invalid(
+                "rollout \(clash.id) of \(clash.version) is still in its canary phase for some of these cameras; "
+                    + "promote or roll it back first")
         }
         var previous: [String: String] = [:]
         for camera in canaries {
             let current = rows[camera]
             guard let installed = current?.installedVersion ?? current?.desiredVersion else {
-                throw .invalid("canary \(camera) runs no model yet, so a rollback would have nothing to return to; "
-                               + "push a first version to it without canaries")
+                throw .invalid(
+                    "canary \(camera) runs no model yet, so a rollback would have nothing to return to; "
+                        + "push a first version to it without canaries")
             }
             guard installed != target.version else { throw .invalid("canary \(camera) already runs \(target.version)") }
             previous[camera] = current?.desiredVersion ?? installed
         }
         let rollout = RolloutRecord(
             id: "rollout-\(number)", version: target.version, state: .canary, canaryCameras: canaries.sorted(),
-            remainingCameras: remaining.sorted(), previousVersions: previous, policy: policy, startedAt: Date(), countsAtInstall: [:], priorDefectRate: priorDefectRate,
+            remainingCameras: remaining.sorted(), previousVersions: previous, policy: policy, startedAt: Date(), countsAtInstall: [:],
+            priorDefectRate: priorDefectRate,
             canaryParts: 0, canaryDefectRate: 0, baselineParts: 0, baselineDefectRate: 0,
             reason: policy.automatic ? "canaries installing" : "canaries installing; waiting for an operator's decision")
         var written: [CameraModelRecord] = []
@@ -164,8 +174,10 @@ struct RegistryRules: Sendable {
 
     /// The end of a canary phase: the decided rollout and the cameras that move, with the version each moves to
     /// (on promotion the remaining cameras to the rollout's version; on rollback each canary to its previous one).
-    static func decide(_ held: RolloutRecord, promote: Bool, reason: String,
-                       figures: RolloutRecord?) throws(ModelRegistryError) -> (rollout: RolloutRecord, moves: [Move]) {
+    static func decide(
+        _ held: RolloutRecord, promote: Bool, reason: String,
+        figures: RolloutRecord?
+    ) throws(ModelRegistryError) -> (rollout: RolloutRecord, moves: [Move]) {
         guard held.state == .canary else { throw .invalid("rollout \(held.id) was already \(held.state.rawValue)") }
         var rollout = held
         if let figures {
@@ -179,15 +191,18 @@ struct RegistryRules: Sendable {
         rollout.state = promote ? .promoted : .rolledBack
         rollout.decidedAt = Date()
         rollout.reason = reason
-        let moves: [Move] = promote
+        let moves: [Move] =
+            promote
             ? rollout.remainingCameras.map { ($0, rollout.version) }
             : rollout.canaryCameras.compactMap { camera in rollout.previousVersions[camera].map { (camera, $0) } }
         return (rollout, moves)
     }
 
     /// The rows a decision's moves write; `versions` holds the record of every version moved to. Needs `moves.count` sequences.
-    func move(_ moves: [Move], promote: Bool, rows: [String: CameraModelRecord],
-              versions: [String: ModelVersionRecord], firstSequence: UInt64) throws(ModelRegistryError) -> [CameraModelRecord] {
+    func move(
+        _ moves: [Move], promote: Bool, rows: [String: CameraModelRecord],
+        versions: [String: ModelVersionRecord], firstSequence: UInt64
+    ) throws(ModelRegistryError) -> [CameraModelRecord] {
         var written: [CameraModelRecord] = []
         for (offset, move) in moves.enumerated() {
             guard let target = versions[move.version] else { throw .notFound("model version \(move.version)") }

@@ -92,7 +92,12 @@ public struct RolloutRecord: Codable, Sendable, Equatable, FetchableRecord, Pers
         var rollout = Loupe_V1_Rollout()
         rollout.rolloutID = id
         rollout.modelVersion = version
-        rollout.state = switch state { case .canary: .canary; case .promoted: .promoted; case .rolledBack: .rolledBack }
+        rollout.state =
+            switch state {
+            case .canary: .canary;
+            case .promoted: .promoted;
+            case .rolledBack: .rolledBack
+            }
         rollout.canaryCameras = canaryCameras
         rollout.remainingCameras = remainingCameras
         rollout.policy = policy.wire
@@ -140,8 +145,10 @@ extension ModelRegistry {
 
     /// Starts a canary rollout (`RegistryRules.startRollout`): assigns the version to the canaries now and
     /// records the rest of the target for promotion.
-    public func startRollout(_ version: String, canaries: [String], remaining: [String], policy: CanaryPolicyRecord,
-                             priorDefectRate: Double?) throws(ModelRegistryError) -> RolloutRecord {
+    public func startRollout(
+        _ version: String, canaries: [String], remaining: [String], policy: CanaryPolicyRecord,
+        priorDefectRate: Double?
+    ) throws(ModelRegistryError) -> RolloutRecord {
         let target = try self.version(version)
         try RegistryRules.checkRollout(canaries: canaries, policy: policy)
         return try write { db in
@@ -180,8 +187,9 @@ extension ModelRegistry {
             let (rollout, moves) = try RegistryRules.decide(held, promote: promote, reason: reason, figures: figures)
             let targets = try ModelVersionRecord.fetchAll(db, keys: Set(moves.map(\.version)))
             let versions = Dictionary(uniqueKeysWithValues: targets.map { ($0.version, $0) })
-            let written = try rules.move(moves, promote: promote, rows: try rows(moves.map(\.camera), db), versions: versions,
-                                         firstSequence: try reserveSequences(moves.count, db))
+            let written = try rules.move(
+                moves, promote: promote, rows: try rows(moves.map(\.camera), db), versions: versions,
+                firstSequence: try reserveSequences(moves.count, db))
             try rollout.update(db)
             for row in written { try row.save(db) }
             return rollout

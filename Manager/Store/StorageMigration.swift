@@ -31,7 +31,8 @@ public enum StorageMigration {
 
         public var description: String {
             switch self {
-            case .alreadyOnPostgres(let url): "this manager's config already keeps its stores in \(url); migrate copies from the SQLite files in dataDir"
+            case .alreadyOnPostgres(let url):
+                "this manager's config already keeps its stores in \(url); migrate copies from the SQLite files in dataDir"
             case .mismatch(let why): "the copy does not match the SQLite store: \(why)"
             }
         }
@@ -40,8 +41,10 @@ public enum StorageMigration {
     /// Rows copied (and checked) per transaction.
     static let batch = 200
 
-    public static func toPostgres(_ config: ManagerConfig, _ settings: PostgresSettings, logger: Logger,
-                                  progress: @Sendable (String) -> Void) async throws -> Report {
+    public static func toPostgres(
+        _ config: ManagerConfig, _ settings: PostgresSettings, logger: Logger,
+        progress: @Sendable (String) -> Void
+    ) async throws -> Report {
         if let postgres = config.storage?.postgres { throw Failure.alreadyOnPostgres(postgres.url) }
         let trainingPath = config.dataDir + "/training-data.sqlite"
         guard FileManager.default.fileExists(atPath: trainingPath) else {
@@ -85,10 +88,14 @@ public enum StorageMigration {
             guard let last = rows.last else { break }
             for row in rows {
                 guard index < expected.count, row.held == expected[index] else {
-                    throw Failure.mismatch("PostgreSQL holds ROI \(row.held.prefix(12)) where SQLite has \(index < expected.count ? String(expected[index].prefix(12)) : "none")")
+                    throw Failure.mismatch(
+                        "PostgreSQL holds ROI \(row.held.prefix(12)) where SQLite has "
+                            + "\(index < expected.count ? String(expected[index].prefix(12)) : "none")"
+                    )
                 }
                 guard row.computed == row.held else {
-                    throw Failure.mismatch("ROI \(row.held.prefix(12)): its image and mask in PostgreSQL hash to \(row.computed.prefix(12))")
+                    throw Failure.mismatch(
+                        "ROI \(row.held.prefix(12)): its image and mask in PostgreSQL hash to \(row.computed.prefix(12))")
                 }
                 index += 1
             }
@@ -117,14 +124,16 @@ public enum StorageMigration {
         }
         let heldRows = try await targetModels.cameras()
         guard heldRows.map(\.cameraId) == registry.cameras.map(\.cameraId),
-              heldRows.map(\.assignment) == registry.cameras.map(\.assignment) else {
+            heldRows.map(\.assignment) == registry.cameras.map(\.assignment)
+        else {
             throw Failure.mismatch("the cameras' model assignments in PostgreSQL differ from SQLite's")
         }
         guard try await targetModels.rollouts().count >= registry.rollouts.count else {
             throw Failure.mismatch("rollouts missing in PostgreSQL")
         }
-        progress("model registry: \(registry.versions.count) versions, \(registry.cameras.count) cameras, "
-                 + "\(registry.rollouts.count) rollouts checked")
+        progress(
+            "model registry: \(registry.versions.count) versions, \(registry.cameras.count) cameras, "
+                + "\(registry.rollouts.count) rollouts checked")
         let heldCameras = Set(try await targetFleet.load().map(\.cameraID))
         let missing = Set(cameras.map(\.cameraID)).subtracting(heldCameras)
         guard missing.isEmpty else { throw Failure.mismatch("cameras not in PostgreSQL: \(missing.sorted().joined(separator: ", "))") }

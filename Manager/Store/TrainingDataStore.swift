@@ -108,8 +108,9 @@ public final class TrainingDataStore: Sendable {
                 moved.append((row["contentSHA256"], try blobs.put(image), try blobs.put(mask)))
             }
             for (content, image, mask) in moved {
-                try db.execute(sql: "UPDATE roi SET imageSHA256 = ?, maskSHA256 = ?, imagePNG = X'', maskPNG = X'' WHERE contentSHA256 = ?",
-                               arguments: [image, mask, content])
+                try db.execute(
+                    sql: "UPDATE roi SET imageSHA256 = ?, maskSHA256 = ?, imagePNG = X'', maskPNG = X'' WHERE contentSHA256 = ?",
+                    arguments: [image, mask, content])
             }
         }
         return migrator
@@ -170,16 +171,18 @@ public final class TrainingDataStore: Sendable {
             }
             let outcome: Result<[Bool], TrainingDataError>
             do {
-                outcome = .success(try pool.write { db in
-                    try rows.map { row in
-                        guard let row else { return false }
-                        if try StoredROI.exists(db, key: row.contentSHA256) { return false }
-                        try row.insert(db)
-                        return true
-                    }
-                })
+                outcome = .success(
+                    try pool.write { db in
+                        try rows.map { row in
+                            guard let row else { return false }
+                            if try StoredROI.exists(db, key: row.contentSHA256) { return false }
+                            try row.insert(db)
+                            return true
+                        }
+                    })
             } catch {
-                let failure: TrainingDataError = if case .diskFull = SQLiteDatabase.failure(error, path: path) { .diskFull(path) } else { .database("\(error)") }
+                let failure: TrainingDataError =
+                    if case .diskFull = SQLiteDatabase.failure(error, path: path) { .diskFull(path) } else { .database("\(error)") }
                 outcome = .failure(failure)
             }
             for (index, entry) in batch.enumerated() {
@@ -241,9 +244,10 @@ public final class TrainingDataStore: Sendable {
     public func inspectionTypes(cameraId: String) async throws(TrainingDataError) -> Set<String> {
         try await BlockingIO.run { () throws(TrainingDataError) in
             do {
-                return Set(try self.pool.read { db in
-                    try String.fetchAll(db, sql: "SELECT DISTINCT inspectionType FROM roi WHERE cameraId = ?", arguments: [cameraId])
-                })
+                return Set(
+                    try self.pool.read { db in
+                        try String.fetchAll(db, sql: "SELECT DISTINCT inspectionType FROM roi WHERE cameraId = ?", arguments: [cameraId])
+                    })
             } catch {
                 throw .database("\(error)")
             }
@@ -271,9 +275,13 @@ public final class TrainingDataStore: Sendable {
             do {
                 return try self.pool.read { db -> DatasetHead? in
                     let count = try StoredROI.filter(Column("inspectionType") == inspectionType).fetchCount(db)
-                    guard count > 0, let names = try String.fetchOne(db, sql: """
-                        SELECT classNames FROM roi WHERE inspectionType = ? ORDER BY receivedAt DESC, contentSHA256 LIMIT 1
-                        """, arguments: [inspectionType]) else { return nil }
+                    guard count > 0,
+                        let names = try String.fetchOne(
+                            db,
+                            sql: """
+                                SELECT classNames FROM roi WHERE inspectionType = ? ORDER BY receivedAt DESC, contentSHA256 LIMIT 1
+                                """, arguments: [inspectionType])
+                    else { return nil }
                     return DatasetHead(rois: count, classNamesJSON: names)
                 }
             } catch {
@@ -296,9 +304,10 @@ public final class TrainingDataStore: Sendable {
             }
             return try rows.map { (row) throws(TrainingDataError) -> DatasetPiece in
                 do {
-                    return DatasetPiece(contentSHA256: row.contentSHA256, cameraId: row.cameraId,
-                                        imagePNG: try row.imageSHA256.map { try blobs.get($0) } ?? row.imagePNG,
-                                        maskPNG: try row.maskSHA256.map { try blobs.get($0) } ?? row.maskPNG)
+                    return DatasetPiece(
+                        contentSHA256: row.contentSHA256, cameraId: row.cameraId,
+                        imagePNG: try row.imageSHA256.map { try blobs.get($0) } ?? row.imagePNG,
+                        maskPNG: try row.maskSHA256.map { try blobs.get($0) } ?? row.maskPNG)
                 } catch {
                     throw .database("ROI \(row.contentSHA256.prefix(12)): its PNG blob cannot be read: \(error)")
                 }
@@ -322,7 +331,9 @@ public final class TrainingDataStore: Sendable {
             } catch {
                 throw .database("\(error)")
             }
-            return try Self.summarise(rows, validationFraction: validationFraction) { (hash) throws(TrainingDataError) in try self.maskClassPixels(hash) }
+            return try Self.summarise(rows, validationFraction: validationFraction) { (hash) throws(TrainingDataError) in
+                try self.maskClassPixels(hash)
+            }
         }
     }
 
@@ -334,8 +345,10 @@ public final class TrainingDataStore: Sendable {
     /// Per inspection type: ROIs, the split, per-class ROIs and pixels, ROIs per camera, class names and the dataset
     /// hash, from rows sorted by content hash, whichever database they came from. `counted` gives the per-class
     /// pixel counts of a row stored before they were kept.
-    static func summarise(_ rows: [StatisticsRow], validationFraction: Double,
-                          counted: (String) throws(TrainingDataError) -> String) throws(TrainingDataError) -> [Loupe_V1_DatasetStats] {
+    static func summarise(
+        _ rows: [StatisticsRow], validationFraction: Double,
+        counted: (String) throws(TrainingDataError) -> String
+    ) throws(TrainingDataError) -> [Loupe_V1_DatasetStats] {
         var byType: [String: Loupe_V1_DatasetStats] = [:]
         var newestNames: [String: (Date, String)] = [:]
         var hashers: [String: SHA256] = [:]
@@ -345,7 +358,9 @@ public final class TrainingDataStore: Sendable {
             var stats = byType[row.inspectionType] ?? Loupe_V1_DatasetStats()
             stats.inspectionType = row.inspectionType
             stats.rois += 1
-            if SegmentationDataset.isValidation(name: row.contentSHA256, fraction: perType[row.inspectionType, default: 0] >= 10 ? validationFraction : 0) {
+            if SegmentationDataset.isValidation(
+                name: row.contentSHA256, fraction: perType[row.inspectionType, default: 0] >= 10 ? validationFraction : 0)
+            {
                 stats.validationRois += 1
             } else {
                 stats.trainingRois += 1
@@ -364,7 +379,9 @@ public final class TrainingDataStore: Sendable {
             }
             let received = UInt64(max(0, row.receivedAt.timeIntervalSince1970 * 1000))
             stats.newestUploadUnixMs = max(stats.newestUploadUnixMs, received)
-            if (newestNames[row.inspectionType]?.0 ?? .distantPast) <= row.receivedAt { newestNames[row.inspectionType] = (row.receivedAt, row.classNames) }
+            if (newestNames[row.inspectionType]?.0 ?? .distantPast) <= row.receivedAt {
+                newestNames[row.inspectionType] = (row.receivedAt, row.classNames)
+            }
             hashers[row.inspectionType, default: SHA256()].update(data: Data(row.contentSHA256.utf8))
             byType[row.inspectionType] = stats
         }
@@ -378,7 +395,11 @@ public final class TrainingDataStore: Sendable {
 
     private func maskClassPixels(_ contentSHA256: String) throws(TrainingDataError) -> String {
         do {
-            guard let row = try pool.read({ db in try Row.fetchOne(db, sql: "SELECT maskSHA256, maskPNG FROM roi WHERE contentSHA256 = ?", arguments: [contentSHA256]) }) else { return "[]" }
+            guard
+                let row = try pool.read({ db in
+                    try Row.fetchOne(db, sql: "SELECT maskSHA256, maskPNG FROM roi WHERE contentSHA256 = ?", arguments: [contentSHA256])
+                })
+            else { return "[]" }
             let hash: String? = row["maskSHA256"]
             let png: Data = try hash.map { try blobs.get($0) } ?? row["maskPNG"]
             return Self.classPixelsJSON(try PNGCodec.decode(png).gray8.samples, classes: 0)

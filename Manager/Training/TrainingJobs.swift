@@ -154,7 +154,9 @@ public final class MemoryTrainingJobs: TrainingJobStoring {
                 let job = jobs[index]
                 let claimable = job.state == .queued || (job.state == .running && (job.leaseUntil ?? .distantPast) < now)
                 guard claimable else { continue }
-                if jobs[index].claimed(by: holder, until: now.addingTimeInterval(lease.seconds), maxAttempts: maxAttempts) { return jobs[index] }
+                if jobs[index].claimed(by: holder, until: now.addingTimeInterval(lease.seconds), maxAttempts: maxAttempts) {
+                    return jobs[index]
+                }
             }
             return nil
         }
@@ -164,7 +166,8 @@ public final class MemoryTrainingJobs: TrainingJobStoring {
         jobsByAge.withLock { jobs in
             guard let index = jobs.firstIndex(where: { $0.id == id }) else { return .missing }
             guard jobs[index].state == .running, jobs[index].holder == holder else {
-                return .lost("training job \(id) is not held by \(holder) (\(jobs[index].holder.map { "held by \($0)" } ?? "\(jobs[index].state)"))")
+                return .lost(
+                    "training job \(id) is not held by \(holder) (\(jobs[index].holder.map { "held by \($0)" } ?? "\(jobs[index].state)"))")
             }
             for update in updates { jobs[index].note(update) }
             jobs[index].leaseUntil = Date().addingTimeInterval(lease.seconds)
@@ -186,7 +189,9 @@ public final class MemoryTrainingJobs: TrainingJobStoring {
 
     public func release(_ id: String, holder: String) async throws {
         jobsByAge.withLock { jobs in
-            guard let index = jobs.firstIndex(where: { $0.id == id }), jobs[index].state == .running, jobs[index].holder == holder else { return }
+            guard let index = jobs.firstIndex(where: { $0.id == id }), jobs[index].state == .running, jobs[index].holder == holder else {
+                return
+            }
             jobs[index].release()
         }
     }

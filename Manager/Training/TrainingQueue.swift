@@ -98,8 +98,10 @@ public final class TrainingQueue: Sendable {
     /// Wakes the claim loop and the workers waiting for a job.
     private let wakeup = Wakeup()
 
-    public init(jobs: any TrainingJobStoring, data: any TrainingDataStoring, registry: any ModelRegistryStoring, settings: Settings,
-                metrics: ManagerMetrics? = nil, logger: Logger, onAssigned: @escaping @Sendable () -> Void = {}) {
+    public init(
+        jobs: any TrainingJobStoring, data: any TrainingDataStoring, registry: any ModelRegistryStoring, settings: Settings,
+        metrics: ManagerMetrics? = nil, logger: Logger, onAssigned: @escaping @Sendable () -> Void = {}
+    ) {
         self.jobs = jobs
         self.settings = settings
         self.metrics = metrics
@@ -129,8 +131,12 @@ public final class TrainingQueue: Sendable {
     // MARK: Asking for training
 
     /// Queues a job and returns its first progress (QUEUED, with the job id).
-    public func submit(_ request: Loupe_V1_TrainingStart, requester: String, isCamera: Bool, connection: WireConnection) async throws -> Loupe_V1_TrainingProgress {
-        guard !request.inspectionType.isEmpty else { throw WireError.refused(code: .invalidArgument, message: "inspection_type is required") }
+    public func submit(
+        _ request: Loupe_V1_TrainingStart, requester: String, isCamera: Bool, connection: WireConnection
+    ) async throws -> Loupe_V1_TrainingProgress {
+        guard !request.inspectionType.isEmpty else {
+            throw WireError.refused(code: .invalidArgument, message: "inspection_type is required")
+        }
         do { try TrainingRequest(request).validate() } catch {
             throw WireError.refused(code: .invalidArgument, message: "\(error)")
         }
@@ -140,7 +146,9 @@ public final class TrainingQueue: Sendable {
             throw WireError.refused(code: .unavailable, message: "cannot read the training data: \(error)")
         }
         guard held > 0 else {
-            throw WireError.refused(code: .notFound, message: "no labelled ROIs of inspection type \(request.inspectionType) are held; upload some before training")
+            throw WireError.refused(
+                code: .notFound,
+                message: "no labelled ROIs of inspection type \(request.inspectionType) are held; upload some before training")
         }
         let number = state.withLock { state in
             state.counter += 1
@@ -164,9 +172,13 @@ public final class TrainingQueue: Sendable {
     /// Cancels a queued or running job; with `requester`, only one that requester asked for.
     public func cancel(jobId: String, onlyIfRequestedBy requester: String? = nil) async throws {
         let job = try await Self.queue { try await jobs.job(jobId) }
-        guard let job, !job.hasEnded else { throw WireError.refused(code: .notFound, message: "no queued or running training job \(jobId)") }
+        guard let job, !job.hasEnded else {
+            throw WireError.refused(code: .notFound, message: "no queued or running training job \(jobId)")
+        }
         if let requester, job.requester != requester {
-            throw WireError.refused(code: .permissionDenied, message: "training job \(jobId) was asked for by \(job.requester); camera \(requester) may cancel only its own jobs")
+            throw WireError.refused(
+                code: .permissionDenied,
+                message: "training job \(jobId) was asked for by \(job.requester); camera \(requester) may cancel only its own jobs")
         }
         guard let changed = try await Self.queue({ try await jobs.requestCancel(jobId) }) else {
             throw WireError.refused(code: .notFound, message: "no queued or running training job \(jobId)")
@@ -186,7 +198,10 @@ public final class TrainingQueue: Sendable {
             }
         }
         guard let record = try await Self.queue({ try await jobs.job(jobId) }) else {
-            throw WireError.refused(code: .notFound, message: "no training job \(jobId) (finished jobs are kept while they are among the last \(TrainingJobRecord.finishedLimit))")
+            throw WireError.refused(
+                code: .notFound,
+                message:
+                    "no training job \(jobId) (finished jobs are kept while they are among the last \(TrainingJobRecord.finishedLimit))")
         }
         return [record.wire]
     }
@@ -316,9 +331,12 @@ public final class TrainingQueue: Sendable {
         let progress = Mutex(job.progress)
         let outcome: Result<Data, any Error>
         do {
-            let (dataset, classNames) = try await data.dataset(inspectionType: job.request.inspectionType, scratchDirectory: settings.scratchDirectory)
-            let training = try Self.startTraining(job, dataset: dataset, classNames: classNames, threads: settings.threads,
-                                                  trainer: "this manager (\(settings.holder))", control: control) { update in
+            let (dataset, classNames) = try await data.dataset(
+                inspectionType: job.request.inspectionType, scratchDirectory: settings.scratchDirectory)
+            let training = try Self.startTraining(
+                job, dataset: dataset, classNames: classNames, threads: settings.threads,
+                trainer: "this manager (\(settings.holder))", control: control
+            ) { update in
                 progress.withLock { $0 = update }
                 self.state.withLock { $0.local[job.id]?.pending.append(update) }
             }
@@ -344,28 +362,36 @@ public final class TrainingQueue: Sendable {
             let cancelled = (error as? SegmentationError) == .cancelled
             final.state = cancelled ? .cancelled : .failed
             final.message = cancelled ? "cancelled; the models in use were kept" : "\(error)"
-            logger.error("training job ended without a model", metadata: ["job": "\(job.id)", "state": "\(final.state)", "error": "\(error)"])
+            logger.error(
+                "training job ended without a model", metadata: ["job": "\(job.id)", "state": "\(final.state)", "error": "\(error)"])
         }
         await end(job, holder: settings.holder, with: final)
     }
 
     /// Starts a job's training on this host, as the job asks: the manager's own runs and `loupe worker`'s start
     /// here, so both make the same model of the same set. `progress` hears each update as the job's report.
-    static func startTraining(_ job: TrainingJobRecord, dataset: any TrainingImages, classNames: [String], threads: Int, trainer: String,
-                              control: TrainingControl, progress: @escaping @Sendable (Loupe_V1_TrainingProgress) -> Void) throws -> TrainingJob {
-        let training = try TrainingJob(images: dataset, classes: ClassInfo.defaults(count: classNames.count, names: classNames),
-                                       request: TrainingRequest(job.request), threads: threads, control: control)
+    static func startTraining(
+        _ job: TrainingJobRecord, dataset: any TrainingImages, classNames: [String], threads: Int, trainer: String,
+        control: TrainingControl, progress: @escaping @Sendable (Loupe_V1_TrainingProgress) -> Void
+    ) throws -> TrainingJob {
+        let training = try TrainingJob(
+            images: dataset, classes: ClassInfo.defaults(count: classNames.count, names: classNames),
+            request: TrainingRequest(job.request), threads: threads, control: control)
         var base = job.progress
         base.state = .running
         base.message = ""
         let report = Mutex(base)
-        training.start(name: "loupe-train", description: "trained by \(trainer) on \(dataset.count) ROIs of \(job.request.inspectionType) "
-                       + "(job \(job.id), asked by \(job.requester))", progress: { update in
-            progress(report.withLock { report in
-                report.take(update)
-                return report
+        training.start(
+            name: "loupe-train",
+            description: "trained by \(trainer) on \(dataset.count) ROIs of \(job.request.inspectionType) "
+                + "(job \(job.id), asked by \(job.requester))",
+            progress: { update in
+                progress(
+                    report.withLock { report in
+                        report.take(update)
+                        return report
+                    })
             })
-        })
         return training
     }
 
@@ -381,7 +407,8 @@ public final class TrainingQueue: Sendable {
     /// Signs and publishes a job's model (and assigns it to the camera that asked): the job's SUCCEEDED update,
     /// or a FAILED one naming why the registry refused the file.
     /// `from`: the job's last update, whose figures (pass, loss, validation IoU) the end keeps.
-    private func publish(_ modelFile: Data, job: TrainingJobRecord, from last: Loupe_V1_TrainingProgress) async -> Loupe_V1_TrainingProgress {
+    private func publish(_ modelFile: Data, job: TrainingJobRecord, from last: Loupe_V1_TrainingProgress) async -> Loupe_V1_TrainingProgress
+    {
         var final = last
         do {
             let record = try await registry.publish(modelFile, inspectionType: job.request.inspectionType)
@@ -392,7 +419,8 @@ public final class TrainingQueue: Sendable {
             final.state = .succeeded
             final.modelVersion = record.version
             final.message = ""
-            logger.info("training job succeeded", metadata: ["job": "\(job.id)", "version": "\(record.version)", "by": "\(job.holder ?? "?")"])
+            logger.info(
+                "training job succeeded", metadata: ["job": "\(job.id)", "version": "\(record.version)", "by": "\(job.holder ?? "?")"])
         } catch {
             final.state = .failed
             final.message = "the trained model was refused: \(error)"
@@ -406,7 +434,8 @@ public final class TrainingQueue: Sendable {
         let outcome = try? await jobs.finish(job.id, holder: holder, last: final)
         switch outcome {
         case .held(let ended): deliver(ended)
-        case .lost(let why): logger.warning("a training job ended after its lease was lost", metadata: ["job": "\(job.id)", "why": "\(why)"])
+        case .lost(let why):
+            logger.warning("a training job ended after its lease was lost", metadata: ["job": "\(job.id)", "why": "\(why)"])
         case .missing: logger.warning("a training job ended after it was gone from the queue", metadata: ["job": "\(job.id)"])
         case nil: logger.error("cannot record a training job's end", metadata: ["job": "\(job.id)"])
         }
@@ -428,7 +457,8 @@ public final class TrainingQueue: Sendable {
         let holder = Self.holder(worker: name)
         while true {
             let claimed = try await Self.queue {
-                state.withLock { $0.stopping } ? nil : try await jobs.claim(holder: holder, lease: settings.lease, maxAttempts: settings.maxAttempts)
+                state.withLock { $0.stopping }
+                    ? nil : try await jobs.claim(holder: holder, lease: settings.lease, maxAttempts: settings.maxAttempts)
             }
             if let job = claimed {
                 guard let head = try await Self.queue({ try await data.datasetHead(inspectionType: job.request.inspectionType) }) else {
@@ -439,7 +469,8 @@ public final class TrainingQueue: Sendable {
                     continue
                 }
                 deliver(job)
-                logger.info("training job claimed by a worker", metadata: ["job": "\(job.id)", "worker": "\(name)", "attempt": "\(job.attempts)"])
+                logger.info(
+                    "training job claimed by a worker", metadata: ["job": "\(job.id)", "worker": "\(name)", "attempt": "\(job.attempts)"])
                 var assignment = Loupe_V1_WorkAssignment()
                 assignment.jobID = job.id
                 assignment.request = job.request
@@ -462,7 +493,9 @@ public final class TrainingQueue: Sendable {
             throw WireError.refused(code: .notFound, message: "no training job \(id)")
         }
         guard job.state == .running, job.holder == holder else {
-            throw WireError.refused(code: .permissionDenied, message: "training job \(id) is not held by \(holder) (\(job.holder.map { "held by \($0)" } ?? "it is \(job.state)"))")
+            throw WireError.refused(
+                code: .permissionDenied,
+                message: "training job \(id) is not held by \(holder) (\(job.holder.map { "held by \($0)" } ?? "it is \(job.state)"))")
         }
         return job
     }
@@ -474,7 +507,8 @@ public final class TrainingQueue: Sendable {
             throw WireError.refused(code: .invalidArgument, message: "a dataset page holds 1…256 ROIs, not \(query.limit)")
         }
         let pieces = try await Self.queue {
-            try await data.datasetPage(inspectionType: job.request.inspectionType, after: query.after.isEmpty ? nil : query.after, limit: Int(query.limit))
+            try await data.datasetPage(
+                inspectionType: job.request.inspectionType, after: query.after.isEmpty ? nil : query.after, limit: Int(query.limit))
         }
         var page = Loupe_V1_DatasetPage()
         var bytes = 0
@@ -519,7 +553,9 @@ public final class TrainingQueue: Sendable {
         let holder = Self.holder(worker: name)
         let job = try await held(piece.jobID, by: holder)
         if piece.giveBack {
-            guard piece.last, piece.data.isEmpty else { throw WireError.refused(code: .invalidArgument, message: "a job given back carries no model data") }
+            guard piece.last, piece.data.isEmpty else {
+                throw WireError.refused(code: .invalidArgument, message: "a job given back carries no model data")
+            }
             _ = state.withLock { $0.uploads.removeValue(forKey: job.id) }
             try await Self.queue { try await jobs.release(job.id, holder: holder) }
             logger.info("a worker gave its training job back to the queue", metadata: ["job": "\(job.id)", "worker": "\(name)"])
@@ -530,11 +566,13 @@ public final class TrainingQueue: Sendable {
         }
         if !piece.error.isEmpty || piece.cancelled {
             guard piece.last, piece.data.isEmpty else {
-                throw WireError.refused(code: .invalidArgument, message: "a failed or cancelled result carries no model data and is the last piece")
+                throw WireError.refused(
+                    code: .invalidArgument, message: "a failed or cancelled result carries no model data and is the last piece")
             }
             var final = job.progress
             final.state = piece.cancelled ? .cancelled : .failed
-            final.message = piece.cancelled ? "cancelled on \(holder); the models in use were kept" : "\(holder): \(piece.error.prefix(2000))"
+            final.message =
+                piece.cancelled ? "cancelled on \(holder); the models in use were kept" : "\(holder): \(piece.error.prefix(2000))"
             _ = state.withLock { $0.uploads.removeValue(forKey: job.id) }
             return .trainingProgress(try await finish(job, holder: holder, with: final))
         }
@@ -542,14 +580,21 @@ public final class TrainingQueue: Sendable {
         let file = try state.withLock { state throws(WireError) -> Data? in
             if piece.offset == 0 { state.uploads[job.id] = Upload(holder: holder, connection: key) }
             guard var upload = state.uploads[job.id], upload.holder == holder, upload.connection == key else {
-                throw .refused(code: .invalidArgument, message: "the model of training job \(job.id) must start at offset 0 on this connection")
+                throw .refused(
+                    code: .invalidArgument, message: "the model of training job \(job.id) must start at offset 0 on this connection")
             }
             guard piece.offset == UInt64(upload.data.count) else {
-                throw .refused(code: .invalidArgument, message: "the next piece of training job \(job.id)'s model starts at offset \(upload.data.count), not \(piece.offset)")
+                throw .refused(
+                    code: .invalidArgument,
+                    message: "the next piece of training job \(job.id)'s model starts at offset \(upload.data.count), not \(piece.offset)")
             }
-            guard piece.data.count <= Int(ModelChunks.maximumBytes), UInt64(upload.data.count + piece.data.count) <= ModelChunks.maximumFileBytes else {
+            guard piece.data.count <= Int(ModelChunks.maximumBytes),
+                UInt64(upload.data.count + piece.data.count) <= ModelChunks.maximumFileBytes
+            else {
                 state.uploads[job.id] = nil
-                throw .refused(code: .resourceExhausted, message: "pieces are at most \(ModelChunks.maximumBytes) bytes and a model at most \(ModelChunks.maximumFileBytes)")
+                throw .refused(
+                    code: .resourceExhausted,
+                    message: "pieces are at most \(ModelChunks.maximumBytes) bytes and a model at most \(ModelChunks.maximumFileBytes)")
             }
             upload.data.append(piece.data)
             state.uploads[job.id] = piece.last ? nil : upload
@@ -563,14 +608,19 @@ public final class TrainingQueue: Sendable {
         }
         let sum = SHA256.hash(data: file).hexString
         guard sum == piece.sha256.lowercased() else {
-            throw WireError.refused(code: .invalidArgument, message: "training job \(job.id)'s model arrived with SHA-256 \(sum), not the \(piece.sha256) its worker sent; send it again")
+            throw WireError.refused(
+                code: .invalidArgument,
+                message:
+                    "training job \(job.id)'s model arrived with SHA-256 \(sum), not the \(piece.sha256) its worker sent; send it again")
         }
         // The worker's last report (sent before its result) carries the figures.
         let final = await publish(file, job: job, from: job.progress)
         return .trainingProgress(try await finish(job, holder: holder, with: final))
     }
 
-    private func finish(_ job: TrainingJobRecord, holder: String, with final: Loupe_V1_TrainingProgress) async throws -> Loupe_V1_TrainingProgress {
+    private func finish(
+        _ job: TrainingJobRecord, holder: String, with final: Loupe_V1_TrainingProgress
+    ) async throws -> Loupe_V1_TrainingProgress {
         switch try await Self.queue({ try await jobs.finish(job.id, holder: holder, last: final) }) {
         case .held(let ended):
             deliver(ended)

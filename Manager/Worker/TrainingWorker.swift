@@ -53,7 +53,11 @@ public final class TrainingWorker: Service, Sendable {
                 self.logger.info("worker stopping; a job it holds goes back to the queue")
                 self.stopping.store(true, ordering: .relaxed)
                 // Training stops at its next step and the job is given back; a wait for a job just ends.
-                if let job = self.current.withLock({ $0 }), job.started.load(ordering: .relaxed) { job.control.cancel() } else { loop.cancel() }
+                if let job = self.current.withLock({ $0 }), job.started.load(ordering: .relaxed) {
+                    job.control.cancel()
+                } else {
+                    loop.cancel()
+                }
             }
         } onCancel: {
             loop.cancel()
@@ -86,9 +90,10 @@ public final class TrainingWorker: Service, Sendable {
     /// How the worker reaches a manager at `address`.
     private func client(_ address: String) throws -> WireClientConfiguration {
         let (host, port) = try parseAddress(address)
-        var client = WireClientConfiguration(host: host, port: port, tls: config.tls,
-                                             connection: ConnectionSettings(heartbeatSeconds: config.heartbeatSeconds, idleTimeoutSeconds: config.idleTimeoutSeconds),
-                                             capabilities: ["training-worker"])
+        var client = WireClientConfiguration(
+            host: host, port: port, tls: config.tls,
+            connection: ConnectionSettings(heartbeatSeconds: config.heartbeatSeconds, idleTimeoutSeconds: config.idleTimeoutSeconds),
+            capabilities: ["training-worker"])
         client.connection.requestTimeout = .seconds(120)
         return client
     }
@@ -109,14 +114,18 @@ public final class TrainingWorker: Service, Sendable {
             } else {
                 var claim = Loupe_V1_WorkClaim()
                 claim.waitMs = UInt32((config.claimWaitSeconds ?? 20) * 1000)
-                let reply = try await connection.request(.workClaim(claim), timeout: .seconds(fraction: (config.claimWaitSeconds ?? 20) + 30))
+                let reply = try await connection.request(
+                    .workClaim(claim), timeout: .seconds(fraction: (config.claimWaitSeconds ?? 20) + 30))
                 guard case .workAssignment(let assignment) = reply.body else {
                     throw WireError.unexpectedReply(expected: "work_assignment", received: reply.bodyName)
                 }
                 guard !assignment.jobID.isEmpty else { continue }
-                logger.info("claimed a training job", metadata: [
-                    "job": "\(assignment.jobID)", "type": "\(assignment.request.inspectionType)", "rois": "\(assignment.rois)", "attempt": "\(assignment.attempt)",
-                ])
+                logger.info(
+                    "claimed a training job",
+                    metadata: [
+                        "job": "\(assignment.jobID)", "type": "\(assignment.request.inspectionType)", "rois": "\(assignment.rois)",
+                        "attempt": "\(assignment.attempt)",
+                    ])
                 job = Current(assignment)
                 current.withLock { $0 = job }
             }
@@ -130,8 +139,10 @@ public final class TrainingWorker: Service, Sendable {
     }
 
     /// The job's training set, a page at a time, checked and spooled to the scratch directory as it arrives.
-    private func load(_ assignment: Loupe_V1_WorkAssignment,
-                      over connection: WireConnection) async throws -> (dataset: SpooledImages, classNames: [String]) {
+    private func load(
+        _ assignment: Loupe_V1_WorkAssignment,
+        over connection: WireConnection
+    ) async throws -> (dataset: SpooledImages, classNames: [String]) {
         var assembler = try DatasetAssembler(classNames: assignment.classNames, scratchDirectory: config.scratchPath)
         var lastRenewal = ContinuousClock.now
         let lease = Duration.milliseconds(Int64(assignment.leaseMs))
@@ -141,9 +152,13 @@ public final class TrainingWorker: Service, Sendable {
             query.after = assembler.after ?? ""
             query.limit = UInt32(DatasetAssembler.pageSize)
             let reply = try await connection.request(.datasetPageQuery(query))
-            guard case .datasetPage(let page) = reply.body else { throw WireError.unexpectedReply(expected: "dataset_page", received: reply.bodyName) }
+            guard case .datasetPage(let page) = reply.body else {
+                throw WireError.unexpectedReply(expected: "dataset_page", received: reply.bodyName)
+            }
             for item in page.items {
-                try assembler.add(DatasetPiece(contentSHA256: item.contentSha256, cameraId: item.cameraID, imagePNG: item.imagePng, maskPNG: item.maskPng))
+                try assembler.add(
+                    DatasetPiece(contentSHA256: item.contentSha256, cameraId: item.cameraID, imagePNG: item.imagePng, maskPNG: item.maskPng)
+                )
             }
             if ContinuousClock.now - lastRenewal > lease / 4 {
                 var renewal = Loupe_V1_WorkProgress()
@@ -160,12 +175,15 @@ public final class TrainingWorker: Service, Sendable {
     /// Trains on a thread of its own; the outcome is the model file (unsigned), or why there is none.
     private func start(_ job: Current, dataset: (dataset: SpooledImages, classNames: [String])) {
         let assignment = job.assignment
-        var record = TrainingJobRecord(id: assignment.jobID, request: assignment.request, requester: assignment.requester, requesterIsCamera: false)
+        var record = TrainingJobRecord(
+            id: assignment.jobID, request: assignment.request, requester: assignment.requester, requesterIsCamera: false)
         record.progress.state = .running
         job.started.store(true, ordering: .relaxed)
         do {
-            let training = try TrainingQueue.startTraining(record, dataset: dataset.dataset, classNames: dataset.classNames, threads: threads,
-                                                           trainer: "worker \(ProcessInfo.processInfo.hostName)", control: job.control) { update in
+            let training = try TrainingQueue.startTraining(
+                record, dataset: dataset.dataset, classNames: dataset.classNames, threads: threads,
+                trainer: "worker \(ProcessInfo.processInfo.hostName)", control: job.control
+            ) { update in
                 job.pending.withLock { $0.append(update) }
             }
             Task {
@@ -198,7 +216,8 @@ public final class TrainingWorker: Service, Sendable {
                     job.control.cancel()
                 }
             } catch WireError.remote(let code, let message) where code == .permissionDenied || code == .notFound {
-                logger.warning("training job no longer ours; stopping it", metadata: ["job": "\(job.assignment.jobID)", "why": "\(message)"])
+                logger.warning(
+                    "training job no longer ours; stopping it", metadata: ["job": "\(job.assignment.jobID)", "why": "\(message)"])
                 job.lost.store(true, ordering: .relaxed)
                 job.control.cancel()
             } catch {
@@ -247,7 +266,11 @@ public final class TrainingWorker: Service, Sendable {
                 offset = end
             } while offset < file.count
             if let final {
-                logger.info("training job done", metadata: ["job": "\(id)", "state": "\(final.state)", "version": "\(final.modelVersion)", "message": "\(final.message)"])
+                logger.info(
+                    "training job done",
+                    metadata: [
+                        "job": "\(id)", "state": "\(final.state)", "version": "\(final.modelVersion)", "message": "\(final.message)",
+                    ])
             }
         }
     }
@@ -265,7 +288,9 @@ public final class TrainingWorker: Service, Sendable {
             piece.last = true
             piece.giveBack = true
             let message = piece
-            if (try? await WireClient.withConnection(client) { connection, _ in _ = try await connection.request(.workResult(message)) }) != nil {
+            if (try? await WireClient.withConnection(client) { connection, _ in _ = try await connection.request(.workResult(message)) })
+                != nil
+            {
                 logger.info("training job given back to the queue", metadata: ["job": "\(job.assignment.jobID)"])
                 return
             }

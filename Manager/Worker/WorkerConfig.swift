@@ -22,7 +22,9 @@ public struct WorkerConfig: Codable, Sendable, Equatable {
 
     /// The scratch directory in force.
     public var scratchPath: String {
-        scratchDirectory ?? ProcessInfo.processInfo.environment["CACHE_DIRECTORY"].flatMap { $0.split(separator: ":").first.map(String.init) }
+        scratchDirectory ?? ProcessInfo.processInfo.environment["CACHE_DIRECTORY"].flatMap {
+            $0.split(separator: ":").first.map(String.init)
+        }
             ?? NSTemporaryDirectory()
     }
 
@@ -34,7 +36,9 @@ public struct WorkerConfig: Codable, Sendable, Equatable {
         var config = try ConfigFile.load(WorkerConfig.self, path: path)
         config.tls = config.tls.resolved(relativeTo: path)
         config.scratchDirectory = config.scratchDirectory.map { ConfigFile.resolve($0, relativeTo: path) }
-        guard !config.managers.isEmpty else { throw ConfigError.invalid(path: path, key: "managers", reason: "name at least one manager, HOST:PORT") }
+        guard !config.managers.isEmpty else {
+            throw ConfigError.invalid(path: path, key: "managers", reason: "name at least one manager, HOST:PORT")
+        }
         for address in config.managers {
             do { _ = try parseAddress(address) } catch {
                 throw ConfigError.invalid(path: path, key: "managers", reason: "expected HOST:PORT, got \"\(address)\"")
@@ -43,8 +47,10 @@ public struct WorkerConfig: Codable, Sendable, Equatable {
         if let threads = config.threads, !(1...256).contains(threads) {
             throw ConfigError.invalid(path: path, key: "threads", reason: "must be 1…256")
         }
-        for (key, value) in [("claimWaitSeconds", config.claimWaitSeconds), ("heartbeatSeconds", config.heartbeatSeconds),
-                             ("idleTimeoutSeconds", config.idleTimeoutSeconds), ("reconnectSeconds", config.reconnectSeconds)] {
+        for (key, value) in [
+            ("claimWaitSeconds", config.claimWaitSeconds), ("heartbeatSeconds", config.heartbeatSeconds),
+            ("idleTimeoutSeconds", config.idleTimeoutSeconds), ("reconnectSeconds", config.reconnectSeconds),
+        ] {
             if let value, !(value > 0 && value <= 3600) {
                 throw ConfigError.invalid(path: path, key: key, reason: "must be more than 0 and at most 3600")
             }

@@ -88,17 +88,19 @@ public struct FleetBenchmark: Sendable {
         let stop = Locked(false)
         var agentTasks: [Task<Void, any Error>] = []
         for (index, tls) in agentTLS.enumerated() {
-            let client = WireClientConfiguration(host: "localhost", port: port, tls: tls, capabilities: ["agent-status", "roi-upload", "model-chunks"])
-            agentTasks.append(Task {
-                try await WireClient.withConnection(client, handler: Self.offerHandler(trust)) { connection, _ in
-                    var status = Loupe_V1_AgentStatus()
-                    status.inspectionType = "bench"
-                    status.recipeVersion = "1"
-                    try await connection.send(event: .agentStatus(status))
-                    connections.withLock { $0[index] = connection }
-                    while !stop.withLock({ $0 }) && !connection.isClosed { try await Task.sleep(for: .milliseconds(50)) }
-                }
-            })
+            let client = WireClientConfiguration(
+                host: "localhost", port: port, tls: tls, capabilities: ["agent-status", "roi-upload", "model-chunks"])
+            agentTasks.append(
+                Task {
+                    try await WireClient.withConnection(client, handler: Self.offerHandler(trust)) { connection, _ in
+                        var status = Loupe_V1_AgentStatus()
+                        status.inspectionType = "bench"
+                        status.recipeVersion = "1"
+                        try await connection.send(event: .agentStatus(status))
+                        connections.withLock { $0[index] = connection }
+                        while !stop.withLock({ $0 }) && !connection.isClosed { try await Task.sleep(for: .milliseconds(50)) }
+                    }
+                })
         }
         let deadline = ContinuousClock.now + .seconds(60)
         while connections.withLock({ $0.count }) < options.agents {
@@ -112,7 +114,9 @@ public struct FleetBenchmark: Sendable {
         for round in 1...options.rounds {
             progress("round \(round)/\(options.rounds): making \(options.agents * options.roisPerAgent) ROIs")
             let uploads = try (0..<options.agents).map { agent in
-                try (0..<options.roisPerAgent).map { try Self.upload(side: options.roiSide, seed: UInt64(round * 1_000_000 + agent * 1000 + $0)) }
+                try (0..<options.roisPerAgent).map {
+                    try Self.upload(side: options.roiSide, seed: UInt64(round * 1_000_000 + agent * 1000 + $0))
+                }
             }
             let bytes = uploads.joined().reduce(0) { $0 + $1.imagePng.count + $1.maskPng.count }
             progress("round \(round)/\(options.rounds): ingest from \(options.agents) agents")
@@ -152,24 +156,32 @@ public struct FleetBenchmark: Sendable {
             var push = Loupe_V1_ModelPush()
             push.modelVersion = record.version
             push.target.cameras = ids
-            try await WireClient.withConnection(WireClientConfiguration(host: "localhost", port: port, tls: operatorTLS)) { [push] connection, _ in
+            try await WireClient.withConnection(WireClientConfiguration(host: "localhost", port: port, tls: operatorTLS)) {
+                [push] connection, _ in
                 let reply = try await connection.request(.modelPush(push))
-                guard case .modelPushReply = reply.body else { throw WireError.unexpectedReply(expected: "model_push_reply", received: reply.bodyName) }
+                guard case .modelPushReply = reply.body else {
+                    throw WireError.unexpectedReply(expected: "model_push_reply", received: reply.bodyName)
+                }
             }
             while try registry.cameras().filter({ $0.installedVersion == record.version }).count < options.agents {
                 guard ContinuousClock.now - pushed < .seconds(300) else { throw WireError.requestTimedOut(seconds: 300) }
                 try await Task.sleep(for: .milliseconds(10))
             }
             let fanOut = (ContinuousClock.now - pushed).seconds
-            rounds.append(Round(rois: options.agents * options.roisPerAgent, bytes: bytes, seconds: seconds, ceilingMegabytesPerSecond: ceiling, fanOutSeconds: fanOut))
+            rounds.append(
+                Round(
+                    rois: options.agents * options.roisPerAgent, bytes: bytes, seconds: seconds, ceilingMegabytesPerSecond: ceiling,
+                    fanOutSeconds: fanOut))
         }
         let stored = try await TrainingDataStore(path: dataDir + "/training-data.sqlite").count()
         let installs = try registry.cameras().filter { $0.installedVersion != nil }.count
         stop.withLock { $0 = true }
         for task in agentTasks { _ = await task.result }
         await manager.stop()
-        return Result(rounds: rounds, modelBytes: modelBytes, storedROIs: stored, expectedROIs: options.agents * options.roisPerAgent * options.rounds,
-                      installsRecorded: installs)
+        return Result(
+            rounds: rounds, modelBytes: modelBytes, storedROIs: stored,
+            expectedROIs: options.agents * options.roisPerAgent * options.rounds,
+            installsRecorded: installs)
     }
 
     /// A simulated agent's answer to a model offer: fetch, check, report.

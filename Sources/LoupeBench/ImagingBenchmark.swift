@@ -66,7 +66,8 @@ public struct ImagingBenchmark: Sendable {
             frames.append(camera.render().0)
         }
         let jpegs = try frames.map { try JPEGCodec.encode($0.image, quality: 90) }
-        let aligner = try Aligner(reference: camera.reference, configuration: AlignerConfiguration(template: Self.template, angleRangeDegrees: 15))
+        let aligner = try Aligner(
+            reference: camera.reference, configuration: AlignerConfiguration(template: Self.template, angleRangeDegrees: 15))
         let rois = Self.regions.enumerated().map { RegionOfInterest(name: "roi-\($0.offset + 1)", rect: $0.element) }
         // One click near the middle of each planted defect, as an operator would.
         let clicks: [[(x: Int, y: Int, label: Int)]] = frames.map { frame in
@@ -85,35 +86,52 @@ public struct ImagingBenchmark: Sendable {
             }
         }
         var rows: [Row] = []
-        rows.append(Row(name: "JPEG decode 1280x1024 grey", medianMilliseconds: try time("JPEG decode") { index in
-            _ = try JPEGCodec.decode(jpegs[index])
-        }, targetMilliseconds: nil))
+        rows.append(
+            Row(
+                name: "JPEG decode 1280x1024 grey",
+                medianMilliseconds: try time("JPEG decode") { index in
+                    _ = try JPEGCodec.decode(jpegs[index])
+                }, targetMilliseconds: nil))
         var poses: [SimilarityTransform] = Array(repeating: .identity, count: repetitions)
-        rows.append(Row(name: "align, +/-15 degrees", medianMilliseconds: try time("align") { index in
-            poses[index] = try aligner.align(frames[index].image).pose
-        }, targetMilliseconds: 15))
-        rows.append(Row(name: "crop two 256x256 ROIs", medianMilliseconds: try time("ROI crop") { index in
-            for roi in rois { _ = try roi.crop(frames[index].image, pose: poses[index]) }
-        }, targetMilliseconds: nil))
+        rows.append(
+            Row(
+                name: "align, +/-15 degrees",
+                medianMilliseconds: try time("align") { index in
+                    poses[index] = try aligner.align(frames[index].image).pose
+                }, targetMilliseconds: 15))
+        rows.append(
+            Row(
+                name: "crop two 256x256 ROIs",
+                medianMilliseconds: try time("ROI crop") { index in
+                    for roi in rois { _ = try roi.crop(frames[index].image, pose: poses[index]) }
+                }, targetMilliseconds: nil))
         let wand = Wand()
         var wandClicks: [Click] = []
-        rows.append(Row(name: "wand, one click", medianMilliseconds: try time("wand") { index in
-            let frame = frames[index]
-            let click = clicks[index].first ?? (frame.mask.width / 2, frame.mask.height / 2, 0)
-            _ = wand.select(frame.image, x: click.x, y: click.y, tolerance: 0.5)
-        }, targetMilliseconds: 150))
+        rows.append(
+            Row(
+                name: "wand, one click",
+                medianMilliseconds: try time("wand") { index in
+                    let frame = frames[index]
+                    let click = clicks[index].first ?? (frame.mask.width / 2, frame.mask.height / 2, 0)
+                    _ = wand.select(frame.image, x: click.x, y: click.y, tolerance: 0.5)
+                }, targetMilliseconds: 150))
         // Its quality on every defect, outside the timing.
         for (index, frame) in frames.enumerated() {
             for click in clicks[index] {
                 let selection = wand.select(frame.image, x: click.x, y: click.y, tolerance: 0.5)
-                wandClicks.append(Click(frame: index, x: click.x, y: click.y, label: click.label,
-                                        iou: Self.intersectionOverUnion(selection, frame.mask, label: UInt8(click.label), around: (click.x, click.y))))
+                wandClicks.append(
+                    Click(
+                        frame: index, x: click.x, y: click.y, label: click.label,
+                        iou: Self.intersectionOverUnion(selection, frame.mask, label: UInt8(click.label), around: (click.x, click.y))))
             }
         }
         let colors = [RGB(0, 0, 0), RGB(255, 64, 64), RGB(64, 255, 64), RGB(64, 128, 255)]
-        rows.append(Row(name: "overlay 1280x1024 at 0.5", medianMilliseconds: try time("overlay") { index in
-            _ = try frames[index].image.overlay(mask: frames[index].mask, colors: colors, opacity: 0.5)
-        }, targetMilliseconds: nil))
+        rows.append(
+            Row(
+                name: "overlay 1280x1024 at 0.5",
+                medianMilliseconds: try time("overlay") { index in
+                    _ = try frames[index].image.overlay(mask: frames[index].mask, colors: colors, opacity: 0.5)
+                }, targetMilliseconds: nil))
         return Result(rows: rows, clicks: wandClicks)
     }
 

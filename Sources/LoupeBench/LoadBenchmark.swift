@@ -64,7 +64,8 @@ public struct LoadBenchmark: Sendable {
         public var roisPerSecond: Double { Double(uploadsAcknowledged) / loadSeconds }
         public var lost: Int { uploadsAcknowledged - storedROIs }
         public var passed: Bool {
-            uploadErrors.isEmpty && uploadsAcknowledged == uploadsSent && storedROIs == uploadsAcknowledged && agentsCurrent == agents && agentsOnline == agents
+            uploadErrors.isEmpty && uploadsAcknowledged == uploadsSent && storedROIs == uploadsAcknowledged && agentsCurrent == agents
+                && agentsOnline == agents
         }
     }
 
@@ -80,7 +81,8 @@ public struct LoadBenchmark: Sendable {
     static func sample(_ pid: Int32) -> (kilobytes: Int, cpuSeconds: Double) {
         var kilobytes = 0
         if let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
-           let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }) {
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") })
+        {
             kilobytes = Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "") ?? 0
         }
         var cpu = 0.0
@@ -100,7 +102,8 @@ public struct LoadBenchmark: Sendable {
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
         return entries.compactMap(Int32.init).reduce(0.0) { total, pid in
             guard let command = try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8),
-                  command.trimmingCharacters(in: .whitespacesAndNewlines) == "postgres" else { return total }
+                command.trimmingCharacters(in: .whitespacesAndNewlines) == "postgres"
+            else { return total }
             return total + sample(pid).cpuSeconds
         }
     }
@@ -142,60 +145,62 @@ public struct LoadBenchmark: Sendable {
         let side = options.roiSide
         let tallies = Locked([AgentTally](repeating: AgentTally(), count: options.agents))
         let connected = Locked(0)
-        let phase = Locked(0) // 0 connecting, 1 loaded, 2 stopping
+        let phase = Locked(0)  // 0 connecting, 1 loaded, 2 stopping
         progress("connecting \(options.agents) agents")
         let connectStart = ContinuousClock.now
         let uploadInterval = options.uploadInterval
         var tasks: [Task<Void, Never>] = []
         for (index, tls) in agentTLS.enumerated() {
-            let client = WireClientConfiguration(host: "localhost", port: managers[index % managerCount].process.port, tls: tls,
-                                                 capabilities: ["agent-status", "roi-upload"])
-            tasks.append(Task {
-                do {
-                    try await WireClient.withConnection(client, handler: WireClient.refuseAll) { connection, _ in
-                        var status = Loupe_V1_AgentStatus()
-                        status.inspectionType = "load"
-                        status.recipeVersion = "1"
-                        try await connection.send(event: .agentStatus(status))
-                        connected.withLock { $0 += 1 }
-                        while phase.withLock({ $0 }) == 0 { try await Task.sleep(for: .milliseconds(50)) }
-                        // Spread the agents over the second and over the upload interval.
-                        let offset = Double(index % 1000) / 1000
-                        try await Task.sleep(for: .seconds(offset))
-                        var nextUpload = ContinuousClock.now + .seconds(offset * uploadInterval)
-                        var report: UInt64 = 0
-                        var upload = 0
-                        while phase.withLock({ $0 }) == 1 && !connection.isClosed {
-                            report += 1
-                            status.uptimeSeconds = report
+            let client = WireClientConfiguration(
+                host: "localhost", port: managers[index % managerCount].process.port, tls: tls,
+                capabilities: ["agent-status", "roi-upload"])
+            tasks.append(
+                Task {
+                    do {
+                        try await WireClient.withConnection(client, handler: WireClient.refuseAll) { connection, _ in
+                            var status = Loupe_V1_AgentStatus()
+                            status.inspectionType = "load"
+                            status.recipeVersion = "1"
                             try await connection.send(event: .agentStatus(status))
-                            tallies.withLock { $0[index].statusSent += 1 }
-                            if ContinuousClock.now >= nextUpload {
-                                nextUpload = nextUpload + .seconds(uploadInterval)
-                                upload += 1
-                                let roi = try FleetBenchmark.upload(side: side, seed: UInt64(index) * 1_000_000 + UInt64(upload))
-                                tallies.withLock { $0[index].sent += 1 }
-                                let sent = ContinuousClock.now
-                                let reply = try await connection.request(.roiUpload(roi))
-                                let milliseconds = (ContinuousClock.now - sent).seconds * 1000
-                                tallies.withLock { tally in
-                                    if case .roiAck(let ack) = reply.body, ack.status == .stored {
-                                        tally[index].acknowledged += 1
-                                        tally[index].ackTimes.append(milliseconds)
-                                    } else {
-                                        tally[index].errors.append("\(ids[index]): \(reply.bodyName)")
+                            connected.withLock { $0 += 1 }
+                            while phase.withLock({ $0 }) == 0 { try await Task.sleep(for: .milliseconds(50)) }
+                            // Spread the agents over the second and over the upload interval.
+                            let offset = Double(index % 1000) / 1000
+                            try await Task.sleep(for: .seconds(offset))
+                            var nextUpload = ContinuousClock.now + .seconds(offset * uploadInterval)
+                            var report: UInt64 = 0
+                            var upload = 0
+                            while phase.withLock({ $0 }) == 1 && !connection.isClosed {
+                                report += 1
+                                status.uptimeSeconds = report
+                                try await connection.send(event: .agentStatus(status))
+                                tallies.withLock { $0[index].statusSent += 1 }
+                                if ContinuousClock.now >= nextUpload {
+                                    nextUpload = nextUpload + .seconds(uploadInterval)
+                                    upload += 1
+                                    let roi = try FleetBenchmark.upload(side: side, seed: UInt64(index) * 1_000_000 + UInt64(upload))
+                                    tallies.withLock { $0[index].sent += 1 }
+                                    let sent = ContinuousClock.now
+                                    let reply = try await connection.request(.roiUpload(roi))
+                                    let milliseconds = (ContinuousClock.now - sent).seconds * 1000
+                                    tallies.withLock { tally in
+                                        if case .roiAck(let ack) = reply.body, ack.status == .stored {
+                                            tally[index].acknowledged += 1
+                                            tally[index].ackTimes.append(milliseconds)
+                                        } else {
+                                            tally[index].errors.append("\(ids[index]): \(reply.bodyName)")
+                                        }
                                     }
                                 }
+                                try await Task.sleep(for: .seconds(1))
                             }
-                            try await Task.sleep(for: .seconds(1))
+                            // Hold the connection until every agent has finished, so the final check sees them all online.
+                            while phase.withLock({ $0 }) < 3 && !connection.isClosed { try await Task.sleep(for: .milliseconds(100)) }
                         }
-                        // Hold the connection until every agent has finished, so the final check sees them all online.
-                        while phase.withLock({ $0 }) < 3 && !connection.isClosed { try await Task.sleep(for: .milliseconds(100)) }
+                    } catch {
+                        tallies.withLock { $0[index].errors.append("\(ids[index]): \(error)") }
                     }
-                } catch {
-                    tallies.withLock { $0[index].errors.append("\(ids[index]): \(error)") }
-                }
-            })
+                })
         }
         while connected.withLock({ $0 }) < options.agents {
             guard ContinuousClock.now - connectStart < .seconds(120) else { throw WireError.requestTimedOut(seconds: 120) }
@@ -206,7 +211,10 @@ public struct LoadBenchmark: Sendable {
         try await Task.sleep(for: .seconds(2))
         let connectedSample = sample()
 
-        progress("\(options.agents) agents: a report a second and an ROI every \(Int(options.uploadInterval)) s each, for \(Int(options.seconds)) s")
+        progress(
+            "\(options.agents) agents: a report a second and an ROI every \(Int(options.uploadInterval)) s each, for "
+                + "\(Int(options.seconds)) s"
+        )
         let loadStart = ContinuousClock.now
         let cpuStart = sample().cpuSeconds
         let databaseCPUStart = options.postgres == nil ? 0 : Self.databaseCPUSeconds()
@@ -215,7 +223,9 @@ public struct LoadBenchmark: Sendable {
         phase.withLock { $0 = 2 }
         // Let the uploads in flight finish (each agent ends its loop after its current step).
         let drainStart = ContinuousClock.now
-        while tallies.withLock({ $0.reduce(0) { $0 + $1.sent - $1.acknowledged - $1.errors.count } }) > 0, ContinuousClock.now - drainStart < .seconds(60) {
+        while tallies.withLock({ $0.reduce(0) { $0 + $1.sent - $1.acknowledged - $1.errors.count } }) > 0,
+            ContinuousClock.now - drainStart < .seconds(60)
+        {
             try await Task.sleep(for: .milliseconds(50))
         }
         let loadSeconds = (ContinuousClock.now - loadStart).seconds
@@ -238,9 +248,10 @@ public struct LoadBenchmark: Sendable {
             }
             let mine = ids.indices.filter { $0 % managerCount == number }
             let sentReports = Dictionary(uniqueKeysWithValues: mine.map { (ids[$0], finalTallies[$0].statusSent) })
-            current += fleet.cameras.filter { camera in
-                sentReports[camera.cameraID].map { camera.status.uptimeSeconds == UInt64($0) } ?? false
-            }.count
+            current +=
+                fleet.cameras.filter { camera in
+                    sentReports[camera.cameraID].map { camera.status.uptimeSeconds == UInt64($0) } ?? false
+                }.count
             online += fleet.cameras.filter { $0.online && sentReports[$0.cameraID] != nil }.count
         }
         phase.withLock { $0 = 3 }
@@ -262,18 +273,22 @@ public struct LoadBenchmark: Sendable {
         return Result(
             agents: options.agents, managers: managerCount, connectSeconds: connectSeconds,
             baselineKilobytes: baseline.kilobytes, connectedKilobytes: connectedSample.kilobytes, endKilobytes: end.kilobytes,
-            managerCPUPercent: cpuSeconds / loadSeconds * 100, databaseCPUPercent: databaseCPUSeconds / loadSeconds * 100, loadSeconds: loadSeconds,
+            managerCPUPercent: cpuSeconds / loadSeconds * 100, databaseCPUPercent: databaseCPUSeconds / loadSeconds * 100,
+            loadSeconds: loadSeconds,
             uploadsSent: finalTallies.reduce(0) { $0 + $1.sent }, uploadsAcknowledged: finalTallies.reduce(0) { $0 + $1.acknowledged },
             uploadErrors: finalTallies.flatMap(\.errors), statusReportsSent: finalTallies.reduce(0) { $0 + $1.statusSent },
             storedROIs: stored, agentsCurrent: current, agentsOnline: online,
             ackMillisecondsP50: percentile(times, 0.5), ackMillisecondsP99: percentile(times, 0.99),
             slowestAgentAckMilliseconds: times.max() ?? 0,
-            fewestUploadsPerAgent: finalTallies.map(\.acknowledged).min() ?? 0, mostUploadsPerAgent: finalTallies.map(\.acknowledged).max() ?? 0)
+            fewestUploadsPerAgent: finalTallies.map(\.acknowledged).min() ?? 0,
+            mostUploadsPerAgent: finalTallies.map(\.acknowledged).max() ?? 0)
     }
 
     /// Starts manager `number` of `count` (one signing key for all, as a plant's managers share) and waits until it listens.
-    private func startManager(_ number: Int, of count: Int, folder: String,
-                              tls: TLSFiles) async throws -> (process: ServiceProcess, dataDir: String) {
+    private func startManager(
+        _ number: Int, of count: Int, folder: String,
+        tls: TLSFiles
+    ) async throws -> (process: ServiceProcess, dataDir: String) {
         let dataDir = folder + "/manager-\(number)"
         var config: [String: Any] = [
             "managerId": count == 1 ? "load-bench" : "load-bench-\(number)", "listen": "127.0.0.1:0", "dataDir": dataDir,
@@ -284,6 +299,9 @@ public struct LoadBenchmark: Sendable {
         if let postgres = options.postgres {
             config["storage"] = ["postgres": ["url": postgres.url, "passwordFile": postgres.passwordFile as Any].compactMapValues { $0 }]
         }
-        return (try await ServiceProcess.manager(executable: options.executable, folder: folder, name: "manager-\(number)", config: config), dataDir)
+        return (
+            try await ServiceProcess.manager(executable: options.executable, folder: folder, name: "manager-\(number)", config: config),
+            dataDir
+        )
     }
 }

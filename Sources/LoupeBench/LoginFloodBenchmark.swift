@@ -79,16 +79,18 @@ public struct LoginFloodBenchmark {
             medians[condition.rawValue] = median(rounds.filter { $0.condition == condition.rawValue }.map(\.framesPerSecond))
         }
         let quiet = max(medians[Condition.quiet.rawValue] ?? 0, 1e-9)
-        return Report(rounds: rounds, medianFPS: medians, gatedRatio: (medians[Condition.gated.rawValue] ?? 0) / quiet,
-                      openRatio: (medians[Condition.open.rawValue] ?? 0) / quiet)
+        return Report(
+            rounds: rounds, medianFPS: medians, gatedRatio: (medians[Condition.gated.rawValue] ?? 0) / quiet,
+            openRatio: (medians[Condition.open.rawValue] ?? 0) / quiet)
     }
 
     private func measure(_ condition: Condition) async throws -> Round {
         let dir = NSTemporaryDirectory() + "loupe-login-flood-\(UUID().uuidString.prefix(8))"
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let quietLogger = Logger(label: "loupe.bench.login", factory: { _ in SwiftLogNoOpLogHandler() })
-        let config = AgentConfig(cameraId: "bench", manager: nil, tls: TLSFiles(ca: "", cert: "", key: ""), dataDir: dir,
-                                 http: .init(address: "127.0.0.1:0", initialAdminPassword: "bench-admin-password"))
+        let config = AgentConfig(
+            cameraId: "bench", manager: nil, tls: TLSFiles(ca: "", cert: "", key: ""), dataDir: dir,
+            http: .init(address: "127.0.0.1:0", initialAdminPassword: "bench-admin-password"))
         let runtime = try AgentRuntime(config: config, logger: quietLogger)
         try AgentHTTP.ensureAdmin(runtime: runtime, logger: quietLogger)
         var limits = SignInGuard.Limits()
@@ -98,8 +100,10 @@ public struct LoginFloodBenchmark {
             limits.hashNice = 0
         }
         let (ports, portFound) = AsyncStream<Int>.makeStream()
-        let app = try AgentHTTP.service(runtime: runtime, training: TrainingJobs(runtime: runtime, logger: quietLogger), logger: quietLogger,
-                                            signIns: SignInGuard(limits: limits), yieldToInspection: condition != .open) { address in
+        let app = try AgentHTTP.service(
+            runtime: runtime, training: TrainingJobs(runtime: runtime, logger: quietLogger), logger: quietLogger,
+            signIns: SignInGuard(limits: limits), yieldToInspection: condition != .open
+        ) { address in
             portFound.yield(Int(address.split(separator: ":").last ?? "") ?? 0)
             portFound.finish()
         }
@@ -134,12 +138,16 @@ public struct LoginFloodBenchmark {
             guard let command = options.attacker else {
                 let counts = AnswerCounts()
                 let (clients, rate) = (options.clients, options.rate)
-                attacker = .local(Task.detached { await LoginFloodBenchmark.attack(port: port, clients: clients, rate: rate, answers: counts) }, counts)
+                attacker = .local(
+                    Task.detached { await LoginFloodBenchmark.attack(port: port, clients: clients, rate: rate, answers: counts) }, counts)
                 return
             }
             let process = Process()
             process.executableURL = URL(fileURLWithPath: command[0])
-            process.arguments = Array(command.dropFirst()) + ["--nice", "19", "--port", String(port), "--clients", String(options.clients), "--rate", String(options.rate)]
+            process.arguments =
+                Array(command.dropFirst()) + [
+                    "--nice", "19", "--port", String(port), "--clients", String(options.clients), "--rate", String(options.rate),
+                ]
             let (input, output) = (Pipe(), Pipe())
             process.standardInput = input
             process.standardOutput = output
@@ -160,7 +168,9 @@ public struct LoginFloodBenchmark {
                 let data = output.fileHandleForReading.readDataToEndOfFile()
                 process.waitUntilExit()
                 guard process.terminationStatus == 0, let decoded = try? JSONDecoder().decode([String: Int].self, from: data) else {
-                    throw LoginFloodError(message: "the attacker process failed (status \(process.terminationStatus)): \(String(decoding: data, as: UTF8.self))")
+                    throw LoginFloodError(
+                        message:
+                            "the attacker process failed (status \(process.terminationStatus)): \(String(decoding: data, as: UTF8.self))")
                 }
                 counts = decoded
             }
@@ -176,7 +186,9 @@ public struct LoginFloodBenchmark {
     /// stands in for a machine elsewhere (`nice -n` alone would not do: libdispatch's workers reset
     /// their priority by QoS, and NIO's threads start from them).
     public static func attack(port: Int, clients: Int, rate: Double, nice: Int32 = 0, answers: AnswerCounts) async -> [String: Int] {
-        guard nice > 0 else { return await attack(port: port, clients: clients, rate: rate, loops: MultiThreadedEventLoopGroup.singleton, answers: answers) }
+        guard nice > 0 else {
+            return await attack(port: port, clients: clients, rate: rate, loops: MultiThreadedEventLoopGroup.singleton, answers: answers)
+        }
         let loops = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         for loop in loops.makeIterator() { loop.execute { PagePriority.lowerCurrentThread(to: nice) } }
         let executor = NicedTaskExecutor(threads: System.coreCount, nice: nice, name: "loupe-attacker")
@@ -215,12 +227,16 @@ public struct LoginFloodBenchmark {
     /// One wrong-password sign-in over a fresh connection from `source`; the status, or 0 on a transport error.
     static func signIn(port: Int, from source: String, loops: any EventLoopGroup) async -> Int {
         let body = #"{"user":"admin","password":"a-wrong-guess-123"}"#
-        let request = "POST /api/v1/login HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
+        let request =
+            "POST /api/v1/login HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nContent-Type: application/json\r\nContent-Length: "
+            + "\(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
         do {
             let channel = try await ClientBootstrap(group: loops)
                 .bind(to: try SocketAddress(ipAddress: source, port: 0))
                 .connect(host: "127.0.0.1", port: port) { channel in
-                    channel.eventLoop.makeCompletedFuture { try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel) }
+                    channel.eventLoop.makeCompletedFuture {
+                        try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                    }
                 }
             return try await channel.executeThenClose { inbound, outbound in
                 try await outbound.write(ByteBuffer(string: request))

@@ -47,16 +47,20 @@ public struct PipelineBenchmark {
     }
 
     public func run() async throws -> Report {
-        let camera = try SyntheticCamera(configuration: .init(width: options.width, height: options.height, maxShift: 40, maxRotationDegrees: 10))
+        let camera = try SyntheticCamera(
+            configuration: .init(width: options.width, height: options.height, maxShift: 40, maxRotationDegrees: 10))
         var images: [Image8] = []
         for index in 0..<options.frames {
             report("rendering frames \(index + 1)/\(options.frames)")
             images.append(camera.render().0.image)
         }
-        let (inspector, modelDescription) = try BenchStation.inspector(width: options.width, height: options.height, reference: camera.reference,
-                                                                       modelPath: options.modelPath, precision: options.precision)
-        let pipeline = LivePipeline(source: try FrameReplay(images: images, origin: "synthetic"), pacing: .seconds(1 / options.cameraFramesPerSecond), threads: options.threads,
-                                    inspector: inspector, live: true, logger: Logger(label: "loupe.bench.pipeline", factory: { _ in SwiftLogNoOpLogHandler() }))
+        let (inspector, modelDescription) = try BenchStation.inspector(
+            width: options.width, height: options.height, reference: camera.reference,
+            modelPath: options.modelPath, precision: options.precision)
+        let pipeline = LivePipeline(
+            source: try FrameReplay(images: images, origin: "synthetic"), pacing: .seconds(1 / options.cameraFramesPerSecond),
+            threads: options.threads,
+            inspector: inspector, live: true, logger: Logger(label: "loupe.bench.pipeline", factory: { _ in SwiftLogNoOpLogHandler() }))
         let group = ServiceGroup(services: [pipeline], logger: Logger(label: "loupe.bench", factory: { _ in SwiftLogNoOpLogHandler() }))
         let seconds = options.seconds
         let started = ContinuousClock.now
@@ -71,15 +75,19 @@ public struct PipelineBenchmark {
             while ContinuousClock.now - warmupEnd < .seconds(seconds) {
                 try await Task.sleep(for: .milliseconds(250))
                 let elapsed = (ContinuousClock.now - warmupEnd).seconds
-                report(String(format: "measuring %.0f/%.0f s, %d frames inspected", elapsed, seconds, pipeline.statistics.framesInspected - inspectedAtWarmup))
+                report(
+                    String(
+                        format: "measuring %.0f/%.0f s, %d frames inspected", elapsed, seconds,
+                        pipeline.statistics.framesInspected - inspectedAtWarmup))
             }
             await group.triggerGracefulShutdown()
             try await tasks.waitForAll()
         }
         let statistics = pipeline.statistics
         let measured = (ContinuousClock.now - warmupEnd).seconds
-        return Report(statistics: statistics, seconds: measured, framesPerSecond: Double(statistics.framesInspected - inspectedAtWarmup) / measured,
-                      modelDescription: modelDescription)
+        return Report(
+            statistics: statistics, seconds: measured, framesPerSecond: Double(statistics.framesInspected - inspectedAtWarmup) / measured,
+            modelDescription: modelDescription)
     }
 }
 
@@ -87,7 +95,9 @@ public struct PipelineBenchmark {
 /// with two 256x256 ROIs, and a model (a trained file, or an untrained
 /// network of the standard shape: the same cost per frame).
 enum BenchStation {
-    static func inspector(width w: Int, height h: Int, reference: Image8, modelPath: String?, precision: InferencePrecision) throws -> (Inspector, String) {
+    static func inspector(
+        width w: Int, height h: Int, reference: Image8, modelPath: String?, precision: InferencePrecision
+    ) throws -> (Inspector, String) {
         let model: SegmentationModel
         let description: String
         if let path = modelPath {
@@ -95,13 +105,18 @@ enum BenchStation {
             description = path
         } else {
             model = SegmentationModel(weights: Weights(configuration: .standard, seed: 1))
-            description = "untrained U-Net, standard shape (\(UNetConfiguration.standard.baseWidth) wide, depth \(UNetConfiguration.standard.depth))"
+            description =
+                "untrained U-Net, standard shape (\(UNetConfiguration.standard.baseWidth) wide, depth \(UNetConfiguration.standard.depth))"
         }
-        let recipe = Recipe(version: 1, inspectionType: "bench", template: PixelRect(x: w / 4, y: h / 4, width: w / 2, height: h / 2),
-                            rois: [RecipeROI(name: "left", rect: PixelRect(x: w * 260 / 1280, y: h * 300 / 1024, width: 256, height: 256)),
-                                   RecipeROI(name: "right", rect: PixelRect(x: w * 760 / 1280, y: h * 460 / 1024, width: 256, height: 256))],
-                            confidenceThreshold: 0.5)
-        let inspector = try Inspector(recipe: recipe, reference: reference, segmenter: try Segmenter(model: model, precision: precision), modelVersion: "bench")
+        let recipe = Recipe(
+            version: 1, inspectionType: "bench", template: PixelRect(x: w / 4, y: h / 4, width: w / 2, height: h / 2),
+            rois: [
+                RecipeROI(name: "left", rect: PixelRect(x: w * 260 / 1280, y: h * 300 / 1024, width: 256, height: 256)),
+                RecipeROI(name: "right", rect: PixelRect(x: w * 760 / 1280, y: h * 460 / 1024, width: 256, height: 256)),
+            ],
+            confidenceThreshold: 0.5)
+        let inspector = try Inspector(
+            recipe: recipe, reference: reference, segmenter: try Segmenter(model: model, precision: precision), modelVersion: "bench")
         return (inspector, description)
     }
 }

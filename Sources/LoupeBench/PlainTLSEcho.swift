@@ -78,7 +78,9 @@ final class PlainTLSEcho: Sendable {
         }
     }
 
-    static func withClient<Result>(port: Int, tls: TLSFiles, secondsPerRound: Double = 1, _ body: (Client) async throws -> Result) async throws -> Result {
+    static func withClient<Result>(
+        port: Int, tls: TLSFiles, secondsPerRound: Double = 1, _ body: (Client) async throws -> Result
+    ) async throws -> Result {
         let context = try TLSSettings.clientContext(tls)
         let address = try SocketAddress(ipAddress: "127.0.0.1", port: port)
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)

@@ -50,12 +50,14 @@ public struct SegmentationBenchmark {
             }
         }
         guard options.trainingSteps > 0 else { return rows }
-        let engine = try TrainingEngine(weights: model.weights, loss: LossConfiguration(classWeights: [Float](repeating: 1, count: options.configuration.classes)))
+        let engine = try TrainingEngine(
+            weights: model.weights, loss: LossConfiguration(classWeights: [Float](repeating: 1, count: options.configuration.classes)))
         let size = options.trainingSize, batch = options.trainingBatch
         var random = SeededGenerator(seed: 9)
         let images = (0..<(batch * size * size * options.configuration.inputChannels)).map { _ in random.normal() }
         let labels = (0..<(batch * size * size)).map { _ in UInt8(random.below(options.configuration.classes)) }
-        let data = Batch(count: batch, channels: options.configuration.inputChannels, height: size, width: size, images: images, labels: labels)
+        let data = Batch(
+            count: batch, channels: options.configuration.inputChannels, height: size, width: size, images: images, labels: labels)
         _ = try engine.step(data, learningRate: 1e-4)
         var rates: [Double] = []
         for step in 0..<options.trainingSteps {

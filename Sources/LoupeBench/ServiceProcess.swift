@@ -19,7 +19,8 @@ struct ServiceProcess {
         let started = ContinuousClock.now
         while true {
             if let text = try? String(contentsOfFile: readyPath, encoding: .utf8),
-               let parsed = try? parseAddress(text.trimmingCharacters(in: .whitespacesAndNewlines)) {
+                let parsed = try? parseAddress(text.trimmingCharacters(in: .whitespacesAndNewlines))
+            {
                 return ServiceProcess(process: process, port: parsed.port)
             }
             guard process.isRunning, ContinuousClock.now - started < .seconds(30) else {

@@ -49,7 +49,8 @@ public struct TrainingMemoryBenchmark: Sendable {
         public var decodedBytes: Int { rois * roiSide * roiSide * 2 }
         public func passed(limitMegabytes: Int) -> Bool {
             runs.allSatisfy { run in
-                run.state == .succeeded && run.managerPeakKilobytes < limitMegabytes * 1024 && (run.workerPeakKilobytes ?? 0) < limitMegabytes * 1024
+                run.state == .succeeded && run.managerPeakKilobytes < limitMegabytes * 1024
+                    && (run.workerPeakKilobytes ?? 0) < limitMegabytes * 1024
             }
         }
     }
@@ -67,7 +68,9 @@ public struct TrainingMemoryBenchmark: Sendable {
         defer { try? FileManager.default.removeItem(atPath: folder) }
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         let pki = try LocalFleetPKI(folder: folder, organization: "Bench")
-        let (managerTLS, workerTLS, operatorTLS) = (try pki.manager(), try pki.member(.worker, "bench-worker"), try pki.member(.operator, "bench-operator"))
+        let (managerTLS, workerTLS, operatorTLS) = (
+            try pki.manager(), try pki.member(.worker, "bench-worker"), try pki.member(.operator, "bench-operator")
+        )
         let dataDir = folder + "/manager"
         try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
 
@@ -78,17 +81,22 @@ public struct TrainingMemoryBenchmark: Sendable {
         var runs: [Run] = []
         for trainer in ["the manager", "a worker"] {
             let byWorker = trainer == "a worker"
-            let manager = try await ServiceProcess.manager(executable: options.executable, folder: folder, name: "manager", config: [
-                "managerId": "memory-bench", "listen": "127.0.0.1:0", "dataDir": dataDir,
-                "tls": ["ca": managerTLS.ca, "cert": managerTLS.cert, "key": managerTLS.key],
-                "trainingConcurrency": byWorker ? 0 : 1, "trainingThreads": options.threads,
-            ])
+            let manager = try await ServiceProcess.manager(
+                executable: options.executable, folder: folder, name: "manager",
+                config: [
+                    "managerId": "memory-bench", "listen": "127.0.0.1:0", "dataDir": dataDir,
+                    "tls": ["ca": managerTLS.ca, "cert": managerTLS.cert, "key": managerTLS.key],
+                    "trainingConcurrency": byWorker ? 0 : 1, "trainingThreads": options.threads,
+                ])
             var worker: ServiceProcess?
             if byWorker {
-                worker = try ServiceProcess.worker(executable: options.executable, folder: folder, name: "worker", config: [
-                    "managers": ["127.0.0.1:\(manager.port)"], "threads": options.threads, "scratchDirectory": folder + "/worker-scratch",
-                    "tls": ["ca": workerTLS.ca, "cert": workerTLS.cert, "key": workerTLS.key],
-                ])
+                worker = try ServiceProcess.worker(
+                    executable: options.executable, folder: folder, name: "worker",
+                    config: [
+                        "managers": ["127.0.0.1:\(manager.port)"], "threads": options.threads,
+                        "scratchDirectory": folder + "/worker-scratch",
+                        "tls": ["ca": workerTLS.ca, "cert": workerTLS.cert, "key": workerTLS.key],
+                    ])
             }
             do {
                 runs.append(try await train(by: trainer, manager: manager, worker: worker, operatorTLS: operatorTLS))
@@ -137,7 +145,8 @@ public struct TrainingMemoryBenchmark: Sendable {
         let budget = options.trainSeconds
         let reporter = progress
         let started = ContinuousClock.now
-        let final = try await WireClient.withConnection(client, handler: WireClient.refuseAll) { connection, _ -> Loupe_V1_TrainingProgress in
+        let final = try await WireClient.withConnection(client, handler: WireClient.refuseAll) {
+            connection, _ -> Loupe_V1_TrainingProgress in
             var start = Loupe_V1_TrainingStart()
             start.inspectionType = "bench"
             start.timeBudgetSeconds = UInt32(budget.rounded(.up))
@@ -155,17 +164,26 @@ public struct TrainingMemoryBenchmark: Sendable {
                     throw WireError.unexpectedReply(expected: "training_status_reply", received: status.bodyName)
                 }
                 let p = job.progress
-                let memory = "manager \(manager.memory.kilobytes / 1024) MB" + (worker.map { ", worker \($0.memory.kilobytes / 1024) MB" } ?? "")
+                let memory =
+                    "manager \(manager.memory.kilobytes / 1024) MB" + (worker.map { ", worker \($0.memory.kilobytes / 1024) MB" } ?? "")
                 let elapsed = Int((ContinuousClock.now - started).seconds)
-                reporter("\(trainer) trains \(queued.jobID): \(p.state == .queued ? "queued" : p.pass == 0 ? "reading the set" : "pass \(p.pass)"), \(elapsed) s; resident \(memory)")
+                reporter(
+                    "\(trainer) trains \(queued.jobID): "
+                        + "\(p.state == .queued ? "queued" : p.pass == 0 ? "reading the set" : "pass \(p.pass)"), \(elapsed) s; resident "
+                        + "\(memory)"
+                )
                 if [.succeeded, .failed, .cancelled].contains(p.state) { return p }
                 guard worker?.process.isRunning ?? true, manager.process.isRunning else {
-                    throw WireError.refused(code: .internal, message: "the \(worker?.process.isRunning == false ? "worker" : "manager") process stopped mid-job")
+                    throw WireError.refused(
+                        code: .internal, message: "the \(worker?.process.isRunning == false ? "worker" : "manager") process stopped mid-job"
+                    )
                 }
             }
         }
-        return Run(trainer: trainer, managerPeakKilobytes: manager.memory.peakKilobytes, workerPeakKilobytes: worker?.memory.peakKilobytes,
-                   jobSeconds: (ContinuousClock.now - started).seconds, state: final.state, message: final.message.isEmpty ? final.modelVersion : final.message,
-                   pass: Int(final.pass), validationMIoU: final.validationMiou)
+        return Run(
+            trainer: trainer, managerPeakKilobytes: manager.memory.peakKilobytes, workerPeakKilobytes: worker?.memory.peakKilobytes,
+            jobSeconds: (ContinuousClock.now - started).seconds, state: final.state,
+            message: final.message.isEmpty ? final.modelVersion : final.message,
+            pass: Int(final.pass), validationMIoU: final.validationMiou)
     }
 }

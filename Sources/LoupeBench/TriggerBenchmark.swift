@@ -76,18 +76,23 @@ public struct TriggerBenchmark {
     }
 
     public func run() async throws -> Report {
-        let part = try SyntheticCamera(configuration: .init(width: options.width, height: options.height, maxShift: 40, maxRotationDegrees: 10))
+        let part = try SyntheticCamera(
+            configuration: .init(width: options.width, height: options.height, maxShift: 40, maxRotationDegrees: 10))
         var helper: FakeGigELauncher.Running?
-        defer { if let helper, helper.process.isRunning { kill(helper.process.processIdentifier, SIGKILL); helper.process.waitUntilExit() } }
+        defer {
+            if let helper, helper.process.isRunning { kill(helper.process.processIdentifier, SIGKILL); helper.process.waitUntilExit() }
+        }
         var name = options.camera
         if name == nil {
             guard let binary = options.fakeCamera else {
-                throw CaptureError.invalidConfiguration("give --camera (a GenICam camera) or --fake-gige (the helper: make -C Tests/FakeGigE)")
+                throw CaptureError.invalidConfiguration(
+                    "give --camera (a GenICam camera) or --fake-gige (the helper: make -C Tests/FakeGigE)")
             }
             report("starting the fake GigE camera")
             let picture = part.render().0.image
-            helper = try FakeGigELauncher.launch(binary, serial: "BENCH1", width: picture.width, height: picture.height, grey: picture.samples,
-                                                 folder: TemporaryDirectory.make(prefix: "loupe-bench-trigger"))
+            helper = try FakeGigELauncher.launch(
+                binary, serial: "BENCH1", width: picture.width, height: picture.height, grey: picture.samples,
+                folder: TemporaryDirectory.make(prefix: "loupe-bench-trigger"))
             guard helper != nil else { throw CaptureError.invalidConfiguration("the fake GigE camera \(binary) did not start") }
             name = "BENCH1"
         }
@@ -110,12 +115,14 @@ public struct TriggerBenchmark {
         }
         try await Task.sleep(for: .milliseconds(500))  // the device lets the next controller in
 
-        let (inspector, modelDescription) = try BenchStation.inspector(width: options.width, height: options.height, reference: part.reference,
-                                                                       modelPath: options.modelPath, precision: options.precision)
+        let (inspector, modelDescription) = try BenchStation.inspector(
+            width: options.width, height: options.height, reference: part.reference,
+            modelPath: options.modelPath, precision: options.precision)
         let camera = try AravisCamera(settings: settings)
         let device = camera.streamStatistics.device
         let quiet = Logger(label: "loupe.bench.trigger", factory: { _ in SwiftLogNoOpLogHandler() })
-        let pipeline = LivePipeline(source: camera, pacing: nil, threads: options.threads, inspector: inspector, live: true, logger: quiet, trigger: .software)
+        let pipeline = LivePipeline(
+            source: camera, pacing: nil, threads: options.threads, inspector: inspector, live: true, logger: quiet, trigger: .software)
         let group = ServiceGroup(services: [pipeline], logger: quiet)
         var latencies: [Double] = []
         var steps: [RateStep] = []
@@ -152,7 +159,8 @@ public struct TriggerBenchmark {
         }
         // Held: this rate and every slower one with no miss (a lucky faster step does not count).
         let held = steps.prefix { $0.missed == 0 }.last?.rate ?? 0
-        return Report(cameraOnly: LatencySummary(cameraOnly), triggerToResult: LatencySummary(latencies), steps: steps, highestRateHeld: held,
-                      stages: stages, device: device, modelDescription: modelDescription)
+        return Report(
+            cameraOnly: LatencySummary(cameraOnly), triggerToResult: LatencySummary(latencies), steps: steps, highestRateHeld: held,
+            stages: stages, device: device, modelDescription: modelDescription)
     }
 }

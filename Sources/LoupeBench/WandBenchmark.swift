@@ -120,8 +120,10 @@ public struct WandBenchmark: Sendable {
             let truth = try ImageFile.read(root + "/annotations/test/" + (name as NSString).deletingPathExtension + ".png").gray8
             let features = WandFeatures(image)
             for label in Set(truth.samples).subtracting([0]).sorted() {
-                targets.append(Target(image: image, features: features, truth: truth.samples.map { $0 == label }, ignored: nil,
-                                      classIndex: label, mask: truth, key: name))
+                targets.append(
+                    Target(
+                        image: image, features: features, truth: truth.samples.map { $0 == label }, ignored: nil,
+                        classIndex: label, mask: truth, key: name))
             }
         }
         return targets
@@ -137,18 +139,22 @@ public struct WandBenchmark: Sendable {
                 progress("synthetic frames, seed \(seed): \(frameNumber + 1)")
                 let (frame, _) = camera.render()
                 let width = frame.mask.width
-                let features = MaskTools.dilate(try camera.featureMask.warpedNearest(by: frame.pose, width: width, height: frame.mask.height), radius: 3)
+                let features = MaskTools.dilate(
+                    try camera.featureMask.warpedNearest(by: frame.pose, width: width, height: frame.mask.height), radius: 3)
                 for blob in MaskTools.blobs(frame.mask) where blob.area >= 30 {
                     let click = MaskTools.centralPixel(of: blob, width: width, height: frame.mask.height)
                     let window = 160
                     let x0 = max(0, min(frame.image.width - window, click % width - window / 2))
                     let y0 = max(0, min(frame.image.height - window, click / width - window / 2))
                     let rect = PixelRect(x: x0, y: y0, width: window, height: window)
-                    let crop = try frame.image.cropped(to: rect), truth = try frame.mask.cropped(to: rect), fixed = try features.cropped(to: rect)
+                    let crop = try frame.image.cropped(to: rect), truth = try frame.mask.cropped(to: rect),
+                        fixed = try features.cropped(to: rect)
                     let wanted = truth.samples.map { $0 == blob.label }
-                    targets.append(Target(image: crop, features: WandFeatures(crop), truth: wanted,
-                                          ignored: fixed.samples.indices.map { fixed.samples[$0] != 0 && !wanted[$0] },
-                                          classIndex: blob.label, mask: truth, key: "\(seed)-\(frameNumber)-\(blob.label)-\(click)"))
+                    targets.append(
+                        Target(
+                            image: crop, features: WandFeatures(crop), truth: wanted,
+                            ignored: fixed.samples.indices.map { fixed.samples[$0] != 0 && !wanted[$0] },
+                            classIndex: blob.label, mask: truth, key: "\(seed)-\(frameNumber)-\(blob.label)-\(click)"))
                 }
             }
         }
@@ -178,8 +184,10 @@ public struct WandBenchmark: Sendable {
             }
             let image = "target-\(number)-image.png"
             try PNGCodec.encode(target.image).write(to: URL(fileURLWithPath: directory + "/" + image))
-            entries.append(Manifest.Entry(data: data, image: image, truth: try write("truth", target.truth),
-                                          ignored: try target.ignored.map { try write("ignored", $0) }))
+            entries.append(
+                Manifest.Entry(
+                    data: data, image: image, truth: try write("truth", target.truth),
+                    ignored: try target.ignored.map { try write("ignored", $0) }))
         }
         try JSONEncoder().encode(Manifest(targets: entries)).write(to: URL(fileURLWithPath: directory + "/manifest.json"))
     }
@@ -219,12 +227,15 @@ public struct WandBenchmark: Sendable {
             var lastKey: String?
             for (number, target) in targets.enumerated() {
                 if number % 10 == 0 { progress("\(name) on \(data): \(number + 1)/\(targets.count)") }
-                if case .learned(true) = method, lastKey != target.key, let previous = lastKey.flatMap({ key in targets.last { $0.key == key } }) {
+                if case .learned(true) = method, lastKey != target.key,
+                    let previous = lastKey.flatMap({ key in targets.last { $0.key == key } })
+                {
                     memory.record(key: previous.key, features: previous.features, mask: previous.mask)
                 }
                 lastKey = target.key
                 if case .learned(true) = method, memory.imageCount >= 10,
-                   let proposal = LearnedWand().propose(target.features, memory: memory, tolerance: options.tolerance) {
+                    let proposal = LearnedWand().propose(target.features, memory: memory, tolerance: options.tolerance)
+                {
                     zeroClick.append(Self.iou(proposal.samples.map { $0 == target.classIndex }, target))
                 }
                 var curve: [Double] = []
@@ -250,8 +261,9 @@ public struct WandBenchmark: Sendable {
             let start = DispatchTime.now().uptimeNanoseconds
             switch method {
             case .learned(let remembering):
-                let result = try? LearnedWand().select(target.features, clicks: clicks, classIndex: target.classIndex,
-                                                       memory: remembering ? memory : nil, tolerance: options.tolerance)
+                let result = try? LearnedWand().select(
+                    target.features, clicks: clicks, classIndex: target.classIndex,
+                    memory: remembering ? memory : nil, tolerance: options.tolerance)
                 selection = result.map { $0.samples.map { $0 != 0 } } ?? selection
             case .rules:
                 let click = clicks.last!
@@ -264,7 +276,8 @@ public struct WandBenchmark: Sendable {
             // The next click: the middle of the largest error.
             let misses = target.truth.indices.map { target.truth[$0] && !selection[$0] }
             let falses = target.truth.indices.map { !target.truth[$0] && selection[$0] && !(target.ignored?[$0] ?? false) }
-            let miss = Self.largestRegion(misses, width: width, height: height), false_ = Self.largestRegion(falses, width: width, height: height)
+            let miss = Self.largestRegion(misses, width: width, height: height),
+                false_ = Self.largestRegion(falses, width: width, height: height)
             guard miss.area > 0 || false_.area > 0 else { break }
             let positive = miss.area >= false_.area
             guard let next = Self.interior(positive ? miss.set : false_.set, width: width, height: height) else { break }
@@ -285,8 +298,9 @@ public struct WandBenchmark: Sendable {
             let features = WandFeatures(frame.image)
             featureTimes.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6)
             for label in Set(frame.mask.samples).subtracting([0]).sorted() {
-                let target = Target(image: frame.image, features: features, truth: frame.mask.samples.map { $0 == label }, ignored: nil,
-                                    classIndex: label, mask: frame.mask, key: "latency-\(number)")
+                let target = Target(
+                    image: frame.image, features: features, truth: frame.mask.samples.map { $0 == label }, ignored: nil,
+                    classIndex: label, mask: frame.mask, key: "latency-\(number)")
                 var limited = self
                 limited.options.clicks = 3
                 limited.operate(target, method: .learned(remembering: false), memory: WandMemory()) { selection, milliseconds in
@@ -295,8 +309,9 @@ public struct WandBenchmark: Sendable {
                 }
             }
         }
-        return Latency(width: 1280, height: 1024, featuresP50Milliseconds: median(featureTimes), featuresMaxMilliseconds: featureTimes.max() ?? 0,
-                       clickP50Milliseconds: median(clickTimes), clickP99Milliseconds: percentile(clickTimes, 0.99), clicks: clickTimes.count)
+        return Latency(
+            width: 1280, height: 1024, featuresP50Milliseconds: median(featureTimes), featuresMaxMilliseconds: featureTimes.max() ?? 0,
+            clickP50Milliseconds: median(clickTimes), clickP99Milliseconds: percentile(clickTimes, 0.99), clicks: clickTimes.count)
     }
 
     static func row(_ method: String, data: String, curves: [[Double]], times: [Double], clicks: Int, zeroClick: [Double]) -> Row {
@@ -304,11 +319,12 @@ public struct WandBenchmark: Sendable {
         let filled = curves.map { curve in (0..<clicks).map { curve.isEmpty ? 0 : curve[min($0, curve.count - 1)] } }
         let means = (0..<clicks).map { k in filled.map { $0[k] }.reduce(0, +) / Double(max(1, filled.count)) }
         let reached = filled.map { curve in curve.firstIndex { $0 >= 0.85 }.map { $0 + 1 } }
-        return Row(method: method, data: data, targets: curves.count, iouAfter: means,
-                   nocAt85: reached.map { Double($0 ?? clicks) }.reduce(0, +) / Double(max(1, reached.count)),
-                   neverAt85: Double(reached.filter { $0 == nil }.count) / Double(max(1, reached.count)),
-                   zeroClickIoU: zeroClick.isEmpty ? nil : zeroClick.reduce(0, +) / Double(zeroClick.count),
-                   clickP50Milliseconds: median(times), clickP99Milliseconds: percentile(times, 0.99))
+        return Row(
+            method: method, data: data, targets: curves.count, iouAfter: means,
+            nocAt85: reached.map { Double($0 ?? clicks) }.reduce(0, +) / Double(max(1, reached.count)),
+            neverAt85: Double(reached.filter { $0 == nil }.count) / Double(max(1, reached.count)),
+            zeroClickIoU: zeroClick.isEmpty ? nil : zeroClick.reduce(0, +) / Double(zeroClick.count),
+            clickP50Milliseconds: median(times), clickP99Milliseconds: percentile(times, 0.99))
     }
 
     static func iou(_ selection: [Bool], _ target: Target) -> Double {
@@ -328,7 +344,8 @@ public struct WandBenchmark: Sendable {
     /// The largest 8-connected region of a set.
     static func largestRegion(_ set: [Bool], width: Int, height: Int) -> (set: [Bool], area: Int) {
         guard let image = try? Image8(width: width, height: height, samples: set.map { $0 ? 1 : 0 }),
-              let blob = MaskTools.blobs(image).max(by: { $0.area < $1.area }) else { return ([], 0) }
+            let blob = MaskTools.blobs(image).max(by: { $0.area < $1.area })
+        else { return ([], 0) }
         var out = [Bool](repeating: false, count: set.count)
         for index in blob.pixels { out[index] = true }
         return (out, blob.area)

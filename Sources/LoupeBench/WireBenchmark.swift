@@ -58,7 +58,8 @@ public struct WireBenchmark: Sendable {
         let (managerTLS, agentTLS) = (try pki.manager(), try pki.member(.agent, "bench-cam"))
 
         let manager = try await InProcessManager.start(
-            ManagerConfig(managerId: "bench", listen: "127.0.0.1:0", tls: managerTLS, revocationList: nil, dataDir: folder + "/data"), logger: Self.quietLogger)
+            ManagerConfig(managerId: "bench", listen: "127.0.0.1:0", tls: managerTLS, revocationList: nil, dataDir: folder + "/data"),
+            logger: Self.quietLogger)
         let managerPort = manager.port
 
         let echo = try await PlainTLSEcho.start(tls: managerTLS)
@@ -70,16 +71,23 @@ public struct WireBenchmark: Sendable {
         let rows = try await WireClient.withConnection(loupeClient) { connection, _ in
             try await PlainTLSEcho.withClient(port: echo.port, tls: agentTLS, secondsPerRound: options.secondsPerRound) { plain in
                 var rows: [Row] = []
-                rows.append(try await measure("small round trips, 1 in flight", unit: "round trips/s", perItem: 1,
-                    loupe: { try await loupeRoundTrips(connection, payload: small, window: 1) },
-                    ceiling: { try await plain.roundTrips(payloadBytes: small.count, window: 1) }))
-                rows.append(try await measure("small round trips, \(options.pipelinedWindow) in flight", unit: "round trips/s", perItem: 1,
-                    loupe: { try await loupeRoundTrips(connection, payload: small, window: options.pipelinedWindow) },
-                    ceiling: { try await plain.roundTrips(payloadBytes: small.count, window: options.pipelinedWindow) }))
+                rows.append(
+                    try await measure(
+                        "small round trips, 1 in flight", unit: "round trips/s", perItem: 1,
+                        loupe: { try await loupeRoundTrips(connection, payload: small, window: 1) },
+                        ceiling: { try await plain.roundTrips(payloadBytes: small.count, window: 1) }))
+                rows.append(
+                    try await measure(
+                        "small round trips, \(options.pipelinedWindow) in flight", unit: "round trips/s", perItem: 1,
+                        loupe: { try await loupeRoundTrips(connection, payload: small, window: options.pipelinedWindow) },
+                        ceiling: { try await plain.roundTrips(payloadBytes: small.count, window: options.pipelinedWindow) }))
                 let megabytes = Double(options.largePayloadBytes) / 1_000_000
-                rows.append(try await measure("\(options.largePayloadBytes >> 20) MiB payloads, \(options.largeWindow) in flight", unit: "MB/s each way", perItem: megabytes,
-                    loupe: { try await loupeRoundTrips(connection, payload: large, window: options.largeWindow) },
-                    ceiling: { try await plain.roundTrips(payloadBytes: large.count, window: options.largeWindow) }))
+                rows.append(
+                    try await measure(
+                        "\(options.largePayloadBytes >> 20) MiB payloads, \(options.largeWindow) in flight", unit: "MB/s each way",
+                        perItem: megabytes,
+                        loupe: { try await loupeRoundTrips(connection, payload: large, window: options.largeWindow) },
+                        ceiling: { try await plain.roundTrips(payloadBytes: large.count, window: options.largeWindow) }))
                 return rows
             }
         }

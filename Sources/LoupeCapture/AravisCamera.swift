@@ -96,9 +96,10 @@ public final class AravisCamera: FrameSource, StreamStatisticsReporting, Softwar
         arv_update_device_list()
         return (0..<arv_get_n_devices()).map { index in
             func text(_ pointer: UnsafePointer<CChar>?) -> String { pointer.map { String(cString: $0) } ?? "" }
-            return GenICamDevice(id: text(arv_get_device_id(index)), vendor: text(arv_get_device_vendor(index)), model: text(arv_get_device_model(index)),
-                                 serial: text(arv_get_device_serial_nbr(index)), address: text(arv_get_device_address(index)),
-                                 transport: text(arv_get_device_protocol(index)))
+            return GenICamDevice(
+                id: text(arv_get_device_id(index)), vendor: text(arv_get_device_vendor(index)), model: text(arv_get_device_model(index)),
+                serial: text(arv_get_device_serial_nbr(index)), address: text(arv_get_device_address(index)),
+                transport: text(arv_get_device_protocol(index)))
         }
     }
 
@@ -128,10 +129,14 @@ public final class AravisCamera: FrameSource, StreamStatisticsReporting, Softwar
         self.settings = settings
         name = settings.camera ?? "the first GenICam camera"
         let connection = try Connection(settings: settings, name: name)
-        state = Mutex(State(connection: connection, statistics: CameraStreamStatistics(
-            device: connection.label, pixelFormat: connection.format.rawValue, connected: true, completedFrames: 0, failedFrames: 0,
-            incompleteFrames: 0, underruns: 0, missingPackets: 0, resendRequests: 0, resentPackets: 0, reconnects: 0, lostReason: nil),
-            trigger: settings.trigger))
+        state = Mutex(
+            State(
+                connection: connection,
+                statistics: CameraStreamStatistics(
+                    device: connection.label, pixelFormat: connection.format.rawValue, connected: true, completedFrames: 0, failedFrames: 0,
+                    incompleteFrames: 0, underruns: 0, missingPackets: 0, resendRequests: 0, resentPackets: 0, reconnects: 0,
+                    lostReason: nil),
+                trigger: settings.trigger))
     }
 
     /// The negotiated format and size of the current connection.
@@ -222,7 +227,9 @@ public final class AravisCamera: FrameSource, StreamStatisticsReporting, Softwar
             case .frame(let buffer):
                 defer { connection.requeue(buffer) }
                 let image = try connection.image(of: buffer)
-                let number = sequence.withLock { $0 += 1; return $0 }
+                let number = sequence.withLock {
+                    $0 += 1; return $0
+                }
                 return CapturedFrame(sequence: number, image: image, origin: "genicam:\(connection.serial)")
             case .incomplete:
                 continue
@@ -282,7 +289,9 @@ public final class AravisCamera: FrameSource, StreamStatisticsReporting, Softwar
             }
             throw CaptureError.cameraLost(camera: name, reason: "cannot set it up in \(triggerMode.name) trigger mode: \(error)")
         }
-        state.withLock { $0.connection = connection; $0.reopening = false }
+        state.withLock {
+            $0.connection = connection; $0.reopening = false
+        }
     }
 
     private func lose(_ connection: Connection, reason: String) -> CaptureError {
@@ -301,9 +310,10 @@ private struct Counts {
     var completed = 0, failed = 0, incomplete = 0, underruns = 0, missingPackets = 0, resendRequests = 0, resentPackets = 0
 
     static func + (a: Counts, b: Counts) -> Counts {
-        Counts(completed: a.completed + b.completed, failed: a.failed + b.failed, incomplete: a.incomplete + b.incomplete,
-               underruns: a.underruns + b.underruns, missingPackets: a.missingPackets + b.missingPackets,
-               resendRequests: a.resendRequests + b.resendRequests, resentPackets: a.resentPackets + b.resentPackets)
+        Counts(
+            completed: a.completed + b.completed, failed: a.failed + b.failed, incomplete: a.incomplete + b.incomplete,
+            underruns: a.underruns + b.underruns, missingPackets: a.missingPackets + b.missingPackets,
+            resendRequests: a.resendRequests + b.resendRequests, resentPackets: a.resentPackets + b.resentPackets)
     }
 }
 
@@ -353,7 +363,8 @@ private final class Connection: @unchecked Sendable {
         }
         try check("cannot read the pixel formats it offers")
         guard let format = settings.pixelFormats.first(where: { offered.contains($0.rawValue) }) else {
-            throw CaptureError.formatNotOffered(path: name, wanted: settings.pixelFormats.map(\.rawValue).joined(separator: " or "), offered: offered)
+            throw CaptureError.formatNotOffered(
+                path: name, wanted: settings.pixelFormats.map(\.rawValue).joined(separator: " or "), offered: offered)
         }
         arv_camera_set_pixel_format_from_string(camera.camera, format.rawValue, &error)
         try check("cannot set \(format.rawValue)")
@@ -383,12 +394,15 @@ private final class Connection: @unchecked Sendable {
         width = Int(w)
         height = Int(h)
 
-        try Self.set(camera, settings.framesPerSecond, name: name, what: "frame rate", available: arv_camera_is_frame_rate_available,
-                     bounds: arv_camera_get_frame_rate_bounds, apply: arv_camera_set_frame_rate)
-        try Self.set(camera, settings.exposureMicroseconds, name: name, what: "exposure time", available: arv_camera_is_exposure_time_available,
-                     bounds: arv_camera_get_exposure_time_bounds, apply: arv_camera_set_exposure_time)
-        try Self.set(camera, settings.gainDecibels, name: name, what: "gain", available: arv_camera_is_gain_available,
-                     bounds: arv_camera_get_gain_bounds, apply: arv_camera_set_gain)
+        try Self.set(
+            camera, settings.framesPerSecond, name: name, what: "frame rate", available: arv_camera_is_frame_rate_available,
+            bounds: arv_camera_get_frame_rate_bounds, apply: arv_camera_set_frame_rate)
+        try Self.set(
+            camera, settings.exposureMicroseconds, name: name, what: "exposure time", available: arv_camera_is_exposure_time_available,
+            bounds: arv_camera_get_exposure_time_bounds, apply: arv_camera_set_exposure_time)
+        try Self.set(
+            camera, settings.gainDecibels, name: name, what: "gain", available: arv_camera_is_gain_available,
+            bounds: arv_camera_get_gain_bounds, apply: arv_camera_set_gain)
         if arv_camera_is_gv_device(camera.camera) != 0 {
             if let packetSize = settings.packetSize {
                 arv_camera_gv_set_packet_size(camera.camera, gint(packetSize), &error)
@@ -454,7 +468,8 @@ private final class Connection: @unchecked Sendable {
         let width = Int(arv_buffer_get_image_width(buffer.buffer)), height = Int(arv_buffer_get_image_height(buffer.buffer))
         let code = arv_buffer_get_image_pixel_format(buffer.buffer)
         guard let format = GenICamPixelFormat.allCases.first(where: { $0.code == code }) else {
-            throw CaptureError.device(path: label, reason: String(format: "a frame in pixel format 0x%08x, which Loupe does not read", code))
+            throw CaptureError.device(
+                path: label, reason: String(format: "a frame in pixel format 0x%08x, which Loupe does not read", code))
         }
         return try format.grey(from: UnsafeRawBufferPointer(start: data, count: size), width: width, height: height)
     }
@@ -477,17 +492,23 @@ private final class Connection: @unchecked Sendable {
         var completed: guint64 = 0, failures: guint64 = 0, underruns: guint64 = 0
         arv_stream_get_statistics(stream.stream, &completed, &failures, &underruns)
         let isGV = arv_camera_is_gv_device(camera.camera) != 0
-        return Counts(completed: Int(completed), failed: Int(failures), incomplete: incomplete.withLock { $0 }, underruns: Int(underruns),
-                      missingPackets: isGV ? info("n_missing_packets") : 0, resendRequests: isGV ? info("n_resend_requests") : 0,
-                      resentPackets: isGV ? info("n_resent_packets") : 0)
+        return Counts(
+            completed: Int(completed), failed: Int(failures), incomplete: incomplete.withLock { $0 }, underruns: Int(underruns),
+            missingPackets: isGV ? info("n_missing_packets") : 0, resendRequests: isGV ? info("n_resend_requests") : 0,
+            resentPackets: isGV ? info("n_resent_packets") : 0)
     }
 
     /// Sets a float feature, refusing a value outside the camera's range and a
     /// feature the camera lacks (by name, so the config can be corrected).
-    private static func set(_ camera: OpaquePointer, _ value: Double?, name: String, what: String,
-                            available: (UnsafeMutablePointer<ArvCamera>?, UnsafeMutablePointer<UnsafeMutablePointer<GError>?>?) -> gboolean,
-                            bounds: (UnsafeMutablePointer<ArvCamera>?, UnsafeMutablePointer<Double>?, UnsafeMutablePointer<Double>?, UnsafeMutablePointer<UnsafeMutablePointer<GError>?>?) -> Void,
-                            apply: (UnsafeMutablePointer<ArvCamera>?, Double, UnsafeMutablePointer<UnsafeMutablePointer<GError>?>?) -> Void) throws {
+    private static func set(
+        _ camera: OpaquePointer, _ value: Double?, name: String, what: String,
+        available: (UnsafeMutablePointer<ArvCamera>?, UnsafeMutablePointer<UnsafeMutablePointer<GError>?>?) -> gboolean,
+        bounds: (
+            UnsafeMutablePointer<ArvCamera>?, UnsafeMutablePointer<Double>?, UnsafeMutablePointer<Double>?,
+            UnsafeMutablePointer<UnsafeMutablePointer<GError>?>?
+        ) -> Void,
+        apply: (UnsafeMutablePointer<ArvCamera>?, Double, UnsafeMutablePointer<UnsafeMutablePointer<GError>?>?) -> Void
+    ) throws {
         guard let value else { return }
         var error: UnsafeMutablePointer<GError>?
         guard available(camera.camera, &error) != 0 else {

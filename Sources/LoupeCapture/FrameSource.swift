@@ -52,7 +52,9 @@ public enum CameraTrigger: Sendable, Equatable, Codable {
         case "free-run": self = .freeRun
         case "software": self = .software
         default:
-            guard !name.isEmpty, name.utf8.count <= 64, name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }) else { return nil }
+            guard !name.isEmpty, name.utf8.count <= 64,
+                name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") })
+            else { return nil }
             self = .line(name)
         }
     }
@@ -112,7 +114,9 @@ public enum CaptureError: Error, CustomStringConvertible, Equatable {
         case .settingUp(let camera, let mode): return "camera \(camera) is being set up in \(mode) trigger mode; trigger again in a moment"
         case .cameraNotFound(let camera, let found):
             return "no GigE Vision or USB3 Vision camera \(camera) found; "
-                + (found.isEmpty ? "none answered (is it powered, on this subnet, not opened by another program?)" : "found \(found.joined(separator: ", "))")
+                + (found.isEmpty
+                    ? "none answered (is it powered, on this subnet, not opened by another program?)"
+                    : "found \(found.joined(separator: ", "))")
         }
     }
 }

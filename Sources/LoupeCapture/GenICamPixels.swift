@@ -32,7 +32,9 @@ public enum GenICamPixelFormat: String, Sendable, CaseIterable, Codable {
 
     /// The order Loupe asks for them when the config names none: grey first
     /// (what the pipeline inspects), the deepest grey before colour.
-    public static let preference: [GenICamPixelFormat] = [.mono8, .mono16, .mono14, .mono12, .mono10, .bayerRG8, .bayerGR8, .bayerGB8, .bayerBG8, .rgb8]
+    public static let preference: [GenICamPixelFormat] = [
+        .mono8, .mono16, .mono14, .mono12, .mono10, .bayerRG8, .bayerGR8, .bayerGB8, .bayerBG8, .rgb8,
+    ]
 
     public var bytesPerPixel: Int {
         switch self {
@@ -85,7 +87,8 @@ public enum GenICamPixelFormat: String, Sendable, CaseIterable, Codable {
                     for x in 0..<width {
                         let left = min(x, max(0, width - 2))
                         let right = width > 1 ? left + 1 : left
-                        let sum = Int(source[top + left]) + Int(source[top + right]) + Int(source[bottom + left]) + Int(source[bottom + right])
+                        let sum =
+                            Int(source[top + left]) + Int(source[top + right]) + Int(source[bottom + left]) + Int(source[bottom + right])
                         out[y * width + x] = UInt8((sum + 2) / 4)
                     }
                 }

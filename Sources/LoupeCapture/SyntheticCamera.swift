@@ -85,7 +85,9 @@ public final class SyntheticCamera: FrameSource {
 
     /// The area of the reference image the part covers (defects land inside it).
     public var partRect: PixelRect {
-        PixelRect(x: configuration.width / 8, y: configuration.height / 8, width: configuration.width * 3 / 4, height: configuration.height * 3 / 4)
+        PixelRect(
+            x: configuration.width / 8, y: configuration.height / 8, width: configuration.width * 3 / 4,
+            height: configuration.height * 3 / 4)
     }
 
     public func nextFrame() async throws -> CapturedFrame? {
@@ -105,7 +107,10 @@ public final class SyntheticCamera: FrameSource {
         let angle = Double.random(in: -c.maxRotationDegrees...c.maxRotationDegrees, using: &generator) * .pi / 180
         let pose = SimilarityTransform.rotation(
             angle, about: (Double(c.width) / 2, Double(c.height) / 2),
-            shift: (Double.random(in: -c.maxShift...c.maxShift, using: &generator), Double.random(in: -c.maxShift...c.maxShift, using: &generator))
+            shift: (
+                Double.random(in: -c.maxShift...c.maxShift, using: &generator),
+                Double.random(in: -c.maxShift...c.maxShift, using: &generator)
+            )
         )
         var part = reference
         var mask = Image8(validWidth: c.width, height: c.height)
@@ -117,8 +122,9 @@ public final class SyntheticCamera: FrameSource {
         let movedMask = mask.warpedNearest(by: pose)
         if c.noise > 0 {
             for index in image.samples.indices {
-                let gaussian = (Double.random(in: 0..<1, using: &generator) + Double.random(in: 0..<1, using: &generator)
-                    + Double.random(in: 0..<1, using: &generator) - 1.5) * 2 * c.noise
+                let gaussian =
+                    (Double.random(in: 0..<1, using: &generator) + Double.random(in: 0..<1, using: &generator)
+                        + Double.random(in: 0..<1, using: &generator) - 1.5) * 2 * c.noise
                 image.samples[index] = UInt8(max(0, min(255, (Double(image.samples[index]) + gaussian).rounded())))
             }
         }
@@ -138,8 +144,9 @@ public final class SyntheticCamera: FrameSource {
             let length = Double.random(in: 50...160, using: &generator)
             let bright = Bool.random(using: &generator)
             let width = Double.random(in: 2.5...4, using: &generator)
-            Self.stroke(from: (x, y), to: (x + cos(angle) * length, y + sin(angle) * length), radius: width / 2, part: &part, mask: &mask,
-                        label: kind.rawValue, shade: bright ? 70 : -70)
+            Self.stroke(
+                from: (x, y), to: (x + cos(angle) * length, y + sin(angle) * length), radius: width / 2, part: &part, mask: &mask,
+                label: kind.rawValue, shade: bright ? 70 : -70)
         case .spot:
             let radius = Double.random(in: 6...16, using: &generator)
             Self.disc(center: (x, y), radius: radius, part: &part, mask: &mask, label: kind.rawValue, shade: -80)
@@ -156,7 +163,9 @@ public final class SyntheticCamera: FrameSource {
     }
 
     /// A thick line segment: every pixel within `radius` of the segment.
-    static func stroke(from a: (Double, Double), to b: (Double, Double), radius: Double, part: inout Image8, mask: inout Image8, label: UInt8, shade: Int) {
+    static func stroke(
+        from a: (Double, Double), to b: (Double, Double), radius: Double, part: inout Image8, mask: inout Image8, label: UInt8, shade: Int
+    ) {
         let minX = max(0, Int(floor(min(a.0, b.0) - radius - 1))), maxX = min(part.width - 1, Int(ceil(max(a.0, b.0) + radius + 1)))
         let minY = max(0, Int(floor(min(a.1, b.1) - radius - 1))), maxY = min(part.height - 1, Int(ceil(max(a.1, b.1) + radius + 1)))
         guard minX <= maxX, minY <= maxY else { return }
@@ -210,7 +219,8 @@ public final class SyntheticCamera: FrameSource {
                 let gx = Double(x) / 16, gy = Double(y) / 16
                 let x0 = Int(gx), y0 = Int(gy)
                 let fx = gx - Double(x0), fy = gy - Double(y0)
-                let noise = (grain[y0 * gridWidth + x0] * (1 - fx) + grain[y0 * gridWidth + x0 + 1] * fx) * (1 - fy)
+                let noise =
+                    (grain[y0 * gridWidth + x0] * (1 - fx) + grain[y0 * gridWidth + x0 + 1] * fx) * (1 - fy)
                     + (grain[(y0 + 1) * gridWidth + x0] * (1 - fx) + grain[(y0 + 1) * gridWidth + x0 + 1] * fx) * fy
                 image[x, y] = UInt8(max(0, min(255, 150 + rowShade[y] + noise)))
             }
@@ -219,8 +229,9 @@ public final class SyntheticCamera: FrameSource {
         // Holes near three corners (not the fourth), so the pose is unambiguous.
         let holes = [(0.12, 0.15, 0.035), (0.88, 0.18, 0.03), (0.15, 0.85, 0.045), (0.5, 0.5, 0.06), (0.7, 0.62, 0.025)]
         for (u, v, r) in holes {
-            disc(center: (Double(plate.x) + u * Double(plate.width), Double(plate.y) + v * Double(plate.height)),
-                 radius: r * Double(plate.height), part: &image, mask: &features, label: 1, shade: -110)
+            disc(
+                center: (Double(plate.x) + u * Double(plate.width), Double(plate.y) + v * Double(plate.height)),
+                radius: r * Double(plate.height), part: &image, mask: &features, label: 1, shade: -110)
         }
         // An engraved "L" mark and a slot.
         let mx = Double(plate.x) + 0.3 * Double(plate.width), my = Double(plate.y) + 0.3 * Double(plate.height)

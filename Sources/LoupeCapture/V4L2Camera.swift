@@ -74,8 +74,9 @@ public final class V4L2Camera: FrameSource {
             description.index += 1
         }
         guard let chosen = request.formats.first(where: { offered.contains($0.fourCC) }) else {
-            throw CaptureError.formatNotOffered(path: path, wanted: request.formats.map(\.rawValue).joined(separator: " or "),
-                                                offered: offered.map(CameraPixelFormat.name(of:)))
+            throw CaptureError.formatNotOffered(
+                path: path, wanted: request.formats.map(\.rawValue).joined(separator: " or "),
+                offered: offered.map(CameraPixelFormat.name(of:)))
         }
         var format = v4l2_format()
         format.type = V4L2_BUF_TYPE_VIDEO_CAPTURE.rawValue
@@ -84,7 +85,8 @@ public final class V4L2Camera: FrameSource {
         format.fmt.pix.pixelformat = chosen.fourCC
         format.fmt.pix.field = V4L2_FIELD_NONE.rawValue
         guard loupe_v4l2_ioctl(fd, loupe_VIDIOC_S_FMT(), &format) == 0 else {
-            throw CaptureError.device(path: path, reason: "cannot set \(chosen.rawValue) \(request.width)x\(request.height): \(String(cString: strerror(errno)))")
+            throw CaptureError.device(
+                path: path, reason: "cannot set \(chosen.rawValue) \(request.width)x\(request.height): \(String(cString: strerror(errno)))")
         }
         self.format = chosen
         width = Int(format.fmt.pix.width)
@@ -110,7 +112,8 @@ public final class V4L2Camera: FrameSource {
             buffer.memory = V4L2_MEMORY_MMAP.rawValue
             buffer.index = index
             guard loupe_v4l2_ioctl(fd, loupe_VIDIOC_QUERYBUF(), &buffer) == 0,
-                  let address = loupe_v4l2_mmap(fd, Int(buffer.length), Int(buffer.m.offset)), loupe_map_failed(address) == 0 else {
+                let address = loupe_v4l2_mmap(fd, Int(buffer.length), Int(buffer.m.offset)), loupe_map_failed(address) == 0
+            else {
                 for region in mapped { v4l2_munmap(region.address, region.length) }
                 throw CaptureError.device(path: path, reason: "cannot map capture buffer \(index): \(String(cString: strerror(errno)))")
             }
@@ -152,7 +155,9 @@ public final class V4L2Camera: FrameSource {
         let region = buffers[Int(buffer.index)]
         let bytes = UnsafeRawBufferPointer(start: region.address, count: min(region.length, Int(buffer.bytesused)))
         let image = try format.grey(from: bytes, width: width, height: height, bytesPerLine: bytesPerLine)
-        let number = sequence.withLock { $0 += 1; return $0 }
+        let number = sequence.withLock {
+            $0 += 1; return $0
+        }
         return CapturedFrame(sequence: number, image: image, origin: path)
     }
 
@@ -174,7 +179,8 @@ public final class V4L2Camera: FrameSource {
         var query = v4l2_queryctrl()
         query.id = control.id
         guard loupe_v4l2_ioctl(descriptor, loupe_VIDIOC_QUERYCTRL(), &query) == 0,
-              query.flags & UInt32(V4L2_CTRL_FLAG_DISABLED) == 0 else { return nil }
+            query.flags & UInt32(V4L2_CTRL_FLAG_DISABLED) == 0
+        else { return nil }
         return Int(query.minimum)...Int(query.maximum)
     }
 

@@ -54,7 +54,9 @@ public final class PeerFrameLimit: Sendable {
     /// Takes what the peer announced (0 means the default), refusing a limit too small for the protocol's own frames.
     public func adopt(announced: UInt32, field: String) throws(WireError) {
         guard announced == 0 || announced >= WireProtocol.minimumMaxFrameBytes else {
-            throw .refused(code: .invalidArgument, message: "\(field) \(announced) is below the protocol's minimum of \(WireProtocol.minimumMaxFrameBytes) bytes")
+            throw .refused(
+                code: .invalidArgument,
+                message: "\(field) \(announced) is below the protocol's minimum of \(WireProtocol.minimumMaxFrameBytes) bytes")
         }
         value.store(announced == 0 ? WireProtocol.defaultMaxFrameBytes : Int(announced), ordering: .relaxed)
     }

@@ -34,7 +34,9 @@ public struct SimilarityTransform: Sendable, Equatable {
     }
 
     /// A rotation by `angle` about `center`, then a shift by (dx, dy).
-    public static func rotation(_ angle: Double, about center: (x: Double, y: Double), shift: (dx: Double, dy: Double) = (0, 0)) -> SimilarityTransform {
+    public static func rotation(
+        _ angle: Double, about center: (x: Double, y: Double), shift: (dx: Double, dy: Double) = (0, 0)
+    ) -> SimilarityTransform {
         let c = cos(angle), s = sin(angle)
         return SimilarityTransform(
             scale: 1, angle: angle,
@@ -65,7 +67,8 @@ extension Raster {
     /// The pixels inside `rect`, which must lie within the image.
     public func cropped(to rect: PixelRect) throws -> Raster {
         guard rect.width > 0, rect.height > 0, rect.x >= 0, rect.y >= 0,
-              rect.x + rect.width <= width, rect.y + rect.height <= height else {
+            rect.x + rect.width <= width, rect.y + rect.height <= height
+        else {
             throw ImageError.outOfBounds(rect: rect, width: width, height: height)
         }
         var out = [Sample]()
@@ -184,7 +187,9 @@ extension Raster where Sample == UInt8 {
 
     /// Like `warped`, but each output pixel takes its nearest source pixel:
     /// for label masks, whose values are classes, not intensities.
-    public func warpedNearest(by transform: SimilarityTransform, width outWidth: Int, height outHeight: Int, fill: UInt8 = 0) throws -> Raster {
+    public func warpedNearest(
+        by transform: SimilarityTransform, width outWidth: Int, height outHeight: Int, fill: UInt8 = 0
+    ) throws -> Raster {
         warpedNearest(by: transform, into: try Raster(width: outWidth, height: outHeight, channels: channels, fill: fill))
     }
 
@@ -238,7 +243,9 @@ extension Raster where Sample == UInt8 {
                     for x in 0..<outWidth {
                         for c in 0..<channels {
                             let left = 2 * x * channels + c, right = left + channels
-                            let sum = UInt32(source[top + left]) + UInt32(source[top + right]) + UInt32(source[bottom + left]) + UInt32(source[bottom + right])
+                            let sum =
+                                UInt32(source[top + left]) + UInt32(source[top + right]) + UInt32(source[bottom + left])
+                                + UInt32(source[bottom + right])
                             target[row + x * channels + c] = UInt8((sum + 2) / 4)
                         }
                     }
@@ -325,7 +332,8 @@ extension Raster where Sample == UInt8 {
         let alpha = min(1, max(0, opacity))
         var out = try Image8(width: width, height: height, channels: 3)
         for index in 0..<(width * height) {
-            let base: (Double, Double, Double) = channels == 1
+            let base: (Double, Double, Double) =
+                channels == 1
                 ? (Double(samples[index]), Double(samples[index]), Double(samples[index]))
                 : (Double(samples[index * 3]), Double(samples[index * 3 + 1]), Double(samples[index * 3 + 2]))
             let label = Int(mask.samples[index])

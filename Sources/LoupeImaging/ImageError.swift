@@ -38,7 +38,8 @@ public enum ImageError: Error, CustomStringConvertible, Equatable {
         case .unknownFormat:
             return "not a PNG or JPEG image"
         case .tooLarge(let width, let height, let limit):
-            return "image of \(width)x\(height) pixels exceeds the limit of \(limit.maxWidth)x\(limit.maxHeight) and \(limit.maxPixels) pixels"
+            return
+                "image of \(width)x\(height) pixels exceeds the limit of \(limit.maxWidth)x\(limit.maxHeight) and \(limit.maxPixels) pixels"
         case .tooManyScans(let count, let limit):
             return "JPEG has \(count) scans; at most \(limit) are decoded (a progressive file built to exhaust the decoder, or a mistake)"
         case .corrupt(let format, let reason):

@@ -42,8 +42,9 @@ public enum JPEGCodec {
         let format = image.channels == 1 ? TJPF_GRAY : TJPF_RGB
         let subsampling = image.channels == 1 ? TJSAMP_GRAY : TJSAMP_420
         let status = image.samples.withUnsafeBufferPointer { pixels in
-            tjCompress2(handle, pixels.baseAddress, Int32(image.width), 0, Int32(image.height), format.rawValue,
-                        &output, &length, Int32(subsampling.rawValue), Int32(max(1, min(100, quality))), 0)
+            tjCompress2(
+                handle, pixels.baseAddress, Int32(image.width), 0, Int32(image.height), format.rawValue,
+                &output, &length, Int32(subsampling.rawValue), Int32(max(1, min(100, quality))), 0)
         }
         defer { if let output { tjFree(output) } }
         guard status == 0, let output else { throw ImageError.encodeFailed(format: "JPEG", reason: message(handle)) }
@@ -69,7 +70,9 @@ public enum JPEGCodec {
             guard marker == 0xDA else { continue }
             scans += 1
             // Entropy-coded data runs to the next marker that is neither a stuffed 0xFF00 nor a restart.
-            while index + 1 < n, !(bytes[index] == 0xFF && bytes[index + 1] != 0 && !(0xD0...0xD7).contains(bytes[index + 1])) { index += 1 }
+            while index + 1 < n, !(bytes[index] == 0xFF && bytes[index + 1] != 0 && !(0xD0...0xD7).contains(bytes[index + 1])) {
+                index += 1
+            }
         }
         return scans
     }

@@ -16,14 +16,19 @@ public enum PNGCodec {
         defer { spng_ctx_free(context) }
         return try data.withUnsafeBytes { bytes in
             try check(spng_set_png_buffer(context, bytes.baseAddress, bytes.count))
-            try check(spng_set_image_limits(context, UInt32(min(limits.maxWidth, Int(UInt32.max >> 1))), UInt32(min(limits.maxHeight, Int(UInt32.max >> 1)))))
+            try check(
+                spng_set_image_limits(
+                    context, UInt32(min(limits.maxWidth, Int(UInt32.max >> 1))), UInt32(min(limits.maxHeight, Int(UInt32.max >> 1)))))
             // Ancillary chunks (text, ICC) may not take more than 8 MiB.
             try check(spng_set_chunk_limits(context, 8 << 20, 8 << 20))
             var header = spng_ihdr()
             let status = spng_get_ihdr(context, &header)
             if status != 0 {
-                if status == Int32(SPNG_EWIDTH.rawValue) || status == Int32(SPNG_EHEIGHT.rawValue) || status == Int32(SPNG_EUSER_WIDTH.rawValue) || status == Int32(SPNG_EUSER_HEIGHT.rawValue) {
-                    throw ImageError.tooLarge(width: Self.headerDimension(bytes, offset: 16), height: Self.headerDimension(bytes, offset: 20), limit: limits)
+                if status == Int32(SPNG_EWIDTH.rawValue) || status == Int32(SPNG_EHEIGHT.rawValue)
+                    || status == Int32(SPNG_EUSER_WIDTH.rawValue) || status == Int32(SPNG_EUSER_HEIGHT.rawValue)
+                {
+                    throw ImageError.tooLarge(
+                        width: Self.headerDimension(bytes, offset: 16), height: Self.headerDimension(bytes, offset: 20), limit: limits)
                 }
                 try check(status)
             }
@@ -32,20 +37,28 @@ public enum PNGCodec {
             switch (header.color_type, header.bit_depth) {
             case (UInt8(SPNG_COLOR_TYPE_GRAYSCALE.rawValue), 16):
                 var samples = [UInt16](repeating: 0, count: width * height)
-                try samples.withUnsafeMutableBytes { try check(spng_decode_image(context, $0.baseAddress, $0.count, Int32(SPNG_FMT_PNG.rawValue), 0)) }
+                try samples.withUnsafeMutableBytes {
+                    try check(spng_decode_image(context, $0.baseAddress, $0.count, Int32(SPNG_FMT_PNG.rawValue), 0))
+                }
                 return .gray16(try Image16(width: width, height: height, samples: samples))
             case (UInt8(SPNG_COLOR_TYPE_GRAYSCALE.rawValue), _):
                 var samples = [UInt8](repeating: 0, count: width * height)
-                try samples.withUnsafeMutableBytes { try check(spng_decode_image(context, $0.baseAddress, $0.count, Int32(SPNG_FMT_G8.rawValue), 0)) }
+                try samples.withUnsafeMutableBytes {
+                    try check(spng_decode_image(context, $0.baseAddress, $0.count, Int32(SPNG_FMT_G8.rawValue), 0))
+                }
                 return .gray8(try Image8(width: width, height: height, samples: samples))
             case (UInt8(SPNG_COLOR_TYPE_GRAYSCALE_ALPHA.rawValue), _):
                 var pairs = [UInt8](repeating: 0, count: width * height * 2)
-                try pairs.withUnsafeMutableBytes { try check(spng_decode_image(context, $0.baseAddress, $0.count, Int32(SPNG_FMT_GA8.rawValue), 0)) }
+                try pairs.withUnsafeMutableBytes {
+                    try check(spng_decode_image(context, $0.baseAddress, $0.count, Int32(SPNG_FMT_GA8.rawValue), 0))
+                }
                 let grey = stride(from: 0, to: pairs.count, by: 2).map { pairs[$0] }
                 return .gray8(try Image8(width: width, height: height, samples: grey))
             default:
                 var rgba = [UInt8](repeating: 0, count: width * height * 4)
-                try rgba.withUnsafeMutableBytes { try check(spng_decode_image(context, $0.baseAddress, $0.count, Int32(SPNG_FMT_RGBA8.rawValue), 0)) }
+                try rgba.withUnsafeMutableBytes {
+                    try check(spng_decode_image(context, $0.baseAddress, $0.count, Int32(SPNG_FMT_RGBA8.rawValue), 0))
+                }
                 var rgb = [UInt8](repeating: 0, count: width * height * 3)
                 for pixel in 0..<(width * height) {
                     rgb[pixel * 3] = rgba[pixel * 4]
@@ -60,15 +73,21 @@ public enum PNGCodec {
     /// Encodes 8-bit grey or RGB losslessly.
     public static func encode(_ image: Image8) throws -> Data {
         let colorType = image.channels == 1 ? SPNG_COLOR_TYPE_GRAYSCALE : SPNG_COLOR_TYPE_TRUECOLOR
-        return try image.samples.withUnsafeBytes { try encode($0, width: image.width, height: image.height, colorType: colorType, bitDepth: 8) }
+        return try image.samples.withUnsafeBytes {
+            try encode($0, width: image.width, height: image.height, colorType: colorType, bitDepth: 8)
+        }
     }
 
     /// Encodes 16-bit grey losslessly.
     public static func encode(_ image: Image16) throws -> Data {
-        try image.samples.withUnsafeBytes { try encode($0, width: image.width, height: image.height, colorType: SPNG_COLOR_TYPE_GRAYSCALE, bitDepth: 16) }
+        try image.samples.withUnsafeBytes {
+            try encode($0, width: image.width, height: image.height, colorType: SPNG_COLOR_TYPE_GRAYSCALE, bitDepth: 16)
+        }
     }
 
-    private static func encode(_ pixels: UnsafeRawBufferPointer, width: Int, height: Int, colorType: spng_color_type, bitDepth: UInt8) throws -> Data {
+    private static func encode(
+        _ pixels: UnsafeRawBufferPointer, width: Int, height: Int, colorType: spng_color_type, bitDepth: UInt8
+    ) throws -> Data {
         guard let context = spng_ctx_new(Int32(SPNG_CTX_ENCODER.rawValue)) else {
             throw ImageError.encodeFailed(format: "PNG", reason: "out of memory")
         }
@@ -83,7 +102,9 @@ public enum PNGCodec {
         header.bit_depth = bitDepth
         header.color_type = UInt8(colorType.rawValue)
         try checked(spng_set_ihdr(context, &header))
-        try checked(spng_encode_image(context, pixels.baseAddress, pixels.count, Int32(SPNG_FMT_PNG.rawValue), Int32(SPNG_ENCODE_FINALIZE.rawValue)))
+        try checked(
+            spng_encode_image(context, pixels.baseAddress, pixels.count, Int32(SPNG_FMT_PNG.rawValue), Int32(SPNG_ENCODE_FINALIZE.rawValue))
+        )
         var length = 0
         var status: Int32 = 0
         guard let buffer = spng_get_png_buffer(context, &length, &status), status == 0 else {

@@ -10,8 +10,8 @@ public struct Raster<Sample: FixedWidthInteger & UnsignedInteger & Sendable>: Se
     /// A raster filled with one value. (Specialised for the two sample
     /// types: the generic version filled the array one value-witness call at
     /// a time, most of the cost of cropping two ROIs.)
-    @_specialize(exported: true, where Sample == UInt8)
-    @_specialize(exported: true, where Sample == UInt16)
+    @_specialize(exported:true,where Sample == UInt8)
+    @_specialize(exported:true,where Sample == UInt16)
     public init(width: Int, height: Int, channels: Int = 1, fill: Sample = 0) throws {
         try Self.check(width: width, height: height, channels: channels)
         self.width = width
@@ -37,7 +37,8 @@ public struct Raster<Sample: FixedWidthInteger & UnsignedInteger & Sendable>: Se
     /// programming error, stopped with its reason, not a failure a caller
     /// could handle, so this does not throw.
     public init(validWidth width: Int, height: Int, channels: Int = 1, fill: Sample = 0) {
-        precondition(width > 0 && height > 0 && (channels == 1 || channels == 3), "raster \(width)x\(height)x\(channels) is not a valid size")
+        precondition(
+            width > 0 && height > 0 && (channels == 1 || channels == 3), "raster \(width)x\(height)x\(channels) is not a valid size")
         self.width = width
         self.height = height
         self.channels = channels
@@ -46,8 +47,9 @@ public struct Raster<Sample: FixedWidthInteger & UnsignedInteger & Sendable>: Se
 
     /// Existing samples at a size already known to be valid (see `init(validWidth:height:channels:fill:)`).
     public init(validWidth width: Int, height: Int, channels: Int = 1, samples: [Sample]) {
-        precondition(width > 0 && height > 0 && (channels == 1 || channels == 3) && samples.count == width * height * channels,
-                     "\(samples.count) samples do not make a \(width)x\(height)x\(channels) raster")
+        precondition(
+            width > 0 && height > 0 && (channels == 1 || channels == 3) && samples.count == width * height * channels,
+            "\(samples.count) samples do not make a \(width)x\(height)x\(channels) raster")
         self.width = width
         self.height = height
         self.channels = channels

@@ -100,7 +100,8 @@ public struct FleetCA: Sendable {
             CommonName(request.name)
         }
         // Servers (the manager, and agents that serve their page over HTTPS) also authenticate as servers.
-        let usages: [ExtendedKeyUsage.Usage] = request.role == .manager || (request.role == .agent && !request.hosts.isEmpty) ? [.serverAuth, .clientAuth] : [.clientAuth]
+        let usages: [ExtendedKeyUsage.Usage] =
+            request.role == .manager || (request.role == .agent && !request.hosts.isEmpty) ? [.serverAuth, .clientAuth] : [.clientAuth]
         let alternativeNames = try request.hosts.map(Self.generalName(forHost:))
         let extensions = try Certificate.Extensions {
             Critical(BasicConstraints.notCertificateAuthority)

@@ -37,7 +37,8 @@ public enum PEMFiles {
     /// Reads a whole text file, or throws naming it.
     public static func read(_ path: String) throws -> String {
         guard let data = FileManager.default.contents(atPath: path),
-              let text = String(data: data, encoding: .utf8) else {
+            let text = String(data: data, encoding: .utf8)
+        else {
             throw PKIError.cannotRead(path: path)
         }
         return text

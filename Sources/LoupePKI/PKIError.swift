@@ -34,7 +34,9 @@ public enum PKIError: Error, CustomStringConvertible, Equatable {
         case .malformedRevocationList(let path, let reason):
             return "revocation list \(path) is malformed: \(reason)"
         case .missingRevocationList(let path):
-            return "revocation list \(path) does not exist (`loupe tls ca create` writes an empty one; restore it, or remove revocationList from the config)"
+            return
+                "revocation list \(path) does not exist (`loupe tls ca create` writes an empty one; restore it, or remove revocationList "
+                + "from the config)"
         }
     }
 }

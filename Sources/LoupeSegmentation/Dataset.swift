@@ -12,7 +12,8 @@ public struct LabelledImage: Sendable {
     /// Checks that the mask fits the image and the model's classes.
     public init(name: String, image: Image8, mask: Image8, classes: Int) throws(SegmentationError) {
         guard mask.width == image.width, mask.height == image.height, mask.channels == 1 else {
-            throw .maskSizeMismatch(file: name, image: "\(image.width)x\(image.height)", mask: "\(mask.width)x\(mask.height)x\(mask.channels)")
+            throw .maskSizeMismatch(
+                file: name, image: "\(image.width)x\(image.height)", mask: "\(mask.width)x\(mask.height)x\(mask.channels)")
         }
         if let worst = mask.samples.max(), Int(worst) >= classes {
             throw .classOutOfRange(file: name, value: Int(worst), classes: classes)
@@ -35,17 +36,21 @@ public struct SegmentationDataset: Sendable {
 
     /// Reads `DIR/images/SPLIT/NAME.{jpg,png}` with `DIR/annotations/SPLIT/NAME.png`
     /// (NEU-Seg's layout), or `DIR/images` with `DIR/masks` when there is no split.
-    public static func load(directory: String, split: String?, channels: Int, classes: Int, limit: Int? = nil, progress: ((Int, Int) -> Void)? = nil) throws(SegmentationError) -> SegmentationDataset {
+    public static func load(
+        directory: String, split: String?, channels: Int, classes: Int, limit: Int? = nil, progress: ((Int, Int) -> Void)? = nil
+    ) throws(SegmentationError) -> SegmentationDataset {
         let fm = FileManager.default
         var isDirectory: ObjCBool = false
         guard fm.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
             throw .unreadableFile(file: directory, reason: "no such directory")
         }
         let imageDir = [directory, "images", split].compactMap { $0 }.joined(separator: "/")
-        let maskDir = ["annotations", "masks"].lazy.map { [directory, $0, split].compactMap { $0 }.joined(separator: "/") }
+        let maskDir =
+            ["annotations", "masks"].lazy.map { [directory, $0, split].compactMap { $0 }.joined(separator: "/") }
             .first { fm.fileExists(atPath: $0) } ?? [directory, "annotations", split].compactMap { $0 }.joined(separator: "/")
         guard let names = try? fm.contentsOfDirectory(atPath: imageDir) else {
-            throw .unreadableFile(file: imageDir, reason: "no images directory (expected images/\(split ?? "") with annotations/\(split ?? "") beside it)")
+            throw .unreadableFile(
+                file: imageDir, reason: "no images directory (expected images/\(split ?? "") with annotations/\(split ?? "") beside it)")
         }
         var imageFiles = names.filter { [".jpg", ".jpeg", ".png"].contains(where: $0.lowercased().hasSuffix) }.sorted()
         if let limit { imageFiles = Array(imageFiles.prefix(limit)) }
@@ -57,7 +62,9 @@ public struct SegmentationDataset: Sendable {
             let imagePath = imageDir + "/" + file
             let maskPath = maskDir + "/" + stem + ".png"
             let image = try read(imagePath, channels: channels)
-            guard fm.fileExists(atPath: maskPath) else { throw .unreadableFile(file: maskPath, reason: "the mask for \(imagePath) is missing") }
+            guard fm.fileExists(atPath: maskPath) else {
+                throw .unreadableFile(file: maskPath, reason: "the mask for \(imagePath) is missing")
+            }
             let mask = try read(maskPath, channels: 1)
             items.append(try LabelledImage(name: imagePath, image: image, mask: mask, classes: classes))
             progress?(index + 1, imageFiles.count)

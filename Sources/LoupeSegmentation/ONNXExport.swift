@@ -62,9 +62,11 @@ public enum ONNXExport {
             initializer("\(label).weight", [outputs, inputs, kernel, kernel], weights)
             initializer("\(label).bias", [outputs], bias)
             let pad = kernel / 2
-            let out = node("Conv", [input, "\(label).weight", "\(label).bias"], attributes: [
-                ints("kernel_shape", [kernel, kernel]), ints("pads", [pad, pad, pad, pad]), ints("strides", [1, 1]),
-            ], output: relu ? nil : output)
+            let out = node(
+                "Conv", [input, "\(label).weight", "\(label).bias"],
+                attributes: [
+                    ints("kernel_shape", [kernel, kernel]), ints("pads", [pad, pad, pad, pad]), ints("strides", [1, 1]),
+                ], output: relu ? nil : output)
             return relu ? node("Relu", [out], output: output) : out
         }
 
@@ -78,9 +80,11 @@ public enum ONNXExport {
         }
         current = conv(conv(current, kernel: 3, relu: true), kernel: 3, relu: true)
         for level in (0..<configuration.depth).reversed() {
-            let up = node("Resize", [current, "", "upsample_scales"], attributes: [
-                string("mode", "linear"), string("coordinate_transformation_mode", "half_pixel"),
-            ])
+            let up = node(
+                "Resize", [current, "", "upsample_scales"],
+                attributes: [
+                    string("mode", "linear"), string("coordinate_transformation_mode", "half_pixel"),
+                ])
             var attribute = Onnx_AttributeProto()
             attribute.name = "axis"
             attribute.type = .int
@@ -108,7 +112,10 @@ public enum ONNXExport {
         graph.input = [valueInfo("input", channels: configuration.inputChannels)]
         graph.output = [valueInfo("logits", channels: configuration.classes)]
         let n = model.normalization
-        graph.docString = "Loupe U-Net (\(configuration)). Input: pixels v/255 normalised per channel as (v/255 - mean)/std with mean \(n.mean), std \(n.std); H and W multiples of \(configuration.sizeMultiple). Output: logits per class: \(model.classes.map(\.name).joined(separator: ", "))."
+        graph.docString =
+            "Loupe U-Net (\(configuration)). Input: pixels v/255 normalised per channel as (v/255 - mean)/std with mean \(n.mean), std "
+            + "\(n.std); H and W multiples of \(configuration.sizeMultiple). Output: logits per class: "
+            + "\(model.classes.map(\.name).joined(separator: ", "))."
 
         var proto = Onnx_ModelProto()
         proto.irVersion = 8

@@ -29,11 +29,13 @@ public enum SegmentationError: Error, Equatable, CustomStringConvertible {
         case .invalidModel(let why): "invalid model: \(why)"
         case .invalidInput(let why): "invalid input: \(why)"
         case .maskSizeMismatch(let file, let image, let mask): "\(file): mask is \(mask) but its image is \(image)"
-        case .classOutOfRange(let file, let value, let classes): "\(file): mask value \(value) is beyond the model's \(classes) classes (0…\(classes - 1))"
+        case .classOutOfRange(let file, let value, let classes):
+            "\(file): mask value \(value) is beyond the model's \(classes) classes (0…\(classes - 1))"
         case .unreadableFile(let file, let reason): "\(file): cannot read: \(reason)"
         case .emptyDataset(let why): "empty dataset: \(why)"
         case .noLabelledPixels(let what): "\(what): no pixel is labelled as a defect, so there is nothing to learn"
-        case .nonFiniteLoss(let iteration): "the loss became NaN or infinite at iteration \(iteration); training stopped and the last good model was kept"
+        case .nonFiniteLoss(let iteration):
+            "the loss became NaN or infinite at iteration \(iteration); training stopped and the last good model was kept"
         case .cancelled: "training was cancelled"
         case .modelFile(let file, let reason), .signatureRefused(let file, let reason): "model file \(file): \(reason)"
         case .engine(let why): "segmentation engine: \(why)"

@@ -105,7 +105,9 @@ public struct SegmentationModel: Sendable, Equatable {
     public var normalization: InputNormalization
     public var metadata: ModelMetadata
 
-    public init(weights: Weights, classes: [ClassInfo]? = nil, normalization: InputNormalization? = nil, metadata: ModelMetadata = ModelMetadata()) {
+    public init(
+        weights: Weights, classes: [ClassInfo]? = nil, normalization: InputNormalization? = nil, metadata: ModelMetadata = ModelMetadata()
+    ) {
         self.weights = weights
         self.classes = classes ?? ClassInfo.defaults(count: weights.configuration.classes)
         self.normalization = normalization ?? .identity(channels: weights.configuration.inputChannels)
@@ -156,8 +158,10 @@ public enum ModelFile {
 
     /// Writes the registry's provenance (and version number) into an encoded
     /// model's payload and signs it: the signature covers them with the weights.
-    public static func sign(_ data: Data, with key: Curve25519.Signing.PrivateKey, provenance: ModelProvenance, version: UInt64,
-                            name: String = "model") throws -> Data {
+    public static func sign(
+        _ data: Data, with key: Curve25519.Signing.PrivateKey, provenance: ModelProvenance, version: UInt64,
+        name: String = "model"
+    ) throws -> Data {
         var file = try container(data, name: name)
         var payload: Loupe_Model_V1_ModelPayload
         do { payload = try Loupe_Model_V1_ModelPayload(serializedBytes: file.payload) } catch {
@@ -174,12 +178,17 @@ public enum ModelFile {
     }
 
     /// Parses and checks a model file. With `trustedKeys`, the file must be signed by one of them.
-    public static func decode(_ data: Data, name: String = "model", trustedKeys: [Curve25519.Signing.PublicKey]? = nil) throws(SegmentationError) -> (SegmentationModel, ModelSignatureStatus) {
+    public static func decode(
+        _ data: Data, name: String = "model", trustedKeys: [Curve25519.Signing.PublicKey]? = nil
+    ) throws(SegmentationError) -> (SegmentationModel, ModelSignatureStatus) {
         let file = try container(data, name: name)
         let status: ModelSignatureStatus
         if file.hasSignature {
             let signature = file.signature
-            guard signature.algorithm == "ed25519" else { throw .signatureRefused(file: name, reason: "signature algorithm \"\(signature.algorithm)\" is not supported (only ed25519)") }
+            guard signature.algorithm == "ed25519" else {
+                throw .signatureRefused(
+                    file: name, reason: "signature algorithm \"\(signature.algorithm)\" is not supported (only ed25519)")
+            }
             guard let key = try? Curve25519.Signing.PublicKey(rawRepresentation: signature.publicKey) else {
                 throw .signatureRefused(file: name, reason: "the signature's public key is not a valid Ed25519 key")
             }
@@ -191,7 +200,9 @@ public enum ModelFile {
             status = .unsigned
         }
         if let trustedKeys {
-            guard case .signed(let publicKey) = status else { throw .signatureRefused(file: name, reason: "the model is not signed, and this reader accepts only signed models") }
+            guard case .signed(let publicKey) = status else {
+                throw .signatureRefused(file: name, reason: "the model is not signed, and this reader accepts only signed models")
+            }
             guard trustedKeys.contains(where: { $0.rawRepresentation == publicKey }) else {
                 throw .signatureRefused(file: name, reason: "signed by key \(publicKey.prefix(8).hexString)…, which is not a trusted key")
             }
@@ -205,7 +216,9 @@ public enum ModelFile {
         return (try model(from: payload, name: name), status)
     }
 
-    public static func read(path: String, trustedKeys: [Curve25519.Signing.PublicKey]? = nil) throws(SegmentationError) -> (SegmentationModel, ModelSignatureStatus) {
+    public static func read(
+        path: String, trustedKeys: [Curve25519.Signing.PublicKey]? = nil
+    ) throws(SegmentationError) -> (SegmentationModel, ModelSignatureStatus) {
         let data: Data
         do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
             throw .unreadableFile(file: path, reason: (error as NSError).localizedDescription)
@@ -229,7 +242,9 @@ public enum ModelFile {
             throw .modelFile(file: name, reason: "truncated or corrupt container (\(error))")
         }
         guard file.formatVersion == formatVersion else {
-            throw .modelFile(file: name, reason: "format version \(file.formatVersion) is unknown to this Loupe (it reads version \(formatVersion)); upgrade Loupe")
+            throw .modelFile(
+                file: name,
+                reason: "format version \(file.formatVersion) is unknown to this Loupe (it reads version \(formatVersion)); upgrade Loupe")
         }
         guard Data(SHA256.hash(data: file.payload)) == file.payloadSha256 else {
             throw .modelFile(file: name, reason: "payload SHA-256 does not match (the file is truncated or was altered)")
@@ -254,8 +269,14 @@ public enum ModelFile {
                 $0.float32Le = tensor.values.withUnsafeBufferPointer { Data(buffer: $0) }
             }
         }
-        payload.classes = model.classes.map { info in .with { $0.name = info.name; $0.rgb = info.color } }
-        payload.normalization = .with { $0.mean = model.normalization.mean; $0.std = model.normalization.std }
+        payload.classes = model.classes.map { info in
+            .with {
+                $0.name = info.name; $0.rgb = info.color
+            }
+        }
+        payload.normalization = .with {
+            $0.mean = model.normalization.mean; $0.std = model.normalization.std
+        }
         let m = model.metadata
         payload.trainingConfigJson = m.trainingConfigJSON
         payload.datasetSha256 = m.datasetSHA256
@@ -282,7 +303,8 @@ public enum ModelFile {
     static func model(from payload: Loupe_Model_V1_ModelPayload, name: String) throws(SegmentationError) -> SegmentationModel {
         let a = payload.architecture
         guard a.kind == "unet" else { throw .modelFile(file: name, reason: "architecture \"\(a.kind)\" is unknown (expected unet)") }
-        let configuration = UNetConfiguration(inputChannels: Int(a.inputChannels), classes: Int(a.classes), baseWidth: Int(a.baseWidth), depth: Int(a.depth))
+        let configuration = UNetConfiguration(
+            inputChannels: Int(a.inputChannels), classes: Int(a.classes), baseWidth: Int(a.baseWidth), depth: Int(a.depth))
         do { try configuration.validate() } catch { throw .modelFile(file: name, reason: error.description) }
         var tensors: [NamedTensor] = []
         for tensor in payload.tensors {
@@ -291,14 +313,20 @@ public enum ModelFile {
             guard tensor.float32Le.count == count * 4 else {
                 throw .modelFile(file: name, reason: "tensor \(tensor.name) has \(tensor.float32Le.count) bytes for shape \(shape)")
             }
-            let values = tensor.float32Le.withUnsafeBytes { raw in (0..<count).map { raw.loadUnaligned(fromByteOffset: 4 * $0, as: Float.self) } }
+            let values = tensor.float32Le.withUnsafeBytes { raw in
+                (0..<count).map { raw.loadUnaligned(fromByteOffset: 4 * $0, as: Float.self) }
+            }
             tensors.append(NamedTensor(name: tensor.name, shape: shape, values: values))
         }
         let parameterCount = configuration.parameterShapes.count
-        guard tensors.count >= parameterCount else { throw .modelFile(file: name, reason: "\(tensors.count) tensors, expected \(parameterCount + configuration.bufferShapes.count)") }
+        guard tensors.count >= parameterCount else {
+            throw .modelFile(file: name, reason: "\(tensors.count) tensors, expected \(parameterCount + configuration.bufferShapes.count)")
+        }
         let weights: Weights
         do {
-            weights = try Weights(configuration: configuration, parameters: Array(tensors.prefix(parameterCount)), buffers: Array(tensors.dropFirst(parameterCount)))
+            weights = try Weights(
+                configuration: configuration, parameters: Array(tensors.prefix(parameterCount)),
+                buffers: Array(tensors.dropFirst(parameterCount)))
         } catch {
             throw .modelFile(file: name, reason: error.description)
         }
@@ -323,13 +351,18 @@ public enum ModelFile {
         metadata.version = payload.version
         metadata.parentVersion = payload.parentVersion
         metadata.description = payload.description_p
-        metadata.provenance = ModelProvenance(inspectionType: payload.inspectionType, versionName: payload.versionName, sequence: payload.sequence)
-        let normalization = payload.hasNormalization
+        metadata.provenance = ModelProvenance(
+            inspectionType: payload.inspectionType, versionName: payload.versionName, sequence: payload.sequence)
+        let normalization =
+            payload.hasNormalization
             ? InputNormalization(mean: payload.normalization.mean, std: payload.normalization.std)
             : InputNormalization.identity(channels: configuration.inputChannels)
-        guard normalization.mean.count == configuration.inputChannels, normalization.std.count == configuration.inputChannels, normalization.std.allSatisfy({ $0 > 0 }) else {
+        guard normalization.mean.count == configuration.inputChannels, normalization.std.count == configuration.inputChannels,
+            normalization.std.allSatisfy({ $0 > 0 })
+        else {
             throw .modelFile(file: name, reason: "input normalisation does not fit \(configuration.inputChannels) channels")
         }
-        return SegmentationModel(weights: weights, classes: classes.isEmpty ? nil : classes, normalization: normalization, metadata: metadata)
+        return SegmentationModel(
+            weights: weights, classes: classes.isEmpty ? nil : classes, normalization: normalization, metadata: metadata)
     }
 }

@@ -42,7 +42,8 @@ public final class Segmenter: Sendable {
     public init(model: SegmentationModel, precision: InferencePrecision = .fp32) throws(SegmentationError) {
         try model.weights.configuration.validate()
         guard precision != .bf16 || DNNLRuntime.canRunBF16 else {
-            throw .invalidConfiguration("bf16 inference needs AVX-512 (oneDNN 2.6 has no bf16 kernel for this CPU's \(DNNLRuntime.cpuISA)); use fp32")
+            throw .invalidConfiguration(
+                "bf16 inference needs AVX-512 (oneDNN 2.6 has no bf16 kernel for this CPU's \(DNNLRuntime.cpuISA)); use fp32")
         }
         self.model = model
         self.precision = precision
@@ -98,7 +99,9 @@ public final class Segmenter: Sendable {
                 if let cached = state.graphs[key] {
                     graph = cached
                 } else {
-                    graph = try InferenceGraph(configuration: configuration, folded: folded, batch: 1, height: paddedHeight, width: paddedWidth, precision: precision)
+                    graph = try InferenceGraph(
+                        configuration: configuration, folded: folded, batch: 1, height: paddedHeight, width: paddedWidth,
+                        precision: precision)
                     state.graphs[key] = graph
                 }
                 // Pad by repeating the edge pixels.

@@ -21,7 +21,8 @@ public enum SigningKeyFile {
     private static func raw(_ path: String) throws -> Data {
         let data = try Data(contentsOf: URL(fileURLWithPath: path))
         if let text = String(data: data, encoding: .utf8)?.trimmingCharacters(in: .whitespacesAndNewlines), text.count == 64,
-           let decoded = Data(hexString: text) {
+            let decoded = Data(hexString: text)
+        {
             return decoded
         }
         return data

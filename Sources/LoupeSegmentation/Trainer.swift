@@ -13,7 +13,10 @@ public struct Augmentation: Codable, Sendable, Equatable {
     /// Uniform contrast factor in 1 ± this.
     public var contrast: Double
 
-    public init(flipHorizontal: Bool = true, flipVertical: Bool = true, rotationDegrees: Double = 10, brightness: Double = 0.1, contrast: Double = 0.1) {
+    public init(
+        flipHorizontal: Bool = true, flipVertical: Bool = true, rotationDegrees: Double = 10, brightness: Double = 0.1,
+        contrast: Double = 0.1
+    ) {
         self.flipHorizontal = flipHorizontal
         self.flipVertical = flipVertical
         self.rotationDegrees = rotationDegrees
@@ -52,7 +55,8 @@ public struct TrainingConfiguration: Codable, Sendable, Equatable {
     public init(
         network: UNetConfiguration = .standard, passes: Int = 10, timeBudgetSeconds: Double? = nil, batchSize: Int = 8, cropSize: Int = 192,
         optimizer: AdamWConfiguration = AdamWConfiguration(), warmupSteps: Int = 20, augmentation: Augmentation = Augmentation(),
-        diceWeight: Float = 1, repeatThreshold: Double = 1, validationFraction: Double = 0.1, seed: UInt64 = 1, threads: Int = ProcessInfo.processInfo.activeProcessorCount
+        diceWeight: Float = 1, repeatThreshold: Double = 1, validationFraction: Double = 0.1, seed: UInt64 = 1,
+        threads: Int = ProcessInfo.processInfo.activeProcessorCount
     ) {
         self.network = network
         self.passes = passes
@@ -73,8 +77,10 @@ public struct TrainingConfiguration: Codable, Sendable, Equatable {
     /// manager do: the standard network for these classes, crops no larger
     /// than the smallest ROI, a validation split (fixed by name hash) once
     /// there are ten or more ROIs, and either a number of passes or a time budget.
-    public static func fitted(to dataset: any TrainingImages, passes: Int?, timeBudgetSeconds: Double?, augmentation: Augmentation?,
-                              seed: UInt64?, threads: Int) throws(SegmentationError) -> TrainingConfiguration {
+    public static func fitted(
+        to dataset: any TrainingImages, passes: Int?, timeBudgetSeconds: Double?, augmentation: Augmentation?,
+        seed: UInt64?, threads: Int
+    ) throws(SegmentationError) -> TrainingConfiguration {
         let summaries = dataset.summaries
         guard let first = summaries.first else { throw .emptyDataset("no labelled ROIs to train on") }
         guard summaries.contains(where: { !$0.defectClasses.isEmpty }) else { throw .noLabelledPixels("the labelled ROIs") }
@@ -101,9 +107,13 @@ public struct TrainingConfiguration: Codable, Sendable, Equatable {
         guard cropSize >= network.sizeMultiple, cropSize % network.sizeMultiple == 0 else {
             throw .invalidConfiguration("crop size \(cropSize) must be a positive multiple of \(network.sizeMultiple) (2^depth)")
         }
-        guard repeatThreshold.isFinite, (0...1).contains(repeatThreshold) else { throw .invalidConfiguration("repeat threshold must be in [0, 1], not \(repeatThreshold)") }
+        guard repeatThreshold.isFinite, (0...1).contains(repeatThreshold) else {
+            throw .invalidConfiguration("repeat threshold must be in [0, 1], not \(repeatThreshold)")
+        }
         guard (0..<1).contains(validationFraction) else { throw .invalidConfiguration("validation fraction must be in [0, 1)") }
-        guard optimizer.learningRate > 0, optimizer.learningRate.isFinite else { throw .invalidConfiguration("learning rate must be positive") }
+        guard optimizer.learningRate > 0, optimizer.learningRate.isFinite else {
+            throw .invalidConfiguration("learning rate must be positive")
+        }
     }
 }
 
@@ -191,9 +201,12 @@ public struct Trainer {
         }
         let normalization = Self.normalization(of: training, channels: config.network.inputChannels)
         let weights = starting ?? Weights(configuration: config.network, seed: config.seed)
-        guard weights.configuration == config.network else { throw .invalidConfiguration("the starting model is a \(weights.configuration), not a \(config.network)") }
+        guard weights.configuration == config.network else {
+            throw .invalidConfiguration("the starting model is a \(weights.configuration), not a \(config.network)")
+        }
         let engine = try TrainingEngine(
-            weights: weights, loss: LossConfiguration(classWeights: classWeights, diceWeight: config.diceWeight), optimizer: config.optimizer)
+            weights: weights, loss: LossConfiguration(classWeights: classWeights, diceWeight: config.diceWeight),
+            optimizer: config.optimizer)
 
         var random = SeededGenerator(seed: config.seed ^ 0x5EED)
         let schedule = CosineSchedule(base: config.optimizer.learningRate, warmupSteps: config.warmupSteps)
@@ -217,11 +230,14 @@ public struct Trainer {
             return min(1, Double(step) / Double(totalSteps))
         }
         func throughput() -> Double { Double(imagesSeen) / max(trainingSeconds, 1e-9) }
-        func report(_ phase: TrainingProgress.Phase, loss: Float, eta: Double, iou: [Float]? = nil, miou: Float? = nil, done: Double? = nil) {
-            progress(TrainingProgress(
-                phase: phase, pass: pass, passes: config.timeBudgetSeconds == nil ? config.passes : nil, step: step,
-                totalSteps: phase == .finished ? step : totalSteps, loss: loss, imagesPerSecond: throughput(), elapsedSeconds: elapsed(),
-                etaSeconds: eta, validationIoU: iou, validationMIoU: miou, fraction: done ?? fraction()))
+        func report(_ phase: TrainingProgress.Phase, loss: Float, eta: Double, iou: [Float]? = nil, miou: Float? = nil, done: Double? = nil)
+        {
+            progress(
+                TrainingProgress(
+                    phase: phase, pass: pass, passes: config.timeBudgetSeconds == nil ? config.passes : nil, step: step,
+                    totalSteps: phase == .finished ? step : totalSteps, loss: loss, imagesPerSecond: throughput(),
+                    elapsedSeconds: elapsed(),
+                    etaSeconds: eta, validationIoU: iou, validationMIoU: miou, fraction: done ?? fraction()))
         }
 
         while pass < plannedPasses && !timeUp {
@@ -258,7 +274,9 @@ public struct Trainer {
                 if let budget = config.timeBudgetSeconds {
                     totalSteps = max(step, Int(Double(step) * budget / max(elapsed(), 1e-9)))
                 }
-                let eta = config.timeBudgetSeconds.map { max(0, $0 - elapsed()) } ?? Double(max(0, totalSteps - step)) * Double(config.batchSize) / throughput()
+                let eta =
+                    config.timeBudgetSeconds.map { max(0, $0 - elapsed()) } ?? Double(max(0, totalSteps - step)) * Double(config.batchSize)
+                    / throughput()
                 report(.training, loss: value.total, eta: eta)
                 if let budget = config.timeBudgetSeconds, elapsed() >= budget {
                     timeUp = true
@@ -278,7 +296,9 @@ public struct Trainer {
             if best == nil || matrix.meanIoU > best!.miou {
                 best = (engine.weights, matrix.iou, matrix.meanIoU, meanLoss)
             }
-            report(.validating, loss: meanLoss, eta: config.timeBudgetSeconds.map { max(0, $0 - elapsed()) } ?? 0, iou: matrix.iou, miou: matrix.meanIoU)
+            report(
+                .validating, loss: meanLoss, eta: config.timeBudgetSeconds.map { max(0, $0 - elapsed()) } ?? 0, iou: matrix.iou,
+                miou: matrix.meanIoU)
         }
         guard let best else { throw .emptyDataset("no training step ran") }
         var metadata = ModelMetadata()
@@ -299,7 +319,10 @@ public struct Trainer {
     }
 
     /// Runs `model` over every image at full size and tallies the confusion matrix.
-    public static func evaluate(_ model: SegmentationModel, on dataset: any TrainingImages, precision: InferencePrecision = .fp32, control: TrainingControl? = nil, progress: ((Int, Int) -> Void)? = nil) throws(SegmentationError) -> ConfusionMatrix {
+    public static func evaluate(
+        _ model: SegmentationModel, on dataset: any TrainingImages, precision: InferencePrecision = .fp32, control: TrainingControl? = nil,
+        progress: ((Int, Int) -> Void)? = nil
+    ) throws(SegmentationError) -> ConfusionMatrix {
         let segmenter = try Segmenter(model: model, precision: precision)
         var matrix = ConfusionMatrix(classes: model.configuration.classes)
         let total = dataset.count

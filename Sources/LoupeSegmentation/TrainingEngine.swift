@@ -31,7 +31,9 @@ public final class TrainingEngine {
     /// Batch-norm momentum for the running statistics (PyTorch's default).
     public var momentum: Float = 0.1
 
-    public init(weights: Weights, loss: LossConfiguration = LossConfiguration(), optimizer: AdamWConfiguration = AdamWConfiguration()) throws(SegmentationError) {
+    public init(
+        weights: Weights, loss: LossConfiguration = LossConfiguration(), optimizer: AdamWConfiguration = AdamWConfiguration()
+    ) throws(SegmentationError) {
         try weights.configuration.validate()
         guard loss.classWeights.isEmpty || loss.classWeights.count == weights.configuration.classes else {
             throw .invalidConfiguration("\(loss.classWeights.count) class weights for \(weights.configuration.classes) classes")
@@ -48,7 +50,9 @@ public final class TrainingEngine {
         guard batch.channels == configuration.inputChannels else {
             throw .invalidInput("batch has \(batch.channels) channels, the network takes \(configuration.inputChannels)")
         }
-        guard batch.height % configuration.sizeMultiple == 0, batch.width % configuration.sizeMultiple == 0, batch.height > 0, batch.width > 0 else {
+        guard batch.height % configuration.sizeMultiple == 0, batch.width % configuration.sizeMultiple == 0, batch.height > 0,
+            batch.width > 0
+        else {
             throw .invalidInput("training crops must be a multiple of \(configuration.sizeMultiple) px, not \(batch.width)x\(batch.height)")
         }
         if let maximum = batch.labels.max(), Int(maximum) >= configuration.classes {
@@ -104,7 +108,8 @@ public final class TrainingEngine {
             let m = momentum
             for i in statistics.mean.indices {
                 weights.buffers[2 * index].values[i] = (1 - m) * weights.buffers[2 * index].values[i] + m * statistics.mean[i]
-                weights.buffers[2 * index + 1].values[i] = (1 - m) * weights.buffers[2 * index + 1].values[i] + m * statistics.variance[i] * unbiased
+                weights.buffers[2 * index + 1].values[i] =
+                    (1 - m) * weights.buffers[2 * index + 1].values[i] + m * statistics.variance[i] * unbiased
             }
         }
         return value

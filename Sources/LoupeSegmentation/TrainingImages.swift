@@ -64,7 +64,11 @@ extension TrainingImages {
         let all = summaries
         var training: [Int] = [], validation: [Int] = []
         for (index, summary) in all.enumerated() {
-            if SegmentationDataset.isValidation(name: summary.name, fraction: validationFraction) { validation.append(index) } else { training.append(index) }
+            if SegmentationDataset.isValidation(name: summary.name, fraction: validationFraction) {
+                validation.append(index)
+            } else {
+                training.append(index)
+            }
         }
         return (ImageSelection(self, indices: training, of: all), ImageSelection(self, indices: validation, of: all))
     }
@@ -123,7 +127,9 @@ public final class SpooledImages: TrainingImages {
     private let file: SpoolFile
     private let extents: [(offset: Int64, image: Int, mask: Int)]
 
-    fileprivate init(classes: Int, summaries: [ImageSummary], sha256: String, file: SpoolFile, extents: [(offset: Int64, image: Int, mask: Int)]) {
+    fileprivate init(
+        classes: Int, summaries: [ImageSummary], sha256: String, file: SpoolFile, extents: [(offset: Int64, image: Int, mask: Int)]
+    ) {
         (self.classes, self.summaries, self.sha256, self.file, self.extents) = (classes, summaries, sha256, file, extents)
     }
 
@@ -135,7 +141,8 @@ public final class SpooledImages: TrainingImages {
         let name = summaries[index].name
         do {
             let bytes = try file.read(at: extent.offset, count: extent.image + extent.mask)
-            return try Self.decode(name: name, image: Data(bytes.prefix(extent.image)), mask: Data(bytes.suffix(extent.mask)), classes: classes)
+            return try Self.decode(
+                name: name, image: Data(bytes.prefix(extent.image)), mask: Data(bytes.suffix(extent.mask)), classes: classes)
         } catch let error as SegmentationError {
             throw error
         } catch {
@@ -203,7 +210,9 @@ private final class SpoolFile: Sendable {
         }
         var template = Array((directory + "/loupe-training-XXXXXX").utf8CString)
         let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
-        guard fd >= 0 else { throw .unreadableFile(file: directory, reason: "cannot make a training scratch file: \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else {
+            throw .unreadableFile(file: directory, reason: "cannot make a training scratch file: \(String(cString: strerror(errno)))")
+        }
         unlink(template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) })
         descriptor = fd
     }
@@ -213,10 +222,13 @@ private final class SpoolFile: Sendable {
     func write(_ data: Data, at offset: Int64) throws(SegmentationError) {
         var done = 0
         while done < data.count {
-            let written = data.withUnsafeBytes { pwrite(descriptor, $0.baseAddress! + done, data.count - done, off_t(offset) + off_t(done)) }
+            let written = data.withUnsafeBytes {
+                pwrite(descriptor, $0.baseAddress! + done, data.count - done, off_t(offset) + off_t(done))
+            }
             if written < 0, errno == EINTR { continue }
             guard written > 0 else {
-                throw .unreadableFile(file: "the training scratch file", reason: "cannot write: \(String(cString: strerror(errno))) (is its disk full?)")
+                throw .unreadableFile(
+                    file: "the training scratch file", reason: "cannot write: \(String(cString: strerror(errno))) (is its disk full?)")
             }
             done += written
         }
@@ -228,7 +240,10 @@ private final class SpoolFile: Sendable {
         while done < count {
             let got = data.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress! + done, count - done, off_t(offset) + off_t(done)) }
             if got < 0, errno == EINTR { continue }
-            guard got > 0 else { throw .unreadableFile(file: "the training scratch file", reason: got == 0 ? "it ends early" : String(cString: strerror(errno))) }
+            guard got > 0 else {
+                throw .unreadableFile(
+                    file: "the training scratch file", reason: got == 0 ? "it ends early" : String(cString: strerror(errno)))
+            }
             done += got
         }
         return data

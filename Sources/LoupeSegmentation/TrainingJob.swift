@@ -63,12 +63,15 @@ public final class TrainingJob: Sendable {
 
     /// Checks the request and fits the settings to `images`; refuses a set there is nothing to learn from.
     /// `control` may be cancelled before the job exists (a cancel that came while its set was read).
-    public init(images: any TrainingImages, classes: [ClassInfo], request: TrainingRequest, threads: Int,
-                control: TrainingControl = TrainingControl()) throws(SegmentationError) {
+    public init(
+        images: any TrainingImages, classes: [ClassInfo], request: TrainingRequest, threads: Int,
+        control: TrainingControl = TrainingControl()
+    ) throws(SegmentationError) {
         self.control = control
         try request.validate()
-        configuration = try TrainingConfiguration.fitted(to: images, passes: request.iterations, timeBudgetSeconds: request.timeBudgetSeconds,
-                                                         augmentation: request.augmentation, seed: request.seed, threads: threads)
+        configuration = try TrainingConfiguration.fitted(
+            to: images, passes: request.iterations, timeBudgetSeconds: request.timeBudgetSeconds,
+            augmentation: request.augmentation, seed: request.seed, threads: threads)
         guard classes.count == images.classes else {
             throw .invalidConfiguration("\(classes.count) class names for a set of \(images.classes) classes")
         }
@@ -81,8 +84,10 @@ public final class TrainingJob: Sendable {
 
     /// Starts the thread (once). `prepare` runs on it first (to lower its priority, say); `progress` hears the
     /// run's updates on it. The model's description is `description`, then the settings in words.
-    public func start(name: String, description: String, prepare: @escaping @Sendable () -> Void = {},
-                      progress: @escaping @Sendable (TrainingProgress) -> Void = { _ in }) {
+    public func start(
+        name: String, description: String, prepare: @escaping @Sendable () -> Void = {},
+        progress: @escaping @Sendable (TrainingProgress) -> Void = { _ in }
+    ) {
         guard !started.exchange(true, ordering: .relaxed) else { return }
         DedicatedThread.start(name) { [self] in
             prepare()
@@ -122,7 +127,8 @@ public final class TrainingJob: Sendable {
         do {
             let result = try Trainer(configuration: configuration, classes: classes).train(images, control: control) { update in
                 let now = clock.now
-                guard update.validationIoU != nil || update.phase == .finished || lastSent.map({ now - $0 >= Self.updateInterval }) ?? true else { return }
+                guard update.validationIoU != nil || update.phase == .finished || lastSent.map({ now - $0 >= Self.updateInterval }) ?? true
+                else { return }
                 lastSent = now
                 progress(update)
             }
@@ -146,8 +152,9 @@ extension TrainingConfiguration {
         if let budget = timeBudgetSeconds { parts.append(String(format: "time budget %.0f s", budget)) }
         parts.append("batch \(batchSize), crop \(cropSize) px, peak learning rate \(optimizer.learningRate)")
         let a = augmentation
-        parts.append("augmentation: flip \(a.flipHorizontal ? "h" : "-")\(a.flipVertical ? "v" : "-"), rotation ±\(a.rotationDegrees)°, "
-            + "brightness ±\(a.brightness), contrast ±\(a.contrast)")
+        parts.append(
+            "augmentation: flip \(a.flipHorizontal ? "h" : "-")\(a.flipVertical ? "v" : "-"), rotation ±\(a.rotationDegrees)°, "
+                + "brightness ±\(a.brightness), contrast ±\(a.contrast)")
         parts.append("validation share \(validationFraction), seed \(seed), \(threads) threads")
         return parts.joined(separator: "; ")
     }

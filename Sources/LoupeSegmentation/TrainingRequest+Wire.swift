@@ -10,12 +10,14 @@ extension TrainingRequest {
         var augmentation: Augmentation?
         if start.hasAugmentation {
             let a = start.augmentation
-            augmentation = Augmentation(flipHorizontal: a.flipHorizontal, flipVertical: a.flipVertical, rotationDegrees: Double(a.rotationDegrees),
-                                        brightness: Double(a.brightness), contrast: Double(a.contrast))
+            augmentation = Augmentation(
+                flipHorizontal: a.flipHorizontal, flipVertical: a.flipVertical, rotationDegrees: Double(a.rotationDegrees),
+                brightness: Double(a.brightness), contrast: Double(a.contrast))
         }
-        self.init(iterations: start.iterations == 0 ? nil : Int(start.iterations),
-                  timeBudgetSeconds: start.timeBudgetSeconds == 0 ? nil : Double(start.timeBudgetSeconds),
-                  augmentation: augmentation, seed: start.seed == 0 ? nil : start.seed)
+        self.init(
+            iterations: start.iterations == 0 ? nil : Int(start.iterations),
+            timeBudgetSeconds: start.timeBudgetSeconds == 0 ? nil : Double(start.timeBudgetSeconds),
+            augmentation: augmentation, seed: start.seed == 0 ? nil : start.seed)
     }
 }
 

@@ -26,8 +26,12 @@ public struct UNetConfiguration: Codable, Sendable, Equatable, CustomStringConve
     public static let standard = UNetConfiguration()
 
     public func validate() throws(SegmentationError) {
-        guard inputChannels == 1 || inputChannels == 3 else { throw .invalidConfiguration("input channels must be 1 or 3, not \(inputChannels)") }
-        guard (2...64).contains(classes) else { throw .invalidConfiguration("classes must be 2…64 (background plus defects), not \(classes)") }
+        guard inputChannels == 1 || inputChannels == 3 else {
+            throw .invalidConfiguration("input channels must be 1 or 3, not \(inputChannels)")
+        }
+        guard (2...64).contains(classes) else {
+            throw .invalidConfiguration("classes must be 2…64 (background plus defects), not \(classes)")
+        }
         guard (2...128).contains(baseWidth) else { throw .invalidConfiguration("base width must be 2…128, not \(baseWidth)") }
         guard (1...6).contains(depth) else { throw .invalidConfiguration("depth must be 1…6, not \(depth)") }
     }
@@ -126,7 +130,8 @@ public struct Weights: Sendable, Equatable {
             return NamedTensor(name: name, shape: shape, values: values)
         }
         buffers = configuration.bufferShapes.map { name, shape in
-            NamedTensor(name: name, shape: shape, values: [Float](repeating: name.hasSuffix("running_var") ? 1 : 0, count: shape.reduce(1, *)))
+            NamedTensor(
+                name: name, shape: shape, values: [Float](repeating: name.hasSuffix("running_var") ? 1 : 0, count: shape.reduce(1, *)))
         }
     }
 

@@ -27,8 +27,10 @@ public enum FakeGigELauncher {
     /// Writes the picture as a binary PGM under `folder`, starts the helper and
     /// waits up to `timeout` for its "ready" line; nil when it did not start
     /// (the port still taken by a camera that just died, for instance).
-    public static func launch(_ binary: String, serial: String, width: Int, height: Int, grey: [UInt8], folder: String,
-                              arguments: [String] = [], timeout: Duration = .seconds(5)) throws -> Running? {
+    public static func launch(
+        _ binary: String, serial: String, width: Int, height: Int, grey: [UInt8], folder: String,
+        arguments: [String] = [], timeout: Duration = .seconds(5)
+    ) throws -> Running? {
         let pgm = folder + "/\(serial).pgm"
         var bytes = Data("P5 \(width) \(height) 255\n".utf8)
         bytes.append(contentsOf: grey)

@@ -27,8 +27,10 @@ public final class LocalFleetPKI: Sendable {
     }
 
     /// Issues a member certificate (by this CA, or `signer`) and returns its files, trusting this CA.
-    public func member(_ role: FleetRole, _ name: String, hosts: [String] = [], notBefore: Date? = nil, notAfter: Date? = nil,
-                       signer: FleetCA? = nil) throws -> TLSFiles {
+    public func member(
+        _ role: FleetRole, _ name: String, hosts: [String] = [], notBefore: Date? = nil, notAfter: Date? = nil,
+        signer: FleetCA? = nil
+    ) throws -> TLSFiles {
         var request = LeafRequest(role: role, name: name, hosts: hosts)
         if let notBefore { request.notValidBefore = notBefore }
         if let notAfter { request.notValidAfter = notAfter }

@@ -37,7 +37,9 @@ public final class ModbusPLC: @unchecked Sendable {
 
     public func input(_ address: Int) throws -> Bool {
         var bit: UInt8 = 0
-        guard modbus_read_input_bits(context, Int32(address), 1, &bit) == 1 else { throw LaunchError("read input \(address): \(Self.reason())") }
+        guard modbus_read_input_bits(context, Int32(address), 1, &bit) == 1 else {
+            throw LaunchError("read input \(address): \(Self.reason())")
+        }
         return bit == 1
     }
 

@@ -14,7 +14,8 @@ public final class MosquittoBroker: @unchecked Sendable {
 
     public init(folder: String) throws {
         guard FileManager.default.isExecutableFile(atPath: Self.binary) else {
-            throw LaunchError("no mosquitto broker at \(Self.binary): install Debian's mosquitto (Deploy/install-deps does) or set MOSQUITTO")
+            throw LaunchError(
+                "no mosquitto broker at \(Self.binary): install Debian's mosquitto (Deploy/install-deps does) or set MOSQUITTO")
         }
         self.folder = folder
         port = try Loopback.freePort()
@@ -51,7 +52,9 @@ public final class MosquittoBroker: @unchecked Sendable {
         self.process = process
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
-            guard process.isRunning else { throw LaunchError("mosquitto exited at once (\(process.terminationStatus)); see \(folder)/mosquitto.log") }
+            guard process.isRunning else {
+                throw LaunchError("mosquitto exited at once (\(process.terminationStatus)); see \(folder)/mosquitto.log")
+            }
             if Loopback.accepts(port) { return }
             Thread.sleep(forTimeInterval: 0.05)
         }

@@ -27,7 +27,8 @@ public final class PostgresServer: @unchecked Sendable {
         let root = "/usr/lib/postgresql"
         let versions = ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).compactMap(Int.init).sorted()
         guard let newest = versions.last(where: { FileManager.default.isExecutableFile(atPath: "\(root)/\($0)/bin/initdb") }) else {
-            throw LaunchError("no PostgreSQL server under \(root): install Debian's postgresql (Deploy/install-deps does) or set LOUPE_POSTGRES_BIN")
+            throw LaunchError(
+                "no PostgreSQL server under \(root): install Debian's postgresql (Deploy/install-deps does) or set LOUPE_POSTGRES_BIN")
         }
         return "\(root)/\(newest)/bin"
     }
@@ -71,11 +72,15 @@ public final class PostgresServer: @unchecked Sendable {
         try Data(password.utf8).write(to: URL(fileURLWithPath: serverPassword))
         if getuid() == 0 {
             // The server's own user must own its folder; the client's password file stays root's.
-            guard let account = getpwnam("postgres") else { throw LaunchError("running as root but there is no postgres user to run the server as") }
+            guard let account = getpwnam("postgres") else {
+                throw LaunchError("running as root but there is no postgres user to run the server as")
+            }
             chown(folder, account.pointee.pw_uid, account.pointee.pw_gid)
             chown(serverPassword, account.pointee.pw_uid, account.pointee.pw_gid)
         }
-        try run("initdb", ["-D", data, "-U", user, "--pwfile", serverPassword, "-A", "scram-sha-256", "-E", "UTF8", "--no-sync", "--no-instructions"])
+        try run(
+            "initdb",
+            ["-D", data, "-U", user, "--pwfile", serverPassword, "-A", "scram-sha-256", "-E", "UTF8", "--no-sync", "--no-instructions"])
         try? FileManager.default.removeItem(atPath: serverPassword)
         try startBlocking()
     }
@@ -135,8 +140,11 @@ public final class PostgresServer: @unchecked Sendable {
     /// A new, empty database and the settings a manager reaches it with.
     public func createDatabase(_ name: String = "loupe_\(UUID().uuidString.prefix(8).lowercased())") async throws -> PostgresSettings {
         let (port, user, password) = (self.port, self.user, self.password)
-        try await BlockingIO.run { () throws in try self.run("createdb", ["-h", "127.0.0.1", "-p", "\(port)", "-U", user, name], environment: ["PGPASSWORD": password]) }
-        return PostgresSettings(url: "postgres://\(user)@127.0.0.1:\(port)/\(name)", passwordFile: passwordFile, answerSeconds: Self.testAnswerSeconds)
+        try await BlockingIO.run { () throws in
+            try self.run("createdb", ["-h", "127.0.0.1", "-p", "\(port)", "-U", user, name], environment: ["PGPASSWORD": password])
+        }
+        return PostgresSettings(
+            url: "postgres://\(user)@127.0.0.1:\(port)/\(name)", passwordFile: passwordFile, answerSeconds: Self.testAnswerSeconds)
     }
 
     /// Runs SQL in one of this server's databases with psql, stopping at the first error: for tests that change
@@ -145,8 +153,9 @@ public final class PostgresServer: @unchecked Sendable {
         let (port, user, password) = (self.port, self.user, self.password)
         let name = String(settings.url.split(separator: "/").last ?? "")
         try await BlockingIO.run { () throws in
-            try self.run("psql", ["-h", "127.0.0.1", "-p", "\(port)", "-U", user, "-d", name, "-v", "ON_ERROR_STOP=1", "-c", sql],
-                         environment: ["PGPASSWORD": password])
+            try self.run(
+                "psql", ["-h", "127.0.0.1", "-p", "\(port)", "-U", user, "-d", name, "-v", "ON_ERROR_STOP=1", "-c", sql],
+                environment: ["PGPASSWORD": password])
         }
     }
 
@@ -157,7 +166,8 @@ public final class PostgresServer: @unchecked Sendable {
     private func run(_ command: String, _ arguments: [String], environment: [String: String] = [:]) throws {
         let binary = binaries + "/" + command
         // coreutils' env sets the working folder for the child alone (the test process's own stays as it is).
-        let argv = ["/usr/bin/env", "-C", folder] + (getuid() == 0 ? ["/usr/sbin/runuser", "-u", "postgres", "--"] : []) + [binary] + arguments
+        let argv =
+            ["/usr/bin/env", "-C", folder] + (getuid() == 0 ? ["/usr/sbin/runuser", "-u", "postgres", "--"] : []) + [binary] + arguments
         let outputPath = folder + "/\(command).out"
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)

@@ -24,7 +24,8 @@ public struct AlignerConfiguration: Sendable, Equatable, Codable {
     public func placement(of pose: SimilarityTransform) -> PartPlacement {
         let center = (x: Double(template.x) + Double(template.width) / 2, y: Double(template.y) + Double(template.height) / 2)
         let found = pose.apply(center.x, center.y)
-        return PartPlacement(x: found.x, y: found.y, shiftX: found.x - center.x, shiftY: found.y - center.y, angleDegrees: pose.angle * 180 / .pi)
+        return PartPlacement(
+            x: found.x, y: found.y, shiftX: found.x - center.x, shiftY: found.y - center.y, angleDegrees: pose.angle * 180 / .pi)
     }
 }
 
@@ -46,8 +47,6 @@ public struct PartPlacement: Codable, Sendable, Equatable {
         self.angleDegrees = angleDegrees
     }
 }
-
-
 
 /// Where the part is in a frame.
 public struct Alignment: Sendable, Equatable {
@@ -114,7 +113,8 @@ public final class Aligner: Sendable {
             let scale = Double(1 << index)
             let levelCenter = (x: (center.x + 0.5) / scale - 0.5, y: (center.y + 0.5) / scale - 0.5)
             let levelRadius = radius / scale
-            let points = try Self.sample(image, center: levelCenter, radius: levelRadius, budget: 1_500, seed: UInt64(index + 1), rect: rect)
+            let points = try Self.sample(
+                image, center: levelCenter, radius: levelRadius, budget: 1_500, seed: UInt64(index + 1), rect: rect)
             levels.append(Level(center: levelCenter, radius: levelRadius, points: points, angleStep: 1 / levelRadius))
         }
         self.levels = levels
@@ -135,7 +135,9 @@ public final class Aligner: Sendable {
             for dy in -reach...reach {
                 for dx in -reach...reach where Double(dx * dx + dy * dy) <= coarse.radius * coarse.radius {
                     offsets.append((dx, dy))
-                    values.append(coarseImage.bilinear(coarse.center.x + c * Double(dx) - s * Double(dy), coarse.center.y + s * Double(dx) + c * Double(dy)))
+                    values.append(
+                        coarseImage.bilinear(
+                            coarse.center.x + c * Double(dx) - s * Double(dy), coarse.center.y + s * Double(dx) + c * Double(dy)))
                 }
             }
             guard Self.normalise(&values) else { throw VisionError.flatTemplate(rect) }
@@ -195,9 +197,15 @@ public final class Aligner: Sendable {
         var center = correlation(image, finePoints, x: best.x, y: best.y, angle: best.angle)
         for step in [1.0, 0.5, 0.25] {
             let angleStep = finest.angleStep * step
-            let shiftX = parabolaPeak(center: center) { correlation(image, finePoints, x: best.x + $0 * step, y: best.y, angle: best.angle) }
-            let shiftY = parabolaPeak(center: center) { correlation(image, finePoints, x: best.x, y: best.y + $0 * step, angle: best.angle) }
-            let turn = parabolaPeak(center: center) { correlation(image, finePoints, x: best.x, y: best.y, angle: best.angle + $0 * angleStep) }
+            let shiftX = parabolaPeak(center: center) {
+                correlation(image, finePoints, x: best.x + $0 * step, y: best.y, angle: best.angle)
+            }
+            let shiftY = parabolaPeak(center: center) {
+                correlation(image, finePoints, x: best.x, y: best.y + $0 * step, angle: best.angle)
+            }
+            let turn = parabolaPeak(center: center) {
+                correlation(image, finePoints, x: best.x, y: best.y, angle: best.angle + $0 * angleStep)
+            }
             let moved = Candidate(x: best.x + shiftX * step, y: best.y + shiftY * step, angle: best.angle + turn * angleStep, score: 0)
             let score = correlation(image, finePoints, x: moved.x, y: moved.y, angle: moved.angle)
             // Keep the move only if the joint step did not overshoot.
@@ -248,7 +256,9 @@ public final class Aligner: Sendable {
                                 let variance = squares - sum * sum / count
                                 guard variance > 1e-6 else { continue }
                                 let score = cross / variance.squareRoot()
-                                Self.offer(Candidate(x: Double(x), y: Double(y), angle: patch.angle, score: score), to: &found, keep: keep, separation: Double(radius))
+                                Self.offer(
+                                    Candidate(x: Double(x), y: Double(y), angle: patch.angle, score: score), to: &found, keep: keep,
+                                    separation: Double(radius))
                             }
                         }
                     }
@@ -261,7 +271,9 @@ public final class Aligner: Sendable {
     /// About `budget` template points in the disc: one per grid cell, at a
     /// fixed pseudo-random spot inside it, so the sparse sampling does not
     /// alias with the part's texture.
-    private static func sample(_ image: Image8, center: (x: Double, y: Double), radius: Double, budget: Double, seed: UInt64, rect: PixelRect) throws -> PointSet {
+    private static func sample(
+        _ image: Image8, center: (x: Double, y: Double), radius: Double, budget: Double, seed: UInt64, rect: PixelRect
+    ) throws -> PointSet {
         let stride = max(1, Int((Double.pi * radius * radius / budget).squareRoot().rounded(.up)))
         var jitter = SeededGenerator(seed: seed)
         var points = PointSet()
@@ -309,7 +321,8 @@ public final class Aligner: Sendable {
                             let fx = px - Double(ix), fy = py - Double(iy)
                             let base = iy * width + ix
                             let top = Double(pixels[base]) + (Double(pixels[base + 1]) - Double(pixels[base])) * fx
-                            let bottom = Double(pixels[base + width]) + (Double(pixels[base + width + 1]) - Double(pixels[base + width])) * fx
+                            let bottom =
+                                Double(pixels[base + width]) + (Double(pixels[base + width + 1]) - Double(pixels[base + width])) * fx
                             value = top + (bottom - top) * fy
                         }
                         sum += value

@@ -54,8 +54,10 @@ public struct LearnedWand: Sendable {
     /// The selection (255 where selected) for the clicks so far of one class
     /// on one image. `mask` is the image's label mask (pixels of other
     /// classes are negatives); `memory` the inspection type's examples.
-    public func select(_ features: WandFeatures, clicks: [Click], classIndex: UInt8, mask: Image8? = nil,
-                       memory: WandMemory? = nil, tolerance: Double = 0.5) throws(WandError) -> Image8 {
+    public func select(
+        _ features: WandFeatures, clicks: [Click], classIndex: UInt8, mask: Image8? = nil,
+        memory: WandMemory? = nil, tolerance: Double = 0.5
+    ) throws(WandError) -> Image8 {
         let width = features.width, height = features.height, n = features.pixelCount
         guard !clicks.isEmpty else { throw .noClicks }
         for click in clicks where !(0..<width).contains(click.x) || !(0..<height).contains(click.y) {
@@ -68,7 +70,8 @@ public struct LearnedWand: Sendable {
         guard features.deviations.contains(where: { $0 > 1e-3 }) else { throw .flat }
         let positives = clicks.filter(\.positive)
         guard !positives.isEmpty else { throw .noClicks }
-        var random = SeededGenerator(seed: clicks.reduce(UInt64(0x5EED)) { $0 &* 31 &+ UInt64($1.y * width + $1.x) &+ ($1.positive ? 1 : 0) })
+        var random = SeededGenerator(
+            seed: clicks.reduce(UInt64(0x5EED)) { $0 &* 31 &+ UInt64($1.y * width + $1.x) &+ ($1.positive ? 1 : 0) })
 
         let positiveDiscs = likeTheClick(positives, features)
         let negativeClicks = clicks.filter { !$0.positive }
@@ -150,7 +153,9 @@ public struct LearnedWand: Sendable {
         let n = features.pixelCount
         var best = [Float](repeating: -.infinity, count: n), label = [UInt8](repeating: 0, count: n)
         for classIndex in classes {
-            guard let examples = memory.examples(for: classIndex), !examples.positives.isEmpty, !examples.negatives.isEmpty else { continue }
+            guard let examples = memory.examples(for: classIndex), !examples.positives.isEmpty, !examples.negatives.isEmpty else {
+                continue
+            }
             var training = TrainingSet(dimension: WandFeatures.count)
             training.add(vectors: examples.positives, positive: true)
             training.add(vectors: examples.negatives, positive: false)
@@ -172,7 +177,7 @@ public struct LearnedWand: Sendable {
     /// scratch, the scratch and not the surface beside it.
     private func likeTheClick(_ clicks: [Click], _ features: WandFeatures) -> [Int] {
         let width = features.width, height = features.height
-        let level = features.planes // plane 0: the finest smoothing
+        let level = features.planes  // plane 0: the finest smoothing
         var chosen = Set<Int>()
         for click in clicks {
             let centre = level[click.y * width + click.x]
@@ -181,7 +186,8 @@ public struct LearnedWand: Sendable {
                 for dx in -(clickRadius + 2)...(clickRadius + 2) {
                     let d2 = dx * dx + dy * dy, x = click.x + dx, y = click.y + dy
                     guard d2 > clickRadius * clickRadius, d2 <= (clickRadius + 2) * (clickRadius + 2),
-                          x >= 0, y >= 0, x < width, y < height else { continue }
+                        x >= 0, y >= 0, x < width, y < height
+                    else { continue }
                     ring.append(level[y * width + x])
                 }
             }

@@ -15,8 +15,10 @@ struct LogisticRegression: Sendable {
     ///   - sampleWeights: each row's weight (normalised to a mean of 1 here).
     ///   - penalty: the L2 penalty on the weights (not the bias), against the
     ///     sum of weighted losses; 10 matches scikit-learn's C = 0.1.
-    init(samples: [Float], labels: [Bool], sampleWeights: [Float], dimension: Int, penalty: Double = 10, steps: Int = 15,
-         from start: LogisticRegression? = nil) {
+    init(
+        samples: [Float], labels: [Bool], sampleWeights: [Float], dimension: Int, penalty: Double = 10, steps: Int = 15,
+        from start: LogisticRegression? = nil
+    ) {
         let rows = labels.count, d = dimension + 1
         let meanWeight = Double(sampleWeights.reduce(0, +)) / Double(max(1, rows))
         var beta = start.map { $0.weights.map(Double.init) + [Double($0.bias)] } ?? [Double](repeating: 0, count: d)

@@ -144,8 +144,10 @@ public enum MaskTools {
                     }
                 }
             }
-            found.append(Blob(label: label, area: pixels.count, bounds: PixelRect(x: minX, y: minY, width: maxX - minX + 1, height: maxY - minY + 1),
-                              inscribedRadius: 0, pixels: pixels))
+            found.append(
+                Blob(
+                    label: label, area: pixels.count, bounds: PixelRect(x: minX, y: minY, width: maxX - minX + 1, height: maxY - minY + 1),
+                    inscribedRadius: 0, pixels: pixels))
         }
         guard !found.isEmpty else { return [] }
         // Inscribed radius: the largest distance from a region pixel to anything outside the region.
@@ -154,9 +156,10 @@ public enum MaskTools {
         for number in found.indices {
             let bounds = found[number].bounds
             let margin = 1
-            let box = PixelRect(x: max(0, bounds.x - margin), y: max(0, bounds.y - margin),
-                                width: min(width, bounds.x + bounds.width + margin) - max(0, bounds.x - margin),
-                                height: min(height, bounds.y + bounds.height + margin) - max(0, bounds.y - margin))
+            let box = PixelRect(
+                x: max(0, bounds.x - margin), y: max(0, bounds.y - margin),
+                width: min(width, bounds.x + bounds.width + margin) - max(0, bounds.x - margin),
+                height: min(height, bounds.y + bounds.height + margin) - max(0, bounds.y - margin))
             var local = Image8(validWidth: box.width, height: box.height)
             for y in 0..<box.height {
                 for x in 0..<box.width where region[(box.y + y) * width + box.x + x] == Int32(number) { local[x, y] = 1 }
@@ -230,7 +233,9 @@ struct DistanceField {
                 var s = 0.0
                 while true {
                     let v = vertices.last!
-                    s = ((values[q] + positions[q] * positions[q]) - (values[v] + positions[v] * positions[v])) / (2 * (positions[q] - positions[v]))
+                    s =
+                        ((values[q] + positions[q] * positions[q]) - (values[v] + positions[v] * positions[v]))
+                        / (2 * (positions[q] - positions[v]))
                     if s <= bounds[vertices.count - 1] && vertices.count > 1 {
                         vertices.removeLast()
                         bounds.removeLast()
@@ -257,12 +262,18 @@ struct DistanceField {
             for i in 0..<count { store(i, output[i], outputSite[i]) }
         }
         for x in 0..<width {
-            pass(count: height, padded: paddedOutside, load: { (distance[$0 * width + x], site[$0 * width + x]) },
-                 store: { distance[$0 * width + x] = $1; site[$0 * width + x] = $2 })
+            pass(
+                count: height, padded: paddedOutside, load: { (distance[$0 * width + x], site[$0 * width + x]) },
+                store: {
+                    distance[$0 * width + x] = $1; site[$0 * width + x] = $2
+                })
         }
         for y in 0..<height {
-            pass(count: width, padded: paddedOutside, load: { (distance[y * width + $0], site[y * width + $0]) },
-                 store: { distance[y * width + $0] = $1; site[y * width + $0] = $2 })
+            pass(
+                count: width, padded: paddedOutside, load: { (distance[y * width + $0], site[y * width + $0]) },
+                store: {
+                    distance[y * width + $0] = $1; site[y * width + $0] = $2
+                })
         }
         squaredDistance = distance
         nearest = site

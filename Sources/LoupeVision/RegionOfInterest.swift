@@ -25,14 +25,16 @@ public struct RegionOfInterest: Sendable, Equatable, Codable {
 
     /// An unrotated ROI covering `rect` of the reference image.
     public init(name: String, rect: PixelRect) {
-        self.init(name: name, centerX: Double(rect.x) + Double(rect.width - 1) / 2, centerY: Double(rect.y) + Double(rect.height - 1) / 2,
-                  width: rect.width, height: rect.height)
+        self.init(
+            name: name, centerX: Double(rect.x) + Double(rect.width - 1) / 2, centerY: Double(rect.y) + Double(rect.height - 1) / 2,
+            width: rect.width, height: rect.height)
     }
 
     /// Maps the ROI's own pixel coordinates (origin top-left) to reference coordinates.
     public var toReference: SimilarityTransform {
-        SimilarityTransform.rotation(angleDegrees * .pi / 180, about: (Double(width - 1) / 2, Double(height - 1) / 2),
-                                     shift: (centerX - Double(width - 1) / 2, centerY - Double(height - 1) / 2))
+        SimilarityTransform.rotation(
+            angleDegrees * .pi / 180, about: (Double(width - 1) / 2, Double(height - 1) / 2),
+            shift: (centerX - Double(width - 1) / 2, centerY - Double(height - 1) / 2))
     }
 
     /// The ROI cut from a frame whose part sits at `pose` (bilinear).

@@ -97,14 +97,14 @@ public struct Wand: Sendable {
             // and as thick (its inscribed radius: a spot is not a crack); and
             // seen whole, not largely along the image's edge (a strip of the
             // belt there), where neither its shape nor its contrast can be judged.
-            let similar = index == clickedIndex || (
-                abs(clickedDeparture) >= Self.minimumDeparture
-                && Self.shareNearImageEdge(blob, width: width, height: height) < 0.15
-                && blob.area * 10 >= clicked.area && blob.area <= clicked.area * 10
-                && abs(meanDeparture(blob) - clickedDeparture) <= abs(clickedDeparture) * 0.2
-                && abs(Self.borderContrast(blob, grey: grey) - clickedContrast) <= abs(clickedContrast) * 0.5
-                && (0.5...2).contains(blob.inscribedRadius / max(0.5, clicked.inscribedRadius))
-            )
+            let similar =
+                index == clickedIndex
+                || (abs(clickedDeparture) >= Self.minimumDeparture
+                    && Self.shareNearImageEdge(blob, width: width, height: height) < 0.15
+                    && blob.area * 10 >= clicked.area && blob.area <= clicked.area * 10
+                    && abs(meanDeparture(blob) - clickedDeparture) <= abs(clickedDeparture) * 0.2
+                    && abs(Self.borderContrast(blob, grey: grey) - clickedContrast) <= abs(clickedContrast) * 0.5
+                    && (0.5...2).contains(blob.inscribedRadius / max(0.5, clicked.inscribedRadius)))
             guard similar else { continue }
             for pixel in blob.pixels { selection.samples[pixel] = 255 }
         }
@@ -226,7 +226,8 @@ public struct Wand: Sendable {
     /// `.remove` clears it.
     public static func apply(_ selection: Image8, to mask: Image8, label: UInt8, mode: Mode) throws -> Image8 {
         guard selection.width == mask.width, selection.height == mask.height else {
-            throw ImageError.maskSizeMismatch(imageWidth: mask.width, imageHeight: mask.height, maskWidth: selection.width, maskHeight: selection.height)
+            throw ImageError.maskSizeMismatch(
+                imageWidth: mask.width, imageHeight: mask.height, maskWidth: selection.width, maskHeight: selection.height)
         }
         var out = mask
         for index in out.samples.indices where selection.samples[index] != 0 {

@@ -82,7 +82,8 @@ public struct WandFeatures: Sendable {
                 jxy = Self.gaussian(jxy, width: width, height: height, sigma: scale)
                 let tensorHigh = out.baseAddress!.advanced(by: next * n), tensorLow = tensorHigh.advanced(by: n)
                 for i in 0..<n {
-                    let half = (jxx[i] + jyy[i]) / 2, spread = (((jxx[i] - jyy[i]) / 2) * ((jxx[i] - jyy[i]) / 2) + jxy[i] * jxy[i]).squareRoot()
+                    let half = (jxx[i] + jyy[i]) / 2,
+                        spread = (((jxx[i] - jyy[i]) / 2) * ((jxx[i] - jyy[i]) / 2) + jxy[i] * jxy[i]).squareRoot()
                     tensorHigh[i] = half + spread
                     tensorLow[i] = half - spread
                 }

@@ -33,7 +33,8 @@ public struct WandMemory: Sendable {
         var random = SeededGenerator(seed: key.utf8.reduce(UInt64(0xCBF2_9CE4_8422_2325)) { ($0 ^ UInt64($1)) &* 0x100_0000_01B3 })
         var byClass: [UInt8: [Float]] = [:]
         for (label, indices) in byLabel {
-            let chosen = indices.count <= perClass ? indices : (0..<perClass).map { _ in indices[Int(random.next() % UInt64(indices.count))] }
+            let chosen =
+                indices.count <= perClass ? indices : (0..<perClass).map { _ in indices[Int(random.next() % UInt64(indices.count))] }
             byClass[label] = chosen.flatMap { features.vector(at: $0) }
         }
         entries.removeAll { $0.key == key }

@@ -27,7 +27,8 @@ enum AddressResolver {
             var list: UnsafeMutablePointer<addrinfo>?
             let status = getaddrinfo(host, String(port), &hints, &list)
             guard status == 0, let first = list else {
-                throw WireError.unreachable(address: "\(host):\(port)", reason: "cannot resolve host: \(String(cString: gai_strerror(status)))")
+                throw WireError.unreachable(
+                    address: "\(host):\(port)", reason: "cannot resolve host: \(String(cString: gai_strerror(status)))")
             }
             defer { freeaddrinfo(first) }
             var addresses: [SocketAddress] = []

@@ -125,7 +125,8 @@ public enum WireClient {
         try connection.adoptPeerFrameLimit(welcome.maxFrameBytes, field: "Welcome.max_frame_bytes")
         let server = try connection.certifiedPeer()
         connection.setPeer(server)
-        connection.adoptPeerTimers(heartbeatInterval: .milliseconds(Int64(welcome.heartbeatIntervalMs)), idleTimeout: .milliseconds(Int64(welcome.idleTimeoutMs)))
+        connection.adoptPeerTimers(
+            heartbeatInterval: .milliseconds(Int64(welcome.heartbeatIntervalMs)), idleTimeout: .milliseconds(Int64(welcome.idleTimeoutMs)))
         if let role = configuration.serverRole, server.role != role {
             throw WireError.wrongPeerRole(expected: role.rawValue, actual: server.role.rawValue)
         }
@@ -148,7 +149,8 @@ public func parseAddress(_ text: String) throws -> (host: String, port: Int) {
         return (host, port)
     }
     guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
-          (0...65535).contains(port), colon != text.startIndex else {
+        (0...65535).contains(port), colon != text.startIndex
+    else {
         throw WireError.invalidAddress(text)
     }
     return (String(text[..<colon]), port)

@@ -44,8 +44,9 @@ public struct ConnectionSettings: Sendable, Equatable {
     /// silence.
     public init(heartbeatSeconds: Double?, idleTimeoutSeconds: Double?, maxFrameBytes: Int? = nil) {
         let idle = Duration.seconds(fraction: idleTimeoutSeconds ?? 15)
-        self.init(maxFrameBytes: maxFrameBytes ?? WireProtocol.defaultMaxFrameBytes, heartbeatInterval: .seconds(fraction: heartbeatSeconds ?? 5),
-                  idleTimeout: idle, frameStallTimeout: idle * 0.75)
+        self.init(
+            maxFrameBytes: maxFrameBytes ?? WireProtocol.defaultMaxFrameBytes, heartbeatInterval: .seconds(fraction: heartbeatSeconds ?? 5),
+            idleTimeout: idle, frameStallTimeout: idle * 0.75)
     }
 }
 
@@ -102,7 +103,9 @@ public final class WireConnection: Sendable {
     private let logger: Logger?
 
     /// Wraps a channel built by `WireChannel.finish`.
-    static func make(channel: any Channel, settings: ConnectionSettings, ledger known: ConnectionLedger? = nil, logger: Logger? = nil) async -> WireConnection {
+    static func make(
+        channel: any Channel, settings: ConnectionSettings, ledger known: ConnectionLedger? = nil, logger: Logger? = nil
+    ) async -> WireConnection {
         var ledger = known
         if ledger == nil {
             ledger = try? await channel.pipeline.handler(type: ReplyRouter.self).get().ledger
@@ -301,7 +304,8 @@ public final class WireConnection: Sendable {
                 for try await envelope in inbound {
                     if awaitingHello, let handshake {
                         guard case .hello(let hello) = envelope.body, envelope.requestID != 0 else {
-                            throw WireError.refused(code: .handshakeRequired, message: "first message must be a Hello request, got \(envelope.bodyName)")
+                            throw WireError.refused(
+                                code: .handshakeRequired, message: "first message must be a Hello request, got \(envelope.bodyName)")
                         }
                         do {
                             try adoptPeerFrameLimit(hello.maxFrameBytes, field: "Hello.max_frame_bytes")
@@ -326,10 +330,16 @@ public final class WireConnection: Sendable {
                         // An unsolicited Error precedes the peer closing the connection.
                         ledger.close(failing: WireError.remote(code: error.code, message: error.message))
                     case .hello:
-                        try await answer(envelope, with: .failure(WireError.refused(code: .invalidArgument, message: "Hello was already exchanged on this connection")))
+                        try await answer(
+                            envelope,
+                            with: .failure(
+                                WireError.refused(code: .invalidArgument, message: "Hello was already exchanged on this connection")))
                         continue
                     case .none:
-                        try await answer(envelope, with: .failure(WireError.refused(code: .unknownMessage, message: "envelope has no body (or one this peer does not know)")))
+                        try await answer(
+                            envelope,
+                            with: .failure(
+                                WireError.refused(code: .unknownMessage, message: "envelope has no body (or one this peer does not know)")))
                         continue
                     default:
                         if envelope.requestID == 0, let body = envelope.body, !body.isEvent {
@@ -344,12 +354,19 @@ public final class WireConnection: Sendable {
                                 let body = try await handler(self, envelope)
                                 try await self.answer(envelope, with: .success(body))
                             } catch WireError.frameTooLarge(let length, let limit) {
-                                try? await self.answer(envelope, with: .failure(WireError.refused(
-                                    code: .frameTooLarge,
-                                    message: "the reply to \(envelope.bodyName) would be a \(length)-byte frame, over the \(limit)-byte limit this peer announced (max_frame_bytes)")))
+                                try? await self.answer(
+                                    envelope,
+                                    with: .failure(
+                                        WireError.refused(
+                                            code: .frameTooLarge,
+                                            message:
+                                                "the reply to \(envelope.bodyName) would be a \(length)-byte frame, over the "
+                                                + "\(limit)-byte limit this peer announced (max_frame_bytes)"
+                                        )))
                             } catch {
                                 if envelope.requestID == 0 {
-                                    self.logger?.warning("event not taken", metadata: self.metadata(["message": "\(envelope.bodyName)", "why": "\(error)"]))
+                                    self.logger?.warning(
+                                        "event not taken", metadata: self.metadata(["message": "\(envelope.bodyName)", "why": "\(error)"]))
                                 }
                                 try? await self.answer(envelope, with: .failure(error))
                             }
@@ -424,12 +441,17 @@ public final class WireConnection: Sendable {
             try await send(request.reply(body))
         case .success(nil) where request.body?.isEvent == true:
             // Taken (its role may send it), but an event has no answer to give.
-            try await send(request.reply(Envelope.error(.invalidArgument, "\(request.bodyName) is an event: it was taken, and events get no reply; send it with request_id 0")))
+            try await send(
+                request.reply(
+                    Envelope.error(
+                        .invalidArgument,
+                        "\(request.bodyName) is an event: it was taken, and events get no reply; send it with request_id 0")))
         case .success(nil):
             try await send(request.reply(Envelope.error(.internal, "\(request.bodyName) produced no reply")))
         case .failure(let error):
             let (code, message) = Self.describe(error)
-            logger?.warning("request refused", metadata: metadata(["request": "\(request.bodyName)", "code": "\(code)", "why": "\(message)"]))
+            logger?.warning(
+                "request refused", metadata: metadata(["request": "\(request.bodyName)", "code": "\(code)", "why": "\(message)"]))
             try await send(request.reply(Envelope.error(code, message)))
         }
     }

@@ -21,8 +21,10 @@ public struct WireServerConfiguration: Sendable {
     public static let defaultMaxConnections = 10_000
     public static let defaultMaxConnectionsPerPeer = 4
 
-    public init(host: String, port: Int, tls: TLSFiles, connection: ConnectionSettings = ConnectionSettings(),
-                maxConnections: Int = Self.defaultMaxConnections, maxConnectionsPerPeer: Int = Self.defaultMaxConnectionsPerPeer) {
+    public init(
+        host: String, port: Int, tls: TLSFiles, connection: ConnectionSettings = ConnectionSettings(),
+        maxConnections: Int = Self.defaultMaxConnections, maxConnectionsPerPeer: Int = Self.defaultMaxConnectionsPerPeer
+    ) {
         self.host = host
         self.port = port
         self.tls = tls
@@ -147,17 +149,29 @@ public final class WireServer: Sendable {
                                     throw WireError.refused(code: .permissionDenied, message: "client certificate unusable: \(error)")
                                 }
                                 let others = self.connections.withLock { all in
-                                    all.values.filter { $0 !== connection && $0.peer?.name == peer.name && $0.peer?.role == peer.role && !$0.isClosed }.count
+                                    all.values.filter {
+                                        $0 !== connection && $0.peer?.name == peer.name && $0.peer?.role == peer.role && !$0.isClosed
+                                    }.count
                                 }
                                 guard others < perPeer else {
-                                    throw WireError.refused(code: .resourceExhausted, message: "\(peer.role.rawValue) \(peer.name) already has \(others) connections open (at most \(perPeer) per certificate)")
+                                    throw WireError.refused(
+                                        code: .resourceExhausted,
+                                        message:
+                                            "\(peer.role.rawValue) \(peer.name) already has \(others) connections open (at most "
+                                            + "\(perPeer) per certificate)"
+                                    )
                                 }
                                 connection.setPeer(peer)
                                 return try await handshake(connection, hello)
                             }
                             await connection.run(inbound: childInbound, handshake: identified, handler: handler, welcomed: welcomed)
                             await closed(connection)
-                            logger.debug("connection ended", metadata: ["peer": "\(connection.peer.map(String.init(describing:)) ?? "unidentified")", "address": "\(connection.remoteAddress)"])
+                            logger.debug(
+                                "connection ended",
+                                metadata: [
+                                    "peer": "\(connection.peer.map(String.init(describing:)) ?? "unidentified")",
+                                    "address": "\(connection.remoteAddress)",
+                                ])
                         }
                     }
                 }

@@ -26,26 +26,52 @@ import LoupeTesting
 struct DemoCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "demo",
-        abstract: "Run the whole loop on this machine: a manager, three cameras, labelling, central training, a signed push, live inspection.",
-        discussion: "Keeps running with the agents' Label & Train pages up until Ctrl-C, unless --exit-when-done. Exits 1 if a step fails or the live IoU is below --min-iou."
+        abstract:
+            "Run the whole loop on this machine: a manager, three cameras, labelling, central training, a signed push, live inspection.",
+        discussion:
+            "Keeps running with the agents' Label & Train pages up until Ctrl-C, unless --exit-when-done. Exits 1 if a step fails or the "
+            + "live IoU is below --min-iou."
     )
 
     @Option(help: "Folder for the demo's PKI and data (default: a new temporary folder, removed at the end).") var dataDir: String?
     @Option(help: "Labelled frames per camera.") var frames = 16
-    @Option(help: "Passes of central training over the labelled ROIs: a fixed amount of work, so a slower CPU takes longer rather than learning less (18 passes: about 2 minutes on AVX-512 cores, about 9 on an AVX2-only CPU).")
+    @Option(
+        help:
+            ArgumentHelp(
+                "Passes of central training over the labelled ROIs: a fixed amount of work, so a slower CPU takes longer rather than "
+                    + "learning "
+                    + "less (18 passes: about 2 minutes on AVX-512 cores, about 9 on an AVX2-only CPU).")
+    )
     var trainPasses = 18
     @Option(help: "Seconds of central training instead of --train-passes (a slower CPU then trains less).") var trainSeconds: Double?
     @Option(help: "Seconds of live inspection to measure.") var liveSeconds = 10.0
-    @Option(help: "Lowest acceptable defect mIoU on live frames (0.42–0.66 in release builds with two minutes of training; the defaults train a fixed 18 passes).") var minIou = 0.25
-    @Option(help: "Confidence threshold for live inspection (the page's slider). A pixel counts as a defect when its class's probability reaches it; 0.85 keeps false fails out.") var threshold = 0.85
+    @Option(
+        help:
+            ArgumentHelp(
+                "Lowest acceptable defect mIoU on live frames (0.42–0.66 in release builds with two minutes of training; the defaults "
+                    + "train a "
+                    + "fixed 18 passes).")
+    ) var minIou = 0.25
+    @Option(
+        help:
+            ArgumentHelp(
+                "Confidence threshold for live inspection (the page's slider). A pixel counts as a defect when its class's probability "
+                    + "reaches it; 0.85 keeps false fails out.")
+    ) var threshold = 0.85
     @Flag(help: "Stop after the measurement instead of serving until Ctrl-C.") var exitWhenDone = false
-    @Option(help: "The GigE Vision simulator for the triggered station (default: built from Tests/FakeGigE when run from the repository; without either the station is left out).")
+    @Option(
+        help:
+            ArgumentHelp(
+                "The GigE Vision simulator for the triggered station (default: built from Tests/FakeGigE when run from the repository; "
+                    + "without either the station is left out).")
+    )
     var fakeGige: String?
     @Option(help: "Triggers the triggered station's PLC fires over Modbus (0: no station).") var stationTriggers = 20
-    @Option(help: """
-        Where the manager keeps its stores: sqlite (one manager, its files in the data folder) or postgres (two managers \
-        sharing a PostgreSQL database of the demo's own, Debian's postgresql; the cameras spread over them).
-        """) var storage = "sqlite"
+    @Option(
+        help: """
+            Where the manager keeps its stores: sqlite (one manager, its files in the data folder) or postgres (two managers \
+            sharing a PostgreSQL database of the demo's own, Debian's postgresql; the cameras spread over them).
+            """) var storage = "sqlite"
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
@@ -59,7 +85,10 @@ struct DemoCommand: AsyncParsableCommand {
     static let inspectionType = "demo-part"
     static let (width, height) = (640, 512)
     static var classes: [[String: Any]] {
-        [["index": 1, "name": "scratch", "color": 0xE6194B], ["index": 2, "name": "spot", "color": 0x3CB44B], ["index": 3, "name": "crack", "color": 0x4363D8]]
+        [
+            ["index": 1, "name": "scratch", "color": 0xE6194B], ["index": 2, "name": "spot", "color": 0x3CB44B],
+            ["index": 3, "name": "crack", "color": 0x4363D8],
+        ]
     }
 
     func run() async throws {
@@ -99,8 +128,9 @@ struct DemoCommand: AsyncParsableCommand {
         var managers: [InProcessManager] = []
         for name in shared == nil ? ["demo-plant"] : ["demo-plant-a", "demo-plant-b"] {
             let dataDir = root + (shared == nil ? "/manager" : "/\(name)")
-            var config = ManagerConfig(managerId: name, listen: "127.0.0.1:0", tls: managerTLS, revocationList: nil, dataDir: dataDir,
-                                       heartbeatSeconds: 2, idleTimeoutSeconds: 10)
+            var config = ManagerConfig(
+                managerId: name, listen: "127.0.0.1:0", tls: managerTLS, revocationList: nil, dataDir: dataDir,
+                heartbeatSeconds: 2, idleTimeoutSeconds: 10)
             config.trainingThreads = ProcessInfo.processInfo.activeProcessorCount
             // A plant's managers sign with one key (made by the first); agents trust its public half.
             config.signingKey = root + "/manager/model-signing.key"
@@ -119,8 +149,9 @@ struct DemoCommand: AsyncParsableCommand {
         for (index, camera) in Self.cameras.enumerated() {
             // With two managers the cameras alternate between them, each with the other as its fallback.
             let own = managers[index % managers.count]
-            var link = AgentConfig.ManagerLink(address: "localhost:\(own.port)", heartbeatSeconds: 2, idleTimeoutSeconds: 10,
-                                               statusIntervalSeconds: 1, reconnectInitialSeconds: 0.2, reconnectMaxSeconds: 2)
+            var link = AgentConfig.ManagerLink(
+                address: "localhost:\(own.port)", heartbeatSeconds: 2, idleTimeoutSeconds: 10,
+                statusIntervalSeconds: 1, reconnectInitialSeconds: 0.2, reconnectMaxSeconds: 2)
             let others = managers.filter { $0 !== own }.map { "localhost:\($0.port)" }
             if !others.isEmpty { link.fallbackAddresses = others }
             var config = AgentConfig(
@@ -128,16 +159,20 @@ struct DemoCommand: AsyncParsableCommand {
                 manager: link,
                 tls: try issue(.agent, camera, hosts: ["localhost"]), dataDir: root + "/\(camera)",
                 http: .init(address: "127.0.0.1:0", initialAdminPassword: Self.password),
-                camera: .init(source: .synthetic, width: Self.width, height: Self.height, framesPerSecond: 5, seed: UInt64(100 + index),
-                              inferenceThreads: 1, live: false))
+                camera: .init(
+                    source: .synthetic, width: Self.width, height: Self.height, framesPerSecond: 5, seed: UInt64(100 + index),
+                    inferenceThreads: 1, live: false))
             config.camera?.partSeed = 7
             config.modelKeys = [(managerConfig.signingKeyPath as NSString).deletingPathExtension + ".pub"]
-            agents.append(try AgentAssembly(config: config, logger: logger) { url in
-                lock.withLock { urls.set((urls.value ?? [:]).merging([camera: url]) { $1 }) }
-            })
+            agents.append(
+                try AgentAssembly(config: config, logger: logger) { url in
+                    lock.withLock { urls.set((urls.value ?? [:]).merging([camera: url]) { $1 }) }
+                })
         }
-        let agentGroup = ServiceGroup(configuration: .init(services: agents.flatMap(\.services).map { .init(service: $0) },
-                                                           gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        let agentGroup = ServiceGroup(
+            configuration: .init(
+                services: agents.flatMap(\.services).map { .init(service: $0) },
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         let agentTask = Task { try await agentGroup.run() }
         func stopAll() async {
             await agentGroup.triggerGracefulShutdown()
@@ -150,10 +185,11 @@ struct DemoCommand: AsyncParsableCommand {
             }
             step("3 agents connected: \(Self.cameras.map { "\($0) \(urls.value?[$0] ?? "")" }.joined(separator: ", "))")
             if managers.count > 1 {
-                step(managers.enumerated().map { number, manager in
-                    let served = Self.cameras.enumerated().filter { $0.offset % managers.count == number }.map(\.element)
-                    return "\(manager.config.managerId) serves " + served.joined(separator: ", ")
-                }.joined(separator: "; "))
+                step(
+                    managers.enumerated().map { number, manager in
+                        let served = Self.cameras.enumerated().filter { $0.offset % managers.count == number }.map(\.element)
+                        return "\(manager.config.managerId) serves " + served.joined(separator: ", ")
+                    }.joined(separator: "; "))
             }
 
             // 3. Label ROIs from the synthetic ground truth, through each agent's API.
@@ -176,7 +212,8 @@ struct DemoCommand: AsyncParsableCommand {
                     let number = try await api.importImage(try PNGCodec.encode(aligned), name: "frame-\(frameIndex).png")
                     for roi in Self.rois {
                         let mask = try frame.referenceMask.cropped(to: roi.rect)
-                        try await api.send("PUT", "/api/v1/captures/\(number)/rois/\(roi.name)/mask", body: try PNGCodec.encode(mask), type: "image/png")
+                        try await api.send(
+                            "PUT", "/api/v1/captures/\(number)/rois/\(roi.name)/mask", body: try PNGCodec.encode(mask), type: "image/png")
                         try await api.send("PUT", "/api/v1/captures/\(number)/rois/\(roi.name)/include", json: ["include": true])
                         labelled += 1
                     }
@@ -218,8 +255,9 @@ struct DemoCommand: AsyncParsableCommand {
                 for agent in agents {
                     let camera = agent.runtime.config.cameraId
                     guard let latest = agent.runtime.pipeline.latest, latest.outcome.result.sequence != seen[camera],
-                          latest.outcome.result.modelVersion == version,
-                          let check = try latest.checkAgainstTruth(failRule: Self.failRule) else { continue }
+                        latest.outcome.result.modelVersion == version,
+                        let check = try latest.checkAgainstTruth(failRule: Self.failRule)
+                    else { continue }
                     seen[camera] = latest.outcome.result.sequence
                     verdicts[camera, default: Verdicts()].add(truthFails: check.truthFails, fails: latest.outcome.result.verdict == .fail)
                     for (label, counts) in check.overlap {
@@ -244,28 +282,41 @@ struct DemoCommand: AsyncParsableCommand {
                     fleet[label, default: (0, 0)].intersection += c.intersection
                     fleet[label, default: (0, 0)].union += c.union
                 }
-                rows.append([camera, live.modelVersion, String(format: "%.1f", live.framesPerSecond),
-                             String(format: "%.0f / %.0f ms", live.p50["total"] ?? 0, live.p99["total"] ?? 0),
-                             "\(live.framesInspected)", "\(live.passCount) / \(live.failCount)",
-                             verdicts[camera]?.summary ?? "-",
-                             meanIoU(counts).map { String(format: "%.3f", $0) } ?? "-"])
+                rows.append([
+                    camera, live.modelVersion, String(format: "%.1f", live.framesPerSecond),
+                    String(format: "%.0f / %.0f ms", live.p50["total"] ?? 0, live.p99["total"] ?? 0),
+                    "\(live.framesInspected)", "\(live.passCount) / \(live.failCount)",
+                    verdicts[camera]?.summary ?? "-",
+                    meanIoU(counts).map { String(format: "%.3f", $0) } ?? "-",
+                ])
             }
-            say(TextTable.render(header: ["camera", "model", "fps", "latency p50 / p99", "frames", "pass / fail", "verdicts right (false fail, missed)", "defect mIoU"], rows: rows))
+            say(
+                TextTable.render(
+                    header: [
+                        "camera", "model", "fps", "latency p50 / p99", "frames", "pass / fail", "verdicts right (false fail, missed)",
+                        "defect mIoU",
+                    ], rows: rows))
             let all = verdicts.values.reduce(Verdicts()) { $0.merged($1) }
-            step("verdicts against ground truth (a true region of \(Self.failRule.minimumDefectPixels)+ px fails a frame): \(all.right) of \(all.total) right, \(all.falseFail) false fails, \(all.missed) missed")
+            step(
+                "verdicts against ground truth (a true region of \(Self.failRule.minimumDefectPixels)+ px fails a frame): \(all.right) of "
+                    + "\(all.total) right, \(all.falseFail) false fails, \(all.missed) missed"
+            )
             let names = [1: "scratch", 2: "spot", 3: "crack"]
             let perClass = fleet.keys.sorted().map { label in
-                String(format: "%@ %.3f", names[label] ?? "class \(label)", Double(fleet[label]!.intersection) / Double(max(1, fleet[label]!.union)))
+                String(
+                    format: "%@ %.3f", names[label] ?? "class \(label)",
+                    Double(fleet[label]!.intersection) / Double(max(1, fleet[label]!.union)))
             }.joined(separator: ", ")
             let meanIoU = meanIoU(fleet) ?? 0
             step(String(format: "defect mIoU on live frames against ground truth: %.3f (%@; threshold %.2f)", meanIoU, perClass, minIou))
             // 8. The triggered station: a GigE Vision camera, triggers and verdicts over Modbus.
             if stationTriggers > 0 {
                 if let helper = try DemoStation.helper(fakeGige, root: root) {
-                    let station = DemoStation(root: root, helper: helper, tls: try issue(.agent, DemoStation.camera, hosts: ["localhost"]), managerPort: port,
-                                              modelKey: (managerConfig.signingKeyPath as NSString).deletingPathExtension + ".pub",
-                                              version: version, registry: registry,
-                                              threshold: threshold, logger: logger)
+                    let station = DemoStation(
+                        root: root, helper: helper, tls: try issue(.agent, DemoStation.camera, hosts: ["localhost"]), managerPort: port,
+                        modelKey: (managerConfig.signingKeyPath as NSString).deletingPathExtension + ".pub",
+                        version: version, registry: registry,
+                        threshold: threshold, logger: logger)
                     let outcome = try await station.run(triggers: stationTriggers, step: step)
                     try Self.report(outcome, step: step)
                 } else {
@@ -308,12 +359,18 @@ struct DemoCommand: AsyncParsableCommand {
         }
         let cycles = outcome.cycles.sorted()
         let counts = Dictionary(grouping: verdicts, by: { $0 }).map { "\($0.value.count) \($0.key)" }.sorted().joined(separator: ", ")
-        step(String(format: "station PLC: %d triggers over Modbus, %d verdicts read (%@), %d missed; cycle p50 %.0f ms, max %.0f ms",
-                    outcome.triggers, outcome.read.count, counts, outcome.missed, cycles[cycles.count / 2], cycles.last ?? 0))
+        step(
+            String(
+                format: "station PLC: %d triggers over Modbus, %d verdicts read (%@), %d missed; cycle p50 %.0f ms, max %.0f ms",
+                outcome.triggers, outcome.read.count, counts, outcome.missed, cycles[cycles.count / 2], cycles.last ?? 0))
         step("station part: its ground truth fails (chosen so); the model said \(verdicts.last ?? "-")")
-        guard sequences == Array(1...outcome.triggers) else { throw ValidationError("the PLC read trigger numbers \(sequences), not 1…\(outcome.triggers) once each in order") }
+        guard sequences == Array(1...outcome.triggers) else {
+            throw ValidationError("the PLC read trigger numbers \(sequences), not 1…\(outcome.triggers) once each in order")
+        }
         guard verdicts == agent else { throw ValidationError("the PLC's verdicts \(verdicts) are not the agent's own \(agent)") }
-        guard outcome.missed == 0 else { throw ValidationError("\(outcome.missed) triggers were missed with the PLC waiting for each result") }
+        guard outcome.missed == 0 else {
+            throw ValidationError("\(outcome.missed) triggers were missed with the PLC waiting for each result")
+        }
     }
 
     static let rois: [(name: String, rect: PixelRect)] = [
@@ -343,7 +400,9 @@ struct DemoCommand: AsyncParsableCommand {
         [
             "version": 0, "inspectionType": inspectionType,
             "template": ["x": 160, "y": 128, "width": 320, "height": 256],
-            "rois": rois.map { ["name": $0.name, "rect": ["x": $0.rect.x, "y": $0.rect.y, "width": $0.rect.width, "height": $0.rect.height]] },
+            "rois": rois.map {
+                ["name": $0.name, "rect": ["x": $0.rect.x, "y": $0.rect.y, "width": $0.rect.width, "height": $0.rect.height]]
+            },
             "confidenceThreshold": 0.5, "failRule": ["minimumDefectPixels": failRule.minimumDefectPixels],
         ]
     }
@@ -355,7 +414,9 @@ struct DemoCommand: AsyncParsableCommand {
     }
 
     /// Polls `condition` every `interval` until it holds; a timeout names what was awaited.
-    static func waitFor(_ what: String, timeout: Duration, every interval: Duration = .milliseconds(100), _ condition: () throws -> Bool) async throws {
+    static func waitFor(
+        _ what: String, timeout: Duration, every interval: Duration = .milliseconds(100), _ condition: () throws -> Bool
+    ) async throws {
         let deadline = ContinuousClock.now + timeout
         while !(try condition()) {
             guard ContinuousClock.now < deadline else { throw ValidationError("timed out waiting for \(what)") }
@@ -379,8 +440,10 @@ struct DemoCommand: AsyncParsableCommand {
             _ = try await connection.request(.trainingStart(start))
             let final = try await follower.wait(on: connection)
             guard final.state == .succeeded else { throw ValidationError("training ended \(final.state): \(final.message)") }
-            say(String(format: "validation mIoU %.3f (per class: %@)", final.validationMiou,
-                         final.validationClassIou.map { String(format: "%.3f", $0) }.joined(separator: " ")))
+            say(
+                String(
+                    format: "validation mIoU %.3f (per class: %@)", final.validationMiou,
+                    final.validationClassIou.map { String(format: "%.3f", $0) }.joined(separator: " ")))
             return final.modelVersion
         }
     }
@@ -392,8 +455,9 @@ struct DemoAPI {
     let token: String
 
     static func signIn(base: String, user: String, password: String) async throws -> DemoAPI {
-        let reply = try await call(base: base, "POST", "/api/v1/login", token: nil,
-                                   body: try JSONSerialization.data(withJSONObject: ["user": user, "password": password]), type: "application/json")
+        let reply = try await call(
+            base: base, "POST", "/api/v1/login", token: nil,
+            body: try JSONSerialization.data(withJSONObject: ["user": user, "password": password]), type: "application/json")
         guard let token = (try JSONSerialization.jsonObject(with: reply) as? [String: Any])?["token"] as? String else {
             throw ValidationError("sign-in at \(base) gave no token")
         }
@@ -402,7 +466,8 @@ struct DemoAPI {
 
     @discardableResult
     func send(_ method: String, _ path: String, json: Any) async throws -> Data {
-        try await Self.call(base: base, method, path, token: token, body: try JSONSerialization.data(withJSONObject: json), type: "application/json")
+        try await Self.call(
+            base: base, method, path, token: token, body: try JSONSerialization.data(withJSONObject: json), type: "application/json")
     }
 
     @discardableResult
@@ -411,14 +476,17 @@ struct DemoAPI {
     }
 
     func importImage(_ png: Data, name: String) async throws -> Int {
-        let reply = try await Self.call(base: base, "POST", "/api/v1/captures/import", token: token, body: png, type: "image/png", filename: name)
+        let reply = try await Self.call(
+            base: base, "POST", "/api/v1/captures/import", token: token, body: png, type: "image/png", filename: name)
         guard let number = (try JSONSerialization.jsonObject(with: reply) as? [String: Any])?["number"] as? Int else {
             throw ValidationError("import of \(name) gave no capture number")
         }
         return number
     }
 
-    static func call(base: String, _ method: String, _ path: String, token: String?, body: Data?, type: String, filename: String? = nil) async throws -> Data {
+    static func call(
+        base: String, _ method: String, _ path: String, token: String?, body: Data?, type: String, filename: String? = nil
+    ) async throws -> Data {
         var request = URLRequest(url: URL(string: base + path)!)
         request.httpMethod = method
         request.httpBody = body

@@ -58,7 +58,9 @@ struct DemoStation {
         for _ in 0..<100 {
             let (frame, _) = partCamera.render()
             // The station's part is one its ground truth fails (a true defect region of the fail rule's size in some ROI).
-            if try DemoCommand.rois.contains(where: { DemoCommand.failRule.fails(MaskTools.blobs(try frame.referenceMask.cropped(to: $0.rect))) }) {
+            if try DemoCommand.rois.contains(where: {
+                DemoCommand.failRule.fails(MaskTools.blobs(try frame.referenceMask.cropped(to: $0.rect)))
+            }) {
                 picture = try frame.image.warped(by: frame.pose.inverse, width: DemoCommand.width, height: DemoCommand.height)
                 break
             }
@@ -67,8 +69,9 @@ struct DemoStation {
         try FileManager.default.createDirectory(atPath: root + "/station-camera", withIntermediateDirectories: true)
         var fake: FakeGigELauncher.Running?
         for _ in 0..<20 where fake == nil {
-            fake = try FakeGigELauncher.launch(helper, serial: Self.serial, width: DemoCommand.width, height: DemoCommand.height,
-                                               grey: picture.samples, folder: root + "/station-camera")
+            fake = try FakeGigELauncher.launch(
+                helper, serial: Self.serial, width: DemoCommand.width, height: DemoCommand.height,
+                grey: picture.samples, folder: root + "/station-camera")
             if fake == nil { try await Task.sleep(for: .milliseconds(250)) }
         }
         guard let fake else { throw ValidationError("the GigE Vision simulator did not start (is UDP 127.0.0.1:3956 taken?)") }
@@ -80,12 +83,14 @@ struct DemoStation {
 
         var config = AgentConfig(
             cameraId: Self.camera,
-            manager: .init(address: "localhost:\(managerPort)", heartbeatSeconds: 2, idleTimeoutSeconds: 10, statusIntervalSeconds: 1,
-                           reconnectInitialSeconds: 0.2, reconnectMaxSeconds: 2),
+            manager: .init(
+                address: "localhost:\(managerPort)", heartbeatSeconds: 2, idleTimeoutSeconds: 10, statusIntervalSeconds: 1,
+                reconnectInitialSeconds: 0.2, reconnectMaxSeconds: 2),
             tls: tls, dataDir: root + "/\(Self.camera)",
             http: .init(address: "127.0.0.1:0", initialAdminPassword: DemoCommand.password),
-            camera: .init(source: .genicam, device: Self.serial, width: DemoCommand.width, height: DemoCommand.height, framesPerSecond: 10,
-                          inferenceThreads: 1, live: false))
+            camera: .init(
+                source: .genicam, device: Self.serial, width: DemoCommand.width, height: DemoCommand.height, framesPerSecond: 10,
+                inferenceThreads: 1, live: false))
         config.camera?.trigger = "software"
         config.line = .init(modbus: .init(address: "127.0.0.1:0"))
         config.modelKeys = [modelKey]
@@ -94,16 +99,22 @@ struct DemoStation {
         let group = ServiceGroup(configuration: .init(services: agent.services.map { .init(service: $0) }, logger: logger))
         let task = Task { try await group.run() }
         let outcome: Result<Outcome, any Error>
-        do { outcome = .success(try await drive(agent, url: url, picture: picture, triggers: triggers, step: step)) } catch { outcome = .failure(error) }
+        do { outcome = .success(try await drive(agent, url: url, picture: picture, triggers: triggers, step: step)) } catch {
+            outcome = .failure(error)
+        }
         // The group's shutdown ends the station's training jobs too.
         await group.triggerGracefulShutdown()
         _ = try? await task.value
         return try outcome.get()
     }
 
-    private func drive(_ agent: AgentAssembly, url: LateBound<String>, picture: Image8, triggers: Int,
-                       step: (String) -> Void) async throws -> Outcome {
-        try await DemoCommand.waitFor("the station to serve its page and reach the manager", timeout: .seconds(60), every: .milliseconds(20)) { url.value != nil && agent.link.connection != nil }
+    private func drive(
+        _ agent: AgentAssembly, url: LateBound<String>, picture: Image8, triggers: Int,
+        step: (String) -> Void
+    ) async throws -> Outcome {
+        try await DemoCommand.waitFor(
+            "the station to serve its page and reach the manager", timeout: .seconds(60), every: .milliseconds(20)
+        ) { url.value != nil && agent.link.connection != nil }
         let api = try await DemoAPI.signIn(base: url.value!, user: "admin", password: DemoCommand.password)
         try await api.send("PUT", "/api/v1/classes", json: DemoCommand.classes)
         let reference = try await api.importImage(try PNGCodec.encode(picture), name: "reference.png")
@@ -111,9 +122,13 @@ struct DemoStation {
         recipe["referenceCapture"] = reference
         try await api.send("PUT", "/api/v1/recipe", json: recipe)
         try await registry.assign(version, to: [Self.camera])
-        try await DemoCommand.waitFor("the station to install \(version)", timeout: .seconds(60), every: .milliseconds(20)) { agent.runtime.shelf.state.current?.version == version }
+        try await DemoCommand.waitFor("the station to install \(version)", timeout: .seconds(60), every: .milliseconds(20)) {
+            agent.runtime.shelf.state.current?.version == version
+        }
         try await api.send("PUT", "/api/v1/live", json: ["live": true, "threshold": threshold])
-        guard let modbus = agent.services.compactMap({ $0 as? ModbusServer }).first else { throw ValidationError("the station has no Modbus server") }
+        guard let modbus = agent.services.compactMap({ $0 as? ModbusServer }).first else {
+            throw ValidationError("the station has no Modbus server")
+        }
         try await DemoCommand.waitFor("the station's Modbus server", timeout: .seconds(10), every: .milliseconds(20)) { modbus.port != nil }
         let port = modbus.port!
         step("\(Self.camera): software trigger mode, \(version) installed, Modbus TCP on 127.0.0.1:\(port)")
@@ -125,20 +140,28 @@ struct DemoStation {
         let clock = ContinuousClock()
         let progress = ProgressBar()
         for n in 1...triggers {
-            try await DemoCommand.waitFor("the station to be ready", timeout: .seconds(10), every: .milliseconds(20)) { try plc.input(ModbusMap.Input.ready) }
+            try await DemoCommand.waitFor("the station to be ready", timeout: .seconds(10), every: .milliseconds(20)) {
+                try plc.input(ModbusMap.Input.ready)
+            }
             let start = clock.now
             try plc.writeCoil(ModbusMap.Coil.trigger)
-            try await DemoCommand.waitFor("the result of trigger \(n)", timeout: .seconds(10), every: .milliseconds(20)) { try !plc.coil(ModbusMap.Coil.trigger) }
+            try await DemoCommand.waitFor("the result of trigger \(n)", timeout: .seconds(10), every: .milliseconds(20)) {
+                try !plc.coil(ModbusMap.Coil.trigger)
+            }
             let registers = try plc.registers(0, ModbusMap.Register.firstROI)
             cycles.append((clock.now - start).milliseconds)
-            read.append((Int(registers[ModbusMap.Register.lastTrigger]) | Int(registers[ModbusMap.Register.lastTrigger + 1]) << 16,
-                         registers[ModbusMap.Register.lastVerdict]))
+            read.append(
+                (
+                    Int(registers[ModbusMap.Register.lastTrigger]) | Int(registers[ModbusMap.Register.lastTrigger + 1]) << 16,
+                    registers[ModbusMap.Register.lastVerdict]
+                ))
             progress.update(fraction: Double(n) / Double(triggers), "PLC: trigger \(n) of \(triggers)")
         }
         progress.finish()
         let results = agent.runtime.pipeline.results(limit: triggers).reversed().map(\.verdict)
-        return Outcome(triggers: triggers, read: read, agentVerdicts: results, cycles: cycles,
-                       missed: agent.runtime.pipeline.triggerStatistics?.missed ?? 0)
+        return Outcome(
+            triggers: triggers, read: read, agentVerdicts: results, cycles: cycles,
+            missed: agent.runtime.pipeline.triggerStatistics?.missed ?? 0)
     }
 
 }

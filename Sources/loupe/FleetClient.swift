@@ -19,27 +19,38 @@ struct FleetCommandError: Error, CustomStringConvertible {
         guard let wire = error as? WireError else { return error }
         switch wire {
         case .unreachable(_, let reason):
-            return FleetCommandError(message: "cannot reach the manager at \(address): \(reason)",
-                                     hint: "check that `loupe manager` runs there and that --addr / LOUPE_ADDR names its listen address")
+            return FleetCommandError(
+                message: "cannot reach the manager at \(address): \(reason)",
+                hint: "check that `loupe manager` runs there and that --addr / LOUPE_ADDR names its listen address")
         case .tlsFailure(let reason):
-            return FleetCommandError(message: "TLS with the manager at \(address) failed: \(reason)",
-                                     hint: "use an operator certificate and key from this fleet's CA (`loupe tls cert create --operator NAME`) and the CA certificate as --cacert / LOUPE_CACERT")
+            return FleetCommandError(
+                message: "TLS with the manager at \(address) failed: \(reason)",
+                hint:
+                    "use an operator certificate and key from this fleet's CA (`loupe tls cert create --operator NAME`) and the CA "
+                    + "certificate as --cacert / LOUPE_CACERT"
+            )
         case .wrongPeerRole(let expected, let actual):
-            return FleetCommandError(message: "the server at \(address) presents a \(actual) certificate, not a \(expected) one", hint: "point --addr / LOUPE_ADDR at the manager")
+            return FleetCommandError(
+                message: "the server at \(address) presents a \(actual) certificate, not a \(expected) one",
+                hint: "point --addr / LOUPE_ADDR at the manager")
         case .remote(let code, let message):
-            let hint: String? = switch code {
-            case .permissionDenied: "fleet commands need an operator certificate (`loupe tls cert create --operator NAME`)"
-            case .certificateRevoked: "issue a new operator certificate"
-            case .notFound: "`loupe model list`, `loupe train status` and `loupe camera list` show what exists"
-            case .unavailable: "the manager is starting or short of disk; retry in a moment and check its log"
-            case .unimplemented: "the manager runs an older Loupe; upgrade it"
-            default: nil
-            }
+            let hint: String? =
+                switch code {
+                case .permissionDenied: "fleet commands need an operator certificate (`loupe tls cert create --operator NAME`)"
+                case .certificateRevoked: "issue a new operator certificate"
+                case .notFound: "`loupe model list`, `loupe train status` and `loupe camera list` show what exists"
+                case .unavailable: "the manager is starting or short of disk; retry in a moment and check its log"
+                case .unimplemented: "the manager runs an older Loupe; upgrade it"
+                default: nil
+                }
             return FleetCommandError(message: "the manager refused: \(message)", hint: hint)
         case .connectionClosed, .idleTimeout:
-            return FleetCommandError(message: "the manager at \(address) closed the connection", hint: "it may be restarting; retry, and check its log")
+            return FleetCommandError(
+                message: "the manager at \(address) closed the connection", hint: "it may be restarting; retry, and check its log")
         case .requestTimedOut(let seconds):
-            return FleetCommandError(message: "the manager at \(address) did not answer within \(Int(seconds)) s", hint: "it may be overloaded; retry, and check its log")
+            return FleetCommandError(
+                message: "the manager at \(address) did not answer within \(Int(seconds)) s",
+                hint: "it may be overloaded; retry, and check its log")
         default:
             return error
         }
@@ -49,15 +60,18 @@ struct FleetCommandError: Error, CustomStringConvertible {
 extension ManagerConnectionOptions {
     /// Connects as an operator, runs `body`, and explains failures. With several addresses, a manager that cannot
     /// be reached is passed over for the next (before anything was sent, so nothing runs twice).
-    func withManager<T: Sendable>(handler: @escaping RequestHandler = WireClient.refuseAll,
-                                  _ body: @Sendable (WireConnection) async throws -> T) async throws -> T {
+    func withManager<T: Sendable>(
+        handler: @escaping RequestHandler = WireClient.refuseAll,
+        _ body: @Sendable (WireConnection) async throws -> T
+    ) async throws -> T {
         let clients = try clientConfigurations()
         for (index, client) in clients.enumerated() {
             do {
                 return try await WireClient.withConnection(client, handler: handler) { connection, _ in try await body(connection) }
             } catch WireError.unreachable(let address, let reason) where index < clients.count - 1 {
                 let next = clients[index + 1]
-                FileHandle.standardError.write(Data("cannot reach the manager at \(address) (\(reason)); trying \(next.host):\(next.port)\n".utf8))
+                FileHandle.standardError.write(
+                    Data("cannot reach the manager at \(address) (\(reason)); trying \(next.host):\(next.port)\n".utf8))
             } catch {
                 throw FleetCommandError.explain(error, address: "\(client.host):\(client.port)")
             }
@@ -127,11 +141,16 @@ final class TrainingFollower: @unchecked Sendable {
             print(TrainingFollower.line(update))
         } else if update.state == .running {
             let elapsed = (ContinuousClock.now - began).seconds
-            let fraction = update.passesTotal > 0 ? Double(update.pass) / Double(update.passesTotal)
+            let fraction =
+                update.passesTotal > 0
+                ? Double(update.pass) / Double(update.passesTotal)
                 : elapsed / max(1, elapsed + Double(update.etaSeconds))
-            bar.update(fraction: min(1, fraction), String(format: "training %@: pass %d, loss %.3f, %.0f img/s, val mIoU %.3f, ETA %@",
-                                                          update.jobID, update.pass, update.loss, update.imagesPerSecond, update.validationMiou,
-                                                          formatDuration(Double(update.etaSeconds))))
+            bar.update(
+                fraction: min(1, fraction),
+                String(
+                    format: "training %@: pass %d, loss %.3f, %.0f img/s, val mIoU %.3f, ETA %@",
+                    update.jobID, update.pass, update.loss, update.imagesPerSecond, update.validationMiou,
+                    formatDuration(Double(update.etaSeconds))))
         }
         if [.succeeded, .failed, .cancelled].contains(update.state) { outcome.set(update) }
     }
@@ -140,7 +159,11 @@ final class TrainingFollower: @unchecked Sendable {
     func wait(on connection: WireConnection) async throws -> Loupe_V1_TrainingProgress {
         while outcome.value == nil {
             try await Task.sleep(for: .milliseconds(200))
-            if connection.isClosed, outcome.value == nil { throw FleetCommandError(message: "the manager closed the connection during training", hint: "`loupe train status` shows whether the job went on") }
+            if connection.isClosed, outcome.value == nil {
+                throw FleetCommandError(
+                    message: "the manager closed the connection during training", hint: "`loupe train status` shows whether the job went on"
+                )
+            }
         }
         bar.finish()
         return outcome.value!
@@ -149,8 +172,9 @@ final class TrainingFollower: @unchecked Sendable {
     static func line(_ p: Loupe_V1_TrainingProgress) -> String {
         var text = "\(p.jobID) \(TrainingFollower.stateName(p.state))"
         if p.state == .running || p.pass > 0 {
-            text += String(format: " pass %d%@ loss %.4f %.1f img/s val mIoU %.3f ETA %@", p.pass, p.passesTotal > 0 ? "/\(p.passesTotal)" : "",
-                           p.loss, p.imagesPerSecond, p.validationMiou, formatDuration(Double(p.etaSeconds)))
+            text += String(
+                format: " pass %d%@ loss %.4f %.1f img/s val mIoU %.3f ETA %@", p.pass, p.passesTotal > 0 ? "/\(p.passesTotal)" : "",
+                p.loss, p.imagesPerSecond, p.validationMiou, formatDuration(Double(p.etaSeconds)))
         }
         if !p.modelVersion.isEmpty { text += " model \(p.modelVersion)" }
         if !p.message.isEmpty { text += " — \(p.message)" }

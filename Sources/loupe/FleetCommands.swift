@@ -16,7 +16,9 @@ struct TrainCommand: AsyncParsableCommand {
     struct Start: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Start a training job on the manager on every camera's labelled ROIs of an inspection type.",
-            discussion: "Follows the job with a progress bar (plain lines when not on a terminal) until it ends, unless --detach. A job that succeeds becomes a signed model version; push it with `loupe model push`."
+            discussion:
+                "Follows the job with a progress bar (plain lines when not on a terminal) until it ends, unless --detach. A job that "
+                + "succeeds becomes a signed model version; push it with `loupe model push`."
         )
         @Option(help: "Inspection type whose ROIs to train on.") var inspectionType: String
         @Option(help: "Passes over the labelled ROIs (the page's \"Number of Iterations\").") var iterations: UInt32 = 0
@@ -64,7 +66,8 @@ struct TrainCommand: AsyncParsableCommand {
     }
 
     struct Status: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List the training queue's jobs (the last 100 finished, and every queued or running one), or one job.")
+        static let configuration = CommandConfiguration(
+            abstract: "List the training queue's jobs (the last 100 finished, and every queued or running one), or one job.")
         @Argument(help: "Job id.") var job: String?
         @Flag(help: "Print JSON.") var json = false
         @OptionGroup var connection: ManagerConnectionOptions
@@ -72,12 +75,20 @@ struct TrainCommand: AsyncParsableCommand {
         func run() async throws {
             let jobs = try await TrainCommand.jobs(job, follow: false, connection: connection)
             if json { var reply = Loupe_V1_TrainingStatusReply(); reply.jobs = jobs; print(try jsonText(reply)); return }
-            print(TextTable.render(header: ["JOB", "TYPE", "BY", "QUEUED", "STATE", "PASS", "LOSS", "VAL mIoU", "ETA", "MODEL / MESSAGE"], rows: jobs.map { job in
-                let p = job.progress
-                return [job.jobID, job.inspectionType, job.requester, job.queuedUnixMs.unixDateText, TrainingFollower.stateName(p.state),
-                        p.passesTotal > 0 ? "\(p.pass)/\(p.passesTotal)" : "\(p.pass)", String(format: "%.4f", p.loss), String(format: "%.3f", p.validationMiou),
-                        p.state == .running ? formatDuration(Double(p.etaSeconds)) : "-", p.modelVersion.isEmpty ? p.message : p.modelVersion]
-            }) + (jobs.isEmpty ? "\n(no training jobs since the manager started)" : ""))
+            print(
+                TextTable.render(
+                    header: ["JOB", "TYPE", "BY", "QUEUED", "STATE", "PASS", "LOSS", "VAL mIoU", "ETA", "MODEL / MESSAGE"],
+                    rows: jobs.map { job in
+                        let p = job.progress
+                        return [
+                            job.jobID, job.inspectionType, job.requester, job.queuedUnixMs.unixDateText,
+                            TrainingFollower.stateName(p.state),
+                            p.passesTotal > 0 ? "\(p.pass)/\(p.passesTotal)" : "\(p.pass)", String(format: "%.4f", p.loss),
+                            String(format: "%.3f", p.validationMiou),
+                            p.state == .running ? formatDuration(Double(p.etaSeconds)) : "-",
+                            p.modelVersion.isEmpty ? p.message : p.modelVersion,
+                        ]
+                    }) + (jobs.isEmpty ? "\n(no training jobs since the manager started)" : ""))
         }
     }
 
@@ -96,7 +107,8 @@ struct TrainCommand: AsyncParsableCommand {
     }
 
     struct Logs: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Print a job's progress history; with --follow, keep printing until it ends.")
+        static let configuration = CommandConfiguration(
+            abstract: "Print a job's progress history; with --follow, keep printing until it ends.")
         @Argument(help: "Job id.") var job: String
         @Flag(help: "Keep printing new progress until the job ends.") var follow = false
         @OptionGroup var connection: ManagerConnectionOptions
@@ -109,7 +121,9 @@ struct TrainCommand: AsyncParsableCommand {
                 query.jobID = job
                 query.follow = follow
                 let reply = try await wire.request(.trainingStatusQuery(query))
-                guard case .trainingStatusReply(let status) = reply.body, let record = status.jobs.first else { throw unexpected(reply.body, expected: "training_status_reply") }
+                guard case .trainingStatusReply(let status) = reply.body, let record = status.jobs.first else {
+                    throw unexpected(reply.body, expected: "training_status_reply")
+                }
                 for update in record.history { print(TrainingFollower.line(update)) }
                 let ended = [.succeeded, .failed, .cancelled].contains(record.progress.state)
                 guard follow, !ended else { return record.progress }
@@ -130,10 +144,15 @@ struct TrainCommand: AsyncParsableCommand {
 
 /// `loupe dataset stats`: what labelled data the manager holds.
 struct DatasetCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "dataset", abstract: "The labelled ROIs the manager holds.", subcommands: [Stats.self])
+    static let configuration = CommandConfiguration(
+        commandName: "dataset", abstract: "The labelled ROIs the manager holds.", subcommands: [Stats.self])
 
     struct Stats: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Per inspection type: ROIs, the train/validation split, ROIs and pixels per class, ROIs and unsure Library frames per camera.")
+        static let configuration = CommandConfiguration(
+            abstract:
+                "Per inspection type: ROIs, the train/validation split, ROIs and pixels per class, ROIs and unsure Library frames per "
+                + "camera."
+        )
         @Option(help: "Only this inspection type.") var inspectionType: String?
         @Flag(help: "Print JSON.") var json = false
         @OptionGroup var connection: ManagerConnectionOptions
@@ -146,16 +165,28 @@ struct DatasetCommand: AsyncParsableCommand {
             if json { print(try jsonText(stats)); return }
             if stats.datasets.isEmpty { print("(no labelled ROIs have been uploaded\(inspectionType.map { " for \($0)" } ?? ""))"); return }
             for d in stats.datasets {
-                print("\(d.inspectionType): \(d.rois) ROIs (\(d.trainingRois) training, \(d.validationRois) validation), dataset \(d.datasetSha256.shortHex)…, newest upload \(d.newestUploadUnixMs.unixDateText)")
+                print(
+                    "\(d.inspectionType): \(d.rois) ROIs (\(d.trainingRois) training, \(d.validationRois) validation), dataset "
+                        + "\(d.datasetSha256.shortHex)…, newest upload \(d.newestUploadUnixMs.unixDateText)"
+                )
                 let classes = max(d.classNames.count, d.classRois.count)
-                print(TextTable.render(header: ["  CLASS", "NAME", "ROIS", "PIXELS"], rows: (0..<classes).map { index in
-                    ["  \(index)", index < d.classNames.count ? d.classNames[index] : "?",
-                     index < d.classRois.count ? "\(d.classRois[index])" : "0", index < d.classPixels.count ? "\(d.classPixels[index])" : "0"]
-                }))
+                print(
+                    TextTable.render(
+                        header: ["  CLASS", "NAME", "ROIS", "PIXELS"],
+                        rows: (0..<classes).map { index in
+                            [
+                                "  \(index)", index < d.classNames.count ? d.classNames[index] : "?",
+                                index < d.classRois.count ? "\(d.classRois[index])" : "0",
+                                index < d.classPixels.count ? "\(d.classPixels[index])" : "0",
+                            ]
+                        }))
                 let cameras = Set(d.cameraRois.keys).union(d.cameraUnsureFrames.keys).sorted()
-                print(TextTable.render(header: ["  CAMERA", "ROIS", "UNSURE FRAMES TO REVIEW"], rows: cameras.map { camera in
-                    ["  \(camera)", "\(d.cameraRois[camera] ?? 0)", d.cameraUnsureFrames[camera].map { "\($0)" } ?? "-"]
-                }))
+                print(
+                    TextTable.render(
+                        header: ["  CAMERA", "ROIS", "UNSURE FRAMES TO REVIEW"],
+                        rows: cameras.map { camera in
+                            ["  \(camera)", "\(d.cameraRois[camera] ?? 0)", d.cameraUnsureFrames[camera].map { "\($0)" } ?? "-"]
+                        }))
             }
         }
     }
@@ -163,8 +194,9 @@ struct DatasetCommand: AsyncParsableCommand {
 
 /// `loupe camera list | show | group`: the cameras the manager knows.
 struct CameraCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "camera", abstract: "The cameras the manager knows, and named groups of them.",
-                                                    subcommands: [List.self, Show.self, Group.self, Groups.self, Discover.self])
+    static let configuration = CommandConfiguration(
+        commandName: "camera", abstract: "The cameras the manager knows, and named groups of them.",
+        subcommands: [List.self, Show.self, Group.self, Groups.self, Discover.self])
 
     struct Discover: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -180,9 +212,14 @@ struct CameraCommand: AsyncParsableCommand {
                 print(String(decoding: try encoder.encode(devices), as: UTF8.self))
                 return
             }
-            print(TextTable.render(header: ["ID", "VENDOR", "MODEL", "SERIAL", "ADDRESS", "TRANSPORT"],
-                                   rows: devices.map { [$0.id, $0.vendor, $0.model, $0.serial, $0.address, $0.transport] })
-                  + (devices.isEmpty ? "\n(no camera answered: check power, cabling, the subnet of this machine's interfaces, and that no other program holds it)" : ""))
+            print(
+                TextTable.render(
+                    header: ["ID", "VENDOR", "MODEL", "SERIAL", "ADDRESS", "TRANSPORT"],
+                    rows: devices.map { [$0.id, $0.vendor, $0.model, $0.serial, $0.address, $0.transport] })
+                    + (devices.isEmpty
+                        ? "\n(no camera answered: check power, cabling, the subnet of this machine's interfaces, and that no other "
+                            + "program holds it)"
+                        : ""))
         }
     }
 
@@ -194,12 +231,19 @@ struct CameraCommand: AsyncParsableCommand {
         func run() async throws {
             let (fleet, models) = try await CameraCommand.fetch(connection)
             if json { print(try jsonText(fleet)); return }
-            print(TextTable.render(header: ["CAMERA", "STATE", "ADDRESS", "SOFTWARE", "TYPE", "RUNS", "MEANT TO RUN", "FIRST SEEN", "LAST SEEN"], rows: fleet.cameras.map { c in
-                let model = models.cameras.first { $0.cameraID == c.cameraID }
-                return [c.cameraID, c.online ? "online" : "offline", c.address, c.softwareVersion, c.status.inspectionType.isEmpty ? "-" : c.status.inspectionType,
-                        c.status.modelVersion.isEmpty ? "-" : c.status.modelVersion, model?.desiredVersion.isEmpty == false ? model!.desiredVersion : "-",
-                        c.firstSeenUnixMs.unixDateText, c.online ? "now" : c.lastSeenUnixMs.unixDateText]
-            }) + (fleet.cameras.isEmpty ? "\n(no cameras have connected yet)" : ""))
+            print(
+                TextTable.render(
+                    header: ["CAMERA", "STATE", "ADDRESS", "SOFTWARE", "TYPE", "RUNS", "MEANT TO RUN", "FIRST SEEN", "LAST SEEN"],
+                    rows: fleet.cameras.map { c in
+                        let model = models.cameras.first { $0.cameraID == c.cameraID }
+                        return [
+                            c.cameraID, c.online ? "online" : "offline", c.address, c.softwareVersion,
+                            c.status.inspectionType.isEmpty ? "-" : c.status.inspectionType,
+                            c.status.modelVersion.isEmpty ? "-" : c.status.modelVersion,
+                            model?.desiredVersion.isEmpty == false ? model!.desiredVersion : "-",
+                            c.firstSeenUnixMs.unixDateText, c.online ? "now" : c.lastSeenUnixMs.unixDateText,
+                        ]
+                    }) + (fleet.cameras.isEmpty ? "\n(no cameras have connected yet)" : ""))
         }
     }
 
@@ -211,22 +255,36 @@ struct CameraCommand: AsyncParsableCommand {
         func run() async throws {
             let (fleet, models) = try await CameraCommand.fetch(connection)
             guard let c = fleet.cameras.first(where: { $0.cameraID == camera }) else {
-                throw FleetCommandError(message: "the manager knows no camera \(camera)", hint: "`loupe camera list` shows the cameras that have connected; a new camera needs its certificate and config (Deploy/RUNBOOK.md)")
+                throw FleetCommandError(
+                    message: "the manager knows no camera \(camera)",
+                    hint:
+                        "`loupe camera list` shows the cameras that have connected; a new camera needs its certificate and config "
+                        + "(Deploy/RUNBOOK.md)"
+                )
             }
             let s = c.status, model = models.cameras.first { $0.cameraID == camera }
-            let groups = (try? await CameraCommand.groups(connection).groups.filter { $0.value.cameras.contains(camera) }.keys.sorted()) ?? []
+            let groups =
+                (try? await CameraCommand.groups(connection).groups.filter { $0.value.cameras.contains(camera) }.keys.sorted()) ?? []
             let lines: [(String, String)] = [
                 ("camera", c.cameraID), ("state", c.online ? "online" : "offline, last seen \(c.lastSeenUnixMs.unixDateText)"),
                 ("address", c.address), ("software", c.softwareVersion), ("first seen", c.firstSeenUnixMs.unixDateText),
                 ("inspection type", s.inspectionType), ("recipe", s.recipeVersion),
                 ("model running", s.modelVersion.isEmpty ? "-" : s.modelVersion), ("model meant to run", model?.desiredVersion ?? "-"),
-                ("previous model", model?.previousVersion ?? "-"), ("last install error", model?.lastError.isEmpty == false ? model!.lastError : "-"),
-                ("frames/s", String(format: "%.1f", s.framesPerSecond)), ("latency p50 / p99", String(format: "%.1f / %.1f ms", s.latencyP50Ms, s.latencyP99Ms)),
-                ("pass / fail, last hour", "\(s.passCountLastHour) / \(s.failCountLastHour)"), ("pass / fail, since start", "\(s.passCount) / \(s.failCount)"),
-                ("labelled ROIs to sync", "\(s.outboxDepth)"), ("disk free", ByteCountFormatter.string(fromByteCount: Int64(s.diskFreeBytes), countStyle: .file)),
+                ("previous model", model?.previousVersion ?? "-"),
+                ("last install error", model?.lastError.isEmpty == false ? model!.lastError : "-"),
+                ("frames/s", String(format: "%.1f", s.framesPerSecond)),
+                ("latency p50 / p99", String(format: "%.1f / %.1f ms", s.latencyP50Ms, s.latencyP99Ms)),
+                ("pass / fail, last hour", "\(s.passCountLastHour) / \(s.failCountLastHour)"),
+                ("pass / fail, since start", "\(s.passCount) / \(s.failCount)"),
+                ("labelled ROIs to sync", "\(s.outboxDepth)"),
+                ("disk free", ByteCountFormatter.string(fromByteCount: Int64(s.diskFreeBytes), countStyle: .file)),
                 ("uptime", formatDuration(Double(s.uptimeSeconds))), ("groups", groups.isEmpty ? "-" : groups.joined(separator: ", ")),
                 ("camera", s.cameraError.isEmpty ? "streaming" : s.cameraError),
-                ("camera stream", "\(s.cameraIncompleteFrames) incomplete frames, \(s.cameraMissingPackets) packets missing, \(s.cameraResentPackets) resent, \(s.cameraReconnects) reconnections"),
+                (
+                    "camera stream",
+                    "\(s.cameraIncompleteFrames) incomplete frames, \(s.cameraMissingPackets) packets missing, \(s.cameraResentPackets) "
+                        + "resent, \(s.cameraReconnects) reconnections"
+                ),
             ]
             let width = lines.map(\.0.count).max() ?? 0
             for (key, value) in lines { print(key.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + value) }
@@ -234,7 +292,8 @@ struct CameraCommand: AsyncParsableCommand {
     }
 
     struct Group: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Define a named group of cameras for pushes and rollbacks (no cameras: delete it).")
+        static let configuration = CommandConfiguration(
+            abstract: "Define a named group of cameras for pushes and rollbacks (no cameras: delete it).")
         @Argument(help: "Group name.") var name: String
         @Argument(help: "Camera ids.") var cameras: [String] = []
         @OptionGroup var connection: ManagerConnectionOptions
@@ -255,13 +314,19 @@ struct CameraCommand: AsyncParsableCommand {
 
         func run() async throws {
             let list = try await CameraCommand.groups(connection)
-            print(TextTable.render(header: ["GROUP", "CAMERAS"], rows: list.groups.keys.sorted().map { [$0, list.groups[$0]!.cameras.joined(separator: ", ")] }))
+            print(
+                TextTable.render(
+                    header: ["GROUP", "CAMERAS"],
+                    rows: list.groups.keys.sorted().map { [$0, list.groups[$0]!.cameras.joined(separator: ", ")] }))
         }
     }
 
     static func fetch(_ connection: ManagerConnectionOptions) async throws -> (Loupe_V1_FleetStatusReply, Loupe_V1_ModelListReply) {
         let replies = try await connection.withManager { wire in
-            (try await wire.request(.fleetStatusQuery(Loupe_V1_FleetStatusQuery())).body, try await wire.request(.modelListQuery(Loupe_V1_ModelListQuery())).body)
+            (
+                try await wire.request(.fleetStatusQuery(Loupe_V1_FleetStatusQuery())).body,
+                try await wire.request(.modelListQuery(Loupe_V1_ModelListQuery())).body
+            )
         }
         guard case .fleetStatusReply(let fleet) = replies.0 else { throw unexpected(replies.0, expected: "fleet_status_reply") }
         guard case .modelListReply(let models) = replies.1 else { throw unexpected(replies.1, expected: "model_list_reply") }

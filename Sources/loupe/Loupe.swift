@@ -8,7 +8,11 @@ struct Loupe: AsyncParsableCommand {
         commandName: "loupe",
         abstract: "Pixel-level defect inspection for a fleet of smart cameras.",
         version: "0.1.0",
-        subcommands: [DemoCommand.self, AgentCommand.self, ManagerCommand.self, WorkerCommand.self, StatusCommand.self, CameraCommand.self, ModelCommand.self, TrainCommand.self, DatasetCommand.self, TLSCommand.self, EvalCommand.self, BenchCommand.self, StoreWriterCommand.self]
+        subcommands: [
+            DemoCommand.self, AgentCommand.self, ManagerCommand.self, WorkerCommand.self, StatusCommand.self, CameraCommand.self,
+            ModelCommand.self, TrainCommand.self, DatasetCommand.self, TLSCommand.self, EvalCommand.self, BenchCommand.self,
+            StoreWriterCommand.self,
+        ]
     )
 }
 

@@ -19,7 +19,9 @@ struct CameraTargetOptions: ParsableArguments {
         target.inspectionType = inspectionType ?? ""
         target.group = group ?? ""
         let chosen = [!target.cameras.isEmpty, !target.inspectionType.isEmpty, !target.group.isEmpty].filter { $0 }.count
-        guard chosen == 1 else { throw ValidationError("give exactly one of --cameras IDS, --inspection-type TYPE (or --all-of-type) or --group NAME") }
+        guard chosen == 1 else {
+            throw ValidationError("give exactly one of --cameras IDS, --inspection-type TYPE (or --all-of-type) or --group NAME")
+        }
         return target
     }
 }
@@ -43,7 +45,9 @@ extension ModelCommand {
 
     struct Publish: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Sign a model trained elsewhere with the manager's key and add it to the registry as a new version (on the manager's host).",
+            abstract:
+                "Sign a model trained elsewhere with the manager's key and add it to the registry as a new version (on the manager's "
+                + "host).",
             discussion: "Models trained by the manager's own jobs are published automatically."
         )
         @Argument(help: "Model file (from `loupe train`).") var file: String
@@ -53,7 +57,10 @@ extension ModelCommand {
         func run() async throws {
             let data = try Data(contentsOf: URL(fileURLWithPath: file))
             let record = try await manager.registry().publish(data, inspectionType: inspectionType)
-            print("published \(record.version): \(record.bytes) bytes, sha256 \(record.sha256.prefix(16))…, parent \(record.parentVersion ?? "-")")
+            print(
+                "published \(record.version): \(record.bytes) bytes, sha256 \(record.sha256.prefix(16))…, parent "
+                    + "\(record.parentVersion ?? "-")"
+            )
         }
     }
 
@@ -61,12 +68,13 @@ extension ModelCommand {
         static let configuration = CommandConfiguration(
             abstract: "Send a model version to cameras: all at once, or to canaries first.",
             discussion: """
-            Connected cameras are offered the version within a second; offline ones get it when they reconnect. \
-            With --canary the listed cameras get it first and the rest of the target only on promotion: \
-            automatically with --auto (after --observe seconds and --min-parts judged parts, if the canaries' \
-            defect rate rose by at most --max-defect-rate-increase, did not fall below --min-defect-rate-ratio of the \
-            baseline's, and the version's validation mIoU is at least --min-validation-miou; otherwise the canaries roll back), or by `loupe model rollout ID --promote`.
-            """
+                Connected cameras are offered the version within a second; offline ones get it when they reconnect. \
+                With --canary the listed cameras get it first and the rest of the target only on promotion: \
+                automatically with --auto (after --observe seconds and --min-parts judged parts, if the canaries' \
+                defect rate rose by at most --max-defect-rate-increase, did not fall below --min-defect-rate-ratio of the \
+                baseline's, and the version's validation mIoU is at least --min-validation-miou; otherwise the canaries roll back), or by \
+                `loupe model rollout ID --promote`.
+                """
         )
         @Argument(help: "Model version, e.g. disc-v3.") var version: String
         @OptionGroup var target: CameraTargetOptions
@@ -77,7 +85,13 @@ extension ModelCommand {
         @Option(help: "Parts the canaries must judge before the decision.") var minParts: UInt32 = 100
         @Option(help: "Largest allowed rise of the canaries' defect rate (fraction).") var maxDefectRateIncrease: Float = 0.05
         @Option(help: "Smallest allowed validation mIoU of the version.") var minValidationMiou: Float = 0
-        @Option(help: "Roll back if the canaries' defect rate falls below this fraction of the baseline's (a model that stops finding defects); 1 turns it off.")
+        @Option(
+            help:
+                ArgumentHelp(
+                    "Roll back if the canaries' defect rate falls below this fraction of the baseline's (a model that stops finding "
+                        + "defects); "
+                        + "1 turns it off.")
+        )
         var minDefectRateRatio: Float = 0.2
         @Flag(help: "Wait until every camera assigned now reports the version installed.") var wait = false
         @Option(help: "Seconds to wait with --wait.") var timeout: Double = 600
@@ -87,7 +101,9 @@ extension ModelCommand {
             var push = Loupe_V1_ModelPush()
             push.modelVersion = version
             if allOfType {
-                guard target.cameras == nil, target.group == nil, target.inspectionType == nil else { throw ValidationError("--all-of-type takes no other target") }
+                guard target.cameras == nil, target.group == nil, target.inspectionType == nil else {
+                    throw ValidationError("--all-of-type takes no other target")
+                }
                 push.target.inspectionType = try await ModelCommand.versionInfo(version, connection: connection).inspectionType
             } else {
                 push.target = try target.target()
@@ -103,7 +119,11 @@ extension ModelCommand {
             guard case .modelPushReply(let pushed) = reply else { throw unexpected(reply, expected: "model_push_reply") }
             if pushed.hasRollout {
                 let r = pushed.rollout
-                print("\(r.rolloutID): \(version) to canaries \(r.canaryCameras.joined(separator: ", ")); then \(r.remainingCameras.isEmpty ? "no other cameras" : r.remainingCameras.joined(separator: ", ")) on promotion (\(auto ? "automatic" : "by `loupe model rollout \(r.rolloutID) --promote`"))")
+                print(
+                    "\(r.rolloutID): \(version) to canaries \(r.canaryCameras.joined(separator: ", ")); then "
+                        + "\(r.remainingCameras.isEmpty ? "no other cameras" : r.remainingCameras.joined(separator: ", ")) on promotion "
+                        + "(\(auto ? "automatic" : "by `loupe model rollout \(r.rolloutID) --promote`"))"
+                )
             } else {
                 print("\(version) assigned to \(pushed.cameras.joined(separator: ", "))")
             }
@@ -174,15 +194,27 @@ extension ModelCommand {
         func run() async throws {
             let list = try await ModelCommand.list(inspectionType: inspectionType, connection: connection)
             if json { print(try jsonText(list)); return }
-            print(TextTable.render(header: ["VERSION", "TYPE", "BYTES", "VAL mIoU", "PARENT", "CREATED", "INSTALLED ON"], rows: list.versions.map {
-                [$0.version, $0.inspectionType, "\($0.sizeBytes)", String(format: "%.3f", $0.validationMiou), $0.parentVersion.isEmpty ? "-" : $0.parentVersion,
-                 $0.createdUnixMs.unixDateText, $0.installedOn.isEmpty ? "-" : $0.installedOn.joined(separator: ",")]
-            }))
+            print(
+                TextTable.render(
+                    header: ["VERSION", "TYPE", "BYTES", "VAL mIoU", "PARENT", "CREATED", "INSTALLED ON"],
+                    rows: list.versions.map {
+                        [
+                            $0.version, $0.inspectionType, "\($0.sizeBytes)", String(format: "%.3f", $0.validationMiou),
+                            $0.parentVersion.isEmpty ? "-" : $0.parentVersion,
+                            $0.createdUnixMs.unixDateText, $0.installedOn.isEmpty ? "-" : $0.installedOn.joined(separator: ","),
+                        ]
+                    }))
             print("")
-            print(TextTable.render(header: ["CAMERA", "DESIRED", "INSTALLED", "PREVIOUS", "LAST ERROR"], rows: list.cameras.map {
-                [$0.cameraID, $0.desiredVersion.isEmpty ? "-" : $0.desiredVersion, $0.installedVersion.isEmpty ? "-" : $0.installedVersion,
-                 $0.previousVersion.isEmpty ? "-" : $0.previousVersion, $0.lastError]
-            }))
+            print(
+                TextTable.render(
+                    header: ["CAMERA", "DESIRED", "INSTALLED", "PREVIOUS", "LAST ERROR"],
+                    rows: list.cameras.map {
+                        [
+                            $0.cameraID, $0.desiredVersion.isEmpty ? "-" : $0.desiredVersion,
+                            $0.installedVersion.isEmpty ? "-" : $0.installedVersion,
+                            $0.previousVersion.isEmpty ? "-" : $0.previousVersion, $0.lastError,
+                        ]
+                    }))
             if !list.rollouts.isEmpty {
                 print("")
                 print(list.rollouts.map(ModelCommand.describe).joined(separator: "\n"))
@@ -190,7 +222,9 @@ extension ModelCommand {
         }
     }
 
-    static func list(inspectionType: String? = nil, version: String? = nil, connection: ManagerConnectionOptions) async throws -> Loupe_V1_ModelListReply {
+    static func list(
+        inspectionType: String? = nil, version: String? = nil, connection: ManagerConnectionOptions
+    ) async throws -> Loupe_V1_ModelListReply {
         var query = Loupe_V1_ModelListQuery()
         query.inspectionType = inspectionType ?? ""
         query.version = version ?? ""
@@ -207,10 +241,20 @@ extension ModelCommand {
     }
 
     static func describe(_ r: Loupe_V1_Rollout) -> String {
-        let state = switch r.state { case .canary: "canary"; case .promoted: "promoted"; case .rolledBack: "rolled back"; default: "?" }
-        var text = "\(r.rolloutID) \(r.modelVersion): \(state); canaries \(r.canaryCameras.joined(separator: ",")), then \(r.remainingCameras.isEmpty ? "-" : r.remainingCameras.joined(separator: ","))"
+        let state =
+            switch r.state {
+            case .canary: "canary";
+            case .promoted: "promoted";
+            case .rolledBack: "rolled back";
+            default: "?"
+            }
+        var text =
+            "\(r.rolloutID) \(r.modelVersion): \(state); canaries \(r.canaryCameras.joined(separator: ",")), then "
+            + "\(r.remainingCameras.isEmpty ? "-" : r.remainingCameras.joined(separator: ","))"
         if r.canariesInstalledUnixMs > 0, r.state == .canary {
-            text += String(format: "; canary defect rate %.3f over %d parts, baseline %.3f over %d", r.canaryDefectRate, r.canaryParts, r.baselineDefectRate, r.baselineParts)
+            text += String(
+                format: "; canary defect rate %.3f over %d parts, baseline %.3f over %d", r.canaryDefectRate, r.canaryParts,
+                r.baselineDefectRate, r.baselineParts)
         }
         return text + (r.reason.isEmpty ? "" : " — \(r.reason)")
     }
@@ -225,14 +269,19 @@ extension ModelCommand {
             let done = states.filter { $0?.installedVersion == version }.count
             if let refused = states.compactMap({ $0 }).first(where: { $0.lastError.hasPrefix(version + ":") }) {
                 bar.finish()
-                throw FleetCommandError(message: "\(refused.cameraID) refused \(refused.lastError)", hint: "the camera keeps its current model; check the version's signature and the camera's modelKeys")
+                throw FleetCommandError(
+                    message: "\(refused.cameraID) refused \(refused.lastError)",
+                    hint: "the camera keeps its current model; check the version's signature and the camera's modelKeys")
             }
-            bar.update(fraction: Double(done) / Double(max(1, cameras.count)), "\(version) installed on \(done) of \(cameras.count) cameras")
+            bar.update(
+                fraction: Double(done) / Double(max(1, cameras.count)), "\(version) installed on \(done) of \(cameras.count) cameras")
             if done == cameras.count { bar.finish(); print("\(version) installed on \(cameras.joined(separator: ", "))"); return }
             guard Date() < deadline else {
                 bar.finish()
                 let waiting = zip(cameras, states).filter { $0.1?.installedVersion != version }.map(\.0)
-                throw FleetCommandError(message: "after \(Int(timeout)) s \(waiting.joined(separator: ", ")) do not run \(version) yet", hint: "offline cameras get it when they reconnect; `loupe status` shows which are offline")
+                throw FleetCommandError(
+                    message: "after \(Int(timeout)) s \(waiting.joined(separator: ", ")) do not run \(version) yet",
+                    hint: "offline cameras get it when they reconnect; `loupe status` shows which are offline")
             }
             try await Task.sleep(for: .milliseconds(500))
         }
@@ -253,14 +302,18 @@ extension ModelCommand {
                 guard case .modelChunk(let chunk) = reply.body else { throw unexpected(reply.body, expected: "model_chunk") }
                 guard !chunk.data.isEmpty else { break }
                 data.append(chunk.data)
-                bar.update(fraction: Double(data.count) / Double(max(1, info.sizeBytes)), "fetching \(version): \(data.count / 1024) of \(info.sizeBytes / 1024) KiB")
+                bar.update(
+                    fraction: Double(data.count) / Double(max(1, info.sizeBytes)),
+                    "fetching \(version): \(data.count / 1024) of \(info.sizeBytes / 1024) KiB")
                 if chunk.last { break }
             }
             return data
         }
         bar.finish()
         guard Data(SHA256.hash(data: data)) == info.sha256 else {
-            throw FleetCommandError(message: "the file of \(version) fetched from the manager does not match its SHA-256", hint: "the registry's copy may be damaged; check the manager's data directory")
+            throw FleetCommandError(
+                message: "the file of \(version) fetched from the manager does not match its SHA-256",
+                hint: "the registry's copy may be damaged; check the manager's data directory")
         }
         return data
     }

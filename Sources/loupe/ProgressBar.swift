@@ -13,7 +13,9 @@ final class ProgressBar: @unchecked Sendable {
         let width = 30
         let filled = Int(clamped * Double(width))
         let bar = String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled)
-        show(terminal: "\(bar) \(String(format: "%3.0f%%", clamped * 100)) \(text)", plain: "\(String(format: "%3.0f%%", clamped * 100)) \(text)", final: clamped >= 1)
+        show(
+            terminal: "\(bar) \(String(format: "%3.0f%%", clamped * 100)) \(text)",
+            plain: "\(String(format: "%3.0f%%", clamped * 100)) \(text)", final: clamped >= 1)
     }
 
     /// Just a line of text (work whose length is not known up front).

@@ -23,10 +23,10 @@ struct TrainLocalCommand: AsyncParsableCommand {
         commandName: "local",
         abstract: "Train a segmentation model on a labelled image folder, here (the default: `loupe train --dataset DIR …`).",
         discussion: """
-        Reads DIR/images/SPLIT/NAME.{jpg,png} with masks at DIR/annotations/SPLIT/NAME.png (class index per pixel), \
-        as NEU-Seg is laid out. Holds out --validation of the images (by name hash), validates after each pass and \
-        keeps the best model. Give --iterations (passes over the images) or --minutes.
-        """
+            Reads DIR/images/SPLIT/NAME.{jpg,png} with masks at DIR/annotations/SPLIT/NAME.png (class index per pixel), \
+            as NEU-Seg is laid out. Holds out --validation of the images (by name hash), validates after each pass and \
+            keeps the best model. Give --iterations (passes over the images) or --minutes.
+            """
     )
     @Option(help: "Dataset directory.") var dataset: String
     @Option(help: "Split folder under images/ and annotations/.") var split = "training"
@@ -42,7 +42,9 @@ struct TrainLocalCommand: AsyncParsableCommand {
     @Option(help: "Brightness range, ± fraction of full scale.") var brightness = 0.1
     @Option(help: "Contrast range, ± fraction.") var contrast = 0.1
     @Flag(help: "Do not flip images.") var noFlip = false
-    @Option(help: "Draw images of defect classes seen in fewer than this share of images more often (repeat factor sampling; 0 turns it off).") var repeatThreshold = 1.0
+    @Option(
+        help: "Draw images of defect classes seen in fewer than this share of images more often (repeat factor sampling; 0 turns it off).")
+    var repeatThreshold = 1.0
     @Option(help: "Random seed; the same seed and threads give the same model.") var seed: UInt64 = 1
     @Option(help: "Threads for oneDNN.") var threads = ProcessInfo.processInfo.activeProcessorCount
     @Option(help: "Read only the first N images (for a quick look).") var limit: Int?
@@ -60,18 +62,23 @@ struct TrainLocalCommand: AsyncParsableCommand {
         config.optimizer.learningRate = learningRate
         config.validationFraction = validation
         config.repeatThreshold = repeatThreshold
-        config.augmentation = Augmentation(flipHorizontal: !noFlip, flipVertical: !noFlip, rotationDegrees: rotation, brightness: brightness, contrast: contrast)
+        config.augmentation = Augmentation(
+            flipHorizontal: !noFlip, flipVertical: !noFlip, rotationDegrees: rotation, brightness: brightness, contrast: contrast)
         config.seed = seed
         config.threads = threads
         try config.validate()
         let bar = ProgressBar()
-        let data = try SegmentationDataset.load(directory: dataset, split: split, channels: network.channels, classes: network.classes, limit: limit) { done, total in
+        let data = try SegmentationDataset.load(
+            directory: dataset, split: split, channels: network.channels, classes: network.classes, limit: limit
+        ) { done, total in
             bar.update(fraction: Double(done) / Double(total), "loading \(done)/\(total)")
         }
         bar.finish()
         let counts = data.pixelCounts
         let total = Double(counts.reduce(0, +))
-        print("dataset: \(data.items.count) images from \(dataset)/images/\(split); class pixel shares " + counts.map { String(format: "%.1f%%", 100 * Double($0) / total) }.joined(separator: " "))
+        print(
+            "dataset: \(data.items.count) images from \(dataset)/images/\(split); class pixel shares "
+                + counts.map { String(format: "%.1f%%", 100 * Double($0) / total) }.joined(separator: " "))
         let names = classNames?.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } ?? []
         let trainer = Trainer(configuration: config, classes: ClassInfo.defaults(count: network.classes, names: names))
         let control = TrainingControl()
@@ -80,15 +87,21 @@ struct TrainLocalCommand: AsyncParsableCommand {
         let result = try trainer.train(data, control: control) { progress in
             bar.update(fraction: progress.fraction, Self.describe(progress))
             if progress.phase == .validating, let miou = progress.validationMIoU {
-                bar.log("pass \(progress.pass): loss \(String(format: "%.4f", progress.loss)), validation mIoU \(String(format: "%.4f", miou)) [" + (progress.validationIoU ?? []).map { String(format: "%.3f", $0) }.joined(separator: " ") + "]")
+                bar.log(
+                    "pass \(progress.pass): loss \(String(format: "%.4f", progress.loss)), validation mIoU "
+                        + "\(String(format: "%.4f", miou)) ["
+                        + (progress.validationIoU ?? []).map { String(format: "%.3f", $0) }.joined(separator: " ") + "]")
             }
         }
         bar.finish()
         var model = result.model
-        model.metadata.description = "loupe train --dataset \(dataset) " + (minutes.map { "--minutes \($0)" } ?? "--iterations \(iterations!)")
+        model.metadata.description =
+            "loupe train --dataset \(dataset) " + (minutes.map { "--minutes \($0)" } ?? "--iterations \(iterations!)")
         try ModelFile.write(model, to: output)
-        print(String(format: "trained %d passes (%d steps) in %.0f s at %.1f images/s; best validation mIoU %.4f; wrote %@",
-                     result.passes, result.steps, result.seconds, result.imagesPerSecond, model.metadata.validationMIoU, output))
+        print(
+            String(
+                format: "trained %d passes (%d steps) in %.0f s at %.1f images/s; best validation mIoU %.4f; wrote %@",
+                result.passes, result.steps, result.seconds, result.imagesPerSecond, model.metadata.validationMIoU, output))
     }
 
     static func describe(_ p: TrainingProgress) -> String {
@@ -96,7 +109,8 @@ struct TrainLocalCommand: AsyncParsableCommand {
         switch p.phase {
         case .validating: return "\(pass) validating"
         default:
-            return String(format: "%@ step %d  loss %.4f  %.1f img/s  ETA %@", pass, p.step, p.loss, p.imagesPerSecond, formatDuration(p.etaSeconds))
+            return String(
+                format: "%@ step %d  loss %.4f  %.1f img/s  ETA %@", pass, p.step, p.loss, p.imagesPerSecond, formatDuration(p.etaSeconds))
         }
     }
 }
@@ -117,7 +131,9 @@ struct EvalCommand: AsyncParsableCommand {
         DNNLRuntime.setThreads(threads)
         let (loaded, _) = try ModelFile.read(path: model)
         let bar = ProgressBar()
-        let data = try SegmentationDataset.load(directory: dataset, split: split, channels: loaded.configuration.inputChannels, classes: loaded.configuration.classes) { done, total in
+        let data = try SegmentationDataset.load(
+            directory: dataset, split: split, channels: loaded.configuration.inputChannels, classes: loaded.configuration.classes
+        ) { done, total in
             bar.update(fraction: Double(done) / Double(total), "loading \(done)/\(total)")
         }
         let start = Date()
@@ -132,17 +148,29 @@ struct EvalCommand: AsyncParsableCommand {
                 "iou": matrix.iou, "miou": matrix.meanIoU, "pixel_accuracy": matrix.pixelAccuracy, "confusion": matrix.counts,
                 "classes": loaded.classes.map(\.name),
             ]
-            print(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]), as: UTF8.self))
+            print(
+                String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]), as: UTF8.self))
             return
         }
-        print("\(model) on \(dataset) split \(split): \(data.items.count) images, \(precision.rawValue), \(String(format: "%.1f", Double(data.items.count) / seconds)) images/s")
-        print(TextTable.render(header: ["class", "IoU"], rows: zip(loaded.classes, matrix.iou).map { [$0.name, String(format: "%.4f", $1)] }))
-        print(String(format: "mIoU %.4f over %d classes (background included); pixel accuracy %.4f", matrix.meanIoU, matrix.classes, matrix.pixelAccuracy))
+        print(
+            "\(model) on \(dataset) split \(split): \(data.items.count) images, \(precision.rawValue), "
+                + "\(String(format: "%.1f", Double(data.items.count) / seconds)) images/s"
+        )
+        print(
+            TextTable.render(
+                header: ["class", "IoU"], rows: zip(loaded.classes, matrix.iou).map { [$0.name, String(format: "%.4f", $1)] }))
+        print(
+            String(
+                format: "mIoU %.4f over %d classes (background included); pixel accuracy %.4f", matrix.meanIoU, matrix.classes,
+                matrix.pixelAccuracy))
         print("confusion matrix (rows: truth, columns: predicted, pixels):")
         let names = loaded.classes.map(\.name)
-        print(TextTable.render(header: ["truth \\ predicted"] + names, rows: (0..<matrix.classes).map { t in
-            [names[t]] + (0..<matrix.classes).map { String(matrix.count(truth: t, predicted: $0)) }
-        }))
+        print(
+            TextTable.render(
+                header: ["truth \\ predicted"] + names,
+                rows: (0..<matrix.classes).map { t in
+                    [names[t]] + (0..<matrix.classes).map { String(matrix.count(truth: t, predicted: $0)) }
+                }))
     }
 }
 
@@ -158,7 +186,9 @@ struct ModelCommand: AsyncParsableCommand {
     struct Show: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Print a model's architecture, classes, metrics and signature, from a file or a version on the manager.",
-            discussion: "A version name (not an existing file) is looked up on the manager: its registry record, the cameras that run it, and the model itself."
+            discussion:
+                "A version name (not an existing file) is looked up on the manager: its registry record, the cameras that run it, and the "
+                + "model itself."
         )
         @Argument(help: "Model file or version name.") var file: String
         @OptionGroup var connection: ManagerConnectionOptions
@@ -169,10 +199,18 @@ struct ModelCommand: AsyncParsableCommand {
                 (model, status) = try ModelFile.read(path: file)
             } else {
                 let list = try await ModelCommand.list(version: file, connection: connection)
-                guard let info = list.versions.first else { throw FleetCommandError(message: "no model version \(file)", hint: "`loupe model list` shows them") }
-                print("\(info.version): inspection type \(info.inspectionType), \(info.sizeBytes) bytes, sha256 \(info.sha256.shortHex)…, parent \(info.parentVersion.isEmpty ? "-" : info.parentVersion), created \(info.createdUnixMs.unixDateText)")
+                guard let info = list.versions.first else {
+                    throw FleetCommandError(message: "no model version \(file)", hint: "`loupe model list` shows them")
+                }
+                print(
+                    "\(info.version): inspection type \(info.inspectionType), \(info.sizeBytes) bytes, sha256 \(info.sha256.shortHex)…, "
+                        + "parent \(info.parentVersion.isEmpty ? "-" : info.parentVersion), created \(info.createdUnixMs.unixDateText)"
+                )
                 print("made: \(info.description_p)")
-                print("installed on: \(info.installedOn.isEmpty ? "-" : info.installedOn.joined(separator: ", ")); meant for: \(list.cameras.filter { $0.desiredVersion == info.version }.map(\.cameraID).joined(separator: ", "))")
+                print(
+                    "installed on: \(info.installedOn.isEmpty ? "-" : info.installedOn.joined(separator: ", ")); meant for: "
+                        + "\(list.cameras.filter { $0.desiredVersion == info.version }.map(\.cameraID).joined(separator: ", "))"
+                )
                 (model, status) = try ModelFile.decode(try await ModelCommand.download(file, connection: connection), name: file)
             }
             let m = model.metadata
@@ -180,8 +218,11 @@ struct ModelCommand: AsyncParsableCommand {
             print("classes: " + model.classes.map { String(format: "%@ #%06X", $0.name, $0.color) }.joined(separator: ", "))
             print("normalisation: mean \(model.normalization.mean), std \(model.normalization.std)")
             print("version \(m.version) (parent \(m.parentVersion)), created \(ISO8601DateFormatter().string(from: m.createdAt))")
-            print(String(format: "validation mIoU %.4f [%@]; %d passes, %d steps, %.0f s; %d training, %d validation images",
-                         m.validationMIoU, m.validationIoU.map { String(format: "%.3f", $0) }.joined(separator: " "), m.passes, m.iterations, m.trainingSeconds, m.trainingImages, m.validationImages))
+            print(
+                String(
+                    format: "validation mIoU %.4f [%@]; %d passes, %d steps, %.0f s; %d training, %d validation images",
+                    m.validationMIoU, m.validationIoU.map { String(format: "%.3f", $0) }.joined(separator: " "), m.passes, m.iterations,
+                    m.trainingSeconds, m.trainingImages, m.validationImages))
             print("dataset SHA-256: \(m.datasetSHA256.isEmpty ? "-" : m.datasetSHA256)")
             switch status {
             case .unsigned: print("signature: none")
@@ -191,7 +232,8 @@ struct ModelCommand: AsyncParsableCommand {
     }
 
     struct ExportONNX: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "export-onnx", abstract: "Write the model as ONNX (opset 13), batch norm folded in.")
+        static let configuration = CommandConfiguration(
+            commandName: "export-onnx", abstract: "Write the model as ONNX (opset 13), batch norm folded in.")
         @Argument(help: "Model file, or a version name fetched from the manager.") var file: String
         @Option(help: "Where to write the .onnx file.") var output: String
         @OptionGroup var connection: ManagerConnectionOptions
@@ -204,7 +246,10 @@ struct ModelCommand: AsyncParsableCommand {
                 model = try ModelFile.decode(try await ModelCommand.download(file, connection: connection), name: file).0
             }
             try ONNXExport.data(model).write(to: URL(fileURLWithPath: output), options: .atomic)
-            print("wrote \(output): input \"input\" N×\(model.configuration.inputChannels)×H×W (H, W multiples of \(model.configuration.sizeMultiple)), output \"logits\" N×\(model.configuration.classes)×H×W")
+            print(
+                "wrote \(output): input \"input\" N×\(model.configuration.inputChannels)×H×W (H, W multiples of "
+                    + "\(model.configuration.sizeMultiple)), output \"logits\" N×\(model.configuration.classes)×H×W"
+            )
         }
     }
 
@@ -238,7 +283,8 @@ extension BenchCommand {
     struct Segmentation: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "U-Net inference latency (batch 1, fp32 and bf16) and training throughput (batch 8, 256x256) on oneDNN.",
-            discussion: "Prints medians. Tests/Reference/bench_peers.py runs this together with ONNX Runtime and PyTorch and prints the ratios."
+            discussion:
+                "Prints medians. Tests/Reference/bench_peers.py runs this together with ONNX Runtime and PyTorch and prints the ratios."
         )
         @OptionGroup var network: NetworkOptions
         @Option(help: "Runs per inference figure; the median is reported.") var repetitions = 15
@@ -262,11 +308,16 @@ extension BenchCommand {
             progress.finish()
             if json {
                 let object = Dictionary(uniqueKeysWithValues: rows.map { ($0.name, $0.median) })
-                print(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]), as: UTF8.self))
+                print(
+                    String(
+                        decoding: try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]), as: UTF8.self)
+                )
                 return
             }
             print("loupe bench segmentation: \(network.configuration), \(threads) threads, bf16 native: \(DNNLRuntime.hasNativeBF16)")
-            print(TextTable.render(header: ["figure", "median"], rows: rows.map { [$0.name, String(format: "%.2f %@", $0.median, $0.unit)] }))
+            print(
+                TextTable.render(
+                    header: ["figure", "median"], rows: rows.map { [$0.name, String(format: "%.2f %@", $0.median, $0.unit)] }))
         }
     }
 }

@@ -25,7 +25,9 @@ struct ManagerCommand: AsyncParsableCommand {
     struct Run: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Run the fleet manager (the default: `loupe manager --config FILE`).",
-            discussion: "Configuration keys are documented in Deploy/README.md. SIGTERM or Ctrl-C shuts down gracefully; SIGHUP reloads the revocation list."
+            discussion:
+                "Configuration keys are documented in Deploy/README.md. SIGTERM or Ctrl-C shuts down gracefully; SIGHUP reloads the "
+                + "revocation list."
         )
 
         @Option(help: "Path of the manager's JSON config file.")
@@ -52,13 +54,14 @@ struct ManagerCommand: AsyncParsableCommand {
     /// `loupe manager migrate --config … --to postgres://…`.
     struct Migrate: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Copy a stopped manager's fleet and training data from its SQLite files into a PostgreSQL database, and check the copy.",
+            abstract:
+                "Copy a stopped manager's fleet and training data from its SQLite files into a PostgreSQL database, and check the copy.",
             discussion: """
-            Every camera record and every labelled ROI (its image and mask PNGs included) is copied; then the counts, the content \
-            hashes and the bytes behind each hash are checked. Rows already in the database are kept, so an interrupted run is run \
-            again. The model registry stays in dataDir. Afterwards add the printed storage key to the manager's config and start it. \
-            The password comes from --password-file or LOUPE_DATABASE_PASSWORD, never from the URL (docs/scale-out.md).
-            """
+                Every camera record and every labelled ROI (its image and mask PNGs included) is copied; then the counts, the content \
+                hashes and the bytes behind each hash are checked. Rows already in the database are kept, so an interrupted run is run \
+                again. The model registry stays in dataDir. Afterwards add the printed storage key to the manager's config and start it. \
+                The password comes from --password-file or LOUPE_DATABASE_PASSWORD, never from the URL (docs/scale-out.md).
+                """
         )
 
         @Option(help: "Path of the manager's JSON config file (its dataDir holds the SQLite files).")
@@ -86,16 +89,21 @@ struct ManagerCommand: AsyncParsableCommand {
             let progress = ProgressBar()
             let report = try await StorageMigration.toPostgres(config, settings, logger: logger) { progress.update($0) }
             progress.finish()
-            print("migrated to \(to): \(report.cameras) cameras, \(report.rois) ROIs (\(report.roisCopied) copied, \(report.roisAlreadyThere) already there)")
+            print(
+                "migrated to \(to): \(report.cameras) cameras, \(report.rois) ROIs (\(report.roisCopied) copied, "
+                    + "\(report.roisAlreadyThere) already there)"
+            )
             print("checked: \(report.roisChecked) ROIs, counts and content hashes equal, every image and mask matches its hash")
-            print("model registry: \(report.modelVersions) versions (\(report.modelVersionsCopied) copied), "
-                  + "\(report.cameraModels) cameras' assignments, "
-                  + "\(report.rollouts) rollouts; every model file matches its SHA-256, the signing counter carried over")
+            print(
+                "model registry: \(report.modelVersions) versions (\(report.modelVersionsCopied) copied), "
+                    + "\(report.cameraModels) cameras' assignments, "
+                    + "\(report.rollouts) rollouts; every model file matches its SHA-256, the signing counter carried over")
             var storage: [String: Any] = ["url": to]
             if let passwordFile { storage["passwordFile"] = passwordFile }
             if tls { storage["tls"] = "require" }
             if let caFile { storage["caFile"] = caFile }
-            let key = try JSONSerialization.data(withJSONObject: ["storage": ["postgres": storage]], options: [.sortedKeys, .withoutEscapingSlashes])
+            let key = try JSONSerialization.data(
+                withJSONObject: ["storage": ["postgres": storage]], options: [.sortedKeys, .withoutEscapingSlashes])
             print("now add to \(self.config) and start the manager: \(String(decoding: key, as: UTF8.self))")
         }
     }
@@ -134,9 +142,9 @@ struct WorkerCommand: AsyncParsableCommand {
         commandName: "worker",
         abstract: "Run a training worker: claim queued training jobs from the managers, train them here, send the models back.",
         discussion: """
-        Needs a worker certificate (loupe tls cert create --worker NAME). Configuration keys are documented in Deploy/README.md. \
-        SIGTERM or Ctrl-C gives the job in hand back to the queue and exits.
-        """
+            Needs a worker certificate (loupe tls cert create --worker NAME). Configuration keys are documented in Deploy/README.md. \
+            SIGTERM or Ctrl-C gives the job in hand back to the queue and exits.
+            """
     )
 
     @Option(help: "Path of the worker's JSON config file.")

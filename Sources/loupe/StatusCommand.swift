@@ -76,7 +76,12 @@ struct StatusCommand: AsyncParsableCommand {
             do {
                 let fleet = try await fleet()
                 let offline = fleet.cameras.filter { !$0.online }.count
-                text = try render(fleet) + (json ? "" : "\n\n\(fleet.cameras.count) cameras, \(offline) offline — \(Date().formatted(date: .omitted, time: .standard)), every \(interval) s, Ctrl-C to stop")
+                text =
+                    try render(fleet)
+                    + (json
+                        ? ""
+                        : "\n\n\(fleet.cameras.count) cameras, \(offline) offline — \(Date().formatted(date: .omitted, time: .standard)), "
+                            + "every \(interval) s, Ctrl-C to stop")
             } catch {
                 text = "\(error)\n(retrying every \(interval) s, Ctrl-C to stop)"
             }
@@ -90,7 +95,9 @@ struct StatusCommand: AsyncParsableCommand {
 /// Renders cameras as an aligned text table.
 enum StatusTable {
     static func render(_ cameras: [Loupe_V1_CameraStatus]) -> String {
-        let header = ["CAMERA", "STATE", "LAST SEEN", "MODEL", "RECIPE", "FPS", "P50 ms", "P99 ms", "PASS 1h", "FAIL 1h", "TO SYNC", "DISK FREE"]
+        let header = [
+            "CAMERA", "STATE", "LAST SEEN", "MODEL", "RECIPE", "FPS", "P50 ms", "P99 ms", "PASS 1h", "FAIL 1h", "TO SYNC", "DISK FREE",
+        ]
         let now = Date().timeIntervalSince1970
         let rows = cameras.map { camera -> [String] in
             let status = camera.status

@@ -26,7 +26,9 @@ struct StoreWriterCommand: ParsableCommand {
         for _ in 0..<count {
             let pixels = (0..<(64 * 64)).map { _ in UInt8.random(in: 0...255, using: &random) }
             let png = try PNGCodec.encode(try Image8(width: 64, height: 64, samples: pixels))
-            let capture = try store.addCapture(encoded: png, width: 64, height: 64, channels: 1, source: "store-writer", inspectionType: "crash", recipeVersion: 1, user: "writer")
+            let capture = try store.addCapture(
+                encoded: png, width: 64, height: 64, channels: 1, source: "store-writer", inspectionType: "crash", recipeVersion: 1,
+                user: "writer")
             var mask = try Image8(width: 32, height: 32)
             let x0 = Int.random(in: 0..<24, using: &random), y0 = Int.random(in: 0..<24, using: &random)
             for y in y0..<(y0 + 8) { for x in x0..<(x0 + 8) { mask.samples[y * 32 + x] = 1 } }

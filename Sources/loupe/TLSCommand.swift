@@ -28,7 +28,9 @@ struct TLSCommand: AsyncParsableCommand {
                 try PEMFiles.write(try ca.certificatePEM, to: pki.caCertificatePath, mode: 0o644, overwrite: force)
                 try PEMFiles.write(ca.privateKeyPEM, to: pki.caKeyPath, mode: 0o600, overwrite: force)
                 // The manager refuses to run on a missing list: start with an empty one.
-                if !FileManager.default.fileExists(atPath: pki.revocationListPath) { try RevocationList().save(path: pki.revocationListPath) }
+                if !FileManager.default.fileExists(atPath: pki.revocationListPath) {
+                    try RevocationList().save(path: pki.revocationListPath)
+                }
                 print("created fleet CA \(pki.caCertificatePath) (key \(pki.caKeyPath), mode 0600), valid \(days) days")
             }
         }
@@ -41,17 +43,18 @@ struct TLSCommand: AsyncParsableCommand {
             static let configuration = CommandConfiguration(
                 abstract: "Issue a manager, agent, operator or training-worker certificate signed by the fleet CA.",
                 discussion: """
-                Exactly one of --manager, --agent CAMERA_ID, --operator NAME or --worker NAME.
-                Writes OUT/NAME.pem and OUT/NAME-key.pem (mode 0600), where NAME is
-                manager, agent-CAMERA_ID, operator-NAME or worker-NAME.
-                """
+                    Exactly one of --manager, --agent CAMERA_ID, --operator NAME or --worker NAME.
+                    Writes OUT/NAME.pem and OUT/NAME-key.pem (mode 0600), where NAME is
+                    manager, agent-CAMERA_ID, operator-NAME or worker-NAME.
+                    """
             )
             @OptionGroup var pki: PKIDirectory
             @Flag(help: "A manager certificate; give every name and address it is reached by with --host.") var manager = false
             @Option(help: "A camera agent certificate for this camera id.") var agent: String?
             @Option(name: .customLong("operator"), help: "An operator certificate for this user name.") var operatorName: String?
             @Option(help: "A training worker certificate (loupe worker) for this machine name.") var worker: String?
-            @Option(help: "Host name or IP address the manager, or an agent's HTTPS page, is reached by (repeatable).") var host: [String] = []
+            @Option(help: "Host name or IP address the manager, or an agent's HTTPS page, is reached by (repeatable).") var host: [String] =
+                []
             @Option(help: "Manager name written into its certificate.") var name = "manager"
             @Option(help: "Folder for the new files (default: the PKI folder).") var out: String?
             @Option(help: "Validity in days.") var days = 825
@@ -59,9 +62,13 @@ struct TLSCommand: AsyncParsableCommand {
 
             func validate() throws {
                 let chosen = [manager, agent != nil, operatorName != nil, worker != nil].filter { $0 }.count
-                guard chosen == 1 else { throw ValidationError("give exactly one of --manager, --agent CAMERA_ID, --operator NAME, --worker NAME") }
+                guard chosen == 1 else {
+                    throw ValidationError("give exactly one of --manager, --agent CAMERA_ID, --operator NAME, --worker NAME")
+                }
                 if manager && host.isEmpty { throw ValidationError("--manager needs at least one --host NAME") }
-                if (operatorName != nil || worker != nil) && !host.isEmpty { throw ValidationError("--host applies to --manager and --agent certificates only") }
+                if (operatorName != nil || worker != nil) && !host.isEmpty {
+                    throw ValidationError("--host applies to --manager and --agent certificates only")
+                }
             }
 
             func run() throws {
@@ -87,7 +94,10 @@ struct TLSCommand: AsyncParsableCommand {
                 let keyPath = (folder as NSString).appendingPathComponent("\(fileName)-key.pem")
                 try PEMFiles.write(issued.certificatePEM, to: certificatePath, mode: 0o644, overwrite: force)
                 try PEMFiles.write(issued.privateKeyPEM, to: keyPath, mode: 0o600, overwrite: force)
-                print("issued \(request.role.rawValue) certificate for \(request.name): \(certificatePath) (key \(keyPath), mode 0600), serial \(issued.certificate.serialNumber.hexString)")
+                print(
+                    "issued \(request.role.rawValue) certificate for \(request.name): \(certificatePath) (key \(keyPath), mode 0600), "
+                        + "serial \(issued.certificate.serialNumber.hexString)"
+                )
             }
         }
     }
@@ -95,7 +105,9 @@ struct TLSCommand: AsyncParsableCommand {
     struct Revoke: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Add a certificate to the fleet revocation list (DIR/revoked.json).",
-            discussion: "The manager applies it to new connections after it reloads the list: on SIGHUP, or by itself within a second of the file changing."
+            discussion:
+                "The manager applies it to new connections after it reloads the list: on SIGHUP, or by itself within a second of the file "
+                + "changing."
         )
         @OptionGroup var pki: PKIDirectory
         @Option(help: "The certificate file to revoke.") var cert: String?

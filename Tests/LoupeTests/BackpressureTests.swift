@@ -17,8 +17,10 @@ import LoupeTesting
         // The raw client only reads after its first two frames, so the server
         // hears nothing from it: an idle timeout well past the transfer time,
         // even on a loaded machine, keeps this about backpressure alone.
-        let server = try await WireServer.bind(WireServerConfiguration(host: "127.0.0.1", port: 0, tls: try pki.manager(),
-                                                                       connection: ConnectionSettings(idleTimeout: .seconds(120))))
+        let server = try await WireServer.bind(
+            WireServerConfiguration(
+                host: "127.0.0.1", port: 0, tls: try pki.manager(),
+                connection: ConnectionSettings(idleTimeout: .seconds(120))))
         let serving = Task {
             try await server.run(handshake: { _, _ in Loupe_V1_Welcome() }) { connection, _ in
                 // Answer, then push 200 MiB of events at a reader that is not reading.
@@ -33,7 +35,8 @@ import LoupeTesting
                 return .echo(Loupe_V1_Echo())
             }
         }
-        let raw = try await RawTLSClient.connect(port: server.localAddress.port!, caPath: pki.caPath, identity: try pki.member(.agent, "cam-slow"))
+        let raw = try await RawTLSClient.connect(
+            port: server.localAddress.port!, caPath: pki.caPath, identity: try pki.member(.agent, "cam-slow"))
         let (stalled, received) = try await raw.executeThenClose { inbound, outbound in
             try await outbound.write(RawTLSClient.hello(id: 1))
             var flood = Envelope()

@@ -63,7 +63,8 @@ import LoupeTesting
         let manager = try await ManagerHarness.start()
         defer { Task { await manager.stop() } }
         let now = Date()
-        let files = try manager.pki.member(.agent, "cam-old", notBefore: now.addingTimeInterval(-30 * 86_400), notAfter: now.addingTimeInterval(-86_400))
+        let files = try manager.pki.member(
+            .agent, "cam-old", notBefore: now.addingTimeInterval(-30 * 86_400), notAfter: now.addingTimeInterval(-86_400))
         await Self.expectTLSRefusal(manager, files, mentioning: ["CERTIFICATE_EXPIRED"])
     }
 
@@ -134,7 +135,8 @@ import LoupeTesting
         _ = await iterator.next()
 
         let serial = try pki.serial(of: agent)
-        try RevocationList(entries: [.init(serial: serial, name: "cam-lost", role: .agent, revokedAt: Date(), reason: "stolen")]).save(path: listPath)
+        try RevocationList(entries: [.init(serial: serial, name: "cam-lost", role: .agent, revokedAt: Date(), reason: "stolen")]).save(
+            path: listPath)
 
         var refusal: WireError?
         for _ in 0..<50 {
@@ -152,7 +154,9 @@ import LoupeTesting
         }
         #expect(code == .certificateRevoked)
         #expect(message.contains(serial))
-        #expect(try await live.value == .remote(code: .certificateRevoked, message: "certificate serial \(serial) of agent cam-lost has been revoked"))
+        #expect(
+            try await live.value
+                == .remote(code: .certificateRevoked, message: "certificate serial \(serial) of agent cam-lost has been revoked"))
         // Other members are unaffected.
         let other = try pki.member(.agent, "cam-ok")
         let welcome = try await WireClient.withConnection(manager.client(other)) { _, welcome in welcome.peerIdentity }
@@ -160,7 +164,9 @@ import LoupeTesting
     }
 
     /// Sends one request as `files` and returns the manager's refusal.
-    private static func refusal(of body: Envelope.OneOf_Body, from files: TLSFiles, manager: ManagerHarness) async throws -> (Loupe_V1_Error.Code, String)? {
+    private static func refusal(
+        of body: Envelope.OneOf_Body, from files: TLSFiles, manager: ManagerHarness
+    ) async throws -> (Loupe_V1_Error.Code, String)? {
         try await WireClient.withConnection(manager.client(files)) { connection, _ in
             do {
                 _ = try await connection.request(body)
@@ -197,8 +203,10 @@ import LoupeTesting
     /// among them, is refused to each.
     static let allowed: [FleetRole: Set<String>] = [
         .agent: ["echo", "roi_upload", "agent_status", "model_installed", "model_chunk_request", "training_start", "training_cancel"],
-        .operator: ["echo", "model_chunk_request", "training_start", "training_cancel", "fleet_status_query", "model_list_query", "model_push",
-                    "model_rollback", "rollout_decision", "training_status_query", "dataset_stats_query", "camera_group_set", "camera_group_list"],
+        .operator: [
+            "echo", "model_chunk_request", "training_start", "training_cancel", "fleet_status_query", "model_list_query", "model_push",
+            "model_rollback", "rollout_decision", "training_status_query", "dataset_stats_query", "camera_group_set", "camera_group_list",
+        ],
         .worker: ["echo", "work_claim", "dataset_page_query", "work_progress", "work_result"],
     ]
 
@@ -241,7 +249,9 @@ import LoupeTesting
                     #expect(outcome?.0 != .permissionDenied, "\(role.rawValue) may send \(body.name): \(String(describing: outcome))")
                 } else {
                     #expect(outcome?.0 == .permissionDenied, "\(role.rawValue) may not send \(body.name): \(String(describing: outcome))")
-                    #expect(outcome?.1.contains(body.name) == true && outcome?.1.contains(role.rawValue) == true, "\(String(describing: outcome))")
+                    #expect(
+                        outcome?.1.contains(body.name) == true && outcome?.1.contains(role.rawValue) == true,
+                        "\(String(describing: outcome))")
                 }
             }
         }

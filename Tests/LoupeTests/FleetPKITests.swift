@@ -36,7 +36,11 @@ import LoupeTesting
         #expect(again.status != 0)
         #expect(again.output.contains("already exists"), "\(again.output)")
 
-        #expect(try run(["tls", "cert", "create", "--dir", "pki", "--manager", "--host", "localhost", "--host", "127.0.0.1", "--host", "::1"], in: folder).status == 0)
+        #expect(
+            try run(
+                ["tls", "cert", "create", "--dir", "pki", "--manager", "--host", "localhost", "--host", "127.0.0.1", "--host", "::1"],
+                in: folder
+            ).status == 0)
         #expect(try run(["tls", "cert", "create", "--dir", "pki", "--agent", "cam-12"], in: folder).status == 0)
         #expect(try run(["tls", "cert", "create", "--dir", "pki", "--operator", "bob"], in: folder).status == 0)
         for key in ["manager-key.pem", "agent-cam-12-key.pem", "operator-bob-key.pem"] {
@@ -90,10 +94,15 @@ import LoupeTesting
         }
         // The database: a password in the URL is refused (it would sit in a config file and in process listings),
         // and the password file's path is taken from the config's folder like every other path.
-        let base: [String: Any] = ["managerId": "p", "listen": "0.0.0.0:7443", "tls": ["ca": "a", "cert": "b", "key": "c"], "dataDir": "d"]
+        let base: [String: Any] = [
+            "managerId": "p", "listen": "0.0.0.0:7443", "tls": ["ca": "a", "cert": "b", "key": "c"], "dataDir": "d",
+        ]
         try writeJSON(base.merging(["storage": ["postgres": ["url": "postgres://loupe:hunter2@db:5432/loupe"]]]) { $1 }, to: path)
-        #expect(throws: ConfigError.invalid(path: path, key: "storage.postgres.url",
-                                            reason: "storage: storage url must not carry a password; give passwordFile or set LOUPE_DATABASE_PASSWORD")) {
+        #expect(
+            throws: ConfigError.invalid(
+                path: path, key: "storage.postgres.url",
+                reason: "storage: storage url must not carry a password; give passwordFile or set LOUPE_DATABASE_PASSWORD")
+        ) {
             try ManagerConfig.load(path: path)
         }
         try writeJSON(base.merging(["storage": ["postgres": ["url": "mysql://db/loupe"]]]) { $1 }, to: path)
@@ -102,29 +111,42 @@ import LoupeTesting
         #expect(throws: ConfigError.invalid(path: path, key: "storage.postgres.maxConnections", reason: "must be 1…1000")) {
             try ManagerConfig.load(path: path)
         }
-        try writeJSON(base.merging(["storage": ["postgres": ["url": "postgres://loupe@db/loupe", "passwordFile": "secrets/db", "tls": "require"]]]) { $1 },
-                      to: path)
+        try writeJSON(
+            base.merging(["storage": ["postgres": ["url": "postgres://loupe@db/loupe", "passwordFile": "secrets/db", "tls": "require"]]]) {
+                $1
+            },
+            to: path)
         let postgres = try #require(try ManagerConfig.load(path: path).storage?.postgres)
         #expect(postgres.passwordFile == folder + "/secrets/db" && postgres.tls == .require)
         #expect(try postgres.endpoint() == ("db", 5432, "loupe", "loupe"))
         #expect(throws: StorageSetupError.self) { try postgres.password() }
-        #expect(try PostgresSettings(url: "postgres://loupe@db/loupe").password(environment: ["LOUPE_DATABASE_PASSWORD": "from-env"]) == "from-env")
+        #expect(
+            try PostgresSettings(url: "postgres://loupe@db/loupe").password(environment: ["LOUPE_DATABASE_PASSWORD": "from-env"])
+                == "from-env")
         let agentPath = folder + "/agent.json"
-        try writeJSON(["cameraId": "cam-1", "tls": ["ca": "a", "cert": "b", "key": "c"], "dataDir": "d",
-                       "manager": ["address": "m:1", "heartbeatSeconds": "fast"]], to: agentPath)
+        try writeJSON(
+            [
+                "cameraId": "cam-1", "tls": ["ca": "a", "cert": "b", "key": "c"], "dataDir": "d",
+                "manager": ["address": "m:1", "heartbeatSeconds": "fast"],
+            ], to: agentPath)
         #expect(throws: ConfigError.invalid(path: agentPath, key: "manager.heartbeatSeconds", reason: "expected Double")) {
             try AgentConfig.load(path: agentPath)
         }
         // Several managers: each address checked, none twice, tried in the order given.
         let agentBase: [String: Any] = ["cameraId": "cam-1", "tls": ["ca": "a", "cert": "b", "key": "c"], "dataDir": "d"]
-        try writeJSON(agentBase.merging(["manager": ["address": "m1:7443", "fallbackAddresses": ["m2:7443", "m3"]]]) { $1 }, to: agentPath)
+        try writeJSON(
+            agentBase.merging(["manager": ["address": "m1:7443", "fallbackAddresses": ["m2:7443", "m3"]]]) { $1 }, to: agentPath)
         #expect(throws: ConfigError.invalid(path: agentPath, key: "manager.fallbackAddresses", reason: "expected HOST:PORT, got \"m3\"")) {
             try AgentConfig.load(path: agentPath)
         }
-        try writeJSON(agentBase.merging(["manager": ["address": "m1:7443", "fallbackAddresses": ["m2:7443", "m1:7443"]]]) { $1 },
-                      to: agentPath)
-        #expect(throws: ConfigError.invalid(path: agentPath, key: "manager.fallbackAddresses",
-                                            reason: "names an address twice (manager.address included)")) {
+        try writeJSON(
+            agentBase.merging(["manager": ["address": "m1:7443", "fallbackAddresses": ["m2:7443", "m1:7443"]]]) { $1 },
+            to: agentPath)
+        #expect(
+            throws: ConfigError.invalid(
+                path: agentPath, key: "manager.fallbackAddresses",
+                reason: "names an address twice (manager.address included)")
+        ) {
             try AgentConfig.load(path: agentPath)
         }
         try writeJSON(agentBase.merging(["manager": ["address": "m1:7443", "fallbackAddresses": ["m2:7443"]]]) { $1 }, to: agentPath)

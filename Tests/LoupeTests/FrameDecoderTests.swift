@@ -60,7 +60,9 @@ import Testing
             let chunk = min(1 << 20, (16 << 20) - received)
             try channel.writeInbound(ByteBuffer(repeating: 7, count: chunk))
             received += chunk
-            if received < 16 << 20 { #expect(decoder.bufferedCapacity <= 2 * (received + 4) + 65536, "\(decoder.bufferedCapacity) held for \(received)") }
+            if received < 16 << 20 {
+                #expect(decoder.bufferedCapacity <= 2 * (received + 4) + 65536, "\(decoder.bufferedCapacity) held for \(received)")
+            }
         }
         let frame = try #require(try channel.readInbound(as: ByteBuffer.self))
         #expect(frame.readableBytes == 16 << 20)

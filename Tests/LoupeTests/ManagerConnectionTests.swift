@@ -44,12 +44,13 @@ import LoupeTesting
         #expect(cameras.first?.online == false, "cam-1 said goodbye before the query")
     }
 
-    @Test(arguments: SampleMessages.all.filter {
-        switch $0 {
-        case .hello, .heartbeat, .goodbye, .error: return false
-        default: return true
-        }
-    })
+    @Test(
+        arguments: SampleMessages.all.filter {
+            switch $0 {
+            case .hello, .heartbeat, .goodbye, .error: return false
+            default: return true
+            }
+        })
     func everyRequestMessageRoundTripsOverMutualTLS(body: Envelope.OneOf_Body) async throws {
         let pki = try TestPKI()
         let server = try await WireServer.bind(WireServerConfiguration(host: "127.0.0.1", port: 0, tls: try pki.manager()))
@@ -134,7 +135,8 @@ import LoupeTesting
         // Welcome goes out from the task pool, which a loaded suite start once held for most of a 2 s timeout).
         let manager = try await ManagerHarness.start(heartbeatSeconds: 0.3, idleTimeoutSeconds: 3)
         defer { Task { await manager.stop() } }
-        let raw = try await RawTLSClient.connect(port: manager.port, caPath: manager.pki.caPath, identity: try manager.pki.member(.agent, "cam-quiet"))
+        let raw = try await RawTLSClient.connect(
+            port: manager.port, caPath: manager.pki.caPath, identity: try manager.pki.member(.agent, "cam-quiet"))
         let started = ContinuousClock.now
         let outcome = try await raw.executeThenClose { inbound, outbound in
             try await outbound.write(RawTLSClient.hello())
@@ -142,7 +144,8 @@ import LoupeTesting
         }
         #expect(outcome.closed)
         #expect(outcome.envelopes.contains { if case .welcome = $0.body { true } else { false } })
-        #expect(outcome.envelopes.contains { if case .heartbeat = $0.body { true } else { false } }, "the manager sends heartbeats while idle")
+        #expect(
+            outcome.envelopes.contains { if case .heartbeat = $0.body { true } else { false } }, "the manager sends heartbeats while idle")
         #expect(outcome.errors.last?.code == .idleTimeout)
         #expect(ContinuousClock.now - started < .seconds(10), "a 3 s idle timeout must close the connection, not wait on the peer")
     }
@@ -154,10 +157,11 @@ import LoupeTesting
     /// then holds, so the rest of the suite keeps the shared pool.
     @Test func heartbeatsGoOutWhileTheClientsTaskThreadIsBusy() async throws {
         let pki = try TestPKI()
-        let server = try await WireServer.bind(WireServerConfiguration(
-            host: "127.0.0.1", port: 0, tls: try pki.manager(),
-            connection: ConnectionSettings(heartbeatInterval: .seconds(5), idleTimeout: .seconds(60))
-        ))
+        let server = try await WireServer.bind(
+            WireServerConfiguration(
+                host: "127.0.0.1", port: 0, tls: try pki.manager(),
+                connection: ConnectionSettings(heartbeatInterval: .seconds(5), idleTimeout: .seconds(60))
+            ))
         let accepted = Mutex<WireConnection?>(nil)
         let serving = Task {
             try await server.run(
@@ -191,7 +195,9 @@ import LoupeTesting
         try await serving.value
         // Heartbeats every 0.1 s: sent from the task thread, they stopped for
         // the whole hold and the server heard nothing for 1.3 s and more.
-        #expect(worstSilence < .milliseconds(700), "the server heard nothing from the client for \(worstSilence) while its task thread was busy")
+        #expect(
+            worstSilence < .milliseconds(700), "the server heard nothing from the client for \(worstSilence) while its task thread was busy"
+        )
     }
 
     /// A frame error is named by the server's event loop, not by its read
@@ -201,10 +207,11 @@ import LoupeTesting
     /// idle timeout (seen in a loaded run, when the pool was busy).
     @Test func aFrameErrorIsNamedWhileTheServersTaskThreadIsBusy() async throws {
         let pki = try TestPKI()
-        let server = try await WireServer.bind(WireServerConfiguration(
-            host: "127.0.0.1", port: 0, tls: try pki.manager(),
-            connection: ConnectionSettings(heartbeatSeconds: 1, idleTimeoutSeconds: 3)
-        ))
+        let server = try await WireServer.bind(
+            WireServerConfiguration(
+                host: "127.0.0.1", port: 0, tls: try pki.manager(),
+                connection: ConnectionSettings(heartbeatSeconds: 1, idleTimeoutSeconds: 3)
+            ))
         let thread = OneThreadExecutor()
         let serving = Task(executorPreference: thread) {
             try await server.run(handshake: { _, _ in Loupe_V1_Welcome() }) { _, envelope in
@@ -212,7 +219,8 @@ import LoupeTesting
                 return envelope.body
             }
         }
-        let raw = try await RawTLSClient.connect(port: server.localAddress.port!, caPath: pki.caPath, identity: try pki.member(.agent, "cam-stuck"))
+        let raw = try await RawTLSClient.connect(
+            port: server.localAddress.port!, caPath: pki.caPath, identity: try pki.member(.agent, "cam-stuck"))
         let outcome = try await raw.executeThenClose { inbound, outbound in
             try await outbound.write(RawTLSClient.hello())
             try await outbound.write(RawTLSClient.frame(RawTLSClient.envelope(2, .echo(Loupe_V1_Echo()))))
@@ -228,7 +236,8 @@ import LoupeTesting
     @Test func aClientWithoutALoupeALPNIsRefused() async throws {
         let manager = try await ManagerHarness.start()
         defer { Task { await manager.stop() } }
-        let raw = try await RawTLSClient.connect(port: manager.port, caPath: manager.pki.caPath, identity: try manager.pki.member(.agent, "cam-h2"), alpn: ["h2"])
+        let raw = try await RawTLSClient.connect(
+            port: manager.port, caPath: manager.pki.caPath, identity: try manager.pki.member(.agent, "cam-h2"), alpn: ["h2"])
         let outcome = try await raw.executeThenClose { inbound, outbound in
             try? await outbound.write(RawTLSClient.hello())
             return await RawTLSClient.collect(inbound)

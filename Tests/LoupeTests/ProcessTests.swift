@@ -28,9 +28,12 @@ import LoupeTesting
         let alice = try pki.member(.operator, "alice")
         let first = try ManagerProcessSetup(pki: pki)
         let (manager, port) = try await first.start()
-        let agent = try LoupeProcess(["agent", "--config", try agentConfig(pki: pki, camera: "cam-7", port: port)], log: pki.dir + "/agent.log")
+        let agent = try LoupeProcess(
+            ["agent", "--config", try agentConfig(pki: pki, camera: "cam-7", port: port)], log: pki.dir + "/agent.log")
 
-        let online = try await eventually { try await fleet(port: port, operator: alice).contains { $0.cameraID == "cam-7" && $0.online && $0.status.uptimeSeconds >= 0 } }
+        let online = try await eventually {
+            try await fleet(port: port, operator: alice).contains { $0.cameraID == "cam-7" && $0.online && $0.status.uptimeSeconds >= 0 }
+        }
         #expect(online, "agent never came online:\n\(agent.log)\n\(manager.log)")
         // Its label store is open, and its status reports the store's outbox and recipe.
         #expect(FileManager.default.fileExists(atPath: pki.dir + "/agent-cam-7-data/store/labels.sqlite"))
@@ -49,7 +52,9 @@ import LoupeTesting
         // SIGTERM: the agent says goodbye and exits cleanly; the manager sees it leave.
         agent.signal(SIGTERM)
         #expect(await agent.waitForExit(timeout: .seconds(10)) == 0, "agent log:\n\(agent.log)")
-        let gone = try await eventually(timeout: .seconds(5)) { try await fleet(port: port, operator: alice).contains { $0.cameraID == "cam-7" && !$0.online } }
+        let gone = try await eventually(timeout: .seconds(5)) {
+            try await fleet(port: port, operator: alice).contains { $0.cameraID == "cam-7" && !$0.online }
+        }
         #expect(gone)
         #expect(agent.log.contains("manager link stopped"))
 
@@ -61,7 +66,8 @@ import LoupeTesting
     /// A standalone camera (no manager) serving its label API on loopback.
     @Test func aStandaloneAgentServesTheLabelAPI() async throws {
         let pki = try TestPKI()
-        let path = try writeAgentConfig(pki: pki, camera: "cam-solo", port: nil, dataDir: pki.dir + "/solo-data", extra: ["http": ["address": "127.0.0.1:0"]])
+        let path = try writeAgentConfig(
+            pki: pki, camera: "cam-solo", port: nil, dataDir: pki.dir + "/solo-data", extra: ["http": ["address": "127.0.0.1:0"]])
         let agent = try LoupeProcess(["agent", "--config", path], log: pki.dir + "/solo.log")
         let address = try await agent.loggedAddress(after: "http listening")
         let base = try #require(address, "agent never said where it listens:\n\(agent.log)")
@@ -100,7 +106,9 @@ import LoupeTesting
         let agent = try pki.member(.agent, "cam-gone")
         let client = WireClientConfiguration(host: "localhost", port: port, tls: agent, connectTimeout: .seconds(3))
 
-        try RevocationList(entries: [.init(serial: try pki.serial(of: agent), name: "cam-gone", role: .agent, revokedAt: Date(), reason: "decommissioned")]).save(path: listPath)
+        try RevocationList(entries: [
+            .init(serial: try pki.serial(of: agent), name: "cam-gone", role: .agent, revokedAt: Date(), reason: "decommissioned")
+        ]).save(path: listPath)
         try await Task.sleep(for: .milliseconds(1500))
         let stillIn = try await WireClient.withConnection(client) { _, welcome in welcome.peerIdentity }
         #expect(stillIn == "cam-gone", "without SIGHUP or polling the old list stays in force")

@@ -15,7 +15,9 @@ import LoupeTesting
 @Suite struct ProtocolConformanceTests {
     /// Opens a raw connection as `files`, writes `buffer` in one write (one TLS record when small) and
     /// collects what comes back until the manager closes.
-    static func exchange(_ manager: ManagerHarness, as files: TLSFiles, _ buffer: ByteBuffer, timeout: Duration = .seconds(10)) async throws -> RawTLSClient.Outcome {
+    static func exchange(
+        _ manager: ManagerHarness, as files: TLSFiles, _ buffer: ByteBuffer, timeout: Duration = .seconds(10)
+    ) async throws -> RawTLSClient.Outcome {
         let raw = try await RawTLSClient.connect(port: manager.port, caPath: manager.pki.caPath, identity: files)
         return try await raw.executeThenClose { inbound, outbound in
             try await outbound.write(buffer)
@@ -54,7 +56,9 @@ import LoupeTesting
             return
         }
         for id in 2...11 {
-            #expect(replies[UInt64(id)]?.body == Self.echo(id * 10), "echo \(id) unanswered or wrong: \(replies[UInt64(id)]?.bodyName ?? "none")")
+            #expect(
+                replies[UInt64(id)]?.body == Self.echo(id * 10),
+                "echo \(id) unanswered or wrong: \(replies[UInt64(id)]?.bodyName ?? "none")")
         }
         // The upload was stored, and the camera heard so: nothing acknowledged is lost, nothing stored goes unacknowledged.
         guard case .roiAck(let ack) = replies[12]?.body else {
@@ -73,7 +77,12 @@ import LoupeTesting
         // A client that takes frames of at most 1,024 bytes: an echo whose reply would be larger is refused by
         // name (the request itself is within the manager's limit), and the connection goes on serving.
         let envelopes = [
-            RawTLSClient.envelope(1, .hello(Loupe_V1_Hello.with { $0.protocolVersion = WireProtocol.version; $0.maxFrameBytes = 1024 })),
+            RawTLSClient.envelope(
+                1,
+                .hello(
+                    Loupe_V1_Hello.with {
+                        $0.protocolVersion = WireProtocol.version; $0.maxFrameBytes = 1024
+                    })),
             RawTLSClient.envelope(2, Self.echo(600)),
             RawTLSClient.envelope(3, Self.echo(2000)),
             RawTLSClient.envelope(4, Self.echo(100)),
@@ -97,7 +106,9 @@ import LoupeTesting
         // A limit too small for the protocol's own frames is refused at the Hello, naming the minimum.
         let tiny = try await Self.exchange(manager, as: operatorFiles, try RawTLSClient.hello(maxFrameBytes: 100))
         let refusal = try #require(tiny.errors.first, "no Error: \(tiny.envelopes.map(\.bodyName))")
-        #expect(refusal.code == .invalidArgument && refusal.message.contains("1024") && refusal.message.contains("max_frame_bytes"), "\(refusal.message)")
+        #expect(
+            refusal.code == .invalidArgument && refusal.message.contains("1024") && refusal.message.contains("max_frame_bytes"),
+            "\(refusal.message)")
         #expect(tiny.closed)
     }
 
@@ -136,7 +147,9 @@ import LoupeTesting
         #expect(outcome.closed)
         // Unsolicited: it answers no request of the client's.
         #expect(outcome.envelopes.last { if case .error = $0.body { true } else { false } }?.replyTo == 0)
-        let logged = try await eventually(timeout: .seconds(5)) { !records.warnings(containing: "closing connection", "cam-stray", "999").isEmpty }
+        let logged = try await eventually(timeout: .seconds(5)) {
+            !records.warnings(containing: "closing connection", "cam-stray", "999").isEmpty
+        }
         #expect(logged, "the manager logs the violation: \(records.all.map(\.text))")
     }
 
@@ -191,7 +204,9 @@ import LoupeTesting
             return
         }
         #expect(refused.code == .invalidArgument && refused.message.contains("content_sha256"), "\(refused.message)")
-        #expect(forbidden.code == .permissionDenied && forbidden.message.hasPrefix("an agent certificate may not send fleet_status_query"), "\(forbidden.message)")
+        #expect(
+            forbidden.code == .permissionDenied && forbidden.message.hasPrefix("an agent certificate may not send fleet_status_query"),
+            "\(forbidden.message)")
         #expect(try await Self.stored(manager, from: "cam-log") == 0, "the upload sent without a request id was stored")
         let logged = try await eventually(timeout: .seconds(5)) {
             !records.warnings(containing: "request refused", "roi_upload", "content_sha256", "cam-log").isEmpty
@@ -205,7 +220,9 @@ import LoupeTesting
         garbage.writeInteger(UInt32(4))
         garbage.writeBytes([0xFF, 0xFF, 0xFF, 0xFF])
         _ = try await Self.exchange(manager, as: camera, garbage)
-        let violation = try await eventually(timeout: .seconds(5)) { !records.warnings(containing: "closing connection", "cam-log", "malformed").isEmpty }
+        let violation = try await eventually(timeout: .seconds(5)) {
+            !records.warnings(containing: "closing connection", "cam-log", "malformed").isEmpty
+        }
         #expect(violation, "\(records.all.map(\.text).joined(separator: "\n"))")
     }
 

@@ -22,7 +22,8 @@ import LoupeTesting
 
     @Test func connectionsAreBoundedInAllAndPerCertificate() async throws {
         let pki = try TestPKI()
-        let server = try await WireServer.bind(WireServerConfiguration(host: "127.0.0.1", port: 0, tls: try pki.manager(), maxConnections: 3, maxConnectionsPerPeer: 2))
+        let server = try await WireServer.bind(
+            WireServerConfiguration(host: "127.0.0.1", port: 0, tls: try pki.manager(), maxConnections: 3, maxConnectionsPerPeer: 2))
         let serving = Task { try await server.run(handshake: { _, _ in Loupe_V1_Welcome() }, handler: { _, envelope in envelope.body }) }
         let port = try #require(server.localAddress.port)
         func client(_ name: String) throws -> WireClientConfiguration {
@@ -85,9 +86,11 @@ import LoupeTesting
         var upload = Loupe_V1_RoiUpload()
         upload.inspectionType = type
         upload.roiName = "hub"
-        upload.imagePng = try PNGCodec.encode(try Image8(width: width, height: height, samples: [UInt8](repeating: shade, count: width * height)))
+        upload.imagePng = try PNGCodec.encode(
+            try Image8(width: width, height: height, samples: [UInt8](repeating: shade, count: width * height)))
         // A labelled square, so a training job has something to learn and runs for its budget.
-        upload.maskPng = try PNGCodec.encode(try Image8(width: width, height: height, samples: (0..<(width * height)).map { $0 % width < 4 && $0 / width < 4 ? 1 : 0 }))
+        upload.maskPng = try PNGCodec.encode(
+            try Image8(width: width, height: height, samples: (0..<(width * height)).map { $0 % width < 4 && $0 / width < 4 ? 1 : 0 }))
         upload.classNames = ["background", "scratch"]
         var hasher = SHA256()
         hasher.update(data: upload.imagePng)

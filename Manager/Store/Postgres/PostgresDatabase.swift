@@ -29,8 +29,10 @@ public struct PostgresSettings: Codable, Sendable, Equatable {
     /// How long a store call waits for a connection and its answer before it is refused by name (default 5 s).
     public var answerSeconds: Double?
 
-    public init(url: String, passwordFile: String? = nil, tls: TLSMode? = nil, caFile: String? = nil, maxConnections: Int? = nil,
-                answerSeconds: Double? = nil) {
+    public init(
+        url: String, passwordFile: String? = nil, tls: TLSMode? = nil, caFile: String? = nil, maxConnections: Int? = nil,
+        answerSeconds: Double? = nil
+    ) {
         (self.url, self.passwordFile, self.tls, self.caFile, self.maxConnections) = (url, passwordFile, tls, caFile, maxConnections)
         self.answerSeconds = answerSeconds
     }
@@ -101,7 +103,9 @@ public final class PostgresDatabase: Sendable {
     private let runner: Task<Void, Never>
 
     /// Connects and checks the database answers, within `timeout`.
-    public static func open(_ settings: PostgresSettings, logger: Logger, timeout: Duration = .seconds(10)) async throws(StorageSetupError) -> PostgresDatabase {
+    public static func open(
+        _ settings: PostgresSettings, logger: Logger, timeout: Duration = .seconds(10)
+    ) async throws(StorageSetupError) -> PostgresDatabase {
         let (host, port, user, database) = try settings.endpoint()
         let password = try settings.password()
         var tlsConfiguration: TLSConfiguration?
@@ -119,8 +123,10 @@ public final class PostgresDatabase: Sendable {
         // the operator starting a manager needs the server's own reason at once.
         let direct: PostgresConnection.Configuration
         do {
-            let tls: PostgresConnection.Configuration.TLS = try tlsConfiguration.map { .require(try NIOSSLContext(configuration: $0)) } ?? .disable
-            var check = PostgresConnection.Configuration(host: host, port: port, username: user, password: password, database: database, tls: tls)
+            let tls: PostgresConnection.Configuration.TLS =
+                try tlsConfiguration.map { .require(try NIOSSLContext(configuration: $0)) } ?? .disable
+            var check = PostgresConnection.Configuration(
+                host: host, port: port, username: user, password: password, database: database, tls: tls)
             check.options.connectTimeout = .seconds(Int64(max(1, timeout.seconds)))
             direct = check
             let connection = try await PostgresConnection.connect(configuration: check, id: 0, logger: logger)
@@ -129,13 +135,15 @@ public final class PostgresDatabase: Sendable {
         } catch {
             throw .unreachable("\(description): \(Self.describe(error))")
         }
-        var configuration = PostgresClient.Configuration(host: host, port: port, username: user, password: password, database: database,
-                                                         tls: tlsConfiguration.map { .require($0) } ?? .disable)
+        var configuration = PostgresClient.Configuration(
+            host: host, port: port, username: user, password: password, database: database,
+            tls: tlsConfiguration.map { .require($0) } ?? .disable)
         configuration.options.maximumConnections = max(1, settings.maxConnections ?? 8)
         configuration.options.connectTimeout = .seconds(Int64(max(1, timeout.seconds)))
         let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
-        let opened = PostgresDatabase(client: client, direct: direct, logger: logger, description: description,
-                                      answerWithin: try settings.answerLimit())
+        let opened = PostgresDatabase(
+            client: client, direct: direct, logger: logger, description: description,
+            answerWithin: try settings.answerLimit())
         await opened.started()
         return opened
     }
@@ -143,7 +151,9 @@ public final class PostgresDatabase: Sendable {
     /// How a connection of its own (outside the pool) is made: for the start-up check and for `session`.
     private let direct: PostgresConnection.Configuration
 
-    private init(client: PostgresClient, direct: PostgresConnection.Configuration, logger: Logger, description: String, answerWithin: Duration) {
+    private init(
+        client: PostgresClient, direct: PostgresConnection.Configuration, logger: Logger, description: String, answerWithin: Duration
+    ) {
         self.client = client
         self.answerLimit = answerWithin
         self.direct = direct
@@ -171,8 +181,10 @@ public final class PostgresDatabase: Sendable {
     /// so when the manager holding it dies, or loses the database, another manager's session takes it within
     /// `retry`. The connection is checked every `retry` (a dead network path is noticed, not waited on forever) and
     /// made again after it drops.
-    public func session(channel: String, lock: Int64, retry: Duration = .seconds(2),
-                        _ event: @escaping @Sendable (SessionEvent) -> Void) async {
+    public func session(
+        channel: String, lock: Int64, retry: Duration = .seconds(2),
+        _ event: @escaping @Sendable (SessionEvent) -> Void
+    ) async {
         let (direct, logger, description) = (self.direct, self.logger, self.description)
         var attempt = 1
         while !Task.isCancelled {
@@ -196,8 +208,9 @@ public final class PostgresDatabase: Sendable {
                 if let ended { throw ended }
             } catch {
                 if !Task.isCancelled {
-                    logger.warning("database session lost; reconnecting",
-                                   metadata: ["database": "\(description)", "error": "\(Self.describe(error))"])
+                    logger.warning(
+                        "database session lost; reconnecting",
+                        metadata: ["database": "\(description)", "error": "\(Self.describe(error))"])
                 }
             }
             if leading.isHeld { event(.leading(false)) }
@@ -207,8 +220,10 @@ public final class PostgresDatabase: Sendable {
 
     /// One connection's session: notifications as they come, and a look at the lock (or, once held, at the
     /// connection) every `retry`, each answered within `retry`; throws when either ends.
-    private static func hold(_ connection: PostgresConnection, channel: String, lock: Int64, retry: Duration, leading: LockHeld,
-                             logger: Logger, _ event: @escaping @Sendable (SessionEvent) -> Void) async throws {
+    private static func hold(
+        _ connection: PostgresConnection, channel: String, lock: Int64, retry: Duration, leading: LockHeld,
+        logger: Logger, _ event: @escaping @Sendable (SessionEvent) -> Void
+    ) async throws {
         try await connection.listen(on: channel) { notifications in
             event(.changed)
             try await withThrowingTaskGroup(of: Void.self) { group in
@@ -240,7 +255,11 @@ public final class PostgresDatabase: Sendable {
         private let held = Mutex(false)
         var isHeld: Bool { held.withLock { $0 } }
         /// True the first time: the lock was just taken.
-        func take() -> Bool { held.withLock { held in defer { held = true }; return !held } }
+        func take() -> Bool {
+            held.withLock { held in
+                defer { held = true }; return !held
+            }
+        }
     }
 
     private struct SessionEnded: Error, CustomStringConvertible {
@@ -292,19 +311,23 @@ public final class PostgresDatabase: Sendable {
         try await client.withTransaction(logger: logger) { connection in
             // One lock for every manager of this database: whoever comes second waits and then finds all applied.
             try await connection.query("SELECT pg_advisory_xact_lock(\(Self.migrationLock))", logger: logger)
-            try await connection.query("""
+            try await connection.query(
+                """
                 CREATE TABLE IF NOT EXISTS loupe_migration (
                     component text NOT NULL, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now(),
                     PRIMARY KEY (component, name))
                 """, logger: logger)
             var applied = Set<String>()
-            for try await name in try await connection.query("SELECT name FROM loupe_migration WHERE component = \(component)", logger: logger)
-                .decode(String.self) {
+            for try await name in try await connection.query(
+                "SELECT name FROM loupe_migration WHERE component = \(component)", logger: logger
+            )
+            .decode(String.self) {
                 applied.insert(name)
             }
             for migration in migrations where !applied.contains(migration.name) {
                 for statement in migration.statements { try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger) }
-                try await connection.query("INSERT INTO loupe_migration (component, name) VALUES (\(component), \(migration.name))", logger: logger)
+                try await connection.query(
+                    "INSERT INTO loupe_migration (component, name) VALUES (\(component), \(migration.name))", logger: logger)
                 logger.info("database migrated", metadata: ["component": "\(component)", "migration": "\(migration.name)"])
             }
         }

@@ -13,20 +13,28 @@ public final class PostgresFleetStore: Sendable {
 
     public init(database: PostgresDatabase) async throws {
         self.database = database
-        try await database.migrate("fleet", [
-            ("1 cameras", [
-                """
-                CREATE TABLE camera (
-                    camera_id text PRIMARY KEY, first_seen_unix_ms bigint NOT NULL, last_seen_unix_ms bigint NOT NULL,
-                    address text NOT NULL, software_version text NOT NULL, inspection_type text NOT NULL,
-                    model_version text NOT NULL, recipe_version text NOT NULL, status bytea NOT NULL)
-                """,
-                "CREATE INDEX camera_inspection_type ON camera (inspection_type)",
-            ]),
-            ("2 whether a manager holds the camera's connection", [
-                "ALTER TABLE camera ADD COLUMN online boolean NOT NULL DEFAULT false",
-            ]),
-        ])
+        try await database.migrate(
+            "fleet",
+            [
+                (
+                    "1 cameras",
+                    [
+                        """
+                        CREATE TABLE camera (
+                            camera_id text PRIMARY KEY, first_seen_unix_ms bigint NOT NULL, last_seen_unix_ms bigint NOT NULL,
+                            address text NOT NULL, software_version text NOT NULL, inspection_type text NOT NULL,
+                            model_version text NOT NULL, recipe_version text NOT NULL, status bytea NOT NULL)
+                        """,
+                        "CREATE INDEX camera_inspection_type ON camera (inspection_type)",
+                    ]
+                ),
+                (
+                    "2 whether a manager holds the camera's connection",
+                    [
+                        "ALTER TABLE camera ADD COLUMN online boolean NOT NULL DEFAULT false"
+                    ]
+                ),
+            ])
     }
 
     /// Writes one camera's record, as given (the registry decides first and last seen).
@@ -34,7 +42,8 @@ public final class PostgresFleetStore: Sendable {
         let status: Data = try camera.status.serializedData()
         let logger = database.logger
         _ = try await database.run { client in
-            try await client.query("""
+            try await client.query(
+                """
                 INSERT INTO camera (camera_id, first_seen_unix_ms, last_seen_unix_ms, address, software_version, inspection_type,
                                     model_version, recipe_version, status, online)
                 VALUES (\(camera.cameraID), \(Int64(camera.firstSeenUnixMs)), \(Int64(camera.lastSeenUnixMs)), \(camera.address),
@@ -64,10 +73,12 @@ public final class PostgresFleetStore: Sendable {
         let logger = database.logger
         let rows = try await database.run(within: .seconds(60)) { client in
             var rows: [(String, Int64, Int64, String, String, Data, Bool)] = []
-            for try await row in try await client.query("""
+            for try await row in try await client.query(
+                """
                 SELECT camera_id, first_seen_unix_ms, last_seen_unix_ms, address, software_version, status, online
                 FROM camera ORDER BY camera_id
-                """, logger: logger).decode((String, Int64, Int64, String, String, Data, Bool).self) {
+                """, logger: logger
+            ).decode((String, Int64, Int64, String, String, Data, Bool).self) {
                 rows.append(row)
             }
             return rows

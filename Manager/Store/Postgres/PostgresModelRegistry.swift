@@ -25,33 +25,40 @@ public final class PostgresModelRegistry: Sendable {
         signingKey = try ModelSigningKey.loadOrCreate(signingKeyPath)
         rules = RegistryRules(signingKey: signingKey)
         self.database = database
-        try await database.migrate("models", [
-            ("1 versions, files, cameras, groups and rollouts", [
-                "CREATE TABLE registry_sequence (id integer PRIMARY KEY CHECK (id = 1), value bigint NOT NULL)",
-                "INSERT INTO registry_sequence (id, value) VALUES (1, 0)",
-                """
-                CREATE TABLE model_version (
-                    version text PRIMARY KEY, number bigint NOT NULL UNIQUE, inspection_type text NOT NULL, sha256 text NOT NULL,
-                    bytes bigint NOT NULL, offer_signature text NOT NULL, parent_version text, description text NOT NULL,
-                    validation_miou double precision NOT NULL, dataset_sha256 text NOT NULL, created_at timestamptz NOT NULL,
-                    sequence bigint NOT NULL)
-                """,
-                "CREATE INDEX model_version_inspection_type ON model_version (inspection_type, number)",
-                """
-                CREATE TABLE model_file_piece (
-                    version text NOT NULL REFERENCES model_version (version), piece integer NOT NULL, data bytea NOT NULL,
-                    PRIMARY KEY (version, piece))
-                """,
-                """
-                CREATE TABLE camera_model (
-                    camera_id text PRIMARY KEY, desired_version text, installed_version text, installed_at timestamptz,
-                    last_error text, updated_at timestamptz NOT NULL, previous_version text, assignment text, assignment_signature text)
-                """,
-                "CREATE TABLE camera_group (name text PRIMARY KEY, cameras text[] NOT NULL)",
-                "CREATE TABLE rollout (id text PRIMARY KEY, state text NOT NULL, started_at timestamptz NOT NULL, document jsonb NOT NULL)",
-                "CREATE INDEX rollout_state ON rollout (state)",
-            ]),
-        ])
+        try await database.migrate(
+            "models",
+            [
+                (
+                    "1 versions, files, cameras, groups and rollouts",
+                    [
+                        "CREATE TABLE registry_sequence (id integer PRIMARY KEY CHECK (id = 1), value bigint NOT NULL)",
+                        "INSERT INTO registry_sequence (id, value) VALUES (1, 0)",
+                        """
+                        CREATE TABLE model_version (
+                            version text PRIMARY KEY, number bigint NOT NULL UNIQUE, inspection_type text NOT NULL, sha256 text NOT NULL,
+                            bytes bigint NOT NULL, offer_signature text NOT NULL, parent_version text, description text NOT NULL,
+                            validation_miou double precision NOT NULL, dataset_sha256 text NOT NULL, created_at timestamptz NOT NULL,
+                            sequence bigint NOT NULL)
+                        """,
+                        "CREATE INDEX model_version_inspection_type ON model_version (inspection_type, number)",
+                        """
+                        CREATE TABLE model_file_piece (
+                            version text NOT NULL REFERENCES model_version (version), piece integer NOT NULL, data bytea NOT NULL,
+                            PRIMARY KEY (version, piece))
+                        """,
+                        """
+                        CREATE TABLE camera_model (
+                            camera_id text PRIMARY KEY, desired_version text, installed_version text, installed_at timestamptz,
+                            last_error text, updated_at timestamptz NOT NULL, previous_version text, assignment text,
+                              assignment_signature text)
+                        """,
+                        "CREATE TABLE camera_group (name text PRIMARY KEY, cameras text[] NOT NULL)",
+                        "CREATE TABLE rollout (id text PRIMARY KEY, state text NOT NULL, started_at timestamptz NOT NULL, document jsonb "
+                            + "NOT NULL)",
+                        "CREATE INDEX rollout_state ON rollout (state)",
+                    ]
+                )
+            ])
     }
 
     // MARK: The registry's calls
@@ -63,8 +70,9 @@ public final class PostgresModelRegistry: Sendable {
             let sequence = try await Self.reserveSequences(1, connection, logger)
             let newest = try await Self.versions(connection, logger, inspectionType: nil).first
             let parent = try await Self.versions(connection, logger, inspectionType: inspectionType).first
-            let (signed, record) = try rules.sign(modelFile, model: model, inspectionType: inspectionType,
-                                                  number: (newest?.number ?? 0) + 1, sequence: sequence, parent: parent?.version)
+            let (signed, record) = try rules.sign(
+                modelFile, model: model, inspectionType: inspectionType,
+                number: (newest?.number ?? 0) + 1, sequence: sequence, parent: parent?.version)
             try await Self.insert(record, file: signed, connection, logger)
             return record
         }
@@ -85,8 +93,9 @@ public final class PostgresModelRegistry: Sendable {
         let rules = self.rules
         try await write { connection, logger in
             let target = try await Self.target(version, connection, logger)
-            let written = try rules.assign(target, to: cameras, rows: try await Self.rows(cameras, connection, logger), remember: remember,
-                                           firstSequence: try await Self.reserveSequences(cameras.count, connection, logger))
+            let written = try rules.assign(
+                target, to: cameras, rows: try await Self.rows(cameras, connection, logger), remember: remember,
+                firstSequence: try await Self.reserveSequences(cameras.count, connection, logger))
             for row in written { try await Self.save(row, connection, logger) }
         }
     }
@@ -114,9 +123,11 @@ public final class PostgresModelRegistry: Sendable {
         let first = range.lowerBound / Self.pieceBytes, last = (range.upperBound - 1) / Self.pieceBytes
         let pieces = try await read { connection, logger in
             var pieces: [(Int, Data)] = []
-            for try await piece in try await connection.query("""
+            for try await piece in try await connection.query(
+                """
                 SELECT piece, data FROM model_file_piece WHERE version = \(version) AND piece BETWEEN \(first) AND \(last) ORDER BY piece
-                """, logger: logger).decode((Int, Data).self) {
+                """, logger: logger
+            ).decode((Int, Data).self) {
                 pieces.append(piece)
             }
             return pieces
@@ -138,7 +149,8 @@ public final class PostgresModelRegistry: Sendable {
             if members.isEmpty {
                 _ = try await connection.query("DELETE FROM camera_group WHERE name = \(name)", logger: logger)
             } else {
-                _ = try await connection.query("""
+                _ = try await connection.query(
+                    """
                     INSERT INTO camera_group (name, cameras) VALUES (\(name), \(members))
                     ON CONFLICT (name) DO UPDATE SET cameras = EXCLUDED.cameras
                     """, logger: logger)
@@ -150,15 +162,18 @@ public final class PostgresModelRegistry: Sendable {
         try await read { connection, logger in
             var groups: [String: [String]] = [:]
             for try await (name, cameras) in try await connection.query("SELECT name, cameras FROM camera_group", logger: logger)
-                .decode((String, [String]).self) {
+                .decode((String, [String]).self)
+            {
                 groups[name] = cameras
             }
             return groups
         }
     }
 
-    public func startRollout(_ version: String, canaries: [String], remaining: [String], policy: CanaryPolicyRecord,
-                             priorDefectRate: Double?) async throws(ModelRegistryError) -> RolloutRecord {
+    public func startRollout(
+        _ version: String, canaries: [String], remaining: [String], policy: CanaryPolicyRecord,
+        priorDefectRate: Double?
+    ) async throws(ModelRegistryError) -> RolloutRecord {
         try RegistryRules.checkRollout(canaries: canaries, policy: policy)
         let rules = self.rules
         return try await write { connection, logger in
@@ -183,8 +198,10 @@ public final class PostgresModelRegistry: Sendable {
         try await write { connection, logger in try await Self.save(rollout, insert: false, connection, logger) }
     }
 
-    public func decide(_ id: String, promote: Bool, reason: String,
-                       figures: RolloutRecord?) async throws(ModelRegistryError) -> RolloutRecord {
+    public func decide(
+        _ id: String, promote: Bool, reason: String,
+        figures: RolloutRecord?
+    ) async throws(ModelRegistryError) -> RolloutRecord {
         let rules = self.rules
         return try await write { connection, logger in
             guard let held = try await Self.rollouts(connection, logger, id: id).first else {
@@ -192,9 +209,10 @@ public final class PostgresModelRegistry: Sendable {
             }
             let (rollout, moves) = try RegistryRules.decide(held, promote: promote, reason: reason, figures: figures)
             let versions = try await Self.versions(connection, logger, named: Array(Set(moves.map(\.version))))
-            let written = try rules.move(moves, promote: promote, rows: try await Self.rows(moves.map(\.camera), connection, logger),
-                                         versions: Dictionary(uniqueKeysWithValues: versions.map { ($0.version, $0) }),
-                                         firstSequence: try await Self.reserveSequences(moves.count, connection, logger))
+            let written = try rules.move(
+                moves, promote: promote, rows: try await Self.rows(moves.map(\.camera), connection, logger),
+                versions: Dictionary(uniqueKeysWithValues: versions.map { ($0.version, $0) }),
+                firstSequence: try await Self.reserveSequences(moves.count, connection, logger))
             try await Self.save(rollout, insert: false, connection, logger)
             for row in written { try await Self.save(row, connection, logger) }
             return rollout
@@ -259,14 +277,18 @@ public final class PostgresModelRegistry: Sendable {
 
     /// Reserves `count` values of the registry's counter (held by the transaction's lock); returns the first.
     private static func reserveSequences(_ count: Int, _ connection: PostgresConnection, _ logger: Logger) async throws -> UInt64 {
-        let value = try await scalar("UPDATE registry_sequence SET value = value + \(count) WHERE id = 1 RETURNING value", as: Int.self,
-                                     connection, logger) ?? 0
+        let value =
+            try await scalar(
+                "UPDATE registry_sequence SET value = value + \(count) WHERE id = 1 RETURNING value", as: Int.self,
+                connection, logger) ?? 0
         return UInt64(value - count + 1)
     }
 
     /// The one value a query answers (its first row's first column), nil when it returns no row.
-    private static func scalar<T: PostgresDecodable & Sendable>(_ query: PostgresQuery, as type: T.Type, _ connection: PostgresConnection,
-                                                     _ logger: Logger) async throws -> T? {
+    private static func scalar<T: PostgresDecodable & Sendable>(
+        _ query: PostgresQuery, as type: T.Type, _ connection: PostgresConnection,
+        _ logger: Logger
+    ) async throws -> T? {
         var value: T?
         for try await next in try await connection.query(query, logger: logger).decode(T.self) where value == nil { value = next }
         return value
@@ -277,31 +299,43 @@ public final class PostgresModelRegistry: Sendable {
         dataset_sha256, created_at, sequence
         """
 
-    private static func versions(_ connection: PostgresConnection, _ logger: Logger,
-                                 inspectionType: String?) async throws -> [ModelVersionRecord] {
-        try await versions(connection, logger, query: """
-            SELECT \(unescaped: versionColumns) FROM model_version
-            WHERE \(inspectionType)::text IS NULL OR inspection_type = \(inspectionType) ORDER BY number DESC
-            """)
+    private static func versions(
+        _ connection: PostgresConnection, _ logger: Logger,
+        inspectionType: String?
+    ) async throws -> [ModelVersionRecord] {
+        try await versions(
+            connection, logger,
+            query: """
+                SELECT \(unescaped: versionColumns) FROM model_version
+                WHERE \(inspectionType)::text IS NULL OR inspection_type = \(inspectionType) ORDER BY number DESC
+                """)
     }
 
-    private static func versions(_ connection: PostgresConnection, _ logger: Logger,
-                                 named names: [String]) async throws -> [ModelVersionRecord] {
-        try await versions(connection, logger, query: """
-            SELECT \(unescaped: versionColumns) FROM model_version WHERE version = ANY(\(names)) ORDER BY number DESC
-            """)
+    private static func versions(
+        _ connection: PostgresConnection, _ logger: Logger,
+        named names: [String]
+    ) async throws -> [ModelVersionRecord] {
+        try await versions(
+            connection, logger,
+            query: """
+                SELECT \(unescaped: versionColumns) FROM model_version WHERE version = ANY(\(names)) ORDER BY number DESC
+                """)
     }
 
-    private static func versions(_ connection: PostgresConnection, _ logger: Logger,
-                                 query: PostgresQuery) async throws -> [ModelVersionRecord] {
+    private static func versions(
+        _ connection: PostgresConnection, _ logger: Logger,
+        query: PostgresQuery
+    ) async throws -> [ModelVersionRecord] {
         var records: [ModelVersionRecord] = []
-        for try await (version, number, type, sha256, bytes, signature, parent, description, mIoU, dataset, created, sequence) in
-            try await connection.query(query, logger: logger)
-            .decode((String, Int, String, String, Int, String, String?, String, Double, String, Date, Int).self) {
-            records.append(ModelVersionRecord(
-                version: version, number: number, inspectionType: type, sha256: sha256, bytes: bytes, offerSignature: signature,
-                parentVersion: parent, description: description, validationMIoU: mIoU, datasetSHA256: dataset, createdAt: created,
-                sequence: sequence))
+        for try await (version, number, type, sha256, bytes, signature, parent, description, mIoU, dataset, created, sequence)
+            in try await connection.query(query, logger: logger)
+            .decode((String, Int, String, String, Int, String, String?, String, Double, String, Date, Int).self)
+        {
+            records.append(
+                ModelVersionRecord(
+                    version: version, number: number, inspectionType: type, sha256: sha256, bytes: bytes, offerSignature: signature,
+                    parentVersion: parent, description: description, validationMIoU: mIoU, datasetSHA256: dataset, createdAt: created,
+                    sequence: sequence))
         }
         return records
     }
@@ -316,7 +350,8 @@ public final class PostgresModelRegistry: Sendable {
 
     /// A version's row and its file's pieces; a version already held is left as it is.
     static func insert(_ record: ModelVersionRecord, file: Data, _ connection: PostgresConnection, _ logger: Logger) async throws {
-        let inserted = try await connection.query("""
+        let inserted = try await connection.query(
+            """
             INSERT INTO model_version (\(unescaped: versionColumns))
             VALUES (\(record.version), \(record.number), \(record.inspectionType), \(record.sha256), \(record.bytes),
                     \(record.offerSignature), \(record.parentVersion), \(record.description), \(record.validationMIoU),
@@ -328,7 +363,8 @@ public final class PostgresModelRegistry: Sendable {
         guard isNew else { return }
         for (piece, start) in stride(from: 0, to: file.count, by: pieceBytes).enumerated() {
             let data = file.subdata(in: start..<min(file.count, start + pieceBytes))
-            try await connection.query("""
+            try await connection.query(
+                """
                 INSERT INTO model_file_piece (version, piece, data) VALUES (\(record.version), \(piece), \(data))
                 """, logger: logger)
         }
@@ -340,22 +376,29 @@ public final class PostgresModelRegistry: Sendable {
         """
 
     /// The rows of these cameras that exist (of every camera when nil).
-    private static func rows(_ cameras: [String]?, _ connection: PostgresConnection,
-                             _ logger: Logger) async throws -> [String: CameraModelRecord] {
+    private static func rows(
+        _ cameras: [String]?, _ connection: PostgresConnection,
+        _ logger: Logger
+    ) async throws -> [String: CameraModelRecord] {
         var rows: [String: CameraModelRecord] = [:]
         for try await (id, desired, installed, installedAt, error, updated, previous, assignment, signature)
-            in try await connection.query("""
-            SELECT \(unescaped: cameraColumns) FROM camera_model WHERE \(cameras)::text[] IS NULL OR camera_id = ANY(\(cameras))
-            """, logger: logger).decode((String, String?, String?, Date?, String?, Date, String?, String?, String?).self) {
-            rows[id] = CameraModelRecord(cameraId: id, desiredVersion: desired, installedVersion: installed, installedAt: installedAt,
-                                         lastError: error, updatedAt: updated, previousVersion: previous, assignment: assignment,
-                                         assignmentSignature: signature)
+            in try await connection.query(
+                """
+                SELECT \(unescaped: cameraColumns) FROM camera_model WHERE \(cameras)::text[] IS NULL OR camera_id = ANY(\(cameras))
+                """, logger: logger
+            ).decode((String, String?, String?, Date?, String?, Date, String?, String?, String?).self)
+        {
+            rows[id] = CameraModelRecord(
+                cameraId: id, desiredVersion: desired, installedVersion: installed, installedAt: installedAt,
+                lastError: error, updatedAt: updated, previousVersion: previous, assignment: assignment,
+                assignmentSignature: signature)
         }
         return rows
     }
 
     static func save(_ row: CameraModelRecord, _ connection: PostgresConnection, _ logger: Logger) async throws {
-        try await connection.query("""
+        try await connection.query(
+            """
             INSERT INTO camera_model (\(unescaped: cameraColumns))
             VALUES (\(row.cameraId), \(row.desiredVersion), \(row.installedVersion), \(row.installedAt), \(row.lastError), \(row.updatedAt),
                     \(row.previousVersion), \(row.assignment), \(row.assignmentSignature))
@@ -369,14 +412,18 @@ public final class PostgresModelRegistry: Sendable {
 
     /// A rollout is kept whole as a JSON document (its policy, previous versions and counts are nested), with
     /// its id, state and start as columns to select by.
-    private static func rollouts(_ connection: PostgresConnection, _ logger: Logger, state: RolloutRecord.State? = nil,
-                                 id: String? = nil) async throws -> [RolloutRecord] {
+    private static func rollouts(
+        _ connection: PostgresConnection, _ logger: Logger, state: RolloutRecord.State? = nil,
+        id: String? = nil
+    ) async throws -> [RolloutRecord] {
         var rollouts: [RolloutRecord] = []
-        for try await document in try await connection.query("""
+        for try await document in try await connection.query(
+            """
             SELECT document::text FROM rollout
             WHERE (\(state?.rawValue)::text IS NULL OR state = \(state?.rawValue)) AND (\(id)::text IS NULL OR id = \(id))
             ORDER BY started_at DESC, id DESC
-            """, logger: logger).decode(String.self) {
+            """, logger: logger
+        ).decode(String.self) {
             rollouts.append(try RolloutDocument.decoder.decode(RolloutRecord.self, from: Data(document.utf8)))
         }
         return rollouts
@@ -386,13 +433,15 @@ public final class PostgresModelRegistry: Sendable {
     static func save(_ rollout: RolloutRecord, insert: Bool, _ connection: PostgresConnection, _ logger: Logger) async throws {
         let document = String(decoding: try RolloutDocument.encoder.encode(rollout), as: UTF8.self)
         if insert {
-            try await connection.query("""
+            try await connection.query(
+                """
                 INSERT INTO rollout (id, state, started_at, document)
                 VALUES (\(rollout.id), \(rollout.state.rawValue), \(rollout.startedAt), \(document)::jsonb)
                 ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, document = EXCLUDED.document
                 """, logger: logger)
         } else {
-            try await connection.query("""
+            try await connection.query(
+                """
                 UPDATE rollout SET state = \(rollout.state.rawValue), document = \(document)::jsonb
                 WHERE id = \(rollout.id) AND state = 'canary'
                 """, logger: logger)
@@ -432,7 +481,8 @@ extension PostgresModelRegistry {
         try await write { connection, logger in
             for row in contents.cameras { try await Self.save(row, connection, logger) }
             for (name, cameras) in contents.groups {
-                try await connection.query("""
+                try await connection.query(
+                    """
                     INSERT INTO camera_group (name, cameras) VALUES (\(name), \(cameras))
                     ON CONFLICT (name) DO UPDATE SET cameras = EXCLUDED.cameras
                     """, logger: logger)
@@ -448,10 +498,12 @@ extension PostgresModelRegistry {
     public func audit() async throws(ModelRegistryError) -> (fileSHA256: [String: String], sequence: UInt64) {
         try await read { connection, logger in
             var hashes: [String: String] = [:]
-            for try await (version, hash) in try await connection.query("""
+            for try await (version, hash) in try await connection.query(
+                """
                 SELECT v.version, coalesce(encode(sha256(string_agg(p.data, ''::bytea ORDER BY p.piece)), 'hex'), '')
                 FROM model_version v LEFT JOIN model_file_piece p ON p.version = v.version GROUP BY v.version
-                """, logger: logger).decode((String, String).self) {
+                """, logger: logger
+            ).decode((String, String).self) {
                 hashes[version] = hash
             }
             let sequence = try await Self.scalar("SELECT value FROM registry_sequence WHERE id = 1", as: Int.self, connection, logger) ?? 0

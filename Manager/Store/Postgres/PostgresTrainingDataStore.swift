@@ -16,25 +16,32 @@ public final class PostgresTrainingDataStore: Sendable {
 
     public init(database: PostgresDatabase) async throws {
         self.database = database
-        try await database.migrate("training-data", [
-            ("1 rois", [
-                """
-                CREATE TABLE roi (
-                    content_sha256 text PRIMARY KEY, camera_id text NOT NULL, inspection_type text NOT NULL,
-                    roi_name text NOT NULL, captured_at timestamptz NOT NULL, recipe_version text NOT NULL,
-                    template_sha256 text NOT NULL, width bigint NOT NULL, height bigint NOT NULL,
-                    labelled_pixels bigint NOT NULL, class_names text NOT NULL, class_pixels text NOT NULL,
-                    received_at timestamptz NOT NULL, image_png bytea NOT NULL, mask_png bytea NOT NULL)
-                """,
-                "CREATE INDEX roi_camera ON roi (camera_id)",
-                "CREATE INDEX roi_inspection_type ON roi (inspection_type)",
-            ]),
-        ])
+        try await database.migrate(
+            "training-data",
+            [
+                (
+                    "1 rois",
+                    [
+                        """
+                        CREATE TABLE roi (
+                            content_sha256 text PRIMARY KEY, camera_id text NOT NULL, inspection_type text NOT NULL,
+                            roi_name text NOT NULL, captured_at timestamptz NOT NULL, recipe_version text NOT NULL,
+                            template_sha256 text NOT NULL, width bigint NOT NULL, height bigint NOT NULL,
+                            labelled_pixels bigint NOT NULL, class_names text NOT NULL, class_pixels text NOT NULL,
+                            received_at timestamptz NOT NULL, image_png bytea NOT NULL, mask_png bytea NOT NULL)
+                        """,
+                        "CREATE INDEX roi_camera ON roi (camera_id)",
+                        "CREATE INDEX roi_inspection_type ON roi (inspection_type)",
+                    ]
+                )
+            ])
     }
 
     /// Runs `body` on the pool within `limit`, every failure as a `TrainingDataError` naming the database.
-    private func run<T: Sendable>(within limit: Duration? = nil,
-                                  _ body: @escaping @Sendable (PostgresClient, Logger) async throws -> T) async throws(TrainingDataError) -> T {
+    private func run<T: Sendable>(
+        within limit: Duration? = nil,
+        _ body: @escaping @Sendable (PostgresClient, Logger) async throws -> T
+    ) async throws(TrainingDataError) -> T {
         let logger = database.logger
         do {
             return try await database.run(within: limit) { client in try await body(client, logger) }
@@ -71,9 +78,11 @@ public final class PostgresTrainingDataStore: Sendable {
 
     public func count(cameraId: String?, inspectionType: String?) async throws(TrainingDataError) -> Int {
         try await run { client, logger in
-            let rows = try await client.query("""
+            let rows = try await client.query(
+                """
                 SELECT count(*) FROM roi
-                WHERE (\(cameraId)::text IS NULL OR camera_id = \(cameraId)) AND (\(inspectionType)::text IS NULL OR inspection_type = \(inspectionType))
+                WHERE (\(cameraId)::text IS NULL OR camera_id = \(cameraId)) AND (\(inspectionType)::text IS NULL OR inspection_type =
+                  \(inspectionType))
                 """, logger: logger)
             var count = 0
             for try await value in rows.decode(Int.self) { count = value }
@@ -93,7 +102,8 @@ public final class PostgresTrainingDataStore: Sendable {
     public func datasetHead(inspectionType: String) async throws(TrainingDataError) -> DatasetHead? {
         try await run { client, logger in
             var head: DatasetHead?
-            let found = try await client.query("""
+            let found = try await client.query(
+                """
                 SELECT (SELECT count(*) FROM roi WHERE inspection_type = \(inspectionType)), class_names FROM roi
                 WHERE inspection_type = \(inspectionType) ORDER BY received_at DESC, content_sha256 COLLATE "C" LIMIT 1
                 """, logger: logger)
@@ -106,7 +116,8 @@ public final class PostgresTrainingDataStore: Sendable {
     public func datasetPage(inspectionType: String, after: String?, limit: Int) async throws(TrainingDataError) -> [DatasetPiece] {
         try await run(within: .seconds(120)) { client, logger in
             var pieces: [DatasetPiece] = []
-            let found = try await client.query("""
+            let found = try await client.query(
+                """
                 SELECT content_sha256, camera_id, image_png, mask_png FROM roi
                 WHERE inspection_type = \(inspectionType) AND content_sha256 COLLATE "C" > \(after ?? "")
                 ORDER BY content_sha256 COLLATE "C" LIMIT \(limit)
@@ -121,12 +132,17 @@ public final class PostgresTrainingDataStore: Sendable {
     public func statistics(inspectionType: String?, validationFraction: Double) async throws(TrainingDataError) -> [Loupe_V1_DatasetStats] {
         let rows = try await run(within: .seconds(60)) { client, logger in
             var rows: [TrainingDataStore.StatisticsRow] = []
-            let found = try await client.query("""
+            let found = try await client.query(
+                """
                 SELECT content_sha256, camera_id, inspection_type, class_names, received_at, class_pixels FROM roi
                 WHERE \(inspectionType)::text IS NULL OR inspection_type = \(inspectionType) ORDER BY content_sha256 COLLATE "C"
                 """, logger: logger)
-            for try await (hash, camera, type, names, received, pixels) in found.decode((String, String, String, String, Date, String).self) {
-                rows.append(.init(contentSHA256: hash, cameraId: camera, inspectionType: type, classNames: names, receivedAt: received, classPixels: pixels))
+            for try await (hash, camera, type, names, received, pixels) in found.decode((String, String, String, String, Date, String).self)
+            {
+                rows.append(
+                    .init(
+                        contentSHA256: hash, cameraId: camera, inspectionType: type, classNames: names, receivedAt: received,
+                        classPixels: pixels))
             }
             return rows
         }
@@ -155,7 +171,8 @@ public final class PostgresTrainingDataStore: Sendable {
     public func checkHashes(after: String?, limit: Int) async throws(TrainingDataError) -> [(held: String, computed: String)] {
         try await run(within: .seconds(120)) { client, logger in
             var found: [(String, String)] = []
-            let rows = try await client.query("""
+            let rows = try await client.query(
+                """
                 SELECT content_sha256, encode(sha256(image_png || mask_png), 'hex') FROM roi
                 WHERE content_sha256 COLLATE "C" > \(after ?? "") ORDER BY content_sha256 COLLATE "C" LIMIT \(limit)
                 """, logger: logger)
@@ -168,7 +185,9 @@ public final class PostgresTrainingDataStore: Sendable {
     public func contentHashes() async throws(TrainingDataError) -> [String] {
         try await run(within: .seconds(60)) { client, logger in
             var hashes: [String] = []
-            for try await hash in try await client.query("SELECT content_sha256 FROM roi ORDER BY content_sha256 COLLATE \"C\"", logger: logger).decode(String.self) {
+            for try await hash in try await client.query(
+                "SELECT content_sha256 FROM roi ORDER BY content_sha256 COLLATE \"C\"", logger: logger
+            ).decode(String.self) {
                 hashes.append(hash)
             }
             return hashes

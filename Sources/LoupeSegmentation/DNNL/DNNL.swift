@@ -102,7 +102,9 @@ struct TensorDesc: Equatable {
     init(_ dims: [Int], _ layout: Layout, _ precision: Precision = .f32) throws(DNNLError) {
         var md = dnnl_memory_desc_t()
         let dims64 = dims.map(Int64.init)
-        try dnnlCheck(dnnl_memory_desc_init_by_tag(&md, Int32(dims.count), dims64, precision.type, layout.tag), "dnnl_memory_desc_init_by_tag \(dims)")
+        try dnnlCheck(
+            dnnl_memory_desc_init_by_tag(&md, Int32(dims.count), dims64, precision.type, layout.tag), "dnnl_memory_desc_init_by_tag \(dims)"
+        )
         self.md = md
     }
 
@@ -116,7 +118,9 @@ struct TensorDesc: Equatable {
         dims[1] = count
         var offsets = [Int](repeating: 0, count: dims.count)
         offsets[1] = offset
-        try dnnlCheck(dnnl_memory_desc_init_submemory(&sub, &parent, dims.map(Int64.init), offsets.map(Int64.init)), "dnnl_memory_desc_init_submemory")
+        try dnnlCheck(
+            dnnl_memory_desc_init_submemory(&sub, &parent, dims.map(Int64.init), offsets.map(Int64.init)), "dnnl_memory_desc_init_submemory"
+        )
         return TensorDesc(md: sub)
     }
 
@@ -254,7 +258,9 @@ final class Primitive {
     }
 
     /// Creates the primitive descriptor from a v2 op descriptor.
-    fileprivate convenience init<Desc>(_ name: String, op: inout Desc, attributes: Attributes = Attributes(), hint: Primitive? = nil) throws(DNNLError) {
+    fileprivate convenience init<Desc>(
+        _ name: String, op: inout Desc, attributes: Attributes = Attributes(), hint: Primitive? = nil
+    ) throws(DNNLError) {
         let attr = try attributes.make()
         defer { if let attr { dnnl_primitive_attr_destroy(attr) } }
         var pd: dnnl_primitive_desc_t?
@@ -316,29 +322,40 @@ enum Kernels {
     private static let one: [Int64] = [1, 1]
 
     /// A square convolution with stride 1 and "same" padding.
-    static func convolutionForward(src: TensorDesc, weights: TensorDesc, bias: TensorDesc?, dst: TensorDesc, padding: Int, training: Bool, attributes: Attributes = Attributes()) throws(DNNLError) -> Primitive {
+    static func convolutionForward(
+        src: TensorDesc, weights: TensorDesc, bias: TensorDesc?, dst: TensorDesc, padding: Int, training: Bool,
+        attributes: Attributes = Attributes()
+    ) throws(DNNLError) -> Primitive {
         var op = dnnl_convolution_desc_t()
         var s = src.md, w = weights.md, d = dst.md
         let pad: [Int64] = [Int64(padding), Int64(padding)]
         let status: dnnl_status_t
         if var b = bias?.md {
-            status = dnnl_convolution_forward_desc_init(&op, training ? dnnl_forward_training : dnnl_forward_inference, dnnl_convolution_direct, &s, &w, &b, &d, one, pad, pad)
+            status = dnnl_convolution_forward_desc_init(
+                &op, training ? dnnl_forward_training : dnnl_forward_inference, dnnl_convolution_direct, &s, &w, &b, &d, one, pad, pad)
         } else {
-            status = dnnl_convolution_forward_desc_init(&op, training ? dnnl_forward_training : dnnl_forward_inference, dnnl_convolution_direct, &s, &w, nil, &d, one, pad, pad)
+            status = dnnl_convolution_forward_desc_init(
+                &op, training ? dnnl_forward_training : dnnl_forward_inference, dnnl_convolution_direct, &s, &w, nil, &d, one, pad, pad)
         }
         try dnnlCheck(status, "dnnl_convolution_forward_desc_init")
         return try Primitive("convolution forward", op: &op, attributes: attributes)
     }
 
-    static func convolutionBackwardData(diffSrc: TensorDesc, weights: TensorDesc, diffDst: TensorDesc, padding: Int, hint: Primitive) throws(DNNLError) -> Primitive {
+    static func convolutionBackwardData(
+        diffSrc: TensorDesc, weights: TensorDesc, diffDst: TensorDesc, padding: Int, hint: Primitive
+    ) throws(DNNLError) -> Primitive {
         var op = dnnl_convolution_desc_t()
         var s = diffSrc.md, w = weights.md, d = diffDst.md
         let pad: [Int64] = [Int64(padding), Int64(padding)]
-        try dnnlCheck(dnnl_convolution_backward_data_desc_init(&op, dnnl_convolution_direct, &s, &w, &d, one, pad, pad), "dnnl_convolution_backward_data_desc_init")
+        try dnnlCheck(
+            dnnl_convolution_backward_data_desc_init(&op, dnnl_convolution_direct, &s, &w, &d, one, pad, pad),
+            "dnnl_convolution_backward_data_desc_init")
         return try Primitive("convolution backward data", op: &op, hint: hint)
     }
 
-    static func convolutionBackwardWeights(src: TensorDesc, diffWeights: TensorDesc, diffBias: TensorDesc?, diffDst: TensorDesc, padding: Int, hint: Primitive) throws(DNNLError) -> Primitive {
+    static func convolutionBackwardWeights(
+        src: TensorDesc, diffWeights: TensorDesc, diffBias: TensorDesc?, diffDst: TensorDesc, padding: Int, hint: Primitive
+    ) throws(DNNLError) -> Primitive {
         var op = dnnl_convolution_desc_t()
         var s = src.md, w = diffWeights.md, d = diffDst.md
         let pad: [Int64] = [Int64(padding), Int64(padding)]
@@ -361,14 +378,20 @@ enum Kernels {
         var d = data.md
         var flags = normFlags
         if !training { flags |= UInt32(dnnl_use_global_stats.rawValue) }
-        try dnnlCheck(dnnl_batch_normalization_forward_desc_init(&op, training ? dnnl_forward_training : dnnl_forward_inference, &d, epsilon, flags), "dnnl_batch_normalization_forward_desc_init")
+        try dnnlCheck(
+            dnnl_batch_normalization_forward_desc_init(&op, training ? dnnl_forward_training : dnnl_forward_inference, &d, epsilon, flags),
+            "dnnl_batch_normalization_forward_desc_init")
         return try Primitive("batch norm + ReLU forward", op: &op)
     }
 
-    static func batchNormReLUBackward(diffData: TensorDesc, data: TensorDesc, epsilon: Float, hint: Primitive) throws(DNNLError) -> Primitive {
+    static func batchNormReLUBackward(
+        diffData: TensorDesc, data: TensorDesc, epsilon: Float, hint: Primitive
+    ) throws(DNNLError) -> Primitive {
         var op = dnnl_batch_normalization_desc_t()
         var dd = diffData.md, d = data.md
-        try dnnlCheck(dnnl_batch_normalization_backward_desc_init(&op, dnnl_backward, &dd, &d, epsilon, normFlags), "dnnl_batch_normalization_backward_desc_init")
+        try dnnlCheck(
+            dnnl_batch_normalization_backward_desc_init(&op, dnnl_backward, &dd, &d, epsilon, normFlags),
+            "dnnl_batch_normalization_backward_desc_init")
         return try Primitive("batch norm + ReLU backward", op: &op, hint: hint)
     }
 
@@ -377,7 +400,10 @@ enum Kernels {
         var op = dnnl_pooling_desc_t()
         var s = src.md, d = dst.md
         let two: [Int64] = [2, 2], zero: [Int64] = [0, 0]
-        try dnnlCheck(dnnl_pooling_forward_desc_init(&op, training ? dnnl_forward_training : dnnl_forward_inference, dnnl_pooling_max, &s, &d, two, two, zero, zero), "dnnl_pooling_forward_desc_init")
+        try dnnlCheck(
+            dnnl_pooling_forward_desc_init(
+                &op, training ? dnnl_forward_training : dnnl_forward_inference, dnnl_pooling_max, &s, &d, two, two, zero, zero),
+            "dnnl_pooling_forward_desc_init")
         return try Primitive("max pool forward", op: &op)
     }
 
@@ -385,7 +411,8 @@ enum Kernels {
         var op = dnnl_pooling_desc_t()
         var s = diffSrc.md, d = diffDst.md
         let two: [Int64] = [2, 2], zero: [Int64] = [0, 0]
-        try dnnlCheck(dnnl_pooling_backward_desc_init(&op, dnnl_pooling_max, &s, &d, two, two, zero, zero), "dnnl_pooling_backward_desc_init")
+        try dnnlCheck(
+            dnnl_pooling_backward_desc_init(&op, dnnl_pooling_max, &s, &d, two, two, zero, zero), "dnnl_pooling_backward_desc_init")
         return try Primitive("max pool backward", op: &op, hint: hint)
     }
 
@@ -395,7 +422,10 @@ enum Kernels {
         var op = dnnl_resampling_desc_t()
         var s = src.md, d = dst.md
         let factors: [Float] = [2, 2]
-        try dnnlCheck(dnnl_resampling_forward_desc_init(&op, training ? dnnl_forward_training : dnnl_forward_inference, dnnl_resampling_linear, factors, &s, &d), "dnnl_resampling_forward_desc_init")
+        try dnnlCheck(
+            dnnl_resampling_forward_desc_init(
+                &op, training ? dnnl_forward_training : dnnl_forward_inference, dnnl_resampling_linear, factors, &s, &d),
+            "dnnl_resampling_forward_desc_init")
         return try Primitive("bilinear upsample forward", op: &op)
     }
 
@@ -403,7 +433,8 @@ enum Kernels {
         var op = dnnl_resampling_desc_t()
         var s = diffSrc.md, d = diffDst.md
         let factors: [Float] = [2, 2]
-        try dnnlCheck(dnnl_resampling_backward_desc_init(&op, dnnl_resampling_linear, factors, &s, &d), "dnnl_resampling_backward_desc_init")
+        try dnnlCheck(
+            dnnl_resampling_backward_desc_init(&op, dnnl_resampling_linear, factors, &s, &d), "dnnl_resampling_backward_desc_init")
         return try Primitive("bilinear upsample backward", op: &op, hint: hint)
     }
 
@@ -411,7 +442,9 @@ enum Kernels {
     static func concat(_ sources: [TensorDesc]) throws(DNNLError) -> Primitive {
         let mds = sources.map(\.md)
         var pd: dnnl_primitive_desc_t?
-        try dnnlCheck(dnnl_concat_primitive_desc_create(&pd, nil, Int32(mds.count), 1, mds, nil, DNNLRuntime.engine), "dnnl_concat_primitive_desc_create")
+        try dnnlCheck(
+            dnnl_concat_primitive_desc_create(&pd, nil, Int32(mds.count), 1, mds, nil, DNNLRuntime.engine),
+            "dnnl_concat_primitive_desc_create")
         return try Primitive("concat", pd: pd!)
     }
 
@@ -421,7 +454,9 @@ enum Kernels {
         let attr = try Attributes(accumulate: accumulate).make()
         defer { if let attr { dnnl_primitive_attr_destroy(attr) } }
         var pd: dnnl_primitive_desc_t?
-        try dnnlCheck(dnnl_reorder_primitive_desc_create(&pd, &s, DNNLRuntime.engine, &d, DNNLRuntime.engine, attr), "dnnl_reorder_primitive_desc_create")
+        try dnnlCheck(
+            dnnl_reorder_primitive_desc_create(&pd, &s, DNNLRuntime.engine, &d, DNNLRuntime.engine, attr),
+            "dnnl_reorder_primitive_desc_create")
         return try Primitive("reorder", pd: pd!)
     }
 }

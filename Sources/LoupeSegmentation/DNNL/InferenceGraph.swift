@@ -9,15 +9,20 @@ final class InferenceUnit {
     private let bias: Tensor
     let output: Tensor
 
-    init(input: Tensor, weights values: [Float], bias biasValues: [Float], outputChannels: Int, kernel: Int, relu: Bool, precision: Precision, plainOutput: Bool) throws(DNNLError) {
+    init(
+        input: Tensor, weights values: [Float], bias biasValues: [Float], outputChannels: Int, kernel: Int, relu: Bool,
+        precision: Precision, plainOutput: Bool
+    ) throws(DNNLError) {
         self.input = input
         let dims = input.desc.dims
         let weightDims = [outputChannels, dims[1], kernel, kernel]
-        let dst = plainOutput
+        let dst =
+            plainOutput
             ? try TensorDesc([dims[0], outputChannels, dims[2], dims[3]], .nchw)
             : try TensorDesc([dims[0], outputChannels, dims[2], dims[3]], .any, precision)
         convolution = try Kernels.convolutionForward(
-            src: TensorDesc(dims, .any, precision), weights: TensorDesc(weightDims, .any, precision), bias: TensorDesc([outputChannels], .x),
+            src: TensorDesc(dims, .any, precision), weights: TensorDesc(weightDims, .any, precision),
+            bias: TensorDesc([outputChannels], .x),
             dst: dst, padding: kernel / 2, training: false, attributes: Attributes(relu: relu))
         (convInput, toConvInput) = try adapted(input, to: convolution.desc(.src))
         let stream = try DNNLStream()
@@ -51,13 +56,18 @@ final class InferenceGraph {
     }
 
     /// `folded` holds, per unit in order, the weights and bias with batch norm folded in; then the head's.
-    init(configuration: UNetConfiguration, folded: [(weights: [Float], bias: [Float])], batch: Int, height: Int, width: Int, precision: Precision) throws(DNNLError) {
+    init(
+        configuration: UNetConfiguration, folded: [(weights: [Float], bias: [Float])], batch: Int, height: Int, width: Int,
+        precision: Precision
+    ) throws(DNNLError) {
         input = try Tensor([batch, configuration.inputChannels, height, width], .nchw)
         var steps: [Step] = []
         let units = configuration.units
         var index = 0
         func unit(_ source: Tensor) throws(DNNLError) -> Tensor {
-            let made = try InferenceUnit(input: source, weights: folded[index].weights, bias: folded[index].bias, outputChannels: units[index].output, kernel: 3, relu: true, precision: precision, plainOutput: false)
+            let made = try InferenceUnit(
+                input: source, weights: folded[index].weights, bias: folded[index].bias, outputChannels: units[index].output, kernel: 3,
+                relu: true, precision: precision, plainOutput: false)
             index += 1
             steps.append(.unit(made))
             return made.output
@@ -68,7 +78,8 @@ final class InferenceGraph {
             let skip = try unit(try unit(current))
             skips.append(skip)
             let dims = skip.desc.dims
-            let pool = try Kernels.maxPoolForward(src: skip.desc, dst: TensorDesc([dims[0], dims[1], dims[2] / 2, dims[3] / 2], .any, precision), training: false)
+            let pool = try Kernels.maxPoolForward(
+                src: skip.desc, dst: TensorDesc([dims[0], dims[1], dims[2] / 2, dims[3] / 2], .any, precision), training: false)
             let pooled = try Tensor(pool.desc(.dst))
             steps.append(.pool(pool, source: skip, target: pooled))
             current = pooled
@@ -77,14 +88,17 @@ final class InferenceGraph {
         for level in (0..<configuration.depth).reversed() {
             let below = current, skip = skips[level]
             let dims = below.desc.dims
-            let upsample = try Kernels.upsampleForward(src: below.desc, dst: TensorDesc([dims[0], dims[1], dims[2] * 2, dims[3] * 2], .any, precision), training: false)
+            let upsample = try Kernels.upsampleForward(
+                src: below.desc, dst: TensorDesc([dims[0], dims[1], dims[2] * 2, dims[3] * 2], .any, precision), training: false)
             let upsampled = try Tensor(upsample.desc(.dst))
             let concat = try Kernels.concat([upsampled.desc, skip.desc])
             let merged = try Tensor(concat.desc(.dst))
             steps.append(.merge(upsample: upsample, concat: concat, below: below, upsampled: upsampled, skip: skip, merged: merged))
             current = try unit(try unit(merged))
         }
-        let head = try InferenceUnit(input: current, weights: folded[index].weights, bias: folded[index].bias, outputChannels: configuration.classes, kernel: 1, relu: false, precision: precision, plainOutput: true)
+        let head = try InferenceUnit(
+            input: current, weights: folded[index].weights, bias: folded[index].bias, outputChannels: configuration.classes, kernel: 1,
+            relu: false, precision: precision, plainOutput: true)
         steps.append(.unit(head))
         logits = head.output
         self.steps = steps

@@ -46,7 +46,9 @@ final class TrainingUnit {
 
     static let epsilon: Float = 1e-5
 
-    init(name: String, input: Tensor, inputGradient: Tensor?, outputChannels: Int, kernel: Int, normalised: Bool, plainOutput: Bool) throws(DNNLError) {
+    init(
+        name: String, input: Tensor, inputGradient: Tensor?, outputChannels: Int, kernel: Int, normalised: Bool, plainOutput: Bool
+    ) throws(DNNLError) {
         self.name = name
         self.normalised = normalised
         self.input = input
@@ -58,7 +60,9 @@ final class TrainingUnit {
         let biasDesc = normalised ? nil : try TensorDesc([outputChannels], .x)
         let dstDesc = try TensorDesc([batch, outputChannels, height, width], plainOutput ? .nchw : .any)
 
-        convForward = try Kernels.convolutionForward(src: TensorDesc(dims, .any), weights: TensorDesc(weightDims, .any), bias: biasDesc, dst: dstDesc, padding: padding, training: true)
+        convForward = try Kernels.convolutionForward(
+            src: TensorDesc(dims, .any), weights: TensorDesc(weightDims, .any), bias: biasDesc, dst: dstDesc, padding: padding,
+            training: true)
         let srcDesc = convForward.desc(.src)
         (convInput, toConvInput) = try adapted(input, to: srcDesc)
         weightsPlain = try Tensor(weightDims, .oihw)
@@ -68,13 +72,16 @@ final class TrainingUnit {
         biasGradient = try biasDesc.map { desc throws(DNNLError) in try Tensor(desc) }
         convOutput = try Tensor(convForward.desc(.dst))
 
-        convBackwardWeights = try Kernels.convolutionBackwardWeights(src: srcDesc, diffWeights: TensorDesc(weightDims, .any), diffBias: biasDesc, diffDst: convOutput.desc, padding: padding, hint: convForward)
+        convBackwardWeights = try Kernels.convolutionBackwardWeights(
+            src: srcDesc, diffWeights: TensorDesc(weightDims, .any), diffBias: biasDesc, diffDst: convOutput.desc, padding: padding,
+            hint: convForward)
         weightsGradientPlain = try Tensor(weightDims, .oihw)
         (weightsGradient, fromWeightsGradient) = try staged(convBackwardWeights.desc(.diffWeights), into: weightsGradientPlain)
 
         if let inputGradient {
             // Backward data wants its own weights layout (transposed blocks); let it choose.
-            let backward = try Kernels.convolutionBackwardData(diffSrc: srcDesc, weights: TensorDesc(weightDims, .any), diffDst: convOutput.desc, padding: padding, hint: convForward)
+            let backward = try Kernels.convolutionBackwardData(
+                diffSrc: srcDesc, weights: TensorDesc(weightDims, .any), diffDst: convOutput.desc, padding: padding, hint: convForward)
             convBackwardData = backward
             (backwardWeights, toBackwardWeights) = try adapted(weightsPlain, to: backward.desc(.weights))
             let (target, reorder) = try staged(srcDesc, into: inputGradient)
@@ -91,7 +98,8 @@ final class TrainingUnit {
         if normalised {
             let forward = try Kernels.batchNormReLUForward(data: convOutput.desc, epsilon: Self.epsilon, training: true)
             normForward = forward
-            normBackward = try Kernels.batchNormReLUBackward(diffData: convOutput.desc, data: convOutput.desc, epsilon: Self.epsilon, hint: forward)
+            normBackward = try Kernels.batchNormReLUBackward(
+                diffData: convOutput.desc, data: convOutput.desc, epsilon: Self.epsilon, hint: forward)
             let channelDesc = try TensorDesc([outputChannels], .x)
             mean = try Tensor(channelDesc)
             variance = try Tensor(channelDesc)
@@ -125,18 +133,27 @@ final class TrainingUnit {
         if let bias { args.append((.bias, bias)) }
         try convForward.run(stream, args)
         if let normForward, let mean, let variance, let scale, let shift, let workspace {
-            try normForward.run(stream, [(.src, convOutput), (.dst, output), (.mean, mean), (.variance, variance), (.scale, scale), (.shift, shift), (.workspace, workspace)])
+            try normForward.run(
+                stream,
+                [
+                    (.src, convOutput), (.dst, output), (.mean, mean), (.variance, variance), (.scale, scale), (.shift, shift),
+                    (.workspace, workspace),
+                ])
         }
     }
 
     func backward(_ stream: DNNLStream) throws(DNNLError) {
         let gradient: Tensor
-        if let normBackward, let mean, let variance, let scale, let shift, let workspace, let scaleGradient, let shiftGradient, let convOutputGradient {
-            try normBackward.run(stream, [
-                (.src, convOutput), (.mean, mean), (.variance, variance), (.diffDst, outputGradient),
-                (.scale, scale), (.shift, shift), (.workspace, workspace),
-                (.diffSrc, convOutputGradient), (.diffScale, scaleGradient), (.diffShift, shiftGradient),
-            ])
+        if let normBackward, let mean, let variance, let scale, let shift, let workspace, let scaleGradient, let shiftGradient,
+            let convOutputGradient
+        {
+            try normBackward.run(
+                stream,
+                [
+                    (.src, convOutput), (.mean, mean), (.variance, variance), (.diffDst, outputGradient),
+                    (.scale, scale), (.shift, shift), (.workspace, workspace),
+                    (.diffSrc, convOutputGradient), (.diffScale, scaleGradient), (.diffShift, shiftGradient),
+                ])
             gradient = convOutputGradient
         } else {
             gradient = outputGradient
@@ -170,7 +187,8 @@ final class TrainingPool {
         self.input = input
         self.inputGradient = inputGradient
         let dims = input.desc.dims
-        forwardPrimitive = try Kernels.maxPoolForward(src: input.desc, dst: TensorDesc([dims[0], dims[1], dims[2] / 2, dims[3] / 2], .any), training: true)
+        forwardPrimitive = try Kernels.maxPoolForward(
+            src: input.desc, dst: TensorDesc([dims[0], dims[1], dims[2] / 2, dims[3] / 2], .any), training: true)
         output = try Tensor(forwardPrimitive.desc(.dst))
         outputGradient = try Tensor(output.desc)
         workspace = try Tensor(forwardPrimitive.desc(.workspace))
@@ -290,7 +308,9 @@ final class TrainingGraph {
         func unit(_ source: Tensor, _ gradient: Tensor?) throws(DNNLError) -> TrainingUnit {
             let shape = unitShapes[unitIndex]
             unitIndex += 1
-            let made = try TrainingUnit(name: shape.name, input: source, inputGradient: gradient, outputChannels: shape.output, kernel: 3, normalised: true, plainOutput: false)
+            let made = try TrainingUnit(
+                name: shape.name, input: source, inputGradient: gradient, outputChannels: shape.output, kernel: 3, normalised: true,
+                plainOutput: false)
             units.append(made)
             steps.append(.unit(made))
             return made
@@ -309,12 +329,15 @@ final class TrainingGraph {
         var below = try unit(bottomFirst.output, bottomFirst.outputGradient)
         for level in (0..<configuration.depth).reversed() {
             let skip = skips[level]
-            let merge = try TrainingMerge(below: below.output, belowGradient: below.outputGradient, skip: skip.output, skipGradient: skip.outputGradient)
+            let merge = try TrainingMerge(
+                below: below.output, belowGradient: below.outputGradient, skip: skip.output, skipGradient: skip.outputGradient)
             steps.append(.merge(merge))
             let first = try unit(merge.output, merge.outputGradient)
             below = try unit(first.output, first.outputGradient)
         }
-        head = try TrainingUnit(name: "head", input: below.output, inputGradient: below.outputGradient, outputChannels: configuration.classes, kernel: 1, normalised: false, plainOutput: true)
+        head = try TrainingUnit(
+            name: "head", input: below.output, inputGradient: below.outputGradient, outputChannels: configuration.classes, kernel: 1,
+            normalised: false, plainOutput: true)
         steps.append(.unit(head))
         self.units = units
         self.steps = steps

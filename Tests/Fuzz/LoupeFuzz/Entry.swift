@@ -28,7 +28,10 @@ enum FuzzEntry {
     static let target: FuzzTarget = {
         let name = ProcessInfo.processInfo.environment["LOUPE_FUZZ_TARGET"] ?? ""
         guard let target = FuzzTarget(rawValue: name) else {
-            FileHandle.standardError.write(Data("LOUPE_FUZZ_TARGET must be one of \(FuzzTarget.allCases.map(\.rawValue).joined(separator: ", ")), not \"\(name)\"\n".utf8))
+            FileHandle.standardError.write(
+                Data(
+                    "LOUPE_FUZZ_TARGET must be one of \(FuzzTarget.allCases.map(\.rawValue).joined(separator: ", ")), not \"\(name)\"\n"
+                        .utf8))
             exit(2)
         }
         return target
@@ -47,7 +50,10 @@ enum Replay {
             return
         }
         guard let name = arguments.first, let target = FuzzTarget(rawValue: name), arguments.count >= 2 else {
-            FileHandle.standardError.write(Data("usage: LoupeFuzz {\(FuzzTarget.allCases.map(\.rawValue).joined(separator: "|"))} FILE|DIR…  or  LoupeFuzz --write-seeds DIR\n".utf8))
+            FileHandle.standardError.write(
+                Data(
+                    ("usage: LoupeFuzz {\(FuzzTarget.allCases.map(\.rawValue).joined(separator: "|"))} FILE|DIR…  or  LoupeFuzz "
+                        + "--write-seeds DIR\n").utf8))
             exit(2)
         }
         var count = 0
@@ -57,7 +63,8 @@ enum Replay {
                 FileHandle.standardError.write(Data("no such file or directory: \(path)\n".utf8))
                 exit(2)
             }
-            let files = isDirectory.boolValue
+            let files =
+                isDirectory.boolValue
                 ? try FileManager.default.contentsOfDirectory(atPath: path).sorted().map { path + "/" + $0 }
                 : [path]
             for file in files {

@@ -39,8 +39,9 @@ enum FuzzTarget: String, CaseIterable {
     /// A decoded image must be within the limits it was decoded under (a
     /// decompression bomb must be refused, not decoded).
     private func check(_ image: DecodedImage) {
-        precondition(image.width <= Self.limits.maxWidth && image.height <= Self.limits.maxHeight
-                     && image.width * image.height <= Self.limits.maxPixels, "decoded \(image.width)x\(image.height), past the limits")
+        precondition(
+            image.width <= Self.limits.maxWidth && image.height <= Self.limits.maxHeight
+                && image.width * image.height <= Self.limits.maxPixels, "decoded \(image.width)x\(image.height), past the limits")
     }
 
     private func runFrames(_ bytes: UnsafeRawBufferPointer) {

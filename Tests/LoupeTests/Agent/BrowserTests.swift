@@ -16,7 +16,8 @@ import LoupeTesting
 /// chromium, chromium-driver or Selenium is missing. LOUPE_NO_BROWSER=1
 /// skips it explicitly (and says so).
 @Suite(.serialized) struct BrowserTests {
-    static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../..").standardizedFileURL
+    static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../..")
+        .standardizedFileURL
 
     @Test func anOperatorDoesEverythingOnTheLabelAndTrainPageInChromium() async throws {
         let environment = ProcessInfo.processInfo.environment
@@ -26,8 +27,10 @@ import LoupeTesting
         }
         let chromium = environment["LOUPE_CHROMIUM"] ?? "/usr/bin/chromium"
         let driver = environment["LOUPE_CHROMEDRIVER"] ?? "/usr/bin/chromedriver"
-        for (path, package) in [(chromium, "chromium"), (driver, "chromium-driver")] where !FileManager.default.isExecutableFile(atPath: path) {
-            Issue.record("no \(path): run Deploy/install-deps (it installs Debian's \(package)), or set LOUPE_NO_BROWSER=1 to skip the browser test")
+        for (path, package) in [(chromium, "chromium"), (driver, "chromium-driver")]
+        where !FileManager.default.isExecutableFile(atPath: path) {
+            Issue.record(
+                "no \(path): run Deploy/install-deps (it installs Debian's \(package)), or set LOUPE_NO_BROWSER=1 to skip the browser test")
             return
         }
         guard let python = venvPython() else {
@@ -37,19 +40,25 @@ import LoupeTesting
 
         let pki = try TestPKI()
         let password = "browser-\(UUID().uuidString.prefix(8))"
-        let config = try writeAgentConfig(pki: pki, camera: "browser-cam", port: nil, extra: [
-            // The page level with inspection here: the test runner's other suites load every core at nice 0
-            // from another process, which on a camera nothing does (PagePriorityTests and
-            // `loupe bench login-flood` check the page's priority).
-            "http": ["address": "127.0.0.1:0", "initialAdminPassword": password, "pageNice": 0],
-            "camera": ["source": "synthetic", "width": 640, "height": 512, "framesPerSecond": 6, "seed": 3, "partSeed": 5,
-                       "inferenceThreads": 1, "precision": "fp32", "live": false],
-        ])
+        let config = try writeAgentConfig(
+            pki: pki, camera: "browser-cam", port: nil,
+            extra: [
+                // The page level with inspection here: the test runner's other suites load every core at nice 0
+                // from another process, which on a camera nothing does (PagePriorityTests and
+                // `loupe bench login-flood` check the page's priority).
+                "http": ["address": "127.0.0.1:0", "initialAdminPassword": password, "pageNice": 0],
+                "camera": [
+                    "source": "synthetic", "width": 640, "height": 512, "framesPerSecond": 6, "seed": 3, "partSeed": 5,
+                    "inferenceThreads": 1, "precision": "fp32", "live": false,
+                ],
+            ])
         let agent = try LoupeProcess(["agent", "--config", config], log: pki.dir + "/agent.log")
         defer { agent.signal(SIGTERM) }
         let address = try #require(try await agent.loggedAddress(after: "http listening"), "the agent never listened:\n\(agent.log)")
 
-        let artifacts = environment["LOUPE_ARTIFACTS"].map { $0 + "/browser" } ?? Self.repository.appendingPathComponent(".build-artifacts/browser").path
+        let artifacts =
+            environment["LOUPE_ARTIFACTS"].map { $0 + "/browser" }
+            ?? Self.repository.appendingPathComponent(".build-artifacts/browser").path
         try? FileManager.default.removeItem(atPath: artifacts)
         try FileManager.default.createDirectory(atPath: artifacts, withIntermediateDirectories: true)
         let script = Self.repository.appendingPathComponent("Tests/Browser/label_and_train.py").path
@@ -68,7 +77,9 @@ import LoupeTesting
         process.waitUntilExit()
         let log = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
         print(log)
-        #expect(process.terminationStatus == 0, "the browser test failed (screenshots in \(artifacts)):\n\(log)\nagent log:\n\(agent.log.suffix(4000))")
+        #expect(
+            process.terminationStatus == 0,
+            "the browser test failed (screenshots in \(artifacts)):\n\(log)\nagent log:\n\(agent.log.suffix(4000))")
         #expect(log.contains("browser test passed"))
         for name in ["before-labelling", "after-labelling"] {
             #expect(FileManager.default.fileExists(atPath: "\(artifacts)/\(name).png"), "screenshot \(name).png")

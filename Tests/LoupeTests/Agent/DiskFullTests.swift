@@ -101,7 +101,10 @@ import LoupeTesting
         #expect(try await held.count(cameraId: nil) == total)
         #expect(Set(try held.contentHashes()).count == total)
         #expect(try Self.integrity(managerData + "/training-data.sqlite") == "ok")
-        print("disk full, manager: \(total - stuck) of \(total) ROIs stored before the disk filled, \(stuck) refused and kept by the agent, all \(total) stored once after the remount")
+        print(
+            "disk full, manager: \(total - stuck) of \(total) ROIs stored before the disk filled, \(stuck) refused and kept by the agent, "
+                + "all \(total) stored once after the remount"
+        )
     }
 
     @Test func theAgentAnswers507WhenItsDiskIsFullAndKeepsWorkingWhenSpaceReturns() async throws {
@@ -109,9 +112,11 @@ import LoupeTesting
         let agentData = pki.dir + "/agent-small-data"
         guard try Self.mountTmpfs(agentData, megabytes: 2) else { return }
         defer { Self.unmount(agentData) }
-        let config = try writeAgentConfig(pki: pki, camera: "cam-small", port: nil, dataDir: agentData, extra: [
-            "http": ["address": "127.0.0.1:0", "initialAdminPassword": "camera-admin-pw"],
-        ])
+        let config = try writeAgentConfig(
+            pki: pki, camera: "cam-small", port: nil, dataDir: agentData,
+            extra: [
+                "http": ["address": "127.0.0.1:0", "initialAdminPassword": "camera-admin-pw"]
+            ])
         let agent = try LoupeProcess(["agent", "--config", config], log: pki.dir + "/agent-small.log")
         let base = try #require(try await agent.loggedAddress(after: "http listening"), "agent never said where it listens:\n\(agent.log)")
         let token = try await agentToken(base, password: "camera-admin-pw")
@@ -120,8 +125,9 @@ import LoupeTesting
         var created = 0
         var refusal: (Int, String)?
         for number in 1...120 {
-            let (status, body) = try await agentHTTP(base, "POST", "/api/v1/captures/import", token: token, body: try SyncProcessTests.noisePNG(side: 200, seed: UInt64(number)),
-                                                headers: ["X-Loupe-Filename": "noise-\(number).png"])
+            let (status, body) = try await agentHTTP(
+                base, "POST", "/api/v1/captures/import", token: token, body: try SyncProcessTests.noisePNG(side: 200, seed: UInt64(number)),
+                headers: ["X-Loupe-Filename": "noise-\(number).png"])
             if status == 201 { created += 1; continue }
             refusal = (status, String(decoding: body, as: UTF8.self))
             break
@@ -137,14 +143,18 @@ import LoupeTesting
 
         // Space returns: the next import works.
         Self.remount(agentData, megabytes: 64)
-        let (after, _) = try await agentHTTP(base, "POST", "/api/v1/captures/import", token: token, body: try SyncProcessTests.noisePNG(side: 200, seed: 999),
-                                        headers: ["X-Loupe-Filename": "after.png"])
+        let (after, _) = try await agentHTTP(
+            base, "POST", "/api/v1/captures/import", token: token, body: try SyncProcessTests.noisePNG(side: 200, seed: 999),
+            headers: ["X-Loupe-Filename": "after.png"])
         #expect(after == 201)
         agent.signal(SIGTERM)
         #expect(await agent.waitForExit() == 0)
         let store = try LabelStore(directory: agentData + "/store")
         #expect(try store.captureCount() == created + 1)
         #expect(try Self.integrity(agentData + "/store/labels.sqlite") == "ok")
-        print("disk full, agent: \(created) captures stored on a 2 MB disk, then 507 \"\(message.prefix(120))\", one more after the remount, integrity ok")
+        print(
+            "disk full, agent: \(created) captures stored on a 2 MB disk, then 507 \"\(message.prefix(120))\", one more after the "
+                + "remount, integrity ok"
+        )
     }
 }

@@ -17,16 +17,22 @@ import Testing
     }
 
     /// A noisy frame (so its JPEG has a size worth counting) and a result whose most confident defect pixel is `peak`.
-    static func frame(_ sequence: Int, at date: Date, verdict: InspectionResult.Verdict, peak: Float, className: String = "scratch")
-        throws -> (CapturedFrameInput, InspectionResult) {
+    static func frame(
+        _ sequence: Int, at date: Date, verdict: InspectionResult.Verdict, peak: Float, className: String = "scratch"
+    )
+        throws -> (CapturedFrameInput, InspectionResult)
+    {
         var random = SeededGenerator(seed: UInt64(sequence + 1))
         var image = try Image8(width: 160, height: 128)
         for i in image.samples.indices { image.samples[i] = UInt8(random.below(256)) }
-        let defects = verdict == .fail ? [DefectSummary(classIndex: 1, className: className, area: 40, largestRegion: 40, regions: 1, maxConfidence: peak)] : []
-        let result = InspectionResult(sequence: sequence, capturedAt: date, verdict: verdict, alignScore: 0.97,
-                                      placement: PartPlacement(x: 330, y: 250, shiftX: 10, shiftY: -6, angleDegrees: 1.5),
-                                      rois: [ROIResult(name: "left", defects: defects, maxConfidence: peak, passed: verdict == .pass)],
-                                      modelVersion: "m1", recipeVersion: 3)
+        let defects =
+            verdict == .fail
+            ? [DefectSummary(classIndex: 1, className: className, area: 40, largestRegion: 40, regions: 1, maxConfidence: peak)] : []
+        let result = InspectionResult(
+            sequence: sequence, capturedAt: date, verdict: verdict, alignScore: 0.97,
+            placement: PartPlacement(x: 330, y: 250, shiftX: 10, shiftY: -6, angleDegrees: 1.5),
+            rois: [ROIResult(name: "left", defects: defects, maxConfidence: peak, passed: verdict == .pass)],
+            modelVersion: "m1", recipeVersion: 3)
         return (CapturedFrameInput(sequence: sequence, capturedAt: date, image: image, captureMilliseconds: 1), result)
     }
 
@@ -51,7 +57,9 @@ import Testing
             library.offer(frame, result: result, threshold: 0.5)
             try Self.drain(library)
         }
-        for (frame, result) in [try Self.frame(30, at: now, verdict: .fail, peak: 0.9), try Self.frame(31, at: now, verdict: .pass, peak: 0.52)] {
+        for (frame, result) in [
+            try Self.frame(30, at: now, verdict: .fail, peak: 0.9), try Self.frame(31, at: now, verdict: .pass, peak: 0.52),
+        ] {
             library.offer(frame, result: result, threshold: 0.5)
             try Self.drain(library)
         }
@@ -102,7 +110,9 @@ import Testing
         let kept = try library.frames()
         #expect(kept.map(\.sequence) == [9, 8, 7], "the newest three, newest first: \(kept.map(\.sequence))")
         // Exactly the kept frames' images are on disk.
-        let files = try FileManager.default.subpathsOfDirectory(atPath: directory + "/frames").filter { ($0 as NSString).lastPathComponent.count == 64 }
+        let files = try FileManager.default.subpathsOfDirectory(atPath: directory + "/frames").filter {
+            ($0 as NSString).lastPathComponent.count == 64
+        }
         #expect(Set(files.map { ($0 as NSString).lastPathComponent }) == Set(kept.map(\.imageHash)))
         // A frame larger than the whole quota is refused by name.
         var tiny = LibraryPolicy()

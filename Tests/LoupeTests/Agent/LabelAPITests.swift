@@ -36,33 +36,48 @@ import Testing
         let png = try LabelStoreTests.png(80, size: 64)
         try await Self.application(store).test(.live) { client in
             try await client.execute(uri: "/api/v1/health", method: .get) { #expect($0.status == .ok) }
-            try await client.execute(uri: "/api/v1/classes", method: .put, body: try Self.json([["index": 1, "name": "scratch", "color": 0xFF0000], ["index": 2, "name": "dent", "color": 0x00FF00]])) {
+            try await client.execute(
+                uri: "/api/v1/classes", method: .put,
+                body: try Self.json([["index": 1, "name": "scratch", "color": 0xFF0000], ["index": 2, "name": "dent", "color": 0x00FF00]])
+            ) {
                 #expect($0.status == .ok)
             }
-            try await client.execute(uri: "/api/v1/recipe", method: .put, body: try Self.json([
-                "version": 0, "inspectionType": "brake-disc", "rois": [["name": "hub", "rect": ["x": 8, "y": 8, "width": 32, "height": 32]]],
-                "confidenceThreshold": 0.6, "failRule": ["minimumDefectPixels": 20],
-            ])) { response async throws in
+            try await client.execute(
+                uri: "/api/v1/recipe", method: .put,
+                body: try Self.json([
+                    "version": 0, "inspectionType": "brake-disc",
+                    "rois": [["name": "hub", "rect": ["x": 8, "y": 8, "width": 32, "height": 32]]],
+                    "confidenceThreshold": 0.6, "failRule": ["minimumDefectPixels": 20],
+                ])
+            ) { response async throws in
                 #expect(response.status == .ok)
                 #expect(try Self.object(response.body)["version"] as? Int == 1)
             }
-            try await client.execute(uri: "/api/v1/captures/import", method: .post, headers: [Self.filename: "part-1.png"], body: ByteBuffer(bytes: png)) { response async throws in
+            try await client.execute(
+                uri: "/api/v1/captures/import", method: .post, headers: [Self.filename: "part-1.png"], body: ByteBuffer(bytes: png)
+            ) { response async throws in
                 #expect(response.status == .created)
                 let capture = try Self.object(response.body)
-                #expect(capture["number"] as? Int == 1 && capture["width"] as? Int == 64 && capture["inspectionType"] as? String == "brake-disc")
+                #expect(
+                    capture["number"] as? Int == 1 && capture["width"] as? Int == 64 && capture["inspectionType"] as? String == "brake-disc"
+                )
             }
             try await client.execute(uri: "/api/v1/captures/1/image", method: .get) { response async throws in
                 #expect(response.status == .ok && Data(response.body.readableBytesView) == png)
                 #expect(response.headers[.contentType] == "image/png")
             }
             // A brush stroke, then the checkbox.
-            try await client.execute(uri: "/api/v1/captures/1/rois/hub/strokes", method: .post, body: try Self.json([
-                "strokes": [["tool": "brush", "classIndex": 2, "radius": 3, "points": [[5, 5], [20, 5]]]],
-            ])) { response async throws in
+            try await client.execute(
+                uri: "/api/v1/captures/1/rois/hub/strokes", method: .post,
+                body: try Self.json([
+                    "strokes": [["tool": "brush", "classIndex": 2, "radius": 3, "points": [[5, 5], [20, 5]]]]
+                ])
+            ) { response async throws in
                 #expect(response.status == .ok)
                 #expect((try Self.object(response.body)["labelledPixels"] as? Int ?? 0) > 60)
             }
-            try await client.execute(uri: "/api/v1/captures/1/rois/hub/include", method: .put, body: try Self.json(["include": true])) { response async throws in
+            try await client.execute(uri: "/api/v1/captures/1/rois/hub/include", method: .put, body: try Self.json(["include": true])) {
+                response async throws in
                 #expect(response.status == .ok)
                 #expect(try Self.object(response.body)["includeInTraining"] as? Bool == true)
             }
@@ -74,7 +89,9 @@ import Testing
             // A whole mask replaces the strokes.
             var mask = try Image8(width: 32, height: 32)
             mask.samples[0] = 1
-            try await client.execute(uri: "/api/v1/captures/1/rois/hub/mask", method: .put, body: ByteBuffer(bytes: try PNGCodec.encode(mask))) { response async throws in
+            try await client.execute(
+                uri: "/api/v1/captures/1/rois/hub/mask", method: .put, body: ByteBuffer(bytes: try PNGCodec.encode(mask))
+            ) { response async throws in
                 #expect(response.status == .ok)
                 #expect(try Self.object(response.body)["labelledPixels"] as? Int == 1)
             }
@@ -103,15 +120,23 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let store = try LabelStore(directory: dir)
         try await Self.application(store).test(.live) { client in
-            try await client.execute(uri: "/api/v1/classes", method: .put, body: try Self.json([["index": 1, "name": "scratch", "color": 0xFF0000]])) {
+            try await client.execute(
+                uri: "/api/v1/classes", method: .put, body: try Self.json([["index": 1, "name": "scratch", "color": 0xFF0000]])
+            ) {
                 #expect($0.status == .ok)
             }
-            try await client.execute(uri: "/api/v1/recipe", method: .put, body: try Self.json([
-                "version": 0, "inspectionType": "disc", "rois": [["name": "hub", "rect": ["x": 0, "y": 0, "width": 64, "height": 64]]],
-                "confidenceThreshold": 0.5, "failRule": ["minimumDefectPixels": 1],
-            ])) { #expect($0.status == .ok) }
-            try await client.execute(uri: "/api/v1/captures/import", method: .post, headers: [Self.filename: "part.png"],
-                                     body: ByteBuffer(bytes: try LabelStoreTests.png(90, size: 64))) { #expect($0.status == .created) }
+            try await client.execute(
+                uri: "/api/v1/recipe", method: .put,
+                body: try Self.json([
+                    "version": 0, "inspectionType": "disc",
+                    "rois": [["name": "hub", "rect": ["x": 0, "y": 0, "width": 64, "height": 64]]],
+                    "confidenceThreshold": 0.5, "failRule": ["minimumDefectPixels": 1],
+                ])
+            ) { #expect($0.status == .ok) }
+            try await client.execute(
+                uri: "/api/v1/captures/import", method: .post, headers: [Self.filename: "part.png"],
+                body: ByteBuffer(bytes: try LabelStoreTests.png(90, size: 64))
+            ) { #expect($0.status == .created) }
             let port = try #require(client.port)
             // Editor 0 dabs down column 8, editor 1 down column 40: 2 x 24 dabs, all at once.
             let dabs = (0..<2).flatMap { editor in (0..<24).map { (editor, 8 + 32 * editor, 2 + 2 * $0) } }
@@ -119,8 +144,9 @@ import Testing
                 for (_, x, y) in dabs {
                     group.addTask {
                         let stroke = try Self.json(["strokes": [["tool": "brush", "classIndex": 1, "radius": 1, "points": [[x, y]]]]])
-                        return try await PlainHTTP.send(port: port, method: "POST", target: "/api/v1/captures/1/rois/hub/strokes",
-                                                        headers: ["Content-Type": "application/json"], body: Data(stroke.readableBytesView))
+                        return try await PlainHTTP.send(
+                            port: port, method: "POST", target: "/api/v1/captures/1/rois/hub/strokes",
+                            headers: ["Content-Type": "application/json"], body: Data(stroke.readableBytesView))
                     }
                 }
                 return try await group.reduce(into: []) { $0.append($1) }
@@ -132,12 +158,14 @@ import Testing
             #expect(lost.isEmpty, "strokes lost: \(lost.count) of \(dabs.count)")
             #expect(try store.edits(limit: 100).filter { $0.action == "strokes" }.count == dabs.count)
             // The last answer to arrive names the stored mask, carries its PNG and its check.
-            let last = try #require(try answers.map { try JSONSerialization.jsonObject(with: $0.body) as? [String: Any] ?? [:] }
-                .first { $0["maskSHA256"] as? String == label.maskHash })
+            let last = try #require(
+                try answers.map { try JSONSerialization.jsonObject(with: $0.body) as? [String: Any] ?? [:] }
+                    .first { $0["maskSHA256"] as? String == label.maskHash })
             let png = try #require((last["maskPNG"] as? String).flatMap { Data(base64Encoded: $0) })
             #expect(try PNGCodec.decode(png).gray8 == mask)
             let check = try #require(last["check"] as? [String: Any])
-            #expect(check["minimumRadius"] as? Double == 6 && (check["thin"] as? [Any])?.isEmpty == false, "radius-1 dabs are thin: \(check)")
+            #expect(
+                check["minimumRadius"] as? Double == 6 && (check["thin"] as? [Any])?.isEmpty == false, "radius-1 dabs are thin: \(check)")
         }
     }
 
@@ -147,7 +175,9 @@ import Testing
         let store = try LabelStore(directory: dir)
         try store.setClasses([ClassRecord(index: 1, name: "scratch", color: 0xFF0000)], user: "setup")
         try store.saveRecipe(Recipe(rois: [RecipeROI(name: "hub", rect: PixelRect(x: 0, y: 0, width: 16, height: 16))]), user: "setup")
-        _ = try store.addCapture(encoded: try LabelStoreTests.png(1), width: 16, height: 16, channels: 1, source: "camera", inspectionType: "t", recipeVersion: 1, user: "setup")
+        _ = try store.addCapture(
+            encoded: try LabelStoreTests.png(1), width: 16, height: 16, channels: 1, source: "camera", inspectionType: "t",
+            recipeVersion: 1, user: "setup")
         let editsBefore = try store.edits(limit: 1000).count
         let recipeBefore = try store.recipe()
 
@@ -159,16 +189,36 @@ import Testing
             ("/api/v1/captures/99/image", .get, [:], nil, .notFound),
             ("/api/v1/captures/import", .post, [Self.filename: "a.png"], ByteBuffer(string: "GIF89a not an image"), .unsupportedMediaType),
             ("/api/v1/captures/import", .post, [Self.filename: "a.png"], huge, .contentTooLarge),
-            ("/api/v1/captures/import", .post, [Self.filename: "../../etc/passwd"], ByteBuffer(bytes: try LabelStoreTests.png(3)), .badRequest),
+            (
+                "/api/v1/captures/import", .post, [Self.filename: "../../etc/passwd"], ByteBuffer(bytes: try LabelStoreTests.png(3)),
+                .badRequest
+            ),
             ("/api/v1/captures/import", .post, [:], nil, .badRequest),
             ("/api/v1/recipe", .put, [:], try Self.json(["version": "one", "rois": 5]), .badRequest),
-            ("/api/v1/recipe", .put, [:], try Self.json(["version": 0, "inspectionType": "x", "rois": [], "confidenceThreshold": 7, "failRule": ["minimumDefectPixels": 1]]), .badRequest),
+            (
+                "/api/v1/recipe", .put, [:],
+                try Self.json([
+                    "version": 0, "inspectionType": "x", "rois": [], "confidenceThreshold": 7, "failRule": ["minimumDefectPixels": 1],
+                ]), .badRequest
+            ),
             ("/api/v1/classes", .put, [:], try Self.json([["index": 5, "name": "x", "color": 0]]), .badRequest),
-            ("/api/v1/captures/1/rois/nope/strokes", .post, [:], try Self.json(["strokes": [["tool": "brush", "classIndex": 1, "radius": 2, "points": [[1, 1]]]]]), .notFound),
+            (
+                "/api/v1/captures/1/rois/nope/strokes", .post, [:],
+                try Self.json(["strokes": [["tool": "brush", "classIndex": 1, "radius": 2, "points": [[1, 1]]]]]), .notFound
+            ),
             ("/api/v1/captures/1/rois/..%2F..%2Fetc/strokes", .post, [:], try Self.json(["strokes": []]), .badRequest),
-            ("/api/v1/captures/1/rois/hub/strokes", .post, [:], try Self.json(["strokes": [["tool": "spray", "classIndex": 1, "radius": 2, "points": [[1, 1]]]]]), .badRequest),
-            ("/api/v1/captures/1/rois/hub/strokes", .post, [:], try Self.json(["strokes": [["tool": "brush", "classIndex": 9, "radius": 2, "points": [[1, 1]]]]]), .badRequest),
-            ("/api/v1/captures/1/rois/hub/mask", .put, [:], ByteBuffer(bytes: try PNGCodec.encode(try Image8(width: 8, height: 8))), .badRequest),
+            (
+                "/api/v1/captures/1/rois/hub/strokes", .post, [:],
+                try Self.json(["strokes": [["tool": "spray", "classIndex": 1, "radius": 2, "points": [[1, 1]]]]]), .badRequest
+            ),
+            (
+                "/api/v1/captures/1/rois/hub/strokes", .post, [:],
+                try Self.json(["strokes": [["tool": "brush", "classIndex": 9, "radius": 2, "points": [[1, 1]]]]]), .badRequest
+            ),
+            (
+                "/api/v1/captures/1/rois/hub/mask", .put, [:], ByteBuffer(bytes: try PNGCodec.encode(try Image8(width: 8, height: 8))),
+                .badRequest
+            ),
             ("/api/v1/captures/1/rois/hub/mask", .put, [:], ByteBuffer(string: "not a png"), .unsupportedMediaType),
             ("/api/v1/captures/1/rois/hub/mask", .get, [:], nil, .notFound),
             ("/api/v1/captures/1/rois/hub/include", .put, [:], try Self.json(["include": "yes"]), .badRequest),

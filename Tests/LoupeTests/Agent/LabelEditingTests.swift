@@ -46,8 +46,9 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let store = try LabelStore(directory: dir)
         #expect(try store.recipe() == Recipe())
-        var recipe = Recipe(inspectionType: "brake-disc", template: PixelRect(x: 0, y: 0, width: 64, height: 64),
-                            rois: [RecipeROI(name: "hub", rect: PixelRect(x: 10, y: 10, width: 32, height: 32))], confidenceThreshold: 0.6)
+        var recipe = Recipe(
+            inspectionType: "brake-disc", template: PixelRect(x: 0, y: 0, width: 64, height: 64),
+            rois: [RecipeROI(name: "hub", rect: PixelRect(x: 10, y: 10, width: 32, height: 32))], confidenceThreshold: 0.6)
         let first = try store.saveRecipe(recipe, user: "ann")
         recipe.confidenceThreshold = 0.7
         let second = try store.saveRecipe(recipe, user: "ann")
@@ -58,7 +59,10 @@ import Testing
         for bad in [
             Recipe(inspectionType: "../etc"),
             Recipe(rois: [RecipeROI(name: "a", rect: PixelRect(x: 0, y: 0, width: 4, height: 40))]),
-            Recipe(rois: [RecipeROI(name: "a", rect: PixelRect(x: 0, y: 0, width: 9, height: 9)), RecipeROI(name: "a", rect: PixelRect(x: 0, y: 0, width: 9, height: 9))]),
+            Recipe(rois: [
+                RecipeROI(name: "a", rect: PixelRect(x: 0, y: 0, width: 9, height: 9)),
+                RecipeROI(name: "a", rect: PixelRect(x: 0, y: 0, width: 9, height: 9)),
+            ]),
             Recipe(rois: [RecipeROI(name: "a/b", rect: PixelRect(x: 0, y: 0, width: 9, height: 9))]),
             Recipe(confidenceThreshold: 1.5),
             Recipe(failRule: FailRule(minimumDefectPixels: 0)),
@@ -72,9 +76,13 @@ import Testing
         let dir = LabelStoreTests.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let store = try LabelStore(directory: dir)
-        _ = try store.addCapture(encoded: try LabelStoreTests.png(50, size: 64), width: 64, height: 64, channels: 1, source: "camera", inspectionType: "t", recipeVersion: 1, user: "ann")
+        _ = try store.addCapture(
+            encoded: try LabelStoreTests.png(50, size: 64), width: 64, height: 64, channels: 1, source: "camera", inspectionType: "t",
+            recipeVersion: 1, user: "ann")
         let roi = RecipeROI(name: "hub", rect: PixelRect(x: 8, y: 8, width: 32, height: 32))
-        try store.applyStrokes([Stroke(tool: .brush, classIndex: 1, radius: 2, points: [[4, 4], [20, 4]])], captureNumber: 1, roi: roi, classes: 2, user: "ann")
+        try store.applyStrokes(
+            [Stroke(tool: .brush, classIndex: 1, radius: 2, points: [[4, 4], [20, 4]])], captureNumber: 1, roi: roi, classes: 2, user: "ann"
+        )
         let afterBrush = try store.mask(of: try #require(try store.label(captureNumber: 1, roiName: "hub")))
         try store.applyStrokes([Stroke(tool: .eraser, radius: 3, points: [[12, 4]])], captureNumber: 1, roi: roi, classes: 2, user: "bob")
         let label = try #require(try store.label(captureNumber: 1, roiName: "hub"))

@@ -18,8 +18,12 @@ import Testing
         let dir = Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let store = try LabelStore(directory: dir)
-        let first = try store.addCapture(encoded: try Self.png(10), width: 16, height: 16, channels: 1, source: "camera", inspectionType: "brake-disc", recipeVersion: 1, user: "ann")
-        let second = try store.addCapture(encoded: try Self.png(20), width: 16, height: 16, channels: 1, source: "import:b.png", inspectionType: "brake-disc", recipeVersion: 1, user: "ann")
+        let first = try store.addCapture(
+            encoded: try Self.png(10), width: 16, height: 16, channels: 1, source: "camera", inspectionType: "brake-disc", recipeVersion: 1,
+            user: "ann")
+        let second = try store.addCapture(
+            encoded: try Self.png(20), width: 16, height: 16, channels: 1, source: "import:b.png", inspectionType: "brake-disc",
+            recipeVersion: 1, user: "ann")
         #expect(first.number == 1 && second.number == 2)
         #expect(try store.captureCount() == 2)
         #expect(try store.image(of: try store.capture(number: 2)) == (try Self.png(20)))
@@ -64,11 +68,13 @@ import Testing
         do {
             let store = try LabelStore(directory: dir)
             try store.setClasses([ClassRecord(index: 1, name: "scratch", color: 0xFF0000)], user: "ann")
-            _ = try store.addCapture(encoded: try PNGCodec.encode(picture), width: 16, height: 16, channels: 1, source: "camera",
-                                     inspectionType: "disc", recipeVersion: 3, user: "ann")
+            _ = try store.addCapture(
+                encoded: try PNGCodec.encode(picture), width: 16, height: 16, channels: 1, source: "camera",
+                inspectionType: "disc", recipeVersion: 3, user: "ann")
             var mask = try Image8(width: 8, height: 8)
             mask.samples[9] = 1
-            try store.saveMask(captureNumber: 1, roi: ("hub", PixelRect(x: 4, y: 2, width: 8, height: 8)), mask: mask, classes: 2, user: "ann")
+            try store.saveMask(
+                captureNumber: 1, roi: ("hub", PixelRect(x: 4, y: 2, width: 8, height: 8)), mask: mask, classes: 2, user: "ann")
             try store.setIncluded(captureNumber: 1, roiName: "hub", included: true, user: "ann")
             let item = try #require(try store.outbox().first)
             #expect(item.classNames == ["background", "scratch"] && item.inspectionType == "disc" && item.recipeVersion == 3)
@@ -82,27 +88,43 @@ import Testing
         }
         // An item as an older version queued it: no frozen crop.
         let queue = try DatabaseQueue(path: dir + "/labels.sqlite")
-        try queue.write { db in try db.execute(sql: "UPDATE outbox SET cropHash = '', maskHash = '', classNames = '[]', inspectionType = ''") }
+        try queue.write { db in
+            try db.execute(sql: "UPDATE outbox SET cropHash = '', maskHash = '', classNames = '[]', inspectionType = ''")
+        }
         try queue.close()
         let reopened = try LabelStore(directory: dir)
         let item = try #require(try reopened.outbox().first)
         #expect(item.cropHash != "" && item.inspectionType == "disc" && item.classNames == ["background", "dent"])
-        #expect(item.contentHash == LabelStore.contentHash(cropPNG: try reopened.blobs.get(item.cropHash), maskPNG: try reopened.blobs.get(item.maskHash)))
+        #expect(
+            item.contentHash
+                == LabelStore.contentHash(cropPNG: try reopened.blobs.get(item.cropHash), maskPNG: try reopened.blobs.get(item.maskHash)))
     }
 
     @Test func badRequestsChangeNothing() throws {
         let dir = Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let store = try LabelStore(directory: dir)
-        _ = try store.addCapture(encoded: try Self.png(10), width: 16, height: 16, channels: 1, source: "camera", inspectionType: "t", recipeVersion: 1, user: "ann")
+        _ = try store.addCapture(
+            encoded: try Self.png(10), width: 16, height: 16, channels: 1, source: "camera", inspectionType: "t", recipeVersion: 1,
+            user: "ann")
         let roi = (name: "hub", rect: PixelRect(x: 0, y: 0, width: 8, height: 8))
-        #expect(throws: StoreError.self) { try store.saveMask(captureNumber: 1, roi: roi, mask: try Image8(width: 4, height: 8), classes: 2, user: "ann") }
-        #expect(throws: StoreError.self) { try store.saveMask(captureNumber: 1, roi: roi, mask: try Image8(width: 8, height: 8, fill: 5), classes: 2, user: "ann") }
-        #expect(throws: StoreError.notFound("capture 9")) { try store.saveMask(captureNumber: 9, roi: roi, mask: try Image8(width: 8, height: 8), classes: 2, user: "ann") }
+        #expect(throws: StoreError.self) {
+            try store.saveMask(captureNumber: 1, roi: roi, mask: try Image8(width: 4, height: 8), classes: 2, user: "ann")
+        }
+        #expect(throws: StoreError.self) {
+            try store.saveMask(captureNumber: 1, roi: roi, mask: try Image8(width: 8, height: 8, fill: 5), classes: 2, user: "ann")
+        }
+        #expect(throws: StoreError.notFound("capture 9")) {
+            try store.saveMask(captureNumber: 9, roi: roi, mask: try Image8(width: 8, height: 8), classes: 2, user: "ann")
+        }
         #expect(throws: StoreError.self) { try store.setIncluded(captureNumber: 1, roiName: "hub", included: true, user: "ann") }
-        #expect(throws: StoreError.invalid("\"../../../etc/passwd\" is not a content hash")) { _ = try store.blobs.get("../../../etc/passwd") }
+        #expect(throws: StoreError.invalid("\"../../../etc/passwd\" is not a content hash")) {
+            _ = try store.blobs.get("../../../etc/passwd")
+        }
         #expect(throws: StoreError.self) { try store.setClasses([ClassRecord(index: 2, name: "x", color: 0)], user: "ann") }
-        #expect(throws: StoreError.self) { try store.setClasses([ClassRecord(index: 1, name: "x", color: 0), ClassRecord(index: 2, name: "x", color: 0)], user: "ann") }
+        #expect(throws: StoreError.self) {
+            try store.setClasses([ClassRecord(index: 1, name: "x", color: 0), ClassRecord(index: 2, name: "x", color: 0)], user: "ann")
+        }
         #expect(try store.labels().isEmpty && store.outboxDepth() == 0 && store.classes().isEmpty)
     }
 
@@ -124,7 +146,8 @@ import Testing
                     return (number, String(parts[2]))
                 }
             }
-            #expect(try await eventually(timeout: .seconds(60)) { acknowledged.count + acks().count >= target }, "writer log: \(writer.log)")
+            #expect(
+                try await eventually(timeout: .seconds(60)) { acknowledged.count + acks().count >= target }, "writer log: \(writer.log)")
             writer.signal(SIGKILL)
             _ = await writer.waitForExit()
             for (number, hash) in acks() { acknowledged[number] = hash }
@@ -132,7 +155,8 @@ import Testing
             let store = try LabelStore(directory: dir)
             #expect(try store.integrityCheck() == "ok")
             for (number, hash) in acknowledged {
-                let label = try #require(try store.label(captureNumber: number, roiName: "roi-a"), "acknowledged label of capture \(number) is missing")
+                let label = try #require(
+                    try store.label(captureNumber: number, roiName: "roi-a"), "acknowledged label of capture \(number) is missing")
                 #expect(label.maskHash == hash && label.includeInTraining)
                 _ = try store.mask(of: label)
                 _ = try store.image(of: try store.capture(number: number))

@@ -17,8 +17,10 @@ extension SegmentationTests {
         init() { DNNLRuntime.setThreads(1) }
 
         static func runtime(_ dir: String) throws -> AgentRuntime {
-            var config = AgentConfig(cameraId: "cam-live", manager: nil, tls: TLSFiles(ca: "", cert: "", key: ""), dataDir: dir,
-                                     camera: .init(source: .synthetic, width: 640, height: 512, framesPerSecond: 5, seed: 5, inferenceThreads: 1, precision: "fp32"))
+            var config = AgentConfig(
+                cameraId: "cam-live", manager: nil, tls: TLSFiles(ca: "", cert: "", key: ""), dataDir: dir,
+                camera: .init(
+                    source: .synthetic, width: 640, height: 512, framesPerSecond: 5, seed: 5, inferenceThreads: 1, precision: "fp32"))
             // Every other pass kept as a sample, so the Library fills within the test whatever the model says.
             var library = LibraryPolicy()
             library.passSampleEvery = 2
@@ -41,8 +43,10 @@ extension SegmentationTests {
 
         typealias Client = any TestClientProtocol
 
-        func expectStatus(_ client: Client, _ uri: String, _ method: HTTPRequest.Method, _ body: Any? = nil, _ status: HTTPResponse.Status,
-                          sourceLocation: SourceLocation = #_sourceLocation) async throws -> [String: Any] {
+        func expectStatus(
+            _ client: Client, _ uri: String, _ method: HTTPRequest.Method, _ body: Any? = nil, _ status: HTTPResponse.Status,
+            sourceLocation: SourceLocation = #_sourceLocation
+        ) async throws -> [String: Any] {
             let buffer = try body.map { try LabelAPITests.json($0) }
             return try await client.execute(uri: uri, method: method, body: buffer) { response async throws -> [String: Any] in
                 let text = String(buffer: response.body)
@@ -57,9 +61,12 @@ extension SegmentationTests {
             let config = AgentConfig(cameraId: "cam-none", manager: nil, tls: TLSFiles(ca: "", cert: "", key: ""), dataDir: dir)
             let runtime = try AgentRuntime(config: config, logger: Logger(label: "test"))
             try await Self.application(runtime, page: true).test(.live) { client in
-                for (uri, method, body) in [("/api/v1/live", HTTPRequest.Method.put, ["live": true] as Any?), ("/api/v1/captures", .post, nil),
-                                            ("/api/v1/camera/frame.jpg", .get, nil)] {
-                    let answer = try await client.execute(uri: uri, method: method, body: try body.map { try LabelAPITests.json($0) }) { response in
+                for (uri, method, body) in [
+                    ("/api/v1/live", HTTPRequest.Method.put, ["live": true] as Any?), ("/api/v1/captures", .post, nil),
+                    ("/api/v1/camera/frame.jpg", .get, nil),
+                ] {
+                    let answer = try await client.execute(uri: uri, method: method, body: try body.map { try LabelAPITests.json($0) }) {
+                        response in
                         (response.status, String(buffer: response.body))
                     }
                     #expect(answer.0 == .conflict && answer.1.contains("no camera configured"), "\(method) \(uri): \(answer)")
@@ -83,16 +90,21 @@ extension SegmentationTests {
                 #expect(ready)
                 let reference = try await expectStatus(client, "/api/v1/captures", .post, nil, .created)
                 #expect(reference["number"] as? Int == 1 && (reference["source"] as? String ?? "").hasPrefix("camera:synthetic"))
-                _ = try await expectStatus(client, "/api/v1/recipe", .put, [
-                    "version": 0, "inspectionType": "part", "referenceCapture": 1,
-                    "template": ["x": 160, "y": 128, "width": 320, "height": 256],
-                    "rois": [["name": "left", "rect": ["x": 140, "y": 160, "width": 64, "height": 64]]],
-                    "confidenceThreshold": 0.5, "failRule": ["minimumDefectPixels": 25],
-                ], .ok)
+                _ = try await expectStatus(
+                    client, "/api/v1/recipe", .put,
+                    [
+                        "version": 0, "inspectionType": "part", "referenceCapture": 1,
+                        "template": ["x": 160, "y": 128, "width": 320, "height": 256],
+                        "rois": [["name": "left", "rect": ["x": 140, "y": 160, "width": 64, "height": 64]]],
+                        "confidenceThreshold": 0.5, "failRule": ["minimumDefectPixels": 25],
+                    ], .ok)
                 // A trigger mode needs a GenICam camera: this synthetic one is refused, naming why.
-                _ = try await expectStatus(client, "/api/v1/recipe", .put, [
-                    "version": 0, "inspectionType": "part", "rois": [], "confidenceThreshold": 0.5, "failRule": ["minimumDefectPixels": 25], "trigger": "software",
-                ], .badRequest)
+                _ = try await expectStatus(
+                    client, "/api/v1/recipe", .put,
+                    [
+                        "version": 0, "inspectionType": "part", "rois": [], "confidenceThreshold": 0.5,
+                        "failRule": ["minimumDefectPixels": 25], "trigger": "software",
+                    ], .badRequest)
                 #expect(try runtime.store.recipe().trigger == nil)
                 // Later camera captures are stored aligned to the reference.
                 let aligned = try await expectStatus(client, "/api/v1/captures", .post, nil, .created)
@@ -110,14 +122,20 @@ extension SegmentationTests {
                     for i in image.samples.indices { image.samples[i] = UInt8(175 + random.below(10)) }
                     let (cx, cy) = (172 + index * 3, 192 - index * 2)
                     for y in (cy - 9)...(cy + 9) {
-                        for x in (cx - 9)...(cx + 9) where (x - cx) * (x - cx) + (y - cy) * (y - cy) <= 64 { image[x, y] = UInt8(60 + random.below(10)) }
+                        for x in (cx - 9)...(cx + 9) where (x - cx) * (x - cx) + (y - cy) * (y - cy) <= 64 {
+                            image[x, y] = UInt8(60 + random.below(10))
+                        }
                     }
-                    let number = try await client.execute(uri: "/api/v1/captures/import", method: .post, headers: [LabelAPITests.filename: "pit-\(index).png"],
-                                                          body: ByteBuffer(bytes: try PNGCodec.encode(image))) { response in
+                    let number = try await client.execute(
+                        uri: "/api/v1/captures/import", method: .post, headers: [LabelAPITests.filename: "pit-\(index).png"],
+                        body: ByteBuffer(bytes: try PNGCodec.encode(image))
+                    ) { response in
                         #expect(response.status == .created)
                         return try LabelAPITests.object(response.body)["number"] as? Int ?? 0
                     }
-                    let wand = try await expectStatus(client, "/api/v1/captures/\(number)/rois/left/wand", .post, ["x": 32 + index * 3, "y": 32 - index * 2, "classIndex": 1, "tolerance": 0.5], .ok)
+                    let wand = try await expectStatus(
+                        client, "/api/v1/captures/\(number)/rois/left/wand", .post,
+                        ["x": 32 + index * 3, "y": 32 - index * 2, "classIndex": 1, "tolerance": 0.5], .ok)
                     let selected = wand["selectedPixels"] as? Int ?? 0
                     #expect(selected > 150 && selected < 260, "the pit has about 200 px; the wand selected \(selected)")
                     let label = try #require(wand["label"] as? [String: Any])
@@ -131,18 +149,26 @@ extension SegmentationTests {
                 _ = try await expectStatus(client, "/api/v1/captures/1/rois/left/wand/prepare", .post, nil, .accepted)
                 var prepared = false
                 for _ in 0..<100 where !prepared {
-                    prepared = try await expectStatus(client, "/api/v1/captures/1/rois/left/wand/prepare", .post, nil, .accepted)["ready"] as? Bool ?? false
+                    prepared =
+                        try await expectStatus(client, "/api/v1/captures/1/rois/left/wand/prepare", .post, nil, .accepted)["ready"] as? Bool
+                        ?? false
                     if !prepared { try await Task.sleep(for: .milliseconds(20)) }
                 }
                 #expect(prepared, "the features of capture 1's ROI were never ready")
                 _ = try await expectStatus(client, "/api/v1/captures/99/rois/left/wand/prepare", .post, nil, .notFound)
                 // Bad wand clicks and live settings change nothing.
-                _ = try await expectStatus(client, "/api/v1/captures/2/rois/left/wand", .post, ["x": 3, "y": 3, "classIndex": 1, "mode": "erase"], .badRequest)
-                _ = try await expectStatus(client, "/api/v1/captures/2/rois/left/wand", .post, ["x": 3, "y": 3, "classIndex": 1, "tolerance": -0.1], .badRequest)
-                _ = try await expectStatus(client, "/api/v1/captures/2/rois/left/wand", .post, ["x": 64, "y": 3, "classIndex": 1], .badRequest)
-                _ = try await expectStatus(client, "/api/v1/captures/2/rois/left/wand", .post, ["x": 3, "y": 3, "classIndex": 2], .badRequest)
-                _ = try await expectStatus(client, "/api/v1/captures/2/rois/left/wand", .post, ["x": "3", "y": 3, "classIndex": 1], .badRequest)
-                _ = try await expectStatus(client, "/api/v1/captures/99/rois/left/wand", .post, ["x": 3, "y": 3, "classIndex": 1], .notFound)
+                _ = try await expectStatus(
+                    client, "/api/v1/captures/2/rois/left/wand", .post, ["x": 3, "y": 3, "classIndex": 1, "mode": "erase"], .badRequest)
+                _ = try await expectStatus(
+                    client, "/api/v1/captures/2/rois/left/wand", .post, ["x": 3, "y": 3, "classIndex": 1, "tolerance": -0.1], .badRequest)
+                _ = try await expectStatus(
+                    client, "/api/v1/captures/2/rois/left/wand", .post, ["x": 64, "y": 3, "classIndex": 1], .badRequest)
+                _ = try await expectStatus(
+                    client, "/api/v1/captures/2/rois/left/wand", .post, ["x": 3, "y": 3, "classIndex": 2], .badRequest)
+                _ = try await expectStatus(
+                    client, "/api/v1/captures/2/rois/left/wand", .post, ["x": "3", "y": 3, "classIndex": 1], .badRequest)
+                _ = try await expectStatus(
+                    client, "/api/v1/captures/99/rois/left/wand", .post, ["x": 3, "y": 3, "classIndex": 1], .notFound)
                 _ = try await expectStatus(client, "/api/v1/captures/2/rois/..%2Fetc/image", .get, nil, .badRequest)
                 _ = try await expectStatus(client, "/api/v1/live", .put, ["threshold": 2], .badRequest)
                 _ = try await expectStatus(client, "/api/v1/training", .post, ["iterations": 0], .badRequest)
@@ -157,7 +183,9 @@ extension SegmentationTests {
 
                 // Train on the camera; a second start while it runs is refused; cancelling keeps the (absent) model.
                 let long = try await expectStatus(client, "/api/v1/training", .post, ["iterations": 5000, "seed": 7], .accepted)
-                #expect(long["state"] as? String == "running" && long["location"] as? String == "local" && long["trainingImages"] as? Int == labelled)
+                #expect(
+                    long["state"] as? String == "running" && long["location"] as? String == "local"
+                        && long["trainingImages"] as? Int == labelled)
                 _ = try await expectStatus(client, "/api/v1/training", .post, ["iterations": 2], .conflict)
                 _ = try await expectStatus(client, "/api/v1/training/cancel", .post, nil, .ok)
                 let cancelled = try await eventually(timeout: .seconds(60)) {
@@ -167,7 +195,9 @@ extension SegmentationTests {
                 #expect(runtime.shelf.state.current == nil)
                 _ = try await expectStatus(client, "/api/v1/training/cancel", .post, nil, .notFound)
                 _ = try await expectStatus(client, "/api/v1/training", .post, ["iterations": 2, "seed": 7], .accepted)
-                let finished = try await eventually(timeout: .seconds(120)) { runtime.pipeline.currentInspector.modelVersion.hasPrefix("local-") }
+                let finished = try await eventually(timeout: .seconds(120)) {
+                    runtime.pipeline.currentInspector.modelVersion.hasPrefix("local-")
+                }
                 #expect(finished)
                 // The job's state follows the model's install by a moment.
                 var status: [String: Any] = [:]
@@ -184,7 +214,8 @@ extension SegmentationTests {
                 // Live results now carry the model, and are judged.
                 let judged = try await eventually(timeout: .seconds(30)) {
                     guard let newest = runtime.pipeline.results(limit: 1).first else { return false }
-                    return newest.modelVersion == version && (newest.verdict == .pass || newest.verdict == .fail || newest.verdict == .notAligned)
+                    return newest.modelVersion == version
+                        && (newest.verdict == .pass || newest.verdict == .fail || newest.verdict == .notAligned)
                 }
                 #expect(judged)
                 let live = try await expectStatus(client, "/api/v1/live", .get, nil, .ok)
@@ -193,7 +224,8 @@ extension SegmentationTests {
                 let changed = try await expectStatus(client, "/api/v1/live", .put, ["threshold": 0.9], .ok)
                 #expect(changed["threshold"] as? Double == 0.9 && changed["recipeVersion"] as? Int == 2)
                 try await client.execute(uri: "/api/v1/live/results?limit=3", method: .get) { response in
-                    let results = try #require(try JSONSerialization.jsonObject(with: Data(response.body.readableBytesView)) as? [[String: Any]])
+                    let results = try #require(
+                        try JSONSerialization.jsonObject(with: Data(response.body.readableBytesView)) as? [[String: Any]])
                     #expect(!results.isEmpty && results.count <= 3)
                 }
                 // The camera's Library keeps inspected frames worth a look; one comes into labelling.
@@ -205,7 +237,8 @@ extension SegmentationTests {
                 #expect(kept, "the Library kept no frame: \(listed)")
                 let first = try #require((listed["frames"] as? [[String: Any]])?.first)
                 let frameID = try #require(first["id"] as? Int)
-                #expect(["fail", "unsure", "sample"].contains(first["reason"] as? String ?? "") && first["modelVersion"] as? String == version)
+                #expect(
+                    ["fail", "unsure", "sample"].contains(first["reason"] as? String ?? "") && first["modelVersion"] as? String == version)
                 let libraryImage = try await client.execute(uri: "/api/v1/library/\(frameID)/image", method: .get) { response in
                     #expect(response.status == .ok && response.headers[.contentType] == "image/jpeg")
                     return Data(response.body.readableBytesView)
@@ -240,15 +273,23 @@ extension SegmentationTests {
                 _ = try await expectStatus(client, "/api/v1/captures/2/rois/left/suggestion/accept", .post, nil, .conflict)
                 // Rejected: nothing changes.
                 _ = try await expectStatus(client, "/api/v1/captures/2/rois/left/suggestion", .post, nil, .ok)
-                try await client.execute(uri: "/api/v1/captures/2/rois/left/suggestion", method: .delete) { #expect($0.status == .noContent) }
-                try await client.execute(uri: "/api/v1/captures/2/rois/left/suggestion", method: .delete) { #expect($0.status == .notFound) }
+                try await client.execute(uri: "/api/v1/captures/2/rois/left/suggestion", method: .delete) {
+                    #expect($0.status == .noContent)
+                }
+                try await client.execute(uri: "/api/v1/captures/2/rois/left/suggestion", method: .delete) {
+                    #expect($0.status == .notFound)
+                }
                 _ = try await expectStatus(client, "/api/v1/captures/2/rois/left/suggestion/accept", .post, nil, .conflict)
                 #expect(try runtime.store.label(captureNumber: 2, roiName: "left")?.maskHash == stored.maskHash)
                 _ = try await expectStatus(client, "/api/v1/captures/99/rois/left/suggestion", .post, nil, .notFound)
                 // The overlay as an MJPEG stream (for an <img>), and the results as server-sent events.
                 let port = try #require(client.port)
-                let mjpeg = try await RawHTTP.collect(port: port, request: "GET /api/v1/live/stream.mjpeg?fps=5&width=320 HTTP/1.1\r\nHost: localhost\r\n\r\n") { bytes in
-                    RawHTTP.find(Array("--loupeframe".utf8), in: bytes).map { RawHTTP.find(Array("--loupeframe".utf8), in: bytes, from: $0 + 1) != nil } ?? false
+                let mjpeg = try await RawHTTP.collect(
+                    port: port, request: "GET /api/v1/live/stream.mjpeg?fps=5&width=320 HTTP/1.1\r\nHost: localhost\r\n\r\n"
+                ) { bytes in
+                    RawHTTP.find(Array("--loupeframe".utf8), in: bytes).map {
+                        RawHTTP.find(Array("--loupeframe".utf8), in: bytes, from: $0 + 1) != nil
+                    } ?? false
                 }
                 let head = String(decoding: mjpeg.prefix(400), as: UTF8.self)
                 #expect(head.hasPrefix("HTTP/1.1 200") && head.contains("multipart/x-mixed-replace; boundary=loupeframe"), "\(head)")
@@ -256,13 +297,16 @@ extension SegmentationTests {
                 let end = try #require(RawHTTP.find(Array("\r\n--loupeframe".utf8), in: mjpeg, from: start))
                 let part = try JPEGCodec.decode(Data(mjpeg[start..<end]))
                 #expect(part.width == 320 && part.height == 256)
-                let events = try await RawHTTP.collect(port: port, request: "GET /api/v1/live/events HTTP/1.1\r\nHost: localhost\r\n\r\n") { bytes in
+                let events = try await RawHTTP.collect(port: port, request: "GET /api/v1/live/events HTTP/1.1\r\nHost: localhost\r\n\r\n") {
+                    bytes in
                     // One whole event (the body is chunked, so look for the event's own blank line).
-                    String(decoding: bytes, as: UTF8.self).components(separatedBy: "event: result\ndata: ").dropFirst().first?.contains("\n\n") ?? false
+                    String(decoding: bytes, as: UTF8.self).components(separatedBy: "event: result\ndata: ").dropFirst().first?.contains(
+                        "\n\n") ?? false
                 }
                 let text = String(decoding: events, as: UTF8.self)
                 #expect(text.contains("text/event-stream"), "\(text)")
-                let data = try #require(text.components(separatedBy: "event: result\ndata: ").dropFirst().first?.components(separatedBy: "\n").first)
+                let data = try #require(
+                    text.components(separatedBy: "event: result\ndata: ").dropFirst().first?.components(separatedBy: "\n").first)
                 let event = try #require(try JSONSerialization.jsonObject(with: Data(data.utf8)) as? [String: Any])
                 #expect(event["modelVersion"] as? String == version && event["verdict"] != nil)
                 try await client.execute(uri: "/api/v1/live/frame.jpg?width=320", method: .get) { response in

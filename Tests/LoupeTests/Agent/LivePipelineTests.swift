@@ -24,20 +24,27 @@ extension SegmentationTests {
                 bias[classIndex] = 2
                 weights.parameters[index].values = tensor.name == "head.bias" ? bias : [Float](repeating: 0, count: tensor.values.count)
             }
-            return SegmentationModel(weights: weights, classes: ClassInfo.defaults(count: 4, names: ["background", "scratch", "spot", "crack"]))
+            return SegmentationModel(
+                weights: weights, classes: ClassInfo.defaults(count: 4, names: ["background", "scratch", "spot", "crack"]))
         }
 
-        static let camera = try! SyntheticCamera(configuration: .init(width: 640, height: 512, maxShift: 20, maxRotationDegrees: 6, seed: 5))
+        static let camera = try! SyntheticCamera(
+            configuration: .init(width: 640, height: 512, maxShift: 20, maxRotationDegrees: 6, seed: 5))
 
         static func recipe(threshold: Double) -> Recipe {
-            Recipe(version: 3, inspectionType: "part", template: PixelRect(x: 160, y: 128, width: 320, height: 256),
-                   rois: [RecipeROI(name: "left", rect: PixelRect(x: 140, y: 160, width: 64, height: 64)),
-                          RecipeROI(name: "right", rect: PixelRect(x: 400, y: 260, width: 64, height: 64))],
-                   confidenceThreshold: threshold, failRule: FailRule(minimumDefectPixels: 25))
+            Recipe(
+                version: 3, inspectionType: "part", template: PixelRect(x: 160, y: 128, width: 320, height: 256),
+                rois: [
+                    RecipeROI(name: "left", rect: PixelRect(x: 140, y: 160, width: 64, height: 64)),
+                    RecipeROI(name: "right", rect: PixelRect(x: 400, y: 260, width: 64, height: 64)),
+                ],
+                confidenceThreshold: threshold, failRule: FailRule(minimumDefectPixels: 25))
         }
 
         static func inspector(threshold: Double) throws -> Inspector {
-            try Inspector(recipe: recipe(threshold: threshold), reference: camera.reference, segmenter: try Segmenter(model: constantModel()), modelVersion: "const-1")
+            try Inspector(
+                recipe: recipe(threshold: threshold), reference: camera.reference, segmenter: try Segmenter(model: constantModel()),
+                modelVersion: "const-1")
         }
 
         @Test func theThresholdAndTheFailRuleDecideEachROI() throws {
@@ -48,12 +55,15 @@ extension SegmentationTests {
             let placement = try #require(failing.result.placement)
             let truth = rendered.pose.apply(320, 256)
             #expect(abs(placement.shiftX - (truth.x - 320)) < 1 && abs(placement.shiftY - (truth.y - 256)) < 1, "\(placement) vs \(truth)")
-            #expect(abs(placement.angleDegrees - rendered.pose.angle * 180 / .pi) < 0.5, "\(placement) vs \(rendered.pose.angle * 180 / .pi)°")
+            #expect(
+                abs(placement.angleDegrees - rendered.pose.angle * 180 / .pi) < 0.5, "\(placement) vs \(rendered.pose.angle * 180 / .pi)°")
             #expect(failing.result.verdict == .fail)
             #expect(failing.result.rois.map(\.name) == ["left", "right"])
             for roi in failing.result.rois {
                 #expect(!roi.passed)
-                #expect(roi.defects.count == 1 && roi.defects[0].className == "scratch" && roi.defects[0].area == 64 * 64 && roi.defects[0].regions == 1)
+                #expect(
+                    roi.defects.count == 1 && roi.defects[0].className == "scratch" && roi.defects[0].area == 64 * 64
+                        && roi.defects[0].regions == 1)
                 #expect(abs(roi.maxConfidence - 0.7113) < 0.001)
             }
             #expect((failing.result.alignScore ?? 0) > 0.5)
@@ -62,11 +72,13 @@ extension SegmentationTests {
             let passing = try Self.inspector(threshold: 0.8).inspect(frame, threshold: 0.8)
             #expect(passing.result.verdict == .pass && passing.result.rois.allSatisfy { $0.passed && $0.defects.isEmpty })
             // A frame without the part is not judged.
-            let blank = CapturedFrameInput(sequence: 2, capturedAt: Date(), image: try Image8(width: 640, height: 512, fill: 90), captureMilliseconds: 0)
+            let blank = CapturedFrameInput(
+                sequence: 2, capturedAt: Date(), image: try Image8(width: 640, height: 512, fill: 90), captureMilliseconds: 0)
             let missing = try Self.inspector(threshold: 0.5).inspect(blank, threshold: 0.5)
             #expect(missing.result.verdict == .notAligned && missing.result.rois.isEmpty)
             // No model: ROIs are cut, nothing is judged.
-            let bare = try Inspector(recipe: Self.recipe(threshold: 0.5), reference: Self.camera.reference, segmenter: nil, modelVersion: "")
+            let bare = try Inspector(
+                recipe: Self.recipe(threshold: 0.5), reference: Self.camera.reference, segmenter: nil, modelVersion: "")
             #expect(try bare.inspect(frame, threshold: 0.5).result.verdict == .noModel)
         }
 
@@ -81,20 +93,25 @@ extension SegmentationTests {
             let rule = FailRule(minimumDefectPixels: 25)
             let roiPixels = 2 * 64 * 64
             // The truth says scratch everywhere: prediction and truth agree on every pixel.
-            let scratched = try LivePipeline.Latest(image: image, outcome: outcome, groundTruth: Image8(width: 640, height: 512, fill: 1)).checkAgainstTruth(failRule: rule)
+            let scratched = try LivePipeline.Latest(image: image, outcome: outcome, groundTruth: Image8(width: 640, height: 512, fill: 1))
+                .checkAgainstTruth(failRule: rule)
             #expect(scratched?.overlap[1]?.intersection == roiPixels && scratched?.overlap[1]?.union == roiPixels)
             #expect(scratched?.truthFails == true)
             // A clean part: no agreement, and the right verdict is a pass.
-            let clean = try LivePipeline.Latest(image: image, outcome: outcome, groundTruth: Image8(width: 640, height: 512)).checkAgainstTruth(failRule: rule)
+            let clean = try LivePipeline.Latest(image: image, outcome: outcome, groundTruth: Image8(width: 640, height: 512))
+                .checkAgainstTruth(failRule: rule)
             #expect(clean?.overlap[1]?.intersection == 0 && clean?.overlap[1]?.union == roiPixels)
             #expect(clean?.truthFails == false)
             // One true crack of 24 px inside the left ROI is under the rule; all its pixels count in the crack's union.
             var small = try Image8(width: 640, height: 512)
             for dy in 0..<4 { for dx in 0..<6 { small.samples[(190 + dy) * 640 + 170 + dx] = 3 } }
-            let check = try #require(try LivePipeline.Latest(image: image, outcome: outcome, groundTruth: small).checkAgainstTruth(failRule: rule))
+            let check = try #require(
+                try LivePipeline.Latest(image: image, outcome: outcome, groundTruth: small).checkAgainstTruth(failRule: rule))
             #expect(check.truthFails == false)
             #expect(check.overlap[3]?.intersection == 0 && check.overlap[3]?.union == 24 && check.overlap[1]?.union == roiPixels)
-            #expect(try LivePipeline.Latest(image: image, outcome: outcome, groundTruth: small).checkAgainstTruth(failRule: FailRule(minimumDefectPixels: 24))?.truthFails == true)
+            #expect(
+                try LivePipeline.Latest(image: image, outcome: outcome, groundTruth: small).checkAgainstTruth(
+                    failRule: FailRule(minimumDefectPixels: 24))?.truthFails == true)
             // Without truth, nothing to check.
             #expect(try LivePipeline.Latest(image: image, outcome: outcome).checkAgainstTruth(failRule: rule) == nil)
         }
@@ -102,8 +119,9 @@ extension SegmentationTests {
         @Test func aBusyPipelineDropsFramesKeepsALogAndSwapsBetweenFrames() async throws {
             let frames = (0..<4).map { _ in Self.camera.render().0.image }
             // A 500 fps camera: far faster than inspection, so frames must be dropped, not queued.
-            let pipeline = LivePipeline(source: try FrameReplay(images: frames, origin: "test"), pacing: .milliseconds(2), threads: 1,
-                                        inspector: try Self.inspector(threshold: 0.5), live: true, logger: Logger(label: "test"))
+            let pipeline = LivePipeline(
+                source: try FrameReplay(images: frames, origin: "test"), pacing: .milliseconds(2), threads: 1,
+                inspector: try Self.inspector(threshold: 0.5), live: true, logger: Logger(label: "test"))
             let group = ServiceGroup(services: [pipeline], logger: Logger(label: "test"))
             let events = pipeline.subscribe()
             try await withThrowingTaskGroup(of: Void.self) { tasks in
@@ -151,19 +169,25 @@ extension SegmentationTests {
             // One flipped byte: the offer's SHA-256 no longer matches.
             var flipped = good
             flipped[flipped.count / 2] ^= 0x40
-            #expect { try shelf.install(flipped, version: "v2", expectedSHA256: Data(SHA256.hash(data: good)), from: .manager(offer)) } throws: { error in
+            #expect {
+                try shelf.install(flipped, version: "v2", expectedSHA256: Data(SHA256.hash(data: good)), from: .manager(offer))
+            } throws: { error in
                 guard case ModelInstallError.hashMismatch = error else { return false }
                 return true
             }
             // Signed by a key the agent does not trust.
             let foreign = try ProvenanceTests.signed(second, Curve25519.Signing.PrivateKey(), "v2", sequence: 3)
-            #expect { try shelf.install(foreign, version: "v2", expectedSHA256: Data(SHA256.hash(data: foreign)), from: .manager(offer)) } throws: { error in
+            #expect {
+                try shelf.install(foreign, version: "v2", expectedSHA256: Data(SHA256.hash(data: foreign)), from: .manager(offer))
+            } throws: { error in
                 guard case ModelInstallError.badSignature = error else { return false }
                 return true
             }
             // Unsigned.
             let unsigned = try ModelFile.encode(second)
-            #expect(throws: ModelInstallError.self) { try shelf.install(unsigned, version: "v2", expectedSHA256: nil, from: .local("file")) }
+            #expect(throws: ModelInstallError.self) {
+                try shelf.install(unsigned, version: "v2", expectedSHA256: nil, from: .local("file"))
+            }
             #expect(shelf.state.current?.version == "v1")
             #expect(try shelf.loadCurrent()?.0.weights == Self.constantModel().weights)
             #expect(!FileManager.default.fileExists(atPath: dir + "/v2.loupe"))
@@ -186,8 +210,12 @@ extension SegmentationTests {
             try shelf.append(data[0..<4096], to: "v7", at: 0)
             #expect(shelf.downloaded("v7") == 4096)
             // A chunk that skips ahead, or repeats, is refused; the download is unchanged.
-            #expect(throws: ModelInstallError.chunkOutOfOrder(version: "v7", expected: 4096, received: 8192)) { try shelf.append(data[8192...], to: "v7", at: 8192) }
-            #expect(throws: ModelInstallError.chunkOutOfOrder(version: "v7", expected: 4096, received: 0)) { try shelf.append(data[0..<4096], to: "v7", at: 0) }
+            #expect(throws: ModelInstallError.chunkOutOfOrder(version: "v7", expected: 4096, received: 8192)) {
+                try shelf.append(data[8192...], to: "v7", at: 8192)
+            }
+            #expect(throws: ModelInstallError.chunkOutOfOrder(version: "v7", expected: 4096, received: 0)) {
+                try shelf.append(data[0..<4096], to: "v7", at: 0)
+            }
             // A new shelf on the same folder (an agent restart) resumes where it stopped.
             let again = try ModelShelf(directory: dir, managerKeys: [])
             try again.append(data[4096...], to: "v7", at: again.downloaded("v7"))

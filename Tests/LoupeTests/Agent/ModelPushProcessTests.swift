@@ -40,17 +40,22 @@ import LoupeTesting
 
         // The agent trusts the manager's public key, and nothing else from outside.
         let agentData = pki.dir + "/agent-m-data"
-        let agentConfig = try writeAgentConfig(pki: pki, camera: "cam-m", port: port, dataDir: agentData, extra: ["modelKeys": [managerData + "/model-signing.pub"]],
-                                               inspectionType: "disc")
+        let agentConfig = try writeAgentConfig(
+            pki: pki, camera: "cam-m", port: port, dataDir: agentData, extra: ["modelKeys": [managerData + "/model-signing.pub"]],
+            inspectionType: "disc")
         let agent = try LoupeProcess(["agent", "--config", agentConfig], log: pki.dir + "/agent-m.log")
         let fleet = try fleetEnvironment(pki: pki, port: port)
-        let known = try await eventually { try await runLoupe(["camera", "list"], log: pki.dir + "/camera-list.log", environment: fleet).output.contains("cam-m") }
+        let known = try await eventually {
+            try await runLoupe(["camera", "list"], log: pki.dir + "/camera-list.log", environment: fleet).output.contains("cam-m")
+        }
         #expect(known, "\(agent.log)")
 
         // Publish and push a model: it reaches the camera, which reports it installed.
         let modelPath = pki.dir + "/trained.loupe"
         try ModelFile.write(SegmentationTests.LivePipelineTests.constantModel(), to: modelPath)
-        let published = try await loupe(["model", "publish", modelPath, "--inspection-type", "disc", "--manager-config", setup.configPath], log: pki.dir + "/publish-1.log")
+        let published = try await loupe(
+            ["model", "publish", modelPath, "--inspection-type", "disc", "--manager-config", setup.configPath],
+            log: pki.dir + "/publish-1.log")
         #expect(published.contains("published disc-v1"), "\(published)")
         _ = try await loupe(["model", "push", "disc-v1", "--cameras", "cam-m"], log: pki.dir + "/push-1.log", environment: fleet)
         let first = try await eventually(timeout: .seconds(30)) { installed(agentData)?.current?.version == "disc-v1" }
@@ -64,7 +69,9 @@ import LoupeTesting
         var second = SegmentationModel(weights: Weights(configuration: .standard, seed: 11))
         second.metadata.description = "second"
         try ModelFile.write(second, to: modelPath)
-        _ = try await loupe(["model", "publish", modelPath, "--inspection-type", "disc", "--manager-config", setup.configPath], log: pki.dir + "/publish-2.log")
+        _ = try await loupe(
+            ["model", "publish", modelPath, "--inspection-type", "disc", "--manager-config", setup.configPath],
+            log: pki.dir + "/publish-2.log")
         switch kind {
         case .sqlite:
             let stored = managerData + "/models/disc-v2.loupe"
@@ -72,7 +79,8 @@ import LoupeTesting
             bytes[bytes.count / 2] ^= 0x01
             try bytes.write(to: URL(fileURLWithPath: stored))
         case .postgres:
-            try await PostgresServer.shared().execute("""
+            try await PostgresServer.shared().execute(
+                """
                 UPDATE model_file_piece SET data = set_byte(data, length(data) / 2, get_byte(data, length(data) / 2) # 1)
                 WHERE version = 'disc-v2' AND piece = 0
                 """, in: try #require(backend.settings))
@@ -106,7 +114,8 @@ import LoupeTesting
 
     /// Calls the agent's API with a bearer token; returns status and JSON.
     func call(_ base: String, _ method: String, _ path: String, token: String?, body: Any? = nil) async throws -> (Int, Any?) {
-        let (status, data) = try await agentHTTP(base, method, path, token: token, body: try body.map { try JSONSerialization.data(withJSONObject: $0) })
+        let (status, data) = try await agentHTTP(
+            base, method, path, token: token, body: try body.map { try JSONSerialization.data(withJSONObject: $0) })
         return (status, try? JSONSerialization.jsonObject(with: data))
     }
 
@@ -120,10 +129,12 @@ import LoupeTesting
         let (manager, port) = try await setup.start()
         let agentData = pki.dir + "/agent-t-data"
         _ = try SyncProcessTests.seedAgentStore(agentData, count: 12)
-        let agentConfig = try writeAgentConfig(pki: pki, camera: "cam-t", port: port, dataDir: agentData, extra: [
-            "modelKeys": [managerData + "/model-signing.pub"],
-            "http": ["address": "127.0.0.1:0", "initialAdminPassword": "camera-admin-pw"],
-        ])
+        let agentConfig = try writeAgentConfig(
+            pki: pki, camera: "cam-t", port: port, dataDir: agentData,
+            extra: [
+                "modelKeys": [managerData + "/model-signing.pub"],
+                "http": ["address": "127.0.0.1:0", "initialAdminPassword": "camera-admin-pw"],
+            ])
         let agent = try LoupeProcess(["agent", "--config", agentConfig], log: pki.dir + "/agent-t.log")
         let base = try await agent.loggedAddress(after: "http listening")
         let address = try #require(base, "agent never said where it listens:\n\(agent.log)")
@@ -168,7 +179,9 @@ extension ModelPushProcessTests {
         let (manager, port) = try await setup.start()
         let alice = try pki.member(.operator, "alice")
         func fleet() async throws -> [Loupe_V1_CameraStatus] {
-            try await WireClient.withConnection(WireClientConfiguration(host: "localhost", port: port, tls: alice, connectTimeout: .seconds(3))) { connection, _ in
+            try await WireClient.withConnection(
+                WireClientConfiguration(host: "localhost", port: port, tls: alice, connectTimeout: .seconds(3))
+            ) { connection, _ in
                 let reply = try await connection.request(.fleetStatusQuery(Loupe_V1_FleetStatusQuery()))
                 guard case .fleetStatusReply(let fleet) = reply.body else { return [] }
                 return fleet.cameras
@@ -176,7 +189,9 @@ extension ModelPushProcessTests {
         }
         let config = try writeAgentConfig(pki: pki, camera: "cam-r", port: port)
         let agent = try LoupeProcess(["agent", "--config", config], log: pki.dir + "/agent-r.log")
-        let reported = try await eventually { try await fleet().contains { $0.cameraID == "cam-r" && $0.online && $0.status.inspectionType == "default" } }
+        let reported = try await eventually {
+            try await fleet().contains { $0.cameraID == "cam-r" && $0.online && $0.status.inspectionType == "default" }
+        }
         #expect(reported, "\(agent.log)")
         let firstSeen = try #require(try await fleet().first { $0.cameraID == "cam-r" }?.firstSeenUnixMs)
         agent.signal(SIGTERM)
@@ -186,14 +201,19 @@ extension ModelPushProcessTests {
         manager.signal(SIGKILL)
         _ = await manager.waitForExit()
         let (restarted, _) = try await ManagerProcessSetup(pki: pki, port: port).start()
-        let known = try #require(try await fleet().first { $0.cameraID == "cam-r" }, "the restarted manager forgot cam-r:\n\(restarted.log)")
+        let known = try #require(
+            try await fleet().first { $0.cameraID == "cam-r" }, "the restarted manager forgot cam-r:\n\(restarted.log)")
         #expect(!known.online && known.firstSeenUnixMs == firstSeen && known.status.inspectionType == "default")
 
         // A push to every camera of an inspection type reaches it, although it is offline now.
         let modelPath = pki.dir + "/m.loupe"
         try ModelFile.write(SegmentationTests.LivePipelineTests.constantModel(), to: modelPath)
-        _ = try await loupe(["model", "publish", modelPath, "--inspection-type", "default", "--manager-config", setup.configPath], log: pki.dir + "/publish-r.log")
-        let pushed = try await loupe(["model", "push", "default-v1", "--all-of-type"], log: pki.dir + "/push-r.log", environment: try fleetEnvironment(pki: pki, port: port))
+        _ = try await loupe(
+            ["model", "publish", modelPath, "--inspection-type", "default", "--manager-config", setup.configPath],
+            log: pki.dir + "/publish-r.log")
+        let pushed = try await loupe(
+            ["model", "push", "default-v1", "--all-of-type"], log: pki.dir + "/push-r.log",
+            environment: try fleetEnvironment(pki: pki, port: port))
         #expect(pushed.contains("assigned to cam-r"), "\(pushed)")
         let registry = try ModelRegistry(directory: pki.dir + "/manager-data", signingKeyPath: pki.dir + "/manager-data/model-signing.key")
         #expect(try registry.camera("cam-r")?.desiredVersion == "default-v1")
@@ -211,23 +231,29 @@ extension ModelPushProcessTests {
         let (manager, port) = try await setup.start()
         let managerData = pki.dir + "/manager-data"
         let agentData = pki.dir + "/agent-p-data"
-        let agentConfig = try writeAgentConfig(pki: pki, camera: "cam-p", port: port, dataDir: agentData,
-                                               extra: ["modelKeys": [managerData + "/model-signing.pub"]], inspectionType: "disc")
+        let agentConfig = try writeAgentConfig(
+            pki: pki, camera: "cam-p", port: port, dataDir: agentData,
+            extra: ["modelKeys": [managerData + "/model-signing.pub"]], inspectionType: "disc")
         let agent = try LoupeProcess(["agent", "--config", agentConfig], log: pki.dir + "/agent-p.log")
         let fleet = try fleetEnvironment(pki: pki, port: port)
-        let known = try await eventually { try await runLoupe(["camera", "list"], log: pki.dir + "/camera-list.log", environment: fleet).output.contains("cam-p") }
+        let known = try await eventually {
+            try await runLoupe(["camera", "list"], log: pki.dir + "/camera-list.log", environment: fleet).output.contains("cam-p")
+        }
         #expect(known, "\(agent.log)")
         let modelPath = pki.dir + "/trained.loupe"
         for (index, type) in ["disc", "disc", "gear"].enumerated() {
             var model = SegmentationModel(weights: Weights(configuration: .standard, seed: UInt64(20 + index)))
             model.metadata.description = "model \(index + 1)"
             try ModelFile.write(model, to: modelPath)
-            _ = try await loupe(["model", "publish", modelPath, "--inspection-type", type, "--manager-config", setup.configPath], log: pki.dir + "/publish-\(index).log")
+            _ = try await loupe(
+                ["model", "publish", modelPath, "--inspection-type", type, "--manager-config", setup.configPath],
+                log: pki.dir + "/publish-\(index).log")
         }
         let registry = try ModelRegistry(directory: managerData, signingKeyPath: managerData + "/model-signing.key")
         var assignments: [String: (String?, String?)] = [:]
         for version in ["disc-v1", "disc-v2"] {
-            _ = try await loupe(["model", "push", version, "--cameras", "cam-p"], log: pki.dir + "/push-\(version).log", environment: fleet)
+            _ = try await loupe(
+                ["model", "push", version, "--cameras", "cam-p"], log: pki.dir + "/push-\(version).log", environment: fleet)
             let done = try await eventually(timeout: .seconds(30)) {
                 let recorded = try registry.camera("cam-p")?.installedVersion
                 return installed(agentData)?.current?.version == version && recorded == version
@@ -242,8 +268,11 @@ extension ModelPushProcessTests {
         /// Points the camera's desired version at `version` behind the manager's back, and waits for the agent's refusal.
         func tamper(_ version: String, assignment: (String?, String?)) async throws -> String {
             try await database(managerData).write { db in
-                try db.execute(sql: "UPDATE cameraModel SET desiredVersion = ?, assignment = ?, assignmentSignature = ?, lastError = NULL WHERE cameraId = 'cam-p'",
-                               arguments: [version, assignment.0, assignment.1])
+                try db.execute(
+                    sql:
+                        "UPDATE cameraModel SET desiredVersion = ?, assignment = ?, assignmentSignature = ?, lastError = NULL WHERE "
+                        + "cameraId = 'cam-p'",
+                    arguments: [version, assignment.0, assignment.1])
             }
             let refused = try await eventually(timeout: .seconds(30)) { (try registry.camera("cam-p")?.lastError ?? "").contains(version) }
             #expect(refused, "\(version) was never refused:\n\(agent.log)")
@@ -267,7 +296,8 @@ extension ModelPushProcessTests {
         #expect(agent.process.isRunning)
 
         // The operator's rollback to disc-v1 is a new signed assignment, and the agent takes it; then the roll forward.
-        _ = try await loupe(["model", "rollback", "--cameras", "cam-p", "--to", "disc-v1"], log: pki.dir + "/rollback.log", environment: fleet)
+        _ = try await loupe(
+            ["model", "rollback", "--cameras", "cam-p", "--to", "disc-v1"], log: pki.dir + "/rollback.log", environment: fleet)
         let back = try await eventually(timeout: .seconds(30)) { installed(agentData)?.current?.version == "disc-v1" }
         #expect(back, "the signed rollback never installed:\n\(agent.log)\n\(manager.log)")
         _ = try await loupe(["model", "push", "disc-v2", "--cameras", "cam-p"], log: pki.dir + "/push-again.log", environment: fleet)

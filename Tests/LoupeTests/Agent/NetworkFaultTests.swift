@@ -22,7 +22,8 @@ import LoupeTesting
         // Every write cut into 1–7 byte pieces from the first byte of the TLS handshake on.
         proxy.mode = .slice(maxBytes: 7)
         // About 1.3 KB per upload at 4 KB/s: ~10 s of uploads to disturb.
-        let config = try writeAgentConfig(pki: pki, camera: "cam-net", port: proxy.port, dataDir: dataDir, manager: ["uploadBytesPerSecond": 4096])
+        let config = try writeAgentConfig(
+            pki: pki, camera: "cam-net", port: proxy.port, dataDir: dataDir, manager: ["uploadBytesPerSecond": 4096])
         let agent = try LoupeProcess(["agent", "--config", config], log: pki.dir + "/agent-net.log")
 
         // 1. Sliced: the handshake and the first uploads get through.
@@ -45,8 +46,12 @@ import LoupeTesting
         #expect(noticed, "the agent never noticed the silent link:\n\(agent.log)")
         #expect(agent.log.contains("nothing received from the peer for 3"), "the agent did not name the heartbeat timeout:\n\(agent.log)")
         #expect(try store.outboxDepth() == depthAtStall, "the outbox moved while nothing could get through")
-        #expect(proxy.counters.bytesUp == atStall.bytesUp && proxy.counters.bytesDown == atStall.bytesDown, "bytes went through a stalled link")
-        print("network faults: a new connection \(noticedAfter) after the link went silent (heartbeat timeout 3 s, then up to 2 s for the peer to close, then the reconnect backoff)")
+        #expect(
+            proxy.counters.bytesUp == atStall.bytesUp && proxy.counters.bytesDown == atStall.bytesDown, "bytes went through a stalled link")
+        print(
+            "network faults: a new connection \(noticedAfter) after the link went silent (heartbeat timeout 3 s, then up to 2 s for the "
+                + "peer to close, then the reconnect backoff)"
+        )
 
         // 3. Back to normal, then every connection reset twice while the rest drains.
         proxy.mode = .pass
@@ -70,8 +75,13 @@ import LoupeTesting
         #expect(drained, "the outbox never drained:\n\(agent.log)\n\(manager.log)")
         #expect(proxy.counters.resets >= 2)
 
-        try await SyncProcessTests.stopAndExpectStoredOnce(agent: agent, manager: manager, backend: try await StoreBackend(.sqlite, folder: pki.dir + "/manager-data"), total: total, camera: "cam-net")
-        print("network faults: \(proxy.counters.connections) connections through the proxy, \(proxy.counters.resets) reset, \(total)/\(total) ROIs stored once")
+        try await SyncProcessTests.stopAndExpectStoredOnce(
+            agent: agent, manager: manager, backend: try await StoreBackend(.sqlite, folder: pki.dir + "/manager-data"), total: total,
+            camera: "cam-net")
+        print(
+            "network faults: \(proxy.counters.connections) connections through the proxy, \(proxy.counters.resets) reset, "
+                + "\(total)/\(total) ROIs stored once"
+        )
     }
 
     @Test func aModelPushResumesAcrossAManagerKillAndAResetInsteadOfRestarting() async throws {
@@ -82,23 +92,28 @@ import LoupeTesting
         let proxy = try FaultProxy(targetPort: managerPort)
         defer { proxy.stop() }
         let agentData = pki.dir + "/agent-push-data"
-        let agentConfig = try writeAgentConfig(pki: pki, camera: "cam-push", port: proxy.port, dataDir: agentData,
-                                               extra: ["modelKeys": [managerData + "/model-signing.pub"]], inspectionType: "disc")
+        let agentConfig = try writeAgentConfig(
+            pki: pki, camera: "cam-push", port: proxy.port, dataDir: agentData,
+            extra: ["modelKeys": [managerData + "/model-signing.pub"]], inspectionType: "disc")
         let agent = try LoupeProcess(["agent", "--config", agentConfig], log: pki.dir + "/agent-push.log")
         let fleet = try fleetEnvironment(pki: pki, port: managerPort)
-        let known = try await eventually { try await runLoupe(["camera", "list"], log: pki.dir + "/camera-list.log", environment: fleet).output.contains("cam-push") }
+        let known = try await eventually {
+            try await runLoupe(["camera", "list"], log: pki.dir + "/camera-list.log", environment: fleet).output.contains("cam-push")
+        }
         #expect(known, "\(agent.log)")
 
         let modelPath = pki.dir + "/big.loupe"
         try ModelFile.write(SegmentationModel(weights: Weights(configuration: .standard, seed: 5)), to: modelPath)
         let modelBytes = try Data(contentsOf: URL(fileURLWithPath: modelPath)).count
-        let (publishStatus, published) = try await runLoupe(["model", "publish", modelPath, "--inspection-type", "disc", "--manager-config", setup.configPath],
-                                                           log: pki.dir + "/publish.log", timeout: .seconds(60))
+        let (publishStatus, published) = try await runLoupe(
+            ["model", "publish", modelPath, "--inspection-type", "disc", "--manager-config", setup.configPath],
+            log: pki.dir + "/publish.log", timeout: .seconds(60))
         #expect(publishStatus == 0 && published.contains("published disc-v1"), "\(published)")
         // A slow link (about 8 s for the model), so the transfer can be interrupted twice.
         proxy.mode = .throttle(bytesPerSecond: modelBytes / 8)
         let downBefore = proxy.counters.bytesDown
-        let (pushStatus, pushed) = try await runLoupe(["model", "push", "disc-v1", "--cameras", "cam-push"], log: pki.dir + "/push.log", environment: fleet, timeout: .seconds(60))
+        let (pushStatus, pushed) = try await runLoupe(
+            ["model", "push", "disc-v1", "--cameras", "cam-push"], log: pki.dir + "/push.log", environment: fleet, timeout: .seconds(60))
         #expect(pushStatus == 0, "\(pushed)")
 
         // 1. kill -9 the manager a third of the way through, and restart it on the same port.
@@ -135,9 +150,14 @@ import LoupeTesting
         let sent = proxy.counters.bytesDown - downBefore
         let ratio = Double(sent) / Double(modelBytes)
         let chunk = 256 * 1024
-        print(String(format: "model push through faults: %d-byte model, %d bytes sent down the link (%.2fx), partial kept at the kill: %d bytes", modelBytes, sent, ratio, keptAtKill))
+        print(
+            String(
+                format: "model push through faults: %d-byte model, %d bytes sent down the link (%.2fx), partial kept at the kill: %d bytes",
+                modelBytes, sent, ratio, keptAtKill))
         #expect(keptAtKill % chunk == 0, "the partial download is not whole chunks: \(keptAtKill) bytes")
-        #expect(Double(sent) <= Double(modelBytes + 2 * 2 * chunk) * 1.05, "the transfer restarted instead of resuming: \(sent) bytes for a \(modelBytes)-byte model")
+        #expect(
+            Double(sent) <= Double(modelBytes + 2 * 2 * chunk) * 1.05,
+            "the transfer restarted instead of resuming: \(sent) bytes for a \(modelBytes)-byte model")
 
         agent.signal(SIGTERM)
         #expect(await agent.waitForExit() == 0)

@@ -24,7 +24,10 @@ extension SegmentationTests {
             let live = LiveAPITests()
             try await LiveAPITests.application(runtime, page: true).test(.live) { client in
                 // The page's files, with a content security policy.
-                for (path, type) in [("/", "text/html"), ("/app.js", "text/javascript"), ("/editor.js", "text/javascript"), ("/recipe.js", "text/javascript"), ("/app.css", "text/css")] {
+                for (path, type) in [
+                    ("/", "text/html"), ("/app.js", "text/javascript"), ("/editor.js", "text/javascript"),
+                    ("/recipe.js", "text/javascript"), ("/app.css", "text/css"),
+                ] {
                     try await client.execute(uri: path, method: .get) { response in
                         #expect(response.status == .ok, "\(path)")
                         #expect(response.headers[.contentType]?.hasPrefix(type) == true, "\(path): \(response.headers[.contentType] ?? "")")
@@ -43,18 +46,28 @@ extension SegmentationTests {
                 _ = try await live.expectStatus(client, "/api/v1/captures", .post, nil, .created)
                 // Alignment test: nothing to test before a template exists; a drafted template aligns without saving it.
                 _ = try await live.expectStatus(client, "/api/v1/align/test", .post, [String: Any](), .badRequest)
-                let draft: [String: Any] = ["referenceCapture": 1, "template": ["x": 160, "y": 128, "width": 320, "height": 256], "angleRangeDegrees": 10]
+                let draft: [String: Any] = [
+                    "referenceCapture": 1, "template": ["x": 160, "y": 128, "width": 320, "height": 256], "angleRangeDegrees": 10,
+                ]
                 let aligned = try await live.expectStatus(client, "/api/v1/align/test", .post, draft, .ok)
                 #expect((aligned["score"] as? Double ?? 0) > 0.5 && aligned["aligned"] as? Bool == true, "\(aligned)")
                 #expect(try runtime.store.recipe().template == nil, "the test does not save the draft")
-                _ = try await live.expectStatus(client, "/api/v1/align/test", .post, ["angleRangeDegrees": 500, "template": draft["template"]!, "referenceCapture": 1], .badRequest)
-                _ = try await live.expectStatus(client, "/api/v1/align/test", .post, ["referenceCapture": 77, "template": draft["template"]!], .notFound)
+                _ = try await live.expectStatus(
+                    client, "/api/v1/align/test", .post, ["angleRangeDegrees": 500, "template": draft["template"]!, "referenceCapture": 1],
+                    .badRequest)
+                _ = try await live.expectStatus(
+                    client, "/api/v1/align/test", .post, ["referenceCapture": 77, "template": draft["template"]!], .notFound)
 
-                _ = try await live.expectStatus(client, "/api/v1/recipe", .put, [
-                    "version": 0, "inspectionType": "part", "rois": [["name": "a", "rect": ["x": 100, "y": 100, "width": 64, "height": 64]],
-                                                                     ["name": "b", "rect": ["x": 300, "y": 100, "width": 64, "height": 64]]],
-                    "confidenceThreshold": 0.5, "failRule": ["minimumDefectPixels": 10], "angleRangeDegrees": 25, "minAlignScore": 0.4,
-                ], .ok)
+                _ = try await live.expectStatus(
+                    client, "/api/v1/recipe", .put,
+                    [
+                        "version": 0, "inspectionType": "part",
+                        "rois": [
+                            ["name": "a", "rect": ["x": 100, "y": 100, "width": 64, "height": 64]],
+                            ["name": "b", "rect": ["x": 300, "y": 100, "width": 64, "height": 64]],
+                        ],
+                        "confidenceThreshold": 0.5, "failRule": ["minimumDefectPixels": 10], "angleRangeDegrees": 25, "minAlignScore": 0.4,
+                    ], .ok)
                 #expect(try runtime.store.recipe().angleRangeDegrees == 25 && runtime.store.recipe().minAlignScore == 0.4)
 
                 // Ticking an ROI nobody painted stores it as a defect-free example.
@@ -62,10 +75,15 @@ extension SegmentationTests {
                 #expect(ticked["labelledPixels"] as? Int == 0 && ticked["includeInTraining"] as? Bool == true)
 
                 // A ring with a hole and a 3 px speck; the check flags the speck (and the ring's thin wall).
-                let ring: [String: Any] = ["tool": "brush", "classIndex": 1, "radius": 8,
-                                           "points": (0...24).map { step -> [Double] in let a = Double(step) * .pi / 12; return [32 + 18 * cos(a), 32 + 18 * sin(a)] }]
+                let ring: [String: Any] = [
+                    "tool": "brush", "classIndex": 1, "radius": 8,
+                    "points": (0...24).map { step -> [Double] in
+                        let a = Double(step) * .pi / 12; return [32 + 18 * cos(a), 32 + 18 * sin(a)]
+                    },
+                ]
                 let speck: [String: Any] = ["tool": "brush", "classIndex": 1, "radius": 1.5, "points": [[5, 58]]]
-                let first = try await live.expectStatus(client, "/api/v1/captures/1/rois/a/strokes", .post, ["strokes": [ring, speck]], .ok)
+                let first = try await live.expectStatus(
+                    client, "/api/v1/captures/1/rois/a/strokes", .post, ["strokes": [ring, speck]], .ok)
                 let firstHash = try #require(first["maskSHA256"] as? String)
                 let check = try await live.expectStatus(client, "/api/v1/captures/1/rois/a/mask/check", .get, nil, .ok)
                 let thin = try #require(check["thin"] as? [[String: Any]])
@@ -73,24 +91,33 @@ extension SegmentationTests {
 
                 let filled = try await live.expectStatus(client, "/api/v1/captures/1/rois/a/mask/tool", .post, ["tool": "fill-holes"], .ok)
                 #expect((filled["labelledPixels"] as? Int ?? 0) > (first["labelledPixels"] as? Int ?? 0))
-                let cleaned = try await live.expectStatus(client, "/api/v1/captures/1/rois/a/mask/tool", .post, ["tool": "remove-specks", "minimumArea": 30], .ok)
+                let cleaned = try await live.expectStatus(
+                    client, "/api/v1/captures/1/rois/a/mask/tool", .post, ["tool": "remove-specks", "minimumArea": 30], .ok)
                 #expect((cleaned["labelledPixels"] as? Int ?? 0) < (filled["labelledPixels"] as? Int ?? 0))
-                let grown = try await live.expectStatus(client, "/api/v1/captures/1/rois/a/mask/tool", .post, ["tool": "grow", "radius": 2], .ok)
-                let shrunk = try await live.expectStatus(client, "/api/v1/captures/1/rois/a/mask/tool", .post, ["tool": "shrink", "radius": 2], .ok)
+                let grown = try await live.expectStatus(
+                    client, "/api/v1/captures/1/rois/a/mask/tool", .post, ["tool": "grow", "radius": 2], .ok)
+                let shrunk = try await live.expectStatus(
+                    client, "/api/v1/captures/1/rois/a/mask/tool", .post, ["tool": "shrink", "radius": 2], .ok)
                 #expect((grown["labelledPixels"] as? Int ?? 0) > (cleaned["labelledPixels"] as? Int ?? 0))
                 #expect((shrunk["labelledPixels"] as? Int ?? 0) < (grown["labelledPixels"] as? Int ?? 0))
 
                 // Undo to the first version by its hash, and to empty.
-                let undone = try await live.expectStatus(client, "/api/v1/captures/1/rois/a/mask/revert", .put, ["maskSHA256": firstHash, "action": "undo"], .ok)
+                let undone = try await live.expectStatus(
+                    client, "/api/v1/captures/1/rois/a/mask/revert", .put, ["maskSHA256": firstHash, "action": "undo"], .ok)
                 #expect(undone["maskSHA256"] as? String == firstHash && undone["labelledPixels"] as? Int == first["labelledPixels"] as? Int)
                 #expect(try runtime.store.edits(limit: 1).first?.action == "undo")
-                let emptied = try await live.expectStatus(client, "/api/v1/captures/1/rois/a/mask/revert", .put, ["maskSHA256": NSNull(), "action": "undo"], .ok)
+                let emptied = try await live.expectStatus(
+                    client, "/api/v1/captures/1/rois/a/mask/revert", .put, ["maskSHA256": NSNull(), "action": "undo"], .ok)
                 #expect(emptied["labelledPixels"] as? Int == 0)
 
                 // Every label, and only the ticked ones.
-                let all = try await client.execute(uri: "/api/v1/labels", method: .get) { try JSONSerialization.jsonObject(with: Data($0.body.readableBytesView)) as? [[String: Any]] ?? [] }
+                let all = try await client.execute(uri: "/api/v1/labels", method: .get) {
+                    try JSONSerialization.jsonObject(with: Data($0.body.readableBytesView)) as? [[String: Any]] ?? []
+                }
                 #expect(all.count == 2 && all.allSatisfy { $0["capture"] as? Int == 1 })
-                let included = try await client.execute(uri: "/api/v1/labels?included=true", method: .get) { try JSONSerialization.jsonObject(with: Data($0.body.readableBytesView)) as? [[String: Any]] ?? [] }
+                let included = try await client.execute(uri: "/api/v1/labels?included=true", method: .get) {
+                    try JSONSerialization.jsonObject(with: Data($0.body.readableBytesView)) as? [[String: Any]] ?? []
+                }
                 #expect(included.count == 1 && (included.first?["label"] as? [String: Any])?["roi"] as? String == "b")
 
                 // Bad input: a named 4xx, nothing changed.
@@ -105,7 +132,10 @@ extension SegmentationTests {
                     ("/api/v1/captures/1/rois/a/mask/revert", .put, ["maskSHA256": String(repeating: "a", count: 64)], .notFound),
                     ("/api/v1/captures/1/rois/a/mask/revert", .put, ["maskSHA256": firstHash, "action": "drop table"], .badRequest),
                     ("/api/v1/captures/1/rois/zz/include", .put, ["include": true], .notFound),
-                    ("/api/v1/align/test", .post, ["template": ["x": 0, "y": 0, "width": 4, "height": 4], "referenceCapture": 1], .badRequest),
+                    (
+                        "/api/v1/align/test", .post, ["template": ["x": 0, "y": 0, "width": 4, "height": 4], "referenceCapture": 1],
+                        .badRequest
+                    ),
                 ]
                 for (uri, method, body, status) in cases {
                     let answer = try await live.expectStatus(client, uri, method, body, status)

@@ -48,9 +48,10 @@ import Testing
         let router = Router()
         router.get("nice") { _, _ in "\(Self.currentNice())" }
         let (ports, found) = AsyncStream<Int>.makeStream()
-        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
-                              onServerRunning: { found.yield($0.localAddress?.port ?? 0) },
-                              eventLoopGroupProvider: .shared(PagePriority.eventLoops))
+        let app = Application(
+            router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+            onServerRunning: { found.yield($0.localAddress?.port ?? 0) },
+            eventLoopGroupProvider: .shared(PagePriority.eventLoops))
         let group = ServiceGroup(services: [PagePriority.Yielding(app)], logger: Logger(label: "test"))
         let serving = Task { try await group.run() }
         var iterator = ports.makeAsyncIterator()

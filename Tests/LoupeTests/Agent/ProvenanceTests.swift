@@ -13,15 +13,20 @@ import Testing
 /// models, rollback (replay), mix-and-match, and what the registry signs.
 @Suite struct ProvenanceTests {
     /// A model file as the manager's registry signs it.
-    static func signed(_ model: SegmentationModel, _ key: Curve25519.Signing.PrivateKey, _ name: String, type: String = "disc",
-                       sequence: UInt64) throws -> Data {
-        try ModelFile.sign(ModelFile.encode(model), with: key,
-                           provenance: ModelProvenance(inspectionType: type, versionName: name, sequence: sequence), version: sequence)
+    static func signed(
+        _ model: SegmentationModel, _ key: Curve25519.Signing.PrivateKey, _ name: String, type: String = "disc",
+        sequence: UInt64
+    ) throws -> Data {
+        try ModelFile.sign(
+            ModelFile.encode(model), with: key,
+            provenance: ModelProvenance(inspectionType: type, versionName: name, sequence: sequence), version: sequence)
     }
 
     /// The manager's signed assignment of `version` to `camera`.
-    static func assignment(_ key: Curve25519.Signing.PrivateKey, camera: String = "cam-1", type: String = "disc", version: String,
-                           modelSequence: UInt64, sequence: UInt64) throws -> (Data, Data) {
+    static func assignment(
+        _ key: Curve25519.Signing.PrivateKey, camera: String = "cam-1", type: String = "disc", version: String,
+        modelSequence: UInt64, sequence: UInt64
+    ) throws -> (Data, Data) {
         var assignment = Loupe_Model_V1_ModelAssignment()
         assignment.cameraID = camera
         assignment.inspectionType = type
@@ -34,7 +39,8 @@ import Testing
 
     /// An offer's checks as the receiver builds them, for camera cam-1 of type disc unless told otherwise.
     static func offer(_ assignment: (Data, Data)?, type: String = "disc", camera: String = "cam-1") -> ModelShelf.OfferCheck {
-        ModelShelf.OfferCheck(cameraId: camera, inspectionType: type, assignment: assignment?.0 ?? Data(), assignmentSignature: assignment?.1 ?? Data())
+        ModelShelf.OfferCheck(
+            cameraId: camera, inspectionType: type, assignment: assignment?.0 ?? Data(), assignmentSignature: assignment?.1 ?? Data())
     }
 
     static func model(_ seed: UInt64) -> SegmentationModel {
@@ -44,7 +50,8 @@ import Testing
     }
 
     func install(_ shelf: ModelShelf, _ data: Data, _ version: String, type: String = "disc", assignment: (Data, Data)?) throws {
-        try shelf.install(data, version: version, expectedSHA256: Data(SHA256.hash(data: data)), from: .manager(Self.offer(assignment, type: type)))
+        try shelf.install(
+            data, version: version, expectedSHA256: Data(SHA256.hash(data: data)), from: .manager(Self.offer(assignment, type: type)))
     }
 
     @Test func replayedMislabelledCrossTypeAndForeignModelsAreRefused() throws {
@@ -76,8 +83,12 @@ import Testing
         // Mix-and-match: a file offered under another name, to a camera of another type, or with another camera's assignment.
         let v3 = try Self.signed(Self.model(3), manager, "disc-v3", sequence: 5)
         let fresh = try Self.assignment(manager, version: "disc-v3", modelSequence: 5, sequence: 6)
-        refused({ try install(shelf, v3, "disc-v4", assignment: fresh) }) { if case .mislabelled(_, "disc-v3") = $0 { true } else { false } }
-        refused({ try install(shelf, v3, "disc-v3", type: "gear", assignment: fresh) }) { if case .wrongInspectionType(_, "disc", "gear") = $0 { true } else { false } }
+        refused({ try install(shelf, v3, "disc-v4", assignment: fresh) }) {
+            if case .mislabelled(_, "disc-v3") = $0 { true } else { false }
+        }
+        refused({ try install(shelf, v3, "disc-v3", type: "gear", assignment: fresh) }) {
+            if case .wrongInspectionType(_, "disc", "gear") = $0 { true } else { false }
+        }
         let elsewhere = try Self.assignment(manager, camera: "cam-2", version: "disc-v3", modelSequence: 5, sequence: 6)
         refused({ try install(shelf, v3, "disc-v3", assignment: elsewhere) }) { if case .badAssignment = $0 { true } else { false } }
         let otherFile = try Self.assignment(manager, version: "disc-v3", modelSequence: 4, sequence: 6)
@@ -97,9 +108,14 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: ownDir) }
         let own = try ModelShelf(directory: ownDir, managerKeys: [manager.publicKey])
         let ownModel = try Self.signed(Self.model(6), own.localKey, "disc-v3", sequence: 5)
-        #expect(throws: ModelInstallError.self) { try own.install(ownModel, version: "disc-v3", expectedSHA256: nil, from: .manager(Self.offer(fresh))) }
-        #expect(try own.install(ownModel, version: "local-1", expectedSHA256: nil, from: .local("local-training")).1.origin == "local-training")
-        #expect(!FileManager.default.fileExists(atPath: dir + "/disc-v3.loupe") && !FileManager.default.fileExists(atPath: dir + "/disc-v4.loupe"))
+        #expect(throws: ModelInstallError.self) {
+            try own.install(ownModel, version: "disc-v3", expectedSHA256: nil, from: .manager(Self.offer(fresh)))
+        }
+        #expect(
+            try own.install(ownModel, version: "local-1", expectedSHA256: nil, from: .local("local-training")).1.origin == "local-training")
+        #expect(
+            !FileManager.default.fileExists(atPath: dir + "/disc-v3.loupe")
+                && !FileManager.default.fileExists(atPath: dir + "/disc-v4.loupe"))
 
         // The manager's own rollback to disc-v1 (a new assignment) installs; so does the roll forward after it.
         let rollback = try Self.assignment(manager, version: "disc-v1", modelSequence: 1, sequence: 10)
@@ -108,7 +124,9 @@ import Testing
         try install(shelf, v2, "disc-v2", assignment: try Self.assignment(manager, version: "disc-v2", modelSequence: 3, sequence: 11))
         #expect(shelf.state.current?.version == "disc-v2" && shelf.state.newestAssignment == 11)
         // The rollback's assignment cannot be replayed once the camera has moved on.
-        #expect(throws: ModelInstallError.replayed(version: "disc-v1", assignment: 10, newest: 11)) { try install(shelf, v1, "disc-v1", assignment: rollback) }
+        #expect(throws: ModelInstallError.replayed(version: "disc-v1", assignment: 10, newest: 11)) {
+            try install(shelf, v1, "disc-v1", assignment: rollback)
+        }
         #expect(shelf.state.current?.version == "disc-v2")
         // The newest assignment survives a restart (it is in installed.json).
         #expect(try ModelShelf(directory: dir, managerKeys: [manager.publicKey]).state.newestAssignment == 11)
@@ -146,7 +164,9 @@ import Testing
         #expect(try registry.publish(try ModelFile.encode(Self.model(4)), inspectionType: "disc").sequence == Int(back.sequence) + 1)
         // A camera whose assignment is missing (set before assignments existed) gets one when the registry opens.
         let database = try DatabaseQueue(path: dir + "/models.sqlite")
-        try database.write { db in try db.execute(sql: "UPDATE cameraModel SET assignment = NULL, assignmentSignature = NULL WHERE cameraId = 'cam-2'") }
+        try database.write { db in
+            try db.execute(sql: "UPDATE cameraModel SET assignment = NULL, assignmentSignature = NULL WHERE cameraId = 'cam-2'")
+        }
         let reopened = try ModelRegistry(directory: dir, signingKeyPath: dir + "/model-signing.key")
         let resigned = try #require(try reopened.camera("cam-2"))
         #expect(resigned.assignment != nil && resigned.desiredVersion == "disc-v3")

@@ -26,7 +26,8 @@ import LoupeTesting
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         let count = recv(fd, &buffer, buffer.count, 0)
         guard count > 0, String(decoding: buffer[0..<count], as: UTF8.self).hasPrefix("HTTP/1.1 200") else {
-            throw TestSetupError("\(path) did not answer 200: \(count > 0 ? String(decoding: buffer[0..<count], as: UTF8.self) : "errno \(errno)")")
+            throw TestSetupError(
+                "\(path) did not answer 200: \(count > 0 ? String(decoding: buffer[0..<count], as: UTF8.self) : "errno \(errno)")")
         }
         return fd
     }
@@ -35,7 +36,9 @@ import LoupeTesting
         let pki = try TestPKI()
         var extra: [String: Any] = ["http": ["address": "127.0.0.1:0", "initialAdminPassword": "stream-password-1"]]
         if camera {
-            extra["camera"] = ["source": "synthetic", "width": 320, "height": 256, "framesPerSecond": 5, "inferenceThreads": 1, "precision": "fp32"]
+            extra["camera"] = [
+                "source": "synthetic", "width": 320, "height": 256, "framesPerSecond": 5, "inferenceThreads": 1, "precision": "fp32",
+            ]
         }
         let config = try writeAgentConfig(pki: pki, camera: "stream-cam", port: nil, extra: extra)
         let agent = try LoupeProcess(["agent", "--config", config], log: pki.dir + "/agent.log")
@@ -44,8 +47,10 @@ import LoupeTesting
 
         let token = try await agentToken(address, password: "stream-password-1")
 
-        var sockets = [try Self.openStream(port: port, path: "/api/v1/live/events", token: token),
-                       try Self.openStream(port: port, path: "/api/v1/training/events", token: token)]
+        var sockets = [
+            try Self.openStream(port: port, path: "/api/v1/live/events", token: token),
+            try Self.openStream(port: port, path: "/api/v1/training/events", token: token),
+        ]
         if camera { sockets.append(try Self.openStream(port: port, path: "/api/v1/live/stream.mjpeg?fps=2&width=160", token: token)) }
         defer { for fd in sockets { close(fd) } }
 

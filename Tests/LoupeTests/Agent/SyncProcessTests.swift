@@ -30,8 +30,9 @@ import LoupeTesting
         let rect = PixelRect(x: 8, y: 8, width: imageSide - 16, height: imageSide - 16)
         let recipe = try store.saveRecipe(Recipe(inspectionType: "disc", rois: [RecipeROI(name: "hub", rect: rect)]), user: "test")
         for number in 1...count {
-            let capture = try store.addCapture(encoded: try noisePNG(side: imageSide, seed: 42_000 + UInt64(number)), width: imageSide, height: imageSide, channels: 1,
-                                               source: "test", inspectionType: recipe.inspectionType, recipeVersion: recipe.version, user: "test")
+            let capture = try store.addCapture(
+                encoded: try noisePNG(side: imageSide, seed: 42_000 + UInt64(number)), width: imageSide, height: imageSide, channels: 1,
+                source: "test", inspectionType: recipe.inspectionType, recipeVersion: recipe.version, user: "test")
             var mask = try Image8(width: rect.width, height: rect.height)
             for index in 0..<(number % 30 + 3) { mask.samples[index * 7 % mask.samples.count] = 1 }
             try store.saveMask(captureNumber: capture.number, roi: ("hub", rect), mask: mask, classes: 2, user: "test")
@@ -45,7 +46,9 @@ import LoupeTesting
     }
 
     /// On either backend: SQLite files in the manager's data folder, or the tests' own PostgreSQL server.
-    @Test(arguments: StoreBackend.all) func theOutboxArrivesExactlyOnceAcrossAManagerKillAndAnAgentKill(_ kind: StoreBackend.Kind) async throws {
+    @Test(arguments: StoreBackend.all) func theOutboxArrivesExactlyOnceAcrossAManagerKillAndAnAgentKill(
+        _ kind: StoreBackend.Kind
+    ) async throws {
         let pki = try TestPKI()
         let total = 40
         let dataDir = pki.dir + "/agent-sync-data"
@@ -110,8 +113,9 @@ import LoupeTesting
         #expect(try store.outboxDepth() > 0)
         #expect(manager.process.isRunning, "the manager died with its database:\n\(manager.log)")
         let refusal = manager.log.split(separator: "\n").first { $0.contains("request refused") && $0.contains("roi_upload") }
-        #expect(refusal?.contains("unavailable") == true && refusal?.contains("no answer within 5") == true,
-                "no upload was refused by name while the database was down:\n\(manager.log.suffix(3000))")
+        #expect(
+            refusal?.contains("unavailable") == true && refusal?.contains("no answer within 5") == true,
+            "no upload was refused by name while the database was down:\n\(manager.log.suffix(3000))")
         try await server.start()
         let drained = try await eventually(timeout: .seconds(60)) { try store.outboxDepth() == 0 }
         #expect(drained, "the outbox never drained after the database came back:\n\(agent.log)\n\(manager.log)")
@@ -128,7 +132,9 @@ import LoupeTesting
 
     /// Stops both processes gracefully, then checks the manager's store holds
     /// exactly `total` labelled ROIs from `camera`: none lost, none doubled.
-    static func stopAndExpectStoredOnce(agent: LoupeProcess, manager: LoupeProcess, backend: StoreBackend, total: Int, camera: String) async throws {
+    static func stopAndExpectStoredOnce(
+        agent: LoupeProcess, manager: LoupeProcess, backend: StoreBackend, total: Int, camera: String
+    ) async throws {
         agent.signal(SIGTERM)
         #expect(await agent.waitForExit() == 0)
         manager.signal(SIGTERM)

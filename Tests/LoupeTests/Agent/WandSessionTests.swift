@@ -23,7 +23,8 @@ import Testing
         #expect(first.selectedPixels == first.mask.samples.filter { $0 == 1 }.count)
         #expect(LearnedWandTests.iou(first.mask, truth) >= 0.7)
         // Unlabel the second: the selection is redone without it, not cut from the last one.
-        let second = try sessions.click(key, features: features, at: .init(x: 100, y: 112, positive: false), classIndex: 1, current: first.mask)
+        let second = try sessions.click(
+            key, features: features, at: .init(x: 100, y: 112, positive: false), classIndex: 1, current: first.mask)
         #expect(second.mask[100, 112] == 0 && second.mask[50, 31] == 1)
 
         // A brush stroke in between: the next click starts from the stroked mask and keeps it.
@@ -41,7 +42,8 @@ import Testing
 
         // Bad input is the wand's named error.
         #expect(throws: WandError.tolerance(2)) {
-            try sessions.click(key, features: features, at: .init(x: 50, y: 31, positive: true), classIndex: 1, tolerance: 2, current: blank)
+            try sessions.click(
+                key, features: features, at: .init(x: 50, y: 31, positive: true), classIndex: 1, tolerance: 2, current: blank)
         }
     }
 

@@ -53,7 +53,8 @@ extension FakeGigESuite {
             settings.width = 640
             settings.height = 480
             settings.pixelFormats = [format]
-            // This test is about pixels, not timing: the whole suite runs in parallel on two cores, where loopback UDP can stall for seconds.
+            // This test is about pixels, not timing: the whole suite runs in parallel on two cores, where loopback UDP can stall for
+            // seconds.
             settings.timeoutMilliseconds = 15_000
             let camera = try AravisCamera(settings: settings)
             #expect(camera.format?.pixelFormat == format)
@@ -103,7 +104,9 @@ extension FakeGigESuite {
             var delivered = 0
             while delivered < 4 || (camera.streamStatistics.incompleteFrames == 0 && delivered < 100) {
                 let frame = try #require(try await camera.nextFrame())
-                #expect(frame.image.samples == tiled(fake.picture, width: frame.image.width, height: frame.image.height), "a delivered frame is whole")
+                #expect(
+                    frame.image.samples == tiled(fake.picture, width: frame.image.width, height: frame.image.height),
+                    "a delivered frame is whole")
                 delivered += 1
             }
             let statistics = camera.streamStatistics
@@ -123,7 +126,9 @@ extension FakeGigESuite {
             for _ in 0..<60 where lost == nil {
                 do { _ = try await camera.nextFrame() } catch let error as CaptureError { lost = error }
             }
-            guard case .cameraLost(let name, _)? = lost else { Issue.record("expected cameraLost, got \(String(describing: lost))"); return }
+            guard case .cameraLost(let name, _)? = lost else {
+                Issue.record("expected cameraLost, got \(String(describing: lost))"); return
+            }
             #expect(name == "LPC1")
             #expect("\(lost!)".hasPrefix("camera lost: LPC1"))
             #expect(!camera.streamStatistics.connected && camera.streamStatistics.lostReason != nil)
@@ -138,7 +143,8 @@ extension FakeGigESuite {
             }
             let back = try #require(frame, "the camera came back but no frame arrived")
             #expect(back.image.samples == tiled(fake.picture, width: back.image.width, height: back.image.height))
-            #expect(camera.streamStatistics.reconnects >= 1 && camera.streamStatistics.connected && camera.streamStatistics.lostReason == nil)
+            #expect(
+                camera.streamStatistics.reconnects >= 1 && camera.streamStatistics.connected && camera.streamStatistics.lostReason == nil)
         }
 
         @Test func badSettingsAreNamed() async throws {
@@ -192,7 +198,9 @@ extension FakeGigESuite {
 
     @Test func aShortBufferIsRefused() {
         let bytes = [UInt8](repeating: 0, count: 10)
-        #expect(throws: ImageError.self) { _ = try bytes.withUnsafeBytes { try GenICamPixelFormat.mono16.grey(from: $0, width: 4, height: 2) } }
+        #expect(throws: ImageError.self) {
+            _ = try bytes.withUnsafeBytes { try GenICamPixelFormat.mono16.grey(from: $0, width: 4, height: 2) }
+        }
     }
 }
 
@@ -206,9 +214,12 @@ extension FakeGigESuite {
 
             /// One ROI and a fail rule the constant model (every pixel a scratch) always fails.
             func saveFailingRecipe() async throws {
-                let recipe: [String: Any] = ["version": 0, "inspectionType": "part", "confidenceThreshold": 0.5, "failRule": ["minimumDefectPixels": 25],
-                                             "rois": [["name": "left", "rect": ["x": 100, "y": 100, "width": 64, "height": 64]]]]
-                let (status, body) = try await agentHTTP(address, "PUT", "/api/v1/recipe", token: token, body: try JSONSerialization.data(withJSONObject: recipe))
+                let recipe: [String: Any] = [
+                    "version": 0, "inspectionType": "part", "confidenceThreshold": 0.5, "failRule": ["minimumDefectPixels": 25],
+                    "rois": [["name": "left", "rect": ["x": 100, "y": 100, "width": 64, "height": 64]]],
+                ]
+                let (status, body) = try await agentHTTP(
+                    address, "PUT", "/api/v1/recipe", token: token, body: try JSONSerialization.data(withJSONObject: recipe))
                 guard status == 200 else { throw TestSetupError("PUT /api/v1/recipe: \(status) \(String(decoding: body, as: UTF8.self))") }
             }
 
@@ -221,7 +232,9 @@ extension FakeGigESuite {
                     return frames.count == count
                 }
                 guard filled else { throw TestSetupError("the Library holds \(frames.count) frames, not \(count)") }
-                return Dictionary(frames.compactMap { frame in (frame["triggerSequence"] as? Int).map { ($0, frame) } }, uniquingKeysWith: { first, _ in first })
+                return Dictionary(
+                    frames.compactMap { frame in (frame["triggerSequence"] as? Int).map { ($0, frame) } },
+                    uniquingKeysWith: { first, _ in first })
             }
 
             func live() async throws -> LiveStatistics {
@@ -233,24 +246,30 @@ extension FakeGigESuite {
 
         /// An agent process on the fake camera; `model`, when given, is installed before it starts (signed with the agent's own key, as a
         /// model it trained itself), and `more` adds config sections.
-        static func startAgent(serial: String, trigger: String? = nil, line: [String: Any]? = nil, width: Int = 640, height: Int = 480,
-                               model: SegmentationModel? = nil, more: [String: Any] = [:]) async throws -> (Agent, TestPKI) {
+        static func startAgent(
+            serial: String, trigger: String? = nil, line: [String: Any]? = nil, width: Int = 640, height: Int = 480,
+            model: SegmentationModel? = nil, more: [String: Any] = [:]
+        ) async throws -> (Agent, TestPKI) {
             let pki = try TestPKI()
             if let model {
                 let shelf = try ModelShelf(directory: pki.dir + "/agent-gige-cam-data/models", managerKeys: [])
-                let file = try ModelFile.sign(ModelFile.encode(model), with: shelf.localKey,
-                                              provenance: ModelProvenance(inspectionType: "part", versionName: "part-v1", sequence: 1), version: 1)
+                let file = try ModelFile.sign(
+                    ModelFile.encode(model), with: shelf.localKey,
+                    provenance: ModelProvenance(inspectionType: "part", versionName: "part-v1", sequence: 1), version: 1)
                 try shelf.install(file, version: "part-v1", expectedSHA256: nil, from: .local("test"))
             }
-            var camera: [String: Any] = ["source": "genicam", "device": serial, "width": width, "height": height, "framesPerSecond": 10,
-                                         "inferenceThreads": 1, "precision": "fp32", "packetResend": true]
+            var camera: [String: Any] = [
+                "source": "genicam", "device": serial, "width": width, "height": height, "framesPerSecond": 10,
+                "inferenceThreads": 1, "precision": "fp32", "packetResend": true,
+            ]
             if let trigger { camera["trigger"] = trigger }
             var extra: [String: Any] = ["http": ["address": "127.0.0.1:0", "initialAdminPassword": "gige-password-1"], "camera": camera]
             if let line { extra["line"] = line }
             extra.merge(more) { $1 }
             let config = try writeAgentConfig(pki: pki, camera: "gige-cam", port: nil, extra: extra)
             let process = try LoupeProcess(["agent", "--config", config], log: pki.dir + "/agent.log")
-            let address = try #require(try await process.loggedAddress(after: "http listening"), "the agent never listened:\n\(process.log)")
+            let address = try #require(
+                try await process.loggedAddress(after: "http listening"), "the agent never listened:\n\(process.log)")
             return (Agent(process: process, address: address, token: try await agentToken(address, password: "gige-password-1")), pki)
         }
 
@@ -259,21 +278,28 @@ extension FakeGigESuite {
             let (agent, pki) = try await Self.startAgent(serial: "LPA1")
             defer { withExtendedLifetime(pki) {} }
             var live = try await agent.live()
-            #expect(try await eventually { live = try await agent.live(); return live.framesInspected >= 3 }, "\(live)\n\(agent.process.log.suffix(2000))")
+            #expect(
+                try await eventually {
+                    live = try await agent.live(); return live.framesInspected >= 3
+                }, "\(live)\n\(agent.process.log.suffix(2000))")
             #expect(live.camera?.connected == true && live.camera?.pixelFormat == "Mono8" && live.sourceError == nil)
             #expect(live.camera?.device.contains("LPA1") == true)
 
             fake.cut()
-            #expect(try await eventually { live = try await agent.live(); return live.sourceError?.hasPrefix("camera lost: LPA1") == true },
-                    "the page is told the camera is lost: \(live)")
+            #expect(
+                try await eventually {
+                    live = try await agent.live(); return live.sourceError?.hasPrefix("camera lost: LPA1") == true
+                },
+                "the page is told the camera is lost: \(live)")
             #expect(live.camera?.connected == false)
             let before = live.framesInspected
 
             try await fake.start()
-            #expect(try await eventually(timeout: .seconds(30)) {
-                live = try await agent.live()
-                return (live.camera?.reconnects ?? 0) >= 1 && live.framesInspected > before + 2 && live.sourceError == nil
-            }, "the agent streams again once the camera answers: \(live)")
+            #expect(
+                try await eventually(timeout: .seconds(30)) {
+                    live = try await agent.live()
+                    return (live.camera?.reconnects ?? 0) >= 1 && live.framesInspected > before + 2 && live.sourceError == nil
+                }, "the agent streams again once the camera answers: \(live)")
             #expect(agent.process.process.isRunning)
         }
 
@@ -301,9 +327,14 @@ extension FakeGigESuite {
             #expect(accepted + missed.count == 5 && accepted >= 1 && !missed.isEmpty, "\(answers.map(\.0))")
             #expect(missed.allSatisfy { String(decoding: $0.1, as: UTF8.self).contains("trigger missed: trigger") })
             var live = try await agent.live()
-            #expect(try await eventually(timeout: .seconds(10)) { live = try await agent.live(); return live.trigger?.inFlight == nil && live.framesInspected == 3 + accepted })
+            #expect(
+                try await eventually(timeout: .seconds(10)) {
+                    live = try await agent.live(); return live.trigger?.inFlight == nil && live.framesInspected == 3 + accepted
+                })
             #expect(live.trigger?.accepted == 3 + accepted && live.trigger?.missed == missed.count && live.trigger?.mode == "software")
-            #expect(live.framesCaptured == 3 + accepted && live.camera?.completedFrames == 3 + accepted, "one frame per accepted trigger: \(live)")
+            #expect(
+                live.framesCaptured == 3 + accepted && live.camera?.completedFrames == 3 + accepted,
+                "one frame per accepted trigger: \(live)")
             // The results, in order, numbered 1... with no gap.
             let (_, body) = try await agent.http("GET", "/api/v1/live/results?limit=50")
             let results = try JSONDecoder.iso.decode([InspectionResult].self, from: body)
@@ -326,16 +357,23 @@ extension FakeGigESuite {
 
             // The recipe asks for software triggers: the camera is set up again, and streams only when told.
             func save(trigger: String?) async throws -> Int {
-                var recipe: [String: Any] = ["version": 0, "inspectionType": "part", "confidenceThreshold": 0.5, "failRule": ["minimumDefectPixels": 25],
-                                             "rois": [["name": "left", "rect": ["x": 100, "y": 100, "width": 64, "height": 64]]]]
+                var recipe: [String: Any] = [
+                    "version": 0, "inspectionType": "part", "confidenceThreshold": 0.5, "failRule": ["minimumDefectPixels": 25],
+                    "rois": [["name": "left", "rect": ["x": 100, "y": 100, "width": 64, "height": 64]]],
+                ]
                 if let trigger { recipe["trigger"] = trigger }
-                return try await agentHTTP(agent.address, "PUT", "/api/v1/recipe", token: agent.token, body: try JSONSerialization.data(withJSONObject: recipe)).status
+                return try await agentHTTP(
+                    agent.address, "PUT", "/api/v1/recipe", token: agent.token, body: try JSONSerialization.data(withJSONObject: recipe)
+                ).status
             }
             #expect(try await save(trigger: "Line0; rm -rf /") == 400)
             #expect(try await save(trigger: "software") == 200)
             var live = try await agent.live()
             // Ready once the camera itself is set up in the new mode (closed and opened again), not when the recipe is saved.
-            #expect(try await eventually { live = try await agent.live(); return live.trigger?.mode == "software" && live.camera?.settingUp == false }, "\(live)")
+            #expect(
+                try await eventually {
+                    live = try await agent.live(); return live.trigger?.mode == "software" && live.camera?.settingUp == false
+                }, "\(live)")
             try await Task.sleep(for: .milliseconds(600))
             let still = try await agent.live().framesCaptured
             try await Task.sleep(for: .milliseconds(600))
@@ -343,12 +381,17 @@ extension FakeGigESuite {
             for n in 1...3 {
                 let (status, body) = try await agent.http("POST", "/api/v1/live/trigger?wait=true")
                 let result = try? JSONDecoder.iso.decode(InspectionResult.self, from: body)
-                #expect(status == 200 && result?.trigger == TriggerStamp(source: "api", sequence: n), "\(status) \(String(decoding: body, as: UTF8.self))")
+                #expect(
+                    status == 200 && result?.trigger == TriggerStamp(source: "api", sequence: n),
+                    "\(status) \(String(decoding: body, as: UTF8.self))")
             }
             #expect(try await agent.live().framesCaptured == still + 3)
             // Back to free-run: streaming again, triggers refused.
             #expect(try await save(trigger: "free-run") == 200)
-            #expect(try await eventually { live = try await agent.live(); return live.trigger == nil && live.framesCaptured > still + 6 }, "\(live)")
+            #expect(
+                try await eventually {
+                    live = try await agent.live(); return live.trigger == nil && live.framesCaptured > still + 6
+                }, "\(live)")
             #expect(try await agent.http("POST", "/api/v1/live/trigger").0 == 409)
             #expect(live.camera?.reconnects == 0, "a mode change is not a lost camera: \(String(describing: live.camera))")
         }
@@ -371,19 +414,30 @@ extension FakeGigESuite.GenICamAgentTests.Agent {
             return try AgentConfig.load(path: path)
         }
         #expect { _ = try load(["source": "genicam", "pixelFormat": "Mono12p"]) } throws: {
-            ($0 as? ConfigError) == .invalid(path: path, key: "camera.pixelFormat",
-                                             reason: "\"Mono12p\" is not one Loupe reads; use one of \(GenICamPixelFormat.allCases.map(\.rawValue).joined(separator: ", "))")
+            ($0 as? ConfigError)
+                == .invalid(
+                    path: path, key: "camera.pixelFormat",
+                    reason:
+                        "\"Mono12p\" is not one Loupe reads; use one of "
+                        + "\(GenICamPixelFormat.allCases.map(\.rawValue).joined(separator: ", "))"
+                )
         }
         #expect(throws: ConfigError.invalid(path: path, key: "camera.packetSize", reason: "must be 576…16384 bytes")) {
             _ = try load(["source": "genicam", "packetSize": 100])
         }
-        #expect(throws: ConfigError.invalid(path: path, key: "camera.trigger", reason: "\"free-run\", \"software\" or an input line name such as \"Line0\"")) {
+        #expect(
+            throws: ConfigError.invalid(
+                path: path, key: "camera.trigger", reason: "\"free-run\", \"software\" or an input line name such as \"Line0\"")
+        ) {
             _ = try load(["source": "genicam", "trigger": "Line0; rm -rf /"])
         }
         #expect(throws: ConfigError.invalid(path: path, key: "camera.exposureMicroseconds", reason: "applies to a genicam camera only")) {
             _ = try load(["source": "synthetic", "exposureMicroseconds": 500])
         }
-        let config = try load(["source": "genicam", "device": "GV01", "pixelFormat": "Mono12", "trigger": "Line1", "exposureMicroseconds": 800, "packetResend": false])
+        let config = try load([
+            "source": "genicam", "device": "GV01", "pixelFormat": "Mono12", "trigger": "Line1", "exposureMicroseconds": 800,
+            "packetResend": false,
+        ])
         let settings = try #require(config.camera).genicamSettings
         #expect(settings.camera == "GV01" && settings.pixelFormats == [.mono12] && settings.trigger == .line("Line1"))
         #expect(settings.exposureMicroseconds == 800 && settings.packetResend == false)
@@ -411,7 +465,8 @@ extension FakeGigESuite.GenICamAgentTests.Agent {
 }
 
 @Suite struct TriggerGateTests {
-    static let result = InspectionResult(sequence: 1, capturedAt: Date(), verdict: .pass, alignScore: 1, rois: [], modelVersion: "m", recipeVersion: 1)
+    static let result = InspectionResult(
+        sequence: 1, capturedAt: Date(), verdict: .pass, alignScore: 1, rois: [], modelVersion: "m", recipeVersion: 1)
 
     @Test func aLineTriggerWhileBusyIsMissedAndNotInspected() {
         let gate = TriggerGate(mode: .line("Line0"))
@@ -471,8 +526,9 @@ extension FakeGigESuite {
                 let registers = try plc.registers(0, ModbusMap.Register.firstROI + 4)
                 #expect(Int(registers[ModbusMap.Register.inspections]) == n)
                 #expect(registers[ModbusMap.Register.lastVerdict] == 2, "the model fails every part: verdict 2")
-                #expect(registers[ModbusMap.Register.firstROI] == 64 * 64 && registers[ModbusMap.Register.firstROI + 2] == 1,
-                        "the ROI's defect area and class: \(registers.suffix(4))")
+                #expect(
+                    registers[ModbusMap.Register.firstROI] == 64 * 64 && registers[ModbusMap.Register.firstROI + 2] == 1,
+                    "the ROI's defect area and class: \(registers.suffix(4))")
                 seen.append(Int(registers[ModbusMap.Register.lastTrigger]))
                 #expect(registers[ModbusMap.Register.errorCode] == 0)
             }
@@ -484,8 +540,11 @@ extension FakeGigESuite {
             // And the Library's: each failed frame kept with its trigger.
             let kept = try await agent.libraryByTrigger(count: 5)
             for result in results {
-                let frame = try #require(kept[result.trigger?.sequence ?? -1], "\(String(describing: result.trigger)) is not in the Library")
-                #expect(frame["sequence"] as? Int == result.sequence && frame["verdict"] as? String == "fail" && frame["triggerSource"] as? String == "modbus")
+                let frame = try #require(
+                    kept[result.trigger?.sequence ?? -1], "\(String(describing: result.trigger)) is not in the Library")
+                #expect(
+                    frame["sequence"] as? Int == result.sequence && frame["verdict"] as? String == "fail"
+                        && frame["triggerSource"] as? String == "modbus")
             }
 
             // Outside the map: the protocol's exception, and the server keeps serving.
@@ -505,18 +564,23 @@ extension FakeGigESuite {
             // A trigger while one is in flight: exception 06 (SERVER DEVICE BUSY), counted as missed, nothing queued.
             #expect(try await eventually { try !plc.coil(ModbusMap.Coil.trigger) })
             #expect(modbus_write_bit(plc.context, Int32(ModbusMap.Coil.trigger), 1) == 1)
-            #expect(plc.failing { modbus_write_bit($0, Int32(ModbusMap.Coil.trigger), 1) } == (-1, loupe_modbus_busy()), "the second trigger lands in the first one's flight")
+            #expect(
+                plc.failing { modbus_write_bit($0, Int32(ModbusMap.Coil.trigger), 1) } == (-1, loupe_modbus_busy()),
+                "the second trigger lands in the first one's flight")
             #expect(try await eventually(timeout: .seconds(10)) { try !plc.coil(ModbusMap.Coil.trigger) })
             let afterBusy = try plc.registers(0, ModbusMap.Register.firstROI)
-            #expect(afterBusy[ModbusMap.Register.inspections] == 6 && afterBusy[ModbusMap.Register.lastTrigger] == 6 && afterBusy[ModbusMap.Register.missedTriggers] == 1,
-                    "one result for the accepted trigger, the busy one counted: \(afterBusy)")
+            #expect(
+                afterBusy[ModbusMap.Register.inspections] == 6 && afterBusy[ModbusMap.Register.lastTrigger] == 6
+                    && afterBusy[ModbusMap.Register.missedTriggers] == 1,
+                "one result for the accepted trigger, the busy one counted: \(afterBusy)")
             let modbus = try #require(try await agent.live().line?.modbus, "the Modbus server in the live statistics")
             #expect(modbus.address == address && modbus.clients >= 2 && modbus.requests >= 15, "\(modbus)")
         }
 
         static func startAgentWithModbus() async throws -> (GenICamAgentTests.Agent, TestPKI) {
-            let (agent, pki) = try await GenICamAgentTests.startAgent(serial: "LPM1", trigger: "software", line: ["modbus": ["address": "127.0.0.1:0"]],
-                                                                      model: SegmentationTests.LivePipelineTests.constantModel())
+            let (agent, pki) = try await GenICamAgentTests.startAgent(
+                serial: "LPM1", trigger: "software", line: ["modbus": ["address": "127.0.0.1:0"]],
+                model: SegmentationTests.LivePipelineTests.constantModel())
             try await agent.saveFailingRecipe()
             return (agent, pki)
         }
@@ -532,7 +596,9 @@ final class RawSocket {
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(port).bigEndian)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
         guard connected == 0 else { throw TestSetupError("connect: \(errno)") }
     }
     func send(_ bytes: [UInt8]) { _ = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, 0) } }

@@ -48,7 +48,9 @@ final class LineSubscriber: @unchecked Sendable {
             let payload = message.payloadlen > 0 ? Data(bytes: message.payload, count: Int(message.payloadlen)) : Data()
             box.messages.withLock { $0.append(Message(topic: String(cString: message.topic), payload: payload, retained: message.retain)) }
         }
-        guard mosquitto_connect(client, "127.0.0.1", Int32(port), 5) == MOSQ_ERR_SUCCESS.rawValue else { throw TestSetupError("subscriber connect") }
+        guard mosquitto_connect(client, "127.0.0.1", Int32(port), 5) == MOSQ_ERR_SUCCESS.rawValue else {
+            throw TestSetupError("subscriber connect")
+        }
         guard mosquitto_subscribe(client, nil, topic, 1) == MOSQ_ERR_SUCCESS.rawValue else { throw TestSetupError("subscribe") }
         guard mosquitto_loop_start(client) == MOSQ_ERR_SUCCESS.rawValue else { throw TestSetupError("loop_start") }
     }
@@ -74,8 +76,10 @@ final class LineSubscriber: @unchecked Sendable {
 
 extension FakeGigESuite {
     @Suite struct MQTTLineTests {
-        static let topics = (record: "loupe/gige-cam/record", status: "loupe/gige-cam/status", trigger: "loupe/gige-cam/trigger",
-                             answer: "loupe/gige-cam/trigger/answer")
+        static let topics = (
+            record: "loupe/gige-cam/record", status: "loupe/gige-cam/status", trigger: "loupe/gige-cam/trigger",
+            answer: "loupe/gige-cam/trigger/answer"
+        )
 
         func records(_ subscriber: LineSubscriber) throws -> [InspectionRecord] {
             try subscriber.messages(on: Self.topics.record).map { try JSONDecoder.iso.decode(InspectionRecord.self, from: $0.payload) }
@@ -97,40 +101,56 @@ extension FakeGigESuite {
                 model: SegmentationTests.LivePipelineTests.constantModel(), more: ["library": ["maxPerMinute": 600]])
             defer { withExtendedLifetime(pki) {} }
             try await agent.saveFailingRecipe()
-            #expect(try await eventually { subscriber.messages(on: Self.topics.status).last?.payload == Data("online".utf8) },
-                    "the agent says it is online:\n\(agent.process.log.suffix(2000))")
+            #expect(
+                try await eventually { subscriber.messages(on: Self.topics.status).last?.payload == Data("online".utf8) },
+                "the agent says it is online:\n\(agent.process.log.suffix(2000))")
 
             // Six triggers over MQTT, one at a time as a PLC gateway sends them: each answered and each record published.
             for n in 1...6 {
                 try subscriber.publish(Self.topics.trigger, Array(#"{"id": "part-\#(n)"}"#.utf8))
                 let answered = try await eventually(timeout: .seconds(10)) {
-                    try self.records(subscriber).contains { $0.trigger?.sequence == n } && subscriber.messages(on: Self.topics.answer).count == n
+                    try self.records(subscriber).contains { $0.trigger?.sequence == n }
+                        && subscriber.messages(on: Self.topics.answer).count == n
                 }
                 #expect(answered, "trigger \(n):\n\(agent.process.log.suffix(2000))")
             }
-            let answers = try subscriber.messages(on: Self.topics.answer).map { try JSONDecoder().decode(MQTTLink.TriggerAnswer.self, from: $0.payload) }
+            let answers = try subscriber.messages(on: Self.topics.answer).map {
+                try JSONDecoder().decode(MQTTLink.TriggerAnswer.self, from: $0.payload)
+            }
             #expect(answers.map(\.id) == (1...6).map { "part-\($0)" } && answers.allSatisfy(\.accepted))
             #expect(answers.map(\.sequence) == Array(1...6))
             var seen = try records(subscriber)
             #expect(seen.map { $0.trigger } == (1...6).map { TriggerStamp(source: "mqtt", sequence: $0) }, "once each, in order")
-            #expect(seen.allSatisfy { $0.camera == "gige-cam" && $0.verdict == .fail && $0.modelVersion == "part-v1" && $0.rois.map(\.name) == ["left"] },
-                    "\(seen.map { "\($0.verdict) \($0.modelVersion)" })")
+            #expect(
+                seen.allSatisfy {
+                    $0.camera == "gige-cam" && $0.verdict == .fail && $0.modelVersion == "part-v1" && $0.rois.map(\.name) == ["left"]
+                },
+                "\(seen.map { "\($0.verdict) \($0.modelVersion)" })")
 
             // Malformed, oversized and retained triggers are counted, not acted on.
             try subscriber.publish(Self.topics.trigger, Array("not json{".utf8))
             try subscriber.publish(Self.topics.trigger, Array("[1, 2]".utf8))
             try subscriber.publish(Self.topics.trigger, [UInt8](repeating: 0x20, count: 5000))
             var live = try await agent.live()
-            #expect(try await eventually { live = try await agent.live(); return live.line?.mqtt?.triggersMalformed == 4 }, "\(String(describing: live.line))")
+            #expect(
+                try await eventually {
+                    live = try await agent.live(); return live.line?.mqtt?.triggersMalformed == 4
+                }, "\(String(describing: live.line))")
             #expect(live.line?.mqtt?.triggersTaken == 6 && live.framesCaptured == 6, "nothing fired: \(live)")
-            #expect(try await eventually { live = try await agent.live(); return live.line?.mqtt?.pending == 0 && live.line?.mqtt?.published == 6 },
-                    "every record acknowledged: \(String(describing: live.line))")
+            #expect(
+                try await eventually {
+                    live = try await agent.live(); return live.line?.mqtt?.pending == 0 && live.line?.mqtt?.published == 6
+                },
+                "every record acknowledged: \(String(describing: live.line))")
 
             // The gateway's own ten publishes acknowledged, so none comes again after the restart.
             #expect(try await eventually { subscriber.acknowledged == 10 }, "\(subscriber.acknowledged)")
             // The broker goes away: inspection goes on, records wait in the outbox.
             broker.stop()
-            #expect(try await eventually { live = try await agent.live(); return live.line?.mqtt?.connected == false }, "\(String(describing: live.line))")
+            #expect(
+                try await eventually {
+                    live = try await agent.live(); return live.line?.mqtt?.connected == false
+                }, "\(String(describing: live.line))")
             for n in 7...10 {
                 let (status, body) = try await agent.http("POST", "/api/v1/live/trigger?wait=true")
                 #expect(status == 200, "trigger \(n) while the broker is down: \(String(decoding: body, as: UTF8.self))")
@@ -140,7 +160,9 @@ extension FakeGigESuite {
 
             // It comes back: every record arrives, the acknowledged ones not again.
             try broker.start()
-            let drained = try await eventually(timeout: .seconds(30)) { try self.records(subscriber).contains { $0.trigger?.sequence == 10 } }
+            let drained = try await eventually(timeout: .seconds(30)) {
+                try self.records(subscriber).contains { $0.trigger?.sequence == 10 }
+            }
             let after = try? await agent.live().line
             #expect(drained, "the outbox drained after the restart: \(String(describing: after))\n\(agent.process.log.suffix(2000))")
             seen = try records(subscriber)
@@ -148,12 +170,20 @@ extension FakeGigESuite {
             var firsts: [Int] = []
             for sequence in sequences where !firsts.contains(sequence) { firsts.append(sequence) }
             #expect(firsts == Array(1...10), "every record, first seen in order: \(sequences)")
-            #expect(sequences.prefix(6) == [1, 2, 3, 4, 5, 6] && sequences.filter { $0 <= 6 }.count == 6, "acknowledged records are not repeated: \(sequences)")
+            #expect(
+                sequences.prefix(6) == [1, 2, 3, 4, 5, 6] && sequences.filter { $0 <= 6 }.count == 6,
+                "acknowledged records are not repeated: \(sequences)")
             #expect(seen.suffix(4).allSatisfy { $0.trigger?.source == "api" })
-            #expect(try await eventually { live = try await agent.live(); return live.line?.mqtt?.pending == 0 && live.line?.mqtt?.connected == true })
+            #expect(
+                try await eventually {
+                    live = try await agent.live(); return live.line?.mqtt?.pending == 0 && live.line?.mqtt?.connected == true
+                })
             #expect((live.line?.mqtt?.reconnects ?? 0) >= 1 && live.line?.mqtt?.dropped == 0, "\(String(describing: live.line))")
             // The retained trigger came again with the new subscription, and was ignored again.
-            #expect(try await eventually { live = try await agent.live(); return live.line?.mqtt?.triggersMalformed == 5 }, "\(String(describing: live.line))")
+            #expect(
+                try await eventually {
+                    live = try await agent.live(); return live.line?.mqtt?.triggersMalformed == 5
+                }, "\(String(describing: live.line))")
             #expect(live.line?.mqtt?.triggersTaken == 6 && live.framesCaptured == 10)
 
             // The records are the agent's own results, field for field.
@@ -162,7 +192,8 @@ extension FakeGigESuite {
             let byTrigger = Dictionary(seen.map { ($0.trigger?.sequence ?? 0, $0) }, uniquingKeysWith: { first, _ in first })
             for result in results {
                 let record = try #require(byTrigger[result.trigger?.sequence ?? -1], "no record for \(String(describing: result.trigger))")
-                #expect(record.sequence == result.sequence && record.verdict == result.verdict && record.rois == result.rois
+                #expect(
+                    record.sequence == result.sequence && record.verdict == result.verdict && record.rois == result.rois
                         && record.recipeVersion == result.recipeVersion && record.modelVersion == result.modelVersion
                         && abs(record.capturedAt.timeIntervalSince(result.capturedAt)) < 1)
             }
@@ -172,7 +203,8 @@ extension FakeGigESuite {
             let kept = try await agent.libraryByTrigger(count: 10)
             for (trigger, record) in byTrigger {
                 let frame = try #require(kept[trigger], "trigger \(trigger) is not in the Library")
-                #expect(frame["sequence"] as? Int == record.sequence && frame["verdict"] as? String == record.verdict.rawValue
+                #expect(
+                    frame["sequence"] as? Int == record.sequence && frame["verdict"] as? String == record.verdict.rawValue
                         && frame["triggerSource"] as? String == record.trigger?.source && frame["classes"] as? [String] == ["scratch"]
                         && frame["modelVersion"] as? String == record.modelVersion, "\(frame) vs \(record)")
             }
@@ -180,8 +212,11 @@ extension FakeGigESuite {
 
         @Test func theOutboxKeepsOrderDropsTheOldestAndResendsWhatWasNotAcknowledged() throws {
             func record(_ n: Int) -> InspectionRecord {
-                InspectionRecord(camera: "c", result: InspectionResult(sequence: n, capturedAt: Date(), verdict: .pass, alignScore: nil, rois: [],
-                                                                      modelVersion: "m", recipeVersion: 1), threshold: 0.5)
+                InspectionRecord(
+                    camera: "c",
+                    result: InspectionResult(
+                        sequence: n, capturedAt: Date(), verdict: .pass, alignScore: nil, rois: [],
+                        modelVersion: "m", recipeVersion: 1), threshold: 0.5)
             }
             var outbox = MQTTOutbox(capacity: 3)
             for n in 1...3 {
@@ -207,7 +242,8 @@ extension FakeGigESuite {
             let folder = try TemporaryDirectory.make(prefix: "loupe-mqtt-config")
             let path = folder + "/agent.json"
             func load(_ mqtt: [String: Any]) throws -> AgentConfig {
-                try writeJSON(["cameraId": "cam-1", "tls": ["ca": "a", "cert": "b", "key": "c"], "dataDir": "d", "line": ["mqtt": mqtt]], to: path)
+                try writeJSON(
+                    ["cameraId": "cam-1", "tls": ["ca": "a", "cert": "b", "key": "c"], "dataDir": "d", "line": ["mqtt": mqtt]], to: path)
                 return try AgentConfig.load(path: path)
             }
             #expect(throws: ConfigError.invalid(path: path, key: "line.mqtt.broker", reason: "expected HOST:PORT, got \"broker\"")) {

@@ -12,8 +12,10 @@ import Testing
 @Suite struct CanaryGateTests {
     /// Runs one automatic rollout of a second version on cam-a (canary) with cam-b
     /// on the old one as the baseline, after the given parts, and returns it decided.
-    static func decide(_ kind: StoreBackend.Kind, canary: PartCounts, baseline: PartCounts,
-                       minParts: UInt32 = 100) async throws -> RolloutRecord {
+    static func decide(
+        _ kind: StoreBackend.Kind, canary: PartCounts, baseline: PartCounts,
+        minParts: UInt32 = 100
+    ) async throws -> RolloutRecord {
         let backend = try await StoreBackend(kind)
         let registry = try await backend.models()
         let old = try await registry.publish(try ModelFile.encode(ProvenanceTests.model(1)), inspectionType: "disc")
@@ -36,8 +38,9 @@ import Testing
         policy.automatic = true
         policy.minParts = minParts
         policy.maxDefectRateIncrease = 0.05
-        _ = try await registry.startRollout(new.version, canaries: ["cam-a"], remaining: ["cam-b"], policy: CanaryPolicyRecord(policy),
-                                            priorDefectRate: nil)
+        _ = try await registry.startRollout(
+            new.version, canaries: ["cam-a"], remaining: ["cam-b"], policy: CanaryPolicyRecord(policy),
+            priorDefectRate: nil)
         try await registry.recordInstall(cameraId: "cam-a", version: new.version, ok: true, error: "")
         let supervisor = RolloutSupervisor(models: registry, cameras: cameras, logger: Logger(label: "test"), metrics: nil)
         // The canary has installed: the counts from here on are the observation.

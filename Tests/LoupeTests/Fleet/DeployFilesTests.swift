@@ -48,7 +48,9 @@ import LoupeTesting
         let dropIn = try String(contentsOfFile: Self.deploy + "/systemd/loupe-manager.service.d/postgres.conf", encoding: .utf8)
         let credential = try #require(dropIn.split(separator: "\n").first { $0.hasPrefix("LoadCredential=") })
         let name = credential.dropFirst("LoadCredential=".count).split(separator: ":").first.map(String.init) ?? ""
-        #expect(postgres.passwordFile == "/run/credentials/loupe-manager.service/\(name)", "\(credential) vs \(postgres.passwordFile ?? "none")")
+        #expect(
+            postgres.passwordFile == "/run/credentials/loupe-manager.service/\(name)", "\(credential) vs \(postgres.passwordFile ?? "none")"
+        )
         #expect(postgres.tls == .require)
         #expect(try postgres.endpoint().user == "loupe")
     }
@@ -56,14 +58,20 @@ import LoupeTesting
     @Test func serviceUnitsKeepTheirHardening() throws {
         for unit in ["loupe-manager.service", "loupe-agent@.service", "loupe-worker.service"] {
             let text = try String(contentsOfFile: Self.deploy + "/systemd/" + unit, encoding: .utf8)
-            for line in ["User=loupe", "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
-                         "CapabilityBoundingSet=", "Environment=OMP_WAIT_POLICY=PASSIVE", "SystemCallFilter=@system-service"] {
+            for line in [
+                "User=loupe", "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
+                "CapabilityBoundingSet=", "Environment=OMP_WAIT_POLICY=PASSIVE", "SystemCallFilter=@system-service",
+            ] {
                 #expect(text.contains("\n" + line + "\n"), "\(unit) lacks \(line)")
             }
             // The worker keeps nothing (its set comes over the link, its model goes back): only its cache, where the set
             // is spooled while it trains, is writable.
-            #expect(text.contains("StateDirectory=loupe/") == (unit != "loupe-worker.service"), "\(unit): the data directory must be its StateDirectory")
-            #expect(text.contains("\nCacheDirectory=loupe-worker\n") == (unit == "loupe-worker.service"), "\(unit): the worker spools to its CacheDirectory")
+            #expect(
+                text.contains("StateDirectory=loupe/") == (unit != "loupe-worker.service"),
+                "\(unit): the data directory must be its StateDirectory")
+            #expect(
+                text.contains("\nCacheDirectory=loupe-worker\n") == (unit == "loupe-worker.service"),
+                "\(unit): the worker spools to its CacheDirectory")
             // oneDNN JIT-compiles kernels: W^X would make every inference fail.
             #expect(!text.contains("\nMemoryDenyWriteExecute=yes"), "\(unit)")
             #expect(!text.contains("ReadWritePaths="), "\(unit): only the StateDirectory is writable")
@@ -146,7 +154,8 @@ import LoupeTesting
         var checked = 0
         for line in runbook.split(separator: "\n").map(String.init) {
             let command = line.split(separator: "#").first.map(String.init) ?? ""
-            guard command.contains("chmod") || command.contains("chgrp") || command.contains("chown") || command.contains("install -m") else { continue }
+            guard command.contains("chmod") || command.contains("chgrp") || command.contains("chown") || command.contains("install -m")
+            else { continue }
             checked += 1
             let words = command.split(separator: " ").map(String.init)
             for word in words where word.contains("*") || word.contains("?") {

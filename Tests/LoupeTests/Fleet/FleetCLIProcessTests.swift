@@ -26,8 +26,11 @@ import LoupeTesting
     }
 
     /// One call on an agent's API.
-    static func call(_ base: String, _ method: String, _ path: String, token: String?, body: Data? = nil, type: String = "application/json") async throws -> (Int, Any?) {
-        let (status, data) = try await agentHTTP(base, method, path, token: token, body: body, headers: body == nil ? [:] : ["Content-Type": type])
+    static func call(
+        _ base: String, _ method: String, _ path: String, token: String?, body: Data? = nil, type: String = "application/json"
+    ) async throws -> (Int, Any?) {
+        let (status, data) = try await agentHTTP(
+            base, method, path, token: token, body: body, headers: body == nil ? [:] : ["Content-Type": type])
         return (status, try? JSONSerialization.jsonObject(with: data))
     }
 
@@ -35,14 +38,21 @@ import LoupeTesting
 
     /// Starts an agent on a synthetic camera, sets up its recipe through its
     /// API and labels `labelled` captures with a painted blob in the ROI.
-    static func startCamera(_ id: String, seed: Int, pki: TestPKI, port: Int, managerData: String, labelled: Int,
-                            signingKey: String? = nil, managerLink: [String: Any] = [:]) async throws -> Camera {
+    static func startCamera(
+        _ id: String, seed: Int, pki: TestPKI, port: Int, managerData: String, labelled: Int,
+        signingKey: String? = nil, managerLink: [String: Any] = [:]
+    ) async throws -> Camera {
         let dataDir = pki.dir + "/\(id)-data"
-        let config = try writeAgentConfig(pki: pki, camera: id, port: port, dataDir: dataDir, manager: managerLink, extra: [
-            "modelKeys": [signingKey ?? managerData + "/model-signing.pub"],
-            "http": ["address": "127.0.0.1:0", "initialAdminPassword": "password-\(id)"],
-            "camera": ["source": "synthetic", "width": 640, "height": 512, "framesPerSecond": 4, "seed": seed, "partSeed": 5, "inferenceThreads": 1, "precision": "fp32"],
-        ])
+        let config = try writeAgentConfig(
+            pki: pki, camera: id, port: port, dataDir: dataDir, manager: managerLink,
+            extra: [
+                "modelKeys": [signingKey ?? managerData + "/model-signing.pub"],
+                "http": ["address": "127.0.0.1:0", "initialAdminPassword": "password-\(id)"],
+                "camera": [
+                    "source": "synthetic", "width": 640, "height": 512, "framesPerSecond": 4, "seed": seed, "partSeed": 5,
+                    "inferenceThreads": 1, "precision": "fp32",
+                ],
+            ])
         let process = try LoupeProcess(["agent", "--config", config], log: pki.dir + "/\(id).log")
         let address = try #require(try await process.loggedAddress(after: "http listening"), "\(id) never listened:\n\(process.log)")
         let token = try await agentToken(address, password: "password-\(id)")
@@ -73,7 +83,9 @@ import LoupeTesting
         func loupe(_ arguments: [String], expect expected: Int32 = 0, timeout: Duration = .seconds(120)) async throws -> String {
             step += 1
             let (status, output) = try await runLoupe(arguments, log: pki.dir + "/cli-\(step).log", environment: env, timeout: timeout)
-            #expect(status == expected, "loupe \(arguments.joined(separator: " ")) exited \(String(describing: status)), expected \(expected):\n\(output)")
+            #expect(
+                status == expected,
+                "loupe \(arguments.joined(separator: " ")) exited \(String(describing: status)), expected \(expected):\n\(output)")
             return output
         }
 
@@ -86,12 +98,14 @@ import LoupeTesting
         // `loupe status --json` lists the three with their reports; the table too; exit 0 while all are online.
         let reported = try await eventually(timeout: .seconds(30)) {
             let (status, list) = try await Self.fleet(env, log: pki.dir + "/status-json.log")
-            return status == 0 && list.count == 3 && list.allSatisfy {
-                let report = $0["status"] as? [String: Any] ?? [:]
-                return $0["online"] as? Bool == true && report["inspection_type"] as? String == "part" && report["recipe_version"] as? String == "1"
-                    && report["disk_free_bytes"] as? Int ?? 0 > 0 && report["frames_per_second"] as? Double ?? 0 > 0
-                    && (report["outbox_depth"] as? Int ?? 0) == 0  // proto3 JSON leaves zeros out
-            }
+            return status == 0 && list.count == 3
+                && list.allSatisfy {
+                    let report = $0["status"] as? [String: Any] ?? [:]
+                    return $0["online"] as? Bool == true && report["inspection_type"] as? String == "part"
+                        && report["recipe_version"] as? String == "1"
+                        && report["disk_free_bytes"] as? Int ?? 0 > 0 && report["frames_per_second"] as? Double ?? 0 > 0
+                        && (report["outbox_depth"] as? Int ?? 0) == 0  // proto3 JSON leaves zeros out
+                }
         }
         let lastStatus = try await runLoupe(["status", "--json"], log: pki.dir + "/s.log", environment: env).output
         #expect(reported, "status never showed three synced cameras:\n\(lastStatus)\n\(manager.log)")
@@ -125,7 +139,9 @@ import LoupeTesting
         let pushed = try await loupe(["model", "push", "part-v1", "--all-of-type", "--wait", "--timeout", "90"])
         #expect(pushed.contains("part-v1 installed on cam-a, cam-b, cam-c"), "\(pushed)")
         for camera in cameras {
-            let running = try await eventually(timeout: .seconds(20)) { try await Self.live(camera)["modelVersion"] as? String == "part-v1" }
+            let running = try await eventually(timeout: .seconds(20)) {
+                try await Self.live(camera)["modelVersion"] as? String == "part-v1"
+            }
             #expect(running, "\(camera.id) does not run part-v1:\n\(camera.process.log)")
         }
         let exported = pki.dir + "/part-v1.onnx"
@@ -134,21 +150,28 @@ import LoupeTesting
 
         // A camera certificate may not push models.
         let agentEnv = try fleetEnvironment(pki: pki, port: port, name: "cam-a", role: .agent)
-        let refused = try await runLoupe(["model", "push", "part-v1", "--cameras", "cam-b"], log: pki.dir + "/agent-push.log", environment: agentEnv)
+        let refused = try await runLoupe(
+            ["model", "push", "part-v1", "--cameras", "cam-b"], log: pki.dir + "/agent-push.log", environment: agentEnv)
         #expect(refused.status != 0 && refused.output.contains("operator certificate"), "\(refused.output)")
 
         // A model that passes every part, then a canary of one that fails every part: rolled back on the canary's live results.
         let modelPath = pki.dir + "/constant.loupe"
         for (classIndex, version) in [(0, "part-v2"), (1, "part-v3"), (0, "part-v4")] {
             try ModelFile.write(SegmentationTests.LivePipelineTests.constantModel(classIndex: classIndex), to: modelPath)
-            let published = try await loupe(["model", "publish", modelPath, "--inspection-type", "part", "--manager-config", setup.configPath])
+            let published = try await loupe([
+                "model", "publish", modelPath, "--inspection-type", "part", "--manager-config", setup.configPath,
+            ])
             #expect(published.contains("published \(version)"), "\(published)")
         }
         _ = try await loupe(["model", "push", "part-v2", "--inspection-type", "part", "--wait", "--timeout", "90"])
-        let canary = try await loupe(["model", "push", "part-v3", "--inspection-type", "part", "--canary", "cam-a", "--auto", "--observe", "3", "--min-parts", "4",
-                                      "--max-defect-rate-increase", "0.2"])
+        let canary = try await loupe([
+            "model", "push", "part-v3", "--inspection-type", "part", "--canary", "cam-a", "--auto", "--observe", "3", "--min-parts", "4",
+            "--max-defect-rate-increase", "0.2",
+        ])
         #expect(canary.contains("rollout-1"), "\(canary)")
-        let rolledBack = try await eventually(timeout: .seconds(90)) { try await loupe(["model", "rollout", "rollout-1"]).contains("rolled back") }
+        let rolledBack = try await eventually(timeout: .seconds(90)) {
+            try await loupe(["model", "rollout", "rollout-1"]).contains("rolled back")
+        }
         let verdict = try await loupe(["model", "rollout", "rollout-1"])
         #expect(rolledBack && verdict.contains("defect rate rose"), "\(verdict)\n\(manager.log)")
         let back = try await eventually(timeout: .seconds(30)) { try await Self.live(cameras[0])["modelVersion"] as? String == "part-v2" }
@@ -160,12 +183,18 @@ import LoupeTesting
 
         // A canary that keeps the defect rate: promoted to the whole target.
         _ = try await loupe(["camera", "group", "line-1", "cam-a", "cam-b", "cam-c"])
-        _ = try await loupe(["model", "push", "part-v4", "--group", "line-1", "--canary", "cam-b", "--auto", "--observe", "3", "--min-parts", "4"])
-        let promoted = try await eventually(timeout: .seconds(90)) { try await loupe(["model", "rollout", "rollout-2"]).contains("promoted") }
+        _ = try await loupe([
+            "model", "push", "part-v4", "--group", "line-1", "--canary", "cam-b", "--auto", "--observe", "3", "--min-parts", "4",
+        ])
+        let promoted = try await eventually(timeout: .seconds(90)) {
+            try await loupe(["model", "rollout", "rollout-2"]).contains("promoted")
+        }
         let decided = try await loupe(["model", "rollout", "rollout-2"])
         #expect(promoted, "\(decided)\n\(manager.log)")
         for camera in cameras {
-            let running = try await eventually(timeout: .seconds(30)) { try await Self.live(camera)["modelVersion"] as? String == "part-v4" }
+            let running = try await eventually(timeout: .seconds(30)) {
+                try await Self.live(camera)["modelVersion"] as? String == "part-v4"
+            }
             #expect(running, "\(camera.id) does not run part-v4")
         }
         let show = try await loupe(["camera", "show", "cam-b"])
@@ -208,7 +237,8 @@ extension FleetCLIProcessTests.Camera {
     /// Reference capture, recipe, classes and `labelled` painted, ticked ROIs.
     func setUp(labelled: Int) async throws {
         typealias T = FleetCLIProcessTests
-        let (classes, _) = try await T.call(api, "PUT", "/api/v1/classes", token: token, body: T.json([["index": 1, "name": "scratch", "color": 0xFF0000]]))
+        let (classes, _) = try await T.call(
+            api, "PUT", "/api/v1/classes", token: token, body: T.json([["index": 1, "name": "scratch", "color": 0xFF0000]]))
         #expect(classes == 200)
         var captured = 0
         for _ in 0..<50 where captured == 0 {
@@ -216,12 +246,14 @@ extension FleetCLIProcessTests.Camera {
             if status == 201 { captured = 1 } else { try await Task.sleep(for: .milliseconds(200)) }
         }
         #expect(captured == 1, "no reference capture from the camera:\n\(process.log)")
-        let (recipe, answer) = try await T.call(api, "PUT", "/api/v1/recipe", token: token, body: T.json([
-            "version": 0, "inspectionType": "part", "referenceCapture": 1,
-            "template": ["x": 160, "y": 128, "width": 320, "height": 256],
-            "rois": [["name": "left", "rect": ["x": 140, "y": 160, "width": 64, "height": 64]]],
-            "confidenceThreshold": 0.5, "failRule": ["minimumDefectPixels": 25],
-        ]))
+        let (recipe, answer) = try await T.call(
+            api, "PUT", "/api/v1/recipe", token: token,
+            body: T.json([
+                "version": 0, "inspectionType": "part", "referenceCapture": 1,
+                "template": ["x": 160, "y": 128, "width": 320, "height": 256],
+                "rois": [["name": "left", "rect": ["x": 140, "y": 160, "width": 64, "height": 64]]],
+                "confidenceThreshold": 0.5, "failRule": ["minimumDefectPixels": 25],
+            ]))
         #expect(recipe == 200, "\(String(describing: answer))")
         for index in 0..<labelled {
             let (status, capture) = try await T.call(api, "POST", "/api/v1/captures", token: token)
@@ -229,9 +261,11 @@ extension FleetCLIProcessTests.Camera {
             let number = try #require((capture as? [String: Any])?["number"] as? Int)
             var mask = try Image8(width: 64, height: 64)
             for y in (20 + index)..<(34 + index) { for x in 24..<40 { mask.samples[y * 64 + x] = 1 } }
-            let (saved, _) = try await T.call(api, "PUT", "/api/v1/captures/\(number)/rois/left/mask", token: token, body: try PNGCodec.encode(mask), type: "image/png")
+            let (saved, _) = try await T.call(
+                api, "PUT", "/api/v1/captures/\(number)/rois/left/mask", token: token, body: try PNGCodec.encode(mask), type: "image/png")
             #expect(saved == 200)
-            let (ticked, _) = try await T.call(api, "PUT", "/api/v1/captures/\(number)/rois/left/include", token: token, body: T.json(["include": true]))
+            let (ticked, _) = try await T.call(
+                api, "PUT", "/api/v1/captures/\(number)/rois/left/include", token: token, body: T.json(["include": true]))
             #expect(ticked == 200)
         }
     }

@@ -116,7 +116,8 @@ import Testing
     @Test func badDatabaseSettingsAreRefusedByName() async throws {
         let port = try Loopback.freePort()
         do {
-            _ = try await PostgresDatabase.open(.init(url: "postgres://loupe@127.0.0.1:\(port)/nowhere"), logger: Logger(label: "t"), timeout: .seconds(3))
+            _ = try await PostgresDatabase.open(
+                .init(url: "postgres://loupe@127.0.0.1:\(port)/nowhere"), logger: Logger(label: "t"), timeout: .seconds(3))
             Issue.record("a database nobody serves was opened")
         } catch {
             #expect("\(error)".contains("cannot be reached") && "\(error)".contains("127.0.0.1:\(port)"), "\(error)")
@@ -174,24 +175,32 @@ extension ManagerStoreTests {
         // The schema and migration records as migrations 1 and 2 left them, with one inline row.
         let queue = try DatabaseQueue(path: path)
         try await queue.write { db in
-            try db.execute(sql: """
-                CREATE TABLE roi (contentSHA256 TEXT PRIMARY KEY, cameraId TEXT NOT NULL, inspectionType TEXT NOT NULL, roiName TEXT NOT NULL,
-                  capturedAt DATETIME NOT NULL, recipeVersion TEXT NOT NULL, templateSHA256 TEXT NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL,
-                  labelledPixels INTEGER NOT NULL, classNames TEXT NOT NULL, imagePNG BLOB NOT NULL, maskPNG BLOB NOT NULL, receivedAt DATETIME NOT NULL,
-                  classPixels TEXT);
-                CREATE TABLE grdb_migrations (identifier TEXT NOT NULL PRIMARY KEY);
-                INSERT INTO grdb_migrations VALUES ('1 rois'), ('2 class pixel counts');
-                """)
-            try db.execute(sql: """
-                INSERT INTO roi VALUES (?, 'cam-old', 'bench', 'roi', '2026-01-01 00:00:00.000', '1', '', 32, 32, 10, '["background","scratch"]', ?, ?, '2026-01-01 00:00:00.000', NULL)
-                """, arguments: [upload.contentSha256.hexString, upload.imagePng, upload.maskPng])
+            try db.execute(
+                sql: """
+                    CREATE TABLE roi (contentSHA256 TEXT PRIMARY KEY, cameraId TEXT NOT NULL, inspectionType TEXT NOT NULL, roiName TEXT
+                      NOT NULL,
+                      capturedAt DATETIME NOT NULL, recipeVersion TEXT NOT NULL, templateSHA256 TEXT NOT NULL, width INTEGER NOT NULL,
+                        height INTEGER NOT NULL,
+                      labelledPixels INTEGER NOT NULL, classNames TEXT NOT NULL, imagePNG BLOB NOT NULL, maskPNG BLOB NOT NULL,
+                        receivedAt DATETIME NOT NULL,
+                      classPixels TEXT);
+                    CREATE TABLE grdb_migrations (identifier TEXT NOT NULL PRIMARY KEY);
+                    INSERT INTO grdb_migrations VALUES ('1 rois'), ('2 class pixel counts');
+                    """)
+            try db.execute(
+                sql: """
+                    INSERT INTO roi VALUES (?, 'cam-old', 'bench', 'roi', '2026-01-01 00:00:00.000', '1', '', 32, 32, 10,
+                      '["background","scratch"]', ?, ?, '2026-01-01 00:00:00.000', NULL)
+                    """, arguments: [upload.contentSha256.hexString, upload.imagePng, upload.maskPng])
         }
         try queue.close()
         let store = try TrainingDataStore(path: path)
         let blobs = try BlobStore(root: dir + "/blobs")
         #expect(FileManager.default.fileExists(atPath: blobs.path(for: BlobStore.hash(upload.imagePng))))
         #expect(FileManager.default.fileExists(atPath: blobs.path(for: BlobStore.hash(upload.maskPng))))
-        let inline = try await DatabaseQueue(path: path).read { db in try Int.fetchOne(db, sql: "SELECT SUM(length(imagePNG) + length(maskPNG)) FROM roi") }
+        let inline = try await DatabaseQueue(path: path).read { db in
+            try Int.fetchOne(db, sql: "SELECT SUM(length(imagePNG) + length(maskPNG)) FROM roi")
+        }
         #expect(inline == 0)
         let (dataset, classNames) = try await store.dataset(inspectionType: "bench", scratchDirectory: NSTemporaryDirectory())
         #expect(dataset.count == 1 && classNames == ["background", "scratch"])

@@ -47,8 +47,10 @@ import Testing
         #expect(file.count == second.bytes && Data(SHA256.hash(data: file)).hexString == second.sha256)
         #expect(try await Self.file(registry, second.version, chunk: 1 << 20) == file)
         let key = registry.signingKey.publicKey
-        #expect(key.isValidSignature(try #require(Data(hexString: second.offerSignature)),
-                                     for: try #require(Data(hexString: second.sha256))))
+        #expect(
+            key.isValidSignature(
+                try #require(Data(hexString: second.offerSignature)),
+                for: try #require(Data(hexString: second.sha256))))
         let (model, status) = try ModelFile.decode(file, name: "read back", trustedKeys: [key])
         #expect(status == .signed(publicKey: key.rawRepresentation))
         #expect(model.metadata.provenance == ModelProvenance(inspectionType: "disc", versionName: "disc-v3", sequence: 3))
@@ -119,12 +121,14 @@ import Testing
         let policy = CanaryPolicyRecord(wire)
         // A canary with nothing to return to is refused.
         await #expect(throws: ModelRegistryError.self) {
-            _ = try await registry.startRollout(new.version, canaries: ["cam-a"], remaining: ["cam-b"], policy: policy,
-                                                priorDefectRate: nil)
+            _ = try await registry.startRollout(
+                new.version, canaries: ["cam-a"], remaining: ["cam-b"], policy: policy,
+                priorDefectRate: nil)
         }
         try await registry.assign(old.version, to: ["cam-a", "cam-b", "cam-c"])
-        let rollout = try await registry.startRollout(new.version, canaries: ["cam-a"], remaining: ["cam-c", "cam-b"], policy: policy,
-                                                      priorDefectRate: 0.1)
+        let rollout = try await registry.startRollout(
+            new.version, canaries: ["cam-a"], remaining: ["cam-c", "cam-b"], policy: policy,
+            priorDefectRate: 0.1)
         #expect(rollout.id == "rollout-1" && rollout.state == .canary && rollout.remainingCameras == ["cam-b", "cam-c"])
         #expect(rollout.previousVersions == ["cam-a": old.version] && rollout.priorDefectRate == 0.1)
         #expect(try await registry.camera("cam-a")?.desiredVersion == new.version)
@@ -159,8 +163,9 @@ import Testing
         }
 
         // Promotion moves the rest of the target and keeps where each came from.
-        let next = try await registry.startRollout(new.version, canaries: ["cam-a"], remaining: ["cam-b", "cam-c"], policy: policy,
-                                                   priorDefectRate: nil)
+        let next = try await registry.startRollout(
+            new.version, canaries: ["cam-a"], remaining: ["cam-b", "cam-c"], policy: policy,
+            priorDefectRate: nil)
         #expect(next.id == "rollout-2")
         _ = try await registry.decide(next.id, promote: true, reason: "steady", figures: nil)
         for camera in ["cam-a", "cam-b", "cam-c"] {

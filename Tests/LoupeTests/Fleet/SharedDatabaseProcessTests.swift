@@ -13,27 +13,36 @@ import Testing
 @Suite(.serialized) struct SharedDatabaseProcessTests {
     /// A manager of the shared database: its own data folder and id, the plant's one signing key, and by default a
     /// poll slowed to a minute, so whatever reaches it within the test's waits was carried by the database's notifications.
-    static func manager(_ name: String, pki: TestPKI, database: PostgresSettings, pollSeconds: Double = 60,
-                        extra: [String: Any] = [:]) throws -> ManagerProcessSetup {
-        try ManagerProcessSetup(pki: pki, extra: extra.merging([
-            "managerId": name,
-            "dataDir": pki.dir + "/\(name)-data",
-            "signingKey": pki.dir + "/plant-signing.key",
-            "registryPollSeconds": pollSeconds,
-            "storage": ["postgres": ["url": database.url, "passwordFile": database.passwordFile ?? "",
-                                     "answerSeconds": database.answerSeconds ?? PostgresServer.testAnswerSeconds]],
-        ]) { $1 })
+    static func manager(
+        _ name: String, pki: TestPKI, database: PostgresSettings, pollSeconds: Double = 60,
+        extra: [String: Any] = [:]
+    ) throws -> ManagerProcessSetup {
+        try ManagerProcessSetup(
+            pki: pki,
+            extra: extra.merging([
+                "managerId": name,
+                "dataDir": pki.dir + "/\(name)-data",
+                "signingKey": pki.dir + "/plant-signing.key",
+                "registryPollSeconds": pollSeconds,
+                "storage": [
+                    "postgres": [
+                        "url": database.url, "passwordFile": database.passwordFile ?? "",
+                        "answerSeconds": database.answerSeconds ?? PostgresServer.testAnswerSeconds,
+                    ]
+                ],
+            ]) { $1 })
     }
 
     /// A `loupe worker` config for worker certificate `name`, claiming from these managers.
     static func workerConfig(_ name: String, pki: TestPKI, ports: [Int]) throws -> String {
         let files = try pki.member(.worker, name)
         let path = pki.dir + "/worker-\(name).json"
-        try writeJSON([
-            "managers": ports.map { "localhost:\($0)" },
-            "tls": ["ca": files.ca, "cert": files.cert, "key": files.key],
-            "threads": 1, "claimWaitSeconds": 2, "reconnectSeconds": 0.5, "heartbeatSeconds": 0.5, "idleTimeoutSeconds": 5,
-        ], to: path)
+        try writeJSON(
+            [
+                "managers": ports.map { "localhost:\($0)" },
+                "tls": ["ca": files.ca, "cert": files.cert, "key": files.key],
+                "threads": 1, "claimWaitSeconds": 2, "reconnectSeconds": 0.5, "heartbeatSeconds": 0.5, "idleTimeoutSeconds": 5,
+            ], to: path)
         return path
     }
 
@@ -56,8 +65,9 @@ import Testing
         let agentData = pki.dir + "/agent-w-data"
         let total = 12
         _ = try SyncProcessTests.seedAgentStore(agentData, count: total)
-        let agentConfig = try writeAgentConfig(pki: pki, camera: "cam-w", port: portA, dataDir: agentData,
-                                               manager: ["fallbackAddresses": ["localhost:\(portB)"]])
+        let agentConfig = try writeAgentConfig(
+            pki: pki, camera: "cam-w", port: portA, dataDir: agentData,
+            manager: ["fallbackAddresses": ["localhost:\(portB)"]])
         let agent = try LoupeProcess(["agent", "--config", agentConfig], log: pki.dir + "/agent-w.log")
         defer { agent.signal(SIGKILL) }
         let backend = try await StoreBackend(.postgres, database: database, folder: pki.dir + "/reader")
@@ -69,12 +79,14 @@ import Testing
 
         // Asked for through B; trained by a worker connected to A, which is killed once it reports training.
         let throughB = try fleetEnvironment(pki: pki, port: portB)
-        let queued = try await loupe(["train", "start", "--inspection-type", "disc", "--minutes", "0.3", "--seed", "4", "--detach"],
-                                     log: pki.dir + "/train-start.log", environment: throughB)
+        let queued = try await loupe(
+            ["train", "start", "--inspection-type", "disc", "--minutes", "0.3", "--seed", "4", "--detach"],
+            log: pki.dir + "/train-start.log", environment: throughB)
         let id = try #require(queued.split(whereSeparator: \.isWhitespace).first { $0.hasPrefix("job-") }.map(String.init), "\(queued)")
         #expect(id.hasPrefix("job-"), "\(queued)")
         let jobs = try await backend.trainingJobs()
-        let first = try LoupeProcess(["worker", "--config", try Self.workerConfig("w1", pki: pki, ports: [portA])], log: pki.dir + "/worker-w1.log")
+        let first = try LoupeProcess(
+            ["worker", "--config", try Self.workerConfig("w1", pki: pki, ports: [portA])], log: pki.dir + "/worker-w1.log")
         defer { first.signal(SIGKILL) }
         let trainingOnFirst = try await eventually(timeout: .seconds(60)) {
             guard let job = try await jobs.job(id) else { return false }
@@ -85,7 +97,8 @@ import Testing
         _ = await first.waitForExit(timeout: .seconds(10))
 
         // A second worker, on A too: the job is its own once the first one's lease has run out.
-        let second = try LoupeProcess(["worker", "--config", try Self.workerConfig("w2", pki: pki, ports: [portA, portB])], log: pki.dir + "/worker-w2.log")
+        let second = try LoupeProcess(
+            ["worker", "--config", try Self.workerConfig("w2", pki: pki, ports: [portA, portB])], log: pki.dir + "/worker-w2.log")
         defer { second.signal(SIGKILL) }
         let trainingOnSecond = try await eventually(timeout: .seconds(60)) {
             guard let job = try await jobs.job(id), job.holder == "worker w2" else { return false }
@@ -103,7 +116,9 @@ import Testing
         let finished = try await eventually(timeout: .seconds(150)) { try await jobs.job(id)?.hasEnded == true }
         let job = try #require(try await jobs.job(id))
         #expect(finished && job.state == .succeeded, "\(job.progress)\nw2:\n\(second.log)\nB:\n\(managerB.log)")
-        #expect(job.attempts == 2 && job.history.contains { $0.message == "attempt 2, on worker w2" }, "kept across the switch: \(job.history.map(\.message))")
+        #expect(
+            job.attempts == 2 && job.history.contains { $0.message == "attempt 2, on worker w2" },
+            "kept across the switch: \(job.history.map(\.message))")
         let registry = try await backend.models()
         let versions = try await registry.versions()
         #expect(versions.map(\.version) == [job.progress.modelVersion], "one model signed: \(versions.map(\.version))")
@@ -142,9 +157,10 @@ import Testing
         let agentData = pki.dir + "/agent-s-data"
         let total = 12
         _ = try SyncProcessTests.seedAgentStore(agentData, count: total)
-        let agentConfig = try writeAgentConfig(pki: pki, camera: "cam-s", port: portA, dataDir: agentData,
-                                               manager: ["fallbackAddresses": ["localhost:\(portB)"]],
-                                               extra: ["modelKeys": [pki.dir + "/plant-signing.pub"]])
+        let agentConfig = try writeAgentConfig(
+            pki: pki, camera: "cam-s", port: portA, dataDir: agentData,
+            manager: ["fallbackAddresses": ["localhost:\(portB)"]],
+            extra: ["modelKeys": [pki.dir + "/plant-signing.pub"]])
         let agent = try LoupeProcess(["agent", "--config", agentConfig], log: pki.dir + "/agent-s.log")
         defer { agent.signal(SIGKILL) }
         let backend = try await StoreBackend(.postgres, database: database, folder: pki.dir + "/reader")
@@ -155,8 +171,9 @@ import Testing
         // Published on B's host and pushed through B: A offers it to its camera at once (its own poll is a minute away).
         let modelPath = pki.dir + "/trained.loupe"
         try ModelFile.write(SegmentationTests.LivePipelineTests.constantModel(), to: modelPath)
-        let published = try await loupe(["model", "publish", modelPath, "--inspection-type", "disc", "--manager-config", setupB.configPath],
-                                        log: pki.dir + "/publish-1.log")
+        let published = try await loupe(
+            ["model", "publish", modelPath, "--inspection-type", "disc", "--manager-config", setupB.configPath],
+            log: pki.dir + "/publish-1.log")
         #expect(published.contains("published disc-v1"), "\(published)")
         let throughB = try fleetEnvironment(pki: pki, port: portB)
         _ = try await loupe(["model", "push", "disc-v1", "--cameras", "cam-s"], log: pki.dir + "/push-1.log", environment: throughB)
@@ -181,8 +198,9 @@ import Testing
         var second = SegmentationModel(weights: Weights(configuration: .standard, seed: 11))
         second.metadata.description = "second"
         try ModelFile.write(second, to: modelPath)
-        _ = try await loupe(["model", "publish", modelPath, "--inspection-type", "disc", "--manager-config", setupB.configPath],
-                            log: pki.dir + "/publish-2.log")
+        _ = try await loupe(
+            ["model", "publish", modelPath, "--inspection-type", "disc", "--manager-config", setupB.configPath],
+            log: pki.dir + "/publish-2.log")
         // The operator names both managers; the dead one is passed over.
         var both = throughB
         both["LOUPE_ADDR"] = "localhost:\(portA),localhost:\(portB)"
@@ -220,18 +238,23 @@ import Testing
         // cam-a on A, cam-b on B, each knowing the other manager; both inspect synthetic parts.
         var cameras: [FleetCLIProcessTests.Camera] = []
         for (id, port, other, seed) in [("cam-a", portA, portB, 11), ("cam-b", portB, portA, 12)] {
-            cameras.append(try await FleetCLIProcessTests.startCamera(id, seed: seed, pki: pki, port: port, managerData: "", labelled: 0,
-                                                                       signingKey: pki.dir + "/plant-signing.pub",
-                                                                       managerLink: ["fallbackAddresses": ["localhost:\(other)"]]))
+            cameras.append(
+                try await FleetCLIProcessTests.startCamera(
+                    id, seed: seed, pki: pki, port: port, managerData: "", labelled: 0,
+                    signingKey: pki.dir + "/plant-signing.pub",
+                    managerLink: ["fallbackAddresses": ["localhost:\(other)"]]))
         }
         defer { for camera in cameras { camera.process.signal(SIGKILL) } }
         let throughB = try fleetEnvironment(pki: pki, port: portB)
         let modelPath = pki.dir + "/constant.loupe"
         for version in ["part-v1", "part-v2"] {
             try ModelFile.write(SegmentationTests.LivePipelineTests.constantModel(classIndex: 0), to: modelPath)
-            let published = try await loupe(["model", "publish", modelPath, "--inspection-type", "part", "--manager-config",
-                                             setupB.configPath],
-                                            log: pki.dir + "/publish-\(version).log")
+            let published = try await loupe(
+                [
+                    "model", "publish", modelPath, "--inspection-type", "part", "--manager-config",
+                    setupB.configPath,
+                ],
+                log: pki.dir + "/publish-\(version).log")
             #expect(published.contains("published \(version)"), "\(published)")
         }
         // B knows cam-a (connected to A) from the shared fleet; both install part-v1.
@@ -242,14 +265,18 @@ import Testing
             }.count == 2
         }
         #expect(known, "B never saw both cameras:\n\(managerB.log)")
-        _ = try await loupe(["model", "push", "part-v1", "--inspection-type", "part", "--wait", "--timeout", "60"],
-                            log: pki.dir + "/push-1.log",
-                            environment: throughB)
+        _ = try await loupe(
+            ["model", "push", "part-v1", "--inspection-type", "part", "--wait", "--timeout", "60"],
+            log: pki.dir + "/push-1.log",
+            environment: throughB)
 
         // A canary rollout of part-v2 on cam-a, started through B, supervised by A until A dies.
-        let started = try await loupe(["model", "push", "part-v2", "--inspection-type", "part", "--canary", "cam-a", "--auto",
-                                       "--observe", "6",
-                                       "--min-parts", "4"], log: pki.dir + "/push-2.log", environment: throughB)
+        let started = try await loupe(
+            [
+                "model", "push", "part-v2", "--inspection-type", "part", "--canary", "cam-a", "--auto",
+                "--observe", "6",
+                "--min-parts", "4",
+            ], log: pki.dir + "/push-2.log", environment: throughB)
         #expect(started.contains("rollout-1"), "\(started)")
         let backend = try await StoreBackend(.postgres, database: database, folder: pki.dir + "/reader")
         let registry = try await backend.models()

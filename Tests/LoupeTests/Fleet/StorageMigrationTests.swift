@@ -16,7 +16,9 @@ import Testing
         let dataDir = folder + "/data"
         try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
         let store = try TrainingDataStore(path: dataDir + "/training-data.sqlite")
-        for index in 0..<rois { _ = try await store.store(try FleetBenchmark.upload(side: 32, seed: UInt64(500 + index)), from: "cam-\(index % 2)") }
+        for index in 0..<rois {
+            _ = try await store.store(try FleetBenchmark.upload(side: 32, seed: UInt64(500 + index)), from: "cam-\(index % 2)")
+        }
         let fleet = try FleetStore(path: dataDir + "/fleet.sqlite")
         for id in ["cam-0", "cam-1"] {
             var camera = Loupe_V1_CameraStatus()
@@ -33,15 +35,18 @@ import Testing
         try registry.setGroup("line-1", cameras: ["cam-0", "cam-1"])
         var policy = Loupe_V1_CanaryPolicy()
         policy.observeSeconds = 60
-        _ = try registry.startRollout(second.version, canaries: ["cam-0"], remaining: ["cam-1"], policy: CanaryPolicyRecord(policy),
-                                      priorDefectRate: nil)
+        _ = try registry.startRollout(
+            second.version, canaries: ["cam-0"], remaining: ["cam-1"], policy: CanaryPolicyRecord(policy),
+            priorDefectRate: nil)
         let config = folder + "/manager.json"
-        try writeJSON(["managerId": "m", "listen": "127.0.0.1:0", "tls": ["ca": "a", "cert": "b", "key": "c"], "dataDir": "data"], to: config)
+        try writeJSON(
+            ["managerId": "m", "listen": "127.0.0.1:0", "tls": ["ca": "a", "cert": "b", "key": "c"], "dataDir": "data"], to: config)
         return (folder, config, store)
     }
 
     static func migrate(_ config: String, _ settings: PostgresSettings, log: String) async throws -> (Int32?, String) {
-        let process = try LoupeProcess(["manager", "migrate", "--config", config, "--to", settings.url, "--password-file", settings.passwordFile ?? ""], log: log)
+        let process = try LoupeProcess(
+            ["manager", "migrate", "--config", config, "--to", settings.url, "--password-file", settings.passwordFile ?? ""], log: log)
         let status = await process.waitForExit(timeout: .seconds(60))
         return (status, process.log)
     }
@@ -56,13 +61,17 @@ import Testing
         #expect(status == 0, "\(log)")
         #expect(log.contains("2 cameras, 450 ROIs (450 copied, 0 already there)"), "\(log)")
         #expect(log.contains("checked: 450 ROIs"), "\(log)")
-        #expect(log.contains(#""storage":{"postgres":{"passwordFile":"\#(settings.passwordFile ?? "")","url":"\#(settings.url)"}}"#), "\(log)")
+        #expect(
+            log.contains(#""storage":{"postgres":{"passwordFile":"\#(settings.passwordFile ?? "")","url":"\#(settings.url)"}}"#), "\(log)")
 
         let database = try await PostgresDatabase.open(settings, logger: Logger(label: "check"))
         defer { database.close() }
         let copied = try await PostgresTrainingDataStore(database: database)
-        #expect(try await copied.dataset(inspectionType: "bench", scratchDirectory: NSTemporaryDirectory()).dataset.sha256 == (try await store.dataset(inspectionType: "bench", scratchDirectory: NSTemporaryDirectory()).dataset.sha256))
-        #expect(try await copied.statistics(inspectionType: nil, validationFraction: 0.1)
+        #expect(
+            try await copied.dataset(inspectionType: "bench", scratchDirectory: NSTemporaryDirectory()).dataset.sha256
+                == (try await store.dataset(inspectionType: "bench", scratchDirectory: NSTemporaryDirectory()).dataset.sha256))
+        #expect(
+            try await copied.statistics(inspectionType: nil, validationFraction: 0.1)
                 == (try await store.statistics(inspectionType: nil, validationFraction: 0.1)))
         #expect(try await PostgresFleetStore(database: database).load().map(\.cameraID) == ["cam-0", "cam-1"])
 
@@ -113,7 +122,8 @@ import Testing
     @Test func badRequestsAreRefusedByName() async throws {
         let (folder, config, _) = try await Self.sqliteManager(rois: 1)
         defer { try? FileManager.default.removeItem(atPath: folder) }
-        let process = try LoupeProcess(["manager", "migrate", "--config", config, "--to", "postgres://loupe:pw@127.0.0.1:1/x"], log: folder + "/bad.log")
+        let process = try LoupeProcess(
+            ["manager", "migrate", "--config", config, "--to", "postgres://loupe:pw@127.0.0.1:1/x"], log: folder + "/bad.log")
         #expect(await process.waitForExit() != 0)
         #expect(process.log.contains("must not carry a password"), "\(process.log)")
     }

@@ -11,8 +11,9 @@ import Testing
         var request = Loupe_V1_TrainingStart()
         request.inspectionType = "disc"
         request.iterations = 3
-        return TrainingJobRecord(id: id, request: request, requester: requester, requesterIsCamera: false,
-                                 queuedAt: Date(timeIntervalSince1970: 1_800_000_000 + seconds))
+        return TrainingJobRecord(
+            id: id, request: request, requester: requester, requesterIsCamera: false,
+            queuedAt: Date(timeIntervalSince1970: 1_800_000_000 + seconds))
     }
 
     @Test(arguments: StoreBackend.all)
@@ -35,7 +36,8 @@ import Testing
         var update = Loupe_V1_TrainingProgress()
         update.state = .running
         update.pass = 1
-        guard case .held(let renewed) = try await jobs.renew("job-b", holder: "worker w2", updates: [update, update], lease: .seconds(30)) else {
+        guard case .held(let renewed) = try await jobs.renew("job-b", holder: "worker w2", updates: [update, update], lease: .seconds(30))
+        else {
             Issue.record("the holder's renewal was refused")
             return
         }

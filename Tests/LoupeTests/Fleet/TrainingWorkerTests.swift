@@ -21,8 +21,11 @@ import Testing
         }
         try await WireClient.withConnection(manager.client(try manager.pki.member(.agent, "cam-1"))) { connection, _ in
             for index in 0..<rois {
-                let reply = try await connection.request(.roiUpload(try ResourceLimitTests.upload(type: "disc", width: 32, height: 32, shade: UInt8(40 + index * 9))))
-                guard case .roiAck(let ack) = reply.body, ack.status == .stored else { throw WireError.unexpectedReply(expected: "stored", received: reply.bodyName) }
+                let reply = try await connection.request(
+                    .roiUpload(try ResourceLimitTests.upload(type: "disc", width: 32, height: 32, shade: UInt8(40 + index * 9))))
+                guard case .roiAck(let ack) = reply.body, ack.status == .stored else {
+                    throw WireError.unexpectedReply(expected: "stored", received: reply.bodyName)
+                }
             }
         }
         return manager
@@ -34,7 +37,9 @@ import Testing
     }
 
     static func datasetHash(_ manager: ManagerHarness, _ type: String) async throws -> String {
-        try await TrainingDataStore(path: manager.config.dataDir + "/training-data.sqlite").dataset(inspectionType: type, scratchDirectory: NSTemporaryDirectory()).dataset.sha256
+        try await TrainingDataStore(path: manager.config.dataDir + "/training-data.sqlite").dataset(
+            inspectionType: type, scratchDirectory: NSTemporaryDirectory()
+        ).dataset.sha256
     }
 
     /// Queues a job as operator alice; its id.
@@ -46,7 +51,9 @@ import Testing
         let request = start
         return try await WireClient.withConnection(manager.client(try manager.pki.member(.operator, "alice"))) { connection, _ in
             let reply = try await connection.request(.trainingStart(request))
-            guard case .trainingProgress(let queued) = reply.body else { throw WireError.unexpectedReply(expected: "training_progress", received: reply.bodyName) }
+            guard case .trainingProgress(let queued) = reply.body else {
+                throw WireError.unexpectedReply(expected: "training_progress", received: reply.bodyName)
+            }
             return queued.jobID
         }
     }
@@ -64,7 +71,9 @@ import Testing
     }
 
     /// The refusal a request gets (nil when it is answered).
-    static func refusal(_ body: Envelope.OneOf_Body, on connection: WireConnection) async throws -> (code: Loupe_V1_Error.Code, message: String)? {
+    static func refusal(
+        _ body: Envelope.OneOf_Body, on connection: WireConnection
+    ) async throws -> (code: Loupe_V1_Error.Code, message: String)? {
         do {
             _ = try await connection.request(body)
             return nil
@@ -75,7 +84,9 @@ import Testing
         var claim = Loupe_V1_WorkClaim()
         claim.waitMs = waitMs
         let reply = try await connection.request(.workClaim(claim))
-        guard case .workAssignment(let assignment) = reply.body else { throw WireError.unexpectedReply(expected: "work_assignment", received: reply.bodyName) }
+        guard case .workAssignment(let assignment) = reply.body else {
+            throw WireError.unexpectedReply(expected: "work_assignment", received: reply.bodyName)
+        }
         return assignment
     }
 
@@ -88,10 +99,14 @@ import Testing
         let query = page
         for (role, name) in [(FleetRole.agent, "cam-1"), (.operator, "alice")] {
             try await WireClient.withConnection(manager.client(try manager.pki.member(role, name))) { connection, _ in
-                for body: Envelope.OneOf_Body in [.workClaim(Loupe_V1_WorkClaim()), .datasetPageQuery(query), .workProgress(Loupe_V1_WorkProgress()),
-                                                  .workResult(Loupe_V1_WorkResult())] {
+                for body: Envelope.OneOf_Body in [
+                    .workClaim(Loupe_V1_WorkClaim()), .datasetPageQuery(query), .workProgress(Loupe_V1_WorkProgress()),
+                    .workResult(Loupe_V1_WorkResult()),
+                ] {
                     let refused = try await Self.refusal(body, on: connection)
-                    #expect(refused?.code == .permissionDenied && refused?.message.contains("may not send \(body.name)") == true, "\(role): \(String(describing: refused))")
+                    #expect(
+                        refused?.code == .permissionDenied && refused?.message.contains("may not send \(body.name)") == true,
+                        "\(role): \(String(describing: refused))")
                 }
             }
         }
@@ -99,9 +114,11 @@ import Testing
             #expect(welcome.peerRole == .worker)
             var start = Loupe_V1_TrainingStart()
             start.inspectionType = "disc"
-            for body: Envelope.OneOf_Body in [.roiUpload(try ResourceLimitTests.upload(type: "disc")), .trainingStart(start), .trainingCancel(Loupe_V1_TrainingCancel()),
-                                              .fleetStatusQuery(Loupe_V1_FleetStatusQuery()), .modelPush(Loupe_V1_ModelPush()),
-                                              .modelChunkRequest(Loupe_V1_ModelChunkRequest()), .trainingStatusQuery(Loupe_V1_TrainingStatusQuery())] {
+            for body: Envelope.OneOf_Body in [
+                .roiUpload(try ResourceLimitTests.upload(type: "disc")), .trainingStart(start), .trainingCancel(Loupe_V1_TrainingCancel()),
+                .fleetStatusQuery(Loupe_V1_FleetStatusQuery()), .modelPush(Loupe_V1_ModelPush()),
+                .modelChunkRequest(Loupe_V1_ModelChunkRequest()), .trainingStatusQuery(Loupe_V1_TrainingStatusQuery()),
+            ] {
                 let refused = try await Self.refusal(body, on: connection)
                 #expect(refused?.code == .permissionDenied, "a worker sent \(body.name): \(String(describing: refused))")
             }
@@ -137,7 +154,9 @@ import Testing
                 end.error = "nothing"
                 for body: Envelope.OneOf_Body in [.datasetPageQuery(page), .workProgress(report), .workResult(end)] {
                     let refused = try await Self.refusal(body, on: other)
-                    #expect(refused?.code == .permissionDenied && refused?.message.contains("not held by worker w2") == true, "\(String(describing: refused))")
+                    #expect(
+                        refused?.code == .permissionDenied && refused?.message.contains("not held by worker w2") == true,
+                        "\(String(describing: refused))")
                 }
             }
 
@@ -147,10 +166,14 @@ import Testing
             query.limit = 0
             #expect(try await Self.refusal(.datasetPageQuery(query), on: connection)?.code == .invalidArgument)
             query.limit = 4
-            guard case .datasetPage(let first) = try await connection.request(.datasetPageQuery(query)).body else { throw WireError.unexpectedReply(expected: "dataset_page", received: "?") }
+            guard case .datasetPage(let first) = try await connection.request(.datasetPageQuery(query)).body else {
+                throw WireError.unexpectedReply(expected: "dataset_page", received: "?")
+            }
             #expect(first.items.count == 4 && !first.last)
             query.after = first.items.last?.contentSha256 ?? ""
-            guard case .datasetPage(let second) = try await connection.request(.datasetPageQuery(query)).body else { throw WireError.unexpectedReply(expected: "dataset_page", received: "?") }
+            guard case .datasetPage(let second) = try await connection.request(.datasetPageQuery(query)).body else {
+                throw WireError.unexpectedReply(expected: "dataset_page", received: "?")
+            }
             #expect(second.items.count == 2 && second.last)
             let hashes = (first.items + second.items).map(\.contentSha256)
             #expect(hashes == hashes.sorted() && Set(hashes).count == 6)
@@ -193,10 +216,13 @@ import Testing
                 var report = Loupe_V1_WorkProgress()
                 report.jobID = id
                 let late = try await Self.refusal(.workProgress(report), on: first)
-                #expect(late?.code == .permissionDenied && late?.message.contains("held by worker w2") == true, "\(String(describing: late))")
+                #expect(
+                    late?.code == .permissionDenied && late?.message.contains("held by worker w2") == true, "\(String(describing: late))")
                 // w2 reports: its lease holds past the first's.
                 try await Task.sleep(for: .milliseconds(600))
-                guard case .workLease(let lease) = try await second.request(.workProgress(report)).body else { throw WireError.unexpectedReply(expected: "work_lease", received: "?") }
+                guard case .workLease(let lease) = try await second.request(.workProgress(report)).body else {
+                    throw WireError.unexpectedReply(expected: "work_lease", received: "?")
+                }
                 #expect(lease.leaseMs == 1000 && !lease.cancelRequested)
             }
         }
@@ -221,7 +247,8 @@ import Testing
         let record = try await Self.job(manager, id)
         #expect(succeeded, "\(record.progress)")
         #expect(record.progress.loss > 0 && record.progress.pass > 0, "the end keeps the last figures: \(record.progress)")
-        #expect(record.history.contains { $0.state == .running && $0.loss > 0 }, "the worker's progress reached the manager: \(record.history)")
+        #expect(
+            record.history.contains { $0.state == .running && $0.loss > 0 }, "the worker's progress reached the manager: \(record.history)")
         let version = try await Self.registry(manager).version(record.progress.modelVersion)
         #expect(version.description.contains("trained by worker") && version.description.contains("6 ROIs"), "\(version.description)")
         // The worker's dataset hash is the one the manager computes over the same set.

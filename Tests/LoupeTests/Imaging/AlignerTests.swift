@@ -42,7 +42,8 @@ import Testing
     @Test func recoversShiftAndRotationOnSyntheticFrames() throws {
         let camera = try smallCamera(seed: 3)
         let template = PixelRect(x: 120, y: 96, width: 240, height: 192)
-        let aligner = try Aligner(reference: camera.reference, configuration: AlignerConfiguration(template: template, angleRangeDegrees: 15))
+        let aligner = try Aligner(
+            reference: camera.reference, configuration: AlignerConfiguration(template: template, angleRangeDegrees: 15))
         let center = (Double(template.x + template.width / 2), Double(template.y + template.height / 2))
         var worstShift = 0.0, worstAngle = 0.0
         for _ in 0..<6 {
@@ -68,7 +69,9 @@ import Testing
         for name in names.prefix(40) where tried < 8 {
             let image = try ImageFile.read(NEUSeg.root + "/images/test/" + name).gray8
             let template = PixelRect(x: 50, y: 50, width: 100, height: 100)
-            guard let aligner = try? Aligner(reference: image, configuration: AlignerConfiguration(template: template, angleRangeDegrees: 10)) else { continue }
+            guard
+                let aligner = try? Aligner(reference: image, configuration: AlignerConfiguration(template: template, angleRangeDegrees: 10))
+            else { continue }
             tried += 1
             let truth = SimilarityTransform.rotation(
                 Double.random(in: -8...8, using: &generator) * .pi / 180, about: (99.5, 99.5),
@@ -87,7 +90,9 @@ import Testing
 
     @Test func aFrameWithoutThePartIsNotAligned() throws {
         let camera = try smallCamera(seed: 4)
-        let aligner = try Aligner(reference: camera.reference, configuration: AlignerConfiguration(template: PixelRect(x: 120, y: 96, width: 240, height: 192), minScore: 0.5))
+        let aligner = try Aligner(
+            reference: camera.reference,
+            configuration: AlignerConfiguration(template: PixelRect(x: 120, y: 96, width: 240, height: 192), minScore: 0.5))
         var noise = try Image8(width: 480, height: 384)
         var generator = SeededGenerator(seed: 1)
         for index in noise.samples.indices { noise.samples[index] = UInt8.random(in: 0...255, using: &generator) }

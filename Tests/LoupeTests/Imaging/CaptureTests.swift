@@ -34,12 +34,16 @@ import Testing
                 yuyv[y * stride + x * 2 + 1] = x % 2 == 0 ? 90 : 200  // U, V
             }
         }
-        let fromYUYV = try yuyv.withUnsafeBytes { try CameraPixelFormat.yuyv.grey(from: $0, width: width, height: height, bytesPerLine: stride) }
+        let fromYUYV = try yuyv.withUnsafeBytes {
+            try CameraPixelFormat.yuyv.grey(from: $0, width: width, height: height, bytesPerLine: stride)
+        }
         #expect(fromYUYV.samples == luma)
         let fromGrey = try luma.withUnsafeBytes { try CameraPixelFormat.grey.grey(from: $0, width: width, height: height) }
         #expect(fromGrey.samples == luma)
         let short = [UInt8](repeating: 0, count: 10)
-        #expect(throws: ImageError.self) { try short.withUnsafeBytes { try CameraPixelFormat.yuyv.grey(from: $0, width: width, height: height) } }
+        #expect(throws: ImageError.self) {
+            try short.withUnsafeBytes { try CameraPixelFormat.yuyv.grey(from: $0, width: width, height: height) }
+        }
     }
 
     @Test func mjpegBuffersDecode() throws {

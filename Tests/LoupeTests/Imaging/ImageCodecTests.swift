@@ -79,7 +79,9 @@ import Testing
     @Test func fileErrorsNameThePath() throws {
         let folder = NSTemporaryDirectory() + "loupe-images-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        #expect(throws: ImageError.file(path: folder + "/missing.png", reason: "no such file")) { try ImageFile.read(folder + "/missing.png") }
+        #expect(throws: ImageError.file(path: folder + "/missing.png", reason: "no such file")) {
+            try ImageFile.read(folder + "/missing.png")
+        }
         _ = FileManager.default.createFile(atPath: folder + "/empty.png", contents: Data())
         #expect(throws: ImageError.inFile(path: folder + "/empty.png", .emptyData)) { try ImageFile.read(folder + "/empty.png") }
     }

@@ -77,7 +77,8 @@ import Testing
         let wand = LearnedWand()
         let both = try wand.select(features, clicks: [.init(x: 50, y: 31, positive: true)], classIndex: 1)
         #expect(both[100, 112] == 255)
-        let one = try wand.select(features, clicks: [.init(x: 50, y: 31, positive: true), .init(x: 100, y: 112, positive: false)], classIndex: 1)
+        let one = try wand.select(
+            features, clicks: [.init(x: 50, y: 31, positive: true), .init(x: 100, y: 112, positive: false)], classIndex: 1)
         #expect(one[100, 112] == 0, "the unlabelled streak is out")
         #expect(one[50, 31] == 255, "the clicked streak stays")
         var first = truth

@@ -12,7 +12,12 @@ import Testing
     private func disc(radius: Double, size: Int = 41, label: UInt8 = 1) throws -> Image8 {
         var image = try Image8(width: size, height: size)
         let center = Double(size - 1) / 2
-        for y in 0..<size { for x in 0..<size where (Double(x) - center) * (Double(x) - center) + (Double(y) - center) * (Double(y) - center) <= radius * radius { image[x, y] = label } }
+        for y in 0..<size {
+            for x in 0..<size
+            where (Double(x) - center) * (Double(x) - center) + (Double(y) - center) * (Double(y) - center) <= radius * radius {
+                image[x, y] = label
+            }
+        }
         return image
     }
 
@@ -69,12 +74,16 @@ import Testing
     @Test func distancesMatchBruteForce() throws {
         var generator = SeededGenerator(seed: 8)
         var image = try Image8(width: 23, height: 17)
-        for index in image.samples.indices where Int.random(in: 0..<12, using: &generator) == 0 { image.samples[index] = UInt8.random(in: 1...3, using: &generator) }
+        for index in image.samples.indices where Int.random(in: 0..<12, using: &generator) == 0 {
+            image.samples[index] = UInt8.random(in: 1...3, using: &generator)
+        }
         let grown = MaskTools.dilate(image, radius: 4)
         for y in 0..<17 {
             for x in 0..<23 {
                 var best = Double.infinity
-                for sy in 0..<17 { for sx in 0..<23 where image[sx, sy] != 0 { best = min(best, Double((sx - x) * (sx - x) + (sy - y) * (sy - y))) } }
+                for sy in 0..<17 {
+                    for sx in 0..<23 where image[sx, sy] != 0 { best = min(best, Double((sx - x) * (sx - x) + (sy - y) * (sy - y))) }
+                }
                 #expect((grown[x, y] != 0) == (best <= 16), "pixel (\(x), \(y)) at squared distance \(best)")
             }
         }

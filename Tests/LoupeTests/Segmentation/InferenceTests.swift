@@ -22,7 +22,8 @@ extension SegmentationTests {
             let perLogits = model.configuration.classes * batch.height * batch.width
             var worst: Float = 0
             for n in 0..<batch.count {
-                let logits = try segmenter.logits(planar: Array(batch.images[n * perImage..<(n + 1) * perImage]), width: batch.width, height: batch.height)
+                let logits = try segmenter.logits(
+                    planar: Array(batch.images[n * perImage..<(n + 1) * perImage]), width: batch.width, height: batch.height)
                 worst = max(worst, largestDifference(logits, Array(reference[n * perLogits..<(n + 1) * perLogits])).difference)
             }
             print("folded fp32 inference: largest logit difference from PyTorch eval \(worst)")
@@ -39,7 +40,10 @@ extension SegmentationTests {
         }
 
         /// bf16 stays close to fp32 and agrees on almost every pixel's class.
-        @Test(.enabled(if: DNNLRuntime.canRunBF16, "this CPU has no AVX-512, so oneDNN 2.6 has no bf16 kernel (bf16IsRefusedByNameWithoutAVX512 covers it)"))
+        @Test(
+            .enabled(
+                if: DNNLRuntime.canRunBF16,
+                "this CPU has no AVX-512, so oneDNN 2.6 has no bf16 kernel (bf16IsRefusedByNameWithoutAVX512 covers it)"))
         func bf16InferenceStaysCloseToFP32() throws {
             let model = SegmentationModel(weights: try fixture.weights(prefix: "final/", bufferPrefix: "final/"))
             let fp32 = try Segmenter(model: model, precision: .fp32)

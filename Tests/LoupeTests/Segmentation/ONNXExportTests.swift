@@ -10,7 +10,10 @@ extension SegmentationTests {
 
         @Test func onnxRuntimeGivesLoupesLogits() throws {
             guard let python = venvPython() else {
-                print("SKIPPED onnxRuntimeGivesLoupesLogits: no Python with onnxruntime; run Deploy/install-deps (it makes ~/.cache/loupe/venv) or set LOUPE_PYTHON")
+                print(
+                    "SKIPPED onnxRuntimeGivesLoupesLogits: no Python with onnxruntime; run Deploy/install-deps (it makes "
+                        + "~/.cache/loupe/venv) or set LOUPE_PYTHON"
+                )
                 return
             }
             let fixture = try ReferenceFixture()
@@ -31,7 +34,8 @@ extension SegmentationTests {
 
             let process = Process()
             process.executableURL = URL(fileURLWithPath: python)
-            let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../Reference/run_onnx.py").standardizedFileURL.path
+            let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../Reference/run_onnx.py")
+                .standardizedFileURL.path
             process.arguments = [script, onnx.path, inputFile.path, "1", "1", "\(height)", "\(width)", outputFile.path]
             try process.run()
             process.waitUntilExit()

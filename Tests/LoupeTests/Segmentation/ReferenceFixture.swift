@@ -60,8 +60,9 @@ struct ReferenceFixture {
 
     var batch: Batch {
         let input = self["input"]
-        return Batch(count: input.shape[0], channels: input.shape[1], height: input.shape[2], width: input.shape[3],
-                     images: input.values, labels: self["labels"].values.map { UInt8($0) })
+        return Batch(
+            count: input.shape[0], channels: input.shape[1], height: input.shape[2], width: input.shape[3],
+            images: input.values, labels: self["labels"].values.map { UInt8($0) })
     }
 }
 

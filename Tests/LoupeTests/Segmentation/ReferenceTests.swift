@@ -62,7 +62,9 @@ extension SegmentationTests {
                 // half a step is the bound. Running variances come from oneDNN's
                 // float32 batch statistics (PyTorch's are float64 here).
                 let tolerance: Float = 5e-3
-                #expect(difference <= tolerance * max(1, scale), "\(mine.name) after 5 steps: largest difference \(difference) against values up to \(scale)")
+                #expect(
+                    difference <= tolerance * max(1, scale),
+                    "\(mine.name) after 5 steps: largest difference \(difference) against values up to \(scale)")
             }
             print("weights and running statistics after 5 steps: largest difference \(worst)")
         }

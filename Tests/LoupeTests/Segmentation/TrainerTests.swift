@@ -14,11 +14,15 @@ enum ToyData {
             let sx = random.below(size - 10), sy = random.below(size - 10)
             for y in sy..<(sy + 8) { for x in sx..<(sx + 8) { pixels[y * size + x] = 230; mask[y * size + x] = 1 } }
             let cx = random.below(size - 8) + 4, cy = random.below(size - 8) + 4
-            for y in 0..<size { for x in 0..<size where (x - cx) * (x - cx) + (y - cy) * (y - cy) <= 9 && mask[y * size + x] == 0 {
-                pixels[y * size + x] = 20; mask[y * size + x] = 2
-            } }
-            items.append(try LabelledImage(name: String(format: "toy-%03d", index), image: Image8(width: size, height: size, samples: pixels),
-                                           mask: Image8(width: size, height: size, samples: mask), classes: 3))
+            for y in 0..<size {
+                for x in 0..<size where (x - cx) * (x - cx) + (y - cy) * (y - cy) <= 9 && mask[y * size + x] == 0 {
+                    pixels[y * size + x] = 20; mask[y * size + x] = 2
+                }
+            }
+            items.append(
+                try LabelledImage(
+                    name: String(format: "toy-%03d", index), image: Image8(width: size, height: size, samples: pixels),
+                    mask: Image8(width: size, height: size, samples: mask), classes: 3))
         }
         return SegmentationDataset(items: items, classes: 3)
     }
@@ -145,7 +149,9 @@ extension SegmentationTests {
             #expect(Trainer.repeatFactors(balanced, threshold: 1).allSatisfy { abs($0 - 1) < 1e-9 }, "balanced classes: every image once")
             var configuration = ToyData.configuration()
             configuration.repeatThreshold = 2
-            #expect(throws: SegmentationError.invalidConfiguration("repeat threshold must be in [0, 1], not 2.0")) { try configuration.validate() }
+            #expect(throws: SegmentationError.invalidConfiguration("repeat threshold must be in [0, 1], not 2.0")) {
+                try configuration.validate()
+            }
         }
 
         @Test func badLabelsAreRefusedByName() throws {
@@ -156,7 +162,8 @@ extension SegmentationTests {
             #expect(throws: SegmentationError.classOutOfRange(file: "b.png", value: 7, classes: 3)) {
                 _ = try LabelledImage(name: "b.png", image: image, mask: Image8(width: 8, height: 8, fill: 7), classes: 3)
             }
-            let blank = SegmentationDataset(items: [try LabelledImage(name: "c.png", image: image, mask: Image8(width: 8, height: 8), classes: 3)], classes: 3)
+            let blank = SegmentationDataset(
+                items: [try LabelledImage(name: "c.png", image: image, mask: Image8(width: 8, height: 8), classes: 3)], classes: 3)
             var configuration = ToyData.configuration()
             configuration.cropSize = 8
             configuration.validationFraction = 0
@@ -183,7 +190,10 @@ extension SegmentationTests {
                 _ = try SegmentationDataset.load(directory: root, split: "training", channels: 1, classes: 2)
             }
             try PNGCodec.encode(image).write(to: URL(fileURLWithPath: root + "/images/training/two.png"))
-            #expect(throws: SegmentationError.unreadableFile(file: root + "/annotations/training/two.png", reason: "the mask for \(root)/images/training/two.png is missing")) {
+            #expect(
+                throws: SegmentationError.unreadableFile(
+                    file: root + "/annotations/training/two.png", reason: "the mask for \(root)/images/training/two.png is missing")
+            ) {
                 _ = try SegmentationDataset.load(directory: root, split: "training", channels: 1, classes: 3)
             }
             try Data("not a png".utf8).write(to: URL(fileURLWithPath: root + "/annotations/training/two.png"))

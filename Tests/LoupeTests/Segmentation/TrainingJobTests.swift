@@ -11,7 +11,8 @@ extension SegmentationTests {
 
         /// The calling thread's name, as the kernel knows it.
         static func threadName() -> String {
-            ((try? String(contentsOfFile: "/proc/thread-self/comm", encoding: .utf8)) ?? "?").trimmingCharacters(in: .whitespacesAndNewlines)
+            ((try? String(contentsOfFile: "/proc/thread-self/comm", encoding: .utf8)) ?? "?").trimmingCharacters(
+                in: .whitespacesAndNewlines)
         }
 
         @Test func aJobTrainsOnItsOwnThreadReportsAtMostEveryIntervalAndStampsItsModel() async throws {
@@ -19,9 +20,11 @@ extension SegmentationTests {
             let job = try TrainingJob(images: data, classes: classes, request: TrainingRequest(iterations: 3, seed: 4), threads: 1)
             let before = Date()
             let seen = Mutex<[(update: TrainingProgress, thread: String?, at: ContinuousClock.Instant)]>([])
-            job.start(name: "test-training", description: "trained in a test", progress: { update in
-                seen.withLock { $0.append((update, Self.threadName(), .now)) }
-            })
+            job.start(
+                name: "test-training", description: "trained in a test",
+                progress: { update in
+                    seen.withLock { $0.append((update, Self.threadName(), .now)) }
+                })
             guard case .trained(let model, let passes) = await job.outcome() else {
                 Issue.record("the job did not train")
                 return
@@ -30,7 +33,9 @@ extension SegmentationTests {
             #expect(passes == 3)
             #expect(model.metadata.passes == 3 && model.metadata.createdAt >= before)
             #expect(model.metadata.description.hasPrefix("trained in a test; up to 3 passes; batch "), "\(model.metadata.description)")
-            #expect(!updates.isEmpty && updates.allSatisfy { $0.thread == "test-training" }, "updates come from the job's own thread: \(Set(updates.map(\.thread)))")
+            #expect(
+                !updates.isEmpty && updates.allSatisfy { $0.thread == "test-training" },
+                "updates come from the job's own thread: \(Set(updates.map(\.thread)))")
             #expect(updates.filter { $0.update.validationIoU != nil }.count >= 3, "every validation is reported")
             #expect(updates.last?.update.phase == .finished)
             // Between two step updates there is at least the interval; validations and the end may come sooner.
@@ -50,7 +55,8 @@ extension SegmentationTests {
             // Cancelled while its set was still being read: the job never trains a step.
             let early = TrainingControl()
             early.cancel()
-            let first = try TrainingJob(images: data, classes: classes, request: TrainingRequest(iterations: 50), threads: 1, control: early)
+            let first = try TrainingJob(
+                images: data, classes: classes, request: TrainingRequest(iterations: 50), threads: 1, control: early)
             first.start(name: "test-cancelled-early", description: "test")
             guard case .cancelled = await first.outcome() else {
                 Issue.record("a job cancelled before it started did not end cancelled")
@@ -104,9 +110,10 @@ extension SegmentationTests {
         }
 
         @Test func aRequestCrossesTheWireUnchanged() {
-            let full = TrainingRequest(iterations: 12, timeBudgetSeconds: 90,
-                                       augmentation: Augmentation(flipHorizontal: false, flipVertical: true, rotationDegrees: 12, brightness: 0.25, contrast: 0.5),
-                                       seed: 7)
+            let full = TrainingRequest(
+                iterations: 12, timeBudgetSeconds: 90,
+                augmentation: Augmentation(flipHorizontal: false, flipVertical: true, rotationDegrees: 12, brightness: 0.25, contrast: 0.5),
+                seed: 7)
             #expect(TrainingRequest(Loupe_V1_TrainingStart(inspectionType: "disc", request: full)) == full)
             // Nothing set stays nothing set (0 on the wire), so each side applies its default.
             let empty = Loupe_V1_TrainingStart(inspectionType: "disc", request: TrainingRequest())

@@ -37,8 +37,10 @@ final class FakeGigECamera: @unchecked Sendable {
         let binary = try Self.helper.get()
         // The port can stay taken for a moment after an earlier camera died.
         for _ in 0..<20 {
-            if let started = try FakeGigELauncher.launch(binary, serial: serial, width: picture.width, height: picture.height, grey: picture.samples,
-                                                         folder: folder, arguments: arguments) {
+            if let started = try FakeGigELauncher.launch(
+                binary, serial: serial, width: picture.width, height: picture.height, grey: picture.samples,
+                folder: folder, arguments: arguments)
+            {
                 running = started
                 return
             }

@@ -43,7 +43,8 @@ final class FaultProxy: @unchecked Sendable {
         }
     }
 
-    private let state = Mutex<(mode: Mode, counters: Counters, pairs: [ObjectIdentifier: Pair], stopped: Bool)>((.pass, Counters(), [:], false))
+    private let state = Mutex<(mode: Mode, counters: Counters, pairs: [ObjectIdentifier: Pair], stopped: Bool)>(
+        (.pass, Counters(), [:], false))
 
     /// Listens on an ephemeral loopback port and forwards to `targetPort`.
     init(targetPort: Int) throws {
@@ -52,7 +53,9 @@ final class FaultProxy: @unchecked Sendable {
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
         var address = Self.loopback(port: 0)
-        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
         guard bound == 0, listen(fd, 64) == 0 else { throw TestSetupError("fault proxy: cannot listen: errno \(errno)") }
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
@@ -130,7 +133,9 @@ final class FaultProxy: @unchecked Sendable {
             }
             let server = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             var address = Self.loopback(port: target)
-            let connected = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(server, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(server, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
             if connected != 0 {
                 // The manager is down: the client sees its connection refused, as it would without the proxy.
                 Self.reset(client)

@@ -67,8 +67,10 @@ struct TestSetupError: Error, CustomStringConvertible {
 /// LOUPE_VENV/bin/python or ~/.cache/loupe/venv/bin/python, whichever exists first.
 func venvPython() -> String? {
     let environment = ProcessInfo.processInfo.environment
-    let candidates = [environment["LOUPE_PYTHON"], environment["LOUPE_VENV"].map { $0 + "/bin/python" },
-                      NSHomeDirectory() + "/.cache/loupe/venv/bin/python"].compactMap { $0 }
+    let candidates = [
+        environment["LOUPE_PYTHON"], environment["LOUPE_VENV"].map { $0 + "/bin/python" },
+        NSHomeDirectory() + "/.cache/loupe/venv/bin/python",
+    ].compactMap { $0 }
     return candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
 }
 
@@ -97,8 +99,10 @@ struct ManagerProcessSetup {
     let configPath: String
     let readyPath: String
 
-    init(pki: TestPKI, port: Int = 0, revocationList: String? = nil, revocationPollSeconds: Double = 1, heartbeatSeconds: Double = 0.5,
-         extra: [String: Any] = [:]) throws {
+    init(
+        pki: TestPKI, port: Int = 0, revocationList: String? = nil, revocationPollSeconds: Double = 1, heartbeatSeconds: Double = 0.5,
+        extra: [String: Any] = [:]
+    ) throws {
         self.pki = pki
         managerTLS = try pki.manager()
         configPath = pki.dir + "/manager-\(UUID().uuidString.prefix(6)).json"
@@ -126,7 +130,8 @@ struct ManagerProcessSetup {
         var port = 0
         _ = try await eventually(timeout: .seconds(20)) {
             guard let text = try? String(contentsOfFile: readyPath, encoding: .utf8),
-                  let parsed = try? parseAddress(text.trimmingCharacters(in: .whitespacesAndNewlines)) else { return false }
+                let parsed = try? parseAddress(text.trimmingCharacters(in: .whitespacesAndNewlines))
+            else { return false }
             port = parsed.port
             return true
         }
@@ -140,8 +145,10 @@ struct ManagerProcessSetup {
 /// adds or replaces top-level keys. Returns the file's path.
 /// With `inspectionType`, the agent's store starts with a recipe of that
 /// type (agents install only models signed for their recipe's type).
-func writeAgentConfig(pki: TestPKI, camera: String, port: Int?, dataDir: String? = nil, manager extraLink: [String: Any] = [:],
-                      extra: [String: Any] = [:], inspectionType: String? = nil) throws -> String {
+func writeAgentConfig(
+    pki: TestPKI, camera: String, port: Int?, dataDir: String? = nil, manager extraLink: [String: Any] = [:],
+    extra: [String: Any] = [:], inspectionType: String? = nil
+) throws -> String {
     let files = try pki.member(.agent, camera)
     let path = pki.dir + "/agent-\(camera).json"
     let dataDir = dataDir ?? pki.dir + "/agent-\(camera)-data"
@@ -171,7 +178,9 @@ func fleetEnvironment(pki: TestPKI, port: Int, name: String = "alice", role: Fle
 }
 
 /// Runs `loupe` with these arguments to its end; returns exit status and output.
-func runLoupe(_ arguments: [String], log: String, environment: [String: String] = [:], timeout: Duration = .seconds(120)) async throws -> (status: Int32?, output: String) {
+func runLoupe(
+    _ arguments: [String], log: String, environment: [String: String] = [:], timeout: Duration = .seconds(120)
+) async throws -> (status: Int32?, output: String) {
     let process = try LoupeProcess(arguments, log: log, environment: environment)
     let status = await process.waitForExit(timeout: timeout)
     return (status, process.log)
@@ -193,8 +202,10 @@ extension LoupeProcess {
 
 /// One request to a `loupe agent`'s HTTP API at `base` ("host:port"), with a
 /// bearer token if given: the status and the body.
-func agentHTTP(_ base: String, _ method: String, _ path: String, token: String? = nil, body: Data? = nil,
-               headers: [String: String] = [:]) async throws -> (status: Int, body: Data) {
+func agentHTTP(
+    _ base: String, _ method: String, _ path: String, token: String? = nil, body: Data? = nil,
+    headers: [String: String] = [:]
+) async throws -> (status: Int, body: Data) {
     var request = URLRequest(url: URL(string: "http://\(base)\(path)")!)
     request.httpMethod = method
     if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
@@ -206,8 +217,9 @@ func agentHTTP(_ base: String, _ method: String, _ path: String, token: String? 
 
 /// Signs in to a `loupe agent`'s HTTP API as `user`; the session's bearer token.
 func agentToken(_ base: String, user: String = "admin", password: String) async throws -> String {
-    let (status, body) = try await agentHTTP(base, "POST", "/api/v1/login", body: try JSONSerialization.data(withJSONObject: ["user": user, "password": password]),
-                                             headers: ["Content-Type": "application/json"])
+    let (status, body) = try await agentHTTP(
+        base, "POST", "/api/v1/login", body: try JSONSerialization.data(withJSONObject: ["user": user, "password": password]),
+        headers: ["Content-Type": "application/json"])
     guard status == 200, let token = (try? JSONSerialization.jsonObject(with: body) as? [String: Any])?["token"] as? String else {
         throw TestSetupError("cannot sign in to the agent at \(base) as \(user): \(status) \(String(decoding: body, as: UTF8.self))")
     }

@@ -26,19 +26,26 @@ enum PlainHTTP {
     }
 
     /// Sends one request. `readBody`: false reads the head only (for endless streams).
-    static func send(port: Int, method: String, target: String, headers: [String: String] = [:], body: Data? = nil,
-                     from source: String = "127.0.0.1", timeout: TimeInterval = 10, readBody: Bool = true) async throws -> Response {
+    static func send(
+        port: Int, method: String, target: String, headers: [String: String] = [:], body: Data? = nil,
+        from source: String = "127.0.0.1", timeout: TimeInterval = 10, readBody: Bool = true
+    ) async throws -> Response {
         try await withCheckedThrowingContinuation { continuation in
             Thread.detachNewThread {
-                continuation.resume(with: Result {
-                    try sendBlocking(port: port, method: method, target: target, headers: headers, body: body, from: source, timeout: timeout, readBody: readBody)
-                })
+                continuation.resume(
+                    with: Result {
+                        try sendBlocking(
+                            port: port, method: method, target: target, headers: headers, body: body, from: source, timeout: timeout,
+                            readBody: readBody)
+                    })
             }
         }
     }
 
-    static func sendBlocking(port: Int, method: String, target: String, headers: [String: String], body: Data?, from source: String,
-                             timeout: TimeInterval, readBody: Bool) throws -> Response {
+    static func sendBlocking(
+        port: Int, method: String, target: String, headers: [String: String], body: Data?, from source: String,
+        timeout: TimeInterval, readBody: Bool
+    ) throws -> Response {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw Failure(description: "socket: \(String(cString: strerror(errno)))") }
         defer { close(fd) }
@@ -48,18 +55,26 @@ enum PlainHTTP {
         var local = sockaddr_in()
         local.sin_family = sa_family_t(AF_INET)
         inet_pton(AF_INET, source, &local.sin_addr)
-        let bound = withUnsafePointer(to: &local) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        let bound = withUnsafePointer(to: &local) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
         guard bound == 0 else { throw Failure(description: "bind \(source): \(String(cString: strerror(errno)))") }
         var remote = sockaddr_in()
         remote.sin_family = sa_family_t(AF_INET)
         remote.sin_port = in_port_t(UInt16(port).bigEndian)
         inet_pton(AF_INET, "127.0.0.1", &remote.sin_addr)
-        let connected = withUnsafePointer(to: &remote) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        let connected = withUnsafePointer(to: &remote) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
         guard connected == 0 else { throw Failure(description: "connect: \(String(cString: strerror(errno)))") }
 
         var head = "\(method) \(target) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nConnection: close\r\n"
         for (name, value) in headers { head += "\(name): \(value)\r\n" }
-        if let body { head += "Content-Length: \(body.count)\r\n" } else if method != "GET" && method != "HEAD" { head += "Content-Length: 0\r\n" }
+        if let body {
+            head += "Content-Length: \(body.count)\r\n"
+        } else if method != "GET" && method != "HEAD" {
+            head += "Content-Length: 0\r\n"
+        }
         head += "\r\n"
         var request = Data(head.utf8)
         if let body { request += body }
@@ -90,7 +105,11 @@ enum PlainHTTP {
             guard try readMore() else { break }
         }
         guard let end = received.range(of: separator) else {
-            throw Failure(description: "no response head for \(method) \(target) (got \(received.count) bytes\(closed ? ", connection closed" : ", timed out"))")
+            throw Failure(
+                description:
+                    "no response head for \(method) \(target) (got \(received.count) "
+                    + "bytes\(closed ? ", connection closed" : ", timed out"))"
+            )
         }
         let lines = String(decoding: received[..<end.lowerBound], as: UTF8.self).components(separatedBy: "\r\n")
         let statusParts = lines[0].split(separator: " ")

@@ -7,7 +7,9 @@ import Synchronization
 /// over a plain socket: sends `request`, collects bytes until `enough` says
 /// so or the time runs out, then closes.
 enum RawHTTP {
-    static func collect(port: Int, request: String, timeout: Duration = .seconds(20), until enough: @escaping @Sendable ([UInt8]) -> Bool) async throws -> [UInt8] {
+    static func collect(
+        port: Int, request: String, timeout: Duration = .seconds(20), until enough: @escaping @Sendable ([UInt8]) -> Bool
+    ) async throws -> [UInt8] {
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .connect(host: "127.0.0.1", port: port) { channel in
                 channel.eventLoop.makeCompletedFuture { try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel) }
@@ -32,7 +34,11 @@ enum RawHTTP {
 
     final class Received: Sendable {
         private let buffer = Mutex<[UInt8]>([])
-        func append(_ more: [UInt8]) -> [UInt8] { buffer.withLock { $0 += more; return $0 } }
+        func append(_ more: [UInt8]) -> [UInt8] {
+            buffer.withLock {
+                $0 += more; return $0
+            }
+        }
         var bytes: [UInt8] { buffer.withLock { $0 } }
     }
 

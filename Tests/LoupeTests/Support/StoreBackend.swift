@@ -39,8 +39,14 @@ final class StoreBackend: @unchecked Sendable, CustomTestStringConvertible {
     /// The manager config keys that put a manager's stores here (none for SQLite: its `dataDir` is `folder`).
     var managerConfig: [String: Any] {
         guard let settings else { return [:] }
-        return ["storage": ["postgres": ["url": settings.url, "passwordFile": settings.passwordFile ?? "",
-                                         "answerSeconds": settings.answerSeconds ?? PostgresServer.testAnswerSeconds]]]
+        return [
+            "storage": [
+                "postgres": [
+                    "url": settings.url, "passwordFile": settings.passwordFile ?? "",
+                    "answerSeconds": settings.answerSeconds ?? PostgresServer.testAnswerSeconds,
+                ]
+            ]
+        ]
     }
 
     private func database() async throws -> PostgresDatabase {
