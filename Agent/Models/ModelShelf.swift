@@ -305,19 +305,11 @@ public final class ModelShelf: Sendable {
         let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
         guard fd >= 0 else { throw .io("\(path): \(String(cString: strerror(errno)))") }
         defer { close(fd) }
-        let ok = data.withUnsafeBytes { raw -> Bool in
-            var written = 0
-            while written < raw.count {
-                let n = write(fd, raw.baseAddress! + written, raw.count - written)
-                if n < 0 { if errno == EINTR { continue }; return false }
-                written += n
-            }
-            return fsync(fd) == 0
-        }
-        guard ok else {
+        let failure = FileWrite.all(fd, data) ?? (fsync(fd) == 0 ? nil : errno)
+        if let failure {
             // Cut back to the last whole chunk so the download resumes cleanly.
             _ = ftruncate(fd, off_t(have))
-            throw .io("\(path): \(String(cString: strerror(errno)))")
+            throw .io("\(path): \(FileWrite.describe(failure))")
         }
     }
 

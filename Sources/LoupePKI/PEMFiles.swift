@@ -1,4 +1,5 @@
 import Foundation
+import LoupeStorage
 import SwiftASN1
 import X509
 
@@ -21,16 +22,7 @@ public enum PEMFiles {
         defer { close(fd) }
         // open() applies the umask and keeps an old file's mode: set it exactly.
         guard fchmod(fd, mode) == 0 else { throw PKIError.cannotWrite(path: path, errno: errno) }
-        let bytes = Array(text.utf8)
-        var written = 0
-        while written < bytes.count {
-            let n = bytes[written...].withUnsafeBytes { Foundation.write(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw PKIError.cannotWrite(path: path, errno: errno)
-            }
-            written += n
-        }
+        if let failure = FileWrite.all(fd, Array(text.utf8)) { throw PKIError.cannotWrite(path: path, errno: failure) }
         guard fsync(fd) == 0 else { throw PKIError.cannotWrite(path: path, errno: errno) }
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import LoupeImaging
+import LoupeStorage
 
 /// What the trainer knows of one labelled image without holding its pixels:
 /// enough to split, weigh, sample and normalise a set of any size.
@@ -220,17 +221,10 @@ private final class SpoolFile: Sendable {
     deinit { close(descriptor) }
 
     func write(_ data: Data, at offset: Int64) throws(SegmentationError) {
-        var done = 0
-        while done < data.count {
-            let written = data.withUnsafeBytes {
-                pwrite(descriptor, $0.baseAddress! + done, data.count - done, off_t(offset) + off_t(done))
-            }
-            if written < 0, errno == EINTR { continue }
-            guard written > 0 else {
-                throw .unreadableFile(
-                    file: "the training scratch file", reason: "cannot write: \(String(cString: strerror(errno))) (is its disk full?)")
-            }
-            done += written
+        if let failure = FileWrite.all(descriptor, data, at: off_t(offset)) {
+            throw .unreadableFile(
+                file: "the training scratch file",
+                reason: "cannot write: \(FileWrite.describe(failure))")
         }
     }
 

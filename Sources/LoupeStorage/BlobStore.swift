@@ -69,19 +69,7 @@ public struct BlobStore: Sendable {
         defer { close(fd) }
         // open() applies the umask and keeps an existing file's mode: set it exactly before any byte is written.
         guard fchmod(fd, mode) == 0 else { throw .io(path: path, reason: String(cString: strerror(errno))) }
-        let failure: Int32? = data.withUnsafeBytes { raw -> Int32? in
-            var offset = 0
-            while offset < raw.count {
-                let written = write(fd, raw.baseAddress! + offset, raw.count - offset)
-                if written < 0 {
-                    if errno == EINTR { continue }
-                    return errno
-                }
-                offset += written
-            }
-            return nil
-        }
-        if let failure {
+        if let failure = FileWrite.all(fd, data) {
             unlink(path)
             throw failure == ENOSPC ? .diskFull(path: path) : .io(path: path, reason: String(cString: strerror(failure)))
         }

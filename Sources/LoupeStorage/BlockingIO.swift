@@ -45,6 +45,6 @@ public enum DedicatedThread {
         guard descriptor >= 0 else { return }
         defer { close(descriptor) }
         let bytes = Array(name.utf8.prefix(15))
-        _ = bytes.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
+        _ = FileWrite.all(descriptor, bytes)
     }
 }
