@@ -279,7 +279,7 @@ public final class AccessAPI: Sendable {
             let address = context.clientAddress
             try signIns.check(user: login.user, address: address)
             let result = try await signIns.hashing {
-                try LabelAPI.mapped { try store.signIn(user: login.user, password: login.password, lifetime: sessionLifetime) }
+                try store.signIn(user: login.user, password: login.password, lifetime: sessionLifetime)
             }
             guard let (token, session) = result else {
                 signIns.failed(user: login.user, address: address)
@@ -294,7 +294,7 @@ public final class AccessAPI: Sendable {
             return response
         }
         api.post("logout", .viewer) { request, _ in
-            if let (token, _) = AccessMiddleware.token(request) { try LabelAPI.mapped { try store.signOut(token: token) } }
+            if let (token, _) = AccessMiddleware.token(request) { try store.signOut(token: token) }
             var response = try LabelAPI.json(["signedOut": true])
             response.headers[.setCookie] =
                 "\(Self.cookieName)=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0\(secureCookies ? "; Secure" : "")"
@@ -310,11 +310,9 @@ public final class AccessAPI: Sendable {
             let address = context.clientAddress
             try signIns.check(user: session.user, address: address)
             let changed = try await signIns.hashing { () throws -> Bool in
-                try LabelAPI.mapped {
-                    guard try store.signIn(user: session.user, password: change.current, lifetime: 1) != nil else { return false }
-                    try store.setUser(session.user, password: change.new, role: session.role)
-                    return true
-                }
+                guard try store.signIn(user: session.user, password: change.current, lifetime: 1) != nil else { return false }
+                try store.setUser(session.user, password: change.new, role: session.role)
+                return true
             }
             guard changed else {
                 signIns.failed(user: session.user, address: address)
@@ -325,26 +323,20 @@ public final class AccessAPI: Sendable {
             return try LabelAPI.json(["changed": true])
         }
         api.get("users", .admin) { _, _ in
-            try LabelAPI.mapped {
-                try LabelAPI.json(try store.users().map { UserJSON(name: $0.name, role: $0.role, passwordChangedAt: $0.passwordChangedAt) })
-            }
+            try LabelAPI.json(try store.users().map { UserJSON(name: $0.name, role: $0.role, passwordChangedAt: $0.passwordChangedAt) })
         }
         api.put("users/:name", .admin) { request, context in
             let name = context.parameters.get("name") ?? ""
             let user = try await LabelAPI.decode(UserChange.self, request, limit: 4096)
             return try await signIns.hashing {
-                try LabelAPI.mapped {
-                    try store.setUser(name, password: user.password, role: user.role)
-                    return try LabelAPI.json(UserJSON(name: name, role: user.role, passwordChangedAt: Date()))
-                }
+                try store.setUser(name, password: user.password, role: user.role)
+                return try LabelAPI.json(UserJSON(name: name, role: user.role, passwordChangedAt: Date()))
             }
         }
         api.delete("users/:name", .admin) { _, context in
             let name = context.parameters.get("name") ?? ""
-            return try LabelAPI.mapped {
-                try store.removeUser(name)
-                return try LabelAPI.json(["removed": name])
-            }
+            try store.removeUser(name)
+            return try LabelAPI.json(["removed": name])
         }
     }
 

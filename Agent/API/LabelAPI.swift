@@ -41,26 +41,20 @@ public struct LabelAPI: Sendable {
         api.get("captures", .viewer) { request, _ in
             let offset = max(0, request.uri.queryParameters.get("offset", as: Int.self) ?? 0)
             let limit = min(500, max(1, request.uri.queryParameters.get("limit", as: Int.self) ?? 100))
-            return try Self.mapped {
-                let captures = try store.captures(offset: offset, limit: limit)
-                return try Self.json(CaptureList(total: try store.captureCount(), captures: captures.map(CaptureJSON.init)))
-            }
+            let captures = try store.captures(offset: offset, limit: limit)
+            return try Self.json(CaptureList(total: try store.captureCount(), captures: captures.map(CaptureJSON.init)))
         }
         api.get("captures/:number", .viewer) { _, context in
             let number = try Self.number(context)
-            return try Self.mapped {
-                let capture = try store.capture(number: number)
-                return try Self.json(
-                    CaptureDetail(capture: CaptureJSON(capture), labels: try store.labels(captureNumber: number).map(LabelJSON.init)))
-            }
+            let capture = try store.capture(number: number)
+            return try Self.json(
+                CaptureDetail(capture: CaptureJSON(capture), labels: try store.labels(captureNumber: number).map(LabelJSON.init)))
         }
         api.get("captures/:number/image", .viewer) { _, context in
             let number = try Self.number(context)
-            return try Self.mapped {
-                let data = try store.image(of: try store.capture(number: number))
-                let type = data.starts(with: [0x89, 0x50, 0x4E, 0x47]) ? "image/png" : "image/jpeg"
-                return Self.bytes(data, type: type)
-            }
+            let data = try store.image(of: try store.capture(number: number))
+            let type = data.starts(with: [0x89, 0x50, 0x4E, 0x47]) ? "image/png" : "image/jpeg"
+            return Self.bytes(data, type: type)
         }
         api.post("captures/import", .operator) { request, _ in
             let body = try await Self.body(request, limit: maximumBody)
@@ -78,42 +72,34 @@ public struct LabelAPI: Sendable {
             default: channels = 1
             }
             let user = self.user(request)
-            return try Self.mapped {
-                let recipe = try store.recipe()
-                let capture = try store.addCapture(
-                    encoded: body, width: decoded.width, height: decoded.height, channels: channels, source: "import:\(name)",
-                    inspectionType: recipe.inspectionType, recipeVersion: recipe.version, user: user)
-                return try Self.json(CaptureJSON(capture), status: .created)
-            }
+            let recipe = try store.recipe()
+            let capture = try store.addCapture(
+                encoded: body, width: decoded.width, height: decoded.height, channels: channels, source: "import:\(name)",
+                inspectionType: recipe.inspectionType, recipeVersion: recipe.version, user: user)
+            return try Self.json(CaptureJSON(capture), status: .created)
         }
-        api.get("recipe", .viewer) { _, _ in try Self.mapped { try Self.json(try store.recipe()) } }
+        api.get("recipe", .viewer) { _, _ in try Self.json(try store.recipe()) }
         api.put("recipe", .operator) { request, _ in
             let recipe = try await Self.decode(Recipe.self, request, limit: 1 << 20)
             if let refusal = self.recipeRefusal(recipe) { throw HTTPError(.badRequest, message: refusal) }
             let user = self.user(request)
-            return try Self.mapped {
-                let saved = try store.saveRecipe(recipe, user: user)
-                try recipeSaved()
-                return try Self.json(saved)
-            }
+            let saved = try store.saveRecipe(recipe, user: user)
+            try recipeSaved()
+            return try Self.json(saved)
         }
-        api.get("classes", .viewer) { _, _ in try Self.mapped { try Self.json(try store.classes()) } }
+        api.get("classes", .viewer) { _, _ in try Self.json(try store.classes()) }
         api.put("classes", .operator) { request, _ in
             let classes = try await Self.decode([ClassRecord].self, request, limit: 1 << 16)
             let user = self.user(request)
-            return try Self.mapped {
-                try store.setClasses(classes, user: user)
-                return try Self.json(try store.classes())
-            }
+            try store.setClasses(classes, user: user)
+            return try Self.json(try store.classes())
         }
         api.get("captures/:number/rois/:roi/mask", .viewer) { _, context in
             let (number, roiName) = try Self.target(context)
-            return try Self.mapped {
-                guard let label = try store.label(captureNumber: number, roiName: roiName) else {
-                    throw StoreError.notFound("no mask for ROI \(roiName) on capture \(number)")
-                }
-                return Self.bytes(try store.blobs.get(label.maskHash), type: "image/png")
+            guard let label = try store.label(captureNumber: number, roiName: roiName) else {
+                throw StoreError.notFound("no mask for ROI \(roiName) on capture \(number)")
             }
+            return Self.bytes(try store.blobs.get(label.maskHash), type: "image/png")
         }
         api.put("captures/:number/rois/:roi/mask", .operator) { request, context in
             let (number, roiName) = try Self.target(context)
@@ -131,44 +117,38 @@ public struct LabelAPI: Sendable {
                 throw HTTPError(.unsupportedMediaType, message: "the mask is not a PNG we can read: \(error)")
             }
             let user = self.user(request)
-            return try Self.mapped {
-                let roi = try store.recipe().roi(named: roiName)
-                let label = try store.saveMask(
-                    captureNumber: number, roi: (roi.name, roi.rect), mask: mask, classes: try store.classes().count + 1, user: user)
-                return try Self.json(LabelJSON(label))
-            }
+            let roi = try store.recipe().roi(named: roiName)
+            let label = try store.saveMask(
+                captureNumber: number, roi: (roi.name, roi.rect), mask: mask, classes: try store.classes().count + 1, user: user)
+            return try Self.json(LabelJSON(label))
         }
         api.post("captures/:number/rois/:roi/strokes", .operator) { request, context in
             let (number, roiName) = try Self.target(context)
             let strokes = try await Self.decode(StrokeBatch.self, request, limit: 4 << 20).strokes
             let user = self.user(request)
-            return try Self.mapped {
-                let roi = try store.recipe().roi(named: roiName)
-                return try Self.json(
-                    LabelJSON(
-                        try store.applyStrokes(strokes, captureNumber: number, roi: roi, classes: try store.classes().count + 1, user: user)
-                    ))
-            }
+            let roi = try store.recipe().roi(named: roiName)
+            return try Self.json(
+                LabelJSON(
+                    try store.applyStrokes(strokes, captureNumber: number, roi: roi, classes: try store.classes().count + 1, user: user)
+                ))
         }
         api.put("captures/:number/rois/:roi/include", .operator) { request, context in
             let (number, roiName) = try Self.target(context)
             let flag = try await Self.decode(IncludeFlag.self, request, limit: 1024)
             let user = self.user(request)
-            return try Self.mapped {
-                if flag.include, try store.label(captureNumber: number, roiName: roiName) == nil {
-                    // Ticking an ROI nobody painted adds it as a defect-free example.
-                    let roi = try store.recipe().roi(named: roiName)
-                    try store.saveMask(
-                        captureNumber: number, roi: (roi.name, roi.rect), mask: try LabelStore.emptyMask(for: roi),
-                        classes: try store.classes().count + 1, user: user)
-                }
-                try store.setIncluded(captureNumber: number, roiName: roiName, included: flag.include, user: user)
-                return try Self.json(LabelJSON(try store.label(captureNumber: number, roiName: roiName)!))
+            if flag.include, try store.label(captureNumber: number, roiName: roiName) == nil {
+                // Ticking an ROI nobody painted adds it as a defect-free example.
+                let roi = try store.recipe().roi(named: roiName)
+                try store.saveMask(
+                    captureNumber: number, roi: (roi.name, roi.rect), mask: try LabelStore.emptyMask(for: roi),
+                    classes: try store.classes().count + 1, user: user)
             }
+            try store.setIncluded(captureNumber: number, roiName: roiName, included: flag.include, user: user)
+            return try Self.json(LabelJSON(try store.label(captureNumber: number, roiName: roiName)!))
         }
         api.get("edits", .viewer) { request, _ in
             let limit = min(1000, max(1, request.uri.queryParameters.get("limit", as: Int.self) ?? 100))
-            return try Self.mapped { try Self.json(try store.edits(limit: limit)) }
+            return try Self.json(try store.edits(limit: limit))
         }
     }
 
@@ -307,47 +287,6 @@ public struct LabelAPI: Sendable {
             throw HTTPError(.badRequest, message: "missing field \"\(key.stringValue)\"")
         } catch {
             throw HTTPError(.badRequest, message: "the body is not the JSON this route takes: \(error)")
-        }
-    }
-
-    /// Runs store work and turns its errors into HTTP statuses.
-    static func mapped<T>(_ body: () throws -> T) throws -> T {
-        do { return try body() } catch { throw httpError(error) }
-    }
-
-    /// The same for async work.
-    static func mappedAsync<T>(_ body: () async throws -> T) async throws -> T {
-        do { return try await body() } catch { throw httpError(error) }
-    }
-
-    /// The HTTP status for an error from the store, the trainer or the model shelf.
-    static func httpError(_ error: any Error) -> any Error {
-        switch error {
-        case let error as HTTPError:
-            return error
-        case let error as StoreError:
-            switch error {
-            case .invalid(let why): return HTTPError(.badRequest, message: why)
-            case .notFound(let what): return HTTPError(.notFound, message: "not found: \(what)")
-            case .diskFull: return HTTPError(.init(code: 507, reasonPhrase: "Insufficient Storage"), message: error.description)
-            default: return HTTPError(.internalServerError, message: error.description)
-            }
-        case let error as CaptureError:
-            // No camera configured is the request's conflict with the agent's config; any other camera fault is the camera being
-            // unavailable.
-            return HTTPError(error == .notConfigured ? .conflict : .serviceUnavailable, message: error.description)
-        case let error as WandError:
-            return HTTPError(.badRequest, message: error.description)
-        case let error as TrainingJobError:
-            return HTTPError(error == .managerUnreachable ? .serviceUnavailable : .conflict, message: error.description)
-        case let error as ModelInstallError:
-            switch error {
-            case .noPreviousModel: return HTTPError(.conflict, message: error.description)
-            case .io: return HTTPError(.internalServerError, message: error.description)
-            default: return HTTPError(.unprocessableContent, message: error.description)
-            }
-        default:
-            return HTTPError(.unprocessableContent, message: "\(error)")
         }
     }
 }

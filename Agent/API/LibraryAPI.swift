@@ -34,25 +34,21 @@ public struct LibraryAPI: Sendable {
                 }
                 filter.limit = value
             }
-            return try LabelAPI.mapped {
-                let usage = try library.usage()
-                let frames = try library.frames(filter).map(FrameJSON.init)
-                return try LabelAPI.json(
-                    ListJSON(
-                        frames: frames, kept: usage.frames, unsure: usage.unsure, bytes: usage.bytes,
-                        quotaBytes: library.policy.quotaBytes, notKept: library.backlog.dropped))
-            }
+            let usage = try library.usage()
+            let frames = try library.frames(filter).map(FrameJSON.init)
+            return try LabelAPI.json(
+                ListJSON(
+                    frames: frames, kept: usage.frames, unsure: usage.unsure, bytes: usage.bytes,
+                    quotaBytes: library.policy.quotaBytes, notKept: library.backlog.dropped))
         }
         api.get("library/:id/image", .viewer) { _, context in
             let id = try Self.id(context)
-            return try LabelAPI.mapped { LabelAPI.bytes(try library.image(of: try library.frame(id: id)), type: "image/jpeg") }
+            return LabelAPI.bytes(try library.image(of: try library.frame(id: id)), type: "image/jpeg")
         }
         api.post("library/:id/import", .operator) { request, context in
             let id = try Self.id(context)
             let user = self.user(request)
-            return try LabelAPI.mapped {
-                try LabelAPI.json(LabelAPI.CaptureJSON(try runtime.captureFromLibrary(id: id, user: user)), status: .created)
-            }
+            return try LabelAPI.json(LabelAPI.CaptureJSON(try runtime.captureFromLibrary(id: id, user: user)), status: .created)
         }
     }
 

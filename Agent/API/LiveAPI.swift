@@ -30,128 +30,114 @@ public struct LiveAPI: Sendable {
 
         api.post("captures", .operator) { request, _ in
             let user = self.user(request)
-            return try LabelAPI.mapped {
-                try LabelAPI.json(LabelAPI.CaptureJSON(try runtime.captureFromCamera(user: user)), status: .created)
-            }
+            return try LabelAPI.json(LabelAPI.CaptureJSON(try runtime.captureFromCamera(user: user)), status: .created)
         }
         api.get("captures/:number/rois/:roi/image", .viewer) { _, context in
             let (number, roiName) = try LabelAPI.target(context)
-            return try LabelAPI.mapped {
-                let crop = try roiCrop(number: number, roiName: roiName)
-                return LabelAPI.bytes(try PNGCodec.encode(crop), type: "image/png")
-            }
+            let crop = try roiCrop(number: number, roiName: roiName)
+            return LabelAPI.bytes(try PNGCodec.encode(crop), type: "image/png")
         }
         // The learned wand: features prepared when the page opens a capture, then clicks.
         api.post("captures/:number/rois/:roi/wand/prepare", .operator) { _, context in
             let (number, roiName) = try LabelAPI.target(context)
-            return try LabelAPI.mapped {
-                let key = try wandKey(number: number, roiName: roiName)
-                if runtime.wand.cached(key) == nil {
-                    let (crop, mask) = try wandImage(number: number, roiName: roiName)
-                    runtime.wand.prepare(key, crop: crop, mask: mask, on: PagePriority.handlers)
-                }
-                return try LabelAPI.json(WandPrepared(ready: runtime.wand.isPrepared(key)), status: .accepted)
+            let key = try wandKey(number: number, roiName: roiName)
+            if runtime.wand.cached(key) == nil {
+                let (crop, mask) = try wandImage(number: number, roiName: roiName)
+                runtime.wand.prepare(key, crop: crop, mask: mask, on: PagePriority.handlers)
             }
+            return try LabelAPI.json(WandPrepared(ready: runtime.wand.isPrepared(key)), status: .accepted)
         }
         api.post("captures/:number/rois/:roi/wand", .operator) { request, context in
             let (number, roiName) = try LabelAPI.target(context)
             let click = try await LabelAPI.decode(WandClick.self, request, limit: 4096)
             let user = self.user(request)
-            return try await LabelAPI.mappedAsync {
-                let roi = try store.recipe().roi(named: roiName)
-                let key = try wandKey(number: number, roiName: roiName, roi: roi)
-                guard (0..<roi.rect.width).contains(click.x), (0..<roi.rect.height).contains(click.y) else {
-                    throw StoreError.invalid("click (\(click.x), \(click.y)) is outside the \(roi.rect.width)x\(roi.rect.height) ROI")
-                }
-                let tolerance = click.tolerance ?? 0.5
-                guard tolerance.isFinite, (0...1).contains(tolerance) else {
-                    throw StoreError.invalid("tolerance must be 0…1, not \(tolerance)")
-                }
-                let classes = try store.classes().count + 1
-                guard (1..<classes).contains(click.classIndex) else {
-                    throw StoreError.invalid("class \(click.classIndex) is not one of 1…\(classes - 1)")
-                }
-                let positive: Bool
-                switch click.mode ?? "add" {
-                case "add": positive = true
-                case "remove": positive = false
-                case let other: throw StoreError.invalid("mode must be \"add\" or \"remove\", not \"\(other)\"")
-                }
-                // Normally ready: the page asked for them when it opened the capture.
-                let preparing =
-                    try runtime.wand.cached(key)
-                    ?? {
-                        let (crop, mask) = try wandImage(number: number, roiName: roiName)
-                        return runtime.wand.prepare(key, crop: crop, mask: mask, on: PagePriority.handlers)
-                    }()
-                let features = await preparing.value
-                var selected = 0
-                let edit = try store.editMask(captureNumber: number, roi: roi, classes: classes, user: user, action: "wand") {
-                    mask throws(StoreError) in
-                    do {
-                        let outcome = try runtime.wand.click(
-                            key, features: features, at: LearnedWand.Click(x: click.x, y: click.y, positive: positive),
-                            classIndex: UInt8(click.classIndex), tolerance: tolerance, current: mask)
-                        mask = outcome.mask
-                        selected = outcome.selectedPixels
-                    } catch {
-                        throw .invalid("ROI \(roiName): \(error)")
-                    }
-                }
-                return try LabelAPI.json(WandResult(selectedPixels: selected, label: LabelAPI.LabelJSON(edit)))
+            let roi = try store.recipe().roi(named: roiName)
+            let key = try wandKey(number: number, roiName: roiName, roi: roi)
+            guard (0..<roi.rect.width).contains(click.x), (0..<roi.rect.height).contains(click.y) else {
+                throw StoreError.invalid("click (\(click.x), \(click.y)) is outside the \(roi.rect.width)x\(roi.rect.height) ROI")
             }
+            let tolerance = click.tolerance ?? 0.5
+            guard tolerance.isFinite, (0...1).contains(tolerance) else {
+                throw StoreError.invalid("tolerance must be 0…1, not \(tolerance)")
+            }
+            let classes = try store.classes().count + 1
+            guard (1..<classes).contains(click.classIndex) else {
+                throw StoreError.invalid("class \(click.classIndex) is not one of 1…\(classes - 1)")
+            }
+            let positive: Bool
+            switch click.mode ?? "add" {
+            case "add": positive = true
+            case "remove": positive = false
+            case let other: throw StoreError.invalid("mode must be \"add\" or \"remove\", not \"\(other)\"")
+            }
+            // Normally ready: the page asked for them when it opened the capture.
+            let preparing =
+                try runtime.wand.cached(key)
+                ?? {
+                    let (crop, mask) = try wandImage(number: number, roiName: roiName)
+                    return runtime.wand.prepare(key, crop: crop, mask: mask, on: PagePriority.handlers)
+                }()
+            let features = await preparing.value
+            var selected = 0
+            let edit = try store.editMask(captureNumber: number, roi: roi, classes: classes, user: user, action: "wand") {
+                mask throws(StoreError) in
+                do {
+                    let outcome = try runtime.wand.click(
+                        key, features: features, at: LearnedWand.Click(x: click.x, y: click.y, positive: positive),
+                        classIndex: UInt8(click.classIndex), tolerance: tolerance, current: mask)
+                    mask = outcome.mask
+                    selected = outcome.selectedPixels
+                } catch {
+                    throw .invalid("ROI \(roiName): \(error)")
+                }
+            }
+            return try LabelAPI.json(WandResult(selectedPixels: selected, label: LabelAPI.LabelJSON(edit)))
         }
 
         // Suggested labels: the installed model's mask for an ROI, a proposal until accepted.
         api.post("captures/:number/rois/:roi/suggestion", .operator) { _, context in
             let (number, roiName) = try LabelAPI.target(context)
-            return try LabelAPI.mapped {
-                let key = try wandKey(number: number, roiName: roiName)
-                let crop = try roiCrop(number: number, roiName: roiName)
-                let inspector = pipeline.currentInspector
-                guard let segmenter = inspector.segmenter else {
-                    throw HTTPError(
-                        .conflict, message: "no model is installed on this camera: train or install one before asking for suggestions")
-                }
-                let threshold = try store.recipe().confidenceThreshold
-                let mask = try segmenter.segment(crop).mask(threshold: Float(threshold))
-                runtime.suggestions.offer(.init(mask: mask, modelVersion: inspector.modelVersion, threshold: threshold), for: key)
-                return try LabelAPI.json(
-                    SuggestionJSON(
-                        roi: roiName, modelVersion: inspector.modelVersion, threshold: threshold,
-                        labelledPixels: mask.samples.reduce(0) { $0 + ($1 == 0 ? 0 : 1) },
-                        maskPNG: try PNGCodec.encode(mask)))
+            let key = try wandKey(number: number, roiName: roiName)
+            let crop = try roiCrop(number: number, roiName: roiName)
+            let inspector = pipeline.currentInspector
+            guard let segmenter = inspector.segmenter else {
+                throw HTTPError(
+                    .conflict, message: "no model is installed on this camera: train or install one before asking for suggestions")
             }
+            let threshold = try store.recipe().confidenceThreshold
+            let mask = try segmenter.segment(crop).mask(threshold: Float(threshold))
+            runtime.suggestions.offer(.init(mask: mask, modelVersion: inspector.modelVersion, threshold: threshold), for: key)
+            return try LabelAPI.json(
+                SuggestionJSON(
+                    roi: roiName, modelVersion: inspector.modelVersion, threshold: threshold,
+                    labelledPixels: mask.samples.reduce(0) { $0 + ($1 == 0 ? 0 : 1) },
+                    maskPNG: try PNGCodec.encode(mask)))
         }
         api.post("captures/:number/rois/:roi/suggestion/accept", .operator) { request, context in
             let (number, roiName) = try LabelAPI.target(context)
             let user = self.user(request)
-            return try LabelAPI.mapped {
-                let roi = try store.recipe().roi(named: roiName)
-                let key = try wandKey(number: number, roiName: roiName, roi: roi)
-                guard let suggestion = runtime.suggestions.waiting(for: key) else {
-                    throw HTTPError(
-                        .conflict, message: "no suggestion is waiting for ROI \(roiName) of capture \(number): ask for one first")
-                }
-                let classes = try store.classes().count + 1
-                let edit = try store.editMask(
-                    captureNumber: number, roi: roi, classes: classes, user: user, action: "suggestion",
-                    note: "model \(suggestion.modelVersion) at threshold \(suggestion.threshold)"
-                ) { mask throws(StoreError) in
-                    mask = suggestion.mask
-                }
-                runtime.suggestions.take(key)
-                return try LabelAPI.json(LabelAPI.LabelJSON(edit))
+            let roi = try store.recipe().roi(named: roiName)
+            let key = try wandKey(number: number, roiName: roiName, roi: roi)
+            guard let suggestion = runtime.suggestions.waiting(for: key) else {
+                throw HTTPError(
+                    .conflict, message: "no suggestion is waiting for ROI \(roiName) of capture \(number): ask for one first")
             }
+            let classes = try store.classes().count + 1
+            let edit = try store.editMask(
+                captureNumber: number, roi: roi, classes: classes, user: user, action: "suggestion",
+                note: "model \(suggestion.modelVersion) at threshold \(suggestion.threshold)"
+            ) { mask throws(StoreError) in
+                mask = suggestion.mask
+            }
+            runtime.suggestions.take(key)
+            return try LabelAPI.json(LabelAPI.LabelJSON(edit))
         }
         api.delete("captures/:number/rois/:roi/suggestion", .operator) { _, context in
             let (number, roiName) = try LabelAPI.target(context)
-            return try LabelAPI.mapped {
-                guard runtime.suggestions.take(try wandKey(number: number, roiName: roiName)) != nil else {
-                    throw HTTPError(.notFound, message: "no suggestion is waiting for ROI \(roiName) of capture \(number)")
-                }
-                return Response(status: .noContent)
+            guard runtime.suggestions.take(try wandKey(number: number, roiName: roiName)) != nil else {
+                throw HTTPError(.notFound, message: "no suggestion is waiting for ROI \(roiName) of capture \(number)")
             }
+            return Response(status: .noContent)
         }
 
         // Live mode.
@@ -159,34 +145,27 @@ public struct LiveAPI: Sendable {
         api.put("live", .operator) { request, _ in
             let change = try await LabelAPI.decode(LiveChange.self, request, limit: 4096)
             let user = self.user(request)
-            return try LabelAPI.mapped {
-                if let threshold = change.threshold {
-                    guard threshold.isFinite, (0...1).contains(threshold) else {
-                        throw StoreError.invalid("threshold must be 0…1, not \(threshold)")
-                    }
-                    var recipe = try store.recipe()
-                    if recipe.confidenceThreshold != threshold {
-                        recipe.confidenceThreshold = threshold
-                        try store.saveRecipe(recipe, user: user)
-                        try runtime.reload()
-                    }
+            if let threshold = change.threshold {
+                guard threshold.isFinite, (0...1).contains(threshold) else {
+                    throw StoreError.invalid("threshold must be 0…1, not \(threshold)")
                 }
-                if let live = change.live {
-                    if live { try pipeline.requireCamera() }
-                    pipeline.setLive(live)
+                var recipe = try store.recipe()
+                if recipe.confidenceThreshold != threshold {
+                    recipe.confidenceThreshold = threshold
+                    try store.saveRecipe(recipe, user: user)
+                    try runtime.reload()
                 }
-                return try LabelAPI.json(pipeline.statistics)
             }
+            if let live = change.live {
+                if live { try pipeline.requireCamera() }
+                pipeline.setLive(live)
+            }
+            return try LabelAPI.json(pipeline.statistics)
         }
         // One frame, one inspection, one result from a camera in software trigger mode (camera.trigger "software").
         api.post("live/trigger", .operator) { request, _ in
             let wait = request.uri.queryParameters.get("wait", as: Bool.self) ?? false
-            let stamp: TriggerStamp
-            do { stamp = try pipeline.trigger() } catch let error as TriggerError {
-                throw HTTPError(.conflict, message: "\(error)")
-            } catch let error as CaptureError {
-                throw HTTPError(.serviceUnavailable, message: "\(error)")
-            }
+            let stamp = try pipeline.trigger()
             guard wait else { return try LabelAPI.json(stamp, status: .accepted) }
             guard let result = await pipeline.result(of: stamp, timeout: .seconds(10)) else {
                 throw HTTPError(
@@ -238,7 +217,7 @@ public struct LiveAPI: Sendable {
         api.post("training", .operator) { request, _ in
             let start = try await LabelAPI.decode(TrainingRequest.self, request, limit: 4096)
             let user = self.user(request)
-            return try await LabelAPI.mappedAsync { try LabelAPI.json(try await training.start(start, user: user), status: .accepted) }
+            return try LabelAPI.json(try await training.start(start, user: user), status: .accepted)
         }
         api.get("training", .viewer) { _, _ in
             guard let status = training.status else {
@@ -247,10 +226,8 @@ public struct LiveAPI: Sendable {
             return try LabelAPI.json(status)
         }
         api.post("training/cancel", .operator) { _, _ in
-            try await LabelAPI.mappedAsync {
-                try await training.cancel(jobId: nil)
-                return try LabelAPI.json(training.status)
-            }
+            try await training.cancel(jobId: nil)
+            return try LabelAPI.json(training.status)
         }
         api.get("training/events", .viewer) { _, context in
             LiveAPI.eventStream(LiveAPI.untilEnded(training.subscribe(), session: context, sessions), name: "progress")
@@ -259,10 +236,8 @@ public struct LiveAPI: Sendable {
         // Models.
         api.get("model", .viewer) { _, _ in try LabelAPI.json(runtime.shelf.state) }
         api.post("model/rollback", .operator) { _, _ in
-            try LabelAPI.mapped {
-                try runtime.rollback()
-                return try LabelAPI.json(runtime.shelf.state)
-            }
+            try runtime.rollback()
+            return try LabelAPI.json(runtime.shelf.state)
         }
     }
 

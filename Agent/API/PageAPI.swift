@@ -47,68 +47,62 @@ public struct PageAPI: Sendable {
         // The camera's newest frame as it comes, for the preview pane while live mode is off.
         api.get("camera/frame.jpg", .viewer) { request, _ in
             let width = min(4096, max(64, request.uri.queryParameters.get("width", as: Int.self) ?? 1280))
-            let frame = try LabelAPI.mapped { try pipeline.requireLatestFrame() }
-            return try LabelAPI.mapped {
-                var image = frame.image
-                if image.width > width { image = try image.resizedArea(width: width, height: max(1, image.height * width / image.width)) }
-                var response = LabelAPI.bytes(try JPEGCodec.encode(image, quality: 80), type: "image/jpeg")
-                response.headers[.cacheControl] = "no-store"
-                response.headers[.init("X-Loupe-Frame")!] = "\(frame.sequence)"
-                return response
-            }
+            let frame = try pipeline.requireLatestFrame()
+            var image = frame.image
+            if image.width > width { image = try image.resizedArea(width: width, height: max(1, image.height * width / image.width)) }
+            var response = LabelAPI.bytes(try JPEGCodec.encode(image, quality: 80), type: "image/jpeg")
+            response.headers[.cacheControl] = "no-store"
+            response.headers[.init("X-Loupe-Frame")!] = "\(frame.sequence)"
+            return response
         }
 
         // Recipe setup: find the template (saved or drafted) in the current live frame.
         api.post("align/test", .operator) { request, _ in
             let draft = try await LabelAPI.decode(AlignDraft.self, request, limit: 8192)
-            return try LabelAPI.mapped {
-                let saved = try store.recipe()
-                var recipe = saved
-                if let reference = draft.referenceCapture { recipe.referenceCapture = reference }
-                if let template = draft.template { recipe.template = template }
-                if let range = draft.angleRangeDegrees { recipe.angleRangeDegrees = range }
-                if let score = draft.minAlignScore { recipe.minAlignScore = score }
-                try recipe.validate()
-                guard let configuration = recipe.alignerConfiguration, let referenceNumber = recipe.referenceCapture else {
-                    throw StoreError.invalid("draw the aligner's template on a capture first")
-                }
-                let frame = try pipeline.requireLatestFrame()
-                let reference = try ImageFile.decode(try store.image(of: try store.capture(number: referenceNumber))).gray8
-                let clock = ContinuousClock()
-                let start = clock.now
-                let alignment: Alignment
-                do {
-                    alignment = try Aligner(reference: reference, configuration: configuration).align(frame.image)
-                } catch {
-                    throw StoreError.invalid("the aligner cannot use this template: \(error)")
-                }
-                let placement = configuration.placement(of: alignment.pose)
-                return try LabelAPI.json(
-                    AlignTestResult(
-                        score: alignment.score, aligned: alignment.aligned, minScore: configuration.minScore,
-                        x: placement.x, y: placement.y, angleDegrees: placement.angleDegrees,
-                        shiftX: placement.shiftX, shiftY: placement.shiftY,
-                        milliseconds: (clock.now - start).milliseconds, frameSequence: frame.sequence))
+            let saved = try store.recipe()
+            var recipe = saved
+            if let reference = draft.referenceCapture { recipe.referenceCapture = reference }
+            if let template = draft.template { recipe.template = template }
+            if let range = draft.angleRangeDegrees { recipe.angleRangeDegrees = range }
+            if let score = draft.minAlignScore { recipe.minAlignScore = score }
+            try recipe.validate()
+            guard let configuration = recipe.alignerConfiguration, let referenceNumber = recipe.referenceCapture else {
+                throw StoreError.invalid("draw the aligner's template on a capture first")
             }
+            let frame = try pipeline.requireLatestFrame()
+            let reference = try ImageFile.decode(try store.image(of: try store.capture(number: referenceNumber))).gray8
+            let clock = ContinuousClock()
+            let start = clock.now
+            let alignment: Alignment
+            do {
+                alignment = try Aligner(reference: reference, configuration: configuration).align(frame.image)
+            } catch {
+                throw StoreError.invalid("the aligner cannot use this template: \(error)")
+            }
+            let placement = configuration.placement(of: alignment.pose)
+            return try LabelAPI.json(
+                AlignTestResult(
+                    score: alignment.score, aligned: alignment.aligned, minScore: configuration.minScore,
+                    x: placement.x, y: placement.y, angleDegrees: placement.angleDegrees,
+                    shiftX: placement.shiftX, shiftY: placement.shiftY,
+                    milliseconds: (clock.now - start).milliseconds, frameSequence: frame.sequence))
         }
 
         // Every labelled ROI with its capture number, for "View All ROIs".
         api.get("labels", .viewer) { request, _ in
             let includedOnly = request.uri.queryParameters.get("included") == "true"
-            return try LabelAPI.mapped {
-                var numbers: [Int64: Int] = [:]
-                let labels = try store.labels(includedOnly: includedOnly).map { label throws(StoreError) -> LabelSummary in
-                    let number: Int
-                    if let known = numbers[label.captureID] {
-                        number = known
-                    } else {
-                        number = try store.capture(id: label.captureID).number
-                        numbers[label.captureID] = number
-                    }
-                    return LabelSummary(capture: number, label: LabelAPI.LabelJSON(label))
+            var numbers: [Int64: Int] = [:]
+            let labels = try store.labels(includedOnly: includedOnly).map { label throws(StoreError) -> LabelSummary in
+                let number: Int
+                if let known = numbers[label.captureID] {
+                    number = known
+                } else {
+                    number = try store.capture(id: label.captureID).number
+                    numbers[label.captureID] = number
                 }
-                return try LabelAPI.json(labels)
+                return LabelSummary(capture: number, label: LabelAPI.LabelJSON(label))
             }
+            return try LabelAPI.json(labels)
         }
 
         // The mask tools: fill holes, grow, shrink, remove specks.
@@ -116,41 +110,37 @@ public struct PageAPI: Sendable {
             let (number, roiName) = try LabelAPI.target(context)
             let command = try await LabelAPI.decode(MaskToolCommand.self, request, limit: 4096)
             let user = self.user(request)
-            return try LabelAPI.mapped {
-                let roi = try store.recipe().roi(named: roiName)
-                let radius = command.radius ?? 2
-                guard radius.isFinite, (0.5...64).contains(radius) else {
-                    throw StoreError.invalid("radius must be 0.5…64 px, not \(radius)")
-                }
-                let area = command.minimumArea ?? 30
-                guard (1...1_000_000).contains(area) else { throw StoreError.invalid("minimumArea must be 1…1000000 px, not \(area)") }
-                let tool: (Image8) -> Image8
-                switch command.tool {
-                case "fill-holes": tool = MaskTools.fillHoles
-                case "grow": tool = { MaskTools.dilate($0, radius: radius) }
-                case "shrink": tool = { MaskTools.erode($0, radius: radius) }
-                case "remove-specks": tool = { MaskTools.removeBlobs($0, smallerThan: area) }
-                default: throw StoreError.invalid("tool must be fill-holes, grow, shrink or remove-specks, not \"\(command.tool)\"")
-                }
-                let edit = try store.editMask(
-                    captureNumber: number, roi: roi, classes: try store.classes().count + 1, user: user, action: command.tool
-                ) { mask in
-                    mask = tool(mask)
-                }
-                return try LabelAPI.json(LabelAPI.LabelJSON(edit))
+            let roi = try store.recipe().roi(named: roiName)
+            let radius = command.radius ?? 2
+            guard radius.isFinite, (0.5...64).contains(radius) else {
+                throw StoreError.invalid("radius must be 0.5…64 px, not \(radius)")
             }
+            let area = command.minimumArea ?? 30
+            guard (1...1_000_000).contains(area) else { throw StoreError.invalid("minimumArea must be 1…1000000 px, not \(area)") }
+            let tool: (Image8) -> Image8
+            switch command.tool {
+            case "fill-holes": tool = MaskTools.fillHoles
+            case "grow": tool = { MaskTools.dilate($0, radius: radius) }
+            case "shrink": tool = { MaskTools.erode($0, radius: radius) }
+            case "remove-specks": tool = { MaskTools.removeBlobs($0, smallerThan: area) }
+            default: throw StoreError.invalid("tool must be fill-holes, grow, shrink or remove-specks, not \"\(command.tool)\"")
+            }
+            let edit = try store.editMask(
+                captureNumber: number, roi: roi, classes: try store.classes().count + 1, user: user, action: command.tool
+            ) { mask in
+                mask = tool(mask)
+            }
+            return try LabelAPI.json(LabelAPI.LabelJSON(edit))
         }
 
         // The seed's labelling check: regions thinner than a 6 px radius brush.
         api.get("captures/:number/rois/:roi/mask/check", .viewer) { request, context in
             let (number, roiName) = try LabelAPI.target(context)
             let minimum = request.uri.queryParameters.get("radius", as: Double.self) ?? MaskCheck.defaultRadius
-            return try LabelAPI.mapped {
-                guard let label = try store.label(captureNumber: number, roiName: roiName) else {
-                    return try LabelAPI.json(MaskCheck(minimumRadius: minimum, thin: []))
-                }
-                return try LabelAPI.json(MaskCheck(try store.mask(of: label), minimumRadius: minimum))
+            guard let label = try store.label(captureNumber: number, roiName: roiName) else {
+                return try LabelAPI.json(MaskCheck(minimumRadius: minimum, thin: []))
             }
+            return try LabelAPI.json(MaskCheck(try store.mask(of: label), minimumRadius: minimum))
         }
 
         // Undo and redo: put back an earlier version of a mask by its hash
@@ -164,30 +154,28 @@ public struct PageAPI: Sendable {
             guard ["undo", "redo", "revert"].contains(action) else {
                 throw HTTPError(.badRequest, message: "action must be undo, redo or revert, not \"\(action)\"")
             }
-            return try LabelAPI.mapped {
-                let roi = try store.recipe().roi(named: roiName)
-                let mask: Image8
-                if let hash = revert.maskSHA256 {
-                    guard hash.count == 64, hash.allSatisfy(\.isHexDigit) else {
-                        throw StoreError.invalid("maskSHA256 must be 64 hex digits")
-                    }
-                    let data: Data
-                    do { data = try store.blobs.get(hash.lowercased()) } catch StoreError.missingBlob {
-                        throw StoreError.notFound("mask version \(hash.prefix(12))…")
-                    }
-                    do { mask = try PNGCodec.decode(data).gray8 } catch {
-                        throw StoreError.invalid("blob \(hash.prefix(12))… is not a mask")
-                    }
-                } else {
-                    mask = try LabelStore.emptyMask(for: roi)
+            let roi = try store.recipe().roi(named: roiName)
+            let mask: Image8
+            if let hash = revert.maskSHA256 {
+                guard hash.count == 64, hash.allSatisfy(\.isHexDigit) else {
+                    throw StoreError.invalid("maskSHA256 must be 64 hex digits")
                 }
-                let edit = try store.editMask(
-                    captureNumber: number, roi: roi, classes: try store.classes().count + 1, user: user, action: action
-                ) { current in
-                    current = mask
+                let data: Data
+                do { data = try store.blobs.get(hash.lowercased()) } catch StoreError.missingBlob {
+                    throw StoreError.notFound("mask version \(hash.prefix(12))…")
                 }
-                return try LabelAPI.json(LabelAPI.LabelJSON(edit))
+                do { mask = try PNGCodec.decode(data).gray8 } catch {
+                    throw StoreError.invalid("blob \(hash.prefix(12))… is not a mask")
+                }
+            } else {
+                mask = try LabelStore.emptyMask(for: roi)
             }
+            let edit = try store.editMask(
+                captureNumber: number, roi: roi, classes: try store.classes().count + 1, user: user, action: action
+            ) { current in
+                current = mask
+            }
+            return try LabelAPI.json(LabelAPI.LabelJSON(edit))
         }
     }
 
