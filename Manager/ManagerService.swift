@@ -26,6 +26,8 @@ public final class ManagerService: Service, Sendable {
     public let metrics = ManagerMetrics()
     let logger: Logger
     private let onListening: @Sendable (SocketAddress) -> Void
+    /// The listener once bound, for the connections it serves.
+    private let listener = Mutex<WireServer?>(nil)
     private let onMetricsListening: @Sendable (Int) -> Void
     let trainingData: any TrainingDataStoring
     let models: any ModelRegistryStoring
@@ -82,6 +84,9 @@ public final class ManagerService: Service, Sendable {
             sharedFleet: storage.sharedFleet, offers: offers, logger: logger)
     }
 
+    /// The connections open now (agents, operators, workers), handshake done or under way.
+    public var connections: [WireConnection] { listener.withLock { $0?.activeConnections ?? [] } }
+
     public func run() async throws {
         let (held, versions) = (try await trainingData.count(), try await models.versions().count)
         logger.info(
@@ -98,6 +103,7 @@ public final class ManagerService: Service, Sendable {
                 maxConnectionsPerPeer: config.maxConnectionsPerCertificate ?? WireServerConfiguration.defaultMaxConnectionsPerPeer),
             logger: logger
         )
+        listener.withLock { $0 = server }
         let logger = self.logger
         let revocations = try RevocationWatcher(path: config.revocationList, logger: logger) { list in
             // Also drop live connections whose certificate was just revoked.

@@ -1,7 +1,7 @@
 import Foundation
 import LoupeWire
 
-/// A `loupe manager` or `loupe worker` process of a benchmark's own, run from
+/// A `loupe manager`, `loupe worker` or `loupe agent` process of a benchmark's own, run from
 /// a config file the benchmark writes, so its memory and CPU are its own.
 struct ServiceProcess {
     let process: Process
@@ -37,7 +37,7 @@ struct ServiceProcess {
         return ServiceProcess(process: try start(executable, ["worker", "--config", configPath], config: config, at: configPath), port: 0)
     }
 
-    private static func start(_ executable: String, _ arguments: [String], config: [String: Any], at configPath: String) throws -> Process {
+    static func start(_ executable: String, _ arguments: [String], config: [String: Any], at configPath: String) throws -> Process {
         try JSONSerialization.data(withJSONObject: config).write(to: URL(fileURLWithPath: configPath))
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
@@ -65,5 +65,32 @@ struct ServiceProcess {
             return Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "") ?? 0
         }
         return (field("VmRSS"), field("VmHWM"))
+    }
+}
+
+/// A `loupe agent` process of a benchmark's own, and the URL its page listens on.
+struct AgentProcess {
+    let process: ServiceProcess
+    let url: String
+
+    /// Starts `loupe agent` with `config` (written beside it as NAME.json) and waits until its page listens.
+    static func start(executable: String, folder: String, name: String, config: [String: Any]) async throws -> AgentProcess {
+        let configPath = folder + "/\(name).json"
+        let readyPath = configPath + ".ready"
+        try? FileManager.default.removeItem(atPath: readyPath)
+        let process = try ServiceProcess.start(
+            executable, ["agent", "--config", configPath, "--ready-file", readyPath], config: config, at: configPath)
+        let started = ContinuousClock.now
+        while true {
+            if let text = try? String(contentsOfFile: readyPath, encoding: .utf8), text.hasSuffix("\n") {
+                return AgentProcess(
+                    process: ServiceProcess(process: process, port: 0), url: text.trimmingCharacters(in: .whitespacesAndNewlines))
+            }
+            guard process.isRunning, ContinuousClock.now - started < .seconds(30) else {
+                if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+                throw WireError.requestTimedOut(seconds: 30)
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
     }
 }

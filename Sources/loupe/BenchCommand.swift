@@ -13,7 +13,7 @@ struct BenchCommand: AsyncParsableCommand {
         abstract: "Run a benchmark and print its figures.",
         subcommands: [
             Wire.self, Fleet.self, Load.self, TrainingMemory.self, Imaging.self, Segmentation.self, Pipeline.self, Trigger.self,
-            LoginFlood.self, LoginFloodAttacker.self, WandBench.self,
+            LoginFlood.self, LoginFloodAttacker.self, WandBench.self, Strokes.self,
         ]
     )
 
@@ -676,6 +676,81 @@ extension BenchCommand {
                 print("target: click p99 <= 150 ms at 1280x1024: \(met ? "met" : "MISSED")")
             }
             if !met { throw ExitCode(1) }
+        }
+    }
+}
+
+extension BenchCommand {
+    struct Strokes: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "strokes",
+            abstract:
+                "Strokes on the Label & Train API of a real agent process: each one's round trip, and the agent's heartbeat meanwhile.",
+            discussion: """
+                Starts a manager in this process and a `loupe agent` process connected to it over mutual TLS, imports a WxH \
+                capture with one ROI over all of it, and paints as the page does: one POST per stroke, whose answer carries \
+                the edited mask and its labelling check. Prints the stroke round trip (one at a time) beside the peer, the \
+                same client's GET /api/v1/health in the same run; then the longest silence the manager heard from the agent, \
+                quiet and while --operators operators send strokes back to back on the same ROI. The exit status is 1 if \
+                that silence reaches three heartbeat intervals (a heartbeat missed twice).
+                """
+        )
+        @Option(help: "Capture size, WxH.") var size = "1600x1200"
+        @Option(help: "Strokes one at a time, and per operator in the burst.") var strokes = 40
+        @Option(help: "Points per stroke.") var points = 61
+        @Option(help: "Operators painting at once in the burst.") var operators = 4
+        @Option(help: "Heartbeat interval of the agent and the manager, seconds.") var heartbeatSeconds = 0.5
+
+        func run() async throws {
+            var options = StrokeBenchmark.Options()
+            let parts = size.split(separator: "x").compactMap { Int($0) }
+            guard parts.count == 2, parts.allSatisfy({ (64...8192).contains($0) }) else {
+                throw ValidationError("--size is WxH, each 64…8192, not \(size)")
+            }
+            (options.width, options.height) = (parts[0], parts[1])
+            options.strokes = strokes
+            options.points = points
+            options.operators = operators
+            options.heartbeatSeconds = heartbeatSeconds
+            options.executable = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
+            let progress = ProgressBar()
+            let r = try await StrokeBenchmark(options: options) { progress.update($0) }.run()
+            progress.finish()
+            print(
+                "loupe bench strokes: a \(options.width)x\(options.height) capture, one ROI over all of it, strokes of \(points) points "
+                    + "(\(r.bytesPerStroke) bytes; the ROI's whole mask as PNG: \(r.maskPNGBytes) bytes), "
+                    + "\(ProcessInfo.processInfo.activeProcessorCount) cores")
+            let ms = { (values: [Double]) in String(format: "%.1f / %.1f ms", median(values), percentile(values, 0.99)) }
+            print(
+                TextTable.render(
+                    header: ["figure", "value"],
+                    rows: [
+                        ["stroke round trip, one at a time, median / p99", ms(r.strokeMilliseconds)],
+                        ["peer: GET /api/v1/health, median / p99", ms(r.healthMilliseconds)],
+                        [
+                            "ratio stroke / peer (medians)",
+                            String(format: "%.1f", median(r.strokeMilliseconds) / median(r.healthMilliseconds)),
+                        ],
+                        [
+                            "burst: \(r.burstStrokeMilliseconds.count) strokes from \(operators) operators, round trip median / p99",
+                            ms(r.burstStrokeMilliseconds),
+                        ],
+                        [
+                            "burst: strokes stored per second",
+                            String(format: "%.1f", Double(r.burstStrokeMilliseconds.count) / r.burstSeconds),
+                        ],
+                        ["heartbeat interval", String(format: "%.2f s", r.heartbeatSeconds)],
+                        ["longest silence from the agent, quiet", String(format: "%.3f s", r.quietLongestSilence)],
+                        ["longest silence from the agent, during the burst", String(format: "%.3f s", r.burstLongestSilence)],
+                        ["labelled pixels after the burst", "\(r.labelledPixels)"],
+                    ]))
+            guard r.burstLongestSilence < 3 * r.heartbeatSeconds else {
+                print(String(format: "FAILED: the manager heard nothing from the agent for %.2f s during the burst", r.burstLongestSilence))
+                throw ExitCode(1)
+            }
+            print(
+                String(
+                    format: "passed: the agent's heartbeat held (longest silence %.2f s) while strokes were stored", r.burstLongestSilence))
         }
     }
 }

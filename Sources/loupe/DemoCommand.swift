@@ -1,8 +1,5 @@
 import ArgumentParser
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 import Logging
 import LoupeAgent
 import LoupeCapture
@@ -196,7 +193,7 @@ struct DemoCommand: AsyncParsableCommand {
             let recipe = Self.recipe
             var labelled = 0
             for (index, camera) in Self.cameras.enumerated() {
-                let api = try await DemoAPI.signIn(base: urls.value![camera]!, user: "admin", password: Self.password)
+                let api = try await AgentPageClient.signIn(base: urls.value![camera]!, user: "admin", password: Self.password)
                 var labelling = SyntheticCamera.Configuration(width: Self.width, height: Self.height, seed: UInt64(900 + index))
                 labelling.partSeed = 7
                 let partCamera = try SyntheticCamera(configuration: labelling)
@@ -243,7 +240,7 @@ struct DemoCommand: AsyncParsableCommand {
 
             // 7. Live inspection, measured against ground truth.
             for camera in Self.cameras {
-                let api = try await DemoAPI.signIn(base: urls.value![camera]!, user: "admin", password: Self.password)
+                let api = try await AgentPageClient.signIn(base: urls.value![camera]!, user: "admin", password: Self.password)
                 try await api.send("PUT", "/api/v1/live", json: ["live": true, "threshold": threshold])
             }
             step("live inspection on; measuring for \(Int(liveSeconds)) s")
@@ -446,59 +443,6 @@ struct DemoCommand: AsyncParsableCommand {
                     final.validationClassIou.map { String(format: "%.3f", $0) }.joined(separator: " ")))
             return final.modelVersion
         }
-    }
-}
-
-/// The few calls the demo makes on an agent's API, as its page would.
-struct DemoAPI {
-    let base: String
-    let token: String
-
-    static func signIn(base: String, user: String, password: String) async throws -> DemoAPI {
-        let reply = try await call(
-            base: base, "POST", "/api/v1/login", token: nil,
-            body: try JSONSerialization.data(withJSONObject: ["user": user, "password": password]), type: "application/json")
-        guard let token = (try JSONSerialization.jsonObject(with: reply) as? [String: Any])?["token"] as? String else {
-            throw ValidationError("sign-in at \(base) gave no token")
-        }
-        return DemoAPI(base: base, token: token)
-    }
-
-    @discardableResult
-    func send(_ method: String, _ path: String, json: Any) async throws -> Data {
-        try await Self.call(
-            base: base, method, path, token: token, body: try JSONSerialization.data(withJSONObject: json), type: "application/json")
-    }
-
-    @discardableResult
-    func send(_ method: String, _ path: String, body: Data, type: String) async throws -> Data {
-        try await Self.call(base: base, method, path, token: token, body: body, type: type)
-    }
-
-    func importImage(_ png: Data, name: String) async throws -> Int {
-        let reply = try await Self.call(
-            base: base, "POST", "/api/v1/captures/import", token: token, body: png, type: "image/png", filename: name)
-        guard let number = (try JSONSerialization.jsonObject(with: reply) as? [String: Any])?["number"] as? Int else {
-            throw ValidationError("import of \(name) gave no capture number")
-        }
-        return number
-    }
-
-    static func call(
-        base: String, _ method: String, _ path: String, token: String?, body: Data?, type: String, filename: String? = nil
-    ) async throws -> Data {
-        var request = URLRequest(url: URL(string: base + path)!)
-        request.httpMethod = method
-        request.httpBody = body
-        request.setValue(type, forHTTPHeaderField: "Content-Type")
-        if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
-        if let filename { request.setValue(filename, forHTTPHeaderField: "X-Loupe-Filename") }
-        let (data, response) = try await URLSession.shared.data(for: request)
-        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
-        guard (200..<300).contains(status) else {
-            throw ValidationError("\(method) \(path) at \(base): \(status) \(String(decoding: data, as: UTF8.self))")
-        }
-        return data
     }
 }
 

@@ -115,7 +115,7 @@ struct DemoStation {
         try await DemoCommand.waitFor(
             "the station to serve its page and reach the manager", timeout: .seconds(60), every: .milliseconds(20)
         ) { url.value != nil && agent.link.connection != nil }
-        let api = try await DemoAPI.signIn(base: url.value!, user: "admin", password: DemoCommand.password)
+        let api = try await AgentPageClient.signIn(base: url.value!, user: "admin", password: DemoCommand.password)
         try await api.send("PUT", "/api/v1/classes", json: DemoCommand.classes)
         let reference = try await api.importImage(try PNGCodec.encode(picture), name: "reference.png")
         var recipe = DemoCommand.recipe

@@ -120,16 +120,20 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: "Path of the agent's JSON config file.")
     var config: String
 
+    @Option(help: "Once the page listens, write its URL to this file (for scripts and benchmarks).")
+    var readyFile: String?
+
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
         var logger = try logging.bootstrap(label: "loupe.agent")
         let config = try AgentConfig.load(path: self.config)
         logger[metadataKey: "camera"] = "\(config.cameraId)"
-        let httpLogger = logger
+        let (httpLogger, readyFile) = (logger, self.readyFile)
         // The label store, models and live pipeline: opened (and migrated) before anything else runs.
         let agent = try AgentAssembly(config: config, logger: logger) { url in
             httpLogger.info("http listening", metadata: ["address": "\(url.split(separator: "/").last ?? "")", "url": "\(url)"])
+            if let readyFile { try? "\(url)\n".write(toFile: readyFile, atomically: true, encoding: .utf8) }
         }
         // The services include the training jobs, which end a local job at shutdown.
         try await runUntilSignalled(agent.services, logger: logger)
