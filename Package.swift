@@ -180,7 +180,7 @@ let package = Package(
         .target(
             name: "LoupeTesting",
             dependencies: [
-                "LoupePKI", "LoupeWire", "LoupeManager", "LoupeStorage", "CModbus",
+                "LoupePKI", "LoupeProto", "LoupeWire", "LoupeManager", "LoupeStorage", "CModbus",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -70,8 +70,7 @@ public struct FleetBenchmark: Sendable {
         progress("making \(options.agents) agent certificates")
         let pki = try LocalFleetPKI(folder: folder, organization: "Bench")
         let managerTLS = try pki.manager()
-        let ids = (1...options.agents).map { String(format: "bench-cam-%03d", $0) }
-        let agentTLS = try ids.map { try pki.member(.agent, $0) }
+        let agents = try SimulatedAgents(count: options.agents, prefix: "bench-cam", pki: pki)
         let operatorTLS = try pki.member(.operator, "bench-operator")
 
         let dataDir = folder + "/manager"
@@ -86,24 +85,17 @@ public struct FleetBenchmark: Sendable {
         progress("connecting \(options.agents) agents")
         let connections = Locked<[Int: WireConnection]>([:])
         let stop = Locked(false)
-        var agentTasks: [Task<Void, any Error>] = []
-        for (index, tls) in agentTLS.enumerated() {
-            let client = WireClientConfiguration(
-                host: "localhost", port: port, tls: tls, capabilities: ["agent-status", "roi-upload", "model-chunks"])
-            agentTasks.append(
-                Task {
-                    try await WireClient.withConnection(client, handler: Self.offerHandler(trust)) { connection, _ in
-                        var status = Loupe_V1_AgentStatus()
-                        status.inspectionType = "bench"
-                        status.recipeVersion = "1"
-                        try await connection.send(event: .agentStatus(status))
-                        connections.withLock { $0[index] = connection }
-                        while !stop.withLock({ $0 }) && !connection.isClosed { try await Task.sleep(for: .milliseconds(50)) }
-                    }
-                })
+        let failures = Locked<[String]>([])
+        let agentTasks = agents.start(
+            ports: [port], inspectionType: "bench", capabilities: ["agent-status", "roi-upload", "model-chunks"],
+            handler: Self.offerHandler(trust), failed: { index, error in failures.withLock { $0.append("\(agents.ids[index]): \(error)") } }
+        ) { index, connection, _ in
+            connections.withLock { $0[index] = connection }
+            while !stop.withLock({ $0 }) && !connection.isClosed { try await Task.sleep(for: .milliseconds(50)) }
         }
         let deadline = ContinuousClock.now + .seconds(60)
         while connections.withLock({ $0.count }) < options.agents {
+            if let first = failures.withLock({ $0.first }) { throw BenchmarkError("an agent could not connect: \(first)") }
             guard ContinuousClock.now < deadline else { throw WireError.requestTimedOut(seconds: 60) }
             try await Task.sleep(for: .milliseconds(20))
         }
@@ -140,7 +132,7 @@ public struct FleetBenchmark: Sendable {
 
             progress("round \(round)/\(options.rounds): plain-TLS ceiling")
             let echo = try await PlainTLSEcho.start(tls: managerTLS)
-            let echoes = try await PlainTLSEcho.withClient(port: echo.port, tls: agentTLS[0], secondsPerRound: 1) { plain in
+            let echoes = try await PlainTLSEcho.withClient(port: echo.port, tls: agents.tls[0], secondsPerRound: 1) { plain in
                 try await plain.roundTrips(payloadBytes: 1 << 20, window: 8)
             }
             echo.stop()
@@ -155,7 +147,7 @@ public struct FleetBenchmark: Sendable {
             // Pushed as an operator does (`loupe model push`): the manager offers at once.
             var push = Loupe_V1_ModelPush()
             push.modelVersion = record.version
-            push.target.cameras = ids
+            push.target.cameras = agents.ids
             try await WireClient.withConnection(WireClientConfiguration(host: "localhost", port: port, tls: operatorTLS)) {
                 [push] connection, _ in
                 let reply = try await connection.request(.modelPush(push))
@@ -176,7 +168,7 @@ public struct FleetBenchmark: Sendable {
         let stored = try await TrainingDataStore(path: dataDir + "/training-data.sqlite").count()
         let installs = try registry.cameras().filter { $0.installedVersion != nil }.count
         stop.withLock { $0 = true }
-        for task in agentTasks { _ = await task.result }
+        for task in agentTasks { await task.value }
         await manager.stop()
         return Result(
             rounds: rounds, modelBytes: modelBytes, storedROIs: stored,

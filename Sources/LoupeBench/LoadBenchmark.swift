@@ -122,9 +122,9 @@ public struct LoadBenchmark: Sendable {
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         progress("making \(options.agents) agent certificates")
         let pki = try LocalFleetPKI(folder: folder, organization: "Bench")
-        let ids = (1...options.agents).map { String(format: "load-cam-%04d", $0) }
+        let agents = try SimulatedAgents(count: options.agents, prefix: "load-cam", pki: pki)
+        let ids = agents.ids
         let managerTLS = try pki.manager()
-        let agentTLS = try ids.map { try pki.member(.agent, $0) }
         let operatorTLS = try pki.member(.operator, "bench-operator")
 
         // The managers: processes of their own, so their CPU and memory are theirs.
@@ -149,58 +149,45 @@ public struct LoadBenchmark: Sendable {
         progress("connecting \(options.agents) agents")
         let connectStart = ContinuousClock.now
         let uploadInterval = options.uploadInterval
-        var tasks: [Task<Void, Never>] = []
-        for (index, tls) in agentTLS.enumerated() {
-            let client = WireClientConfiguration(
-                host: "localhost", port: managers[index % managerCount].process.port, tls: tls,
-                capabilities: ["agent-status", "roi-upload"])
-            tasks.append(
-                Task {
-                    do {
-                        try await WireClient.withConnection(client, handler: WireClient.refuseAll) { connection, _ in
-                            var status = Loupe_V1_AgentStatus()
-                            status.inspectionType = "load"
-                            status.recipeVersion = "1"
-                            try await connection.send(event: .agentStatus(status))
-                            connected.withLock { $0 += 1 }
-                            while phase.withLock({ $0 }) == 0 { try await Task.sleep(for: .milliseconds(50)) }
-                            // Spread the agents over the second and over the upload interval.
-                            let offset = Double(index % 1000) / 1000
-                            try await Task.sleep(for: .seconds(offset))
-                            var nextUpload = ContinuousClock.now + .seconds(offset * uploadInterval)
-                            var report: UInt64 = 0
-                            var upload = 0
-                            while phase.withLock({ $0 }) == 1 && !connection.isClosed {
-                                report += 1
-                                status.uptimeSeconds = report
-                                try await connection.send(event: .agentStatus(status))
-                                tallies.withLock { $0[index].statusSent += 1 }
-                                if ContinuousClock.now >= nextUpload {
-                                    nextUpload = nextUpload + .seconds(uploadInterval)
-                                    upload += 1
-                                    let roi = try FleetBenchmark.upload(side: side, seed: UInt64(index) * 1_000_000 + UInt64(upload))
-                                    tallies.withLock { $0[index].sent += 1 }
-                                    let sent = ContinuousClock.now
-                                    let reply = try await connection.request(.roiUpload(roi))
-                                    let milliseconds = (ContinuousClock.now - sent).seconds * 1000
-                                    tallies.withLock { tally in
-                                        if case .roiAck(let ack) = reply.body, ack.status == .stored {
-                                            tally[index].acknowledged += 1
-                                            tally[index].ackTimes.append(milliseconds)
-                                        } else {
-                                            tally[index].errors.append("\(ids[index]): \(reply.bodyName)")
-                                        }
-                                    }
-                                }
-                                try await Task.sleep(for: .seconds(1))
-                            }
-                            // Hold the connection until every agent has finished, so the final check sees them all online.
-                            while phase.withLock({ $0 }) < 3 && !connection.isClosed { try await Task.sleep(for: .milliseconds(100)) }
+        let tasks = agents.start(
+            ports: managers.map(\.process.port), inspectionType: "load",
+            failed: { index, error in tallies.withLock { $0[index].errors.append("\(ids[index]): \(error)") } }
+        ) { index, connection, announced in
+            var status = announced
+            connected.withLock { $0 += 1 }
+            while phase.withLock({ $0 }) == 0 { try await Task.sleep(for: .milliseconds(50)) }
+            // Spread the agents over the second and over the upload interval.
+            let offset = Double(index % 1000) / 1000
+            try await Task.sleep(for: .seconds(offset))
+            var nextUpload = ContinuousClock.now + .seconds(offset * uploadInterval)
+            var report: UInt64 = 0
+            var upload = 0
+            while phase.withLock({ $0 }) == 1 && !connection.isClosed {
+                report += 1
+                status.uptimeSeconds = report
+                try await connection.send(event: .agentStatus(status))
+                tallies.withLock { $0[index].statusSent += 1 }
+                if ContinuousClock.now >= nextUpload {
+                    nextUpload = nextUpload + .seconds(uploadInterval)
+                    upload += 1
+                    let roi = try FleetBenchmark.upload(side: side, seed: UInt64(index) * 1_000_000 + UInt64(upload))
+                    tallies.withLock { $0[index].sent += 1 }
+                    let sent = ContinuousClock.now
+                    let reply = try await connection.request(.roiUpload(roi))
+                    let milliseconds = (ContinuousClock.now - sent).seconds * 1000
+                    tallies.withLock { tally in
+                        if case .roiAck(let ack) = reply.body, ack.status == .stored {
+                            tally[index].acknowledged += 1
+                            tally[index].ackTimes.append(milliseconds)
+                        } else {
+                            tally[index].errors.append("\(ids[index]): \(reply.bodyName)")
                         }
-                    } catch {
-                        tallies.withLock { $0[index].errors.append("\(ids[index]): \(error)") }
                     }
-                })
+                }
+                try await Task.sleep(for: .seconds(1))
+            }
+            // Hold the connection until every agent has finished, so the final check sees them all online.
+            while phase.withLock({ $0 }) < 3 && !connection.isClosed { try await Task.sleep(for: .milliseconds(100)) }
         }
         while connected.withLock({ $0 }) < options.agents {
             guard ContinuousClock.now - connectStart < .seconds(120) else { throw WireError.requestTimedOut(seconds: 120) }

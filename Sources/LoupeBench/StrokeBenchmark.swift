@@ -110,7 +110,7 @@ public struct StrokeBenchmark: Sendable {
         defer { Task { await agent.process.stop() } }
         let deadline = ContinuousClock.now + .seconds(30)
         while !manager.service.connections.contains(where: { $0.peer?.name == camera && $0.wasWelcomed }) {
-            guard ContinuousClock.now < deadline else { throw StrokeBenchmarkError("the agent did not connect to the manager within 30 s") }
+            guard ContinuousClock.now < deadline else { throw BenchmarkError("the agent did not connect to the manager within 30 s") }
             try await Task.sleep(for: .milliseconds(50))
         }
 
@@ -208,9 +208,4 @@ public struct StrokeBenchmark: Sendable {
             quietLongestSilence: quietSilence, burstLongestSilence: burstSilence, heartbeatSeconds: options.heartbeatSeconds,
             labelledPixels: labelled)
     }
-}
-
-public struct StrokeBenchmarkError: Error, CustomStringConvertible {
-    public let description: String
-    init(_ description: String) { self.description = description }
 }
