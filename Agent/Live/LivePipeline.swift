@@ -29,6 +29,9 @@ public struct LiveStatistics: Codable, Sendable, Equatable {
     public var p50: [String: Double]
     public var p99: [String: Double]
     public var modelVersion: String
+    /// The running model's calibrated threshold (where its defect IoU on its validation split peaked), for the
+    /// page's slider to mark; nil without one.
+    public var calibratedThreshold: Double?
     public var recipeVersion: Int
     public var sourceError: String?
     /// A GenICam camera's stream: frames completed, incomplete and failed, packets missing and resent, reconnections.
@@ -492,7 +495,12 @@ public final class LivePipeline: Service, Sendable {
                 live: live, threshold: threshold, framesPerSecond: fps, framesCaptured: log.captured, framesDropped: log.dropped,
                 framesInspected: log.inspected, passCount: log.passed, failCount: log.failed,
                 passLastHour: hour.pass, failLastHour: hour.fail, notAlignedCount: log.notAligned,
-                p50: p50, p99: p99, modelVersion: inspector.modelVersion, recipeVersion: inspector.recipe.version,
+                p50: p50, p99: p99, modelVersion: inspector.modelVersion,
+                calibratedThreshold: inspector.segmenter.flatMap { segmenter in
+                    let threshold = segmenter.model.metadata.calibratedThreshold
+                    return threshold > 0 ? Double(threshold) : nil
+                },
+                recipeVersion: inspector.recipe.version,
                 sourceError: log.sourceError, camera: (source as? any StreamStatisticsReporting)?.streamStatistics,
                 trigger: triggers.isTriggered ? triggers.statistics : nil, line: line)
         }

@@ -423,6 +423,16 @@ function applyLive(live) {
     slider.value = live.threshold;
     $("threshold-value").textContent = Number(live.threshold).toFixed(2);
   }
+  // Where the running model's defect IoU peaked on its validation split: a mark on the slider, and a way to take it.
+  const calibrated = live.calibratedThreshold;
+  state.calibratedThreshold = calibrated ?? null;
+  $("threshold-calibrated").hidden = calibrated == null;
+  $("threshold-marks").replaceChildren(...(calibrated == null ? [] : [new Option("", calibrated)]));
+  if (calibrated != null) {
+    $("threshold-calibrated-text").textContent =
+      `Calibrated threshold of model ${live.modelVersion}: ${calibrated.toFixed(2)} (its best defect IoU on validation)`;
+    $("threshold-use-calibrated").disabled = !live.live || Math.abs(calibrated - live.threshold) < 0.005;
+  }
   let summary = `${live.framesPerSecond.toFixed(1)} fps · pass ${live.passCount} · fail ${live.failCount} · model ${live.modelVersion || "none"}`;
   const camera = live.camera;
   if (camera) {
@@ -705,6 +715,9 @@ function wire() {
 
   $("live-mode").addEventListener("change", event => setLiveMode(event.target.checked));
   $("threshold").addEventListener("input", event => { $("threshold-value").textContent = Number(event.target.value).toFixed(2); });
+  $("threshold-use-calibrated").addEventListener("click", () => {
+    if (state.calibratedThreshold != null) setThreshold(state.calibratedThreshold);
+  });
   // One request when the operator lets go (or stops pressing keys), not one per step.
   $("threshold").addEventListener("change", event => {
     clearTimeout(state.thresholdTimer);

@@ -4,7 +4,7 @@ public enum ProtoSources {
     /// File name in Proto/ -> lowercase hex SHA-256 of its bytes.
     public static let sha256: [String: String] = [
         "loupe.proto": "56bd47f2901388db1aab96ff7ab37f54b2daef0ba50e7af5915bd428cf71afec",
-        "model.proto": "f408c5f969756e18052d70de554520f14c59c0d7cc17bb1d02f6285a92e7a44f",
+        "model.proto": "f670beefd45988a72c29ec110cf4e4f707fd8ef02567cce41f218221e1adf88a",
         "onnx.proto": "de706d88db85744c07499260a6547e3be8f1e76fd6c14c80d94cf4b4835d0f4b",
     ]
 }

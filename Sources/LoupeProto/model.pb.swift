@@ -315,6 +315,36 @@ public nonisolated struct Loupe_Model_V1_Metrics: Sendable {
 
   public var validationImages: UInt32 = 0
 
+  /// The confidence threshold (the page's slider) at which the defect classes'
+  /// mean IoU on the validation split is highest; 0: not calibrated (no
+  /// validation split). A recipe's threshold starts here.
+  public var calibratedThreshold: Float = 0
+
+  /// The validation split's per-class precision, recall and IoU over the
+  /// threshold, lowest threshold first (class order, background first).
+  public var calibration: [Loupe_Model_V1_ThresholdPoint] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// One threshold of the calibration curve: at it, a pixel counts as a defect
+/// class when that class is its most likely and its probability reaches the
+/// threshold; otherwise it is background.
+public nonisolated struct Loupe_Model_V1_ThresholdPoint: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var threshold: Float = 0
+
+  public var precision: [Float] = []
+
+  public var recall: [Float] = []
+
+  public var iou: [Float] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -791,7 +821,7 @@ nonisolated extension Loupe_Model_V1_InputNormalization: SwiftProtobuf.Message, 
 
 nonisolated extension Loupe_Model_V1_Metrics: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Metrics"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}validation_iou\0\u{3}validation_miou\0\u{3}final_loss\0\u{1}passes\0\u{1}iterations\0\u{3}training_seconds\0\u{3}training_images\0\u{3}validation_images\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}validation_iou\0\u{3}validation_miou\0\u{3}final_loss\0\u{1}passes\0\u{1}iterations\0\u{3}training_seconds\0\u{3}training_images\0\u{3}validation_images\0\u{3}calibrated_threshold\0\u{1}calibration\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -807,6 +837,8 @@ nonisolated extension Loupe_Model_V1_Metrics: SwiftProtobuf.Message, SwiftProtob
       case 6: try { try decoder.decodeSingularDoubleField(value: &self.trainingSeconds) }()
       case 7: try { try decoder.decodeSingularUInt32Field(value: &self.trainingImages) }()
       case 8: try { try decoder.decodeSingularUInt32Field(value: &self.validationImages) }()
+      case 9: try { try decoder.decodeSingularFloatField(value: &self.calibratedThreshold) }()
+      case 10: try { try decoder.decodeRepeatedMessageField(value: &self.calibration) }()
       default: break
       }
     }
@@ -837,6 +869,12 @@ nonisolated extension Loupe_Model_V1_Metrics: SwiftProtobuf.Message, SwiftProtob
     if self.validationImages != 0 {
       try visitor.visitSingularUInt32Field(value: self.validationImages, fieldNumber: 8)
     }
+    if self.calibratedThreshold.bitPattern != 0 {
+      try visitor.visitSingularFloatField(value: self.calibratedThreshold, fieldNumber: 9)
+    }
+    if !self.calibration.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.calibration, fieldNumber: 10)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -849,6 +887,53 @@ nonisolated extension Loupe_Model_V1_Metrics: SwiftProtobuf.Message, SwiftProtob
     if lhs.trainingSeconds != rhs.trainingSeconds {return false}
     if lhs.trainingImages != rhs.trainingImages {return false}
     if lhs.validationImages != rhs.validationImages {return false}
+    if lhs.calibratedThreshold != rhs.calibratedThreshold {return false}
+    if lhs.calibration != rhs.calibration {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Loupe_Model_V1_ThresholdPoint: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ThresholdPoint"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}threshold\0\u{1}precision\0\u{1}recall\0\u{1}iou\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularFloatField(value: &self.threshold) }()
+      case 2: try { try decoder.decodeRepeatedFloatField(value: &self.precision) }()
+      case 3: try { try decoder.decodeRepeatedFloatField(value: &self.recall) }()
+      case 4: try { try decoder.decodeRepeatedFloatField(value: &self.iou) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.threshold.bitPattern != 0 {
+      try visitor.visitSingularFloatField(value: self.threshold, fieldNumber: 1)
+    }
+    if !self.precision.isEmpty {
+      try visitor.visitPackedFloatField(value: self.precision, fieldNumber: 2)
+    }
+    if !self.recall.isEmpty {
+      try visitor.visitPackedFloatField(value: self.recall, fieldNumber: 3)
+    }
+    if !self.iou.isEmpty {
+      try visitor.visitPackedFloatField(value: self.iou, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Loupe_Model_V1_ThresholdPoint, rhs: Loupe_Model_V1_ThresholdPoint) -> Bool {
+    if lhs.threshold != rhs.threshold {return false}
+    if lhs.precision != rhs.precision {return false}
+    if lhs.recall != rhs.recall {return false}
+    if lhs.iou != rhs.iou {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

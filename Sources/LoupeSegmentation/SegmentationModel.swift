@@ -71,6 +71,11 @@ public struct ModelMetadata: Sendable, Equatable {
     public var trainingSeconds: Double = 0
     public var trainingImages = 0
     public var validationImages = 0
+    /// The confidence threshold where the defect classes' mean IoU on the validation split is highest; 0: none
+    /// (no validation split).
+    public var calibratedThreshold: Float = 0
+    /// The validation split's precision, recall and IoU per class over the threshold, lowest first.
+    public var calibration: [ThresholdPoint] = []
     public var trainingConfigJSON = ""
     public var datasetSHA256 = ""
     public var createdAt = Date(timeIntervalSince1970: 0)
@@ -296,6 +301,15 @@ public enum ModelFile {
             $0.trainingSeconds = m.trainingSeconds
             $0.trainingImages = UInt32(m.trainingImages)
             $0.validationImages = UInt32(m.validationImages)
+            $0.calibratedThreshold = m.calibratedThreshold
+            $0.calibration = m.calibration.map { point in
+                .with {
+                    $0.threshold = point.threshold
+                    $0.precision = point.precision
+                    $0.recall = point.recall
+                    $0.iou = point.iou
+                }
+            }
         }
         return payload
     }
@@ -345,6 +359,10 @@ public enum ModelFile {
         metadata.trainingSeconds = m.trainingSeconds
         metadata.trainingImages = Int(m.trainingImages)
         metadata.validationImages = Int(m.validationImages)
+        metadata.calibratedThreshold = m.calibratedThreshold
+        metadata.calibration = m.calibration.map {
+            ThresholdPoint(threshold: $0.threshold, precision: $0.precision, recall: $0.recall, iou: $0.iou)
+        }
         metadata.trainingConfigJSON = payload.trainingConfigJson
         metadata.datasetSHA256 = payload.datasetSha256
         metadata.createdAt = Date(timeIntervalSince1970: Double(payload.createdAtMs) / 1000)

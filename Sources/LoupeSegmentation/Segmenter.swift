@@ -17,6 +17,11 @@ public struct Segmentation: Sendable, Equatable {
     public let classes: [UInt8]
     public let confidence: [Float]
 
+    public init(width: Int, height: Int, classes: [UInt8], confidence: [Float]) {
+        precondition(classes.count == width * height && confidence.count == classes.count, "a class and a confidence per pixel")
+        (self.width, self.height, self.classes, self.confidence) = (width, height, classes, confidence)
+    }
+
     /// The class mask at a confidence threshold: a defect pixel counts only
     /// when its confidence is at or above `threshold`; otherwise it is background (0).
     public func mask(threshold: Float) -> Image8 {

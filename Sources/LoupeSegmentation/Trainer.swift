@@ -217,7 +217,7 @@ public struct Trainer {
         let start = Date()
         var step = 0
         var pass = 0
-        var best: (weights: Weights, iou: [Float], miou: Float, loss: Float)?
+        var best: (weights: Weights, iou: [Float], miou: Float, loss: Float, tally: ConfidenceTally?)?
         var history: [(Int, Float, Float?)] = []
         var lastLoss: Float = .nan
         var trainingSeconds = 0.0
@@ -285,16 +285,16 @@ public struct Trainer {
             }
             let meanLoss = Float(passLoss / Double(max(1, passSteps)))
             if validation.isEmpty {
-                best = (engine.weights, [], 0, meanLoss)
+                best = (engine.weights, [], 0, meanLoss, nil)
                 history.append((pass, meanLoss, nil))
                 continue
             }
             report(.validating, loss: meanLoss, eta: 0)
             let candidate = SegmentationModel(weights: engine.weights, classes: classes, normalization: normalization)
-            let matrix = try Self.evaluate(candidate, on: validation, control: control)
+            let (matrix, tally) = try Self.assess(candidate, on: validation, control: control)
             history.append((pass, meanLoss, matrix.meanIoU))
-            if best == nil || matrix.meanIoU > best!.miou {
-                best = (engine.weights, matrix.iou, matrix.meanIoU, meanLoss)
+            if best == nil || matrix.meanIoU > best?.miou ?? 0 {
+                best = (engine.weights, matrix.iou, matrix.meanIoU, meanLoss, tally)
             }
             report(
                 .validating, loss: meanLoss, eta: config.timeBudgetSeconds.map { max(0, $0 - elapsed()) } ?? 0, iou: matrix.iou,
@@ -311,6 +311,11 @@ public struct Trainer {
         metadata.trainingImages = training.count
         metadata.validationImages = validation.count
         metadata.datasetSHA256 = dataset.sha256
+        if let tally = best.tally {
+            // The threshold the slider should start from: where the best model's defect IoU on validation peaks.
+            metadata.calibration = tally.curve
+            metadata.calibratedThreshold = tally.best.threshold
+        }
         metadata.createdAt = Date()
         if let json = try? JSONEncoder().encode(config) { metadata.trainingConfigJSON = String(decoding: json, as: UTF8.self) }
         let model = SegmentationModel(weights: best.weights, classes: classes, normalization: normalization, metadata: metadata)
@@ -323,17 +328,28 @@ public struct Trainer {
         _ model: SegmentationModel, on dataset: any TrainingImages, precision: InferencePrecision = .fp32, control: TrainingControl? = nil,
         progress: ((Int, Int) -> Void)? = nil
     ) throws(SegmentationError) -> ConfusionMatrix {
+        try assess(model, on: dataset, precision: precision, control: control, progress: progress).matrix
+    }
+
+    /// Runs `model` over every image at full size: the confusion matrix (every pixel its most likely class) and the
+    /// tally that gives the figures at any confidence threshold, from one pass.
+    public static func assess(
+        _ model: SegmentationModel, on dataset: any TrainingImages, precision: InferencePrecision = .fp32, control: TrainingControl? = nil,
+        progress: ((Int, Int) -> Void)? = nil
+    ) throws(SegmentationError) -> (matrix: ConfusionMatrix, tally: ConfidenceTally) {
         let segmenter = try Segmenter(model: model, precision: precision)
         var matrix = ConfusionMatrix(classes: model.configuration.classes)
+        var tally = ConfidenceTally(classes: model.configuration.classes)
         let total = dataset.count
         for index in 0..<total {
             if control?.isCancelled == true { throw .cancelled }
             let item = try dataset.image(at: index)
             let result = try segmenter.segment(item.image)
             matrix.add(truth: item.mask.samples, predicted: result.classes)
+            tally.add(truth: item.mask.samples, result)
             progress?(index + 1, total)
         }
-        return matrix
+        return (matrix, tally)
     }
 
     /// Mean and deviation of the training pixels, per channel, from the images' summaries.

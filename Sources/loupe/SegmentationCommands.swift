@@ -118,7 +118,15 @@ struct TrainLocalCommand: AsyncParsableCommand {
 struct EvalCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "eval",
-        abstract: "Score a model on a labelled split: per-class IoU, mIoU and the confusion matrix."
+        abstract: "Score a model on a labelled split: per-class IoU, mIoU, the confusion matrix, and precision and recall over the "
+            + "confidence threshold.",
+        discussion: """
+            The IoU table and the confusion matrix count every pixel as its most likely class. The threshold table then \
+            counts a pixel as a defect only where that class's probability reaches the threshold, as live inspection does \
+            (the page's slider): per class precision, recall and IoU at thresholds 0.05 to 0.95, the threshold where the \
+            defect classes' mean IoU peaks on this split, and the model's own calibrated threshold (chosen the same way on \
+            its validation split when it was trained).
+            """
     )
     @Option(help: "Model file.") var model: String
     @Option(help: "Dataset directory (images/SPLIT and annotations/SPLIT).") var dataset: String
@@ -137,7 +145,7 @@ struct EvalCommand: AsyncParsableCommand {
             bar.update(fraction: Double(done) / Double(total), "loading \(done)/\(total)")
         }
         let start = Date()
-        let matrix = try Trainer.evaluate(loaded, on: data, precision: precision) { done, total in
+        let (matrix, tally) = try Trainer.assess(loaded, on: data, precision: precision) { done, total in
             bar.update(fraction: Double(done) / Double(total), "evaluating \(done)/\(total)")
         }
         bar.finish()
@@ -147,6 +155,13 @@ struct EvalCommand: AsyncParsableCommand {
                 "model": model, "split": split, "images": data.items.count, "precision": precision.rawValue,
                 "iou": matrix.iou, "miou": matrix.meanIoU, "pixel_accuracy": matrix.pixelAccuracy, "confusion": matrix.counts,
                 "classes": loaded.classes.map(\.name),
+                "thresholds": tally.curve.map {
+                    [
+                        "threshold": $0.threshold, "precision": $0.precision, "recall": $0.recall, "iou": $0.iou,
+                        "defect_miou": $0.defectMeanIoU,
+                    ]
+                },
+                "best_threshold": tally.best.threshold, "calibrated_threshold": loaded.metadata.calibratedThreshold,
             ]
             print(
                 String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]), as: UTF8.self))
@@ -171,6 +186,31 @@ struct EvalCommand: AsyncParsableCommand {
                 rows: (0..<matrix.classes).map { t in
                     [names[t]] + (0..<matrix.classes).map { String(matrix.count(truth: t, predicted: $0)) }
                 }))
+        let best = tally.best
+        let calibrated = loaded.metadata.calibratedThreshold
+        print("over the confidence threshold (a defect pixel counts where its class's probability reaches it; P precision, R recall):")
+        let defects = Array(names.dropFirst())
+        print(
+            TextTable.render(
+                header: ["threshold"] + defects.flatMap { ["\($0) P", "R", "IoU"] } + ["defect mIoU", ""],
+                rows: tally.curve.map { point in
+                    let marks = [
+                        point.threshold == best.threshold ? "best here" : "", abs(point.threshold - calibrated) < 0.001 ? "model's" : "",
+                    ]
+                    return [String(format: "%.2f", point.threshold)]
+                        + (1..<matrix.classes).flatMap { c in
+                            [point.precision[c], point.recall[c], point.iou[c]].map { String(format: "%.3f", $0) }
+                        }
+                        + [String(format: "%.4f", point.defectMeanIoU), marks.filter { !$0.isEmpty }.joined(separator: ", ")]
+                }))
+        let atCalibrated = tally.point(at: calibrated)
+        print(
+            String(
+                format: "best threshold on this split %.2f (defect mIoU %.4f); the model's calibrated threshold %@", best.threshold,
+                best.defectMeanIoU,
+                calibrated > 0
+                    ? String(format: "%.2f (defect mIoU here %.4f)", calibrated, atCalibrated.defectMeanIoU)
+                    : "none (trained without a validation split)"))
     }
 }
 
@@ -224,6 +264,18 @@ struct ModelCommand: AsyncParsableCommand {
                     m.validationMIoU, m.validationIoU.map { String(format: "%.3f", $0) }.joined(separator: " "), m.passes, m.iterations,
                     m.trainingSeconds, m.trainingImages, m.validationImages))
             print("dataset SHA-256: \(m.datasetSHA256.isEmpty ? "-" : m.datasetSHA256)")
+            if let chosen = m.calibration.first(where: { $0.threshold == m.calibratedThreshold }) {
+                let perClass = zip(model.classes, zip(chosen.precision, chosen.recall)).dropFirst().map {
+                    String(format: "%@ P %.3f R %.3f", $0.name, $1.0, $1.1)
+                }
+                print(
+                    String(
+                        format: "calibrated threshold %.2f (validation defect mIoU %.4f there; ", m.calibratedThreshold,
+                        chosen.defectMeanIoU)
+                        + perClass.joined(separator: ", ") + ")")
+            } else {
+                print("calibrated threshold: none (trained without a validation split)")
+            }
             switch status {
             case .unsigned: print("signature: none")
             case .signed(let key): print("signature: Ed25519, valid, key \(key.hexString)")

@@ -220,6 +220,13 @@ extension SegmentationTests {
                 #expect(judged)
                 let live = try await expectStatus(client, "/api/v1/live", .get, nil, .ok)
                 #expect(live["modelVersion"] as? String == version && (live["framesInspected"] as? Int ?? 0) > 0)
+                // The slider's mark: the running model's calibrated threshold, when it had a validation split to calibrate on.
+                let calibrated = try #require(runtime.pipeline.currentInspector.segmenter?.model.metadata.calibratedThreshold)
+                if calibrated > 0 {
+                    #expect(abs((live["calibratedThreshold"] as? Double ?? -1) - Double(calibrated)) < 1e-6, "\(live)")
+                } else {
+                    #expect(live["calibratedThreshold"] == nil, "no validation split, no mark: \(live)")
+                }
                 // The threshold slider saves a new recipe version; the pipeline picks it up.
                 let changed = try await expectStatus(client, "/api/v1/live", .put, ["threshold": 0.9], .ok)
                 #expect(changed["threshold"] as? Double == 0.9 && changed["recipeVersion"] as? Int == 2)
