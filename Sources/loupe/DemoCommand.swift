@@ -6,6 +6,7 @@ import LoupeCapture
 import LoupeImaging
 import LoupeManager
 import LoupePKI
+import LoupeSegmentation
 import LoupeProto
 import LoupeWire
 import NIOCore
@@ -237,6 +238,15 @@ struct DemoCommand: AsyncParsableCommand {
                 agents.allSatisfy { $0.runtime.shelf.state.current?.version == version }
             }
             step("\(version) pushed, verified and installed on \(Self.cameras.joined(separator: ", "))")
+            if let calibrated = agents.first?.runtime.pipeline.currentInspector.segmenter?.model.metadata.calibratedThreshold,
+                calibrated > 0
+            {
+                step(
+                    String(
+                        format:
+                            "%@'s calibrated threshold: %.2f (where its defect IoU on validation peaked); live runs at %.2f (--threshold)",
+                        version, calibrated, threshold))
+            }
 
             // 7. Live inspection, measured against ground truth.
             for camera in Self.cameras {
@@ -305,7 +315,10 @@ struct DemoCommand: AsyncParsableCommand {
                     Double(fleet[label]!.intersection) / Double(max(1, fleet[label]!.union)))
             }.joined(separator: ", ")
             let meanIoU = meanIoU(fleet) ?? 0
-            step(String(format: "defect mIoU on live frames against ground truth: %.3f (%@; threshold %.2f)", meanIoU, perClass, minIou))
+            step(
+                String(
+                    format: "defect mIoU on live frames against ground truth: %.3f (%@; confidence threshold %.2f; at least %.2f needed)",
+                    meanIoU, perClass, threshold, minIou))
             // 8. The triggered station: a GigE Vision camera, triggers and verdicts over Modbus.
             if stationTriggers > 0 {
                 if let helper = try DemoStation.helper(fakeGige, root: root) {
