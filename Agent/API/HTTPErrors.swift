@@ -11,15 +11,17 @@ import LoupeWire
 // `SecurityHeadersMiddleware` turns any `HTTPResponseError` into its answer (`{"error":{"message":…}}`, the error's
 // own description). An error nobody classified is a 500, logged. No route can forget the mapping.
 
-/// An error whose HTTP answer is its status and its description.
-protocol DescribedHTTPError: HTTPResponseError, CustomStringConvertible {}
+/// An error whose HTTP answer is its status and its message (its description unless it says otherwise).
+protocol DescribedHTTPError: HTTPResponseError, CustomStringConvertible {
+    /// What the client reads.
+    var message: String { get }
+}
 
 extension DescribedHTTPError {
     public func response(from request: Request, context: some RequestContext) throws -> Response {
         try HTTPError(status, message: message).response(from: request, context: context)
     }
 
-    /// What the client reads.
     var message: String { description }
 }
 
