@@ -208,74 +208,102 @@ struct DistanceField {
             distance[index] = 0
             site[index] = index
         }
-        // Columns, then rows: each a 1-D lower envelope of parabolas.
-        var f = [Double](repeating: 0, count: max(width, height) + 2)
-        var fSite = [Int](repeating: -1, count: max(width, height) + 2)
-        var output = f, outputSite = fSite
-        func pass(count: Int, padded: Bool, load: (Int) -> (Double, Int), store: (Int, Double, Int) -> Void) {
-            // With padding, positions -1 and count are sites at distance 0 belonging to no pixel (-1).
-            var positions: [Double] = []
-            var values: [Double] = []
-            var owners: [Int] = []
-            if padded { positions.append(-1); values.append(0); owners.append(-1) }
-            for i in 0..<count {
-                let (value, owner) = load(i)
-                f[i] = value
-                fSite[i] = owner
-                if value < infinity { positions.append(Double(i)); values.append(value); owners.append(owner) }
-            }
-            if padded { positions.append(Double(count)); values.append(0); owners.append(-1) }
-            guard !positions.isEmpty else { return }
-            // Lower envelope.
-            var vertices = [0]
-            var bounds = [-Double.infinity, Double.infinity]
-            for q in 1..<positions.count {
-                var s = 0.0
-                while true {
-                    let v = vertices.last!
-                    s =
-                        ((values[q] + positions[q] * positions[q]) - (values[v] + positions[v] * positions[v]))
-                        / (2 * (positions[q] - positions[v]))
-                    if s <= bounds[vertices.count - 1] && vertices.count > 1 {
-                        vertices.removeLast()
-                        bounds.removeLast()
-                    } else {
-                        break
-                    }
+        // Columns, then rows: each a 1-D lower envelope of parabolas. The line's scratch is allocated once and reused:
+        // a 1.9-megapixel mask has 2,800 lines, and the labelling check runs on every edit.
+        let longest = max(width, height) + 2
+        var envelope = Envelope(capacity: longest)
+        distance.withUnsafeMutableBufferPointer { distance in
+            site.withUnsafeMutableBufferPointer { site in
+                for x in 0..<width {
+                    envelope.pass(distance, site, start: x, stride: width, count: height, padded: paddedOutside, infinity: infinity)
                 }
-                if s <= bounds[vertices.count - 1] {
-                    vertices[0] = q
-                } else {
-                    vertices.append(q)
-                    bounds[vertices.count - 1] = s
-                    bounds.append(Double.infinity)
+                for y in 0..<height {
+                    envelope.pass(distance, site, start: y * width, stride: 1, count: width, padded: paddedOutside, infinity: infinity)
                 }
             }
-            var k = 0
-            for i in 0..<count {
-                while bounds[k + 1] < Double(i) { k += 1 }
-                let v = vertices[k]
-                let d = Double(i) - positions[v]
-                output[i] = d * d + values[v]
-                outputSite[i] = owners[v]
-            }
-            for i in 0..<count { store(i, output[i], outputSite[i]) }
-        }
-        for x in 0..<width {
-            pass(
-                count: height, padded: paddedOutside, load: { (distance[$0 * width + x], site[$0 * width + x]) },
-                store: {
-                    distance[$0 * width + x] = $1; site[$0 * width + x] = $2
-                })
-        }
-        for y in 0..<height {
-            pass(
-                count: width, padded: paddedOutside, load: { (distance[y * width + $0], site[y * width + $0]) },
-                store: {
-                    distance[y * width + $0] = $1; site[y * width + $0] = $2
-                })
         }
         squaredDistance = distance
         nearest = site
+    }
+}
+
+/// One line of `DistanceField`: the lower envelope of the parabolas rooted at the line's sites, in buffers kept
+/// between lines.
+private struct Envelope {
+    var positions: [Double], values: [Double], owners: [Int]
+    var vertices: [Int], bounds: [Double]
+    var output: [Double], outputSite: [Int]
+
+    init(capacity: Int) {
+        positions = [Double](repeating: 0, count: capacity)
+        values = positions
+        owners = [Int](repeating: -1, count: capacity)
+        vertices = owners
+        bounds = [Double](repeating: 0, count: capacity + 1)
+        output = positions
+        outputSite = owners
+    }
+
+    /// Replaces the line's `count` pixels (`start`, then every `stride`) with their squared distance to the
+    /// nearest site on the line's envelope, and that site. With `padded`, positions -1 and `count` are sites at
+    /// distance 0 belonging to no pixel (-1).
+    mutating func pass(
+        _ distance: UnsafeMutableBufferPointer<Double>, _ site: UnsafeMutableBufferPointer<Int>, start: Int, stride: Int, count: Int,
+        padded: Bool, infinity: Double
+    ) {
+        var n = 0
+        if padded {
+            (positions[n], values[n], owners[n]) = (-1, 0, -1)
+            n += 1
+        }
+        for i in 0..<count where distance[start + i * stride] < infinity {
+            (positions[n], values[n], owners[n]) = (Double(i), distance[start + i * stride], site[start + i * stride])
+            n += 1
+        }
+        if padded {
+            (positions[n], values[n], owners[n]) = (Double(count), 0, -1)
+            n += 1
+        }
+        guard n > 0 else { return }
+        // Lower envelope: `vertices[0..<used]`, parabola k winning over (bounds[k], bounds[k + 1]).
+        var used = 1
+        vertices[0] = 0
+        bounds[0] = -Double.infinity
+        bounds[1] = Double.infinity
+        for q in 1..<max(1, n) {
+            var s = 0.0
+            while true {
+                let v = vertices[used - 1]
+                s =
+                    ((values[q] + positions[q] * positions[q]) - (values[v] + positions[v] * positions[v]))
+                    / (2 * (positions[q] - positions[v]))
+                if s <= bounds[used - 1] && used > 1 {
+                    used -= 1
+                } else {
+                    break
+                }
+            }
+            if s <= bounds[used - 1] {
+                vertices[0] = q
+                bounds[1] = Double.infinity
+            } else {
+                vertices[used] = q
+                bounds[used] = s
+                used += 1
+                bounds[used] = Double.infinity
+            }
+        }
+        var k = 0
+        for i in 0..<count {
+            while bounds[k + 1] < Double(i) { k += 1 }
+            let v = vertices[k]
+            let d = Double(i) - positions[v]
+            output[i] = d * d + values[v]
+            outputSite[i] = owners[v]
+        }
+        for i in 0..<count {
+            distance[start + i * stride] = output[i]
+            site[start + i * stride] = outputSite[i]
+        }
     }
 }
