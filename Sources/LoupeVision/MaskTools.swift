@@ -120,10 +120,13 @@ public enum MaskTools {
     /// Every connected region of each label.
     public static func blobs(_ mask: Image8) -> [Blob] {
         let width = mask.width, height = mask.height
+        // The pixels read once as a plain array: `Raster` is generic across modules, and reading it pixel by pixel
+        // looked its metadata up each time (most of a 1.9-megapixel labelling check).
+        let samples = mask.samples
         var seen = [Bool](repeating: false, count: width * height)
         var found: [Blob] = []
-        for start in 0..<(width * height) where mask.samples[start] != 0 && !seen[start] {
-            let label = mask.samples[start]
+        for start in 0..<(width * height) where samples[start] != 0 && !seen[start] {
+            let label = samples[start]
             var pixels: [Int] = []
             var stack = [start]
             seen[start] = true
@@ -137,7 +140,7 @@ public enum MaskTools {
                         let nx = x + dx, ny = y + dy
                         guard nx >= 0, ny >= 0, nx < width, ny < height else { continue }
                         let neighbour = ny * width + nx
-                        if !seen[neighbour] && mask.samples[neighbour] == label {
+                        if !seen[neighbour] && samples[neighbour] == label {
                             seen[neighbour] = true
                             stack.append(neighbour)
                         }
@@ -160,14 +163,15 @@ public enum MaskTools {
                 x: max(0, bounds.x - margin), y: max(0, bounds.y - margin),
                 width: min(width, bounds.x + bounds.width + margin) - max(0, bounds.x - margin),
                 height: min(height, bounds.y + bounds.height + margin) - max(0, bounds.y - margin))
-            var local = Image8(validWidth: box.width, height: box.height)
+            var inside = [UInt8](repeating: 0, count: box.width * box.height)
             for y in 0..<box.height {
-                for x in 0..<box.width where region[(box.y + y) * width + box.x + x] == Int32(number) { local[x, y] = 1 }
+                for x in 0..<box.width where region[(box.y + y) * width + box.x + x] == Int32(number) { inside[y * box.width + x] = 1 }
             }
+            let local = Image8(validWidth: box.width, height: box.height, samples: inside)
             // Pixels on the image border count as touching the outside too.
             let field = DistanceField(local, paddedOutside: true) { $0 == 0 }
             var best = 0.0
-            for index in local.samples.indices where local.samples[index] == 1 { best = max(best, field.squaredDistance[index]) }
+            for index in inside.indices where inside[index] == 1 { best = max(best, field.squaredDistance[index]) }
             found[number].inscribedRadius = best.squareRoot()
         }
         return found
@@ -204,7 +208,8 @@ struct DistanceField {
         let infinity = Double(width * width + height * height) * 4 + 1
         var distance = [Double](repeating: infinity, count: width * height)
         var site = [Int](repeating: -1, count: width * height)
-        for index in distance.indices where isSite(mask.samples[index]) {
+        let samples = mask.samples
+        for index in distance.indices where isSite(samples[index]) {
             distance[index] = 0
             site[index] = index
         }
