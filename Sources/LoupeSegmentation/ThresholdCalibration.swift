@@ -49,7 +49,10 @@ public struct ConfidenceTally: Sendable, Equatable {
             let t = Int(labels[index]), p = Int(segmentation.classes[index])
             guard t < classes, p < classes else { continue }
             truth[t] += 1
-            let bin = min(bins - 1, max(0, Int(segmentation.confidence[index] * Float(bins))))
+            // A probability that is not a number (a diverged model) counts as certain: the live mask keeps such a pixel
+            // at any threshold, since NaN is never below one.
+            let probability = segmentation.confidence[index]
+            let bin = probability.isNaN ? bins - 1 : min(bins - 1, max(0, Int(min(1, max(0, probability)) * Float(bins))))
             if t == p {
                 hits[p * bins + bin] += 1
             } else if t == 0 {

@@ -31,6 +31,19 @@ extension SegmentationTests {
             #expect(tally.curve.count == 19 && tally.curve.first?.threshold == 0.05)
         }
 
+        @Test func aDivergedModelsProbabilitiesAreTalliedAsTheLiveMaskKeepsThem() {
+            // NaN and infinite probabilities (a model whose weights blew up) must not stop the tally.
+            let result = Segmentation(width: 4, height: 1, classes: [1, 1, 1, 0], confidence: [.nan, .infinity, -.infinity, .nan])
+            let truth: [UInt8] = [1, 0, 1, 0]
+            var tally = ConfidenceTally(classes: 2)
+            tally.add(truth: truth, result)
+            for threshold: Float in [0.05, 0.5, 0.95] {
+                var matrix = ConfusionMatrix(classes: 2)
+                matrix.add(truth: truth, predicted: result.mask(threshold: threshold).samples)
+                #expect(tally.point(at: threshold).iou == matrix.iou, "at \(threshold)")
+            }
+        }
+
         @Test func talliesOfTwoHalvesAddUpToTheTallyOfTheWhole() {
             var whole = ConfidenceTally(classes: 2), left = whole, right = whole
             whole.add(truth: Self.truth, Self.result)
