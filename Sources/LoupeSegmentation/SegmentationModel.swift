@@ -359,6 +359,19 @@ public enum ModelFile {
         metadata.trainingSeconds = m.trainingSeconds
         metadata.trainingImages = Int(m.trainingImages)
         metadata.validationImages = Int(m.validationImages)
+        // Read by the page's slider and by `loupe eval`: a threshold outside 0…1 or a curve of another class count is a
+        // broken file, refused by name.
+        guard m.calibratedThreshold.isFinite, (0...1).contains(m.calibratedThreshold) else {
+            throw .modelFile(file: name, reason: "calibrated threshold \(m.calibratedThreshold) is not between 0 and 1")
+        }
+        for point in m.calibration {
+            let counts = [point.precision.count, point.recall.count, point.iou.count]
+            guard point.threshold.isFinite, (0...1).contains(point.threshold), counts.allSatisfy({ $0 == configuration.classes }) else {
+                throw .modelFile(
+                    file: name,
+                    reason: "calibration point at threshold \(point.threshold) has \(counts) figures for \(configuration.classes) classes")
+            }
+        }
         metadata.calibratedThreshold = m.calibratedThreshold
         metadata.calibration = m.calibration.map {
             ThresholdPoint(threshold: $0.threshold, precision: $0.precision, recall: $0.recall, iou: $0.iou)

@@ -81,7 +81,7 @@ public struct ConfidenceTally: Sendable, Equatable {
 
     /// The figures at `threshold` (0: every pixel takes its most likely class, as the confusion matrix counts).
     public func point(at threshold: Float) -> ThresholdPoint {
-        let k = min(Self.bins, max(0, Int((threshold * Float(Self.bins)).rounded())))
+        let k = threshold.isFinite ? min(Self.bins, max(0, Int((min(1, max(0, threshold)) * Float(Self.bins)).rounded()))) : 0
         var tp = [Int](repeating: 0, count: classes), predicted = tp
         // Defect classes: kept where their probability reaches the threshold.
         for c in 1..<max(1, classes) {

@@ -55,6 +55,26 @@ extension SegmentationTests {
             #expect(refusal(try ModelFile.encode(try Self.model()), trusted: [key.publicKey]).contains("not signed"))
         }
 
+        @Test func aCalibrationOutOfRangeIsRefusedByName() throws {
+            for threshold: Float in [.nan, -0.1, 1.5] {
+                var model = try Self.model()
+                model.metadata.calibratedThreshold = threshold
+                let error = #expect(throws: SegmentationError.self) { try ModelFile.decode(try ModelFile.encode(model), name: "m.loupe") }
+                #expect(error?.description.contains("calibrated threshold") == true, "\(String(describing: error))")
+            }
+            var model = try Self.model()
+            model.metadata.calibratedThreshold = 0.5
+            // A curve point with figures for two classes, in a model of three.
+            model.metadata.calibration = [ThresholdPoint(threshold: 0.5, precision: [1, 1], recall: [1, 1], iou: [1, 1])]
+            let error = #expect(throws: SegmentationError.self) { try ModelFile.decode(try ModelFile.encode(model), name: "m.loupe") }
+            #expect(error?.description.contains("calibration point") == true, "\(String(describing: error))")
+            // Within range, it reads back as written.
+            model.metadata.calibration = [
+                ThresholdPoint(threshold: 0.5, precision: [1, 0.5, 0.25], recall: [1, 1, 1], iou: [1, 0.5, 0.25])
+            ]
+            #expect(try ModelFile.decode(try ModelFile.encode(model)).0 == model)
+        }
+
         @Test func anUnknownFormatVersionIsRefused() throws {
             let data = try ModelFile.encode(try Self.model())
             // Field 1 (format_version, varint) is the container's first byte pair: 0x08 0x01.
