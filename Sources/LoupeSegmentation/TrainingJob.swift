@@ -79,9 +79,6 @@ public final class TrainingJob: Sendable {
         self.classes = classes
     }
 
-    /// Images the job trains and validates on.
-    public var imageCount: Int { images.count }
-
     /// Starts the thread (once). `prepare` runs on it first (to lower its priority, say); `progress` hears the
     /// run's updates on it. The model's description is `description`, then the settings in words.
     public func start(
@@ -97,8 +94,6 @@ public final class TrainingJob: Sendable {
 
     /// Asks the run to stop at its next step; it ends `.cancelled`.
     public func cancel() { control.cancel() }
-
-    public var isCancelled: Bool { control.isCancelled }
 
     /// Waits for the run to end, without holding a thread.
     public func outcome() async -> Outcome {

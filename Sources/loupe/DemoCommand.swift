@@ -234,8 +234,12 @@ struct DemoCommand: AsyncParsableCommand {
             // has the other offer it to its own cameras at once).
             let registry = try await ManagerStorage.open(managers[managers.count - 1].config, logger: logger).models
             try await registry.assign(version, to: Self.cameras)
+            // Installed, and swapped into each camera's live pipeline (what the live figures below and its calibrated
+            // threshold are read from).
             try await Self.waitFor("the cameras to install \(version)", timeout: .seconds(60)) {
-                agents.allSatisfy { $0.runtime.shelf.state.current?.version == version }
+                agents.allSatisfy {
+                    $0.runtime.shelf.state.current?.version == version && $0.runtime.pipeline.currentInspector.modelVersion == version
+                }
             }
             step("\(version) pushed, verified and installed on \(Self.cameras.joined(separator: ", "))")
             if let calibrated = agents.first?.runtime.pipeline.currentInspector.segmenter?.model.metadata.calibratedThreshold,
