@@ -59,7 +59,7 @@ let package = Package(
         .target(
             name: "LoupeSegmentation",
             dependencies: [
-                "CDNNL", "LoupeImaging", "LoupeProto", "LoupeStorage", .product(name: "Crypto", package: "swift-crypto"),
+                "CDNNL", "LoupeImaging", "LoupeProto", "LoupeStorage", "LoupeVision", .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ],
             swiftSettings: computeSettings

@@ -134,6 +134,7 @@ struct OperatorCommands: Sendable {
             info.datasetSha256 = Data(hexString: record.datasetSHA256) ?? Data()
             info.createdUnixMs = record.createdAt.millisecondsSince1970
             info.installedOn = cameras.filter { $0.installedVersion == record.version }.map(\.cameraId)
+            if let parts = record.validationParts { info.parts = parts.wire }
             return info
         }
         let shown = Set(versions.map(\.version))

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import LoupeProto
+import LoupeSegmentation
 import Prometheus
 
 /// Watches canary rollouts: notes when every canary has installed the new
@@ -114,6 +115,8 @@ public struct RolloutSupervisor {
                 rollout, promote: false,
                 reason: String(format: "validation mIoU %.3f is below the bound %.3f; ", version.validationMIoU, policy.minValidationMIoU)
                     + figures)
+        } else if let breach = policy.partBoundBreached(by: version.validationParts) {
+            try await decide(rollout, promote: false, reason: breach + "; " + figures)
         } else if increase > policy.maxDefectRateIncrease {
             try await decide(
                 rollout, promote: false,

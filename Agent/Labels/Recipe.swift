@@ -15,22 +15,6 @@ public struct RecipeROI: Codable, Sendable, Equatable {
     }
 }
 
-/// When an ROI fails inspection.
-public struct FailRule: Codable, Sendable, Equatable {
-    /// Fail when any one defect (a connected region of one class, at or above
-    /// the confidence threshold) covers this many pixels or more.
-    public var minimumDefectPixels: Int
-
-    public init(minimumDefectPixels: Int = 25) {
-        self.minimumDefectPixels = minimumDefectPixels
-    }
-
-    /// Whether an ROI with these defect regions fails.
-    public func fails(_ regions: [MaskTools.Blob]) -> Bool {
-        regions.contains { $0.area >= minimumDefectPixels }
-    }
-}
-
 /// What the camera inspects and how: set through the API, persisted with a
 /// version number that every capture and model records.
 public struct Recipe: Codable, Sendable, Equatable {

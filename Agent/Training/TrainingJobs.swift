@@ -32,6 +32,8 @@ public struct TrainingStatus: Codable, Sendable, Equatable {
     public var trainingImages: Int
     public var modelVersion: String?
     public var message: String?
+    /// Once trained with a validation split: its parts judged at the new model's calibrated threshold.
+    public var parts: PartFigures?
     public var startedAt: Date
     public var startedBy: String
 
@@ -99,7 +101,8 @@ public final class TrainingJobs: Service, Sendable {
             + classes.sorted { $0.index < $1.index }.map { ClassInfo(name: $0.name, color: $0.color) }
         let job: TrainingJob
         do {
-            job = try TrainingJob(images: dataset, classes: classInfo, request: request, threads: runtime.trainingThreads)
+            job = try TrainingJob(
+                images: dataset, classes: classInfo, request: request, threads: runtime.trainingThreads, failRule: recipe.failRule)
         } catch {
             throw StoreError.invalid("\(error)")
         }
@@ -227,6 +230,7 @@ public final class TrainingJobs: Service, Sendable {
             status.validationClassIoU = progress.validationClassIou
             status.validationMIoU = progress.validationMiou
         }
+        if progress.hasParts { status.parts = PartFigures(progress.parts) }
         publish(status)
     }
 
@@ -268,6 +272,7 @@ public final class TrainingJobs: Service, Sendable {
                 status.phase = "finished"
                 status.fraction = 1
                 status.modelVersion = version
+                status.parts = model.metadata.partFigures
                 status.message = parent.map { "replaces \($0) (kept for rollback)" }
             } catch {
                 status.state = .failed

@@ -379,6 +379,14 @@ async function resumeTraining() {
   } catch (error) { if (error.status !== 404) notify(error.message); }
 }
 
+// The validation split judged as parts (PartFigures): what the line would have let through and thrown away.
+function partFiguresText(parts) {
+  const share = (count, total, what) =>
+    total > 0 ? `${count} of ${total} ${what} (${(100 * count / total).toFixed(1)} %)` : `no ${what}`;
+  return `escapes ${share(parts.escapes, parts.defectiveParts, "defective parts")}, `
+    + `false rejects ${share(parts.falseRejects, parts.goodParts, "good parts")} at threshold ${parts.threshold.toFixed(2)}`;
+}
+
 function showTraining(status) {
   const running = status.state === "running";
   $("train-start").disabled = running;
@@ -393,7 +401,8 @@ function showTraining(status) {
       text = `${status.phase}${status.passes ? ` · pass ${status.pass}/${status.passes}` : ""} · ${status.trainingImages} ROIs`;
       break;
     case "succeeded":
-      text = `Done: model ${status.modelVersion ?? ""}${status.validationMIoU != null ? ` · validation mIoU ${status.validationMIoU.toFixed(3)}` : ""}`;
+      text = `Done: model ${status.modelVersion ?? ""}${status.validationMIoU != null ? ` · validation mIoU ${status.validationMIoU.toFixed(3)}` : ""}`
+        + (status.parts ? ` · ${partFiguresText(status.parts)}` : "");
       break;
     case "cancelled": text = "Cancelled; the model in use is unchanged."; break;
     default: text = `Failed: ${status.message ?? "see the agent's log"}`;

@@ -43,6 +43,9 @@ public struct ModelVersionRecord: Codable, Sendable, Equatable, FetchableRecord,
     public var createdAt: Date
     /// The registry's monotonic sequence at publication, signed into the file (0 for versions published before provenance).
     public var sequence: Int = 0
+    /// The validation split judged as parts at the version's calibrated threshold (stored as JSON); nil when it was
+    /// trained without one, or published before the registry kept them.
+    public var validationParts: PartFigures? = nil
 }
 
 /// Which model each camera should run and which it reports running.
@@ -153,6 +156,9 @@ public final class ModelRegistry: Sendable {
                 t.add(column: "assignment", .text)
                 t.add(column: "assignmentSignature", .text)
             }
+        }
+        migrator.registerMigration("4 validation part figures") { db in
+            try db.alter(table: "modelVersion") { t in t.add(column: "validationParts", .text) }
         }
         return migrator
     }

@@ -50,7 +50,7 @@ struct RegistryRules: Sendable {
             version: name, number: number, inspectionType: inspectionType, sha256: digest.hexString, bytes: signed.count,
             offerSignature: offerSignature.hexString, parentVersion: parent, description: model.metadata.description,
             validationMIoU: Double(model.metadata.validationMIoU), datasetSHA256: model.metadata.datasetSHA256, createdAt: Date(),
-            sequence: Int(sequence))
+            sequence: Int(sequence), validationParts: model.metadata.partFigures)
         return (signed, record)
     }
 
@@ -125,6 +125,13 @@ struct RegistryRules: Sendable {
         }
         guard (0...1).contains(policy.maxDefectRateIncrease) else {
             throw .invalid("max_defect_rate_increase must be a fraction in [0, 1]")
+        }
+        for (name, bound) in [
+            ("max_validation_escape_rate", policy.maxValidationEscapeRate),
+            ("max_validation_false_reject_rate", policy.maxValidationFalseRejectRate),
+        ] {
+            guard let bound else { continue }
+            guard (0...1).contains(bound) else { throw .invalid("\(name) must be a fraction in [0, 1] (0: no bound), not \(bound)") }
         }
     }
 

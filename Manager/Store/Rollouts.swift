@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import LoupeProto
+import LoupeSegmentation
 import LoupeStorage
 
 /// When a canary rollout is promoted or rolled back (see CanaryPolicy in Proto/loupe.proto).
@@ -13,6 +14,10 @@ public struct CanaryPolicyRecord: Codable, Sendable, Equatable {
     /// Roll back when the canaries' defect rate falls below this fraction of
     /// the baseline's (nil in rollouts recorded before the check: the default).
     public var minDefectRateRatio: Double?
+    /// Bounds on the version's validation escape and false-reject rates (nil or 0: none; nil in rollouts recorded
+    /// before the check).
+    public var maxValidationEscapeRate: Double?
+    public var maxValidationFalseRejectRate: Double?
 
     /// The fraction in force: 0.2 unless the policy names another.
     public var defectRateRatio: Double { minDefectRateRatio.flatMap { $0 > 0 ? $0 : nil } ?? 0.2 }
@@ -23,6 +28,24 @@ public struct CanaryPolicyRecord: Codable, Sendable, Equatable {
     /// with one baseline failure in 31 parts and 14 canary parts (0.45 expected) it is 64 %.
     public static let defectRateDropMinimumExpected = 3.0
 
+    /// Why the version's validation part figures break a bound of this policy; nil when within them (or unbounded). A
+    /// version without figures, or with no parts of the kind a bound divides by, breaks any bound set on them.
+    public func partBoundBreached(by parts: PartFigures?) -> String? {
+        let bounds: [(name: String, bound: Double?, rate: (PartFigures) -> Double?)] = [
+            ("escape rate", maxValidationEscapeRate, \.escapeRate), ("false-reject rate", maxValidationFalseRejectRate, \.falseRejectRate),
+        ]
+        for (name, bound, rate) in bounds {
+            guard let bound, bound > 0 else { continue }
+            guard let parts, let value = rate(parts) else {
+                return String(format: "the version has no validation %@ to hold to the bound %.3f", name, bound)
+            }
+            if value > bound {
+                return String(format: "validation %@ %.3f is above the bound %.3f (%@)", name, value, bound, parts.summary)
+            }
+        }
+        return nil
+    }
+
     public init(_ wire: Loupe_V1_CanaryPolicy) {
         automatic = wire.automatic
         observeSeconds = Int(wire.observeSeconds)
@@ -30,6 +53,8 @@ public struct CanaryPolicyRecord: Codable, Sendable, Equatable {
         maxDefectRateIncrease = Double(wire.maxDefectRateIncrease)
         minValidationMIoU = Double(wire.minValidationMiou)
         minDefectRateRatio = Double(wire.minDefectRateRatio)
+        maxValidationEscapeRate = Double(wire.maxValidationEscapeRate)
+        maxValidationFalseRejectRate = Double(wire.maxValidationFalseRejectRate)
     }
 
     public var wire: Loupe_V1_CanaryPolicy {
@@ -40,6 +65,8 @@ public struct CanaryPolicyRecord: Codable, Sendable, Equatable {
         policy.maxDefectRateIncrease = Float(maxDefectRateIncrease)
         policy.minValidationMiou = Float(minValidationMIoU)
         policy.minDefectRateRatio = Float(minDefectRateRatio ?? 0)
+        policy.maxValidationEscapeRate = Float(maxValidationEscapeRate ?? 0)
+        policy.maxValidationFalseRejectRate = Float(maxValidationFalseRejectRate ?? 0)
         return policy
     }
 }

@@ -419,6 +419,7 @@ public final class TrainingQueue: Sendable {
             final.state = .succeeded
             final.modelVersion = record.version
             final.message = ""
+            if let parts = record.validationParts { final.parts = parts.wire }
             logger.info(
                 "training job succeeded", metadata: ["job": "\(job.id)", "version": "\(record.version)", "by": "\(job.holder ?? "?")"])
         } catch {

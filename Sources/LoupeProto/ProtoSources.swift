@@ -3,8 +3,8 @@
 public enum ProtoSources {
     /// File name in Proto/ -> lowercase hex SHA-256 of its bytes.
     public static let sha256: [String: String] = [
-        "loupe.proto": "56bd47f2901388db1aab96ff7ab37f54b2daef0ba50e7af5915bd428cf71afec",
-        "model.proto": "f670beefd45988a72c29ec110cf4e4f707fd8ef02567cce41f218221e1adf88a",
+        "loupe.proto": "9d16e59f550dae768b0d61828438aa4196dca5058d9e61c4f4265b20e944b35d",
+        "model.proto": "b30d56ebdd8ee30e9445f9a137d7ad9333512f6e416eb5b1c27b45452652d19c",
         "onnx.proto": "de706d88db85744c07499260a6547e3be8f1e76fd6c14c80d94cf4b4835d0f4b",
     ]
 }

@@ -1113,35 +1113,79 @@ public nonisolated struct Loupe_V1_Augmentation: Sendable {
   public init() {}
 }
 
-public nonisolated struct Loupe_V1_TrainingProgress: Sendable {
+public nonisolated struct Loupe_V1_TrainingProgress: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var jobID: String = String()
+  public var jobID: String {
+    get {_storage._jobID}
+    set {_uniqueStorage()._jobID = newValue}
+  }
 
-  public var state: Loupe_V1_TrainingProgress.State = .unspecified
+  public var state: Loupe_V1_TrainingProgress.State {
+    get {_storage._state}
+    set {_uniqueStorage()._state = newValue}
+  }
 
-  public var pass: UInt32 = 0
+  public var pass: UInt32 {
+    get {_storage._pass}
+    set {_uniqueStorage()._pass = newValue}
+  }
 
-  public var passesTotal: UInt32 = 0
+  public var passesTotal: UInt32 {
+    get {_storage._passesTotal}
+    set {_uniqueStorage()._passesTotal = newValue}
+  }
 
-  public var loss: Float = 0
+  public var loss: Float {
+    get {_storage._loss}
+    set {_uniqueStorage()._loss = newValue}
+  }
 
-  public var imagesPerSecond: Float = 0
+  public var imagesPerSecond: Float {
+    get {_storage._imagesPerSecond}
+    set {_uniqueStorage()._imagesPerSecond = newValue}
+  }
 
-  public var etaSeconds: Float = 0
+  public var etaSeconds: Float {
+    get {_storage._etaSeconds}
+    set {_uniqueStorage()._etaSeconds = newValue}
+  }
 
   /// Mean IoU on the validation split after the latest pass.
-  public var validationMiou: Float = 0
+  public var validationMiou: Float {
+    get {_storage._validationMiou}
+    set {_uniqueStorage()._validationMiou = newValue}
+  }
 
-  public var validationClassIou: [Float] = []
+  public var validationClassIou: [Float] {
+    get {_storage._validationClassIou}
+    set {_uniqueStorage()._validationClassIou = newValue}
+  }
 
   /// Set when state is SUCCEEDED: the new model version.
-  public var modelVersion: String = String()
+  public var modelVersion: String {
+    get {_storage._modelVersion}
+    set {_uniqueStorage()._modelVersion = newValue}
+  }
 
   /// Set when state is FAILED: why.
-  public var message: String = String()
+  public var message: String {
+    get {_storage._message}
+    set {_uniqueStorage()._message = newValue}
+  }
+
+  /// Set when state is SUCCEEDED and the model was validated: its
+  /// validation split judged as parts at its calibrated threshold.
+  public var parts: Loupe_V1_PartFigures {
+    get {_storage._parts ?? Loupe_V1_PartFigures()}
+    set {_uniqueStorage()._parts = newValue}
+  }
+  /// Returns true if `parts` has been explicitly set.
+  public var hasParts: Bool {_storage._parts != nil}
+  /// Clears the value of `parts`. Subsequent reads from it will return its default value.
+  public mutating func clearParts() {_uniqueStorage()._parts = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1194,6 +1238,34 @@ public nonisolated struct Loupe_V1_TrainingProgress: Sendable {
     ]
 
   }
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// Parts (ROIs) judged by a fail rule at one confidence threshold: a part
+/// fails when one connected region of a defect class covers
+/// minimum_defect_pixels or more. Escapes: defective parts (in truth) judged
+/// good; false rejects: good parts judged bad.
+public nonisolated struct Loupe_V1_PartFigures: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var threshold: Float = 0
+
+  public var minimumDefectPixels: UInt32 = 0
+
+  public var defectiveParts: UInt32 = 0
+
+  public var goodParts: UInt32 = 0
+
+  public var escapes: UInt32 = 0
+
+  public var falseRejects: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 }
@@ -1338,9 +1410,22 @@ public nonisolated struct Loupe_V1_ModelVersionInfo: Sendable {
   /// Cameras that report this version installed.
   public var installedOn: [String] = []
 
+  /// The validation split judged as parts at the version's calibrated
+  /// threshold; absent when it was trained without one.
+  public var parts: Loupe_V1_PartFigures {
+    get {_parts ?? Loupe_V1_PartFigures()}
+    set {_parts = newValue}
+  }
+  /// Returns true if `parts` has been explicitly set.
+  public var hasParts: Bool {self._parts != nil}
+  /// Clears the value of `parts`. Subsequent reads from it will return its default value.
+  public mutating func clearParts() {self._parts = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _parts: Loupe_V1_PartFigures? = nil
 }
 
 public nonisolated struct Loupe_V1_CameraModelInfo: Sendable {
@@ -1456,6 +1541,14 @@ public nonisolated struct Loupe_V1_CanaryPolicy: Sendable {
   /// found is as suspect as one that floods), once the baseline rate is at
   /// least 2 %. 0 means the default, 0.2; 1 or more turns the check off.
   public var minDefectRateRatio: Float = 0
+
+  /// Promote only if the version's validation escape rate (defective parts
+  /// judged good, PartFigures) is at most this; 0: no bound. A version
+  /// without part figures fails a bound it cannot show it meets.
+  public var maxValidationEscapeRate: Float = 0
+
+  /// The same for its validation false-reject rate (good parts judged bad).
+  public var maxValidationFalseRejectRate: Float = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1685,63 +1778,49 @@ public nonisolated struct Loupe_V1_TrainingStatusQuery: Sendable {
   public init() {}
 }
 
-public nonisolated struct Loupe_V1_TrainingJob: @unchecked Sendable {
+public nonisolated struct Loupe_V1_TrainingJob: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var jobID: String {
-    get {_storage._jobID}
-    set {_uniqueStorage()._jobID = newValue}
-  }
+  public var jobID: String = String()
 
-  public var inspectionType: String {
-    get {_storage._inspectionType}
-    set {_uniqueStorage()._inspectionType = newValue}
-  }
+  public var inspectionType: String = String()
 
   /// Camera id or operator name that started it.
-  public var requester: String {
-    get {_storage._requester}
-    set {_uniqueStorage()._requester = newValue}
-  }
+  public var requester: String = String()
 
-  public var queuedUnixMs: UInt64 {
-    get {_storage._queuedUnixMs}
-    set {_uniqueStorage()._queuedUnixMs = newValue}
-  }
+  public var queuedUnixMs: UInt64 = 0
 
   /// The latest progress (its state is the job's state).
   public var progress: Loupe_V1_TrainingProgress {
-    get {_storage._progress ?? Loupe_V1_TrainingProgress()}
-    set {_uniqueStorage()._progress = newValue}
+    get {_progress ?? Loupe_V1_TrainingProgress()}
+    set {_progress = newValue}
   }
   /// Returns true if `progress` has been explicitly set.
-  public var hasProgress: Bool {_storage._progress != nil}
+  public var hasProgress: Bool {self._progress != nil}
   /// Clears the value of `progress`. Subsequent reads from it will return its default value.
-  public mutating func clearProgress() {_uniqueStorage()._progress = nil}
+  public mutating func clearProgress() {self._progress = nil}
 
   /// Progress history, oldest first (at most the last 500 updates); only
   /// when one job was asked for.
-  public var history: [Loupe_V1_TrainingProgress] {
-    get {_storage._history}
-    set {_uniqueStorage()._history = newValue}
-  }
+  public var history: [Loupe_V1_TrainingProgress] = []
 
   public var request: Loupe_V1_TrainingStart {
-    get {_storage._request ?? Loupe_V1_TrainingStart()}
-    set {_uniqueStorage()._request = newValue}
+    get {_request ?? Loupe_V1_TrainingStart()}
+    set {_request = newValue}
   }
   /// Returns true if `request` has been explicitly set.
-  public var hasRequest: Bool {_storage._request != nil}
+  public var hasRequest: Bool {self._request != nil}
   /// Clears the value of `request`. Subsequent reads from it will return its default value.
-  public mutating func clearRequest() {_uniqueStorage()._request = nil}
+  public mutating func clearRequest() {self._request = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _storage = _StorageClass.defaultInstance
+  fileprivate var _progress: Loupe_V1_TrainingProgress? = nil
+  fileprivate var _request: Loupe_V1_TrainingStart? = nil
 }
 
 /// Worker -> manager request: the oldest queued training job (or one whose
@@ -3620,79 +3699,146 @@ nonisolated extension Loupe_V1_Augmentation: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Loupe_V1_TrainingProgress: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TrainingProgress"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{1}state\0\u{1}pass\0\u{3}passes_total\0\u{1}loss\0\u{3}images_per_second\0\u{3}eta_seconds\0\u{3}validation_miou\0\u{3}validation_class_iou\0\u{3}model_version\0\u{1}message\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{1}state\0\u{1}pass\0\u{3}passes_total\0\u{1}loss\0\u{3}images_per_second\0\u{3}eta_seconds\0\u{3}validation_miou\0\u{3}validation_class_iou\0\u{3}model_version\0\u{1}message\0\u{1}parts\0")
+
+  fileprivate class _StorageClass {
+    var _jobID: String = String()
+    var _state: Loupe_V1_TrainingProgress.State = .unspecified
+    var _pass: UInt32 = 0
+    var _passesTotal: UInt32 = 0
+    var _loss: Float = 0
+    var _imagesPerSecond: Float = 0
+    var _etaSeconds: Float = 0
+    var _validationMiou: Float = 0
+    var _validationClassIou: [Float] = []
+    var _modelVersion: String = String()
+    var _message: String = String()
+    var _parts: Loupe_V1_PartFigures? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _jobID = source._jobID
+      _state = source._state
+      _pass = source._pass
+      _passesTotal = source._passesTotal
+      _loss = source._loss
+      _imagesPerSecond = source._imagesPerSecond
+      _etaSeconds = source._etaSeconds
+      _validationMiou = source._validationMiou
+      _validationClassIou = source._validationClassIou
+      _modelVersion = source._modelVersion
+      _message = source._message
+      _parts = source._parts
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.jobID) }()
-      case 2: try { try decoder.decodeSingularEnumField(value: &self.state) }()
-      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.pass) }()
-      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.passesTotal) }()
-      case 5: try { try decoder.decodeSingularFloatField(value: &self.loss) }()
-      case 6: try { try decoder.decodeSingularFloatField(value: &self.imagesPerSecond) }()
-      case 7: try { try decoder.decodeSingularFloatField(value: &self.etaSeconds) }()
-      case 8: try { try decoder.decodeSingularFloatField(value: &self.validationMiou) }()
-      case 9: try { try decoder.decodeRepeatedFloatField(value: &self.validationClassIou) }()
-      case 10: try { try decoder.decodeSingularStringField(value: &self.modelVersion) }()
-      case 11: try { try decoder.decodeSingularStringField(value: &self.message) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._jobID) }()
+        case 2: try { try decoder.decodeSingularEnumField(value: &_storage._state) }()
+        case 3: try { try decoder.decodeSingularUInt32Field(value: &_storage._pass) }()
+        case 4: try { try decoder.decodeSingularUInt32Field(value: &_storage._passesTotal) }()
+        case 5: try { try decoder.decodeSingularFloatField(value: &_storage._loss) }()
+        case 6: try { try decoder.decodeSingularFloatField(value: &_storage._imagesPerSecond) }()
+        case 7: try { try decoder.decodeSingularFloatField(value: &_storage._etaSeconds) }()
+        case 8: try { try decoder.decodeSingularFloatField(value: &_storage._validationMiou) }()
+        case 9: try { try decoder.decodeRepeatedFloatField(value: &_storage._validationClassIou) }()
+        case 10: try { try decoder.decodeSingularStringField(value: &_storage._modelVersion) }()
+        case 11: try { try decoder.decodeSingularStringField(value: &_storage._message) }()
+        case 12: try { try decoder.decodeSingularMessageField(value: &_storage._parts) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if !self.jobID.isEmpty {
-      try visitor.visitSingularStringField(value: self.jobID, fieldNumber: 1)
-    }
-    if self.state != .unspecified {
-      try visitor.visitSingularEnumField(value: self.state, fieldNumber: 2)
-    }
-    if self.pass != 0 {
-      try visitor.visitSingularUInt32Field(value: self.pass, fieldNumber: 3)
-    }
-    if self.passesTotal != 0 {
-      try visitor.visitSingularUInt32Field(value: self.passesTotal, fieldNumber: 4)
-    }
-    if self.loss.bitPattern != 0 {
-      try visitor.visitSingularFloatField(value: self.loss, fieldNumber: 5)
-    }
-    if self.imagesPerSecond.bitPattern != 0 {
-      try visitor.visitSingularFloatField(value: self.imagesPerSecond, fieldNumber: 6)
-    }
-    if self.etaSeconds.bitPattern != 0 {
-      try visitor.visitSingularFloatField(value: self.etaSeconds, fieldNumber: 7)
-    }
-    if self.validationMiou.bitPattern != 0 {
-      try visitor.visitSingularFloatField(value: self.validationMiou, fieldNumber: 8)
-    }
-    if !self.validationClassIou.isEmpty {
-      try visitor.visitPackedFloatField(value: self.validationClassIou, fieldNumber: 9)
-    }
-    if !self.modelVersion.isEmpty {
-      try visitor.visitSingularStringField(value: self.modelVersion, fieldNumber: 10)
-    }
-    if !self.message.isEmpty {
-      try visitor.visitSingularStringField(value: self.message, fieldNumber: 11)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._jobID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._jobID, fieldNumber: 1)
+      }
+      if _storage._state != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._state, fieldNumber: 2)
+      }
+      if _storage._pass != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._pass, fieldNumber: 3)
+      }
+      if _storage._passesTotal != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._passesTotal, fieldNumber: 4)
+      }
+      if _storage._loss.bitPattern != 0 {
+        try visitor.visitSingularFloatField(value: _storage._loss, fieldNumber: 5)
+      }
+      if _storage._imagesPerSecond.bitPattern != 0 {
+        try visitor.visitSingularFloatField(value: _storage._imagesPerSecond, fieldNumber: 6)
+      }
+      if _storage._etaSeconds.bitPattern != 0 {
+        try visitor.visitSingularFloatField(value: _storage._etaSeconds, fieldNumber: 7)
+      }
+      if _storage._validationMiou.bitPattern != 0 {
+        try visitor.visitSingularFloatField(value: _storage._validationMiou, fieldNumber: 8)
+      }
+      if !_storage._validationClassIou.isEmpty {
+        try visitor.visitPackedFloatField(value: _storage._validationClassIou, fieldNumber: 9)
+      }
+      if !_storage._modelVersion.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._modelVersion, fieldNumber: 10)
+      }
+      if !_storage._message.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._message, fieldNumber: 11)
+      }
+      try { if let v = _storage._parts {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 12)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Loupe_V1_TrainingProgress, rhs: Loupe_V1_TrainingProgress) -> Bool {
-    if lhs.jobID != rhs.jobID {return false}
-    if lhs.state != rhs.state {return false}
-    if lhs.pass != rhs.pass {return false}
-    if lhs.passesTotal != rhs.passesTotal {return false}
-    if lhs.loss != rhs.loss {return false}
-    if lhs.imagesPerSecond != rhs.imagesPerSecond {return false}
-    if lhs.etaSeconds != rhs.etaSeconds {return false}
-    if lhs.validationMiou != rhs.validationMiou {return false}
-    if lhs.validationClassIou != rhs.validationClassIou {return false}
-    if lhs.modelVersion != rhs.modelVersion {return false}
-    if lhs.message != rhs.message {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._jobID != rhs_storage._jobID {return false}
+        if _storage._state != rhs_storage._state {return false}
+        if _storage._pass != rhs_storage._pass {return false}
+        if _storage._passesTotal != rhs_storage._passesTotal {return false}
+        if _storage._loss != rhs_storage._loss {return false}
+        if _storage._imagesPerSecond != rhs_storage._imagesPerSecond {return false}
+        if _storage._etaSeconds != rhs_storage._etaSeconds {return false}
+        if _storage._validationMiou != rhs_storage._validationMiou {return false}
+        if _storage._validationClassIou != rhs_storage._validationClassIou {return false}
+        if _storage._modelVersion != rhs_storage._modelVersion {return false}
+        if _storage._message != rhs_storage._message {return false}
+        if _storage._parts != rhs_storage._parts {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3700,6 +3846,61 @@ nonisolated extension Loupe_V1_TrainingProgress: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Loupe_V1_TrainingProgress.State: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0STATE_UNSPECIFIED\0\u{1}QUEUED\0\u{1}RUNNING\0\u{1}SUCCEEDED\0\u{1}FAILED\0\u{1}CANCELLED\0")
+}
+
+nonisolated extension Loupe_V1_PartFigures: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PartFigures"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}threshold\0\u{3}minimum_defect_pixels\0\u{3}defective_parts\0\u{3}good_parts\0\u{1}escapes\0\u{3}false_rejects\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularFloatField(value: &self.threshold) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.minimumDefectPixels) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.defectiveParts) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.goodParts) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.escapes) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.falseRejects) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.threshold.bitPattern != 0 {
+      try visitor.visitSingularFloatField(value: self.threshold, fieldNumber: 1)
+    }
+    if self.minimumDefectPixels != 0 {
+      try visitor.visitSingularUInt32Field(value: self.minimumDefectPixels, fieldNumber: 2)
+    }
+    if self.defectiveParts != 0 {
+      try visitor.visitSingularUInt32Field(value: self.defectiveParts, fieldNumber: 3)
+    }
+    if self.goodParts != 0 {
+      try visitor.visitSingularUInt32Field(value: self.goodParts, fieldNumber: 4)
+    }
+    if self.escapes != 0 {
+      try visitor.visitSingularUInt32Field(value: self.escapes, fieldNumber: 5)
+    }
+    if self.falseRejects != 0 {
+      try visitor.visitSingularUInt32Field(value: self.falseRejects, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Loupe_V1_PartFigures, rhs: Loupe_V1_PartFigures) -> Bool {
+    if lhs.threshold != rhs.threshold {return false}
+    if lhs.minimumDefectPixels != rhs.minimumDefectPixels {return false}
+    if lhs.defectiveParts != rhs.defectiveParts {return false}
+    if lhs.goodParts != rhs.goodParts {return false}
+    if lhs.escapes != rhs.escapes {return false}
+    if lhs.falseRejects != rhs.falseRejects {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
 }
 
 nonisolated extension Loupe_V1_TrainingCancel: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -3933,7 +4134,7 @@ nonisolated extension Loupe_V1_ModelListQuery: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Loupe_V1_ModelVersionInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ModelVersionInfo"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{3}inspection_type\0\u{3}size_bytes\0\u{1}sha256\0\u{3}parent_version\0\u{1}description\0\u{3}validation_miou\0\u{3}dataset_sha256\0\u{3}created_unix_ms\0\u{3}installed_on\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{3}inspection_type\0\u{3}size_bytes\0\u{1}sha256\0\u{3}parent_version\0\u{1}description\0\u{3}validation_miou\0\u{3}dataset_sha256\0\u{3}created_unix_ms\0\u{3}installed_on\0\u{1}parts\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3951,12 +4152,17 @@ nonisolated extension Loupe_V1_ModelVersionInfo: SwiftProtobuf.Message, SwiftPro
       case 8: try { try decoder.decodeSingularBytesField(value: &self.datasetSha256) }()
       case 9: try { try decoder.decodeSingularUInt64Field(value: &self.createdUnixMs) }()
       case 10: try { try decoder.decodeRepeatedStringField(value: &self.installedOn) }()
+      case 11: try { try decoder.decodeSingularMessageField(value: &self._parts) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.version.isEmpty {
       try visitor.visitSingularStringField(value: self.version, fieldNumber: 1)
     }
@@ -3987,6 +4193,9 @@ nonisolated extension Loupe_V1_ModelVersionInfo: SwiftProtobuf.Message, SwiftPro
     if !self.installedOn.isEmpty {
       try visitor.visitRepeatedStringField(value: self.installedOn, fieldNumber: 10)
     }
+    try { if let v = self._parts {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -4001,6 +4210,7 @@ nonisolated extension Loupe_V1_ModelVersionInfo: SwiftProtobuf.Message, SwiftPro
     if lhs.datasetSha256 != rhs.datasetSha256 {return false}
     if lhs.createdUnixMs != rhs.createdUnixMs {return false}
     if lhs.installedOn != rhs.installedOn {return false}
+    if lhs._parts != rhs._parts {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -4152,7 +4362,7 @@ nonisolated extension Loupe_V1_ModelPush: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Loupe_V1_CanaryPolicy: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CanaryPolicy"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}automatic\0\u{3}observe_seconds\0\u{3}min_parts\0\u{3}max_defect_rate_increase\0\u{3}min_validation_miou\0\u{3}min_defect_rate_ratio\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}automatic\0\u{3}observe_seconds\0\u{3}min_parts\0\u{3}max_defect_rate_increase\0\u{3}min_validation_miou\0\u{3}min_defect_rate_ratio\0\u{3}max_validation_escape_rate\0\u{3}max_validation_false_reject_rate\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4166,6 +4376,8 @@ nonisolated extension Loupe_V1_CanaryPolicy: SwiftProtobuf.Message, SwiftProtobu
       case 4: try { try decoder.decodeSingularFloatField(value: &self.maxDefectRateIncrease) }()
       case 5: try { try decoder.decodeSingularFloatField(value: &self.minValidationMiou) }()
       case 6: try { try decoder.decodeSingularFloatField(value: &self.minDefectRateRatio) }()
+      case 7: try { try decoder.decodeSingularFloatField(value: &self.maxValidationEscapeRate) }()
+      case 8: try { try decoder.decodeSingularFloatField(value: &self.maxValidationFalseRejectRate) }()
       default: break
       }
     }
@@ -4190,6 +4402,12 @@ nonisolated extension Loupe_V1_CanaryPolicy: SwiftProtobuf.Message, SwiftProtobu
     if self.minDefectRateRatio.bitPattern != 0 {
       try visitor.visitSingularFloatField(value: self.minDefectRateRatio, fieldNumber: 6)
     }
+    if self.maxValidationEscapeRate.bitPattern != 0 {
+      try visitor.visitSingularFloatField(value: self.maxValidationEscapeRate, fieldNumber: 7)
+    }
+    if self.maxValidationFalseRejectRate.bitPattern != 0 {
+      try visitor.visitSingularFloatField(value: self.maxValidationFalseRejectRate, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -4200,6 +4418,8 @@ nonisolated extension Loupe_V1_CanaryPolicy: SwiftProtobuf.Message, SwiftProtobu
     if lhs.maxDefectRateIncrease != rhs.maxDefectRateIncrease {return false}
     if lhs.minValidationMiou != rhs.minValidationMiou {return false}
     if lhs.minDefectRateRatio != rhs.minDefectRateRatio {return false}
+    if lhs.maxValidationEscapeRate != rhs.maxValidationEscapeRate {return false}
+    if lhs.maxValidationFalseRejectRate != rhs.maxValidationFalseRejectRate {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -4522,109 +4742,61 @@ nonisolated extension Loupe_V1_TrainingJob: SwiftProtobuf.Message, SwiftProtobuf
   public static let protoMessageName: String = _protobuf_package + ".TrainingJob"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{3}inspection_type\0\u{1}requester\0\u{3}queued_unix_ms\0\u{1}progress\0\u{1}history\0\u{1}request\0")
 
-  fileprivate class _StorageClass {
-    var _jobID: String = String()
-    var _inspectionType: String = String()
-    var _requester: String = String()
-    var _queuedUnixMs: UInt64 = 0
-    var _progress: Loupe_V1_TrainingProgress? = nil
-    var _history: [Loupe_V1_TrainingProgress] = []
-    var _request: Loupe_V1_TrainingStart? = nil
-
-      // This property is used as the initial default value for new instances of the type.
-      // The type itself is protecting the reference to its storage via CoW semantics.
-      // This will force a copy to be made of this reference when the first mutation occurs;
-      // hence, it is safe to mark this as `nonisolated(unsafe)`.
-      static nonisolated(unsafe) let defaultInstance = _StorageClass()
-
-    private init() {}
-
-    init(copying source: _StorageClass) {
-      _jobID = source._jobID
-      _inspectionType = source._inspectionType
-      _requester = source._requester
-      _queuedUnixMs = source._queuedUnixMs
-      _progress = source._progress
-      _history = source._history
-      _request = source._request
-    }
-  }
-
-  fileprivate mutating func _uniqueStorage() -> _StorageClass {
-    if !isKnownUniquelyReferenced(&_storage) {
-      _storage = _StorageClass(copying: _storage)
-    }
-    return _storage
-  }
-
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    _ = _uniqueStorage()
-    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
-      while let fieldNumber = try decoder.nextFieldNumber() {
-        // The use of inline closures is to circumvent an issue where the compiler
-        // allocates stack space for every case branch when no optimizations are
-        // enabled. https://github.com/apple/swift-protobuf/issues/1034
-        switch fieldNumber {
-        case 1: try { try decoder.decodeSingularStringField(value: &_storage._jobID) }()
-        case 2: try { try decoder.decodeSingularStringField(value: &_storage._inspectionType) }()
-        case 3: try { try decoder.decodeSingularStringField(value: &_storage._requester) }()
-        case 4: try { try decoder.decodeSingularUInt64Field(value: &_storage._queuedUnixMs) }()
-        case 5: try { try decoder.decodeSingularMessageField(value: &_storage._progress) }()
-        case 6: try { try decoder.decodeRepeatedMessageField(value: &_storage._history) }()
-        case 7: try { try decoder.decodeSingularMessageField(value: &_storage._request) }()
-        default: break
-        }
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.jobID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.inspectionType) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.requester) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.queuedUnixMs) }()
+      case 5: try { try decoder.decodeSingularMessageField(value: &self._progress) }()
+      case 6: try { try decoder.decodeRepeatedMessageField(value: &self.history) }()
+      case 7: try { try decoder.decodeSingularMessageField(value: &self._request) }()
+      default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every if/case branch local when no optimizations
-      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-      // https://github.com/apple/swift-protobuf/issues/1182
-      if !_storage._jobID.isEmpty {
-        try visitor.visitSingularStringField(value: _storage._jobID, fieldNumber: 1)
-      }
-      if !_storage._inspectionType.isEmpty {
-        try visitor.visitSingularStringField(value: _storage._inspectionType, fieldNumber: 2)
-      }
-      if !_storage._requester.isEmpty {
-        try visitor.visitSingularStringField(value: _storage._requester, fieldNumber: 3)
-      }
-      if _storage._queuedUnixMs != 0 {
-        try visitor.visitSingularUInt64Field(value: _storage._queuedUnixMs, fieldNumber: 4)
-      }
-      try { if let v = _storage._progress {
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
-      } }()
-      if !_storage._history.isEmpty {
-        try visitor.visitRepeatedMessageField(value: _storage._history, fieldNumber: 6)
-      }
-      try { if let v = _storage._request {
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
-      } }()
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.jobID.isEmpty {
+      try visitor.visitSingularStringField(value: self.jobID, fieldNumber: 1)
     }
+    if !self.inspectionType.isEmpty {
+      try visitor.visitSingularStringField(value: self.inspectionType, fieldNumber: 2)
+    }
+    if !self.requester.isEmpty {
+      try visitor.visitSingularStringField(value: self.requester, fieldNumber: 3)
+    }
+    if self.queuedUnixMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.queuedUnixMs, fieldNumber: 4)
+    }
+    try { if let v = self._progress {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    } }()
+    if !self.history.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.history, fieldNumber: 6)
+    }
+    try { if let v = self._request {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Loupe_V1_TrainingJob, rhs: Loupe_V1_TrainingJob) -> Bool {
-    if lhs._storage !== rhs._storage {
-      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
-        let _storage = _args.0
-        let rhs_storage = _args.1
-        if _storage._jobID != rhs_storage._jobID {return false}
-        if _storage._inspectionType != rhs_storage._inspectionType {return false}
-        if _storage._requester != rhs_storage._requester {return false}
-        if _storage._queuedUnixMs != rhs_storage._queuedUnixMs {return false}
-        if _storage._progress != rhs_storage._progress {return false}
-        if _storage._history != rhs_storage._history {return false}
-        if _storage._request != rhs_storage._request {return false}
-        return true
-      }
-      if !storagesAreEqual {return false}
-    }
+    if lhs.jobID != rhs.jobID {return false}
+    if lhs.inspectionType != rhs.inspectionType {return false}
+    if lhs.requester != rhs.requester {return false}
+    if lhs.queuedUnixMs != rhs.queuedUnixMs {return false}
+    if lhs._progress != rhs._progress {return false}
+    if lhs.history != rhs.history {return false}
+    if lhs._request != rhs._request {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -324,6 +324,84 @@ public nonisolated struct Loupe_Model_V1_Metrics: Sendable {
   /// threshold, lowest threshold first (class order, background first).
   public var calibration: [Loupe_Model_V1_ThresholdPoint] = []
 
+  /// The validation split's ROIs judged as parts by the fail rule over the
+  /// same thresholds: escapes and false rejects (absent: no validation split).
+  public var parts: Loupe_Model_V1_PartVerdicts {
+    get {_parts ?? Loupe_Model_V1_PartVerdicts()}
+    set {_parts = newValue}
+  }
+  /// Returns true if `parts` has been explicitly set.
+  public var hasParts: Bool {self._parts != nil}
+  /// Clears the value of `parts`. Subsequent reads from it will return its default value.
+  public mutating func clearParts() {self._parts = nil}
+
+  /// Each pass's mean training loss and, when it was validated, its
+  /// validation mIoU, first pass first: the training curve.
+  public var history: [Loupe_Model_V1_PassRecord] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _parts: Loupe_Model_V1_PartVerdicts? = nil
+}
+
+/// Parts judged by the fail rule (a part fails when one connected region of a
+/// defect class covers minimum_defect_pixels or more): in the truth, a part
+/// with such a region is defective; in the prediction at a threshold, it is
+/// rejected. Per-class lists are indexed by class with 0 meaning any class.
+public nonisolated struct Loupe_Model_V1_PartVerdicts: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var minimumDefectPixels: UInt32 = 0
+
+  /// Parts the truth passes.
+  public var goodParts: UInt32 = 0
+
+  /// Parts the truth fails: [0] all of them, [c] those with a class-c defect.
+  public var defectiveParts: [UInt32] = []
+
+  /// One point per threshold of the calibration curve, lowest first.
+  public var curve: [Loupe_Model_V1_PartPoint] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Loupe_Model_V1_PartPoint: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var threshold: Float = 0
+
+  /// Defective parts judged good: [0] all, [c] those with a class-c defect.
+  public var escapes: [UInt32] = []
+
+  /// Good parts judged bad: [0] all, [c] those rejected for a class-c region.
+  public var falseRejects: [UInt32] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Loupe_Model_V1_PassRecord: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var pass: UInt32 = 0
+
+  public var loss: Float = 0
+
+  public var validated: Bool = false
+
+  public var validationMiou: Float = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -821,7 +899,7 @@ nonisolated extension Loupe_Model_V1_InputNormalization: SwiftProtobuf.Message, 
 
 nonisolated extension Loupe_Model_V1_Metrics: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Metrics"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}validation_iou\0\u{3}validation_miou\0\u{3}final_loss\0\u{1}passes\0\u{1}iterations\0\u{3}training_seconds\0\u{3}training_images\0\u{3}validation_images\0\u{3}calibrated_threshold\0\u{1}calibration\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}validation_iou\0\u{3}validation_miou\0\u{3}final_loss\0\u{1}passes\0\u{1}iterations\0\u{3}training_seconds\0\u{3}training_images\0\u{3}validation_images\0\u{3}calibrated_threshold\0\u{1}calibration\0\u{1}parts\0\u{1}history\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -839,12 +917,18 @@ nonisolated extension Loupe_Model_V1_Metrics: SwiftProtobuf.Message, SwiftProtob
       case 8: try { try decoder.decodeSingularUInt32Field(value: &self.validationImages) }()
       case 9: try { try decoder.decodeSingularFloatField(value: &self.calibratedThreshold) }()
       case 10: try { try decoder.decodeRepeatedMessageField(value: &self.calibration) }()
+      case 11: try { try decoder.decodeSingularMessageField(value: &self._parts) }()
+      case 12: try { try decoder.decodeRepeatedMessageField(value: &self.history) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.validationIou.isEmpty {
       try visitor.visitPackedFloatField(value: self.validationIou, fieldNumber: 1)
     }
@@ -875,6 +959,12 @@ nonisolated extension Loupe_Model_V1_Metrics: SwiftProtobuf.Message, SwiftProtob
     if !self.calibration.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.calibration, fieldNumber: 10)
     }
+    try { if let v = self._parts {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
+    } }()
+    if !self.history.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.history, fieldNumber: 12)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -889,6 +979,138 @@ nonisolated extension Loupe_Model_V1_Metrics: SwiftProtobuf.Message, SwiftProtob
     if lhs.validationImages != rhs.validationImages {return false}
     if lhs.calibratedThreshold != rhs.calibratedThreshold {return false}
     if lhs.calibration != rhs.calibration {return false}
+    if lhs._parts != rhs._parts {return false}
+    if lhs.history != rhs.history {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Loupe_Model_V1_PartVerdicts: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PartVerdicts"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}minimum_defect_pixels\0\u{3}good_parts\0\u{3}defective_parts\0\u{1}curve\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.minimumDefectPixels) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.goodParts) }()
+      case 3: try { try decoder.decodeRepeatedUInt32Field(value: &self.defectiveParts) }()
+      case 4: try { try decoder.decodeRepeatedMessageField(value: &self.curve) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.minimumDefectPixels != 0 {
+      try visitor.visitSingularUInt32Field(value: self.minimumDefectPixels, fieldNumber: 1)
+    }
+    if self.goodParts != 0 {
+      try visitor.visitSingularUInt32Field(value: self.goodParts, fieldNumber: 2)
+    }
+    if !self.defectiveParts.isEmpty {
+      try visitor.visitPackedUInt32Field(value: self.defectiveParts, fieldNumber: 3)
+    }
+    if !self.curve.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.curve, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Loupe_Model_V1_PartVerdicts, rhs: Loupe_Model_V1_PartVerdicts) -> Bool {
+    if lhs.minimumDefectPixels != rhs.minimumDefectPixels {return false}
+    if lhs.goodParts != rhs.goodParts {return false}
+    if lhs.defectiveParts != rhs.defectiveParts {return false}
+    if lhs.curve != rhs.curve {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Loupe_Model_V1_PartPoint: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PartPoint"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}threshold\0\u{1}escapes\0\u{3}false_rejects\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularFloatField(value: &self.threshold) }()
+      case 2: try { try decoder.decodeRepeatedUInt32Field(value: &self.escapes) }()
+      case 3: try { try decoder.decodeRepeatedUInt32Field(value: &self.falseRejects) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.threshold.bitPattern != 0 {
+      try visitor.visitSingularFloatField(value: self.threshold, fieldNumber: 1)
+    }
+    if !self.escapes.isEmpty {
+      try visitor.visitPackedUInt32Field(value: self.escapes, fieldNumber: 2)
+    }
+    if !self.falseRejects.isEmpty {
+      try visitor.visitPackedUInt32Field(value: self.falseRejects, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Loupe_Model_V1_PartPoint, rhs: Loupe_Model_V1_PartPoint) -> Bool {
+    if lhs.threshold != rhs.threshold {return false}
+    if lhs.escapes != rhs.escapes {return false}
+    if lhs.falseRejects != rhs.falseRejects {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Loupe_Model_V1_PassRecord: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PassRecord"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}pass\0\u{1}loss\0\u{1}validated\0\u{3}validation_miou\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.pass) }()
+      case 2: try { try decoder.decodeSingularFloatField(value: &self.loss) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.validated) }()
+      case 4: try { try decoder.decodeSingularFloatField(value: &self.validationMiou) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.pass != 0 {
+      try visitor.visitSingularUInt32Field(value: self.pass, fieldNumber: 1)
+    }
+    if self.loss.bitPattern != 0 {
+      try visitor.visitSingularFloatField(value: self.loss, fieldNumber: 2)
+    }
+    if self.validated != false {
+      try visitor.visitSingularBoolField(value: self.validated, fieldNumber: 3)
+    }
+    if self.validationMiou.bitPattern != 0 {
+      try visitor.visitSingularFloatField(value: self.validationMiou, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Loupe_Model_V1_PassRecord, rhs: Loupe_Model_V1_PassRecord) -> Bool {
+    if lhs.pass != rhs.pass {return false}
+    if lhs.loss != rhs.loss {return false}
+    if lhs.validated != rhs.validated {return false}
+    if lhs.validationMiou != rhs.validationMiou {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -4,6 +4,7 @@ import LoupeImaging
 import LoupeProto
 import SwiftProtobuf
 import LoupeStorage
+import LoupeVision
 
 /// A class the model predicts: index 0 is background.
 public struct ClassInfo: Codable, Sendable, Equatable {
@@ -76,6 +77,10 @@ public struct ModelMetadata: Sendable, Equatable {
     public var calibratedThreshold: Float = 0
     /// The validation split's precision, recall and IoU per class over the threshold, lowest first.
     public var calibration: [ThresholdPoint] = []
+    /// The validation split's parts judged by the fail rule over the same thresholds; nil: no validation split.
+    public var parts: PartVerdicts?
+    /// Each pass's mean loss and validation mIoU, first pass first.
+    public var history: [PassRecord] = []
     public var trainingConfigJSON = ""
     public var datasetSHA256 = ""
     public var createdAt = Date(timeIntervalSince1970: 0)
@@ -86,6 +91,18 @@ public struct ModelMetadata: Sendable, Equatable {
     public var provenance = ModelProvenance()
 
     public init() {}
+}
+
+/// One pass of training as the model file records it.
+public struct PassRecord: Sendable, Equatable, Codable {
+    public var pass: Int
+    public var loss: Float
+    /// nil: the pass was not validated (no validation split).
+    public var validationMIoU: Float?
+
+    public init(pass: Int, loss: Float, validationMIoU: Float?) {
+        (self.pass, self.loss, self.validationMIoU) = (pass, loss, validationMIoU)
+    }
 }
 
 /// Who a manager-signed model is for and where it stands: signed with the
@@ -310,6 +327,28 @@ public enum ModelFile {
                     $0.iou = point.iou
                 }
             }
+            if let parts = m.parts {
+                $0.parts = .with {
+                    $0.minimumDefectPixels = UInt32(clamping: parts.rule.minimumDefectPixels)
+                    $0.goodParts = UInt32(clamping: parts.goodParts)
+                    $0.defectiveParts = parts.defectiveParts.map { UInt32(clamping: $0) }
+                    $0.curve = parts.curve.map { point in
+                        .with {
+                            $0.threshold = point.threshold
+                            $0.escapes = point.escapes.map { UInt32(clamping: $0) }
+                            $0.falseRejects = point.falseRejects.map { UInt32(clamping: $0) }
+                        }
+                    }
+                }
+            }
+            $0.history = m.history.map { record in
+                .with {
+                    $0.pass = UInt32(clamping: record.pass)
+                    $0.loss = record.loss
+                    $0.validated = record.validationMIoU != nil
+                    $0.validationMiou = record.validationMIoU ?? 0
+                }
+            }
         }
         return payload
     }
@@ -371,6 +410,26 @@ public enum ModelFile {
                     file: name,
                     reason: "calibration point at threshold \(point.threshold) has \(counts) figures for \(configuration.classes) classes")
             }
+        }
+        if m.hasParts {
+            let p = m.parts
+            guard
+                let parts = PartVerdicts(
+                    classes: configuration.classes, rule: FailRule(minimumDefectPixels: Int(p.minimumDefectPixels)),
+                    goodParts: Int(p.goodParts),
+                    defectiveParts: p.defectiveParts.map(Int.init),
+                    curve: p.curve.map {
+                        PartPoint(threshold: $0.threshold, escapes: $0.escapes.map(Int.init), falseRejects: $0.falseRejects.map(Int.init))
+                    })
+            else {
+                throw .modelFile(
+                    file: name,
+                    reason: "the part verdicts do not fit \(configuration.classes) classes (or count more parts than were judged)")
+            }
+            metadata.parts = parts
+        }
+        metadata.history = m.history.map {
+            PassRecord(pass: Int($0.pass), loss: $0.loss, validationMIoU: $0.validated ? $0.validationMiou : nil)
         }
         metadata.calibratedThreshold = m.calibratedThreshold
         metadata.calibration = m.calibration.map {

@@ -1,5 +1,6 @@
 import Foundation
 import LoupeImaging
+import LoupeVision
 import Synchronization
 
 /// The seed's advanced settings: random flips, rotation, brightness and contrast.
@@ -51,13 +52,17 @@ public struct TrainingConfiguration: Codable, Sendable, Equatable {
     public var validationFraction: Double
     public var seed: UInt64
     public var threads: Int
+    /// The rule the validation split's parts are judged by (escapes and false rejects); the camera's recipe's when it
+    /// trains, the default elsewhere.
+    public var failRule: FailRule
 
     public init(
         network: UNetConfiguration = .standard, passes: Int = 10, timeBudgetSeconds: Double? = nil, batchSize: Int = 8, cropSize: Int = 192,
         optimizer: AdamWConfiguration = AdamWConfiguration(), warmupSteps: Int = 20, augmentation: Augmentation = Augmentation(),
         diceWeight: Float = 1, repeatThreshold: Double = 1, validationFraction: Double = 0.1, seed: UInt64 = 1,
-        threads: Int = ProcessInfo.processInfo.activeProcessorCount
+        threads: Int = ProcessInfo.processInfo.activeProcessorCount, failRule: FailRule = FailRule()
     ) {
+        self.failRule = failRule
         self.network = network
         self.passes = passes
         self.timeBudgetSeconds = timeBudgetSeconds
@@ -217,7 +222,7 @@ public struct Trainer {
         let start = Date()
         var step = 0
         var pass = 0
-        var best: (weights: Weights, iou: [Float], miou: Float, loss: Float, tally: ConfidenceTally?)?
+        var best: (weights: Weights, iou: [Float], miou: Float, loss: Float, assessment: Assessment?)?
         var history: [(Int, Float, Float?)] = []
         var lastLoss: Float = .nan
         var trainingSeconds = 0.0
@@ -291,10 +296,11 @@ public struct Trainer {
             }
             report(.validating, loss: meanLoss, eta: 0)
             let candidate = SegmentationModel(weights: engine.weights, classes: classes, normalization: normalization)
-            let (matrix, tally) = try Self.assess(candidate, on: validation, control: control)
+            let assessment = try Self.assess(candidate, on: validation, rule: config.failRule, control: control)
+            let matrix = assessment.matrix
             history.append((pass, meanLoss, matrix.meanIoU))
             if best == nil || matrix.meanIoU > best?.miou ?? 0 {
-                best = (engine.weights, matrix.iou, matrix.meanIoU, meanLoss, tally)
+                best = (engine.weights, matrix.iou, matrix.meanIoU, meanLoss, assessment)
             }
             report(
                 .validating, loss: meanLoss, eta: config.timeBudgetSeconds.map { max(0, $0 - elapsed()) } ?? 0, iou: matrix.iou,
@@ -311,11 +317,13 @@ public struct Trainer {
         metadata.trainingImages = training.count
         metadata.validationImages = validation.count
         metadata.datasetSHA256 = dataset.sha256
-        if let tally = best.tally {
+        if let assessment = best.assessment {
             // The threshold the slider should start from: where the best model's defect IoU on validation peaks.
-            metadata.calibration = tally.curve
-            metadata.calibratedThreshold = tally.best.threshold
+            metadata.calibration = assessment.tally.curve
+            metadata.calibratedThreshold = assessment.tally.best.threshold
+            metadata.parts = assessment.parts
         }
+        metadata.history = history.map { PassRecord(pass: $0.0, loss: $0.1, validationMIoU: $0.2) }
         metadata.createdAt = Date()
         if let json = try? JSONEncoder().encode(config) { metadata.trainingConfigJSON = String(decoding: json, as: UTF8.self) }
         let model = SegmentationModel(weights: best.weights, classes: classes, normalization: normalization, metadata: metadata)
@@ -331,15 +339,31 @@ public struct Trainer {
         try assess(model, on: dataset, precision: precision, control: control, progress: progress).matrix
     }
 
-    /// Runs `model` over every image at full size: the confusion matrix (every pixel its most likely class) and the
-    /// tally that gives the figures at any confidence threshold, from one pass.
+    /// What one pass of a model over a labelled split gives.
+    public struct Assessment: Sendable {
+        /// Every pixel its most likely class.
+        public var matrix: ConfusionMatrix
+        /// Pixel figures at any confidence threshold.
+        public var tally: ConfidenceTally
+        /// Each image judged as a part by the fail rule over the curve's thresholds.
+        public var parts: PartVerdicts
+        /// Each image's defect mIoU at `scoredAt` (images with no defect in truth or prediction left out), worst first,
+        /// when asked for.
+        public var worst: [(index: Int, defectIoU: Float)] = []
+    }
+
+    /// Runs `model` over every image at full size: the confusion matrix, the confidence tally and the part verdicts,
+    /// from one pass; with `scoredAt`, each image's defect IoU at that threshold too (the report's worst images).
     public static func assess(
-        _ model: SegmentationModel, on dataset: any TrainingImages, precision: InferencePrecision = .fp32, control: TrainingControl? = nil,
-        progress: ((Int, Int) -> Void)? = nil
-    ) throws(SegmentationError) -> (matrix: ConfusionMatrix, tally: ConfidenceTally) {
+        _ model: SegmentationModel, on dataset: any TrainingImages, precision: InferencePrecision = .fp32, rule: FailRule = FailRule(),
+        scoredAt: Float? = nil, control: TrainingControl? = nil, progress: ((Int, Int) -> Void)? = nil
+    ) throws(SegmentationError) -> Assessment {
         let segmenter = try Segmenter(model: model, precision: precision)
-        var matrix = ConfusionMatrix(classes: model.configuration.classes)
-        var tally = ConfidenceTally(classes: model.configuration.classes)
+        let classes = model.configuration.classes
+        var matrix = ConfusionMatrix(classes: classes)
+        var tally = ConfidenceTally(classes: classes)
+        var parts = PartVerdicts(classes: classes, rule: rule)
+        var scored: [(index: Int, defectIoU: Float)] = []
         let total = dataset.count
         for index in 0..<total {
             if control?.isCancelled == true { throw .cancelled }
@@ -347,9 +371,18 @@ public struct Trainer {
             let result = try segmenter.segment(item.image)
             matrix.add(truth: item.mask.samples, predicted: result.classes)
             tally.add(truth: item.mask.samples, result)
+            parts.add(truth: item.mask, result)
+            if let threshold = scoredAt {
+                var one = ConfidenceTally(classes: classes)
+                one.add(truth: item.mask.samples, result)
+                let point = one.point(at: threshold)
+                // A class absent from both truth and prediction scores 1; the image's score is over the classes it has.
+                let present = (1..<max(1, classes)).filter { point.iou[$0] < 1 || item.mask.samples.contains(UInt8($0)) }
+                if !present.isEmpty { scored.append((index, present.map { point.iou[$0] }.reduce(0, +) / Float(present.count))) }
+            }
             progress?(index + 1, total)
         }
-        return (matrix, tally)
+        return Assessment(matrix: matrix, tally: tally, parts: parts, worst: scored.sorted { $0.defectIoU < $1.defectIoU })
     }
 
     /// Mean and deviation of the training pixels, per channel, from the images' summaries.

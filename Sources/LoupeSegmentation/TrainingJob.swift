@@ -1,5 +1,6 @@
 import Foundation
 import LoupeStorage
+import LoupeVision
 import Synchronization
 
 /// What someone asks of a training run (nil: the default). The camera page sends it as JSON and the wire as
@@ -62,16 +63,19 @@ public final class TrainingJob: Sendable {
     private let started = Atomic<Bool>(false)
 
     /// Checks the request and fits the settings to `images`; refuses a set there is nothing to learn from.
-    /// `control` may be cancelled before the job exists (a cancel that came while its set was read).
+    /// `control` may be cancelled before the job exists (a cancel that came while its set was read). `failRule`
+    /// judges the validation split's parts (the camera's recipe's on a camera).
     public init(
         images: any TrainingImages, classes: [ClassInfo], request: TrainingRequest, threads: Int,
-        control: TrainingControl = TrainingControl()
+        failRule: FailRule = FailRule(), control: TrainingControl = TrainingControl()
     ) throws(SegmentationError) {
         self.control = control
         try request.validate()
-        configuration = try TrainingConfiguration.fitted(
+        var fitted = try TrainingConfiguration.fitted(
             to: images, passes: request.iterations, timeBudgetSeconds: request.timeBudgetSeconds,
             augmentation: request.augmentation, seed: request.seed, threads: threads)
+        fitted.failRule = failRule
+        configuration = fitted
         guard classes.count == images.classes else {
             throw .invalidConfiguration("\(classes.count) class names for a set of \(images.classes) classes")
         }

@@ -1,5 +1,6 @@
 import Foundation
 import LoupeProto
+import SwiftProtobuf
 
 // The training messages of the wire and the engine's types, converted in one place. On the wire 0 means "not
 // set" for iterations, the time budget and the seed, and a missing `augmentation` means the default.
@@ -52,6 +53,25 @@ extension Loupe_V1_TrainingProgress {
         if let iou = update.validationIoU {
             validationClassIou = iou
             validationMiou = update.validationMIoU ?? 0
+        }
+    }
+}
+
+extension PartFigures {
+    public init(_ wire: Loupe_V1_PartFigures) {
+        self.init(
+            threshold: wire.threshold, minimumDefectPixels: Int(wire.minimumDefectPixels), defectiveParts: Int(wire.defectiveParts),
+            goodParts: Int(wire.goodParts), escapes: Int(wire.escapes), falseRejects: Int(wire.falseRejects))
+    }
+
+    public var wire: Loupe_V1_PartFigures {
+        .with {
+            $0.threshold = threshold
+            $0.minimumDefectPixels = UInt32(clamping: minimumDefectPixels)
+            $0.defectiveParts = UInt32(clamping: defectiveParts)
+            $0.goodParts = UInt32(clamping: goodParts)
+            $0.escapes = UInt32(clamping: escapes)
+            $0.falseRejects = UInt32(clamping: falseRejects)
         }
     }
 }

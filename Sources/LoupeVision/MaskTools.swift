@@ -117,8 +117,9 @@ public enum MaskTools {
         return best
     }
 
-    /// Every connected region of each label.
-    public static func blobs(_ mask: Image8) -> [Blob] {
+    /// Every connected region of each label (8-connected); `measuringRadius` false leaves each inscribed radius 0, for
+    /// callers that need only areas.
+    public static func blobs(_ mask: Image8, measuringRadius: Bool = true) -> [Blob] {
         let width = mask.width, height = mask.height
         // The pixels read once as a plain array: `Raster` is generic across modules, and reading it pixel by pixel
         // looked its metadata up each time (most of a 1.9-megapixel labelling check).
@@ -152,7 +153,7 @@ public enum MaskTools {
                     label: label, area: pixels.count, bounds: PixelRect(x: minX, y: minY, width: maxX - minX + 1, height: maxY - minY + 1),
                     inscribedRadius: 0, pixels: pixels))
         }
-        guard !found.isEmpty else { return [] }
+        guard !found.isEmpty, measuringRadius else { return found }
         // Inscribed radius: the largest distance from a region pixel to anything outside the region.
         var region = [Int32](repeating: -1, count: width * height)
         for (number, blob) in found.enumerated() { for index in blob.pixels { region[index] = Int32(number) } }

@@ -13,6 +13,7 @@ import NIOCore
 import ServiceLifecycle
 import UnixSignals
 import LoupeTesting
+import LoupeVision
 
 /// `loupe demo`: the whole loop on one machine. A fleet CA, a manager and
 /// three camera agents on the synthetic camera; ROIs labelled from the

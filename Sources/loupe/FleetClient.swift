@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import LoupeAgent
 import LoupeProto
+import LoupeSegmentation
 import LoupeWire
 import SwiftProtobuf
 import Synchronization
@@ -177,6 +178,7 @@ final class TrainingFollower: @unchecked Sendable {
                 p.loss, p.imagesPerSecond, p.validationMiou, formatDuration(Double(p.etaSeconds)))
         }
         if !p.modelVersion.isEmpty { text += " model \(p.modelVersion)" }
+        if p.hasParts { text += "; validation parts: \(PartFigures(p.parts).summary)" }
         if !p.message.isEmpty { text += " — \(p.message)" }
         return text
     }

@@ -72,7 +72,9 @@ extension ModelCommand {
                 With --canary the listed cameras get it first and the rest of the target only on promotion: \
                 automatically with --auto (after --observe seconds and --min-parts judged parts, if the canaries' \
                 defect rate rose by at most --max-defect-rate-increase, did not fall below --min-defect-rate-ratio of the \
-                baseline's, and the version's validation mIoU is at least --min-validation-miou; otherwise the canaries roll back), or by \
+                baseline's, the version's validation mIoU is at least --min-validation-miou, and its validation escape and \
+                false-reject rates are within --max-validation-escape-rate and --max-validation-false-reject-rate; otherwise \
+                the canaries roll back), or by \
                 `loupe model rollout ID --promote`.
                 """
         )
@@ -85,6 +87,10 @@ extension ModelCommand {
         @Option(help: "Parts the canaries must judge before the decision.") var minParts: UInt32 = 100
         @Option(help: "Largest allowed rise of the canaries' defect rate (fraction).") var maxDefectRateIncrease: Float = 0.05
         @Option(help: "Smallest allowed validation mIoU of the version.") var minValidationMiou: Float = 0
+        @Option(help: "Largest allowed validation escape rate of the version (defective parts judged good, fraction); 0: none.")
+        var maxValidationEscapeRate: Float = 0
+        @Option(help: "Largest allowed validation false-reject rate of the version (good parts judged bad, fraction); 0: none.")
+        var maxValidationFalseRejectRate: Float = 0
         @Option(
             help:
                 ArgumentHelp(
@@ -115,6 +121,14 @@ extension ModelCommand {
             push.policy.maxDefectRateIncrease = maxDefectRateIncrease
             push.policy.minValidationMiou = minValidationMiou
             push.policy.minDefectRateRatio = minDefectRateRatio
+            for (name, bound) in [
+                ("--max-validation-escape-rate", maxValidationEscapeRate),
+                ("--max-validation-false-reject-rate", maxValidationFalseRejectRate),
+            ] {
+                guard (0...1).contains(bound) else { throw ValidationError("\(name) must be a fraction in 0…1, not \(bound)") }
+            }
+            push.policy.maxValidationEscapeRate = maxValidationEscapeRate
+            push.policy.maxValidationFalseRejectRate = maxValidationFalseRejectRate
             let reply = try await connection.ask(.modelPush(push))
             guard case .modelPushReply(let pushed) = reply else { throw unexpected(reply, expected: "model_push_reply") }
             if pushed.hasRollout {
@@ -196,10 +210,14 @@ extension ModelCommand {
             if json { print(try jsonText(list)); return }
             print(
                 TextTable.render(
-                    header: ["VERSION", "TYPE", "BYTES", "VAL mIoU", "PARENT", "CREATED", "INSTALLED ON"],
+                    header: [
+                        "VERSION", "TYPE", "BYTES", "VAL mIoU", "VAL ESCAPES", "VAL FALSE REJECTS", "PARENT", "CREATED", "INSTALLED ON",
+                    ],
                     rows: list.versions.map {
-                        [
+                        let parts = $0.hasParts ? PartFigures($0.parts) : nil
+                        return [
                             $0.version, $0.inspectionType, "\($0.sizeBytes)", String(format: "%.3f", $0.validationMiou),
+                            PartVerdicts.percent(parts?.escapeRate), PartVerdicts.percent(parts?.falseRejectRate),
                             $0.parentVersion.isEmpty ? "-" : $0.parentVersion,
                             $0.createdUnixMs.unixDateText, $0.installedOn.isEmpty ? "-" : $0.installedOn.joined(separator: ","),
                         ]

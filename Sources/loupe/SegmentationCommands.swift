@@ -5,6 +5,7 @@ import LoupeBench
 import LoupeProto
 import LoupeSegmentation
 import LoupeStorage
+import LoupeVision
 
 /// Network and training options shared by `loupe train` and friends.
 struct NetworkOptions: ParsableArguments {
@@ -125,7 +126,10 @@ struct EvalCommand: AsyncParsableCommand {
             counts a pixel as a defect only where that class's probability reaches the threshold, as live inspection does \
             (the page's slider): per class precision, recall and IoU at thresholds 0.05 to 0.95, the threshold where the \
             defect classes' mean IoU peaks on this split, and the model's own calibrated threshold (chosen the same way on \
-            its validation split when it was trained).
+            its validation split when it was trained). Last, each image is judged as a part by the fail rule (a part fails \
+            when one connected region of a defect class covers --min-defect-pixels or more, as a recipe's rule does live): \
+            over the threshold, the escapes (defective parts judged good) and false rejects (good parts judged bad), per \
+            class at the model's threshold.
             """
     )
     @Option(help: "Model file.") var model: String
@@ -133,7 +137,13 @@ struct EvalCommand: AsyncParsableCommand {
     @Option(help: "Split to score.") var split = "test"
     @Option(help: "fp32 or bf16.") var precision: InferencePrecision = .fp32
     @Option(help: "Threads for oneDNN.") var threads = ProcessInfo.processInfo.activeProcessorCount
+    @Option(help: "The fail rule's smallest defect region, pixels, for the part figures.")
+    var minDefectPixels = FailRule().minimumDefectPixels
     @Flag(help: "Print JSON.") var json = false
+
+    func validate() throws {
+        guard minDefectPixels >= 1 else { throw ValidationError("--min-defect-pixels must be at least 1, not \(minDefectPixels)") }
+    }
 
     func run() async throws {
         DNNLRuntime.setThreads(threads)
@@ -145,9 +155,13 @@ struct EvalCommand: AsyncParsableCommand {
             bar.update(fraction: Double(done) / Double(total), "loading \(done)/\(total)")
         }
         let start = Date()
-        let (matrix, tally) = try Trainer.assess(loaded, on: data, precision: precision) { done, total in
+        let rule = FailRule(minimumDefectPixels: minDefectPixels)
+        let assessment = try Trainer.assess(loaded, on: data, precision: precision, rule: rule) { done, total in
             bar.update(fraction: Double(done) / Double(total), "evaluating \(done)/\(total)")
         }
+        let (matrix, tally, parts) = (assessment.matrix, assessment.tally, assessment.parts)
+        // The part figures are read at the model's threshold, or at this split's best for a model without one.
+        let partThreshold = loaded.metadata.calibratedThreshold > 0 ? loaded.metadata.calibratedThreshold : tally.best.threshold
         bar.finish()
         let seconds = Date().timeIntervalSince(start)
         if json {
@@ -162,6 +176,17 @@ struct EvalCommand: AsyncParsableCommand {
                     ]
                 },
                 "best_threshold": tally.best.threshold, "calibrated_threshold": loaded.metadata.calibratedThreshold,
+                "parts": [
+                    "min_defect_pixels": rule.minimumDefectPixels, "good_parts": parts.goodParts, "defective_parts": parts.defectiveParts,
+                    "threshold": partThreshold,
+                    "curve": parts.curve.map {
+                        [
+                            "threshold": $0.threshold, "escapes": $0.escapes, "false_rejects": $0.falseRejects,
+                            "escape_rate": parts.escapeRate($0) as Any? ?? NSNull(),
+                            "false_reject_rate": parts.falseRejectRate($0) as Any? ?? NSNull(),
+                        ]
+                    },
+                ],
             ]
             print(
                 String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]), as: UTF8.self))
@@ -211,6 +236,25 @@ struct EvalCommand: AsyncParsableCommand {
                 calibrated > 0
                     ? String(format: "%.2f (defect mIoU here %.4f)", calibrated, atCalibrated.defectMeanIoU)
                     : "none (trained without a validation split)"))
+        print(
+            "\(data.items.count) images judged as parts (a part fails when one region of a defect class covers \(rule.minimumDefectPixels) "
+                + "pixels or more): \(parts.defectiveParts[0]) defective, \(parts.goodParts) good in truth")
+        print(
+            TextTable.render(
+                header: ["threshold", "escapes", "escape rate", "false rejects", "false-reject rate", ""],
+                rows: parts.curve.map { point in
+                    [
+                        String(format: "%.2f", point.threshold), "\(point.escapes[0])", PartVerdicts.percent(parts.escapeRate(point)),
+                        "\(point.falseRejects[0])", PartVerdicts.percent(parts.falseRejectRate(point)),
+                        abs(point.threshold - partThreshold) < 0.001 ? "read here" : "",
+                    ]
+                }))
+        if let point = parts.point(at: partThreshold) {
+            print(String(format: "at threshold %.2f: %@", point.threshold, parts.summary(point)))
+            for c in 1..<matrix.classes where parts.defectiveParts[c] > 0 || point.falseRejects[c] > 0 {
+                print("  \(names[c]): \(parts.summary(point, class: c))")
+            }
+        }
     }
 }
 
@@ -275,6 +319,14 @@ struct ModelCommand: AsyncParsableCommand {
                         + perClass.joined(separator: ", ") + ")")
             } else {
                 print("calibrated threshold: none (trained without a validation split)")
+            }
+            if let parts = m.parts, let point = parts.point(at: m.calibratedThreshold) {
+                print(
+                    "validation parts (a part fails on one defect region of \(parts.rule.minimumDefectPixels) pixels or more), at "
+                        + String(format: "%.2f: ", point.threshold) + parts.summary(point))
+                for c in 1..<model.configuration.classes where parts.defectiveParts[c] > 0 || point.falseRejects[c] > 0 {
+                    print("  \(model.classes[c].name): \(parts.summary(point, class: c))")
+                }
             }
             switch status {
             case .unsigned: print("signature: none")

@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import Logging
 import LoupeProto
+import LoupeSegmentation
 import PostgresNIO
 
 /// The model registry (`ModelRegistryStoring`) in PostgreSQL: signed model
@@ -57,7 +58,8 @@ public final class PostgresModelRegistry: Sendable {
                             + "NOT NULL)",
                         "CREATE INDEX rollout_state ON rollout (state)",
                     ]
-                )
+                ),
+                ("2 validation part figures", ["ALTER TABLE model_version ADD COLUMN validation_parts jsonb"]),
             ])
     }
 
@@ -294,10 +296,12 @@ public final class PostgresModelRegistry: Sendable {
         return value
     }
 
-    private static let versionColumns = """
+    private static let versionColumnNames = """
         version, number, inspection_type, sha256, bytes, offer_signature, parent_version, description, validation_miou,
-        dataset_sha256, created_at, sequence
+        dataset_sha256, created_at, sequence, validation_parts
         """
+    /// The columns as read: the part figures as JSON text.
+    private static let versionColumns = versionColumnNames + "::text"
 
     private static func versions(
         _ connection: PostgresConnection, _ logger: Logger,
@@ -327,15 +331,15 @@ public final class PostgresModelRegistry: Sendable {
         query: PostgresQuery
     ) async throws -> [ModelVersionRecord] {
         var records: [ModelVersionRecord] = []
-        for try await (version, number, type, sha256, bytes, signature, parent, description, mIoU, dataset, created, sequence)
+        for try await (version, number, type, sha256, bytes, signature, parent, description, mIoU, dataset, created, sequence, parts)
             in try await connection.query(query, logger: logger)
-            .decode((String, Int, String, String, Int, String, String?, String, Double, String, Date, Int).self)
+            .decode((String, Int, String, String, Int, String, String?, String, Double, String, Date, Int, String?).self)
         {
             records.append(
                 ModelVersionRecord(
                     version: version, number: number, inspectionType: type, sha256: sha256, bytes: bytes, offerSignature: signature,
                     parentVersion: parent, description: description, validationMIoU: mIoU, datasetSHA256: dataset, createdAt: created,
-                    sequence: sequence))
+                    sequence: sequence, validationParts: try parts.map { try JSONDecoder().decode(PartFigures.self, from: Data($0.utf8)) }))
         }
         return records
     }
@@ -350,12 +354,13 @@ public final class PostgresModelRegistry: Sendable {
 
     /// A version's row and its file's pieces; a version already held is left as it is.
     static func insert(_ record: ModelVersionRecord, file: Data, _ connection: PostgresConnection, _ logger: Logger) async throws {
+        let partsJSON = try record.validationParts.map { String(decoding: try JSONEncoder().encode($0), as: UTF8.self) }
         let inserted = try await connection.query(
             """
-            INSERT INTO model_version (\(unescaped: versionColumns))
+            INSERT INTO model_version (\(unescaped: versionColumnNames))
             VALUES (\(record.version), \(record.number), \(record.inspectionType), \(record.sha256), \(record.bytes),
                     \(record.offerSignature), \(record.parentVersion), \(record.description), \(record.validationMIoU),
-                    \(record.datasetSHA256), \(record.createdAt), \(record.sequence))
+                    \(record.datasetSHA256), \(record.createdAt), \(record.sequence), \(partsJSON)::jsonb)
             ON CONFLICT (version) DO NOTHING RETURNING version
             """, logger: logger)
         var isNew = false

@@ -2,6 +2,7 @@ import Foundation
 import LoupeAgent
 import LoupeImaging
 import LoupeStorage
+import LoupeVision
 import Testing
 
 @Suite struct LabelEditingTests {
