@@ -107,12 +107,13 @@ public final class AgentRuntime: Sendable {
         try changes.withLock {
             let inspector = try Self.makeInspector(
                 store: store, shelf: shelf, precision: precision, logger: logger,
-                model: model ?? currentModel)
+                model: model ?? runningModel)
             pipeline.swap(inspector)
         }
     }
 
-    private var currentModel: (SegmentationModel, InstalledModel)? {
+    /// The model the live pipeline runs, with its shelf record; nil when it runs none.
+    public var runningModel: (SegmentationModel, InstalledModel)? {
         let inspector = pipeline.currentInspector
         guard let segmenter = inspector.segmenter, let installed = shelf.state.current, installed.version == inspector.modelVersion else {
             return nil

@@ -235,6 +235,18 @@ public struct LiveAPI: Sendable {
 
         // Models.
         api.get("model", .viewer) { _, _ in try LabelAPI.json(runtime.shelf.state) }
+        // The running model's training report (TrainingReport): pictures of the figures its file carries.
+        api.get("model/report", .viewer) { _, _ in
+            guard let (model, installed) = runtime.runningModel else { throw StoreError.notFound("a running model") }
+            let page = TrainingReport(title: "Model \(installed.version)", model: model).html(stylesheet: "report.css")
+            return Response(
+                status: .ok, headers: [.contentType: "text/html; charset=utf-8"], body: ResponseBody(byteBuffer: ByteBuffer(string: page)))
+        }
+        api.get("model/report.css", .viewer) { _, _ in
+            Response(
+                status: .ok, headers: [.contentType: "text/css; charset=utf-8", .cacheControl: "no-cache"],
+                body: ResponseBody(byteBuffer: ByteBuffer(string: TrainingReport.stylesheet)))
+        }
         api.post("model/rollback", .operator) { _, _ in
             try runtime.rollback()
             return try LabelAPI.json(runtime.shelf.state)

@@ -205,6 +205,7 @@ async function refreshCaptures() {
 async function refreshModel() {
   const shelf = await api("GET", "/api/v1/model");
   $("model-version").textContent = shelf.current?.version ?? "none";
+  $("model-report").hidden = !shelf.current;
 }
 
 // MARK: Captures and navigation
@@ -409,6 +410,7 @@ function showTraining(status) {
   }
   $("train-state").textContent = text;
   $("train-state").dataset.state = status.state;
+  $("train-report").hidden = status.state !== "succeeded";
 }
 
 async function cancelTraining() {

@@ -4,7 +4,7 @@ public enum ProtoSources {
     /// File name in Proto/ -> lowercase hex SHA-256 of its bytes.
     public static let sha256: [String: String] = [
         "loupe.proto": "9d16e59f550dae768b0d61828438aa4196dca5058d9e61c4f4265b20e944b35d",
-        "model.proto": "b30d56ebdd8ee30e9445f9a137d7ad9333512f6e416eb5b1c27b45452652d19c",
+        "model.proto": "91deb2c1d37df249f485a69e7c7f88482285f25c19ce5fdef74e2803dbe5c92d",
         "onnx.proto": "de706d88db85744c07499260a6547e3be8f1e76fd6c14c80d94cf4b4835d0f4b",
     ]
 }

@@ -339,6 +339,10 @@ public nonisolated struct Loupe_Model_V1_Metrics: Sendable {
   /// validation mIoU, first pass first: the training curve.
   public var history: [Loupe_Model_V1_PassRecord] = []
 
+  /// The kept model's validation pixels by truth (rows) and most likely class
+  /// (columns), row-major, classes x classes; empty without a validation split.
+  public var validationConfusion: [UInt64] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -899,7 +903,7 @@ nonisolated extension Loupe_Model_V1_InputNormalization: SwiftProtobuf.Message, 
 
 nonisolated extension Loupe_Model_V1_Metrics: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Metrics"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}validation_iou\0\u{3}validation_miou\0\u{3}final_loss\0\u{1}passes\0\u{1}iterations\0\u{3}training_seconds\0\u{3}training_images\0\u{3}validation_images\0\u{3}calibrated_threshold\0\u{1}calibration\0\u{1}parts\0\u{1}history\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}validation_iou\0\u{3}validation_miou\0\u{3}final_loss\0\u{1}passes\0\u{1}iterations\0\u{3}training_seconds\0\u{3}training_images\0\u{3}validation_images\0\u{3}calibrated_threshold\0\u{1}calibration\0\u{1}parts\0\u{1}history\0\u{3}validation_confusion\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -919,6 +923,7 @@ nonisolated extension Loupe_Model_V1_Metrics: SwiftProtobuf.Message, SwiftProtob
       case 10: try { try decoder.decodeRepeatedMessageField(value: &self.calibration) }()
       case 11: try { try decoder.decodeSingularMessageField(value: &self._parts) }()
       case 12: try { try decoder.decodeRepeatedMessageField(value: &self.history) }()
+      case 13: try { try decoder.decodeRepeatedUInt64Field(value: &self.validationConfusion) }()
       default: break
       }
     }
@@ -965,6 +970,9 @@ nonisolated extension Loupe_Model_V1_Metrics: SwiftProtobuf.Message, SwiftProtob
     if !self.history.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.history, fieldNumber: 12)
     }
+    if !self.validationConfusion.isEmpty {
+      try visitor.visitPackedUInt64Field(value: self.validationConfusion, fieldNumber: 13)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -981,6 +989,7 @@ nonisolated extension Loupe_Model_V1_Metrics: SwiftProtobuf.Message, SwiftProtob
     if lhs.calibration != rhs.calibration {return false}
     if lhs._parts != rhs._parts {return false}
     if lhs.history != rhs.history {return false}
+    if lhs.validationConfusion != rhs.validationConfusion {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -108,6 +108,13 @@ public struct ConfusionMatrix: Sendable, Equatable {
     /// counts[truth * classes + predicted]
     public private(set) var counts: [Int]
 
+    /// A matrix from its counts, row-major by truth (a model file's); nil when they do not make one of `classes`.
+    public init?(classes: Int, counts: [Int]) {
+        guard classes > 0, counts.count == classes * classes, counts.allSatisfy({ $0 >= 0 }) else { return nil }
+        self.classes = classes
+        self.counts = counts
+    }
+
     public init(classes: Int) {
         self.classes = classes
         counts = [Int](repeating: 0, count: classes * classes)

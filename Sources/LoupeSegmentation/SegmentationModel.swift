@@ -81,6 +81,8 @@ public struct ModelMetadata: Sendable, Equatable {
     public var parts: PartVerdicts?
     /// Each pass's mean loss and validation mIoU, first pass first.
     public var history: [PassRecord] = []
+    /// The kept model's confusion matrix on the validation split; nil without one.
+    public var validationConfusion: ConfusionMatrix?
     public var trainingConfigJSON = ""
     public var datasetSHA256 = ""
     public var createdAt = Date(timeIntervalSince1970: 0)
@@ -341,6 +343,7 @@ public enum ModelFile {
                     }
                 }
             }
+            $0.validationConfusion = m.validationConfusion?.counts.map { UInt64(clamping: $0) } ?? []
             $0.history = m.history.map { record in
                 .with {
                     $0.pass = UInt32(clamping: record.pass)
@@ -427,6 +430,16 @@ public enum ModelFile {
                     reason: "the part verdicts do not fit \(configuration.classes) classes (or count more parts than were judged)")
             }
             metadata.parts = parts
+        }
+        if !m.validationConfusion.isEmpty {
+            guard m.validationConfusion.count == configuration.classes * configuration.classes,
+                m.validationConfusion.allSatisfy({ $0 <= UInt64(Int.max) })
+            else {
+                throw .modelFile(
+                    file: name,
+                    reason: "a validation confusion matrix of \(m.validationConfusion.count) cells for \(configuration.classes) classes")
+            }
+            metadata.validationConfusion = ConfusionMatrix(classes: configuration.classes, counts: m.validationConfusion.map { Int($0) })
         }
         metadata.history = m.history.map {
             PassRecord(pass: Int($0.pass), loss: $0.loss, validationMIoU: $0.validated ? $0.validationMiou : nil)

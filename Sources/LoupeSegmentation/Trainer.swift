@@ -322,6 +322,7 @@ public struct Trainer {
             metadata.calibration = assessment.tally.curve
             metadata.calibratedThreshold = assessment.tally.best.threshold
             metadata.parts = assessment.parts
+            metadata.validationConfusion = assessment.matrix
         }
         metadata.history = history.map { PassRecord(pass: $0.0, loss: $0.1, validationMIoU: $0.2) }
         metadata.createdAt = Date()

@@ -129,7 +129,10 @@ struct EvalCommand: AsyncParsableCommand {
             its validation split when it was trained). Last, each image is judged as a part by the fail rule (a part fails \
             when one connected region of a defect class covers --min-defect-pixels or more, as a recipe's rule does live): \
             over the threshold, the escapes (defective parts judged good) and false rejects (good parts judged bad), per \
-            class at the model's threshold.
+            class at the model's threshold. With --report DIR it also writes DIR/index.html, a page of pictures: the \
+            training curve the file carries, precision against recall and IoU over the threshold (the model's validation \
+            split and this split), escapes and false rejects over the threshold, the confusion matrix, and the --worst \
+            images of lowest defect IoU with truth and prediction overlaid.
             """
     )
     @Option(help: "Model file.") var model: String
@@ -139,10 +142,13 @@ struct EvalCommand: AsyncParsableCommand {
     @Option(help: "Threads for oneDNN.") var threads = ProcessInfo.processInfo.activeProcessorCount
     @Option(help: "The fail rule's smallest defect region, pixels, for the part figures.")
     var minDefectPixels = FailRule().minimumDefectPixels
+    @Option(help: "Write a report of pictures into this directory (index.html, report.css, worst-NN.png).") var report: String?
+    @Option(help: "Images of lowest defect IoU the report shows.") var worst = 8
     @Flag(help: "Print JSON.") var json = false
 
     func validate() throws {
         guard minDefectPixels >= 1 else { throw ValidationError("--min-defect-pixels must be at least 1, not \(minDefectPixels)") }
+        guard (0...1000).contains(worst) else { throw ValidationError("--worst must be 0 to 1000, not \(worst)") }
     }
 
     func run() async throws {
@@ -156,7 +162,10 @@ struct EvalCommand: AsyncParsableCommand {
         }
         let start = Date()
         let rule = FailRule(minimumDefectPixels: minDefectPixels)
-        let assessment = try Trainer.assess(loaded, on: data, precision: precision, rule: rule) { done, total in
+        // The report's worst images are scored at the threshold it draws them at.
+        let drawnAt = TrainingReport(title: "", model: loaded).reportThreshold
+        let assessment = try Trainer.assess(loaded, on: data, precision: precision, rule: rule, scoredAt: report == nil ? nil : drawnAt) {
+            done, total in
             bar.update(fraction: Double(done) / Double(total), "evaluating \(done)/\(total)")
         }
         let (matrix, tally, parts) = (assessment.matrix, assessment.tally, assessment.parts)
@@ -164,6 +173,15 @@ struct EvalCommand: AsyncParsableCommand {
         let partThreshold = loaded.metadata.calibratedThreshold > 0 ? loaded.metadata.calibratedThreshold : tally.best.threshold
         bar.finish()
         let seconds = Date().timeIntervalSince(start)
+        if let report {
+            let images = try TrainingReport.worstImages(
+                loaded, on: data, assessment: assessment, count: worst, threshold: drawnAt, precision: precision)
+            let page = TrainingReport(
+                title: "\(URL(fileURLWithPath: model).lastPathComponent) on \(split)", model: loaded,
+                evaluation: TrainingReport.Evaluation(split: split, images: data.items.count, assessment: assessment, worst: images))
+            try page.write(to: report)
+            FileHandle.standardError.write(Data("wrote the report to \(report)/index.html\n".utf8))
+        }
         if json {
             let object: [String: Any] = [
                 "model": model, "split": split, "images": data.items.count, "precision": precision.rawValue,

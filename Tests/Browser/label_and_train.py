@@ -474,6 +474,24 @@ def steps(page, api, args):
     check(status["trainingImages"] == 1 and status["passes"] == 3, f"trained on the one ticked ROI for 3 passes: {status['trainingImages']} ROIs, {status['passes']} passes")
     print(f"  model {model['version']} in {time.monotonic() - started:.1f} s, final loss {status['loss']:.4f}")
 
+    # 5a. The training result links the new model's report, which chromium renders as pictures under the agent's CSP.
+    print("step 5a: the training report")
+    check(page.el("train-report").is_displayed() and page.el("model-report").is_displayed(), "the training result and the model link the report")
+    report_url = page.el("train-report").get_attribute("href")
+    page_window = page.d.current_window_handle
+    page.d.switch_to.new_window("tab")
+    page.d.get(report_url)
+    page.wait(lambda: page.d.title == f"Model {model['version']}", "the report to load")
+    charts = page.d.find_elements(By.CSS_SELECTOR, "svg.chart")
+    check(len(charts) >= 1 and all(c.size["width"] > 100 and c.size["height"] > 100 for c in charts), f"the report draws its charts: {len(charts)}")
+    loss_line = page.d.find_elements(By.CSS_SELECTOR, "svg.chart polyline.series")
+    check(len(loss_line) >= 1 and len(loss_line[0].get_attribute("points").split()) == 3, "the loss curve has a point per pass")
+    font = page.js("return getComputedStyle(document.body).fontFamily")
+    check("sans-serif" in font, f"the report's stylesheet applies (CSP allows it): {font}")
+    page.shot("training-report")
+    page.d.close()
+    page.d.switch_to.window(page_window)
+
     # 5b. Suggested labels from the model just trained: one accepted, one edited, one rejected.
     print("step 5b: suggested labels")
     page.el("jump-number").clear()

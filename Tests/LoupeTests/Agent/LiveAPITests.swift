@@ -173,6 +173,7 @@ extension SegmentationTests {
                 _ = try await expectStatus(client, "/api/v1/live", .put, ["threshold": 2], .badRequest)
                 _ = try await expectStatus(client, "/api/v1/training", .post, ["iterations": 0], .badRequest)
                 _ = try await expectStatus(client, "/api/v1/model/rollback", .post, nil, .conflict)
+                _ = try await expectStatus(client, "/api/v1/model/report", .get, nil, .notFound)
                 #expect(try runtime.store.recipe().version == 1)
 
                 // Live before any model: ROIs are cut but not judged.
@@ -226,6 +227,17 @@ extension SegmentationTests {
                     #expect(abs((live["calibratedThreshold"] as? Double ?? -1) - Double(calibrated)) < 1e-6, "\(live)")
                 } else {
                     #expect(live["calibratedThreshold"] == nil, "no validation split, no mark: \(live)")
+                }
+                // The running model's report: a page of pictures, its stylesheet beside it, no script.
+                try await client.execute(uri: "/api/v1/model/report", method: .get) { response in
+                    let page = String(buffer: response.body)
+                    #expect(response.status == .ok && response.headers[.contentType] == "text/html; charset=utf-8")
+                    #expect(
+                        page.contains("<title>Model \(version)</title>") && page.contains("<svg") && !page.contains("<script"),
+                        "\(page.prefix(300))")
+                }
+                try await client.execute(uri: "/api/v1/model/report.css", method: .get) { response in
+                    #expect(response.status == .ok && String(buffer: response.body) == TrainingReport.stylesheet)
                 }
                 // The threshold slider saves a new recipe version; the pipeline picks it up.
                 let changed = try await expectStatus(client, "/api/v1/live", .put, ["threshold": 0.9], .ok)
