@@ -73,6 +73,11 @@ public struct ConfidenceTally: Sendable, Equatable {
         for c in truth.indices { truth[c] += other.truth[c] }
     }
 
+    /// The first bin at or above `threshold` (0 for a threshold that is not a number).
+    private static func bin(_ threshold: Float) -> Int {
+        threshold.isFinite ? min(bins, max(0, Int((min(1, max(0, threshold)) * Float(bins)).rounded()))) : 0
+    }
+
     /// Pixels of `counts` for class `c` from bin `from` up (at or above the threshold) or below it.
     private func sum(_ counts: [Int], _ c: Int, from: Int, below: Bool = false) -> Int {
         let range = below ? (c * Self.bins)..<(c * Self.bins + from) : (c * Self.bins + from)..<((c + 1) * Self.bins)
@@ -81,7 +86,7 @@ public struct ConfidenceTally: Sendable, Equatable {
 
     /// The figures at `threshold` (0: every pixel takes its most likely class, as the confusion matrix counts).
     public func point(at threshold: Float) -> ThresholdPoint {
-        let k = threshold.isFinite ? min(Self.bins, max(0, Int((min(1, max(0, threshold)) * Float(Self.bins)).rounded()))) : 0
+        let k = Self.bin(threshold)
         var tp = [Int](repeating: 0, count: classes), predicted = tp
         // Defect classes: kept where their probability reaches the threshold.
         for c in 1..<max(1, classes) {
@@ -98,6 +103,18 @@ public struct ConfidenceTally: Sendable, Equatable {
             precision: (0..<classes).map { ratio(tp[$0], predicted[$0]) },
             recall: (0..<classes).map { ratio(tp[$0], truth[$0]) },
             iou: (0..<classes).map { ratio(tp[$0], truth[$0] + predicted[$0] - tp[$0]) })
+    }
+
+    /// Defect pixels called at `threshold` (any defect class) that are right, and that are not (background, or another
+    /// defect class, in truth): the flood a rare-defect set shows as many false pixels for each true one.
+    public func defectCalls(at threshold: Float) -> (right: Int, wrong: Int) {
+        let k = Self.bin(threshold)
+        var right = 0, wrong = 0
+        for c in 1..<max(1, classes) {
+            right += sum(hits, c, from: k)
+            wrong += sum(missesOnBackground, c, from: k) + sum(missesOnDefect, c, from: k)
+        }
+        return (right, wrong)
     }
 
     /// The figures at each of `thresholds`, lowest first.

@@ -42,6 +42,11 @@ public struct TrainingConfiguration: Codable, Sendable, Equatable {
     public var warmupSteps: Int
     public var augmentation: Augmentation
     public var diceWeight: Float
+    /// The largest class weight of the cross-entropy (weights are sqrt(background / class) over the pixels the
+    /// sampling draws, at least 1); 1 turns weighting off.
+    public var maxClassWeight: Float
+    /// Hard example mining for the cross-entropy (`LossConfiguration.hardPixelProbability`); 0: every pixel counts.
+    public var hardPixelProbability: Float
     /// Repeat factor sampling for rare defects (after Gupta et al., LVIS, 2019):
     /// an image showing a class that appears in a share f of the training images,
     /// below this threshold t, weighs sqrt(t / f) instead of 1 when a pass draws
@@ -60,7 +65,8 @@ public struct TrainingConfiguration: Codable, Sendable, Equatable {
         network: UNetConfiguration = .standard, passes: Int = 10, timeBudgetSeconds: Double? = nil, batchSize: Int = 8, cropSize: Int = 192,
         optimizer: AdamWConfiguration = AdamWConfiguration(), warmupSteps: Int = 20, augmentation: Augmentation = Augmentation(),
         diceWeight: Float = 1, repeatThreshold: Double = 1, validationFraction: Double = 0.1, seed: UInt64 = 1,
-        threads: Int = ProcessInfo.processInfo.activeProcessorCount, failRule: FailRule = FailRule()
+        threads: Int = ProcessInfo.processInfo.activeProcessorCount, failRule: FailRule = FailRule(), maxClassWeight: Float = 10,
+        hardPixelProbability: Float = 0
     ) {
         self.failRule = failRule
         self.network = network
@@ -72,6 +78,8 @@ public struct TrainingConfiguration: Codable, Sendable, Equatable {
         self.warmupSteps = warmupSteps
         self.augmentation = augmentation
         self.diceWeight = diceWeight
+        self.maxClassWeight = maxClassWeight
+        self.hardPixelProbability = hardPixelProbability
         self.repeatThreshold = repeatThreshold
         self.validationFraction = validationFraction
         self.seed = seed
@@ -116,6 +124,12 @@ public struct TrainingConfiguration: Codable, Sendable, Equatable {
             throw .invalidConfiguration("repeat threshold must be in [0, 1], not \(repeatThreshold)")
         }
         guard (0..<1).contains(validationFraction) else { throw .invalidConfiguration("validation fraction must be in [0, 1)") }
+        guard maxClassWeight.isFinite, (1...100).contains(maxClassWeight) else {
+            throw .invalidConfiguration("the largest class weight must be 1…100, not \(maxClassWeight)")
+        }
+        guard hardPixelProbability.isFinite, (0...1).contains(hardPixelProbability) else {
+            throw .invalidConfiguration("the hard-pixel probability must be in [0, 1] (0: off), not \(hardPixelProbability)")
+        }
         guard optimizer.learningRate > 0, optimizer.learningRate.isFinite else {
             throw .invalidConfiguration("learning rate must be positive")
         }
@@ -200,22 +214,21 @@ public struct Trainer {
         guard counts.dropFirst().reduce(0, +) > 0 else { throw .noLabelledPixels("the training images") }
 
         DNNLRuntime.setThreads(config.threads)
-        // Rarer classes weigh more: sqrt of the background-to-class ratio, at most 10.
-        let classWeights: [Float] = counts.map { count in
-            count == 0 ? 1 : Float(min(10, max(1, (Double(counts[0]) / Double(count)).squareRoot())))
-        }
+        let repeats = Self.repeatFactors(training, threshold: config.repeatThreshold)
+        let classWeights = Self.classWeights(training, repeats: repeats, cap: config.maxClassWeight)
         let normalization = Self.normalization(of: training, channels: config.network.inputChannels)
         let weights = starting ?? Weights(configuration: config.network, seed: config.seed)
         guard weights.configuration == config.network else {
             throw .invalidConfiguration("the starting model is a \(weights.configuration), not a \(config.network)")
         }
         let engine = try TrainingEngine(
-            weights: weights, loss: LossConfiguration(classWeights: classWeights, diceWeight: config.diceWeight),
+            weights: weights,
+            loss: LossConfiguration(
+                classWeights: classWeights, diceWeight: config.diceWeight, hardPixelProbability: config.hardPixelProbability),
             optimizer: config.optimizer)
 
         var random = SeededGenerator(seed: config.seed ^ 0x5EED)
         let schedule = CosineSchedule(base: config.optimizer.learningRate, warmupSteps: config.warmupSteps)
-        let repeats = Self.repeatFactors(training, threshold: config.repeatThreshold)
         let stepsPerPass = max(1, (training.count + config.batchSize - 1) / config.batchSize)
         let plannedPasses = config.timeBudgetSeconds == nil ? config.passes : Int.max
         var totalSteps = config.timeBudgetSeconds == nil ? stepsPerPass * config.passes : stepsPerPass
@@ -400,6 +413,20 @@ public struct Trainer {
         let mean = sum.map { $0 / count }
         let std = zip(squares, mean).map { max(1e-3, ($0 / count - $1 * $1).squareRoot()) }
         return InputNormalization(mean: mean.map(Float.init), std: std.map(Float.init))
+    }
+
+    /// The cross-entropy's class weights: rarer classes weigh more, sqrt of the background-to-class ratio, between 1
+    /// and `cap`, over the pixels the sampling draws. Repeat factors already draw rare-class images more often;
+    /// weighting by the raw counts as well corrected for the rarity twice, and on a set of mostly good parts flooded
+    /// the defect classes (docs/benchmarks.md, the rare set).
+    public static func classWeights(_ dataset: any TrainingImages, repeats: [Double], cap: Float) -> [Float] {
+        var drawn = [Double](repeating: 0, count: dataset.classes)
+        for (summary, share) in zip(dataset.summaries, repeats) {
+            for (c, pixels) in summary.classPixels.enumerated() where c < drawn.count { drawn[c] += Double(pixels) * share }
+        }
+        return drawn.map { count in
+            count == 0 ? 1 : Float(min(Double(max(1, cap)), max(1, (drawn[0] / count).squareRoot())))
+        }
     }
 
     /// Each training image's expected draws per pass. Its repeat factor is the

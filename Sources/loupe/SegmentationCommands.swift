@@ -46,6 +46,13 @@ struct TrainLocalCommand: AsyncParsableCommand {
     @Option(
         help: "Draw images of defect classes seen in fewer than this share of images more often (repeat factor sampling; 0 turns it off).")
     var repeatThreshold = 1.0
+    @Option(help: "Largest cross-entropy class weight (sqrt of background to class over the drawn pixels); 1 turns weighting off.")
+    var maxClassWeight: Float = TrainingConfiguration().maxClassWeight
+    @Option(
+        help: ArgumentHelp(
+            "Hard example mining: the cross-entropy counts only pixels whose true class's probability is below this (and at least "
+                + "1/16 of them); 0 counts every pixel."))
+    var hardPixelProbability: Float = TrainingConfiguration().hardPixelProbability
     @Option(help: "Random seed; the same seed and threads give the same model.") var seed: UInt64 = 1
     @Option(help: "Threads for oneDNN.") var threads = ProcessInfo.processInfo.activeProcessorCount
     @Option(help: "Read only the first N images (for a quick look).") var limit: Int?
@@ -63,6 +70,8 @@ struct TrainLocalCommand: AsyncParsableCommand {
         config.optimizer.learningRate = learningRate
         config.validationFraction = validation
         config.repeatThreshold = repeatThreshold
+        config.maxClassWeight = maxClassWeight
+        config.hardPixelProbability = hardPixelProbability
         config.augmentation = Augmentation(
             flipHorizontal: !noFlip, flipVertical: !noFlip, rotationDegrees: rotation, brightness: brightness, contrast: contrast)
         config.seed = seed
@@ -194,6 +203,10 @@ struct EvalCommand: AsyncParsableCommand {
                     ]
                 },
                 "best_threshold": tally.best.threshold, "calibrated_threshold": loaded.metadata.calibratedThreshold,
+                "defect_calls": [
+                    "threshold": partThreshold, "right": tally.defectCalls(at: partThreshold).right,
+                    "wrong": tally.defectCalls(at: partThreshold).wrong,
+                ],
                 "parts": [
                     "min_defect_pixels": rule.minimumDefectPixels, "good_parts": parts.goodParts, "defective_parts": parts.defectiveParts,
                     "threshold": partThreshold,
@@ -254,6 +267,11 @@ struct EvalCommand: AsyncParsableCommand {
                 calibrated > 0
                     ? String(format: "%.2f (defect mIoU here %.4f)", calibrated, atCalibrated.defectMeanIoU)
                     : "none (trained without a validation split)"))
+        let calls = tally.defectCalls(at: partThreshold)
+        print(
+            String(
+                format: "defect pixels called at %.2f: %d right, %d wrong (%.2f wrong for each right one)", partThreshold, calls.right,
+                calls.wrong, Double(calls.wrong) / Double(max(1, calls.right))))
         print(
             "\(data.items.count) images judged as parts (a part fails when one region of a defect class covers \(rule.minimumDefectPixels) "
                 + "pixels or more): \(parts.defectiveParts[0]) defective, \(parts.goodParts) good in truth")
