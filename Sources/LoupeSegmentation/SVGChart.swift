@@ -33,8 +33,21 @@ struct SVGChart {
         func py(_ v: Double) -> Double {
             Self.top + plotHeight - (min(max(v, y.lowerBound), y.upperBound) - y.lowerBound) / ySpan * plotHeight
         }
+        // The legend's places, under the axis label, wrapping onto more rows (the chart grows by a row each).
+        var legend: [(x: Double, row: Int)] = []
+        var legendX = Self.left, row = 0
+        for s in series {
+            let itemWidth = 30 + Double(s.name.count) * 5.6
+            if legendX > Self.left, legendX + itemWidth > w - Self.right {
+                (legendX, row) = (Self.left, row + 1)
+            }
+            legend.append((legendX, row))
+            legendX += itemWidth
+        }
+        let total = h + 14 * Double(row)
         var out = """
-            <svg xmlns="http://www.w3.org/2000/svg" class="chart" width="\(Int(w))" height="\(Int(h))" viewBox="0 0 \(Int(w)) \(Int(h))" \
+            <svg xmlns="http://www.w3.org/2000/svg" class="chart" width="\(Int(w))" height="\(Int(total))" \
+            viewBox="0 0 \(Int(w)) \(Int(total))" \
             role="img" aria-label="\(HTMLText.escaped(title))">
             <text x="\(f(w / 2))" y="18" text-anchor="middle" font-size="13" font-weight="bold">\(HTMLText.escaped(title))</text>
             <rect x="\(f(Self.left))" y="\(f(Self.top))" width="\(f(plotWidth))" height="\(f(plotHeight))" fill="#fafafa" stroke="#999"/>
@@ -68,17 +81,18 @@ struct SVGChart {
         }
         for mark in marks {
             out += "<circle class=\"mark\" cx=\"\(f(px(mark.x)))\" cy=\"\(f(py(mark.y)))\" r=\"5\" fill=\"none\" stroke=\"\(mark.color)\" "
-            out += "stroke-width=\"2\"/><text x=\"\(f(px(mark.x) + 7))\" y=\"\(f(py(mark.y) - 6))\" font-size=\"10\">"
-            out += "\(HTMLText.escaped(mark.label))</text>\n"
+            out += "stroke-width=\"2\"/>"
+            // Near the right edge the label runs leftwards, so it stays inside the chart.
+            let leftwards = px(mark.x) > Self.left + plotWidth * 0.7
+            out += Self.text(
+                px(mark.x) + (leftwards ? -7 : 7), py(mark.y) - 6, mark.label,
+                "font-size=\"10\"" + (leftwards ? " text-anchor=\"end\"" : ""))
         }
-        // The legend, under the axis label.
-        var legendX = Self.left
-        for s in series {
+        for (s, place) in zip(series, legend) {
+            let y = h - 14 + 14 * Double(place.row)
             out += Self.line(
-                legendX, h - 14, legendX + 18, h - 14,
-                "stroke=\"\(s.color)\" stroke-width=\"2\"" + (s.dashed ? " stroke-dasharray=\"6 3\"" : ""))
-            out += Self.text(legendX + 22, h - 10, s.name, "font-size=\"10\"")
-            legendX += 30 + Double(s.name.count) * 5.6
+                place.x, y, place.x + 18, y, "stroke=\"\(s.color)\" stroke-width=\"2\"" + (s.dashed ? " stroke-dasharray=\"6 3\"" : ""))
+            out += Self.text(place.x + 22, y + 4, s.name, "font-size=\"10\"")
         }
         return out + "</svg>\n"
     }

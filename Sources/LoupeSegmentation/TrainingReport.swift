@@ -24,6 +24,9 @@ public struct TrainingReport: Sendable {
         public var defectIoU: Float
         public var fileName: String
         public var png: Data
+        /// The strip's size in pixels.
+        public var width: Int
+        public var height: Int
     }
 
     public let title: String
@@ -108,8 +111,11 @@ public struct TrainingReport: Sendable {
             body += "<p class=\"note\">Lowest defect IoU first; each shows the image, the truth over it and the prediction over it at "
             body += String(format: "threshold %.2f.</p>\n", reportThreshold)
             for image in e.worst {
-                body += "<figure><img src=\"\(HTMLText.escaped(image.fileName))\" alt=\"\(HTMLText.escaped(image.name))\">"
-                body += "<figcaption>\(HTMLText.escaped(image.name)): defect IoU " + String(format: "%.3f", image.defectIoU)
+                // Small ROIs are drawn at twice their size (a width attribute: the page allows no inline style).
+                let shown = image.height < 160 ? " width=\"\(2 * image.width)\"" : ""
+                let name = URL(fileURLWithPath: image.name).lastPathComponent
+                body += "<figure><img src=\"\(HTMLText.escaped(image.fileName))\" alt=\"\(HTMLText.escaped(name))\"\(shown)>"
+                body += "<figcaption>\(HTMLText.escaped(name)): defect IoU " + String(format: "%.3f", image.defectIoU)
                 body += "</figcaption></figure>\n"
             }
         }
@@ -254,11 +260,13 @@ public struct TrainingReport: Sendable {
             return "<p class=\"note\">The file records no confusion matrix; score a labelled split (loupe eval --report) to see one.</p>\n"
         }
         let n = matrix.classes, cell = 64.0, left = 110.0, top = 60.0
-        let size = (w: max(440, left + cell * Double(n) + 16), h: top + cell * Double(n) + 30)
+        let title = "Pixels of \(splitName) by truth (rows) and prediction (columns)"
+        // Wide enough for the grid and for the title (about 7 px a character at 13 px bold).
+        let size = (w: max(left + 7.2 * Double(title.count), left + cell * Double(n) + 16), h: top + cell * Double(n) + 30)
         var out = "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"chart confusion\" width=\"\(Int(size.w))\" height=\"\(Int(size.h))\" "
         out += "role=\"img\" aria-label=\"confusion matrix\">\n"
         out += "<text x=\"\(Int(left))\" y=\"16\" font-size=\"13\" font-weight=\"bold\">"
-        out += "Pixels of \(HTMLText.escaped(splitName)) by truth (rows) and prediction (columns)</text>\n"
+        out += "\(HTMLText.escaped(title))</text>\n"
         for c in 0..<n {
             out += "<text x=\"\(Int(left + cell * (Double(c) + 0.5)))\" y=\"\(Int(top - 8))\" text-anchor=\"middle\" font-size=\"11\">"
             out += "\(HTMLText.escaped(names[c]))</text>\n"
@@ -312,7 +320,8 @@ public struct TrainingReport: Sendable {
             }
             out.append(
                 WorstImage(
-                    name: item.name, defectIoU: iou, fileName: String(format: "worst-%02d.png", rank + 1), png: try PNGCodec.encode(strip)))
+                    name: item.name, defectIoU: iou, fileName: String(format: "worst-%02d.png", rank + 1), png: try PNGCodec.encode(strip),
+                    width: strip.width, height: strip.height))
         }
         return out
     }
