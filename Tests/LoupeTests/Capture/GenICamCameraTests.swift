@@ -82,6 +82,7 @@ extension FakeGigESuite {
             defer { withExtendedLifetime(fake) {} }
             var settings = AravisCamera.Settings(camera: "LPT1")
             settings.trigger = .software
+            settings.timeoutMilliseconds = 15_000  // one frame per trigger is what is checked, not how fast it comes
             let camera = try AravisCamera(settings: settings)
             try await Task.sleep(for: .milliseconds(500))
             #expect(camera.streamStatistics.completedFrames == 0, "no frame without a trigger")
@@ -99,6 +100,8 @@ extension FakeGigESuite {
             var settings = AravisCamera.Settings(camera: "LPL1")
             settings.packetResend = false
             settings.framesPerSecond = 50
+            // This test counts lost packets, not time: a loaded parallel suite stalled loopback UDP past 2 s (CI, 12-07).
+            settings.timeoutMilliseconds = 15_000
             let camera = try AravisCamera(settings: settings)
             // About 190 packets a frame at 2 in 1000 lost: most frames whole, some not. Read until some were not and
             // lost packets were counted: on a loaded machine the first incomplete frames may be buffer underruns (the
