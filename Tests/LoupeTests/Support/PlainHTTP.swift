@@ -28,7 +28,8 @@ enum PlainHTTP {
     /// Sends one request. `readBody`: false reads the head only (for endless streams).
     static func send(
         port: Int, method: String, target: String, headers: [String: String] = [:], body: Data? = nil,
-        from source: String = "127.0.0.1", timeout: TimeInterval = 10, readBody: Bool = true
+        // 30 s: the answer is what is checked, not its speed; a loaded parallel run once held one past 10 s (CI, 12-07).
+        from source: String = "127.0.0.1", timeout: TimeInterval = 30, readBody: Bool = true
     ) async throws -> Response {
         try await withCheckedThrowingContinuation { continuation in
             Thread.detachNewThread {
