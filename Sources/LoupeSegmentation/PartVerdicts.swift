@@ -23,7 +23,8 @@ public struct PartPoint: Sendable, Equatable, Codable {
 public struct PartVerdicts: Sendable, Equatable {
     public let classes: Int
     public let rule: FailRule
-    public let thresholds: [Float]
+    /// The tallied thresholds, lowest first.
+    public var thresholds: [Float] { curve.map(\.threshold) }
     /// Parts the truth passes.
     public private(set) var goodParts = 0
     /// Parts the truth fails: [0] all, [c] those with a class-c defect.
@@ -34,9 +35,8 @@ public struct PartVerdicts: Sendable, Equatable {
     public init(classes: Int, rule: FailRule, thresholds: [Float] = ConfidenceTally.thresholds) {
         self.classes = classes
         self.rule = rule
-        self.thresholds = thresholds.sorted()
         defectiveParts = [Int](repeating: 0, count: max(1, classes))
-        curve = self.thresholds.map {
+        curve = thresholds.sorted().map {
             PartPoint(
                 threshold: $0, escapes: [Int](repeating: 0, count: max(1, classes)),
                 falseRejects: [Int](repeating: 0, count: max(1, classes)))
@@ -61,7 +61,6 @@ public struct PartVerdicts: Sendable, Equatable {
         self.goodParts = goodParts
         self.defectiveParts = defectiveParts
         self.curve = curve.sorted { $0.threshold < $1.threshold }
-        thresholds = self.curve.map(\.threshold)
     }
 
     /// Judges one part: its true label mask and the model's segmentation of it.

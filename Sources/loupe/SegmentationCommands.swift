@@ -180,6 +180,7 @@ struct EvalCommand: AsyncParsableCommand {
         let (matrix, tally, parts) = (assessment.matrix, assessment.tally, assessment.parts)
         // The part figures are read at the model's threshold, or at this split's best for a model without one.
         let partThreshold = loaded.metadata.calibratedThreshold > 0 ? loaded.metadata.calibratedThreshold : tally.best.threshold
+        let calls = tally.defectCalls(at: partThreshold)
         bar.finish()
         let seconds = Date().timeIntervalSince(start)
         if let report {
@@ -204,8 +205,7 @@ struct EvalCommand: AsyncParsableCommand {
                 },
                 "best_threshold": tally.best.threshold, "calibrated_threshold": loaded.metadata.calibratedThreshold,
                 "defect_calls": [
-                    "threshold": partThreshold, "right": tally.defectCalls(at: partThreshold).right,
-                    "wrong": tally.defectCalls(at: partThreshold).wrong,
+                    "threshold": partThreshold, "right": calls.right, "wrong": calls.wrong,
                 ],
                 "parts": [
                     "min_defect_pixels": rule.minimumDefectPixels, "good_parts": parts.goodParts, "defective_parts": parts.defectiveParts,
@@ -267,7 +267,6 @@ struct EvalCommand: AsyncParsableCommand {
                 calibrated > 0
                     ? String(format: "%.2f (defect mIoU here %.4f)", calibrated, atCalibrated.defectMeanIoU)
                     : "none (trained without a validation split)"))
-        let calls = tally.defectCalls(at: partThreshold)
         print(
             String(
                 format: "defect pixels called at %.2f: %d right, %d wrong (%.2f wrong for each right one)", partThreshold, calls.right,
