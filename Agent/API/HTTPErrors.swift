@@ -55,8 +55,11 @@ extension CaptureError: HTTPResponseError, DescribedHTTPError {
 }
 
 extension TriggerError: HTTPResponseError, DescribedHTTPError {
-    /// A trigger the camera's mode or state cannot take now.
-    public var status: HTTPResponse.Status { .conflict }
+    /// A trigger the camera's mode or state cannot take now; a frame the camera sent broken is the camera's fault (502).
+    public var status: HTTPResponse.Status {
+        if case .frameFailed = self { return .badGateway }
+        return .conflict
+    }
 }
 
 extension WandError: HTTPResponseError, DescribedHTTPError {

@@ -168,6 +168,7 @@ public struct LiveAPI: Sendable {
             let stamp = try pipeline.trigger()
             guard wait else { return try LabelAPI.json(stamp, status: .accepted) }
             guard let result = await pipeline.result(of: stamp, timeout: .seconds(10)) else {
+                if let reason = pipeline.failure(of: stamp) { throw TriggerError.frameFailed(trigger: stamp.sequence, reason: reason) }
                 throw HTTPError(
                     .gatewayTimeout, message: "trigger \(stamp.sequence) gave no result within 10 s (see sourceError in GET /api/v1/live)")
             }

@@ -227,6 +227,9 @@ public final class LivePipeline: Service, Sendable {
         await triggers.result(of: stamp, timeout: timeout)
     }
 
+    /// Why an accepted trigger got no result, when its frame came broken.
+    public func failure(of stamp: TriggerStamp) -> String? { triggers.failure(of: stamp) }
+
     /// Replaces recipe, aligner and model; the next frame uses the new ones.
     public func swap(_ next: Inspector) {
         inspector.withLock { $0 = next }
@@ -339,6 +342,14 @@ public final class LivePipeline: Service, Sendable {
                 }
             } catch is CancellationError {
                 return
+            } catch CaptureError.incompleteFrame(let camera, let reason) where triggers.isTriggered {
+                // The camera is fine; the part it was triggered for gets no verdict, and its trigger says why.
+                let answered = triggers.frameFailed(reason: "camera \(camera) sent an incomplete frame (\(reason))")
+                log.withLock {
+                    $0.captured += 1; $0.dropped += 1
+                }
+                logger.warning(
+                    "incomplete frame", metadata: ["reason": "\(reason)", "trigger": "\(answered.map { "\($0.sequence)" } ?? "line")"])
             } catch {
                 failures += 1
                 log.withLock { $0.sourceError = "\(error)" }

@@ -16,12 +16,14 @@ public struct TriggerStamp: Codable, Sendable, Equatable {
 /// A trigger's fate, for the page, the status and the API.
 public struct TriggerStatistics: Codable, Sendable, Equatable {
     public var mode: String
-    /// Triggers that took a frame (each gives exactly one result).
+    /// Triggers that took a frame (each gives exactly one result, or is counted in `incomplete`).
     public var accepted: Int
     /// Triggers that came while an earlier one was still being inspected: answered as missed, never queued.
     public var missed: Int
     /// Triggers whose frame never came (the camera was lost after the trigger) within the frame timeout.
     public var abandoned: Int
+    /// Triggers whose frame arrived incomplete (packets lost beyond resend): not inspected, answered with the reason.
+    public var incomplete: Int
     /// The trigger being inspected now, if any.
     public var inFlight: Int?
     public var lastSequence: Int
@@ -32,6 +34,8 @@ public enum TriggerError: Error, CustomStringConvertible, Equatable {
     case missed(busyWith: Int)
     case notTriggered(mode: String)
     case liveOff
+    /// The trigger's frame came broken (`reason`: the camera's error); no inspection, no verdict.
+    case frameFailed(trigger: Int, reason: String)
 
     public var description: String {
         switch self {
@@ -40,6 +44,7 @@ public enum TriggerError: Error, CustomStringConvertible, Equatable {
             return
                 "this camera is not in software trigger mode (it is \(mode); set camera.trigger, or the recipe's trigger, to \"software\")"
         case .liveOff: return "live inspection is off; turn it on before triggering"
+        case .frameFailed(let trigger, let reason): return "trigger \(trigger) got no inspection: \(reason); trigger again"
         }
     }
 }
@@ -60,10 +65,12 @@ public final class TriggerGate: Sendable {
         var mode: CameraTrigger
         var sequence = 0
         var inFlight: (stamp: TriggerStamp, since: ContinuousClock.Instant, framed: Bool)?
-        var accepted = 0, missed = 0, abandoned = 0
+        var accepted = 0, missed = 0, abandoned = 0, incomplete = 0
         var waiters: [Int: [CheckedContinuation<InspectionResult?, Never>]] = [:]
         /// The last results by trigger, for a caller that asks after the result went out.
         var recent: [Int: InspectionResult] = [:]
+        /// The last triggers whose frame failed, and why.
+        var failures: [Int: String] = [:]
     }
 
     private let state: Mutex<State>
@@ -140,6 +147,26 @@ public final class TriggerGate: Sendable {
         }
     }
 
+    /// The frame the camera sent arrived incomplete: the software trigger in
+    /// flight is answered with `reason` (its frame will not come again); a
+    /// line trigger's part passed uninspected. Either way it is counted.
+    /// Returns the software trigger it answered.
+    @discardableResult
+    public func frameFailed(reason: String) -> TriggerStamp? {
+        let stamp = state.withLock { state -> TriggerStamp? in
+            state.incomplete += 1
+            guard case .software = state.mode, let flight = state.inFlight, !flight.framed else { return nil }
+            state.failures[flight.stamp.sequence] = reason
+            state.failures.removeValue(forKey: flight.stamp.sequence - 16)
+            return flight.stamp
+        }
+        if let stamp { finish(stamp, result: nil) }
+        return stamp
+    }
+
+    /// Why a trigger got no result, when its frame came broken.
+    public func failure(of stamp: TriggerStamp) -> String? { state.withLock { $0.failures[stamp.sequence] } }
+
     /// The trigger's result (nil: its frame failed inspection); the next trigger may come.
     public func finish(_ stamp: TriggerStamp, result: InspectionResult?) {
         let waiters = state.withLock { state -> [CheckedContinuation<InspectionResult?, Never>] in
@@ -177,7 +204,7 @@ public final class TriggerGate: Sendable {
         state.withLock { state in
             TriggerStatistics(
                 mode: state.mode.name, accepted: state.accepted, missed: state.missed, abandoned: state.abandoned,
-                inFlight: state.inFlight?.stamp.sequence, lastSequence: state.sequence)
+                incomplete: state.incomplete, inFlight: state.inFlight?.stamp.sequence, lastSequence: state.sequence)
         }
     }
 

@@ -231,7 +231,9 @@ public final class AravisCamera: FrameSource, StreamStatisticsReporting, Softwar
                     $0 += 1; return $0
                 }
                 return CapturedFrame(sequence: number, image: image, origin: "genicam:\(connection.serial)")
-            case .incomplete:
+            case .incomplete(let reason):
+                // A free-running camera sends another frame; a triggered one sent the frame its trigger asked for.
+                guard triggerMode == .freeRun else { throw CaptureError.incompleteFrame(camera: name, reason: reason) }
                 continue
             case .nothing:
                 if triggerMode == .freeRun, DispatchTime.now().uptimeNanoseconds - started > limit {
@@ -321,7 +323,7 @@ private struct Counts {
 private final class Connection: @unchecked Sendable {
     enum Popped {
         case frame(OpaquePointer)
-        case incomplete
+        case incomplete(reason: String)
         case nothing
     }
 
@@ -452,10 +454,23 @@ private final class Connection: @unchecked Sendable {
     func pop(sliceMicroseconds: UInt64) -> Popped {
         guard let buffer = arv_stream_timeout_pop_buffer(stream.stream, guint64(sliceMicroseconds)) else { return .nothing }
         let pointer = buffer
-        if arv_buffer_get_status(buffer) == ARV_BUFFER_STATUS_SUCCESS { return .frame(pointer) }
+        let status = arv_buffer_get_status(buffer)
+        if status == ARV_BUFFER_STATUS_SUCCESS { return .frame(pointer) }
         incomplete.withLock { $0 += 1 }
         requeue(pointer)
-        return .incomplete
+        return .incomplete(reason: Self.describe(status))
+    }
+
+    /// What an Aravis buffer status means, for the message that reports it.
+    static func describe(_ status: ArvBufferStatus) -> String {
+        switch status {
+        case ARV_BUFFER_STATUS_TIMEOUT: return "its packets did not all arrive in time"
+        case ARV_BUFFER_STATUS_MISSING_PACKETS: return "packets lost beyond resend"
+        case ARV_BUFFER_STATUS_WRONG_PACKET_ID: return "a packet of another frame"
+        case ARV_BUFFER_STATUS_SIZE_MISMATCH: return "larger than its buffer"
+        case ARV_BUFFER_STATUS_ABORTED: return "acquisition stopped while it arrived"
+        default: return "buffer status \(status.rawValue)"
+        }
     }
 
     func requeue(_ buffer: OpaquePointer) { arv_stream_push_buffer(stream.stream, buffer.buffer) }
