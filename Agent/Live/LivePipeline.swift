@@ -342,14 +342,13 @@ public final class LivePipeline: Service, Sendable {
                 }
             } catch is CancellationError {
                 return
-            } catch CaptureError.incompleteFrame(let camera, let reason) where triggers.isTriggered {
-                // The camera is fine; the part it was triggered for gets no verdict, and its trigger says why.
-                let answered = triggers.frameFailed(reason: "camera \(camera) sent an incomplete frame (\(reason))")
-                log.withLock {
-                    $0.captured += 1; $0.dropped += 1
-                }
+            } catch CaptureError.incompleteFrame(let camera, let reason, let startedAt) where triggers.isTriggered {
+                // The camera is fine; the part it was triggered for gets no verdict, and its trigger says why (the camera
+                // counts the frame in its incompleteFrames).
+                let answered = triggers.frameFailed(
+                    reason: "camera \(camera) sent an incomplete frame (\(reason))", startedAt: startedAt)
                 logger.warning(
-                    "incomplete frame", metadata: ["reason": "\(reason)", "trigger": "\(answered.map { "\($0.sequence)" } ?? "line")"])
+                    "incomplete frame", metadata: ["reason": "\(reason)", "trigger": "\(answered.map { "\($0.sequence)" } ?? "none")"])
             } catch {
                 failures += 1
                 log.withLock { $0.sourceError = "\(error)" }

@@ -22,7 +22,8 @@ public struct TriggerStatistics: Codable, Sendable, Equatable {
     public var missed: Int
     /// Triggers whose frame never came (the camera was lost after the trigger) within the frame timeout.
     public var abandoned: Int
-    /// Triggers whose frame arrived incomplete (packets lost beyond resend): not inspected, answered with the reason.
+    /// Triggers whose frame arrived incomplete (packets lost beyond resend): not inspected, answered with the reason
+    /// (in line mode, each broken frame: a part that passed uninspected).
     public var incomplete: Int
     /// The trigger being inspected now, if any.
     public var inFlight: Int?
@@ -64,7 +65,7 @@ public final class TriggerGate: Sendable {
     private struct State {
         var mode: CameraTrigger
         var sequence = 0
-        var inFlight: (stamp: TriggerStamp, since: ContinuousClock.Instant, framed: Bool)?
+        var inFlight: (stamp: TriggerStamp, since: ContinuousClock.Instant, framed: Bool, fired: Date)?
         var accepted = 0, missed = 0, abandoned = 0, incomplete = 0
         var waiters: [Int: [CheckedContinuation<InspectionResult?, Never>]] = [:]
         /// The last results by trigger, for a caller that asks after the result went out.
@@ -108,7 +109,7 @@ public final class TriggerGate: Sendable {
             state.sequence += 1
             state.accepted += 1
             let stamp = TriggerStamp(source: source, sequence: state.sequence)
-            state.inFlight = (stamp, .now, false)
+            state.inFlight = (stamp, .now, false, Date())
             return (stamp, abandoned)
         }
         for waiter in abandoned { waiter.resume(returning: nil) }
@@ -141,24 +142,34 @@ public final class TriggerGate: Sendable {
                 state.sequence += 1
                 state.accepted += 1
                 let stamp = TriggerStamp(source: line, sequence: state.sequence)
-                state.inFlight = (stamp, .now, true)
+                state.inFlight = (stamp, .now, true, Date())
                 return stamp
             }
         }
     }
 
-    /// The frame the camera sent arrived incomplete: the software trigger in
-    /// flight is answered with `reason` (its frame will not come again); a
-    /// line trigger's part passed uninspected. Either way it is counted.
-    /// Returns the software trigger it answered.
+    /// The frame the camera sent arrived incomplete, its first packet at
+    /// `startedAt` (nil: unknown): the software trigger in flight, fired before it, is
+    /// answered with `reason` (its frame will not come again) and counted; a
+    /// broken frame that started before the trigger was fired is an earlier
+    /// one's (a frame can break into several buffers) and answers no one. In
+    /// line mode the part passed uninspected: counted. Returns the software
+    /// trigger it answered.
     @discardableResult
-    public func frameFailed(reason: String) -> TriggerStamp? {
+    public func frameFailed(reason: String, startedAt: Date?) -> TriggerStamp? {
         let stamp = state.withLock { state -> TriggerStamp? in
-            state.incomplete += 1
-            guard case .software = state.mode, let flight = state.inFlight, !flight.framed else { return nil }
-            state.failures[flight.stamp.sequence] = reason
-            state.failures.removeValue(forKey: flight.stamp.sequence - 16)
-            return flight.stamp
+            switch state.mode {
+            case .freeRun: return nil
+            case .line:
+                state.incomplete += 1
+                return nil
+            case .software:
+                guard let flight = state.inFlight, !flight.framed, startedAt.map({ $0 >= flight.fired }) ?? true else { return nil }
+                state.incomplete += 1
+                state.failures[flight.stamp.sequence] = reason
+                state.failures.removeValue(forKey: flight.stamp.sequence - 16)
+                return flight.stamp
+            }
         }
         if let stamp { finish(stamp, result: nil) }
         return stamp

@@ -231,9 +231,11 @@ public final class AravisCamera: FrameSource, StreamStatisticsReporting, Softwar
                     $0 += 1; return $0
                 }
                 return CapturedFrame(sequence: number, image: image, origin: "genicam:\(connection.serial)")
-            case .incomplete(let reason):
+            case .incomplete(let reason, let startedAt):
                 // A free-running camera sends another frame; a triggered one sent the frame its trigger asked for.
-                guard triggerMode == .freeRun else { throw CaptureError.incompleteFrame(camera: name, reason: reason) }
+                guard triggerMode == .freeRun else {
+                    throw CaptureError.incompleteFrame(camera: name, reason: reason, startedAt: startedAt)
+                }
                 continue
             case .nothing:
                 if triggerMode == .freeRun, DispatchTime.now().uptimeNanoseconds - started > limit {
@@ -323,7 +325,8 @@ private struct Counts {
 private final class Connection: @unchecked Sendable {
     enum Popped {
         case frame(OpaquePointer)
-        case incomplete(reason: String)
+        /// Why, and when its first packet came (the host's clock).
+        case incomplete(reason: String, startedAt: Date?)
         case nothing
     }
 
@@ -456,9 +459,11 @@ private final class Connection: @unchecked Sendable {
         let pointer = buffer
         let status = arv_buffer_get_status(buffer)
         if status == ARV_BUFFER_STATUS_SUCCESS { return .frame(pointer) }
+        let nanoseconds = arv_buffer_get_system_timestamp(buffer)
+        let started = nanoseconds == 0 ? nil : Date(timeIntervalSince1970: Double(nanoseconds) / 1e9)
         incomplete.withLock { $0 += 1 }
         requeue(pointer)
-        return .incomplete(reason: Self.describe(status))
+        return .incomplete(reason: Self.describe(status), startedAt: started)
     }
 
     /// What an Aravis buffer status means, for the message that reports it.

@@ -96,9 +96,10 @@ public enum CaptureError: Error, CustomStringConvertible, Equatable {
     case noFrameYet
     /// A camera being set up again in another trigger mode: a trigger now is refused (503), to be sent again.
     case settingUp(camera: String, mode: String)
-    /// A triggered camera's frame that arrived broken (packets lost beyond resend, or late): the trigger it answers gets no
-    /// inspection, and says why (a free-running camera just takes the next frame).
-    case incompleteFrame(camera: String, reason: String)
+    /// A triggered camera's frame that arrived broken (packets lost beyond resend, or late), whose first packet came at
+    /// `startedAt` (nil: the camera's driver did not say): the trigger it answers gets no inspection, and says why (a
+    /// free-running camera takes the next frame).
+    case incompleteFrame(camera: String, reason: String, startedAt: Date?)
 
     public var description: String {
         switch self {
@@ -115,7 +116,7 @@ public enum CaptureError: Error, CustomStringConvertible, Equatable {
         case .notConfigured: return "this agent has no camera configured (its config has no camera section); import images instead"
         case .noFrameYet: return "the camera has not delivered a frame yet; try again in a moment"
         case .settingUp(let camera, let mode): return "camera \(camera) is being set up in \(mode) trigger mode; trigger again in a moment"
-        case .incompleteFrame(let camera, let reason): return "camera \(camera) sent an incomplete frame (\(reason))"
+        case .incompleteFrame(let camera, let reason, _): return "camera \(camera) sent an incomplete frame (\(reason))"
         case .cameraNotFound(let camera, let found):
             return "no GigE Vision or USB3 Vision camera \(camera) found; "
                 + (found.isEmpty

@@ -352,10 +352,10 @@ extension FakeGigESuite {
                 })
             let lost = live.trigger?.incomplete ?? 0
             #expect(live.trigger?.accepted == fired && live.trigger?.missed == missed.count && live.trigger?.mode == "software")
-            #expect(lost >= broken.count && live.camera?.incompleteFrames == lost, "\(live)")
+            #expect(lost >= broken.count && (live.camera?.incompleteFrames ?? 0) >= lost, "\(live)")
             #expect(
-                live.framesCaptured == fired && live.camera?.completedFrames == fired - lost && live.framesInspected == fired - lost,
-                "one frame per accepted trigger: \(live)")
+                live.framesCaptured == fired - lost && live.camera?.completedFrames == fired - lost && live.framesInspected == fired - lost,
+                "one whole frame per accepted trigger but the broken ones: \(live)")
             // The results, in order, numbered 1... with no gap but the broken frames'.
             let (_, body) = try await agent.http("GET", "/api/v1/live/results?limit=50")
             let results = try JSONDecoder.iso.decode([InspectionResult].self, from: body)
@@ -366,7 +366,7 @@ extension FakeGigESuite {
             let (anonymous, _) = try await agentHTTP(agent.address, "POST", "/api/v1/live/trigger")
             #expect([401, 403].contains(anonymous))
             try await Task.sleep(for: .milliseconds(500))
-            #expect(try await agent.live().framesCaptured == fired, "a refused trigger takes no frame")
+            #expect(try await agent.live().framesCaptured == fired - lost, "a refused trigger takes no frame")
         }
 
         @Test func aTriggeredFrameThatArrivesBrokenIsAnsweredByNameAndTheNextTriggerIsTaken() async throws {
@@ -383,7 +383,9 @@ extension FakeGigESuite {
             }
             let live = try await agent.live()
             #expect(live.trigger?.incomplete == 2 && live.trigger?.accepted == 2 && live.trigger?.inFlight == nil, "\(live)")
-            #expect(live.framesInspected == 0 && live.camera?.incompleteFrames == 2 && live.camera?.connected == true, "\(live)")
+            // A broken frame can come as several broken buffers: the camera counts each, its trigger is answered once.
+            #expect(live.framesInspected == 0 && live.framesCaptured == 0, "\(live)")
+            #expect((live.camera?.incompleteFrames ?? 0) >= 2 && live.camera?.connected == true, "\(live)")
             #expect(live.sourceError == nil, "a broken frame is not a lost camera")
         }
 
@@ -535,18 +537,21 @@ extension FakeGigESuite.GenICamAgentTests.Agent {
 
     @Test func aBrokenFrameAnswersItsSoftwareTriggerWithTheReasonAndALineOneIsCounted() async throws {
         let gate = TriggerGate(mode: .software)
-        #expect(gate.frameFailed(reason: "late") == nil, "a broken frame nobody triggered answers no one")
+        #expect(gate.frameFailed(reason: "late", startedAt: Date()) == nil, "a broken frame nobody triggered answers no one")
+        let before = Date()
         let stamp = try gate.accept(source: "api")
         async let waited = gate.result(of: stamp, timeout: .seconds(5))
         try await Task.sleep(for: .milliseconds(50))
-        #expect(gate.frameFailed(reason: "packets lost beyond resend") == stamp)
+        #expect(gate.frameFailed(reason: "an earlier frame's", startedAt: before - 0.001) == nil, "it started before the trigger")
+        #expect(gate.frameFailed(reason: "packets lost beyond resend", startedAt: Date()) == stamp)
         #expect(await waited == nil)
         #expect(gate.failure(of: stamp) == "packets lost beyond resend")
+        #expect(gate.frameFailed(reason: "the same frame's rest", startedAt: Date()) == nil, "answered once")
         #expect(try gate.accept(source: "api").sequence == 2, "the next trigger is not refused as missed")
-        #expect(gate.statistics.incomplete == 2 && gate.statistics.abandoned == 0)
+        #expect(gate.statistics.incomplete == 1 && gate.statistics.abandoned == 0)
 
         let line = TriggerGate(mode: .line("Line1"))
-        #expect(line.frameFailed(reason: "late") == nil)
+        #expect(line.frameFailed(reason: "late", startedAt: Date()) == nil)
         #expect(line.statistics.incomplete == 1 && line.statistics.accepted == 0)
     }
 
