@@ -275,7 +275,7 @@ public final class AccessAPI: Sendable {
         let (store, signIns, sessionLifetime, secureCookies) = (self.store, self.signIns, self.sessionLifetime, self.secureCookies)
         let initialPasswordFile = self.initialPasswordFile
         api.post("login", .open) { request, context in
-            let login = try await LabelAPI.decode(Login.self, request, limit: 4096)
+            let login = try await AgentAPI.decode(Login.self, request, limit: 4096)
             let address = context.clientAddress
             try signIns.check(user: login.user, address: address)
             let result = try await signIns.hashing {
@@ -286,7 +286,7 @@ public final class AccessAPI: Sendable {
                 throw HTTPError(.unauthorized, message: "wrong user name or password")
             }
             signIns.succeeded(user: login.user, address: address)
-            var response = try LabelAPI.json(
+            var response = try AgentAPI.json(
                 SessionJSON(user: session.user, role: session.role, expiresAt: session.expiresAt, token: token))
             response.headers[.setCookie] =
                 "\(Self.cookieName)=\(token); Path=/; HttpOnly; SameSite=Strict; "
@@ -295,17 +295,17 @@ public final class AccessAPI: Sendable {
         }
         api.post("logout", .viewer) { request, _ in
             if let (token, _) = AccessMiddleware.token(request) { try store.signOut(token: token) }
-            var response = try LabelAPI.json(["signedOut": true])
+            var response = try AgentAPI.json(["signedOut": true])
             response.headers[.setCookie] =
                 "\(Self.cookieName)=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0\(secureCookies ? "; Secure" : "")"
             return response
         }
         api.get("session", .viewer) { _, context in
             guard let session = context.session else { throw HTTPError(.unauthorized, message: "sign in first") }
-            return try LabelAPI.json(SessionJSON(user: session.user, role: session.role, expiresAt: session.expiresAt, token: nil))
+            return try AgentAPI.json(SessionJSON(user: session.user, role: session.role, expiresAt: session.expiresAt, token: nil))
         }
         api.put("session/password", .viewer) { request, context in
-            let change = try await LabelAPI.decode(PasswordChange.self, request, limit: 4096)
+            let change = try await AgentAPI.decode(PasswordChange.self, request, limit: 4096)
             guard let session = context.session else { throw HTTPError(.unauthorized, message: "sign in first") }
             let address = context.clientAddress
             try signIns.check(user: session.user, address: address)
@@ -320,23 +320,23 @@ public final class AccessAPI: Sendable {
             }
             // The first-start password is spent once the admin has chosen one.
             if session.role == .admin, let initialPasswordFile { Self.removeInitialPassword(initialPasswordFile) }
-            return try LabelAPI.json(["changed": true])
+            return try AgentAPI.json(["changed": true])
         }
         api.get("users", .admin) { _, _ in
-            try LabelAPI.json(try store.users().map { UserJSON(name: $0.name, role: $0.role, passwordChangedAt: $0.passwordChangedAt) })
+            try AgentAPI.json(try store.users().map { UserJSON(name: $0.name, role: $0.role, passwordChangedAt: $0.passwordChangedAt) })
         }
         api.put("users/:name", .admin) { request, context in
             let name = context.parameters.get("name") ?? ""
-            let user = try await LabelAPI.decode(UserChange.self, request, limit: 4096)
+            let user = try await AgentAPI.decode(UserChange.self, request, limit: 4096)
             return try await signIns.hashing {
                 try store.setUser(name, password: user.password, role: user.role)
-                return try LabelAPI.json(UserJSON(name: name, role: user.role, passwordChangedAt: Date()))
+                return try AgentAPI.json(UserJSON(name: name, role: user.role, passwordChangedAt: Date()))
             }
         }
         api.delete("users/:name", .admin) { _, context in
             let name = context.parameters.get("name") ?? ""
             try store.removeUser(name)
-            return try LabelAPI.json(["removed": name])
+            return try AgentAPI.json(["removed": name])
         }
     }
 

@@ -9,8 +9,8 @@ import LoupeWire
 import NIOCore
 import NIOSSL
 
-/// The agent's whole HTTP side: access control in front of the label, live,
-/// training and model routes, over HTTP or HTTPS with the agent's certificate.
+/// The agent's whole HTTP side: access control in front of the capture, ROI,
+/// recipe, label, live, training and model routes, over HTTP or HTTPS with the agent's certificate.
 public enum AgentHTTP {
     /// The agent's router. Every route declares its access where it is
     /// registered; `table` collects them (the security tests enumerate it).
@@ -28,10 +28,17 @@ public enum AgentHTTP {
             store: runtime.store, sessionLifetime: sessionLifetime, secureCookies: secureCookies, signIns: signIns,
             initialPasswordFile: initialPasswordPath(runtime)
         ).register(on: routes)
-        LabelAPI(runtime: runtime).register(on: routes)
-        LiveAPI(runtime: runtime, training: training).register(on: routes)
-        PageAPI(runtime: runtime).register(on: routes)
+        AgentAPI.registerHealth(on: routes)
+        // The routes by resource: captures, one capture's ROIs, the recipe, the labels, live inspection, training and
+        // the model, the image library, the page's own files.
+        CaptureAPI(runtime: runtime).register(on: routes)
+        ROIAPI(runtime: runtime).register(on: routes)
+        RecipeAPI(runtime: runtime).register(on: routes)
+        LabelAPI(store: runtime.store).register(on: routes)
+        LiveAPI(runtime: runtime).register(on: routes)
+        ModelAPI(runtime: runtime, training: training).register(on: routes)
         LibraryAPI(runtime: runtime).register(on: routes)
+        PageAPI().register(on: routes)
         return router
     }
 

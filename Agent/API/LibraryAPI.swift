@@ -7,7 +7,7 @@ import LoupeStorage
 /// image, and Import From Library into labelling.
 public struct LibraryAPI: Sendable {
     public let runtime: AgentRuntime
-    public var user: @Sendable (Request) -> String = LabelAPI.signedInUser
+    public var user: @Sendable (Request) -> String = AgentAPI.signedInUser
 
     public init(runtime: AgentRuntime) {
         self.runtime = runtime
@@ -36,19 +36,19 @@ public struct LibraryAPI: Sendable {
             }
             let usage = try library.usage()
             let frames = try library.frames(filter).map(FrameJSON.init)
-            return try LabelAPI.json(
+            return try AgentAPI.json(
                 ListJSON(
                     frames: frames, kept: usage.frames, unsure: usage.unsure, bytes: usage.bytes,
                     quotaBytes: library.policy.quotaBytes, notKept: library.backlog.dropped))
         }
         api.get("library/:id/image", .viewer) { _, context in
             let id = try Self.id(context)
-            return LabelAPI.bytes(try library.image(of: try library.frame(id: id)), type: "image/jpeg")
+            return AgentAPI.bytes(try library.image(of: try library.frame(id: id)), type: "image/jpeg")
         }
         api.post("library/:id/import", .operator) { request, context in
             let id = try Self.id(context)
             let user = self.user(request)
-            return try LabelAPI.json(LabelAPI.CaptureJSON(try runtime.captureFromLibrary(id: id, user: user)), status: .created)
+            return try AgentAPI.json(CaptureAPI.CaptureJSON(try runtime.captureFromLibrary(id: id, user: user)), status: .created)
         }
     }
 

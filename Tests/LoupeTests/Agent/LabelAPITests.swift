@@ -12,12 +12,19 @@ import Testing
     static let filename = HTTPField.Name("X-Loupe-Filename")!
 
     static func application(_ store: LabelStore, maximumBody: Int = 32 << 20) -> some ApplicationProtocol {
-        // The label routes alone, without the access middleware (AccessTests and SecurityMatrixTests cover that).
+        // The routes a label store alone serves (no camera, no model), without the access middleware (AccessTests and
+        // SecurityMatrixTests cover that).
         let router = AgentRouter(context: AgentRequestContext.self)
         router.add(middleware: SecurityHeadersMiddleware(secure: false))
-        var api = LabelAPI(store: store)
-        api.maximumBody = maximumBody
-        api.register(on: AgentRoutes(router: router))
+        let routes = AgentRoutes(router: router)
+        AgentAPI.registerHealth(on: routes)
+        var captures = CaptureAPI(store: store), rois = ROIAPI(store: store)
+        captures.maximumBody = maximumBody
+        rois.maximumBody = maximumBody
+        captures.register(on: routes)
+        rois.register(on: routes)
+        RecipeAPI(store: store).register(on: routes)
+        LabelAPI(store: store).register(on: routes)
         return Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)))
     }
 

@@ -28,16 +28,21 @@ extension SegmentationTests {
             return try AgentRuntime(config: config, logger: Logger(label: "test"))
         }
 
-        /// The label and live routes (and the page's, with `page`) on a real server.
+        /// The agent's routes (and the page's files, with `page`) on a real server.
         static func application(_ runtime: AgentRuntime, page: Bool = false) -> some ApplicationProtocol {
             // Without the access middleware: AccessTests and SecurityMatrixTests cover access.
             let router = AgentRouter(context: AgentRequestContext.self)
             router.add(middleware: SecurityHeadersMiddleware(secure: false))
             let routes = AgentRoutes(router: router)
-            LabelAPI(runtime: runtime).register(on: routes)
-            LiveAPI(runtime: runtime, training: TrainingJobs(runtime: runtime, logger: Logger(label: "test"))).register(on: routes)
+            AgentAPI.registerHealth(on: routes)
+            CaptureAPI(runtime: runtime).register(on: routes)
+            ROIAPI(runtime: runtime).register(on: routes)
+            RecipeAPI(runtime: runtime).register(on: routes)
+            LabelAPI(store: runtime.store).register(on: routes)
+            LiveAPI(runtime: runtime).register(on: routes)
+            ModelAPI(runtime: runtime, training: TrainingJobs(runtime: runtime, logger: Logger(label: "test"))).register(on: routes)
             LibraryAPI(runtime: runtime).register(on: routes)
-            if page { PageAPI(runtime: runtime).register(on: routes) }
+            if page { PageAPI().register(on: routes) }
             return Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), services: [runtime.pipeline])
         }
 
