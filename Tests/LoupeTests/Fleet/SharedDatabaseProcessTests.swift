@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import LoupeAgent
 import LoupeManager
 import LoupePKI
 import LoupeProto
@@ -137,6 +138,37 @@ import Testing
         let (status, output) = try await runLoupe(arguments, log: log, environment: environment, timeout: .seconds(60))
         #expect(status == 0, "loupe \(arguments.joined(separator: " ")) failed:\n\(output)")
         return output
+    }
+
+    /// The manager a camera syncs to is killed (SIGKILL) part-way through: the camera carries on with the other
+    /// manager of the database at once, and every labelled ROI ends stored exactly once (an upload the dead manager
+    /// stored but never acknowledged is sent again and recognised by its content hash).
+    @Test func aManagerKilledMidSyncLeavesTheRestToTheOtherAndEveryROIIsStoredOnce() async throws {
+        let pki = try TestPKI()
+        let database = try await PostgresServer.shared().createDatabase()
+        let (managerA, portA) = try await Self.manager("manager-a", pki: pki, database: database).start()
+        let (managerB, portB) = try await Self.manager("manager-b", pki: pki, database: database).start()
+        defer { managerA.signal(SIGKILL); managerB.signal(SIGKILL) }
+        let agentData = pki.dir + "/agent-k-data"
+        let total = 40
+        let store = try SyncProcessTests.seedAgentStore(agentData, count: total)
+        // About 1.3 KB per upload at 4 KB/s: the sync takes ~13 s, long enough to interrupt.
+        let agentConfig = try writeAgentConfig(
+            pki: pki, camera: "cam-k", port: portA, dataDir: agentData,
+            manager: ["fallbackAddresses": ["localhost:\(portB)"], "uploadBytesPerSecond": 4096])
+        let agent = try LoupeProcess(["agent", "--config", agentConfig], log: pki.dir + "/agent-k.log")
+        defer { agent.signal(SIGKILL) }
+        let started = try await eventually(timeout: .seconds(30)) { try store.outboxDepth() <= total - 8 }
+        #expect(started, "the outbox did not start draining:\n\(agent.log)\n\(managerA.log)")
+        managerA.signal(SIGKILL)
+        _ = await managerA.waitForExit(timeout: .seconds(10))
+        let left = try store.outboxDepth()
+        #expect(left > 0, "the sync finished before the manager could be interrupted")
+        let drained = try await eventually(timeout: .seconds(60)) { try store.outboxDepth() == 0 }
+        #expect(drained, "the outbox never drained through B:\n\(agent.log)\n\(managerB.log)")
+        #expect(agent.log.contains("manager=manager-b"), "the camera never reached B:\n\(agent.log)")
+        let backend = try await StoreBackend(.postgres, database: database, folder: pki.dir + "/reader")
+        try await SyncProcessTests.stopAndExpectStoredOnce(agent: agent, manager: managerB, backend: backend, total: total, camera: "cam-k")
     }
 
     @Test func aPushThroughOneManagerReachesACameraOnTheOtherAndTheCameraMovesWhenItsManagerDies() async throws {
