@@ -176,7 +176,7 @@ public final class AgentRuntime: Sendable {
         let png = try PNGCodec.encode(image)
         let recipe = inspector.recipe
         return try store.addCapture(
-            encoded: png, width: image.width, height: image.height, channels: image.channels, source: source,
+            LabelStore.EncodedImage(bytes: png, width: image.width, height: image.height, channels: image.channels), source: source,
             at: capturedAt, inspectionType: recipe.inspectionType, recipeVersion: recipe.version, user: user)
     }
 

@@ -64,7 +64,8 @@ public struct CaptureAPI: Sendable {
             let user = self.user(request)
             let recipe = try store.recipe()
             let capture = try store.addCapture(
-                encoded: body, width: decoded.width, height: decoded.height, channels: channels, source: "import:\(name)",
+                LabelStore.EncodedImage(bytes: body, width: decoded.width, height: decoded.height, channels: channels),
+                source: "import:\(name)",
                 inspectionType: recipe.inspectionType, recipeVersion: recipe.version, user: user)
             return try AgentAPI.json(CaptureJSON(capture), status: .created)
         }

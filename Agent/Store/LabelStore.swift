@@ -250,13 +250,26 @@ public final class LabelStore: Sendable {
 
     // MARK: Captures
 
-    /// Stores an encoded image (PNG or JPEG bytes) as the next capture.
+    /// An image as it is stored: its encoded bytes (PNG or JPEG) and what they decode to.
+    public struct EncodedImage: Sendable {
+        public var bytes: Data
+        public var width: Int
+        public var height: Int
+        /// 1 (grey) or 3 (RGB).
+        public var channels: Int
+
+        public init(bytes: Data, width: Int, height: Int, channels: Int) {
+            (self.bytes, self.width, self.height, self.channels) = (bytes, width, height, channels)
+        }
+    }
+
+    /// Stores an encoded image as the next capture, taken from `source` at `date` under the recipe named.
     public func addCapture(
-        encoded: Data, width: Int, height: Int, channels: Int, source: String, at date: Date = Date(), inspectionType: String,
-        recipeVersion: Int, user: String
+        _ image: EncodedImage, source: String, at date: Date = Date(), inspectionType: String, recipeVersion: Int, user: String
     ) throws(StoreError) -> CaptureRecord {
+        let (width, height, channels) = (image.width, image.height, image.channels)
         guard width > 0, height > 0, [1, 3].contains(channels) else { throw .invalid("capture of \(width)x\(height)x\(channels)") }
-        let hash = try blobs.put(encoded)
+        let hash = try blobs.put(image.bytes)
         return try write { db in
             let next = (try Int.fetchOne(db, sql: "SELECT MAX(number) FROM capture") ?? 0) + 1
             var record = CaptureRecord(
@@ -329,7 +342,7 @@ public final class LabelStore: Sendable {
         let hash = try blobs.put(png)
         return try write { db in
             try self.record(
-                maskHash: hash, labelled: labelled, capture: capture, roi: roi, user: user, action: action,
+                (hash, labelled), capture: capture, roi: roi, entry: EditEntry(user: user, action: action),
                 existing: try LabelRecord.fetchOne(db, key: ["captureID": try capture.rowID(), "roiName": roi.name]), db: db)
         }
     }
@@ -367,7 +380,7 @@ public final class LabelStore: Sendable {
             // The blob before the row that names it, as everywhere.
             let hash = try blobs.put(png)
             let label = try self.record(
-                maskHash: hash, labelled: labelled, capture: capture, roi: (roi.name, roi.rect), user: user, action: action, note: note,
+                (hash, labelled), capture: capture, roi: (roi.name, roi.rect), entry: EditEntry(user: user, action: action, note: note),
                 existing: existing, db: db)
             return MaskEdit(label: label, mask: mask, png: png)
         }
@@ -388,12 +401,20 @@ public final class LabelStore: Sendable {
         }
     }
 
-    /// Saves an ROI's label row naming a stored mask (replacing `existing`, the row read in this
-    /// transaction), with its edit record and, when ticked, its outbox entry.
+    /// Who made an edit, what it was, and where its mask came from, for the edit log.
+    private struct EditEntry {
+        var user: String
+        var action: String
+        var note: String?
+    }
+
+    /// Saves an ROI's label row naming a stored mask (its blob's hash and labelled pixels; replacing `existing`, the
+    /// row read in this transaction), with its edit record and, when ticked, its outbox entry.
     private func record(
-        maskHash: String, labelled: Int, capture: CaptureRecord, roi: (name: String, rect: PixelRect),
-        user: String, action: String, note: String? = nil, existing: LabelRecord?, db: Database
+        _ stored: (maskHash: String, labelled: Int), capture: CaptureRecord, roi: (name: String, rect: PixelRect), entry: EditEntry,
+        existing: LabelRecord?, db: Database
     ) throws -> LabelRecord {
+        let (maskHash, labelled, user, action, note) = (stored.maskHash, stored.labelled, entry.user, entry.action, entry.note)
         let record = LabelRecord(
             captureID: try capture.rowID(), roiName: roi.name, roiX: roi.rect.x, roiY: roi.rect.y, roiWidth: roi.rect.width,
             roiHeight: roi.rect.height,

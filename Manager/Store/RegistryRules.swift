@@ -135,14 +135,32 @@ struct RegistryRules: Sendable {
         }
     }
 
-    /// A canary rollout, numbered `number`: the rollout to insert and the canaries' rows to write (the version
+    /// What an operator asks of a rollout: its canaries, the rest of its cameras, its policy, and the line's defect
+    /// rate before it.
+    struct RolloutAsk {
+        var canaries: [String]
+        var remaining: [String]
+        var policy: CanaryPolicyRecord
+        var priorDefectRate: Double?
+    }
+
+    /// What the registry holds as the rollout starts (read in the write that starts it): the rollouts in their canary
+    /// phase, the canaries' rows, the new rollout's number, and the first of the `canaries.count` sequences reserved.
+    struct RolloutStart {
+        var open: [RolloutRecord]
+        var rows: [String: CameraModelRecord]
+        var number: Int
+        var firstSequence: UInt64
+    }
+
+    /// A canary rollout, numbered `held.number`: the rollout to insert and the canaries' rows to write (the version
     /// assigned to them now; the rest of the target gets it on promotion). Refused while a rollout in its canary
-    /// phase covers any of these cameras, and for a canary with nothing to return to. Needs `canaries.count` sequences.
+    /// phase covers any of these cameras, and for a canary with nothing to return to.
     func startRollout(
-        _ target: ModelVersionRecord, canaries: [String], remaining: [String], policy: CanaryPolicyRecord,
-        priorDefectRate: Double?, open: [RolloutRecord], rows: [String: CameraModelRecord], number: Int,
-        firstSequence: UInt64
+        _ target: ModelVersionRecord, _ ask: RolloutAsk, holding held: RolloutStart
     ) throws(ModelRegistryError) -> (rollout: RolloutRecord, rows: [CameraModelRecord]) {
+        let (canaries, remaining, policy, priorDefectRate) = (ask.canaries, ask.remaining, ask.policy, ask.priorDefectRate)
+        let (open, rows, number, firstSequence) = (held.open, held.rows, held.number, held.firstSequence)
         try Self.checkRollout(canaries: canaries, policy: policy)
         let targeted = Set(canaries + remaining)
         if let clash = open.first(where: { $0.state == .canary && !targeted.isDisjoint(with: $0.canaryCameras + $0.remainingCameras) }) {

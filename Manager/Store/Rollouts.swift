@@ -181,9 +181,10 @@ extension ModelRegistry {
         return try write { db in
             let open = try RolloutRecord.filter(Column("state") == RolloutRecord.State.canary.rawValue).fetchAll(db)
             let (rollout, written) = try rules.startRollout(
-                target, canaries: canaries, remaining: remaining, policy: policy, priorDefectRate: priorDefectRate, open: open,
-                rows: try rows(canaries, db), number: try RolloutRecord.fetchCount(db) + 1,
-                firstSequence: try reserveSequences(canaries.count, db))
+                target, .init(canaries: canaries, remaining: remaining, policy: policy, priorDefectRate: priorDefectRate),
+                holding: .init(
+                    open: open, rows: try rows(canaries, db), number: try RolloutRecord.fetchCount(db) + 1,
+                    firstSequence: try reserveSequences(canaries.count, db)))
             try rollout.insert(db)
             for row in written { try row.save(db) }
             return rollout

@@ -27,7 +27,8 @@ struct StoreWriterCommand: ParsableCommand {
             let pixels = (0..<(64 * 64)).map { _ in UInt8.random(in: 0...255, using: &random) }
             let png = try PNGCodec.encode(try Image8(width: 64, height: 64, samples: pixels))
             let capture = try store.addCapture(
-                encoded: png, width: 64, height: 64, channels: 1, source: "store-writer", inspectionType: "crash", recipeVersion: 1,
+                LabelStore.EncodedImage(bytes: png, width: 64, height: 64, channels: 1), source: "store-writer", inspectionType: "crash",
+                recipeVersion: 1,
                 user: "writer")
             var mask = try Image8(width: 32, height: 32)
             let x0 = Int.random(in: 0..<24, using: &random), y0 = Int.random(in: 0..<24, using: &random)

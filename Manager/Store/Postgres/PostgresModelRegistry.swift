@@ -182,9 +182,11 @@ public final class PostgresModelRegistry: Sendable {
             let target = try await Self.target(version, connection, logger)
             let held = try await Self.scalar("SELECT count(*) FROM rollout", as: Int.self, connection, logger) ?? 0
             let (rollout, written) = try rules.startRollout(
-                target, canaries: canaries, remaining: remaining, policy: policy, priorDefectRate: priorDefectRate,
-                open: try await Self.rollouts(connection, logger, state: .canary), rows: try await Self.rows(canaries, connection, logger),
-                number: held + 1, firstSequence: try await Self.reserveSequences(canaries.count, connection, logger))
+                target, .init(canaries: canaries, remaining: remaining, policy: policy, priorDefectRate: priorDefectRate),
+                holding: .init(
+                    open: try await Self.rollouts(connection, logger, state: .canary),
+                    rows: try await Self.rows(canaries, connection, logger),
+                    number: held + 1, firstSequence: try await Self.reserveSequences(canaries.count, connection, logger)))
             try await Self.save(rollout, insert: true, connection, logger)
             for row in written { try await Self.save(row, connection, logger) }
             return rollout

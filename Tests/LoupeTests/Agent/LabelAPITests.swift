@@ -183,7 +183,8 @@ import Testing
         try store.setClasses([ClassRecord(index: 1, name: "scratch", color: 0xFF0000)], user: "setup")
         try store.saveRecipe(Recipe(rois: [RecipeROI(name: "hub", rect: PixelRect(x: 0, y: 0, width: 16, height: 16))]), user: "setup")
         _ = try store.addCapture(
-            encoded: try LabelStoreTests.png(1), width: 16, height: 16, channels: 1, source: "camera", inspectionType: "t",
+            LabelStore.EncodedImage(bytes: try LabelStoreTests.png(1), width: 16, height: 16, channels: 1), source: "camera",
+            inspectionType: "t",
             recipeVersion: 1, user: "setup")
         let editsBefore = try store.edits(limit: 1000).count
         let recipeBefore = try store.recipe()

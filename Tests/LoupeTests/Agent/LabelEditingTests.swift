@@ -78,7 +78,8 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let store = try LabelStore(directory: dir)
         _ = try store.addCapture(
-            encoded: try LabelStoreTests.png(50, size: 64), width: 64, height: 64, channels: 1, source: "camera", inspectionType: "t",
+            LabelStore.EncodedImage(bytes: try LabelStoreTests.png(50, size: 64), width: 64, height: 64, channels: 1), source: "camera",
+            inspectionType: "t",
             recipeVersion: 1, user: "ann")
         let roi = RecipeROI(name: "hub", rect: PixelRect(x: 8, y: 8, width: 32, height: 32))
         try store.applyStrokes(

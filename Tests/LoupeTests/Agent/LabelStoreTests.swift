@@ -19,10 +19,12 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let store = try LabelStore(directory: dir)
         let first = try store.addCapture(
-            encoded: try Self.png(10), width: 16, height: 16, channels: 1, source: "camera", inspectionType: "brake-disc", recipeVersion: 1,
+            LabelStore.EncodedImage(bytes: try Self.png(10), width: 16, height: 16, channels: 1), source: "camera",
+            inspectionType: "brake-disc", recipeVersion: 1,
             user: "ann")
         let second = try store.addCapture(
-            encoded: try Self.png(20), width: 16, height: 16, channels: 1, source: "import:b.png", inspectionType: "brake-disc",
+            LabelStore.EncodedImage(bytes: try Self.png(20), width: 16, height: 16, channels: 1), source: "import:b.png",
+            inspectionType: "brake-disc",
             recipeVersion: 1, user: "ann")
         #expect(first.number == 1 && second.number == 2)
         #expect(try store.captureCount() == 2)
@@ -69,7 +71,7 @@ import Testing
             let store = try LabelStore(directory: dir)
             try store.setClasses([ClassRecord(index: 1, name: "scratch", color: 0xFF0000)], user: "ann")
             _ = try store.addCapture(
-                encoded: try PNGCodec.encode(picture), width: 16, height: 16, channels: 1, source: "camera",
+                LabelStore.EncodedImage(bytes: try PNGCodec.encode(picture), width: 16, height: 16, channels: 1), source: "camera",
                 inspectionType: "disc", recipeVersion: 3, user: "ann")
             var mask = try Image8(width: 8, height: 8)
             mask.samples[9] = 1
@@ -105,7 +107,8 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let store = try LabelStore(directory: dir)
         _ = try store.addCapture(
-            encoded: try Self.png(10), width: 16, height: 16, channels: 1, source: "camera", inspectionType: "t", recipeVersion: 1,
+            LabelStore.EncodedImage(bytes: try Self.png(10), width: 16, height: 16, channels: 1), source: "camera", inspectionType: "t",
+            recipeVersion: 1,
             user: "ann")
         let roi = (name: "hub", rect: PixelRect(x: 0, y: 0, width: 8, height: 8))
         #expect(throws: StoreError.self) {

@@ -50,7 +50,8 @@ import LoupeTesting
                 user: "setup")
             let png = try LabelStoreTests.png(90, size: 64)
             _ = try store.addCapture(
-                encoded: png, width: 64, height: 64, channels: 1, source: "setup", inspectionType: "disc", recipeVersion: recipe.version,
+                LabelStore.EncodedImage(bytes: png, width: 64, height: 64, channels: 1), source: "setup", inspectionType: "disc",
+                recipeVersion: recipe.version,
                 user: "setup")
             var mask = try Image8(width: 16, height: 16)
             mask[4, 4] = 1

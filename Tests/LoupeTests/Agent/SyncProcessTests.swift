@@ -31,7 +31,8 @@ import LoupeTesting
         let recipe = try store.saveRecipe(Recipe(inspectionType: "disc", rois: [RecipeROI(name: "hub", rect: rect)]), user: "test")
         for number in 1...count {
             let capture = try store.addCapture(
-                encoded: try noisePNG(side: imageSide, seed: 42_000 + UInt64(number)), width: imageSide, height: imageSide, channels: 1,
+                LabelStore.EncodedImage(
+                    bytes: try noisePNG(side: imageSide, seed: 42_000 + UInt64(number)), width: imageSide, height: imageSide, channels: 1),
                 source: "test", inspectionType: recipe.inspectionType, recipeVersion: recipe.version, user: "test")
             var mask = try Image8(width: rect.width, height: rect.height)
             for index in 0..<(number % 30 + 3) { mask.samples[index * 7 % mask.samples.count] = 1 }
