@@ -5,6 +5,9 @@ import PackageDescription
 let strictSettings: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
     .enableUpcomingFeature("MemberImportVisibility"),
+    // A module's imports are its own unless it says `public import`: what a module shows of another is decided where
+    // it is imported.
+    .enableUpcomingFeature("InternalImportsByDefault"),
 ]
 
 /// The pixel and tensor loops are optimised in debug builds too: unoptimised

@@ -1,11 +1,11 @@
 import Foundation
-import Logging
+public import Logging
 import LoupeCapture
 import LoupePKI
 import LoupeProto
 import LoupeSegmentation
 import LoupeWire
-import ServiceLifecycle
+public import ServiceLifecycle
 import LoupeStorage
 
 /// A whole agent, put together: the runtime (store, models, live pipeline),

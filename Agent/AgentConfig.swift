@@ -1,5 +1,5 @@
-import LoupeWire
-import LoupeCapture
+public import LoupeWire
+public import LoupeCapture
 
 /// The agent's configuration file (JSON). Every key is documented in
 /// Deploy/README.md; Deploy/agent.json is an example.

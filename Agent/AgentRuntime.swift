@@ -1,9 +1,9 @@
-import Crypto
-import Foundation
-import Logging
+public import Crypto
+public import Foundation
+public import Logging
 import LoupeCapture
 import LoupeImaging
-import LoupeSegmentation
+public import LoupeSegmentation
 import LoupeStorage
 import LoupeVision
 import LoupeWire

@@ -1,9 +1,9 @@
 import Foundation
-import Logging
+public import Logging
 import LoupePKI
-import LoupeProto
-import LoupeWire
-import ServiceLifecycle
+public import LoupeProto
+public import LoupeWire
+public import ServiceLifecycle
 import Synchronization
 
 /// Keeps an agent connected to its manager: connects over mutual TLS,

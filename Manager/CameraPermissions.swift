@@ -1,6 +1,6 @@
 import Foundation
 import LoupeProto
-import LoupeWire
+public import LoupeWire
 import Synchronization
 
 /// What a camera certificate may do beyond its role: which inspection types

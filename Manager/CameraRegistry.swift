@@ -1,6 +1,6 @@
 import Foundation
-import Logging
-import LoupeProto
+public import Logging
+public import LoupeProto
 import LoupeWire
 import Synchronization
 

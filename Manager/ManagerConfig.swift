@@ -1,4 +1,4 @@
-import LoupeWire
+public import LoupeWire
 
 /// The manager's configuration file (JSON). Every key is documented in
 /// Deploy/README.md; Deploy/manager.json is an example.

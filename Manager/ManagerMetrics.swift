@@ -1,10 +1,10 @@
 import Foundation
 import Hummingbird
 import Logging
-import LoupeProto
+public import LoupeProto
 import LoupeWire
 import NIOCore
-import Prometheus
+public import Prometheus
 import ServiceLifecycle
 
 /// The manager's Prometheus metrics (served on `metricsAddress` at /metrics).

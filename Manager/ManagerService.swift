@@ -2,13 +2,13 @@ import Crypto
 import Foundation
 import Hummingbird
 import Prometheus
-import Logging
-import LoupePKI
-import LoupeProto
+public import Logging
+public import LoupePKI
+public import LoupeProto
 import LoupeSegmentation
-import LoupeWire
-import NIOCore
-import ServiceLifecycle
+public import LoupeWire
+public import NIOCore
+public import ServiceLifecycle
 import Synchronization
 import LoupeStorage
 

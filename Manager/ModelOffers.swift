@@ -1,5 +1,5 @@
 import Foundation
-import Logging
+public import Logging
 import LoupePKI
 import LoupeProto
 import LoupeStorage

@@ -1,8 +1,8 @@
 import Foundation
-import Logging
-import LoupePKI
+public import Logging
+public import LoupePKI
 import LoupeProto
-import LoupeWire
+public import LoupeWire
 import Synchronization
 import UnixSignals
 

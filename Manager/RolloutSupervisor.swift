@@ -1,5 +1,5 @@
-import Foundation
-import Logging
+public import Foundation
+public import Logging
 import LoupeProto
 import LoupeSegmentation
 import Prometheus

@@ -1,6 +1,6 @@
-import Foundation
+public import Foundation
 import HTTPTypes
-import Hummingbird
+public import Hummingbird
 import Logging
 import LoupeStorage
 import NIOCore

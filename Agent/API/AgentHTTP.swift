@@ -1,10 +1,10 @@
-import Foundation
-import Hummingbird
+public import Foundation
+public import Hummingbird
 import HummingbirdCore
 import LoupeStorage
-import ServiceLifecycle
+public import ServiceLifecycle
 import HummingbirdTLS
-import Logging
+public import Logging
 import LoupeWire
 import NIOCore
 import NIOSSL

@@ -1,10 +1,11 @@
-import HTTPTypes
-import Hummingbird
-import LoupeCapture
-import LoupeImaging
-import LoupeSegmentation
-import LoupeStorage
-import LoupeVision
+public import HTTPTypes
+public import Hummingbird
+public import LoupeCapture
+public import LoupeImaging
+public import LoupeSegmentation
+public import LoupeStorage
+public import LoupeVision
+public import LoupeFraming
 import LoupeWire
 
 // What each error the agent's parts throw means over HTTP, decided once, on the error: a route just throws, and

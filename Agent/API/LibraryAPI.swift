@@ -1,5 +1,5 @@
 import Foundation
-import Hummingbird
+public import Hummingbird
 import LoupeStorage
 
 /// The camera's Library over HTTP (docs/agent-api.md): browse and filter the

@@ -1,6 +1,6 @@
 import Foundation
 import HTTPTypes
-import Hummingbird
+public import Hummingbird
 import LoupeSegmentation
 import LoupeStorage
 import NIOCore

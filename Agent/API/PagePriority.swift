@@ -1,8 +1,8 @@
 import Foundation
 import LoupeStorage
 import NIOCore
-import NIOPosix
-import ServiceLifecycle
+public import NIOPosix
+public import ServiceLifecycle
 import Synchronization
 
 /// The page yields to live inspection. Everything the Label & Train page's

@@ -1,7 +1,7 @@
 import Foundation
 import HTTPTypes
-import Hummingbird
-import LoupeCapture
+public import Hummingbird
+public import LoupeCapture
 import LoupeImaging
 import LoupeStorage
 import LoupeVision

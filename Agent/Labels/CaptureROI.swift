@@ -1,4 +1,4 @@
-import LoupeImaging
+public import LoupeImaging
 
 /// One ROI of one capture, at one rectangle (a moved ROI is another image):
 /// what the wand's features and sessions and the model's suggestions are kept by.

@@ -1,8 +1,8 @@
 import Foundation
 import LoupeCapture
-import LoupeImaging
-import LoupeStorage
-import LoupeVision
+public import LoupeImaging
+public import LoupeStorage
+public import LoupeVision
 
 /// A named region of interest, in template coordinates.
 public struct RecipeROI: Codable, Sendable, Equatable {

@@ -1,5 +1,5 @@
-import LoupeImaging
-import LoupeStorage
+public import LoupeImaging
+public import LoupeStorage
 
 /// One brush or eraser stroke from the Label & Train page, in ROI pixel
 /// coordinates: the compact delta the page sends instead of a whole mask.

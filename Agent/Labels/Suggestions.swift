@@ -1,5 +1,5 @@
 import Foundation
-import LoupeImaging
+public import LoupeImaging
 import Synchronization
 
 /// Labels the installed model suggests, waiting for the operator: a

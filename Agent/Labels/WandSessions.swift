@@ -1,6 +1,6 @@
 import Foundation
-import LoupeImaging
-import LoupeVision
+public import LoupeImaging
+public import LoupeVision
 import Synchronization
 
 /// The agent's side of the learned wand (`LearnedWand`): each ROI's feature

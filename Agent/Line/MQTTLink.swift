@@ -1,10 +1,10 @@
 import CMosquitto
-import Foundation
+public import Foundation
 import LoupeStorage
-import Logging
-import LoupeVision
+public import Logging
+public import LoupeVision
 import LoupeWire
-import ServiceLifecycle
+public import ServiceLifecycle
 import Synchronization
 
 /// The agent's MQTT link (libmosquitto), off unless the config has

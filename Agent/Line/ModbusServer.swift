@@ -1,9 +1,9 @@
 import CModbus
 import Foundation
 import LoupeStorage
-import Logging
+public import Logging
 import LoupeWire
-import ServiceLifecycle
+public import ServiceLifecycle
 import Synchronization
 
 /// The agent's Modbus TCP server for the line's PLC (libmodbus), off unless

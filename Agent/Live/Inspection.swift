@@ -1,7 +1,7 @@
-import Foundation
-import LoupeImaging
-import LoupeSegmentation
-import LoupeVision
+public import Foundation
+public import LoupeImaging
+public import LoupeSegmentation
+public import LoupeVision
 import LoupeWire
 
 /// One defect class found in an ROI.

@@ -1,5 +1,5 @@
-import Foundation
-import LoupeImaging
+public import Foundation
+public import LoupeImaging
 import LoupeVision
 
 /// Draws what the live pipeline found onto its frame, for the stream: each

@@ -1,12 +1,12 @@
 import Foundation
 import LoupeStorage
-import Logging
-import LoupeCapture
-import LoupeImaging
+public import Logging
+public import LoupeCapture
+public import LoupeImaging
 import LoupeSegmentation
-import LoupeVision
+public import LoupeVision
 import LoupeWire
-import ServiceLifecycle
+public import ServiceLifecycle
 import Synchronization
 
 /// Figures over the rolling log, for the page, the status report and the benchmark.

@@ -1,5 +1,5 @@
-import Foundation
-import LoupeCapture
+public import Foundation
+public import LoupeCapture
 import Synchronization
 
 /// The trigger a result answers: where it came from and its number (from 1, per agent run).

@@ -1,8 +1,8 @@
-import Crypto
-import Foundation
-import LoupeSegmentation
+public import Crypto
+public import Foundation
+public import LoupeSegmentation
 import LoupeProto
-import LoupeStorage
+public import LoupeStorage
 import LoupeWire
 import Synchronization
 import SwiftProtobuf

@@ -1,8 +1,8 @@
 import Crypto
 import CryptoExtras
-import Foundation
-import GRDB
-import LoupeStorage
+public import Foundation
+public import GRDB
+public import LoupeStorage
 import Synchronization
 
 /// What a signed-in user may do on the agent's page.

@@ -1,7 +1,7 @@
-import Foundation
-import GRDB
+public import Foundation
+public import GRDB
 import LoupeImaging
-import LoupeStorage
+public import LoupeStorage
 import LoupeVision
 import Synchronization
 

@@ -1,8 +1,8 @@
 import Crypto
-import Foundation
-import GRDB
-import LoupeImaging
-import LoupeStorage
+public import Foundation
+public import GRDB
+public import LoupeImaging
+public import LoupeStorage
 import Synchronization
 
 /// A record whose row id SQLite assigns at insertion: nil only before it is stored.

@@ -1,10 +1,10 @@
 import Crypto
 import Foundation
-import Logging
-import LoupeProto
+public import Logging
+public import LoupeProto
 import LoupeSegmentation
 import LoupeStorage
-import LoupeWire
+public import LoupeWire
 import Synchronization
 
 /// Takes model offers from the manager: fetches the file in chunks (resuming

@@ -1,8 +1,8 @@
 import Foundation
-import Logging
+public import Logging
 import LoupeProto
 import LoupeStorage
-import LoupeWire
+public import LoupeWire
 
 /// Drains the label outbox to the manager over a live connection: each
 /// labelled ROI goes as a RoiUpload request, and leaves the outbox only when

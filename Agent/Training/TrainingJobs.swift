@@ -1,11 +1,11 @@
-import Foundation
-import Logging
+public import Foundation
+public import Logging
 import LoupeImaging
-import LoupeSegmentation
-import LoupeProto
+public import LoupeSegmentation
+public import LoupeProto
 import LoupeStorage
-import LoupeWire
-import ServiceLifecycle
+public import LoupeWire
+public import ServiceLifecycle
 import Synchronization
 
 /// A training job as the page sees it.

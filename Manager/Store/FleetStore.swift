@@ -1,6 +1,6 @@
 import Foundation
 import GRDB
-import LoupeProto
+public import LoupeProto
 import SwiftProtobuf
 import LoupeStorage
 

@@ -1,8 +1,8 @@
-import Crypto
-import Foundation
-import LoupeProto
-import LoupeSegmentation
-import Logging
+public import Crypto
+public import Foundation
+public import LoupeProto
+public import LoupeSegmentation
+public import Logging
 
 // The manager's storage behind three narrow interfaces. By default SQLite
 // (WAL) files and content-addressed blobs in the data directory, so a plant

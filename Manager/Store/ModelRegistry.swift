@@ -1,8 +1,8 @@
-import Crypto
-import Foundation
-import GRDB
+public import Crypto
+public import Foundation
+public import GRDB
 import LoupeProto
-import LoupeSegmentation
+public import LoupeSegmentation
 import LoupeStorage
 import SwiftProtobuf
 

@@ -1,7 +1,7 @@
-import Foundation
-import GRDB
-import LoupeProto
-import LoupeSegmentation
+public import Foundation
+public import GRDB
+public import LoupeProto
+public import LoupeSegmentation
 import LoupeStorage
 
 /// When a canary rollout is promoted or rolled back (see CanaryPolicy in Proto/loupe.proto).

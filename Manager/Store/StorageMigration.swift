@@ -1,5 +1,5 @@
 import Foundation
-import Logging
+public import Logging
 import LoupeProto
 
 /// `loupe manager migrate --to postgres://…`: moves a manager's fleet,

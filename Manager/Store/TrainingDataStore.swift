@@ -1,8 +1,8 @@
 import Crypto
-import Foundation
-import GRDB
+public import Foundation
+public import GRDB
 import LoupeImaging
-import LoupeProto
+public import LoupeProto
 import LoupeSegmentation
 import LoupeStorage
 import Synchronization

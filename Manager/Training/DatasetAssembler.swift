@@ -1,7 +1,7 @@
 import Crypto
-import Foundation
+public import Foundation
 import LoupeImaging
-import LoupeSegmentation
+public import LoupeSegmentation
 import LoupeStorage
 
 /// What a store holds of one inspection type before its images are read.

@@ -1,5 +1,5 @@
-import Foundation
-import LoupeProto
+public import Foundation
+public import LoupeProto
 import LoupeWire
 import Synchronization
 

@@ -1,11 +1,11 @@
 import Crypto
 import Foundation
 import Prometheus
-import Logging
-import LoupeProto
+public import Logging
+public import LoupeProto
 import LoupeSegmentation
 import LoupeStorage
-import LoupeWire
+public import LoupeWire
 import Synchronization
 
 /// Why the training queue could not do what was asked of it.

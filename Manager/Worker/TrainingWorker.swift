@@ -1,11 +1,11 @@
 import Crypto
 import Foundation
-import Logging
+public import Logging
 import LoupeProto
 import LoupeSegmentation
 import LoupeStorage
 import LoupeWire
-import ServiceLifecycle
+public import ServiceLifecycle
 import Synchronization
 
 /// `loupe worker`: trains jobs from the plant's training queue on another machine. It connects to a manager

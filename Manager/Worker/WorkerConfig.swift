@@ -1,5 +1,5 @@
 import Foundation
-import LoupeWire
+public import LoupeWire
 
 /// `loupe worker`'s config file (keys in Deploy/README.md).
 public struct WorkerConfig: Codable, Sendable, Equatable {

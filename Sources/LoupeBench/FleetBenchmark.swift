@@ -4,7 +4,7 @@ import Logging
 import LoupeImaging
 import LoupeManager
 import LoupePKI
-import LoupeProto
+public import LoupeProto
 import LoupeSegmentation
 import LoupeWire
 import NIOCore

@@ -1,6 +1,6 @@
 import Foundation
 import LoupeCapture
-import LoupeImaging
+public import LoupeImaging
 import LoupeVision
 import LoupeWire
 

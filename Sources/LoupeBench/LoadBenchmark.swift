@@ -1,6 +1,6 @@
 import Foundation
 import Logging
-import LoupeManager
+public import LoupeManager
 import LoupePKI
 import LoupeProto
 import LoupeWire

@@ -1,9 +1,9 @@
 import Foundation
 import Logging
-import LoupeAgent
+public import LoupeAgent
 import LoupeCapture
 import LoupeImaging
-import LoupeSegmentation
+public import LoupeSegmentation
 import LoupeVision
 import LoupeWire
 import ServiceLifecycle

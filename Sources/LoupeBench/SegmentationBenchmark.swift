@@ -1,6 +1,6 @@
 import Foundation
 import LoupeImaging
-import LoupeSegmentation
+public import LoupeSegmentation
 
 /// Inference latency (batch 1) and training throughput of the U-Net on oneDNN.
 public struct SegmentationBenchmark {

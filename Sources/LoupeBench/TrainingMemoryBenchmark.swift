@@ -1,7 +1,7 @@
 import Foundation
 import LoupeManager
 import LoupePKI
-import LoupeProto
+public import LoupeProto
 import LoupeTesting
 import LoupeWire
 

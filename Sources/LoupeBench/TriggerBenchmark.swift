@@ -3,7 +3,7 @@ import Logging
 import LoupeAgent
 import LoupeCapture
 import LoupeImaging
-import LoupeSegmentation
+public import LoupeSegmentation
 import LoupeTesting
 import LoupeVision
 import LoupeWire

@@ -1,5 +1,5 @@
 import Foundation
-import LoupeImaging
+public import LoupeImaging
 import Synchronization
 
 /// "Import From Library": frames from a file, every PNG/JPEG in a folder, or

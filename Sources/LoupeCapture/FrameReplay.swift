@@ -1,5 +1,5 @@
 import Foundation
-import LoupeImaging
+public import LoupeImaging
 import Synchronization
 
 /// Hands out frames already in memory, in a loop: as a camera's driver hands

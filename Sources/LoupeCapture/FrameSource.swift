@@ -1,5 +1,5 @@
-import Foundation
-import LoupeImaging
+public import Foundation
+public import LoupeImaging
 
 /// One frame from a camera, a file, or the synthetic camera.
 public struct CapturedFrame: Sendable {

@@ -1,5 +1,5 @@
 import Foundation
-import LoupeImaging
+public import LoupeImaging
 
 /// The GenICam (PFNC) pixel formats Loupe takes from industrial cameras, and
 /// their conversion to the pipeline's 8-bit grey.

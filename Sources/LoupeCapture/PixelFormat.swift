@@ -1,5 +1,5 @@
 import Foundation
-import LoupeImaging
+public import LoupeImaging
 
 /// The camera pixel formats Loupe negotiates, in order of preference, and
 /// their conversion to 8-bit grey.

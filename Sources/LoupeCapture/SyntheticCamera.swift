@@ -1,5 +1,5 @@
 import Foundation
-import LoupeImaging
+public import LoupeImaging
 import Synchronization
 
 /// A camera without hardware: it renders the same machined part in every

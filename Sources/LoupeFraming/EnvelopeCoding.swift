@@ -1,5 +1,5 @@
-import LoupeProto
-import NIOCore
+public import LoupeProto
+public import NIOCore
 import SwiftProtobuf
 import Synchronization
 

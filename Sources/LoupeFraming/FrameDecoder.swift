@@ -1,4 +1,4 @@
-import NIOCore
+public import NIOCore
 
 /// Splits the inbound byte stream into frames: a 4-byte big-endian length,
 /// then that many bytes.

@@ -1,4 +1,4 @@
-import LoupeProto
+public import LoupeProto
 
 /// The wire protocol's envelope, re-exported under its protocol name.
 public typealias Envelope = Loupe_V1_Envelope

@@ -1,5 +1,5 @@
 import CTurboJPEG
-import Foundation
+public import Foundation
 
 /// JPEG through libjpeg-turbo's TurboJPEG API. The header is read and
 /// checked against `ImageLimits` before pixel memory is allocated.

@@ -1,5 +1,5 @@
 import CSPNG
-import Foundation
+public import Foundation
 
 /// PNG through libspng. Decoding checks the header against `ImageLimits`
 /// before allocating pixels and bounds chunk memory, so a hostile file cannot

@@ -1,7 +1,7 @@
 import Crypto
-import Foundation
+public import Foundation
 import SwiftASN1
-import X509
+public import X509
 import LoupeStorage
 
 /// A certificate and its private key, as PEM text.

@@ -1,4 +1,4 @@
-import LoupeStorage
+public import LoupeStorage
 
 /// What a certificate's holder is allowed to be in the fleet.
 ///

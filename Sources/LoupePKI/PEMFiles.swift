@@ -1,7 +1,7 @@
-import Foundation
+public import Foundation
 import LoupeStorage
 import SwiftASN1
-import X509
+public import X509
 
 /// Writes and reads the PEM files of the fleet PKI.
 public enum PEMFiles {

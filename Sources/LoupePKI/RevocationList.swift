@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 
 /// The fleet's list of revoked certificates, kept as JSON next to the CA.
 ///

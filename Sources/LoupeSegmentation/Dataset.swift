@@ -1,6 +1,6 @@
 import Crypto
 import Foundation
-import LoupeImaging
+public import LoupeImaging
 import LoupeStorage
 
 /// An image with its class mask (one class index per pixel, 0 = background).

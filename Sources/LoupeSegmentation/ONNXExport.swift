@@ -1,5 +1,5 @@
-import Foundation
-import LoupeProto
+public import Foundation
+public import LoupeProto
 import SwiftProtobuf
 
 /// Writes a model as ONNX (opset 13): batch norm folded into each Conv, then

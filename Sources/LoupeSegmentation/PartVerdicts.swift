@@ -1,6 +1,6 @@
 import Foundation
-import LoupeImaging
-import LoupeVision
+public import LoupeImaging
+public import LoupeVision
 
 /// What a plant measures at one confidence threshold: of the parts (ROIs) the truth fails, how many the model passes
 /// (escapes), and of those it passes, how many the model fails (false rejects). Lists are indexed by class, with 0

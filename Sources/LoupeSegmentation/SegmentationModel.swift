@@ -1,6 +1,6 @@
-import Crypto
-import Foundation
-import LoupeImaging
+public import Crypto
+public import Foundation
+public import LoupeImaging
 import LoupeProto
 import SwiftProtobuf
 import LoupeStorage

@@ -1,5 +1,5 @@
 import Foundation
-import LoupeImaging
+public import LoupeImaging
 import Synchronization
 
 /// Arithmetic for inference.

@@ -1,5 +1,5 @@
-import Crypto
-import Foundation
+public import Crypto
+public import Foundation
 import LoupeStorage
 
 /// Ed25519 keys on disk: 64 hex digits (with or without a newline), or the raw 32 bytes.

@@ -1,6 +1,6 @@
-import Foundation
+public import Foundation
 import LoupeImaging
-import LoupeVision
+public import LoupeVision
 import Synchronization
 
 /// The seed's advanced settings: random flips, rotation, brightness and contrast.

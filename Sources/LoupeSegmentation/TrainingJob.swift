@@ -1,6 +1,6 @@
 import Foundation
 import LoupeStorage
-import LoupeVision
+public import LoupeVision
 import Synchronization
 
 /// What someone asks of a training run (nil: the default). The camera page sends it as JSON and the wire as

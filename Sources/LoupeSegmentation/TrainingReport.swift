@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 import LoupeImaging
 
 /// A model's training report as one HTML page of pictures: the training curve, precision and recall over the

@@ -1,5 +1,5 @@
 import Foundation
-import LoupeProto
+public import LoupeProto
 import SwiftProtobuf
 
 // The training messages of the wire and the engine's types, converted in one place. On the wire 0 means "not

@@ -1,5 +1,5 @@
 import Crypto
-import Foundation
+public import Foundation
 
 /// Content-addressed files: `blobs/ab/cd/<sha256 hex>`. A blob is written to a
 /// temporary file, flushed to disk, renamed into place and the directory

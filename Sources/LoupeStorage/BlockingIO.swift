@@ -1,5 +1,5 @@
 import Dispatch
-import Foundation
+public import Foundation
 
 /// Blocking work (SQLite commits with `synchronous=FULL`, fsyncs, blob
 /// reads, PNG and model coding) run off the Swift task pool. The pool has a

@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 
 /// The one loop that puts a whole buffer into a file: a short write goes on from where it stopped, an
 /// interrupted one is retried. Blob files, PEM files, model downloads and training scratch files all write

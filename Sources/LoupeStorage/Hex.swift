@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 
 /// The one hex encoding of the project: lowercase, two digits per byte, no
 /// separators (content hashes, key fingerprints, signatures in rows).

@@ -1,4 +1,4 @@
-import GRDB
+public import GRDB
 
 /// How every SQLite file of the project (the agent's label store, the
 /// manager's training data, model registry and fleet status) is opened, and

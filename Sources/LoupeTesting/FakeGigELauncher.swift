@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 
 /// Starts the fake GigE Vision camera (Tests/FakeGigE's helper, Aravis'
 /// simulator on loopback) streaming an 8-bit grey picture: the one launcher

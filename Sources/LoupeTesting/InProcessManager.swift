@@ -1,6 +1,6 @@
 import Foundation
-import Logging
-import LoupeManager
+public import Logging
+public import LoupeManager
 import LoupeWire
 import NIOCore
 import ServiceLifecycle

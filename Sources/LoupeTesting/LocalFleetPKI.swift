@@ -1,6 +1,6 @@
-import Foundation
-import LoupePKI
-import LoupeWire
+public import Foundation
+public import LoupePKI
+public import LoupeWire
 
 /// A fleet PKI made fresh in a folder: a CA and whatever member
 /// certificates are asked for, each as `ROLE-NAME.pem` and

@@ -1,5 +1,5 @@
-import Foundation
-import LoupeManager
+public import Foundation
+public import LoupeManager
 import LoupeStorage
 import Synchronization
 

@@ -1,7 +1,7 @@
 import Foundation
 import LoupePKI
-import LoupeProto
-import LoupeWire
+public import LoupeProto
+public import LoupeWire
 
 /// Many light agents for the benchmarks and tests that need a fleet: each with its own agent certificate from the
 /// fleet's CA and its own mutual-TLS connection, speaking the real protocol. Each connects to the next of `ports` in

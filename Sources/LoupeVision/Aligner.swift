@@ -1,5 +1,5 @@
 import Foundation
-import LoupeImaging
+public import LoupeImaging
 
 /// What the aligner looks for and how hard.
 public struct AlignerConfiguration: Sendable, Equatable, Codable {

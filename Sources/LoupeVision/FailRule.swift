@@ -1,4 +1,4 @@
-import LoupeImaging
+public import LoupeImaging
 
 /// When an ROI (a part, as the line sees it) fails inspection: the one rule the live verdict, `loupe eval`'s part
 /// figures and the training result's escape and false-reject rates all apply.

@@ -1,5 +1,5 @@
 import Foundation
-import LoupeImaging
+public import LoupeImaging
 
 /// The AI wand that learns from the operator's clicks (the method of
 /// ilastik's pixel classification, with one click instead of strokes):

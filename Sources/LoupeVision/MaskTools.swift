@@ -1,5 +1,5 @@
 import Foundation
-import LoupeImaging
+public import LoupeImaging
 
 /// Edits operators ask for on label masks (one class index per pixel, 0 =
 /// background), and the labelling check from the seed's guidance.

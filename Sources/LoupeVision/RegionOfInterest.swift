@@ -1,5 +1,5 @@
 import Foundation
-import LoupeImaging
+public import LoupeImaging
 
 /// A rectangle, optionally rotated, defined in the reference (template)
 /// image's coordinates. After alignment it is cut out of each frame through

@@ -1,5 +1,5 @@
 import Foundation
-import LoupeImaging
+public import LoupeImaging
 
 /// The AI wand: from one clicked patch, the mask of the region it belongs
 /// to and of every other area of the image that looks like it, whether or

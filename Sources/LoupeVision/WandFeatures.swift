@@ -1,5 +1,5 @@
 import Foundation
-import LoupeImaging
+public import LoupeImaging
 
 /// The per-pixel features the learned wand classifies, computed once per
 /// image (ilastik's pixel-classification set): at scales from 0.7 to 10 px,

@@ -1,5 +1,5 @@
 import Foundation
-import LoupeImaging
+public import LoupeImaging
 
 /// What an inspection type's finished labels teach the wand: per labelled
 /// image, a few hundred standardised feature vectors of each class present

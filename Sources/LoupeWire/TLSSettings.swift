@@ -1,6 +1,6 @@
 import LoupePKI
 import NIOCore
-import NIOSSL
+public import NIOSSL
 import NIOTLS
 
 /// The certificate files of one fleet member: the fleet CA, its own

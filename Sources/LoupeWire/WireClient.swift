@@ -1,7 +1,7 @@
-import LoupePKI
-import LoupeProto
-import NIOCore
-import NIOPosix
+public import LoupePKI
+public import LoupeProto
+public import NIOCore
+public import NIOPosix
 import NIOSSL
 
 /// Where and how a client (an agent or an operator's CLI) reaches a server.

@@ -1,7 +1,7 @@
-import Foundation
+public import Foundation
 import Logging
-import LoupePKI
-import LoupeProto
+public import LoupePKI
+public import LoupeProto
 import NIOCore
 import NIOSSL
 import Synchronization

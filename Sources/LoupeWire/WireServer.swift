@@ -1,8 +1,8 @@
 import LoupePKI
 import LoupeProto
-import Logging
-import NIOCore
-import NIOPosix
+public import Logging
+public import NIOCore
+public import NIOPosix
 import NIOSSL
 import Synchronization
 

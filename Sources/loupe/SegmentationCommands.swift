@@ -1,4 +1,4 @@
-import ArgumentParser
+public import ArgumentParser
 import Crypto
 import Foundation
 import LoupeBench

@@ -1,5 +1,5 @@
-import Foundation
-import Logging
+public import Foundation
+public import Logging
 import LoupeStorage
 import LoupeWire
 import NIOCore

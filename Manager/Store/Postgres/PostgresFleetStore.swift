@@ -1,6 +1,6 @@
 import Foundation
 import Logging
-import LoupeProto
+public import LoupeProto
 import LoupeWire
 import PostgresNIO
 import SwiftProtobuf

@@ -1,5 +1,5 @@
-import Crypto
-import Foundation
+public import Crypto
+public import Foundation
 import Logging
 import LoupeProto
 import LoupeSegmentation

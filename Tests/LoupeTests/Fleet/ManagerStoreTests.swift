@@ -21,7 +21,10 @@ import Testing
 
     /// Group commit: many uploads at once (with repeats) end as exactly one
     /// row per content hash, exactly one `true` per hash, and survive a reopen.
-    @Test(arguments: StoreBackend.all) func concurrentUploadsAreStoredOncePerHashAndDurably(_ kind: StoreBackend.Kind) async throws {
+    /// (A CI run on 12-07 hung at the end with this test unfinished, not reproduced since: a hang fails it by name.)
+    @Test(.timeLimit(.minutes(2)), arguments: StoreBackend.all) func concurrentUploadsAreStoredOncePerHashAndDurably(
+        _ kind: StoreBackend.Kind
+    ) async throws {
         let backend = try await StoreBackend(kind)
         let store = try await backend.trainingData()
         let uploads = try (0..<60).map { try FleetBenchmark.upload(side: 32, seed: UInt64($0)) }
