@@ -127,6 +127,9 @@ public final class LabelStore: Sendable {
     /// Crop blobs already cut, by capture image and rectangle. A stroke on a ticked ROI queues it again
     /// with the same crop; blobs are never deleted, so a hash here stays good. Bounded: cleared when full.
     private let crops = Mutex<[String: String]>([:])
+    /// The current recipe as last read or saved: every stroke and ROI request needs it, and only this store writes it
+    /// (one agent process per data folder), so it is read from SQLite once.
+    private let currentRecipe = Mutex<Recipe?>(nil)
 
     public init(directory: String) throws(StoreError) {
         self.directory = directory
@@ -600,7 +603,10 @@ public final class LabelStore: Sendable {
 
     /// The current recipe (version 0, empty, until one is saved).
     public func recipe() throws(StoreError) -> Recipe {
-        try read { db in try Self.recipe(db) }
+        if let held = currentRecipe.withLock({ $0 }) { return held }
+        let recipe = try read { db in try Self.recipe(db) }
+        currentRecipe.withLock { $0 = $0 ?? recipe }
+        return recipe
     }
 
     /// The current recipe, read inside a transaction.
@@ -615,7 +621,7 @@ public final class LabelStore: Sendable {
     @discardableResult
     public func saveRecipe(_ recipe: Recipe, user: String) throws(StoreError) -> Recipe {
         try recipe.validate()
-        return try write { db in
+        let saved = try write { db in
             let next = (try Int.fetchOne(db, sql: "SELECT MAX(version) FROM recipe") ?? 0) + 1
             var saved = recipe
             saved.version = next
@@ -628,6 +634,8 @@ public final class LabelStore: Sendable {
             try edit.insert(db)
             return saved
         }
+        currentRecipe.withLock { $0 = saved }
+        return saved
     }
 
     /// An all-background mask the size of an ROI.
