@@ -28,9 +28,15 @@ public enum AgentHTTP {
             store: runtime.store, sessionLifetime: sessionLifetime, secureCookies: secureCookies, signIns: signIns,
             initialPasswordFile: initialPasswordPath(runtime)
         ).register(on: routes)
+        registerAPI(runtime: runtime, training: training, on: routes)
+        PageAPI().register(on: routes)
+        return router
+    }
+
+    /// The API by resource, behind whatever access control `routes` has: health, captures, one capture's ROIs, the
+    /// recipe, the labels, live inspection, training and the model, the image library.
+    public static func registerAPI(runtime: AgentRuntime, training: TrainingJobs, on routes: AgentRoutes) {
         AgentAPI.registerHealth(on: routes)
-        // The routes by resource: captures, one capture's ROIs, the recipe, the labels, live inspection, training and
-        // the model, the image library, the page's own files.
         CaptureAPI(runtime: runtime).register(on: routes)
         ROIAPI(runtime: runtime).register(on: routes)
         RecipeAPI(runtime: runtime).register(on: routes)
@@ -38,8 +44,6 @@ public enum AgentHTTP {
         LiveAPI(runtime: runtime).register(on: routes)
         ModelAPI(runtime: runtime, training: training).register(on: routes)
         LibraryAPI(runtime: runtime).register(on: routes)
-        PageAPI().register(on: routes)
-        return router
     }
 
     static func initialPasswordPath(_ runtime: AgentRuntime) -> String { runtime.config.dataDir + "/initial-admin-password" }

@@ -63,7 +63,7 @@ public struct ROIAPI: Sendable {
             let user = self.user(request)
             let roi = try store.recipe().roi(named: roiName)
             let label = try store.saveMask(
-                captureNumber: number, roi: (roi.name, roi.rect), mask: mask, classes: try store.classes().count + 1, user: user)
+                captureNumber: number, roi: (roi.name, roi.rect), mask: mask, classes: try store.maskValues(), user: user)
             return try AgentAPI.json(LabelJSON(label))
         }
         api.post("captures/:number/rois/:roi/strokes", .operator) { request, context in
@@ -73,7 +73,7 @@ public struct ROIAPI: Sendable {
             let roi = try store.recipe().roi(named: roiName)
             return try AgentAPI.json(
                 LabelJSON(
-                    try store.applyStrokes(strokes, captureNumber: number, roi: roi, classes: try store.classes().count + 1, user: user)
+                    try store.applyStrokes(strokes, captureNumber: number, roi: roi, classes: try store.maskValues(), user: user)
                 ))
         }
         api.put("captures/:number/rois/:roi/include", .operator) { request, context in
@@ -85,7 +85,7 @@ public struct ROIAPI: Sendable {
                 let roi = try store.recipe().roi(named: roiName)
                 try store.saveMask(
                     captureNumber: number, roi: (roi.name, roi.rect), mask: try LabelStore.emptyMask(for: roi),
-                    classes: try store.classes().count + 1, user: user)
+                    classes: try store.maskValues(), user: user)
             }
             try store.setIncluded(captureNumber: number, roiName: roiName, included: flag.include, user: user)
             return try AgentAPI.json(LabelJSON(try store.label(captureNumber: number, roiName: roiName)!))
@@ -112,7 +112,7 @@ public struct ROIAPI: Sendable {
             default: throw StoreError.invalid("tool must be fill-holes, grow, shrink or remove-specks, not \"\(command.tool)\"")
             }
             let edit = try store.editMask(
-                captureNumber: number, roi: roi, classes: try store.classes().count + 1, user: user, action: command.tool
+                captureNumber: number, roi: roi, classes: try store.maskValues(), user: user, action: command.tool
             ) { mask in
                 mask = tool(mask)
             }
@@ -155,7 +155,7 @@ public struct ROIAPI: Sendable {
                 mask = try LabelStore.emptyMask(for: roi)
             }
             let edit = try store.editMask(
-                captureNumber: number, roi: roi, classes: try store.classes().count + 1, user: user, action: action
+                captureNumber: number, roi: roi, classes: try store.maskValues(), user: user, action: action
             ) { current in
                 current = mask
             }
@@ -190,7 +190,7 @@ public struct ROIAPI: Sendable {
             guard tolerance.isFinite, (0...1).contains(tolerance) else {
                 throw StoreError.invalid("tolerance must be 0…1, not \(tolerance)")
             }
-            let classes = try store.classes().count + 1
+            let classes = try store.maskValues()
             guard (1..<classes).contains(click.classIndex) else {
                 throw StoreError.invalid("class \(click.classIndex) is not one of 1…\(classes - 1)")
             }
@@ -251,7 +251,7 @@ public struct ROIAPI: Sendable {
                 throw HTTPError(
                     .conflict, message: "no suggestion is waiting for ROI \(roiName) of capture \(number): ask for one first")
             }
-            let classes = try store.classes().count + 1
+            let classes = try store.maskValues()
             let edit = try store.editMask(
                 captureNumber: number, roi: roi, classes: classes, user: user, action: "suggestion",
                 note: "model \(suggestion.modelVersion) at threshold \(suggestion.threshold)"

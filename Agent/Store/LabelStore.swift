@@ -315,6 +315,9 @@ public final class LabelStore: Sendable {
         try read { db in try ClassRecord.order(Column("index")).fetchAll(db) }
     }
 
+    /// How many values an ROI's mask may hold: background (0) and each class.
+    public func maskValues() throws(StoreError) -> Int { try classes().count + 1 }
+
     /// Replaces the defect classes (indices 1…N in order).
     public func setClasses(_ classes: [ClassRecord], user: String) throws(StoreError) {
         guard classes.enumerated().allSatisfy({ $0.offset + 1 == $0.element.index }) else {

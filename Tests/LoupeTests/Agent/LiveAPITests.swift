@@ -34,14 +34,7 @@ extension SegmentationTests {
             let router = AgentRouter(context: AgentRequestContext.self)
             router.add(middleware: SecurityHeadersMiddleware(secure: false))
             let routes = AgentRoutes(router: router)
-            AgentAPI.registerHealth(on: routes)
-            CaptureAPI(runtime: runtime).register(on: routes)
-            ROIAPI(runtime: runtime).register(on: routes)
-            RecipeAPI(runtime: runtime).register(on: routes)
-            LabelAPI(store: runtime.store).register(on: routes)
-            LiveAPI(runtime: runtime).register(on: routes)
-            ModelAPI(runtime: runtime, training: TrainingJobs(runtime: runtime, logger: Logger(label: "test"))).register(on: routes)
-            LibraryAPI(runtime: runtime).register(on: routes)
+            AgentHTTP.registerAPI(runtime: runtime, training: TrainingJobs(runtime: runtime, logger: Logger(label: "test")), on: routes)
             if page { PageAPI().register(on: routes) }
             return Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), services: [runtime.pipeline])
         }

@@ -201,7 +201,8 @@ extension SignInSuites {
                 // A user "eve" made by any of those requests would be able to sign in.
                 #expect(try fixture.runtime.store.users().map(\.name).sorted() == ["admin", "ann", "vic"])
 
-                // Not vacuous: with its own role, on its canonical spelling, every route is reached (not 401/403, not "no declared access").
+                // Not vacuous: with its own role, on its canonical spelling, every route is reached (not 401/403, not "no
+                // declared access").
                 for route in routes where route.method == .get && !route.path.contains("events") && !route.path.contains("mjpeg") {
                     let role: AccessRole? = if case .role(let needed) = route.access { needed } else { nil }
                     let response = try await PlainHTTP.send(
