@@ -19,11 +19,11 @@ public final class AgentAssembly: Sendable {
     public let services: [any Service]
 
     /// - Parameter onHTTP: called with the page's base URL once it listens.
-    public init(config: AgentConfig, logger: Logger, onHTTP: @escaping @Sendable (String) -> Void = { _ in }) throws {
+    public init(config: AgentConfig, logger: Logger, onHTTP: @escaping @Sendable (String) -> Void = { _ in }) async throws {
         try FleetName.validate(config.cameraId)
-        let runtime = try AgentRuntime(config: config, logger: logger)
+        let runtime = try await AgentRuntime(config: config, logger: logger)
         let store = runtime.store
-        let (captures, outbox) = (try store.captureCount(), try store.outboxDepth())
+        let (captures, outbox) = (try await store.captureCount(), try await store.outboxDepth())
         logger.info(
             "label store open",
             metadata: [
@@ -55,7 +55,7 @@ public final class AgentAssembly: Sendable {
             status.passCountLastHour = UInt64(live.passLastHour)
             status.failCountLastHour = UInt64(live.failLastHour)
             status.modelVersion = live.modelVersion
-            status.outboxDepth = UInt64((try? store.outboxDepth()) ?? 0)
+            status.outboxDepth = UInt64((try? await store.outboxDepth()) ?? 0)
             status.recipeVersion = live.recipeVersion.description
             status.inspectionType = pipeline.currentInspector.recipe.inspectionType
             status.cameraError = live.sourceError ?? ""
@@ -65,7 +65,7 @@ public final class AgentAssembly: Sendable {
                 status.cameraResentPackets = UInt64(camera.resentPackets)
                 status.cameraReconnects = UInt64(camera.reconnects)
             }
-            if let usage = try? runtime.library.usage() {
+            if let usage = try? await runtime.library.usage() {
                 status.libraryFrames = UInt64(usage.frames)
                 status.libraryUnsureFrames = UInt64(usage.unsure)
             }
@@ -87,7 +87,7 @@ public final class AgentAssembly: Sendable {
                     logger: logger))
         }
         if config.http != nil {
-            try AgentHTTP.ensureAdmin(runtime: runtime, logger: logger)
+            try await AgentHTTP.ensureAdmin(runtime: runtime, logger: logger)
             PagePriority.configure(nice: config.http?.pageNice ?? PagePriority.defaultNice)
             services.append(try AgentHTTP.service(runtime: runtime, training: training, logger: logger, onRunning: onHTTP))
         }

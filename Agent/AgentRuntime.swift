@@ -31,7 +31,7 @@ public final class AgentRuntime: Sendable {
     let logger: Logger
     private let changes = NSLock()
 
-    public init(config: AgentConfig, logger: Logger) throws {
+    public init(config: AgentConfig, logger: Logger) async throws {
         self.config = config
         self.logger = logger
         try FileManager.default.createDirectory(atPath: config.dataDir, withIntermediateDirectories: true)
@@ -71,7 +71,8 @@ public final class AgentRuntime: Sendable {
                 pacing = .seconds(1 / fps)
             }
         }
-        let inspector = try Self.makeInspector(store: store, shelf: shelf, precision: precision, logger: logger)
+        let (recipe, reference) = try await Self.stored(store)
+        let inspector = try Self.makeInspector(recipe: recipe, reference: reference, shelf: shelf, precision: precision, logger: logger)
         let trigger = camera?.source == .genicam ? camera?.genicamSettings.trigger ?? .freeRun : .freeRun
         pipeline = LivePipeline(
             source: source, pacing: pacing, threads: threads, inspector: inspector, live: camera?.live ?? true, logger: logger,
@@ -81,15 +82,18 @@ public final class AgentRuntime: Sendable {
         pipeline.observe { [library] frame, result, threshold in library.offer(frame, result: result, threshold: threshold) }
     }
 
+    /// The stored recipe and its reference capture's image (decoded off the task pool).
+    private static func stored(_ store: LabelStore) async throws -> (Recipe, Image8?) {
+        let recipe = try await store.recipe()
+        guard let number = recipe.referenceCapture else { return (recipe, nil) }
+        let encoded = try await store.image(of: try await store.capture(number: number))
+        return (recipe, try await BlockingIO.run { try ImageFile.decode(encoded).gray8 })
+    }
+
     private static func makeInspector(
-        store: LabelStore, shelf: ModelShelf, precision: InferencePrecision, logger: Logger,
+        recipe: Recipe, reference: Image8?, shelf: ModelShelf, precision: InferencePrecision, logger: Logger,
         model: (SegmentationModel, InstalledModel)? = nil
     ) throws -> Inspector {
-        let recipe = try store.recipe()
-        var reference: Image8?
-        if let number = recipe.referenceCapture {
-            reference = try ImageFile.decode(try store.image(of: try store.capture(number: number))).gray8
-        }
         var loaded = model
         if loaded == nil {
             do {
@@ -102,12 +106,25 @@ public final class AgentRuntime: Sendable {
         return try Inspector(recipe: recipe, reference: reference, segmenter: segmenter, modelVersion: loaded?.1.version ?? "")
     }
 
-    /// Rebuilds the inspector from the stored recipe and the installed model.
+    /// Rebuilds the inspector for a new model (or the installed one), keeping the running recipe.
     public func reload(model: (SegmentationModel, InstalledModel)? = nil) throws {
         try changes.withLock {
+            let running = pipeline.currentInspector
             let inspector = try Self.makeInspector(
-                store: store, shelf: shelf, precision: precision, logger: logger,
+                recipe: running.recipe, reference: running.reference, shelf: shelf, precision: precision, logger: logger,
                 model: model ?? runningModel)
+            pipeline.swap(inspector)
+        }
+    }
+
+    /// Rebuilds the inspector from the stored recipe (after it was saved), keeping the running model. A reload
+    /// that read an older recipe than the one running (two saves racing) leaves the newer in place.
+    public func recipeChanged() async throws {
+        let (recipe, reference) = try await Self.stored(store)
+        try changes.withLock {
+            guard recipe.version >= pipeline.currentInspector.recipe.version else { return }
+            let inspector = try Self.makeInspector(
+                recipe: recipe, reference: reference, shelf: shelf, precision: precision, logger: logger, model: runningModel)
             pipeline.swap(inspector)
         }
     }
@@ -144,24 +161,25 @@ public final class AgentRuntime: Sendable {
     /// Stores the camera's newest frame as a capture. With an aligner in the
     /// recipe the frame is stored aligned (in template coordinates), so ROI
     /// rectangles cut the same part of the part as the live pipeline does.
-    public func captureFromCamera(user: String) throws -> CaptureRecord {
+    public func captureFromCamera(user: String) async throws -> CaptureRecord {
         let frame = try pipeline.requireLatestFrame()
-        return try addCapture(frame.image, capturedAt: frame.capturedAt, source: "camera:\(frame.origin)#\(frame.sequence)", user: user)
+        return try await addCapture(
+            frame.image, capturedAt: frame.capturedAt, source: "camera:\(frame.origin)#\(frame.sequence)", user: user)
     }
 
     /// Frame `id` of the camera's Library as the next capture, for labelling ("Import From Library").
-    public func captureFromLibrary(id: Int64, user: String) throws -> CaptureRecord {
-        let kept = try library.frame(id: id)
-        let decoded = try ImageFile.decode(try library.image(of: kept))
+    public func captureFromLibrary(id: Int64, user: String) async throws -> CaptureRecord {
+        let kept = try await library.frame(id: id)
+        let decoded = try ImageFile.decode(try await library.image(of: kept))
         let image: Image8
         if case .rgb8(let rgb) = decoded { image = rgb } else { image = decoded.gray8 }
-        let capture = try addCapture(image, capturedAt: kept.capturedAt, source: "library:\(id)#\(kept.sequence)", user: user)
-        try library.markImported(id: id, as: capture.number)
+        let capture = try await addCapture(image, capturedAt: kept.capturedAt, source: "library:\(id)#\(kept.sequence)", user: user)
+        try await library.markImported(id: id, as: capture.number)
         return capture
     }
 
     /// A camera frame as the next capture: aligned to the reference as the recipe's ROIs expect.
-    private func addCapture(_ frame: Image8, capturedAt: Date, source: String, user: String) throws -> CaptureRecord {
+    private func addCapture(_ frame: Image8, capturedAt: Date, source: String, user: String) async throws -> CaptureRecord {
         let inspector = pipeline.currentInspector
         var image = frame
         var source = source
@@ -175,29 +193,30 @@ public final class AgentRuntime: Sendable {
         }
         let png = try PNGCodec.encode(image)
         let recipe = inspector.recipe
-        return try store.addCapture(
+        return try await store.addCapture(
             LabelStore.EncodedImage(bytes: png, width: image.width, height: image.height, channels: image.channels), source: source,
             at: capturedAt, inspectionType: recipe.inspectionType, recipeVersion: recipe.version, user: user)
     }
 
     /// The included, labelled ROIs of an inspection type, as training images.
-    public func trainingSet(inspectionType: String, classes: Int) throws -> SegmentationDataset {
+    public func trainingSet(inspectionType: String, classes: Int) async throws -> SegmentationDataset {
         var items: [LabelledImage] = []
         var images: [Int64: Image8] = [:]
-        for label in try store.labels(includedOnly: true) {
-            let capture = try store.capture(id: label.captureID)
+        for label in try await store.labels(includedOnly: true) {
+            let capture = try await store.capture(id: label.captureID)
             guard capture.inspectionType == inspectionType else { continue }
             let image: Image8
             if let cached = images[label.captureID] {
                 image = cached
             } else {
-                image = try ImageFile.decode(try store.image(of: capture)).gray8
+                image = try ImageFile.decode(try await store.image(of: capture)).gray8
                 images[label.captureID] = image
             }
             let crop = try image.cropped(to: PixelRect(x: label.roiX, y: label.roiY, width: label.roiWidth, height: label.roiHeight))
             items.append(
                 try LabelledImage(
-                    name: "capture-\(capture.number)-\(label.roiName)", image: crop, mask: try store.mask(of: label), classes: classes))
+                    name: "capture-\(capture.number)-\(label.roiName)", image: crop, mask: try await store.mask(of: label), classes: classes
+                ))
         }
         return SegmentationDataset(items: items, classes: classes)
     }

@@ -17,7 +17,7 @@ public final class ManagerLink: Service, Sendable {
     private let logger: Logger
     private let started = ContinuousClock.now
     private let connections = Mutex(0)
-    private let statusProvider: @Sendable () -> Loupe_V1_AgentStatus
+    private let statusProvider: @Sendable () async -> Loupe_V1_AgentStatus
     private let outbox: OutboxSender?
     private let inbound: RequestHandler?
     private let live = Mutex<WireConnection?>(nil)
@@ -25,7 +25,7 @@ public final class ManagerLink: Service, Sendable {
     /// - Parameter inbound: serves what the manager sends (model offers, training progress).
     public init(
         config: AgentConfig, logger: Logger, outbox: OutboxSender? = nil, inbound: RequestHandler? = nil,
-        status: @escaping @Sendable () -> Loupe_V1_AgentStatus = { Loupe_V1_AgentStatus() }
+        status: @escaping @Sendable () async -> Loupe_V1_AgentStatus = { Loupe_V1_AgentStatus() }
     ) {
         self.config = config
         self.logger = logger
@@ -127,7 +127,7 @@ public final class ManagerLink: Service, Sendable {
     /// Sends a status report now and then, until the connection ends.
     private func report(over connection: WireConnection, every interval: Duration) async throws {
         while !connection.isClosed {
-            var status = statusProvider()
+            var status = await statusProvider()
             status.softwareVersion = WireProtocol.softwareVersion
             status.uptimeSeconds = UInt64((ContinuousClock.now - started).seconds)
             status.diskFreeBytes = DiskSpace.freeBytes(at: config.dataDir)

@@ -44,7 +44,7 @@ public struct AccessMiddleware: RouterMiddleware {
         guard case .role(let needed) = access else { return try await next(Request(head: head, body: input.body), context) }
         // The token is hashed once: the key finds the session and watches its streams.
         guard let (token, viaCookie) = Self.token(input), let key = LabelStore.sessionKey(checking: token),
-            let session = try? store.session(key: key)
+            let session = try? await store.session(key: key)
         else {
             throw HTTPError(
                 .unauthorized, headers: [.wwwAuthenticate: "Bearer realm=\"loupe\""], message: "sign in first (POST /api/v1/login)")
@@ -274,13 +274,13 @@ public final class AccessAPI: Sendable {
         let api = routes.group("api/v1")
         let (store, signIns, sessionLifetime, secureCookies) = (self.store, self.signIns, self.sessionLifetime, self.secureCookies)
         let initialPasswordFile = self.initialPasswordFile
+        // Every password hash of the page runs on the guard's bounded, niced threads.
+        let hashing: LabelStore.PasswordHashing = { work in try await signIns.hashing(work) }
         api.post("login", .open) { request, context in
             let login = try await AgentAPI.decode(Login.self, request, limit: 4096)
             let address = context.clientAddress
             try signIns.check(user: login.user, address: address)
-            let result = try await signIns.hashing {
-                try store.signIn(user: login.user, password: login.password, lifetime: sessionLifetime)
-            }
+            let result = try await store.signIn(user: login.user, password: login.password, lifetime: sessionLifetime, hashing: hashing)
             guard let (token, session) = result else {
                 signIns.failed(user: login.user, address: address)
                 throw HTTPError(.unauthorized, message: "wrong user name or password")
@@ -294,7 +294,7 @@ public final class AccessAPI: Sendable {
             return response
         }
         api.post("logout", .viewer) { request, _ in
-            if let (token, _) = AccessMiddleware.token(request) { try store.signOut(token: token) }
+            if let (token, _) = AccessMiddleware.token(request) { try await store.signOut(token: token) }
             var response = try AgentAPI.json(["signedOut": true])
             response.headers[.setCookie] =
                 "\(Self.cookieName)=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0\(secureCookies ? "; Secure" : "")"
@@ -309,33 +309,28 @@ public final class AccessAPI: Sendable {
             guard let session = context.session else { throw HTTPError(.unauthorized, message: "sign in first") }
             let address = context.clientAddress
             try signIns.check(user: session.user, address: address)
-            let changed = try await signIns.hashing { () throws -> Bool in
-                guard try store.signIn(user: session.user, password: change.current, lifetime: 1) != nil else { return false }
-                try store.setUser(session.user, password: change.new, role: session.role)
-                return true
-            }
-            guard changed else {
+            guard try await store.signIn(user: session.user, password: change.current, lifetime: 1, hashing: hashing) != nil else {
                 signIns.failed(user: session.user, address: address)
                 throw HTTPError(.badRequest, message: "the current password is wrong")
             }
+            try await store.setUser(session.user, password: change.new, role: session.role, hashing: hashing)
             // The first-start password is spent once the admin has chosen one.
             if session.role == .admin, let initialPasswordFile { Self.removeInitialPassword(initialPasswordFile) }
             return try AgentAPI.json(["changed": true])
         }
         api.get("users", .admin) { _, _ in
-            try AgentAPI.json(try store.users().map { UserJSON(name: $0.name, role: $0.role, passwordChangedAt: $0.passwordChangedAt) })
+            try AgentAPI.json(
+                try await store.users().map { UserJSON(name: $0.name, role: $0.role, passwordChangedAt: $0.passwordChangedAt) })
         }
         api.put("users/:name", .admin) { request, context in
             let name = context.parameters.get("name") ?? ""
             let user = try await AgentAPI.decode(UserChange.self, request, limit: 4096)
-            return try await signIns.hashing {
-                try store.setUser(name, password: user.password, role: user.role)
-                return try AgentAPI.json(UserJSON(name: name, role: user.role, passwordChangedAt: Date()))
-            }
+            try await store.setUser(name, password: user.password, role: user.role, hashing: hashing)
+            return try AgentAPI.json(UserJSON(name: name, role: user.role, passwordChangedAt: Date()))
         }
         api.delete("users/:name", .admin) { _, context in
             let name = context.parameters.get("name") ?? ""
-            try store.removeUser(name)
+            try await store.removeUser(name)
             return try AgentAPI.json(["removed": name])
         }
     }

@@ -100,11 +100,11 @@ public enum AgentHTTP {
     /// DATADIR/initial-admin-password (mode 0600 from its first byte) and
     /// named in the log. The file is removed when the admin changes the
     /// password on the page.
-    public static func ensureAdmin(runtime: AgentRuntime, logger: Logger) throws {
+    public static func ensureAdmin(runtime: AgentRuntime, logger: Logger) async throws {
         let store = runtime.store
-        guard try store.users().isEmpty else { return }
+        guard try await store.users().isEmpty else { return }
         if let password = runtime.config.http?.initialAdminPassword {
-            try store.setUser("admin", password: password, role: .admin)
+            try await store.setUser("admin", password: password, role: .admin)
             logger.notice("first start: user admin created with the configured initial password; change it on the page")
             return
         }
@@ -112,7 +112,7 @@ public enum AgentHTTP {
         let password = String((0..<16).map { _ in alphabet.randomElement()! })
         let path = initialPasswordPath(runtime)
         try BlobStore.replaceDurably(path, with: Data((password + "\n").utf8), mode: 0o600)
-        try store.setUser("admin", password: password, role: .admin)
+        try await store.setUser("admin", password: password, role: .admin)
         logger.notice("first start: user admin created", metadata: ["password-file": "\(path)"])
     }
 }

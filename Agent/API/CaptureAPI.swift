@@ -15,7 +15,7 @@ public struct CaptureAPI: Sendable {
     public var maximumBody = 32 << 20
     public var user: @Sendable (Request) -> String = AgentAPI.signedInUser
     /// Keeps the camera's newest frame as a capture, recorded as the user; nil without an agent around the store.
-    public var captureFromCamera: (@Sendable (String) throws -> CaptureRecord)?
+    public var captureFromCamera: (@Sendable (String) async throws -> CaptureRecord)?
 
     public init(store: LabelStore) {
         self.store = store
@@ -23,7 +23,7 @@ public struct CaptureAPI: Sendable {
 
     public init(runtime: AgentRuntime) {
         self.init(store: runtime.store)
-        captureFromCamera = { try runtime.captureFromCamera(user: $0) }
+        captureFromCamera = { try await runtime.captureFromCamera(user: $0) }
     }
 
     public func register(on routes: AgentRoutes) {
@@ -31,18 +31,19 @@ public struct CaptureAPI: Sendable {
         api.get("captures", .viewer) { request, _ in
             let offset = max(0, request.uri.queryParameters.get("offset", as: Int.self) ?? 0)
             let limit = min(500, max(1, request.uri.queryParameters.get("limit", as: Int.self) ?? 100))
-            let captures = try store.captures(offset: offset, limit: limit)
-            return try AgentAPI.json(CaptureList(total: try store.captureCount(), captures: captures.map(CaptureJSON.init)))
+            let captures = try await store.captures(offset: offset, limit: limit)
+            return try AgentAPI.json(CaptureList(total: try await store.captureCount(), captures: captures.map(CaptureJSON.init)))
         }
         api.get("captures/:number", .viewer) { _, context in
             let number = try AgentAPI.number(context)
-            let capture = try store.capture(number: number)
+            let capture = try await store.capture(number: number)
             return try AgentAPI.json(
-                CaptureDetail(capture: CaptureJSON(capture), labels: try store.labels(captureNumber: number).map(ROIAPI.LabelJSON.init)))
+                CaptureDetail(
+                    capture: CaptureJSON(capture), labels: try await store.labels(captureNumber: number).map(ROIAPI.LabelJSON.init)))
         }
         api.get("captures/:number/image", .viewer) { _, context in
             let number = try AgentAPI.number(context)
-            let data = try store.image(of: try store.capture(number: number))
+            let data = try await store.image(of: try await store.capture(number: number))
             let type = data.starts(with: [0x89, 0x50, 0x4E, 0x47]) ? "image/png" : "image/jpeg"
             return AgentAPI.bytes(data, type: type)
         }
@@ -62,8 +63,8 @@ public struct CaptureAPI: Sendable {
             default: channels = 1
             }
             let user = self.user(request)
-            let recipe = try store.recipe()
-            let capture = try store.addCapture(
+            let recipe = try await store.recipe()
+            let capture = try await store.addCapture(
                 LabelStore.EncodedImage(bytes: body, width: decoded.width, height: decoded.height, channels: channels),
                 source: "import:\(name)",
                 inspectionType: recipe.inspectionType, recipeVersion: recipe.version, user: user)
@@ -72,7 +73,7 @@ public struct CaptureAPI: Sendable {
         if let captureFromCamera {
             api.post("captures", .operator) { request, _ in
                 let user = self.user(request)
-                return try AgentAPI.json(CaptureJSON(try captureFromCamera(user)), status: .created)
+                return try AgentAPI.json(CaptureJSON(try await captureFromCamera(user)), status: .created)
             }
         }
     }

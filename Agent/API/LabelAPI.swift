@@ -18,21 +18,22 @@ public struct LabelAPI: Sendable {
         api.get("labels", .viewer) { request, _ in
             let includedOnly = request.uri.queryParameters.get("included") == "true"
             var numbers: [Int64: Int] = [:]
-            let labels = try store.labels(includedOnly: includedOnly).map { label throws(StoreError) -> LabelSummary in
+            var labels: [LabelSummary] = []
+            for label in try await store.labels(includedOnly: includedOnly) {
                 let number: Int
                 if let known = numbers[label.captureID] {
                     number = known
                 } else {
-                    number = try store.capture(id: label.captureID).number
+                    number = try await store.capture(id: label.captureID).number
                     numbers[label.captureID] = number
                 }
-                return LabelSummary(capture: number, label: ROIAPI.LabelJSON(label))
+                labels.append(LabelSummary(capture: number, label: ROIAPI.LabelJSON(label)))
             }
             return try AgentAPI.json(labels)
         }
         api.get("edits", .viewer) { request, _ in
             let limit = min(1000, max(1, request.uri.queryParameters.get("limit", as: Int.self) ?? 100))
-            return try AgentAPI.json(try store.edits(limit: limit))
+            return try AgentAPI.json(try await store.edits(limit: limit))
         }
     }
 

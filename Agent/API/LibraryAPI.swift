@@ -34,8 +34,8 @@ public struct LibraryAPI: Sendable {
                 }
                 filter.limit = value
             }
-            let usage = try library.usage()
-            let frames = try library.frames(filter).map(FrameJSON.init)
+            let usage = try await library.usage()
+            let frames = try await library.frames(filter).map(FrameJSON.init)
             return try AgentAPI.json(
                 ListJSON(
                     frames: frames, kept: usage.frames, unsure: usage.unsure, bytes: usage.bytes,
@@ -43,12 +43,12 @@ public struct LibraryAPI: Sendable {
         }
         api.get("library/:id/image", .viewer) { _, context in
             let id = try Self.id(context)
-            return AgentAPI.bytes(try library.image(of: try library.frame(id: id)), type: "image/jpeg")
+            return AgentAPI.bytes(try await library.image(of: try await library.frame(id: id)), type: "image/jpeg")
         }
         api.post("library/:id/import", .operator) { request, context in
             let id = try Self.id(context)
             let user = self.user(request)
-            return try AgentAPI.json(CaptureAPI.CaptureJSON(try runtime.captureFromLibrary(id: id, user: user)), status: .created)
+            return try AgentAPI.json(CaptureAPI.CaptureJSON(try await runtime.captureFromLibrary(id: id, user: user)), status: .created)
         }
     }
 

@@ -43,11 +43,11 @@ public struct LiveAPI: Sendable {
                 guard threshold.isFinite, (0...1).contains(threshold) else {
                     throw StoreError.invalid("threshold must be 0…1, not \(threshold)")
                 }
-                var recipe = try store.recipe()
+                var recipe = try await store.recipe()
                 if recipe.confidenceThreshold != threshold {
                     recipe.confidenceThreshold = threshold
-                    try store.saveRecipe(recipe, user: user)
-                    try runtime.reload()
+                    try await store.saveRecipe(recipe, user: user)
+                    try await runtime.recipeChanged()
                 }
             }
             if let live = change.live {
@@ -75,13 +75,13 @@ public struct LiveAPI: Sendable {
         api.get("live/frame.jpg", .viewer) { request, _ in
             let width = min(4096, max(64, request.uri.queryParameters.get("width", as: Int.self) ?? 1280))
             guard let latest = pipeline.latest else { throw HTTPError(.notFound, message: "no frame has been inspected yet") }
-            return AgentAPI.bytes(try LiveOverlay.jpeg(latest, colors: try colors(), maxWidth: width), type: "image/jpeg")
+            return AgentAPI.bytes(try LiveOverlay.jpeg(latest, colors: try await colors(), maxWidth: width), type: "image/jpeg")
         }
         let sessions = runtime.store.sessionEvents
         api.get("live/stream.mjpeg", .viewer) { request, context in
             let width = min(4096, max(64, request.uri.queryParameters.get("width", as: Int.self) ?? 960))
             let fps = min(30, max(0.2, request.uri.queryParameters.get("fps", as: Double.self) ?? 10))
-            let colors = try colors()
+            let colors = try await colors()
             let ticks = AgentAPI.untilEnded(pipeline.subscribe(keepingNewest: 1), session: context, sessions)
             let boundary = "loupeframe"
             return Response(
@@ -109,8 +109,8 @@ public struct LiveAPI: Sendable {
         }
     }
 
-    private func colors() throws -> [RGB] {
-        let classes = try runtime.store.classes().sorted { $0.index < $1.index }
+    private func colors() async throws -> [RGB] {
+        let classes = try await runtime.store.classes().sorted { $0.index < $1.index }
         var colors = [RGB(0, 0, 0)]
         for record in classes {
             let c = record.color

@@ -35,12 +35,12 @@ public struct ROIAPI: Sendable {
         let api = routes.group("api/v1")
         api.get("captures/:number/rois/:roi/image", .viewer) { _, context in
             let (number, roiName) = try AgentAPI.target(context)
-            let crop = try roiCrop(number: number, roiName: roiName)
+            let crop = try await roiCrop(number: number, roiName: roiName)
             return AgentAPI.bytes(try PNGCodec.encode(crop), type: "image/png")
         }
         api.get("captures/:number/rois/:roi/mask", .viewer) { _, context in
             let (number, roiName) = try AgentAPI.target(context)
-            guard let label = try store.label(captureNumber: number, roiName: roiName) else {
+            guard let label = try await store.label(captureNumber: number, roiName: roiName) else {
                 throw StoreError.notFound("no mask for ROI \(roiName) on capture \(number)")
             }
             return AgentAPI.bytes(try store.blobs.get(label.maskHash), type: "image/png")
@@ -61,34 +61,35 @@ public struct ROIAPI: Sendable {
                 throw HTTPError(.unsupportedMediaType, message: "the mask is not a PNG we can read: \(error)")
             }
             let user = self.user(request)
-            let roi = try store.recipe().roi(named: roiName)
-            let label = try store.saveMask(
-                captureNumber: number, roi: (roi.name, roi.rect), mask: mask, classes: try store.maskValues(), user: user)
+            let roi = try await store.recipe().roi(named: roiName)
+            let label = try await store.saveMask(
+                captureNumber: number, roi: (roi.name, roi.rect), mask: mask, classes: try await store.maskValues(), user: user)
             return try AgentAPI.json(LabelJSON(label))
         }
         api.post("captures/:number/rois/:roi/strokes", .operator) { request, context in
             let (number, roiName) = try AgentAPI.target(context)
             let strokes = try await AgentAPI.decode(StrokeBatch.self, request, limit: 4 << 20).strokes
             let user = self.user(request)
-            let roi = try store.recipe().roi(named: roiName)
+            let roi = try await store.recipe().roi(named: roiName)
             return try AgentAPI.json(
                 LabelJSON(
-                    try store.applyStrokes(strokes, captureNumber: number, roi: roi, classes: try store.maskValues(), user: user)
+                    try await store.applyStrokes(
+                        strokes, captureNumber: number, roi: roi, classes: try await store.maskValues(), user: user)
                 ))
         }
         api.put("captures/:number/rois/:roi/include", .operator) { request, context in
             let (number, roiName) = try AgentAPI.target(context)
             let flag = try await AgentAPI.decode(IncludeFlag.self, request, limit: 1024)
             let user = self.user(request)
-            if flag.include, try store.label(captureNumber: number, roiName: roiName) == nil {
+            if flag.include, try await store.label(captureNumber: number, roiName: roiName) == nil {
                 // Ticking an ROI nobody painted adds it as a defect-free example.
-                let roi = try store.recipe().roi(named: roiName)
-                try store.saveMask(
+                let roi = try await store.recipe().roi(named: roiName)
+                try await store.saveMask(
                     captureNumber: number, roi: (roi.name, roi.rect), mask: try LabelStore.emptyMask(for: roi),
-                    classes: try store.maskValues(), user: user)
+                    classes: try await store.maskValues(), user: user)
             }
-            try store.setIncluded(captureNumber: number, roiName: roiName, included: flag.include, user: user)
-            return try AgentAPI.json(LabelJSON(try store.label(captureNumber: number, roiName: roiName)!))
+            try await store.setIncluded(captureNumber: number, roiName: roiName, included: flag.include, user: user)
+            return try AgentAPI.json(LabelJSON(try await store.label(captureNumber: number, roiName: roiName)!))
         }
 
         // The mask tools: fill holes, grow, shrink, remove specks.
@@ -96,14 +97,14 @@ public struct ROIAPI: Sendable {
             let (number, roiName) = try AgentAPI.target(context)
             let command = try await AgentAPI.decode(MaskToolCommand.self, request, limit: 4096)
             let user = self.user(request)
-            let roi = try store.recipe().roi(named: roiName)
+            let roi = try await store.recipe().roi(named: roiName)
             let radius = command.radius ?? 2
             guard radius.isFinite, (0.5...64).contains(radius) else {
                 throw StoreError.invalid("radius must be 0.5…64 px, not \(radius)")
             }
             let area = command.minimumArea ?? 30
             guard (1...1_000_000).contains(area) else { throw StoreError.invalid("minimumArea must be 1…1000000 px, not \(area)") }
-            let tool: (Image8) -> Image8
+            let tool: @Sendable (Image8) -> Image8
             switch command.tool {
             case "fill-holes": tool = MaskTools.fillHoles
             case "grow": tool = { MaskTools.dilate($0, radius: radius) }
@@ -111,8 +112,8 @@ public struct ROIAPI: Sendable {
             case "remove-specks": tool = { MaskTools.removeBlobs($0, smallerThan: area) }
             default: throw StoreError.invalid("tool must be fill-holes, grow, shrink or remove-specks, not \"\(command.tool)\"")
             }
-            let edit = try store.editMask(
-                captureNumber: number, roi: roi, classes: try store.maskValues(), user: user, action: command.tool
+            let edit = try await store.editMask(
+                captureNumber: number, roi: roi, classes: try await store.maskValues(), user: user, action: command.tool
             ) { mask in
                 mask = tool(mask)
             }
@@ -122,10 +123,10 @@ public struct ROIAPI: Sendable {
         api.get("captures/:number/rois/:roi/mask/check", .viewer) { request, context in
             let (number, roiName) = try AgentAPI.target(context)
             let minimum = request.uri.queryParameters.get("radius", as: Double.self) ?? MaskCheck.defaultRadius
-            guard let label = try store.label(captureNumber: number, roiName: roiName) else {
+            guard let label = try await store.label(captureNumber: number, roiName: roiName) else {
                 return try AgentAPI.json(MaskCheck(minimumRadius: minimum, thin: []))
             }
-            return try AgentAPI.json(MaskCheck(try store.mask(of: label), minimumRadius: minimum))
+            return try AgentAPI.json(MaskCheck(try await store.mask(of: label), minimumRadius: minimum))
         }
         // Undo and redo: put back an earlier version of a mask by its hash
         // (every version stays in the content-addressed blob store), or an
@@ -138,7 +139,7 @@ public struct ROIAPI: Sendable {
             guard ["undo", "redo", "revert"].contains(action) else {
                 throw HTTPError(.badRequest, message: "action must be undo, redo or revert, not \"\(action)\"")
             }
-            let roi = try store.recipe().roi(named: roiName)
+            let roi = try await store.recipe().roi(named: roiName)
             let mask: Image8
             if let hash = revert.maskSHA256 {
                 guard hash.count == 64, hash.allSatisfy(\.isHexDigit) else {
@@ -154,8 +155,8 @@ public struct ROIAPI: Sendable {
             } else {
                 mask = try LabelStore.emptyMask(for: roi)
             }
-            let edit = try store.editMask(
-                captureNumber: number, roi: roi, classes: try store.maskValues(), user: user, action: action
+            let edit = try await store.editMask(
+                captureNumber: number, roi: roi, classes: try await store.maskValues(), user: user, action: action
             ) { current in
                 current = mask
             }
@@ -170,9 +171,9 @@ public struct ROIAPI: Sendable {
         // The learned wand: features prepared when the page opens a capture, then clicks.
         api.post("captures/:number/rois/:roi/wand/prepare", .operator) { _, context in
             let (number, roiName) = try AgentAPI.target(context)
-            let key = try wandKey(number: number, roiName: roiName)
+            let key = try await wandKey(number: number, roiName: roiName)
             if runtime.wand.cached(key) == nil {
-                let (crop, mask) = try wandImage(number: number, roiName: roiName)
+                let (crop, mask) = try await wandImage(number: number, roiName: roiName)
                 runtime.wand.prepare(key, crop: crop, mask: mask, on: PagePriority.handlers)
             }
             return try AgentAPI.json(WandPrepared(ready: runtime.wand.isPrepared(key)), status: .accepted)
@@ -181,8 +182,8 @@ public struct ROIAPI: Sendable {
             let (number, roiName) = try AgentAPI.target(context)
             let click = try await AgentAPI.decode(WandClick.self, request, limit: 4096)
             let user = self.user(request)
-            let roi = try store.recipe().roi(named: roiName)
-            let key = try wandKey(number: number, roiName: roiName, roi: roi)
+            let roi = try await store.recipe().roi(named: roiName)
+            let key = try await wandKey(number: number, roiName: roiName, roi: roi)
             guard (0..<roi.rect.width).contains(click.x), (0..<roi.rect.height).contains(click.y) else {
                 throw StoreError.invalid("click (\(click.x), \(click.y)) is outside the \(roi.rect.width)x\(roi.rect.height) ROI")
             }
@@ -190,7 +191,7 @@ public struct ROIAPI: Sendable {
             guard tolerance.isFinite, (0...1).contains(tolerance) else {
                 throw StoreError.invalid("tolerance must be 0…1, not \(tolerance)")
             }
-            let classes = try store.maskValues()
+            let classes = try await store.maskValues()
             guard (1..<classes).contains(click.classIndex) else {
                 throw StoreError.invalid("class \(click.classIndex) is not one of 1…\(classes - 1)")
             }
@@ -201,39 +202,39 @@ public struct ROIAPI: Sendable {
             case let other: throw StoreError.invalid("mode must be \"add\" or \"remove\", not \"\(other)\"")
             }
             // Normally ready: the page asked for them when it opened the capture.
-            let preparing =
-                try runtime.wand.cached(key)
-                ?? {
-                    let (crop, mask) = try wandImage(number: number, roiName: roiName)
-                    return runtime.wand.prepare(key, crop: crop, mask: mask, on: PagePriority.handlers)
-                }()
+            let preparing: Task<WandFeatures, Never>
+            if let cached = runtime.wand.cached(key) {
+                preparing = cached
+            } else {
+                let (crop, mask) = try await wandImage(number: number, roiName: roiName)
+                preparing = runtime.wand.prepare(key, crop: crop, mask: mask, on: PagePriority.handlers)
+            }
             let features = await preparing.value
-            var selected = 0
-            let edit = try store.editMask(captureNumber: number, roi: roi, classes: classes, user: user, action: "wand") {
+            let edit = try await store.editMask(captureNumber: number, roi: roi, classes: classes, user: user, action: "wand") {
                 mask throws(StoreError) in
                 do {
                     let outcome = try runtime.wand.click(
                         key, features: features, at: LearnedWand.Click(x: click.x, y: click.y, positive: positive),
                         classIndex: UInt8(click.classIndex), tolerance: tolerance, current: mask)
                     mask = outcome.mask
-                    selected = outcome.selectedPixels
+                    return outcome.selectedPixels
                 } catch {
                     throw .invalid("ROI \(roiName): \(error)")
                 }
             }
-            return try AgentAPI.json(WandResult(selectedPixels: selected, label: ROIAPI.LabelJSON(edit)))
+            return try AgentAPI.json(WandResult(selectedPixels: edit.outcome, label: ROIAPI.LabelJSON(edit)))
         }
         // Suggested labels: the installed model's mask for an ROI, a proposal until accepted.
         api.post("captures/:number/rois/:roi/suggestion", .operator) { _, context in
             let (number, roiName) = try AgentAPI.target(context)
-            let key = try wandKey(number: number, roiName: roiName)
-            let crop = try roiCrop(number: number, roiName: roiName)
+            let key = try await wandKey(number: number, roiName: roiName)
+            let crop = try await roiCrop(number: number, roiName: roiName)
             let inspector = pipeline.currentInspector
             guard let segmenter = inspector.segmenter else {
                 throw HTTPError(
                     .conflict, message: "no model is installed on this camera: train or install one before asking for suggestions")
             }
-            let threshold = try store.recipe().confidenceThreshold
+            let threshold = try await store.recipe().confidenceThreshold
             let mask = try segmenter.segment(crop).mask(threshold: Float(threshold))
             runtime.suggestions.offer(.init(mask: mask, modelVersion: inspector.modelVersion, threshold: threshold), for: key)
             return try AgentAPI.json(
@@ -245,14 +246,14 @@ public struct ROIAPI: Sendable {
         api.post("captures/:number/rois/:roi/suggestion/accept", .operator) { request, context in
             let (number, roiName) = try AgentAPI.target(context)
             let user = self.user(request)
-            let roi = try store.recipe().roi(named: roiName)
-            let key = try wandKey(number: number, roiName: roiName, roi: roi)
+            let roi = try await store.recipe().roi(named: roiName)
+            let key = try await wandKey(number: number, roiName: roiName, roi: roi)
             guard let suggestion = runtime.suggestions.waiting(for: key) else {
                 throw HTTPError(
                     .conflict, message: "no suggestion is waiting for ROI \(roiName) of capture \(number): ask for one first")
             }
-            let classes = try store.maskValues()
-            let edit = try store.editMask(
+            let classes = try await store.maskValues()
+            let edit = try await store.editMask(
                 captureNumber: number, roi: roi, classes: classes, user: user, action: "suggestion",
                 note: "model \(suggestion.modelVersion) at threshold \(suggestion.threshold)"
             ) { mask throws(StoreError) in
@@ -263,16 +264,16 @@ public struct ROIAPI: Sendable {
         }
         api.delete("captures/:number/rois/:roi/suggestion", .operator) { _, context in
             let (number, roiName) = try AgentAPI.target(context)
-            guard runtime.suggestions.take(try wandKey(number: number, roiName: roiName)) != nil else {
+            guard runtime.suggestions.take(try await wandKey(number: number, roiName: roiName)) != nil else {
                 throw HTTPError(.notFound, message: "no suggestion is waiting for ROI \(roiName) of capture \(number)")
             }
             return Response(status: .noContent)
         }
     }
 
-    private func roiCrop(number: Int, roiName: String) throws -> Image8 {
-        let roi = try store.recipe().roi(named: roiName)
-        let image = try ImageFile.decode(try store.image(of: try store.capture(number: number))).gray8
+    private func roiCrop(number: Int, roiName: String) async throws -> Image8 {
+        let roi = try await store.recipe().roi(named: roiName)
+        let image = try ImageFile.decode(try await store.image(of: try await store.capture(number: number))).gray8
         guard roi.rect.x >= 0, roi.rect.y >= 0, roi.rect.x + roi.rect.width <= image.width, roi.rect.y + roi.rect.height <= image.height
         else {
             throw StoreError.invalid(
@@ -285,20 +286,20 @@ public struct ROIAPI: Sendable {
 
     /// What the wand's features and sessions and the suggestions are kept by: an ROI of a stored
     /// capture at the recipe's rectangle (a capture that does not exist is 404 here).
-    private func wandKey(number: Int, roiName: String, roi: RecipeROI? = nil) throws -> CaptureROI {
-        _ = try store.capture(number: number)
-        let roi = try roi ?? store.recipe().roi(named: roiName)
-        return CaptureROI(capture: number, roi: roiName, rect: roi.rect)
+    private func wandKey(number: Int, roiName: String, roi: RecipeROI? = nil) async throws -> CaptureROI {
+        _ = try await store.capture(number: number)
+        let rect = if let roi { roi.rect } else { try await store.recipe().roi(named: roiName).rect }
+        return CaptureROI(capture: number, roi: roiName, rect: rect)
     }
 
     /// The ROI's crop and its stored mask when that fits the ROI: what the wand's features are computed from.
-    private func wandImage(number: Int, roiName: String) throws -> (Image8, Image8?) {
-        let crop = try roiCrop(number: number, roiName: roiName)
+    private func wandImage(number: Int, roiName: String) async throws -> (Image8, Image8?) {
+        let crop = try await roiCrop(number: number, roiName: roiName)
         var mask: Image8?
-        if let label = try store.label(captureNumber: number, roiName: roiName), label.roiWidth == crop.width,
+        if let label = try await store.label(captureNumber: number, roiName: roiName), label.roiWidth == crop.width,
             label.roiHeight == crop.height
         {
-            mask = try store.mask(of: label)
+            mask = try await store.mask(of: label)
         }
         return (crop, mask)
     }
@@ -318,7 +319,7 @@ public struct ROIAPI: Sendable {
         var maskPNG: Data?
         var check: ROIAPI.MaskCheck?
 
-        init(_ edit: LabelStore.MaskEdit) {
+        init<Outcome>(_ edit: LabelStore.MaskEdit<Outcome>) {
             self.init(edit.label)
             maskPNG = edit.png
             check = ROIAPI.MaskCheck(edit.mask)

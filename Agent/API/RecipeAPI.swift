@@ -14,7 +14,7 @@ public struct RecipeAPI: Sendable {
     public let store: LabelStore
     public var user: @Sendable (Request) -> String = AgentAPI.signedInUser
     /// Called after a new recipe version is saved (the live pipeline reloads).
-    public var recipeSaved: @Sendable () throws -> Void = {}
+    public var recipeSaved: @Sendable () async throws -> Void = {}
     /// Why the agent cannot run a recipe (its camera takes no triggers); nil when it can.
     public var recipeRefusal: @Sendable (Recipe) -> String? = { _ in nil }
     /// The camera's newest frame, for the aligner's test; nil without an agent around the store.
@@ -27,34 +27,34 @@ public struct RecipeAPI: Sendable {
     /// The agent's wiring: a saved recipe reloads the live pipeline, and one its camera cannot run is refused.
     public init(runtime: AgentRuntime) {
         self.init(store: runtime.store)
-        recipeSaved = { try runtime.reload() }
+        recipeSaved = { try await runtime.recipeChanged() }
         recipeRefusal = { runtime.pipeline.refusal(of: $0) }
         latestFrame = { try runtime.pipeline.requireLatestFrame() }
     }
 
     public func register(on routes: AgentRoutes) {
         let api = routes.group("api/v1")
-        api.get("recipe", .viewer) { _, _ in try AgentAPI.json(try store.recipe()) }
+        api.get("recipe", .viewer) { _, _ in try AgentAPI.json(try await store.recipe()) }
         api.put("recipe", .operator) { request, _ in
             let recipe = try await AgentAPI.decode(Recipe.self, request, limit: 1 << 20)
             if let refusal = self.recipeRefusal(recipe) { throw HTTPError(.badRequest, message: refusal) }
             let user = self.user(request)
-            let saved = try store.saveRecipe(recipe, user: user)
-            try recipeSaved()
+            let saved = try await store.saveRecipe(recipe, user: user)
+            try await recipeSaved()
             return try AgentAPI.json(saved)
         }
-        api.get("classes", .viewer) { _, _ in try AgentAPI.json(try store.classes()) }
+        api.get("classes", .viewer) { _, _ in try AgentAPI.json(try await store.classes()) }
         api.put("classes", .operator) { request, _ in
             let classes = try await AgentAPI.decode([ClassRecord].self, request, limit: 1 << 16)
             let user = self.user(request)
-            try store.setClasses(classes, user: user)
-            return try AgentAPI.json(try store.classes())
+            try await store.setClasses(classes, user: user)
+            return try AgentAPI.json(try await store.classes())
         }
         if let latestFrame {
             // Recipe setup: find the template (saved or drafted) in the current live frame.
             api.post("align/test", .operator) { request, _ in
                 let draft = try await AgentAPI.decode(AlignDraft.self, request, limit: 8192)
-                let saved = try store.recipe()
+                let saved = try await store.recipe()
                 var recipe = saved
                 if let reference = draft.referenceCapture { recipe.referenceCapture = reference }
                 if let template = draft.template { recipe.template = template }
@@ -65,7 +65,7 @@ public struct RecipeAPI: Sendable {
                     throw StoreError.invalid("draw the aligner's template on a capture first")
                 }
                 let frame = try latestFrame()
-                let reference = try ImageFile.decode(try store.image(of: try store.capture(number: referenceNumber))).gray8
+                let reference = try ImageFile.decode(try await store.image(of: try await store.capture(number: referenceNumber))).gray8
                 let clock = ContinuousClock()
                 let start = clock.now
                 let alignment: Alignment

@@ -121,10 +121,13 @@ public final class Inspector: Sendable {
     public let segmenter: Segmenter?
     public let modelVersion: String
     public let classNames: [String]
+    /// The recipe's reference capture, what the aligner was built from (kept so a model swap keeps it).
+    public let reference: Image8?
     private let regions: [RegionOfInterest]
 
     public init(recipe: Recipe, reference: Image8?, segmenter: Segmenter?, modelVersion: String) throws {
         self.recipe = recipe
+        self.reference = reference
         if let configuration = recipe.alignerConfiguration, let reference {
             aligner = try Aligner(reference: reference, configuration: configuration)
         } else {

@@ -60,6 +60,12 @@ extension LabelStore {
         return key.withUnsafeBytes { Data($0) }
     }
 
+    /// Runs a password hash somewhere that may block for its ~100 ms (scrypt): the page's sign-in guard passes its
+    /// hashing threads (bounded, niced, 503 when full); others take `BlockingIO`.
+    public typealias PasswordHashing = @Sendable (_ work: @escaping @Sendable () throws -> Data) async throws -> Data
+
+    public static let hashOffPool: PasswordHashing = { work in try await BlockingIO.run(work) }
+
     static func checkPassword(_ password: String) throws(StoreError) {
         guard password.count >= minimumPasswordLength else {
             throw .invalid("a password needs at least \(minimumPasswordLength) characters")
@@ -67,16 +73,14 @@ extension LabelStore {
         guard password.utf8.count <= 1024 else { throw .invalid("a password may have at most 1024 bytes") }
     }
 
-    /// Adds a user (or replaces their password and role).
-    public func setUser(_ name: String, password: String, role: AccessRole) throws(StoreError) {
-        guard FleetName.isValid(name) else { throw .invalid(FleetName.refusal("user name", name)) }
+    /// Adds a user (or replaces their password and role). Throws the store's errors and whatever `hashing` throws
+    /// (the sign-in guard's 503 when its queue is full).
+    public func setUser(_ name: String, password: String, role: AccessRole, hashing: PasswordHashing = hashOffPool) async throws {
+        guard FleetName.isValid(name) else { throw StoreError.invalid(FleetName.refusal("user name", name)) }
         try Self.checkPassword(password)
         let salt = Data((0..<16).map { _ in UInt8.random(in: 0...255) })
-        let hash: Data
-        do { hash = try Self.passwordHash(password, salt: salt, costLog2: Self.passwordCostLog2) } catch {
-            throw .invalid("password hashing failed: \(error)")
-        }
-        try write { db in
+        let hash = try await hashing { try Self.passwordHash(password, salt: salt, costLog2: Self.passwordCostLog2) }
+        try await write { db in
             let existing = try UserRecord.fetchOne(db, key: name)
             try UserRecord(
                 name: name, role: role, salt: salt, hash: hash, costLog2: Self.passwordCostLog2,
@@ -88,12 +92,12 @@ extension LabelStore {
         sessionEvents.ended(user: name)
     }
 
-    public func users() throws(StoreError) -> [UserRecord] {
-        try read { db in try UserRecord.order(Column("name")).fetchAll(db) }
+    public func users() async throws(StoreError) -> [UserRecord] {
+        try await read { db in try UserRecord.order(Column("name")).fetchAll(db) }
     }
 
-    public func removeUser(_ name: String) throws(StoreError) {
-        try write { db in
+    public func removeUser(_ name: String) async throws(StoreError) {
+        try await write { db in
             guard try UserRecord.deleteOne(db, key: name) else { throw StoreError.notFound("user \(name)") }
             let admins = try UserRecord.filter(Column("role") == AccessRole.admin.rawValue).fetchCount(db)
             guard admins > 0 else { throw StoreError.invalid("the last admin cannot be removed") }
@@ -101,22 +105,22 @@ extension LabelStore {
         sessionEvents.ended(user: name)
     }
 
-    /// Checks a password and opens a session. Unknown users cost the same time as wrong passwords.
-    public func signIn(user name: String, password: String, lifetime: TimeInterval) throws(StoreError) -> (token: String, session: Session)?
-    {
-        let record = try read { db in try UserRecord.fetchOne(db, key: name) }
+    /// Checks a password and opens a session. Unknown users cost the same time as wrong passwords. Throws the
+    /// store's errors and whatever `hashing` throws.
+    public func signIn(
+        user name: String, password: String, lifetime: TimeInterval, hashing: PasswordHashing = hashOffPool
+    ) async throws -> (token: String, session: Session)? {
+        let record = try await read { db in try UserRecord.fetchOne(db, key: name) }
         let salt = record?.salt ?? Data(repeating: 0, count: 16)
-        let computed: Data
-        do { computed = try Self.passwordHash(password, salt: salt, costLog2: record?.costLog2 ?? Self.passwordCostLog2) } catch {
-            return nil
-        }
+        let cost = record?.costLog2 ?? Self.passwordCostLog2
+        let computed = try await hashing { try Self.passwordHash(password, salt: salt, costLog2: cost) }
         guard let record, Self.constantTimeEqual(computed, record.hash) else { return nil }
         let token = Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
             .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
         let now = Date()
         let session = SessionRecord(
             tokenHash: Self.sessionKey(token: token), user: name, createdAt: now, expiresAt: now.addingTimeInterval(lifetime))
-        try write { db in
+        try await write { db in
             try db.execute(sql: "DELETE FROM session WHERE expiresAt < ?", arguments: [now])
             try session.insert(db)
         }
@@ -124,14 +128,14 @@ extension LabelStore {
     }
 
     /// The live session a token names, if any.
-    public func session(token: String) throws(StoreError) -> Session? {
+    public func session(token: String) async throws(StoreError) -> Session? {
         guard let key = Self.sessionKey(checking: token) else { return nil }
-        return try session(key: key)
+        return try await session(key: key)
     }
 
     /// The live session stored under `key` (`sessionKey(token:)`), if any.
-    public func session(key: String) throws(StoreError) -> Session? {
-        try read { db -> Session? in
+    public func session(key: String) async throws(StoreError) -> Session? {
+        try await read { db -> Session? in
             guard let session = try SessionRecord.fetchOne(db, key: key), session.expiresAt > Date(),
                 let user = try UserRecord.fetchOne(db, key: session.user)
             else { return nil }
@@ -139,9 +143,9 @@ extension LabelStore {
         }
     }
 
-    public func signOut(token: String) throws(StoreError) {
+    public func signOut(token: String) async throws(StoreError) {
         let hash = Self.sessionKey(token: token)
-        try write { db in _ = try SessionRecord.deleteOne(db, key: hash) }
+        try await write { db in _ = try SessionRecord.deleteOne(db, key: hash) }
         sessionEvents.ended(key: hash)
     }
 

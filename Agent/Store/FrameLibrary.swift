@@ -169,12 +169,22 @@ public final class FrameLibrary: Sendable {
         return migrator
     }
 
-    private func write<T>(_ body: (Database) throws -> T) throws(StoreError) -> T {
+    /// The writer thread's own transactions (and the open's sweep): that thread is the Library's, so it may block.
+    private func writeOnThisThread<T>(_ body: (Database) throws -> T) throws(StoreError) -> T {
         do { return try pool.write(body) } catch { throw SQLiteDatabase.failure(error, path: directory + "/library.sqlite") }
     }
 
-    private func read<T>(_ body: (Database) throws -> T) throws(StoreError) -> T {
+    private func readOnThisThread<T>(_ body: (Database) throws -> T) throws(StoreError) -> T {
         do { return try pool.read(body) } catch { throw SQLiteDatabase.failure(error, path: directory + "/library.sqlite") }
+    }
+
+    /// Everyone else's (the page, the status report): on GRDB's queues while the calling task waits suspended.
+    private func write<T: Sendable>(_ body: @Sendable (Database) throws -> T) async throws(StoreError) -> T {
+        do { return try await pool.write(body) } catch { throw SQLiteDatabase.failure(error, path: directory + "/library.sqlite") }
+    }
+
+    private func read<T: Sendable>(_ body: @Sendable (Database) throws -> T) async throws(StoreError) -> T {
+        do { return try await pool.read(body) } catch { throw SQLiteDatabase.failure(error, path: directory + "/library.sqlite") }
     }
 
     // MARK: What is kept
@@ -259,7 +269,7 @@ public final class FrameLibrary: Sendable {
             imageHash: hash, bytes: jpeg.count, importedAs: nil,
             triggerSource: result.trigger?.source, triggerSequence: result.trigger?.sequence,
             shiftX: result.placement?.shiftX, shiftY: result.placement?.shiftY, angleDegrees: result.placement?.angleDegrees)
-        let removed = try write { db -> [String] in
+        let removed = try writeOnThisThread { db -> [String] in
             // Make room: by age, then oldest first until the new image fits the quota.
             var gone = try LibraryFrame.filter(Column("capturedAt") < frame.capturedAt.addingTimeInterval(-policy.maxAgeSeconds)).fetchAll(
                 db)
@@ -296,8 +306,8 @@ public final class FrameLibrary: Sendable {
         public init() {}
     }
 
-    public func frames(_ filter: Filter = Filter()) throws(StoreError) -> [LibraryFrame] {
-        try read { db in
+    public func frames(_ filter: Filter = Filter()) async throws(StoreError) -> [LibraryFrame] {
+        try await read { db in
             var request = LibraryFrame.all()
             if let verdict = filter.verdict { request = request.filter(Column("verdict") == verdict) }
             if let reason = filter.reason { request = request.filter(Column("reason") == reason) }
@@ -313,31 +323,38 @@ public final class FrameLibrary: Sendable {
         }
     }
 
-    public func frame(id: Int64) throws(StoreError) -> LibraryFrame {
-        guard let frame = try read({ db in try LibraryFrame.fetchOne(db, key: id) }) else { throw .notFound("Library frame \(id)") }
+    public func frame(id: Int64) async throws(StoreError) -> LibraryFrame {
+        guard let frame = try await read({ db in try LibraryFrame.fetchOne(db, key: id) }) else { throw .notFound("Library frame \(id)") }
         return frame
     }
 
-    public func image(of frame: LibraryFrame) throws(StoreError) -> Data {
-        try images.get(frame.imageHash)
+    public func image(of frame: LibraryFrame) async throws(StoreError) -> Data {
+        try await BlockingIO.run { [images] () throws(StoreError) in try images.get(frame.imageHash) }
+    }
+
+    /// Frames kept, the bytes their images take, and how many the model was unsure of.
+    public struct Usage: Sendable {
+        public var frames: Int
+        public var bytes: Int
+        public var unsure: Int
     }
 
     /// Frames kept and the bytes their images take.
-    public func usage() throws(StoreError) -> (frames: Int, bytes: Int, unsure: Int) {
-        try read { db in
+    public func usage() async throws(StoreError) -> Usage {
+        try await read { db in
             let row = try Row.fetchOne(db, sql: "SELECT COUNT(*), COALESCE(SUM(bytes), 0), COALESCE(SUM(unsure > 0), 0) FROM frame")
-            return (row?[0] ?? 0, row?[1] ?? 0, row?[2] ?? 0)
+            return Usage(frames: row?[0] ?? 0, bytes: row?[1] ?? 0, unsure: row?[2] ?? 0)
         }
     }
 
     /// Records that frame `id` became capture `capture`.
-    public func markImported(id: Int64, as capture: Int) throws(StoreError) {
-        try write { db in try db.execute(sql: "UPDATE frame SET importedAs = ? WHERE id = ?", arguments: [capture, id]) }
+    public func markImported(id: Int64, as capture: Int) async throws(StoreError) {
+        try await write { db in try db.execute(sql: "UPDATE frame SET importedAs = ? WHERE id = ?", arguments: [capture, id]) }
     }
 
     /// Images no row names (a crash between the image and its row, or between a row's removal and its image's).
     private func sweepOrphans() throws(StoreError) {
-        let named = Set(try read { db in try String.fetchAll(db, sql: "SELECT imageHash FROM frame") })
+        let named = Set(try readOnThisThread { db in try String.fetchAll(db, sql: "SELECT imageHash FROM frame") })
         guard let walker = FileManager.default.enumerator(atPath: images.root) else { return }
         while let relative = walker.nextObject() as? String {
             let name = (relative as NSString).lastPathComponent

@@ -130,6 +130,8 @@ public final class LabelStore: Sendable {
     /// The current recipe as last read or saved: every stroke and ROI request needs it, and only this store writes it
     /// (one agent process per data folder), so it is read from SQLite once.
     private let currentRecipe = Mutex<Recipe?>(nil)
+    /// The defect classes as last read or set, for the same reason.
+    private let currentClasses = Mutex<[ClassRecord]?>(nil)
 
     public init(directory: String) throws(StoreError) {
         self.directory = directory
@@ -243,12 +245,15 @@ public final class LabelStore: Sendable {
         return migrator
     }
 
-    func write<T>(_ body: (Database) throws -> T) throws(StoreError) -> T {
-        do { return try pool.write(body) } catch { throw SQLiteDatabase.failure(error, path: directory + "/labels.sqlite") }
+    /// A write transaction, run by GRDB on its writer's own queue while the calling task waits suspended: a commit
+    /// (`synchronous=FULL`, an fsync) never holds a thread of the Swift task pool.
+    func write<T: Sendable>(_ body: @Sendable (Database) throws -> T) async throws(StoreError) -> T {
+        do { return try await pool.write(body) } catch { throw SQLiteDatabase.failure(error, path: directory + "/labels.sqlite") }
     }
 
-    func read<T>(_ body: (Database) throws -> T) throws(StoreError) -> T {
-        do { return try pool.read(body) } catch { throw SQLiteDatabase.failure(error, path: directory + "/labels.sqlite") }
+    /// A read, on one of GRDB's reader queues (WAL: reads never wait for the writer).
+    func read<T: Sendable>(_ body: @Sendable (Database) throws -> T) async throws(StoreError) -> T {
+        do { return try await pool.read(body) } catch { throw SQLiteDatabase.failure(error, path: directory + "/labels.sqlite") }
     }
 
     // MARK: Captures
@@ -269,11 +274,11 @@ public final class LabelStore: Sendable {
     /// Stores an encoded image as the next capture, taken from `source` at `date` under the recipe named.
     public func addCapture(
         _ image: EncodedImage, source: String, at date: Date = Date(), inspectionType: String, recipeVersion: Int, user: String
-    ) throws(StoreError) -> CaptureRecord {
+    ) async throws(StoreError) -> CaptureRecord {
         let (width, height, channels) = (image.width, image.height, image.channels)
         guard width > 0, height > 0, [1, 3].contains(channels) else { throw .invalid("capture of \(width)x\(height)x\(channels)") }
-        let hash = try blobs.put(image.bytes)
-        return try write { db in
+        let hash = try await BlockingIO.run { [blobs] () throws(StoreError) in try blobs.put(image.bytes) }
+        return try await write { db in
             let next = (try Int.fetchOne(db, sql: "SELECT MAX(number) FROM capture") ?? 0) + 1
             var record = CaptureRecord(
                 id: nil, number: next, imageHash: hash, width: width, height: height, channels: channels, source: source, capturedAt: date,
@@ -285,46 +290,50 @@ public final class LabelStore: Sendable {
         }
     }
 
-    public func capture(number: Int) throws(StoreError) -> CaptureRecord {
-        guard let record = try read({ db in try CaptureRecord.filter(Column("number") == number).fetchOne(db) }) else {
+    public func capture(number: Int) async throws(StoreError) -> CaptureRecord {
+        guard let record = try await read({ db in try CaptureRecord.filter(Column("number") == number).fetchOne(db) }) else {
             throw .notFound("capture \(number)")
         }
         return record
     }
 
-    public func capture(id: Int64) throws(StoreError) -> CaptureRecord {
-        guard let record = try read({ db in try CaptureRecord.fetchOne(db, key: id) }) else { throw .notFound("capture id \(id)") }
+    public func capture(id: Int64) async throws(StoreError) -> CaptureRecord {
+        guard let record = try await read({ db in try CaptureRecord.fetchOne(db, key: id) }) else { throw .notFound("capture id \(id)") }
         return record
     }
 
-    public func captures(offset: Int = 0, limit: Int = 100) throws(StoreError) -> [CaptureRecord] {
-        try read { db in try CaptureRecord.order(Column("number")).limit(limit, offset: offset).fetchAll(db) }
+    public func captures(offset: Int = 0, limit: Int = 100) async throws(StoreError) -> [CaptureRecord] {
+        try await read { db in try CaptureRecord.order(Column("number")).limit(limit, offset: offset).fetchAll(db) }
     }
 
-    public func captureCount() throws(StoreError) -> Int {
-        try read { db in try CaptureRecord.fetchCount(db) }
+    public func captureCount() async throws(StoreError) -> Int {
+        try await read { db in try CaptureRecord.fetchCount(db) }
     }
 
-    public func image(of capture: CaptureRecord) throws(StoreError) -> Data {
-        try blobs.get(capture.imageHash)
+    public func image(of capture: CaptureRecord) async throws(StoreError) -> Data {
+        try await BlockingIO.run { [blobs] () throws(StoreError) in try blobs.get(capture.imageHash) }
     }
 
     // MARK: Classes
 
-    public func classes() throws(StoreError) -> [ClassRecord] {
-        try read { db in try ClassRecord.order(Column("index")).fetchAll(db) }
+    /// The defect classes, 1… in order; held once read or set, like the recipe (a stroke needs them).
+    public func classes() async throws(StoreError) -> [ClassRecord] {
+        if let held = currentClasses.withLock({ $0 }) { return held }
+        let classes = try await read { db in try ClassRecord.order(Column("index")).fetchAll(db) }
+        currentClasses.withLock { $0 = $0 ?? classes }
+        return classes
     }
 
     /// How many values an ROI's mask may hold: background (0) and each class.
-    public func maskValues() throws(StoreError) -> Int { try classes().count + 1 }
+    public func maskValues() async throws(StoreError) -> Int { try await classes().count + 1 }
 
     /// Replaces the defect classes (indices 1…N in order).
-    public func setClasses(_ classes: [ClassRecord], user: String) throws(StoreError) {
+    public func setClasses(_ classes: [ClassRecord], user: String) async throws(StoreError) {
         guard classes.enumerated().allSatisfy({ $0.offset + 1 == $0.element.index }) else {
             throw .invalid("class indices must be 1…N in order")
         }
         if let problem = ClassNames.problem(with: classes.map(\.name)) { throw .invalid(problem) }
-        try write { db in
+        try await write { db in
             try ClassRecord.deleteAll(db)
             for record in classes { try record.insert(db) }
             var edit = EditRecord(
@@ -332,6 +341,7 @@ public final class LabelStore: Sendable {
                 detail: classes.map(\.name).joined(separator: ", "))
             try edit.insert(db)
         }
+        currentClasses.withLock { $0 = classes }
     }
 
     // MARK: Labels
@@ -342,23 +352,27 @@ public final class LabelStore: Sendable {
     public func saveMask(
         captureNumber: Int, roi: (name: String, rect: PixelRect), mask: Image8, classes: Int, inspectionType: String? = nil, user: String,
         action: String = "mask"
-    ) throws(StoreError) -> LabelRecord {
-        let (png, labelled) = try Self.encoded(mask, roi: roi, classes: classes)
-        let capture = try capture(number: captureNumber)
-        let hash = try blobs.put(png)
-        return try write { db in
+    ) async throws(StoreError) -> LabelRecord {
+        let capture = try await capture(number: captureNumber)
+        let (hash, labelled) = try await BlockingIO.run { [blobs] () throws(StoreError) in
+            let (png, labelled) = try Self.encoded(mask, roi: roi, classes: classes)
+            return (try blobs.put(png), labelled)
+        }
+        return try await write { db in
             try self.record(
                 (hash, labelled), capture: capture, roi: roi, entry: EditEntry(user: user, action: action),
                 existing: try LabelRecord.fetchOne(db, key: ["captureID": try capture.rowID(), "roiName": roi.name]), db: db)
         }
     }
 
-    /// An ROI's mask after an edit, and its label.
-    public struct MaskEdit: Sendable {
+    /// An ROI's mask after an edit, its label, and what the edit said of itself.
+    public struct MaskEdit<Outcome: Sendable>: Sendable {
         public var label: LabelRecord
         public var mask: Image8
         /// The mask as stored (PNG).
         public var png: Data
+        /// What the edit returned (the wand: how many pixels it selected).
+        public var outcome: Outcome
     }
 
     /// The one way an ROI's mask is edited (strokes, the wand, the mask
@@ -366,29 +380,30 @@ public final class LabelStore: Sendable {
     /// edit's record inside one SQLite write, so two editors of one ROI never
     /// lose an edit. An ROI with no mask yet, or resized since its mask was
     /// drawn (the old mask belongs to another rectangle), starts from an
-    /// empty one.
-    @discardableResult
+    /// empty one. The whole edit (decode, change, encode, blob, rows) runs on
+    /// GRDB's writer queue, not on the task pool.
     /// `note` goes before the labelled pixel count in the edit log (where a mask came from).
-    public func editMask(
+    @discardableResult
+    public func editMask<Outcome: Sendable>(
         captureNumber: Int, roi: RecipeROI, classes: Int, user: String, action: String, note: String? = nil,
-        _ edit: (inout Image8) throws(StoreError) -> Void
-    ) throws(StoreError) -> MaskEdit {
-        let capture = try capture(number: captureNumber)
+        _ edit: @Sendable (inout Image8) throws(StoreError) -> Outcome
+    ) async throws(StoreError) -> MaskEdit<Outcome> {
+        let capture = try await capture(number: captureNumber)
         let blank = try Self.emptyMask(for: roi)
-        return try write { db in
+        return try await write { db in
             var mask = blank
             let existing = try LabelRecord.fetchOne(db, key: ["captureID": try capture.rowID(), "roiName": roi.name])
             if let existing, existing.roiWidth == roi.rect.width, existing.roiHeight == roi.rect.height {
-                mask = try self.mask(of: existing)
+                mask = try self.decodedMask(of: existing)
             }
-            try edit(&mask)
+            let outcome = try edit(&mask)
             let (png, labelled) = try Self.encoded(mask, roi: (roi.name, roi.rect), classes: classes)
             // The blob before the row that names it, as everywhere.
             let hash = try blobs.put(png)
             let label = try self.record(
                 (hash, labelled), capture: capture, roi: (roi.name, roi.rect), entry: EditEntry(user: user, action: action, note: note),
                 existing: existing, db: db)
-            return MaskEdit(label: label, mask: mask, png: png)
+            return MaskEdit(label: label, mask: mask, png: png, outcome: outcome)
         }
     }
 
@@ -435,14 +450,15 @@ public final class LabelStore: Sendable {
         return record
     }
 
-    public func label(captureNumber: Int, roiName: String) throws(StoreError) -> LabelRecord? {
-        let capture = try capture(number: captureNumber)
-        return try read { db in try LabelRecord.fetchOne(db, key: ["captureID": try capture.rowID(), "roiName": roiName]) }
+    public func label(captureNumber: Int, roiName: String) async throws(StoreError) -> LabelRecord? {
+        let capture = try await capture(number: captureNumber)
+        return try await read { db in try LabelRecord.fetchOne(db, key: ["captureID": try capture.rowID(), "roiName": roiName]) }
     }
 
-    public func labels(captureNumber: Int? = nil, includedOnly: Bool = false) throws(StoreError) -> [LabelRecord] {
-        let captureID = try captureNumber.map { number throws(StoreError) in try capture(number: number).rowID() }
-        return try read { db in
+    public func labels(captureNumber: Int? = nil, includedOnly: Bool = false) async throws(StoreError) -> [LabelRecord] {
+        var captureID: Int64?
+        if let captureNumber { captureID = try await capture(number: captureNumber).rowID() }
+        return try await read { [captureID] db in
             var request = LabelRecord.all()
             if let captureID { request = request.filter(Column("captureID") == captureID) }
             if includedOnly { request = request.filter(Column("includeInTraining") == true) }
@@ -450,7 +466,12 @@ public final class LabelStore: Sendable {
         }
     }
 
-    public func mask(of label: LabelRecord) throws(StoreError) -> Image8 {
+    public func mask(of label: LabelRecord) async throws(StoreError) -> Image8 {
+        try await BlockingIO.run { () throws(StoreError) in try self.decodedMask(of: label) }
+    }
+
+    /// A label's mask, read and decoded on the calling thread (inside a transaction or on `BlockingIO`).
+    private func decodedMask(of label: LabelRecord) throws(StoreError) -> Image8 {
         let data = try blobs.get(label.maskHash)
         do { return try PNGCodec.decode(data).gray8 } catch {
             throw .io(path: blobs.path(for: label.maskHash), reason: "mask does not decode: \(error)")
@@ -458,9 +479,9 @@ public final class LabelStore: Sendable {
     }
 
     /// The ROI checkbox: only ticked ROIs go into training (and to the manager).
-    public func setIncluded(captureNumber: Int, roiName: String, included: Bool, user: String) throws(StoreError) {
-        let capture = try capture(number: captureNumber)
-        try write { db in
+    public func setIncluded(captureNumber: Int, roiName: String, included: Bool, user: String) async throws(StoreError) {
+        let capture = try await capture(number: captureNumber)
+        try await write { db in
             guard var record = try LabelRecord.fetchOne(db, key: ["captureID": try capture.rowID(), "roiName": roiName]) else {
                 throw StoreError.notFound("label of ROI \(roiName) on capture \(captureNumber) (draw before ticking)")
             }
@@ -481,8 +502,8 @@ public final class LabelStore: Sendable {
         }
     }
 
-    public func edits(limit: Int = 100) throws(StoreError) -> [EditRecord] {
-        try read { db in try EditRecord.order(Column("id").desc).limit(limit).fetchAll(db) }
+    public func edits(limit: Int = 100) async throws(StoreError) -> [EditRecord] {
+        try await read { db in try EditRecord.order(Column("id").desc).limit(limit).fetchAll(db) }
     }
 
     // MARK: Outbox
@@ -573,17 +594,17 @@ public final class LabelStore: Sendable {
         }
     }
 
-    public func outbox(limit: Int = 100) throws(StoreError) -> [OutboxRecord] {
-        try read { db in try OutboxRecord.order(Column("id")).limit(limit).fetchAll(db) }
+    public func outbox(limit: Int = 100) async throws(StoreError) -> [OutboxRecord] {
+        try await read { db in try OutboxRecord.order(Column("id")).limit(limit).fetchAll(db) }
     }
 
-    public func outboxDepth() throws(StoreError) -> Int {
-        try read { db in try OutboxRecord.fetchCount(db) }
+    public func outboxDepth() async throws(StoreError) -> Int {
+        try await read { db in try OutboxRecord.fetchCount(db) }
     }
 
     /// The next outbox items, oldest first.
-    public func pendingUploads(limit: Int, skipping: Set<Int64> = []) throws(StoreError) -> [OutboxRecord] {
-        try read { db in
+    public func pendingUploads(limit: Int, skipping: Set<Int64> = []) async throws(StoreError) -> [OutboxRecord] {
+        try await read { db in
             var request = OutboxRecord.order(Column("id"))
             if !skipping.isEmpty { request = request.filter(!skipping.contains(Column("id"))) }
             return try request.limit(limit).fetchAll(db)
@@ -591,23 +612,23 @@ public final class LabelStore: Sendable {
     }
 
     /// Notes a failed upload attempt on an outbox item.
-    public func recordAttempt(outboxID: Int64, error: String) throws(StoreError) {
-        try write { db in
+    public func recordAttempt(outboxID: Int64, error: String) async throws(StoreError) {
+        try await write { db in
             try db.execute(sql: "UPDATE outbox SET attempts = attempts + 1, lastError = ? WHERE id = ?", arguments: [error, outboxID])
         }
     }
 
     /// The manager stored this version durably: drop it from the outbox.
-    public func acknowledge(contentHash: String) throws(StoreError) {
-        try write { db in _ = try OutboxRecord.filter(Column("contentHash") == contentHash).deleteAll(db) }
+    public func acknowledge(contentHash: String) async throws(StoreError) {
+        try await write { db in _ = try OutboxRecord.filter(Column("contentHash") == contentHash).deleteAll(db) }
     }
 
     // MARK: Recipe
 
     /// The current recipe (version 0, empty, until one is saved).
-    public func recipe() throws(StoreError) -> Recipe {
+    public func recipe() async throws(StoreError) -> Recipe {
         if let held = currentRecipe.withLock({ $0 }) { return held }
-        let recipe = try read { db in try Self.recipe(db) }
+        let recipe = try await read { db in try Self.recipe(db) }
         currentRecipe.withLock { $0 = $0 ?? recipe }
         return recipe
     }
@@ -622,9 +643,9 @@ public final class LabelStore: Sendable {
 
     /// Saves `recipe` as the next version and returns it with that version.
     @discardableResult
-    public func saveRecipe(_ recipe: Recipe, user: String) throws(StoreError) -> Recipe {
+    public func saveRecipe(_ recipe: Recipe, user: String) async throws(StoreError) -> Recipe {
         try recipe.validate()
-        let saved = try write { db in
+        let saved = try await write { db in
             let next = (try Int.fetchOne(db, sql: "SELECT MAX(version) FROM recipe") ?? 0) + 1
             var saved = recipe
             saved.version = next
@@ -650,14 +671,15 @@ public final class LabelStore: Sendable {
     @discardableResult
     public func applyStrokes(
         _ strokes: [Stroke], captureNumber: Int, roi: RecipeROI, classes: Int, user: String
-    ) throws(StoreError) -> MaskEdit {
-        try editMask(captureNumber: captureNumber, roi: roi, classes: classes, user: user, action: "strokes") { mask throws(StoreError) in
+    ) async throws(StoreError) -> MaskEdit<Void> {
+        try await editMask(captureNumber: captureNumber, roi: roi, classes: classes, user: user, action: "strokes") {
+            mask throws(StoreError) in
             try MaskPainter.apply(strokes, to: &mask, classes: classes)
         }
     }
 
     /// Checks SQLite's own consistency (for tests and `loupe agent check`).
-    public func integrityCheck() throws(StoreError) -> String {
-        try read { db in try String.fetchOne(db, sql: "PRAGMA integrity_check") ?? "no answer" }
+    public func integrityCheck() async throws(StoreError) -> String {
+        try await read { db in try String.fetchOne(db, sql: "PRAGMA integrity_check") ?? "no answer" }
     }
 }

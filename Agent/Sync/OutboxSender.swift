@@ -29,7 +29,7 @@ public struct OutboxSender: Sendable {
         var limiter = RateLimiter(bytesPerSecond: bytesPerSecond)
         while !connection.isClosed {
             let (store, limit, skipping) = (self.store, window * 4, refused)
-            let batch = try await BlockingIO.run { () throws(StoreError) in try store.pendingUploads(limit: limit, skipping: skipping) }
+            let batch = try await store.pendingUploads(limit: limit, skipping: skipping)
             if batch.isEmpty {
                 try await Task.sleep(for: .seconds(1))
                 continue
@@ -63,17 +63,17 @@ public struct OutboxSender: Sendable {
                 while let (id, hash, result) = try await group.next() {
                     switch result {
                     case .success:
-                        try await BlockingIO.run { () throws(StoreError) in try store.acknowledge(contentHash: hash) }
+                        try await store.acknowledge(contentHash: hash)
                         sent += 1
                     case .failure(let error):
                         if let message = Self.permanentRefusal(error) {
                             // The manager will never take this one: keep it, say why, and move on.
                             refused.insert(id)
-                            try? await BlockingIO.run { () throws(StoreError) in try store.recordAttempt(outboxID: id, error: message) }
+                            try? await store.recordAttempt(outboxID: id, error: message)
                             logger.error("manager refused a labelled ROI", metadata: ["outbox": "\(id)", "reason": "\(message)"])
                         } else {
                             let reason = "\(error)"
-                            try? await BlockingIO.run { () throws(StoreError) in try store.recordAttempt(outboxID: id, error: reason) }
+                            try? await store.recordAttempt(outboxID: id, error: reason)
                             throw error
                         }
                     }

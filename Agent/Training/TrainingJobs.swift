@@ -85,14 +85,14 @@ public final class TrainingJobs: Service, Sendable {
     public func start(_ request: TrainingRequest, user: String) async throws -> TrainingStatus {
         do { try request.validate() } catch { throw StoreError.invalid("\(error)") }
         if let manager { return try await startOnManager(request, user: user, connection: manager) }
-        return try startLocally(request, user: user)
+        return try await startLocally(request, user: user)
     }
 
-    private func startLocally(_ request: TrainingRequest, user: String) throws -> TrainingStatus {
-        let recipe = try runtime.store.recipe()
-        let classes = try runtime.store.classes()
+    private func startLocally(_ request: TrainingRequest, user: String) async throws -> TrainingStatus {
+        let recipe = try await runtime.store.recipe()
+        let classes = try await runtime.store.classes()
         guard !classes.isEmpty else { throw StoreError.invalid("define at least one defect class before training") }
-        let dataset = try runtime.trainingSet(inspectionType: recipe.inspectionType, classes: classes.count + 1)
+        let dataset = try await runtime.trainingSet(inspectionType: recipe.inspectionType, classes: classes.count + 1)
         guard !dataset.items.isEmpty else {
             throw StoreError.invalid("no ROIs of inspection type \(recipe.inspectionType) are ticked for training")
         }
@@ -160,8 +160,10 @@ public final class TrainingJobs: Service, Sendable {
     private func startOnManager(
         _ request: TrainingRequest, user: String, connection link: @Sendable () -> WireConnection?
     ) async throws -> TrainingStatus {
-        let recipe = try runtime.store.recipe()
-        guard try !runtime.store.classes().isEmpty else { throw StoreError.invalid("define at least one defect class before training") }
+        let recipe = try await runtime.store.recipe()
+        guard try await !runtime.store.classes().isEmpty else {
+            throw StoreError.invalid("define at least one defect class before training")
+        }
         guard let first = link(), !first.isClosed else { throw TrainingJobError.managerUnreachable }
         var status = TrainingStatus(
             jobId: "pending", state: .running, location: "manager", phase: "syncing", pass: 0, passes: request.iterations,
@@ -174,7 +176,7 @@ public final class TrainingJobs: Service, Sendable {
         publish(status)
         // This camera's newest labels go up first, so the job trains on them.
         let deadline = ContinuousClock.now + .seconds(60)
-        while (try? runtime.store.outboxDepth()) ?? 0 > 0, ContinuousClock.now < deadline {
+        while (try? await runtime.store.outboxDepth()) ?? 0 > 0, ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(200))
         }
         let start = Loupe_V1_TrainingStart(inspectionType: recipe.inspectionType, request: request)

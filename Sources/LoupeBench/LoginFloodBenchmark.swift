@@ -91,8 +91,8 @@ public struct LoginFloodBenchmark {
         let config = AgentConfig(
             cameraId: "bench", manager: nil, tls: TLSFiles(ca: "", cert: "", key: ""), dataDir: dir,
             http: .init(address: "127.0.0.1:0", initialAdminPassword: "bench-admin-password"))
-        let runtime = try AgentRuntime(config: config, logger: quietLogger)
-        try AgentHTTP.ensureAdmin(runtime: runtime, logger: quietLogger)
+        let runtime = try await AgentRuntime(config: config, logger: quietLogger)
+        try await AgentHTTP.ensureAdmin(runtime: runtime, logger: quietLogger)
         var limits = SignInGuard.Limits()
         if condition == .open {
             limits.concurrentHashes = ProcessInfo.processInfo.activeProcessorCount

@@ -164,7 +164,7 @@ struct DemoCommand: AsyncParsableCommand {
             config.camera?.partSeed = 7
             config.modelKeys = [(managerConfig.signingKeyPath as NSString).deletingPathExtension + ".pub"]
             agents.append(
-                try AgentAssembly(config: config, logger: logger) { url in
+                try await AgentAssembly(config: config, logger: logger) { url in
                     lock.withLock { urls.set((urls.value ?? [:]).merging([camera: url]) { $1 }) }
                 })
         }
@@ -222,7 +222,8 @@ struct DemoCommand: AsyncParsableCommand {
 
             // 4. Sync.
             try await Self.waitFor("the outboxes to drain", timeout: .seconds(120)) {
-                agents.allSatisfy { ((try? $0.runtime.store.outboxDepth()) ?? 1) == 0 }
+                for agent in agents where ((try? await agent.runtime.store.outboxDepth()) ?? 1) > 0 { return false }
+                return true
             }
             step("\(labelled) labelled ROIs synced to the manager")
 
@@ -430,10 +431,10 @@ struct DemoCommand: AsyncParsableCommand {
 
     /// Polls `condition` every `interval` until it holds; a timeout names what was awaited.
     static func waitFor(
-        _ what: String, timeout: Duration, every interval: Duration = .milliseconds(100), _ condition: () throws -> Bool
+        _ what: String, timeout: Duration, every interval: Duration = .milliseconds(100), _ condition: () async throws -> Bool
     ) async throws {
         let deadline = ContinuousClock.now + timeout
-        while !(try condition()) {
+        while !(try await condition()) {
             guard ContinuousClock.now < deadline else { throw ValidationError("timed out waiting for \(what)") }
             try await Task.sleep(for: interval)
         }

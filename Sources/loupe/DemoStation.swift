@@ -95,7 +95,7 @@ struct DemoStation {
         config.line = .init(modbus: .init(address: "127.0.0.1:0"))
         config.modelKeys = [modelKey]
         let url = LateBound<String>()
-        let agent = try AgentAssembly(config: config, logger: logger) { url.set($0) }
+        let agent = try await AgentAssembly(config: config, logger: logger) { url.set($0) }
         let group = ServiceGroup(configuration: .init(services: agent.services.map { .init(service: $0) }, logger: logger))
         let task = Task { try await group.run() }
         let outcome: Result<Outcome, any Error>

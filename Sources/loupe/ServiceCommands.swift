@@ -131,7 +131,7 @@ struct AgentCommand: AsyncParsableCommand {
         logger[metadataKey: "camera"] = "\(config.cameraId)"
         let (httpLogger, readyFile) = (logger, self.readyFile)
         // The label store, models and live pipeline: opened (and migrated) before anything else runs.
-        let agent = try AgentAssembly(config: config, logger: logger) { url in
+        let agent = try await AgentAssembly(config: config, logger: logger) { url in
             httpLogger.info("http listening", metadata: ["address": "\(url.split(separator: "/").last ?? "")", "url": "\(url)"])
             if let readyFile { try? "\(url)\n".write(toFile: readyFile, atomically: true, encoding: .utf8) }
         }

@@ -19,8 +19,8 @@ import LoupeTesting
         }
     }
 
-    private func agentConfig(pki: TestPKI, camera: String, port: Int) throws -> String {
-        try writeAgentConfig(pki: pki, camera: camera, port: port)
+    private func agentConfig(pki: TestPKI, camera: String, port: Int) async throws -> String {
+        try await writeAgentConfig(pki: pki, camera: camera, port: port)
     }
 
     @Test func anAgentSurvivesAManagerRestartAndShutsDownGracefully() async throws {
@@ -29,7 +29,7 @@ import LoupeTesting
         let first = try ManagerProcessSetup(pki: pki)
         let (manager, port) = try await first.start()
         let agent = try LoupeProcess(
-            ["agent", "--config", try agentConfig(pki: pki, camera: "cam-7", port: port)], log: pki.dir + "/agent.log")
+            ["agent", "--config", try await agentConfig(pki: pki, camera: "cam-7", port: port)], log: pki.dir + "/agent.log")
 
         let online = try await eventually {
             try await fleet(port: port, operator: alice).contains { $0.cameraID == "cam-7" && $0.online && $0.status.uptimeSeconds >= 0 }
@@ -66,7 +66,7 @@ import LoupeTesting
     /// A standalone camera (no manager) serving its label API on loopback.
     @Test func aStandaloneAgentServesTheLabelAPI() async throws {
         let pki = try TestPKI()
-        let path = try writeAgentConfig(
+        let path = try await writeAgentConfig(
             pki: pki, camera: "cam-solo", port: nil, dataDir: pki.dir + "/solo-data", extra: ["http": ["address": "127.0.0.1:0"]])
         let agent = try LoupeProcess(["agent", "--config", path], log: pki.dir + "/solo.log")
         let address = try await agent.loggedAddress(after: "http listening")

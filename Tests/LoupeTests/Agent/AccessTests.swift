@@ -21,8 +21,8 @@ extension SignInSuites {
     @Suite struct AccessTests {
         static func runtime(
             _ dir: String, http: AgentConfig.HTTPSettings, tls: TLSFiles = TLSFiles(ca: "", cert: "", key: "")
-        ) throws -> AgentRuntime {
-            try AgentRuntime(
+        ) async throws -> AgentRuntime {
+            try await AgentRuntime(
                 config: AgentConfig(cameraId: "cam-a", manager: nil, tls: tls, dataDir: dir, http: http), logger: Logger(label: "test"))
         }
 
@@ -54,8 +54,8 @@ extension SignInSuites {
         @Test func rolesDecideWhoMayChangeWhatAndEditsNameTheUser() async throws {
             let dir = LabelStoreTests.temporaryDirectory()
             defer { try? FileManager.default.removeItem(atPath: dir) }
-            let runtime = try Self.runtime(dir, http: .init(address: "127.0.0.1:0", initialAdminPassword: "first-start-secret"))
-            try AgentHTTP.ensureAdmin(runtime: runtime, logger: Logger(label: "test"))
+            let runtime = try await Self.runtime(dir, http: .init(address: "127.0.0.1:0", initialAdminPassword: "first-start-secret"))
+            try await AgentHTTP.ensureAdmin(runtime: runtime, logger: Logger(label: "test"))
             try await Self.app(runtime).test(.live) { client in
                 // Open: health. Everything else: 401 without a session, or with a made-up token.
                 try await client.execute(uri: "/api/v1/health", method: .get) { #expect($0.status == .ok) }
@@ -96,7 +96,7 @@ extension SignInSuites {
                 var claimed = Self.bearer(ann)
                 claimed[HTTPField.Name("X-Loupe-User")!] = "admin"
                 try await client.execute(uri: "/api/v1/recipe", method: .put, headers: claimed, body: recipe) { #expect($0.status == .ok) }
-                let lastEditor = try runtime.store.edits(limit: 1).first?.user
+                let lastEditor = try await runtime.store.edits(limit: 1).first?.user
                 #expect(lastEditor == "ann")
                 // A viewer reads, but cannot change the recipe, the labels or users.
                 try await client.execute(uri: "/api/v1/recipe", method: .get, headers: Self.bearer(vic)) { #expect($0.status == .ok) }
@@ -109,7 +109,7 @@ extension SignInSuites {
                     body: try LabelAPITests.json([["index": 1, "name": "x", "color": 1]])
                 ) { #expect($0.status == .forbidden) }
                 try await client.execute(uri: "/api/v1/users", method: .get, headers: Self.bearer(ann)) { #expect($0.status == .forbidden) }
-                #expect(try runtime.store.recipe().version == 1)
+                #expect(try await runtime.store.recipe().version == 1)
                 // The cookie works like the token.
                 try await client.execute(uri: "/api/v1/session", method: .get, headers: [.cookie: "other=1; loupe_session=\(vic)"]) {
                     response in
@@ -134,7 +134,7 @@ extension SignInSuites {
                 for _ in 0..<5 { _ = try await Self.signIn(client, "ann", "not-her-password", expect: .unauthorized) }
                 _ = try await Self.signIn(client, "ann", "ann-password-1", expect: .tooManyRequests)
                 // Passwords are stored only as salted scrypt hashes.
-                let stored = try runtime.store.users()
+                let stored = try await runtime.store.users()
                 #expect(
                     stored.count == 3 && Set(stored.map(\.salt)).count == 3
                         && stored.allSatisfy { $0.hash.count == 32 && $0.costLog2 == 15 })
@@ -146,8 +146,8 @@ extension SignInSuites {
         @Test func sessionsExpire() async throws {
             let dir = LabelStoreTests.temporaryDirectory()
             defer { try? FileManager.default.removeItem(atPath: dir) }
-            let runtime = try Self.runtime(dir, http: .init(address: "127.0.0.1:0", initialAdminPassword: "first-start-secret"))
-            try AgentHTTP.ensureAdmin(runtime: runtime, logger: Logger(label: "test"))
+            let runtime = try await Self.runtime(dir, http: .init(address: "127.0.0.1:0", initialAdminPassword: "first-start-secret"))
+            try await AgentHTTP.ensureAdmin(runtime: runtime, logger: Logger(label: "test"))
             // Five seconds: long enough to use the session on a loaded machine, short enough to wait out.
             try await Self.app(runtime, sessionLifetime: 5).test(.live) { client in
                 let asked = ContinuousClock.now
@@ -167,9 +167,9 @@ extension SignInSuites {
             let pki = try TestPKI()
             let files = try pki.member(.agent, "cam-a", hosts: ["localhost"])
             let dir = pki.dir + "/agent-data"
-            let runtime = try Self.runtime(
+            let runtime = try await Self.runtime(
                 dir, http: .init(address: "127.0.0.1:0", tls: true, initialAdminPassword: "first-start-secret"), tls: files)
-            try AgentHTTP.ensureAdmin(runtime: runtime, logger: Logger(label: "test"))
+            try await AgentHTTP.ensureAdmin(runtime: runtime, logger: Logger(label: "test"))
             let app = try AgentHTTP.application(
                 runtime: runtime, training: TrainingJobs(runtime: runtime, logger: Logger(label: "test")), logger: Logger(label: "test"))
             try await app.test(.ahc(.https)) { client in

@@ -40,7 +40,7 @@ import LoupeTesting
 
         let pki = try TestPKI()
         let password = "browser-\(UUID().uuidString.prefix(8))"
-        let config = try writeAgentConfig(
+        let config = try await writeAgentConfig(
             pki: pki, camera: "browser-cam", port: nil,
             extra: [
                 // The page level with inspection here: the test runner's other suites load every core at nice 0

@@ -63,14 +63,14 @@ import LoupeTesting
         // 40 labelled ROIs of 144x144 noise (about 21 KB each as PNG, over 800 KB in all).
         let total = 40
         let agentData = pki.dir + "/agent-full-data"
-        let store = try SyncProcessTests.seedAgentStore(agentData, count: total, imageSide: 160)
+        let store = try await SyncProcessTests.seedAgentStore(agentData, count: total, imageSide: 160)
         let (manager, port) = try await ManagerProcessSetup(pki: pki).start()
         // Fill the rest of the manager's disk but for about 600 KB, so it fills part-way through.
         let (_, df) = Self.shell("/bin/df", ["-k", "--output=avail", managerData])
         let freeKB = Int(df.split(separator: "\n").last.map { $0.trimmingCharacters(in: .whitespaces) } ?? "") ?? 0
         let ballast = managerData + "/ballast"
         try Data(count: max(0, freeKB - 600) * 1024).write(to: URL(fileURLWithPath: ballast))
-        let config = try writeAgentConfig(pki: pki, camera: "cam-full", port: port, dataDir: agentData)
+        let config = try await writeAgentConfig(pki: pki, camera: "cam-full", port: port, dataDir: agentData)
         let agent = try LoupeProcess(["agent", "--config", config], log: pki.dir + "/agent-full.log")
 
         // The disk fills: uploads are refused by name, and stay in the agent's outbox.
@@ -80,7 +80,7 @@ import LoupeTesting
         // on both sides for a moment; a lost one would stay missing. So the pair is read until it settles.
         var (stuck, storedWhileFull) = (0, 0)
         _ = try await eventually(timeout: .seconds(10)) {
-            stuck = try store.outboxDepth()
+            stuck = try await store.outboxDepth()
             storedWhileFull = try await TrainingDataStore(path: managerData + "/training-data.sqlite").count(cameraId: nil)
             return storedWhileFull + stuck == total
         }
@@ -91,7 +91,7 @@ import LoupeTesting
 
         // Space returns: the agent's retries go through, every ROI exactly once.
         Self.remount(managerData, megabytes: 64)
-        let drained = try await eventually(timeout: .seconds(60)) { try store.outboxDepth() == 0 }
+        let drained = try await eventually(timeout: .seconds(60)) { try await store.outboxDepth() == 0 }
         #expect(drained, "the outbox never drained once space returned:\n\(agent.log)\n\(manager.log)")
         agent.signal(SIGTERM)
         #expect(await agent.waitForExit() == 0)
@@ -112,7 +112,7 @@ import LoupeTesting
         let agentData = pki.dir + "/agent-small-data"
         guard try Self.mountTmpfs(agentData, megabytes: 2) else { return }
         defer { Self.unmount(agentData) }
-        let config = try writeAgentConfig(
+        let config = try await writeAgentConfig(
             pki: pki, camera: "cam-small", port: nil, dataDir: agentData,
             extra: [
                 "http": ["address": "127.0.0.1:0", "initialAdminPassword": "camera-admin-pw"]
@@ -150,7 +150,7 @@ import LoupeTesting
         agent.signal(SIGTERM)
         #expect(await agent.waitForExit() == 0)
         let store = try LabelStore(directory: agentData + "/store")
-        #expect(try store.captureCount() == created + 1)
+        #expect(try await store.captureCount() == created + 1)
         #expect(try Self.integrity(agentData + "/store/labels.sqlite") == "ok")
         print(
             "disk full, agent: \(created) captures stored on a 2 MB disk, then 507 \"\(message.prefix(120))\", one more after the "

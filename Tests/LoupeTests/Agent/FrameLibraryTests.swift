@@ -36,7 +36,7 @@ import Testing
         return (CapturedFrameInput(sequence: sequence, capturedAt: date, image: image, captureMilliseconds: 1), result)
     }
 
-    @Test func keepsFailsUnsurePassesAndASampleAndSaysWhy() throws {
+    @Test func keepsFailsUnsurePassesAndASampleAndSaysWhy() async throws {
         var policy = LibraryPolicy()
         policy.passSampleEvery = 3
         let library = try FrameLibrary(directory: Self.folder(), policy: policy)
@@ -63,16 +63,16 @@ import Testing
             library.offer(frame, result: result, threshold: 0.5)
             try Self.drain(library)
         }
-        let kept = try library.frames()
+        let kept = try await library.frames()
         #expect(kept.map(\.reason).sorted() == ["fail", "sample", "sample", "sample", "unsure"], "\(kept.map(\.reason))")
         let failed = try #require(kept.first { $0.reason == "fail" })
         #expect(failed.classes == "scratch" && failed.modelVersion == "m1" && failed.recipeVersion == 3 && failed.alignScore == 0.97)
         #expect(failed.shiftX == 10 && failed.shiftY == -6 && failed.angleDegrees == 1.5, "the alignment result is in the record")
-        let image = try JPEGCodec.decode(try library.image(of: failed))
+        let image = try JPEGCodec.decode(try await library.image(of: failed))
         #expect(image.width == 160 && image.height == 128)
     }
 
-    @Test func aTriggeredFramesRecordNamesItsTrigger() throws {
+    @Test func aTriggeredFramesRecordNamesItsTrigger() async throws {
         let library = try FrameLibrary(directory: Self.folder(), policy: LibraryPolicy())
         defer { library.close() }
         var (frame, result) = try Self.frame(7, at: Date(), verdict: .fail, peak: 0.9)
@@ -80,7 +80,7 @@ import Testing
         frame.trigger = result.trigger
         library.offer(frame, result: result, threshold: 0.5)
         try Self.drain(library)
-        let kept = try #require(try library.frames().first)
+        let kept = try #require(try await library.frames().first)
         #expect(kept.triggerSource == "api" && kept.triggerSequence == 42 && kept.sequence == 7)
     }
 
@@ -91,7 +91,7 @@ import Testing
         Thread.sleep(forTimeInterval: 0.05)
     }
 
-    @Test func theQuotaIsNeverExceededOldestGoFirst() throws {
+    @Test func theQuotaIsNeverExceededOldestGoFirst() async throws {
         let directory = Self.folder()
         let (sampleFrame, sampleResult) = try Self.frame(0, at: Date(), verdict: .fail, peak: 0.9)
         let size = try JPEGCodec.encode(sampleFrame.image, quality: 90).count
@@ -104,10 +104,10 @@ import Testing
         for n in 0..<10 {
             let (frame, result) = try Self.frame(n, at: start.addingTimeInterval(Double(n)), verdict: .fail, peak: 0.9)
             try library.keep(frame, result: result, threshold: 0.5)
-            let usage = try library.usage()
+            let usage = try await library.usage()
             #expect(usage.bytes <= policy.quotaBytes, "after frame \(n): \(usage.bytes) bytes in a \(policy.quotaBytes)-byte quota")
         }
-        let kept = try library.frames()
+        let kept = try await library.frames()
         #expect(kept.map(\.sequence) == [9, 8, 7], "the newest three, newest first: \(kept.map(\.sequence))")
         // Exactly the kept frames' images are on disk.
         let files = try FileManager.default.subpathsOfDirectory(atPath: directory + "/frames").filter {
@@ -122,7 +122,7 @@ import Testing
         #expect(throws: StoreError.self) { try small.keep(sampleFrame, result: sampleResult, threshold: 0.5) }
     }
 
-    @Test func oldFramesGoAndFiltersAndReviewOrderHold() throws {
+    @Test func oldFramesGoAndFiltersAndReviewOrderHold() async throws {
         var policy = LibraryPolicy()
         policy.maxAgeSeconds = 3600
         let library = try FrameLibrary(directory: Self.folder(), policy: policy)
@@ -134,19 +134,19 @@ import Testing
             let (frame, result) = try Self.frame(n, at: now.addingTimeInterval(Double(n)), verdict: .fail, peak: peak, className: name)
             try library.keep(frame, result: result, threshold: 0.5)
         }
-        #expect(try library.frames().map(\.sequence) == [4, 3, 2], "the two-hour-old frame went when a new one came")
+        #expect(try await library.frames().map(\.sequence) == [4, 3, 2], "the two-hour-old frame went when a new one came")
         var pits = FrameLibrary.Filter()
         pits.className = "pit"
-        #expect(try library.frames(pits).map(\.sequence) == [4, 3])
+        #expect(try await library.frames(pits).map(\.sequence) == [4, 3])
         var review = FrameLibrary.Filter()
         review.review = true
-        #expect(try library.frames(review).map(\.sequence) == [3, 2], "most unsure first; the confident fail is not for review")
+        #expect(try await library.frames(review).map(\.sequence) == [3, 2], "most unsure first; the confident fail is not for review")
         var since = FrameLibrary.Filter()
         since.since = now.addingTimeInterval(3.5)
-        #expect(try library.frames(since).map(\.sequence) == [4])
+        #expect(try await library.frames(since).map(\.sequence) == [4])
     }
 
-    @Test func theRateIsBoundedAndCounted() throws {
+    @Test func theRateIsBoundedAndCounted() async throws {
         var policy = LibraryPolicy()
         policy.maxPerMinute = 2
         let library = try FrameLibrary(directory: Self.folder(), policy: policy)
@@ -157,11 +157,11 @@ import Testing
             library.offer(frame, result: result, threshold: 0.5)
             try Self.drain(library)
         }
-        #expect(try library.frames().count == 2)
+        #expect(try await library.frames().count == 2)
         #expect(library.backlog.dropped == 3)
     }
 
-    @Test func aReopenKeepsEveryRowWithItsImageAndSweepsStrayImages() throws {
+    @Test func aReopenKeepsEveryRowWithItsImageAndSweepsStrayImages() async throws {
         let directory = Self.folder()
         do {
             let library = try FrameLibrary(directory: directory)
@@ -175,9 +175,9 @@ import Testing
         _ = FileManager.default.createFile(atPath: directory + "/frames/.tmp-half", contents: Data([1, 2, 3]))
         let reopened = try FrameLibrary(directory: directory)
         defer { reopened.close() }
-        let kept = try reopened.frames()
+        let kept = try await reopened.frames()
         #expect(kept.count == 1)
-        #expect(try JPEGCodec.decode(try reopened.image(of: kept[0])).width == 160)
+        #expect(try JPEGCodec.decode(try await reopened.image(of: kept[0])).width == 160)
         #expect(!FileManager.default.fileExists(atPath: images.path(for: stray)), "the stray image is swept")
         #expect(!FileManager.default.fileExists(atPath: directory + "/frames/.tmp-half"))
     }

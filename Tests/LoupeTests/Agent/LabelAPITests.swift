@@ -116,7 +116,7 @@ import Testing
                 #expect(edits.count == 3 && edits[0]["action"] as? String == "mask")
             }
         }
-        #expect(try store.outboxDepth() == 1)
+        #expect(try await store.outboxDepth() == 1)
     }
 
     /// Two editors paint one ROI at once, each over its own connections: every stroke of both is in the
@@ -159,11 +159,11 @@ import Testing
                 return try await group.reduce(into: []) { $0.append($1) }
             }
             #expect(answers.allSatisfy { $0.status == 200 }, "\(answers.filter { $0.status != 200 })")
-            let label = try #require(try store.label(captureNumber: 1, roiName: "hub"))
-            let mask = try store.mask(of: label)
+            let label = try #require(try await store.label(captureNumber: 1, roiName: "hub"))
+            let mask = try await store.mask(of: label)
             let lost = dabs.filter { mask[$0.1, $0.2] != 1 }
             #expect(lost.isEmpty, "strokes lost: \(lost.count) of \(dabs.count)")
-            #expect(try store.edits(limit: 100).filter { $0.action == "strokes" }.count == dabs.count)
+            #expect(try await store.edits(limit: 100).filter { $0.action == "strokes" }.count == dabs.count)
             // The last answer to arrive names the stored mask, carries its PNG and its check.
             let last = try #require(
                 try answers.map { try JSONSerialization.jsonObject(with: $0.body) as? [String: Any] ?? [:] }
@@ -180,14 +180,15 @@ import Testing
         let dir = LabelStoreTests.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let store = try LabelStore(directory: dir)
-        try store.setClasses([ClassRecord(index: 1, name: "scratch", color: 0xFF0000)], user: "setup")
-        try store.saveRecipe(Recipe(rois: [RecipeROI(name: "hub", rect: PixelRect(x: 0, y: 0, width: 16, height: 16))]), user: "setup")
-        _ = try store.addCapture(
+        try await store.setClasses([ClassRecord(index: 1, name: "scratch", color: 0xFF0000)], user: "setup")
+        try await store.saveRecipe(
+            Recipe(rois: [RecipeROI(name: "hub", rect: PixelRect(x: 0, y: 0, width: 16, height: 16))]), user: "setup")
+        _ = try await store.addCapture(
             LabelStore.EncodedImage(bytes: try LabelStoreTests.png(1), width: 16, height: 16, channels: 1), source: "camera",
             inspectionType: "t",
             recipeVersion: 1, user: "setup")
-        let editsBefore = try store.edits(limit: 1000).count
-        let recipeBefore = try store.recipe()
+        let editsBefore = try await store.edits(limit: 1000).count
+        let recipeBefore = try await store.recipe()
 
         let huge = ByteBuffer(repeating: 0x89, count: 5000)
         let cases: [(String, HTTPRequest.Method, HTTPFields, ByteBuffer?, HTTPResponse.Status)] = [
@@ -242,9 +243,9 @@ import Testing
                 }
             }
         }
-        #expect(try store.captureCount() == 1)
-        #expect(try store.recipe() == recipeBefore)
-        #expect(try store.labels().isEmpty)
-        #expect(try store.edits(limit: 1000).count == editsBefore)
+        #expect(try await store.captureCount() == 1)
+        #expect(try await store.recipe() == recipeBefore)
+        #expect(try await store.labels().isEmpty)
+        #expect(try await store.edits(limit: 1000).count == editsBefore)
     }
 }

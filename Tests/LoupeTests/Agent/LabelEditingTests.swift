@@ -42,20 +42,20 @@ import Testing
         #expect(mask.samples.allSatisfy { $0 == 0 })
     }
 
-    @Test func recipesAreVersionedAndValidated() throws {
+    @Test func recipesAreVersionedAndValidated() async throws {
         let dir = LabelStoreTests.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let store = try LabelStore(directory: dir)
-        #expect(try store.recipe() == Recipe())
+        #expect(try await store.recipe() == Recipe())
         var recipe = Recipe(
             inspectionType: "brake-disc", template: PixelRect(x: 0, y: 0, width: 64, height: 64),
             rois: [RecipeROI(name: "hub", rect: PixelRect(x: 10, y: 10, width: 32, height: 32))], confidenceThreshold: 0.6)
-        let first = try store.saveRecipe(recipe, user: "ann")
+        let first = try await store.saveRecipe(recipe, user: "ann")
         recipe.confidenceThreshold = 0.7
-        let second = try store.saveRecipe(recipe, user: "ann")
+        let second = try await store.saveRecipe(recipe, user: "ann")
         #expect(first.version == 1 && second.version == 2)
         // Reopening gives the latest.
-        #expect(try LabelStore(directory: dir).recipe() == second)
+        #expect(try await LabelStore(directory: dir).recipe() == second)
 
         for bad in [
             Recipe(inspectionType: "../etc"),
@@ -68,30 +68,31 @@ import Testing
             Recipe(confidenceThreshold: 1.5),
             Recipe(failRule: FailRule(minimumDefectPixels: 0)),
         ] {
-            #expect(throws: StoreError.self) { try store.saveRecipe(bad, user: "ann") }
+            await #expect(throws: StoreError.self) { try await store.saveRecipe(bad, user: "ann") }
         }
-        #expect(try store.recipe().version == 2)
+        #expect(try await store.recipe().version == 2)
     }
 
-    @Test func strokesLandInTheStoreAsTheROIsMask() throws {
+    @Test func strokesLandInTheStoreAsTheROIsMask() async throws {
         let dir = LabelStoreTests.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let store = try LabelStore(directory: dir)
-        _ = try store.addCapture(
+        _ = try await store.addCapture(
             LabelStore.EncodedImage(bytes: try LabelStoreTests.png(50, size: 64), width: 64, height: 64, channels: 1), source: "camera",
             inspectionType: "t",
             recipeVersion: 1, user: "ann")
         let roi = RecipeROI(name: "hub", rect: PixelRect(x: 8, y: 8, width: 32, height: 32))
-        try store.applyStrokes(
+        try await store.applyStrokes(
             [Stroke(tool: .brush, classIndex: 1, radius: 2, points: [[4, 4], [20, 4]])], captureNumber: 1, roi: roi, classes: 2, user: "ann"
         )
-        let afterBrush = try store.mask(of: try #require(try store.label(captureNumber: 1, roiName: "hub")))
-        try store.applyStrokes([Stroke(tool: .eraser, radius: 3, points: [[12, 4]])], captureNumber: 1, roi: roi, classes: 2, user: "bob")
-        let label = try #require(try store.label(captureNumber: 1, roiName: "hub"))
-        let afterEraser = try store.mask(of: label)
+        let afterBrush = try await store.mask(of: try #require(try await store.label(captureNumber: 1, roiName: "hub")))
+        try await store.applyStrokes(
+            [Stroke(tool: .eraser, radius: 3, points: [[12, 4]])], captureNumber: 1, roi: roi, classes: 2, user: "bob")
+        let label = try #require(try await store.label(captureNumber: 1, roiName: "hub"))
+        let afterEraser = try await store.mask(of: label)
         #expect(afterBrush.samples.filter { $0 == 1 }.count > afterEraser.samples.filter { $0 == 1 }.count)
         #expect(afterEraser.samples.filter { $0 == 1 }.count > 0)
         #expect(label.updatedBy == "bob" && label.labelledPixels == afterEraser.samples.filter { $0 == 1 }.count)
-        #expect(try store.edits().prefix(2).allSatisfy { $0.action == "strokes" })
+        #expect(try await store.edits().prefix(2).allSatisfy { $0.action == "strokes" })
     }
 }

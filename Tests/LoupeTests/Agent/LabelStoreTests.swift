@@ -14,121 +14,126 @@ import Testing
         try PNGCodec.encode(try Image8(width: size, height: size, fill: value))
     }
 
-    @Test func capturesLabelsAndTheOutboxFollowTheOperator() throws {
+    @Test func capturesLabelsAndTheOutboxFollowTheOperator() async throws {
         let dir = Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let store = try LabelStore(directory: dir)
-        let first = try store.addCapture(
+        let first = try await store.addCapture(
             LabelStore.EncodedImage(bytes: try Self.png(10), width: 16, height: 16, channels: 1), source: "camera",
             inspectionType: "brake-disc", recipeVersion: 1,
             user: "ann")
-        let second = try store.addCapture(
+        let second = try await store.addCapture(
             LabelStore.EncodedImage(bytes: try Self.png(20), width: 16, height: 16, channels: 1), source: "import:b.png",
             inspectionType: "brake-disc",
             recipeVersion: 1, user: "ann")
         #expect(first.number == 1 && second.number == 2)
-        #expect(try store.captureCount() == 2)
-        #expect(try store.image(of: try store.capture(number: 2)) == (try Self.png(20)))
+        #expect(try await store.captureCount() == 2)
+        #expect(try await store.image(of: try await store.capture(number: 2)) == (try Self.png(20)))
 
         let roi = (name: "hub", rect: PixelRect(x: 2, y: 2, width: 8, height: 8))
         var mask = try Image8(width: 8, height: 8)
         mask.samples[9] = 1
-        let label = try store.saveMask(captureNumber: 1, roi: roi, mask: mask, classes: 2, user: "ann")
+        let label = try await store.saveMask(captureNumber: 1, roi: roi, mask: mask, classes: 2, user: "ann")
         #expect(label.labelledPixels == 1 && !label.includeInTraining)
         // Drawing alone does not put the ROI into training or the outbox.
-        #expect(try store.outboxDepth() == 0)
-        try store.setIncluded(captureNumber: 1, roiName: "hub", included: true, user: "ann")
-        #expect(try store.outboxDepth() == 1)
+        #expect(try await store.outboxDepth() == 0)
+        try await store.setIncluded(captureNumber: 1, roiName: "hub", included: true, user: "ann")
+        #expect(try await store.outboxDepth() == 1)
         // Ticking again, or saving the same mask, does not double it.
-        try store.setIncluded(captureNumber: 1, roiName: "hub", included: true, user: "ann")
-        try store.saveMask(captureNumber: 1, roi: roi, mask: mask, classes: 2, user: "ann")
-        #expect(try store.outboxDepth() == 1)
+        try await store.setIncluded(captureNumber: 1, roiName: "hub", included: true, user: "ann")
+        try await store.saveMask(captureNumber: 1, roi: roi, mask: mask, classes: 2, user: "ann")
+        #expect(try await store.outboxDepth() == 1)
         // A new version replaces the unsent one.
         mask.samples[10] = 1
-        try store.saveMask(captureNumber: 1, roi: roi, mask: mask, classes: 2, user: "bob")
-        let pending = try store.outbox()
+        try await store.saveMask(captureNumber: 1, roi: roi, mask: mask, classes: 2, user: "bob")
+        let pending = try await store.outbox()
         #expect(pending.count == 1)
-        #expect(try store.mask(of: try #require(try store.label(captureNumber: 1, roiName: "hub"))) == mask)
-        try store.acknowledge(contentHash: pending[0].contentHash)
-        #expect(try store.outboxDepth() == 0)
+        #expect(try await store.mask(of: try #require(try await store.label(captureNumber: 1, roiName: "hub"))) == mask)
+        try await store.acknowledge(contentHash: pending[0].contentHash)
+        #expect(try await store.outboxDepth() == 0)
         // Who did what, newest first.
-        let edits = try store.edits()
+        let edits = try await store.edits()
         #expect(edits.first?.user == "bob" && edits.first?.action == "mask")
         #expect(edits.contains { $0.action == "include" && $0.user == "ann" })
-        #expect(try store.integrityCheck() == "ok")
+        #expect(try await store.integrityCheck() == "ok")
     }
 
     /// A ticked ROI is frozen when it is queued: its crop and mask, the class names and the recipe's
     /// template as they were; renaming a class afterwards changes nothing queued. Its content hash is
     /// the wire's (SHA-256 of the crop PNG, then the mask PNG). Items queued by an older version (no
     /// frozen crop) are frozen when the store opens.
-    @Test func aQueuedROIIsFrozenWhenQueued() throws {
+    @Test func aQueuedROIIsFrozenWhenQueued() async throws {
         let dir = Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         var picture = try Image8(width: 16, height: 16)
         for index in picture.samples.indices { picture.samples[index] = UInt8(index % 251) }
         do {
             let store = try LabelStore(directory: dir)
-            try store.setClasses([ClassRecord(index: 1, name: "scratch", color: 0xFF0000)], user: "ann")
-            _ = try store.addCapture(
+            try await store.setClasses([ClassRecord(index: 1, name: "scratch", color: 0xFF0000)], user: "ann")
+            _ = try await store.addCapture(
                 LabelStore.EncodedImage(bytes: try PNGCodec.encode(picture), width: 16, height: 16, channels: 1), source: "camera",
                 inspectionType: "disc", recipeVersion: 3, user: "ann")
             var mask = try Image8(width: 8, height: 8)
             mask.samples[9] = 1
-            try store.saveMask(
+            try await store.saveMask(
                 captureNumber: 1, roi: ("hub", PixelRect(x: 4, y: 2, width: 8, height: 8)), mask: mask, classes: 2, user: "ann")
-            try store.setIncluded(captureNumber: 1, roiName: "hub", included: true, user: "ann")
-            let item = try #require(try store.outbox().first)
+            try await store.setIncluded(captureNumber: 1, roiName: "hub", included: true, user: "ann")
+            let item = try #require(try await store.outbox().first)
             #expect(item.classNames == ["background", "scratch"] && item.inspectionType == "disc" && item.recipeVersion == 3)
             let crop = try store.blobs.get(item.cropHash), maskPNG = try store.blobs.get(item.maskHash)
             #expect(try PNGCodec.decode(crop).gray8 == picture.cropped(to: PixelRect(x: 4, y: 2, width: 8, height: 8)))
             #expect(try PNGCodec.decode(maskPNG).gray8 == mask)
             #expect(item.contentHash == LabelStore.contentHash(cropPNG: crop, maskPNG: maskPNG))
             // Renaming the class later leaves what was queued as it was labelled.
-            try store.setClasses([ClassRecord(index: 1, name: "dent", color: 0x00FF00)], user: "bob")
-            #expect(try store.outbox() == [item])
+            try await store.setClasses([ClassRecord(index: 1, name: "dent", color: 0x00FF00)], user: "bob")
+            #expect(try await store.outbox() == [item])
         }
         // An item as an older version queued it: no frozen crop.
         let queue = try DatabaseQueue(path: dir + "/labels.sqlite")
-        try queue.write { db in
+        try await queue.write { db in
             try db.execute(sql: "UPDATE outbox SET cropHash = '', maskHash = '', classNames = '[]', inspectionType = ''")
         }
         try queue.close()
         let reopened = try LabelStore(directory: dir)
-        let item = try #require(try reopened.outbox().first)
+        let item = try await #require(try reopened.outbox().first)
         #expect(item.cropHash != "" && item.inspectionType == "disc" && item.classNames == ["background", "dent"])
         #expect(
             item.contentHash
                 == LabelStore.contentHash(cropPNG: try reopened.blobs.get(item.cropHash), maskPNG: try reopened.blobs.get(item.maskHash)))
     }
 
-    @Test func badRequestsChangeNothing() throws {
+    @Test func badRequestsChangeNothing() async throws {
         let dir = Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let store = try LabelStore(directory: dir)
-        _ = try store.addCapture(
+        _ = try await store.addCapture(
             LabelStore.EncodedImage(bytes: try Self.png(10), width: 16, height: 16, channels: 1), source: "camera", inspectionType: "t",
             recipeVersion: 1,
             user: "ann")
         let roi = (name: "hub", rect: PixelRect(x: 0, y: 0, width: 8, height: 8))
-        #expect(throws: StoreError.self) {
-            try store.saveMask(captureNumber: 1, roi: roi, mask: try Image8(width: 4, height: 8), classes: 2, user: "ann")
+        await #expect(throws: StoreError.self) {
+            try await store.saveMask(captureNumber: 1, roi: roi, mask: try Image8(width: 4, height: 8), classes: 2, user: "ann")
         }
-        #expect(throws: StoreError.self) {
-            try store.saveMask(captureNumber: 1, roi: roi, mask: try Image8(width: 8, height: 8, fill: 5), classes: 2, user: "ann")
+        await #expect(throws: StoreError.self) {
+            try await store.saveMask(captureNumber: 1, roi: roi, mask: try Image8(width: 8, height: 8, fill: 5), classes: 2, user: "ann")
         }
-        #expect(throws: StoreError.notFound("capture 9")) {
-            try store.saveMask(captureNumber: 9, roi: roi, mask: try Image8(width: 8, height: 8), classes: 2, user: "ann")
+        await #expect(throws: StoreError.notFound("capture 9")) {
+            try await store.saveMask(captureNumber: 9, roi: roi, mask: try Image8(width: 8, height: 8), classes: 2, user: "ann")
         }
-        #expect(throws: StoreError.self) { try store.setIncluded(captureNumber: 1, roiName: "hub", included: true, user: "ann") }
+        await #expect(throws: StoreError.self) {
+            try await store.setIncluded(captureNumber: 1, roiName: "hub", included: true, user: "ann")
+        }
         #expect(throws: StoreError.invalid("\"../../../etc/passwd\" is not a content hash")) {
             _ = try store.blobs.get("../../../etc/passwd")
         }
-        #expect(throws: StoreError.self) { try store.setClasses([ClassRecord(index: 2, name: "x", color: 0)], user: "ann") }
-        #expect(throws: StoreError.self) {
-            try store.setClasses([ClassRecord(index: 1, name: "x", color: 0), ClassRecord(index: 2, name: "x", color: 0)], user: "ann")
+        await #expect(throws: StoreError.self) { try await store.setClasses([ClassRecord(index: 2, name: "x", color: 0)], user: "ann") }
+        await #expect(throws: StoreError.self) {
+            try await store.setClasses(
+                [ClassRecord(index: 1, name: "x", color: 0), ClassRecord(index: 2, name: "x", color: 0)], user: "ann")
         }
-        #expect(try store.labels().isEmpty && store.outboxDepth() == 0 && store.classes().isEmpty)
+        #expect(try await store.labels().isEmpty)
+        #expect(try await store.outboxDepth() == 0)
+        #expect(try await store.classes().isEmpty)
     }
 
     /// A writer process killed with SIGKILL at random moments: every label it
@@ -156,15 +161,15 @@ import Testing
             for (number, hash) in acks() { acknowledged[number] = hash }
 
             let store = try LabelStore(directory: dir)
-            #expect(try store.integrityCheck() == "ok")
+            #expect(try await store.integrityCheck() == "ok")
             for (number, hash) in acknowledged {
                 let label = try #require(
-                    try store.label(captureNumber: number, roiName: "roi-a"), "acknowledged label of capture \(number) is missing")
+                    try await store.label(captureNumber: number, roiName: "roi-a"), "acknowledged label of capture \(number) is missing")
                 #expect(label.maskHash == hash && label.includeInTraining)
-                _ = try store.mask(of: label)
-                _ = try store.image(of: try store.capture(number: number))
+                _ = try await store.mask(of: label)
+                _ = try await store.image(of: try await store.capture(number: number))
             }
-            #expect(try store.outboxDepth() >= acknowledged.count)
+            #expect(try await store.outboxDepth() >= acknowledged.count)
         }
         print("kill -9 rounds: \(acknowledged.count) acknowledged labels, all present after reopening")
     }

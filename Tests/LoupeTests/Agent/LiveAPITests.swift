@@ -16,7 +16,7 @@ extension SegmentationTests {
     @Suite struct LiveAPITests {
         init() { DNNLRuntime.setThreads(1) }
 
-        static func runtime(_ dir: String) throws -> AgentRuntime {
+        static func runtime(_ dir: String) async throws -> AgentRuntime {
             var config = AgentConfig(
                 cameraId: "cam-live", manager: nil, tls: TLSFiles(ca: "", cert: "", key: ""), dataDir: dir,
                 camera: .init(
@@ -25,7 +25,7 @@ extension SegmentationTests {
             var library = LibraryPolicy()
             library.passSampleEvery = 2
             config.library = library
-            return try AgentRuntime(config: config, logger: Logger(label: "test"))
+            return try await AgentRuntime(config: config, logger: Logger(label: "test"))
         }
 
         /// The agent's routes (and the page's files, with `page`) on a real server.
@@ -57,7 +57,7 @@ extension SegmentationTests {
             let dir = LabelStoreTests.temporaryDirectory()
             defer { try? FileManager.default.removeItem(atPath: dir) }
             let config = AgentConfig(cameraId: "cam-none", manager: nil, tls: TLSFiles(ca: "", cert: "", key: ""), dataDir: dir)
-            let runtime = try AgentRuntime(config: config, logger: Logger(label: "test"))
+            let runtime = try await AgentRuntime(config: config, logger: Logger(label: "test"))
             try await Self.application(runtime, page: true).test(.live) { client in
                 for (uri, method, body) in [
                     ("/api/v1/live", HTTPRequest.Method.put, ["live": true] as Any?), ("/api/v1/captures", .post, nil),
@@ -78,7 +78,7 @@ extension SegmentationTests {
         @Test func anOperatorCapturesLabelsWithTheWandTrainsAndWatchesLive() async throws {
             let dir = LabelStoreTests.temporaryDirectory()
             defer { try? FileManager.default.removeItem(atPath: dir) }
-            let runtime = try Self.runtime(dir)
+            let runtime = try await Self.runtime(dir)
             try await Self.application(runtime).test(.live) { client in
                 _ = try await expectStatus(client, "/api/v1/classes", .put, [["index": 1, "name": "scratch", "color": 0xFF0000]], .ok)
                 // No ROIs are ticked yet: training is refused with the reason.
@@ -103,7 +103,7 @@ extension SegmentationTests {
                         "version": 0, "inspectionType": "part", "rois": [], "confidenceThreshold": 0.5,
                         "failRule": ["minimumDefectPixels": 25], "trigger": "software",
                     ], .badRequest)
-                #expect(try runtime.store.recipe().trigger == nil)
+                #expect(try await runtime.store.recipe().trigger == nil)
                 // Later camera captures are stored aligned to the reference.
                 let aligned = try await expectStatus(client, "/api/v1/captures", .post, nil, .created)
                 #expect((aligned["source"] as? String ?? "").hasSuffix("aligned"))
@@ -172,7 +172,7 @@ extension SegmentationTests {
                 _ = try await expectStatus(client, "/api/v1/training", .post, ["iterations": 0], .badRequest)
                 _ = try await expectStatus(client, "/api/v1/model/rollback", .post, nil, .conflict)
                 _ = try await expectStatus(client, "/api/v1/model/report", .get, nil, .notFound)
-                #expect(try runtime.store.recipe().version == 1)
+                #expect(try await runtime.store.recipe().version == 1)
 
                 // Live before any model: ROIs are cut but not judged.
                 let unjudged = try await eventually { runtime.pipeline.results(limit: 1).first?.verdict == .noModel }
@@ -275,17 +275,18 @@ extension SegmentationTests {
                 _ = try await expectStatus(client, "/api/v1/library?review=true&reason=unsure", .get, nil, .ok)
 
                 // Suggested labels: a proposal, stored only when accepted, and logged as a suggestion.
-                #expect(try runtime.store.label(captureNumber: 2, roiName: "left") == nil)
+                #expect(try await runtime.store.label(captureNumber: 2, roiName: "left") == nil)
                 let suggestion = try await expectStatus(client, "/api/v1/captures/2/rois/left/suggestion", .post, nil, .ok)
                 #expect(suggestion["modelVersion"] as? String == version && suggestion["threshold"] as? Double == 0.9)
                 let proposal = try PNGCodec.decode(try #require(Data(base64Encoded: suggestion["maskPNG"] as? String ?? "")))
                 #expect(proposal.width == 64 && proposal.height == 64)
-                #expect(try runtime.store.label(captureNumber: 2, roiName: "left") == nil, "a suggestion is not stored until accepted")
+                #expect(
+                    try await runtime.store.label(captureNumber: 2, roiName: "left") == nil, "a suggestion is not stored until accepted")
                 let accepted = try await expectStatus(client, "/api/v1/captures/2/rois/left/suggestion/accept", .post, nil, .ok)
                 #expect(accepted["labelledPixels"] as? Int == suggestion["labelledPixels"] as? Int)
-                let stored = try #require(try runtime.store.label(captureNumber: 2, roiName: "left"))
-                #expect(try runtime.store.mask(of: stored).samples == proposal.gray8.samples)
-                let logged = try #require(try runtime.store.edits(limit: 1).first)
+                let stored = try #require(try await runtime.store.label(captureNumber: 2, roiName: "left"))
+                #expect(try await runtime.store.mask(of: stored).samples == proposal.gray8.samples)
+                let logged = try #require(try await runtime.store.edits(limit: 1).first)
                 #expect(logged.action == "suggestion" && logged.detail.contains("model \(version)"), "\(logged)")
                 _ = try await expectStatus(client, "/api/v1/captures/2/rois/left/suggestion/accept", .post, nil, .conflict)
                 // Rejected: nothing changes.
@@ -297,7 +298,7 @@ extension SegmentationTests {
                     #expect($0.status == .notFound)
                 }
                 _ = try await expectStatus(client, "/api/v1/captures/2/rois/left/suggestion/accept", .post, nil, .conflict)
-                #expect(try runtime.store.label(captureNumber: 2, roiName: "left")?.maskHash == stored.maskHash)
+                #expect(try await runtime.store.label(captureNumber: 2, roiName: "left")?.maskHash == stored.maskHash)
                 _ = try await expectStatus(client, "/api/v1/captures/99/rois/left/suggestion", .post, nil, .notFound)
                 // The overlay as an MJPEG stream (for an <img>), and the results as server-sent events.
                 let port = try #require(client.port)

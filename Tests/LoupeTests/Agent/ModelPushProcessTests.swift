@@ -40,7 +40,7 @@ import LoupeTesting
 
         // The agent trusts the manager's public key, and nothing else from outside.
         let agentData = pki.dir + "/agent-m-data"
-        let agentConfig = try writeAgentConfig(
+        let agentConfig = try await writeAgentConfig(
             pki: pki, camera: "cam-m", port: port, dataDir: agentData, extra: ["modelKeys": [managerData + "/model-signing.pub"]],
             inspectionType: "disc")
         let agent = try LoupeProcess(["agent", "--config", agentConfig], log: pki.dir + "/agent-m.log")
@@ -128,8 +128,8 @@ import LoupeTesting
         let setup = try ManagerProcessSetup(pki: pki, extra: backend.managerConfig)
         let (manager, port) = try await setup.start()
         let agentData = pki.dir + "/agent-t-data"
-        _ = try SyncProcessTests.seedAgentStore(agentData, count: 12)
-        let agentConfig = try writeAgentConfig(
+        _ = try await SyncProcessTests.seedAgentStore(agentData, count: 12)
+        let agentConfig = try await writeAgentConfig(
             pki: pki, camera: "cam-t", port: port, dataDir: agentData,
             extra: [
                 "modelKeys": [managerData + "/model-signing.pub"],
@@ -187,7 +187,7 @@ extension ModelPushProcessTests {
                 return fleet.cameras
             }
         }
-        let config = try writeAgentConfig(pki: pki, camera: "cam-r", port: port)
+        let config = try await writeAgentConfig(pki: pki, camera: "cam-r", port: port)
         let agent = try LoupeProcess(["agent", "--config", config], log: pki.dir + "/agent-r.log")
         let reported = try await eventually {
             try await fleet().contains { $0.cameraID == "cam-r" && $0.online && $0.status.inspectionType == "default" }
@@ -231,7 +231,7 @@ extension ModelPushProcessTests {
         let (manager, port) = try await setup.start()
         let managerData = pki.dir + "/manager-data"
         let agentData = pki.dir + "/agent-p-data"
-        let agentConfig = try writeAgentConfig(
+        let agentConfig = try await writeAgentConfig(
             pki: pki, camera: "cam-p", port: port, dataDir: agentData,
             extra: ["modelKeys": [managerData + "/model-signing.pub"]], inspectionType: "disc")
         let agent = try LoupeProcess(["agent", "--config", agentConfig], log: pki.dir + "/agent-p.log")

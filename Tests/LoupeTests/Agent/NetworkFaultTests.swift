@@ -15,19 +15,19 @@ import LoupeTesting
         let pki = try TestPKI()
         let total = 30
         let dataDir = pki.dir + "/agent-net-data"
-        let store = try SyncProcessTests.seedAgentStore(dataDir, count: total)
+        let store = try await SyncProcessTests.seedAgentStore(dataDir, count: total)
         let (manager, managerPort) = try await ManagerProcessSetup(pki: pki).start()
         let proxy = try FaultProxy(targetPort: managerPort)
         defer { proxy.stop() }
         // Every write cut into 1–7 byte pieces from the first byte of the TLS handshake on.
         proxy.mode = .slice(maxBytes: 7)
         // About 1.3 KB per upload at 4 KB/s: ~10 s of uploads to disturb.
-        let config = try writeAgentConfig(
+        let config = try await writeAgentConfig(
             pki: pki, camera: "cam-net", port: proxy.port, dataDir: dataDir, manager: ["uploadBytesPerSecond": 4096])
         let agent = try LoupeProcess(["agent", "--config", config], log: pki.dir + "/agent-net.log")
 
         // 1. Sliced: the handshake and the first uploads get through.
-        let sliced = try await eventually(timeout: .seconds(30)) { try store.outboxDepth() <= total - 5 }
+        let sliced = try await eventually(timeout: .seconds(30)) { try await store.outboxDepth() <= total - 5 }
         #expect(sliced, "nothing arrived through a slicing link:\n\(agent.log)\n\(manager.log)")
 
         // 2. Half-open: the link goes silent without closing. Only the
@@ -40,12 +40,12 @@ import LoupeTesting
         // switch may still be counted; give them a second (less than the timeout).
         try await Task.sleep(for: .seconds(1))
         let atStall = proxy.counters
-        let depthAtStall = try store.outboxDepth()
+        let depthAtStall = try await store.outboxDepth()
         let noticed = try await eventually(timeout: .seconds(15)) { proxy.counters.connections > atStall.connections }
         let noticedAfter = ContinuousClock.now - stalledAt
         #expect(noticed, "the agent never noticed the silent link:\n\(agent.log)")
         #expect(agent.log.contains("nothing received from the peer for 3"), "the agent did not name the heartbeat timeout:\n\(agent.log)")
-        #expect(try store.outboxDepth() == depthAtStall, "the outbox moved while nothing could get through")
+        #expect(try await store.outboxDepth() == depthAtStall, "the outbox moved while nothing could get through")
         #expect(
             proxy.counters.bytesUp == atStall.bytesUp && proxy.counters.bytesDown == atStall.bytesDown, "bytes went through a stalled link")
         print(
@@ -55,7 +55,7 @@ import LoupeTesting
 
         // 3. Back to normal, then every connection reset twice while the rest drains.
         proxy.mode = .pass
-        let resumed = try await eventually(timeout: .seconds(30)) { try store.outboxDepth() < depthAtStall }
+        let resumed = try await eventually(timeout: .seconds(30)) { try await store.outboxDepth() < depthAtStall }
         #expect(resumed, "uploads did not resume after the link came back:\n\(agent.log)")
         // Each reset cuts a connection that is carrying the uploads (waiting for
         // one first: right after a fault the agent may still be reconnecting),
@@ -63,15 +63,16 @@ import LoupeTesting
         for round in 1...2 {
             let live = try await eventually(timeout: .seconds(30)) { proxy.carried > 0 }
             #expect(live, "no connection to reset (round \(round)):\n\(agent.log)")
-            let depth = try store.outboxDepth()
+            let depth = try await store.outboxDepth()
             let connections = proxy.counters.connections
             #expect(proxy.resetAll() >= 1, "reset \(round) cut no connection")
             let back = try await eventually(timeout: .seconds(30)) {
-                try proxy.counters.connections > connections && (store.outboxDepth() < depth || store.outboxDepth() == 0)
+                let now = try await store.outboxDepth()
+                return proxy.counters.connections > connections && (now < depth || now == 0)
             }
             #expect(back, "uploads did not go on over a new connection after reset \(round):\n\(agent.log)")
         }
-        let drained = try await eventually(timeout: .seconds(60)) { try store.outboxDepth() == 0 }
+        let drained = try await eventually(timeout: .seconds(60)) { try await store.outboxDepth() == 0 }
         #expect(drained, "the outbox never drained:\n\(agent.log)\n\(manager.log)")
         #expect(proxy.counters.resets >= 2)
 
@@ -92,7 +93,7 @@ import LoupeTesting
         let proxy = try FaultProxy(targetPort: managerPort)
         defer { proxy.stop() }
         let agentData = pki.dir + "/agent-push-data"
-        let agentConfig = try writeAgentConfig(
+        let agentConfig = try await writeAgentConfig(
             pki: pki, camera: "cam-push", port: proxy.port, dataDir: agentData,
             extra: ["modelKeys": [managerData + "/model-signing.pub"]], inspectionType: "disc")
         let agent = try LoupeProcess(["agent", "--config", agentConfig], log: pki.dir + "/agent-push.log")

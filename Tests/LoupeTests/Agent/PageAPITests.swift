@@ -20,7 +20,7 @@ extension SegmentationTests {
         @Test func thePageAndItsRoutesWork() async throws {
             let dir = LabelStoreTests.temporaryDirectory()
             defer { try? FileManager.default.removeItem(atPath: dir) }
-            let runtime = try LiveAPITests.runtime(dir)
+            let runtime = try await LiveAPITests.runtime(dir)
             let live = LiveAPITests()
             try await LiveAPITests.application(runtime, page: true).test(.live) { client in
                 // The page's files, with a content security policy.
@@ -51,7 +51,7 @@ extension SegmentationTests {
                 ]
                 let aligned = try await live.expectStatus(client, "/api/v1/align/test", .post, draft, .ok)
                 #expect((aligned["score"] as? Double ?? 0) > 0.5 && aligned["aligned"] as? Bool == true, "\(aligned)")
-                #expect(try runtime.store.recipe().template == nil, "the test does not save the draft")
+                #expect(try await runtime.store.recipe().template == nil, "the test does not save the draft")
                 _ = try await live.expectStatus(
                     client, "/api/v1/align/test", .post, ["angleRangeDegrees": 500, "template": draft["template"]!, "referenceCapture": 1],
                     .badRequest)
@@ -68,7 +68,8 @@ extension SegmentationTests {
                         ],
                         "confidenceThreshold": 0.5, "failRule": ["minimumDefectPixels": 10], "angleRangeDegrees": 25, "minAlignScore": 0.4,
                     ], .ok)
-                #expect(try runtime.store.recipe().angleRangeDegrees == 25 && runtime.store.recipe().minAlignScore == 0.4)
+                let saved = try await runtime.store.recipe()
+                #expect(saved.angleRangeDegrees == 25 && saved.minAlignScore == 0.4)
 
                 // Ticking an ROI nobody painted stores it as a defect-free example.
                 let ticked = try await live.expectStatus(client, "/api/v1/captures/1/rois/b/include", .put, ["include": true], .ok)
@@ -105,7 +106,7 @@ extension SegmentationTests {
                 let undone = try await live.expectStatus(
                     client, "/api/v1/captures/1/rois/a/mask/revert", .put, ["maskSHA256": firstHash, "action": "undo"], .ok)
                 #expect(undone["maskSHA256"] as? String == firstHash && undone["labelledPixels"] as? Int == first["labelledPixels"] as? Int)
-                #expect(try runtime.store.edits(limit: 1).first?.action == "undo")
+                #expect(try await runtime.store.edits(limit: 1).first?.action == "undo")
                 let emptied = try await live.expectStatus(
                     client, "/api/v1/captures/1/rois/a/mask/revert", .put, ["maskSHA256": NSNull(), "action": "undo"], .ok)
                 #expect(emptied["labelledPixels"] as? Int == 0)
@@ -121,7 +122,7 @@ extension SegmentationTests {
                 #expect(included.count == 1 && (included.first?["label"] as? [String: Any])?["roi"] as? String == "b")
 
                 // Bad input: a named 4xx, nothing changed.
-                let editsBefore = try runtime.store.edits(limit: 1000).count
+                let editsBefore = try await runtime.store.edits(limit: 1000).count
                 let cases: [(String, HTTPRequest.Method, Any?, HTTPResponse.Status)] = [
                     ("/api/v1/captures/1/rois/a/mask/tool", .post, ["tool": "blur"], .badRequest),
                     ("/api/v1/captures/1/rois/a/mask/tool", .post, ["tool": "grow", "radius": 1000], .badRequest),
@@ -141,7 +142,7 @@ extension SegmentationTests {
                     let answer = try await live.expectStatus(client, uri, method, body, status)
                     #expect(!answer.isEmpty, "\(uri) gave no reason")
                 }
-                #expect(try runtime.store.edits(limit: 1000).count == editsBefore)
+                #expect(try await runtime.store.edits(limit: 1000).count == editsBefore)
             }
         }
     }

@@ -27,36 +27,36 @@ extension SignInSuites {
             let table = RouteTable()
             var tokens: [AccessRole: String] = [:]
 
-            init(sessionLifetime: TimeInterval = 3600) throws {
+            init(sessionLifetime: TimeInterval = 3600) async throws {
                 dir = LabelStoreTests.temporaryDirectory()
                 let config = AgentConfig(
                     cameraId: "cam-sec", manager: nil, tls: TLSFiles(ca: "", cert: "", key: ""), dataDir: dir,
                     http: .init(address: "127.0.0.1:0", initialAdminPassword: "admin-password-1"),
                     camera: .init(
                         source: .synthetic, width: 320, height: 256, framesPerSecond: 4, seed: 3, inferenceThreads: 1, precision: "fp32"))
-                runtime = try AgentRuntime(config: config, logger: Logger(label: "test"))
-                try AgentHTTP.ensureAdmin(runtime: runtime, logger: Logger(label: "test"))
+                runtime = try await AgentRuntime(config: config, logger: Logger(label: "test"))
+                try await AgentHTTP.ensureAdmin(runtime: runtime, logger: Logger(label: "test"))
                 let store = runtime.store
-                try store.setUser("vic", password: "viewer-password-1", role: .viewer)
-                try store.setUser("ann", password: "operator-password-1", role: .operator)
+                try await store.setUser("vic", password: "viewer-password-1", role: .viewer)
+                try await store.setUser("ann", password: "operator-password-1", role: .operator)
                 for (role, user, password) in [
                     (AccessRole.viewer, "vic", "viewer-password-1"), (.operator, "ann", "operator-password-1"),
                     (.admin, "admin", "admin-password-1"),
                 ] {
-                    tokens[role] = try #require(try store.signIn(user: user, password: password, lifetime: sessionLifetime)).token
+                    tokens[role] = try #require(try await store.signIn(user: user, password: password, lifetime: sessionLifetime)).token
                 }
-                try store.setClasses([ClassRecord(index: 1, name: "scratch", color: 0xFF0000)], user: "setup")
-                let recipe = try store.saveRecipe(
+                try await store.setClasses([ClassRecord(index: 1, name: "scratch", color: 0xFF0000)], user: "setup")
+                let recipe = try await store.saveRecipe(
                     Recipe(inspectionType: "disc", rois: [RecipeROI(name: "hub", rect: PixelRect(x: 0, y: 0, width: 16, height: 16))]),
                     user: "setup")
                 let png = try LabelStoreTests.png(90, size: 64)
-                _ = try store.addCapture(
+                _ = try await store.addCapture(
                     LabelStore.EncodedImage(bytes: png, width: 64, height: 64, channels: 1), source: "setup", inspectionType: "disc",
                     recipeVersion: recipe.version,
                     user: "setup")
                 var mask = try Image8(width: 16, height: 16)
                 mask[4, 4] = 1
-                _ = try store.saveMask(captureNumber: 1, roi: ("hub", recipe.rois[0].rect), mask: mask, classes: 2, user: "setup")
+                _ = try await store.saveMask(captureNumber: 1, roi: ("hub", recipe.rois[0].rect), mask: mask, classes: 2, user: "setup")
             }
 
             func application(sessionLifetime: TimeInterval = 3600, signIns: SignInGuard = SignInGuard()) -> some ApplicationProtocol {
@@ -68,15 +68,17 @@ extension SignInSuites {
             }
 
             /// Everything a request could change: users, recipe, classes, captures, labels, edits, outbox, live mode, models, training.
-            func fingerprint() throws -> String {
+            func fingerprint() async throws -> String {
                 let store = runtime.store
-                let users = try store.users().map { "\($0.name):\($0.role.rawValue):\($0.hash.base64EncodedString())" }
-                let labels = try store.labels().map { "\($0.captureID)/\($0.roiName):\($0.maskHash):\($0.includeInTraining)" }
+                let users = try await store.users().map { "\($0.name):\($0.role.rawValue):\($0.hash.base64EncodedString())" }
+                let labels = try await store.labels().map { "\($0.captureID)/\($0.roiName):\($0.maskHash):\($0.includeInTraining)" }
                 let statistics = runtime.pipeline.statistics
                 return [
-                    users.joined(separator: ","), "recipe \(try store.recipe().version)", "classes \(try store.classes().map(\.name))",
-                    "captures \(try store.captureCount())", labels.joined(separator: ","), "edits \(try store.edits(limit: 10_000).count)",
-                    "outbox \(try store.outboxDepth())", "live \(statistics.live) \(statistics.threshold)",
+                    users.joined(separator: ","), "recipe \(try await store.recipe().version)",
+                    "classes \(try await store.classes().map(\.name))",
+                    "captures \(try await store.captureCount())", labels.joined(separator: ","),
+                    "edits \(try await store.edits(limit: 10_000).count)",
+                    "outbox \(try await store.outboxDepth())", "live \(statistics.live) \(statistics.threshold)",
                     "model \(runtime.shelf.state.current?.version ?? "-")",
                 ].joined(separator: "\n")
             }
@@ -166,7 +168,7 @@ extension SignInSuites {
         }
 
         @Test func everyRouteRefusesEveryRoleBelowItsOwnUnderEverySpelling() async throws {
-            let fixture = try Fixture()
+            let fixture = try await Fixture()
             defer { try? FileManager.default.removeItem(atPath: fixture.dir) }
             try await fixture.application().test(.live) { client in
                 let port = try #require(client.port)
@@ -179,7 +181,7 @@ extension SignInSuites {
                     ]))
                 #expect(routes.first { $0.path == "/api/v1/users/{name}" && $0.method == .put }?.access == .admin)
 
-                let before = try fixture.fingerprint()
+                let before = try await fixture.fingerprint()
                 var sent = 0
                 for route in routes {
                     let path = Self.concrete(route.path)
@@ -197,9 +199,9 @@ extension SignInSuites {
                     }
                 }
                 #expect(sent > 1000, "only \(sent) requests")
-                #expect(try fixture.fingerprint() == before, "a refused request changed the store")
+                #expect(try await fixture.fingerprint() == before, "a refused request changed the store")
                 // A user "eve" made by any of those requests would be able to sign in.
-                #expect(try fixture.runtime.store.users().map(\.name).sorted() == ["admin", "ann", "vic"])
+                #expect(try await fixture.runtime.store.users().map(\.name).sorted() == ["admin", "ann", "vic"])
 
                 // Not vacuous: with its own role, on its canonical spelling, every route is reached (not 401/403, not "no
                 // declared access").
@@ -227,7 +229,7 @@ extension SignInSuites {
         @Test func theReportedWalkArounds() async throws {
             let pki = try TestPKI()
             let dataDir = pki.dir + "/agent-sec-data"
-            let config = try writeAgentConfig(
+            let config = try await writeAgentConfig(
                 pki: pki, camera: "cam-sec", port: nil, dataDir: dataDir,
                 extra: [
                     "http": ["address": "127.0.0.1:0", "initialAdminPassword": "admin-password-1"]
@@ -266,7 +268,7 @@ extension SignInSuites {
         }
 
         @Test func changingRequestsSignedByCookieMustBeSameOrigin() async throws {
-            let fixture = try Fixture()
+            let fixture = try await Fixture()
             defer { try? FileManager.default.removeItem(atPath: fixture.dir) }
             try await fixture.application().test(.live) { client in
                 let port = try #require(client.port)
@@ -278,7 +280,7 @@ extension SignInSuites {
                         port: port, method: "PUT", target: target, headers: headers.merging(["Content-Type": "application/json"]) { $1 },
                         body: body)
                 }
-                let before = try fixture.fingerprint()
+                let before = try await fixture.fingerprint()
                 // A forged form or fetch from another site: refused, with or without the cookie's help.
                 #expect(try await put(["Cookie": cookie]).status == 403)
                 #expect(try await put(["Cookie": cookie, "Origin": "http://evil.example"]).status == 403)
@@ -286,7 +288,7 @@ extension SignInSuites {
                 #expect(try await put(["Cookie": cookie, "Origin": "http://127.0.0.1:\(port + 1)"]).status == 403)
                 #expect(
                     try await put(["Cookie": cookie, "Origin": "http://127.0.0.1:\(port)", "Sec-Fetch-Site": "cross-site"]).status == 403)
-                #expect(try fixture.fingerprint() == before)
+                #expect(try await fixture.fingerprint() == before)
                 // Reading with the cookie needs no Origin; a login from another site is refused too.
                 #expect(
                     try await PlainHTTP.send(port: port, method: "GET", target: "/api/v1/captures", headers: ["Cookie": cookie]).status
@@ -305,7 +307,7 @@ extension SignInSuites {
         }
 
         @Test func openStreamsEndWhenTheirSessionEnds() async throws {
-            let fixture = try Fixture()
+            let fixture = try await Fixture()
             defer { try? FileManager.default.removeItem(atPath: fixture.dir) }
             let store = fixture.runtime.store
             try await fixture.application().test(.live) { client in
@@ -337,21 +339,21 @@ extension SignInSuites {
                 let ann = try #require(fixture.tokens[.operator])
                 #expect(
                     try await streamEnds(ann, "/api/v1/live/events") {
-                        try store.setUser("ann", password: "operator-password-2", role: .operator)
+                        try await store.setUser("ann", password: "operator-password-2", role: .operator)
                     })
                 // Removing the user ends theirs.
-                try store.setUser("tmp", password: "temporary-password-1", role: .viewer)
-                let tmp = try #require(try store.signIn(user: "tmp", password: "temporary-password-1", lifetime: 3600)).token
-                #expect(try await streamEnds(tmp, "/api/v1/live/stream.mjpeg") { try store.removeUser("tmp") })
+                try await store.setUser("tmp", password: "temporary-password-1", role: .viewer)
+                let tmp = try #require(try await store.signIn(user: "tmp", password: "temporary-password-1", lifetime: 3600)).token
+                #expect(try await streamEnds(tmp, "/api/v1/live/stream.mjpeg") { try await store.removeUser("tmp") })
                 // An expiring session ends its stream when it expires.
-                let short = try #require(try store.signIn(user: "admin", password: "admin-password-1", lifetime: 2)).token
+                let short = try #require(try await store.signIn(user: "admin", password: "admin-password-1", lifetime: 2)).token
                 #expect(try await streamEnds(short, "/api/v1/training/events") {})
                 #expect(store.sessionEvents.count == 0)
             }
         }
 
         @Test func signInGuessesAreThrottledPerAddressWithoutLockingTheAdminOut() async throws {
-            let fixture = try Fixture()
+            let fixture = try await Fixture()
             defer { try? FileManager.default.removeItem(atPath: fixture.dir) }
             try await fixture.application().test(.live) { client in
                 let port = try #require(client.port)
@@ -412,11 +414,11 @@ extension SignInSuites {
         @Test func theFirstStartPasswordFileIsPrivateAndGoesWithTheFirstChange() async throws {
             let dir = LabelStoreTests.temporaryDirectory()
             defer { try? FileManager.default.removeItem(atPath: dir) }
-            let runtime = try AgentRuntime(
+            let runtime = try await AgentRuntime(
                 config: AgentConfig(
                     cameraId: "cam-pw", manager: nil, tls: TLSFiles(ca: "", cert: "", key: ""), dataDir: dir,
                     http: .init(address: "127.0.0.1:0")), logger: Logger(label: "test"))
-            try AgentHTTP.ensureAdmin(runtime: runtime, logger: Logger(label: "test"))
+            try await AgentHTTP.ensureAdmin(runtime: runtime, logger: Logger(label: "test"))
             let path = dir + "/initial-admin-password"
             let attributes = try FileManager.default.attributesOfItem(atPath: path)
             #expect((attributes[.posixPermissions] as? Int) == 0o600)
@@ -426,7 +428,7 @@ extension SignInSuites {
                 secureCookies: false)
             try await Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0))).test(.live) { client in
                 let port = try #require(client.port)
-                let token = try #require(try runtime.store.signIn(user: "admin", password: password, lifetime: 60)).token
+                let token = try #require(try await runtime.store.signIn(user: "admin", password: password, lifetime: 60)).token
                 let change = try JSONSerialization.data(withJSONObject: ["current": password, "new": "a-chosen-password-1"])
                 let response = try await PlainHTTP.send(
                     port: port, method: "PUT", target: "/api/v1/session/password", headers: ["Authorization": "Bearer \(token)"],

@@ -40,7 +40,7 @@ import LoupeTesting
                 "source": "synthetic", "width": 320, "height": 256, "framesPerSecond": 5, "inferenceThreads": 1, "precision": "fp32",
             ]
         }
-        let config = try writeAgentConfig(pki: pki, camera: "stream-cam", port: nil, extra: extra)
+        let config = try await writeAgentConfig(pki: pki, camera: "stream-cam", port: nil, extra: extra)
         let agent = try LoupeProcess(["agent", "--config", config], log: pki.dir + "/agent.log")
         let address = try #require(try await agent.loggedAddress(after: "http listening"), "the agent never listened:\n\(agent.log)")
         let port = try #require(Int(address.split(separator: ":").last ?? ""))

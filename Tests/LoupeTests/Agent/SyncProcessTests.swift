@@ -24,26 +24,26 @@ import LoupeTesting
 
     /// An agent data folder with `count` labelled, ticked ROIs waiting in its
     /// outbox: captures of `imageSide`² noise, the ROI all but an 8 px border.
-    static func seedAgentStore(_ dataDir: String, count: Int, imageSide: Int = 48) throws -> LabelStore {
+    static func seedAgentStore(_ dataDir: String, count: Int, imageSide: Int = 48) async throws -> LabelStore {
         let store = try LabelStore(directory: dataDir + "/store")
-        try store.setClasses([ClassRecord(index: 1, name: "scratch", color: 0xFF0000)], user: "test")
+        try await store.setClasses([ClassRecord(index: 1, name: "scratch", color: 0xFF0000)], user: "test")
         let rect = PixelRect(x: 8, y: 8, width: imageSide - 16, height: imageSide - 16)
-        let recipe = try store.saveRecipe(Recipe(inspectionType: "disc", rois: [RecipeROI(name: "hub", rect: rect)]), user: "test")
+        let recipe = try await store.saveRecipe(Recipe(inspectionType: "disc", rois: [RecipeROI(name: "hub", rect: rect)]), user: "test")
         for number in 1...count {
-            let capture = try store.addCapture(
+            let capture = try await store.addCapture(
                 LabelStore.EncodedImage(
                     bytes: try noisePNG(side: imageSide, seed: 42_000 + UInt64(number)), width: imageSide, height: imageSide, channels: 1),
                 source: "test", inspectionType: recipe.inspectionType, recipeVersion: recipe.version, user: "test")
             var mask = try Image8(width: rect.width, height: rect.height)
             for index in 0..<(number % 30 + 3) { mask.samples[index * 7 % mask.samples.count] = 1 }
-            try store.saveMask(captureNumber: capture.number, roi: ("hub", rect), mask: mask, classes: 2, user: "test")
-            try store.setIncluded(captureNumber: capture.number, roiName: "hub", included: true, user: "test")
+            try await store.saveMask(captureNumber: capture.number, roi: ("hub", rect), mask: mask, classes: 2, user: "test")
+            try await store.setIncluded(captureNumber: capture.number, roiName: "hub", included: true, user: "test")
         }
         return store
     }
 
-    func agentConfig(pki: TestPKI, camera: String, port: Int, dataDir: String, uploadCap: Double) throws -> String {
-        try writeAgentConfig(pki: pki, camera: camera, port: port, dataDir: dataDir, manager: ["uploadBytesPerSecond": uploadCap])
+    func agentConfig(pki: TestPKI, camera: String, port: Int, dataDir: String, uploadCap: Double) async throws -> String {
+        try await writeAgentConfig(pki: pki, camera: camera, port: port, dataDir: dataDir, manager: ["uploadBytesPerSecond": uploadCap])
     }
 
     /// On either backend: SQLite files in the manager's data folder, or the tests' own PostgreSQL server.
@@ -53,34 +53,34 @@ import LoupeTesting
         let pki = try TestPKI()
         let total = 40
         let dataDir = pki.dir + "/agent-sync-data"
-        let store = try Self.seedAgentStore(dataDir, count: total)
-        #expect(try store.outboxDepth() == total)
+        let store = try await Self.seedAgentStore(dataDir, count: total)
+        #expect(try await store.outboxDepth() == total)
 
         let backend = try await StoreBackend(kind, folder: pki.dir + "/manager-data")
         let setup = try ManagerProcessSetup(pki: pki, extra: backend.managerConfig)
         var (manager, port) = try await setup.start()
         // About 1.3 KB per upload at 4 KB/s: the sync takes ~13 s, long enough to interrupt twice.
-        let config = try agentConfig(pki: pki, camera: "cam-sync", port: port, dataDir: dataDir, uploadCap: 4096)
+        let config = try await agentConfig(pki: pki, camera: "cam-sync", port: port, dataDir: dataDir, uploadCap: 4096)
         var agent = try LoupeProcess(["agent", "--config", config], log: pki.dir + "/agent-sync.log")
 
         // 1. Kill the manager outright part-way through, and bring it back.
-        let started = try await eventually(timeout: .seconds(30)) { try store.outboxDepth() <= total - 8 }
+        let started = try await eventually(timeout: .seconds(30)) { try await store.outboxDepth() <= total - 8 }
         #expect(started, "the outbox did not start draining:\n\(agent.log)\n\(manager.log)")
         manager.signal(SIGKILL)
         _ = await manager.waitForExit()
-        let leftAtManagerKill = try store.outboxDepth()
+        let leftAtManagerKill = try await store.outboxDepth()
         #expect(leftAtManagerKill > 0, "the sync finished before the manager could be interrupted")
         (manager, _) = try await ManagerProcessSetup(pki: pki, port: port, extra: backend.managerConfig).start()
 
         // 2. Kill the agent outright part-way through the rest, and restart it.
-        let further = try await eventually(timeout: .seconds(30)) { try store.outboxDepth() <= leftAtManagerKill - 5 }
+        let further = try await eventually(timeout: .seconds(30)) { try await store.outboxDepth() <= leftAtManagerKill - 5 }
         #expect(further, "the outbox did not drain after the manager came back:\n\(agent.log)")
         agent.signal(SIGKILL)
         _ = await agent.waitForExit()
-        #expect(try store.outboxDepth() > 0, "the sync finished before the agent could be interrupted")
+        #expect(try await store.outboxDepth() > 0, "the sync finished before the agent could be interrupted")
         agent = try LoupeProcess(["agent", "--config", config], log: pki.dir + "/agent-sync-2.log")
 
-        let drained = try await eventually(timeout: .seconds(60)) { try store.outboxDepth() == 0 }
+        let drained = try await eventually(timeout: .seconds(60)) { try await store.outboxDepth() == 0 }
         #expect(drained, "the outbox never drained:\n\(agent.log)\n\(manager.log)")
         try await Self.stopAndExpectStoredOnce(agent: agent, manager: manager, backend: backend, total: total, camera: "cam-sync")
         // The camera the restarted manager saw is in the fleet store for the next one.
@@ -96,29 +96,29 @@ import LoupeTesting
         let pki = try TestPKI()
         let total = 30
         let dataDir = pki.dir + "/agent-pg-data"
-        let store = try Self.seedAgentStore(dataDir, count: total)
+        let store = try await Self.seedAgentStore(dataDir, count: total)
         // A server of its own: killing the shared one would fail the other tests using it.
         let server = try await PostgresServer.start(folder: NSTemporaryDirectory() + "loupe-pg-restart-\(UUID().uuidString.prefix(8))")
         defer { server.discard() }
         let settings = try await server.createDatabase()
         let storage: [String: Any] = ["storage": ["postgres": ["url": settings.url, "passwordFile": settings.passwordFile ?? ""]]]
         let (manager, port) = try await ManagerProcessSetup(pki: pki, extra: storage).start()
-        let config = try agentConfig(pki: pki, camera: "cam-pg", port: port, dataDir: dataDir, uploadCap: 4096)
+        let config = try await agentConfig(pki: pki, camera: "cam-pg", port: port, dataDir: dataDir, uploadCap: 4096)
         let agent = try LoupeProcess(["agent", "--config", config], log: pki.dir + "/agent-pg.log")
 
-        let started = try await eventually(timeout: .seconds(30)) { try store.outboxDepth() <= total - 6 }
+        let started = try await eventually(timeout: .seconds(30)) { try await store.outboxDepth() <= total - 6 }
         #expect(started, "the outbox did not start draining:\n\(agent.log)\n\(manager.log)")
         await server.kill()
         // While it is down the outbox does not drain, and the manager stays up saying why.
         try await Task.sleep(for: .seconds(8))
-        #expect(try store.outboxDepth() > 0)
+        #expect(try await store.outboxDepth() > 0)
         #expect(manager.process.isRunning, "the manager died with its database:\n\(manager.log)")
         let refusal = manager.log.split(separator: "\n").first { $0.contains("request refused") && $0.contains("roi_upload") }
         #expect(
             refusal?.contains("unavailable") == true && refusal?.contains("no answer within 5") == true,
             "no upload was refused by name while the database was down:\n\(manager.log.suffix(3000))")
         try await server.start()
-        let drained = try await eventually(timeout: .seconds(60)) { try store.outboxDepth() == 0 }
+        let drained = try await eventually(timeout: .seconds(60)) { try await store.outboxDepth() == 0 }
         #expect(drained, "the outbox never drained after the database came back:\n\(agent.log)\n\(manager.log)")
         agent.signal(SIGTERM)
         #expect(await agent.waitForExit() == 0)
@@ -151,7 +151,7 @@ extension SyncProcessTests {
     @Test func theManagersMetricsCountUploadsAndCameras() async throws {
         let pki = try TestPKI()
         let dataDir = pki.dir + "/agent-metrics-data"
-        let store = try Self.seedAgentStore(dataDir, count: 6)
+        let store = try await Self.seedAgentStore(dataDir, count: 6)
         let setup = try ManagerProcessSetup(pki: pki, extra: ["metricsAddress": "127.0.0.1:0"])
         let (manager, port) = try await setup.start()
         let metricsPort = try await manager.loggedAddress(after: "metrics listening")
@@ -162,9 +162,9 @@ extension SyncProcessTests {
             return String(decoding: data, as: UTF8.self)
         }
         #expect(try await scrape().contains("loupe_cameras_connected 0"))
-        let config = try agentConfig(pki: pki, camera: "cam-metrics", port: port, dataDir: dataDir, uploadCap: 1_048_576)
+        let config = try await agentConfig(pki: pki, camera: "cam-metrics", port: port, dataDir: dataDir, uploadCap: 1_048_576)
         let agent = try LoupeProcess(["agent", "--config", config], log: pki.dir + "/agent-metrics.log")
-        let drained = try await eventually(timeout: .seconds(30)) { try store.outboxDepth() == 0 }
+        let drained = try await eventually(timeout: .seconds(30)) { try await store.outboxDepth() == 0 }
         #expect(drained, "\(agent.log)")
         let counted = try await eventually(timeout: .seconds(10)) {
             let text = try await scrape()

@@ -272,7 +272,7 @@ extension FakeGigESuite {
             var extra: [String: Any] = ["http": ["address": "127.0.0.1:0", "initialAdminPassword": "gige-password-1"], "camera": camera]
             if let line { extra["line"] = line }
             extra.merge(more) { $1 }
-            let config = try writeAgentConfig(pki: pki, camera: "gige-cam", port: nil, extra: extra)
+            let config = try await writeAgentConfig(pki: pki, camera: "gige-cam", port: nil, extra: extra)
             let process = try LoupeProcess(["agent", "--config", config], log: pki.dir + "/agent.log")
             let address = try #require(
                 try await process.loggedAddress(after: "http listening"), "the agent never listened:\n\(process.log)")

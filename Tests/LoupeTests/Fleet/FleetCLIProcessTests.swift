@@ -43,7 +43,7 @@ import LoupeTesting
         signingKey: String? = nil, managerLink: [String: Any] = [:]
     ) async throws -> Camera {
         let dataDir = pki.dir + "/\(id)-data"
-        let config = try writeAgentConfig(
+        let config = try await writeAgentConfig(
             pki: pki, camera: id, port: port, dataDir: dataDir, manager: managerLink,
             extra: [
                 "modelKeys": [signingKey ?? managerData + "/model-signing.pub"],

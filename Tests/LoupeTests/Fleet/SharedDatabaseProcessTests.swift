@@ -65,8 +65,8 @@ import Testing
         // A camera on A sends its labelled ROIs.
         let agentData = pki.dir + "/agent-w-data"
         let total = 12
-        _ = try SyncProcessTests.seedAgentStore(agentData, count: total)
-        let agentConfig = try writeAgentConfig(
+        _ = try await SyncProcessTests.seedAgentStore(agentData, count: total)
+        let agentConfig = try await writeAgentConfig(
             pki: pki, camera: "cam-w", port: portA, dataDir: agentData,
             manager: ["fallbackAddresses": ["localhost:\(portB)"]])
         let agent = try LoupeProcess(["agent", "--config", agentConfig], log: pki.dir + "/agent-w.log")
@@ -151,20 +151,20 @@ import Testing
         defer { managerA.signal(SIGKILL); managerB.signal(SIGKILL) }
         let agentData = pki.dir + "/agent-k-data"
         let total = 40
-        let store = try SyncProcessTests.seedAgentStore(agentData, count: total)
+        let store = try await SyncProcessTests.seedAgentStore(agentData, count: total)
         // About 1.3 KB per upload at 4 KB/s: the sync takes ~13 s, long enough to interrupt.
-        let agentConfig = try writeAgentConfig(
+        let agentConfig = try await writeAgentConfig(
             pki: pki, camera: "cam-k", port: portA, dataDir: agentData,
             manager: ["fallbackAddresses": ["localhost:\(portB)"], "uploadBytesPerSecond": 4096])
         let agent = try LoupeProcess(["agent", "--config", agentConfig], log: pki.dir + "/agent-k.log")
         defer { agent.signal(SIGKILL) }
-        let started = try await eventually(timeout: .seconds(30)) { try store.outboxDepth() <= total - 8 }
+        let started = try await eventually(timeout: .seconds(30)) { try await store.outboxDepth() <= total - 8 }
         #expect(started, "the outbox did not start draining:\n\(agent.log)\n\(managerA.log)")
         managerA.signal(SIGKILL)
         _ = await managerA.waitForExit(timeout: .seconds(10))
-        let left = try store.outboxDepth()
+        let left = try await store.outboxDepth()
         #expect(left > 0, "the sync finished before the manager could be interrupted")
-        let drained = try await eventually(timeout: .seconds(60)) { try store.outboxDepth() == 0 }
+        let drained = try await eventually(timeout: .seconds(60)) { try await store.outboxDepth() == 0 }
         #expect(drained, "the outbox never drained through B:\n\(agent.log)\n\(managerB.log)")
         #expect(agent.log.contains("manager=manager-b"), "the camera never reached B:\n\(agent.log)")
         let backend = try await StoreBackend(.postgres, database: database, folder: pki.dir + "/reader")
@@ -188,8 +188,8 @@ import Testing
         // The camera knows both managers and starts on A; its labelled ROIs arrive once.
         let agentData = pki.dir + "/agent-s-data"
         let total = 12
-        _ = try SyncProcessTests.seedAgentStore(agentData, count: total)
-        let agentConfig = try writeAgentConfig(
+        _ = try await SyncProcessTests.seedAgentStore(agentData, count: total)
+        let agentConfig = try await writeAgentConfig(
             pki: pki, camera: "cam-s", port: portA, dataDir: agentData,
             manager: ["fallbackAddresses": ["localhost:\(portB)"]],
             extra: ["modelKeys": [pki.dir + "/plant-signing.pub"]])

@@ -148,7 +148,7 @@ struct ManagerProcessSetup {
 func writeAgentConfig(
     pki: TestPKI, camera: String, port: Int?, dataDir: String? = nil, manager extraLink: [String: Any] = [:],
     extra: [String: Any] = [:], inspectionType: String? = nil
-) throws -> String {
+) async throws -> String {
     let files = try pki.member(.agent, camera)
     let path = pki.dir + "/agent-\(camera).json"
     let dataDir = dataDir ?? pki.dir + "/agent-\(camera)-data"
@@ -158,7 +158,7 @@ func writeAgentConfig(
         "dataDir": dataDir,
     ]
     if let inspectionType {
-        try LabelStore(directory: dataDir + "/store").saveRecipe(Recipe(inspectionType: inspectionType), user: "test")
+        try await LabelStore(directory: dataDir + "/store").saveRecipe(Recipe(inspectionType: inspectionType), user: "test")
     }
     if let port {
         let link: [String: Any] = [
