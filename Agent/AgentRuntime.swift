@@ -45,7 +45,21 @@ public final class AgentRuntime: Sendable {
         switch camera?.precision {
         case "fp32": precision = .fp32
         case "bf16": precision = .bf16
-        default: precision = DNNLRuntime.hasNativeBF16 ? .bf16 : .fp32
+        default:
+            // A camera runs the precision that is faster on this CPU, timed once (a second at start), not the one its
+            // flags suggest; without a camera nothing runs live, and suggestions take fp32.
+            if camera != nil {
+                let measured = InferencePrecision.measured
+                precision = measured.fastest
+                logger.info(
+                    "inference precision measured",
+                    metadata: [
+                        "chosen": "\(measured.fastest.rawValue)", "fp32-ms": "\(String(format: "%.1f", measured.fp32Milliseconds))",
+                        "bf16-ms": "\(measured.bf16Milliseconds.map { String(format: "%.1f", $0) } ?? "cannot run")",
+                    ])
+            } else {
+                precision = .fp32
+            }
         }
         var source: (any FrameSource)?
         var pacing: Duration?

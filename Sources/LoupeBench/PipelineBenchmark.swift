@@ -23,7 +23,7 @@ public struct PipelineBenchmark {
         public var frames = 24
         /// The camera's rate: frames are handed over this often (a camera faster than the target).
         public var cameraFramesPerSecond = 60.0
-        public var precision: InferencePrecision = DNNLRuntime.hasNativeBF16 ? .bf16 : .fp32
+        public var precision: InferencePrecision = InferencePrecision.measured.fastest
         /// oneDNN threads for the segment stage; the align stage has a core of its own.
         public var threads = max(1, ProcessInfo.processInfo.activeProcessorCount - 1)
         /// A trained model file; nil runs an untrained network of the standard shape (same cost per frame).

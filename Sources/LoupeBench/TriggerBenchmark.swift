@@ -31,7 +31,7 @@ public struct TriggerBenchmark {
         public var triggers = 60
         public var rates: [Double] = [1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30]
         public var secondsPerRate = 4.0
-        public var precision: InferencePrecision = DNNLRuntime.hasNativeBF16 ? .bf16 : .fp32
+        public var precision: InferencePrecision = InferencePrecision.measured.fastest
         public var threads = max(1, ProcessInfo.processInfo.activeProcessorCount - 1)
         public var modelPath: String?
         public init() {}

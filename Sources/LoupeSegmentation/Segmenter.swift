@@ -10,6 +10,51 @@ public enum InferencePrecision: String, Codable, Sendable, CaseIterable {
     case bf16
 }
 
+extension InferencePrecision {
+    /// The two precisions timed on this CPU, and the faster.
+    public struct Measured: Sendable {
+        public var fastest: InferencePrecision
+        /// Median milliseconds of one inference of the measured shape; nil where bf16 cannot run.
+        public var fp32Milliseconds: Double
+        public var bf16Milliseconds: Double?
+    }
+
+    /// The precision live inspection should run, measured once per process, not assumed from the CPU's flags:
+    /// where oneDNN 2.6 has AMX kernels bf16 ran 2.7x faster than fp32 (2026-11-28), but on a CPU that reports
+    /// AVX512-BF16 without AMX its bf16 kernels ran 2.4x slower at 256x256 (2026-12-08, docs/benchmarks.md).
+    public static let measured: Measured = measure()
+
+    /// Times `repetitions` inferences of a `size`-square input through `configuration` (random weights: the cost
+    /// is the shape's) in each precision, fp32 and bf16 alternating, on the calling thread's oneDNN threads.
+    public static func measure(configuration: UNetConfiguration = .standard, size: Int = 256, repetitions: Int = 5) -> Measured {
+        let model = SegmentationModel(weights: Weights(configuration: configuration, seed: 1))
+        let input = [Float](repeating: 0.5, count: size * size * configuration.inputChannels)
+        var segmenters: [(InferencePrecision, Segmenter)] = []
+        for precision in InferencePrecision.allCases {
+            guard let segmenter = try? Segmenter(model: model, precision: precision),
+                (try? segmenter.logits(planar: input, width: size, height: size)) != nil
+            else { continue }
+            segmenters.append((precision, segmenter))
+        }
+        var times: [InferencePrecision: [Double]] = [:]
+        for _ in 0..<max(1, repetitions) {
+            for (precision, segmenter) in segmenters {
+                let start = ContinuousClock.now
+                _ = try? segmenter.logits(planar: input, width: size, height: size)
+                let elapsed = ContinuousClock.now - start
+                times[precision, default: []].append(Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1e3)
+            }
+        }
+        func median(_ values: [Double]?) -> Double? {
+            guard let sorted = values?.sorted(), !sorted.isEmpty else { return nil }
+            return sorted[sorted.count / 2]
+        }
+        let fp32 = median(times[.fp32]) ?? .infinity
+        let bf16 = median(times[.bf16])
+        return Measured(fastest: (bf16 ?? .infinity) < fp32 ? .bf16 : .fp32, fp32Milliseconds: fp32, bf16Milliseconds: bf16)
+    }
+}
+
 /// Per-pixel result: the most likely class and its softmax probability.
 public struct Segmentation: Sendable, Equatable {
     public let width: Int

@@ -60,15 +60,18 @@ public struct TrainingConfiguration: Codable, Sendable, Equatable {
     /// The rule the validation split's parts are judged by (escapes and false rejects); the camera's recipe's when it
     /// trains, the default elsewhere.
     public var failRule: FailRule
+    /// The convolutions' precision (`TrainingEngine.precision`); bf16 needs AVX-512.
+    public var precision: InferencePrecision
 
     public init(
         network: UNetConfiguration = .standard, passes: Int = 10, timeBudgetSeconds: Double? = nil, batchSize: Int = 8, cropSize: Int = 192,
         optimizer: AdamWConfiguration = AdamWConfiguration(), warmupSteps: Int = 20, augmentation: Augmentation = Augmentation(),
         diceWeight: Float = 1, repeatThreshold: Double = 1, validationFraction: Double = 0.1, seed: UInt64 = 1,
         threads: Int = ProcessInfo.processInfo.activeProcessorCount, failRule: FailRule = FailRule(), maxClassWeight: Float = 10,
-        hardPixelProbability: Float = 0
+        hardPixelProbability: Float = 0, precision: InferencePrecision = .fp32
     ) {
         self.failRule = failRule
+        self.precision = precision
         self.network = network
         self.passes = passes
         self.timeBudgetSeconds = timeBudgetSeconds
@@ -225,7 +228,7 @@ public struct Trainer {
             weights: weights,
             loss: LossConfiguration(
                 classWeights: classWeights, diceWeight: config.diceWeight, hardPixelProbability: config.hardPixelProbability),
-            optimizer: config.optimizer)
+            optimizer: config.optimizer, precision: config.precision)
 
         var random = SeededGenerator(seed: config.seed ^ 0x5EED)
         let schedule = CosineSchedule(base: config.optimizer.learningRate, warmupSteps: config.warmupSteps)

@@ -30,16 +30,24 @@ public final class TrainingEngine {
     private var optimizer: AdamW
     /// Batch-norm momentum for the running statistics (PyTorch's default).
     public var momentum: Float = 0.1
+    /// The convolutions' precision: bf16 runs their forward and both backward passes on bf16 inputs (AVX512-BF16 or
+    /// AMX), with fp32 outputs, master weights, gradients, optimiser state and batch norm.
+    public let precision: InferencePrecision
 
     public init(
-        weights: Weights, loss: LossConfiguration = LossConfiguration(), optimizer: AdamWConfiguration = AdamWConfiguration()
+        weights: Weights, loss: LossConfiguration = LossConfiguration(), optimizer: AdamWConfiguration = AdamWConfiguration(),
+        precision: InferencePrecision = .fp32
     ) throws(SegmentationError) {
         try weights.configuration.validate()
         guard loss.classWeights.isEmpty || loss.classWeights.count == weights.configuration.classes else {
             throw .invalidConfiguration("\(loss.classWeights.count) class weights for \(weights.configuration.classes) classes")
         }
+        if precision == .bf16, !DNNLRuntime.canRunBF16 {
+            throw .invalidConfiguration("this CPU has no bf16 convolutions (oneDNN needs AVX-512); train in fp32")
+        }
         self.weights = weights
         self.loss = loss
+        self.precision = precision
         self.optimizer = AdamW(configuration: optimizer, shapes: weights.parameters.map(\.shape))
         do { stream = try DNNLStream() } catch { throw SegmentationError(error) }
     }
@@ -61,7 +69,9 @@ public final class TrainingEngine {
         let key = [batch.count, batch.height, batch.width]
         if let graph = graphs[key] { return graph }
         do {
-            let graph = try TrainingGraph(configuration: configuration, batch: batch.count, height: batch.height, width: batch.width)
+            let graph = try TrainingGraph(
+                configuration: configuration, batch: batch.count, height: batch.height, width: batch.width,
+                precision: precision == .bf16 ? .bf16 : .f32)
             graphs[key] = graph
             return graph
         } catch {

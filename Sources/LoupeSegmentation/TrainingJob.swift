@@ -154,7 +154,7 @@ extension TrainingConfiguration {
         parts.append(
             "augmentation: flip \(a.flipHorizontal ? "h" : "-")\(a.flipVertical ? "v" : "-"), rotation ±\(a.rotationDegrees)°, "
                 + "brightness ±\(a.brightness), contrast ±\(a.contrast)")
-        parts.append("validation share \(validationFraction), seed \(seed), \(threads) threads")
+        parts.append("validation share \(validationFraction), seed \(seed), \(threads) threads, \(precision.rawValue) convolutions")
         return parts.joined(separator: "; ")
     }
 }

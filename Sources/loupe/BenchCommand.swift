@@ -135,7 +135,7 @@ extension BenchCommand {
                 + "1 when it is missed."
         )
         @Option(help: "Seconds to measure, after a short warm-up.") var seconds = 15.0
-        @Option(help: "fp32 or bf16 (default: bf16 where the CPU has it natively).") var precision: String?
+        @Option(help: "fp32 or bf16 (default: the faster on this CPU, timed at start).") var precision: String?
         @Option(help: "oneDNN threads for the segment stage (default: one less than the cores; the align stage has one).") var threads: Int?
         @Option(help: "The camera's rate: frames handed to the pipeline per second.") var cameraFps = 60.0
         @Option(help: "A trained model file (default: an untrained network of the standard shape; same cost per frame).") var model: String?
@@ -195,7 +195,7 @@ extension BenchCommand {
         @Option(help: "The fake GigE camera helper, e.g. Tests/FakeGigE/build/loupe-fake-gige.") var fakeGige: String?
         @Option(help: "Triggers one at a time, for the latency.") var triggers = 60
         @Option(help: "Seconds at each trigger rate.") var secondsPerRate = 4.0
-        @Option(help: "fp32 or bf16 (default: bf16 where the CPU has it natively).") var precision: String?
+        @Option(help: "fp32 or bf16 (default: the faster on this CPU, timed at start).") var precision: String?
         @Option(help: "A trained model file (default: an untrained network of the standard shape; same cost per frame).") var model: String?
 
         func run() async throws {

@@ -55,6 +55,8 @@ struct TrainLocalCommand: AsyncParsableCommand {
     var hardPixelProbability: Float = TrainingConfiguration().hardPixelProbability
     @Option(help: "Random seed; the same seed and threads give the same model.") var seed: UInt64 = 1
     @Option(help: "Threads for oneDNN.") var threads = ProcessInfo.processInfo.activeProcessorCount
+    @Option(help: "Convolution precision while training: fp32, or bf16 (AVX-512; fp32 weights and optimiser).")
+    var precision: InferencePrecision = .fp32
     @Option(help: "Read only the first N images (for a quick look).") var limit: Int?
     @Option(help: "Class names, comma-separated, background first.") var classNames: String?
 
@@ -76,6 +78,7 @@ struct TrainLocalCommand: AsyncParsableCommand {
             flipHorizontal: !noFlip, flipVertical: !noFlip, rotationDegrees: rotation, brightness: brightness, contrast: contrast)
         config.seed = seed
         config.threads = threads
+        config.precision = precision
         try config.validate()
         let bar = ProgressBar()
         let data = try SegmentationDataset.load(

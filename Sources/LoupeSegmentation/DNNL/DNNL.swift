@@ -110,6 +110,13 @@ struct TensorDesc: Equatable {
 
     fileprivate init(md: dnnl_memory_desc_t) { self.md = md }
 
+    /// The same shape and layout (element strides, blocks) with another element type.
+    func retyped(_ precision: Precision) -> TensorDesc {
+        var md = self.md
+        md.data_type = precision.type
+        return TensorDesc(md: md)
+    }
+
     /// The channel window `[offset, offset + count)` of an NCHW-shaped tensor, in place.
     func channels(_ offset: Int, _ count: Int) throws(DNNLError) -> TensorDesc {
         var parent = md

@@ -1,6 +1,10 @@
 /// One convolution, optionally followed by batch norm + ReLU, for training:
 /// its primitives, its tensors (in the layouts oneDNN chose), and where it
-/// writes the gradient of its input.
+/// writes the gradient of its input. In bf16 the convolution's three passes
+/// take bf16 inputs (activations, weights, output gradients, each reordered
+/// from its fp32 tensor) and write fp32 (output, weight gradients, input
+/// gradients); the weights, their gradients, the optimiser and batch norm
+/// stay fp32.
 final class TrainingUnit {
     let name: String
     let normalised: Bool
@@ -15,6 +19,9 @@ final class TrainingUnit {
     private let convBackwardData: Primitive?
     private let convInputGradient: Tensor?
     private let fromConvInputGradient: Primitive?
+    /// bf16: the output gradient as the backward passes take it, and its reorder from fp32.
+    private let lowGradient: Tensor?
+    private let toLowGradient: Primitive?
 
     /// Weights in PyTorch's OIHW layout, and in the convolution's own.
     let weightsPlain: Tensor
@@ -47,7 +54,8 @@ final class TrainingUnit {
     static let epsilon: Float = 1e-5
 
     init(
-        name: String, input: Tensor, inputGradient: Tensor?, outputChannels: Int, kernel: Int, normalised: Bool, plainOutput: Bool
+        name: String, input: Tensor, inputGradient: Tensor?, outputChannels: Int, kernel: Int, normalised: Bool, plainOutput: Bool,
+        precision: Precision = .f32
     ) throws(DNNLError) {
         self.name = name
         self.normalised = normalised
@@ -61,8 +69,8 @@ final class TrainingUnit {
         let dstDesc = try TensorDesc([batch, outputChannels, height, width], plainOutput ? .nchw : .any)
 
         convForward = try Kernels.convolutionForward(
-            src: TensorDesc(dims, .any), weights: TensorDesc(weightDims, .any), bias: biasDesc, dst: dstDesc, padding: padding,
-            training: true)
+            src: TensorDesc(dims, .any, precision), weights: TensorDesc(weightDims, .any, precision), bias: biasDesc, dst: dstDesc,
+            padding: padding, training: true)
         let srcDesc = convForward.desc(.src)
         (convInput, toConvInput) = try adapted(input, to: srcDesc)
         weightsPlain = try Tensor(weightDims, .oihw)
@@ -71,9 +79,17 @@ final class TrainingUnit {
         bias = try biasDesc.map { desc throws(DNNLError) in try Tensor(desc) }
         biasGradient = try biasDesc.map { desc throws(DNNLError) in try Tensor(desc) }
         convOutput = try Tensor(convForward.desc(.dst))
+        // The gradient of the convolution's output, as both backward passes read it.
+        let diffDstDesc = convOutput.desc.retyped(precision)
+        if precision == .f32 {
+            (lowGradient, toLowGradient) = (nil, nil)
+        } else {
+            lowGradient = try Tensor(diffDstDesc)
+            toLowGradient = try Kernels.reorder(from: convOutput.desc, to: diffDstDesc)
+        }
 
         convBackwardWeights = try Kernels.convolutionBackwardWeights(
-            src: srcDesc, diffWeights: TensorDesc(weightDims, .any), diffBias: biasDesc, diffDst: convOutput.desc, padding: padding,
+            src: srcDesc, diffWeights: TensorDesc(weightDims, .any), diffBias: biasDesc, diffDst: diffDstDesc, padding: padding,
             hint: convForward)
         weightsGradientPlain = try Tensor(weightDims, .oihw)
         (weightsGradient, fromWeightsGradient) = try staged(convBackwardWeights.desc(.diffWeights), into: weightsGradientPlain)
@@ -81,10 +97,11 @@ final class TrainingUnit {
         if let inputGradient {
             // Backward data wants its own weights layout (transposed blocks); let it choose.
             let backward = try Kernels.convolutionBackwardData(
-                diffSrc: srcDesc, weights: TensorDesc(weightDims, .any), diffDst: convOutput.desc, padding: padding, hint: convForward)
+                diffSrc: TensorDesc(dims, .any), weights: TensorDesc(weightDims, .any, precision), diffDst: diffDstDesc, padding: padding,
+                hint: convForward)
             convBackwardData = backward
             (backwardWeights, toBackwardWeights) = try adapted(weightsPlain, to: backward.desc(.weights))
-            let (target, reorder) = try staged(srcDesc, into: inputGradient)
+            let (target, reorder) = try staged(backward.desc(.diffSrc), into: inputGradient)
             convInputGradient = reorder == nil ? nil : target
             fromConvInputGradient = reorder
         } else {
@@ -158,13 +175,15 @@ final class TrainingUnit {
         } else {
             gradient = outputGradient
         }
-        var args: [(Arg, Tensor)] = [(.src, convInput), (.diffDst, gradient), (.diffWeights, weightsGradient)]
+        if let toLowGradient, let lowGradient { try toLowGradient.run(stream, [(.from, gradient), (.to, lowGradient)]) }
+        let diffDst = lowGradient ?? gradient
+        var args: [(Arg, Tensor)] = [(.src, convInput), (.diffDst, diffDst), (.diffWeights, weightsGradient)]
         if let biasGradient { args.append((.diffBias, biasGradient)) }
         try convBackwardWeights.run(stream, args)
         try fromWeightsGradient?.run(stream, [(.from, weightsGradient), (.to, weightsGradientPlain)])
         if let convBackwardData, let inputGradient {
             let target = convInputGradient ?? inputGradient
-            try convBackwardData.run(stream, [(.diffDst, gradient), (.weights, backwardWeights), (.diffSrc, target)])
+            try convBackwardData.run(stream, [(.diffDst, diffDst), (.weights, backwardWeights), (.diffSrc, target)])
             try fromConvInputGradient?.run(stream, [(.from, target), (.to, inputGradient)])
         }
     }
@@ -296,7 +315,7 @@ final class TrainingGraph {
     var logits: UnsafeMutableBufferPointer<Float> { head.output.floats }
     var logitsGradient: UnsafeMutableBufferPointer<Float> { head.outputGradient.floats }
 
-    init(configuration: UNetConfiguration, batch: Int, height: Int, width: Int) throws(DNNLError) {
+    init(configuration: UNetConfiguration, batch: Int, height: Int, width: Int, precision: Precision = .f32) throws(DNNLError) {
         self.batch = batch
         self.height = height
         self.width = width
@@ -310,7 +329,7 @@ final class TrainingGraph {
             unitIndex += 1
             let made = try TrainingUnit(
                 name: shape.name, input: source, inputGradient: gradient, outputChannels: shape.output, kernel: 3, normalised: true,
-                plainOutput: false)
+                plainOutput: false, precision: precision)
             units.append(made)
             steps.append(.unit(made))
             return made
@@ -337,7 +356,7 @@ final class TrainingGraph {
         }
         head = try TrainingUnit(
             name: "head", input: below.output, inputGradient: below.outputGradient, outputChannels: configuration.classes, kernel: 1,
-            normalised: false, plainOutput: true)
+            normalised: false, plainOutput: true, precision: precision)
         steps.append(.unit(head))
         self.units = units
         self.steps = steps
