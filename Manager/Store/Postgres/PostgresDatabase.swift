@@ -266,17 +266,73 @@ public final class PostgresDatabase: Sendable {
         var description: String { "the server ended the session" }
     }
 
-    /// `body`'s answer, or `NoAnswer` after `limit`.
-    static func answer<T: Sendable>(within limit: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-        try await withThrowingTaskGroup(of: T?.self) { group in
-            group.addTask { try await body() }
-            group.addTask {
-                try await Task.sleep(for: limit)
+    /// `body`'s answer, or `NoAnswer` after `limit`, whether or not `body` heeds its cancellation: it runs as a task
+    /// of its own, cancelled when the time is up but not waited for. (A task group would wait for it: a database
+    /// call that ignores cancellation, as a pool lease or a query on a half-dead connection after a server
+    /// restart can, then held its caller, and a manager's shutdown, past the limit for good.) Cancelling the
+    /// caller answers `CancellationError` at once.
+    public static func answer<T: Sendable>(
+        within limit: Duration, _ body: @escaping @Sendable () async throws -> T
+    ) async throws -> T {
+        let first = FirstAnswer<T>()
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                first.await(continuation)
+                let work = Task {
+                    do { first.give(.success(try await body())) } catch { first.give(.failure(error)) }
+                }
+                let timer = Task {
+                    try? await Task.sleep(for: limit)
+                    first.give(.failure(NoAnswer(limit: limit)))
+                }
+                first.onAnswer {
+                    work.cancel(); timer.cancel()
+                }
+            }
+        } onCancel: {
+            first.give(.failure(CancellationError()))
+        }
+    }
+
+    /// The first of several outcomes resumes the waiting continuation; the later ones are dropped.
+    private final class FirstAnswer<T: Sendable>: Sendable {
+        private struct State {
+            var continuation: CheckedContinuation<T, any Error>?
+            var early: Result<T, any Error>?
+            var answered = false
+            var cleanup: (@Sendable () -> Void)?
+        }
+        private let state = Mutex(State())
+
+        func await(_ continuation: CheckedContinuation<T, any Error>) {
+            let early = state.withLock { state -> Result<T, any Error>? in
+                if let early = state.early { return early }
+                state.continuation = continuation
                 return nil
             }
-            defer { group.cancelAll() }
-            guard let first = try await group.next(), let value = first else { throw NoAnswer(limit: limit) }
-            return value
+            if let early { continuation.resume(with: early) }
+        }
+
+        /// Runs `cleanup` once answered (at once if already).
+        func onAnswer(_ cleanup: @escaping @Sendable () -> Void) {
+            let now = state.withLock { state -> Bool in
+                if state.answered { return true }
+                state.cleanup = cleanup
+                return false
+            }
+            if now { cleanup() }
+        }
+
+        func give(_ outcome: Result<T, any Error>) {
+            let (continuation, cleanup) = state.withLock { state -> (CheckedContinuation<T, any Error>?, (@Sendable () -> Void)?) in
+                guard !state.answered else { return (nil, nil) }
+                state.answered = true
+                if state.continuation == nil { state.early = outcome }
+                defer { (state.continuation, state.cleanup) = (nil, nil) }
+                return (state.continuation, state.cleanup)
+            }
+            continuation?.resume(with: outcome)
+            cleanup?()
         }
     }
 
@@ -298,7 +354,8 @@ public final class PostgresDatabase: Sendable {
         var description: String { "no answer within \(limit) (is the database server running and reachable?)" }
     }
 
-    /// Runs `body` against the pool, failing with `NoAnswer` after `limit`.
+    /// Runs `body` against the pool, failing with `NoAnswer` after `limit` (`answerLimit` when nil), even when `body`
+    /// does not heed cancellation.
     func run<T: Sendable>(within limit: Duration? = nil, _ body: @escaping @Sendable (PostgresClient) async throws -> T) async throws -> T {
         let client = self.client
         return try await Self.answer(within: limit ?? answerLimit) { try await body(client) }

@@ -145,6 +145,28 @@ import Testing
         }
     }
 
+    /// A database call (every store call goes through `PostgresDatabase.answer`) answers by its limit even when
+    /// what it waits on ignores cancellation, as a pool lease or a query on a half-dead connection can after a
+    /// server restart (a manager's shutdown once hung on one): the caller gets "no answer within" at the limit, not
+    /// the late answer 3 s later.
+    @Test func aCallThatIgnoresCancellationStillAnswersByItsLimit() async throws {
+        let start = ContinuousClock.now
+        do {
+            let late = try await PostgresDatabase.answer(within: .milliseconds(300)) {
+                // Deaf to cancellation: resumes after 3 s whatever happens to its task.
+                await withCheckedContinuation { continuation in
+                    DispatchQueue.global().asyncAfter(deadline: .now() + 3) { continuation.resume(returning: 42) }
+                }
+            }
+            Issue.record("the late answer \(late) came through instead of the limit")
+        } catch {
+            #expect("\(error)".contains("no answer within"), "\(error)")
+        }
+        #expect(ContinuousClock.now - start < .seconds(2), "the call waited for the deaf body")
+        // A call that does answer in time still gets its answer.
+        #expect(try await PostgresDatabase.answer(within: .seconds(5)) { 7 } == 7)
+    }
+
     /// A bad upload is refused with its reason, and the store goes on storing.
     @Test(arguments: StoreBackend.all) func aBadUploadIsRefusedWithItsReason(_ kind: StoreBackend.Kind) async throws {
         let backend = try await StoreBackend(kind)
