@@ -41,9 +41,7 @@ extension InferencePrecision {
             for (precision, segmenter) in segmenters {
                 let start = ContinuousClock.now
                 _ = try? segmenter.logits(planar: input, width: size, height: size)
-                let elapsed = ContinuousClock.now - start
-                times[precision, default: []].append(
-                    Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1e3)
+                times[precision, default: []].append((ContinuousClock.now - start) / .milliseconds(1))
             }
         }
         func median(_ values: [Double]?) -> Double? {
